@@ -1,0 +1,2 @@
+// Anchor translation unit that owns the shared precompiled header.
+namespace liger { int pch_anchor = 0; }

@@ -1,0 +1,110 @@
+// The op API that models call. Every op has one signature here and one
+// implementation per backend (kernels/reference, kernels/composite,
+// kernels/cuda); a KernelSet (kernels/registry.h) holds the implementation the
+// registry chose for each op. Nothing above kernels/ names a backend.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace liger::kernels {
+
+using at::Tensor;
+
+// ---------------------------------------------------------------------------
+// Normalisation
+// ---------------------------------------------------------------------------
+
+// Where RMSNorm casts (Liger-Kernel's names):
+//   llama: rstd in fp32, (x * rstd) cast to the input dtype, then * (offset + w)
+//   gemma: everything in fp32, cast to the input dtype at the end
+//   none:  everything in the input dtype
+enum class RmsNormCasting { llama, gemma, none };
+
+struct RmsNormOptions {
+  double eps = 1e-6;
+  double offset = 0.0;  // Gemma stores w - 1 and multiplies by (1 + w): offset 1
+  RmsNormCasting casting = RmsNormCasting::llama;
+};
+
+// y = x / sqrt(mean(x^2) + eps) * (offset + w), normalised over the last dim.
+// x: [..., D], weight: [D]. Returns x's shape and dtype.
+using RmsNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const RmsNormOptions& options);
+
+// y = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).
+// x: [..., D], weight/bias: [D] (bias may be undefined). Returns x's shape and dtype.
+using LayerNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+
+// ---------------------------------------------------------------------------
+// Rotary position embedding (HF rotate_half convention)
+// ---------------------------------------------------------------------------
+
+// q: [B, T, Hq, D], k: [B, T, Hk, D] (Hk may be < Hq: GQA), D even.
+// cos, sin: [B or 1, T, D] in fp32, with the frequencies repeated as HF does
+// (cat(freqs, freqs)). out = x * cos + rotate_half(x) * sin, where
+// rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]). cos/sin are cast to x's
+// dtype before the product (as HF does). Returns (q_rotated, k_rotated).
+using RopeFn = std::pair<Tensor, Tensor> (*)(const Tensor& q, const Tensor& k, const Tensor& cos,
+                                            const Tensor& sin);
+
+// ---------------------------------------------------------------------------
+// Gated MLP activations
+// ---------------------------------------------------------------------------
+
+// swiglu: silu(gate) * up;  geglu: gelu_tanh(gate) * up. Same shape and dtype.
+using GluFn = Tensor (*)(const Tensor& gate, const Tensor& up);
+
+// ---------------------------------------------------------------------------
+// Losses
+// ---------------------------------------------------------------------------
+
+// mean: sum over non-ignored tokens / their count (0 when there are none);
+// sum: sum over non-ignored tokens; none: per-token loss [N] (0 where ignored).
+enum class Reduction { mean, sum, none };
+
+struct CrossEntropyOptions {
+  int64_t ignore_index = -100;
+  double label_smoothing = 0.0;  // eps: (1-eps) * CE + eps * mean_i(-log p_i)
+  double z_loss_scale = 0.0;     // adds scale * lse^2 per non-ignored token
+  double softcap = 0.0;          // > 0: logits <- softcap * tanh(logits / softcap) first
+  Reduction reduction = Reduction::mean;
+};
+
+// logits: [N, V] (any float dtype), labels: [N] int64. The loss is fp32 (all
+// arithmetic in fp32); the gradient w.r.t. logits has the logits' dtype.
+using CrossEntropyFn = Tensor (*)(const Tensor& logits, const Tensor& labels,
+                                  const CrossEntropyOptions& options);
+
+struct FusedLinearCrossEntropyOptions {
+  CrossEntropyOptions ce;
+  // Memory budget for one chunk of logits (fp32 MiB). Chunks are sized from it.
+  double chunk_mb = 256.0;
+};
+
+// loss = cross_entropy(hidden @ weight^T + bias, labels) without ever holding
+// the full [N, V] logits. hidden: [N, H], weight: [V, H], bias: [V] or
+// undefined, labels: [N]. Weight/bias gradients are accumulated in fp32.
+using FusedLinearCrossEntropyFn = Tensor (*)(const Tensor& hidden, const Tensor& weight,
+                                             const Tensor& bias, const Tensor& labels,
+                                             const FusedLinearCrossEntropyOptions& options);
+
+// ---------------------------------------------------------------------------
+// Attention
+// ---------------------------------------------------------------------------
+
+struct AttentionOptions {
+  bool causal = true;
+  double scale = 0.0;           // 0: 1/sqrt(D)
+  int64_t sliding_window = 0;   // > 0: a query sees at most this many keys (itself included)
+  double softcap = 0.0;         // > 0: scores <- softcap * tanh(scores / softcap)
+};
+
+// q: [B, T, Hq, D], k, v: [B, T, Hk, D] with Hq % Hk == 0 (GQA). Returns [B, T, Hq, D].
+using AttentionFn = Tensor (*)(const Tensor& q, const Tensor& k, const Tensor& v,
+                               const AttentionOptions& options);
+
+}  // namespace liger::kernels
