@@ -1,0 +1,73 @@
+// liger-train: argument parsing and wiring only.
+//
+//   liger-train --config FILE.yaml [--set section.key=value ...] [--dry-run]
+//   liger-train --print-reference      (the commented reference.yaml)
+#include "data/data_error.h"
+#include "trainer/config.h"
+#include "trainer/config_schema.h"
+#include "trainer/dry_run.h"
+#include "trainer/logging/log.h"
+#include "trainer/trainer.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+namespace {
+
+// User errors are one line, no stack trace (c10::Error carries one: cut it).
+std::string first_line(const std::string& message) {
+  const auto newline = message.find('\n');
+  return newline == std::string::npos ? message : message.substr(0, newline);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"liger-train: fine-tune Llama-family LLMs with fused kernels"};
+  std::string config_path;
+  std::vector<std::string> overrides;
+  bool dry = false;
+  bool print_reference = false;
+  app.add_option("-c,--config", config_path, "YAML config (see configs/reference.yaml)");
+  app.add_option("--set", overrides, "override a key: --set training.steps=100 (repeatable)")
+      ->type_name("KEY=VALUE");
+  app.add_flag("--dry-run", dry, "validate, build the model on the meta device, print and exit");
+  app.add_flag("--print-reference", print_reference, "print the commented reference config");
+  CLI11_PARSE(app, argc, argv);
+
+  if (print_reference) {
+    std::cout << liger::config::reference_yaml();
+    return 0;
+  }
+  if (config_path.empty()) {
+    std::cerr << "error: --config FILE.yaml is required (start from configs/tiny.yaml)\n";
+    return 2;
+  }
+  try {
+    const liger::config::TrainConfig config = liger::config::load_config(config_path, overrides);
+    if (dry) {
+      std::cout << liger::trainer::dry_run(config).text;
+      return 0;
+    }
+    liger::trainer::Trainer trainer(config);
+    const liger::trainer::TrainResult result = trainer.run();
+    if (!result.sample.empty()) {
+      std::cout << "\n----- sample (prompt: \"" << config.logging.sample_prompt << "\") -----\n"
+                << result.sample << "\n-----\n";
+    }
+    std::cout << "final loss " << result.final_loss << " at step " << result.final_step
+              << (result.checkpoint_path.empty() ? "" : ", checkpoint " + result.checkpoint_path)
+              << "\n";
+    return 0;
+  } catch (const liger::config::ConfigError& error) {
+    std::cerr << "config error: " << error.what() << "\n";
+  } catch (const liger::data::DataError& error) {
+    std::cerr << "data error: " << error.what() << "\n";
+  } catch (const std::exception& error) {
+    std::cerr << "error: " << first_line(error.what()) << "\n";
+  }
+  liger::log::flush();
+  return 1;
+}

@@ -1,0 +1,110 @@
+// One decoder-only transformer, parameterised by ModelConfig (family traits
+// live there, not in per-family copies). Parameter names follow Hugging Face
+// (model.layers.0.self_attn.q_proj.weight, ...), so safetensors import and
+// export map one to one.
+//
+// forward(ids) returns the final-norm hidden states: the fused linear cross
+// entropy consumes those with lm_head_weight(); logits() exists for eval and
+// generation only.
+#pragma once
+
+#include "kernels/registry.h"
+#include "models/model_config.h"
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+namespace liger::models {
+
+using at::Tensor;
+
+// A module that holds one parameter named "weight" (HF's nn.Linear without
+// bias, nn.Embedding, RMSNorm all store exactly that).
+class WeightImpl : public torch::nn::Module {
+ public:
+  WeightImpl(at::IntArrayRef shape, const at::TensorOptions& options);
+  Tensor weight;
+};
+TORCH_MODULE(Weight);
+
+class SelfAttentionImpl : public torch::nn::Module {
+ public:
+  SelfAttentionImpl(const ModelConfig& config, const at::TensorOptions& options);
+  Weight q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+};
+TORCH_MODULE(SelfAttention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(const ModelConfig& config, const at::TensorOptions& options);
+  Weight gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const ModelConfig& config, const at::TensorOptions& options);
+  SelfAttention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  Weight input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+// HF's "model." prefix: embeddings, layers, final norm.
+class BackboneImpl : public torch::nn::Module {
+ public:
+  BackboneImpl(const ModelConfig& config, const at::TensorOptions& options);
+  Weight embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  Weight norm{nullptr};
+};
+TORCH_MODULE(Backbone);
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  // Parameters are created with `param_options` (dtype + device; the meta
+  // device allocates nothing). Activations are computed in `compute_dtype`:
+  // each weight is cast to it where it is used, so fp32 master weights with
+  // bf16 compute need nothing else.
+  TransformerImpl(const ModelConfig& config, kernels::KernelSet kernels,
+                  const at::TensorOptions& param_options, at::ScalarType compute_dtype);
+
+  // Normal(0, init_std) for every matrix and embedding, ones for norm
+  // weights (HF's init). Deterministic for a given generator seed.
+  void init_weights(uint64_t seed);
+
+  // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).
+  // Returns the final-norm hidden states [B, T, hidden] in compute dtype.
+  Tensor forward(const Tensor& ids, const Tensor& position_ids = Tensor());
+
+  // The lm_head weight [vocab, hidden] (the embedding when tied), as stored.
+  Tensor lm_head_weight() const;
+  // hidden [..., hidden] -> logits [..., vocab] in compute dtype.
+  Tensor logits(const Tensor& hidden) const;
+
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType compute_dtype() const { return compute_dtype_; }
+  const kernels::KernelSet& kernels() const { return kernels_; }
+  int64_t num_parameters() const;
+
+  Backbone model{nullptr};
+  Weight lm_head{nullptr};  // null when tie_embeddings
+
+ private:
+  Tensor attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
+                   const Tensor& sin) const;
+  Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x) const;
+  Tensor norm(const WeightImpl& weight, const Tensor& x) const;
+  // cos, sin: [B|1, T, head_dim] fp32 for the given positions.
+  std::pair<Tensor, Tensor> rope_tables(const Tensor& position_ids, int64_t seq_len,
+                                        const at::Device& device) const;
+  Tensor cast(const Tensor& weight) const;
+
+  ModelConfig config_;
+  kernels::KernelSet kernels_;
+  at::ScalarType compute_dtype_;
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace liger::models

@@ -1,0 +1,352 @@
+#include "trainer/config.h"
+
+#include "trainer/config_schema.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace liger::config {
+namespace {
+
+std::string scalar_text(const YAML::Node& node) {
+  if (node.IsScalar()) return "'" + node.Scalar() + "'";
+  if (node.IsNull()) return "null";
+  if (node.IsSequence()) return "a list";
+  return "a mapping";
+}
+
+// Every key's YAML value (from the file, then --set, else the default), with
+// typed getters that validate against the schema.
+class Values {
+ public:
+  explicit Values(std::string origin) : origin_(std::move(origin)) {}
+
+  void set(const std::string& full_name, const YAML::Node& value, const std::string& where) {
+    values_[full_name] = value;
+    where_[full_name] = where;
+  }
+
+  YAML::Node node(const KeySpec& key) const {
+    auto it = values_.find(key.full_name());
+    if (it != values_.end()) return it->second;
+    return YAML::Load(key.default_yaml);
+  }
+
+  [[noreturn]] void fail(const KeySpec& key, const YAML::Node& value) const {
+    auto it = where_.find(key.full_name());
+    const std::string where = it == where_.end() ? "default" : it->second;
+    throw ConfigError(where + ": " + key.full_name() + " = " + scalar_text(value) +
+                      " is invalid: expected " + key.describe_allowed() + " (" + key.doc + ")");
+  }
+
+  std::optional<int64_t> optional_integer(const std::string& name) const {
+    const KeySpec& key = spec(name);
+    YAML::Node value = node(key);
+    if (value.IsNull() && key.nullable) return std::nullopt;
+    int64_t parsed = 0;
+    if (!value.IsScalar() || !YAML::convert<int64_t>::decode(value, parsed)) fail(key, value);
+    if (parsed < key.min || parsed > key.max) fail(key, value);
+    return parsed;
+  }
+  int64_t integer(const std::string& name) const { return *optional_integer(name); }
+
+  std::optional<double> optional_number(const std::string& name) const {
+    const KeySpec& key = spec(name);
+    YAML::Node value = node(key);
+    if (value.IsNull() && key.nullable) return std::nullopt;
+    double parsed = 0.0;
+    if (!value.IsScalar() || !YAML::convert<double>::decode(value, parsed) || !std::isfinite(parsed))
+      fail(key, value);
+    if (parsed < key.min || parsed > key.max) fail(key, value);
+    return parsed;
+  }
+  double number(const std::string& name) const { return *optional_number(name); }
+
+  std::optional<bool> optional_boolean(const std::string& name) const {
+    const KeySpec& key = spec(name);
+    YAML::Node value = node(key);
+    if (value.IsNull() && key.nullable) return std::nullopt;
+    bool parsed = false;
+    if (!value.IsScalar() || !YAML::convert<bool>::decode(value, parsed)) fail(key, value);
+    return parsed;
+  }
+  bool boolean(const std::string& name) const { return *optional_boolean(name); }
+
+  std::string string(const std::string& name) const {
+    const KeySpec& key = spec(name);
+    YAML::Node value = node(key);
+    if (!value.IsScalar()) fail(key, value);
+    if (key.type == KeyType::choice) {
+      for (const auto& allowed : key.choices) {
+        if (value.Scalar() == allowed) return allowed;
+      }
+      fail(key, value);
+    }
+    return value.Scalar();
+  }
+
+  std::vector<std::string> string_list(const std::string& name) const {
+    const KeySpec& key = spec(name);
+    YAML::Node value = node(key);
+    std::vector<std::string> items;
+    if (value.IsScalar()) {
+      items.push_back(value.Scalar());
+    } else if (value.IsSequence()) {
+      for (const auto& item : value) {
+        if (!item.IsScalar()) fail(key, value);
+        items.push_back(item.Scalar());
+      }
+    } else {
+      fail(key, value);
+    }
+    return items;
+  }
+
+  std::string where(const std::string& full_name) const {
+    auto it = where_.find(full_name);
+    return it == where_.end() ? "default" : it->second;
+  }
+
+ private:
+  static const KeySpec& spec(const std::string& name) {
+    const KeySpec* key = find_key(name);
+    if (key == nullptr) throw std::logic_error("config key missing from the schema: " + name);
+    return *key;
+  }
+
+  std::string origin_;
+  std::map<std::string, YAML::Node> values_;
+  std::map<std::string, std::string> where_;
+};
+
+[[noreturn]] void unknown_key(const std::string& where, const std::string& full_name) {
+  throw ConfigError(where + ": unknown key '" + full_name + "'; did you mean '" +
+                    closest_key(full_name) +
+                    "'? (every key is listed in configs/reference.yaml)");
+}
+
+void read_file_values(const YAML::Node& root, const std::string& origin, Values& values) {
+  if (!root || root.IsNull()) return;  // an empty file: all defaults
+  if (!root.IsMap()) {
+    throw ConfigError(origin + ": the top level must be a mapping of sections (model:, data:, "
+                               "training:, ...), got " +
+                      scalar_text(root));
+  }
+  for (const auto& section_entry : root) {
+    const std::string section = section_entry.first.as<std::string>();
+    bool known_section = false;
+    for (const auto& name : sections()) known_section |= (name == section);
+    if (!known_section) {
+      std::string sections_list;
+      for (const auto& name : sections()) sections_list += (sections_list.empty() ? "" : ", ") + name;
+      throw ConfigError(origin + ": unknown section '" + section + "' (sections: " + sections_list +
+                        "); did you mean '" + closest_name(section, sections()) + "'?");
+    }
+    const YAML::Node& body = section_entry.second;
+    if (body.IsNull()) continue;
+    if (!body.IsMap()) {
+      throw ConfigError(origin + ": section '" + section + "' must be a mapping of keys, got " +
+                        scalar_text(body));
+    }
+    for (const auto& entry : body) {
+      const std::string full_name = section + "." + entry.first.as<std::string>();
+      if (find_key(full_name) == nullptr) unknown_key(origin, full_name);
+      const int line = entry.first.Mark().line + 1;
+      values.set(full_name, entry.second, origin + ":" + std::to_string(line));
+    }
+  }
+}
+
+void read_overrides(const std::vector<std::string>& overrides, Values& values) {
+  for (const auto& text : overrides) {
+    const auto eq = text.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw ConfigError("--set " + text + ": expected section.key=value (e.g. --set training.steps=100)");
+    }
+    const std::string full_name = text.substr(0, eq);
+    if (find_key(full_name) == nullptr) unknown_key("--set", full_name);
+    YAML::Node value;
+    try {
+      value = YAML::Load(text.substr(eq + 1));
+    } catch (const YAML::Exception& error) {
+      throw ConfigError("--set " + text + ": the value is not valid YAML (" + error.msg + ")");
+    }
+    values.set(full_name, value, "--set");
+  }
+}
+
+TrainConfig build_config(const Values& v) {
+  TrainConfig c;
+  auto& m = c.model;
+  m.preset = v.string("model.preset");
+  m.dtype = v.string("model.dtype");
+  m.vocab_size = v.optional_integer("model.vocab_size");
+  m.hidden_size = v.optional_integer("model.hidden_size");
+  m.intermediate_size = v.optional_integer("model.intermediate_size");
+  m.num_layers = v.optional_integer("model.num_layers");
+  m.num_heads = v.optional_integer("model.num_heads");
+  m.num_kv_heads = v.optional_integer("model.num_kv_heads");
+  m.head_dim = v.optional_integer("model.head_dim");
+  m.rope_theta = v.optional_number("model.rope_theta");
+  m.rms_norm_eps = v.optional_number("model.rms_norm_eps");
+  m.tie_embeddings = v.optional_boolean("model.tie_embeddings");
+  m.max_seq_len = v.optional_integer("model.max_seq_len");
+  m.init_std = v.number("model.init_std");
+
+  auto& d = c.data;
+  d.train = v.string_list("data.train");
+  d.format = v.string("data.format");
+  d.tokenizer = v.string("data.tokenizer");
+  d.seq_len = v.integer("data.seq_len");
+  d.add_bos = v.boolean("data.add_bos");
+  d.add_eos = v.boolean("data.add_eos");
+
+  auto& t = c.training;
+  t.device = v.string("training.device");
+  t.steps = v.integer("training.steps");
+  t.micro_batch_size = v.integer("training.micro_batch_size");
+  t.gradient_accumulation_steps = v.integer("training.gradient_accumulation_steps");
+  t.lr = v.number("training.lr");
+  t.lr_schedule = v.string("training.lr_schedule");
+  t.warmup_steps = v.integer("training.warmup_steps");
+  t.min_lr_ratio = v.number("training.min_lr_ratio");
+  t.weight_decay = v.number("training.weight_decay");
+  t.beta1 = v.number("training.beta1");
+  t.beta2 = v.number("training.beta2");
+  t.eps = v.number("training.eps");
+  t.grad_clip = v.number("training.grad_clip");
+  t.seed = v.integer("training.seed");
+  t.master_weights = v.boolean("training.master_weights");
+  t.threads = v.integer("training.threads");
+
+  auto& k = c.kernels;
+  k.rms_norm = v.boolean("kernels.rms_norm");
+  k.layer_norm = v.boolean("kernels.layer_norm");
+  k.rope = v.boolean("kernels.rope");
+  k.swiglu = v.boolean("kernels.swiglu");
+  k.geglu = v.boolean("kernels.geglu");
+  k.cross_entropy = v.boolean("kernels.cross_entropy");
+  k.fused_linear_cross_entropy = v.boolean("kernels.fused_linear_cross_entropy");
+  k.strict = v.boolean("kernels.strict");
+  k.flce_chunk_mb = v.number("kernels.flce_chunk_mb");
+
+  c.parallelism.pipeline_parallel_degree = v.integer("parallelism.pipeline_parallel_degree");
+  c.parallelism.tensor_parallel_degree = v.integer("parallelism.tensor_parallel_degree");
+
+  auto& ck = c.checkpoint;
+  ck.output_dir = v.string("checkpoint.output_dir");
+  ck.every = v.integer("checkpoint.every");
+  ck.keep_last = v.integer("checkpoint.keep_last");
+  ck.resume = v.string("checkpoint.resume");
+  ck.save_final = v.boolean("checkpoint.save_final");
+
+  auto& l = c.logging;
+  l.every = v.integer("logging.every");
+  l.level = v.string("logging.level");
+  l.progress_bar = v.string("logging.progress_bar");
+  l.sample_prompt = v.string("logging.sample_prompt");
+  l.sample_tokens = v.integer("logging.sample_tokens");
+  l.sample_temperature = v.number("logging.sample_temperature");
+  l.sample_top_p = v.number("logging.sample_top_p");
+  return c;
+}
+
+// Rules that involve more than one key.
+void check_cross_key_rules(const TrainConfig& c, const Values& v) {
+  if (c.kernels.cross_entropy && c.kernels.fused_linear_cross_entropy) {
+    throw ConfigError(v.where("kernels.cross_entropy") + ": kernels.cross_entropy and kernels.fused_linear_cross_entropy are both true; they compute the same loss, turn one off (fused_linear_cross_entropy saves the logits memory)");
+  }
+  if (c.parallelism.pipeline_parallel_degree != 1 || c.parallelism.tensor_parallel_degree != 1) {
+    throw std::logic_error("range check let an unsupported parallel degree through");
+  }
+  if (c.data.train.empty()) {
+    throw ConfigError(v.where("data.train") + ": data.train is an empty list; give at least one training file");
+  }
+  if (c.data.tokenizer.empty()) {
+    throw ConfigError(v.where("data.tokenizer") + ": data.tokenizer is empty; give a SentencePiece .model file");
+  }
+  if (c.checkpoint.output_dir.empty()) {
+    throw ConfigError(v.where("checkpoint.output_dir") + ": checkpoint.output_dir is empty; give a directory");
+  }
+  if (c.training.warmup_steps > c.training.steps && c.training.lr_schedule != "constant") {
+    // Allowed, but the decay never starts; not an error.
+  }
+}
+
+// pipeline_parallel_degree gets its own message before the range check.
+void check_unsupported_parallelism(const Values& v) {
+  const KeySpec* pp = find_key("parallelism.pipeline_parallel_degree");
+  YAML::Node pp_value = v.node(*pp);
+  int64_t degree = 1;
+  if (pp_value.IsScalar() && YAML::convert<int64_t>::decode(pp_value, degree) && degree > 1) {
+    bool fused = true;
+    YAML::Node flce = v.node(*find_key("kernels.fused_linear_cross_entropy"));
+    YAML::convert<bool>::decode(flce, fused);
+    throw ConfigError(v.where("parallelism.pipeline_parallel_degree") +
+                      ": parallelism.pipeline_parallel_degree = " + std::to_string(degree) +
+                      " is not supported: liger-train shards with FSDP, set it to 1" +
+                      (fused ? "; pipeline parallelism is also incompatible with "
+                               "kernels.fused_linear_cross_entropy, which needs the whole lm_head "
+                               "and final hidden states on one stage"
+                             : ""));
+  }
+  const KeySpec* tp = find_key("parallelism.tensor_parallel_degree");
+  YAML::Node tp_value = v.node(*tp);
+  if (tp_value.IsScalar() && YAML::convert<int64_t>::decode(tp_value, degree) && degree > 1) {
+    throw ConfigError(v.where("parallelism.tensor_parallel_degree") +
+                      ": parallelism.tensor_parallel_degree = " + std::to_string(degree) +
+                      " is not supported yet; set it to 1");
+  }
+}
+
+std::string emit_resolved(const Values& v) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  for (const auto& section : sections()) {
+    out << YAML::Key << section << YAML::Value << YAML::BeginMap;
+    for (const auto& key : schema()) {
+      if (key.section != section) continue;
+      out << YAML::Key << key.name << YAML::Value << v.node(key);
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace
+
+TrainConfig parse_config(const std::string& yaml_text, const std::string& origin,
+                         const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& error) {
+    throw ConfigError(origin + ":" + std::to_string(error.mark.line + 1) +
+                      ": not valid YAML: " + error.msg);
+  }
+  Values values(origin);
+  read_file_values(root, origin, values);
+  read_overrides(overrides, values);
+  check_unsupported_parallelism(values);
+  TrainConfig config = build_config(values);
+  check_cross_key_rules(config, values);
+  config.resolved_yaml = emit_resolved(values);
+  return config;
+}
+
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream file(path);
+  if (!file) {
+    throw ConfigError(path + ": cannot open the config file; check the path given to --config");
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  return parse_config(text.str(), path, overrides);
+}
+
+}  // namespace liger::config

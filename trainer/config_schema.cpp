@@ -1,0 +1,283 @@
+#include "trainer/config_schema.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <sstream>
+
+namespace liger::config {
+namespace {
+
+KeySpec integer(const char* section, const char* name, const char* def, double min, double max,
+                const char* doc, bool nullable = false) {
+  KeySpec k{section, name, KeyType::integer, def, doc, min, max, {}, nullable};
+  return k;
+}
+KeySpec number(const char* section, const char* name, const char* def, double min, double max,
+               const char* doc, bool nullable = false) {
+  KeySpec k{section, name, KeyType::number, def, doc, min, max, {}, nullable};
+  return k;
+}
+KeySpec boolean(const char* section, const char* name, const char* def, const char* doc,
+                bool nullable = false) {
+  KeySpec k{section, name, KeyType::boolean, def, doc};
+  k.nullable = nullable;
+  return k;
+}
+KeySpec text(const char* section, const char* name, const char* def, const char* doc) {
+  KeySpec k{section, name, KeyType::string, def, doc};
+  return k;
+}
+KeySpec choice(const char* section, const char* name, const char* def,
+               std::vector<std::string> choices, const char* doc) {
+  KeySpec k{section, name, KeyType::choice, def, doc};
+  k.choices = std::move(choices);
+  return k;
+}
+KeySpec string_list(const char* section, const char* name, const char* def, const char* doc) {
+  KeySpec k{section, name, KeyType::string_list, def, doc};
+  return k;
+}
+
+constexpr double kMaxInt = 9.0e15;
+
+std::vector<KeySpec> build_schema() {
+  return {
+      // ---------------------------------------------------------------- model
+      choice("model", "preset", "tiny", {"tiny", "llama3_1b", "llama3_8b", "llama2_7b"},
+             "architecture preset; the keys below override single dimensions"),
+      choice("model", "dtype", "fp32", {"fp32", "bf16", "fp16"},
+             "compute dtype of activations (parameters stay fp32 when training.master_weights is on)"),
+      integer("model", "vocab_size", "null", 1, kMaxInt,
+              "vocabulary size; null = the preset's (tiny: the tokenizer's)", true),
+      integer("model", "hidden_size", "null", 1, kMaxInt, "model width; null = the preset's", true),
+      integer("model", "intermediate_size", "null", 1, kMaxInt,
+              "MLP width; null = the preset's", true),
+      integer("model", "num_layers", "null", 1, 10000, "decoder layers; null = the preset's", true),
+      integer("model", "num_heads", "null", 1, 10000, "query heads; null = the preset's", true),
+      integer("model", "num_kv_heads", "null", 1, 10000,
+              "key/value heads (GQA); must divide num_heads; null = the preset's", true),
+      integer("model", "head_dim", "null", 2, 4096,
+              "per-head width (even); null = hidden_size / num_heads or the preset's", true),
+      number("model", "rope_theta", "null", 1.0, 1e12, "RoPE base frequency; null = the preset's",
+             true),
+      number("model", "rms_norm_eps", "null", 0.0, 1.0, "RMSNorm epsilon; null = the preset's",
+             true),
+      boolean("model", "tie_embeddings", "null",
+              "share embedding and lm_head weights; null = the preset's", true),
+      integer("model", "max_seq_len", "null", 1, kMaxInt,
+              "longest sequence the model is built for; null = the preset's", true),
+      number("model", "init_std", "0.02", 0.0, 10.0,
+             "std of the normal init of every weight matrix (HF initializer_range)"),
+
+      // ----------------------------------------------------------------- data
+      string_list("data", "train", "[data/samples/tinyshakespeare.txt]",
+                  "training files (.txt = one document; .jsonl = one document per line)"),
+      choice("data", "format", "auto", {"auto", "text", "jsonl_text", "prompt_completion"},
+             "reader; auto: .txt -> text, .jsonl -> by the fields of its first line"),
+      text("data", "tokenizer", "data/samples/shakespeare_bpe1024.model",
+           "tokenizer file (SentencePiece .model)"),
+      integer("data", "seq_len", "256", 2, 1048576, "tokens per training sequence"),
+      boolean("data", "add_bos", "true", "put BOS at the start of each document"),
+      boolean("data", "add_eos", "true", "put EOS after each document (the packing separator)"),
+
+      // ------------------------------------------------------------- training
+      choice("training", "device", "auto", {"auto", "cpu", "cuda"},
+             "auto = cuda when a GPU is visible, else cpu"),
+      integer("training", "steps", "300", 1, kMaxInt, "optimizer steps"),
+      integer("training", "micro_batch_size", "8", 1, 1048576, "sequences per forward/backward"),
+      integer("training", "gradient_accumulation_steps", "1", 1, 1048576,
+              "micro-batches per optimizer step (the loss is normalised over all of them)"),
+      number("training", "lr", "0.001", 0.0, 10.0, "peak learning rate"),
+      choice("training", "lr_schedule", "cosine", {"constant", "linear", "cosine"},
+             "decay after warmup"),
+      integer("training", "warmup_steps", "10", 0, kMaxInt, "linear warmup from 0 to lr"),
+      number("training", "min_lr_ratio", "0.1", 0.0, 1.0,
+             "floor of the linear/cosine decay, as a fraction of lr"),
+      number("training", "weight_decay", "0.1", 0.0, 10.0,
+             "AdamW decoupled weight decay (never applied to norms and biases)"),
+      number("training", "beta1", "0.9", 0.0, 0.999999, "AdamW beta1"),
+      number("training", "beta2", "0.95", 0.0, 0.999999999, "AdamW beta2"),
+      number("training", "eps", "1e-8", 0.0, 1.0, "AdamW epsilon"),
+      number("training", "grad_clip", "1.0", 0.0, 1e12, "max global grad norm; 0 = no clipping"),
+      integer("training", "seed", "1234", 0, kMaxInt, "seeds init, data order and sampling"),
+      boolean("training", "master_weights", "true",
+              "keep fp32 parameters and optimizer state when model.dtype is bf16/fp16"),
+      integer("training", "threads", "0", 0, 4096, "CPU intra-op threads; 0 = all cores"),
+
+      // -------------------------------------------------------------- kernels
+      boolean("kernels", "rms_norm", "true", "fused RMSNorm"),
+      boolean("kernels", "layer_norm", "true", "fused LayerNorm"),
+      boolean("kernels", "rope", "true", "fused rotary embedding"),
+      boolean("kernels", "swiglu", "true", "fused SwiGLU"),
+      boolean("kernels", "geglu", "true", "fused GeGLU"),
+      boolean("kernels", "cross_entropy", "false",
+              "fused cross entropy on materialised logits (exclusive with fused_linear_cross_entropy)"),
+      boolean("kernels", "fused_linear_cross_entropy", "true",
+              "lm_head + cross entropy without materialising [tokens, vocab] logits"),
+      boolean("kernels", "strict", "false", "a fallback to a slower backend is an error"),
+      number("kernels", "flce_chunk_mb", "256", 1.0, 1048576.0,
+             "fused linear cross entropy: memory budget (MiB) of one logits chunk"),
+
+      // ---------------------------------------------------------- parallelism
+      integer("parallelism", "pipeline_parallel_degree", "1", 1, 1,
+              "pipeline parallelism is not supported: must be 1"),
+      integer("parallelism", "tensor_parallel_degree", "1", 1, 1,
+              "tensor parallelism is not supported yet: must be 1"),
+
+      // ----------------------------------------------------------- checkpoint
+      text("checkpoint", "output_dir", "runs/default",
+           "where step-N/ checkpoints, metrics.jsonl and train.log go"),
+      integer("checkpoint", "every", "100", 0, kMaxInt, "save every N steps; 0 = only at the end"),
+      integer("checkpoint", "keep_last", "2", 0, kMaxInt, "complete checkpoints kept; 0 = all"),
+      text("checkpoint", "resume", "none",
+           "none | auto (newest complete step-N/ in output_dir) | a step-N/ path"),
+      boolean("checkpoint", "save_final", "true", "save after the last step"),
+
+      // -------------------------------------------------------------- logging
+      integer("logging", "every", "10", 1, kMaxInt, "log line every N steps (the first step too)"),
+      choice("logging", "level", "info", {"debug", "info", "warn", "error"}, "log level"),
+      choice("logging", "progress_bar", "auto", {"auto", "on", "off"},
+             "auto = when stdout is a terminal"),
+      text("logging", "sample_prompt", "ROMEO:", "prompt of the text sample printed at the end"),
+      integer("logging", "sample_tokens", "0", 0, 100000,
+              "tokens to generate at the end; 0 = no sample"),
+      number("logging", "sample_temperature", "0.8", 0.0, 100.0,
+             "sampling temperature; 0 = greedy"),
+      number("logging", "sample_top_p", "0.95", 0.0, 1.0, "nucleus sampling threshold"),
+  };
+}
+
+}  // namespace
+
+std::string KeySpec::describe_allowed() const {
+  std::ostringstream out;
+  auto bound = [](double v) {
+    std::ostringstream s;
+    if (v == static_cast<double>(static_cast<long long>(v))) {
+      s << static_cast<long long>(v);
+    } else {
+      s << v;
+    }
+    return s.str();
+  };
+  switch (type) {
+    case KeyType::integer:
+      out << "an integer";
+      if (min > -1e299 || max < 1e299) {
+        if (min == max) {
+          out << " equal to " << bound(min);
+        } else if (max >= kMaxInt) {
+          out << " >= " << bound(min);
+        } else {
+          out << " in [" << bound(min) << ", " << bound(max) << "]";
+        }
+      }
+      break;
+    case KeyType::number:
+      out << "a number in [" << bound(min) << ", " << bound(max) << "]";
+      break;
+    case KeyType::boolean:
+      out << "true or false";
+      break;
+    case KeyType::string:
+      out << "a string";
+      break;
+    case KeyType::choice: {
+      out << "one of: ";
+      for (size_t i = 0; i < choices.size(); ++i) out << (i ? ", " : "") << choices[i];
+      break;
+    }
+    case KeyType::string_list:
+      out << "a list of strings";
+      break;
+  }
+  if (nullable) out << " (or null)";
+  return out.str();
+}
+
+const std::vector<std::string>& sections() {
+  static const std::vector<std::string> names = {"model",       "data",       "training", "kernels",
+                                                 "parallelism", "checkpoint", "logging"};
+  return names;
+}
+
+const std::vector<KeySpec>& schema() {
+  static const std::vector<KeySpec> keys = build_schema();
+  return keys;
+}
+
+const KeySpec* find_key(const std::string& full_name) {
+  for (const auto& key : schema()) {
+    if (key.full_name() == full_name) return &key;
+  }
+  return nullptr;
+}
+
+namespace {
+// Levenshtein distance, O(|a|·|b|): keys are short.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+}  // namespace
+
+std::string closest_key(const std::string& full_name) {
+  std::string best;
+  size_t best_distance = SIZE_MAX;
+  const auto dot = full_name.find('.');
+  const std::string leaf = dot == std::string::npos ? full_name : full_name.substr(dot + 1);
+  for (const auto& key : schema()) {
+    // Compare whole names, but also the leaf alone so that a key put in the
+    // wrong section ("training.seq_len") finds its home ("data.seq_len").
+    size_t distance = std::min(edit_distance(full_name, key.full_name()),
+                               edit_distance(leaf, key.name) + 2);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = key.full_name();
+    }
+  }
+  return best;
+}
+
+std::string closest_name(const std::string& name, const std::vector<std::string>& names) {
+  std::string best;
+  size_t best_distance = SIZE_MAX;
+  for (const auto& candidate : names) {
+    const size_t distance = edit_distance(name, candidate);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = candidate;
+    }
+  }
+  return best;
+}
+
+std::string reference_yaml() {
+  std::ostringstream out;
+  out << "# liger-train configuration reference: every key, its default and what it does.\n"
+         "# Generated by `liger-train --print-reference` from trainer/config_schema.cpp;\n"
+         "# a test keeps this file and the schema identical. Any key may be overridden on\n"
+         "# the command line: --set section.key=value\n";
+  for (const auto& section : sections()) {
+    out << "\n" << section << ":\n";
+    for (const auto& key : schema()) {
+      if (key.section != section) continue;
+      out << "  # " << key.doc << "\n";
+      out << "  #   " << key.describe_allowed() << "\n";
+      out << "  " << key.name << ": " << key.default_yaml << "\n";
+    }
+  }
+  return out.str();
+}
+
+}  // namespace liger::config

@@ -1,0 +1,70 @@
+#include "trainer/dry_run.h"
+
+#include "data/tokenizer.h"
+#include "models/transformer.h"
+#include "trainer/model_setup.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <sstream>
+
+namespace liger::trainer {
+namespace {
+
+std::string with_commas(int64_t value) {
+  std::string digits = std::to_string(value);
+  for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) digits.insert(i, ",");
+  return digits;
+}
+
+std::string gib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return text;
+}
+
+}  // namespace
+
+DryRunReport dry_run(const config::TrainConfig& c) {
+  // The tokenizer is only needed when the preset takes its vocabulary from it.
+  std::optional<int64_t> tokenizer_vocab;
+  if (!c.model.vocab_size && models::preset(c.model.preset).vocab_size == 0) {
+    tokenizer_vocab = data::load_tokenizer(c.data.tokenizer)->vocab_size();
+  }
+  const models::ModelConfig model_config = resolve_model_config(c, tokenizer_vocab);
+  const c10::Device device = resolve_device(c.training.device);
+  const kernels::KernelSet kernel_set =
+      kernels::resolve_kernels(kernel_toggles(c.kernels), device, compute_dtype(c));
+
+  // Meta tensors carry shapes and dtypes only: nothing is allocated.
+  const auto meta = at::TensorOptions().dtype(parameter_dtype(c)).device(c10::kMeta);
+  models::Transformer model(model_config, kernel_set, meta, compute_dtype(c));
+
+  DryRunReport report;
+  report.num_parameters = model->num_parameters();
+  const double param_bytes = static_cast<double>(report.num_parameters) *
+                             static_cast<double>(c10::elementSize(parameter_dtype(c)));
+  std::ostringstream out;
+  char billions[32];
+  std::snprintf(billions, sizeof billions, "%.2f B", static_cast<double>(report.num_parameters) / 1e9);
+  out << "config: valid\n";
+  out << "model: " << c.model.preset << " (" << model_config.family << "), " << model_config.num_layers
+      << " layers, hidden " << model_config.hidden_size << ", heads " << model_config.num_heads << "/"
+      << model_config.num_kv_heads << " (q/kv), head_dim " << model_config.resolved_head_dim()
+      << ", mlp " << model_config.intermediate_size << ", vocab " << model_config.vocab_size
+      << (model_config.tie_embeddings ? ", tied embeddings" : "") << "\n";
+  out << "parameters: " << with_commas(report.num_parameters) << " (" << billions << ")\n";
+  out << "memory (per replica, before activations): weights " << gib(param_bytes) << ", grads "
+      << gib(param_bytes) << ", AdamW states " << gib(2 * param_bytes) << " ("
+      << c10::toString(parameter_dtype(c)) << " parameters, " << c10::toString(compute_dtype(c))
+      << " compute)\n";
+  out << "device: " << device << "\n";
+  out << "tokens per optimizer step: "
+      << c.training.micro_batch_size * c.training.gradient_accumulation_steps * c.data.seq_len << "\n";
+  out << "kernels:\n" << kernels::format_selection_table(kernel_set);
+  report.text = out.str();
+  return report;
+}
+
+}  // namespace liger::trainer

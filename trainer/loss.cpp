@@ -1,0 +1,25 @@
+#include "trainer/loss.h"
+
+#include <torch/torch.h>
+
+namespace liger::trainer {
+
+at::Tensor token_loss_sum(const models::TransformerImpl& model, const at::Tensor& hidden,
+                          const at::Tensor& labels, double flce_chunk_mb) {
+  const auto& kernels = model.kernels();
+  const at::Tensor flat_hidden = hidden.reshape({-1, hidden.size(-1)});
+  const at::Tensor flat_labels = labels.reshape({-1});
+  kernels::CrossEntropyOptions ce;
+  ce.reduction = kernels::Reduction::sum;
+  if (kernels.use_fused_linear_cross_entropy()) {
+    kernels::FusedLinearCrossEntropyOptions options;
+    options.ce = ce;
+    options.chunk_mb = flce_chunk_mb;
+    // The weight in compute dtype (a cast from fp32 master weights).
+    at::Tensor weight = model.lm_head_weight().to(model.compute_dtype());
+    return kernels.fused_linear_cross_entropy(flat_hidden, weight, at::Tensor(), flat_labels, options);
+  }
+  return kernels.cross_entropy(model.logits(flat_hidden), flat_labels, ce);
+}
+
+}  // namespace liger::trainer

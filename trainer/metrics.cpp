@@ -1,0 +1,101 @@
+#include "trainer/metrics.h"
+
+#include "trainer/logging/log.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <vector>
+
+namespace liger::trainer {
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const long total = static_cast<long>(seconds + 0.5);
+  char text[32];
+  if (total >= 3600) {
+    std::snprintf(text, sizeof text, "%ldh%02ldm", total / 3600, (total % 3600) / 60);
+  } else if (total >= 60) {
+    std::snprintf(text, sizeof text, "%ldm%02lds", total / 60, total % 60);
+  } else {
+    std::snprintf(text, sizeof text, "%lds", total);
+  }
+  return text;
+}
+
+MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
+                             int64_t total_steps, int64_t log_every, const std::string& progress_bar)
+    : path_((std::filesystem::path(output_dir) / "metrics.jsonl").string()),
+      total_steps_(total_steps),
+      log_every_(log_every) {
+  std::vector<std::string> kept;
+  if (resume_step > 0) {
+    std::ifstream old(path_);
+    std::string line;
+    while (std::getline(old, line)) {
+      try {
+        if (nlohmann::json::parse(line).at("step").get<int64_t>() <= resume_step) kept.push_back(line);
+      } catch (const std::exception&) {
+        // a torn last line from a killed run: drop it
+      }
+    }
+  }
+  file_.open(path_, std::ios::trunc);
+  if (!file_) throw std::runtime_error("cannot write " + path_ + ": check checkpoint.output_dir");
+  for (const auto& line : kept) file_ << line << "\n";
+  file_.flush();
+  progress_ = progress_bar == "on" || (progress_bar == "auto" && ::isatty(STDOUT_FILENO));
+}
+
+void MetricsWriter::record(const StepMetrics& m) {
+  nlohmann::json row = {{"step", m.step},
+                        {"loss", m.loss},
+                        {"lr", m.lr},
+                        {"grad_norm", m.grad_norm},
+                        {"tokens", m.tokens},
+                        {"tokens_per_s", m.tokens_per_s},
+                        {"elapsed_s", m.elapsed_s},
+                        {"peak_mem_bytes", m.peak_mem_bytes}};
+  file_ << row.dump() << "\n";
+  file_.flush();
+
+  if (first_step_ < 0) first_step_ = m.step;
+  if (m.step == first_step_ || m.step % log_every_ == 0 || m.step == total_steps_) {
+    const double steps_done = static_cast<double>(m.step - first_step_ + 1);
+    const double per_step = m.elapsed_s / std::max(1.0, steps_done);
+    const double eta = per_step * static_cast<double>(total_steps_ - m.step);
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "step %lld/%lld | loss %.4f | lr %.3e | grad_norm %.3f | %.0f tok/s | "
+                  "elapsed %s | eta %s | peak_mem %.1f MiB",
+                  static_cast<long long>(m.step), static_cast<long long>(total_steps_), m.loss, m.lr,
+                  m.grad_norm, m.tokens_per_s, format_duration(m.elapsed_s).c_str(),
+                  format_duration(eta).c_str(), static_cast<double>(m.peak_mem_bytes) / (1 << 20));
+    if (progress_) std::printf("\r\033[K");
+    log::info(line);
+  }
+  if (progress_) draw_progress(m);
+}
+
+void MetricsWriter::draw_progress(const StepMetrics& m) {
+  const int width = 30;
+  const double fraction = static_cast<double>(m.step) / static_cast<double>(total_steps_);
+  const int filled = static_cast<int>(fraction * width);
+  std::string bar(filled, '#');
+  bar += std::string(width - filled, '.');
+  std::printf("\r[%s] %lld/%lld loss %.4f", bar.c_str(), static_cast<long long>(m.step),
+              static_cast<long long>(total_steps_), m.loss);
+  std::fflush(stdout);
+}
+
+void MetricsWriter::finish_progress() {
+  if (progress_) {
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace liger::trainer

@@ -1,0 +1,50 @@
+// Per-step metrics: one JSON object per optimizer step appended to
+// output_dir/metrics.jsonl, a log line every `logging.every` steps, and a
+// progress bar on stdout when it is a terminal.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+namespace liger::trainer {
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0.0;
+  double lr = 0.0;
+  double grad_norm = 0.0;
+  int64_t tokens = 0;          // target tokens in this step (all micro-batches)
+  double tokens_per_s = 0.0;   // input tokens processed per second in this step
+  double elapsed_s = 0.0;      // since the start of this run (resumed runs continue the clock)
+  int64_t peak_mem_bytes = 0;
+};
+
+class MetricsWriter {
+ public:
+  // Opens output_dir/metrics.jsonl. On resume from `resume_step` > 0, lines of
+  // later steps (from the run that was interrupted) are dropped first.
+  MetricsWriter(const std::string& output_dir, int64_t resume_step, int64_t total_steps,
+                int64_t log_every, const std::string& progress_bar);
+
+  void record(const StepMetrics& metrics);
+  void finish_progress();
+  std::string path() const { return path_; }
+
+ private:
+  void draw_progress(const StepMetrics& metrics);
+
+  std::string path_;
+  std::ofstream file_;
+  int64_t total_steps_;
+  int64_t log_every_;
+  int64_t first_step_ = -1;
+  bool progress_ = false;
+};
+
+// "1h02m", "3m07s", "12s"
+std::string format_duration(double seconds);
+
+}  // namespace liger::trainer

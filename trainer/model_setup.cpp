@@ -1,0 +1,91 @@
+#include "trainer/model_setup.h"
+
+#include <torch/torch.h>
+
+namespace liger::trainer {
+
+c10::Device resolve_device(const std::string& device) {
+  const bool has_cuda = torch::cuda::is_available();
+  if (device == "cuda" && !has_cuda) {
+    throw config::ConfigError(
+        "training.device = cuda but no CUDA GPU is visible (or this build has no CUDA); use "
+        "training.device=cpu or auto");
+  }
+  if (device == "cuda" || (device == "auto" && has_cuda)) return c10::Device(c10::kCUDA, 0);
+  return c10::Device(c10::kCPU);
+}
+
+c10::ScalarType compute_dtype(const config::TrainConfig& config) {
+  const std::string& name = config.model.dtype;
+  if (name == "bf16") return c10::kBFloat16;
+  if (name == "fp16") return c10::kHalf;
+  return c10::kFloat;
+}
+
+c10::ScalarType parameter_dtype(const config::TrainConfig& config) {
+  return config.training.master_weights ? c10::kFloat : compute_dtype(config);
+}
+
+models::ModelConfig resolve_model_config(const config::TrainConfig& config,
+                                         std::optional<int64_t> tokenizer_vocab) {
+  models::ModelConfig c;
+  try {
+    c = models::preset(config.model.preset);
+  } catch (const std::invalid_argument& error) {
+    throw config::ConfigError(error.what());
+  }
+  const auto& m = config.model;
+  if (m.vocab_size) c.vocab_size = *m.vocab_size;
+  if (m.hidden_size) c.hidden_size = *m.hidden_size;
+  if (m.intermediate_size) c.intermediate_size = *m.intermediate_size;
+  if (m.num_layers) c.num_layers = *m.num_layers;
+  if (m.num_heads) c.num_heads = *m.num_heads;
+  if (m.num_kv_heads) c.num_kv_heads = *m.num_kv_heads;
+  if (m.head_dim) c.head_dim = *m.head_dim;
+  if (m.rope_theta) c.rope_theta = *m.rope_theta;
+  if (m.rms_norm_eps) c.rms_norm_eps = *m.rms_norm_eps;
+  if (m.tie_embeddings) c.tie_embeddings = *m.tie_embeddings;
+  if (m.max_seq_len) c.max_seq_len = *m.max_seq_len;
+  c.init_std = m.init_std;
+  // A preset that leaves num_kv_heads to the override of num_heads (MHA) keeps them equal.
+  if (m.num_heads && !m.num_kv_heads && c.num_heads % c.num_kv_heads != 0) c.num_kv_heads = c.num_heads;
+
+  if (c.vocab_size == 0) {
+    if (!tokenizer_vocab) {
+      throw config::ConfigError("model.vocab_size is null and the preset '" + m.preset +
+                                "' takes it from the tokenizer, which was not loaded");
+    }
+    c.vocab_size = *tokenizer_vocab;
+  }
+  if (tokenizer_vocab && *tokenizer_vocab > c.vocab_size) {
+    throw config::ConfigError("data.tokenizer has " + std::to_string(*tokenizer_vocab) +
+                              " tokens but model.vocab_size = " + std::to_string(c.vocab_size) +
+                              "; use a tokenizer that fits or raise model.vocab_size");
+  }
+  if (config.data.seq_len > c.max_seq_len) {
+    throw config::ConfigError("data.seq_len = " + std::to_string(config.data.seq_len) +
+                              " is longer than model.max_seq_len = " + std::to_string(c.max_seq_len) +
+                              "; lower data.seq_len or raise model.max_seq_len");
+  }
+  try {
+    c.validate();
+  } catch (const std::invalid_argument& error) {
+    throw config::ConfigError(error.what());
+  }
+  return c;
+}
+
+kernels::KernelToggles kernel_toggles(const config::KernelsSection& k) {
+  kernels::KernelToggles t;
+  t.rms_norm = k.rms_norm;
+  t.layer_norm = k.layer_norm;
+  t.rope = k.rope;
+  t.swiglu = k.swiglu;
+  t.geglu = k.geglu;
+  t.cross_entropy = k.cross_entropy;
+  t.fused_linear_cross_entropy = k.fused_linear_cross_entropy;
+  t.strict = k.strict;
+  return t;
+}
+
+}  // namespace liger::trainer

@@ -1,0 +1,33 @@
+// From config to the things a run is built from: the device, the dtypes, the
+// resolved ModelConfig and the kernel selection.
+#pragma once
+
+#include "kernels/registry.h"
+#include "models/model_config.h"
+#include "trainer/config.h"
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <optional>
+
+namespace liger::trainer {
+
+// training.device: auto -> cuda when a GPU is visible. "cuda" without a GPU
+// is an error that says so.
+c10::Device resolve_device(const std::string& device);
+
+// model.dtype -> compute dtype.
+c10::ScalarType compute_dtype(const config::TrainConfig& config);
+// fp32 master weights when training.master_weights and compute is 16-bit.
+c10::ScalarType parameter_dtype(const config::TrainConfig& config);
+
+// The preset with the model.* overrides applied. `tokenizer_vocab` fills
+// vocab_size when neither the preset nor the config give one, and must fit
+// in the model's vocabulary. Throws config::ConfigError naming the key.
+models::ModelConfig resolve_model_config(const config::TrainConfig& config,
+                                         std::optional<int64_t> tokenizer_vocab);
+
+kernels::KernelToggles kernel_toggles(const config::KernelsSection& kernels);
+
+}  // namespace liger::trainer

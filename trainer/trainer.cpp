@@ -1,0 +1,280 @@
+#include "trainer/trainer.h"
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "models/generate.h"
+#include "models/transformer.h"
+#include "trainer/checkpoint.h"
+#include "trainer/device_memory.h"
+#include "trainer/logging/log.h"
+#include "trainer/loss.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/metrics.h"
+#include "trainer/model_setup.h"
+#include "trainer/optimizer.h"
+#include "trainer/stop_signal.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+namespace liger::trainer {
+
+using Clock = std::chrono::steady_clock;
+
+struct Trainer::State {
+  config::TrainConfig config;
+  c10::Device device{c10::kCPU};
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::unique_ptr<data::DataLoader> loader;
+  models::Transformer model{nullptr};
+  std::unique_ptr<AdamW> optimizer;
+  LrSchedule schedule;
+  std::unique_ptr<CheckpointManager> checkpoints;
+  int64_t step = 0;            // optimizer steps completed
+  double elapsed_before = 0.0; // seconds spent by the runs this one resumes
+};
+
+namespace {
+
+// Global L2 norm of all gradients (fp32), and in-place clipping to max_norm
+// when max_norm > 0. No host synchronisation: the norm stays a device tensor.
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  std::vector<at::Tensor> norms;
+  for (const auto& p : params) {
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2, c10::nullopt, false, at::kFloat));
+  }
+  if (norms.empty()) return torch::zeros({}, at::kFloat);
+  at::Tensor total = torch::stack(norms).norm();
+  if (max_norm > 0.0) {
+    // coef = min(1, max_norm / (norm + 1e-6)), applied in each gradient's dtype
+    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    for (const auto& p : params) {
+      if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));
+    }
+  }
+  return total;
+}
+
+nlohmann::json trainer_state_json(int64_t step, const data::DataLoader& loader, double elapsed_s) {
+  const data::LoaderState s = loader.state();
+  return {{"step", step},
+          {"loader", {{"epoch", s.epoch}, {"position", s.position}}},
+          {"elapsed_s", elapsed_s}};
+}
+
+}  // namespace
+
+Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.config = std::move(config);
+  const auto& c = s.config;
+
+  log::set_level(log::parse_level(c.logging.level));
+  std::filesystem::create_directories(c.checkpoint.output_dir);
+  log::add_file_sink((std::filesystem::path(c.checkpoint.output_dir) / "train.log").string());
+
+  s.device = resolve_device(c.training.device);
+  if (c.training.threads > 0) at::set_num_threads(static_cast<int>(c.training.threads));
+  torch::manual_seed(static_cast<uint64_t>(c.training.seed));
+
+  s.tokenizer = data::load_tokenizer(c.data.tokenizer);
+  const models::ModelConfig model_config = resolve_model_config(c, s.tokenizer->vocab_size());
+  data::DataSpec spec;
+  spec.files = c.data.train;
+  spec.format = c.data.format;
+  spec.seq_len = c.data.seq_len;
+  spec.add_bos = c.data.add_bos;
+  spec.add_eos = c.data.add_eos;
+  spec.model_vocab_size = model_config.vocab_size;
+  auto dataset = data::build_dataset(spec, *s.tokenizer);
+  data::LoaderOptions loader_options;
+  loader_options.micro_batch_size = c.training.micro_batch_size;
+  loader_options.seed = static_cast<uint64_t>(c.training.seed);
+  loader_options.rank = 0;
+  loader_options.world_size = 1;
+  s.loader = std::make_unique<data::DataLoader>(dataset, loader_options);
+  log::info(c10::str("data: ", dataset->num_windows(), " windows of ", c.data.seq_len,
+                     " tokens from ", c.data.train.size(), " file(s); tokenizer ",
+                     s.tokenizer->describe()));
+
+  const kernels::KernelSet kernel_set =
+      kernels::resolve_kernels(kernel_toggles(c.kernels), s.device, compute_dtype(c));
+  for (const auto& selection : kernel_set.selections()) {
+    if (selection.fallback) {
+      log::warn("kernel fallback: " + selection.describe());
+    } else {
+      log::info("kernel " + selection.describe());
+    }
+  }
+
+  const auto param_options = at::TensorOptions().dtype(parameter_dtype(c)).device(s.device);
+  s.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(c));
+  s.model->init_weights(static_cast<uint64_t>(c.training.seed));
+  log::info(c10::str("model: ", c.model.preset, " (", s.model->num_parameters(), " parameters, ",
+                     model_config.num_layers, " layers, hidden ", model_config.hidden_size,
+                     ", vocab ", model_config.vocab_size, ") on ", s.device, ", parameters ",
+                     c10::toString(parameter_dtype(c)), ", compute ",
+                     c10::toString(compute_dtype(c))));
+
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& item : s.model->named_parameters()) named.emplace_back(item.key(), item.value());
+  AdamWOptions adam;
+  adam.beta1 = c.training.beta1;
+  adam.beta2 = c.training.beta2;
+  adam.eps = c.training.eps;
+  s.optimizer = std::make_unique<AdamW>(split_decay_groups(named, c.training.weight_decay), adam);
+
+  s.schedule.kind = c.training.lr_schedule;
+  s.schedule.peak_lr = c.training.lr;
+  s.schedule.warmup_steps = c.training.warmup_steps;
+  s.schedule.total_steps = c.training.steps;
+  s.schedule.min_lr_ratio = c.training.min_lr_ratio;
+
+  s.checkpoints = std::make_unique<CheckpointManager>(c.checkpoint.output_dir, c.checkpoint.keep_last);
+  std::optional<std::string> resume_from;
+  try {
+    resume_from = s.checkpoints->resolve_resume(c.checkpoint.resume);
+  } catch (const std::runtime_error& error) {
+    throw config::ConfigError(error.what());
+  }
+  if (resume_from) {
+    const nlohmann::json state = CheckpointManager::load(*resume_from, *s.model, *s.optimizer);
+    s.step = state.at("step").get<int64_t>();
+    s.loader->restore({state.at("loader").at("epoch").get<int64_t>(),
+                       state.at("loader").at("position").get<int64_t>()});
+    s.elapsed_before = state.value("elapsed_s", 0.0);
+    log::info(c10::str("resumed from ", *resume_from, " at step ", s.step));
+  } else if (c.checkpoint.resume == "auto") {
+    log::info("checkpoint.resume = auto: no checkpoint in " + c.checkpoint.output_dir +
+              ", starting fresh");
+  }
+}
+
+Trainer::~Trainer() = default;
+
+models::TransformerImpl& Trainer::model() { return *state_->model; }
+
+TrainResult Trainer::run() {
+  State& s = *state_;
+  const auto& c = s.config;
+  install_stop_handlers();
+  MetricsWriter metrics(c.checkpoint.output_dir, s.step, c.training.steps, c.logging.every,
+                        c.logging.progress_bar);
+  std::vector<at::Tensor> params = s.model->parameters();
+  const auto run_start = Clock::now();
+  TrainResult result;
+  result.final_loss = std::numeric_limits<double>::quiet_NaN();
+  int64_t last_saved = -1;
+
+  auto save = [&](int64_t step) {
+    const double elapsed =
+        s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
+    result.checkpoint_path = s.checkpoints->save(step, *s.model, *s.optimizer,
+                                                 trainer_state_json(step, *s.loader, elapsed),
+                                                 c.resolved_yaml);
+    last_saved = step;
+    log::info("saved checkpoint " + result.checkpoint_path);
+  };
+
+  if (s.step >= c.training.steps) {
+    log::info(c10::str("nothing to do: the checkpoint is at step ", s.step, " and training.steps = ",
+                       c.training.steps));
+  }
+  s.model->train();
+  reset_peak_memory(s.device);
+  while (s.step < c.training.steps) {
+    const auto step_start = Clock::now();
+    const int64_t step = s.step + 1;
+    const double lr = s.schedule.at(step);
+
+    // The whole accumulated batch is drawn first: its target-token count
+    // normalises every micro-batch's summed loss (exact accumulation).
+    std::vector<data::Batch> batches;
+    int64_t target_tokens = 0, input_tokens = 0;
+    for (int64_t i = 0; i < c.training.gradient_accumulation_steps; ++i) {
+      batches.push_back(s.loader->next());
+      target_tokens += batches.back().num_target_tokens();
+      input_tokens += batches.back().batch_size * batches.back().seq_len;
+    }
+    const double normaliser = static_cast<double>(std::max<int64_t>(target_tokens, 1));
+
+    at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
+    for (auto& batch : batches) {
+      const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
+      at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).to(s.device);
+      at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).to(s.device);
+      at::Tensor hidden = s.model->forward(ids);
+      at::Tensor loss = token_loss_sum(*s.model, hidden, labels, c.kernels.flce_chunk_mb) / normaliser;
+      loss.backward();
+      loss_total += loss.detach();
+    }
+    at::Tensor grad_norm = clip_grad_norm(params, c.training.grad_clip);
+    s.optimizer->step(lr);
+    s.optimizer->zero_grad();
+    s.step = step;
+
+    // The only host synchronisation of the step: reading its metrics.
+    StepMetrics m;
+    m.step = step;
+    m.loss = loss_total.item<double>();
+    m.grad_norm = grad_norm.item<double>();
+    m.lr = lr;
+    m.tokens = input_tokens;
+    const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+    m.tokens_per_s = static_cast<double>(input_tokens) / std::max(step_seconds, 1e-9);
+    m.elapsed_s = s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
+    m.peak_mem_bytes = peak_memory_bytes(s.device);
+    metrics.record(m);
+    result.final_loss = m.loss;
+    if (!std::isfinite(m.loss)) {
+      throw std::runtime_error(c10::str("loss is ", m.loss, " at step ", step,
+                                        ": training diverged; lower training.lr or check the data"));
+    }
+
+    if (stop_requested()) {
+      metrics.finish_progress();
+      log::warn(c10::str("signal ", stop_signal_number(), " received: saving at step ", step,
+                         " and stopping"));
+      save(step);
+      result.stopped_by_signal = true;
+      break;
+    }
+    if (c.checkpoint.every > 0 && step % c.checkpoint.every == 0) save(step);
+  }
+  metrics.finish_progress();
+  if (!result.stopped_by_signal && c.checkpoint.save_final && last_saved != s.step && s.step > 0) {
+    save(s.step);
+  }
+  result.final_step = s.step;
+
+  if (c.logging.sample_tokens > 0 && !result.stopped_by_signal) {
+    std::vector<int64_t> prompt;
+    if (c.data.add_bos && s.tokenizer->bos_id() >= 0) prompt.push_back(s.tokenizer->bos_id());
+    for (int32_t id : s.tokenizer->encode(c.logging.sample_prompt)) prompt.push_back(id);
+    models::GenerationOptions options;
+    options.max_new_tokens = c.logging.sample_tokens;
+    options.temperature = c.logging.sample_temperature;
+    options.top_p = c.logging.sample_top_p;
+    options.seed = static_cast<uint64_t>(c.training.seed);
+    options.eos_id = s.tokenizer->eos_id();
+    const std::vector<int64_t> tokens = models::generate(*s.model, prompt, options);
+    std::vector<int32_t> generated;
+    for (size_t i = (c.data.add_bos && s.tokenizer->bos_id() >= 0) ? 1 : 0; i < tokens.size(); ++i) {
+      if (tokens[i] != s.tokenizer->eos_id()) generated.push_back(static_cast<int32_t>(tokens[i]));
+    }
+    result.sample = s.tokenizer->decode(generated);
+  }
+
+  log::info(c10::str("done: step ", result.final_step, ", final loss ", result.final_loss,
+                     ", checkpoint ", result.checkpoint_path.empty() ? "(none)" : result.checkpoint_path,
+                     ", metrics ", metrics.path()));
+  log::flush();
+  return result;
+}
+
+}  // namespace liger::trainer

@@ -1,0 +1,41 @@
+// The training loop, top to bottom: config -> tokenizer + data -> model +
+// kernels -> AdamW + schedule -> (resume) -> steps -> checkpoints + metrics.
+#pragma once
+
+#include "trainer/config.h"
+
+#include <memory>
+#include <string>
+
+namespace liger::models {
+class TransformerImpl;
+}
+
+namespace liger::trainer {
+
+struct TrainResult {
+  int64_t final_step = 0;
+  double final_loss = 0.0;         // loss of the last step taken (NaN if none was)
+  std::string checkpoint_path;     // last checkpoint written ("" if none)
+  bool stopped_by_signal = false;
+  std::string sample;              // generated text (logging.sample_tokens > 0)
+};
+
+class Trainer {
+ public:
+  // Builds everything (throws config::ConfigError / data::DataError on user errors).
+  explicit Trainer(config::TrainConfig config);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  TrainResult run();
+
+  models::TransformerImpl& model();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace liger::trainer
