@@ -168,7 +168,9 @@ nlohmann::json CheckpointManager::load(const std::string& dir, models::Transform
     archive.load_from((root / kRngFile).string());
     Tensor state;
     archive.read("cpu", state);
-    at::detail::getDefaultCPUGenerator().set_state(state);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
   }
   std::ifstream in(root / kStateFile);
   return nlohmann::json::parse(in);

@@ -138,7 +138,7 @@ std::vector<KeySpec> build_schema() {
       choice("logging", "level", "info", {"debug", "info", "warn", "error"}, "log level"),
       choice("logging", "progress_bar", "auto", {"auto", "on", "off"},
              "auto = when stdout is a terminal"),
-      text("logging", "sample_prompt", "ROMEO:", "prompt of the text sample printed at the end"),
+      text("logging", "sample_prompt", "'ROMEO:'", "prompt of the text sample printed at the end"),
       integer("logging", "sample_tokens", "0", 0, 100000,
               "tokens to generate at the end; 0 = no sample"),
       number("logging", "sample_temperature", "0.8", 0.0, 100.0,

@@ -46,7 +46,7 @@ namespace {
 at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   std::vector<at::Tensor> norms;
   for (const auto& p : params) {
-    if (p.grad().defined()) norms.push_back(p.grad().norm(2, c10::nullopt, false, at::kFloat));
+    if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kFloat));
   }
   if (norms.empty()) return torch::zeros({}, at::kFloat);
   at::Tensor total = torch::stack(norms).norm();
@@ -159,7 +159,7 @@ Trainer::~Trainer() = default;
 
 models::TransformerImpl& Trainer::model() { return *state_->model; }
 
-TrainResult Trainer::run() {
+TrainResult Trainer::run(int64_t stop_after_step) {
   State& s = *state_;
   const auto& c = s.config;
   install_stop_handlers();
@@ -236,9 +236,9 @@ TrainResult Trainer::run() {
                                         ": training diverged; lower training.lr or check the data"));
     }
 
-    if (stop_requested()) {
+    if (stop_requested() || step == stop_after_step) {
       metrics.finish_progress();
-      log::warn(c10::str("signal ", stop_signal_number(), " received: saving at step ", step,
+      log::warn(c10::str("stop requested (signal ", stop_signal_number(), "): saving at step ", step,
                          " and stopping"));
       save(step);
       result.stopped_by_signal = true;

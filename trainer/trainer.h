@@ -29,7 +29,9 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  TrainResult run();
+  // Trains to training.steps. `stop_after_step` > 0 stops after that step as
+  // a SIGTERM would (checkpoint, stopped_by_signal = true): preemption tests.
+  TrainResult run(int64_t stop_after_step = 0);
 
   models::TransformerImpl& model();
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# liger-train's command line as a user meets it: dry runs, and the one-line
+# errors for the mistakes a user makes. Usage: test_cli.sh LIGER_TRAIN SOURCE_DIR
+set -uo pipefail
+BIN=$1
+SRC=$2
+cd "$SRC"
+failures=0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# expect NAME EXIT_CODE PATTERN -- COMMAND...   (PATTERN: grep -E over stdout+stderr)
+expect() {
+  local name=$1 want_code=$2 pattern=$3
+  shift 4
+  local out code
+  out=$("$@" 2>&1); code=$?
+  if [ "$code" -ne "$want_code" ] && ! { [ "$want_code" = nonzero ] && [ "$code" -ne 0 ]; }; then
+    echo "FAIL $name: exit $code, wanted $want_code"; echo "$out" | tail -5; failures=$((failures + 1)); return
+  fi
+  if ! grep -Eq -- "$pattern" <<<"$out"; then
+    echo "FAIL $name: output lacks /$pattern/"; echo "$out" | tail -5; failures=$((failures + 1)); return
+  fi
+  echo "ok   $name"
+}
+
+expect "8B dry run prints 8.03 B parameters" 0 "parameters: 8,030,261,248 \(8\.03 B\)" -- \
+  "$BIN" --config configs/llama3_8b.yaml --dry-run
+expect "8B dry run prints the kernel table" 0 "fused_linear_cross_entropy: " -- \
+  "$BIN" --config configs/llama3_8b.yaml --dry-run --set training.device=cpu
+expect "tiny dry run" 0 "parameters: " -- "$BIN" --config configs/tiny.yaml --dry-run
+expect "misspelled key names the closest key" 1 "training\.micro_bach_size.*did you mean 'training\.micro_batch_size'" -- \
+  "$BIN" --config configs/tiny.yaml --set training.micro_bach_size=4 --dry-run
+printf 'training:\n  stepz: 10\n' > "$work/typo.yaml"
+expect "misspelled key in a file names the file and the key" 1 "typo\.yaml.*training\.stepz.*training\.steps" -- \
+  "$BIN" --config "$work/typo.yaml" --dry-run
+expect "CE and fused CE both on" 1 "kernels\.cross_entropy.*kernels\.fused_linear_cross_entropy" -- \
+  "$BIN" --config configs/tiny.yaml --set kernels.cross_entropy=true --dry-run
+expect "pipeline parallelism rejected" 1 "pipeline_parallel_degree.*not supported.*incompatible" -- \
+  "$BIN" --config configs/tiny.yaml --set parallelism.pipeline_parallel_degree=2 --dry-run
+expect "bad value names key, value and what is allowed" 1 "training\.lr.*'fast'.*a number" -- \
+  "$BIN" --config configs/tiny.yaml --set training.lr=fast --dry-run
+expect "missing config file" 1 "nope\.yaml" -- "$BIN" --config nope.yaml --dry-run
+expect "missing data file names it" 1 "data error: .*missing\.txt" -- \
+  "$BIN" --config configs/tiny.yaml --set data.train=[missing.txt] --set checkpoint.output_dir="$work/run"
+expect "reference.yaml is what --print-reference prints" 0 "" -- \
+  bash -c "diff <('$BIN' --print-reference) configs/reference.yaml"
+expect "errors are one line without a stack trace" 1 "^config error: [^\n]*$" -- \
+  "$BIN" --config configs/tiny.yaml --set model.num_kv_heads=3 --dry-run
+
+if [ $failures -ne 0 ]; then echo "$failures CLI check(s) failed"; exit 1; fi
+echo "all CLI checks passed"

@@ -1,0 +1,156 @@
+// The Llama transformer: parameter counts of the presets (on the meta device,
+// nothing allocated), HF parameter names, init, causality, and identical
+// forward/backward through the reference and the fused (composite) kernels.
+#include "kernels/registry.h"
+#include "models/model_config.h"
+#include "models/transformer.h"
+#include "tests/catch.h"
+
+#include <torch/torch.h>
+
+using liger::models::ModelConfig;
+using liger::models::Transformer;
+
+namespace {
+
+ModelConfig small_config() {
+  ModelConfig c = liger::models::preset("tiny");
+  c.vocab_size = 101;
+  c.hidden_size = 40;
+  c.intermediate_size = 72;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.max_seq_len = 64;
+  c.tie_embeddings = false;
+  return c;
+}
+
+Transformer build(const ModelConfig& c, const liger::kernels::KernelSet& kernels) {
+  Transformer model(c, kernels, at::TensorOptions().dtype(at::kFloat), at::kFloat);
+  model->init_weights(42);
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE("preset parameter counts match the published models, built on the meta device") {
+  const auto meta = at::TensorOptions().dtype(at::kBFloat16).device(c10::kMeta);
+  struct Expected {
+    const char* preset;
+    int64_t params;
+  };
+  for (const auto& e : {Expected{"llama3_8b", 8030261248LL}, Expected{"llama2_7b", 6738415616LL},
+                        Expected{"llama3_1b", 1235814400LL}}) {
+    INFO(e.preset);
+    const ModelConfig c = liger::models::preset(e.preset);
+    Transformer model(c, liger::kernels::KernelSet::reference(), meta, at::kBFloat16);
+    CHECK(model->num_parameters() == e.params);
+    CHECK(c.num_parameters() == e.params);
+    CHECK(model->lm_head_weight().device().is_meta());
+  }
+  CHECK_THROWS_AS(liger::models::preset("llama9"), std::invalid_argument);
+}
+
+TEST_CASE("parameters carry Hugging Face names") {
+  auto model = build(small_config(), liger::kernels::KernelSet::reference());
+  std::vector<std::string> names;
+  for (const auto& item : model->named_parameters()) names.push_back(item.key());
+  const std::vector<std::string> expected_prefix = {
+      "model.embed_tokens.weight",
+      "model.layers.0.self_attn.q_proj.weight",
+      "model.layers.0.self_attn.k_proj.weight",
+      "model.layers.0.self_attn.v_proj.weight",
+      "model.layers.0.self_attn.o_proj.weight",
+      "model.layers.0.mlp.gate_proj.weight",
+      "model.layers.0.mlp.up_proj.weight",
+      "model.layers.0.mlp.down_proj.weight",
+      "model.layers.0.input_layernorm.weight",
+      "model.layers.0.post_attention_layernorm.weight"};
+  REQUIRE(names.size() >= expected_prefix.size());
+  for (size_t i = 0; i < expected_prefix.size(); ++i) CHECK(names[i] == expected_prefix[i]);
+  CHECK(names[names.size() - 2] == "model.norm.weight");
+  CHECK(names.back() == "lm_head.weight");
+
+  ModelConfig tied = small_config();
+  tied.tie_embeddings = true;
+  auto tied_model = build(tied, liger::kernels::KernelSet::reference());
+  CHECK(tied_model->named_parameters().find("lm_head.weight") == nullptr);
+  CHECK(tied_model->lm_head_weight().is_same(tied_model->model->embed_tokens->weight));
+}
+
+TEST_CASE("init is HF's: normal(0, init_std) matrices, unit norm weights, deterministic") {
+  auto a = build(small_config(), liger::kernels::KernelSet::reference());
+  auto b = build(small_config(), liger::kernels::KernelSet::reference());
+  for (const auto& item : a->named_parameters()) {
+    CHECK(torch::equal(item.value(), b->named_parameters()[item.key()]));
+  }
+  const at::Tensor emb = a->model->embed_tokens->weight;
+  CHECK(std::abs(emb.std().item<double>() - 0.02) < 0.002);
+  CHECK(torch::equal(a->model->norm->weight, torch::ones({40})));
+}
+
+TEST_CASE("causal: a later token never changes earlier hidden states") {
+  auto model = build(small_config(), liger::kernels::KernelSet::reference());
+  torch::NoGradGuard no_grad;
+  at::Tensor ids = torch::randint(0, 101, {2, 12}, at::kLong);
+  at::Tensor changed = ids.clone();
+  changed.index_put_({torch::indexing::Slice(), 8}, (ids.index({torch::indexing::Slice(), 8}) + 1) % 101);
+  const at::Tensor h1 = model->forward(ids), h2 = model->forward(changed);
+  REQUIRE(h1.sizes() == std::vector<int64_t>{2, 12, 40});
+  CHECK(torch::allclose(h1.narrow(1, 0, 8), h2.narrow(1, 0, 8), 0, 0));
+  CHECK_FALSE(torch::allclose(h1.narrow(1, 8, 4), h2.narrow(1, 8, 4)));
+}
+
+TEST_CASE("fused (composite) and reference kernels give the same forward and gradients") {
+  const auto cpu = c10::Device(c10::kCPU);
+  const auto fused = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
+  REQUIRE(fused.backend(liger::kernels::Op::rms_norm) == liger::kernels::Backend::composite);
+  auto reference = build(small_config(), liger::kernels::KernelSet::reference());
+  auto composite = build(small_config(), fused);
+
+  torch::manual_seed(3);
+  at::Tensor ids = torch::randint(0, 101, {3, 17}, at::kLong);
+  at::Tensor targets = torch::randint(0, 101, {3 * 17}, at::kLong);
+  auto loss_of = [&](Transformer& m) {
+    at::Tensor hidden = m->forward(ids);
+    return torch::nn::functional::cross_entropy(m->logits(hidden).reshape({-1, 101}), targets);
+  };
+  at::Tensor loss_ref = loss_of(reference), loss_fused = loss_of(composite);
+  CHECK(std::abs(loss_ref.item<double>() - loss_fused.item<double>()) <= 1e-5);
+  loss_ref.backward();
+  loss_fused.backward();
+  auto fused_params = composite->named_parameters();
+  for (const auto& item : reference->named_parameters()) {
+    INFO(item.key());
+    const at::Tensor expected = item.value().grad();
+    const at::Tensor actual = fused_params[item.key()].grad();
+    const double error = (actual - expected).abs().max().item<double>();
+    const double scale = expected.abs().max().item<double>();
+    INFO("max abs error " << error << " of max " << scale);
+    CHECK(error <= 1e-5 * std::max(scale, 1.0));
+  }
+}
+
+TEST_CASE("bf16 compute with fp32 master weights: gradients land in fp32") {
+  ModelConfig c = small_config();
+  Transformer model(c, liger::kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat),
+                    at::kBFloat16);
+  model->init_weights(1);
+  at::Tensor ids = torch::randint(0, 101, {1, 9}, at::kLong);
+  at::Tensor hidden = model->forward(ids);
+  CHECK(hidden.scalar_type() == at::kBFloat16);
+  hidden.to(at::kFloat).sum().backward();
+  CHECK(model->model->layers[0]->named_parameters()["self_attn.q_proj.weight"].grad().scalar_type() == at::kFloat);
+}
+
+TEST_CASE("invalid dimensions are rejected with the key named") {
+  ModelConfig c = small_config();
+  c.num_kv_heads = 3;
+  try {
+    c.validate();
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& error) {
+    CHECK(std::string(error.what()).find("model.num_kv_heads") != std::string::npos);
+  }
+}

@@ -1,0 +1,160 @@
+// Config: defaults, overrides, and the messages a user sees for mistakes.
+#include "tests/catch.h"
+#include "trainer/config.h"
+#include "trainer/config_schema.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using liger::config::ConfigError;
+using liger::config::parse_config;
+
+namespace {
+
+std::string source_dir() {
+  const char* dir = std::getenv("LIGER_SOURCE_DIR");
+  return dir ? dir : ".";
+}
+
+// The message of the ConfigError that `yaml` + `overrides` raise ("" if none).
+std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_config(yaml, "test.yaml", overrides);
+  } catch (const ConfigError& error) {
+    return error.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("an empty config gives the documented defaults") {
+  const auto c = parse_config("", "empty.yaml");
+  CHECK(c.model.preset == "tiny");
+  CHECK(c.training.steps == 300);
+  CHECK(c.training.micro_batch_size == 8);
+  CHECK(c.training.gradient_accumulation_steps == 1);
+  CHECK(c.kernels.fused_linear_cross_entropy);
+  CHECK_FALSE(c.kernels.cross_entropy);
+  CHECK(c.data.train == std::vector<std::string>{"data/samples/tinyshakespeare.txt"});
+  CHECK_FALSE(c.model.hidden_size.has_value());
+  CHECK(c.checkpoint.resume == "none");
+}
+
+TEST_CASE("file values and --set overrides are applied, --set last") {
+  const auto c = parse_config("training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n",
+                              "a.yaml", {"training.steps=7", "data.train=[x.txt, y.jsonl]",
+                                         "kernels.strict=true", "model.tie_embeddings=false"});
+  CHECK(c.training.steps == 7);
+  CHECK(c.training.lr == 0.01);
+  CHECK(c.model.hidden_size == 64);
+  CHECK(c.data.train == std::vector<std::string>{"x.txt", "y.jsonl"});
+  CHECK(c.kernels.strict);
+  CHECK(c.model.tie_embeddings == false);
+  // The resolved YAML round-trips to the same config.
+  const auto again = parse_config(c.resolved_yaml, "resolved.yaml");
+  CHECK(again.training.steps == 7);
+  CHECK(again.data.train == c.data.train);
+  CHECK(again.model.hidden_size == 64);
+  CHECK(again.model.tie_embeddings == false);
+  CHECK_FALSE(again.model.num_layers.has_value());
+}
+
+TEST_CASE("a misspelled key names the closest known key") {
+  const std::string message = error_of("training:\n  micro_bach_size: 4\n");
+  CHECK(contains(message, "training.micro_bach_size"));
+  CHECK(contains(message, "did you mean 'training.micro_batch_size'"));
+  CHECK(contains(message, "test.yaml"));
+  // A key in the wrong section finds its home.
+  CHECK(contains(error_of("training:\n  seq_len: 4\n"), "did you mean 'data.seq_len'"));
+  // --set is checked the same way.
+  CHECK(contains(error_of("", {"trainig.steps=3"}), "did you mean 'training.steps'"));
+  // Unknown sections too.
+  CHECK(contains(error_of("trainng:\n  steps: 3\n"), "did you mean 'training'"));
+}
+
+TEST_CASE("type and range errors name the key, the value and what is allowed") {
+  std::string message = error_of("training:\n  steps: abc\n");
+  CHECK(contains(message, "training.steps"));
+  CHECK(contains(message, "'abc'"));
+  CHECK(contains(message, "an integer >= 1"));
+  CHECK(contains(message, "test.yaml:2"));
+
+  message = error_of("training:\n  micro_batch_size: 0\n");
+  CHECK(contains(message, "training.micro_batch_size"));
+  CHECK(contains(message, "'0'"));
+
+  message = error_of("", {"training.device=tpu"});
+  CHECK(contains(message, "training.device"));
+  CHECK(contains(message, "one of: auto, cpu, cuda"));
+
+  CHECK(contains(error_of("training:\n  lr: -1\n"), "training.lr"));
+  CHECK(contains(error_of("kernels:\n  rope: maybe\n"), "true or false"));
+  CHECK(contains(error_of("training:\n  steps: 1.5\n"), "training.steps"));
+  CHECK(contains(error_of("data:\n  train: {a: 1}\n"), "a list of strings"));
+  CHECK(contains(error_of("", {"training.steps"}), "expected section.key=value"));
+  CHECK(contains(error_of("training: [1, 2]\n"), "section 'training' must be a mapping"));
+  CHECK(contains(error_of("model:\n  preset: [unclosed\n"), "not valid YAML"));
+}
+
+TEST_CASE("cross entropy and fused linear cross entropy cannot both be on") {
+  const std::string message = error_of("kernels:\n  cross_entropy: true\n  fused_linear_cross_entropy: true\n");
+  CHECK(contains(message, "kernels.cross_entropy"));
+  CHECK(contains(message, "kernels.fused_linear_cross_entropy"));
+  CHECK(error_of("kernels:\n  cross_entropy: true\n  fused_linear_cross_entropy: false\n").empty());
+}
+
+TEST_CASE("pipeline parallelism is rejected, with the fused loss named") {
+  std::string message = error_of("parallelism:\n  pipeline_parallel_degree: 2\n");
+  CHECK(contains(message, "parallelism.pipeline_parallel_degree"));
+  CHECK(contains(message, "not supported"));
+  CHECK(contains(message, "incompatible with kernels.fused_linear_cross_entropy"));
+  message = error_of("parallelism:\n  pipeline_parallel_degree: 2\nkernels:\n  fused_linear_cross_entropy: false\n");
+  CHECK(contains(message, "not supported"));
+  CHECK_FALSE(contains(message, "incompatible"));
+  CHECK(contains(error_of("", {"parallelism.tensor_parallel_degree=2"}), "tensor_parallel_degree"));
+}
+
+TEST_CASE("configs/reference.yaml is exactly what the schema generates") {
+  std::ifstream file(source_dir() + "/configs/reference.yaml");
+  REQUIRE(file.good());
+  std::stringstream text;
+  text << file.rdbuf();
+  CHECK(text.str() == liger::config::reference_yaml());
+  // And it is itself a valid config equal to the defaults.
+  const auto c = parse_config(text.str(), "reference.yaml");
+  CHECK(c.resolved_yaml == parse_config("", "empty.yaml").resolved_yaml);
+}
+
+TEST_CASE("every shipped config is valid") {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(source_dir() + "/configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path().string());
+    CHECK_NOTHROW(liger::config::load_config(entry.path().string()));
+    ++checked;
+  }
+  CHECK(checked >= 5);
+  CHECK(contains([] {
+    try {
+      liger::config::load_config("/nonexistent/x.yaml");
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }(), "/nonexistent/x.yaml"));
+}
+
+TEST_CASE("every schema key has a documented, valid default") {
+  for (const auto& key : liger::config::schema()) {
+    INFO(key.full_name());
+    CHECK_FALSE(key.doc.empty());
+    CHECK(liger::config::find_key(key.full_name()) == &key);
+  }
+}
