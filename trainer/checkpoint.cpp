@@ -1,5 +1,7 @@
 #include "trainer/checkpoint.h"
 
+#include "trainer/file_util.h"
+
 #include <torch/torch.h>
 
 #include <fcntl.h>
@@ -59,7 +61,7 @@ std::string CheckpointManager::save(int64_t step, models::TransformerImpl& model
   const std::string name = "step-" + std::to_string(step);
   const fs::path final_dir = root / name;
   const fs::path tmp_dir = root / ("." + name + ".tmp-" + std::to_string(::getpid()));
-  fs::remove_all(tmp_dir);
+  remove_tree(tmp_dir.string());
   fs::create_directories(tmp_dir);
 
   {
@@ -89,17 +91,17 @@ std::string CheckpointManager::save(int64_t step, models::TransformerImpl& model
   fs::path old_dir;
   if (fs::exists(final_dir)) {
     old_dir = root / ("." + name + ".old-" + std::to_string(::getpid()));
-    fs::remove_all(old_dir);
+    remove_tree(old_dir.string());
     fs::rename(final_dir, old_dir);
   }
   fs::rename(tmp_dir, final_dir);
   sync_path(root);
-  if (!old_dir.empty()) fs::remove_all(old_dir);
+  if (!old_dir.empty()) remove_tree(old_dir.string());
 
   if (keep_last_ > 0) {
     auto complete = list();
     while (static_cast<int64_t>(complete.size()) > keep_last_) {
-      fs::remove_all(complete.front());
+      remove_tree(complete.front());
       complete.erase(complete.begin());
     }
   }

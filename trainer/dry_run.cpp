@@ -33,7 +33,12 @@ DryRunReport dry_run(const config::TrainConfig& c) {
     tokenizer_vocab = data::load_tokenizer(c.data.tokenizer)->vocab_size();
   }
   const models::ModelConfig model_config = resolve_model_config(c, tokenizer_vocab);
-  const c10::Device device = resolve_device(c.training.device);
+  // A dry run plans for the configured device without needing it: an 8B
+  // config for a GPU is checked on a laptop.
+  const bool gpu_visible = torch::cuda::is_available();
+  const c10::Device device = c.training.device == "cuda" || (c.training.device == "auto" && gpu_visible)
+                                 ? c10::Device(c10::kCUDA, 0)
+                                 : c10::Device(c10::kCPU);
   const kernels::KernelSet kernel_set =
       kernels::resolve_kernels(kernel_toggles(c.kernels), device, compute_dtype(c));
 
@@ -47,7 +52,12 @@ DryRunReport dry_run(const config::TrainConfig& c) {
                              static_cast<double>(c10::elementSize(parameter_dtype(c)));
   std::ostringstream out;
   char billions[32];
-  std::snprintf(billions, sizeof billions, "%.2f B", static_cast<double>(report.num_parameters) / 1e9);
+  const double count = static_cast<double>(report.num_parameters);
+  if (count >= 1e9) {
+    std::snprintf(billions, sizeof billions, "%.2f B", count / 1e9);
+  } else {
+    std::snprintf(billions, sizeof billions, "%.2f M", count / 1e6);
+  }
   out << "config: valid\n";
   out << "model: " << c.model.preset << " (" << model_config.family << "), " << model_config.num_layers
       << " layers, hidden " << model_config.hidden_size << ", heads " << model_config.num_heads << "/"
@@ -59,10 +69,13 @@ DryRunReport dry_run(const config::TrainConfig& c) {
       << gib(param_bytes) << ", AdamW states " << gib(2 * param_bytes) << " ("
       << c10::toString(parameter_dtype(c)) << " parameters, " << c10::toString(compute_dtype(c))
       << " compute)\n";
-  out << "device: " << device << "\n";
+  out << "device: " << device
+      << (device.is_cuda() && !gpu_visible ? " (no GPU visible here: planned, not checked)" : "") << "\n";
   out << "tokens per optimizer step: "
       << c.training.micro_batch_size * c.training.gradient_accumulation_steps * c.data.seq_len << "\n";
-  out << "kernels:\n" << kernels::format_selection_table(kernel_set);
+  out << "kernels:\n";
+  std::istringstream table(kernels::format_selection_table(kernel_set));
+  for (std::string line; std::getline(table, line);) out << "  " << line << "\n";
   report.text = out.str();
   return report;
 }

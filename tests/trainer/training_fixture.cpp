@@ -1,5 +1,7 @@
 #include "tests/trainer/training_fixture.h"
 
+#include "trainer/file_util.h"
+
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -18,7 +20,7 @@ std::string source_dir() {
 
 std::string fresh_dir(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("liger-test-" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
+  liger::trainer::remove_tree(dir.string());
   fs::create_directories(dir);
   return dir.string();
 }

@@ -1,0 +1,44 @@
+// How a backend plugs into the registry (internal to kernels/): a table of its
+// kernels and a predicate saying where it can run. The registry walks a list
+// of candidate backends per op; adding a backend means adding a file that
+// defines its provider, not editing if-chains.
+#pragma once
+
+#include "kernels/registry.h"
+
+#include <string>
+
+namespace liger::kernels {
+
+// Every kernel of one backend; nullptr where the backend has none.
+struct OpTable {
+  RmsNormFn rms_norm = nullptr;
+  LayerNormFn layer_norm = nullptr;
+  RopeFn rope = nullptr;
+  GluFn swiglu = nullptr;
+  GluFn geglu = nullptr;
+  CrossEntropyFn cross_entropy = nullptr;
+  FusedLinearCrossEntropyFn fused_linear_cross_entropy = nullptr;
+  AttentionFn attention = nullptr;
+
+  bool has(Op op) const;
+};
+
+struct BackendProvider {
+  Backend backend;
+  OpTable ops;
+  // Why this backend cannot serve `op` on `device` with compute `dtype`, or ""
+  // when it can. Only inspects the arguments: must not touch the device.
+  std::string (*unavailable)(Op op, c10::Device device, c10::ScalarType dtype);
+};
+
+// kernels/reference/backend.cpp
+const BackendProvider& reference_backend();
+// kernels/composite/backend.cpp
+const BackendProvider& composite_backend();
+// The CUDA backend, or nullptr when this build has none: defined by
+// kernels/cuda/backend.cpp in CUDA builds and kernels/cuda/no_backend.cpp
+// otherwise (kernels/CMakeLists.txt picks one).
+const BackendProvider* cuda_backend();
+
+}  // namespace liger::kernels

@@ -1,0 +1,76 @@
+// Shape and dtype checks shared by the backends. They throw c10::Error (a
+// std::exception) with a message naming the op, the argument and the shapes,
+// so a wrong shape from a model or a data loader never reaches an assert.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace liger::kernels::checks {
+
+inline void norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                      const at::Tensor& bias) {
+  TORCH_CHECK(x.defined() && x.dim() >= 1, op, ": x must have at least one dimension");
+  TORCH_CHECK(x.is_floating_point(), op, ": x must be floating point, got ", x.scalar_type());
+  const int64_t d = x.size(-1);
+  if (weight.defined()) {
+    TORCH_CHECK(weight.dim() == 1 && weight.size(0) == d, op, ": weight has shape ",
+                weight.sizes(), " but x's last dimension is ", d, " (x: ", x.sizes(), ")");
+  }
+  if (bias.defined()) {
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == d, op, ": bias has shape ", bias.sizes(),
+                " but x's last dimension is ", d, " (x: ", x.sizes(), ")");
+  }
+}
+
+// q: [B, T, Hq, D], k: [B, T, Hk, D], cos/sin: [B or 1, T, D].
+inline void rope_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                      const at::Tensor& sin) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4, "rope: q and k must be [B, T, H, D], got q ",
+              q.sizes(), " and k ", k.sizes());
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
+              "rope: q ", q.sizes(), " and k ", k.sizes(), " disagree on B, T or D");
+  TORCH_CHECK(q.size(3) % 2 == 0, "rope: head dim must be even, got ", q.size(3));
+  TORCH_CHECK(cos.sizes() == sin.sizes(), "rope: cos ", cos.sizes(), " and sin ", sin.sizes(),
+              " differ in shape");
+  TORCH_CHECK(cos.dim() == 3 && (cos.size(0) == 1 || cos.size(0) == q.size(0)) &&
+                  cos.size(1) == q.size(1) && cos.size(2) == q.size(3),
+              "rope: cos/sin must be [B or 1, T, D] = [", q.size(0), " or 1, ", q.size(1), ", ",
+              q.size(3), "], got ", cos.sizes());
+}
+
+inline void glu_args(const char* op, const at::Tensor& gate, const at::Tensor& up) {
+  TORCH_CHECK(gate.sizes() == up.sizes(), op, ": gate ", gate.sizes(), " and up ", up.sizes(),
+              " differ in shape");
+  TORCH_CHECK(gate.scalar_type() == up.scalar_type(), op, ": gate is ", gate.scalar_type(),
+              " but up is ", up.scalar_type());
+}
+
+inline void ce_args(const char* op, const at::Tensor& logits, const at::Tensor& labels) {
+  TORCH_CHECK(logits.dim() == 2, op, ": logits must be [N, V], got ", logits.sizes());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), op,
+              ": labels must be [N] with N = ", logits.size(0), ", got ", labels.sizes());
+  TORCH_CHECK(labels.scalar_type() == at::kLong, op, ": labels must be int64, got ",
+              labels.scalar_type());
+}
+
+inline void flce_args(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& bias,
+                      const at::Tensor& labels) {
+  const char* op = "fused_linear_cross_entropy";
+  TORCH_CHECK(hidden.dim() == 2, op, ": hidden must be [N, H], got ", hidden.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1), op,
+              ": weight must be [V, H] with H = ", hidden.size(1), ", got ", weight.sizes());
+  TORCH_CHECK(weight.scalar_type() == hidden.scalar_type(), op, ": hidden is ",
+              hidden.scalar_type(), " but weight is ", weight.scalar_type(),
+              " (cast the lm_head weight to the compute dtype)");
+  if (bias.defined()) {
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), op,
+                ": bias must be [V] with V = ", weight.size(0), ", got ", bias.sizes());
+  }
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == hidden.size(0), op,
+              ": labels must be [N] with N = ", hidden.size(0), ", got ", labels.sizes());
+  TORCH_CHECK(labels.scalar_type() == at::kLong, op, ": labels must be int64, got ",
+              labels.scalar_type());
+}
+
+}  // namespace liger::kernels::checks

@@ -1,0 +1,30 @@
+// The composite backend's entry in the registry: every op, any device.
+// Attention reuses the reference (SDPA); there is no composite attention.
+#include "kernels/backend.h"
+#include "kernels/composite/composite.h"
+#include "kernels/reference/reference.h"
+
+namespace liger::kernels {
+namespace {
+
+std::string always_available(Op, c10::Device, c10::ScalarType) { return ""; }
+
+}  // namespace
+
+const BackendProvider& composite_backend() {
+  static const BackendProvider provider = [] {
+    BackendProvider p{Backend::composite, {}, &always_available};
+    p.ops.rms_norm = &composite::rms_norm;
+    p.ops.layer_norm = &composite::layer_norm;
+    p.ops.rope = &composite::rope;
+    p.ops.swiglu = &composite::swiglu;
+    p.ops.geglu = &composite::geglu;
+    p.ops.cross_entropy = &composite::cross_entropy;
+    p.ops.fused_linear_cross_entropy = &composite::fused_linear_cross_entropy;
+    p.ops.attention = &reference::attention;  // SDPA: no composite version
+    return p;
+  }();
+  return provider;
+}
+
+}  // namespace liger::kernels

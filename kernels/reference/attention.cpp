@@ -1,0 +1,83 @@
+// Reference attention. Inputs are [B, T, H, D]; ATen's SDPA wants
+// [B, H, T, D], so we transpose on the way in and out.
+#include "kernels/reference/reference.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+namespace liger::kernels::reference {
+namespace {
+
+void check_args(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& o) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+              "attention: q, k, v must be [B, T, H, D], got q ", q.sizes(), ", k ", k.sizes(),
+              ", v ", v.sizes());
+  TORCH_CHECK(k.sizes() == v.sizes(), "attention: k ", k.sizes(), " and v ", v.sizes(),
+              " differ in shape");
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
+              "attention: q ", q.sizes(), " and k ", k.sizes(), " disagree on B, T or D");
+  TORCH_CHECK(k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention: ", q.size(2),
+              " query heads are not a multiple of ", k.size(2), " key/value heads");
+  TORCH_CHECK(o.sliding_window >= 0, "attention: sliding_window must be >= 0, got ",
+              o.sliding_window);
+  TORCH_CHECK(o.sliding_window == 0 || o.causal,
+              "attention: a sliding window needs causal attention");
+}
+
+double softmax_scale(const Tensor& q, const AttentionOptions& o) {
+  return o.scale > 0.0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+}
+
+}  // namespace
+
+// out = softmax(mask(softcap(q k^T * scale))) v, per head, everything up to
+// the probabilities in fp32. Query i may see key j iff (not causal or j <= i)
+// and (no window or i - j < window). GQA: key/value head h serves query heads
+// h*G .. h*G+G-1 (HF repeat_kv = repeat_interleave over heads).
+Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
+                          const AttentionOptions& options) {
+  check_args(q, k, v, options);
+  const int64_t t = q.size(1);
+  const int64_t groups = q.size(2) / k.size(2);
+  // cast: scores in fp32
+  const Tensor qh = q.transpose(1, 2).to(at::kFloat);  // [B, Hq, T, D]
+  Tensor kh = k.transpose(1, 2).to(at::kFloat);
+  Tensor vh = v.transpose(1, 2);
+  if (groups > 1) {
+    kh = kh.repeat_interleave(groups, /*dim=*/1);
+    vh = vh.repeat_interleave(groups, /*dim=*/1);
+  }
+  Tensor scores = at::matmul(qh, kh.transpose(-1, -2)) * softmax_scale(q, options);
+  if (options.softcap > 0.0) scores = at::tanh(scores / options.softcap) * options.softcap;
+
+  const auto idx_opts = at::TensorOptions().dtype(at::kLong).device(q.device());
+  const Tensor i = at::arange(t, idx_opts).unsqueeze(1);  // query position
+  const Tensor j = at::arange(t, idx_opts).unsqueeze(0);  // key position
+  Tensor allowed = at::ones({t, t}, idx_opts.dtype(at::kBool));
+  if (options.causal) allowed = allowed & j.le(i);
+  if (options.sliding_window > 0) allowed = allowed & (i - j).lt(options.sliding_window);
+  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+
+  // cast: probabilities to v's dtype before the product, as HF eager does
+  const Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+  return at::matmul(probs, vh).transpose(1, 2).contiguous();
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                 const AttentionOptions& options) {
+  if (options.sliding_window > 0 || options.softcap > 0.0) {
+    return attention_explicit(q, k, v, options);
+  }
+  check_args(q, k, v, options);
+  const bool gqa = q.size(2) != k.size(2);
+  const c10::optional<double> scale =
+      options.scale > 0.0 ? c10::optional<double>(options.scale) : c10::nullopt;
+  const Tensor out = at::scaled_dot_product_attention(
+      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_mask=*/{},
+      /*dropout_p=*/0.0, /*is_causal=*/options.causal, scale, /*enable_gqa=*/gqa);
+  return out.transpose(1, 2).contiguous();
+}
+
+}  // namespace liger::kernels::reference

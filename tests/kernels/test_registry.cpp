@@ -1,0 +1,179 @@
+// The kernel registry: which backend serves each op, and the errors it raises.
+#include "kernels/registry.h"
+#include "tests/catch.h"
+#include "tests/kernels/test_utils.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+using liger::kernels::Backend;
+using liger::kernels::KernelSet;
+using liger::kernels::KernelToggles;
+using liger::kernels::Op;
+using liger::kernels::resolve_kernels;
+using liger::kernels::test::thrown_message;
+
+namespace {
+
+const Op kToggled[] = {Op::rms_norm, Op::layer_norm, Op::rope, Op::swiglu, Op::geglu,
+                       Op::fused_linear_cross_entropy};
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+const c10::Device kCpu(c10::kCPU);
+const c10::Device kCuda(c10::kCUDA);  // resolving only looks at the type
+
+}  // namespace
+
+TEST_CASE("registry names", "[registry]") {
+  CHECK(std::string(liger::kernels::backend_name(Backend::composite)) == "composite");
+  CHECK(std::string(liger::kernels::op_name(Op::fused_linear_cross_entropy)) ==
+        "fused_linear_cross_entropy");
+  const KernelToggles off = KernelToggles::all_off();
+  CHECK_FALSE(off.rms_norm);
+  CHECK_FALSE(off.fused_linear_cross_entropy);
+  CHECK_FALSE(off.cross_entropy);
+  CHECK_FALSE(off.strict);
+}
+
+TEST_CASE("registry on CPU", "[registry]") {
+  SECTION("toggles on: composite, not a fallback") {
+    const KernelSet set = resolve_kernels(KernelToggles{}, kCpu, torch::kBFloat16);
+    for (Op op : kToggled) {
+      INFO(liger::kernels::op_name(op));
+      CHECK(set.backend(op) == Backend::composite);
+    }
+    CHECK(set.backend(Op::cross_entropy) == Backend::reference);  // off by default
+    CHECK(set.backend(Op::attention) == Backend::reference);
+    CHECK(set.use_fused_linear_cross_entropy());
+    REQUIRE(set.selections().size() == static_cast<size_t>(liger::kernels::kNumOps));
+    for (const auto& s : set.selections()) {
+      INFO(s.describe());
+      CHECK_FALSE(s.fallback);
+      CHECK_FALSE(s.reason.empty());
+    }
+    CHECK(contains(set.selections()[0].describe(), "rms_norm: composite (fused toggle on"));
+    CHECK(contains(set.selections()[7].describe(), "attention: reference (sdpa"));
+  }
+
+  SECTION("toggles off: reference") {
+    const KernelSet set = resolve_kernels(KernelToggles::all_off(), kCpu, torch::kFloat);
+    for (const auto& s : set.selections()) {
+      INFO(s.describe());
+      CHECK(s.backend == Backend::reference);
+      CHECK_FALSE(s.fallback);
+    }
+    CHECK(set.selections()[0].describe() == "rms_norm: reference (toggle off)");
+    CHECK_FALSE(set.use_fused_linear_cross_entropy());
+  }
+
+  SECTION("cross_entropy instead of fused linear cross entropy") {
+    KernelToggles t;
+    t.fused_linear_cross_entropy = false;
+    t.cross_entropy = true;
+    const KernelSet set = resolve_kernels(t, kCpu, torch::kFloat);
+    CHECK(set.backend(Op::cross_entropy) == Backend::composite);
+    CHECK(set.backend(Op::fused_linear_cross_entropy) == Backend::reference);
+    CHECK_FALSE(set.use_fused_linear_cross_entropy());
+  }
+
+  SECTION("strict on CPU is fine: composite is what a CPU toggle asks for") {
+    KernelToggles t;
+    t.strict = true;
+    CHECK_NOTHROW(resolve_kernels(t, kCpu, torch::kFloat));
+  }
+
+  SECTION("the table has one line per op") {
+    const KernelSet set = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
+    const std::string table = liger::kernels::format_selection_table(set);
+    INFO(table);
+    CHECK(std::count(table.begin(), table.end(), '\n') == liger::kernels::kNumOps - 1);
+    CHECK(contains(table, "rope: composite"));
+  }
+}
+
+TEST_CASE("registry errors", "[registry]") {
+  SECTION("cross_entropy and fused_linear_cross_entropy both on") {
+    KernelToggles t;
+    t.cross_entropy = true;
+    t.fused_linear_cross_entropy = true;
+    CHECK_THROWS_AS(resolve_kernels(t, kCpu, torch::kFloat), std::invalid_argument);
+    const std::string message = thrown_message([&] { resolve_kernels(t, kCpu, torch::kFloat); });
+    INFO(message);
+    CHECK(contains(message, "kernels.cross_entropy"));
+    CHECK(contains(message, "kernels.fused_linear_cross_entropy"));
+  }
+
+  SECTION("a non-float compute dtype") {
+    CHECK_THROWS_AS(resolve_kernels(KernelToggles{}, kCpu, torch::kLong), std::invalid_argument);
+  }
+}
+
+TEST_CASE("registry on a CUDA device (resolved without touching a GPU)", "[registry]") {
+  SECTION("not strict: composite, marked fallback") {
+    const KernelSet set = resolve_kernels(KernelToggles{}, kCuda, torch::kBFloat16);
+    for (Op op : kToggled) {
+      const auto& s = set.selections()[static_cast<int>(op)];
+      INFO(s.describe());
+      CHECK(s.op == op);
+      CHECK(s.backend == Backend::composite);
+      CHECK(s.fallback);
+      CHECK((contains(s.reason, "no cuda kernel for this op yet") ||
+             contains(s.reason, "built without CUDA")));
+      CHECK(contains(s.describe(), "fallback"));
+    }
+    // Toggles that are off and attention are not fallbacks.
+    CHECK_FALSE(set.selections()[static_cast<int>(Op::cross_entropy)].fallback);
+    CHECK_FALSE(set.selections()[static_cast<int>(Op::attention)].fallback);
+  }
+
+  SECTION("strict: the first fallback is an error naming the op and the fix") {
+    KernelToggles t;
+    t.strict = true;
+    CHECK_THROWS_AS(resolve_kernels(t, kCuda, torch::kBFloat16), std::runtime_error);
+    const std::string message =
+        thrown_message([&] { resolve_kernels(t, kCuda, torch::kBFloat16); });
+    INFO(message);
+    CHECK(contains(message, "kernels.strict: rms_norm wanted cuda but"));
+    CHECK(contains(message, "set kernels.strict: false"));
+  }
+
+  SECTION("strict with every toggle off: nothing falls back") {
+    KernelToggles t = KernelToggles::all_off();
+    t.strict = true;
+    CHECK_NOTHROW(resolve_kernels(t, kCuda, torch::kBFloat16));
+  }
+}
+
+TEST_CASE("KernelSet::reference serves every op from reference", "[registry]") {
+  const KernelSet set = KernelSet::reference();
+  for (const auto& s : set.selections()) {
+    INFO(s.describe());
+    CHECK(s.backend == Backend::reference);
+  }
+  CHECK_FALSE(set.use_fused_linear_cross_entropy());
+  // The set is callable end to end.
+  torch::manual_seed(13);
+  const torch::Tensor x = torch::randn({2, 3, 8});
+  CHECK(set.rms_norm(x, torch::ones({8}), {}).sizes() == x.sizes());
+  const torch::Tensor q = torch::randn({1, 4, 2, 8});
+  CHECK(set.attention(q, q, q, {}).sizes() == q.sizes());
+}
+
+TEST_CASE("a resolved set calls the chosen backend", "[registry]") {
+  // composite and reference agree, so check the call goes through at all and
+  // keeps gradients.
+  const KernelSet set = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
+  torch::manual_seed(14);
+  const torch::Tensor h = torch::randn({5, 8}, torch::requires_grad());
+  const torch::Tensor w = torch::randn({13, 8}, torch::requires_grad());
+  const torch::Tensor labels = torch::tensor({1, 2, -100, 4, 12}, torch::kLong);
+  const torch::Tensor loss = set.fused_linear_cross_entropy(h, w, {}, labels, {});
+  loss.backward();
+  CHECK(h.grad().defined());
+  CHECK(w.grad().defined());
+}
