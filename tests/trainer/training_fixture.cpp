@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
