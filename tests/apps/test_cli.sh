@@ -48,5 +48,24 @@ expect "reference.yaml is what --print-reference prints" 0 "" -- \
 expect "errors are one line without a stack trace" 0 "^lines=1 .*config error: model\.num_kv_heads = 3" -- \
   bash -c "out=\$('$BIN' --config configs/tiny.yaml --set model.num_kv_heads=3 --dry-run 2>&1); echo lines=\$(printf '%s\n' \"\$out\" | wc -l) \"\$out\""
 
+# SIGTERM (SLURM preemption): finish the step, save, exit 0.
+run_dir="$work/preempt"
+"$BIN" --config configs/tiny.yaml --set training.steps=100000 --set logging.every=1 \
+  --set data.seq_len=32 --set training.micro_batch_size=2 --set checkpoint.every=0 \
+  --set checkpoint.output_dir="$run_dir" > "$work/preempt.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ -f "$run_dir/metrics.jsonl" ] && [ "$(wc -l < "$run_dir/metrics.jsonl")" -ge 3 ] && break
+  sleep 0.1
+done
+kill -TERM $pid
+wait $pid; code=$?
+saved=$(ls -d "$run_dir"/step-* 2>/dev/null | head -1)
+if [ "$code" -eq 0 ] && [ -n "$saved" ] && [ -f "$saved/trainer_state.json" ]; then
+  echo "ok   SIGTERM saves $(basename "$saved") and exits 0"
+else
+  echo "FAIL SIGTERM: exit $code, checkpoint '${saved}'"; tail -5 "$work/preempt.log"; failures=$((failures + 1))
+fi
+
 if [ $failures -ne 0 ]; then echo "$failures CLI check(s) failed"; exit 1; fi
 echo "all CLI checks passed"
