@@ -3,6 +3,8 @@
 #include "data/data_error.h"
 #include "data/readers.h"
 
+#include <cmath>
+
 namespace liger::data {
 
 namespace {
@@ -43,8 +45,15 @@ std::shared_ptr<const PackedDataset> build_dataset(const DataSpec& spec, const T
     throw DataError("data.seq_len must be at least 1 (got " + std::to_string(spec.seq_len) + ")");
   }
   const DataFormat format = parse_data_format(spec.format);
-  const ReadOptions options{spec.add_bos, spec.add_eos};
+  const PackingMode packing = parse_packing_mode(spec.packing);
   const VocabLimit limit = vocab_limit(spec, tokenizer);
+  ReadOptions options;
+  options.add_bos = spec.add_bos;
+  options.add_eos = spec.add_eos;
+  options.chat_template = parse_chat_template(spec.chat_template);
+  options.token_dtype = parse_token_dtype(spec.token_dtype);
+  options.vocab_limit = limit.size;
+  options.vocab_owner = limit.owner;
 
   TokenStream stream;
   for (const std::string& file : spec.files) {
@@ -53,7 +62,26 @@ std::shared_ptr<const PackedDataset> build_dataset(const DataSpec& spec, const T
       stream.append(doc);
     });
   }
-  return std::make_shared<const PackedDataset>(std::move(stream), spec.seq_len, spec.files);
+  return std::make_shared<const PackedDataset>(std::move(stream), spec.seq_len, spec.files, packing);
+}
+
+std::pair<std::shared_ptr<const PackedDataset>, std::shared_ptr<const PackedDataset>> hold_out_windows(
+    const std::shared_ptr<const PackedDataset>& dataset, double fraction) {
+  if (!(fraction > 0.0 && fraction < 1.0)) {
+    throw DataError("data.eval_fraction must be in (0, 1) to hold out windows (got " + std::to_string(fraction) +
+                    ")");
+  }
+  const int64_t total = dataset->num_windows();
+  const auto held = static_cast<int64_t>(std::ceil(fraction * static_cast<double>(total)));
+  if (held >= total) {
+    throw DataError("data.eval_fraction = " + std::to_string(fraction) + " of the " + std::to_string(total) +
+                    " windows of " + dataset->describe_files() +
+                    " leaves no training window; use a smaller fraction, a smaller data.seq_len, more data, "
+                    "or a separate data.eval file");
+  }
+  auto train = std::make_shared<const PackedDataset>(dataset->windows(0, total - held));
+  auto eval = std::make_shared<const PackedDataset>(dataset->windows(total - held, held));
+  return {train, eval};
 }
 
 }  // namespace liger::data

@@ -80,17 +80,43 @@ void DataLoader::start_epoch(int64_t epoch) {
   position_ = 0;
 }
 
-Batch DataLoader::next() {
+namespace {
+
+// A batch of `rows` rows of `seq_len`, every vector sized.
+Batch empty_batch(int64_t rows, int64_t seq_len) {
   Batch batch;
-  batch.batch_size = options_.micro_batch_size;
-  batch.seq_len = dataset_->seq_len();
-  const auto cells = static_cast<size_t>(batch.batch_size * batch.seq_len);
+  batch.batch_size = rows;
+  batch.seq_len = seq_len;
+  const auto cells = static_cast<size_t>(rows * seq_len);
   batch.input_ids.resize(cells);
   batch.labels.resize(cells);
+  batch.position_ids.resize(cells);
+  batch.document_ids.resize(cells);
+  return batch;
+}
+
+WindowRows row_of(Batch& batch, int64_t row) {
+  const int64_t offset = row * batch.seq_len;
+  return {batch.input_ids.data() + offset, batch.labels.data() + offset, batch.position_ids.data() + offset,
+          batch.document_ids.data() + offset};
+}
+
+}  // namespace
+
+Batch batch_of_windows(const PackedDataset& dataset, int64_t first, int64_t count) {
+  if (first < 0 || count < 1 || first + count > dataset.num_windows()) {
+    throw std::out_of_range("batch_of_windows: [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                            ") is not inside [0, " + std::to_string(dataset.num_windows()) + ")");
+  }
+  Batch batch = empty_batch(count, dataset.seq_len());
+  for (int64_t row = 0; row < count; ++row) dataset.fill_window(first + row, row_of(batch, row));
+  return batch;
+}
+
+Batch DataLoader::next() {
+  Batch batch = empty_batch(options_.micro_batch_size, dataset_->seq_len());
   for (int64_t row = 0; row < batch.batch_size; ++row) {
-    const int64_t offset = row * batch.seq_len;
-    dataset_->fill_window(rank_order_[position_], batch.input_ids.data() + offset,
-                          batch.labels.data() + offset);
+    dataset_->fill_window(rank_order_[position_], row_of(batch, row));
     // Keep the state normalised: position always points at a window still to come.
     if (++position_ == windows_per_epoch_) start_epoch(epoch_ + 1);
   }

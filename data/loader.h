@@ -25,12 +25,16 @@ struct LoaderOptions {
 };
 
 // A micro-batch, row-major [batch_size, seq_len]; labels are kIgnoreIndex where
-// nothing is predicted.
+// nothing is predicted. position_ids and document_ids follow the dataset's
+// packing mode (see data/packing.h): positions restart per document when it is
+// isolated; document ids count the documents of each row from 0.
 struct Batch {
   int64_t batch_size = 0;
   int64_t seq_len = 0;
   std::vector<int64_t> input_ids;
   std::vector<int64_t> labels;
+  std::vector<int64_t> position_ids;
+  std::vector<int64_t> document_ids;
 
   // Labels that are trained on (not kIgnoreIndex).
   int64_t num_target_tokens() const;
@@ -77,6 +81,10 @@ class DataLoader {
   int64_t position_ = 0;
   std::vector<int64_t> rank_order_;  // window indices of this rank, for epoch_
 };
+
+// Windows [first, first + count) of `dataset` in order, as one batch of
+// `count` rows (evaluation). std::out_of_range when they do not exist.
+Batch batch_of_windows(const PackedDataset& dataset, int64_t first, int64_t count);
 
 // The order in which epoch `epoch` visits windows 0..num_windows-1: a
 // Fisher–Yates shuffle driven by std::mt19937_64(seed + epoch), with our own

@@ -4,14 +4,32 @@
 //   jsonl_text         one JSON object per line, its "text" is a document
 //   prompt_completion  one JSON object per line; "prompt" tokens are context
 //                      (mask 0), "completion" tokens are targets (mask 1)
-//   auto               .txt -> text; .jsonl/.json -> decided by the first
-//                      non-empty line ("prompt"+"completion" or "text")
+//   chat               one JSON object per line with "messages": [{role, content}];
+//                      rendered with the chat template (data/chat.h); only the
+//                      assistant turns and their end-of-turn tokens are targets
+//   tokens_jsonl       pre-tokenized: one JSON object per line with "input_ids"
+//                      and optionally "labels" (Hugging Face style: unshifted,
+//                      -100 where not trained); without labels every token but
+//                      BOS is a target
+//   tokens_bin         pre-tokenized: a flat little-endian array of uint16 or
+//                      uint32 token ids (nanoGPT / llm.c). An llm.c header (int32
+//                      magic 20240520, version 1 = uint16, 2 = uint32, token
+//                      count, 256 int32 in all) is recognised; without one
+//                      data.token_dtype says the width. A document starts at
+//                      each BOS token (else ends after each EOS token); every
+//                      token but BOS is a target.
+//   auto               .txt -> text; .bin -> tokens_bin; .jsonl/.json -> decided by
+//                      the first non-empty line ("messages" -> chat, "input_ids" ->
+//                      tokens_jsonl, "prompt"+"completion", or "text")
 //
-// Every document is [BOS] tokens [EOS] (see ReadOptions); BOS is never a target,
-// EOS always is (the model learns where a document ends). Empty JSONL lines are
-// skipped. Problems are DataErrors naming "file:line".
+// Text documents are [BOS] tokens [EOS] (see ReadOptions); BOS is never a target,
+// EOS always is (the model learns where a document ends). Chat documents get BOS
+// but no EOS (the template ends each turn). Pre-tokenized documents are taken as
+// they are. Empty JSONL lines are skipped. Problems are DataErrors naming
+// "file:line" (or the byte offset in a .bin file).
 #pragma once
 
+#include "data/chat.h"
 #include "data/tokenizer.h"
 
 #include <cstdint>
@@ -21,16 +39,29 @@
 
 namespace liger::data {
 
-enum class DataFormat { auto_detect, text, jsonl_text, prompt_completion };
+enum class DataFormat { auto_detect, text, jsonl_text, prompt_completion, chat, tokens_jsonl, tokens_bin };
 
-// The config spelling ("auto", "text", "jsonl_text", "prompt_completion");
-// DataError listing the choices for anything else.
+// The config spelling ("auto", "text", "jsonl_text", "prompt_completion",
+// "chat", "tokens_jsonl", "tokens_bin"); DataError listing the choices for
+// anything else.
 DataFormat parse_data_format(const std::string& name);
 const char* data_format_name(DataFormat format);
+
+// The width of a token id in a tokens_bin file (data.token_dtype); auto_detect
+// reads an llm.c header.
+enum class TokenDtype { auto_detect, uint16, uint32 };
+TokenDtype parse_token_dtype(const std::string& name);  // auto, uint16, uint32
+const char* token_dtype_name(TokenDtype dtype);
 
 struct ReadOptions {
   bool add_bos = true;  // BOS before each document (not a target)
   bool add_eos = true;  // EOS after each document (a target; separates packed documents)
+  ChatTemplate chat_template = ChatTemplate::auto_detect;  // chat: auto = from the tokenizer
+  TokenDtype token_dtype = TokenDtype::auto_detect;       // tokens_bin
+  // Pre-tokenized data: every id must be below vocab_limit (0 = the
+  // tokenizer's vocab_size()); vocab_owner names that vocabulary in messages.
+  int64_t vocab_limit = 0;
+  std::string vocab_owner = "the tokenizer's vocabulary";
 };
 
 // One tokenized document and where it came from.

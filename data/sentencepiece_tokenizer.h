@@ -17,8 +17,9 @@ namespace liger::data {
 
 class SentencePieceTokenizer : public Tokenizer {
  public:
-  // Loads `model_path`; DataError naming the path when it is missing or not a model.
-  explicit SentencePieceTokenizer(const std::string& model_path);
+  // Loads `model_path`; DataError naming the path when it is missing or not a
+  // model, or when options name a BOS/EOS token the model does not have.
+  explicit SentencePieceTokenizer(const std::string& model_path, const TokenizerOptions& options = {});
   ~SentencePieceTokenizer() override;
 
   std::vector<int32_t> encode(const std::string& text) const override;
@@ -26,10 +27,13 @@ class SentencePieceTokenizer : public Tokenizer {
   int64_t vocab_size() const override;
   int32_t bos_id() const override;
   int32_t eos_id() const override;
+  int32_t token_id(const std::string& token) const override;
   std::string describe() const override;
 
  private:
   std::string path_;
+  int32_t bos_id_ = -1;
+  int32_t eos_id_ = -1;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
 };
 

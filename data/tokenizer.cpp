@@ -1,6 +1,7 @@
 #include "data/tokenizer.h"
 
 #include "data/data_error.h"
+#include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
 
 #include <filesystem>
@@ -15,11 +16,13 @@ std::string Tokenizer::describe() const {
          ", eos " + std::to_string(eos_id()) + ")";
 }
 
+int32_t Tokenizer::token_id(const std::string&) const { return -1; }
+
 namespace {
 
 const char* const kAccepted =
-    "data.tokenizer takes a SentencePiece .model file or a model folder that holds tokenizer.model";
-const char* const kJsonPlanned = "Hugging Face tokenizer.json is not supported yet (planned: issue 7)";
+    "data.tokenizer takes a SentencePiece .model file, a Hugging Face tokenizer.json (byte-level BPE: "
+    "GPT-2, Llama 3, Qwen style) or a model folder that holds tokenizer.model or tokenizer.json";
 
 bool has_suffix(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() &&
@@ -28,29 +31,32 @@ bool has_suffix(const std::string& text, const std::string& suffix) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const TokenizerOptions& options) {
   std::error_code ec;
   if (path.empty()) {
-    throw DataError(std::string("no tokenizer given; ") + kAccepted + "; " + kJsonPlanned);
+    throw DataError(std::string("no tokenizer given; ") + kAccepted);
   }
   if (fs::is_directory(path, ec)) {
+    // A model folder: tokenizer.model first (Llama 2, Mistral and Gemma ship both
+    // files, and their tokenizer.json is not byte-level BPE), else tokenizer.json.
     const fs::path model = fs::path(path) / "tokenizer.model";
     if (fs::exists(model, ec)) {
-      return std::make_unique<SentencePieceTokenizer>(model.string());
+      return std::make_unique<SentencePieceTokenizer>(model.string(), options);
     }
-    const bool has_json = fs::exists(fs::path(path) / "tokenizer.json", ec);
-    throw DataError(path + ": the folder has no tokenizer.model" +
-                    (has_json ? std::string(", only tokenizer.json; ") + kJsonPlanned : std::string()) +
-                    "; " + kAccepted);
+    const fs::path json = fs::path(path) / "tokenizer.json";
+    if (fs::exists(json, ec)) {
+      return std::make_unique<HfBpeTokenizer>(json.string(), options);
+    }
+    throw DataError(path + ": the folder has neither tokenizer.model nor tokenizer.json; " + kAccepted);
   }
   if (has_suffix(path, ".model")) {
-    return std::make_unique<SentencePieceTokenizer>(path);
+    return std::make_unique<SentencePieceTokenizer>(path, options);
   }
   if (has_suffix(path, ".json")) {
-    throw DataError(path + ": " + kJsonPlanned + "; for now " + kAccepted);
+    return std::make_unique<HfBpeTokenizer>(path, options);
   }
   throw DataError(path + ": unknown tokenizer file type '" + fs::path(path).extension().string() +
-                  "'; " + kAccepted + "; " + kJsonPlanned);
+                  "'; " + kAccepted);
 }
 
 }  // namespace liger::data

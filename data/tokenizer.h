@@ -22,15 +22,30 @@ class Tokenizer {
   // Special ids; negative when the tokenizer has none.
   virtual int32_t bos_id() const = 0;
   virtual int32_t eos_id() const = 0;
+  // The id of the token spelled `token` ("<|eot_id|>", "<start_of_turn>"),
+  // or -1 when the vocabulary has no such token. Chat templates use it to
+  // place special tokens by id instead of tokenizing their spelling.
+  virtual int32_t token_id(const std::string& token) const;
   // One line for the start-up log: "sentencepiece data/x.model (vocab 1024, bos 1, eos 2)".
   virtual std::string describe() const;
 };
 
+// Choices the config can make about a tokenizer (data.bos_token, data.eos_token).
+struct TokenizerOptions {
+  // The BOS / EOS token by its spelling ("<|begin_of_text|>"); empty = the
+  // tokenizer's own (for tokenizer.json: tokenizer_config.json beside it, else
+  // the post-processor's template, else well-known names).
+  std::string bos_token;
+  std::string eos_token;
+};
+
 // Loads the tokenizer at `path`:
-//   *.model                        -> SentencePiece
-//   a directory with tokenizer.model -> SentencePiece (a Hugging Face model folder)
-// Anything else, a missing file or a corrupt one -> DataError naming the path and
-// what is accepted. (HF tokenizer.json support is planned: issue 7.)
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+//   *.model                          -> SentencePiece
+//   *.json (tokenizer.json)          -> Hugging Face byte-level BPE (GPT-2, Llama 3, Qwen style)
+//   a folder with tokenizer.model    -> SentencePiece (a Hugging Face model folder)
+//   a folder with only tokenizer.json -> Hugging Face byte-level BPE
+// Anything else, a missing file, a corrupt one or an unsupported tokenizer.json
+// feature -> DataError naming the path, the feature and what is accepted.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const TokenizerOptions& options = {});
 
 }  // namespace liger::data

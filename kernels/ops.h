@@ -72,6 +72,11 @@ struct CrossEntropyOptions {
   double z_loss_scale = 0.0;     // adds scale * lse^2 per non-ignored token
   double softcap = 0.0;          // > 0: logits <- softcap * tanh(logits / softcap) first
   Reduction reduction = Reduction::mean;
+  // > 0: 'mean' divides by this count instead of the local non-ignored count.
+  // The trainer passes the target-token count of the whole accumulated batch
+  // (all micro-batches, all ranks), which makes accumulation exact while the
+  // loss's upstream gradient stays 1 (a fused backward can then skip scaling).
+  double normalizer = 0.0;
 };
 
 // logits: [N, V] (any float dtype), labels: [N] int64. The loss is fp32 (all
@@ -79,10 +84,19 @@ struct CrossEntropyOptions {
 using CrossEntropyFn = Tensor (*)(const Tensor& logits, const Tensor& labels,
                                   const CrossEntropyOptions& options);
 
+// speed: chunks of tokens, three GEMMs per chunk, weight gradient accumulated
+//        in an fp32 buffer across chunks;
+// lean:  blocks of the vocabulary over all tokens, a first pass for the
+//        log-sum-exp and a second that recomputes each block's logits, so each
+//        weight-gradient block is one GEMM (no fp32 [V, H] buffer; one more GEMM).
+// Backends without the distinction (composite) chunk over tokens.
+enum class FlceMode { speed, lean };
+
 struct FusedLinearCrossEntropyOptions {
   CrossEntropyOptions ce;
   // Memory budget for one chunk of logits (fp32 MiB). Chunks are sized from it.
   double chunk_mb = 256.0;
+  FlceMode mode = FlceMode::speed;
 };
 
 // loss = cross_entropy(hidden @ weight^T + bias, labels) without ever holding
@@ -104,6 +118,9 @@ struct AttentionOptions {
 };
 
 // q: [B, T, Hq, D], k, v: [B, T, Hk, D] with Hq % Hk == 0 (GQA). Returns [B, T, Hq, D].
+// k, v may have more positions than q (Tk > Tq: a KV cache during generation);
+// the queries are then the LAST Tq positions (query row r sits at position
+// r + Tk - Tq for the causal mask and the sliding window).
 using AttentionFn = Tensor (*)(const Tensor& q, const Tensor& k, const Tensor& v,
                                const AttentionOptions& options);
 

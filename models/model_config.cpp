@@ -1,8 +1,23 @@
 #include "models/model_config.h"
 
+#include <nlohmann/json.hpp>
+
+#include <cmath>
 #include <stdexcept>
 
 namespace liger::models {
+
+int64_t ModelConfig::layer_sliding_window(int64_t layer) const {
+  if (sliding_window <= 0) return 0;
+  if (sliding_window_pattern > 1 && (layer + 1) % sliding_window_pattern == 0) return 0;
+  return sliding_window;
+}
+
+double ModelConfig::attention_scale() const {
+  const double denominator =
+      query_pre_attn_scalar > 0.0 ? query_pre_attn_scalar : static_cast<double>(resolved_head_dim());
+  return 1.0 / std::sqrt(denominator);
+}
 
 int64_t ModelConfig::num_parameters() const {
   const int64_t d = resolved_head_dim();
@@ -10,7 +25,8 @@ int64_t ModelConfig::num_parameters() const {
                             + 2 * hidden_size * num_kv_heads * d  // k_proj, v_proj
                             + num_heads * d * hidden_size;   // o_proj
   const int64_t mlp = 3 * hidden_size * intermediate_size;   // gate, up, down
-  const int64_t norms = 2 * hidden_size;                     // input + post-attention RMSNorm
+  // input + post-attention RMSNorm (+ pre/post-feedforward with post_norms)
+  const int64_t norms = (post_norms ? 4 : 2) * hidden_size;
   const int64_t layers = num_layers * (attention + mlp + norms);
   const int64_t embeddings = vocab_size * hidden_size * (tie_embeddings ? 1 : 2);
   return layers + embeddings + hidden_size /* final norm */;
@@ -23,12 +39,19 @@ void ModelConfig::validate() const {
                                   " must be positive");
     }
   };
+  auto non_negative = [](double value, const char* key) {
+    if (!(value >= 0.0) || !std::isfinite(value)) {
+      throw std::invalid_argument(std::string(key) + " = " + std::to_string(value) +
+                                  " must be >= 0 (0 = off)");
+    }
+  };
   positive(vocab_size, "model.vocab_size");
   positive(hidden_size, "model.hidden_size");
   positive(intermediate_size, "model.intermediate_size");
   positive(num_layers, "model.num_layers");
   positive(num_heads, "model.num_heads");
   positive(num_kv_heads, "model.num_kv_heads");
+  positive(max_seq_len, "model.max_seq_len");
   if (num_heads % num_kv_heads != 0) {
     throw std::invalid_argument("model.num_kv_heads = " + std::to_string(num_kv_heads) +
                                 " must divide model.num_heads = " + std::to_string(num_heads) +
@@ -43,16 +66,176 @@ void ModelConfig::validate() const {
     throw std::invalid_argument("model.head_dim = " + std::to_string(resolved_head_dim()) +
                                 " must be even (RoPE rotates pairs)");
   }
+  if (mlp_activation != "silu" && mlp_activation != "gelu_tanh") {
+    throw std::invalid_argument("model mlp_activation = '" + mlp_activation +
+                                "' is not supported (silu or gelu_tanh)");
+  }
+  if (norm_casting != "llama" && norm_casting != "gemma" && norm_casting != "none") {
+    throw std::invalid_argument("model norm_casting = '" + norm_casting +
+                                "' is not supported (llama, gemma or none)");
+  }
+  if (sliding_window < 0) {
+    throw std::invalid_argument("model.sliding_window = " + std::to_string(sliding_window) +
+                                " must be >= 0 (0 = global attention everywhere)");
+  }
+  if (sliding_window_pattern < 1) {
+    throw std::invalid_argument("model sliding_window_pattern = " +
+                                std::to_string(sliding_window_pattern) + " must be >= 1");
+  }
+  non_negative(attn_softcap, "model.attn_softcap");
+  non_negative(final_softcap, "model.final_softcap");
+  non_negative(query_pre_attn_scalar, "model.query_pre_attn_scalar");
+  if (rope_scaling.type != "none" && rope_scaling.type != "llama3") {
+    throw std::invalid_argument("model rope_scaling type '" + rope_scaling.type +
+                                "' is not supported (none or llama3)");
+  }
+  if (rope_scaling.type == "llama3" &&
+      (rope_scaling.factor <= 0.0 || rope_scaling.high_freq_factor <= rope_scaling.low_freq_factor ||
+       rope_scaling.original_max_position_embeddings <= 0)) {
+    throw std::invalid_argument(
+        "model rope_scaling (llama3) needs factor > 0, high_freq_factor > low_freq_factor and "
+        "original_max_position_embeddings > 0");
+  }
+}
+
+std::string model_config_to_json(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["family"] = c.family;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_layers"] = c.num_layers;
+  j["num_heads"] = c.num_heads;
+  j["num_kv_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["rope_theta"] = c.rope_theta;
+  j["rope_scaling"] = {{"type", c.rope_scaling.type},
+                       {"factor", c.rope_scaling.factor},
+                       {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                       {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                       {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["tie_embeddings"] = c.tie_embeddings;
+  j["max_seq_len"] = c.max_seq_len;
+  j["init_std"] = c.init_std;
+  j["mlp_activation"] = c.mlp_activation;
+  j["norm_offset"] = c.norm_offset;
+  j["norm_casting"] = c.norm_casting;
+  j["scale_embeddings"] = c.scale_embeddings;
+  j["post_norms"] = c.post_norms;
+  j["sliding_window"] = c.sliding_window;
+  j["sliding_window_pattern"] = c.sliding_window_pattern;
+  j["attn_softcap"] = c.attn_softcap;
+  j["final_softcap"] = c.final_softcap;
+  j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+  j["bos_token_id"] = c.bos_token_id;
+  j["eos_token_ids"] = c.eos_token_ids;
+  return j.dump(2) + "\n";
+}
+
+ModelConfig model_config_from_json(const std::string& text, const std::string& origin) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& error) {
+    throw std::invalid_argument(origin + ": not valid JSON (" + std::string(error.what()) + ")");
+  }
+  ModelConfig c;
+  try {
+    // Every key is required: the file is written by model_config_to_json.
+    c.family = j.at("family").get<std::string>();
+    c.vocab_size = j.at("vocab_size").get<int64_t>();
+    c.hidden_size = j.at("hidden_size").get<int64_t>();
+    c.intermediate_size = j.at("intermediate_size").get<int64_t>();
+    c.num_layers = j.at("num_layers").get<int64_t>();
+    c.num_heads = j.at("num_heads").get<int64_t>();
+    c.num_kv_heads = j.at("num_kv_heads").get<int64_t>();
+    c.head_dim = j.at("head_dim").get<int64_t>();
+    c.rope_theta = j.at("rope_theta").get<double>();
+    const auto& rs = j.at("rope_scaling");
+    c.rope_scaling.type = rs.at("type").get<std::string>();
+    c.rope_scaling.factor = rs.at("factor").get<double>();
+    c.rope_scaling.low_freq_factor = rs.at("low_freq_factor").get<double>();
+    c.rope_scaling.high_freq_factor = rs.at("high_freq_factor").get<double>();
+    c.rope_scaling.original_max_position_embeddings = rs.at("original_max_position_embeddings").get<int64_t>();
+    c.rms_norm_eps = j.at("rms_norm_eps").get<double>();
+    c.tie_embeddings = j.at("tie_embeddings").get<bool>();
+    c.max_seq_len = j.at("max_seq_len").get<int64_t>();
+    c.init_std = j.at("init_std").get<double>();
+    c.mlp_activation = j.at("mlp_activation").get<std::string>();
+    c.norm_offset = j.at("norm_offset").get<double>();
+    c.norm_casting = j.at("norm_casting").get<std::string>();
+    c.scale_embeddings = j.at("scale_embeddings").get<bool>();
+    c.post_norms = j.at("post_norms").get<bool>();
+    c.sliding_window = j.at("sliding_window").get<int64_t>();
+    c.sliding_window_pattern = j.at("sliding_window_pattern").get<int64_t>();
+    c.attn_softcap = j.at("attn_softcap").get<double>();
+    c.final_softcap = j.at("final_softcap").get<double>();
+    c.query_pre_attn_scalar = j.at("query_pre_attn_scalar").get<double>();
+    c.bos_token_id = j.at("bos_token_id").get<int64_t>();
+    c.eos_token_ids = j.at("eos_token_ids").get<std::vector<int64_t>>();
+  } catch (const nlohmann::json::exception& error) {
+    std::string message = error.what();
+    throw std::invalid_argument(origin + ": " + message.substr(0, message.find('\n')) +
+                                " (the file is written by liger-train; do not edit it)");
+  }
+  c.validate();
+  return c;
+}
+
+const std::vector<std::string>& family_names() {
+  static const std::vector<std::string> names = {"llama", "mistral", "gemma", "gemma2"};
+  return names;
+}
+
+void apply_family_traits(ModelConfig& c, const std::string& family) {
+  // Start from Llama's traits; each family changes what differs.
+  c.family = family;
+  c.mlp_activation = "silu";
+  c.norm_offset = 0.0;
+  c.norm_casting = "llama";
+  c.scale_embeddings = false;
+  c.post_norms = false;
+  c.sliding_window = 0;
+  c.sliding_window_pattern = 1;
+  c.attn_softcap = 0.0;
+  c.final_softcap = 0.0;
+  c.query_pre_attn_scalar = 0.0;
+  if (family == "llama") return;
+  if (family == "mistral") {
+    c.sliding_window = 4096;  // Mistral 7B v0.1; the HF config says per checkpoint
+    return;
+  }
+  if (family == "gemma" || family == "gemma2") {
+    c.mlp_activation = "gelu_tanh";
+    c.norm_offset = 1.0;
+    c.norm_casting = "gemma";
+    c.scale_embeddings = true;
+    if (family == "gemma2") {
+      c.post_norms = true;
+      c.sliding_window = 4096;
+      c.sliding_window_pattern = 2;
+      c.attn_softcap = 50.0;
+      c.final_softcap = 30.0;
+      c.query_pre_attn_scalar = 256.0;
+    }
+    return;
+  }
+  std::string known;
+  for (const auto& n : family_names()) known += (known.empty() ? "" : ", ") + n;
+  throw std::invalid_argument("model family '" + family + "' is unknown (known: " + known + ")");
 }
 
 const std::vector<std::string>& preset_names() {
-  static const std::vector<std::string> names = {"tiny", "llama3_1b", "llama3_8b", "llama2_7b"};
+  static const std::vector<std::string> names = {"tiny",     "llama3_1b", "llama3_8b",
+                                                 "llama2_7b", "mistral_7b", "gemma_2b",
+                                                 "gemma_7b",  "gemma2_2b", "gemma2_9b"};
   return names;
 }
 
 ModelConfig preset(const std::string& name) {
   ModelConfig c;
-  c.family = "llama";
+  apply_family_traits(c, "llama");
   if (name == "tiny") {
     // A few minutes on 2 CPU cores; vocab comes from the tokenizer.
     c.hidden_size = 256;
@@ -73,10 +256,15 @@ ModelConfig preset(const std::string& name) {
     c.num_kv_heads = 8;
     c.head_dim = 64;
     c.rope_theta = 500000.0;
+    c.rope_scaling.type = "llama3";
+    c.rope_scaling.factor = 32.0;
+    c.rope_scaling.low_freq_factor = 1.0;
+    c.rope_scaling.high_freq_factor = 4.0;
+    c.rope_scaling.original_max_position_embeddings = 8192;
     c.rms_norm_eps = 1e-5;
     c.tie_embeddings = true;
     c.max_seq_len = 131072;
-  } else if (name == "llama3_8b") {  // Llama-3-8B / 3.1-8B
+  } else if (name == "llama3_8b") {  // Llama-3-8B (3.1 adds llama3 rope scaling: use hf_path)
     c.vocab_size = 128256;
     c.hidden_size = 4096;
     c.intermediate_size = 14336;
@@ -98,6 +286,62 @@ ModelConfig preset(const std::string& name) {
     c.rms_norm_eps = 1e-5;
     c.tie_embeddings = false;
     c.max_seq_len = 4096;
+  } else if (name == "mistral_7b") {  // Mistral-7B-v0.1
+    apply_family_traits(c, "mistral");
+    c.vocab_size = 32000;
+    c.hidden_size = 4096;
+    c.intermediate_size = 14336;
+    c.num_layers = 32;
+    c.num_heads = 32;
+    c.num_kv_heads = 8;
+    c.rope_theta = 10000.0;
+    c.rms_norm_eps = 1e-5;
+    c.tie_embeddings = false;
+    c.max_seq_len = 32768;
+    c.sliding_window = 4096;
+  } else if (name == "gemma_2b" || name == "gemma_7b") {
+    apply_family_traits(c, "gemma");
+    c.vocab_size = 256000;
+    c.head_dim = 256;
+    c.rope_theta = 10000.0;
+    c.rms_norm_eps = 1e-6;
+    c.tie_embeddings = true;
+    c.max_seq_len = 8192;
+    if (name == "gemma_2b") {
+      c.hidden_size = 2048;
+      c.intermediate_size = 16384;
+      c.num_layers = 18;
+      c.num_heads = 8;
+      c.num_kv_heads = 1;
+    } else {
+      c.hidden_size = 3072;
+      c.intermediate_size = 24576;
+      c.num_layers = 28;
+      c.num_heads = 16;
+      c.num_kv_heads = 16;
+    }
+  } else if (name == "gemma2_2b" || name == "gemma2_9b") {
+    apply_family_traits(c, "gemma2");
+    c.vocab_size = 256000;
+    c.head_dim = 256;
+    c.rope_theta = 10000.0;
+    c.rms_norm_eps = 1e-6;
+    c.tie_embeddings = true;
+    c.max_seq_len = 8192;
+    c.query_pre_attn_scalar = 256.0;
+    if (name == "gemma2_2b") {
+      c.hidden_size = 2304;
+      c.intermediate_size = 9216;
+      c.num_layers = 26;
+      c.num_heads = 8;
+      c.num_kv_heads = 4;
+    } else {
+      c.hidden_size = 3584;
+      c.intermediate_size = 14336;
+      c.num_layers = 42;
+      c.num_heads = 16;
+      c.num_kv_heads = 8;
+    }
   } else {
     std::string known;
     for (const auto& n : preset_names()) known += (known.empty() ? "" : ", ") + n;

@@ -1,5 +1,17 @@
 // ModelConfig: the dimensions and family traits of one decoder-only
 // transformer, and the named presets users start from.
+//
+// The transformer reads only traits, never the family name: a family is a
+// set of trait values (see apply_family_traits). What each family sets:
+//
+//   trait                    llama   mistral  gemma       gemma2
+//   mlp_activation           silu    silu     gelu_tanh   gelu_tanh
+//   norm_offset / casting    0 llama 0 llama  1 gemma     1 gemma
+//   scale_embeddings         no      no       sqrt(hidden) sqrt(hidden)
+//   post_norms               no      no       no          yes
+//   sliding_window (pattern) -       W (1)    -           W (2: odd layers global)
+//   attn / final softcap     -       -        -           50 / 30
+//   query_pre_attn_scalar    -       -        -           256 (or 144)
 #pragma once
 
 #include <cstdint>
@@ -8,8 +20,18 @@
 
 namespace liger::models {
 
+// RoPE frequency scaling (HF rope_scaling / rope_parameters). Only Llama 3's
+// scheme is implemented; HF config import rejects the others by name.
+struct RopeScaling {
+  std::string type = "none";  // none | llama3
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
 struct ModelConfig {
-  std::string family = "llama";
+  std::string family = "llama";  // llama | mistral | gemma | gemma2 (informational + HF export)
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -18,12 +40,37 @@ struct ModelConfig {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;  // 0: hidden_size / num_heads
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
   double rms_norm_eps = 1e-5;
   bool tie_embeddings = false;
   int64_t max_seq_len = 2048;
   double init_std = 0.02;
 
+  // ---- family traits ------------------------------------------------------
+  std::string mlp_activation = "silu";  // silu (SwiGLU) | gelu_tanh (GeGLU)
+  // RMSNorm: y = x * rstd * (norm_offset + w). Gemma stores w - 1: offset 1,
+  // and its weights start at 0 (Llama's at 1).
+  double norm_offset = 0.0;
+  std::string norm_casting = "llama";  // llama | gemma (all fp32) | none; see kernels/ops.h
+  bool scale_embeddings = false;       // multiply embeddings by sqrt(hidden) (Gemma)
+  bool post_norms = false;             // Gemma 2: norms after attention and MLP too
+  int64_t sliding_window = 0;          // > 0: local layers see this many keys (self included)
+  // Which layers slide: 1 = every layer (Mistral); N > 1 = layer i is global
+  // when (i + 1) % N == 0, local otherwise (Gemma 2: N = 2, layer 0 local).
+  int64_t sliding_window_pattern = 1;
+  double attn_softcap = 0.0;           // > 0: scores <- c * tanh(scores / c) (Gemma 2)
+  double final_softcap = 0.0;          // > 0: logits <- c * tanh(logits / c), applied by the loss
+  double query_pre_attn_scalar = 0.0;  // > 0: attention scale 1/sqrt(this), else 1/sqrt(head_dim)
+
+  // Token ids from an HF config.json (generation stops on any eos id).
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;
+
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
+  // The sliding window of layer `layer` (0: global attention).
+  int64_t layer_sliding_window(int64_t layer) const;
+  // The attention scale (1/sqrt(query_pre_attn_scalar or head_dim)).
+  double attention_scale() const;
 
   // Parameter count from the dimensions alone (no tensors needed).
   int64_t num_parameters() const;
@@ -32,10 +79,22 @@ struct ModelConfig {
   void validate() const;
 };
 
+// Every field as JSON text (checkpoints store it as model_config.json so that
+// a step-N/ folder describes its model without the YAML that made it), and
+// back. parse throws std::invalid_argument naming `origin` and the key.
+std::string model_config_to_json(const ModelConfig& config);
+ModelConfig model_config_from_json(const std::string& text, const std::string& origin);
+
+// Families known to the transformer, and the trait values of one. Leaves the
+// dimensions alone; throws std::invalid_argument for an unknown family.
+const std::vector<std::string>& family_names();
+void apply_family_traits(ModelConfig& config, const std::string& family);
+
 // Names accepted by preset().
 const std::vector<std::string>& preset_names();
-// The preset's dimensions. "tiny" leaves vocab_size 0: the tokenizer decides.
-// Throws std::invalid_argument for an unknown name, listing the known ones.
+// The preset's dimensions and traits. "tiny" leaves vocab_size 0: the
+// tokenizer decides. Throws std::invalid_argument for an unknown name,
+// listing the known ones.
 ModelConfig preset(const std::string& name);
 
 }  // namespace liger::models

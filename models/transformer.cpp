@@ -27,9 +27,13 @@ MlpImpl::MlpImpl(const ModelConfig& c, const at::TensorOptions& options) {
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const at::TensorOptions& options) {
   self_attn = register_module("self_attn", SelfAttention(c, options));
   mlp = register_module("mlp", Mlp(c, options));
-  input_layernorm = register_module("input_layernorm", Weight(at::IntArrayRef{c.hidden_size}, options));
-  post_attention_layernorm =
-      register_module("post_attention_layernorm", Weight(at::IntArrayRef{c.hidden_size}, options));
+  const std::vector<int64_t> norm_shape = {c.hidden_size};
+  input_layernorm = register_module("input_layernorm", Weight(norm_shape, options));
+  post_attention_layernorm = register_module("post_attention_layernorm", Weight(norm_shape, options));
+  if (c.post_norms) {
+    pre_feedforward_layernorm = register_module("pre_feedforward_layernorm", Weight(norm_shape, options));
+    post_feedforward_layernorm = register_module("post_feedforward_layernorm", Weight(norm_shape, options));
+  }
 }
 
 BackboneImpl::BackboneImpl(const ModelConfig& c, const at::TensorOptions& options) {
@@ -51,6 +55,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& config, kernels::KernelSet k
   }
 }
 
+
 void TransformerImpl::init_weights(uint64_t seed) {
   torch::NoGradGuard no_grad;
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -61,7 +66,9 @@ void TransformerImpl::init_weights(uint64_t seed) {
     // every device, then copy (a cast happens here for bf16 parameters).
     Tensor values;
     if (p.dim() == 1) {
-      values = torch::ones(p.sizes(), at::kFloat);  // norm weights
+      // Norm weights: the stored w of y = x * rstd * (offset + w) starts at
+      // 1 - offset, so the product starts at 1 (Llama: ones; Gemma: zeros).
+      values = torch::full(p.sizes(), 1.0 - config_.norm_offset, at::kFloat);
     } else {
       values = at::normal(0.0, config_.init_std, p.sizes(), generator, at::TensorOptions().dtype(at::kFloat));
     }
@@ -78,35 +85,69 @@ Tensor TransformerImpl::cast(const Tensor& weight) const {
 Tensor TransformerImpl::norm(const WeightImpl& weight, const Tensor& x) const {
   kernels::RmsNormOptions options;
   options.eps = config_.rms_norm_eps;
-  options.casting = kernels::RmsNormCasting::llama;
+  options.offset = config_.norm_offset;
+  // gemma: x * rstd * (1 + w) all in fp32 inside the op (HF GemmaRMSNorm);
+  // llama: x * rstd rounded to the compute dtype before the weight.
+  options.casting = config_.norm_casting == "gemma" ? kernels::RmsNormCasting::gemma
+                    : config_.norm_casting == "none" ? kernels::RmsNormCasting::none
+                                                     : kernels::RmsNormCasting::llama;
+  // The weight in compute dtype, as an HF model in that dtype stores it.
   return kernels_.rms_norm(x, cast(weight.weight), options);
 }
 
-std::pair<Tensor, Tensor> TransformerImpl::rope_tables(const Tensor& position_ids, int64_t seq_len,
-                                                       const at::Device& device) const {
+Tensor TransformerImpl::inv_freq(const at::Device& device) const {
   const int64_t d = config_.resolved_head_dim();
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   // inv_freq[i] = theta^(-2i/d), i in [0, d/2)  (fp32, as HF)
   Tensor exponent = torch::arange(0, d, 2, f32) / static_cast<double>(d);
-  Tensor inv_freq = torch::pow(config_.rope_theta, exponent).reciprocal();
-  Tensor positions = position_ids.defined() ? position_ids.to(at::kFloat)
-                                            : torch::arange(seq_len, f32).unsqueeze(0);
+  Tensor inv = torch::pow(config_.rope_theta, exponent).reciprocal();
+  const RopeScaling& s = config_.rope_scaling;
+  if (s.type == "llama3") {
+    // Llama 3.1: long wavelengths are divided by `factor`, short ones kept,
+    // the band between interpolated smoothly (HF _compute_llama3_parameters).
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_freq_wavelen = old_len / s.low_freq_factor;
+    const double high_freq_wavelen = old_len / s.high_freq_factor;
+    const Tensor wavelen = (2.0 * M_PI) / inv;
+    Tensor scaled = torch::where(wavelen > low_freq_wavelen, inv / s.factor, inv);
+    const Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    const Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    const Tensor medium = (wavelen < high_freq_wavelen).logical_not() & (wavelen > low_freq_wavelen).logical_not();
+    inv = torch::where(medium, smoothed, scaled);
+  }
+  return inv;
+}
+
+std::pair<Tensor, Tensor> TransformerImpl::rope_tables(const Tensor& positions) const {
   // freqs[b, t, i] = pos[b, t] * inv_freq[i]; HF repeats them: cat(freqs, freqs)
-  Tensor freqs = positions.unsqueeze(-1) * inv_freq;
+  Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq(positions.device());
   Tensor emb = torch::cat({freqs, freqs}, -1);
   return {emb.cos(), emb.sin()};
 }
 
 Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
-                                  const Tensor& sin) const {
+                                  const Tensor& sin, int64_t layer, KvCache* cache) const {
   const int64_t batch = x.size(0), seq = x.size(1);
   const int64_t d = config_.resolved_head_dim();
   Tensor q = torch::linear(x, cast(attn.q_proj->weight)).view({batch, seq, config_.num_heads, d});
   Tensor k = torch::linear(x, cast(attn.k_proj->weight)).view({batch, seq, config_.num_kv_heads, d});
   Tensor v = torch::linear(x, cast(attn.v_proj->weight)).view({batch, seq, config_.num_kv_heads, d});
   std::tie(q, k) = kernels_.rope(q, k, cos, sin);
+  if (cache != nullptr) {
+    // Earlier tokens' keys/values first; the queries are the last `seq`
+    // positions of k/v (the attention op aligns them to the end).
+    Tensor& keys = cache->keys[layer];
+    Tensor& values = cache->values[layer];
+    keys = keys.defined() ? torch::cat({keys, k}, 1) : k;
+    values = values.defined() ? torch::cat({values, v}, 1) : v;
+    k = keys;
+    v = values;
+  }
   kernels::AttentionOptions options;
   options.causal = true;
+  options.scale = config_.attention_scale();
+  options.sliding_window = config_.layer_sliding_window(layer);
+  options.softcap = config_.attn_softcap;
   Tensor out = kernels_.attention(q, k, v, options);  // [B, T, Hq, D]
   return torch::linear(out.reshape({batch, seq, config_.num_heads * d}), cast(attn.o_proj->weight));
 }
@@ -114,7 +155,36 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
 Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x) const {
   Tensor gate = torch::linear(x, cast(mlp.gate_proj->weight));
   Tensor up = torch::linear(x, cast(mlp.up_proj->weight));
-  return torch::linear(kernels_.swiglu(gate, up), cast(mlp.down_proj->weight));
+  Tensor hidden = config_.mlp_activation == "gelu_tanh" ? kernels_.geglu(gate, up)
+                                                         : kernels_.swiglu(gate, up);
+  return torch::linear(hidden, cast(mlp.down_proj->weight));
+}
+
+Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache) {
+  // Gather rows in the stored dtype, then cast only those rows.
+  Tensor x = torch::embedding(model->embed_tokens->weight, ids).to(compute_dtype_);
+  if (config_.scale_embeddings) {
+    // Gemma: times sqrt(hidden) rounded to the compute dtype first, as HF
+    // rounds it to the model dtype (sqrt(3072) = 55.4256 becomes 55.5 in bf16).
+    x = x * at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)),
+                              at::TensorOptions().dtype(compute_dtype_).device(x.device()));
+  }
+  auto [cos, sin] = rope_tables(positions);
+  int64_t index = 0;
+  for (const auto& module : *model->layers) {
+    const auto& layer = *module->as<DecoderLayerImpl>();
+    if (config_.post_norms) {
+      x = x + norm(*layer.post_attention_layernorm,
+                   attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache));
+      x = x + norm(*layer.post_feedforward_layernorm,
+                   mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, x)));
+    } else {
+      x = x + attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache);
+      x = x + mlp_forward(*layer.mlp, norm(*layer.post_attention_layernorm, x));
+    }
+    ++index;
+  }
+  return norm(*model->norm, x);
 }
 
 Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids) {
@@ -122,23 +192,42 @@ Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids) {
   const int64_t seq = ids.size(1);
   TORCH_CHECK(seq <= config_.max_seq_len, "sequence of ", seq,
               " tokens is longer than model.max_seq_len = ", config_.max_seq_len);
-  // Gather rows in the stored dtype, then cast only those rows.
-  Tensor x = torch::embedding(model->embed_tokens->weight, ids).to(compute_dtype_);
-  auto [cos, sin] = rope_tables(position_ids, seq, ids.device());
-  for (const auto& module : *model->layers) {
-    const auto& layer = *module->as<DecoderLayerImpl>();
-    x = x + attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin);
-    x = x + mlp_forward(*layer.mlp, norm(*layer.post_attention_layernorm, x));
+  const Tensor positions =
+      position_ids.defined() ? position_ids
+                             : torch::arange(seq, at::TensorOptions().dtype(at::kLong).device(ids.device()))
+                                   .unsqueeze(0);
+  return run(ids, positions, nullptr);
+}
+
+Tensor TransformerImpl::forward_cached(const Tensor& ids, KvCache& cache) {
+  TORCH_CHECK(ids.dim() == 2, "Transformer::forward_cached expects ids [batch, seq], got ", ids.sizes());
+  const int64_t start = cache.length();
+  const int64_t seq = ids.size(1);
+  TORCH_CHECK(start + seq <= config_.max_seq_len, "cached context of ", start + seq,
+              " tokens is longer than model.max_seq_len = ", config_.max_seq_len);
+  if (cache.keys.empty()) {
+    cache.keys.resize(static_cast<size_t>(config_.num_layers));
+    cache.values.resize(static_cast<size_t>(config_.num_layers));
   }
-  return norm(*model->norm, x);
+  const Tensor positions =
+      torch::arange(start, start + seq, at::TensorOptions().dtype(at::kLong).device(ids.device())).unsqueeze(0);
+  return run(ids, positions, &cache);
 }
 
 Tensor TransformerImpl::lm_head_weight() const {
   return config_.tie_embeddings ? model->embed_tokens->weight : lm_head->weight;
 }
 
-Tensor TransformerImpl::logits(const Tensor& hidden) const {
+Tensor TransformerImpl::lm_head_logits(const Tensor& hidden) const {
   return torch::linear(hidden, cast(lm_head_weight()));
+}
+
+Tensor TransformerImpl::logits(const Tensor& hidden) const {
+  Tensor out = lm_head_logits(hidden);
+  const double cap = config_.final_softcap;
+  // Gemma 2: logits <- cap * tanh(logits / cap), in the compute dtype as HF.
+  if (cap > 0.0) out = torch::tanh(out / cap) * cap;
+  return out;
 }
 
 int64_t TransformerImpl::num_parameters() const {

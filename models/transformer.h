@@ -5,7 +5,8 @@
 //
 // forward(ids) returns the final-norm hidden states: the fused linear cross
 // entropy consumes those with lm_head_weight(); logits() exists for eval and
-// generation only.
+// generation only. forward_cached() runs the same layers over new tokens only,
+// reading and extending a KvCache (generation).
 #pragma once
 
 #include "kernels/registry.h"
@@ -14,6 +15,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
+
+#include <vector>
 
 namespace liger::models {
 
@@ -42,12 +45,19 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+// Without post_norms (Llama, Mistral, Gemma):
+//   x += attn(input_layernorm(x));  x += mlp(post_attention_layernorm(x))
+// With post_norms (Gemma 2; HF's names, where post_attention_layernorm
+// normalises the attention OUTPUT):
+//   x += post_attention_layernorm(attn(input_layernorm(x)))
+//   x += post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)))
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, const at::TensorOptions& options);
   SelfAttention self_attn{nullptr};
   Mlp mlp{nullptr};
   Weight input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Weight pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};  // post_norms only
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -61,6 +71,17 @@ class BackboneImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Backbone);
 
+// Keys and values of the tokens seen so far, per layer, after RoPE, in
+// compute dtype: [B, T, Hk, D]. Filled by TransformerImpl::forward_cached.
+struct KvCache {
+  std::vector<Tensor> keys, values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(1); }
+  void clear() {
+    keys.clear();
+    values.clear();
+  }
+};
+
 class TransformerImpl : public torch::nn::Module {
  public:
   // Parameters are created with `param_options` (dtype + device; the meta
@@ -70,17 +91,28 @@ class TransformerImpl : public torch::nn::Module {
   TransformerImpl(const ModelConfig& config, kernels::KernelSet kernels,
                   const at::TensorOptions& param_options, at::ScalarType compute_dtype);
 
-  // Normal(0, init_std) for every matrix and embedding, ones for norm
-  // weights (HF's init). Deterministic for a given generator seed.
+  // Normal(0, init_std) for every matrix and embedding; norm weights 1 - norm_offset
+  // (ones for Llama, zeros for Gemma's (1 + w)): HF's init. Deterministic for
+  // a given generator seed.
   void init_weights(uint64_t seed);
 
   // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).
   // Returns the final-norm hidden states [B, T, hidden] in compute dtype.
   Tensor forward(const Tensor& ids, const Tensor& position_ids = Tensor());
 
+  // ids: [B, T] new tokens at positions cache.length() .. + T - 1; appends
+  // their keys/values to `cache` and returns their final-norm hidden states.
+  // With an empty cache it equals forward(ids). No autograd is intended.
+  Tensor forward_cached(const Tensor& ids, KvCache& cache);
+
   // The lm_head weight [vocab, hidden] (the embedding when tied), as stored.
   Tensor lm_head_weight() const;
-  // hidden [..., hidden] -> logits [..., vocab] in compute dtype.
+  // hidden [..., hidden] -> hidden @ lm_head^T [..., vocab] in compute dtype,
+  // BEFORE the final softcap: what the loss ops take (they apply
+  // config().final_softcap themselves, see trainer/loss.cpp).
+  Tensor lm_head_logits(const Tensor& hidden) const;
+  // The model's logits, as HF returns them: lm_head_logits with the final
+  // softcap applied (Gemma 2). For eval and generation.
   Tensor logits(const Tensor& hidden) const;
 
   const ModelConfig& config() const { return config_; }
@@ -92,13 +124,17 @@ class TransformerImpl : public torch::nn::Module {
   Weight lm_head{nullptr};  // null when tie_embeddings
 
  private:
+  // The layers over ids at `positions` ([B|1, T] int64); with a cache, the
+  // keys/values of earlier tokens come from it and the new ones are appended.
+  Tensor run(const Tensor& ids, const Tensor& positions, KvCache* cache);
   Tensor attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
-                   const Tensor& sin) const;
+                   const Tensor& sin, int64_t layer, KvCache* cache) const;
   Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x) const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
+  // RoPE inverse frequencies [head_dim / 2] fp32 (with rope_scaling applied).
+  Tensor inv_freq(const at::Device& device) const;
   // cos, sin: [B|1, T, head_dim] fp32 for the given positions.
-  std::pair<Tensor, Tensor> rope_tables(const Tensor& position_ids, int64_t seq_len,
-                                        const at::Device& device) const;
+  std::pair<Tensor, Tensor> rope_tables(const Tensor& positions) const;
   Tensor cast(const Tensor& weight) const;
 
   ModelConfig config_;

@@ -23,6 +23,7 @@ constexpr const char* kOptimizerFile = "optimizer.pt";
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kRngFile = "rng.pt";
 constexpr const char* kConfigFile = "config.yaml";
+constexpr const char* kModelConfigFile = "model_config.json";  // the resolved ModelConfig (export, generate)
 
 // fsync a file or directory so that the rename below publishes durable data.
 void sync_path(const fs::path& path) {
@@ -83,6 +84,7 @@ std::string CheckpointManager::save(int64_t step, models::TransformerImpl& model
   }
   write_text(tmp_dir / kStateFile, trainer_state.dump(2) + "\n");
   write_text(tmp_dir / kConfigFile, resolved_config_yaml);
+  write_text(tmp_dir / kModelConfigFile, models::model_config_to_json(model.config()));
   for (const auto& entry : fs::directory_iterator(tmp_dir)) sync_path(entry.path());
   sync_path(tmp_dir);
 
@@ -142,6 +144,28 @@ nlohmann::json CheckpointManager::load(const std::string& dir, models::Transform
                                        AdamW& optimizer) {
   torch::NoGradGuard no_grad;
   const fs::path root(dir);
+  load_model(dir, model);
+  {
+    torch::serialize::InputArchive archive;
+    archive.load_from((root / kOptimizerFile).string());
+    optimizer.load(archive);
+  }
+  {
+    torch::serialize::InputArchive archive;
+    archive.load_from((root / kRngFile).string());
+    Tensor state;
+    archive.read("cpu", state);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
+  }
+  std::ifstream in(root / kStateFile);
+  return nlohmann::json::parse(in);
+}
+
+void CheckpointManager::load_model(const std::string& dir, models::TransformerImpl& model) {
+  torch::NoGradGuard no_grad;
+  const fs::path root(dir);
   {
     torch::serialize::InputArchive archive;
     archive.load_from((root / kModelFile).string());
@@ -160,22 +184,6 @@ nlohmann::json CheckpointManager::load(const std::string& dir, models::Transform
       item.value().copy_(value);
     }
   }
-  {
-    torch::serialize::InputArchive archive;
-    archive.load_from((root / kOptimizerFile).string());
-    optimizer.load(archive);
-  }
-  {
-    torch::serialize::InputArchive archive;
-    archive.load_from((root / kRngFile).string());
-    Tensor state;
-    archive.read("cpu", state);
-    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(state);
-  }
-  std::ifstream in(root / kStateFile);
-  return nlohmann::json::parse(in);
 }
 
 }  // namespace liger::trainer

@@ -1,6 +1,6 @@
 // Checkpoints: output_dir/step-N/ holds the model, the optimizer state, the
-// trainer state (step, data position, counters), the RNG state and the
-// resolved config. A checkpoint is written into a temporary directory, synced,
+// trainer state (step, data position, counters), the RNG state, the
+// resolved config and the resolved ModelConfig (model_config.json). A checkpoint is written into a temporary directory, synced,
 // and renamed into place, so a crash never leaves a half-written step-N/ and
 // never touches the last good one.
 #pragma once
@@ -35,6 +35,8 @@ class CheckpointManager {
   // Restores model + optimizer from `dir` and returns its trainer state.
   // A parameter missing or of another shape is an error naming it.
   static nlohmann::json load(const std::string& dir, models::TransformerImpl& model, AdamW& optimizer);
+  // Restores the model parameters only (export, generation).
+  static void load_model(const std::string& dir, models::TransformerImpl& model);
 
  private:
   std::string output_dir_;

@@ -183,6 +183,7 @@ TrainConfig build_config(const Values& v) {
   TrainConfig c;
   auto& m = c.model;
   m.preset = v.string("model.preset");
+  m.hf_path = v.string("model.hf_path");
   m.dtype = v.string("model.dtype");
   m.vocab_size = v.optional_integer("model.vocab_size");
   m.hidden_size = v.optional_integer("model.hidden_size");
@@ -195,6 +196,10 @@ TrainConfig build_config(const Values& v) {
   m.rms_norm_eps = v.optional_number("model.rms_norm_eps");
   m.tie_embeddings = v.optional_boolean("model.tie_embeddings");
   m.max_seq_len = v.optional_integer("model.max_seq_len");
+  m.sliding_window = v.optional_integer("model.sliding_window");
+  m.attn_softcap = v.optional_number("model.attn_softcap");
+  m.final_softcap = v.optional_number("model.final_softcap");
+  m.query_pre_attn_scalar = v.optional_number("model.query_pre_attn_scalar");
   m.init_std = v.number("model.init_std");
 
   auto& d = c.data;
@@ -204,6 +209,13 @@ TrainConfig build_config(const Values& v) {
   d.seq_len = v.integer("data.seq_len");
   d.add_bos = v.boolean("data.add_bos");
   d.add_eos = v.boolean("data.add_eos");
+  d.chat_template = v.string("data.chat_template");
+  d.token_dtype = v.string("data.token_dtype");
+  d.packing = v.string("data.packing");
+  d.bos_token = v.string("data.bos_token");
+  d.eos_token = v.string("data.eos_token");
+  d.eval = v.string_list("data.eval");
+  d.eval_fraction = v.number("data.eval_fraction");
 
   auto& t = c.training;
   t.device = v.string("training.device");
@@ -222,6 +234,8 @@ TrainConfig build_config(const Values& v) {
   t.seed = v.integer("training.seed");
   t.master_weights = v.boolean("training.master_weights");
   t.threads = v.integer("training.threads");
+  t.eval_every = v.integer("training.eval_every");
+  t.eval_batches = v.integer("training.eval_batches");
 
   auto& k = c.kernels;
   k.rms_norm = v.boolean("kernels.rms_norm");
@@ -233,6 +247,7 @@ TrainConfig build_config(const Values& v) {
   k.fused_linear_cross_entropy = v.boolean("kernels.fused_linear_cross_entropy");
   k.strict = v.boolean("kernels.strict");
   k.flce_chunk_mb = v.number("kernels.flce_chunk_mb");
+  k.flce_mode = v.string("kernels.flce_mode");
 
   c.parallelism.pipeline_parallel_degree = v.integer("parallelism.pipeline_parallel_degree");
   c.parallelism.tensor_parallel_degree = v.integer("parallelism.tensor_parallel_degree");
@@ -267,7 +282,20 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
     throw ConfigError(v.where("data.train") + ": data.train is an empty list; give at least one training file");
   }
   if (c.data.tokenizer.empty()) {
-    throw ConfigError(v.where("data.tokenizer") + ": data.tokenizer is empty; give a SentencePiece .model file");
+    throw ConfigError(v.where("data.tokenizer") +
+                      ": data.tokenizer is empty; give a SentencePiece .model file or a Hugging Face tokenizer.json");
+  }
+  if (!c.data.eval.empty() && c.data.eval_fraction > 0.0) {
+    throw ConfigError(v.where("data.eval_fraction") + ": data.eval and data.eval_fraction = " +
+                      std::to_string(c.data.eval_fraction) +
+                      " are both set; evaluate on the data.eval files or on held-out training windows, "
+                      "not both: remove one");
+  }
+  if (c.training.eval_every > 0 && c.data.eval.empty() && c.data.eval_fraction == 0.0) {
+    throw ConfigError(v.where("training.eval_every") + ": training.eval_every = " +
+                      std::to_string(c.training.eval_every) +
+                      " but there is no evaluation data; set data.eval (files) or data.eval_fraction "
+                      "(e.g. 0.05), or set training.eval_every: 0");
   }
   if (c.checkpoint.output_dir.empty()) {
     throw ConfigError(v.where("checkpoint.output_dir") + ": checkpoint.output_dir is empty; give a directory");

@@ -20,21 +20,31 @@ class ConfigError : public std::runtime_error {
 
 struct ModelSection {
   std::string preset = "tiny";
+  std::string hf_path;  // a Hugging Face model folder: config + weights from it ("" = none)
   std::string dtype = "fp32";
   std::optional<int64_t> vocab_size, hidden_size, intermediate_size, num_layers, num_heads,
       num_kv_heads, head_dim, max_seq_len;
   std::optional<double> rope_theta, rms_norm_eps;
   std::optional<bool> tie_embeddings;
+  // Family traits over the preset's (null = the preset's).
+  std::optional<int64_t> sliding_window;
+  std::optional<double> attn_softcap, final_softcap, query_pre_attn_scalar;
   double init_std = 0.02;
 };
 
 struct DataSection {
   std::vector<std::string> train;
   std::string format = "auto";
+  std::string chat_template = "auto";
+  std::string token_dtype = "auto";
+  std::string packing = "cross_document";
   std::string tokenizer;
+  std::string bos_token, eos_token;  // "" = the tokenizer's own
   int64_t seq_len = 256;
   bool add_bos = true;
   bool add_eos = true;
+  std::vector<std::string> eval;     // evaluation files
+  double eval_fraction = 0.0;        // or: hold out this fraction of the training windows
 };
 
 struct TrainingSection {
@@ -52,6 +62,8 @@ struct TrainingSection {
   int64_t seed = 1234;
   bool master_weights = true;
   int64_t threads = 0;
+  int64_t eval_every = 0;    // 0 = no evaluation
+  int64_t eval_batches = 0;  // 0 = all evaluation windows
 };
 
 struct KernelsSection {
@@ -60,6 +72,7 @@ struct KernelsSection {
   bool fused_linear_cross_entropy = true;
   bool strict = false;
   double flce_chunk_mb = 256.0;
+  std::string flce_mode = "speed";
 };
 
 struct ParallelismSection {

@@ -43,8 +43,14 @@ constexpr double kMaxInt = 9.0e15;
 std::vector<KeySpec> build_schema() {
   return {
       // ---------------------------------------------------------------- model
-      choice("model", "preset", "tiny", {"tiny", "llama3_1b", "llama3_8b", "llama2_7b"},
-             "architecture preset; the keys below override single dimensions"),
+      choice("model", "preset", "tiny",
+             {"tiny", "llama3_1b", "llama3_8b", "llama2_7b", "mistral_7b", "gemma_2b", "gemma_7b",
+              "gemma2_2b", "gemma2_9b"},
+             "architecture preset (family traits + dimensions); the keys below override single "
+             "dimensions and traits"),
+      text("model", "hf_path", "''",
+           "Hugging Face model folder (config.json + *.safetensors): architecture and weights come "
+           "from it instead of model.preset; '' = train from the preset's random init"),
       choice("model", "dtype", "fp32", {"fp32", "bf16", "fp16"},
              "compute dtype of activations (parameters stay fp32 when training.master_weights is on)"),
       integer("model", "vocab_size", "null", 1, kMaxInt,
@@ -66,19 +72,51 @@ std::vector<KeySpec> build_schema() {
               "share embedding and lm_head weights; null = the preset's", true),
       integer("model", "max_seq_len", "null", 1, kMaxInt,
               "longest sequence the model is built for; null = the preset's", true),
+      integer("model", "sliding_window", "null", 0, kMaxInt,
+              "keys a query sees in sliding-window layers (self included); 0 = global attention; "
+              "null = the preset's (mistral_7b, gemma2_*: 4096)",
+              true),
+      number("model", "attn_softcap", "null", 0.0, 1e6,
+             "attention-logit softcap c: scores <- c*tanh(scores/c); 0 = off; null = the preset's "
+             "(gemma2_*: 50)",
+             true),
+      number("model", "final_softcap", "null", 0.0, 1e6,
+             "final-logit softcap applied by the loss; 0 = off; null = the preset's (gemma2_*: 30)",
+             true),
+      number("model", "query_pre_attn_scalar", "null", 0.0, 1e9,
+             "attention scale 1/sqrt(this); 0 = 1/sqrt(head_dim); null = the preset's (gemma2_*: 256)",
+             true),
       number("model", "init_std", "0.02", 0.0, 10.0,
              "std of the normal init of every weight matrix (HF initializer_range)"),
 
       // ----------------------------------------------------------------- data
       string_list("data", "train", "[data/samples/tinyshakespeare.txt]",
-                  "training files (.txt = one document; .jsonl = one document per line)"),
-      choice("data", "format", "auto", {"auto", "text", "jsonl_text", "prompt_completion"},
-             "reader; auto: .txt -> text, .jsonl -> by the fields of its first line"),
+                  "training files (.txt = one document; .jsonl = one document per line; .bin = token ids)"),
+      choice("data", "format", "auto",
+             {"auto", "text", "jsonl_text", "prompt_completion", "chat", "tokens_jsonl", "tokens_bin"},
+             "reader; auto: .txt -> text, .bin -> tokens_bin, .jsonl -> by the fields of its first line "
+             "(messages -> chat, input_ids -> tokens_jsonl, prompt+completion, text)"),
+      choice("data", "chat_template", "auto", {"auto", "llama3", "mistral", "gemma"},
+             "chat format: how messages are rendered; auto = from the tokenizer's special tokens"),
+      choice("data", "token_dtype", "auto", {"auto", "uint16", "uint32"},
+             "tokens_bin: width of a token id; auto = from an llm.c header (required without one)"),
+      choice("data", "packing", "cross_document", {"cross_document", "isolated"},
+             "cross_document: a window is one sequence; isolated: positions restart at each document "
+             "and no label crosses into the next document"),
       text("data", "tokenizer", "data/samples/shakespeare_bpe1024.model",
-           "tokenizer file (SentencePiece .model)"),
+           "tokenizer: a SentencePiece .model, a Hugging Face tokenizer.json (byte-level BPE), or a "
+           "model folder holding one"),
+      text("data", "bos_token", "''",
+           "BOS token by its spelling (e.g. '<|begin_of_text|>'); '' = the tokenizer's own"),
+      text("data", "eos_token", "''",
+           "EOS token by its spelling (e.g. '<|end_of_text|>'); '' = the tokenizer's own"),
       integer("data", "seq_len", "256", 2, 1048576, "tokens per training sequence"),
       boolean("data", "add_bos", "true", "put BOS at the start of each document"),
       boolean("data", "add_eos", "true", "put EOS after each document (the packing separator)"),
+      string_list("data", "eval", "[]",
+                  "evaluation files (read like data.train); exclusive with eval_fraction"),
+      number("data", "eval_fraction", "0", 0.0, 0.5,
+             "hold out this fraction of the training windows (the last ones) for evaluation; 0 = none"),
 
       // ------------------------------------------------------------- training
       choice("training", "device", "auto", {"auto", "cpu", "cuda"},
@@ -103,6 +141,11 @@ std::vector<KeySpec> build_schema() {
       boolean("training", "master_weights", "true",
               "keep fp32 parameters and optimizer state when model.dtype is bf16/fp16"),
       integer("training", "threads", "0", 0, 4096, "CPU intra-op threads; 0 = all cores"),
+      integer("training", "eval_every", "0", 0, kMaxInt,
+              "validation loss and perplexity every N steps (needs data.eval or data.eval_fraction); "
+              "0 = off"),
+      integer("training", "eval_batches", "0", 0, kMaxInt,
+              "micro-batches per evaluation; 0 = every evaluation window"),
 
       // -------------------------------------------------------------- kernels
       boolean("kernels", "rms_norm", "true", "fused RMSNorm"),
@@ -117,6 +160,9 @@ std::vector<KeySpec> build_schema() {
       boolean("kernels", "strict", "false", "a fallback to a slower backend is an error"),
       number("kernels", "flce_chunk_mb", "256", 1.0, 1048576.0,
              "fused linear cross entropy: memory budget (MiB) of one logits chunk"),
+      choice("kernels", "flce_mode", "speed", {"speed", "lean"},
+             "fused linear cross entropy on cuda: speed = token chunks + fp32 weight-grad buffer; "
+             "lean = vocabulary blocks, two passes, no [V, H] fp32 buffer"),
 
       // ---------------------------------------------------------- parallelism
       integer("parallelism", "pipeline_parallel_degree", "1", 1, 1,

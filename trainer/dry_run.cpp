@@ -29,7 +29,7 @@ std::string gib(double bytes) {
 DryRunReport dry_run(const config::TrainConfig& c) {
   // The tokenizer is only needed when the preset takes its vocabulary from it.
   std::optional<int64_t> tokenizer_vocab;
-  if (!c.model.vocab_size && models::preset(c.model.preset).vocab_size == 0) {
+  if (c.model.hf_path.empty() && !c.model.vocab_size && models::preset(c.model.preset).vocab_size == 0) {
     tokenizer_vocab = data::load_tokenizer(c.data.tokenizer)->vocab_size();
   }
   const models::ModelConfig model_config = resolve_model_config(c, tokenizer_vocab);
@@ -59,7 +59,7 @@ DryRunReport dry_run(const config::TrainConfig& c) {
     std::snprintf(billions, sizeof billions, "%.2f M", count / 1e6);
   }
   out << "config: valid\n";
-  out << "model: " << c.model.preset << " (" << model_config.family << "), " << model_config.num_layers
+  out << "model: " << (c.model.hf_path.empty() ? c.model.preset : c.model.hf_path) << " (" << model_config.family << "), " << model_config.num_layers
       << " layers, hidden " << model_config.hidden_size << ", heads " << model_config.num_heads << "/"
       << model_config.num_kv_heads << " (q/kv), head_dim " << model_config.resolved_head_dim()
       << ", mlp " << model_config.intermediate_size << ", vocab " << model_config.vocab_size

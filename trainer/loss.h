@@ -1,6 +1,8 @@
-// The training loss of one micro-batch, as a SUM over its non-ignored target
-// tokens. The loop divides by the target-token count of the whole
-// accumulated batch, which makes gradient accumulation exact.
+// The training loss of one micro-batch: the SUM over its non-ignored target
+// tokens divided by `normalizer`, the target-token count of the whole
+// accumulated batch (all micro-batches, all ranks). That makes gradient
+// accumulation exact, and the op does the division itself, so its upstream
+// gradient is 1 (a fused backward skips the scaling pass).
 #pragma once
 
 #include "models/transformer.h"
@@ -10,7 +12,8 @@ namespace liger::trainer {
 // hidden: [B, T, H] final-norm states, labels: [B, T] (-100 = ignored).
 // Uses the fused linear cross entropy when the kernel set says so (the logits
 // are never materialised), else lm_head + cross entropy. fp32 scalar.
-at::Tensor token_loss_sum(const models::TransformerImpl& model, const at::Tensor& hidden,
-                          const at::Tensor& labels, double flce_chunk_mb);
+at::Tensor token_loss(const models::TransformerImpl& model, const at::Tensor& hidden,
+                      const at::Tensor& labels, double normalizer, double flce_chunk_mb,
+                      kernels::FlceMode flce_mode = kernels::FlceMode::speed);
 
 }  // namespace liger::trainer

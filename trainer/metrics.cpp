@@ -59,6 +59,8 @@ void MetricsWriter::record(const StepMetrics& m) {
                         {"tokens_per_s", m.tokens_per_s},
                         {"elapsed_s", m.elapsed_s},
                         {"peak_mem_bytes", m.peak_mem_bytes}};
+  if (m.eval_loss) row["eval_loss"] = *m.eval_loss;
+  if (m.eval_ppl) row["eval_ppl"] = *m.eval_ppl;
   file_ << row.dump() << "\n";
   file_.flush();
 
@@ -74,6 +76,14 @@ void MetricsWriter::record(const StepMetrics& m) {
                   static_cast<long long>(m.step), static_cast<long long>(total_steps_), m.loss, m.lr,
                   m.grad_norm, m.tokens_per_s, format_duration(m.elapsed_s).c_str(),
                   format_duration(eta).c_str(), static_cast<double>(m.peak_mem_bytes) / (1 << 20));
+    if (progress_) std::printf("\r\033[K");
+    log::info(line);
+  }
+  if (m.eval_loss) {
+    char line[160];
+    std::snprintf(line, sizeof line, "eval step %lld/%lld | eval_loss %.4f | eval_ppl %.3f",
+                  static_cast<long long>(m.step), static_cast<long long>(total_steps_), *m.eval_loss,
+                  m.eval_ppl ? *m.eval_ppl : std::exp(*m.eval_loss));
     if (progress_) std::printf("\r\033[K");
     log::info(line);
   }

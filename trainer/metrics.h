@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <optional>
 #include <string>
 
 namespace liger::trainer {
@@ -20,6 +21,10 @@ struct StepMetrics {
   double tokens_per_s = 0.0;   // input tokens processed per second in this step
   double elapsed_s = 0.0;      // since the start of this run (resumed runs continue the clock)
   int64_t peak_mem_bytes = 0;
+  // Set on evaluation steps (training.eval_every): validation loss per target
+  // token and its perplexity exp(eval_loss); absent from the row otherwise.
+  std::optional<double> eval_loss;
+  std::optional<double> eval_ppl;
 };
 
 class MetricsWriter {

@@ -1,6 +1,10 @@
 #include "trainer/model_setup.h"
 
+#include "models/hf.h"
+
 #include <torch/torch.h>
+
+#include <algorithm>
 
 namespace liger::trainer {
 
@@ -26,15 +30,69 @@ c10::ScalarType parameter_dtype(const config::TrainConfig& config) {
   return config.training.master_weights ? c10::kFloat : compute_dtype(config);
 }
 
+namespace {
+
+// model.hf_path: the architecture is the checkpoint's. Keys that would change
+// it are errors (the weights would not fit); max_seq_len may only shorten the
+// context the model is built for.
+models::ModelConfig resolve_hf_model_config(const config::TrainConfig& config,
+                                            std::optional<int64_t> tokenizer_vocab) {
+  const auto& m = config.model;
+  const std::vector<std::pair<const char*, bool>> fixed = {
+      {"vocab_size", m.vocab_size.has_value()},
+      {"hidden_size", m.hidden_size.has_value()},
+      {"intermediate_size", m.intermediate_size.has_value()},
+      {"num_layers", m.num_layers.has_value()},
+      {"num_heads", m.num_heads.has_value()},
+      {"num_kv_heads", m.num_kv_heads.has_value()},
+      {"head_dim", m.head_dim.has_value()},
+      {"rope_theta", m.rope_theta.has_value()},
+      {"rms_norm_eps", m.rms_norm_eps.has_value()},
+      {"tie_embeddings", m.tie_embeddings.has_value()},
+      {"sliding_window", m.sliding_window.has_value()},
+      {"attn_softcap", m.attn_softcap.has_value()},
+      {"final_softcap", m.final_softcap.has_value()},
+      {"query_pre_attn_scalar", m.query_pre_attn_scalar.has_value()},
+  };
+  for (const auto& [key, set] : fixed) {
+    if (set) {
+      throw config::ConfigError(std::string("model.") + key + " is set together with model.hf_path = '" +
+                                m.hf_path + "', whose config.json fixes it; remove model." + key);
+    }
+  }
+  models::ModelConfig c;
+  try {
+    c = models::read_hf_config(m.hf_path);
+  } catch (const models::ModelIoError& error) {
+    throw config::ConfigError(std::string("model.hf_path: ") + error.what());
+  }
+  if (m.max_seq_len) c.max_seq_len = std::min(c.max_seq_len, *m.max_seq_len);
+  c.init_std = m.init_std;
+  if (tokenizer_vocab && *tokenizer_vocab > c.vocab_size) {
+    throw config::ConfigError("data.tokenizer has " + std::to_string(*tokenizer_vocab) +
+                              " tokens but the model at model.hf_path = '" + m.hf_path + "' has " +
+                              std::to_string(c.vocab_size) + "; use the model's own tokenizer");
+  }
+  if (config.data.seq_len > c.max_seq_len) {
+    throw config::ConfigError("data.seq_len = " + std::to_string(config.data.seq_len) +
+                              " is longer than the model's context of " + std::to_string(c.max_seq_len) +
+                              " tokens (model.hf_path, model.max_seq_len); lower data.seq_len");
+  }
+  return c;
+}
+
+}  // namespace
+
 models::ModelConfig resolve_model_config(const config::TrainConfig& config,
                                          std::optional<int64_t> tokenizer_vocab) {
+  const auto& m = config.model;
+  if (!m.hf_path.empty()) return resolve_hf_model_config(config, tokenizer_vocab);
   models::ModelConfig c;
   try {
     c = models::preset(config.model.preset);
   } catch (const std::invalid_argument& error) {
     throw config::ConfigError(error.what());
   }
-  const auto& m = config.model;
   if (m.vocab_size) c.vocab_size = *m.vocab_size;
   if (m.hidden_size) c.hidden_size = *m.hidden_size;
   if (m.intermediate_size) c.intermediate_size = *m.intermediate_size;
@@ -46,6 +104,10 @@ models::ModelConfig resolve_model_config(const config::TrainConfig& config,
   if (m.rms_norm_eps) c.rms_norm_eps = *m.rms_norm_eps;
   if (m.tie_embeddings) c.tie_embeddings = *m.tie_embeddings;
   if (m.max_seq_len) c.max_seq_len = *m.max_seq_len;
+  if (m.sliding_window) c.sliding_window = *m.sliding_window;
+  if (m.attn_softcap) c.attn_softcap = *m.attn_softcap;
+  if (m.final_softcap) c.final_softcap = *m.final_softcap;
+  if (m.query_pre_attn_scalar) c.query_pre_attn_scalar = *m.query_pre_attn_scalar;
   c.init_std = m.init_std;
   // A preset that leaves num_kv_heads to the override of num_heads (MHA) keeps them equal.
   if (m.num_heads && !m.num_kv_heads && c.num_heads % c.num_kv_heads != 0) c.num_kv_heads = c.num_heads;

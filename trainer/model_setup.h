@@ -22,7 +22,8 @@ c10::ScalarType compute_dtype(const config::TrainConfig& config);
 // fp32 master weights when training.master_weights and compute is 16-bit.
 c10::ScalarType parameter_dtype(const config::TrainConfig& config);
 
-// The preset with the model.* overrides applied. `tokenizer_vocab` fills
+// The preset with the model.* overrides applied, or, with model.hf_path,
+// the checkpoint's config.json (overriding its architecture is an error). `tokenizer_vocab` fills
 // vocab_size when neither the preset nor the config give one, and must fit
 // in the model's vocabulary. Throws config::ConfigError naming the key.
 models::ModelConfig resolve_model_config(const config::TrainConfig& config,

@@ -4,9 +4,11 @@
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "models/generate.h"
+#include "models/hf.h"
 #include "models/transformer.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device_memory.h"
+#include "trainer/evaluate.h"
 #include "trainer/logging/log.h"
 #include "trainer/loss.h"
 #include "trainer/lr_schedule.h"
@@ -21,6 +23,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <tuple>
 
 namespace liger::trainer {
 
@@ -31,6 +34,7 @@ struct Trainer::State {
   c10::Device device{c10::kCPU};
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<data::DataLoader> loader;
+  std::shared_ptr<const data::PackedDataset> eval_data;  // null: no evaluation
   models::Transformer model{nullptr};
   std::unique_ptr<AdamW> optimizer;
   LrSchedule schedule;
@@ -82,16 +86,42 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   if (c.training.threads > 0) at::set_num_threads(static_cast<int>(c.training.threads));
   torch::manual_seed(static_cast<uint64_t>(c.training.seed));
 
-  s.tokenizer = data::load_tokenizer(c.data.tokenizer);
+  data::TokenizerOptions tokenizer_options;
+  tokenizer_options.bos_token = c.data.bos_token;
+  tokenizer_options.eos_token = c.data.eos_token;
+  s.tokenizer = data::load_tokenizer(c.data.tokenizer, tokenizer_options);
   const models::ModelConfig model_config = resolve_model_config(c, s.tokenizer->vocab_size());
   data::DataSpec spec;
   spec.files = c.data.train;
   spec.format = c.data.format;
+  spec.chat_template = c.data.chat_template;
+  spec.token_dtype = c.data.token_dtype;
+  spec.packing = c.data.packing;
   spec.seq_len = c.data.seq_len;
   spec.add_bos = c.data.add_bos;
   spec.add_eos = c.data.add_eos;
   spec.model_vocab_size = model_config.vocab_size;
   auto dataset = data::build_dataset(spec, *s.tokenizer);
+  // Evaluation data: held-out training windows or separate files.
+  if (c.training.eval_every > 0 && c.data.eval_fraction > 0.0) {
+    const int64_t all_windows = dataset->num_windows();
+    std::tie(dataset, s.eval_data) = data::hold_out_windows(dataset, c.data.eval_fraction);
+    log::info(c10::str("eval: the last ", s.eval_data->num_windows(), " of ", all_windows,
+                       " windows held out (data.eval_fraction ", c.data.eval_fraction, ")"));
+  } else if (c.training.eval_every > 0 && !c.data.eval.empty()) {
+    data::DataSpec eval_spec = spec;
+    eval_spec.files = c.data.eval;
+    s.eval_data = data::build_dataset(eval_spec, *s.tokenizer);
+    log::info(c10::str("eval: ", s.eval_data->num_windows(), " windows from ", c.data.eval.size(), " file(s)"));
+  } else if (!c.data.eval.empty() || c.data.eval_fraction > 0.0) {
+    log::warn("data.eval / data.eval_fraction are set but training.eval_every is 0: no evaluation");
+  }
+  if (dataset->packing() == data::PackingMode::isolated) {
+    // TODO(models): a block-diagonal attention mask from Batch::document_ids.
+    log::warn("data.packing = isolated: position ids restart at each document and no label crosses a "
+              "document boundary, but attention is not masked per document yet (tokens still see "
+              "earlier documents of their window)");
+  }
   data::LoaderOptions loader_options;
   loader_options.micro_batch_size = c.training.micro_batch_size;
   loader_options.seed = static_cast<uint64_t>(c.training.seed);
@@ -114,8 +144,18 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
 
   const auto param_options = at::TensorOptions().dtype(parameter_dtype(c)).device(s.device);
   s.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(c));
-  s.model->init_weights(static_cast<uint64_t>(c.training.seed));
-  log::info(c10::str("model: ", c.model.preset, " (", s.model->num_parameters(), " parameters, ",
+  if (c.model.hf_path.empty()) {
+    s.model->init_weights(static_cast<uint64_t>(c.training.seed));
+  } else {  // every parameter comes from the checkpoint (a missing one is an error): no init
+    try {
+      models::load_hf_weights(*s.model, c.model.hf_path);
+    } catch (const models::ModelIoError& error) {
+      throw config::ConfigError(std::string("model.hf_path: ") + error.what());
+    }
+    log::info("model: weights loaded from " + c.model.hf_path);
+  }
+  log::info(c10::str("model: ", c.model.hf_path.empty() ? c.model.preset : c.model.hf_path, " (",
+                     model_config.family, ", ", s.model->num_parameters(), " parameters, ",
                      model_config.num_layers, " layers, hidden ", model_config.hidden_size,
                      ", vocab ", model_config.vocab_size, ") on ", s.device, ", parameters ",
                      c10::toString(parameter_dtype(c)), ", compute ",
@@ -187,6 +227,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   }
   s.model->train();
   reset_peak_memory(s.device);
+  const bool dataset_isolated = s.loader->dataset().packing() == data::PackingMode::isolated;
   while (s.step < c.training.steps) {
     const auto step_start = Clock::now();
     const int64_t step = s.step + 1;
@@ -208,8 +249,15 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
       at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).to(s.device);
       at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).to(s.device);
-      at::Tensor hidden = s.model->forward(ids);
-      at::Tensor loss = token_loss_sum(*s.model, hidden, labels, c.kernels.flce_chunk_mb) / normaliser;
+      // Isolated packing: positions restart at each document (RoPE sees them).
+      at::Tensor positions;
+      if (dataset_isolated) {
+        positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).to(s.device);
+      }
+      at::Tensor hidden = s.model->forward(ids, positions);
+      at::Tensor loss = token_loss(*s.model, hidden, labels, normaliser, c.kernels.flce_chunk_mb,
+                                   c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean
+                                                                 : kernels::FlceMode::speed);
       loss.backward();
       loss_total += loss.detach();
     }
@@ -229,6 +277,12 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     m.tokens_per_s = static_cast<double>(input_tokens) / std::max(step_seconds, 1e-9);
     m.elapsed_s = s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
     m.peak_mem_bytes = peak_memory_bytes(s.device);
+    if (s.eval_data && step % c.training.eval_every == 0) {
+      const EvalResult eval =
+          evaluate(*s.model, *s.eval_data, c.training.micro_batch_size, c.training.eval_batches, s.device);
+      m.eval_loss = eval.loss;
+      m.eval_ppl = eval.perplexity;
+    }
     metrics.record(m);
     result.final_loss = m.loss;
     if (!std::isfinite(m.loss)) {

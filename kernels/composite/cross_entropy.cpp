@@ -65,9 +65,11 @@ CeBlock ce_block(const Tensor& logits, const Tensor& labels, const CrossEntropyO
   return out;
 }
 
-// 1 / max(count of non-ignored labels, 1) as a 0-dim fp32 tensor (no host sync).
-Tensor inverse_token_count(const Tensor& labels, int64_t ignore_index) {
-  return labels.ne(ignore_index).sum().clamp_min(1).to(at::kFloat).reciprocal();
+// The scale of 'mean': 1 / normalizer when one is given, else
+// 1 / max(count of non-ignored labels, 1); a 0-dim fp32 tensor (no host sync).
+Tensor mean_scale(const Tensor& labels, const CrossEntropyOptions& o) {
+  if (o.normalizer > 0.0) return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
+  return labels.ne(o.ignore_index).sum().clamp_min(1).to(at::kFloat).reciprocal();
 }
 
 // Multiplies a block's gradient by a 0-dim scale or by rows [begin, begin+n) of a [N] scale.
@@ -105,8 +107,9 @@ Tensor ce_loss_only(const Tensor& logits, const Tensor& labels, const CrossEntro
 }
 
 CrossEntropyOptions unpack_ce(int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                              double softcap, int64_t reduction) {
+                              double softcap, int64_t reduction, double normalizer) {
   CrossEntropyOptions o;
+  o.normalizer = normalizer;
   o.ignore_index = ignore_index;
   o.label_smoothing = label_smoothing;
   o.z_loss_scale = z_loss_scale;
@@ -121,13 +124,13 @@ CrossEntropyOptions unpack_ce(int64_t ignore_index, double label_smoothing, doub
 struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& logits, const Tensor& labels,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                        double softcap, int64_t reduction) {
+                        double softcap, int64_t reduction, double normalizer) {
     const CrossEntropyOptions o =
-        unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction);
+        unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction, normalizer);
     const int64_t n = logits.size(0);
     const int64_t rows = ce_block_rows(logits.size(1), n);
     const Tensor scale =
-        o.reduction == Reduction::mean ? inverse_token_count(labels, ignore_index) : Tensor();
+        o.reduction == Reduction::mean ? mean_scale(labels, o) : Tensor();
 
     Tensor per_token = at::empty({n}, logits.options().dtype(at::kFloat));
     Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
@@ -151,7 +154,7 @@ struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunct
     ctx->saved_data.erase(it);  // free the buffer with this backward, not with the graph
     const Tensor& dy = grad_outputs[0];
     grad.mul_(ctx->saved_data["per_token"].toBool() ? dy.unsqueeze(1) : dy);
-    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -235,10 +238,10 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& hidden, const Tensor& weight,
                         const c10::optional<Tensor>& bias_opt, const Tensor& labels,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                        double softcap, int64_t reduction, int64_t rows) {
+                        double softcap, int64_t reduction, double normalizer, int64_t rows) {
     const Tensor bias = bias_opt.value_or(Tensor());
     const CrossEntropyOptions o =
-        unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction);
+        unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction, normalizer);
     FlceWants wants;
     wants.hidden = hidden.requires_grad();
     wants.weight = weight.requires_grad();
@@ -261,7 +264,7 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
       return flce_pass(hidden, weight, bias, labels, o, rows, Tensor(), loss_only).per_token;
     }
     const Tensor scale =
-        o.reduction == Reduction::mean ? inverse_token_count(labels, ignore_index) : Tensor();
+        o.reduction == Reduction::mean ? mean_scale(labels, o) : Tensor();
     FlcePass pass = flce_pass(hidden, weight, bias, labels, o, rows, scale, wants);
     ctx->saved_data["grad_hidden"] = pass.grad_hidden;
     ctx->saved_data["grad_weight"] = pass.grad_weight;
@@ -313,7 +316,7 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
     if (d_hidden.defined()) d_hidden = d_hidden.to(dtype_of("hidden_dtype"));
     if (d_weight.defined()) d_weight = d_weight.to(dtype_of("weight_dtype"));
     if (d_bias.defined()) d_bias = d_bias.to(dtype_of("bias_dtype"));
-    variable_list grads(10);
+    variable_list grads(11);  // one per forward argument
     grads[0] = d_hidden;
     grads[1] = d_weight;
     grads[2] = d_bias;
@@ -344,7 +347,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
   if (!grad_wanted({&logits})) return ce_loss_only(logits, labels, options);
   return CrossEntropyFunction::apply(logits, labels, options.ignore_index,
                                      options.label_smoothing, options.z_loss_scale,
-                                     options.softcap, static_cast<int64_t>(options.reduction));
+                                     options.softcap, static_cast<int64_t>(options.reduction),
+                                     options.normalizer);
 }
 
 Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& bias,
@@ -361,7 +365,8 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
   const c10::optional<Tensor> bias_opt =
       bias.defined() ? c10::optional<Tensor>(bias) : c10::nullopt;
   return FlceFunction::apply(hidden, weight, bias_opt, labels, o.ignore_index, o.label_smoothing,
-                             o.z_loss_scale, o.softcap, static_cast<int64_t>(o.reduction), rows);
+                             o.z_loss_scale, o.softcap, static_cast<int64_t>(o.reduction),
+                             o.normalizer, rows);
 }
 
 }  // namespace liger::kernels::composite

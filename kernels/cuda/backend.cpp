@@ -1,8 +1,10 @@
-// The cuda backend's entry in the registry (CUDA builds). It has no kernels
-// yet: every op falls back to composite with "no cuda kernel for this op yet".
-// A kernel lands by adding its ATen binding here (p.ops.rms_norm = &cuda::rms_norm)
-// and its dtypes to `unavailable`.
+// The cuda backend's entry in the registry (CUDA builds): the ops of
+// kernels/cuda/cuda_ops.h. Ops without a cuda kernel yet (cross_entropy,
+// fused_linear_cross_entropy) stay nullptr and fall back to composite with
+// "no cuda kernel for this op yet"; attention is SDPA (reference) everywhere.
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/losses.h"
 
 #include <c10/util/Exception.h>
 
@@ -20,7 +22,17 @@ std::string unavailable(Op, c10::Device device, c10::ScalarType dtype) {
 }  // namespace
 
 const BackendProvider* cuda_backend() {
-  static const BackendProvider provider{Backend::cuda, {}, &unavailable};
+  static const BackendProvider provider = [] {
+    BackendProvider p{Backend::cuda, {}, &unavailable};
+    p.ops.rms_norm = &cuda::rms_norm;
+    p.ops.layer_norm = &cuda::layer_norm;
+    p.ops.rope = &cuda::rope;
+    p.ops.swiglu = &cuda::swiglu;
+    p.ops.geglu = &cuda::geglu;
+    p.ops.cross_entropy = &cuda::cross_entropy;
+    p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
+    return p;
+  }();
   return &provider;
 }
 

@@ -16,8 +16,9 @@ void check_args(const Tensor& q, const Tensor& k, const Tensor& v, const Attenti
               ", v ", v.sizes());
   TORCH_CHECK(k.sizes() == v.sizes(), "attention: k ", k.sizes(), " and v ", v.sizes(),
               " differ in shape");
-  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
-              "attention: q ", q.sizes(), " and k ", k.sizes(), " disagree on B, T or D");
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) <= k.size(1) && q.size(3) == k.size(3),
+              "attention: q ", q.sizes(), " and k ", k.sizes(),
+              " disagree on B or D, or q has more positions than k");
   TORCH_CHECK(k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention: ", q.size(2),
               " query heads are not a multiple of ", k.size(2), " key/value heads");
   TORCH_CHECK(o.sliding_window >= 0, "attention: sliding_window must be >= 0, got ",
@@ -34,12 +35,13 @@ double softmax_scale(const Tensor& q, const AttentionOptions& o) {
 
 // out = softmax(mask(softcap(q k^T * scale))) v, per head, everything up to
 // the probabilities in fp32. Query i may see key j iff (not causal or j <= i)
-// and (no window or i - j < window). GQA: key/value head h serves query heads
+// and (no window or i - j < window). With Tk > Tq (a KV cache) query row r
+// is position i = r + Tk - Tq. GQA: key/value head h serves query heads
 // h*G .. h*G+G-1 (HF repeat_kv = repeat_interleave over heads).
 Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionOptions& options) {
   check_args(q, k, v, options);
-  const int64_t t = q.size(1);
+  const int64_t tq = q.size(1), tk = k.size(1);
   const int64_t groups = q.size(2) / k.size(2);
   // cast: scores in fp32
   const Tensor qh = q.transpose(1, 2).to(at::kFloat);  // [B, Hq, T, D]
@@ -53,9 +55,9 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
   if (options.softcap > 0.0) scores = at::tanh(scores / options.softcap) * options.softcap;
 
   const auto idx_opts = at::TensorOptions().dtype(at::kLong).device(q.device());
-  const Tensor i = at::arange(t, idx_opts).unsqueeze(1);  // query position
-  const Tensor j = at::arange(t, idx_opts).unsqueeze(0);  // key position
-  Tensor allowed = at::ones({t, t}, idx_opts.dtype(at::kBool));
+  const Tensor i = at::arange(tk - tq, tk, idx_opts).unsqueeze(1);  // query position
+  const Tensor j = at::arange(tk, idx_opts).unsqueeze(0);            // key position
+  Tensor allowed = at::ones({tq, tk}, idx_opts.dtype(at::kBool));
   if (options.causal) allowed = allowed & j.le(i);
   if (options.sliding_window > 0) allowed = allowed & (i - j).lt(options.sliding_window);
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
@@ -67,7 +69,9 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options) {
-  if (options.sliding_window > 0 || options.softcap > 0.0) {
+  // SDPA's causal mask is top-left aligned: a query block shorter than the
+  // keys (KV cache) takes the explicit path, whose mask is aligned to the end.
+  if (options.sliding_window > 0 || options.softcap > 0.0 || (options.causal && q.size(1) != k.size(1))) {
     return attention_explicit(q, k, v, options);
   }
   check_args(q, k, v, options);

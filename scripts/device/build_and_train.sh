@@ -18,7 +18,7 @@ TORCH_CMAKE=$(python3 -c 'import torch.utils; print(torch.utils.cmake_prefix_pat
 
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" \
-  -DLIGER_CUDA=ON -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" 2>&1 | tee "$OUT/configure.log" | tail -3
+  -DLIGER_CUDA=ON -DLIGER_PCRE2=${LIGER_PCRE2:-OFF} -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" 2>&1 | tee "$OUT/configure.log" | tail -3
 ninja -C "$BUILD" -j16 2>&1 | tee "$OUT/build.log" | tail -3
 echo "build: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "data/data_error.h"
+#include "data/regex.h"
 #include "data/tokenizer.h"
 
 #include <cstdlib>
@@ -111,4 +112,13 @@ inline bool contains(const std::string& text, const std::string& part) {
   do {                                                               \
     INFO("text: " << (text));                                        \
     CHECK(::liger::data::testing::contains((text), (part)));         \
+  } while (false)
+
+// tokenizer.json needs PCRE2; a build without it (-DLIGER_PCRE2=OFF) skips the test.
+#define LIGER_NEEDS_PCRE2()                                                      \
+  do {                                                                           \
+    if (!::liger::data::Regex::available()) {                                    \
+      WARN("skipped: this build has no PCRE2 (LIGER_PCRE2=OFF)");                \
+      return;                                                                    \
+    }                                                                            \
   } while (false)

@@ -96,3 +96,39 @@ TEST_CASE("a slice of Shakespeare with the sample tokenizer makes batches end to
   CHECK(batch.input_ids.size() == 4 * 128);
   CHECK(batch.num_target_tokens() > 0);
 }
+
+TEST_CASE("data.packing reaches the dataset; isolated batches restart positions", "[data][dataset]") {
+  TempDir dir;
+  DataSpec spec;
+  spec.files = {dir.write("t.jsonl", "{\"text\": \"ab\"}\n{\"text\": \"cde\"}\n{\"text\": \"f\"}\n")};
+  spec.seq_len = 8;  // stream: B a b E | B c d e E | B f E  (12 tokens), one window
+  spec.packing = "isolated";
+  const auto data = build_dataset(spec, ByteTokenizer());
+  CHECK(data->packing() == PackingMode::isolated);
+  const Batch batch = batch_of_windows(*data, 0, 1);
+  CHECK(batch.position_ids == std::vector<int64_t>{0, 1, 2, 3, 0, 1, 2, 3});
+  CHECK(batch.document_ids == std::vector<int64_t>{0, 0, 0, 0, 1, 1, 1, 1});
+  spec.packing = "cross_document";
+  CHECK(batch_of_windows(*build_dataset(spec, ByteTokenizer()), 0, 1).position_ids ==
+        std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  spec.packing = "diagonal";
+  CHECK_HAS(data_error_message([&] { build_dataset(spec, ByteTokenizer()); }), "data.packing");
+}
+
+TEST_CASE("hold_out_windows keeps the last windows for evaluation", "[data][dataset]") {
+  TempDir dir;
+  DataSpec spec;
+  spec.files = {dir.write("a.txt", std::string(41, 'x'))};  // B + 41 + E = 43 tokens
+  spec.seq_len = 4;                                           // 10 windows
+  const auto data = build_dataset(spec, ByteTokenizer());
+  REQUIRE(data->num_windows() == 10);
+  const auto [train, eval] = hold_out_windows(data, 0.25);  // ceil(2.5) = 3
+  CHECK(train->num_windows() == 7);
+  CHECK(eval->num_windows() == 3);
+  CHECK(batch_of_windows(*eval, 0, 3).input_ids == batch_of_windows(*data, 7, 3).input_ids);
+  CHECK(batch_of_windows(*train, 0, 7).labels == batch_of_windows(*data, 0, 7).labels);
+  CHECK(hold_out_windows(data, 0.01).second->num_windows() == 1);  // at least one window
+  CHECK_HAS(data_error_message([&] { hold_out_windows(data, 0.95); }), "leaves no training window");
+  CHECK_HAS(data_error_message([&] { hold_out_windows(data, 0.0); }), "data.eval_fraction");
+  CHECK_THROWS_AS(batch_of_windows(*eval, 2, 2), std::out_of_range);
+}

@@ -83,6 +83,9 @@ TEST_CASE("batches are row-major windows with their labels", "[data][loader]") {
     }
   }
   CHECK(batch.num_target_tokens() == 8);
+  // One document: positions 0..T-1 and document 0 in every row.
+  CHECK(batch.position_ids == std::vector<int64_t>{0, 1, 2, 3, 0, 1, 2, 3});
+  CHECK(batch.document_ids == std::vector<int64_t>(8, 0));
   Batch masked = batch;
   masked.labels[0] = kIgnoreIndex;
   CHECK(masked.num_target_tokens() == 7);

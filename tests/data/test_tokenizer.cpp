@@ -71,24 +71,24 @@ TEST_CASE("load_tokenizer errors name the path and say what is accepted", "[data
     const std::string path = dir.write("empty.model", "");
     CHECK_HAS(data_error_message([&] { load_tokenizer(path); }), path);
   }
-  SECTION("tokenizer.json is planned, not supported yet") {
+  SECTION("a tokenizer.json that is not one") {
     const std::string path = dir.write("tokenizer.json", "{}");
     const std::string message = data_error_message([&] { load_tokenizer(path); });
     CHECK_HAS(message, path);
-    CHECK_HAS(message, "issue 7");
-    CHECK_HAS(message, ".model");
+    CHECK_HAS(message, "\"model\"");
   }
   SECTION("unknown extension") {
     const std::string path = dir.write("vocab.bin", "x");
     const std::string message = data_error_message([&] { load_tokenizer(path); });
     CHECK_HAS(message, "'.bin'");
     CHECK_HAS(message, ".model");
+    CHECK_HAS(message, "tokenizer.json");
   }
-  SECTION("a model folder without tokenizer.model") {
-    dir.write("tokenizer.json", "{}");
+  SECTION("a model folder with neither tokenizer.model nor tokenizer.json") {
+    dir.write("config.json", "{}");
     const std::string message = data_error_message([&] { load_tokenizer(dir.path("")); });
-    CHECK_HAS(message, "no tokenizer.model");
-    CHECK_HAS(message, "issue 7");
+    CHECK_HAS(message, "neither tokenizer.model nor tokenizer.json");
+    CHECK_HAS(message, "byte-level BPE");
   }
 }
 
@@ -98,4 +98,23 @@ TEST_CASE("load_tokenizer accepts a model folder holding tokenizer.model", "[dat
   const auto tok = load_tokenizer(dir.path(""));
   CHECK(tok->vocab_size() == 1024);
   CHECK(dynamic_cast<const SentencePieceTokenizer*>(tok.get()) != nullptr);
+}
+
+TEST_CASE("data.bos_token / data.eos_token pick SentencePiece pieces by spelling", "[data][tokenizer]") {
+  const auto plain = load_tokenizer(sample_model_path());
+  CHECK(plain->token_id("<s>") == 1);
+  CHECK(plain->token_id("</s>") == 2);
+  CHECK(plain->token_id("no such piece") == -1);
+
+  TokenizerOptions options;
+  options.bos_token = "</s>";
+  options.eos_token = "<s>";
+  const auto swapped = load_tokenizer(sample_model_path(), options);
+  CHECK(swapped->bos_id() == 2);
+  CHECK(swapped->eos_id() == 1);
+
+  options.bos_token = "<nope>";
+  const std::string message = data_error_message([&] { load_tokenizer(sample_model_path(), options); });
+  CHECK_HAS(message, "data.bos_token = '<nope>'");
+  CHECK_HAS(message, "no such piece");
 }

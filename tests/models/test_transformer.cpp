@@ -40,8 +40,11 @@ TEST_CASE("preset parameter counts match the published models, built on the meta
     const char* preset;
     int64_t params;
   };
+  // Counts of the HF models with the same config (transformers, meta device).
   for (const auto& e : {Expected{"llama3_8b", 8030261248LL}, Expected{"llama2_7b", 6738415616LL},
-                        Expected{"llama3_1b", 1235814400LL}}) {
+                        Expected{"llama3_1b", 1235814400LL}, Expected{"mistral_7b", 7241732096LL},
+                        Expected{"gemma_2b", 2506172416LL}, Expected{"gemma_7b", 8537680896LL},
+                        Expected{"gemma2_2b", 2614341888LL}, Expected{"gemma2_9b", 9241705984LL}}) {
     INFO(e.preset);
     const ModelConfig c = liger::models::preset(e.preset);
     Transformer model(c, liger::kernels::KernelSet::reference(), meta, at::kBFloat16);
@@ -153,4 +156,50 @@ TEST_CASE("invalid dimensions are rejected with the key named") {
   } catch (const std::invalid_argument& error) {
     CHECK(std::string(error.what()).find("model.num_kv_heads") != std::string::npos);
   }
+}
+
+TEST_CASE("family traits: Gemma 2 layers carry four norms, Gemma norms start at zero (1 + w)") {
+  ModelConfig c = small_config();
+  liger::models::apply_family_traits(c, "gemma2");
+  c.head_dim = 16;
+  auto model = build(c, liger::kernels::KernelSet::reference());
+  const auto params = model->named_parameters();
+  for (const char* name : {"model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
+                           "model.layers.1.pre_feedforward_layernorm.weight",
+                           "model.layers.1.post_feedforward_layernorm.weight"}) {
+    INFO(name);
+    REQUIRE(params.find(name) != nullptr);
+    CHECK(torch::equal(params[name], torch::zeros({40})));
+  }
+  CHECK(model->num_parameters() == c.num_parameters());
+  CHECK(c.layer_sliding_window(0) == 4096);
+  CHECK(c.layer_sliding_window(1) == 0);
+  CHECK(c.attention_scale() == Approx(1.0 / 16.0));  // query_pre_attn_scalar 256
+
+  ModelConfig llama = small_config();
+  CHECK(build(llama, liger::kernels::KernelSet::reference())
+            ->named_parameters()
+            .find("model.layers.0.pre_feedforward_layernorm.weight") == nullptr);
+  CHECK_THROWS_AS(liger::models::apply_family_traits(llama, "gpt2"), std::invalid_argument);
+}
+
+TEST_CASE("the final softcap bounds logits() but not lm_head_logits() (the loss caps those)") {
+  ModelConfig c = small_config();
+  c.final_softcap = 0.05;
+  auto model = build(c, liger::kernels::KernelSet::reference());
+  torch::NoGradGuard no_grad;
+  const at::Tensor hidden = model->forward(torch::randint(0, 101, {1, 6}, at::kLong));
+  CHECK(model->logits(hidden).abs().max().item<double>() <= 0.05);
+  CHECK(model->lm_head_logits(hidden).abs().max().item<double>() > 0.05);
+}
+
+TEST_CASE("ModelConfig survives its JSON form (checkpoints' model_config.json)") {
+  ModelConfig c = liger::models::preset("gemma2_9b");
+  c.rope_scaling.type = "llama3";
+  c.eos_token_ids = {1, 107};
+  const ModelConfig back = liger::models::model_config_from_json(liger::models::model_config_to_json(c), "x");
+  CHECK(liger::models::model_config_to_json(back) == liger::models::model_config_to_json(c));
+  CHECK(back.post_norms);
+  CHECK(back.eos_token_ids == c.eos_token_ids);
+  CHECK_THROWS_AS(liger::models::model_config_from_json("{}", "x"), std::invalid_argument);
 }

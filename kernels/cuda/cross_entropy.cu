@@ -1,0 +1,338 @@
+// Cross entropy on rows of logits: online softmax in fp32, loss and gradient
+// in one kernel per row (the math is in cross_entropy.h), plus the two
+// vocabulary-block passes the lean fused linear cross entropy uses.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cross_entropy.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+
+namespace liger::cuda_kernels {
+namespace {
+
+constexpr int kThreads = 1024;
+// Shared memory that keeps the head of a row between the two passes of
+// ce_rows_kernel (H100: up to 227 KiB per block; a bf16 row of Llama 3's
+// 128256 logits is 250.5 KiB, so most of it is read from HBM only once).
+constexpr int kRowCacheBytes = 200 * 1024;
+
+// Running softmax statistics of a set of z values: m = max, d = sum exp(z - m).
+struct Softmax {
+  float m;
+  float d;
+};
+
+__device__ __forceinline__ Softmax softmax_add(Softmax s, float z) {
+  if (z > s.m) {
+    // the new max rescales what was summed so far (exp(-inf) = 0 on the first value)
+    s.d = s.d * __expf(s.m - z) + 1.f;
+    s.m = z;
+  } else {
+    s.d += __expf(z - s.m);
+  }
+  return s;
+}
+
+__device__ __forceinline__ Softmax softmax_merge(Softmax a, Softmax b) {
+  if (a.m == -INFINITY) return b;
+  if (b.m == -INFINITY) return a;
+  const float m = fmaxf(a.m, b.m);
+  return {m, a.d * __expf(a.m - m) + b.d * __expf(b.m - m)};
+}
+
+// Block-wide reduction of (softmax, sum_z); every thread gets the result.
+__device__ Softmax block_reduce(Softmax s, float& sum_z) {
+  __shared__ float shared_m[32], shared_d[32], shared_z[32];
+  for (int offset = 16; offset > 0; offset /= 2) {
+    Softmax other{__shfl_xor_sync(0xffffffffu, s.m, offset), __shfl_xor_sync(0xffffffffu, s.d, offset)};
+    s = softmax_merge(s, other);
+    sum_z += __shfl_xor_sync(0xffffffffu, sum_z, offset);
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warps = blockDim.x / 32;
+  if (lane == 0) {
+    shared_m[warp] = s.m;
+    shared_d[warp] = s.d;
+    shared_z[warp] = sum_z;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    s = lane < warps ? Softmax{shared_m[lane], shared_d[lane]} : Softmax{-INFINITY, 0.f};
+    sum_z = lane < warps ? shared_z[lane] : 0.f;
+    for (int offset = 16; offset > 0; offset /= 2) {
+      Softmax other{__shfl_xor_sync(0xffffffffu, s.m, offset), __shfl_xor_sync(0xffffffffu, s.d, offset)};
+      s = softmax_merge(s, other);
+      sum_z += __shfl_xor_sync(0xffffffffu, sum_z, offset);
+    }
+    if (lane == 0) {
+      shared_m[0] = s.m;
+      shared_d[0] = s.d;
+      shared_z[0] = sum_z;
+    }
+  }
+  __syncthreads();
+  s = {shared_m[0], shared_d[0]};
+  sum_z = shared_z[0];
+  __syncthreads();  // the shared slots may be reused by a later call
+  return s;
+}
+
+// z = c tanh(x / c) with softcap c > 0, else x.
+__device__ __forceinline__ float cap(float x, float softcap) {
+  return softcap > 0.f ? softcap * tanhf(x / softcap) : x;
+}
+
+// The per-element gradient factor of cross_entropy.h for z at vocabulary index j.
+struct GradTerms {
+  float lse, exp_scale, smooth, target_weight, softcap, scale;
+  int64_t label;
+  __device__ __forceinline__ float operator()(float z, int64_t j) const {
+    float g = __expf(z - lse) * exp_scale - smooth - (j == label ? target_weight : 0.f);
+    if (softcap > 0.f) {
+      const float t = z / softcap;
+      g *= 1.f - t * t;  // d(c tanh(x/c))/dx = 1 - tanh^2
+    }
+    return g * scale;
+  }
+};
+
+__device__ __forceinline__ float row_loss(float lse, float z_label, float sum_z, int64_t vocab,
+                                          float eps, float z_loss_scale) {
+  float loss = (1.f - eps) * (lse - z_label);
+  if (eps != 0.f) loss += eps * (lse - sum_z / static_cast<float>(vocab));
+  if (z_loss_scale != 0.f) loss += z_loss_scale * lse * lse;
+  return loss;
+}
+
+// One block per row. Pass 1 streams the row from HBM (16-byte vectors when
+// aligned), folds it into (max, sum exp, sum z) and keeps its head in shared
+// memory; pass 2 writes the gradient, re-reading from HBM only what did not
+// fit. grid = rows, block = kThreads, dynamic smem = cached bytes.
+template <typename T, bool kVector>
+__global__ void __launch_bounds__(kThreads, 1)
+    ce_rows_kernel(liger::cuda_kernels::CrossEntropyArgs a, float* loss_out, float* lse_out) {
+  extern __shared__ __align__(16) unsigned char row_cache[];
+  constexpr int V = kVector ? kVec<T> : 1;
+  const int64_t row = blockIdx.x;
+  const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
+  const int64_t label = a.labels[row];
+  // A label outside the vocabulary is treated as ignored rather than read out of bounds.
+  const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
+  const int64_t packs = a.cols / V;
+  const int64_t cached_packs = min(packs, static_cast<int64_t>(kRowCacheBytes / (V * sizeof(T))));
+  Pack<T, V>* cache = reinterpret_cast<Pack<T, V>*>(row_cache);
+
+  Softmax s{-INFINITY, 0.f};
+  float sum_z = 0.f;
+  for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+    const Pack<T, V> pk = load_pack<T, V>(x + p * V);
+    if (p < cached_packs) cache[p] = pk;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const float z = cap(to_float(pk.v[i]), a.softcap);
+      s = softmax_add(s, z);
+      sum_z += z;
+    }
+  }
+  s = block_reduce(s, sum_z);
+  const float lse = s.m + __logf(s.d);
+
+  if (threadIdx.x == 0) {
+    float loss = 0.f;
+    if (kept) {
+      const float z_label = cap(to_float(x[label - a.col_offset]), a.softcap);
+      loss = row_loss(lse, z_label, sum_z, a.vocab, a.label_smoothing, a.z_loss_scale);
+    }
+    loss_out[row] = loss;
+    if (lse_out != nullptr) lse_out[row] = lse;
+  }
+  if (a.grad == nullptr) return;
+
+  T* g = static_cast<T*>(a.grad) + row * a.row_stride;
+  const float scale = kept ? (a.grad_scale != nullptr ? *a.grad_scale : 1.f) : 0.f;
+  const GradTerms terms{lse,
+                        1.f + 2.f * a.z_loss_scale * lse,
+                        a.label_smoothing / static_cast<float>(a.vocab),
+                        1.f - a.label_smoothing,
+                        a.softcap,
+                        scale,
+                        label};
+  for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+    const Pack<T, V> pk = p < cached_packs ? cache[p] : load_pack<T, V>(x + p * V);
+    Pack<T, V> out;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const float z = cap(to_float(pk.v[i]), a.softcap);
+      out.v[i] = from_float<T>(terms(z, a.col_offset + p * V + i));  // cast: gradient in the logits dtype
+    }
+    *reinterpret_cast<Pack<T, V>*>(g + p * V) = out;
+  }
+}
+
+// Vocabulary-block pass 1: one block per row folds the block's columns into
+// the row's running statistics. grid = rows, block = 256.
+template <typename T>
+__global__ void ce_block_stats_kernel(liger::cuda_kernels::CrossEntropyArgs a, liger::cuda_kernels::RowStats stats,
+                                      bool first) {
+  const int64_t row = blockIdx.x;
+  const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
+  Softmax s{-INFINITY, 0.f};
+  float sum_z = 0.f;
+  for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) {
+    const float z = cap(to_float(x[j]), a.softcap);
+    s = softmax_add(s, z);
+    sum_z += z;
+  }
+  s = block_reduce(s, sum_z);
+  if (threadIdx.x == 0) {
+    const int64_t label = a.labels[row];
+    const bool in_block = label >= a.col_offset && label < a.col_offset + a.cols;
+    if (first) {
+      stats.max[row] = s.m;
+      stats.sumexp[row] = s.d;
+      stats.sum_z[row] = sum_z;
+      stats.z_label[row] = 0.f;
+    } else {
+      const Softmax merged = softmax_merge({stats.max[row], stats.sumexp[row]}, s);
+      stats.max[row] = merged.m;
+      stats.sumexp[row] = merged.d;
+      stats.sum_z[row] += sum_z;
+    }
+    if (in_block) stats.z_label[row] = cap(to_float(x[label - a.col_offset]), a.softcap);
+  }
+}
+
+__global__ void ce_finish_stats_kernel(const int64_t* labels, int64_t rows, int64_t vocab,
+                                       int64_t ignore_index, float eps, float z_loss_scale,
+                                       liger::cuda_kernels::RowStats stats, float* loss, float* lse_out) {
+  const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (row >= rows) return;
+  const float lse = stats.max[row] + __logf(stats.sumexp[row]);
+  lse_out[row] = lse;
+  loss[row] = labels[row] == ignore_index
+                  ? 0.f
+                  : row_loss(lse, stats.z_label[row], stats.sum_z[row], vocab, eps, z_loss_scale);
+}
+
+// Vocabulary-block pass 2: gradient of every element of the block from the
+// row's lse. grid-stride over rows * cols elements.
+template <typename T>
+__global__ void ce_block_grad_kernel(liger::cuda_kernels::CrossEntropyArgs a, const float* lse) {
+  const float scale_all = a.grad_scale != nullptr ? *a.grad_scale : 1.f;
+  const int64_t total = a.rows * a.cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / a.cols, col = i % a.cols;
+    const int64_t label = a.labels[row];
+    const float row_lse = lse[row];
+    const GradTerms terms{row_lse,
+                          1.f + 2.f * a.z_loss_scale * row_lse,
+                          a.label_smoothing / static_cast<float>(a.vocab),
+                          1.f - a.label_smoothing,
+                          a.softcap,
+                          label == a.ignore_index ? 0.f : scale_all,
+                          label};
+    const int64_t offset = row * a.row_stride + col;
+    const float z = cap(to_float(static_cast<const T*>(a.logits)[offset]), a.softcap);
+    static_cast<T*>(a.grad)[offset] = from_float<T>(terms(z, a.col_offset + col));  // cast to the logits dtype
+  }
+}
+
+// data *= *scale unless *scale == 1 (then every block returns at once).
+template <typename T>
+__global__ void scale_unless_one_kernel(T* data, int64_t n, const float* scale) {
+  const float s = *scale;
+  if (s == 1.f) return;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    data[i] = from_float<T>(to_float(data[i]) * s);
+  }
+}
+
+int grid_stride_blocks(int64_t n, int threads) {
+  // enough blocks to fill the GPU several times over; the loops stride the rest
+  const int64_t wanted = (n + threads - 1) / threads;
+  return static_cast<int>(wanted < 132 * 16 ? (wanted > 0 ? wanted : 1) : 132 * 16);
+}
+
+template <typename Fn>
+cudaError_t by_dtype(liger::cuda_kernels::DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case liger::cuda_kernels::DType::f32: return fn(float{});
+    case liger::cuda_kernels::DType::f16: return fn(__half{});
+    case liger::cuda_kernels::DType::bf16: return fn(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+}  // namespace liger::cuda_kernels
+
+namespace liger::cuda_kernels {
+
+
+
+cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* lse, cudaStream_t stream) {
+  if (a.rows == 0) return cudaSuccess;
+  return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    constexpr int V = kVec<T>;
+    const bool vector = aligned16(a.logits) && (a.grad == nullptr || aligned16(a.grad)) &&
+                        a.cols % V == 0 && a.row_stride % V == 0;
+    const int64_t pack_bytes = (vector ? V : 1) * static_cast<int64_t>(sizeof(T));
+    const int64_t row_bytes = (a.cols / (vector ? V : 1)) * pack_bytes;
+    const int cache = static_cast<int>(row_bytes < kRowCacheBytes ? row_bytes : (kRowCacheBytes / pack_bytes) * pack_bytes);
+    auto launch = [&](auto kernel) -> cudaError_t {
+      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRowCacheBytes);
+      if (err != cudaSuccess) return err;
+      kernel<<<static_cast<unsigned>(a.rows), kThreads, cache, stream>>>(a, loss, lse);  // one block per row
+      return cudaGetLastError();
+    };
+    return vector ? launch(ce_rows_kernel<T, true>) : launch(ce_rows_kernel<T, false>);
+  });
+}
+
+cudaError_t cross_entropy_block_stats(const CrossEntropyArgs& a, RowStats stats, bool first,
+                                      cudaStream_t stream) {
+  if (a.rows == 0) return cudaSuccess;
+  return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    ce_block_stats_kernel<T><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a, stats, first);  // one block per row
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t cross_entropy_finish_stats(const int64_t* labels, int64_t rows, int64_t vocab,
+                                       int64_t ignore_index, float label_smoothing,
+                                       float z_loss_scale, RowStats stats, float* loss, float* lse,
+                                       cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  const int threads = 256;
+  ce_finish_stats_kernel<<<static_cast<unsigned>((rows + threads - 1) / threads), threads, 0, stream>>>(
+      labels, rows, vocab, ignore_index, label_smoothing, z_loss_scale, stats, loss, lse);  // one thread per row
+  return cudaGetLastError();
+}
+
+cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse, cudaStream_t stream) {
+  if (a.rows == 0 || a.cols == 0) return cudaSuccess;
+  return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    const int threads = 256;
+    ce_block_grad_kernel<T><<<grid_stride_blocks(a.rows * a.cols, threads), threads, 0, stream>>>(a, lse);  // grid-stride over elements
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t scale_unless_one(void* data, int64_t n, DType dtype, const float* scale, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  return by_dtype(dtype, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    const int threads = 256;
+    scale_unless_one_kernel<T><<<grid_stride_blocks(n, threads), threads, 0, stream>>>(static_cast<T*>(data), n, scale);  // grid-stride
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace liger::cuda_kernels

@@ -1,0 +1,49 @@
+// The cuda backend: ATen-facing ops (torch::autograd::Function wrappers)
+// around the torch-free launchers of kernels/cuda/launchers.h, run on the
+// current CUDA stream. Signatures and semantics are the ones of
+// kernels/ops.h; the notes below say what differs from the composite backend.
+//
+// Every op takes float32, bfloat16 or float16 tensors on one CUDA device.
+// Non-contiguous (or not 16-byte aligned) inputs are copied once to
+// contiguous ones. Shapes the kernels do not take (norm rows wider than
+// 16384 bf16/fp16 or 8192 fp32 elements, head_dim over 2048, q and k of
+// different dtypes) are served by the composite backend, with a warning once.
+#pragma once
+
+#include "kernels/ops.h"
+
+#include <utility>
+
+namespace liger::kernels::cuda {
+
+// Saves x, w and rstd (fp32 [rows]). Backward: one persistent kernel (dx, and
+// dw as per-block fp32 partial sums), then a column-sum kernel for dw.
+Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& options);
+
+// Residual add + RMSNorm in one pass: s = x + residual (rounded to x's
+// dtype, as HF's `hidden_states + residual`), y = rms_norm(s). Returns
+// (y, s): s is the new residual stream. Gradients: d_x = d_residual =
+// rms_norm backward of dy + ds. Not in the registry (no toggle in ops.h):
+// callers that want it use this function on a CUDA device.
+std::pair<Tensor, Tensor> fused_add_rms_norm(const Tensor& x, const Tensor& residual,
+                                             const Tensor& weight, const RmsNormOptions& options);
+
+// Saves x, w, mean and rstd (fp32 [rows]); dw and db like rms_norm's dw.
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+
+// q and k rotated by one launch; saves only cos and sin (fp32).
+std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& cos,
+                               const Tensor& sin);
+
+// Save only gate and up; backward recomputes the activation. Memory: when
+// gate (up) is an intermediate the graph owns (not a leaf, not a view, e.g.
+// the output of the gate/up projection) or a copy this op made, backward
+// writes d_gate (d_up) into its buffer instead of allocating, as
+// Liger-Kernel does: the values of gate/up are gone after backward (their
+// version counter is bumped, so any other user of them fails loudly), and a
+// second backward through the same graph (retain_graph) is refused. Leaves
+// and views are never overwritten.
+Tensor swiglu(const Tensor& gate, const Tensor& up);
+Tensor geglu(const Tensor& gate, const Tensor& up);
+
+}  // namespace liger::kernels::cuda

@@ -1,0 +1,117 @@
+// The cuda backend's SwiGLU and GeGLU: one autograd function, the launchers
+// of glu.cu. Backward writes the gradients into gate/up's own buffers when
+// that is safe (see cuda_ops.h), so forward + backward allocate only y.
+#include "kernels/checks.h"
+#include "kernels/cuda/binding.h"
+#include "kernels/cuda/cuda_ops.h"
+
+#include <ATen/MemoryOverlap.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace liger::kernels::cuda {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+const char* glu_name(launch::GluActivation a) {
+  return a == launch::GluActivation::silu ? "swiglu" : "geglu";
+}
+
+// Whether backward may overwrite `dense_t` (the tensor this op saved for
+// `input`) with its gradient: a copy this op made, or an intermediate the
+// graph owns (not a leaf, not a view of another tensor).
+bool may_overwrite(const Tensor& input, const Tensor& dense_t) {
+  if (!dense_t.is_same(input)) return true;
+  return !input.is_leaf() && !input.is_view();
+}
+
+struct GluFunction : public torch::autograd::Function<GluFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& gate_in, const Tensor& up_in,
+                        int64_t activation) {
+    const auto act = static_cast<launch::GluActivation>(activation);
+    const char* op = glu_name(act);
+    const Tensor gate = dense(gate_in), up = dense(up_in);
+    const c10::cuda::CUDAGuard guard(gate.device());
+    Tensor y = at::empty(gate.sizes(), gate.options());
+    launch::GluForward a;
+    a.gate = gate.data_ptr();
+    a.up = up.data_ptr();
+    a.y = y.data_ptr();
+    a.n = gate.numel();
+    a.dtype = dtype_of(op, gate);
+    a.activation = act;
+    check_launch(op, launch::glu_forward(a, current_stream()));
+
+    ctx->save_for_backward({gate, up});
+    ctx->saved_data["activation"] = activation;
+    // gate and up overlapping (e.g. the same tensor twice): never in place.
+    const bool apart = at::get_overlap_status(gate, up) == at::MemOverlapStatus::No;
+    ctx->saved_data["gate_in_place"] = apart && may_overwrite(gate_in, gate);
+    ctx->saved_data["up_in_place"] = apart && may_overwrite(up_in, up);
+    return y;
+  }
+
+  // d_up = dy act(gate), d_gate = dy up act'(gate): one launch.
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto act = static_cast<launch::GluActivation>(ctx->saved_data["activation"].toInt());
+    const char* op = glu_name(act);
+    TORCH_CHECK(ctx->saved_data.find("consumed") == ctx->saved_data.end(), op,
+                " (cuda): backward ran a second time through the same graph, but the first one "
+                "wrote the gradients over gate and up (to save memory); run backward once per "
+                "forward (no retain_graph), or use the composite backend for this op");
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& gate = saved[0];
+    const Tensor& up = saved[1];
+    const c10::cuda::CUDAGuard guard(gate.device());
+    const Tensor dy = dense(grad_outputs[0]);
+    const bool gate_in_place = ctx->needs_input_grad(0) && ctx->saved_data["gate_in_place"].toBool();
+    const bool up_in_place = ctx->needs_input_grad(1) && ctx->saved_data["up_in_place"].toBool();
+    Tensor d_gate, d_up;
+    if (ctx->needs_input_grad(0)) {
+      d_gate = gate_in_place ? gate.detach() : at::empty(gate.sizes(), gate.options());
+    }
+    if (ctx->needs_input_grad(1)) {
+      d_up = up_in_place ? up.detach() : at::empty(up.sizes(), up.options());
+    }
+
+    launch::GluBackward a;
+    a.dy = dy.data_ptr();
+    a.gate = gate.data_ptr();
+    a.up = up.data_ptr();
+    a.d_gate = mutable_ptr(d_gate);
+    a.d_up = mutable_ptr(d_up);
+    a.n = gate.numel();
+    a.dtype = dtype_of(op, gate);
+    a.activation = act;
+    check_launch(op, launch::glu_backward(a, current_stream()));
+
+    // gate/up now hold gradients: tell autograd (any other saved use of them
+    // fails its version check) and refuse a second backward.
+    if (gate_in_place) gate.unsafeGetTensorImpl()->bump_version();
+    if (up_in_place) up.unsafeGetTensorImpl()->bump_version();
+    if (gate_in_place || up_in_place) ctx->saved_data["consumed"] = true;
+    return {d_gate, d_up, Tensor()};
+  }
+};
+
+Tensor glu(launch::GluActivation act, const Tensor& gate, const Tensor& up) {
+  const char* op = glu_name(act);
+  checks::glu_args(op, gate, up);
+  TORCH_CHECK(gate.is_cuda(), op, " (cuda): gate must be on a CUDA device, got ", gate.device());
+  check_device(op, "up", up, gate);
+  dtype_of(op, gate);
+  return GluFunction::apply(gate, up, static_cast<int64_t>(act));
+}
+
+}  // namespace
+
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  return glu(launch::GluActivation::silu, gate, up);
+}
+
+Tensor geglu(const Tensor& gate, const Tensor& up) {
+  return glu(launch::GluActivation::gelu_tanh, gate, up);
+}
+
+}  // namespace liger::kernels::cuda

@@ -1,0 +1,155 @@
+// The CUDA launchers: plain C++ over raw device pointers, sizes and a stream.
+// Nothing here (nor in the .cu files behind it) knows about torch; the ATen
+// binding (kernels/cuda/*.cpp) allocates the tensors and calls these on the
+// current stream. Every launcher returns the launch's cudaError_t.
+//
+// Tensors are dense row-major. "T" below is the activation dtype (x_dtype),
+// "W" the weight dtype: x_dtype itself or f32. All math is fp32 in registers;
+// each kernel's comment says where it rounds to T.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace liger::cuda_kernels {
+
+enum class DType { f32, f16, bf16 };
+
+inline size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+
+// Whether p is aligned for 16-byte vector accesses.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// ---------------------------------------------------------------------------
+// Row norms (rms_norm.cu, layer_norm.cu)
+// ---------------------------------------------------------------------------
+
+// Whether the norm kernels take rows of `cols` elements of `dtype`: a row is
+// held in registers, at most 2048 accesses of 16 bytes (16384 bf16/fp16,
+// 8192 fp32 elements) when `aligned` (every pointer 16-byte aligned and cols
+// a multiple of 16 bytes), at most 2048 elements otherwise.
+bool norm_cols_supported(int64_t cols, DType dtype, bool aligned);
+
+// fp32 workspace (in floats) a norm backward needs for its weight/bias
+// gradients: per-block partial sums, `n_sums` arrays of them (1: RMSNorm's
+// dw, 2: LayerNorm's dw and db).
+size_t norm_backward_workspace_floats(int64_t rows, int64_t cols, int n_sums);
+
+// Mirrors kernels::RmsNormCasting (see kernels/ops.h).
+enum class RmsCasting { llama, gemma, none };
+
+struct RmsNormForward {
+  const void* x = nullptr;         // [rows, cols] T
+  const void* residual = nullptr;  // [rows, cols] T, or nullptr; fused add: s = x + residual is normalised
+  const void* weight = nullptr;    // [cols] W
+  void* y = nullptr;               // [rows, cols] T
+  void* sum = nullptr;             // [rows, cols] T: s (only with residual)
+  float* rstd = nullptr;           // [rows]
+  int64_t rows = 0, cols = 0;
+  DType x_dtype = DType::f32, w_dtype = DType::f32;
+  float eps = 1e-6f, offset = 0.f;
+  RmsCasting casting = RmsCasting::llama;
+};
+cudaError_t rms_norm_forward(const RmsNormForward& a, cudaStream_t stream);
+
+struct RmsNormBackward {
+  const void* dy = nullptr;      // [rows, cols] T
+  const void* dsum = nullptr;    // [rows, cols] T or nullptr: gradient of the fused add's s, added to dx
+  const void* x = nullptr;       // [rows, cols] T: what forward normalised (s for the fused add)
+  const void* weight = nullptr;  // [cols] W
+  const float* rstd = nullptr;   // [rows], from forward
+  void* dx = nullptr;            // [rows, cols] T, or nullptr (not wanted)
+  void* dweight = nullptr;       // [cols] W, or nullptr (not wanted)
+  float* workspace = nullptr;    // norm_backward_workspace_floats(rows, cols, 1) floats, with dweight
+  int64_t rows = 0, cols = 0;
+  DType x_dtype = DType::f32, w_dtype = DType::f32;
+  float offset = 0.f;
+};
+cudaError_t rms_norm_backward(const RmsNormBackward& a, cudaStream_t stream);
+
+struct LayerNormForward {
+  const void* x = nullptr;       // [rows, cols] T
+  const void* weight = nullptr;  // [cols] W or nullptr (1)
+  const void* bias = nullptr;    // [cols] W or nullptr (0)
+  void* y = nullptr;             // [rows, cols] T
+  float* mean = nullptr;         // [rows]
+  float* rstd = nullptr;         // [rows]
+  int64_t rows = 0, cols = 0;
+  DType x_dtype = DType::f32, w_dtype = DType::f32;
+  float eps = 1e-5f;
+};
+cudaError_t layer_norm_forward(const LayerNormForward& a, cudaStream_t stream);
+
+struct LayerNormBackward {
+  const void* dy = nullptr;      // [rows, cols] T
+  const void* x = nullptr;       // [rows, cols] T
+  const void* weight = nullptr;  // [cols] W or nullptr
+  const float* mean = nullptr;   // [rows]
+  const float* rstd = nullptr;   // [rows]
+  void* dx = nullptr;            // [rows, cols] T, or nullptr
+  void* dweight = nullptr;       // [cols] W, or nullptr
+  void* dbias = nullptr;         // [cols] W, or nullptr
+  float* workspace = nullptr;    // norm_backward_workspace_floats(rows, cols, 2) floats, with dweight/dbias
+  int64_t rows = 0, cols = 0;
+  DType x_dtype = DType::f32, w_dtype = DType::f32;
+};
+cudaError_t layer_norm_backward(const LayerNormBackward& a, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------
+// Rotary position embedding (rope.cu): q and k in one launch
+// ---------------------------------------------------------------------------
+
+// q: [batch, seq, heads_q, head_dim], k: [batch, seq, heads_k, head_dim],
+// cos/sin: [batch or 1, seq, head_dim] fp32 (cos_batch_stride = seq * head_dim,
+// or 0 when shared by the batch). Forward writes q_out/k_out; backward takes
+// the output gradients as q_in/k_in and writes the input gradients to
+// q_out/k_out. A nullptr q_in (k_in) skips q (k).
+struct Rope {
+  const void* q_in = nullptr;
+  void* q_out = nullptr;
+  const void* k_in = nullptr;
+  void* k_out = nullptr;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int64_t batch = 0, seq = 0, heads_q = 0, heads_k = 0, head_dim = 0;
+  int64_t cos_batch_stride = 0;
+  DType dtype = DType::f32;
+};
+// Whether the kernel takes this head_dim (even, at most 2048).
+bool rope_head_dim_supported(int64_t head_dim);
+cudaError_t rope_forward(const Rope& a, cudaStream_t stream);
+cudaError_t rope_backward(const Rope& a, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------
+// Gated activations (glu.cu): swiglu = silu(gate) * up, geglu = gelu_tanh(gate) * up
+// ---------------------------------------------------------------------------
+
+enum class GluActivation { silu, gelu_tanh };
+
+struct GluForward {
+  const void* gate = nullptr;  // [n] T
+  const void* up = nullptr;    // [n] T
+  void* y = nullptr;           // [n] T
+  int64_t n = 0;
+  DType dtype = DType::f32;
+  GluActivation activation = GluActivation::silu;
+};
+cudaError_t glu_forward(const GluForward& a, cudaStream_t stream);
+
+// d_gate/d_up may be the gate/up buffers themselves (each element is read
+// before it is written, by the same thread), or nullptr when not wanted.
+struct GluBackward {
+  const void* dy = nullptr;  // [n] T
+  const void* gate = nullptr;
+  const void* up = nullptr;
+  void* d_gate = nullptr;
+  void* d_up = nullptr;
+  int64_t n = 0;
+  DType dtype = DType::f32;
+  GluActivation activation = GluActivation::silu;
+};
+cudaError_t glu_backward(const GluBackward& a, cudaStream_t stream);
+
+}  // namespace liger::cuda_kernels

@@ -1,0 +1,432 @@
+// The cuda backend against the reference: values and gradients (inputs and
+// weights), fp32 tight, bf16/fp16 against an fp32 run of the reference (see
+// check_runs_bf16), on Llama, Gemma and odd shapes. Without a CUDA device
+// each GPU test says so and passes; the registry test needs no device.
+#include "kernels/reference/reference.h"
+#include "kernels/registry.h"
+#include "tests/catch.h"
+#include "tests/kernels/test_utils.h"
+
+#ifdef LIGER_WITH_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace ref = liger::kernels::reference;
+using liger::kernels::Backend;
+using liger::kernels::KernelSet;
+using liger::kernels::KernelToggles;
+using liger::kernels::Op;
+using liger::kernels::RmsNormCasting;
+using liger::kernels::RmsNormOptions;
+using liger::kernels::test::compare_backends;
+using liger::kernels::test::dtype_name;
+using liger::kernels::test::OpFn;
+using liger::kernels::test::Run;
+using liger::kernels::test::run_op;
+using liger::kernels::test::thrown_message;
+using liger::kernels::test::Tolerance;
+using torch::Tensor;
+
+namespace {
+
+// fp32: the same math in another order (row sums over up to 4096 columns,
+// weight-gradient sums over up to 512 rows).
+constexpr Tolerance kFp32{2e-5, 2e-5};
+// bf16/fp16 against the fp32 truth (atol relative to the largest magnitude).
+constexpr Tolerance kHalf{1e-2, 1e-2};
+constexpr Tolerance kHalfSum{2e-2, 2e-2};
+
+const torch::ScalarType kDtypes[] = {torch::kFloat, torch::kBFloat16, torch::kHalf};
+
+// True on a CUDA device; otherwise records why the test did nothing.
+bool have_cuda() {
+  if (torch::cuda::is_available()) return true;
+  WARN("no CUDA device: the cuda kernel tests are skipped here (they run on the GPU machine)");
+  return false;
+}
+
+std::string shape_name(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? "," : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+// HF-style cos/sin: [1, T, D] from cat(freqs, freqs), fp32.
+std::pair<Tensor, Tensor> rope_tables(int64_t t, int64_t d, int64_t start = 0) {
+  const Tensor inv_freq =
+      1.0 / torch::pow(10000.0, torch::arange(0, d, 2, torch::kDouble) / static_cast<double>(d));
+  const Tensor pos = torch::arange(start, start + t, torch::kDouble);
+  const Tensor freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);
+  const Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(0);
+  return {emb.cos().to(torch::kFloat), emb.sin().to(torch::kFloat)};
+}
+
+const c10::Device kCuda(c10::kCUDA);
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Registry: needs a CUDA build, not a device (resolving only reads the type).
+// ---------------------------------------------------------------------------
+
+TEST_CASE("cuda registry: toggles on resolve to the cuda kernels", "[cuda][registry]") {
+#ifndef LIGER_WITH_CUDA
+  WARN("built without CUDA: nothing to resolve to cuda");
+#else
+  for (auto dtype : kDtypes) {
+    const KernelSet set = liger::kernels::resolve_kernels(KernelToggles{}, kCuda, dtype);
+    for (Op op : {Op::rms_norm, Op::layer_norm, Op::rope, Op::swiglu, Op::geglu}) {
+      const auto& s = set.selections()[static_cast<int>(op)];
+      INFO(s.describe());
+      CHECK(s.backend == Backend::cuda);
+      CHECK_FALSE(s.fallback);
+    }
+    // The loss ops (issue 4): cuda once they have a kernel, else composite,
+    // marked as a fallback.
+    const auto& flce = set.selections()[static_cast<int>(Op::fused_linear_cross_entropy)];
+    INFO(flce.describe());
+    CHECK((flce.backend == Backend::cuda) != flce.fallback);
+    CHECK(set.backend(Op::attention) == Backend::reference);
+  }
+  SECTION("a CPU device still resolves to composite") {
+    const KernelSet set =
+        liger::kernels::resolve_kernels(KernelToggles{}, c10::Device(c10::kCPU), torch::kFloat);
+    CHECK(set.backend(Op::rms_norm) == Backend::composite);
+  }
+  SECTION("an unsupported dtype falls back, naming it") {
+    const KernelSet set = liger::kernels::resolve_kernels(KernelToggles{}, kCuda, torch::kDouble);
+    const auto& s = set.selections()[static_cast<int>(Op::rms_norm)];
+    INFO(s.describe());
+    CHECK(s.backend == Backend::composite);
+    CHECK(s.reason.find("no cuda kernel for dtype") != std::string::npos);
+  }
+  SECTION("a resolved set runs the kernels on a device") {
+    if (!have_cuda()) return;
+    const KernelSet set = liger::kernels::resolve_kernels(KernelToggles{}, kCuda, torch::kBFloat16);
+    const Tensor x = torch::randn({4, 64}, torch::device(kCuda).dtype(torch::kBFloat16));
+    const Tensor w = torch::ones({64}, torch::device(kCuda).dtype(torch::kBFloat16));
+    CHECK(set.rms_norm(x, w, {}).sizes() == x.sizes());
+    CHECK(set.swiglu(x, x).sizes() == x.sizes());
+  }
+#endif
+}
+
+#ifdef LIGER_WITH_CUDA
+namespace cuda = liger::kernels::cuda;
+
+// ---------------------------------------------------------------------------
+// RMSNorm and the fused add
+// ---------------------------------------------------------------------------
+
+TEST_CASE("cuda rms_norm matches reference", "[cuda][rms_norm]") {
+  if (!have_cuda()) return;
+  struct Mode {
+    RmsNormCasting casting;
+    double offset;
+    const char* name;
+  };
+  const Mode modes[] = {{RmsNormCasting::llama, 0.0, "llama"},
+                        {RmsNormCasting::gemma, 1.0, "gemma"},
+                        {RmsNormCasting::none, 0.0, "none"},
+                        {RmsNormCasting::llama, 1.0, "llama+offset"}};
+  // Llama (4096), Gemma (3072, 3584), odd rows (123: single-element path), a
+  // head-dim norm (64), and wide rows (four chunks per thread: 12288 for
+  // bf16/fp16, 6144 for fp32; fp32 12288 goes to composite).
+  const std::vector<std::vector<int64_t>> shapes = {{2, 256, 4096}, {2, 64, 3072}, {1, 96, 3584},
+                                                    {5, 123, 123},  {3, 17, 64},   {40, 12288},
+                                                    {24, 6144}};
+  for (const auto& shape : shapes) {
+    for (auto dtype : kDtypes) {
+      for (const Mode& mode : modes) {
+        torch::manual_seed(10);
+        const Tensor x = torch::randn(shape, torch::device(kCuda)).to(dtype);
+        const int64_t d = shape.back();
+        const Tensor w =
+            (torch::randn({d}, torch::device(kCuda)) * 0.1 + (mode.offset == 0.0 ? 1.0 : 0.0))
+                .to(dtype);
+        RmsNormOptions o;
+        o.eps = 1e-6;
+        o.offset = mode.offset;
+        o.casting = mode.casting;
+        auto wrap = [o](auto fn) -> OpFn {
+          return [fn, o](const std::vector<Tensor>& in) {
+            return std::vector<Tensor>{fn(in[0], in[1], o)};
+          };
+        };
+        const std::string what = std::string("rms_norm ") + mode.name + " " + shape_name(shape) +
+                                 " " + dtype_name(dtype);
+        for (auto wants : {std::vector<bool>{true, true}, std::vector<bool>{true, false},
+                           std::vector<bool>{false, true}}) {
+          compare_backends(what, wrap(ref::rms_norm), wrap(cuda::rms_norm), {x, w}, wants,
+                           {"x", "weight"}, kFp32, kHalf, kHalfSum);
+        }
+      }
+    }
+  }
+  SECTION("fp32 weight with bf16 activations (W = float in the kernel)") {
+    torch::manual_seed(11);
+    const Tensor x = torch::randn({3, 50, 4096}, torch::device(kCuda)).to(torch::kBFloat16);
+    const Tensor w = torch::randn({4096}, torch::device(kCuda)) * 0.1 + 1.0;
+    auto wrap = [](auto fn) -> OpFn {
+      return [fn](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{fn(in[0], in[1], RmsNormOptions{})};
+      };
+    };
+    compare_backends("rms_norm bf16 x, fp32 w", wrap(ref::rms_norm), wrap(cuda::rms_norm),
+                     {x, w}, {true, true}, {"x", "weight"}, kFp32, kHalf, kHalfSum);
+    const Run run = run_op(wrap(cuda::rms_norm), {x, w}, {true, true});
+    CHECK(run.outputs[0].scalar_type() == torch::kBFloat16);
+    CHECK(run.grads[1].scalar_type() == torch::kFloat);
+  }
+  SECTION("non-contiguous input and rows wider than the kernel takes") {
+    torch::manual_seed(12);
+    const Tensor base = torch::randn({64, 2, 256}, torch::device(kCuda));
+    const Tensor x = base.transpose(0, 1);  // [2, 64, 256], not contiguous
+    const Tensor w = torch::randn({256}, torch::device(kCuda)) + 1.0;
+    auto wrap = [](auto fn) -> OpFn {
+      return [fn](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{fn(in[0].transpose(0, 1), in[1], RmsNormOptions{})};
+      };
+    };
+    compare_backends("rms_norm transposed", wrap(ref::rms_norm), wrap(cuda::rms_norm),
+                     {base, w}, {true, true}, {"x", "weight"}, kFp32, kHalf, kHalfSum);
+    CHECK_FALSE(x.is_contiguous());
+    const Tensor wide = torch::randn({4, 20000}, torch::device(kCuda));  // composite serves it
+    const Tensor ww = torch::ones({20000}, torch::device(kCuda));
+    LIGER_CHECK_CLOSE("rms_norm 20000 wide", cuda::rms_norm(wide, ww, {}),
+                      ref::rms_norm(wide, ww, {}), 1e-5, 1e-5);
+  }
+  SECTION("errors name the op and the fix") {
+    const Tensor x = torch::randn({4, 64}, torch::device(kCuda));
+    const std::string m1 = thrown_message([&] { cuda::rms_norm(x, torch::ones({64}), {}); });
+    INFO(m1);
+    CHECK(m1.find("rms_norm (cuda): weight") != std::string::npos);
+    const std::string m2 = thrown_message([&] {
+      cuda::rms_norm(x.to(torch::kDouble), torch::ones({64}, torch::device(kCuda)), {});
+    });
+    INFO(m2);
+    CHECK(m2.find("float32, bfloat16 or float16") != std::string::npos);
+  }
+}
+
+TEST_CASE("cuda fused_add_rms_norm matches add + reference rms_norm",
+          "[cuda][fused_add_rms_norm]") {
+  if (!have_cuda()) return;
+  auto reference = [](const Tensor& x, const Tensor& r, const Tensor& w,
+                      const RmsNormOptions& o) {
+    const Tensor s = x + r;
+    return std::make_pair(ref::rms_norm(s, w, o), s);
+  };
+  const std::vector<std::vector<int64_t>> shapes = {{2, 128, 4096}, {1, 64, 3584}, {5, 123, 123}};
+  for (const auto& shape : shapes) {
+    for (auto dtype : kDtypes) {
+      for (bool gemma : {false, true}) {
+        torch::manual_seed(13);
+        const auto opts = torch::device(kCuda);
+        const Tensor x = torch::randn(shape, opts).to(dtype);
+        const Tensor r = (torch::randn(shape, opts) * 2).to(dtype);
+        const Tensor w = (torch::randn({shape.back()}, opts) * 0.1 + (gemma ? 0.0 : 1.0)).to(dtype);
+        RmsNormOptions o;
+        o.casting = gemma ? RmsNormCasting::gemma : RmsNormCasting::llama;
+        o.offset = gemma ? 1.0 : 0.0;
+        for (bool both_outputs : {true, false}) {
+          auto wrap = [o, both_outputs](auto fn) -> OpFn {
+            return [fn, o, both_outputs](const std::vector<Tensor>& in) {
+              auto [y, s] = fn(in[0], in[1], in[2], o);
+              return both_outputs ? std::vector<Tensor>{y, s} : std::vector<Tensor>{y};
+            };
+          };
+          const std::string what = std::string("fused_add_rms_norm ") +
+                                   (gemma ? "gemma " : "llama ") + shape_name(shape) + " " +
+                                   dtype_name(dtype) + (both_outputs ? "" : " (y only)");
+          compare_backends(what, wrap(reference), wrap(cuda::fused_add_rms_norm), {x, r, w},
+                           {true, true, true}, {"x", "residual", "weight"}, kFp32, kHalf,
+                           kHalfSum);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// LayerNorm
+// ---------------------------------------------------------------------------
+
+TEST_CASE("cuda layer_norm matches reference", "[cuda][layer_norm]") {
+  if (!have_cuda()) return;
+  const std::vector<std::vector<int64_t>> shapes = {{2, 256, 4096}, {1, 64, 3072}, {5, 123, 123},
+                                                    {40, 12288}, {24, 6144}};
+  for (const auto& shape : shapes) {
+    for (auto dtype : kDtypes) {
+      for (int affine = 0; affine < 3; ++affine) {  // weight+bias, weight only, neither
+        torch::manual_seed(14);
+        const auto opts = torch::device(kCuda);
+        const Tensor x = (torch::randn(shape, opts) * 2 + 0.5).to(dtype);
+        const int64_t d = shape.back();
+        const Tensor w = affine < 2 ? (torch::randn({d}, opts) * 0.1 + 1.0).to(dtype) : Tensor();
+        const Tensor b = affine == 0 ? (torch::randn({d}, opts) * 0.1).to(dtype) : Tensor();
+        auto wrap = [](auto fn) -> OpFn {
+          return [fn](const std::vector<Tensor>& in) {
+            return std::vector<Tensor>{fn(in[0], in[1], in[2], 1e-5)};
+          };
+        };
+        const char* names[] = {"weight+bias ", "weight ", "plain "};
+        const std::string what = std::string("layer_norm ") + names[affine] + shape_name(shape) +
+                                 " " + dtype_name(dtype);
+        compare_backends(what, wrap(ref::layer_norm), wrap(cuda::layer_norm), {x, w, b},
+                         {true, true, true}, {"x", "weight", "bias"}, {5e-5, 2e-5}, kHalf,
+                         kHalfSum);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// RoPE
+// ---------------------------------------------------------------------------
+
+TEST_CASE("cuda rope matches reference", "[cuda][rope]") {
+  if (!have_cuda()) return;
+  struct Shape {
+    int64_t b, t, hq, hk, d;
+    const char* name;
+  };
+  const Shape shapes[] = {{2, 64, 32, 8, 128, "llama GQA"},
+                          {1, 32, 16, 16, 256, "gemma head_dim 256"},
+                          {2, 13, 6, 2, 92, "head_dim 92 GQA"},
+                          {3, 9, 4, 1, 64, "head_dim 64"}};
+  for (const Shape& s : shapes) {
+    for (auto dtype : kDtypes) {
+      for (bool per_batch : {false, true}) {
+        torch::manual_seed(15);
+        const auto opts = torch::device(kCuda);
+        const Tensor q = torch::randn({s.b, s.t, s.hq, s.d}, opts).to(dtype);
+        const Tensor k = torch::randn({s.b, s.t, s.hk, s.d}, opts).to(dtype);
+        auto [cos, sin] = rope_tables(s.t, s.d);
+        if (per_batch) {  // [B, T, D], other positions per sequence
+          std::vector<Tensor> cs, ss;
+          for (int64_t i = 0; i < s.b; ++i) {
+            auto [c, si] = rope_tables(s.t, s.d, 5 * i);
+            cs.push_back(c);
+            ss.push_back(si);
+          }
+          cos = torch::cat(cs, 0);
+          sin = torch::cat(ss, 0);
+        }
+        cos = cos.to(kCuda);
+        sin = sin.to(kCuda);
+        auto wrap = [cos, sin](auto fn) -> OpFn {
+          return [fn, cos, sin](const std::vector<Tensor>& in) {
+            auto [qo, ko] = fn(in[0], in[1], cos, sin);
+            return std::vector<Tensor>{qo, ko};
+          };
+        };
+        const std::string what = std::string("rope ") + s.name +
+                                 (per_batch ? " [B,T,D] " : " [1,T,D] ") + dtype_name(dtype);
+        compare_backends(what, wrap(ref::rope), wrap(cuda::rope), {q, k}, {true, true},
+                         {"q", "k"}, kFp32, kHalf, kHalf);
+      }
+    }
+  }
+  SECTION("only q reaches the loss") {
+    torch::manual_seed(16);
+    const auto opts = torch::device(kCuda);
+    const Tensor q = torch::randn({1, 5, 4, 128}, opts.requires_grad(true));
+    const Tensor k = torch::randn({1, 5, 2, 128}, opts.requires_grad(true));
+    auto [cos, sin] = rope_tables(5, 128);
+    cos = cos.to(kCuda);
+    sin = sin.to(kCuda);
+    cuda::rope(q, k, cos, sin).first.sum().backward();
+    const Tensor q2 = q.detach().clone().requires_grad_(true);
+    ref::rope(q2, k.detach(), cos, sin).first.sum().backward();
+    LIGER_CHECK_CLOSE("rope q grad", q.grad(), q2.grad(), 1e-6, 1e-6);
+    CHECK_FALSE(k.grad().defined());
+  }
+  SECTION("non-contiguous q (a view of a fused qkv projection)") {
+    torch::manual_seed(17);
+    const Tensor qkv = torch::randn({2, 7, 12, 64}, torch::device(kCuda));
+    const Tensor q = qkv.narrow(2, 0, 8), k = qkv.narrow(2, 8, 2);
+    auto [cos, sin] = rope_tables(7, 64);
+    cos = cos.to(kCuda);
+    sin = sin.to(kCuda);
+    const auto out = cuda::rope(q, k, cos, sin);
+    const auto expected = ref::rope(q, k, cos, sin);
+    LIGER_CHECK_CLOSE("rope q (view)", out.first, expected.first, 1e-6, 1e-6);
+    LIGER_CHECK_CLOSE("rope k (view)", out.second, expected.second, 1e-6, 1e-6);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// SwiGLU and GeGLU
+// ---------------------------------------------------------------------------
+
+TEST_CASE("cuda swiglu and geglu match reference", "[cuda][glu]") {
+  if (!have_cuda()) return;
+  struct Op {
+    const char* name;
+    Tensor (*reference)(const Tensor&, const Tensor&);
+    Tensor (*cuda)(const Tensor&, const Tensor&);
+  };
+  const Op ops[] = {{"swiglu", &ref::swiglu, &cuda::swiglu}, {"geglu", &ref::geglu, &cuda::geglu}};
+  // Llama MLP width, and an odd size (75645 elements: vectors plus a tail).
+  const std::vector<std::vector<int64_t>> shapes = {{2, 32, 14336}, {5, 123, 123}};
+  for (const Op& op : ops) {
+    for (const auto& shape : shapes) {
+      for (auto dtype : kDtypes) {
+        torch::manual_seed(18);
+        const Tensor gate = (torch::randn(shape, torch::device(kCuda)) * 2).to(dtype);
+        const Tensor up = torch::randn(shape, torch::device(kCuda)).to(dtype);
+        // Leaves (gradients into new buffers) and intermediates (the MLP
+        // case: gradients written over gate/up).
+        for (bool intermediate : {false, true}) {
+          auto wrap = [intermediate](auto fn) -> OpFn {
+            return [fn, intermediate](const std::vector<Tensor>& in) {
+              if (!intermediate) return std::vector<Tensor>{fn(in[0], in[1])};
+              return std::vector<Tensor>{fn(in[0].clone(), in[1].clone())};
+            };
+          };
+          const std::string what = std::string(op.name) + (intermediate ? " intermediate " : " leaf ") +
+                                   shape_name(shape) + " " + dtype_name(dtype);
+          for (auto wants : {std::vector<bool>{true, true}, std::vector<bool>{false, true},
+                             std::vector<bool>{true, false}}) {
+            compare_backends(what, wrap(op.reference), wrap(op.cuda), {gate, up}, wants,
+                             {"gate", "up"}, {1e-5, 1e-5}, kHalf, kHalf);
+          }
+        }
+      }
+    }
+  }
+  SECTION("leaves keep their values; intermediates refuse a second backward") {
+    torch::manual_seed(19);
+    const auto opts = torch::device(kCuda);
+    const Tensor gate = torch::randn({4, 1000}, opts.requires_grad(true));
+    const Tensor up = torch::randn({4, 1000}, opts.requires_grad(true));
+    const Tensor gate_before = gate.detach().clone();
+    cuda::swiglu(gate, up).sum().backward();
+    CHECK(torch::equal(gate.detach(), gate_before));
+    CHECK(gate.grad().defined());
+
+    const Tensor g = gate * 1.0, u = up * 1.0;  // intermediates
+    const Tensor y = cuda::geglu(g, u).sum();
+    y.backward({}, /*retain_graph=*/true);
+    const std::string message = thrown_message([&] { y.backward(); });
+    INFO(message);
+    CHECK(message.find("geglu (cuda): backward ran a second time") != std::string::npos);
+  }
+  SECTION("gate and up sharing memory") {
+    torch::manual_seed(20);
+    const Tensor x = torch::randn({3, 333}, torch::device(kCuda).requires_grad(true));
+    const Tensor g = x * 1.0;
+    cuda::swiglu(g, g).sum().backward();
+    const Tensor x2 = x.detach().clone().requires_grad_(true);
+    const Tensor g2 = x2 * 1.0;
+    ref::swiglu(g2, g2).sum().backward();
+    LIGER_CHECK_CLOSE("swiglu(g, g) grad", x.grad(), x2.grad(), 1e-5, 1e-5);
+  }
+}
+#endif  // LIGER_WITH_CUDA

@@ -1,0 +1,99 @@
+#include "trainer/export.h"
+
+#include "trainer/checkpoint.h"
+#include "trainer/model_setup.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace liger::trainer {
+namespace {
+
+c10::ScalarType dtype_from_name(const std::string& name, const std::string& what) {
+  if (name == "fp32") return c10::kFloat;
+  if (name == "bf16") return c10::kBFloat16;
+  if (name == "fp16") return c10::kHalf;
+  throw config::ConfigError(what + " = '" + name + "' is not a dtype (fp32, bf16 or fp16)");
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The ModelConfig of a checkpoint: model_config.json, else re-resolved from
+// config.yaml with the vocabulary read off the stored embedding.
+models::ModelConfig checkpoint_model_config(const fs::path& dir, const config::TrainConfig& config) {
+  if (fs::exists(dir / "model_config.json")) {
+    try {
+      return models::model_config_from_json(read_text(dir / "model_config.json"),
+                                             (dir / "model_config.json").string());
+    } catch (const std::invalid_argument& error) {
+      throw config::ConfigError(error.what());
+    }
+  }
+  torch::serialize::InputArchive archive;
+  archive.load_from((dir / "model.pt").string());
+  at::Tensor embedding;
+  if (!archive.try_read("model.embed_tokens.weight", embedding)) {
+    throw config::ConfigError((dir / "model.pt").string() + ": has no model.embed_tokens.weight; not a liger-train checkpoint");
+  }
+  return resolve_model_config(config, embedding.size(0));
+}
+
+}  // namespace
+
+LoadedModel load_checkpoint_model(const std::string& dir_text, const std::string& device,
+                                  const std::string& dtype) {
+  const fs::path dir(dir_text);
+  if (!fs::is_directory(dir) || !fs::exists(dir / "model.pt") || !fs::exists(dir / "config.yaml")) {
+    throw config::ConfigError("--checkpoint " + dir_text +
+                              " is not a checkpoint folder (expected a step-N/ folder with model.pt and "
+                              "config.yaml, e.g. runs/tiny/step-400)");
+  }
+  LoadedModel out;
+  out.config = config::load_config((dir / "config.yaml").string());
+  const models::ModelConfig model_config = checkpoint_model_config(dir, out.config);
+  const c10::Device target = resolve_device(device);
+  const c10::ScalarType compute = dtype.empty() ? compute_dtype(out.config) : dtype_from_name(dtype, "--dtype");
+  // Parameters in the compute dtype: nothing trains here.
+  const kernels::KernelSet kernel_set = kernels::resolve_kernels(kernel_toggles(out.config.kernels), target, compute);
+  out.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(compute).device(target), compute);
+  CheckpointManager::load_model(dir.string(), *out.model);
+  return out;
+}
+
+models::Transformer load_hf_model(const std::string& dir, const std::string& device, const std::string& dtype) {
+  const models::ModelConfig model_config = models::read_hf_config(dir);
+  const c10::Device target = resolve_device(device);
+  const c10::ScalarType compute = dtype_from_name(dtype, "--dtype");
+  const kernels::KernelSet kernel_set = kernels::resolve_kernels(kernels::KernelToggles{}, target, compute);
+  models::Transformer model(model_config, kernel_set, at::TensorOptions().dtype(compute).device(target), compute);
+  models::load_hf_weights(*model, dir);
+  return model;
+}
+
+std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
+                              const std::string& dtype, int64_t max_shard_bytes) {
+  // Loaded in fp32 on the CPU: exact for fp32 checkpoints, and the cast to
+  // the storage dtype happens once, in save_hf_model.
+  LoadedModel loaded = load_checkpoint_model(checkpoint_dir, "cpu", "fp32");
+  models::HfExportOptions options;
+  options.dtype = dtype == "auto" ? compute_dtype(loaded.config) : dtype_from_name(dtype, "--dtype");
+  options.max_shard_bytes = max_shard_bytes;
+  models::save_hf_model(*loaded.model, out_dir, options);
+  std::ostringstream summary;
+  summary << "exported " << checkpoint_dir << " (" << loaded.model->config().family << ", "
+          << loaded.model->num_parameters() << " parameters, " << c10::toString(options.dtype) << ") to "
+          << out_dir;
+  return summary.str();
+}
+
+}  // namespace liger::trainer

@@ -1,0 +1,37 @@
+// Models out of (and into) folders: a training checkpoint step-N/ or a Hugging
+// Face model folder -> a Transformer ready for generation; a checkpoint -> a
+// Hugging Face folder (config.json + safetensors) that from_pretrained loads.
+#pragma once
+
+#include "models/hf.h"
+#include "models/transformer.h"
+#include "trainer/config.h"
+
+#include <cstdint>
+#include <string>
+
+namespace liger::trainer {
+
+struct LoadedModel {
+  models::Transformer model{nullptr};
+  config::TrainConfig config;  // the checkpoint's config.yaml (defaults for an HF folder)
+};
+
+// Rebuilds the model of a checkpoint folder (model.pt + model_config.json,
+// or config.yaml for checkpoints older than model_config.json) on `device`
+// ("cpu", "cuda", "auto") in `dtype` ("fp32", "bf16", "fp16"; "" = the
+// checkpoint's model.dtype). Errors name the folder and the fix.
+LoadedModel load_checkpoint_model(const std::string& dir, const std::string& device,
+                                  const std::string& dtype = "");
+
+// Builds the model of a Hugging Face folder and loads its weights.
+models::Transformer load_hf_model(const std::string& dir, const std::string& device,
+                                  const std::string& dtype = "fp32");
+
+// Writes the checkpoint's model as a Hugging Face folder. dtype: "auto" (the
+// checkpoint's model.dtype), fp32, bf16 or fp16. Returns a one-line summary.
+std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
+                              const std::string& dtype = "auto",
+                              int64_t max_shard_bytes = 5LL * 1024 * 1024 * 1024);
+
+}  // namespace liger::trainer
