@@ -101,7 +101,10 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) layer_norm_backward_ke
   }
 
   using P = Pack<T, V>;
-  auto load_row = [&](int64_t row, P (&xp)[C], P (&gp)[C]) {
+  // One row's x, dy, mean and rstd, zero where there is no row or no column.
+  auto load_row = [&](int64_t row, P (&xp)[C], P (&gp)[C], float& mu, float& r) {
+    mu = row < rows ? mean[row] : 0.f;
+    r = row < rows ? rstd[row] : 0.f;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int col = (c * blockDim.x + threadIdx.x) * V;
@@ -116,17 +119,17 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) layer_norm_backward_ke
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.y;
   int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   P xp[C], gp[C];
-  if constexpr (kPrefetch) load_row(row, xp, gp);
+  float mu, r;
+  if constexpr (kPrefetch) load_row(row, xp, gp, mu, r);
   for (int64_t first = row - threadIdx.y; first < rows; first += stride, row += stride) {
     P xn[C], gn[C];
+    float mun, rn;
     if constexpr (kPrefetch) {
-      load_row(row + stride, xn, gn);  // in flight during this row's math
+      load_row(row + stride, xn, gn, mun, rn);  // in flight during this row's math
     } else {
-      load_row(row, xp, gp);
+      load_row(row, xp, gp, mu, r);
     }
     const bool valid = row < rows;
-    const float mu = valid ? mean[row] : 0.f;
-    const float r = valid ? rstd[row] : 0.f;
 
     // w, reloaded for every row (an L1 hit) rather than held in registers.
     float wt[C][V];
@@ -175,6 +178,8 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) layer_norm_backward_ke
         xp[c] = xn[c];
         gp[c] = gn[c];
       }
+      mu = mun;
+      r = rn;
     }
   }
   const int64_t part = static_cast<int64_t>(blockIdx.x / 2) * cols;

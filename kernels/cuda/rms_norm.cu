@@ -103,8 +103,9 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kern
   }
 
   using P = Pack<T, V>;
-  // One row's x and dy, zero where there is no row or no column.
-  auto load_row = [&](int64_t row, P (&xp)[C], P (&gp)[C]) {
+  // One row's x, dy and rstd, zero where there is no row or no column.
+  auto load_row = [&](int64_t row, P (&xp)[C], P (&gp)[C], float& r) {
+    r = row < rows ? rstd[row] : 0.f;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int col = (c * blockDim.x + threadIdx.x) * V;
@@ -119,17 +120,18 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kern
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.y;
   int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   P xp[C], gp[C];
-  if constexpr (kPrefetch) load_row(row, xp, gp);
+  float r;
+  if constexpr (kPrefetch) load_row(row, xp, gp, r);
   // `first` (the block's first row) bounds the loop: the same trip count for every thread.
   for (int64_t first = row - threadIdx.y; first < rows; first += stride, row += stride) {
     P xn[C], gn[C];
+    float rn;
     if constexpr (kPrefetch) {
-      load_row(row + stride, xn, gn);  // in flight during this row's math
+      load_row(row + stride, xn, gn, rn);  // in flight during this row's math
     } else {
-      load_row(row, xp, gp);
+      load_row(row, xp, gp, r);
     }
     const bool valid = row < rows;
-    const float r = valid ? rstd[row] : 0.f;
     // The fused add's gradient: loaded now, used after the reduction.
     P dp[C];
 #pragma unroll
@@ -184,6 +186,7 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kern
         xp[c] = xn[c];
         gp[c] = gn[c];
       }
+      r = rn;
     }
   }
   if (dw_partials != nullptr) {
