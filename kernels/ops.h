@@ -115,6 +115,9 @@ struct AttentionOptions {
   double scale = 0.0;           // 0: 1/sqrt(D)
   int64_t sliding_window = 0;   // > 0: a query sees at most this many keys (itself included)
   double softcap = 0.0;         // > 0: scores <- softcap * tanh(scores / softcap)
+  // [B, T] int64 or undefined: packed sequences; a query attends only to keys
+  // of its own document (block-diagonal causal mask). Needs Tq == Tk.
+  Tensor document_ids;
 };
 
 // q: [B, T, Hq, D], k, v: [B, T, Hk, D] with Hq % Hk == 0 (GQA). Returns [B, T, Hq, D].

@@ -126,7 +126,8 @@ std::pair<Tensor, Tensor> TransformerImpl::rope_tables(const Tensor& positions) 
 }
 
 Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
-                                  const Tensor& sin, int64_t layer, KvCache* cache) const {
+                                  const Tensor& sin, int64_t layer, KvCache* cache,
+                                  const Tensor& document_ids) const {
   const int64_t batch = x.size(0), seq = x.size(1);
   const int64_t d = config_.resolved_head_dim();
   Tensor q = torch::linear(x, cast(attn.q_proj->weight)).view({batch, seq, config_.num_heads, d});
@@ -148,6 +149,7 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   options.scale = config_.attention_scale();
   options.sliding_window = config_.layer_sliding_window(layer);
   options.softcap = config_.attn_softcap;
+  options.document_ids = document_ids;
   Tensor out = kernels_.attention(q, k, v, options);  // [B, T, Hq, D]
   return torch::linear(out.reshape({batch, seq, config_.num_heads * d}), cast(attn.o_proj->weight));
 }
@@ -160,7 +162,8 @@ Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x) const {
   return torch::linear(hidden, cast(mlp.down_proj->weight));
 }
 
-Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache) {
+Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache,
+                            const Tensor& document_ids) {
   // Gather rows in the stored dtype, then cast only those rows.
   Tensor x = torch::embedding(model->embed_tokens->weight, ids).to(compute_dtype_);
   if (config_.scale_embeddings) {
@@ -175,11 +178,11 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
     const auto& layer = *module->as<DecoderLayerImpl>();
     if (config_.post_norms) {
       x = x + norm(*layer.post_attention_layernorm,
-                   attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache));
+                   attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache, document_ids));
       x = x + norm(*layer.post_feedforward_layernorm,
                    mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, x)));
     } else {
-      x = x + attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache);
+      x = x + attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache, document_ids);
       x = x + mlp_forward(*layer.mlp, norm(*layer.post_attention_layernorm, x));
     }
     ++index;
@@ -187,7 +190,8 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
   return norm(*model->norm, x);
 }
 
-Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids) {
+Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids,
+                                const Tensor& document_ids) {
   TORCH_CHECK(ids.dim() == 2, "Transformer::forward expects ids [batch, seq], got ", ids.sizes());
   const int64_t seq = ids.size(1);
   TORCH_CHECK(seq <= config_.max_seq_len, "sequence of ", seq,
@@ -196,7 +200,7 @@ Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids) {
       position_ids.defined() ? position_ids
                              : torch::arange(seq, at::TensorOptions().dtype(at::kLong).device(ids.device()))
                                    .unsqueeze(0);
-  return run(ids, positions, nullptr);
+  return run(ids, positions, nullptr, document_ids);
 }
 
 Tensor TransformerImpl::forward_cached(const Tensor& ids, KvCache& cache) {

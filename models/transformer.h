@@ -97,8 +97,11 @@ class TransformerImpl : public torch::nn::Module {
   void init_weights(uint64_t seed);
 
   // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).
+  // document_ids: [B, T] or undefined; when given, attention stays inside each
+  // document (packed sequences without cross-contamination).
   // Returns the final-norm hidden states [B, T, hidden] in compute dtype.
-  Tensor forward(const Tensor& ids, const Tensor& position_ids = Tensor());
+  Tensor forward(const Tensor& ids, const Tensor& position_ids = Tensor(),
+                 const Tensor& document_ids = Tensor());
 
   // ids: [B, T] new tokens at positions cache.length() .. + T - 1; appends
   // their keys/values to `cache` and returns their final-norm hidden states.
@@ -126,9 +129,11 @@ class TransformerImpl : public torch::nn::Module {
  private:
   // The layers over ids at `positions` ([B|1, T] int64); with a cache, the
   // keys/values of earlier tokens come from it and the new ones are appended.
-  Tensor run(const Tensor& ids, const Tensor& positions, KvCache* cache);
+  Tensor run(const Tensor& ids, const Tensor& positions, KvCache* cache,
+             const Tensor& document_ids = Tensor());
   Tensor attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
-                   const Tensor& sin, int64_t layer, KvCache* cache) const;
+                   const Tensor& sin, int64_t layer, KvCache* cache,
+                   const Tensor& document_ids) const;
   Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x) const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
   // RoPE inverse frequencies [head_dim / 2] fp32 (with rope_scaling applied).

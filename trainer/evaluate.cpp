@@ -33,9 +33,12 @@ EvalResult evaluate(models::TransformerImpl& model, const data::PackedDataset& d
     const std::vector<int64_t> shape{batch.batch_size, batch.seq_len};
     const at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).to(device);
     const at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).to(device);
-    at::Tensor positions;
-    if (pass_positions) positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).to(device);
-    const at::Tensor hidden = model.forward(ids, positions);
+    at::Tensor positions, documents;
+    if (pass_positions) {
+      positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).to(device);
+      documents = torch::from_blob(batch.document_ids.data(), shape, at::kLong).to(device);
+    }
+    const at::Tensor hidden = model.forward(ids, positions, documents);
     for (int64_t row = 0; row < rows; ++row) {
       const at::Tensor logits = model.logits(hidden[row]);  // [seq_len, vocab], compute dtype
       loss_sum += reference.cross_entropy(logits, labels[row], ce);

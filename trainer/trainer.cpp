@@ -117,10 +117,8 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     log::warn("data.eval / data.eval_fraction are set but training.eval_every is 0: no evaluation");
   }
   if (dataset->packing() == data::PackingMode::isolated) {
-    // TODO(models): a block-diagonal attention mask from Batch::document_ids.
-    log::warn("data.packing = isolated: position ids restart at each document and no label crosses a "
-              "document boundary, but attention is not masked per document yet (tokens still see "
-              "earlier documents of their window)");
+    log::info("data.packing = isolated: positions restart at each document, attention is masked "
+              "per document (explicit attention path) and no label crosses a document boundary");
   }
   data::LoaderOptions loader_options;
   loader_options.micro_batch_size = c.training.micro_batch_size;
@@ -249,12 +247,14 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
       at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).to(s.device);
       at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).to(s.device);
-      // Isolated packing: positions restart at each document (RoPE sees them).
-      at::Tensor positions;
+      // Isolated packing: positions restart at each document (RoPE sees them)
+      // and attention stays inside each document.
+      at::Tensor positions, documents;
       if (dataset_isolated) {
         positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).to(s.device);
+        documents = torch::from_blob(batch.document_ids.data(), shape, at::kLong).to(s.device);
       }
-      at::Tensor hidden = s.model->forward(ids, positions);
+      at::Tensor hidden = s.model->forward(ids, positions, documents);
       at::Tensor loss = token_loss(*s.model, hidden, labels, normaliser, c.kernels.flce_chunk_mb,
                                    c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean
                                                                  : kernels::FlceMode::speed);

@@ -60,6 +60,14 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor allowed = at::ones({tq, tk}, idx_opts.dtype(at::kBool));
   if (options.causal) allowed = allowed & j.le(i);
   if (options.sliding_window > 0) allowed = allowed & (i - j).lt(options.sliding_window);
+  if (options.document_ids.defined()) {
+    // Packed documents: keys of the query's own document only -> [B, 1, Tq, Tk]
+    const Tensor& doc = options.document_ids;
+    TORCH_CHECK(doc.dim() == 2 && doc.size(0) == q.size(0) && doc.size(1) == tq && tq == tk,
+                "attention: document_ids must be [batch, seq] = [", q.size(0), ", ", tq,
+                "] with as many keys as queries, got ", doc.sizes());
+    allowed = (allowed.unsqueeze(0) & doc.unsqueeze(2).eq(doc.unsqueeze(1))).unsqueeze(1);
+  }
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
 
   // cast: probabilities to v's dtype before the product, as HF eager does
@@ -71,7 +79,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options) {
   // SDPA's causal mask is top-left aligned: a query block shorter than the
   // keys (KV cache) takes the explicit path, whose mask is aligned to the end.
-  if (options.sliding_window > 0 || options.softcap > 0.0 || (options.causal && q.size(1) != k.size(1))) {
+  if (options.sliding_window > 0 || options.softcap > 0.0 || options.document_ids.defined() ||
+      (options.causal && q.size(1) != k.size(1))) {
     return attention_explicit(q, k, v, options);
   }
   check_args(q, k, v, options);

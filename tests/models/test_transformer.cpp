@@ -203,3 +203,20 @@ TEST_CASE("ModelConfig survives its JSON form (checkpoints' model_config.json)")
   CHECK(back.eos_token_ids == c.eos_token_ids);
   CHECK_THROWS_AS(liger::models::model_config_from_json("{}", "x"), std::invalid_argument);
 }
+
+TEST_CASE("packed documents: document ids + restarted positions compute each document as if alone") {
+  auto model = build(small_config(), liger::kernels::KernelSet::reference());
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(9);
+  const at::Tensor ids = torch::randint(0, 101, {1, 12}, at::kLong);
+  const at::Tensor positions = torch::cat({torch::arange(5), torch::arange(7)}).unsqueeze(0);
+  const at::Tensor documents = torch::cat({torch::zeros({5}), torch::ones({7})}).to(at::kLong).unsqueeze(0);
+  const at::Tensor packed = model->forward(ids, positions, documents);
+  const at::Tensor alone = model->forward(ids.narrow(1, 5, 7));
+  const double error = (packed.narrow(1, 5, 7) - alone).abs().max().item<double>();
+  INFO("max |packed - alone| " << error);
+  CHECK(error <= 1e-5);
+  // Without the mask the second document sees the first: the check can fail.
+  const at::Tensor leaky = model->forward(ids, positions);
+  CHECK((leaky.narrow(1, 5, 7) - alone).abs().max().item<double>() > 1e-3);
+}

@@ -34,9 +34,13 @@ double hand_eval_loss(models::TransformerImpl& model, data::Batch batch, bool wi
   const std::vector<int64_t> shape{batch.batch_size, batch.seq_len};
   const at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).clone();
   const at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).clone().reshape({-1});
-  at::Tensor positions;
-  if (with_positions) positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).clone();
-  const at::Tensor hidden = model.forward(ids, positions).reshape({-1, model.config().hidden_size});
+  // Isolated packing: restarted positions and a per-document attention mask.
+  at::Tensor positions, documents;
+  if (with_positions) {
+    positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).clone();
+    documents = torch::from_blob(batch.document_ids.data(), shape, at::kLong).clone();
+  }
+  const at::Tensor hidden = model.forward(ids, positions, documents).reshape({-1, model.config().hidden_size});
   const at::Tensor logits = torch::matmul(hidden.to(at::kDouble), model.lm_head_weight().to(at::kDouble).t());
   const at::Tensor log_probs = torch::log_softmax(logits, -1);
   const at::Tensor keep = labels != -100;
