@@ -1,7 +1,6 @@
-// The cuda backend's entry in the registry (CUDA builds): the ops of
-// kernels/cuda/cuda_ops.h. Ops without a cuda kernel yet (cross_entropy,
-// fused_linear_cross_entropy) stay nullptr and fall back to composite with
-// "no cuda kernel for this op yet"; attention is SDPA (reference) everywhere.
+// The cuda backend's entry in the registry (CUDA builds): the norms, RoPE and
+// GLUs of kernels/cuda/cuda_ops.h and the losses of kernels/cuda/losses.h.
+// Attention is SDPA (reference) everywhere.
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/losses.h"
