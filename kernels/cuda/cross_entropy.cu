@@ -13,6 +13,8 @@ namespace liger::cuda_kernels {
 namespace {
 
 constexpr int kThreads = 1024;
+// Loads each thread issues before using them (pass 1 and pass 2).
+constexpr int kInFlight = 2;
 // Shared memory that keeps the head of a row between the two passes of
 // ce_rows_kernel (H100: up to 227 KiB per block; a bf16 row of Llama 3's
 // 128256 logits is 250.5 KiB, so most of it is read from HBM only once).
@@ -126,14 +128,34 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   Softmax s{-INFINITY, 0.f};
   float sum_z = 0.f;
-  for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
-    const Pack<T, V> pk = load_pack<T, V>(x + p * V);
-    if (p < cached_packs) cache[p] = pk;
+  // kInFlight loads are issued before any math (memory-level parallelism);
+  // each pack then updates (max, sum) once: d = d e^(m - m') + sum_i e^(z_i - m').
+  for (int64_t base = threadIdx.x; base < packs; base += static_cast<int64_t>(blockDim.x) * kInFlight) {
+    Pack<T, V> pk[kInFlight];
 #pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const float z = cap(to_float(pk.v[i]), a.softcap);
-      s = softmax_add(s, z);
-      sum_z += z;
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t p = base + u * static_cast<int64_t>(blockDim.x);
+      if (p < packs) pk[u] = load_pack<T, V>(x + p * V);
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t p = base + u * static_cast<int64_t>(blockDim.x);
+      if (p >= packs) break;
+      if (p < cached_packs) cache[p] = pk[u];
+      float z[V];
+      float pack_max = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        z[i] = cap(to_float(pk[u].v[i]), a.softcap);
+        pack_max = fmaxf(pack_max, z[i]);
+        sum_z += z[i];
+      }
+      const float m = fmaxf(s.m, pack_max);
+      float added = 0.f;
+#pragma unroll
+      for (int i = 0; i < V; ++i) added += __expf(z[i] - m);
+      s.d = s.d * __expf(s.m - m) + added;  // exp(-inf) = 0 on the first pack
+      s.m = m;
     }
   }
   s = block_reduce(s, sum_z);
@@ -159,15 +181,25 @@ __global__ void __launch_bounds__(kThreads, 1)
                         a.softcap,
                         scale,
                         label};
-  for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
-    const Pack<T, V> pk = p < cached_packs ? cache[p] : load_pack<T, V>(x + p * V);
-    Pack<T, V> out;
+  for (int64_t base = threadIdx.x; base < packs; base += static_cast<int64_t>(blockDim.x) * kInFlight) {
+    Pack<T, V> pk[kInFlight];
 #pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const float z = cap(to_float(pk.v[i]), a.softcap);
-      out.v[i] = from_float<T>(terms(z, a.col_offset + p * V + i));  // cast: gradient in the logits dtype
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t p = base + u * static_cast<int64_t>(blockDim.x);
+      if (p < packs) pk[u] = p < cached_packs ? cache[p] : load_pack<T, V>(x + p * V);
     }
-    *reinterpret_cast<Pack<T, V>*>(g + p * V) = out;
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t p = base + u * static_cast<int64_t>(blockDim.x);
+      if (p >= packs) break;
+      Pack<T, V> out;
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const float z = cap(to_float(pk[u].v[i]), a.softcap);
+        out.v[i] = from_float<T>(terms(z, a.col_offset + p * V + i));  // cast: gradient in the logits dtype
+      }
+      *reinterpret_cast<Pack<T, V>*>(g + p * V) = out;
+    }
   }
 }
 
