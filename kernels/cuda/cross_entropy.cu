@@ -26,17 +26,6 @@ struct Softmax {
   float d;
 };
 
-__device__ __forceinline__ Softmax softmax_add(Softmax s, float z) {
-  if (z > s.m) {
-    // the new max rescales what was summed so far (exp(-inf) = 0 on the first value)
-    s.d = s.d * __expf(s.m - z) + 1.f;
-    s.m = z;
-  } else {
-    s.d += __expf(z - s.m);
-  }
-  return s;
-}
-
 __device__ __forceinline__ Softmax softmax_merge(Softmax a, Softmax b) {
   if (a.m == -INFINITY) return b;
   if (b.m == -INFINITY) return a;
@@ -204,18 +193,33 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // Vocabulary-block pass 1: one block per row folds the block's columns into
-// the row's running statistics. grid = rows, block = 256.
-template <typename T>
+// the row's running statistics, a 16-byte pack at a time when aligned (one
+// (max, sum) update per pack, as in ce_rows_kernel). grid = rows, block = 256.
+template <typename T, bool kVector>
 __global__ void ce_block_stats_kernel(liger::cuda_kernels::CrossEntropyArgs a, liger::cuda_kernels::RowStats stats,
                                       bool first) {
+  constexpr int V = kVector ? kVec<T> : 1;
   const int64_t row = blockIdx.x;
   const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
   Softmax s{-INFINITY, 0.f};
   float sum_z = 0.f;
-  for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) {
-    const float z = cap(to_float(x[j]), a.softcap);
-    s = softmax_add(s, z);
-    sum_z += z;
+  const int64_t packs = a.cols / V;
+  for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+    const Pack<T, V> pk = load_pack<T, V>(x + p * V);
+    float z[V];
+    float pack_max = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      z[i] = cap(to_float(pk.v[i]), a.softcap);
+      pack_max = fmaxf(pack_max, z[i]);
+      sum_z += z[i];
+    }
+    const float m = fmaxf(s.m, pack_max);
+    float added = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) added += __expf(z[i] - m);
+    s.d = s.d * __expf(s.m - m) + added;
+    s.m = m;
   }
   s = block_reduce(s, sum_z);
   if (threadIdx.x == 0) {
@@ -248,28 +252,33 @@ __global__ void ce_finish_stats_kernel(const int64_t* labels, int64_t rows, int6
                   : row_loss(lse, stats.z_label[row], stats.sum_z[row], vocab, eps, z_loss_scale);
 }
 
-// Vocabulary-block pass 2: gradient of every element of the block from the
-// row's lse. grid-stride over rows * cols elements.
-template <typename T>
+// Vocabulary-block pass 2: gradient of the block from the row's lse, one
+// 16-byte pack per thread when aligned. grid = (rows, pack blocks), block = 256.
+template <typename T, bool kVector>
 __global__ void ce_block_grad_kernel(liger::cuda_kernels::CrossEntropyArgs a, const float* lse) {
+  constexpr int V = kVector ? kVec<T> : 1;
+  const int64_t row = blockIdx.x;
+  const int64_t p = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p >= a.cols / V) return;
+  const int64_t label = a.labels[row];
+  const float row_lse = lse[row];
   const float scale_all = a.grad_scale != nullptr ? *a.grad_scale : 1.f;
-  const int64_t total = a.rows * a.cols;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / a.cols, col = i % a.cols;
-    const int64_t label = a.labels[row];
-    const float row_lse = lse[row];
-    const GradTerms terms{row_lse,
-                          1.f + 2.f * a.z_loss_scale * row_lse,
-                          a.label_smoothing / static_cast<float>(a.vocab),
-                          1.f - a.label_smoothing,
-                          a.softcap,
-                          label == a.ignore_index ? 0.f : scale_all,
-                          label};
-    const int64_t offset = row * a.row_stride + col;
-    const float z = cap(to_float(static_cast<const T*>(a.logits)[offset]), a.softcap);
-    static_cast<T*>(a.grad)[offset] = from_float<T>(terms(z, a.col_offset + col));  // cast to the logits dtype
+  const GradTerms terms{row_lse,
+                        1.f + 2.f * a.z_loss_scale * row_lse,
+                        a.label_smoothing / static_cast<float>(a.vocab),
+                        1.f - a.label_smoothing,
+                        a.softcap,
+                        label == a.ignore_index ? 0.f : scale_all,
+                        label};
+  const int64_t offset = row * a.row_stride + p * V;
+  const Pack<T, V> pk = load_pack<T, V>(static_cast<const T*>(a.logits) + offset);
+  Pack<T, V> out;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const float z = cap(to_float(pk.v[i]), a.softcap);
+    out.v[i] = from_float<T>(terms(z, a.col_offset + p * V + i));  // cast to the logits dtype
   }
+  *reinterpret_cast<Pack<T, V>*>(static_cast<T*>(a.grad) + offset) = out;
 }
 
 // data *= *scale unless *scale == 1 (then every block returns at once).
@@ -331,7 +340,12 @@ cudaError_t cross_entropy_block_stats(const CrossEntropyArgs& a, RowStats stats,
   if (a.rows == 0) return cudaSuccess;
   return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
-    ce_block_stats_kernel<T><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a, stats, first);  // one block per row
+    const bool vector = aligned16(a.logits) && a.cols % kVec<T> == 0 && a.row_stride % kVec<T> == 0;
+    if (vector) {
+      ce_block_stats_kernel<T, true><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a, stats, first);  // one block per row
+    } else {
+      ce_block_stats_kernel<T, false><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a, stats, first);
+    }
     return cudaGetLastError();
   });
 }
@@ -352,7 +366,15 @@ cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse
   return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     const int threads = 256;
-    ce_block_grad_kernel<T><<<grid_stride_blocks(a.rows * a.cols, threads), threads, 0, stream>>>(a, lse);  // grid-stride over elements
+    const bool vector = aligned16(a.logits) && aligned16(a.grad) && a.cols % kVec<T> == 0 &&
+                        a.row_stride % kVec<T> == 0;
+    const int64_t packs = a.cols / (vector ? kVec<T> : 1);
+    const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((packs + threads - 1) / threads));
+    if (vector) {
+      ce_block_grad_kernel<T, true><<<grid, threads, 0, stream>>>(a, lse);  // (row, pack block)
+    } else {
+      ce_block_grad_kernel<T, false><<<grid, threads, 0, stream>>>(a, lse);
+    }
     return cudaGetLastError();
   });
 }
