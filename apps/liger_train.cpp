@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
     }
     liger::trainer::Trainer trainer(config);
     const liger::trainer::TrainResult result = trainer.run();
+    if (result.rank != 0) return 0;  // rank 0 reports for the job
     if (!result.sample.empty()) {
       std::cout << "\n----- sample (prompt: \"" << config.logging.sample_prompt << "\") -----\n"
                 << result.sample << "\n-----\n";

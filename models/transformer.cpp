@@ -58,22 +58,23 @@ TransformerImpl::TransformerImpl(const ModelConfig& config, kernels::KernelSet k
 
 void TransformerImpl::init_weights(uint64_t seed) {
   torch::NoGradGuard no_grad;
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& item : named_parameters()) {
     Tensor& p = item.value();
     if (p.device().is_meta()) continue;
-    // Draw on the CPU with our own generator so the init is identical on
-    // every device, then copy (a cast happens here for bf16 parameters).
-    Tensor values;
-    if (p.dim() == 1) {
-      // Norm weights: the stored w of y = x * rstd * (offset + w) starts at
-      // 1 - offset, so the product starts at 1 (Llama: ones; Gemma: zeros).
-      values = torch::full(p.sizes(), 1.0 - config_.norm_offset, at::kFloat);
-    } else {
-      values = at::normal(0.0, config_.init_std, p.sizes(), generator, at::TensorOptions().dtype(at::kFloat));
-    }
-    p.copy_(values);
+    // Drawn on the CPU with our own generator so the init is identical on
+    // every device, then copied (a cast happens here for bf16 parameters).
+    p.copy_(initial_value(p, generator));
   }
+}
+
+Tensor TransformerImpl::initial_value(const Tensor& p, at::Generator& generator) const {
+  if (p.dim() == 1) {
+    // Norm weights: the stored w of y = x * rstd * (offset + w) starts at
+    // 1 - offset, so the product starts at 1 (Llama: ones; Gemma: zeros).
+    return torch::full(p.sizes(), 1.0 - config_.norm_offset, at::kFloat);
+  }
+  return at::normal(0.0, config_.init_std, p.sizes(), generator, at::TensorOptions().dtype(at::kFloat));
 }
 
 Tensor TransformerImpl::cast(const Tensor& weight) const {
@@ -164,6 +165,7 @@ Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x) const {
 
 Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache,
                             const Tensor& document_ids) {
+  if (hooks_) hooks_->before_forward();
   // Gather rows in the stored dtype, then cast only those rows.
   Tensor x = torch::embedding(model->embed_tokens->weight, ids).to(compute_dtype_);
   if (config_.scale_embeddings) {
@@ -172,19 +174,28 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
     x = x * at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)),
                               at::TensorOptions().dtype(compute_dtype_).device(x.device()));
   }
-  auto [cos, sin] = rope_tables(positions);
+  Tensor cos, sin;  // not a structured binding: the layer lambda captures them
+  std::tie(cos, sin) = rope_tables(positions);
   int64_t index = 0;
   for (const auto& module : *model->layers) {
-    const auto& layer = *module->as<DecoderLayerImpl>();
-    if (config_.post_norms) {
-      x = x + norm(*layer.post_attention_layernorm,
-                   attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache, document_ids));
-      x = x + norm(*layer.post_feedforward_layernorm,
-                   mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, x)));
-    } else {
-      x = x + attention(*layer.self_attn, norm(*layer.input_layernorm, x), cos, sin, index, cache, document_ids);
-      x = x + mlp_forward(*layer.mlp, norm(*layer.post_attention_layernorm, x));
-    }
+    // Captured by value: activation checkpointing runs it again in backward,
+    // after this function has returned.
+    const DecoderLayerImpl* layer_ptr = module->as<DecoderLayerImpl>();
+    auto run_layer = [this, layer_ptr, cos, sin, index, cache, document_ids](const Tensor& h) -> Tensor {
+      const DecoderLayerImpl& layer = *layer_ptr;
+      Tensor y;
+      if (config_.post_norms) {
+        y = h + norm(*layer.post_attention_layernorm,
+                     attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index, cache, document_ids));
+        y = y + norm(*layer.post_feedforward_layernorm,
+                     mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, y)));
+      } else {
+        y = h + attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index, cache, document_ids);
+        y = y + mlp_forward(*layer.mlp, norm(*layer.post_attention_layernorm, y));
+      }
+      return y;
+    };
+    x = hooks_ ? hooks_->run_layer(index, x, run_layer) : run_layer(x);
     ++index;
   }
   return norm(*model->norm, x);

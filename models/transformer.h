@@ -16,7 +16,13 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
+#include <memory>
 #include <vector>
+
+namespace at {
+class Generator;
+}
 
 namespace liger::models {
 
@@ -82,6 +88,20 @@ struct KvCache {
   }
 };
 
+// Runs around the decoder layers. FSDP-style sharding (gather a layer's
+// weights before it runs, free them after) and activation checkpointing plug
+// in here; the model knows neither. The default runs each layer as is.
+class LayerHooks {
+ public:
+  using LayerFn = std::function<Tensor(const Tensor&)>;
+  virtual ~LayerHooks() = default;
+  // At the start of every forward: the embeddings, final norm and lm_head are
+  // used outside the layers.
+  virtual void before_forward() {}
+  // Runs decoder layer `index` on x: layer(x), plus whatever the hooks add.
+  virtual Tensor run_layer(int64_t index, const Tensor& x, const LayerFn& layer) { return layer(x); }
+};
+
 class TransformerImpl : public torch::nn::Module {
  public:
   // Parameters are created with `param_options` (dtype + device; the meta
@@ -95,6 +115,14 @@ class TransformerImpl : public torch::nn::Module {
   // (ones for Llama, zeros for Gemma's (1 + w)): HF's init. Deterministic for
   // a given generator seed.
   void init_weights(uint64_t seed);
+  // The initial value of parameter `p` (one of parameters(), in order) as a
+  // CPU fp32 tensor, drawn from `generator`: init_weights() is this for every
+  // parameter in named_parameters() order with one generator, so a sharded
+  // copy of the model can draw the same values one parameter at a time.
+  Tensor initial_value(const Tensor& p, at::Generator& generator) const;
+
+  // Installs (or, with nullptr, removes) the hooks that run around each layer.
+  void set_layer_hooks(std::shared_ptr<LayerHooks> hooks) { hooks_ = std::move(hooks); }
 
   // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).
   // document_ids: [B, T] or undefined; when given, attention stays inside each
@@ -145,6 +173,7 @@ class TransformerImpl : public torch::nn::Module {
   ModelConfig config_;
   kernels::KernelSet kernels_;
   at::ScalarType compute_dtype_;
+  std::shared_ptr<LayerHooks> hooks_;
 };
 TORCH_MODULE(Transformer);
 

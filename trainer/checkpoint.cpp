@@ -12,16 +12,18 @@
 #include <fstream>
 #include <regex>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace fs = std::filesystem;
 
 namespace liger::trainer {
 namespace {
 
-constexpr const char* kModelFile = "model.pt";
-constexpr const char* kOptimizerFile = "optimizer.pt";
+const std::string kModelStem = "model";          // model.pt, or model.rank-R.pt when sharded
+const std::string kOptimizerStem = "optimizer";  // same
+const std::string kRngStem = "rng";              // same
+constexpr const char* kShardIndexFile = "shards.json";
 constexpr const char* kStateFile = "trainer_state.json";
-constexpr const char* kRngFile = "rng.pt";
 constexpr const char* kConfigFile = "config.yaml";
 constexpr const char* kModelConfigFile = "model_config.json";  // the resolved ModelConfig (export, generate)
 
@@ -57,56 +59,80 @@ CheckpointManager::CheckpointManager(std::string output_dir, int64_t keep_last)
 std::string CheckpointManager::save(int64_t step, models::TransformerImpl& model,
                                     const AdamW& optimizer, const nlohmann::json& trainer_state,
                                     const std::string& resolved_config_yaml) {
+  NamedTensors parameters;
+  for (const auto& item : model.named_parameters()) parameters.emplace_back(item.key(), item.value());
+  return save(step, parameters, model.config(), optimizer, trainer_state, resolved_config_yaml);
+}
+
+std::string CheckpointManager::save(int64_t step, const NamedTensors& parameters,
+                                    const models::ModelConfig& model_config, const AdamW& optimizer,
+                                    const nlohmann::json& trainer_state,
+                                    const std::string& resolved_config_yaml, const CheckpointScope& scope) {
   const fs::path root(output_dir_);
-  fs::create_directories(root);
+  const bool leader = scope.rank == 0;
   const std::string name = "step-" + std::to_string(step);
   const fs::path final_dir = root / name;
-  const fs::path tmp_dir = root / ("." + name + ".tmp-" + std::to_string(::getpid()));
-  remove_tree(tmp_dir.string());
-  fs::create_directories(tmp_dir);
+  // Every rank of a sharded job writes into the same temporary directory.
+  const fs::path tmp_dir = root / ("." + name + ".tmp");
+  if (leader) {
+    fs::create_directories(root);
+    remove_tree(tmp_dir.string());
+    fs::create_directories(tmp_dir);
+  }
+  scope.barrier();
 
+  const std::string suffix = scope.sharded() ? ".rank-" + std::to_string(scope.rank) + ".pt" : ".pt";
+  std::vector<fs::path> written;
   {
     torch::serialize::OutputArchive archive;
-    for (const auto& item : model.named_parameters()) {
-      archive.write(item.key(), item.value().detach().cpu());
-    }
-    archive.save_to((tmp_dir / kModelFile).string());
+    for (const auto& [key, value] : parameters) archive.write(key, value.detach().cpu());
+    written.push_back(tmp_dir / (kModelStem + suffix));
+    archive.save_to(written.back().string());
   }
   {
     torch::serialize::OutputArchive archive;
     optimizer.save(archive);
-    archive.save_to((tmp_dir / kOptimizerFile).string());
+    written.push_back(tmp_dir / (kOptimizerStem + suffix));
+    archive.save_to(written.back().string());
   }
   {
     torch::serialize::OutputArchive archive;
     archive.write("cpu", at::detail::getDefaultCPUGenerator().get_state());
-    archive.save_to((tmp_dir / kRngFile).string());
+    written.push_back(tmp_dir / (kRngStem + suffix));
+    archive.save_to(written.back().string());
   }
-  write_text(tmp_dir / kStateFile, trainer_state.dump(2) + "\n");
-  write_text(tmp_dir / kConfigFile, resolved_config_yaml);
-  write_text(tmp_dir / kModelConfigFile, models::model_config_to_json(model.config()));
-  for (const auto& entry : fs::directory_iterator(tmp_dir)) sync_path(entry.path());
-  sync_path(tmp_dir);
+  for (const auto& path : written) sync_path(path);
+  scope.barrier();  // every rank's files are on disk
 
-  // Publish: an older step-N/ (same step saved again) is moved aside first,
-  // then the new one takes its name with one rename.
-  fs::path old_dir;
-  if (fs::exists(final_dir)) {
-    old_dir = root / ("." + name + ".old-" + std::to_string(::getpid()));
-    remove_tree(old_dir.string());
-    fs::rename(final_dir, old_dir);
-  }
-  fs::rename(tmp_dir, final_dir);
-  sync_path(root);
-  if (!old_dir.empty()) remove_tree(old_dir.string());
+  if (leader) {
+    if (scope.sharded()) write_text(tmp_dir / kShardIndexFile, scope.shard_index.dump(1) + "\n");
+    write_text(tmp_dir / kStateFile, trainer_state.dump(2) + "\n");
+    write_text(tmp_dir / kConfigFile, resolved_config_yaml);
+    write_text(tmp_dir / kModelConfigFile, models::model_config_to_json(model_config));
+    for (const auto& entry : fs::directory_iterator(tmp_dir)) sync_path(entry.path());
+    sync_path(tmp_dir);
 
-  if (keep_last_ > 0) {
-    auto complete = list();
-    while (static_cast<int64_t>(complete.size()) > keep_last_) {
-      remove_tree(complete.front());
-      complete.erase(complete.begin());
+    // Publish: an older step-N/ (same step saved again) is moved aside first,
+    // then the new one takes its name with one rename.
+    fs::path old_dir;
+    if (fs::exists(final_dir)) {
+      old_dir = root / ("." + name + ".old");
+      remove_tree(old_dir.string());
+      fs::rename(final_dir, old_dir);
+    }
+    fs::rename(tmp_dir, final_dir);
+    sync_path(root);
+    if (!old_dir.empty()) remove_tree(old_dir.string());
+
+    if (keep_last_ > 0) {
+      auto complete = list();
+      while (static_cast<int64_t>(complete.size()) > keep_last_) {
+        remove_tree(complete.front());
+        complete.erase(complete.begin());
+      }
     }
   }
+  scope.barrier();  // nobody goes on before the checkpoint is published
   return final_dir.string();
 }
 
@@ -142,47 +168,132 @@ std::optional<std::string> CheckpointManager::resolve_resume(const std::string& 
 
 nlohmann::json CheckpointManager::load(const std::string& dir, models::TransformerImpl& model,
                                        AdamW& optimizer) {
+  NamedTensors parameters;
+  for (const auto& item : model.named_parameters()) parameters.emplace_back(item.key(), item.value());
+  return load(dir, parameters, optimizer);
+}
+
+namespace {
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
+  return nlohmann::json::parse(in);
+}
+
+// Copies each archived tensor into its parameter, checking names and shapes.
+void read_parameters(const std::string& dir, const fs::path& file, const NamedTensors& parameters) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(file.string());
+  for (const auto& [key, target] : parameters) {
+    Tensor value;
+    if (!archive.try_read(key, value)) {
+      throw std::runtime_error("checkpoint " + dir + " has no parameter " + key +
+                               ": it was made with another model config");
+    }
+    if (value.sizes() != target.sizes()) {
+      throw std::runtime_error("checkpoint " + dir + ": parameter " + key + " has shape " +
+                               c10::str(value.sizes()) + " but the model has " + c10::str(target.sizes()) +
+                               ": it was made with another model config");
+    }
+    target.detach().copy_(value);
+  }
+}
+
+}  // namespace
+
+nlohmann::json CheckpointManager::load(const std::string& dir, const NamedTensors& parameters,
+                                       AdamW& optimizer, const CheckpointScope& scope) {
   torch::NoGradGuard no_grad;
   const fs::path root(dir);
-  load_model(dir, model);
+  const bool saved_sharded = fs::exists(root / kShardIndexFile);
+  std::string suffix = ".pt";
+  if (saved_sharded || scope.sharded()) {
+    const int64_t saved_world = saved_sharded ? read_json(root / kShardIndexFile).at("world_size").get<int64_t>() : 1;
+    if (!saved_sharded || !scope.sharded() || saved_world != scope.world_size) {
+      throw std::runtime_error(
+          "checkpoint " + dir + " was written by " + std::to_string(saved_world) + " rank(s)" +
+          (saved_sharded ? " (sharded)" : "") + " but this job has " + std::to_string(scope.world_size) +
+          ": resume it with " + std::to_string(saved_world) +
+          " rank(s), or export it (liger-export) and start from the export with model.hf_path");
+    }
+    suffix = ".rank-" + std::to_string(scope.rank) + ".pt";
+  }
+  read_parameters(dir, root / (kModelStem + suffix), parameters);
   {
     torch::serialize::InputArchive archive;
-    archive.load_from((root / kOptimizerFile).string());
+    archive.load_from((root / (kOptimizerStem + suffix)).string());
     optimizer.load(archive);
   }
   {
     torch::serialize::InputArchive archive;
-    archive.load_from((root / kRngFile).string());
+    archive.load_from((root / (kRngStem + suffix)).string());
     Tensor state;
     archive.read("cpu", state);
     at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(state);
   }
-  std::ifstream in(root / kStateFile);
-  return nlohmann::json::parse(in);
+  return read_json(root / kStateFile);
+}
+
+NamedTensors CheckpointManager::read_whole_parameters(const std::string& dir) {
+  const fs::path root(dir);
+  NamedTensors out;
+  if (!fs::exists(root / kShardIndexFile)) {
+    torch::serialize::InputArchive archive;
+    archive.load_from((root / (kModelStem + ".pt")).string());
+    for (const auto& key : archive.keys()) {
+      Tensor value;
+      archive.read(key, value);
+      out.emplace_back(key, value);
+    }
+    return out;
+  }
+  // Sharded: parameter p is the concatenation on dim 0 of every rank's shard,
+  // without the padding rows at the end (shards.json has the full shapes).
+  const nlohmann::json index = read_json(root / kShardIndexFile);
+  const int64_t world = index.at("world_size").get<int64_t>();
+  std::vector<torch::serialize::InputArchive> archives(static_cast<size_t>(world));
+  for (int64_t r = 0; r < world; ++r) {
+    const fs::path file = root / (kModelStem + ".rank-" + std::to_string(r) + ".pt");
+    if (!fs::exists(file)) {
+      throw std::runtime_error("checkpoint " + dir + " is sharded over " + std::to_string(world) +
+                               " ranks but " + file.filename().string() + " is missing");
+    }
+    archives[static_cast<size_t>(r)].load_from(file.string());
+  }
+  for (const auto& [key, entry] : index.at("parameters").items()) {
+    const auto shape = entry.at("shape").get<std::vector<int64_t>>();
+    std::vector<Tensor> shards;
+    for (auto& archive : archives) {
+      Tensor shard;
+      if (!archive.try_read(key, shard)) {
+        throw std::runtime_error("checkpoint " + dir + ": a rank file has no shard of " + key);
+      }
+      shards.push_back(shard);
+    }
+    out.emplace_back(key, at::cat(shards, 0).narrow(0, 0, shape[0]).contiguous());
+  }
+  return out;
 }
 
 void CheckpointManager::load_model(const std::string& dir, models::TransformerImpl& model) {
   torch::NoGradGuard no_grad;
-  const fs::path root(dir);
-  {
-    torch::serialize::InputArchive archive;
-    archive.load_from((root / kModelFile).string());
-    for (auto& item : model.named_parameters()) {
-      Tensor value;
-      if (!archive.try_read(item.key(), value)) {
-        throw std::runtime_error("checkpoint " + dir + " has no parameter " + item.key() +
-                                 ": it was made with another model config");
-      }
-      if (value.sizes() != item.value().sizes()) {
-        throw std::runtime_error("checkpoint " + dir + ": parameter " + item.key() + " has shape " +
-                                 c10::str(value.sizes()) + " but the model has " +
-                                 c10::str(item.value().sizes()) +
-                                 ": it was made with another model config");
-      }
-      item.value().copy_(value);
+  std::unordered_map<std::string, Tensor> saved;
+  for (auto& [key, value] : read_whole_parameters(dir)) saved.emplace(key, value);
+  for (auto& item : model.named_parameters()) {
+    const auto found = saved.find(item.key());
+    if (found == saved.end()) {
+      throw std::runtime_error("checkpoint " + dir + " has no parameter " + item.key() +
+                               ": it was made with another model config");
     }
+    if (found->second.sizes() != item.value().sizes()) {
+      throw std::runtime_error("checkpoint " + dir + ": parameter " + item.key() + " has shape " +
+                               c10::str(found->second.sizes()) + " but the model has " +
+                               c10::str(item.value().sizes()) + ": it was made with another model config");
+    }
+    item.value().copy_(found->second);
   }
 }
 

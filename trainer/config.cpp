@@ -236,6 +236,7 @@ TrainConfig build_config(const Values& v) {
   t.threads = v.integer("training.threads");
   t.eval_every = v.integer("training.eval_every");
   t.eval_batches = v.integer("training.eval_batches");
+  t.activation_checkpointing = v.string("training.activation_checkpointing");
 
   auto& k = c.kernels;
   k.rms_norm = v.boolean("kernels.rms_norm");
@@ -251,6 +252,12 @@ TrainConfig build_config(const Values& v) {
 
   c.parallelism.pipeline_parallel_degree = v.integer("parallelism.pipeline_parallel_degree");
   c.parallelism.tensor_parallel_degree = v.integer("parallelism.tensor_parallel_degree");
+  c.parallelism.context_parallel_degree = v.integer("parallelism.context_parallel_degree");
+  c.parallelism.data_parallel_shard_degree = v.integer("parallelism.data_parallel_shard_degree");
+  c.parallelism.reshard_after_forward = v.boolean("parallelism.reshard_after_forward");
+  c.parallelism.reduce_dtype = v.string("parallelism.reduce_dtype");
+  c.parallelism.backend = v.string("parallelism.backend");
+  c.parallelism.timeout_s = v.number("parallelism.timeout_s");
 
   auto& ck = c.checkpoint;
   ck.output_dir = v.string("checkpoint.output_dir");
@@ -322,12 +329,21 @@ void check_unsupported_parallelism(const Values& v) {
                                "and final hidden states on one stage"
                              : ""));
   }
-  const KeySpec* tp = find_key("parallelism.tensor_parallel_degree");
-  YAML::Node tp_value = v.node(*tp);
-  if (tp_value.IsScalar() && YAML::convert<int64_t>::decode(tp_value, degree) && degree > 1) {
-    throw ConfigError(v.where("parallelism.tensor_parallel_degree") +
-                      ": parallelism.tensor_parallel_degree = " + std::to_string(degree) +
-                      " is not supported yet; set it to 1");
+  for (const char* key : {"parallelism.tensor_parallel_degree", "parallelism.context_parallel_degree"}) {
+    YAML::Node value = v.node(*find_key(key));
+    if (value.IsScalar() && YAML::convert<int64_t>::decode(value, degree) && degree > 1) {
+      throw ConfigError(v.where(key) + ": " + key + " = " + std::to_string(degree) +
+                        " is not supported yet (liger-train shards with FSDP over data-parallel "
+                        "ranks); set it to 1");
+    }
+  }
+  {
+    YAML::Node value = v.node(*find_key("parallelism.data_parallel_shard_degree"));
+    if (value.IsScalar() && YAML::convert<int64_t>::decode(value, degree) && degree == 0) {
+      throw ConfigError(v.where("parallelism.data_parallel_shard_degree") +
+                        ": parallelism.data_parallel_shard_degree = 0; use -1 (all ranks) or the "
+                        "number of ranks");
+    }
   }
 }
 

@@ -64,6 +64,7 @@ struct TrainingSection {
   int64_t threads = 0;
   int64_t eval_every = 0;    // 0 = no evaluation
   int64_t eval_batches = 0;  // 0 = all evaluation windows
+  std::string activation_checkpointing = "none";  // none | full (per decoder layer)
 };
 
 struct KernelsSection {
@@ -78,6 +79,12 @@ struct KernelsSection {
 struct ParallelismSection {
   int64_t pipeline_parallel_degree = 1;
   int64_t tensor_parallel_degree = 1;
+  int64_t context_parallel_degree = 1;
+  int64_t data_parallel_shard_degree = -1;  // -1 = all ranks
+  bool reshard_after_forward = true;
+  std::string reduce_dtype = "fp32";
+  std::string backend = "auto";
+  double timeout_s = 600.0;
 };
 
 struct CheckpointSection {

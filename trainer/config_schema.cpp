@@ -144,6 +144,8 @@ std::vector<KeySpec> build_schema() {
       integer("training", "eval_every", "0", 0, kMaxInt,
               "validation loss and perplexity every N steps (needs data.eval or data.eval_fraction); "
               "0 = off"),
+      choice("training", "activation_checkpointing", "none", {"none", "full"},
+             "full = keep only each decoder layer's input and recompute the layer in backward"),
       integer("training", "eval_batches", "0", 0, kMaxInt,
               "micro-batches per evaluation; 0 = every evaluation window"),
 
@@ -169,6 +171,22 @@ std::vector<KeySpec> build_schema() {
               "pipeline parallelism is not supported: must be 1"),
       integer("parallelism", "tensor_parallel_degree", "1", 1, 1,
               "tensor parallelism is not supported yet: must be 1"),
+      integer("parallelism", "context_parallel_degree", "1", 1, 1,
+              "context parallelism is not supported yet: must be 1"),
+      integer("parallelism", "data_parallel_shard_degree", "-1", -1, kMaxInt,
+              "FSDP-style sharding of parameters, gradients and optimizer state over this many "
+              "ranks; -1 = all ranks (the only other value accepted is the world size)"),
+      boolean("parallelism", "reshard_after_forward", "true",
+              "free each layer's gathered parameters after its forward and gather them again for "
+              "its backward (less memory, one more all-gather per layer)"),
+      choice("parallelism", "reduce_dtype", "fp32", {"fp32", "bf16"},
+             "dtype in which gradients are reduce-scattered across ranks (the gathered parameters "
+             "are in model.dtype)"),
+      choice("parallelism", "backend", "auto", {"auto", "nccl", "gloo"},
+             "collective backend; auto = nccl on cuda, gloo on cpu"),
+      number("parallelism", "timeout_s", "600", 1.0, 86400.0,
+             "rendezvous and collective timeout: a rank that does not answer within it ends the "
+             "job on every rank with an error"),
 
       // ----------------------------------------------------------- checkpoint
       text("checkpoint", "output_dir", "runs/default",

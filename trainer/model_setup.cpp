@@ -2,20 +2,31 @@
 
 #include "models/hf.h"
 
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 
 namespace liger::trainer {
 
-c10::Device resolve_device(const std::string& device) {
+c10::Device resolve_device(const std::string& device, int64_t local_rank) {
   const bool has_cuda = torch::cuda::is_available();
   if (device == "cuda" && !has_cuda) {
     throw config::ConfigError(
         "training.device = cuda but no CUDA GPU is visible (or this build has no CUDA); use "
         "training.device=cpu or auto");
   }
-  if (device == "cuda" || (device == "auto" && has_cuda)) return c10::Device(c10::kCUDA, 0);
+  if (device == "cuda" || (device == "auto" && has_cuda)) {
+    const int64_t visible = static_cast<int64_t>(torch::cuda::device_count());
+    if (local_rank >= visible) {
+      throw config::ConfigError("local rank " + std::to_string(local_rank) + " needs GPU " +
+                                std::to_string(local_rank) + " but only " + std::to_string(visible) +
+                                " are visible: start at most one rank per GPU on each node");
+    }
+    const auto index = static_cast<c10::DeviceIndex>(local_rank);
+    c10::cuda::set_device(index);  // collectives and allocations default to this GPU
+    return c10::Device(c10::kCUDA, index);
+  }
   return c10::Device(c10::kCPU);
 }
 

@@ -14,8 +14,9 @@
 namespace liger::trainer {
 
 // training.device: auto -> cuda when a GPU is visible. "cuda" without a GPU
-// is an error that says so.
-c10::Device resolve_device(const std::string& device);
+// is an error that says so. On cuda the process uses GPU `local_rank` (one
+// rank per GPU) and makes it the current device.
+c10::Device resolve_device(const std::string& device, int64_t local_rank = 0);
 
 // model.dtype -> compute dtype.
 c10::ScalarType compute_dtype(const config::TrainConfig& config);

@@ -6,7 +6,11 @@
 #include "models/generate.h"
 #include "models/hf.h"
 #include "models/transformer.h"
+#include "trainer/activation_checkpoint.h"
 #include "trainer/checkpoint.h"
+#include "trainer/distributed/communicator.h"
+#include "trainer/distributed/environment.h"
+#include "trainer/distributed/fully_sharded.h"
 #include "trainer/device_memory.h"
 #include "trainer/evaluate.h"
 #include "trainer/logging/log.h"
@@ -36,6 +40,9 @@ struct Trainer::State {
   std::unique_ptr<data::DataLoader> loader;
   std::shared_ptr<const data::PackedDataset> eval_data;  // null: no evaluation
   models::Transformer model{nullptr};
+  std::shared_ptr<distributed::Communicator> comm;          // world size 1: no-op collectives
+  std::shared_ptr<distributed::FullyShardedModel> sharded;  // null: the model is whole here
+  NamedTensors trained;  // what the optimizer updates: the parameters, or this rank's shards
   std::unique_ptr<AdamW> optimizer;
   LrSchedule schedule;
   std::unique_ptr<CheckpointManager> checkpoints;
@@ -46,14 +53,19 @@ struct Trainer::State {
 namespace {
 
 // Global L2 norm of all gradients (fp32), and in-place clipping to max_norm
-// when max_norm > 0. No host synchronisation: the norm stays a device tensor.
-at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+// when max_norm > 0. Sharded: each rank holds a disjoint part of the
+// gradients, so the squared norms are summed over ranks first. No host
+// synchronisation: the norm stays a device tensor.
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm,
+                          distributed::Communicator& comm, bool sharded) {
   std::vector<at::Tensor> norms;
   for (const auto& p : params) {
     if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kFloat));
   }
   if (norms.empty()) return torch::zeros({}, at::kFloat);
-  at::Tensor total = torch::stack(norms).norm();
+  at::Tensor total = torch::stack(norms).square().sum();
+  if (sharded) comm.all_reduce(total);
+  total = total.sqrt();
   if (max_norm > 0.0) {
     // coef = min(1, max_norm / (norm + 1e-6)), applied in each gradient's dtype
     at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
@@ -62,6 +74,19 @@ at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm
     }
   }
   return total;
+}
+
+// Sharded jobs: every rank writes its shards, rank 0 the index and the rest.
+CheckpointScope checkpoint_scope(const std::shared_ptr<distributed::Communicator>& comm,
+                                 const std::shared_ptr<distributed::FullyShardedModel>& sharded) {
+  CheckpointScope scope;
+  scope.rank = comm->rank();
+  scope.world_size = comm->world_size();
+  if (sharded) {
+    scope.shard_index = sharded->shard_index();
+    scope.barrier = [comm] { comm->barrier(); };
+  }
+  return scope;
 }
 
 nlohmann::json trainer_state_json(int64_t step, const data::DataLoader& loader, double elapsed_s) {
@@ -78,11 +103,37 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   s.config = std::move(config);
   const auto& c = s.config;
 
-  log::set_level(log::parse_level(c.logging.level));
+  // Where this process stands: torchrun-style or SLURM environment, or alone.
+  distributed::ProcessEnvironment env;
+  try {
+    env = distributed::detect_environment();
+  } catch (const distributed::EnvironmentError& error) {
+    throw config::ConfigError(error.what());
+  }
+  const bool leader = env.rank == 0;
+  log::set_rank(static_cast<int>(env.rank), static_cast<int>(env.world_size));
+  // Other ranks say only what goes wrong; rank 0 tells the story.
+  log::set_level(leader ? log::parse_level(c.logging.level) : std::max(log::parse_level(c.logging.level), log::Level::warn));
   std::filesystem::create_directories(c.checkpoint.output_dir);
-  log::add_file_sink((std::filesystem::path(c.checkpoint.output_dir) / "train.log").string());
+  if (leader) log::add_file_sink((std::filesystem::path(c.checkpoint.output_dir) / "train.log").string());
 
-  s.device = resolve_device(c.training.device);
+  s.device = resolve_device(c.training.device, env.local_rank);
+  if (env.distributed()) {
+    const int64_t degree = c.parallelism.data_parallel_shard_degree;
+    if (degree != -1 && degree != env.world_size) {
+      throw config::ConfigError("parallelism.data_parallel_shard_degree = " + std::to_string(degree) +
+                                " but the job has " + std::to_string(env.world_size) +
+                                " ranks: liger-train shards over all ranks; set it to -1 or " +
+                                std::to_string(env.world_size));
+    }
+  }
+  s.comm = distributed::Communicator::create(env, s.device, c.parallelism.backend, c.parallelism.timeout_s);
+  if (env.distributed()) {
+    log::info(c10::str("distributed: ", env.describe(), "; backend ", s.comm->backend_name(),
+                       ", parameters, gradients and optimizer state sharded over ", env.world_size,
+                       " ranks (reshard_after_forward ", c.parallelism.reshard_after_forward ? "on" : "off",
+                       ", reduce ", c.parallelism.reduce_dtype, ")"));
+  }
   if (c.training.threads > 0) at::set_num_threads(static_cast<int>(c.training.threads));
   torch::manual_seed(static_cast<uint64_t>(c.training.seed));
 
@@ -123,8 +174,8 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   data::LoaderOptions loader_options;
   loader_options.micro_batch_size = c.training.micro_batch_size;
   loader_options.seed = static_cast<uint64_t>(c.training.seed);
-  loader_options.rank = 0;
-  loader_options.world_size = 1;
+  loader_options.rank = env.rank;
+  loader_options.world_size = env.world_size;
   s.loader = std::make_unique<data::DataLoader>(dataset, loader_options);
   log::info(c10::str("data: ", dataset->num_windows(), " windows of ", c.data.seq_len,
                      " tokens from ", c.data.train.size(), " file(s); tokenizer ",
@@ -140,8 +191,39 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     }
   }
 
+  const bool checkpointing = c.training.activation_checkpointing == "full";
+  if (env.distributed()) {
+    // Sharded: the model itself lives on the meta device (no memory); its
+    // weights point at gathered tensors while each unit runs.
+    s.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(parameter_dtype(c)).device(at::kMeta),
+                                  compute_dtype(c));
+    distributed::ShardingOptions sharding;
+    sharding.param_dtype = parameter_dtype(c);
+    sharding.compute_dtype = compute_dtype(c);
+    sharding.reduce_dtype = c.parallelism.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+    sharding.reshard_after_forward = c.parallelism.reshard_after_forward;
+    sharding.activation_checkpointing = checkpointing;
+    sharding.device = s.device;
+    s.sharded = std::make_shared<distributed::FullyShardedModel>(*s.model, s.comm, sharding);
+    s.model->set_layer_hooks(s.sharded);
+    if (c.model.hf_path.empty()) {
+      s.sharded->init_weights(static_cast<uint64_t>(c.training.seed));
+    } else {  // the whole model on the CPU, then this rank's rows of each parameter
+      models::Transformer whole(model_config, kernel_set, at::TensorOptions().dtype(at::kFloat), compute_dtype(c));
+      try {
+        models::load_hf_weights(*whole, c.model.hf_path);
+      } catch (const models::ModelIoError& error) {
+        throw config::ConfigError(std::string("model.hf_path: ") + error.what());
+      }
+      auto named = whole->named_parameters();
+      s.sharded->load_full_parameters([&](const std::string& name) { return named[name]; });
+      log::info("model: weights loaded from " + c.model.hf_path + " and sharded");
+    }
+    s.trained = s.sharded->named_shards();
+  } else {
   const auto param_options = at::TensorOptions().dtype(parameter_dtype(c)).device(s.device);
   s.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(c));
+  if (checkpointing) s.model->set_layer_hooks(std::make_shared<CheckpointEveryLayer>());
   if (c.model.hf_path.empty()) {
     s.model->init_weights(static_cast<uint64_t>(c.training.seed));
   } else {  // every parameter comes from the checkpoint (a missing one is an error): no init
@@ -152,6 +234,9 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     }
     log::info("model: weights loaded from " + c.model.hf_path);
   }
+  for (const auto& item : s.model->named_parameters()) s.trained.emplace_back(item.key(), item.value());
+  }
+  if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
   log::info(c10::str("model: ", c.model.hf_path.empty() ? c.model.preset : c.model.hf_path, " (",
                      model_config.family, ", ", s.model->num_parameters(), " parameters, ",
                      model_config.num_layers, " layers, hidden ", model_config.hidden_size,
@@ -159,13 +244,11 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
                      c10::toString(parameter_dtype(c)), ", compute ",
                      c10::toString(compute_dtype(c))));
 
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (const auto& item : s.model->named_parameters()) named.emplace_back(item.key(), item.value());
   AdamWOptions adam;
   adam.beta1 = c.training.beta1;
   adam.beta2 = c.training.beta2;
   adam.eps = c.training.eps;
-  s.optimizer = std::make_unique<AdamW>(split_decay_groups(named, c.training.weight_decay), adam);
+  s.optimizer = std::make_unique<AdamW>(split_decay_groups(s.trained, c.training.weight_decay), adam);
 
   s.schedule.kind = c.training.lr_schedule;
   s.schedule.peak_lr = c.training.lr;
@@ -181,7 +264,12 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     throw config::ConfigError(error.what());
   }
   if (resume_from) {
-    const nlohmann::json state = CheckpointManager::load(*resume_from, *s.model, *s.optimizer);
+    nlohmann::json state;
+    try {
+      state = CheckpointManager::load(*resume_from, s.trained, *s.optimizer, checkpoint_scope(s.comm, s.sharded));
+    } catch (const std::runtime_error& error) {
+      throw config::ConfigError(std::string("checkpoint.resume: ") + error.what());
+    }
     s.step = state.at("step").get<int64_t>();
     s.loader->restore({state.at("loader").at("epoch").get<int64_t>(),
                        state.at("loader").at("position").get<int64_t>()});
@@ -201,20 +289,27 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   State& s = *state_;
   const auto& c = s.config;
   install_stop_handlers();
-  MetricsWriter metrics(c.checkpoint.output_dir, s.step, c.training.steps, c.logging.every,
-                        c.logging.progress_bar);
-  std::vector<at::Tensor> params = s.model->parameters();
+  const bool leader = s.comm->rank() == 0;
+  const bool distributed = s.comm->world_size() > 1;
+  // Rank 0 keeps the metrics (every value in them is global).
+  std::optional<MetricsWriter> metrics;
+  if (leader) {
+    metrics.emplace(c.checkpoint.output_dir, s.step, c.training.steps, c.logging.every, c.logging.progress_bar);
+  }
+  std::vector<at::Tensor> params;
+  for (const auto& item : s.trained) params.push_back(item.second);
   const auto run_start = Clock::now();
   TrainResult result;
+  result.rank = s.comm->rank();
   result.final_loss = std::numeric_limits<double>::quiet_NaN();
   int64_t last_saved = -1;
 
   auto save = [&](int64_t step) {
     const double elapsed =
         s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
-    result.checkpoint_path = s.checkpoints->save(step, *s.model, *s.optimizer,
+    result.checkpoint_path = s.checkpoints->save(step, s.trained, s.model->config(), *s.optimizer,
                                                  trainer_state_json(step, *s.loader, elapsed),
-                                                 c.resolved_yaml);
+                                                 c.resolved_yaml, checkpoint_scope(s.comm, s.sharded));
     last_saved = step;
     log::info("saved checkpoint " + result.checkpoint_path);
   };
@@ -240,6 +335,15 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       target_tokens += batches.back().num_target_tokens();
       input_tokens += batches.back().batch_size * batches.back().seq_len;
     }
+    if (distributed) {
+      // The loss of every rank is normalised by the target count of the whole
+      // global batch: one all-reduce per optimizer step.
+      at::Tensor counts = torch::tensor({target_tokens, input_tokens}, at::TensorOptions().dtype(at::kLong)).to(s.device);
+      s.comm->all_reduce(counts);
+      counts = counts.cpu();
+      target_tokens = counts[0].item<int64_t>();
+      input_tokens = counts[1].item<int64_t>();
+    }
     const double normaliser = static_cast<double>(std::max<int64_t>(target_tokens, 1));
 
     at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
@@ -259,14 +363,30 @@ TrainResult Trainer::run(int64_t stop_after_step) {
                                    c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean
                                                                  : kernels::FlceMode::speed);
       loss.backward();
+      if (s.sharded) s.sharded->finish_backward();
       loss_total += loss.detach();
     }
-    at::Tensor grad_norm = clip_grad_norm(params, c.training.grad_clip);
+    at::Tensor grad_norm = clip_grad_norm(params, c.training.grad_clip, *s.comm, s.sharded != nullptr);
     s.optimizer->step(lr);
     s.optimizer->zero_grad();
     s.step = step;
 
     // The only host synchronisation of the step: reading its metrics.
+    // Sharded: the loss is the sum of every rank's share, and whether to stop
+    // is decided together (a signal may reach the ranks a step apart).
+    bool stop_now = stop_requested() || step == stop_after_step;
+    int64_t peak_mem = peak_memory_bytes(s.device);
+    if (distributed) {
+      at::Tensor shared = torch::stack({loss_total.to(at::kDouble),
+                                        torch::scalar_tensor(stop_now ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(s.device))});
+      s.comm->all_reduce(shared);
+      at::Tensor peak = torch::tensor({peak_mem}, at::TensorOptions().dtype(at::kLong)).to(s.device);
+      s.comm->all_reduce(peak, distributed::ReduceOp::max);
+      shared = shared.cpu();
+      loss_total = shared[0];
+      stop_now = shared[1].item<double>() > 0.0;
+      peak_mem = peak.cpu().item<int64_t>();
+    }
     StepMetrics m;
     m.step = step;
     m.loss = loss_total.item<double>();
@@ -276,22 +396,22 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
     m.tokens_per_s = static_cast<double>(input_tokens) / std::max(step_seconds, 1e-9);
     m.elapsed_s = s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
-    m.peak_mem_bytes = peak_memory_bytes(s.device);
+    m.peak_mem_bytes = peak_mem;  // the highest of all ranks
     if (s.eval_data && step % c.training.eval_every == 0) {
       const EvalResult eval =
           evaluate(*s.model, *s.eval_data, c.training.micro_batch_size, c.training.eval_batches, s.device);
       m.eval_loss = eval.loss;
       m.eval_ppl = eval.perplexity;
     }
-    metrics.record(m);
+    if (metrics) metrics->record(m);
     result.final_loss = m.loss;
     if (!std::isfinite(m.loss)) {
       throw std::runtime_error(c10::str("loss is ", m.loss, " at step ", step,
                                         ": training diverged; lower training.lr or check the data"));
     }
 
-    if (stop_requested() || step == stop_after_step) {
-      metrics.finish_progress();
+    if (stop_now) {
+      if (metrics) metrics->finish_progress();
       log::warn(c10::str("stop requested (signal ", stop_signal_number(), "): saving at step ", step,
                          " and stopping"));
       save(step);
@@ -300,7 +420,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     }
     if (c.checkpoint.every > 0 && step % c.checkpoint.every == 0) save(step);
   }
-  metrics.finish_progress();
+  if (metrics) metrics->finish_progress();
   if (!result.stopped_by_signal && c.checkpoint.save_final && last_saved != s.step && s.step > 0) {
     save(s.step);
   }
@@ -326,7 +446,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
 
   log::info(c10::str("done: step ", result.final_step, ", final loss ", result.final_loss,
                      ", checkpoint ", result.checkpoint_path.empty() ? "(none)" : result.checkpoint_path,
-                     ", metrics ", metrics.path()));
+                     ", metrics ", metrics ? metrics->path() : std::string("(rank 0)")));
   log::flush();
   return result;
 }

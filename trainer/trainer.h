@@ -14,6 +14,7 @@ class TransformerImpl;
 namespace liger::trainer {
 
 struct TrainResult {
+  int64_t rank = 0;  // of this process in its job (only rank 0 reports)
   int64_t final_step = 0;
   double final_loss = 0.0;         // loss of the last step taken (NaN if none was)
   std::string checkpoint_path;     // last checkpoint written ("" if none)

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Sharded data parallelism on the CPU (Gloo, 2 processes on this host):
+#  1. two ranks with micro-batch 2 each train exactly like one process with
+#     micro-batch 4 (same windows, the loss normalised over both ranks): the
+#     per-step losses and the final parameters agree to 1e-5 (fp32);
+#  2. with activation checkpointing on as well;
+#  3. a sharded checkpoint, resumed on 2 ranks, ends where an uninterrupted run ends;
+#     resuming it on 1 rank is a clear error;
+#  4. when one rank is killed, the other stops with an error naming the failed
+#     collective within parallelism.timeout_s instead of hanging.
+# Usage: test_distributed.sh BIN_DIR SOURCE_DIR
+set -uo pipefail
+BIN=$1
+SRC=$2
+cd "$SRC"
+failures=0
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$work"; }
+trap cleanup EXIT
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+
+common=(--config configs/tiny.yaml --set training.device=cpu --set training.threads=1
+        --set data.seq_len=64 --set training.steps=5 --set training.lr_schedule=constant
+        --set training.warmup_steps=0 --set logging.every=1 --set logging.sample_tokens=0
+        --set checkpoint.every=0 --set logging.progress_bar=off --set parallelism.timeout_s=30
+        --set training.lr=0.001)
+
+# Per-step losses of two metrics.jsonl files agree within a relative 1e-5.
+same_losses() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+assert len(a) == len(b) and a, f"{len(a)} vs {len(b)} steps"
+worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+print(f"{len(a)} steps, max relative loss difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+}
+
+# --- 1. two ranks == one process ------------------------------------------
+"$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=4 \
+  --set checkpoint.output_dir="$work/one" > "$work/one.log" 2>&1 || { fail "single-process run"; tail -5 "$work/one.log"; }
+bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
+  --set checkpoint.output_dir="$work/two" > "$work/two.log" 2>&1 || { fail "2-rank run"; tail -15 "$work/two.log"; }
+if out=$(same_losses "$work/two/metrics.jsonl" "$work/one/metrics.jsonl"); then
+  echo "ok   2 ranks == 1 process, losses: $out"
+else
+  fail "2-rank losses differ from 1 process: $out"
+fi
+if out=$("$BIN/liger-compare" "$work/two/step-5" "$work/one/step-5" --rtol 1e-5 2>&1); then
+  echo "ok   2 ranks == 1 process, parameters: $out"
+else
+  fail "2-rank parameters differ: $out"
+fi
+[ -f "$work/two/step-5/shards.json" ] && [ -f "$work/two/step-5/model.rank-1.pt" ] \
+  || fail "the 2-rank checkpoint is not sharded (no shards.json / model.rank-1.pt)"
+
+# --- 2. with activation checkpointing --------------------------------------
+bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
+  --set training.activation_checkpointing=full --set checkpoint.output_dir="$work/two_ac" > "$work/two_ac.log" 2>&1 \
+  || { fail "2-rank run with activation checkpointing"; tail -15 "$work/two_ac.log"; }
+if out=$("$BIN/liger-compare" "$work/two_ac/step-5" "$work/one/step-5" --rtol 1e-5 2>&1); then
+  echo "ok   2 ranks + activation checkpointing == 1 process: $out"
+else
+  fail "2 ranks + activation checkpointing differ: $out"
+fi
+
+# --- 3. sharded checkpoint + resume ---------------------------------------
+bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
+  --set training.steps=3 --set checkpoint.output_dir="$work/resumed" > "$work/first.log" 2>&1 \
+  || { fail "first half"; tail -10 "$work/first.log"; }
+bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
+  --set checkpoint.resume=auto --set checkpoint.output_dir="$work/resumed" > "$work/second.log" 2>&1 \
+  || { fail "resumed half"; tail -10 "$work/second.log"; }
+if out=$("$BIN/liger-compare" "$work/resumed/step-5" "$work/two/step-5" --rtol 1e-6 2>&1); then
+  echo "ok   resumed sharded run == uninterrupted: $out"
+else
+  fail "resumed sharded run differs: $out"
+fi
+out=$("$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=4 --set training.steps=6 \
+  --set checkpoint.resume="$work/two/step-5" --set checkpoint.output_dir="$work/wrong" 2>&1); code=$?
+if [ $code -ne 0 ] && grep -q "written by 2 rank" <<<"$out"; then
+  echo "ok   resuming 2-rank shards on 1 process is a clear error"
+else
+  fail "resume on another world size: exit $code: $out"
+fi
+
+# --- 4. a dead rank ends the job ------------------------------------------
+port=$((20000 + RANDOM % 20000))
+long=("${common[@]}" --set training.steps=100000 --set training.micro_batch_size=2
+      --set parallelism.timeout_s=20 --set checkpoint.output_dir="$work/dead" --set checkpoint.save_final=false)
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$BIN/liger-train" "${long[@]}" > "$work/dead.$r.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 1 120); do  # until the job trains
+  [ -s "$work/dead/metrics.jsonl" ] && break
+  sleep 0.5
+done
+kill -9 "${pids[1]}"
+start=$(date +%s)
+wait "${pids[0]}"; code=$?
+took=$(( $(date +%s) - start ))
+if [ $code -ne 0 ] && [ $took -le 40 ] && grep -Eq "failed on rank 0" "$work/dead.0.log"; then
+  echo "ok   rank 1 killed: rank 0 stopped with an error in ${took}s: $(grep -E 'error' "$work/dead.0.log" | tail -1)"
+else
+  fail "rank 1 killed: rank 0 exit $code after ${took}s"; tail -5 "$work/dead.0.log"
+fi
+exit $failures

@@ -1,0 +1,360 @@
+#include "trainer/distributed/fully_sharded.h"
+
+#include "trainer/activation_checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <stdexcept>
+#include <unordered_map>
+
+namespace liger::trainer::distributed {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct FullyShardedModel::Unit {
+  std::string name;
+  std::vector<size_t> params;        // indices into params_
+  std::vector<int64_t> offsets;      // each parameter's offset in this rank's flat shard
+  int64_t flat_numel = 0;            // sum of the shards' numel
+  bool reshard_after_forward = true;
+  std::vector<Tensor> gathered;      // full weights (compute dtype); storage empty when released
+  bool materialized = false;         // gathered tensors hold data
+  PendingCollective gather_work;     // an all-gather in flight into gather_recv
+  Tensor gather_send, gather_recv;
+};
+
+struct FullyShardedModel::PendingReduce {
+  Unit* unit = nullptr;
+  PendingCollective work;
+  Tensor input, output;  // kept alive until the collective is done
+};
+
+namespace {
+
+// The gather as an autograd node: shards in, full weights out. Its backward
+// hands the full weights' gradients to the sharding, which reduce-scatters
+// them and writes the shards' .grad itself (asynchronously), so it returns no
+// gradient through autograd.
+struct GatherFunction : public torch::autograd::Function<GatherFunction> {
+  // shards must come as a TensorList: autograd sees its elements as inputs
+  // (a std::vector would pass as an opaque argument).
+  static variable_list forward(AutogradContext* ctx, at::TensorList shards,
+                               FullyShardedModel* owner, FullyShardedModel::Unit* unit) {
+    ctx->saved_data["owner"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(owner));
+    ctx->saved_data["unit"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(unit));
+    // backward returns one (undefined) gradient per forward argument
+    ctx->saved_data["inputs"] = static_cast<int64_t>(shards.size() + 2);
+    return owner->unpack_gathered(*unit);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto* owner = reinterpret_cast<FullyShardedModel*>(static_cast<intptr_t>(ctx->saved_data["owner"].toInt()));
+    auto* unit = reinterpret_cast<FullyShardedModel::Unit*>(static_cast<intptr_t>(ctx->saved_data["unit"].toInt()));
+    owner->post_backward(*unit, grads);
+    return variable_list(static_cast<size_t>(ctx->saved_data["inputs"].toInt()));
+  }
+};
+
+// Shape of a shard: [rows_per_rank, full_shape[1:]...].
+std::vector<int64_t> shard_shape(const ShardedParameter& p) {
+  std::vector<int64_t> shape = p.full_shape;
+  shape[0] = p.rows_per_rank;
+  return shape;
+}
+
+// [world, rows_per_rank, full_shape[1:]...]: the rank-major layout of a
+// gathered (or to-be-scattered) parameter.
+std::vector<int64_t> ranked_shape(const ShardedParameter& p, int64_t world) {
+  std::vector<int64_t> shape = shard_shape(p);
+  shape.insert(shape.begin(), world);
+  return shape;
+}
+
+// Releases a tensor's memory while keeping the tensor (and every autograd
+// record of it) valid; refill() gives it data again. Autograd's saved copies
+// share the storage, so they see the new data, and no version bump happens.
+void release_storage(const Tensor& t) {
+  c10::StorageImpl* storage = t.storage().unsafeGetStorageImpl();
+  storage->set_data_ptr_noswap(c10::DataPtr(nullptr, t.device()));
+  storage->set_nbytes(0);
+}
+
+void refill_storage(const Tensor& t, const Tensor& values) {
+  // values: a fresh contiguous tensor of t's shape and dtype, sole owner of
+  // its storage; its memory moves into t's storage.
+  c10::StorageImpl* target = t.storage().unsafeGetStorageImpl();
+  c10::StorageImpl* source = values.storage().unsafeGetStorageImpl();
+  const size_t nbytes = source->nbytes();
+  target->set_data_ptr_noswap(source->set_data_ptr(c10::DataPtr(nullptr, values.device())));
+  target->set_nbytes(nbytes);
+  source->set_nbytes(0);
+}
+
+}  // namespace
+
+int64_t ShardedParameter::valid_rows(int64_t rank) const {
+  const int64_t begin = first_row(rank);
+  return std::max<int64_t>(0, std::min(full_shape[0], begin + rows_per_rank) - begin);
+}
+
+FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
+                                     std::shared_ptr<Communicator> communicator, ShardingOptions options)
+    : model_(model), comm_(std::move(communicator)), options_(options) {
+  const int64_t world = comm_->world_size();
+  // Every WeightImpl by the name of its parameter.
+  std::unordered_map<const models::WeightImpl*, std::string> names;
+  for (const auto& item : model_.named_modules()) {
+    if (const auto* weight = dynamic_cast<const models::WeightImpl*>(item.value().get())) {
+      names[weight] = item.key() + ".weight";
+    }
+  }
+  std::unordered_map<std::string, models::WeightImpl*> module_of;
+  for (const auto& [weight, name] : names) module_of[name] = const_cast<models::WeightImpl*>(weight);
+  // Parameters in named_parameters() order (the order of a single-process
+  // init), each with its module.
+  std::unordered_map<std::string, size_t> index_of;
+  for (const auto& item : model_.named_parameters()) {
+    ShardedParameter p;
+    p.name = item.key();
+    p.module = module_of.at(p.name);
+    p.full_shape = item.value().sizes().vec();
+    p.rows_per_rank = (p.full_shape[0] + world - 1) / world;
+    p.shard = at::zeros(shard_shape(p), at::TensorOptions().dtype(options_.param_dtype).device(options_.device))
+                  .set_requires_grad(true);
+    index_of[p.name] = params_.size();
+    params_.push_back(std::move(p));
+  }
+
+  auto add_unit = [&](std::string name, const std::vector<const models::WeightImpl*>& weights,
+                      bool reshard) {
+    auto unit = std::make_unique<Unit>();
+    unit->name = std::move(name);
+    unit->reshard_after_forward = reshard;
+    for (const auto* weight : weights) {
+      const size_t i = index_of.at(names.at(weight));
+      unit->params.push_back(i);
+      unit->offsets.push_back(unit->flat_numel);
+      unit->flat_numel += params_[i].shard.numel();
+    }
+    units_.push_back(std::move(unit));
+  };
+  // Root: used at both ends of the forward, so it stays gathered until its
+  // backward (as FSDP2 keeps the root module's parameters).
+  std::vector<const models::WeightImpl*> root = {model_.model->embed_tokens.get(), model_.model->norm.get()};
+  if (model_.lm_head) root.push_back(model_.lm_head.get());
+  add_unit("root", root, false);
+  int64_t layer_index = 0;
+  for (const auto& layer : *model_.model->layers) {
+    std::vector<const models::WeightImpl*> weights;
+    for (const auto& item : layer->named_modules()) {
+      if (const auto* weight = dynamic_cast<const models::WeightImpl*>(item.value().get())) weights.push_back(weight);
+    }
+    add_unit("layer " + std::to_string(layer_index++), weights, options_.reshard_after_forward);
+  }
+  size_t covered = 0;
+  for (const auto& unit : units_) covered += unit->params.size();
+  if (covered != params_.size()) {
+    throw std::logic_error("fully sharded model: units cover " + std::to_string(covered) + " of " +
+                           std::to_string(params_.size()) + " parameters");
+  }
+}
+
+FullyShardedModel::~FullyShardedModel() = default;
+
+void FullyShardedModel::init_weights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto meta = model_.named_parameters();
+  for (auto& p : params_) {
+    // The full value, drawn exactly as one process draws it, then this rank's rows.
+    const Tensor full = model_.initial_value(meta[p.name], generator);
+    const int64_t rows = p.valid_rows(comm_->rank());
+    if (rows > 0) p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
+  }
+}
+
+void FullyShardedModel::load_full_parameters(const std::function<Tensor(const std::string&)>& full) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : params_) {
+    const Tensor value = full(p.name);
+    if (value.sizes().vec() != p.full_shape) {
+      throw std::runtime_error("parameter " + p.name + " has shape " + c10::str(value.sizes()) +
+                               " but the model expects " + c10::str(at::IntArrayRef(p.full_shape)));
+    }
+    const int64_t rows = p.valid_rows(comm_->rank());
+    if (rows > 0) p.shard.narrow(0, 0, rows).copy_(value.narrow(0, p.first_row(comm_->rank()), rows));
+  }
+}
+
+std::vector<std::pair<std::string, Tensor>> FullyShardedModel::named_shards() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& p : params_) out.emplace_back(p.name, p.shard);
+  return out;
+}
+
+nlohmann::json FullyShardedModel::shard_index() const {
+  nlohmann::json params = nlohmann::json::object();
+  for (const auto& p : params_) {
+    params[p.name] = {{"shape", p.full_shape}, {"rows_per_rank", p.rows_per_rank}};
+  }
+  return {{"world_size", comm_->world_size()}, {"sharded_dim", 0}, {"parameters", params}};
+}
+
+Tensor FullyShardedModel::assemble(const std::vector<Tensor>& shards, const std::vector<int64_t>& full_shape) {
+  // Concatenating the shards in rank order gives the padded parameter.
+  return at::cat(shards, 0).narrow(0, 0, full_shape[0]).contiguous();
+}
+
+// ---------------------------------------------------------------- gathering
+
+void FullyShardedModel::issue_gather(Unit& unit) {
+  if (unit.materialized || unit.gather_work.pending()) return;
+  torch::NoGradGuard no_grad;
+  // Send buffer: this rank's shards, flattened and cast to the compute dtype
+  // (the only cast of the weights: fp32 master -> bf16 here).
+  std::vector<Tensor> flat;
+  for (size_t i : unit.params) flat.push_back(params_[i].shard.detach().reshape({-1}));
+  unit.gather_send = at::cat(flat).to(options_.compute_dtype);
+  unit.gather_recv = at::empty({comm_->world_size() * unit.flat_numel},
+                               at::TensorOptions().dtype(options_.compute_dtype).device(options_.device));
+  unit.gather_work = comm_->all_gather(unit.gather_recv, unit.gather_send);
+}
+
+std::vector<Tensor> FullyShardedModel::unpack_gathered(Unit& unit) {
+  issue_gather(unit);
+  unit.gather_work.wait();
+  const int64_t world = comm_->world_size();
+  const Tensor ranked = unit.gather_recv.view({world, unit.flat_numel});
+  std::vector<Tensor> full;
+  for (size_t k = 0; k < unit.params.size(); ++k) {
+    const ShardedParameter& p = params_[unit.params[k]];
+    std::vector<int64_t> padded = p.full_shape;
+    padded[0] = world * p.rows_per_rank;
+    // [world, numel] columns of this parameter -> [world, rows, ...] (a view)
+    // -> [world * rows, ...] (a copy: the rank blocks are not adjacent).
+    Tensor value = ranked.narrow(1, unit.offsets[k], p.shard.numel())
+                       .view(ranked_shape(p, world))
+                       .reshape(padded);
+    if (padded[0] != p.full_shape[0]) value = value.narrow(0, 0, p.full_shape[0]).clone();
+    if (value.is_alias_of(unit.gather_recv)) value = value.clone();
+    full.push_back(value);
+  }
+  unit.gather_send = Tensor();
+  unit.gather_recv = Tensor();
+  return full;
+}
+
+void FullyShardedModel::materialize_for_forward(Unit& unit) {
+  std::vector<Tensor> full;
+  if (at::GradMode::is_enabled()) {
+    std::vector<Tensor> shards;
+    for (size_t i : unit.params) shards.push_back(params_[i].shard);
+    full = GatherFunction::apply(at::TensorList(shards), this, &unit);
+  } else {
+    full = unpack_gathered(unit);
+  }
+  for (size_t k = 0; k < unit.params.size(); ++k) params_[unit.params[k]].module->weight = full[k];
+  unit.gathered = std::move(full);
+  unit.materialized = true;
+}
+
+void FullyShardedModel::materialize_for_backward(Unit& unit) {
+  if (unit.materialized) return;
+  at::NoGradGuard no_grad;
+  const std::vector<Tensor> fresh = unpack_gathered(unit);
+  for (size_t k = 0; k < fresh.size(); ++k) refill_storage(unit.gathered[k], fresh[k]);
+  unit.materialized = true;
+}
+
+void FullyShardedModel::release(Unit& unit) {
+  if (!unit.materialized) return;
+  for (const Tensor& t : unit.gathered) release_storage(t);
+  unit.materialized = false;
+}
+
+void FullyShardedModel::before_forward() {
+  Unit& root = *units_[0];
+  issue_gather(root);
+  if (units_.size() > 1) issue_gather(*units_[1]);  // the first layer's, in flight meanwhile
+  root.materialized = false;
+  materialize_for_forward(root);
+}
+
+Tensor FullyShardedModel::run_layer(int64_t index, const Tensor& x, const LayerFn& layer) {
+  const size_t u = static_cast<size_t>(index) + 1;
+  Unit& unit = *units_.at(u);
+  unit.materialized = false;  // a new forward: a new gather node
+  materialize_for_forward(unit);
+  if (u + 1 < units_.size()) issue_gather(*units_[u + 1]);  // prefetch the next layer
+  Tensor y = options_.activation_checkpointing ? checkpointed_layer(layer, x) : layer(x);
+  const bool training = y.requires_grad();
+  if (unit.reshard_after_forward || !training) release(unit);
+  if (training) {
+    y.register_hook([this, index](const Tensor&) { pre_backward(index); });
+  }
+  return y;
+}
+
+// ------------------------------------------------------------------ backward
+
+void FullyShardedModel::pre_backward(int64_t layer) {
+  const size_t u = static_cast<size_t>(layer) + 1;
+  materialize_for_backward(*units_[u]);
+  if (u > 1 && !units_[u - 1]->materialized) issue_gather(*units_[u - 1]);  // prefetch the previous layer
+}
+
+void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& full_grads) {
+  at::NoGradGuard no_grad;
+  const int64_t world = comm_->world_size();
+  // Rank-major input of the reduce-scatter, in the reduce dtype (cast here:
+  // bf16 gradients are summed over ranks in fp32 by default).
+  Tensor input = at::zeros({world, unit.flat_numel},
+                           at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device));
+  for (size_t k = 0; k < unit.params.size(); ++k) {
+    const Tensor& grad = full_grads[k];
+    if (!grad.defined()) continue;  // unused in this forward: contributes zeros
+    const ShardedParameter& p = params_[unit.params[k]];
+    Tensor padded = grad;
+    const int64_t pad = world * p.rows_per_rank - p.full_shape[0];
+    if (pad > 0) {
+      std::vector<int64_t> shape = p.full_shape;
+      shape[0] = pad;
+      padded = at::cat({grad, at::zeros(shape, grad.options())}, 0);
+    }
+    input.narrow(1, unit.offsets[k], p.shard.numel()).view(ranked_shape(p, world)).copy_(padded.view(ranked_shape(p, world)));
+  }
+  auto pending = std::make_unique<PendingReduce>();
+  pending->unit = &unit;
+  pending->input = input.view({-1});
+  pending->output = at::empty({unit.flat_numel}, input.options());
+  pending->work = comm_->reduce_scatter(pending->output, pending->input);
+  land_reduce_scatter();  // the previous unit's: it ran while this one's backward did
+  pending_reduce_ = std::move(pending);
+  release(unit);
+}
+
+void FullyShardedModel::land_reduce_scatter() {
+  if (!pending_reduce_) return;
+  at::NoGradGuard no_grad;
+  PendingReduce& pending = *pending_reduce_;
+  pending.work.wait();
+  const Unit& unit = *pending.unit;
+  for (size_t k = 0; k < unit.params.size(); ++k) {
+    ShardedParameter& p = params_[unit.params[k]];
+    // Accumulated in the parameter dtype (fp32 master: no rounding across micro-batches).
+    const Tensor grad = pending.output.narrow(0, unit.offsets[k], p.shard.numel()).view(shard_shape(p))
+                            .to(options_.param_dtype);
+    if (p.shard.grad().defined()) {
+      p.shard.mutable_grad().add_(grad);
+    } else {
+      p.shard.mutable_grad() = grad.clone();
+    }
+  }
+  pending_reduce_.reset();
+}
+
+void FullyShardedModel::finish_backward() { land_reduce_scatter(); }
+
+}  // namespace liger::trainer::distributed
