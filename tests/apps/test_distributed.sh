@@ -7,7 +7,7 @@
 #  3. a sharded checkpoint, resumed on 2 ranks, ends where an uninterrupted run ends;
 #     resuming it on 1 rank is a clear error;
 #  4. when one rank is killed, the other stops with an error naming the failed
-#     collective within parallelism.timeout_s instead of hanging.
+#     collective at once; 5. when one hangs, within parallelism.timeout_s.
 # Usage: test_distributed.sh BIN_DIR SOURCE_DIR
 set -uo pipefail
 BIN=$1
@@ -108,5 +108,30 @@ if [ $code -ne 0 ] && [ $took -le 40 ] && grep -Eq "failed on rank 0" "$work/dea
   echo "ok   rank 1 killed: rank 0 stopped with an error in ${took}s: $(grep -E 'error' "$work/dead.0.log" | tail -1)"
 else
   fail "rank 1 killed: rank 0 exit $code after ${took}s"; tail -5 "$work/dead.0.log"
+fi
+
+# --- 5. a hung rank (stopped, sockets open) ends the job after the timeout --
+rm -rf "$work/dead"
+pids=()
+port=$((20000 + RANDOM % 20000))
+long=("${long[@]}" --set parallelism.timeout_s=5)
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$BIN/liger-train" "${long[@]}" > "$work/hung.$r.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 1 120); do
+  [ -s "$work/dead/metrics.jsonl" ] && break
+  sleep 0.5
+done
+kill -STOP "${pids[1]}"
+start=$(date +%s)
+wait "${pids[0]}"; code=$?
+took=$(( $(date +%s) - start ))
+kill -9 "${pids[1]}" 2>/dev/null
+if [ $code -ne 0 ] && [ $took -ge 4 ] && [ $took -le 30 ] && grep -Eq "failed on rank 0.*[Tt]imed out" "$work/hung.0.log"; then
+  echo "ok   rank 1 hung: rank 0 stopped after the 5 s timeout (${took}s) with one error line"
+else
+  fail "rank 1 hung: rank 0 exit $code after ${took}s"; tail -3 "$work/hung.0.log"
 fi
 exit $failures
