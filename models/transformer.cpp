@@ -168,6 +168,7 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
   if (hooks_) hooks_->before_forward();
   // Gather rows in the stored dtype, then cast only those rows.
   Tensor x = torch::embedding(model->embed_tokens->weight, ids).to(compute_dtype_);
+  if (hooks_) hooks_->after_embedding();
   if (config_.scale_embeddings) {
     // Gemma: times sqrt(hidden) rounded to the compute dtype first, as HF
     // rounds it to the model dtype (sqrt(3072) = 55.4256 becomes 55.5 in bf16).
@@ -198,6 +199,7 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
     x = hooks_ ? hooks_->run_layer(index, x, run_layer) : run_layer(x);
     ++index;
   }
+  if (hooks_) hooks_->before_head();
   return norm(*model->norm, x);
 }
 

@@ -98,6 +98,9 @@ class LayerHooks {
   // At the start of every forward: the embeddings, final norm and lm_head are
   // used outside the layers.
   virtual void before_forward() {}
+  // After the embedding lookup, and before the final norm (and lm_head).
+  virtual void after_embedding() {}
+  virtual void before_head() {}
   // Runs decoder layer `index` on x: layer(x), plus whatever the hooks add.
   virtual Tensor run_layer(int64_t index, const Tensor& x, const LayerFn& layer) { return layer(x); }
 };

@@ -67,6 +67,20 @@ else
   fail "2 ranks + activation checkpointing differ: $out"
 fi
 
+# --- 2b. untied lm_head (separate embedding and head units), gradient accumulation
+"$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=4 --set model.tie_embeddings=false \
+  --set training.gradient_accumulation_steps=2 --set checkpoint.output_dir="$work/one_untied" > "$work/one_untied.log" 2>&1 \
+  || { fail "single-process untied run"; tail -5 "$work/one_untied.log"; }
+bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
+  --set model.tie_embeddings=false --set training.gradient_accumulation_steps=2 --set training.activation_checkpointing=full \
+  --set checkpoint.output_dir="$work/two_untied" > "$work/two_untied.log" 2>&1 || { fail "2-rank untied run"; tail -15 "$work/two_untied.log"; }
+if out=$("$BIN/liger-compare" "$work/two_untied/step-5" "$work/one_untied/step-5" --rtol 1e-5 2>&1) \
+   && losses=$(same_losses "$work/two_untied/metrics.jsonl" "$work/one_untied/metrics.jsonl"); then
+  echo "ok   untied lm_head, 2 micro-batches, checkpointing: 2 ranks == 1 process: $losses; $out"
+else
+  fail "untied / accumulation: $out $losses"
+fi
+
 # --- 3. sharded checkpoint + resume ---------------------------------------
 bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
   --set training.steps=3 --set checkpoint.output_dir="$work/resumed" > "$work/first.log" 2>&1 \

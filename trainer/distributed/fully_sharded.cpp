@@ -21,6 +21,7 @@ struct FullyShardedModel::Unit {
   bool reshard_after_forward = true;
   std::vector<Tensor> gathered;      // full weights (compute dtype); storage empty when released
   bool materialized = false;         // gathered tensors hold data
+  Tensor flat_grad;                  // [flat_numel] param dtype: the shards' .grad are views of it
   PendingCollective gather_work;     // an all-gather in flight into gather_recv
   Tensor gather_send, gather_recv;
 };
@@ -29,7 +30,16 @@ struct FullyShardedModel::PendingReduce {
   Unit* unit = nullptr;
   PendingCollective work;
   Tensor input, output;  // kept alive until the collective is done
+  bool add_to_grad = false;  // output is a temporary to add into unit->flat_grad
+  int64_t begin = 0;         // where output starts in unit->flat_grad
 };
+
+namespace {
+// A unit holding more than twice this many elements per rank (the
+// embeddings, lm_head) is reduce-scattered in chunks of it: 64 Mi elements per
+// rank, i.e. 512 MiB of fp32 staging with 2 ranks. Decoder layers go whole.
+constexpr int64_t kChunkElementsPerRank = int64_t{64} << 20;
+}  // namespace
 
 namespace {
 
@@ -140,11 +150,16 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
     }
     units_.push_back(std::move(unit));
   };
-  // Root: used at both ends of the forward, so it stays gathered until its
-  // backward (as FSDP2 keeps the root module's parameters).
-  std::vector<const models::WeightImpl*> root = {model_.model->embed_tokens.get(), model_.model->norm.get()};
-  if (model_.lm_head) root.push_back(model_.lm_head.get());
-  add_unit("root", root, false);
+  // units_[0]: the embeddings. Untied, they are released right after the
+  // lookup (the embedding's backward needs only the ids, not the weight).
+  // Tied, they are lm_head too: one root unit with the final norm, gathered
+  // from the start of the forward to the end of the backward.
+  tied_ = !model_.lm_head;
+  if (tied_) {
+    add_unit("root", {model_.model->embed_tokens.get(), model_.model->norm.get()}, false);
+  } else {
+    add_unit("embed", {model_.model->embed_tokens.get()}, true);
+  }
   int64_t layer_index = 0;
   for (const auto& layer : *model_.model->layers) {
     std::vector<const models::WeightImpl*> weights;
@@ -153,6 +168,8 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
     }
     add_unit("layer " + std::to_string(layer_index++), weights, options_.reshard_after_forward);
   }
+  // Untied: the final norm and lm_head, gathered when the last layer runs.
+  if (!tied_) add_unit("head", {model_.model->norm.get(), model_.lm_head.get()}, false);
   size_t covered = 0;
   for (const auto& unit : units_) covered += unit->params.size();
   if (covered != params_.size()) {
@@ -275,11 +292,22 @@ void FullyShardedModel::release(Unit& unit) {
 }
 
 void FullyShardedModel::before_forward() {
-  Unit& root = *units_[0];
-  issue_gather(root);
+  Unit& first = *units_[0];
+  issue_gather(first);
   if (units_.size() > 1) issue_gather(*units_[1]);  // the first layer's, in flight meanwhile
-  root.materialized = false;
-  materialize_for_forward(root);
+  first.materialized = false;                      // a new forward: a new gather node
+  materialize_for_forward(first);
+}
+
+void FullyShardedModel::after_embedding() {
+  if (!tied_) release(*units_[0]);
+}
+
+void FullyShardedModel::before_head() {
+  if (tied_) return;  // the root unit is still gathered
+  Unit& head = *units_.back();
+  head.materialized = false;
+  materialize_for_forward(head);
 }
 
 Tensor FullyShardedModel::run_layer(int64_t index, const Tensor& x, const LayerFn& layer) {
@@ -287,7 +315,7 @@ Tensor FullyShardedModel::run_layer(int64_t index, const Tensor& x, const LayerF
   Unit& unit = *units_.at(u);
   unit.materialized = false;  // a new forward: a new gather node
   materialize_for_forward(unit);
-  if (u + 1 < units_.size()) issue_gather(*units_[u + 1]);  // prefetch the next layer
+  if (u + 1 < units_.size()) issue_gather(*units_[u + 1]);  // prefetch the next layer (or the head)
   Tensor y = options_.activation_checkpointing ? checkpointed_layer(layer, x) : layer(x);
   const bool training = y.requires_grad();
   if (unit.reshard_after_forward || !training) release(unit);
@@ -308,10 +336,25 @@ void FullyShardedModel::pre_backward(int64_t layer) {
 void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& full_grads) {
   at::NoGradGuard no_grad;
   const int64_t world = comm_->world_size();
-  // Rank-major input of the reduce-scatter, in the reduce dtype (cast here:
-  // bf16 gradients are summed over ranks in fp32 by default).
-  Tensor input = at::zeros({world, unit.flat_numel},
-                           at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device));
+  land_reduce_scatter();  // the previous unit's: it ran while this one's backward did
+  // The shards' gradients are views of one flat buffer per unit, kept across
+  // steps; on the first micro-batch of a step the reduce-scatter writes
+  // straight into it (when the reduce and parameter dtypes agree).
+  if (!unit.flat_grad.defined()) {
+    unit.flat_grad = at::empty({unit.flat_numel}, at::TensorOptions().dtype(options_.param_dtype).device(options_.device));
+  }
+  const bool first = !params_[unit.params[0]].shard.grad().defined();
+  if (first) {
+    for (size_t k = 0; k < unit.params.size(); ++k) {
+      ShardedParameter& p = params_[unit.params[k]];
+      p.shard.mutable_grad() = unit.flat_grad.narrow(0, unit.offsets[k], p.shard.numel()).view(shard_shape(p));
+    }
+  }
+  const bool direct = first && options_.reduce_dtype == options_.param_dtype;
+
+  // Each parameter's gradient, zero-padded to world * rows_per_rank rows and
+  // seen as [world, rows_per_rank * ...]: row r goes to rank r.
+  std::vector<Tensor> ranked(unit.params.size());
   for (size_t k = 0; k < unit.params.size(); ++k) {
     const Tensor& grad = full_grads[k];
     if (!grad.defined()) continue;  // unused in this forward: contributes zeros
@@ -323,15 +366,36 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
       shape[0] = pad;
       padded = at::cat({grad, at::zeros(shape, grad.options())}, 0);
     }
-    input.narrow(1, unit.offsets[k], p.shard.numel()).view(ranked_shape(p, world)).copy_(padded.view(ranked_shape(p, world)));
+    ranked[k] = padded.view({world, p.shard.numel()});
   }
-  auto pending = std::make_unique<PendingReduce>();
-  pending->unit = &unit;
-  pending->input = input.view({-1});
-  pending->output = at::empty({unit.flat_numel}, input.options());
-  pending->work = comm_->reduce_scatter(pending->output, pending->input);
-  land_reduce_scatter();  // the previous unit's: it ran while this one's backward did
-  pending_reduce_ = std::move(pending);
+
+  // The reduce-scatter input is staged in the reduce dtype (cast here: bf16
+  // gradients are summed over ranks in fp32 by default). Big units (the
+  // embeddings, lm_head) go in chunks, each waited for before the next is
+  // staged, so the staging memory stays bounded; a layer goes in one piece,
+  // left in flight while the next layer's backward runs.
+  const int64_t chunk = unit.flat_numel > 2 * kChunkElementsPerRank ? kChunkElementsPerRank : unit.flat_numel;
+  for (int64_t begin = 0; begin < unit.flat_numel; begin += chunk) {
+    const int64_t end = std::min(unit.flat_numel, begin + chunk);
+    Tensor input = at::zeros({world, end - begin}, at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device));
+    for (size_t k = 0; k < unit.params.size(); ++k) {
+      if (!ranked[k].defined()) continue;
+      const int64_t lo = std::max(begin, unit.offsets[k]);
+      const int64_t hi = std::min(end, unit.offsets[k] + params_[unit.params[k]].shard.numel());
+      if (lo >= hi) continue;
+      input.narrow(1, lo - begin, hi - lo).copy_(ranked[k].narrow(1, lo - unit.offsets[k], hi - lo));
+    }
+    auto pending = std::make_unique<PendingReduce>();
+    pending->unit = &unit;
+    pending->input = input.view({-1});
+    pending->add_to_grad = !direct;
+    pending->output = direct ? unit.flat_grad.narrow(0, begin, end - begin)
+                             : at::empty({end - begin}, input.options());
+    pending->begin = begin;
+    pending->work = comm_->reduce_scatter(pending->output, pending->input);
+    pending_reduce_ = std::move(pending);
+    if (end < unit.flat_numel) land_reduce_scatter();
+  }
   release(unit);
 }
 
@@ -340,17 +404,9 @@ void FullyShardedModel::land_reduce_scatter() {
   at::NoGradGuard no_grad;
   PendingReduce& pending = *pending_reduce_;
   pending.work.wait();
-  const Unit& unit = *pending.unit;
-  for (size_t k = 0; k < unit.params.size(); ++k) {
-    ShardedParameter& p = params_[unit.params[k]];
+  if (pending.add_to_grad) {
     // Accumulated in the parameter dtype (fp32 master: no rounding across micro-batches).
-    const Tensor grad = pending.output.narrow(0, unit.offsets[k], p.shard.numel()).view(shard_shape(p))
-                            .to(options_.param_dtype);
-    if (p.shard.grad().defined()) {
-      p.shard.mutable_grad().add_(grad);
-    } else {
-      p.shard.mutable_grad() = grad.clone();
-    }
+    pending.unit->flat_grad.narrow(0, pending.begin, pending.output.numel()).add_(pending.output);
   }
   pending_reduce_.reset();
 }

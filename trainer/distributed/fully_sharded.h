@@ -1,7 +1,7 @@
 // FSDP-style sharding (ZeRO-3, as PyTorch's FSDP2 `fully_shard`).
 //
-// Units: each decoder layer, plus one root unit holding the embeddings, the
-// final norm and lm_head (tied or not). Every parameter lives sharded on dim 0:
+// Units: each decoder layer, the embeddings, and the final norm with lm_head
+// (with tied embeddings: one root unit of embeddings and final norm). Every parameter lives sharded on dim 0:
 // rank r keeps rows [r * rows_per_rank, (r + 1) * rows_per_rank), zero-padded
 // past the last row, in the parameter dtype (fp32 master by default); the
 // optimizer and the checkpoints see only these shards.
@@ -84,6 +84,8 @@ class FullyShardedModel : public models::LayerHooks {
 
   // models::LayerHooks
   void before_forward() override;
+  void after_embedding() override;
+  void before_head() override;
   at::Tensor run_layer(int64_t index, const at::Tensor& x, const LayerFn& layer) override;
 
   // Called by the gather's autograd node (not for users).
@@ -103,7 +105,9 @@ class FullyShardedModel : public models::LayerHooks {
   std::shared_ptr<Communicator> comm_;
   ShardingOptions options_;
   std::vector<ShardedParameter> params_;
-  std::vector<std::unique_ptr<Unit>> units_;  // [0] = root, [1 + i] = layer i
+  // [0] = embeddings (or the tied root), [1 + i] = layer i, then the head (untied)
+  std::vector<std::unique_ptr<Unit>> units_;
+  bool tied_ = false;
   struct PendingReduce;
   std::unique_ptr<PendingReduce> pending_reduce_;
 };
