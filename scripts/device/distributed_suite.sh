@@ -6,13 +6,14 @@
 #   c) the PyTorch FSDP2 + HF transformers baseline (and + Liger-Kernel when
 #      its wheel is carried in under wheels/), same shapes, batch and sequence.
 # Results (metrics, logs, JSON) go to $OUT.
-#   bash scripts/device/distributed_suite.sh [STEPS] [PARTS]   PARTS: any of a b c (default "a b c")
+#   bash scripts/device/distributed_suite.sh [STEPS] [PARTS]   PARTS: any of a l b c (default "a l b c";
+#   l = a with kernels.flce_mode=lean)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 STEPS=${1:-20}
-PARTS=${2:-"a b c"}
+PARTS=${2:-"a l b c"}
 BUILD=build-gpu
 export PATH=/usr/local/cuda/bin:$PATH
 # Keep NVLink multicast off (shared hosts).
@@ -47,6 +48,11 @@ if [[ $PARTS == *a* ]]; then
   timeout 300 bash scripts/launch.sh --nproc 2 -- "$BUILD/apps/liger-train" "${run8b[@]}" \
     --set checkpoint.output_dir="$OUT/a" > "$OUT/a.log" 2>&1
   echo "a) launch.sh --nproc 2: exit $?  $(summary "$OUT/a/metrics.jsonl" 2)" | tee -a "$OUT/summary.txt"
+fi
+if [[ $PARTS == *l* ]]; then  # a) with the lean fused loss (no [vocab, hidden] fp32 buffer)
+  timeout 300 bash scripts/launch.sh --nproc 2 -- "$BUILD/apps/liger-train" "${run8b[@]}" --set kernels.flce_mode=lean \
+    --set checkpoint.output_dir="$OUT/l" > "$OUT/l.log" 2>&1
+  echo "l) launch.sh --nproc 2, flce lean: exit $?  $(summary "$OUT/l/metrics.jsonl" 2)" | tee -a "$OUT/summary.txt"
 fi
 if [[ $PARTS == *b* ]]; then
   port=$((20000 + RANDOM % 20000))
