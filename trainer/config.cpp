@@ -233,6 +233,8 @@ TrainConfig build_config(const Values& v) {
   t.grad_clip = v.number("training.grad_clip");
   t.seed = v.integer("training.seed");
   t.master_weights = v.boolean("training.master_weights");
+  t.precision = v.string("training.precision");
+  t.stochastic_rounding = v.boolean("training.stochastic_rounding");
   t.threads = v.integer("training.threads");
   t.eval_every = v.integer("training.eval_every");
   t.eval_batches = v.integer("training.eval_batches");
@@ -312,6 +314,39 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
   }
 }
 
+// training.precision (not auto) decides model.dtype and training.master_weights.
+// Either of them set (in the file or by --set) to something else is an error
+// naming both keys; else they take the precision's values, so that the
+// resolved YAML says what runs and reads back the same.
+void resolve_precision(Values& v) {
+  const std::string precision = v.string("training.precision");
+  if (precision == "auto") return;
+  const bool master = precision != "bf16";  // bf16-mixed, fp32: fp32 parameters and state
+  const std::string dtype = precision == "fp32" ? "fp32" : "bf16";
+  const std::string where = v.where("training.precision");
+  const std::string set_dtype = v.string("model.dtype");  // validates the value first
+  if (v.where("model.dtype") != "default" && set_dtype != dtype) {
+    throw ConfigError(where + ": training.precision = " + precision + " computes in " + dtype +
+                      " but model.dtype = " + set_dtype + " (" + v.where("model.dtype") +
+                      "); remove model.dtype (training.precision sets it) or set it to " + dtype);
+  }
+  // fp32 compute keeps fp32 parameters whatever master_weights says: no contradiction.
+  if (precision != "fp32" && v.where("training.master_weights") != "default") {
+    const bool set_master = v.boolean("training.master_weights");
+    if (set_master != master) {
+      throw ConfigError(
+          where + ": training.precision = " + precision +
+          (master ? " keeps fp32 master weights" : " keeps bf16 parameters and optimizer state") +
+          " but training.master_weights = " + (set_master ? "true" : "false") + " (" +
+          v.where("training.master_weights") +
+          "); remove training.master_weights (training.precision sets it) or set it to " +
+          (master ? "true" : "false"));
+    }
+  }
+  v.set("model.dtype", YAML::Node(dtype), where);
+  if (precision != "fp32") v.set("training.master_weights", YAML::Node(master), where);
+}
+
 // pipeline_parallel_degree gets its own message before the range check.
 void check_unsupported_parallelism(const Values& v) {
   const KeySpec* pp = find_key("parallelism.pipeline_parallel_degree");
@@ -376,6 +411,7 @@ TrainConfig parse_config(const std::string& yaml_text, const std::string& origin
   Values values(origin);
   read_file_values(root, origin, values);
   read_overrides(overrides, values);
+  resolve_precision(values);
   check_unsupported_parallelism(values);
   TrainConfig config = build_config(values);
   check_cross_key_rules(config, values);

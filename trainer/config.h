@@ -61,6 +61,10 @@ struct TrainingSection {
   double grad_clip = 1.0;
   int64_t seed = 1234;
   bool master_weights = true;
+  // auto | bf16-mixed | bf16 | fp32; not auto: model.dtype and master_weights
+  // are set from it (see trainer/model_setup.h compute_dtype/parameter_dtype).
+  std::string precision = "auto";
+  bool stochastic_rounding = true;  // bf16 parameters: AdamW rounds its update stochastically
   int64_t threads = 0;
   int64_t eval_every = 0;    // 0 = no evaluation
   int64_t eval_batches = 0;  // 0 = all evaluation windows

@@ -140,6 +140,15 @@ std::vector<KeySpec> build_schema() {
       integer("training", "seed", "1234", 0, kMaxInt, "seeds init, data order and sampling"),
       boolean("training", "master_weights", "true",
               "keep fp32 parameters and optimizer state when model.dtype is bf16/fp16"),
+      choice("training", "precision", "auto", {"auto", "bf16-mixed", "bf16", "fp32"},
+             "auto = from model.dtype and training.master_weights; bf16-mixed = bf16 compute, "
+             "fp32 parameters and optimizer state; bf16 = parameters, gradients and AdamW state "
+             "all bf16 (as HF model.to(bfloat16)); fp32 = everything fp32. Not auto: model.dtype "
+             "and training.master_weights follow it; setting them to something else is an error"),
+      boolean("training", "stochastic_rounding", "true",
+              "bf16 parameters: AdamW's update is computed in fp32 and rounded to bf16 "
+              "stochastically, so updates below bf16 resolution survive in expectation; false = "
+              "round to nearest"),
       integer("training", "threads", "0", 0, 4096, "CPU intra-op threads; 0 = all cores"),
       integer("training", "eval_every", "0", 0, kMaxInt,
               "validation loss and perplexity every N steps (needs data.eval or data.eval_fraction); "

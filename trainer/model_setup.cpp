@@ -30,14 +30,25 @@ c10::Device resolve_device(const std::string& device, int64_t local_rank) {
   return c10::Device(c10::kCPU);
 }
 
+// training.precision first (parse_config also writes it into model.dtype and
+// master_weights; a TrainConfig built in code may not have), else model.dtype.
 c10::ScalarType compute_dtype(const config::TrainConfig& config) {
+  const std::string& precision = config.training.precision;
+  if (precision == "bf16-mixed" || precision == "bf16") return c10::kBFloat16;
+  if (precision == "fp32") return c10::kFloat;
   const std::string& name = config.model.dtype;
   if (name == "bf16") return c10::kBFloat16;
   if (name == "fp16") return c10::kHalf;
   return c10::kFloat;
 }
 
+// bf16: bf16 parameters (and so gradients and AdamW state, which follow the
+// parameters); bf16-mixed and fp32: fp32; auto: fp32 master weights when
+// training.master_weights, else the compute dtype.
 c10::ScalarType parameter_dtype(const config::TrainConfig& config) {
+  const std::string& precision = config.training.precision;
+  if (precision == "bf16") return c10::kBFloat16;
+  if (precision == "bf16-mixed" || precision == "fp32") return c10::kFloat;
   return config.training.master_weights ? c10::kFloat : compute_dtype(config);
 }
 

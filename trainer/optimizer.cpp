@@ -1,24 +1,35 @@
 #include "trainer/optimizer.h"
 
+#include "kernels/optim.h"
+
 #include <torch/torch.h>
+
+#include <cmath>
 
 namespace liger::trainer {
 
 AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
     : groups_(std::move(groups)), options_(options) {
   torch::NoGradGuard no_grad;
+  uint64_t stream = 0;
   for (const auto& group : groups_) {
     std::vector<State> states;
     for (const auto& p : group.params) {
-      // Moments live in the parameter's dtype (fp32 master weights -> fp32 state).
+      // Moments live in the parameter's dtype (fp32 master weights -> fp32 state,
+      // pure bf16 -> bf16 state).
       State s;
       s.exp_avg = torch::zeros_like(p, at::MemoryFormat::Contiguous);
       s.exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Contiguous);
       s.step = torch::zeros({}, p.options().dtype(at::kFloat));
+      s.stream = stream++;
       states.push_back(std::move(s));
     }
     state_.push_back(std::move(states));
   }
+}
+
+bool AdamW::rounds_stochastically(const Tensor& p) const {
+  return options_.stochastic_rounding && p.scalar_type() == at::kBFloat16;
 }
 
 void AdamW::step(double lr) {
@@ -31,6 +42,21 @@ void AdamW::step(double lr) {
       State& s = state_[g][i];
       // The fused kernel reads the already-incremented step (PyTorch adds 1 before calling it).
       s.step.add_(1);
+      ++s.count;
+      if (rounds_stochastically(p)) {
+        kernels::AdamWStepOptions o;
+        o.lr = lr;
+        o.beta1 = options_.beta1;
+        o.beta2 = options_.beta2;
+        o.eps = options_.eps;
+        o.weight_decay = groups_[g].weight_decay;
+        o.step = s.count;
+        o.stochastic_rounding = true;
+        o.seed = options_.seed;
+        o.stream = s.stream;
+        kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, o);
+        continue;
+      }
       params.push_back(p);
       grads.push_back(p.grad());
       exp_avgs.push_back(s.exp_avg);
@@ -80,6 +106,8 @@ void AdamW::load(torch::serialize::InputArchive& archive) {
       s.exp_avg_sq.copy_(value);
       archive.read(name + ".step", value);
       s.step.copy_(value);
+      // cast: the fp32 step count (exact below 2^24 steps) to the host's integer
+      s.count = static_cast<int64_t>(std::llround(value.item<double>()));
     }
   }
 }

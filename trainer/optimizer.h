@@ -2,10 +2,15 @@
 // (at::_fused_adamw_: one launch per group on CUDA, vectorised on CPU)
 // instead of a loop of small ops. Decoupled weight decay as in PyTorch's
 // torch.optim.AdamW; norms and biases go in a group without decay.
+// bf16 parameters with stochastic_rounding take kernels::adamw_step instead
+// (kernels/optim.h: one fused CUDA launch per tensor, or ATen ops): the same
+// fp32 math, the new value rounded to bf16 stochastically so that updates
+// below bf16 resolution are kept in expectation.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +28,12 @@ struct AdamWOptions {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.0;
+  // bf16 parameters: round each update to bf16 stochastically (else, and for
+  // fp32/fp16 parameters, to nearest through at::_fused_adamw_).
+  bool stochastic_rounding = true;
+  // Seeds the rounding's counter-based random bits, a hash of (seed, tensor,
+  // step, element): the same seed gives the same bits.
+  uint64_t seed = 0;
 };
 
 struct ParamGroup {
@@ -49,7 +60,11 @@ class AdamW {
  private:
   struct State {
     Tensor exp_avg, exp_avg_sq, step;  // step: fp32 scalar tensor, as the fused kernel wants
+    int64_t count = 0;                 // `step` on the host (no device sync to read it)
+    uint64_t stream = 0;               // this tensor's index in the optimizer: its random stream
   };
+  // Whether `p` is stepped by kernels::adamw_step with stochastic rounding.
+  bool rounds_stochastically(const Tensor& p) const;
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<State>> state_;  // [group][param]
   AdamWOptions options_;

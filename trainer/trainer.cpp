@@ -248,6 +248,8 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   adam.beta1 = c.training.beta1;
   adam.beta2 = c.training.beta2;
   adam.eps = c.training.eps;
+  adam.stochastic_rounding = c.training.stochastic_rounding;
+  adam.seed = static_cast<uint64_t>(c.training.seed) ^ (static_cast<uint64_t>(env.rank) << 40);  // per rank: shards differ
   s.optimizer = std::make_unique<AdamW>(split_decay_groups(s.trained, c.training.weight_decay), adam);
 
   s.schedule.kind = c.training.lr_schedule;

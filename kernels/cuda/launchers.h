@@ -152,4 +152,32 @@ struct GluBackward {
 };
 cudaError_t glu_backward(const GluBackward& a, cudaStream_t stream);
 
+// ---------------------------------------------------------------------------
+// AdamW step (adamw.cu): one launch per tensor, every buffer updated in place
+// ---------------------------------------------------------------------------
+
+// P is the parameter dtype (f32, bf16 or f16; exp_avg and exp_avg_sq are P
+// too), G the gradient's: P or f32. The scalars are the host's, in double
+// (the kernel gets each, and 1 - beta1, 1 - beta2, cast to fp32 once):
+// decay = 1 - lr * weight_decay, step_size = lr / (1 - beta1^step),
+// bias_correction2_sqrt = sqrt(1 - beta2^step). With
+// stochastic_rounding and a bf16 parameter the new value is rounded to bf16
+// stochastically with 16 random bits of element i, hashed from (i, key);
+// otherwise (and for exp_avg, exp_avg_sq) to nearest. The caller derives the
+// key from (seed, tensor, step); kernels/optim.cpp reproduces the same bits
+// with ATen ops.
+struct AdamWStep {
+  void* param = nullptr;        // [n] P
+  const void* grad = nullptr;   // [n] G
+  void* exp_avg = nullptr;      // [n] P
+  void* exp_avg_sq = nullptr;   // [n] P
+  int64_t n = 0;
+  DType param_dtype = DType::f32, grad_dtype = DType::f32;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double decay = 1.0, step_size = 0.0, bias_correction2_sqrt = 1.0;
+  bool stochastic_rounding = false;
+  uint32_t key_lo = 0, key_hi = 0;
+};
+cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream);
+
 }  // namespace liger::cuda_kernels

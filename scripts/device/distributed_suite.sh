@@ -7,7 +7,7 @@
 #      its wheel is carried in under wheels/), same shapes, batch and sequence.
 # Results (metrics, logs, JSON) go to $OUT.
 #   bash scripts/device/distributed_suite.sh [STEPS] [PARTS]   PARTS: any of a l b c (default "a l b c";
-#   l = a with kernels.flce_mode=lean)
+#   l = a with kernels.flce_mode=lean, n = a with LIGER_SDPA_GQA=native, p = SDPA probe)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/out}
@@ -26,6 +26,9 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="
 ninja -C "$BUILD" -j16 liger-train > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 
+if [[ $PARTS == *p* ]]; then
+  python3 scripts/device/sdpa_probe.py 8192 2>&1 | grep -v Warning | tee "$OUT/sdpa_probe.txt"
+fi
 run8b=(--config configs/llama3_8b.yaml --set training.steps="$STEPS" --set training.gradient_accumulation_steps=1
        --set training.micro_batch_size=1 --set data.seq_len=8192 --set training.activation_checkpointing=full
        --set training.warmup_steps=2 --set logging.every=1 --set checkpoint.every=0 --set checkpoint.save_final=false
@@ -53,6 +56,11 @@ if [[ $PARTS == *l* ]]; then  # a) with the lean fused loss (no [vocab, hidden] 
   timeout 300 bash scripts/launch.sh --nproc 2 -- "$BUILD/apps/liger-train" "${run8b[@]}" --set kernels.flce_mode=lean \
     --set checkpoint.output_dir="$OUT/l" > "$OUT/l.log" 2>&1
   echo "l) launch.sh --nproc 2, flce lean: exit $?  $(summary "$OUT/l/metrics.jsonl" 2)" | tee -a "$OUT/summary.txt"
+fi
+if [[ $PARTS == *n* ]]; then  # a) with SDPA's enable_gqa instead of repeated k/v heads
+  LIGER_SDPA_GQA=native timeout 300 bash scripts/launch.sh --nproc 2 -- "$BUILD/apps/liger-train" "${run8b[@]}" \
+    --set checkpoint.output_dir="$OUT/n" > "$OUT/n.log" 2>&1
+  echo "n) launch.sh --nproc 2, LIGER_SDPA_GQA=native: exit $?  $(summary "$OUT/n/metrics.jsonl" 2)" | tee -a "$OUT/summary.txt"
 fi
 if [[ $PARTS == *b* ]]; then
   port=$((20000 + RANDOM % 20000))

@@ -2,6 +2,7 @@
 // weights), fp32 tight, bf16/fp16 against an fp32 run of the reference (see
 // check_runs_bf16), on Llama, Gemma and odd shapes. Without a CUDA device
 // each GPU test says so and passes; the registry test needs no device.
+#include "kernels/optim.h"
 #include "kernels/reference/reference.h"
 #include "kernels/registry.h"
 #include "tests/catch.h"
@@ -14,6 +15,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace ref = liger::kernels::reference;
@@ -427,6 +429,102 @@ TEST_CASE("cuda swiglu and geglu match reference", "[cuda][glu]") {
     const Tensor g2 = x2 * 1.0;
     ref::swiglu(g2, g2).sum().backward();
     LIGER_CHECK_CLOSE("swiglu(g, g) grad", x.grad(), x2.grad(), 1e-5, 1e-5);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AdamW with stochastic rounding: the fused kernel against the ATen path
+// ---------------------------------------------------------------------------
+
+TEST_CASE("cuda adamw_step matches the ATen path of kernels/optim.h", "[cuda][adamw]") {
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  const auto opts = torch::device(kCuda);
+  // 1000003 elements: whole 16-byte vectors plus a tail; `offset` puts the
+  // parameter one element into its buffer (unaligned: single-element accesses).
+  const int64_t n = 1000003;
+  for (auto dtype : kDtypes) {
+    for (bool fp32_grad : {false, true}) {
+      for (bool offset : {false, true}) {
+        for (bool sr : {false, true}) {
+          torch::manual_seed(30);
+          const Tensor buffer = (torch::randn({n + 1}, opts) * 0.02).to(dtype);
+          const Tensor p_cuda = buffer.narrow(0, offset ? 1 : 0, n);
+          const Tensor p_init = p_cuda.clone(), p_aten = p_cuda.clone();
+          const Tensor m_init = (torch::randn({n}, opts) * 1e-3).to(dtype);
+          const Tensor v_init = (torch::rand({n}, opts) * 1e-6).to(dtype);
+          const Tensor m_cuda = m_init.clone(), v_cuda = v_init.clone();
+          const Tensor m_aten = m_init.clone(), v_aten = v_init.clone();
+          for (int step = 1; step <= 3; ++step) {
+            const Tensor g = torch::randn({n}, opts).to(fp32_grad ? torch::kFloat : dtype);
+            k::AdamWStepOptions o;
+            o.lr = 1e-4 * step;
+            o.beta1 = 0.9;
+            o.beta2 = 0.95;
+            o.weight_decay = 0.1;
+            o.step = step;
+            o.stochastic_rounding = sr;
+            o.seed = 1234;
+            o.stream = 5;
+            k::adamw_step(p_cuda, g, m_cuda, v_cuda, o, k::OptimPath::automatic);
+            k::adamw_step(p_aten, g, m_aten, v_aten, o, k::OptimPath::aten);
+          }
+          const std::string what = std::string("adamw ") + dtype_name(dtype) +
+                                   (fp32_grad ? " fp32 grad" : "") + (offset ? " unaligned" : "") +
+                                   (sr ? " stochastic" : " nearest");
+          INFO(what);
+          CHECK_FALSE(torch::equal(p_cuda, p_init));  // it moved
+          if (dtype == torch::kFloat) {
+            LIGER_CHECK_CLOSE(what + " param", p_cuda, p_aten, 1e-6, 1e-6);
+            LIGER_CHECK_CLOSE(what + " exp_avg", m_cuda, m_aten, 1e-6, 1e-6);
+            LIGER_CHECK_CLOSE(what + " exp_avg_sq", v_cuda, v_aten, 1e-6, 1e-6);
+            continue;
+          }
+          // 16-bit: the same random bits, so the same values except where the
+          // fp32 math differs in its last bit and that moves the rounding:
+          // rare, and by one step of the dtype.
+          const double ulp = dtype == torch::kBFloat16 ? 1.0 / 128 : 1.0 / 1024;
+          const std::vector<std::tuple<std::string, Tensor, Tensor>> pairs = {
+              {"param", p_cuda, p_aten}, {"exp_avg", m_cuda, m_aten}, {"exp_avg_sq", v_cuda, v_aten}};
+          for (const auto& pair : pairs) {
+            const Tensor a = std::get<1>(pair).to(torch::kFloat), b = std::get<2>(pair).to(torch::kFloat);
+            const double differ = (a != b).to(torch::kDouble).mean().item<double>();
+            const bool within = ((a - b).abs() <= b.abs() * (1.01 * ulp) + 1e-7).all().item<bool>();
+            INFO(std::get<0>(pair) << ": " << differ << " of the elements differ");
+            CHECK(differ < 1e-3);
+            CHECK(within);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda adamw_step: a bf16 weight of 0.02 trains with lr 1e-5", "[cuda][adamw]") {
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  // Each update (~1e-5) is below half the bf16 spacing at 0.02 (2^-13): to
+  // nearest the weight never moves, stochastically it moves in expectation.
+  for (bool sr : {false, true}) {
+    const Tensor p = torch::full({1 << 16}, 0.02, torch::device(kCuda).dtype(torch::kBFloat16));
+    const Tensor start = p.to(torch::kFloat);
+    const Tensor m = torch::zeros_like(p), v = torch::zeros_like(p);
+    for (int step = 1; step <= 200; ++step) {
+      k::AdamWStepOptions o;
+      o.lr = 1e-5;
+      o.beta1 = 0.9;
+      o.beta2 = 0.95;
+      o.step = step;
+      o.stochastic_rounding = sr;
+      k::adamw_step(p, torch::ones_like(p), m, v, o);
+    }
+    const double moved = (start - p.to(torch::kFloat)).mean().item<double>();
+    INFO((sr ? "stochastic" : "nearest") << ": mean decrease " << moved);
+    if (sr) {
+      CHECK(moved == Approx(200 * 1e-5).epsilon(0.2));
+    } else {
+      CHECK(moved == 0.0);
+    }
   }
 }
 #endif  // LIGER_WITH_CUDA

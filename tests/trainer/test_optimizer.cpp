@@ -1,12 +1,17 @@
 // AdamW (fused kernel) against LibTorch's reference torch::optim::AdamW, the
-// weight-decay grouping, and the learning-rate schedules.
+// weight-decay grouping, the learning-rate schedules, stochastic rounding of
+// bf16 updates and training.precision.
+#include "kernels/optim.h"
 #include "tests/catch.h"
+#include "trainer/config.h"
 #include "trainer/lr_schedule.h"
+#include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
+#include <sstream>
 
 using liger::trainer::AdamW;
 using liger::trainer::LrSchedule;
@@ -111,4 +116,212 @@ TEST_CASE("learning-rate schedules: warmup, decay, floor") {
 
   s.kind = "bogus";
   CHECK_THROWS_AS(s.at(50), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------------------
+// training.precision and stochastic rounding of bf16 AdamW updates
+// ---------------------------------------------------------------------------
+
+namespace {
+
+namespace k = liger::kernels;
+
+// One parameter of `init` in `dtype`, stepped `steps` times by our AdamW
+// with a constant gradient `grad` and learning rate `lr`; returns it in fp32.
+at::Tensor train_constant_grad(const at::Tensor& init, at::ScalarType dtype, double grad, double lr,
+                               int steps, bool stochastic, uint64_t seed = 7) {
+  at::Tensor p = init.to(dtype).requires_grad_(true);
+  liger::trainer::AdamWOptions options;
+  options.stochastic_rounding = stochastic;
+  options.seed = seed;
+  AdamW adam(liger::trainer::split_decay_groups({{"w", p}}, 0.0), options);
+  for (int i = 0; i < steps; ++i) {
+    p.mutable_grad() = torch::full_like(p, grad);
+    adam.step(lr);
+  }
+  return p.detach().to(torch::kFloat);  // cast: exact from bf16
+}
+
+}  // namespace
+
+TEST_CASE("the ATen AdamW path without stochastic rounding equals the fused AdamW (fp32)") {
+  torch::manual_seed(3);
+  const at::Tensor init = torch::randn({33, 17});
+  at::Tensor fused = init.clone().requires_grad_(true);
+  liger::trainer::AdamWOptions options;
+  options.beta1 = 0.9;
+  options.beta2 = 0.95;
+  AdamW reference(liger::trainer::split_decay_groups({{"w", fused}}, 0.1), options);
+
+  at::Tensor ours = init.clone();
+  at::Tensor exp_avg = torch::zeros_like(ours), exp_avg_sq = torch::zeros_like(ours);
+  for (int step = 1; step <= 8; ++step) {
+    const at::Tensor g = torch::randn({33, 17});
+    const double lr = 1e-2 * step;
+    fused.mutable_grad() = g.clone();
+    reference.step(lr);
+    k::AdamWStepOptions o;
+    o.lr = lr;
+    o.beta1 = 0.9;
+    o.beta2 = 0.95;
+    o.eps = 1e-8;
+    o.weight_decay = 0.1;
+    o.step = step;
+    o.stochastic_rounding = false;
+    k::adamw_step(ours, g, exp_avg, exp_avg_sq, o, k::OptimPath::aten);
+  }
+  const double err = (ours - fused.detach()).abs().max().item<double>();
+  INFO("max abs error " << err);
+  CHECK(err <= 1e-6);
+  CHECK((ours - init).abs().max().item<double>() > 1e-2);  // it moved
+  // Stochastic rounding is a no-op for fp32 parameters.
+  at::Tensor again = init.clone();
+  at::Tensor m2 = torch::zeros_like(again), v2 = torch::zeros_like(again);
+  k::AdamWStepOptions o;
+  o.lr = 1e-2;
+  o.stochastic_rounding = true;
+  at::Tensor plain = init.clone(), m3 = torch::zeros_like(plain), v3 = torch::zeros_like(plain);
+  const at::Tensor g = torch::randn({33, 17});
+  k::adamw_step(again, g, m2, v2, o, k::OptimPath::aten);
+  o.stochastic_rounding = false;
+  k::adamw_step(plain, g, m3, v3, o, k::OptimPath::aten);
+  CHECK(torch::equal(again, plain));
+}
+
+TEST_CASE("bf16 AdamW: round to nearest loses a 1e-5 update, stochastic rounding keeps it") {
+  // 0.02 lies in [2^-6, 2^-5): the bf16 spacing there is 2^-13 ~ 1.2e-4, and a
+  // constant gradient makes every Adam step ~lr = 1e-5, below half of it.
+  const int steps = 200;
+  const double lr = 1e-5;
+  const at::Tensor init = torch::full({64, 64}, 0.02);
+  const at::Tensor start = init.to(torch::kBFloat16).to(torch::kFloat);  // what bf16 holds
+
+  const at::Tensor nearest = train_constant_grad(init, torch::kBFloat16, 1.0, lr, steps, false);
+  CHECK(torch::equal(nearest, start));  // not one element moved
+
+  const at::Tensor sr = train_constant_grad(init, torch::kBFloat16, 1.0, lr, steps, true);
+  const double moved = (start - sr).mean().item<double>();
+  INFO("mean decrease " << moved << ", expected ~" << steps * lr);
+  CHECK(moved == Approx(steps * lr).epsilon(0.2));
+  // fp32 parameters move by the same amount (the truth SR tracks in expectation).
+  const at::Tensor fp32 = train_constant_grad(init, torch::kFloat, 1.0, lr, steps, true);
+  const double moved32 = (init - fp32).mean().item<double>();
+  CHECK(moved == Approx(moved32).epsilon(0.2));
+  // The state of a pure bf16 parameter is bf16.
+  at::Tensor p = init.to(torch::kBFloat16).requires_grad_(true);
+  AdamW adam(liger::trainer::split_decay_groups({{"w", p}}, 0.0), {});
+  p.mutable_grad() = torch::ones_like(p);
+  adam.step(lr);
+  torch::serialize::OutputArchive out;
+  adam.save(out);
+  std::ostringstream buffer;
+  out.save_to(buffer);
+  torch::serialize::InputArchive in;
+  std::istringstream read(buffer.str());
+  in.load_from(read);
+  at::Tensor exp_avg;
+  in.read("w.exp_avg", exp_avg);
+  CHECK(exp_avg.scalar_type() == torch::kBFloat16);
+}
+
+TEST_CASE("stochastic rounding to bf16 is unbiased") {
+  // Values strictly between bf16 neighbours, at several fractions of the spacing.
+  for (const double fraction : {0.01, 0.25, 0.5, 0.9}) {
+    for (const double sign : {1.0, -1.0}) {
+      const double low = 0.0200195312;  // a bf16 value (0x3ca4); spacing 2^-13 above it
+      const double spacing = std::ldexp(1.0, -13);
+      const double x = sign * (low + fraction * spacing);
+      const at::Tensor xs = torch::full({1 << 18}, x, torch::kFloat);
+      const at::Tensor r = k::stochastic_round_bf16(xs, 11, 0, 1);
+      REQUIRE(r.scalar_type() == torch::kBFloat16);
+      const at::Tensor rf = r.to(torch::kFloat);
+      // Every result is one of the two neighbours.
+      const at::Tensor lo = torch::full({1}, sign * low, torch::kFloat);
+      const at::Tensor hi = torch::full({1}, sign * (low + spacing), torch::kFloat);
+      CHECK(torch::logical_or(rf == lo, rf == hi).all().item<bool>());
+      const double mean = rf.to(torch::kDouble).mean().item<double>();
+      const double x32 = xs[0].item<double>();
+      INFO("fraction " << fraction << " sign " << sign << ": mean " << mean << " vs " << x32);
+      // 2^18 draws: the mean's standard deviation is <= spacing / 1024.
+      CHECK(std::abs(mean - x32) < spacing * 0.005);
+    }
+  }
+  // Representable values, zero, inf and NaN are kept.
+  const at::Tensor special = torch::tensor({0.0f, -0.0f, 1.0f, 0.0200195312f, INFINITY, -INFINITY, NAN});
+  const at::Tensor r = k::stochastic_round_bf16(special, 1, 2, 3).to(torch::kFloat);
+  CHECK(torch::equal(r.slice(0, 0, 6), special.slice(0, 0, 6)));
+  CHECK(std::isnan(r[6].item<float>()));
+}
+
+TEST_CASE("stochastic rounding is deterministic for a seed and varies with seed, tensor and step") {
+  torch::manual_seed(5);
+  const at::Tensor x = torch::randn({4096}) * 0.02;
+  const at::Tensor a = k::stochastic_round_bf16(x, 42, 3, 9);
+  CHECK(torch::equal(a, k::stochastic_round_bf16(x, 42, 3, 9)));
+  CHECK_FALSE(torch::equal(a, k::stochastic_round_bf16(x, 43, 3, 9)));
+  CHECK_FALSE(torch::equal(a, k::stochastic_round_bf16(x, 42, 4, 9)));
+  CHECK_FALSE(torch::equal(a, k::stochastic_round_bf16(x, 42, 3, 10)));
+  // The whole optimizer: same seed, same bits; another seed, other bits.
+  const at::Tensor init = torch::full({32, 32}, 0.02);
+  const at::Tensor one = train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 1);
+  CHECK(torch::equal(one, train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 1)));
+  CHECK_FALSE(torch::equal(one, train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 2)));
+}
+
+TEST_CASE("training.precision sets the parameter and compute dtypes; contradictions are errors") {
+  using liger::config::ConfigError;
+  using liger::config::parse_config;
+  using liger::trainer::compute_dtype;
+  using liger::trainer::parameter_dtype;
+  auto message = [](const std::string& yaml, const std::vector<std::string>& set = {}) {
+    try {
+      parse_config(yaml, "p.yaml", set);
+    } catch (const ConfigError& error) {
+      return std::string(error.what());
+    }
+    return std::string();
+  };
+  auto has = [](const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+  };
+
+  const auto bf16 = parse_config("training:\n  precision: bf16\n", "p.yaml");
+  CHECK(parameter_dtype(bf16) == torch::kBFloat16);
+  CHECK(compute_dtype(bf16) == torch::kBFloat16);
+  CHECK(bf16.model.dtype == "bf16");
+  CHECK_FALSE(bf16.training.master_weights);
+  CHECK(bf16.training.stochastic_rounding);
+  // The resolved YAML reads back without a contradiction.
+  CHECK(parameter_dtype(parse_config(bf16.resolved_yaml, "resolved.yaml")) == torch::kBFloat16);
+
+  const auto mixed = parse_config("training:\n  precision: bf16-mixed\n", "p.yaml");
+  CHECK(parameter_dtype(mixed) == torch::kFloat);
+  CHECK(compute_dtype(mixed) == torch::kBFloat16);
+  const auto fp32 = parse_config("model:\n  dtype: fp32\n", "p.yaml", {"training.precision=fp32"});
+  CHECK(parameter_dtype(fp32) == torch::kFloat);
+  CHECK(compute_dtype(fp32) == torch::kFloat);
+  // auto: today's behaviour from model.dtype + master_weights.
+  const auto legacy = parse_config("model:\n  dtype: bf16\ntraining:\n  master_weights: false\n", "p.yaml");
+  CHECK(legacy.training.precision == "auto");
+  CHECK(parameter_dtype(legacy) == torch::kBFloat16);
+  CHECK(parameter_dtype(parse_config("model:\n  dtype: bf16\n", "p.yaml")) == torch::kFloat);
+  // Agreeing keys are fine.
+  CHECK(message("model:\n  dtype: bf16\ntraining:\n  precision: bf16\n  master_weights: false\n").empty());
+  // A TrainConfig built in code honours precision too.
+  liger::config::TrainConfig code;
+  code.training.precision = "bf16";
+  CHECK(parameter_dtype(code) == torch::kBFloat16);
+
+  const std::string dtype_clash = message("model:\n  dtype: fp32\ntraining:\n  precision: bf16\n");
+  CHECK(has(dtype_clash, "training.precision"));
+  CHECK(has(dtype_clash, "model.dtype"));
+  CHECK(has(dtype_clash, "p.yaml"));
+  const std::string master_clash =
+      message("training:\n  precision: bf16\n  master_weights: true\n");
+  CHECK(has(master_clash, "training.precision"));
+  CHECK(has(master_clash, "training.master_weights"));
+  CHECK(has(message("training:\n  precision: bf16-mixed\n  master_weights: false\n"),
+            "training.master_weights"));
+  CHECK(has(message("training:\n  precision: fp32\n", {"model.dtype=bf16"}), "model.dtype"));
+  CHECK(has(message("training:\n  precision: fp16\n"), "training.precision"));  // not a choice
 }

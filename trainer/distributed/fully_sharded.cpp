@@ -230,10 +230,12 @@ void FullyShardedModel::issue_gather(Unit& unit) {
   if (unit.materialized || unit.gather_work.pending()) return;
   torch::NoGradGuard no_grad;
   // Send buffer: this rank's shards, flattened and cast to the compute dtype
-  // (the only cast of the weights: fp32 master -> bf16 here).
-  std::vector<Tensor> flat;
-  for (size_t i : unit.params) flat.push_back(params_[i].shard.detach().reshape({-1}));
-  unit.gather_send = at::cat(flat).to(options_.compute_dtype);
+  // in one copy each (the only cast of the weights: fp32 master -> bf16 here).
+  unit.gather_send = at::empty({unit.flat_numel}, at::TensorOptions().dtype(options_.compute_dtype).device(options_.device));
+  for (size_t k = 0; k < unit.params.size(); ++k) {
+    const Tensor& shard = params_[unit.params[k]].shard;
+    unit.gather_send.narrow(0, unit.offsets[k], shard.numel()).copy_(shard.detach().reshape({-1}));
+  }
   unit.gather_recv = at::empty({comm_->world_size() * unit.flat_numel},
                                at::TensorOptions().dtype(options_.compute_dtype).device(options_.device));
   unit.gather_work = comm_->all_gather(unit.gather_recv, unit.gather_send);
@@ -377,7 +379,16 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
   const int64_t chunk = unit.flat_numel > 2 * kChunkElementsPerRank ? kChunkElementsPerRank : unit.flat_numel;
   for (int64_t begin = 0; begin < unit.flat_numel; begin += chunk) {
     const int64_t end = std::min(unit.flat_numel, begin + chunk);
-    Tensor input = at::zeros({world, end - begin}, at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device));
+    // Zero-filled only where some parameter of the chunk has no gradient.
+    bool covered = true;
+    for (size_t k = 0; k < unit.params.size(); ++k) {
+      const int64_t lo = std::max(begin, unit.offsets[k]);
+      const int64_t hi = std::min(end, unit.offsets[k] + params_[unit.params[k]].shard.numel());
+      if (lo < hi && !ranked[k].defined()) covered = false;
+    }
+    const auto staging_options = at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device);
+    Tensor input = covered ? at::empty({world, end - begin}, staging_options)
+                           : at::zeros({world, end - begin}, staging_options);
     for (size_t k = 0; k < unit.params.size(); ++k) {
       if (!ranked[k].defined()) continue;
       const int64_t lo = std::max(begin, unit.offsets[k]);

@@ -1,0 +1,189 @@
+// AdamW, one step over one flat tensor, in place, with optional stochastic
+// rounding of bf16 parameters. Elementwise: each thread moves kUnroll vectors
+// of V elements (16-byte accesses of the parameter dtype P when every pointer
+// is aligned; an fp32 gradient then takes two), a block strides them by
+// blockDim.x so a warp's accesses are contiguous; the first block also takes
+// the n % V tail. Memory bound: 3 reads and 3 writes of P, one read of G.
+#include "kernels/cuda/common.cuh"
+
+#include <type_traits>
+
+namespace liger::cuda_kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 2;
+
+struct Scalars {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
+  float decay, step_size, bias_correction2_sqrt;
+  uint32_t key_lo, key_hi;
+};
+
+// ---------------------------------------------------------------------------
+// Random bits: a counter-based hash, no state. Element i of a tensor gets
+//   bits(i) = mix(mix(lo32(i) ^ key_lo) ^ hi32(i) ^ key_hi)
+//   mix(x):  x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
+// (mod 2^32; the multipliers are the "lowbias32" pair found by Chris Wellons'
+// hash-prospector: a bijection with low avalanche bias). The key mixes seed,
+// tensor and step on the host (kernels/optim.cpp), so the bits differ per
+// element, tensor and step and repeat exactly for the same seed. The top 16
+// bits are used. kernels/optim.cpp computes the same function with ATen ops.
+// ---------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+__device__ __forceinline__ uint32_t random_bits(int64_t i, uint32_t key_lo, uint32_t key_hi) {
+  const auto u = static_cast<uint64_t>(i);
+  return mix32(mix32(static_cast<uint32_t>(u) ^ key_lo) ^ static_cast<uint32_t>(u >> 32) ^ key_hi);
+}
+
+// Stochastic rounding of x to bf16 with 16 random bits r (uniform in [0, 2^16)).
+// bf16 is the top half of x's fp32 pattern; let `low` be the bottom 16 bits.
+// Truncating x + r carries into the kept half exactly when r >= 2^16 - low,
+// i.e. with probability low / 2^16: the distance from the truncated value to x
+// in units of the bf16 spacing. So x rounds to its upper neighbour (in
+// magnitude: the pattern is sign-magnitude, negative values round the same
+// way) with probability equal to the fractional distance, and E[round(x)] = x.
+// A carry across a binade lands on the next binade's first value (the true
+// neighbour); past the largest finite bf16 it gives inf. NaN stays NaN.
+__device__ __forceinline__ __nv_bfloat16 stochastic_bf16(float x, uint32_t r) {
+  if (isnan(x)) return __float2bfloat16_rn(x);
+  const uint32_t bits = (__float_as_uint(x) + (r >> 16)) & 0xffff0000u;
+  return __ushort_as_bfloat16(static_cast<unsigned short>(bits >> 16));
+}
+
+// The AdamW update of torch.optim.AdamW (decoupled decay, bias correction),
+// per element, all fp32 (g, m, v, p cast up from G and P on load), t = step:
+//   m = beta1 m + (1 - beta1) g
+//   v = beta2 v + (1 - beta2) g^2
+//   p = p (1 - lr wd)                                   decay on the old value
+//   p = p - step_size m / (sqrt(v) / sqrt(1 - beta2^t) + eps),  step_size = lr / (1 - beta1^t)
+// Stored: m and v cast to P to nearest (the updated p uses them unrounded, as
+// ATen's fused kernel); p cast to P to nearest, or for bf16 with stochastic
+// rounding rounded by stochastic_bf16 with the bits of its flat index.
+template <int V>
+__device__ __forceinline__ void adamw_math(float (&p)[V], float (&m)[V], float (&v)[V],
+                                           const float (&g)[V], const Scalars& s) {
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    m[i] = s.beta1 * m[i] + s.one_minus_beta1 * g[i];
+    v[i] = s.beta2 * v[i] + s.one_minus_beta2 * g[i] * g[i];
+    const float denom = sqrtf(v[i]) / s.bias_correction2_sqrt + s.eps;
+    p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
+  }
+}
+
+// Stores V new parameter values at flat index `at`.
+template <typename P, int V, bool kStochastic>
+__device__ __forceinline__ void store_param(P* param, int64_t at, const float (&p)[V],
+                                            const Scalars& s) {
+  if constexpr (kStochastic) {
+    static_assert(std::is_same<P, __nv_bfloat16>::value, "stochastic rounding is bf16 only");
+    Pack<P, V> pk;
+#pragma unroll
+    for (int i = 0; i < V; ++i) pk.v[i] = stochastic_bf16(p[i], random_bits(at + i, s.key_lo, s.key_hi));
+    *reinterpret_cast<Pack<P, V>*>(param + at) = pk;
+  } else {
+    store<P, V>(param + at, p);  // cast: fp32 to P, to nearest
+  }
+}
+
+template <typename P, typename G, int V, bool kStochastic>
+__device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P* exp_avg_sq,
+                                         int64_t at, const Scalars& s) {
+  float p[V], g[V], m[V], v[V];
+  load<P, V>(param + at, p);
+  load<G, V>(grad + at, g);
+  load<P, V>(exp_avg + at, m);
+  load<P, V>(exp_avg_sq + at, v);
+  adamw_math<V>(p, m, v, g, s);
+  store<P, V>(exp_avg + at, m);     // cast: fp32 to P, to nearest
+  store<P, V>(exp_avg_sq + at, v);  // cast: fp32 to P, to nearest
+  store_param<P, V, kStochastic>(param, at, p, s);
+}
+
+template <typename P, typename G, int V, bool kStochastic>
+__global__ void __launch_bounds__(kThreads) adamw_kernel(P* __restrict__ param,
+                                                         const G* __restrict__ grad,
+                                                         P* __restrict__ exp_avg,
+                                                         P* __restrict__ exp_avg_sq, int64_t n,
+                                                         Scalars s) {
+  const int64_t nvec = n / V;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
+  float p[kUnroll][V], g[kUnroll][V], m[kUnroll][V], v[kUnroll][V];
+#pragma unroll
+  for (int k = 0; k < kUnroll; ++k) {  // every load in flight before the math
+    const int64_t at = (first + k * kThreads) * V;
+    if (at < nvec * V) {
+      load<P, V>(param + at, p[k]);
+      load<G, V>(grad + at, g[k]);
+      load<P, V>(exp_avg + at, m[k]);
+      load<P, V>(exp_avg_sq + at, v[k]);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kUnroll; ++k) {
+    const int64_t at = (first + k * kThreads) * V;
+    if (at >= nvec * V) continue;
+    adamw_math<V>(p[k], m[k], v[k], g[k], s);
+    store<P, V>(exp_avg + at, m[k]);     // cast: fp32 to P, to nearest
+    store<P, V>(exp_avg_sq + at, v[k]);  // cast: fp32 to P, to nearest
+    store_param<P, V, kStochastic>(param, at, p[k], s);
+  }
+  if (blockIdx.x == 0 && threadIdx.x < n - nvec * V) {
+    adamw_at<P, G, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, nvec * V + threadIdx.x, s);
+  }
+}
+
+template <typename P, typename G, bool kStochastic>
+cudaError_t launch(const AdamWStep& a, const Scalars& s, cudaStream_t stream) {
+  const bool aligned = aligned16(a.param) && aligned16(a.grad) && aligned16(a.exp_avg) &&
+                       aligned16(a.exp_avg_sq);
+  const int vec = aligned ? kVec<P> : 1;
+  auto kernel = aligned ? adamw_kernel<P, G, kVec<P>, kStochastic> : adamw_kernel<P, G, 1, kStochastic>;
+  const int64_t per_block = static_cast<int64_t>(kThreads) * kUnroll;
+  const int64_t blocks = (a.n / vec + per_block - 1) / per_block;
+  // grid: kThreads * kUnroll vectors of `vec` elements per block (at least one block: the tail); block: kThreads
+  kernel<<<static_cast<unsigned>(blocks > 0 ? blocks : 1), kThreads, 0, stream>>>(
+      static_cast<P*>(a.param), static_cast<const G*>(a.grad), static_cast<P*>(a.exp_avg),
+      static_cast<P*>(a.exp_avg_sq), a.n, s);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream) {
+  if (a.n == 0) return cudaSuccess;
+  // cast: the host's double scalars to fp32, once (1 - beta computed in double first)
+  Scalars s;
+  s.beta1 = static_cast<float>(a.beta1);
+  s.one_minus_beta1 = static_cast<float>(1.0 - a.beta1);
+  s.beta2 = static_cast<float>(a.beta2);
+  s.one_minus_beta2 = static_cast<float>(1.0 - a.beta2);
+  s.eps = static_cast<float>(a.eps);
+  s.decay = static_cast<float>(a.decay);
+  s.step_size = static_cast<float>(a.step_size);
+  s.bias_correction2_sqrt = static_cast<float>(a.bias_correction2_sqrt);
+  s.key_lo = a.key_lo;
+  s.key_hi = a.key_hi;
+  const bool stochastic = a.stochastic_rounding && a.param_dtype == DType::bf16;
+  // dispatch_dtypes: P = param_dtype, G = grad_dtype (P or f32; else cudaErrorInvalidValue).
+  return dispatch_dtypes(a.param_dtype, a.grad_dtype, [&](auto tp, auto tg) -> cudaError_t {
+    using P = typename decltype(tp)::type;
+    using G = typename decltype(tg)::type;
+    if constexpr (std::is_same<P, __nv_bfloat16>::value) {
+      if (stochastic) return launch<P, G, true>(a, s, stream);
+    }
+    return launch<P, G, false>(a, s, stream);
+  });
+}
+
+}  // namespace liger::cuda_kernels

@@ -1,0 +1,207 @@
+// AdamW with optional stochastic rounding: the ATen path (any device, in
+// chunks so the fp32 and int64 temporaries stay small) and the dispatch to
+// the fused CUDA kernel in CUDA builds.
+#include "kernels/optim.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#ifdef LIGER_WITH_CUDA
+#include "kernels/cuda/binding.h"
+#endif
+
+#include <algorithm>
+#include <cmath>
+
+namespace liger::kernels {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Random bits: the function of kernels/cuda/adamw.cu (see the comment there),
+//   bits(i) = mix(mix(lo32(i) ^ key_lo) ^ hi32(i) ^ key_hi),
+// with the key from (seed, stream, step) by splitmix64 (Steele, Lea and
+// Flood's finaliser constants) on the host.
+// ---------------------------------------------------------------------------
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+struct Key {
+  uint32_t lo = 0, hi = 0;
+};
+
+Key rounding_key(uint64_t seed, uint64_t stream, int64_t step) {
+  const uint64_t k = splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ static_cast<uint64_t>(step));
+  return {static_cast<uint32_t>(k), static_cast<uint32_t>(k >> 32)};
+}
+
+constexpr int64_t kMask32 = 0xffffffffLL;
+
+// The 32-bit hash on int64 tensors holding values in [0, 2^32): every
+// intermediate stays below 2^63, so no signed overflow. x * c mod 2^32 is
+// x * c_lo + ((x * c_hi) mod 2^16) * 2^16 with c = c_hi 2^16 + c_lo (both
+// products < 2^48).
+Tensor mul32(const Tensor& x, uint32_t c) {
+  const int64_t lo = c & 0xffffu, hi = c >> 16;
+  Tensor high = (x * hi).bitwise_and_(0xffff).mul_(65536);
+  return (x * lo).add_(high).bitwise_and_(kMask32);
+}
+
+Tensor mix32(Tensor x) {
+  x = x.bitwise_xor(x.bitwise_right_shift(16));
+  x = mul32(x, 0x7feb352du);
+  x = x.bitwise_xor(x.bitwise_right_shift(15));
+  x = mul32(x, 0x846ca68bu);
+  return x.bitwise_xor(x.bitwise_right_shift(16));
+}
+
+// 16 random bits (int64 in [0, 2^16)) for flat indices [first, first + n).
+Tensor random16(int64_t first, int64_t n, Key key, c10::Device device) {
+  const Tensor i = at::arange(first, first + n, at::TensorOptions().dtype(at::kLong).device(device));
+  Tensor h = mix32(i.bitwise_and(kMask32).bitwise_xor_(static_cast<int64_t>(key.lo)));
+  h = mix32(h.bitwise_xor_(i.bitwise_right_shift(32)).bitwise_xor_(static_cast<int64_t>(key.hi)));
+  return h.bitwise_right_shift(16);  // the top 16 bits
+}
+
+// x (contiguous fp32 [n]) rounded to bf16 with the random bits r ([n]): add r
+// to the low half of x's fp32 pattern and truncate (see stochastic_bf16 in
+// adamw.cu for why that rounds up with probability = the fractional distance).
+Tensor round_stochastic(const Tensor& x, const Tensor& r) {
+  // The fp32 patterns as unsigned 32-bit values held in int64 (a reinterpretation, not a cast).
+  Tensor bits = x.view(at::kInt).to(at::kLong).bitwise_and_(kMask32);
+  bits.add_(r).bitwise_and_(0xffff0000LL);
+  // Back to the int32 pattern: values >= 2^31 are the negative int32s (no wrap in the conversion).
+  bits = at::where(bits >= (int64_t{1} << 31), bits - (int64_t{1} << 32), bits).to(at::kInt);
+  const Tensor rounded = at::where(x.isnan(), x, bits.view(at::kFloat));  // NaN stays NaN
+  return rounded.to(at::kBFloat16);  // cast: exact, the low 16 bits are zero
+}
+
+struct Scalars {
+  double decay, step_size, bias_correction2_sqrt;
+};
+
+Scalars scalars_of(const AdamWStepOptions& o) {
+  Scalars s;
+  s.decay = 1.0 - o.lr * o.weight_decay;
+  s.step_size = o.lr / (1.0 - std::pow(o.beta1, static_cast<double>(o.step)));
+  s.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, static_cast<double>(o.step)));
+  return s;
+}
+
+// Elements per chunk of the ATen path: bounds its fp32/int64 temporaries.
+constexpr int64_t kChunk = int64_t{1} << 20;
+
+void adamw_aten(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                const Tensor& exp_avg_sq, const AdamWStepOptions& o) {
+  const Scalars s = scalars_of(o);
+  const bool stochastic = o.stochastic_rounding && param.scalar_type() == at::kBFloat16;
+  const Key key = rounding_key(o.seed, o.stream, o.step);
+  // A strided parameter is updated in a contiguous copy, written back at the end.
+  const Tensor p = param.is_contiguous() ? param : param.contiguous();
+  const Tensor pf = p.view(-1), mf = exp_avg.view(-1), vf = exp_avg_sq.view(-1);
+  const Tensor gf = grad.reshape(-1);
+  const int64_t n = pf.numel();
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t len = std::min(kChunk, n - start);
+    Tensor ps = pf.narrow(0, start, len), ms = mf.narrow(0, start, len),
+           vs = vf.narrow(0, start, len);
+    // cast: every operand to fp32 for the math (an alias when already fp32: only read here)
+    const Tensor g = gf.narrow(0, start, len).to(at::kFloat);
+    const Tensor m = ms.to(at::kFloat).mul(o.beta1).add_(g, 1.0 - o.beta1);
+    const Tensor v = vs.to(at::kFloat).mul(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+    const Tensor denom = v.sqrt().div_(s.bias_correction2_sqrt).add_(o.eps);
+    const Tensor p32 = ps.to(at::kFloat).mul(s.decay).addcdiv_(m, denom, -s.step_size);
+    ms.copy_(m);  // cast: fp32 to the state dtype, to nearest
+    vs.copy_(v);  // cast: fp32 to the state dtype, to nearest
+    if (stochastic) {
+      ps.copy_(round_stochastic(p32, random16(start, len, key, p32.device())));  // bf16 to bf16
+    } else {
+      ps.copy_(p32);  // cast: fp32 to the parameter dtype, to nearest
+    }
+  }
+  if (!p.is_same(param)) param.copy_(p);
+}
+
+void check_args(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                const Tensor& exp_avg_sq, const AdamWStepOptions& o) {
+  TORCH_CHECK(param.defined() && grad.defined() && exp_avg.defined() && exp_avg_sq.defined(),
+              "adamw_step: param, grad, exp_avg and exp_avg_sq must all be defined");
+  const auto dtype = param.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+              "adamw_step: param must be float32, bfloat16 or float16, got ", dtype);
+  TORCH_CHECK(grad.scalar_type() == dtype || grad.scalar_type() == at::kFloat,
+              "adamw_step: grad must be ", dtype, " (the parameter's dtype) or float32, got ",
+              grad.scalar_type());
+  for (const Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) {
+    TORCH_CHECK(t->numel() == param.numel(), "adamw_step: a tensor of ", t->numel(),
+                " elements does not match the parameter's ", param.numel(), " (", param.sizes(), ")");
+    TORCH_CHECK(t->device() == param.device(), "adamw_step: a tensor on ", t->device(),
+                " does not match the parameter's device ", param.device());
+  }
+  for (const Tensor* t : {&exp_avg, &exp_avg_sq}) {
+    TORCH_CHECK(t->scalar_type() == dtype && t->is_contiguous(),
+                "adamw_step: exp_avg and exp_avg_sq must be contiguous ", dtype,
+                " (the parameter's dtype), got ", t->scalar_type());
+  }
+  TORCH_CHECK(o.step >= 1, "adamw_step: step counts updates from 1, got ", o.step);
+}
+
+#ifdef LIGER_WITH_CUDA
+// The fused kernel: one launch on the current stream. Any alignment (the
+// kernel falls back to single-element accesses); a strided gradient is copied.
+void adamw_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                const Tensor& exp_avg_sq, const AdamWStepOptions& o) {
+  namespace launch = ::liger::cuda_kernels;
+  const c10::cuda::CUDAGuard guard(param.device());
+  const Tensor g = grad.contiguous();
+  const Scalars s = scalars_of(o);
+  const Key key = rounding_key(o.seed, o.stream, o.step);
+  launch::AdamWStep a;
+  a.param = param.data_ptr();
+  a.grad = g.data_ptr();
+  a.exp_avg = exp_avg.data_ptr();
+  a.exp_avg_sq = exp_avg_sq.data_ptr();
+  a.n = param.numel();
+  a.param_dtype = cuda::dtype_of("adamw_step", param);
+  a.grad_dtype = cuda::dtype_of("adamw_step", g);
+  a.beta1 = o.beta1;
+  a.beta2 = o.beta2;
+  a.eps = o.eps;
+  a.decay = s.decay;
+  a.step_size = s.step_size;
+  a.bias_correction2_sqrt = s.bias_correction2_sqrt;
+  a.stochastic_rounding = o.stochastic_rounding;
+  a.key_lo = key.lo;
+  a.key_hi = key.hi;
+  cuda::check_launch("adamw_step", launch::adamw_step(a, cuda::current_stream()));
+}
+#endif
+
+}  // namespace
+
+void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                const Tensor& exp_avg_sq, const AdamWStepOptions& options, OptimPath path) {
+  check_args(param, grad, exp_avg, exp_avg_sq, options);
+  if (param.numel() == 0) return;
+#ifdef LIGER_WITH_CUDA
+  if (path == OptimPath::automatic && param.is_cuda() && param.is_contiguous()) {
+    adamw_cuda(param, grad, exp_avg, exp_avg_sq, options);
+    return;
+  }
+#endif
+  adamw_aten(param, grad, exp_avg, exp_avg_sq, options);
+}
+
+Tensor stochastic_round_bf16(const Tensor& x, uint64_t seed, uint64_t stream, int64_t step) {
+  TORCH_CHECK(x.is_floating_point(), "stochastic_round_bf16: x must be floating point, got ",
+              x.scalar_type());
+  const Tensor flat = x.to(at::kFloat).contiguous().view(-1);  // cast: to fp32, exact from bf16/fp16
+  const Key key = rounding_key(seed, stream, step);
+  return round_stochastic(flat, random16(0, flat.numel(), key, flat.device())).view(x.sizes());
+}
+
+}  // namespace liger::kernels

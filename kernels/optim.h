@@ -1,0 +1,55 @@
+// Optimizer updates the trainer calls through kernels/. One function per rule,
+// served by the fused CUDA kernel (kernels/cuda/adamw.cu) when this build has
+// CUDA and the tensors are on a CUDA device, else by ATen ops on any device
+// (the reference). Both paths do the same fp32 math and draw the same random
+// bits; they may differ in the last fp32 bit (operation order), so a
+// stochastically rounded element lands on the other bf16 neighbour about
+// once in 2^16 draws.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace liger::kernels {
+
+using at::Tensor;
+
+struct AdamWStepOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weight_decay = 0.0;  // decoupled: p <- p (1 - lr weight_decay) before the update
+  int64_t step = 1;           // this tensor's update count, 1-based (bias correction)
+  // bf16 parameters: the new value is rounded to bf16 stochastically (up with
+  // probability equal to the fractional distance, so E[p] is the fp32 result
+  // and updates below bf16 resolution survive in expectation). Otherwise, and
+  // for fp32/fp16 parameters, to nearest. exp_avg/exp_avg_sq: to nearest.
+  bool stochastic_rounding = true;
+  // The random bits of element i are a hash of (seed, stream, step, i):
+  // reproducible for a seed, different per element, tensor and step.
+  // `stream` tells the tensors of one optimizer apart (e.g. their index).
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+};
+
+enum class OptimPath {
+  automatic,  // the fused CUDA kernel where it can run, else ATen
+  aten,       // always the ATen ops (the reference)
+};
+
+// One AdamW step of torch.optim.AdamW (decoupled weight decay, bias
+// correction), in place: param, exp_avg and exp_avg_sq are updated. Math in
+// fp32 whatever the storage dtypes. param: float32, bfloat16 or float16;
+// exp_avg, exp_avg_sq: param's dtype, contiguous; grad: param's dtype or
+// float32. All of the same numel, on one device. Throws c10::Error otherwise.
+void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                const Tensor& exp_avg_sq, const AdamWStepOptions& options,
+                OptimPath path = OptimPath::automatic);
+
+// x (any floating dtype; the math is on its fp32 value) rounded to bf16
+// stochastically with the bits adamw_step would use for a tensor of x's
+// numel with this (seed, stream, step), flat index in row-major order.
+// ATen ops, any device. For tests and for checking the kernel.
+Tensor stochastic_round_bf16(const Tensor& x, uint64_t seed, uint64_t stream, int64_t step);
+
+}  // namespace liger::kernels
