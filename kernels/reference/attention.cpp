@@ -5,9 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <string>
 
 namespace liger::kernels::reference {
 namespace {
@@ -77,16 +75,6 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
   return at::matmul(probs, vh).transpose(1, 2).contiguous();
 }
 
-// LIGER_SDPA_GQA=native keeps SDPA's enable_gqa on cuda (a diagnostic to
-// compare the two; repeat is the default).
-bool repeat_kv_heads_on_cuda() {
-  static const bool repeat = [] {
-    const char* mode = std::getenv("LIGER_SDPA_GQA");
-    return mode == nullptr || std::string(mode) != "native";
-  }();
-  return repeat;
-}
-
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options) {
   // SDPA's causal mask is top-left aligned: a query block shorter than the
@@ -96,22 +84,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
     return attention_explicit(q, k, v, options);
   }
   check_args(q, k, v, options);
-  Tensor keys = k, values = v;
-  bool gqa = q.size(2) != k.size(2);
-  if (gqa && q.is_cuda() && repeat_kv_heads_on_cuda()) {
-    // GQA with the key/value heads repeated (as HF's repeat_kv): SDPA's
-    // enable_gqa limits it to the flash-attention-2 kernel, while repeated
-    // heads also let it pick cuDNN's faster Hopper attention. Costs one copy
-    // of k and v per layer.
-    const int64_t groups = q.size(2) / k.size(2);
-    keys = k.repeat_interleave(groups, /*dim=*/2);
-    values = v.repeat_interleave(groups, /*dim=*/2);
-    gqa = false;
-  }
+  const bool gqa = q.size(2) != k.size(2);
   const c10::optional<double> scale =
       options.scale > 0.0 ? c10::optional<double>(options.scale) : c10::nullopt;
   const Tensor out = at::scaled_dot_product_attention(
-      q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), /*attn_mask=*/{},
+      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_mask=*/{},
       /*dropout_p=*/0.0, /*is_causal=*/options.causal, scale, /*enable_gqa=*/gqa);
   return out.transpose(1, 2).contiguous();
 }

@@ -7,7 +7,7 @@
 #      its wheel is carried in under wheels/), same shapes, batch and sequence.
 # Results (metrics, logs, JSON) go to $OUT.
 #   bash scripts/device/distributed_suite.sh [STEPS] [PARTS]   PARTS: any of a l b c (default "a l b c";
-#   l = a with kernels.flce_mode=lean, n = a with LIGER_SDPA_GQA=native, p = SDPA probe)
+#   l = a with kernels.flce_mode=lean, p = SDPA probe)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/out}
@@ -56,11 +56,6 @@ if [[ $PARTS == *l* ]]; then  # a) with the lean fused loss (no [vocab, hidden] 
   timeout 300 bash scripts/launch.sh --nproc 2 -- "$BUILD/apps/liger-train" "${run8b[@]}" --set kernels.flce_mode=lean \
     --set checkpoint.output_dir="$OUT/l" > "$OUT/l.log" 2>&1
   echo "l) launch.sh --nproc 2, flce lean: exit $?  $(summary "$OUT/l/metrics.jsonl" 2)" | tee -a "$OUT/summary.txt"
-fi
-if [[ $PARTS == *n* ]]; then  # a) with SDPA's enable_gqa instead of repeated k/v heads
-  LIGER_SDPA_GQA=native timeout 300 bash scripts/launch.sh --nproc 2 -- "$BUILD/apps/liger-train" "${run8b[@]}" \
-    --set checkpoint.output_dir="$OUT/n" > "$OUT/n.log" 2>&1
-  echo "n) launch.sh --nproc 2, LIGER_SDPA_GQA=native: exit $?  $(summary "$OUT/n/metrics.jsonl" 2)" | tee -a "$OUT/summary.txt"
 fi
 if [[ $PARTS == *b* ]]; then
   port=$((20000 + RANDOM % 20000))

@@ -130,7 +130,7 @@ namespace k = liger::kernels;
 // with a constant gradient `grad` and learning rate `lr`; returns it in fp32.
 at::Tensor train_constant_grad(const at::Tensor& init, at::ScalarType dtype, double grad, double lr,
                                int steps, bool stochastic, uint64_t seed = 7) {
-  at::Tensor p = init.to(dtype).requires_grad_(true);
+  at::Tensor p = init.to(dtype).clone().requires_grad_(true);  // cast; a copy even for fp32
   liger::trainer::AdamWOptions options;
   options.stochastic_rounding = stochastic;
   options.seed = seed;
