@@ -10,6 +10,7 @@
 #include "trainer/trainer.h"
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 
 #include <cstdio>
 #include <iostream>
@@ -62,6 +63,13 @@ int main(int argc, char** argv) {
               << (result.checkpoint_path.empty() ? "" : ", checkpoint " + result.checkpoint_path)
               << "\n";
     return 0;
+  } catch (const c10::OutOfMemoryError& error) {
+    // One line: what ran out and the switches that cut memory the most.
+    std::cerr << "out of memory: " << first_line(error.what())
+              << " -- to fit, turn on training.activation_checkpointing: full and "
+                 "kernels.fused_linear_cross_entropy: true, lower training.micro_batch_size or data.seq_len, "
+                 "use training.precision: bf16, or shard over more GPUs (scripts/launch.sh); "
+                 "liger-train --dry-run prints the memory estimate\n";
   } catch (const liger::config::ConfigError& error) {
     std::cerr << "config error: " << error.what() << "\n";
   } catch (const liger::data::DataError& error) {

@@ -351,3 +351,16 @@ ModelConfig preset(const std::string& name) {
 }
 
 }  // namespace liger::models
+
+namespace liger::models {
+
+double ModelConfig::training_flops_per_token(int64_t seq_len) const {
+  const double h = static_cast<double>(hidden_size);
+  const double d = static_cast<double>(resolved_head_dim());
+  const double q = static_cast<double>(num_heads) * d, kv = static_cast<double>(num_kv_heads) * d;
+  const double per_layer = h * q * 2 + h * kv * 2 + 3 * h * static_cast<double>(intermediate_size);
+  const double matmul_params = static_cast<double>(num_layers) * per_layer + static_cast<double>(vocab_size) * h;
+  return 6.0 * matmul_params + 12.0 * static_cast<double>(num_layers) * q * static_cast<double>(seq_len);
+}
+
+}  // namespace liger::models

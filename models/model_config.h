@@ -74,6 +74,11 @@ struct ModelConfig {
 
   // Parameter count from the dimensions alone (no tensors needed).
   int64_t num_parameters() const;
+  // Training FLOPs per token at sequence length `seq_len` (forward + backward,
+  // no recompute): 6 x the parameters that multiply (every matrix incl.
+  // lm_head, not the embedding lookup) + 12 x layers x hidden x seq for the
+  // attention scores and values (the usual MFU convention, no causal halving).
+  double training_flops_per_token(int64_t seq_len) const;
 
   // Throws std::invalid_argument naming the model.* key that is wrong.
   void validate() const;

@@ -101,6 +101,7 @@ struct CheckpointSection {
 
 struct LoggingSection {
   int64_t every = 10;
+  double peak_tflops = 0.0;  // 0 = detect
   std::string level = "info";
   std::string progress_bar = "auto";
   std::string sample_prompt = "ROMEO:";

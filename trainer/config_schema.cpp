@@ -208,6 +208,9 @@ std::vector<KeySpec> build_schema() {
 
       // -------------------------------------------------------------- logging
       integer("logging", "every", "10", 1, kMaxInt, "log line every N steps (the first step too)"),
+      number("logging", "peak_tflops", "0", 0.0, 1e6,
+             "dense bf16 peak of one device in TFLOP/s for the mfu metric; 0 = detect (H100/H200 "
+             "989, A100 312; unknown devices and cpu: no mfu)"),
       choice("logging", "level", "info", {"debug", "info", "warn", "error"}, "log level"),
       choice("logging", "progress_bar", "auto", {"auto", "on", "off"},
              "auto = when stdout is a terminal"),

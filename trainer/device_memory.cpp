@@ -2,7 +2,10 @@
 
 #include <c10/cuda/CUDACachingAllocator.h>
 
+#include <cuda_runtime_api.h>
 #include <sys/resource.h>
+
+#include <string>
 
 namespace liger::trainer {
 
@@ -14,6 +17,16 @@ int64_t peak_memory_bytes(const c10::Device& device) {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+double device_peak_bf16_flops(const c10::Device& device) {
+  if (!device.is_cuda()) return 0.0;
+  cudaDeviceProp props{};
+  if (cudaGetDeviceProperties(&props, device.index() < 0 ? 0 : device.index()) != cudaSuccess) return 0.0;
+  const std::string name = props.name;
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos) return 989e12;
+  if (name.find("A100") != std::string::npos) return 312e12;
+  return 0.0;
 }
 
 void reset_peak_memory(const c10::Device& device) {

@@ -10,5 +10,8 @@ namespace liger::trainer {
 
 int64_t peak_memory_bytes(const c10::Device& device);
 void reset_peak_memory(const c10::Device& device);
+// Dense bf16 peak FLOP/s of the device, from its name (H100/H200: 989e12,
+// A100: 312e12); 0 when unknown (cpu, other GPUs).
+double device_peak_bf16_flops(const c10::Device& device);
 
 }  // namespace liger::trainer

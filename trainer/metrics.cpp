@@ -50,6 +50,14 @@ MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
   progress_ = progress_bar == "on" || (progress_bar == "auto" && ::isatty(STDOUT_FILENO));
 }
 
+namespace {
+std::string c10_free_format(const char* format, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, format, value);
+  return buffer;
+}
+}  // namespace
+
 void MetricsWriter::record(const StepMetrics& m) {
   nlohmann::json row = {{"step", m.step},
                         {"loss", m.loss},
@@ -58,7 +66,9 @@ void MetricsWriter::record(const StepMetrics& m) {
                         {"tokens", m.tokens},
                         {"tokens_per_s", m.tokens_per_s},
                         {"elapsed_s", m.elapsed_s},
+                        {"tokens_per_s_per_device", m.tokens_per_s / static_cast<double>(m.world_size)},
                         {"peak_mem_bytes", m.peak_mem_bytes}};
+  if (m.mfu) row["mfu"] = *m.mfu;
   if (m.eval_loss) row["eval_loss"] = *m.eval_loss;
   if (m.eval_ppl) row["eval_ppl"] = *m.eval_ppl;
   file_ << row.dump() << "\n";
@@ -76,8 +86,10 @@ void MetricsWriter::record(const StepMetrics& m) {
                   static_cast<long long>(m.step), static_cast<long long>(total_steps_), m.loss, m.lr,
                   m.grad_norm, m.tokens_per_s, format_duration(m.elapsed_s).c_str(),
                   format_duration(eta).c_str(), static_cast<double>(m.peak_mem_bytes) / (1 << 20));
+    std::string text = line;
+    if (m.mfu) text += c10_free_format(" | mfu %.1f%%", 100.0 * *m.mfu);
     if (progress_) std::printf("\r\033[K");
-    log::info(line);
+    log::info(text);
   }
   if (m.eval_loss) {
     char line[160];

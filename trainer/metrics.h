@@ -21,6 +21,10 @@ struct StepMetrics {
   double tokens_per_s = 0.0;   // input tokens processed per second in this step
   double elapsed_s = 0.0;      // since the start of this run (resumed runs continue the clock)
   int64_t peak_mem_bytes = 0;
+  int64_t world_size = 1;       // ranks that processed `tokens` together
+  // Model FLOPs utilisation: training FLOPs per token x tokens/s / (ranks x
+  // the device's dense bf16 peak); absent when the peak is unknown (cpu).
+  std::optional<double> mfu;
   // Set on evaluation steps (training.eval_every): validation loss per target
   // token and its perplexity exp(eval_loss); absent from the row otherwise.
   std::optional<double> eval_loss;

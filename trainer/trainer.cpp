@@ -322,6 +322,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   }
   s.model->train();
   reset_peak_memory(s.device);
+  const double peak_flops = c.logging.peak_tflops > 0.0 ? c.logging.peak_tflops * 1e12 : device_peak_bf16_flops(s.device);
   const bool dataset_isolated = s.loader->dataset().packing() == data::PackingMode::isolated;
   while (s.step < c.training.steps) {
     const auto step_start = Clock::now();
@@ -399,6 +400,11 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     m.tokens_per_s = static_cast<double>(input_tokens) / std::max(step_seconds, 1e-9);
     m.elapsed_s = s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
     m.peak_mem_bytes = peak_mem;  // the highest of all ranks
+    m.world_size = s.comm->world_size();
+    if (peak_flops > 0.0) {
+      m.mfu = s.model->config().training_flops_per_token(c.data.seq_len) * m.tokens_per_s /
+              (peak_flops * static_cast<double>(m.world_size));
+    }
     if (s.eval_data && step % c.training.eval_every == 0) {
       const EvalResult eval =
           evaluate(*s.model, *s.eval_data, c.training.micro_batch_size, c.training.eval_batches, s.device);

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# On one H100 (device tool): end-to-end speed and memory of
+# configs/bench/llama3_1b_h100.yaml (pure bf16 with stochastic rounding, and
+# bf16-mixed) beside HF transformers (+ Liger-Kernel when its wheel is under
+# wheels/) in the same call, then the 64K-context run (fused loss +
+# activation checkpointing) and the same with both off (must end with one
+# out-of-memory line). Results in $OUT/summary.txt.
+#   bash scripts/device/e2e_1b.sh [STEPS]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+STEPS=${1:-40}
+BUILD=build-gpu
+export PATH=/usr/local/cuda/bin:$PATH
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/summary.txt"
+TORCH_CMAKE=$(python3 -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" -DBUILD_TESTING=OFF \
+  -DLIGER_CUDA=ON -DLIGER_PCRE2=OFF -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" > "$OUT/configure.log" 2>&1
+ninja -C "$BUILD" -j16 liger-train > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+
+summary() {  # metrics.jsonl -> median tokens/s after 5 warm-up steps, peak GiB, mfu
+  python3 - "$1" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+steady = rows[5:] or rows
+print(json.dumps({"steps": len(rows), "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in steady)),
+                  "peak_gib": round(max(r["peak_mem_bytes"] for r in rows) / 2**30, 2),
+                  "mfu": round(statistics.median(r.get("mfu", 0) for r in steady), 4),
+                  "loss_first": round(rows[0]["loss"], 4), "loss_last": round(rows[-1]["loss"], 4)}))
+PY
+}
+common=(--config configs/bench/llama3_1b_h100.yaml --set training.steps="$STEPS" --set logging.every=5 --set logging.progress_bar=off)
+for precision in bf16 bf16-mixed; do
+  "$BUILD/apps/liger-train" "${common[@]}" --set training.precision=$precision \
+    --set checkpoint.output_dir="$OUT/liger_$precision" > "$OUT/liger_$precision.log" 2>&1
+  echo "liger-train $precision: exit $? $(summary "$OUT/liger_$precision/metrics.jsonl")" >> "$OUT/summary.txt"
+done
+cd scripts/baselines
+for precision in bf16 bf16-mixed; do
+  python3 hf_llama_single.py --preset llama3_1b --micro-batch 4 --seq-len 2048 --steps 30 --warmup 5 \
+    --precision $precision --json "$OUT/hf_$precision.json" > "$OUT/hf_$precision.log" 2>&1
+  echo "HF $precision: $(cat "$OUT/hf_$precision.json" | tr -d '\n')" >> "$OUT/summary.txt"
+done
+if ls ../../wheels/liger_kernel-*.whl > /dev/null 2>&1; then
+  pip install --no-deps --target /tmp/liger ../../wheels/liger_kernel-*.whl > /dev/null 2>&1
+  PYTHONPATH=/tmp/liger python3 hf_llama_single.py --preset llama3_1b --micro-batch 4 --seq-len 2048 --steps 30 \
+    --warmup 5 --precision bf16 --liger --json "$OUT/hf_liger_bf16.json" > "$OUT/hf_liger.log" 2>&1
+  echo "HF+Liger bf16: $(cat "$OUT/hf_liger_bf16.json" | tr -d '\n')" >> "$OUT/summary.txt"
+fi
+cd ../..
+long=(--config configs/bench/llama3_1b_h100.yaml --set data.seq_len=65536 --set training.micro_batch_size=1
+      --set training.steps=4 --set logging.every=1 --set logging.progress_bar=off --set training.precision=bf16-mixed)
+"$BUILD/apps/liger-train" "${long[@]}" --set training.activation_checkpointing=full \
+  --set checkpoint.output_dir="$OUT/long" > "$OUT/long.log" 2>&1
+echo "64K, fused loss + checkpointing: exit $? $(summary "$OUT/long/metrics.jsonl")" >> "$OUT/summary.txt"
+"$BUILD/apps/liger-train" "${long[@]}" --set training.activation_checkpointing=none \
+  --set kernels.fused_linear_cross_entropy=false --set checkpoint.output_dir="$OUT/long_off" > "$OUT/long_off.log" 2>&1
+echo "64K, both off: exit $? -- $(tail -1 "$OUT/long_off.log" | cut -c1-400)" >> "$OUT/summary.txt"
+cat "$OUT/summary.txt"
