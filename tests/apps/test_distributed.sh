@@ -4,6 +4,7 @@
 #     micro-batch 4 (same windows, the loss normalised over both ranks): the
 #     per-step losses and the final parameters agree to 1e-5 (fp32);
 #  2. with activation checkpointing on as well;
+#     started with SLURM's variables instead of torchrun's;
 #  3. a sharded checkpoint, resumed on 2 ranks, ends where an uninterrupted run ends;
 #     resuming it on 1 rank is a clear error;
 #  4. when one rank is killed, the other stops with an error naming the failed
@@ -79,6 +80,23 @@ if out=$("$BIN/liger-compare" "$work/two_untied/step-5" "$work/one_untied/step-5
   echo "ok   untied lm_head, 2 micro-batches, checkpointing: 2 ranks == 1 process: $losses; $out"
 else
   fail "untied / accumulation: $out $losses"
+fi
+
+# --- 2c. the same job started the SLURM way (srun's variables, no torchrun ones)
+job=$((RANDOM % 100000))
+for r in 0 1; do
+  env -u RANK -u WORLD_SIZE SLURM_PROCID=$r SLURM_NTASKS=2 SLURM_LOCALID=$r SLURM_NODEID=0 \
+    SLURM_NTASKS_PER_NODE=2 SLURM_JOB_NODELIST=localhost SLURM_JOB_ID=$job \
+    "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 --set checkpoint.output_dir="$work/slurm" \
+    > "$work/slurm.$r.log" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[@]}"
+pids=()
+if grep -q "from slurm" "$work/slurm.0.log" && out=$("$BIN/liger-compare" "$work/slurm/step-5" "$work/two/step-5" --rtol 1e-6 2>&1); then
+  echo "ok   SLURM variables (nodelist localhost, port from the job id): same as launch.sh: $out"
+else
+  fail "SLURM-style start: $(tail -2 "$work/slurm.0.log")"
 fi
 
 # --- 3. sharded checkpoint + resume ---------------------------------------

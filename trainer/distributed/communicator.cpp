@@ -130,26 +130,35 @@ void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
   }
 }
 
+namespace {
+
+// A collective started by `start`, as a PendingCollective whose wait() turns
+// a failure into a CollectiveError naming `what` and the rank.
+PendingCollective started(const char* what, int64_t rank,
+                          const std::function<c10::intrusive_ptr<c10d::Work>()>& start) {
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = start();
+  } catch (const std::exception& error) {
+    rethrow_collective(what, rank, error);
+  }
+  return PendingCollective([work, what, rank] {
+    try {
+      work->wait();
+    } catch (const std::exception& error) {
+      rethrow_collective(what, rank, error);
+    }
+  });
+}
+
+}  // namespace
+
 PendingCollective Communicator::all_gather(at::Tensor& output, at::Tensor& input) {
   if (!impl_->backend) {
     output.copy_(input);
     return {};
   }
-  try {
-    auto work = impl_->backend->_allgather_base(output, input);
-    const int64_t r = rank();
-    return PendingCollective([work, r] {
-      try {
-        work->wait();
-      } catch (const std::exception& error) {
-        rethrow_collective("all-gather", r, error);
-      }
-    });
-  } catch (const CollectiveError&) {
-    throw;
-  } catch (const std::exception& error) {
-    rethrow_collective("all-gather", rank(), error);
-  }
+  return started("all-gather", rank(), [&] { return impl_->backend->_allgather_base(output, input); });
 }
 
 PendingCollective Communicator::reduce_scatter(at::Tensor& output, at::Tensor& input) {
@@ -157,21 +166,7 @@ PendingCollective Communicator::reduce_scatter(at::Tensor& output, at::Tensor& i
     output.copy_(input);
     return {};
   }
-  try {
-    auto work = impl_->backend->_reduce_scatter_base(output, input);
-    const int64_t r = rank();
-    return PendingCollective([work, r] {
-      try {
-        work->wait();
-      } catch (const std::exception& error) {
-        rethrow_collective("reduce-scatter", r, error);
-      }
-    });
-  } catch (const CollectiveError&) {
-    throw;
-  } catch (const std::exception& error) {
-    rethrow_collective("reduce-scatter", rank(), error);
-  }
+  return started("reduce-scatter", rank(), [&] { return impl_->backend->_reduce_scatter_base(output, input); });
 }
 
 void Communicator::broadcast(at::Tensor& tensor, int64_t root) {
