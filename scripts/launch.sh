@@ -132,8 +132,8 @@ first=$((node_rank * nproc))
 fifo_dir=$(mktemp -d "${TMPDIR:-/tmp}/liger-launch.XXXXXX") || { echo "$me: cannot create a temporary directory" >&2; exit 1; }
 rank_pids=()       # one per local rank; each is the leader of its own process group
 declare -A rank_of # pid -> global rank
-printer_pids=()    # the "[rank R] " prefixers
-killer=""          # the SIGKILL-after-grace timer
+printer_pids=()    # the "[rank R] " prefixers, process group leaders too
+killer=""          # a timer (its own process group) that sends SIGKILL
 signals=0
 
 live_ranks() {  # pids of the ranks still running
@@ -165,22 +165,22 @@ trap 'on_signal TERM' TERM
 trap cleanup EXIT
 
 echo "$me: ranks $first..$((first + nproc - 1)) of $world on node $node_rank/$nnodes, master $master_addr:$master_port: $program $*" >&2
+# Each background job below is started with job control on (set -m), which
+# makes it the leader of its own process group; foreground commands run with
+# it off, so this script never takes the terminal from anyone.
 for ((i = 0; i < nproc; i++)); do
   rank=$((first + i))
   fifo=$fifo_dir/rank-$rank
   mkfifo -- "$fifo" || { echo "$me: cannot create a FIFO in $fifo_dir" >&2; exit 1; }
-  # The prefixer stays in this script's process group and ignores INT/TERM, so
-  # it prints what a stopping rank still writes; it ends when the rank's output
-  # closes. sed -u: line by line.
-  set +m
+  # The prefixer ignores INT/TERM, so it prints what a stopping rank still
+  # writes; it ends when the rank's output closes. sed -u: line by line.
+  set -m
   if [ -n "$log_dir" ]; then
     (trap '' INT TERM; tee -- "$log_dir/rank-$rank.log" < "$fifo" | sed -u "s/^/[rank $rank] /") &
   else
     (trap '' INT TERM; exec sed -u "s/^/[rank $rank] /" < "$fifo") &
   fi
   printer_pids+=($!)
-  # The rank: its own process group (set -m), stdin from /dev/null.
-  set -m
   (
     trap - INT TERM EXIT
     export RANK=$rank WORLD_SIZE=$world LOCAL_RANK=$i LOCAL_WORLD_SIZE=$nproc
@@ -196,49 +196,55 @@ done
 # --- wait: the first failure stops the others ----------------------------------
 status=0
 left=$nproc
+start_killer() {  # SECONDS PGID...: SIGKILL to the groups after SECONDS, unless killed first
+  local seconds=$1
+  shift
+  set -m  # its own process group: killing the group takes its sleep along
+  (sleep "$seconds"; for p in "$@"; do kill -s KILL -- "-$p" 2> /dev/null; done) &
+  killer=$!
+  set +m
+  disown "$killer"  # no job notice when it is killed
+}
+rank_ended() {  # PID EXIT_CODE
+  local pid=$1 code=$2 rank=${rank_of[$1]:-?} why
+  unset "rank_of[$pid]"
+  left=$((left - 1))
+  { [ "$code" -eq 0 ] || [ $status -ne 0 ]; } && return 0
+  status=$code
+  why="exit code $code"
+  [ "$code" -gt 128 ] && why="$why (SIG$(kill -l $((code - 128)) 2> /dev/null || echo $((code - 128))))"
+  if [ $left -eq 0 ]; then
+    echo "$me: rank $rank failed with $why" >&2
+  else
+    echo "$me: rank $rank failed with $why: stopping the other ranks (SIGTERM, SIGKILL after ${grace}s)" >&2
+    signal_ranks TERM
+    start_killer "$grace" $(live_ranks)
+  fi
+}
 while [ $left -gt 0 ]; do
+  # bash drops some finished jobs (those a signal killed) from the set that
+  # wait -n watches; a plain wait still knows their exit codes.
+  for p in $(live_ranks); do
+    if ! kill -0 "$p" 2> /dev/null; then
+      wait "$p"
+      rank_ended "$p" $?
+    fi
+  done
+  [ $left -gt 0 ] || break
   done_pid=""
   mapfile -t live < <(live_ranks)
-  wait -n -p done_pid "${live[@]}"
+  wait -n -p done_pid "${live[@]}" 2> /dev/null
   code=$?
-  if [ -z "$done_pid" ]; then
-    [ $code -eq 127 ] && break  # no child left (should not happen)
-    continue                    # a signal interrupted the wait; on_signal forwarded it
-  fi
-  rank=${rank_of[$done_pid]:-?}
-  unset "rank_of[$done_pid]"
-  left=$((left - 1))
-  if [ $code -ne 0 ] && [ $status -eq 0 ]; then
-    status=$code
-    why="exit code $code"
-    [ $code -gt 128 ] && why="$why (SIG$(kill -l $((code - 128)) 2> /dev/null || echo $((code - 128))))"
-    if [ $left -gt 0 ]; then
-      echo "$me: rank $rank failed with $why: stopping the other ranks (SIGTERM, SIGKILL after ${grace}s)" >&2
-      signal_ranks TERM
-      set -m  # the timer gets its own process group: killing it takes its sleep along
-      mapfile -t live < <(live_ranks)
-      (for p in "${live[@]}"; do :; done; sleep "$grace"
-       for p in "${live[@]}"; do kill -s KILL -- "-$p" 2> /dev/null; done) &
-      killer=$!
-      set +m
-    else
-      echo "$me: rank $rank failed with $why" >&2
-    fi
-  fi
+  # Without done_pid, a signal interrupted the wait (on_signal forwarded it)
+  # or a rank was dropped as above: look again.
+  [ -n "${done_pid:-}" ] && rank_ended "$done_pid" $code
 done
-if [ -n "$killer" ]; then
-  kill -s KILL -- "-$killer" 2> /dev/null
-  wait "$killer" 2> /dev/null
-  killer=""
-fi
+[ -n "$killer" ] && kill -s KILL -- "-$killer" 2> /dev/null
 
 # Let the prefixers print the last lines; a process a rank left behind may
-# still hold its output open, so do not wait for them forever.
-for ((t = 0; t < 50; t++)); do
-  alive=0
-  for p in "${printer_pids[@]}"; do kill -0 "$p" 2> /dev/null && alive=1; done
-  [ $alive -eq 0 ] && break
-  sleep 0.1
+# still hold the rank's output open, so give them 5 s at most.
+start_killer 5 "${printer_pids[@]}"
+for p in "${printer_pids[@]}"; do
+  while ! wait "$p" 2> /dev/null && kill -0 "$p" 2> /dev/null; do :; done  # again after a signal
 done
-[ $alive -eq 0 ] || for p in "${printer_pids[@]}"; do pkill -KILL -P "$p" 2> /dev/null; kill -s KILL "$p" 2> /dev/null; done
 exit $status
