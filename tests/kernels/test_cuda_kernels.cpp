@@ -481,20 +481,17 @@ TEST_CASE("cuda adamw_step matches the ATen path of kernels/optim.h", "[cuda][ad
             continue;
           }
           // 16-bit: the same random bits, so the same values except where the
-          // fp32 math differs in its last bit (the kernel contracts a*b+c into
-          // one FMA, ATen rounds twice) and that moves the rounding: by one
-          // step of the dtype at the larger of the two values, for a small
-          // fraction of the elements (most often in exp_avg, whose update
-          // changes it most). Measured on an H100: at most 0.66% differ.
+          // fp32 math differs in its last bit and that moves the rounding:
+          // rare, and by one step of the dtype.
           const double ulp = dtype == torch::kBFloat16 ? 1.0 / 128 : 1.0 / 1024;
           const std::vector<std::tuple<std::string, Tensor, Tensor>> pairs = {
               {"param", p_cuda, p_aten}, {"exp_avg", m_cuda, m_aten}, {"exp_avg_sq", v_cuda, v_aten}};
           for (const auto& pair : pairs) {
             const Tensor a = std::get<1>(pair).to(torch::kFloat), b = std::get<2>(pair).to(torch::kFloat);
             const double differ = (a != b).to(torch::kDouble).mean().item<double>();
-            const bool within = ((a - b).abs() <= at::maximum(a.abs(), b.abs()) * (1.01 * ulp) + 1e-12).all().item<bool>();
+            const bool within = ((a - b).abs() <= b.abs() * (1.01 * ulp) + 1e-7).all().item<bool>();
             INFO(std::get<0>(pair) << ": " << differ << " of the elements differ");
-            CHECK(differ < 1e-2);
+            CHECK(differ < 1e-3);
             CHECK(within);
           }
         }
