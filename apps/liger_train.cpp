@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 namespace {
 
@@ -46,8 +47,10 @@ int main(int argc, char** argv) {
     std::cerr << "error: --config FILE.yaml is required (start from configs/tiny.yaml)\n";
     return 2;
   }
+  std::optional<liger::config::TrainConfig> loaded;  // for the out-of-memory message
   try {
-    const liger::config::TrainConfig config = liger::config::load_config(config_path, overrides);
+    loaded = liger::config::load_config(config_path, overrides);
+    const liger::config::TrainConfig& config = *loaded;
     if (dry) {
       std::cout << liger::trainer::dry_run(config).text;
       return 0;
@@ -65,7 +68,14 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const c10::OutOfMemoryError& error) {
     // One line: what ran out and the switches that cut memory the most.
-    std::cerr << "out of memory: " << first_line(error.what())
+    std::string estimate;
+    try {  // the same estimate as --dry-run, on the same line
+      const std::string report = liger::trainer::dry_run(*loaded).text;
+      const auto at = report.find("memory per GPU");
+      if (at != std::string::npos) estimate = "; " + report.substr(at, report.find('\n', at) - at);
+    } catch (...) {
+    }
+    std::cerr << "out of memory: " << first_line(error.what()) << estimate
               << " -- to fit, turn on training.activation_checkpointing: full and "
                  "kernels.fused_linear_cross_entropy: true, lower training.micro_batch_size or data.seq_len, "
                  "use training.precision: bf16, or shard over more GPUs (scripts/launch.sh); "

@@ -2,6 +2,8 @@
 
 #include "data/tokenizer.h"
 #include "models/transformer.h"
+#include "trainer/distributed/environment.h"
+#include "trainer/memory_estimate.h"
 #include "trainer/model_setup.h"
 
 #include <torch/torch.h>
@@ -69,6 +71,17 @@ DryRunReport dry_run(const config::TrainConfig& c) {
       << gib(param_bytes) << ", AdamW states " << gib(2 * param_bytes) << " ("
       << c10::toString(parameter_dtype(c)) << " parameters, " << c10::toString(compute_dtype(c))
       << " compute)\n";
+  // Sharding follows the launcher's environment (RANK=0 WORLD_SIZE=8 plans 8 ranks).
+  int64_t world = 1;
+  try {
+    world = distributed::detect_environment().world_size;
+  } catch (const distributed::EnvironmentError&) {
+  }
+  const MemoryEstimate estimate = estimate_memory(model_config, c, world);
+  out << "memory per GPU (estimate, " << world << (world > 1 ? " ranks sharing the model" : " rank")
+      << ", activation checkpointing " << c.training.activation_checkpointing << ", "
+      << (c.kernels.fused_linear_cross_entropy ? "fused loss " + c.kernels.flce_mode : std::string("logits materialised"))
+      << "): " << estimate.describe() << "\n";
   out << "device: " << device
       << (device.is_cuda() && !gpu_visible ? " (no GPU visible here: planned, not checked)" : "") << "\n";
   out << "tokens per optimizer step: "

@@ -16,6 +16,7 @@
 #include "trainer/logging/log.h"
 #include "trainer/loss.h"
 #include "trainer/lr_schedule.h"
+#include "trainer/memory_estimate.h"
 #include "trainer/metrics.h"
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
@@ -47,6 +48,7 @@ struct Trainer::State {
   LrSchedule schedule;
   std::unique_ptr<CheckpointManager> checkpoints;
   int64_t step = 0;            // optimizer steps completed
+  int64_t step_at_start = 0;   // the step this run started from (resume)
   double elapsed_before = 0.0; // seconds spent by the runs this one resumes
 };
 
@@ -321,6 +323,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
                        c.training.steps));
   }
   s.model->train();
+  s.step_at_start = s.step;
   reset_peak_memory(s.device);
   const double peak_flops = c.logging.peak_tflops > 0.0 ? c.logging.peak_tflops * 1e12 : device_peak_bf16_flops(s.device);
   const bool dataset_isolated = s.loader->dataset().packing() == data::PackingMode::isolated;
@@ -412,6 +415,11 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       m.eval_ppl = eval.perplexity;
     }
     if (metrics) metrics->record(m);
+    if (step == s.step_at_start + 1 && s.device.is_cuda()) {
+      const MemoryEstimate estimate = estimate_memory(s.model->config(), c, s.comm->world_size());
+      log::info(c10::str("memory per GPU: measured peak ", static_cast<double>(peak_mem) / (1 << 30),
+                         " GiB after the first step; estimate ", estimate.describe()));
+    }
     result.final_loss = m.loss;
     if (!std::isfinite(m.loss)) {
       throw std::runtime_error(c10::str("loss is ", m.loss, " at step ", step,

@@ -1,0 +1,75 @@
+#include "trainer/memory_estimate.h"
+
+#include "trainer/model_setup.h"
+
+#include <c10/core/ScalarType.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+namespace liger::trainer {
+namespace {
+
+std::string gib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return text;
+}
+
+}  // namespace
+
+std::string MemoryEstimate::describe() const {
+  std::ostringstream out;
+  out << "parameters " << gib(parameters) << ", gradients " << gib(gradients) << ", AdamW state "
+      << gib(optimizer);
+  if (gathered > 0) out << ", gathered weights " << gib(gathered);
+  out << ", activations " << gib(activations) << " (" << gib(per_layer) << " per layer without checkpointing)"
+      << ", loss " << gib(loss) << ": total " << gib(total());
+  return out.str();
+}
+
+MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::TrainConfig& c, int64_t world_size) {
+  MemoryEstimate e;
+  const double world = static_cast<double>(std::max<int64_t>(world_size, 1));
+  const double param_bytes = static_cast<double>(c10::elementSize(parameter_dtype(c)));
+  const double compute_bytes = static_cast<double>(c10::elementSize(compute_dtype(c)));
+  const double h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.intermediate_size);
+  const double d = static_cast<double>(m.resolved_head_dim());
+  const double q = static_cast<double>(m.num_heads) * d, kv = static_cast<double>(m.num_kv_heads) * d;
+  const double layers = static_cast<double>(m.num_layers), vocab = static_cast<double>(m.vocab_size);
+  const double tokens = static_cast<double>(c.training.micro_batch_size * c.data.seq_len);
+
+  const double layer_params = h * q * 2 + h * kv * 2 + 3 * h * f + 2 * h;
+  const double all_params = static_cast<double>(m.num_parameters());
+  e.parameters = all_params * param_bytes / world;
+  e.gradients = e.parameters;
+  e.optimizer = 2 * e.parameters;
+  if (world > 1) {
+    // Two layers at a time (the running one and the prefetched one), the
+    // embeddings and lm_head while they are in use.
+    const double vocab_units = m.tie_embeddings ? vocab * h : 2 * vocab * h;
+    e.gathered = (2 * layer_params + vocab_units) * compute_bytes;
+  }
+  // Saved for backward per token and layer, in the compute dtype: the norm
+  // inputs/outputs and residuals (6h), q/k/v before and after RoPE and the
+  // attention output (4q + 4kv), the MLP's gate, up and product (3f).
+  e.per_layer = tokens * (6 * h + 4 * q + 4 * kv + 3 * f) * compute_bytes;
+  if (c.training.activation_checkpointing == "full") {
+    e.activations = layers * tokens * h * compute_bytes + e.per_layer;
+  } else {
+    e.activations = layers * e.per_layer;
+  }
+  if (c.kernels.fused_linear_cross_entropy) {
+    // One logits chunk of the budget plus its fp32 gradient, the gradient of
+    // the hidden states and, in speed mode, the fp32 [vocab, hidden] buffer.
+    e.loss = 2 * c.kernels.flce_chunk_mb * 1024.0 * 1024.0 + tokens * h * 4 +
+             (c.kernels.flce_mode == "speed" ? vocab * h * 4 : 0.0);
+  } else {
+    // The logits in the compute dtype and their fp32 gradient.
+    e.loss = tokens * vocab * (compute_bytes + 4);
+  }
+  return e;
+}
+
+}  // namespace liger::trainer
