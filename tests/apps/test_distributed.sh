@@ -120,18 +120,26 @@ else
 fi
 
 # --- 4. a dead rank ends the job ------------------------------------------
-port=$((20000 + RANDOM % 20000))
+# Starts ranks 0 and 1 of a long job (logs $work/NAME.R.log, pids in $pids)
+# and returns once it trains.
+start_long_job() {
+  local name=$1; shift
+  local port=$((20000 + RANDOM % 20000))
+  rm -rf "$work/dead"
+  pids=()
+  for r in 0 1; do
+    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      "$BIN/liger-train" "${long[@]}" "$@" > "$work/$name.$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 1 120); do  # until the job trains
+    [ -s "$work/dead/metrics.jsonl" ] && break
+    sleep 0.5
+  done
+}
 long=("${common[@]}" --set training.steps=100000 --set training.micro_batch_size=2
       --set parallelism.timeout_s=20 --set checkpoint.output_dir="$work/dead" --set checkpoint.save_final=false)
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$BIN/liger-train" "${long[@]}" > "$work/dead.$r.log" 2>&1 &
-  pids+=($!)
-done
-for _ in $(seq 1 120); do  # until the job trains
-  [ -s "$work/dead/metrics.jsonl" ] && break
-  sleep 0.5
-done
+start_long_job dead
 kill -9 "${pids[1]}"
 start=$(date +%s)
 wait "${pids[0]}"; code=$?
@@ -143,19 +151,7 @@ else
 fi
 
 # --- 5. a hung rank (stopped, sockets open) ends the job after the timeout --
-rm -rf "$work/dead"
-pids=()
-port=$((20000 + RANDOM % 20000))
-long=("${long[@]}" --set parallelism.timeout_s=5)
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$BIN/liger-train" "${long[@]}" > "$work/hung.$r.log" 2>&1 &
-  pids+=($!)
-done
-for _ in $(seq 1 120); do
-  [ -s "$work/dead/metrics.jsonl" ] && break
-  sleep 0.5
-done
+start_long_job hung --set parallelism.timeout_s=5
 kill -STOP "${pids[1]}"
 start=$(date +%s)
 wait "${pids[0]}"; code=$?

@@ -219,11 +219,6 @@ nlohmann::json FullyShardedModel::shard_index() const {
   return {{"world_size", comm_->world_size()}, {"sharded_dim", 0}, {"parameters", params}};
 }
 
-Tensor FullyShardedModel::assemble(const std::vector<Tensor>& shards, const std::vector<int64_t>& full_shape) {
-  // Concatenating the shards in rank order gives the padded parameter.
-  return at::cat(shards, 0).narrow(0, 0, full_shape[0]).contiguous();
-}
-
 // ---------------------------------------------------------------- gathering
 
 void FullyShardedModel::issue_gather(Unit& unit) {

@@ -74,11 +74,6 @@ class FullyShardedModel : public models::LayerHooks {
   // What a checkpoint records to put shards back together: world size and,
   // per parameter, its full shape and rows per rank.
   nlohmann::json shard_index() const;
-  // Rebuilds full parameter values from per-rank shard tensors (export, and
-  // loading a sharded checkpoint on one process).
-  static at::Tensor assemble(const std::vector<at::Tensor>& shards_in_rank_order,
-                             const std::vector<int64_t>& full_shape);
-
   // After each backward(): lands the last reduce-scatter in the shards' .grad.
   void finish_backward();
 
