@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace liger::cuda_kernels {
@@ -192,6 +193,160 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
+// ---------------------------------------------------------------------------
+// Whole rows on a thread-block cluster (Hopper): one HBM read, one HBM write.
+//
+// A row is cut into C contiguous slices, one per block of a cluster of C
+// blocks. Block r copies its slice into shared memory (cp.async, 16 bytes per
+// copy, every copy of a thread in flight at once), folds it into
+//   (m_r, d_r, sz_r) = (max z, sum exp(z - m_r), sum z)   over its slice,
+// and publishes the triple in its shared memory. After a cluster barrier, warp
+// 0 of every block reads the C triples through distributed shared memory and
+// merges them: m = max m_r, d = sum d_r exp(m_r - m), lse = m + log d. The block
+// then writes the gradient of its slice from shared memory (GradTerms). A
+// second barrier keeps every block resident until all have read its triple.
+// Each thread owns the packs p = tid, tid + blockDim, ... of its block's slice
+// in both phases, so it only waits for its own copies.
+// grid = rows * C (cluster dims C), block = kClusterThreads, dynamic smem = slice bytes.
+// ---------------------------------------------------------------------------
+constexpr int kClusterThreads = 256;
+constexpr int kMaxCluster = 8;                        // portable cluster size
+constexpr int64_t kTargetSliceBytes = 32 * 1024;      // several blocks per SM: phases overlap
+constexpr int64_t kMaxSliceBytes = 160 * 1024;        // beyond this, ce_rows_kernel
+
+__device__ __forceinline__ void copy_async_16(void* shared_dst, const void* global_src) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src) : "memory");
+}
+__device__ __forceinline__ void wait_async_copies() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// The address of `local` (a __shared__ variable) in block `rank` of this cluster.
+__device__ __forceinline__ const float* cluster_peer(const float* local, unsigned rank) {
+  unsigned long long peer;
+  asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(peer) : "l"(reinterpret_cast<unsigned long long>(local)), "r"(rank));
+  return reinterpret_cast<const float*>(peer);
+}
+__device__ __forceinline__ unsigned cluster_rank() {
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kClusterThreads)
+    ce_cluster_rows_kernel(liger::cuda_kernels::CrossEntropyArgs a, float* loss_out, float* lse_out,
+                           int cluster, int64_t slice_packs) {
+  extern __shared__ __align__(16) unsigned char slice_cache[];
+  __shared__ float published[3];  // this block's (m, d, sum z), read by the whole cluster
+  __shared__ float row_lse;
+  constexpr int V = kVec<T>;
+  using P = Pack<T, V>;
+  const unsigned rank = cluster_rank();
+  const int64_t row = blockIdx.x / cluster;
+  const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
+  const int64_t packs = a.cols / V;
+  const int64_t begin = rank * slice_packs;
+  const int64_t end = min(packs, begin + slice_packs);
+  P* cache = reinterpret_cast<P*>(slice_cache);
+
+  for (int64_t p = begin + threadIdx.x; p < end; p += kClusterThreads) {
+    copy_async_16(cache + (p - begin), x + p * V);
+  }
+  wait_async_copies();
+
+  Softmax s{-INFINITY, 0.f};
+  float sum_z = 0.f;
+  for (int64_t p = begin + threadIdx.x; p < end; p += kClusterThreads) {
+    const P pk = cache[p - begin];
+    float z[V];
+    float pack_max = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      z[i] = cap(to_float(pk.v[i]), a.softcap);
+      pack_max = fmaxf(pack_max, z[i]);
+      sum_z += z[i];
+    }
+    const float m = fmaxf(s.m, pack_max);
+    float added = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) added += __expf(z[i] - m);
+    s.d = s.d * __expf(s.m - m) + added;  // exp(-inf) = 0 on the first pack
+    s.m = m;
+  }
+  s = block_reduce(s, sum_z);
+  if (threadIdx.x == 0) {
+    published[0] = s.m;
+    published[1] = s.d;
+    published[2] = sum_z;
+  }
+  cluster_arrive();  // release: the triple is visible to the cluster
+  cluster_wait();
+
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    Softmax part{-INFINITY, 0.f};
+    float part_z = 0.f;
+    if (lane < cluster) {
+      const float* peer = cluster_peer(published, static_cast<unsigned>(lane));
+      part = {peer[0], peer[1]};
+      part_z = peer[2];
+    }
+    // Merged in rank order by a fixed shuffle tree: the same result in every block.
+    for (int offset = 16; offset > 0; offset /= 2) {
+      Softmax other{__shfl_xor_sync(0xffffffffu, part.m, offset), __shfl_xor_sync(0xffffffffu, part.d, offset)};
+      part = softmax_merge(part, other);
+      part_z += __shfl_xor_sync(0xffffffffu, part_z, offset);
+    }
+    const float lse = part.m + __logf(part.d);
+    if (lane == 0) row_lse = lse;
+    if (lane == 0 && rank == 0) {
+      const int64_t label = a.labels[row];
+      const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
+      float loss = 0.f;
+      if (kept) {
+        const float z_label = cap(to_float(x[label - a.col_offset]), a.softcap);
+        loss = row_loss(lse, z_label, part_z, a.vocab, a.label_smoothing, a.z_loss_scale);
+      }
+      loss_out[row] = loss;
+      if (lse_out != nullptr) lse_out[row] = lse;
+    }
+  }
+  __syncthreads();
+  cluster_arrive();  // this block is done reading its peers' triples
+
+  if (a.grad != nullptr) {
+    const int64_t label = a.labels[row];
+    const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
+    const float lse = row_lse;
+    const GradTerms terms{lse,
+                          1.f + 2.f * a.z_loss_scale * lse,
+                          a.label_smoothing / static_cast<float>(a.vocab),
+                          1.f - a.label_smoothing,
+                          a.softcap,
+                          kept ? (a.grad_scale != nullptr ? *a.grad_scale : 1.f) : 0.f,
+                          label};
+    T* g = static_cast<T*>(a.grad) + row * a.row_stride;
+    for (int64_t p = begin + threadIdx.x; p < end; p += kClusterThreads) {
+      const P pk = cache[p - begin];
+      P out;
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const float z = cap(to_float(pk.v[i]), a.softcap);
+        out.v[i] = from_float<T>(terms(z, a.col_offset + p * V + i));  // cast: gradient in the logits dtype
+      }
+      *reinterpret_cast<P*>(g + p * V) = out;
+    }
+  }
+  cluster_wait();  // no block leaves while a peer may still read its triple
+}
+
 // Vocabulary-block pass 1: one block per row folds the block's columns into
 // the row's running statistics, a 16-byte pack at a time when aligned (one
 // (max, sum) update per pack, as in ce_rows_kernel). grid = rows, block = 256.
@@ -315,6 +470,22 @@ namespace liger::cuda_kernels {
 
 
 
+// The cluster size for whole rows of `row_bytes`: the smallest power of two
+// whose slices fit kTargetSliceBytes, at most kMaxCluster; 0 if even that
+// slice is over kMaxSliceBytes or the device cannot launch clusters.
+static int cluster_size_for(int64_t row_bytes) {
+  static const bool clusters = [] {
+    int device = 0, supported = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) != cudaSuccess) return false;
+    return supported != 0;
+  }();
+  if (!clusters) return 0;
+  int c = 1;
+  while (c < kMaxCluster && (row_bytes + c - 1) / c > kTargetSliceBytes) c *= 2;
+  return (row_bytes + c - 1) / c + 16 <= kMaxSliceBytes ? c : 0;
+}
+
 cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* lse, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
   return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
@@ -324,6 +495,31 @@ cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* ls
                         a.cols % V == 0 && a.row_stride % V == 0;
     const int64_t pack_bytes = (vector ? V : 1) * static_cast<int64_t>(sizeof(T));
     const int64_t row_bytes = (a.cols / (vector ? V : 1)) * pack_bytes;
+    const int cluster = vector ? cluster_size_for(row_bytes) : 0;
+    if (cluster > 0) {
+      const int64_t packs = a.cols / V;
+      const int64_t slice_packs = (packs + cluster - 1) / cluster;
+      const size_t smem = static_cast<size_t>(std::max<int64_t>(slice_packs, 1) * pack_bytes);
+      auto kernel = ce_cluster_rows_kernel<T>;
+      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(smem));
+      if (err != cudaSuccess) return err;
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(static_cast<unsigned>(a.rows * cluster));  // C blocks per row
+      config.blockDim = dim3(kClusterThreads);
+      config.dynamicSmemBytes = smem;
+      config.stream = stream;
+      cudaLaunchAttribute attribute{};
+      attribute.id = cudaLaunchAttributeClusterDimension;
+      attribute.val.clusterDim.x = static_cast<unsigned>(cluster);
+      attribute.val.clusterDim.y = 1;
+      attribute.val.clusterDim.z = 1;
+      config.attrs = &attribute;
+      config.numAttrs = 1;
+      err = cudaLaunchKernelEx(&config, kernel, a, loss, lse, cluster, slice_packs);
+      if (err != cudaSuccess) return err;
+      return cudaGetLastError();
+    }
     const int cache = static_cast<int>(row_bytes < kRowCacheBytes ? row_bytes : (kRowCacheBytes / pack_bytes) * pack_bytes);
     auto launch = [&](auto kernel) -> cudaError_t {
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRowCacheBytes);
