@@ -271,6 +271,8 @@ TrainConfig build_config(const Values& v) {
   auto& l = c.logging;
   l.every = v.integer("logging.every");
   l.peak_tflops = v.number("logging.peak_tflops");
+  l.profile_steps = v.integer("logging.profile_steps");
+  l.profile_first_step = v.integer("logging.profile_first_step");
   l.level = v.string("logging.level");
   l.progress_bar = v.string("logging.progress_bar");
   l.sample_prompt = v.string("logging.sample_prompt");

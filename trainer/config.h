@@ -102,6 +102,8 @@ struct CheckpointSection {
 struct LoggingSection {
   int64_t every = 10;
   double peak_tflops = 0.0;  // 0 = detect
+  int64_t profile_steps = 0;  // 0 = off
+  int64_t profile_first_step = 5;
   std::string level = "info";
   std::string progress_bar = "auto";
   std::string sample_prompt = "ROMEO:";

@@ -211,6 +211,11 @@ std::vector<KeySpec> build_schema() {
       number("logging", "peak_tflops", "0", 0.0, 1e6,
              "dense bf16 peak of one device in TFLOP/s for the mfu metric; 0 = detect (H100/H200 "
              "989, A100 312; unknown devices and cpu: no mfu)"),
+      integer("logging", "profile_steps", "0", 0, kMaxInt,
+              "profile this many optimizer steps (Kineto: CPU ops and CUDA kernels): a Chrome trace per "
+              "rank in <output_dir>/profile/ and device time by kernel in the log; 0 = off"),
+      integer("logging", "profile_first_step", "5", 1, kMaxInt,
+              "first profiled step (after warm-up: allocator, cuBLAS and NCCL set-up)"),
       choice("logging", "level", "info", {"debug", "info", "warn", "error"}, "log level"),
       choice("logging", "progress_bar", "auto", {"auto", "on", "off"},
              "auto = when stdout is a terminal"),

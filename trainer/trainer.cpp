@@ -20,6 +20,7 @@
 #include "trainer/metrics.h"
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
+#include "trainer/step_profiler.h"
 #include "trainer/stop_signal.h"
 
 #include <torch/torch.h>
@@ -327,9 +328,12 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   reset_peak_memory(s.device);
   const double peak_flops = c.logging.peak_tflops > 0.0 ? c.logging.peak_tflops * 1e12 : device_peak_bf16_flops(s.device);
   const bool dataset_isolated = s.loader->dataset().packing() == data::PackingMode::isolated;
+  StepProfiler profiler(c.logging.profile_first_step, c.logging.profile_steps, c.checkpoint.output_dir,
+                        s.comm->rank(), leader);
   while (s.step < c.training.steps) {
-    const auto step_start = Clock::now();
     const int64_t step = s.step + 1;
+    profiler.begin_step(step);
+    const auto step_start = Clock::now();
     const double lr = s.schedule.at(step);
 
     // The whole accumulated batch is drawn first: its target-token count
@@ -415,6 +419,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       m.eval_ppl = eval.perplexity;
     }
     if (metrics) metrics->record(m);
+    profiler.end_step(step, step_seconds);
     if (step == s.step_at_start + 1 && s.device.is_cuda()) {
       const MemoryEstimate estimate = estimate_memory(s.model->config(), c, s.comm->world_size());
       log::info(c10::str("memory per GPU: measured peak ", static_cast<double>(peak_mem) / (1 << 30),

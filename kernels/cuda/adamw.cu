@@ -69,15 +69,21 @@ __device__ __forceinline__ __nv_bfloat16 stochastic_bf16(float x, uint32_t r) {
 // Stored: m and v cast to P to nearest (the updated p uses them unrounded, as
 // ATen's fused kernel); p cast to P to nearest, or for bf16 with stochastic
 // rounding rounded by stochastic_bf16 with the bits of its flat index.
+// The fp32 operations are rounded in the order of the ATen path of
+// kernels/optim.cpp (each tensor op rounds its result; an op of the form
+// a + alpha * b is one fused multiply-add), written with explicit intrinsics
+// so the compiler cannot contract them differently: with 16-bit states an
+// exact tie between two representable values is common (m = 0.9 m + 0.1 g of
+// bf16 inputs), and a last-bit difference would round it the other way.
 template <int V>
 __device__ __forceinline__ void adamw_math(float (&p)[V], float (&m)[V], float (&v)[V],
                                            const float (&g)[V], const Scalars& s) {
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    m[i] = s.beta1 * m[i] + s.one_minus_beta1 * g[i];
-    v[i] = s.beta2 * v[i] + s.one_minus_beta2 * g[i] * g[i];
-    const float denom = sqrtf(v[i]) / s.bias_correction2_sqrt + s.eps;
-    p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
+    m[i] = __fmaf_rn(s.one_minus_beta1, g[i], __fmul_rn(s.beta1, m[i]));          // m.mul(b1).add_(g, 1 - b1)
+    v[i] = __fmaf_rn(__fmul_rn(s.one_minus_beta2, g[i]), g[i], __fmul_rn(s.beta2, v[i]));  // v.mul(b2).addcmul_(g, g, 1 - b2)
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v[i]), s.bias_correction2_sqrt), s.eps);
+    p[i] = __fmaf_rn(-s.step_size, __fdiv_rn(m[i], denom), __fmul_rn(p[i], s.decay));  // p.mul(decay).addcdiv_(m, denom, -step)
   }
 }
 

@@ -5,12 +5,17 @@
 # wheels/) in the same call, then the 64K-context run (fused loss +
 # activation checkpointing) and the same with both off (must end with one
 # out-of-memory line). Results in $OUT/summary.txt.
-#   bash scripts/device/e2e_1b.sh [STEPS]
+#   bash scripts/device/e2e_1b.sh [STEPS] [PARTS]
+# PARTS: any of "liger mixed hf long" (default all; liger = pure bf16, mixed =
+# bf16-mixed). PROFILE_STEPS=N profiles N steps of the liger runs (from step
+# 10; Kineto trace + device time by kernel, summarised in summary.txt).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 STEPS=${1:-40}
+PARTS=${2:-"liger mixed hf long"}
+PROFILE_STEPS=${PROFILE_STEPS:-0}
 BUILD=build-gpu
 export PATH=/usr/local/cuda/bin:$PATH
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/summary.txt"
@@ -30,25 +35,33 @@ print(json.dumps({"steps": len(rows), "tokens_per_s": round(statistics.median(r[
                   "loss_first": round(rows[0]["loss"], 4), "loss_last": round(rows[-1]["loss"], 4)}))
 PY
 }
-common=(--config configs/bench/llama3_1b_h100.yaml --set training.steps="$STEPS" --set logging.every=5 --set logging.progress_bar=off)
+common=(--config configs/bench/llama3_1b_h100.yaml --set training.steps="$STEPS" --set logging.every=5 --set logging.progress_bar=off
+        --set logging.profile_steps="$PROFILE_STEPS" --set logging.profile_first_step=10 ${EXTRA:-})
 for precision in bf16 bf16-mixed; do
+  part=liger
+  [[ $precision == bf16-mixed ]] && part=mixed
+  [[ $PARTS == *$part* ]] || continue
   "$BUILD/apps/liger-train" "${common[@]}" --set training.precision=$precision \
     --set checkpoint.output_dir="$OUT/liger_$precision" > "$OUT/liger_$precision.log" 2>&1
   echo "liger-train $precision: exit $? $(summary "$OUT/liger_$precision/metrics.jsonl")" >> "$OUT/summary.txt"
+  grep -E "memory per GPU" "$OUT/liger_$precision.log" | cut -c1-300 >> "$OUT/summary.txt"
+  awk '/profile of steps/ {on = 1; print; next} on && /^\[/ {on = 0} on' "$OUT/liger_$precision.log" >> "$OUT/summary.txt"
 done
 cd scripts/baselines
 for precision in bf16 bf16-mixed; do
+  [[ $PARTS == *hf* ]] || break
   python3 hf_llama_single.py --preset llama3_1b --micro-batch 4 --seq-len 2048 --steps 30 --warmup 5 \
     --precision $precision --json "$OUT/hf_$precision.json" > "$OUT/hf_$precision.log" 2>&1
   echo "HF $precision: $(cat "$OUT/hf_$precision.json" | tr -d '\n')" >> "$OUT/summary.txt"
 done
-if ls ../../wheels/liger_kernel-*.whl > /dev/null 2>&1; then
+if [[ $PARTS == *hf* ]] && ls ../../wheels/liger_kernel-*.whl > /dev/null 2>&1; then
   pip install --no-deps --target /tmp/liger ../../wheels/liger_kernel-*.whl > /dev/null 2>&1
   PYTHONPATH=/tmp/liger python3 hf_llama_single.py --preset llama3_1b --micro-batch 4 --seq-len 2048 --steps 30 \
     --warmup 5 --precision bf16 --liger --json "$OUT/hf_liger_bf16.json" > "$OUT/hf_liger.log" 2>&1
   echo "HF+Liger bf16: $(cat "$OUT/hf_liger_bf16.json" | tr -d '\n')" >> "$OUT/summary.txt"
 fi
 cd ../..
+if [[ $PARTS == *long* ]]; then
 long=(--config configs/bench/llama3_1b_h100.yaml --set data.seq_len=65536 --set training.micro_batch_size=1
       --set training.steps=4 --set logging.every=1 --set logging.progress_bar=off --set training.precision=bf16-mixed)
 "$BUILD/apps/liger-train" "${long[@]}" --set training.activation_checkpointing=full \
@@ -57,4 +70,5 @@ echo "64K, fused loss + checkpointing: exit $? $(summary "$OUT/long/metrics.json
 "$BUILD/apps/liger-train" "${long[@]}" --set training.activation_checkpointing=none \
   --set kernels.fused_linear_cross_entropy=false --set checkpoint.output_dir="$OUT/long_off" > "$OUT/long_off.log" 2>&1
 echo "64K, both off: exit $? -- $(tail -1 "$OUT/long_off.log" | cut -c1-400)" >> "$OUT/summary.txt"
+fi
 cat "$OUT/summary.txt"
