@@ -239,7 +239,22 @@ __device__ __forceinline__ unsigned cluster_rank() {
   return rank;
 }
 
-template <typename T>
+// 2^x on the special-function unit (relative error ~2^-22; what __expf uses).
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+constexpr float kLog2e = 1.4426950408889634f;
+
+// The kernel is at the HBM limit only if its math stays at a few instructions
+// per element, so the per-element work is specialised: kSoftcap (Gemma 2) and
+// kSumZ (label smoothing needs sum z) are template flags, exponentials are
+// 2^(z log2e - m log2e) (one FFMA + one ex2), and the per-row constants are
+// folded: dz_j = e_j k - c with e_j = exp(z_j - lse), k = (1 + 2 s lse) scale,
+// c = (e / V) scale; the label's -(1 - e) scale is applied to its one element
+// by the thread whose pack holds it.
+template <typename T, bool kSoftcap, bool kSumZ>
 __global__ void __launch_bounds__(kClusterThreads)
     ce_cluster_rows_kernel(liger::cuda_kernels::CrossEntropyArgs a, float* loss_out, float* lse_out,
                            int cluster, int64_t slice_packs) {
@@ -255,32 +270,36 @@ __global__ void __launch_bounds__(kClusterThreads)
   const int64_t begin = rank * slice_packs;
   const int64_t end = min(packs, begin + slice_packs);
   P* cache = reinterpret_cast<P*>(slice_cache);
+  const float softcap = a.softcap;
 
   for (int64_t p = begin + threadIdx.x; p < end; p += kClusterThreads) {
     copy_async_16(cache + (p - begin), x + p * V);
   }
   wait_async_copies();
 
-  Softmax s{-INFINITY, 0.f};
-  float sum_z = 0.f;
+  // Online softmax over this thread's packs, in base 2: m2 = max z log2e,
+  // d = sum 2^(z log2e - m2) = sum exp(z - m).
+  float m2 = -INFINITY, d = 0.f, sum_z = 0.f;
   for (int64_t p = begin + threadIdx.x; p < end; p += kClusterThreads) {
     const P pk = cache[p - begin];
-    float z[V];
+    float z2[V];
     float pack_max = -INFINITY;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-      z[i] = cap(to_float(pk.v[i]), a.softcap);
-      pack_max = fmaxf(pack_max, z[i]);
-      sum_z += z[i];
+      float z = to_float(pk.v[i]);
+      if constexpr (kSoftcap) z = softcap * tanhf(z / softcap);
+      if constexpr (kSumZ) sum_z += z;
+      z2[i] = z * kLog2e;
+      pack_max = fmaxf(pack_max, z2[i]);
     }
-    const float m = fmaxf(s.m, pack_max);
+    const float m_new = fmaxf(m2, pack_max);
     float added = 0.f;
 #pragma unroll
-    for (int i = 0; i < V; ++i) added += __expf(z[i] - m);
-    s.d = s.d * __expf(s.m - m) + added;  // exp(-inf) = 0 on the first pack
-    s.m = m;
+    for (int i = 0; i < V; ++i) added += exp2_approx(z2[i] - m_new);
+    d = d * exp2_approx(m2 - m_new) + added;  // 2^(-inf) = 0 on the first pack
+    m2 = m_new;
   }
-  s = block_reduce(s, sum_z);
+  Softmax s = block_reduce(Softmax{m2 == -INFINITY ? -INFINITY : m2 / kLog2e, d}, sum_z);
   if (threadIdx.x == 0) {
     published[0] = s.m;
     published[1] = s.d;
@@ -289,6 +308,8 @@ __global__ void __launch_bounds__(kClusterThreads)
   cluster_arrive();  // release: the triple is visible to the cluster
   cluster_wait();
 
+  const int64_t label = a.labels[row];
+  const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     Softmax part{-INFINITY, 0.f};
@@ -298,7 +319,7 @@ __global__ void __launch_bounds__(kClusterThreads)
       part = {peer[0], peer[1]};
       part_z = peer[2];
     }
-    // Merged in rank order by a fixed shuffle tree: the same result in every block.
+    // Merged by a fixed shuffle tree: the same result in every block of the cluster.
     for (int offset = 16; offset > 0; offset /= 2) {
       Softmax other{__shfl_xor_sync(0xffffffffu, part.m, offset), __shfl_xor_sync(0xffffffffu, part.d, offset)};
       part = softmax_merge(part, other);
@@ -307,11 +328,9 @@ __global__ void __launch_bounds__(kClusterThreads)
     const float lse = part.m + __logf(part.d);
     if (lane == 0) row_lse = lse;
     if (lane == 0 && rank == 0) {
-      const int64_t label = a.labels[row];
-      const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
       float loss = 0.f;
       if (kept) {
-        const float z_label = cap(to_float(x[label - a.col_offset]), a.softcap);
+        const float z_label = cap(to_float(x[label - a.col_offset]), softcap);
         loss = row_loss(lse, z_label, part_z, a.vocab, a.label_smoothing, a.z_loss_scale);
       }
       loss_out[row] = loss;
@@ -322,24 +341,37 @@ __global__ void __launch_bounds__(kClusterThreads)
   cluster_arrive();  // this block is done reading its peers' triples
 
   if (a.grad != nullptr) {
-    const int64_t label = a.labels[row];
-    const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
     const float lse = row_lse;
-    const GradTerms terms{lse,
-                          1.f + 2.f * a.z_loss_scale * lse,
-                          a.label_smoothing / static_cast<float>(a.vocab),
-                          1.f - a.label_smoothing,
-                          a.softcap,
-                          kept ? (a.grad_scale != nullptr ? *a.grad_scale : 1.f) : 0.f,
-                          label};
+    const float scale = kept ? (a.grad_scale != nullptr ? *a.grad_scale : 1.f) : 0.f;
+    const float k = (1.f + 2.f * a.z_loss_scale * lse) * scale;
+    const float c = a.label_smoothing / static_cast<float>(a.vocab) * scale;
+    const float lse2 = lse * kLog2e;
+    const GradTerms terms{lse, 1.f + 2.f * a.z_loss_scale * lse, a.label_smoothing / static_cast<float>(a.vocab),
+                          1.f - a.label_smoothing, softcap, scale, label};
+    // The pack that holds the label (none when the label is ignored or elsewhere).
+    const int64_t label_pack = kept ? (label - a.col_offset) / V : -1;
     T* g = static_cast<T*>(a.grad) + row * a.row_stride;
     for (int64_t p = begin + threadIdx.x; p < end; p += kClusterThreads) {
       const P pk = cache[p - begin];
       P out;
 #pragma unroll
       for (int i = 0; i < V; ++i) {
-        const float z = cap(to_float(pk.v[i]), a.softcap);
-        out.v[i] = from_float<T>(terms(z, a.col_offset + p * V + i));  // cast: gradient in the logits dtype
+        const float x_i = to_float(pk.v[i]);
+        if constexpr (kSoftcap) {
+          const float t = tanhf(x_i / softcap);
+          const float e = exp2_approx(softcap * t * kLog2e - lse2);
+          out.v[i] = from_float<T>(__fmaf_rn(e, k, -c) * (1.f - t * t));  // cast: gradient in the logits dtype
+        } else {
+          const float e = exp2_approx(__fmaf_rn(x_i, kLog2e, -lse2));
+          out.v[i] = from_float<T>(__fmaf_rn(e, k, -c));  // cast: gradient in the logits dtype
+        }
+      }
+      if (p == label_pack) {  // the label's element, with every term (GradTerms)
+        const int li = static_cast<int>((label - a.col_offset) - p * V);
+#pragma unroll
+        for (int i = 0; i < V; ++i) {  // constant indices: `out` stays in registers
+          if (i == li) out.v[i] = from_float<T>(terms(cap(to_float(pk.v[i]), softcap), label));  // cast: as above
+        }
       }
       *reinterpret_cast<P*>(g + p * V) = out;
     }
@@ -500,7 +532,10 @@ cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* ls
       const int64_t packs = a.cols / V;
       const int64_t slice_packs = (packs + cluster - 1) / cluster;
       const size_t smem = static_cast<size_t>(std::max<int64_t>(slice_packs, 1) * pack_bytes);
-      auto kernel = ce_cluster_rows_kernel<T>;
+      auto kernel = a.softcap > 0.f ? (a.label_smoothing != 0.f ? ce_cluster_rows_kernel<T, true, true>
+                                                                 : ce_cluster_rows_kernel<T, true, false>)
+                                    : (a.label_smoothing != 0.f ? ce_cluster_rows_kernel<T, false, true>
+                                                                 : ce_cluster_rows_kernel<T, false, false>);
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem));
       if (err != cudaSuccess) return err;
