@@ -110,7 +110,8 @@ void adamw_aten(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
     Tensor ps = pf.narrow(0, start, len), ms = mf.narrow(0, start, len),
            vs = vf.narrow(0, start, len);
     // cast: every operand to fp32 for the math (an alias when already fp32: only read here)
-    const Tensor g = gf.narrow(0, start, len).to(at::kFloat);
+    Tensor g = gf.narrow(0, start, len).to(at::kFloat);
+    if (o.grad_scale.defined()) g = g * o.grad_scale;  // fp32 times the fp32 scale
     const Tensor m = ms.to(at::kFloat).mul(o.beta1).add_(g, 1.0 - o.beta1);
     const Tensor v = vs.to(at::kFloat).mul(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
     const Tensor denom = v.sqrt().div_(s.bias_correction2_sqrt).add_(o.eps);
@@ -148,6 +149,9 @@ void check_args(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 " (the parameter's dtype), got ", t->scalar_type());
   }
   TORCH_CHECK(o.step >= 1, "adamw_step: step counts updates from 1, got ", o.step);
+  TORCH_CHECK(!o.grad_scale.defined() || (o.grad_scale.numel() == 1 && o.grad_scale.scalar_type() == at::kFloat &&
+                                          o.grad_scale.device() == param.device()),
+              "adamw_step: grad_scale must be one float32 element on the parameter's device");
 }
 
 #ifdef LIGER_WITH_CUDA
@@ -177,6 +181,7 @@ void adamw_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   a.stochastic_rounding = o.stochastic_rounding;
   a.key_lo = key.lo;
   a.key_hi = key.hi;
+  a.grad_scale = o.grad_scale.defined() ? o.grad_scale.data_ptr<float>() : nullptr;
   cuda::check_launch("adamw_step", launch::adamw_step(a, cuda::current_stream()));
 }
 #endif

@@ -30,6 +30,9 @@ struct AdamWStepOptions {
   // `stream` tells the tensors of one optimizer apart (e.g. their index).
   uint64_t seed = 0;
   uint64_t stream = 0;
+  // Optional fp32 scalar on the parameter's device multiplying every gradient
+  // element (gradient clipping without a pass over the gradients); undefined = 1.
+  at::Tensor grad_scale;
 };
 
 enum class OptimPath {

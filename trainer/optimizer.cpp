@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <optional>
 
 namespace liger::trainer {
 
@@ -32,7 +33,7 @@ bool AdamW::rounds_stochastically(const Tensor& p) const {
   return options_.stochastic_rounding && p.scalar_type() == at::kBFloat16;
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const Tensor& grad_scale) {
   torch::NoGradGuard no_grad;
   for (size_t g = 0; g < groups_.size(); ++g) {
     std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
@@ -54,6 +55,7 @@ void AdamW::step(double lr) {
         o.stochastic_rounding = true;
         o.seed = options_.seed;
         o.stream = s.stream;
+        o.grad_scale = grad_scale;
         kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, o);
         continue;
       }
@@ -64,9 +66,12 @@ void AdamW::step(double lr) {
       steps.push_back(s.step);
     }
     if (params.empty()) continue;
+    // The fused kernel divides the gradients by its grad_scale (AMP's unscale).
+    std::optional<Tensor> inverse_scale;
+    if (grad_scale.defined()) inverse_scale = grad_scale.reciprocal();
     at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr,
                       options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
-                      /*amsgrad=*/false, /*maximize=*/false);
+                      /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
   }
   ++steps_taken_;
 }

@@ -47,7 +47,9 @@ class AdamW {
   AdamW(std::vector<ParamGroup> groups, AdamWOptions options);
 
   // One update with learning rate `lr`. Parameters without a gradient are skipped.
-  void step(double lr);
+  // grad_scale: optional fp32 device scalar multiplying every gradient
+  // (clipping; undefined = 1), applied inside the update, not to .grad.
+  void step(double lr, const Tensor& grad_scale = Tensor());
   void zero_grad();
 
   int64_t steps_taken() const { return steps_taken_; }

@@ -55,28 +55,31 @@ struct Trainer::State {
 
 namespace {
 
-// Global L2 norm of all gradients (fp32), and in-place clipping to max_norm
-// when max_norm > 0. Sharded: each rank holds a disjoint part of the
-// gradients, so the squared norms are summed over ranks first. No host
-// synchronisation: the norm stays a device tensor.
-at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm,
-                          distributed::Communicator& comm, bool sharded) {
-  std::vector<at::Tensor> norms;
+// Global L2 norm of all gradients (fp32) and the clipping coefficient
+// min(1, max_norm / (norm + 1e-6)) (undefined when max_norm <= 0), which the
+// optimizer applies inside its update instead of a pass over the gradients.
+// Sharded: each rank holds a disjoint part of the gradients, so the squared
+// norms are summed over ranks first. No host synchronisation: both stay
+// device tensors.
+struct GradNorm {
+  at::Tensor norm;
+  at::Tensor clip_coef;
+};
+GradNorm grad_norm_and_clip(const std::vector<at::Tensor>& params, double max_norm,
+                            distributed::Communicator& comm, bool sharded) {
+  std::vector<at::Tensor> grads;
   for (const auto& p : params) {
-    if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kFloat));
+    if (p.grad().defined()) grads.push_back(p.grad());
   }
-  if (norms.empty()) return torch::zeros({}, at::kFloat);
+  if (grads.empty()) return {torch::zeros({}, at::kFloat), at::Tensor()};
+  // One multi-tensor launch per dtype instead of one reduction per tensor.
+  const std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2, at::kFloat);
   at::Tensor total = torch::stack(norms).square().sum();
   if (sharded) comm.all_reduce(total);
   total = total.sqrt();
-  if (max_norm > 0.0) {
-    // coef = min(1, max_norm / (norm + 1e-6)), applied in each gradient's dtype
-    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-    for (const auto& p : params) {
-      if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));
-    }
-  }
-  return total;
+  at::Tensor coef;
+  if (max_norm > 0.0) coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  return {total, coef};
 }
 
 // Sharded jobs: every rank writes its shards, rank 0 the index and the rest.
@@ -376,8 +379,9 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       if (s.sharded) s.sharded->finish_backward();
       loss_total += loss.detach();
     }
-    at::Tensor grad_norm = clip_grad_norm(params, c.training.grad_clip, *s.comm, s.sharded != nullptr);
-    s.optimizer->step(lr);
+    const GradNorm clipping = grad_norm_and_clip(params, c.training.grad_clip, *s.comm, s.sharded != nullptr);
+    const at::Tensor& grad_norm = clipping.norm;
+    s.optimizer->step(lr, clipping.clip_coef);
     s.optimizer->zero_grad();
     s.step = step;
 

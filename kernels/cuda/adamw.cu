@@ -16,7 +16,7 @@ constexpr int kUnroll = 2;
 
 struct Scalars {
   float beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
-  float decay, step_size, bias_correction2_sqrt;
+  float decay, step_size, inv_bias_correction2_sqrt;
   uint32_t key_lo, key_hi;
 };
 
@@ -61,7 +61,8 @@ __device__ __forceinline__ __nv_bfloat16 stochastic_bf16(float x, uint32_t r) {
 }
 
 // The AdamW update of torch.optim.AdamW (decoupled decay, bias correction),
-// per element, all fp32 (g, m, v, p cast up from G and P on load), t = step:
+// per element, all fp32 (g, m, v, p cast up from G and P on load), t = step,
+// g first multiplied by the device-side gradient scale (clipping) if any:
 //   m = beta1 m + (1 - beta1) g
 //   v = beta2 v + (1 - beta2) g^2
 //   p = p (1 - lr wd)                                   decay on the old value
@@ -69,12 +70,14 @@ __device__ __forceinline__ __nv_bfloat16 stochastic_bf16(float x, uint32_t r) {
 // Stored: m and v cast to P to nearest (the updated p uses them unrounded, as
 // ATen's fused kernel); p cast to P to nearest, or for bf16 with stochastic
 // rounding rounded by stochastic_bf16 with the bits of its flat index.
-// The fp32 operations are rounded in the order of the ATen path of
-// kernels/optim.cpp (each tensor op rounds its result; an op of the form
-// a + alpha * b is one fused multiply-add), written with explicit intrinsics
-// so the compiler cannot contract them differently: with 16-bit states an
-// exact tie between two representable values is common (m = 0.9 m + 0.1 g of
-// bf16 inputs), and a last-bit difference would round it the other way.
+// m and v are rounded in the order of the ATen path of kernels/optim.cpp
+// (each tensor op rounds its result; a + alpha * b is one fused multiply-add),
+// with explicit intrinsics so the compiler cannot contract them differently:
+// with 16-bit states an exact tie between two representable values is common
+// (m = 0.9 m + 0.1 g of bf16 inputs), and a last-bit difference would round it
+// the other way. The parameter update uses a reciprocal multiply and the fast
+// division (within two fp32 ulps): IEEE division would make this memory-bound
+// kernel compute-bound.
 template <int V>
 __device__ __forceinline__ void adamw_math(float (&p)[V], float (&m)[V], float (&v)[V],
                                            const float (&g)[V], const Scalars& s) {
@@ -82,8 +85,8 @@ __device__ __forceinline__ void adamw_math(float (&p)[V], float (&m)[V], float (
   for (int i = 0; i < V; ++i) {
     m[i] = __fmaf_rn(s.one_minus_beta1, g[i], __fmul_rn(s.beta1, m[i]));          // m.mul(b1).add_(g, 1 - b1)
     v[i] = __fmaf_rn(__fmul_rn(s.one_minus_beta2, g[i]), g[i], __fmul_rn(s.beta2, v[i]));  // v.mul(b2).addcmul_(g, g, 1 - b2)
-    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v[i]), s.bias_correction2_sqrt), s.eps);
-    p[i] = __fmaf_rn(-s.step_size, __fdiv_rn(m[i], denom), __fmul_rn(p[i], s.decay));  // p.mul(decay).addcdiv_(m, denom, -step)
+    const float denom = __fmaf_rn(sqrtf(v[i]), s.inv_bias_correction2_sqrt, s.eps);
+    p[i] = __fmaf_rn(-s.step_size, __fdividef(m[i], denom), __fmul_rn(p[i], s.decay));
   }
 }
 
@@ -104,12 +107,14 @@ __device__ __forceinline__ void store_param(P* param, int64_t at, const float (&
 
 template <typename P, typename G, int V, bool kStochastic>
 __device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P* exp_avg_sq,
-                                         int64_t at, const Scalars& s) {
+                                         int64_t at, const Scalars& s, float grad_scale) {
   float p[V], g[V], m[V], v[V];
   load<P, V>(param + at, p);
   load<G, V>(grad + at, g);
   load<P, V>(exp_avg + at, m);
   load<P, V>(exp_avg_sq + at, v);
+#pragma unroll
+  for (int i = 0; i < V; ++i) g[i] = __fmul_rn(g[i], grad_scale);
   adamw_math<V>(p, m, v, g, s);
   store<P, V>(exp_avg + at, m);     // cast: fp32 to P, to nearest
   store<P, V>(exp_avg_sq + at, v);  // cast: fp32 to P, to nearest
@@ -117,35 +122,52 @@ __device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P*
 }
 
 template <typename P, typename G, int V, bool kStochastic>
-__global__ void __launch_bounds__(kThreads) adamw_kernel(P* __restrict__ param,
+__global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ param,
                                                          const G* __restrict__ grad,
                                                          P* __restrict__ exp_avg,
                                                          P* __restrict__ exp_avg_sq, int64_t n,
-                                                         Scalars s) {
+                                                         Scalars s, const float* __restrict__ scale_ptr) {
   const int64_t nvec = n / V;
+  const float grad_scale = scale_ptr != nullptr ? *scale_ptr : 1.f;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
-  float p[kUnroll][V], g[kUnroll][V], m[kUnroll][V], v[kUnroll][V];
+  // Raw 16-byte vectors (4 registers each) for every load in flight; they are
+  // widened to fp32 one unroll step at a time, which keeps the registers, and
+  // so the resident threads and the bytes in flight, up.
+  constexpr int kStepG = V * sizeof(G) > 16 ? 16 / sizeof(G) : V;
+  using PP = Pack<P, V>;
+  using GP = Pack<G, kStepG>;
+  PP pr[kUnroll], mr[kUnroll], vr[kUnroll];
+  GP gr[kUnroll][V / kStepG];
 #pragma unroll
   for (int k = 0; k < kUnroll; ++k) {  // every load in flight before the math
     const int64_t at = (first + k * kThreads) * V;
     if (at < nvec * V) {
-      load<P, V>(param + at, p[k]);
-      load<G, V>(grad + at, g[k]);
-      load<P, V>(exp_avg + at, m[k]);
-      load<P, V>(exp_avg_sq + at, v[k]);
+      pr[k] = load_pack<P, V>(param + at);
+#pragma unroll
+      for (int j = 0; j < V / kStepG; ++j) gr[k][j] = load_pack<G, kStepG>(grad + at + j * kStepG);
+      mr[k] = load_pack<P, V>(exp_avg + at);
+      vr[k] = load_pack<P, V>(exp_avg_sq + at);
     }
   }
 #pragma unroll
   for (int k = 0; k < kUnroll; ++k) {
     const int64_t at = (first + k * kThreads) * V;
     if (at >= nvec * V) continue;
-    adamw_math<V>(p[k], m[k], v[k], g[k], s);
-    store<P, V>(exp_avg + at, m[k]);     // cast: fp32 to P, to nearest
-    store<P, V>(exp_avg_sq + at, v[k]);  // cast: fp32 to P, to nearest
-    store_param<P, V, kStochastic>(param, at, p[k], s);
+    float p[V], g[V], m[V], v[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      p[i] = to_float(pr[k].v[i]);
+      g[i] = __fmul_rn(to_float(gr[k][i / kStepG].v[i % kStepG]), grad_scale);
+      m[i] = to_float(mr[k].v[i]);
+      v[i] = to_float(vr[k].v[i]);
+    }
+    adamw_math<V>(p, m, v, g, s);
+    store<P, V>(exp_avg + at, m);     // cast: fp32 to P, to nearest
+    store<P, V>(exp_avg_sq + at, v);  // cast: fp32 to P, to nearest
+    store_param<P, V, kStochastic>(param, at, p, s);
   }
   if (blockIdx.x == 0 && threadIdx.x < n - nvec * V) {
-    adamw_at<P, G, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, nvec * V + threadIdx.x, s);
+    adamw_at<P, G, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, nvec * V + threadIdx.x, s, grad_scale);
   }
 }
 
@@ -160,7 +182,7 @@ cudaError_t launch(const AdamWStep& a, const Scalars& s, cudaStream_t stream) {
   // grid: kThreads * kUnroll vectors of `vec` elements per block (at least one block: the tail); block: kThreads
   kernel<<<static_cast<unsigned>(blocks > 0 ? blocks : 1), kThreads, 0, stream>>>(
       static_cast<P*>(a.param), static_cast<const G*>(a.grad), static_cast<P*>(a.exp_avg),
-      static_cast<P*>(a.exp_avg_sq), a.n, s);
+      static_cast<P*>(a.exp_avg_sq), a.n, s, a.grad_scale);
   return cudaGetLastError();
 }
 
@@ -168,7 +190,7 @@ cudaError_t launch(const AdamWStep& a, const Scalars& s, cudaStream_t stream) {
 
 cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream) {
   if (a.n == 0) return cudaSuccess;
-  // cast: the host's double scalars to fp32, once (1 - beta computed in double first)
+  // cast: the host's double scalars to fp32, once (1 - beta and 1 / sqrt(1 - beta2^t) computed in double first)
   Scalars s;
   s.beta1 = static_cast<float>(a.beta1);
   s.one_minus_beta1 = static_cast<float>(1.0 - a.beta1);
@@ -177,7 +199,7 @@ cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream) {
   s.eps = static_cast<float>(a.eps);
   s.decay = static_cast<float>(a.decay);
   s.step_size = static_cast<float>(a.step_size);
-  s.bias_correction2_sqrt = static_cast<float>(a.bias_correction2_sqrt);
+  s.inv_bias_correction2_sqrt = static_cast<float>(1.0 / a.bias_correction2_sqrt);
   s.key_lo = a.key_lo;
   s.key_hi = a.key_hi;
   const bool stochastic = a.stochastic_rounding && a.param_dtype == DType::bf16;

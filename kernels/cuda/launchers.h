@@ -177,6 +177,7 @@ struct AdamWStep {
   double decay = 1.0, step_size = 0.0, bias_correction2_sqrt = 1.0;
   bool stochastic_rounding = false;
   uint32_t key_lo = 0, key_hi = 0;
+  const float* grad_scale = nullptr;  // device fp32 scalar multiplying every gradient (clipping), or nullptr
 };
 cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream);
 
