@@ -325,3 +325,41 @@ TEST_CASE("training.precision sets the parameter and compute dtypes; contradicti
   CHECK(has(message("training:\n  precision: fp32\n", {"model.dtype=bf16"}), "model.dtype"));
   CHECK(has(message("training:\n  precision: fp16\n"), "training.precision"));  // not a choice
 }
+
+TEST_CASE("AdamW::step with a grad_scale equals a step on gradients multiplied by it (clipping)") {
+  // fp32 goes through the fused AdamW (which divides by 1 / scale), bf16 with
+  // stochastic rounding through kernels::adamw_step (which multiplies). The
+  // scale changes from step to step: Adam is nearly blind to a constant one.
+  const std::vector<double> scales = {1.0, 0.05, 0.6, 0.2};
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    INFO("dtype " << dtype);
+    torch::manual_seed(3);
+    const at::Tensor start = (torch::randn({33, 7}) * 0.02).to(dtype);
+    at::Tensor scaled_p = start.clone().requires_grad_(true), plain_p = start.clone().requires_grad_(true),
+               unscaled_p = start.clone().requires_grad_(true);
+    liger::trainer::AdamWOptions options;
+    options.seed = 5;
+    AdamW scaled(liger::trainer::split_decay_groups({{"w", scaled_p}}, 0.1), options);
+    AdamW plain(liger::trainer::split_decay_groups({{"w", plain_p}}, 0.1), options);
+    AdamW unscaled(liger::trainer::split_decay_groups({{"w", unscaled_p}}, 0.1), options);
+    for (const double s : scales) {
+      const at::Tensor grad = torch::randn({33, 7}).to(dtype);
+      scaled_p.mutable_grad() = grad.clone();
+      // The reference: the gradient multiplied in fp32, then stored in its dtype.
+      plain_p.mutable_grad() = (grad.to(at::kFloat) * static_cast<float>(s)).to(dtype);
+      unscaled_p.mutable_grad() = grad.clone();
+      scaled.step(1e-2, torch::full({}, s, at::kFloat));
+      plain.step(1e-2);
+      unscaled.step(1e-2);
+    }
+    auto max_rel = [](const at::Tensor& a, const at::Tensor& b) {
+      const at::Tensor af = a.detach().to(at::kFloat), bf = b.detach().to(at::kFloat);
+      return ((af - bf).abs().max() / bf.abs().max()).item<double>();
+    };
+    // fp32: one rounding apart per step; bf16: the product rounded to bf16 in
+    // the reference only, so a few bf16 steps at most.
+    const double tolerance = dtype == at::kFloat ? 1e-6 : 2e-2;
+    CHECK(max_rel(scaled_p, plain_p) < tolerance);
+    CHECK(max_rel(unscaled_p, plain_p) > 5 * tolerance);  // the scale mattered
+  }
+}
