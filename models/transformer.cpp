@@ -1,5 +1,7 @@
 #include "models/transformer.h"
 
+#include "models/recomputed_glu.h"
+
 #include <torch/torch.h>
 
 #include <cmath>
@@ -158,8 +160,13 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
 Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x) const {
   Tensor gate = torch::linear(x, cast(mlp.gate_proj->weight));
   Tensor up = torch::linear(x, cast(mlp.up_proj->weight));
-  Tensor hidden = config_.mlp_activation == "gelu_tanh" ? kernels_.geglu(gate, up)
-                                                         : kernels_.swiglu(gate, up);
+  const bool gelu = config_.mlp_activation == "gelu_tanh";
+  if (recompute_glu_ && torch::GradMode::is_enabled()) {
+    const kernels::KernelSet* k = &kernels_;  // the model outlives its autograd graph
+    const GluOp glu = [k, gelu](const Tensor& g, const Tensor& u) { return gelu ? k->geglu(g, u) : k->swiglu(g, u); };
+    return glu_down_projection_recomputed(glu, gate, up, cast(mlp.down_proj->weight));
+  }
+  Tensor hidden = gelu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
   return torch::linear(hidden, cast(mlp.down_proj->weight));
 }
 

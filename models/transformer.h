@@ -127,6 +127,11 @@ class TransformerImpl : public torch::nn::Module {
   // Installs (or, with nullptr, removes) the hooks that run around each layer.
   void set_layer_hooks(std::shared_ptr<LayerHooks> hooks) { hooks_ = std::move(hooks); }
 
+  // On: each MLP keeps gate and up for backward but not their GLU product,
+  // which backward recomputes (models/recomputed_glu.h). Same values and
+  // gradients; [tokens, intermediate] less memory per layer.
+  void set_recompute_glu(bool on) { recompute_glu_ = on; }
+
   // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).
   // document_ids: [B, T] or undefined; when given, attention stays inside each
   // document (packed sequences without cross-contamination).
@@ -177,6 +182,7 @@ class TransformerImpl : public torch::nn::Module {
   kernels::KernelSet kernels_;
   at::ScalarType compute_dtype_;
   std::shared_ptr<LayerHooks> hooks_;
+  bool recompute_glu_ = false;
 };
 TORCH_MODULE(Transformer);
 

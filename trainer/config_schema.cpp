@@ -153,8 +153,10 @@ std::vector<KeySpec> build_schema() {
       integer("training", "eval_every", "0", 0, kMaxInt,
               "validation loss and perplexity every N steps (needs data.eval or data.eval_fraction); "
               "0 = off"),
-      choice("training", "activation_checkpointing", "none", {"none", "full"},
-             "full = keep only each decoder layer's input and recompute the layer in backward"),
+      choice("training", "activation_checkpointing", "none", {"none", "glu", "full"},
+             "glu = recompute each MLP's GLU product act(gate) * up in backward instead of keeping it "
+             "(tokens x intermediate_size less per layer for one elementwise pass); full = keep only "
+             "each decoder layer's input and recompute the layer in backward"),
       integer("training", "eval_batches", "0", 0, kMaxInt,
               "micro-batches per evaluation; 0 = every evaluation window"),
 

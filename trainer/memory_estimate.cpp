@@ -54,7 +54,9 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // Saved for backward per token and layer, in the compute dtype: the norm
   // inputs/outputs and residuals (6h), q/k/v before and after RoPE and the
   // attention output (4q + 4kv), the MLP's gate, up and product (3f).
-  e.per_layer = tokens * (6 * h + 4 * q + 4 * kv + 3 * f) * compute_bytes;
+  // glu (and full, inside the recomputed layer): the product is not kept.
+  const double glu_kept = c.training.activation_checkpointing == "none" ? 1.0 : 0.0;
+  e.per_layer = tokens * (6 * h + 4 * q + 4 * kv + (2 + glu_kept) * f) * compute_bytes;
   if (c.training.activation_checkpointing == "full") {
     e.activations = layers * tokens * h * compute_bytes + e.per_layer;
   } else {

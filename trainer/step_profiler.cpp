@@ -109,8 +109,14 @@ void StepProfiler::stop_and_report() {
   // overlap, the sum can exceed the wall time).
   std::map<std::string, std::pair<double, int64_t>> by_kernel;  // name -> (ns, launches)
   std::map<std::string, double> by_kind;
+  std::map<std::string, std::pair<double, int64_t>> cpu_ops;  // name -> (inclusive ns, calls)
   double total_ns = 0.0;
   for (const auto& event : result->events()) {
+    if (event.deviceType() == c10::DeviceType::CPU && !event.isAsync()) {
+      auto& op = cpu_ops[event.name()];
+      op.first += static_cast<double>(event.durationNs());
+      op.second += 1;
+    }
     if (event.deviceType() != c10::DeviceType::CUDA) continue;
     const std::string name = event.name();
     if (contains(name, "Memcpy") || contains(name, "Memset")) {
@@ -143,6 +149,15 @@ void StepProfiler::stop_and_report() {
       const auto& [name, entry] = kernels[i];
       out << "\n    " << ms(entry.first / steps) << " (" << percent(entry.first, total_ns) << ") x"
           << entry.second / steps << "  " << name.substr(0, 160);
+    }
+  }
+  if (by_kind.empty() && !cpu_ops.empty()) {  // no device: the CPU ops, by inclusive time
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> ops(cpu_ops.begin(), cpu_ops.end());
+    std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+    out << "\n  top CPU ops (inclusive time per step, calls per step):";
+    for (size_t i = 0; i < ops.size() && static_cast<int>(i) < top_kernels_; ++i) {
+      const auto& [name, entry] = ops[i];
+      out << "\n    " << ms(entry.first / steps) << " x" << entry.second / steps << "  " << name.substr(0, 160);
     }
   }
   if (log_summary_) log::info(out.str());

@@ -243,6 +243,11 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   for (const auto& item : s.model->named_parameters()) s.trained.emplace_back(item.key(), item.value());
   }
   if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
+  // glu (and full): the MLP's GLU product is recomputed in backward, not kept.
+  s.model->set_recompute_glu(c.training.activation_checkpointing != "none");
+  if (c.training.activation_checkpointing == "glu") {
+    log::info("activation checkpointing: each MLP's GLU product is recomputed in backward");
+  }
   log::info(c10::str("model: ", c.model.hf_path.empty() ? c.model.preset : c.model.hf_path, " (",
                      model_config.family, ", ", s.model->num_parameters(), " parameters, ",
                      model_config.num_layers, " layers, hidden ", model_config.hidden_size,

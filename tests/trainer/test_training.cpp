@@ -156,3 +156,21 @@ TEST_CASE("checkpoints: keep_last prunes, resume auto ignores unfinished ones") 
   const auto saved = config::load_config(dir + "/step-6/config.yaml");
   CHECK(saved.training.steps == 6);
 }
+
+TEST_CASE("logging.profile_steps writes a Chrome trace of the profiled steps") {
+  const std::string dir = liger::testing::fresh_dir("profile");
+  train(liger::testing::tiny_config(dir, {"training.steps=3", "logging.profile_steps=1",
+                                          "logging.profile_first_step=2"}));
+  const std::string trace = dir + "/profile/rank-0.json";
+  REQUIRE(std::filesystem::exists(trace));
+  std::ifstream in(trace);
+  const nlohmann::json json = nlohmann::json::parse(in);
+  REQUIRE(json.contains("traceEvents"));
+  // The step's ops are in it (the forward's matrix products at least).
+  bool has_mm = false;
+  for (const auto& event : json.at("traceEvents")) {
+    const std::string name = event.value("name", "");
+    has_mm = has_mm || name.find("aten::mm") != std::string::npos || name.find("aten::linear") != std::string::npos;
+  }
+  CHECK(has_mm);
+}
