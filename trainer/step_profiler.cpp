@@ -86,18 +86,19 @@ void StepProfiler::begin_step(int64_t step) {
   const ProfilerConfig config(ProfilerState::KINETO);
   prof::prepareProfiler(config, activities);
   prof::enableProfiler(config, activities);
+  if (torch::cuda::is_available()) torch::cuda::synchronize();  // the window starts with an idle device
   running_ = true;
-  profiled_seconds_ = 0.0;
+  started_ = std::chrono::steady_clock::now();
 }
 
-void StepProfiler::end_step(int64_t step, double step_seconds) {
-  if (!running_) return;
-  profiled_seconds_ += step_seconds;
-  if (step == last_step_) stop_and_report();
+void StepProfiler::end_step(int64_t step) {
+  if (running_ && step == last_step_) stop_and_report();
 }
 
 void StepProfiler::stop_and_report() {
   if (torch::cuda::is_available()) torch::cuda::synchronize();
+  const double wall_ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - started_).count();
   std::unique_ptr<prof::ProfilerResult> result = prof::disableProfiler();
   running_ = false;
   const std::filesystem::path dir = std::filesystem::path(output_dir_) / "profile";
@@ -134,7 +135,7 @@ void StepProfiler::stop_and_report() {
   const int64_t steps = last_step_ - first_step_ + 1;
   std::ostringstream out;
   out << "profile of steps " << first_step_ << "-" << last_step_ << " written to " << trace << ": wall "
-      << ms(profiled_seconds_ * 1e9 / steps) << " per step, device kernels " << ms(total_ns / steps)
+      << ms(wall_ns / steps) << " per step, device kernels " << ms(total_ns / steps)
       << " per step";
   if (!by_kind.empty()) {
     std::vector<std::pair<std::string, double>> kinds(by_kind.begin(), by_kind.end());

@@ -5,6 +5,7 @@
 // (GEMM, attention, our kernels, collectives, elementwise, ...) and by kernel.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,9 +21,10 @@ class StepProfiler {
   StepProfiler(const StepProfiler&) = delete;
   StepProfiler& operator=(const StepProfiler&) = delete;
 
-  // Around each optimizer step (after its metrics are read, so the device is idle).
+  // Around each optimizer step's work on the host: begin before its first
+  // launch, end after its last (the report waits for the device).
   void begin_step(int64_t step);
-  void end_step(int64_t step, double step_seconds);
+  void end_step(int64_t step);
 
  private:
   void stop_and_report();
@@ -34,7 +36,7 @@ class StepProfiler {
   bool log_summary_;
   int top_kernels_;
   bool running_ = false;
-  double profiled_seconds_ = 0.0;
+  std::chrono::steady_clock::time_point started_;
 };
 
 }  // namespace liger::trainer

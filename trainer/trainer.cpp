@@ -23,12 +23,15 @@
 #include "trainer/step_profiler.h"
 #include "trainer/stop_signal.h"
 
+#include <ATen/cuda/CUDAEvent.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <tuple>
 
 namespace liger::trainer {
@@ -338,6 +341,57 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   const bool dataset_isolated = s.loader->dataset().packing() == data::PackingMode::isolated;
   StepProfiler profiler(c.logging.profile_first_step, c.logging.profile_steps, c.checkpoint.output_dir,
                         s.comm->rank(), leader);
+  // A step whose metrics are still on their way from the device.
+  struct PendingStep {
+    int64_t step = 0;
+    double lr = 0.0;
+    int64_t input_tokens = 0;
+    Clock::time_point step_start;
+    bool stop_signal = false;
+    at::Tensor values;  // host doubles: loss, grad_norm, stop (ranks asking), peak memory
+    std::shared_ptr<at::cuda::CUDAEvent> done;  // recorded after the step's last kernel (cuda)
+    std::optional<double> eval_loss, eval_ppl;
+  };
+  std::optional<PendingStep> pending;
+  std::shared_ptr<at::cuda::CUDAEvent> previous_done;  // the step before `pending`'s
+  // Waits for a step's metrics, records and logs them; returns whether any rank asked to stop.
+  auto finish_step = [&](PendingStep& p) -> bool {
+    if (p.done) p.done->synchronize();
+    const double* v = p.values.data_ptr<double>();
+    StepMetrics m;
+    m.step = p.step;
+    m.loss = v[0];
+    m.grad_norm = v[1];
+    m.lr = p.lr;
+    m.tokens = p.input_tokens;
+    // The step's time: on cuda from the previous step's end to its end on the
+    // GPU's clock (the host runs a step ahead); else, and for the first step, wall time.
+    double step_seconds = std::chrono::duration<double>(Clock::now() - p.step_start).count();
+    if (p.done && previous_done) step_seconds = previous_done->elapsed_time(*p.done) / 1000.0;
+    previous_done = p.done;
+    m.tokens_per_s = static_cast<double>(p.input_tokens) / std::max(step_seconds, 1e-9);
+    m.elapsed_s = s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
+    m.peak_mem_bytes = static_cast<int64_t>(v[3]);  // the highest of all ranks
+    m.world_size = s.comm->world_size();
+    if (peak_flops > 0.0) {
+      m.mfu = s.model->config().training_flops_per_token(c.data.seq_len) * m.tokens_per_s /
+              (peak_flops * static_cast<double>(m.world_size));
+    }
+    m.eval_loss = p.eval_loss;
+    m.eval_ppl = p.eval_ppl;
+    if (metrics) metrics->record(m);
+    if (p.step == s.step_at_start + 1 && s.device.is_cuda()) {
+      const MemoryEstimate estimate = estimate_memory(s.model->config(), c, s.comm->world_size());
+      log::info(c10::str("memory per GPU: measured peak ", static_cast<double>(m.peak_mem_bytes) / (1 << 30),
+                         " GiB after the first step; estimate ", estimate.describe()));
+    }
+    result.final_loss = m.loss;
+    if (!std::isfinite(m.loss)) {
+      throw std::runtime_error(c10::str("loss is ", m.loss, " at step ", p.step,
+                                        ": training diverged; lower training.lr or check the data"));
+    }
+    return v[2] > 0.0;
+  };
   while (s.step < c.training.steps) {
     const int64_t step = s.step + 1;
     profiler.begin_step(step);
@@ -390,57 +444,60 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     s.optimizer->zero_grad();
     s.step = step;
 
-    // The only host synchronisation of the step: reading its metrics.
+    // The step's metrics leave the device without stopping it: they are
+    // copied to pinned host memory behind an event and read while the next
+    // step runs (on cuda), so the GPU never waits for the host between steps.
     // Sharded: the loss is the sum of every rank's share, and whether to stop
     // is decided together (a signal may reach the ranks a step apart).
-    bool stop_now = stop_requested() || step == stop_after_step;
-    int64_t peak_mem = peak_memory_bytes(s.device);
+    profiler.end_step(step);
+    PendingStep now;
+    now.step = step;
+    now.lr = lr;
+    now.input_tokens = input_tokens;
+    now.step_start = step_start;
+    now.stop_signal = stop_requested();
+    at::Tensor values = torch::stack({loss_total.to(at::kDouble), grad_norm.to(at::kDouble),
+                                      torch::scalar_tensor(now.stop_signal ? 1.0 : 0.0,
+                                                           at::TensorOptions().dtype(at::kDouble))
+                                          .to(s.device, /*non_blocking=*/true),
+                                      torch::scalar_tensor(static_cast<double>(peak_memory_bytes(s.device)),
+                                                           at::TensorOptions().dtype(at::kDouble))
+                                          .to(s.device, /*non_blocking=*/true)});
     if (distributed) {
-      at::Tensor shared = torch::stack({loss_total.to(at::kDouble),
-                                        torch::scalar_tensor(stop_now ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(s.device))});
-      s.comm->all_reduce(shared);
-      at::Tensor peak = torch::tensor({peak_mem}, at::TensorOptions().dtype(at::kLong)).to(s.device);
+      at::Tensor sums = values.narrow(0, 0, 3).clone();  // loss and stop: summed; grad_norm is global already
+      s.comm->all_reduce(sums);
+      at::Tensor peak = values.narrow(0, 3, 1).clone();
       s.comm->all_reduce(peak, distributed::ReduceOp::max);
-      shared = shared.cpu();
-      loss_total = shared[0];
-      stop_now = shared[1].item<double>() > 0.0;
-      peak_mem = peak.cpu().item<int64_t>();
+      values = torch::cat({sums.narrow(0, 0, 1), values.narrow(0, 1, 1), sums.narrow(0, 2, 1), peak});
     }
-    StepMetrics m;
-    m.step = step;
-    m.loss = loss_total.item<double>();
-    m.grad_norm = grad_norm.item<double>();
-    m.lr = lr;
-    m.tokens = input_tokens;
-    const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
-    m.tokens_per_s = static_cast<double>(input_tokens) / std::max(step_seconds, 1e-9);
-    m.elapsed_s = s.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
-    m.peak_mem_bytes = peak_mem;  // the highest of all ranks
-    m.world_size = s.comm->world_size();
-    if (peak_flops > 0.0) {
-      m.mfu = s.model->config().training_flops_per_token(c.data.seq_len) * m.tokens_per_s /
-              (peak_flops * static_cast<double>(m.world_size));
+    now.values = values.is_cuda() ? torch::empty({4}, at::TensorOptions().dtype(at::kDouble).pinned_memory(true))
+                                   : values;
+    if (values.is_cuda()) {
+      now.values.copy_(values, /*non_blocking=*/true);
+      now.done = std::make_shared<at::cuda::CUDAEvent>(cudaEventDefault);  // timed: steps are measured on the GPU
+      now.done->record(at::cuda::getCurrentCUDAStream());
     }
     if (s.eval_data && step % c.training.eval_every == 0) {
       const EvalResult eval =
           evaluate(*s.model, *s.eval_data, c.training.micro_batch_size, c.training.eval_batches, s.device);
-      m.eval_loss = eval.loss;
-      m.eval_ppl = eval.perplexity;
+      now.eval_loss = eval.loss;
+      now.eval_ppl = eval.perplexity;
     }
-    if (metrics) metrics->record(m);
-    profiler.end_step(step, step_seconds);
-    if (step == s.step_at_start + 1 && s.device.is_cuda()) {
-      const MemoryEstimate estimate = estimate_memory(s.model->config(), c, s.comm->world_size());
-      log::info(c10::str("memory per GPU: measured peak ", static_cast<double>(peak_mem) / (1 << 30),
-                         " GiB after the first step; estimate ", estimate.describe()));
-    }
-    result.final_loss = m.loss;
-    if (!std::isfinite(m.loss)) {
-      throw std::runtime_error(c10::str("loss is ", m.loss, " at step ", step,
-                                        ": training diverged; lower training.lr or check the data"));
+    // A stop at a given step (tests, tools) is exact: its metrics are read now.
+    const bool stop_here = step == stop_after_step;
+    bool stop_now = false;
+    if (pending) stop_now = finish_step(*pending);
+    pending = std::move(now);
+    if (stop_here || !values.is_cuda()) {
+      stop_now = finish_step(*pending) || stop_now || stop_here;
+      pending.reset();
     }
 
     if (stop_now) {
+      if (pending) {  // the signal arrived a step ago: this step's metrics too, then stop here
+        finish_step(*pending);
+        pending.reset();
+      }
       if (metrics) metrics->finish_progress();
       log::warn(c10::str("stop requested (signal ", stop_signal_number(), "): saving at step ", step,
                          " and stopping"));
@@ -450,6 +507,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     }
     if (c.checkpoint.every > 0 && step % c.checkpoint.every == 0) save(step);
   }
+  if (pending) finish_step(*pending);
   if (metrics) metrics->finish_progress();
   if (!result.stopped_by_signal && c.checkpoint.save_final && last_saved != s.step && s.step > 0) {
     save(s.step);
