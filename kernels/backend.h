@@ -13,6 +13,7 @@ namespace liger::kernels {
 // Every kernel of one backend; nullptr where the backend has none.
 struct OpTable {
   RmsNormFn rms_norm = nullptr;
+  AddRmsNormFn add_rms_norm = nullptr;  // optional: else add, then this backend's rms_norm
   LayerNormFn layer_norm = nullptr;
   RopeFn rope = nullptr;
   GluFn swiglu = nullptr;

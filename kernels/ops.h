@@ -34,6 +34,10 @@ struct RmsNormOptions {
 // y = x / sqrt(mean(x^2) + eps) * (offset + w), normalised over the last dim.
 // x: [..., D], weight: [D]. Returns x's shape and dtype.
 using RmsNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const RmsNormOptions& options);
+// The residual add and RMSNorm in one pass: {rms_norm(s), s} with
+// s = x + residual rounded to x's dtype (the new residual stream).
+using AddRmsNormFn = std::pair<Tensor, Tensor> (*)(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                                                   const RmsNormOptions& options);
 
 // y = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).
 // x: [..., D], weight/bias: [D] (bias may be undefined). Returns x's shape and dtype.

@@ -183,7 +183,10 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
     const Backend backend = selection.backend;
     const OpTable& ops = choice.provider->ops;
     switch (op) {
-      case Op::rms_norm: set.rms_norm_ = ops.rms_norm; break;
+      case Op::rms_norm:
+        set.rms_norm_ = ops.rms_norm;
+        set.add_rms_norm_ = ops.add_rms_norm;
+        break;
       case Op::layer_norm: set.layer_norm_ = ops.layer_norm; break;
       case Op::rope: set.rope_ = ops.rope; break;
       case Op::swiglu: set.swiglu_ = ops.swiglu; break;

@@ -64,6 +64,14 @@ class KernelSet {
   Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& options) const {
     return rms_norm_(x, weight, options);
   }
+  // {rms_norm(s), s} with s = x + residual (in x's dtype): the fused kernel
+  // where the rms_norm backend has one, else the add and the backend's rms_norm.
+  std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                                         const RmsNormOptions& options) const {
+    if (add_rms_norm_ != nullptr) return add_rms_norm_(x, residual, weight, options);
+    Tensor sum = x + residual;
+    return {rms_norm_(sum, weight, options), sum};
+  }
   Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) const {
     return layer_norm_(x, weight, bias, eps);
   }
@@ -98,6 +106,7 @@ class KernelSet {
  private:
   friend KernelSet resolve_kernels(const KernelToggles&, c10::Device, c10::ScalarType);
   RmsNormFn rms_norm_ = nullptr;
+  AddRmsNormFn add_rms_norm_ = nullptr;
   LayerNormFn layer_norm_ = nullptr;
   RopeFn rope_ = nullptr;
   GluFn swiglu_ = nullptr;

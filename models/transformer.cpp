@@ -85,7 +85,7 @@ Tensor TransformerImpl::cast(const Tensor& weight) const {
   return weight.scalar_type() == compute_dtype_ ? weight : weight.to(compute_dtype_);
 }
 
-Tensor TransformerImpl::norm(const WeightImpl& weight, const Tensor& x) const {
+kernels::RmsNormOptions TransformerImpl::norm_options() const {
   kernels::RmsNormOptions options;
   options.eps = config_.rms_norm_eps;
   options.offset = config_.norm_offset;
@@ -94,8 +94,17 @@ Tensor TransformerImpl::norm(const WeightImpl& weight, const Tensor& x) const {
   options.casting = config_.norm_casting == "gemma" ? kernels::RmsNormCasting::gemma
                     : config_.norm_casting == "none" ? kernels::RmsNormCasting::none
                                                      : kernels::RmsNormCasting::llama;
+  return options;
+}
+
+Tensor TransformerImpl::norm(const WeightImpl& weight, const Tensor& x) const {
   // The weight in compute dtype, as an HF model in that dtype stores it.
-  return kernels_.rms_norm(x, cast(weight.weight), options);
+  return kernels_.rms_norm(x, cast(weight.weight), norm_options());
+}
+
+std::pair<Tensor, Tensor> TransformerImpl::add_norm(const WeightImpl& weight, const Tensor& x,
+                                                    const Tensor& residual) const {
+  return kernels_.add_rms_norm(x, residual, cast(weight.weight), norm_options());
 }
 
 Tensor TransformerImpl::inv_freq(const at::Device& device) const {
@@ -198,8 +207,13 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
         y = y + norm(*layer.post_feedforward_layernorm,
                      mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, y)));
       } else {
-        y = h + attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index, cache, document_ids);
-        y = y + mlp_forward(*layer.mlp, norm(*layer.post_attention_layernorm, y));
+        // y = h + attention(...) and its norm in one pass (fused on cuda; on
+        // backward the add's gradient joins the norm's in the same kernel).
+        const Tensor attn = attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index, cache,
+                                      document_ids);
+        Tensor normed;
+        std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, h);
+        y = y + mlp_forward(*layer.mlp, normed);
       }
       return y;
     };

@@ -171,7 +171,10 @@ class TransformerImpl : public torch::nn::Module {
                    const Tensor& sin, int64_t layer, KvCache* cache,
                    const Tensor& document_ids) const;
   Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x) const;
+  kernels::RmsNormOptions norm_options() const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
+  // {norm(x + residual), x + residual}: the residual add fused with the norm.
+  std::pair<Tensor, Tensor> add_norm(const WeightImpl& weight, const Tensor& x, const Tensor& residual) const;
   // RoPE inverse frequencies [head_dim / 2] fp32 (with rope_scaling applied).
   Tensor inv_freq(const at::Device& device) const;
   // cos, sin: [B|1, T, head_dim] fp32 for the given positions.

@@ -24,6 +24,7 @@ const BackendProvider* cuda_backend() {
   static const BackendProvider provider = [] {
     BackendProvider p{Backend::cuda, {}, &unavailable};
     p.ops.rms_norm = &cuda::rms_norm;
+    p.ops.add_rms_norm = &cuda::fused_add_rms_norm;
     p.ops.layer_norm = &cuda::layer_norm;
     p.ops.rope = &cuda::rope;
     p.ops.swiglu = &cuda::swiglu;

@@ -183,3 +183,36 @@ TEST_CASE("a resolved set calls the chosen backend", "[registry]") {
   CHECK(h.grad().defined());
   CHECK(w.grad().defined());
 }
+
+TEST_CASE("add_rms_norm equals the add and the rms_norm of the resolved backend, values and gradients") {
+  const c10::Device cpu(c10::kCPU);
+  for (const bool on : {false, true}) {
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      INFO((on ? "toggles on" : "toggles off") << ", " << dtype);
+      const liger::kernels::KernelToggles toggles =
+          on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
+      const auto set = liger::kernels::resolve_kernels(toggles, cpu, dtype);
+      torch::manual_seed(4);
+      const at::Tensor x0 = torch::randn({3, 5, 64}).to(dtype), r0 = torch::randn({3, 5, 64}).to(dtype);
+      const at::Tensor w0 = (1 + 0.1 * torch::randn({64})).to(dtype), dy = torch::randn({3, 5, 64}).to(dtype),
+                       ds = torch::randn({3, 5, 64}).to(dtype);
+      liger::kernels::RmsNormOptions options;
+      options.eps = 1e-5;
+      at::Tensor x = x0.clone().requires_grad_(true), r = r0.clone().requires_grad_(true),
+                 w = w0.clone().requires_grad_(true);
+      const auto [y, s] = set.add_rms_norm(x, r, w, options);
+      at::Tensor xe = x0.clone().requires_grad_(true), re = r0.clone().requires_grad_(true),
+                 we = w0.clone().requires_grad_(true);
+      const at::Tensor se = xe + re;
+      const at::Tensor ye = set.rms_norm(se, we, options);
+      CHECK(torch::equal(s, se));
+      CHECK(torch::equal(y, ye));
+      // Both outputs carry gradients (the norm's and the residual stream's).
+      torch::autograd::backward({y, s}, {dy, ds});
+      torch::autograd::backward({ye, se}, {dy, ds});
+      CHECK(torch::equal(x.grad(), xe.grad()));
+      CHECK(torch::equal(r.grad(), re.grad()));
+      CHECK(torch::equal(w.grad(), we.grad()));
+    }
+  }
+}
