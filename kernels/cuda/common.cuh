@@ -132,11 +132,13 @@ __device__ __forceinline__ void row_sum(float (&v)[N], float* smem) {
 }
 
 // Adds a block's per-column accumulators (acc[c][i] belongs to column
-// (c * blockDim.x + threadIdx.x) * V + i) into its partial row `part`. With
-// several rows per block (blockDim.y > 1, then C == 1) they are summed in
-// shared memory first (red: blockDim.x * blockDim.y * V floats). Every
+// (c * blockDim.x + threadIdx.x) * V + i) into its partial row `part`
+// (kAtomic: added to a zeroed row that one other block also adds to; else
+// stored: the row is this block's alone, every column written, no zeroing).
+// With several rows per block (blockDim.y > 1, then C == 1) they are summed
+// in shared memory first (red: blockDim.x * blockDim.y * V floats). Every
 // thread of the block must call it.
-template <int C, int V>
+template <int C, int V, bool kAtomic = true>
 __device__ __forceinline__ void add_to_partials(const float (&acc)[C][V], float* part, int cols,
                                                 float* red) {
   if (blockDim.y == 1) {
@@ -145,7 +147,13 @@ __device__ __forceinline__ void add_to_partials(const float (&acc)[C][V], float*
       const int col = (c * blockDim.x + threadIdx.x) * V;
       if (col >= cols) continue;
 #pragma unroll
-      for (int i = 0; i < V; ++i) atomicAdd(part + col + i, acc[c][i]);
+      for (int i = 0; i < V; ++i) {
+        if constexpr (kAtomic) {
+          atomicAdd(part + col + i, acc[c][i]);
+        } else {
+          part[col + i] = acc[c][i];
+        }
+      }
     }
     return;
   }
@@ -157,7 +165,13 @@ __device__ __forceinline__ void add_to_partials(const float (&acc)[C][V], float*
     for (int j = threadIdx.y * blockDim.x + threadIdx.x; j < width; j += blockDim.x * blockDim.y) {
       float s = 0.f;
       for (int y = 0; y < static_cast<int>(blockDim.y); ++y) s += red[y * width + j];
-      if (j < cols) atomicAdd(part + j, s);
+      if (j < cols) {
+        if constexpr (kAtomic) {
+          atomicAdd(part + j, s);
+        } else {
+          part[j] = s;
+        }
+      }
     }
     __syncthreads();  // red is reused by the next call
   }

@@ -83,9 +83,9 @@ __global__ void __launch_bounds__(1024) rms_norm_forward_kernel(
 //   dw = sum over rows of dy n
 // Persistent: gridDim.x blocks (at most one per SM) walk the rows, a thread
 // prefetching its next row while it works on this one (C == 1). Each thread
-// sums dw for its columns in registers; at the end blocks 2i and 2i+1 add
-// theirs into partial row i (see norm_backward_blocks), and sum_partials
-// reduces the partial rows.
+// sums dw for its columns in registers; at the end block i stores them as
+// partial row i (no zeroing, no atomics), and sum_partials reduces the
+// partial rows in a fixed order (deterministic).
 template <typename T, typename W, int V, int C>
 __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kernel(
     const T* __restrict__ dy, const T* __restrict__ dsum, const T* __restrict__ x,
@@ -190,8 +190,9 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kern
     }
   }
   if (dw_partials != nullptr) {
-    add_to_partials<C, V>(acc, dw_partials + static_cast<int64_t>(blockIdx.x / 2) * cols, cols,
-                          red);
+    // Each block stores its own partial row: no zeroing pass before the kernel.
+    add_to_partials<C, V, /*kAtomic=*/false>(acc, dw_partials + static_cast<int64_t>(blockIdx.x) * cols, cols,
+                                             red);
   }
 }
 
@@ -211,13 +212,8 @@ template <typename T, typename W, int V, int C>
 cudaError_t launch_backward(const RmsNormBackward& a, const RowLayout& l, cudaStream_t stream) {
   const int rows_per_block = C == 1 ? std::max(1, 1024 / l.threads) : 1;
   const int blocks = norm_backward_blocks((a.rows + rows_per_block - 1) / rows_per_block);
-  const int parts = norm_partial_rows(blocks);
+  const int parts = blocks;  // one partial row per block, each written whole
   float* partials = a.dweight != nullptr ? a.workspace : nullptr;
-  if (partials != nullptr) {
-    const cudaError_t err =
-        cudaMemsetAsync(partials, 0, sizeof(float) * parts * a.cols, stream);
-    if (err != cudaSuccess) return err;
-  }
   const size_t smem = rows_per_block > 1 ? sizeof(float) * l.threads * rows_per_block * V : 0;
   // grid: persistent, at most one block per SM; block: l.threads threads per row x rows_per_block
   rms_norm_backward_kernel<T, W, V, C><<<blocks, dim3(l.threads, rows_per_block), smem, stream>>>(
@@ -249,7 +245,8 @@ bool norm_cols_supported(int64_t cols, DType dtype, bool aligned) {
 
 size_t norm_backward_workspace_floats(int64_t rows, int64_t cols, int n_sums) {
   // An upper bound: the launch uses at most one block per row.
-  return static_cast<size_t>(norm_partial_rows(norm_backward_blocks(rows))) * cols * n_sums;
+  // rms_norm: one partial row per block; layer_norm: one per pair of blocks.
+  return static_cast<size_t>(norm_backward_blocks(rows)) * cols * n_sums;
 }
 
 cudaError_t rms_norm_forward(const RmsNormForward& a, cudaStream_t stream) {
