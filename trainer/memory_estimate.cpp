@@ -51,21 +51,29 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     const double vocab_units = m.tie_embeddings ? vocab * h : 2 * vocab * h;
     e.gathered = (2 * layer_params + vocab_units) * compute_bytes;
   }
-  // Saved for backward per token and layer, in the compute dtype: the norm
-  // inputs/outputs and residuals (6h), q/k/v before and after RoPE and the
-  // attention output (4q + 4kv), the MLP's gate, up and product (3f).
-  // glu (and full, inside the recomputed layer): the product is not kept.
+  // Saved for backward per token and layer, in the compute dtype. With the
+  // fused GPU kernels (norms, RoPE, GLU on, device not cpu): the two norms'
+  // inputs and outputs (4h), q, k, v for attention and its output (2q + 2kv;
+  // RoPE keeps only its tables), the MLP's gate, up and product (3f).
+  // Otherwise (ATen ops keep more intermediates) the norms' inputs, outputs
+  // and residuals (6h), q/k/v before and after RoPE and the attention output
+  // (4q + 4kv). glu (and full, inside the recomputed layer): no product.
+  const bool fused = c.training.device != "cpu" && c.kernels.rms_norm && c.kernels.rope &&
+                     (m.mlp_activation == "gelu_tanh" ? c.kernels.geglu : c.kernels.swiglu);
   const double glu_kept = c.training.activation_checkpointing == "none" ? 1.0 : 0.0;
-  e.per_layer = tokens * (6 * h + 4 * q + 4 * kv + (2 + glu_kept) * f) * compute_bytes;
+  e.per_layer = tokens * ((fused ? 4 * h + 2 * q + 2 * kv : 6 * h + 4 * q + 4 * kv) + (2 + glu_kept) * f) *
+                compute_bytes;
   if (c.training.activation_checkpointing == "full") {
     e.activations = layers * tokens * h * compute_bytes + e.per_layer;
   } else {
     e.activations = layers * e.per_layer;
   }
   if (c.kernels.fused_linear_cross_entropy) {
-    // One logits chunk of the budget plus its fp32 gradient, the gradient of
-    // the hidden states and, in speed mode, the fp32 [vocab, hidden] buffer.
-    e.loss = 2 * c.kernels.flce_chunk_mb * 1024.0 * 1024.0 + tokens * h * 4 +
+    // One logits chunk of the budget (on cuda its gradient overwrites it; the
+    // ATen path keeps an fp32 gradient beside it), the gradient of the hidden
+    // states and, in speed mode, the fp32 [vocab, hidden] buffer.
+    const double chunks = c.training.device != "cpu" ? 1.0 : 2.0;
+    e.loss = chunks * c.kernels.flce_chunk_mb * 1024.0 * 1024.0 + tokens * h * 4 +
              (c.kernels.flce_mode == "speed" ? vocab * h * 4 : 0.0);
   } else {
     // The logits in the compute dtype and their fp32 gradient.
