@@ -442,6 +442,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     const at::Tensor& grad_norm = clipping.norm;
     s.optimizer->step(lr, clipping.clip_coef);
     s.optimizer->zero_grad();
+    if (s.sharded) s.sharded->release_gradients();
     s.step = step;
 
     // The step's metrics leave the device without stopping it: they are

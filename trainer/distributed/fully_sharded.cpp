@@ -330,12 +330,23 @@ void FullyShardedModel::pre_backward(int64_t layer) {
   if (u > 1 && !units_[u - 1]->materialized) issue_gather(*units_[u - 1]);  // prefetch the previous layer
 }
 
+void FullyShardedModel::release_gradients() {
+  for (auto& unit : units_) {
+    for (const int64_t k : unit->params) {
+      TORCH_CHECK(!params_[k].shard.grad().defined(),
+                  "release_gradients: clear the shards' gradients first (optimizer zero_grad)");
+    }
+    unit->flat_grad = Tensor();
+  }
+}
+
 void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& full_grads) {
   at::NoGradGuard no_grad;
   const int64_t world = comm_->world_size();
   land_reduce_scatter();  // the previous unit's: it ran while this one's backward did
-  // The shards' gradients are views of one flat buffer per unit, kept across
-  // steps; on the first micro-batch of a step the reduce-scatter writes
+  // The shards' gradients are views of one flat buffer per unit, allocated on
+  // a step's first micro-batch and freed after its optimizer step
+  // (release_gradients); on the first micro-batch the reduce-scatter writes
   // straight into it (when the reduce and parameter dtypes agree).
   if (!unit.flat_grad.defined()) {
     unit.flat_grad = at::empty({unit.flat_numel}, at::TensorOptions().dtype(options_.param_dtype).device(options_.device));

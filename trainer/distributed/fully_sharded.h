@@ -76,6 +76,10 @@ class FullyShardedModel : public models::LayerHooks {
   nlohmann::json shard_index() const;
   // After each backward(): lands the last reduce-scatter in the shards' .grad.
   void finish_backward();
+  // After the optimizer step (the shards' .grad already cleared): frees the
+  // flat gradient buffers, so the next forward runs without a step's worth
+  // of fp32 gradients alive; backward allocates them again unit by unit.
+  void release_gradients();
 
   // models::LayerHooks
   void before_forward() override;
