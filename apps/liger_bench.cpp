@@ -56,6 +56,7 @@ struct Case {
   std::vector<bool> wants_grad;
   double fwd_bytes = 0;
   double bwd_bytes = 0;
+  int64_t heads_q = 0, heads_k = 0;  // rope_qkv: how the packed heads split
 };
 
 // A row of the op table: how to build the case, and the op on a backend
@@ -139,6 +140,26 @@ Case rope_case(torch::ScalarType dtype, torch::Device device, bool small) {
   return c;
 }
 
+// The packed q|k|v projection at Llama-3.2-1B's attention shape (32 query,
+// 8 key/value heads of 64): each way reads and writes q, k and v once.
+Case rope_qkv_case(torch::ScalarType dtype, torch::Device device, bool small) {
+  const Sizes s = sizes_for(small);
+  const int64_t heads_q = 32, heads_k = 8, d = 64;
+  Case c;
+  c.shape = "qkv" + dims({s.batch, s.seq, heads_q + 2 * heads_k, d});
+  const Tensor qkv = torch::randn({s.batch, s.seq, heads_q + 2 * heads_k, d}, opts(dtype, device));
+  const auto f32 = opts(torch::kFloat, device);
+  const Tensor inv_freq = 1.0 / torch::pow(500000.0, torch::arange(0, d, 2, f32) / double(d));
+  const Tensor freqs = torch::arange(s.seq, f32).unsqueeze(1) * inv_freq.unsqueeze(0);
+  const Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(0);
+  c.inputs = {qkv, emb.cos(), emb.sin()};
+  c.wants_grad = {true, false, false};
+  c.heads_q = heads_q;
+  c.heads_k = heads_k;
+  c.fwd_bytes = c.bwd_bytes = 2 * bytes_of(qkv) + 2 * bytes_of(emb);
+  return c;
+}
+
 Case glu_case(torch::ScalarType dtype, torch::Device device, bool small) {
   const Sizes s = sizes_for(small);
   Case c;
@@ -206,24 +227,17 @@ std::vector<OpSpec> op_table() {
                    return std::vector<Tensor>{fn(in[0], in[1], in[2], 1e-5)};
                  };
                }});
-  // Not in the registry: the cuda kernel, else add then the backend's rms_norm.
+  // The registry's add_rms_norm under its kernel's name (the cuda backend's
+  // fused pass; the add, then the backend's rms_norm elsewhere).
   t.push_back({"fused_add_rms_norm",
                [](auto dt, auto dev, bool small) { return norm_case(dt, dev, small, false, true); },
                [rms](Backend b, const Case&) -> OpFn {
                  const auto* p = provider(b);
-                 if (p == nullptr) return {};
-#ifdef LIGER_WITH_CUDA
-                 if (b == Backend::cuda) {
-                   return [rms](const std::vector<Tensor>& in) {
-                     auto [y, s] = kernels::cuda::fused_add_rms_norm(in[0], in[1], in[2], rms);
-                     return std::vector<Tensor>{y, s};
-                   };
-                 }
-#endif
-                 auto fn = p->ops.rms_norm;
+                 if (p == nullptr || p->ops.add_rms_norm == nullptr) return {};
+                 auto fn = p->ops.add_rms_norm;
                  return [fn, rms](const std::vector<Tensor>& in) {
-                   const Tensor s = in[0] + in[1];
-                   return std::vector<Tensor>{fn(s, in[2], rms), s};
+                   auto [y, s] = fn(in[0], in[1], in[2], rms);
+                   return std::vector<Tensor>{y, s};
                  };
                }});
   t.push_back({"rope", rope_case, [](Backend b, const Case&) -> OpFn {
@@ -233,6 +247,16 @@ std::vector<OpSpec> op_table() {
                  return [fn](const std::vector<Tensor>& in) {
                    auto [q, k] = fn(in[0], in[1], in[2], in[3]);
                    return std::vector<Tensor>{q, k};
+                 };
+               }});
+  t.push_back({"rope_qkv", rope_qkv_case, [](Backend b, const Case& c) -> OpFn {
+                 const auto* p = provider(b);
+                 if (p == nullptr || p->ops.rope_qkv == nullptr) return {};
+                 auto fn = p->ops.rope_qkv;
+                 const int64_t heads_q = c.heads_q, heads_k = c.heads_k;
+                 return [fn, heads_q, heads_k](const std::vector<Tensor>& in) {
+                   const auto out = fn(in[0], heads_q, heads_k, in[1], in[2]);
+                   return std::vector<Tensor>{out.q, out.k, out.v};
                  };
                }});
   for (const char* name : {"swiglu", "geglu"}) {

@@ -13,11 +13,14 @@ namespace liger::kernels {
 // Every kernel of one backend; nullptr where the backend has none.
 struct OpTable {
   RmsNormFn rms_norm = nullptr;
-  AddRmsNormFn add_rms_norm = nullptr;  // optional: else add, then this backend's rms_norm
+  AddRmsNormFn add_rms_norm = nullptr;
   LayerNormFn layer_norm = nullptr;
   RopeFn rope = nullptr;
+  RopeQkvFn rope_qkv = nullptr;
   GluFn swiglu = nullptr;
   GluFn geglu = nullptr;
+  GluRecomputeFn swiglu_recompute = nullptr;  // served with swiglu
+  GluRecomputeFn geglu_recompute = nullptr;   // served with geglu
   CrossEntropyFn cross_entropy = nullptr;
   FusedLinearCrossEntropyFn fused_linear_cross_entropy = nullptr;
   AttentionFn attention = nullptr;

@@ -39,6 +39,15 @@ inline void rope_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor
               q.size(3), "], got ", cos.sizes());
 }
 
+// qkv: [B, T, heads_q + 2 heads_k, D] (rope_qkv's packed projection).
+inline void rope_qkv_args(const at::Tensor& qkv, int64_t heads_q, int64_t heads_k) {
+  TORCH_CHECK(heads_q > 0 && heads_k > 0, "rope_qkv: heads_q and heads_k must be positive, got ",
+              heads_q, " and ", heads_k);
+  TORCH_CHECK(qkv.dim() == 4 && qkv.size(2) == heads_q + 2 * heads_k,
+              "rope_qkv: qkv must be [B, T, heads_q + 2 heads_k, D] = [B, T, ",
+              heads_q + 2 * heads_k, ", D], got ", qkv.sizes());
+}
+
 inline void glu_args(const char* op, const at::Tensor& gate, const at::Tensor& up) {
   TORCH_CHECK(gate.sizes() == up.sizes(), op, ": gate ", gate.sizes(), " and up ", up.sizes(),
               " differ in shape");

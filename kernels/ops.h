@@ -34,9 +34,12 @@ struct RmsNormOptions {
 // y = x / sqrt(mean(x^2) + eps) * (offset + w), normalised over the last dim.
 // x: [..., D], weight: [D]. Returns x's shape and dtype.
 using RmsNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const RmsNormOptions& options);
-// The residual add and RMSNorm in one pass: {rms_norm(s), s} with
-// s = x + residual rounded to x's dtype (the new residual stream).
-using AddRmsNormFn = std::pair<Tensor, Tensor> (*)(const Tensor& x, const Tensor& residual, const Tensor& weight,
+// The residual add and RMSNorm: {rms_norm(s), s} with s = x + residual in
+// x's dtype (the new residual stream; x and residual: same shape and dtype).
+// Fused into one pass where a backend has a kernel for it; switched by the
+// rms_norm toggle.
+using AddRmsNormFn = std::pair<Tensor, Tensor> (*)(const Tensor& x, const Tensor& residual,
+                                                   const Tensor& weight,
                                                    const RmsNormOptions& options);
 
 // y = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).
@@ -55,12 +58,36 @@ using LayerNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const Tens
 using RopeFn = std::pair<Tensor, Tensor> (*)(const Tensor& q, const Tensor& k, const Tensor& cos,
                                             const Tensor& sin);
 
+// The same rotation on a packed projection: qkv [B, T, Hq + 2 Hk, D] holds
+// q's heads, then k's, then v's (x @ cat(Wq, Wk, Wv)^T: one GEMM instead of
+// three). Returns {rope(q), rope(k), v}, each [B, T, H, D]; the gradients of
+// all three come back as one packed gradient of qkv. Switched by the rope
+// toggle.
+struct QkvHeads {
+  Tensor q, k, v;
+};
+using RopeQkvFn = QkvHeads (*)(const Tensor& qkv, int64_t heads_q, int64_t heads_k,
+                               const Tensor& cos, const Tensor& sin);
+
 // ---------------------------------------------------------------------------
 // Gated MLP activations
 // ---------------------------------------------------------------------------
 
 // swiglu: silu(gate) * up;  geglu: gelu_tanh(gate) * up. Same shape and dtype.
 using GluFn = Tensor (*)(const Tensor& gate, const Tensor& up);
+
+// The backward of a GLU whose product was not kept (activation
+// checkpointing of the MLP): from gate, up and dh = dL/dh, recomputes
+// h = act(gate) * up exactly as the forward op computes it and returns the
+// input gradients, in one pass where a backend has a kernel for it. No
+// autograd: it runs inside a backward. With overwrite_inputs, d_gate and d_up
+// may be written into gate's and up's buffers (whose values are then gone).
+// Switched by the swiglu / geglu toggle, with the forward op.
+struct GluRecomputed {
+  Tensor h, d_gate, d_up;
+};
+using GluRecomputeFn = GluRecomputed (*)(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                                         bool overwrite_inputs);
 
 // ---------------------------------------------------------------------------
 // Losses

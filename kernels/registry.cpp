@@ -25,8 +25,10 @@ const char* backend_name(Backend backend) {
 const char* op_name(Op op) {
   switch (op) {
     case Op::rms_norm: return "rms_norm";
+    case Op::add_rms_norm: return "add_rms_norm";
     case Op::layer_norm: return "layer_norm";
     case Op::rope: return "rope";
+    case Op::rope_qkv: return "rope_qkv";
     case Op::swiglu: return "swiglu";
     case Op::geglu: return "geglu";
     case Op::cross_entropy: return "cross_entropy";
@@ -39,10 +41,12 @@ const char* op_name(Op op) {
 bool OpTable::has(Op op) const {
   switch (op) {
     case Op::rms_norm: return rms_norm != nullptr;
+    case Op::add_rms_norm: return add_rms_norm != nullptr;
     case Op::layer_norm: return layer_norm != nullptr;
     case Op::rope: return rope != nullptr;
-    case Op::swiglu: return swiglu != nullptr;
-    case Op::geglu: return geglu != nullptr;
+    case Op::rope_qkv: return rope_qkv != nullptr;
+    case Op::swiglu: return swiglu != nullptr && swiglu_recompute != nullptr;
+    case Op::geglu: return geglu != nullptr && geglu_recompute != nullptr;
     case Op::cross_entropy: return cross_entropy != nullptr;
     case Op::fused_linear_cross_entropy: return fused_linear_cross_entropy != nullptr;
     case Op::attention: return attention != nullptr;
@@ -69,19 +73,32 @@ std::string Selection::describe() const {
 namespace {
 
 constexpr Op kAllOps[kNumOps] = {
-    Op::rms_norm, Op::layer_norm, Op::rope,
-    Op::swiglu, Op::geglu, Op::cross_entropy,
-    Op::fused_linear_cross_entropy, Op::attention,
+    Op::rms_norm, Op::add_rms_norm, Op::layer_norm,
+    Op::rope, Op::rope_qkv, Op::swiglu, Op::geglu,
+    Op::cross_entropy, Op::fused_linear_cross_entropy, Op::attention,
 };
 
+// The op whose toggle switches `op`: the residual add + RMSNorm and the
+// packed-projection RoPE have no keys of their own and follow kernels.rms_norm
+// and kernels.rope.
+Op toggle_op(Op op) {
+  switch (op) {
+    case Op::add_rms_norm: return Op::rms_norm;
+    case Op::rope_qkv: return Op::rope;
+    default: return op;
+  }
+}
+
 // The config key of an op's toggle.
-std::string toggle_key(Op op) { return std::string("kernels.") + op_name(op); }
+std::string toggle_key(Op op) { return std::string("kernels.") + op_name(toggle_op(op)); }
 
 bool toggle_of(const KernelToggles& t, Op op) {
   switch (op) {
     case Op::rms_norm: return t.rms_norm;
+    case Op::add_rms_norm: return t.rms_norm;
     case Op::layer_norm: return t.layer_norm;
     case Op::rope: return t.rope;
+    case Op::rope_qkv: return t.rope;
     case Op::swiglu: return t.swiglu;
     case Op::geglu: return t.geglu;
     case Op::cross_entropy: return t.cross_entropy;
@@ -132,7 +149,10 @@ Choice choose(const KernelToggles& toggles, Op op, c10::Device device, c10::Scal
              false},
             reference};
   }
-  if (!toggle_of(toggles, op)) return {{op, Backend::reference, "toggle off", false}, reference};
+  // "toggle", or "toggle kernels.rms_norm" for an op switched by another op's toggle.
+  const std::string toggle =
+      toggle_op(op) == op ? std::string("toggle") : "toggle " + toggle_key(op);
+  if (!toggle_of(toggles, op)) return {{op, Backend::reference, toggle + " off", false}, reference};
 
   const std::vector<Candidate> candidates = fused_candidates(device);
   std::string first_reason;  // why the preferred backend does not serve
@@ -142,7 +162,7 @@ Choice choose(const KernelToggles& toggles, Op op, c10::Device device, c10::Scal
     if (!reason.empty()) continue;
     if (i > 0) return {{op, candidates[i].backend, first_reason, true}, candidates[i].provider};
     // The preferred backend serves: say why nothing better was asked for.
-    std::string why = "fused toggle on";
+    std::string why = "fused " + toggle + " on";
     if (candidates[i].backend != Backend::cuda) {
       why += cuda_backend() == nullptr ? "; no cuda build"
                                        : std::string("; device is ") + device.str();
@@ -183,14 +203,19 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
     const Backend backend = selection.backend;
     const OpTable& ops = choice.provider->ops;
     switch (op) {
-      case Op::rms_norm:
-        set.rms_norm_ = ops.rms_norm;
-        set.add_rms_norm_ = ops.add_rms_norm;
-        break;
+      case Op::rms_norm: set.rms_norm_ = ops.rms_norm; break;
+      case Op::add_rms_norm: set.add_rms_norm_ = ops.add_rms_norm; break;
       case Op::layer_norm: set.layer_norm_ = ops.layer_norm; break;
       case Op::rope: set.rope_ = ops.rope; break;
-      case Op::swiglu: set.swiglu_ = ops.swiglu; break;
-      case Op::geglu: set.geglu_ = ops.geglu; break;
+      case Op::rope_qkv: set.rope_qkv_ = ops.rope_qkv; break;
+      case Op::swiglu:
+        set.swiglu_ = ops.swiglu;
+        set.swiglu_recompute_ = ops.swiglu_recompute;
+        break;
+      case Op::geglu:
+        set.geglu_ = ops.geglu;
+        set.geglu_recompute_ = ops.geglu_recompute;
+        break;
       case Op::cross_entropy: set.cross_entropy_ = ops.cross_entropy; break;
       case Op::fused_linear_cross_entropy:
         set.fused_linear_cross_entropy_ = ops.fused_linear_cross_entropy;

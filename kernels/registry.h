@@ -21,24 +21,26 @@ namespace liger::kernels {
 enum class Backend { reference, composite, cuda };
 enum class Op {
   rms_norm,
+  add_rms_norm,  // residual add + RMSNorm; no toggle of its own: follows rms_norm
   layer_norm,
   rope,
+  rope_qkv,  // RoPE of a packed q|k|v projection; no toggle of its own: follows rope
   swiglu,
   geglu,
   cross_entropy,
   fused_linear_cross_entropy,
   attention,
 };
-constexpr int kNumOps = 8;
+constexpr int kNumOps = 10;
 
 const char* backend_name(Backend backend);
 const char* op_name(Op op);
 
 // The kernels: section of the config, in Liger-Kernel's names.
 struct KernelToggles {
-  bool rms_norm = true;
+  bool rms_norm = true;  // also switches add_rms_norm (the residual add + RMSNorm)
   bool layer_norm = true;
-  bool rope = true;
+  bool rope = true;  // also switches rope_qkv (the packed q|k|v projection)
   bool swiglu = true;
   bool geglu = true;
   bool cross_entropy = false;
@@ -64,13 +66,11 @@ class KernelSet {
   Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& options) const {
     return rms_norm_(x, weight, options);
   }
-  // {rms_norm(s), s} with s = x + residual (in x's dtype): the fused kernel
-  // where the rms_norm backend has one, else the add and the backend's rms_norm.
-  std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
+  // {rms_norm(s), s} with s = x + residual in x's dtype (see ops.h).
+  std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
+                                         const Tensor& weight,
                                          const RmsNormOptions& options) const {
-    if (add_rms_norm_ != nullptr) return add_rms_norm_(x, residual, weight, options);
-    Tensor sum = x + residual;
-    return {rms_norm_(sum, weight, options), sum};
+    return add_rms_norm_(x, residual, weight, options);
   }
   Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) const {
     return layer_norm_(x, weight, bias, eps);
@@ -79,8 +79,22 @@ class KernelSet {
                                  const Tensor& sin) const {
     return rope_(q, k, cos, sin);
   }
+  // {rope(q), rope(k), v} of a packed qkv [B, T, Hq + 2 Hk, D] (see ops.h).
+  QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                    const Tensor& sin) const {
+    return rope_qkv_(qkv, heads_q, heads_k, cos, sin);
+  }
   Tensor swiglu(const Tensor& gate, const Tensor& up) const { return swiglu_(gate, up); }
   Tensor geglu(const Tensor& gate, const Tensor& up) const { return geglu_(gate, up); }
+  // The recomputing backward of swiglu / geglu (see ops.h), from the same backend.
+  GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                                 bool overwrite_inputs) const {
+    return swiglu_recompute_(gate, up, dh, overwrite_inputs);
+  }
+  GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                                bool overwrite_inputs) const {
+    return geglu_recompute_(gate, up, dh, overwrite_inputs);
+  }
   Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
                        const CrossEntropyOptions& options) const {
     return cross_entropy_(logits, labels, options);
@@ -109,8 +123,11 @@ class KernelSet {
   AddRmsNormFn add_rms_norm_ = nullptr;
   LayerNormFn layer_norm_ = nullptr;
   RopeFn rope_ = nullptr;
+  RopeQkvFn rope_qkv_ = nullptr;
   GluFn swiglu_ = nullptr;
   GluFn geglu_ = nullptr;
+  GluRecomputeFn swiglu_recompute_ = nullptr;
+  GluRecomputeFn geglu_recompute_ = nullptr;
   CrossEntropyFn cross_entropy_ = nullptr;
   FusedLinearCrossEntropyFn fused_linear_cross_entropy_ = nullptr;
   AttentionFn attention_ = nullptr;

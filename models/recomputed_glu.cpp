@@ -12,43 +12,55 @@ using torch::autograd::Node;
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
+at::Tensor glu_forward(const kernels::KernelSet& k, GluKind kind, const at::Tensor& gate,
+                       const at::Tensor& up) {
+  return kind == GluKind::geglu ? k.geglu(gate, up) : k.swiglu(gate, up);
+}
+
+// Whether backward may write a gradient over `t`'s buffer: an intermediate
+// the graph owns (not a leaf, not a view of another tensor).
+bool graph_owned(const at::Tensor& t) { return t.requires_grad() && !t.is_leaf() && !t.is_view(); }
+
 class RecomputedGluDownBackward : public Node {
  public:
-  RecomputedGluDownBackward(GluOp glu, const at::Tensor& gate, const at::Tensor& up, const at::Tensor& weight,
-                            bool need_gate, bool need_up, bool need_weight)
-      : glu_(std::move(glu)),
+  RecomputedGluDownBackward(const kernels::KernelSet* kernels, GluKind kind, const at::Tensor& gate,
+                            const at::Tensor& up, const at::Tensor& weight)
+      : kernels_(kernels),
+        kind_(kind),
         gate_(gate, /*is_output=*/false),
         up_(up, /*is_output=*/false),
         weight_(weight, /*is_output=*/false),
-        need_{need_gate, need_up, need_weight} {}
+        need_{gate.requires_grad(), up.requires_grad(), weight.requires_grad()},
+        overwrite_(graph_owned(gate) && graph_owned(up)) {}
 
   std::string name() const override { return "RecomputedGluDownBackward"; }
 
   variable_list apply(variable_list&& grads) override {
     const at::Tensor& dy = grads[0];
-    const at::Tensor gate = gate_.unpack(), up = up_.unpack(), weight = weight_.unpack();
     variable_list out(3);
     if (!dy.defined()) return out;
-    // Recompute h with its own autograd graph (the GLU kernel's backward).
-    at::Tensor gate_in = gate.detach().requires_grad_(need_[0]);
-    at::Tensor up_in = up.detach().requires_grad_(need_[1]);
+    TORCH_CHECK(!consumed_, "glu_down_projection_recomputed: backward ran a second time through the "
+                "same graph, but the first one wrote the gradients over gate and up (to save "
+                "memory); run backward once per forward (no retain_graph)");
+    const at::Tensor gate = gate_.unpack(), up = up_.unpack(), weight = weight_.unpack();
+    const at::Tensor dy2 = dy.reshape({-1, dy.size(-1)});  // [tokens, hidden]
     at::Tensor h;
-    {
-      torch::AutoGradMode grad_mode(need_[0] || need_[1]);
-      h = glu_(gate_in, up_in);
-    }
-    const at::Tensor dy2 = dy.reshape({-1, dy.size(-1)});        // [tokens, hidden]
-    const at::Tensor h2 = h.detach().reshape({-1, h.size(-1)});  // [tokens, intermediate]
-    if (need_[2]) out[2] = at::mm(dy2.t(), h2).to(weight.scalar_type());  // dW = dy^T h (fp32 accumulation in the GEMM)
     if (need_[0] || need_[1]) {
-      const at::Tensor dh = at::mm(dy2, weight).view(h.sizes());  // dh = dy W
-      std::vector<at::Tensor> inputs;
-      if (need_[0]) inputs.push_back(gate_in);
-      if (need_[1]) inputs.push_back(up_in);
-      const variable_list d = torch::autograd::grad({h}, inputs, {dh});
-      size_t next = 0;
-      if (need_[0]) out[0] = d[next++];
-      if (need_[1]) out[1] = d[next++];
+      const at::Tensor dh = at::mm(dy2, weight).view(gate.sizes());  // dh = dy W
+      const kernels::GluRecomputed r =
+          kind_ == GluKind::geglu ? kernels_->geglu_recompute(gate, up, dh, overwrite_)
+                                  : kernels_->swiglu_recompute(gate, up, dh, overwrite_);
+      consumed_ = overwrite_;
+      h = r.h;
+      if (need_[0]) out[0] = r.d_gate;
+      if (need_[1]) out[1] = r.d_up;
+    } else if (need_[2]) {
+      torch::NoGradGuard no_grad;
+      h = glu_forward(*kernels_, kind_, gate, up);
+    }
+    if (need_[2]) {
+      // dW = dy^T h (fp32 accumulation in the GEMM)
+      out[2] = at::mm(dy2.t(), h.reshape({-1, h.size(-1)})).to(weight.scalar_type());
     }
     return out;
   }
@@ -60,14 +72,18 @@ class RecomputedGluDownBackward : public Node {
   }
 
  private:
-  GluOp glu_;
+  const kernels::KernelSet* kernels_;
+  GluKind kind_;
   SavedVariable gate_, up_, weight_;
   bool need_[3];
+  bool overwrite_;
+  bool consumed_ = false;
 };
 
 }  // namespace
 
-at::Tensor glu_down_projection_recomputed(const GluOp& glu, const at::Tensor& gate, const at::Tensor& up,
+at::Tensor glu_down_projection_recomputed(const kernels::KernelSet& kernels, GluKind kind,
+                                          const at::Tensor& gate, const at::Tensor& up,
                                           const at::Tensor& weight) {
   TORCH_CHECK(gate.sizes() == up.sizes(), "glu_down_projection_recomputed: gate ", gate.sizes(), " and up ",
               up.sizes(), " differ");
@@ -76,11 +92,10 @@ at::Tensor glu_down_projection_recomputed(const GluOp& glu, const at::Tensor& ga
   at::Tensor y;
   {
     torch::NoGradGuard no_grad;  // h lives only for this product
-    y = torch::linear(glu(gate, up), weight);
+    y = torch::linear(glu_forward(kernels, kind, gate, up), weight);
   }
   if (torch::autograd::compute_requires_grad(gate, up, weight)) {
-    auto node = std::make_shared<RecomputedGluDownBackward>(glu, gate, up, weight, gate.requires_grad(),
-                                                            up.requires_grad(), weight.requires_grad());
+    auto node = std::make_shared<RecomputedGluDownBackward>(&kernels, kind, gate, up, weight);
     node->set_next_edges(torch::autograd::collect_next_edges(gate, up, weight));
     torch::autograd::set_history(y, node);
   }

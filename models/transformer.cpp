@@ -1,5 +1,6 @@
 #include "models/transformer.h"
 
+#include "models/packed_projection.h"
 #include "models/recomputed_glu.h"
 
 #include <torch/torch.h>
@@ -142,10 +143,13 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
                                   const Tensor& document_ids) const {
   const int64_t batch = x.size(0), seq = x.size(1);
   const int64_t d = config_.resolved_head_dim();
-  Tensor q = torch::linear(x, cast(attn.q_proj->weight)).view({batch, seq, config_.num_heads, d});
-  Tensor k = torch::linear(x, cast(attn.k_proj->weight)).view({batch, seq, config_.num_kv_heads, d});
-  Tensor v = torch::linear(x, cast(attn.v_proj->weight)).view({batch, seq, config_.num_kv_heads, d});
-  std::tie(q, k) = kernels_.rope(q, k, cos, sin);
+  const int64_t heads_q = config_.num_heads, heads_k = config_.num_kv_heads;
+  // q, k and v from one GEMM over the stacked weights, rotated and split by one op.
+  const Tensor qkv = packed_projection(
+      x, {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)});
+  kernels::QkvHeads heads =
+      kernels_.rope_qkv(qkv.view({batch, seq, heads_q + 2 * heads_k, d}), heads_q, heads_k, cos, sin);
+  Tensor q = std::move(heads.q), k = std::move(heads.k), v = std::move(heads.v);
   if (cache != nullptr) {
     // Earlier tokens' keys/values first; the queries are the last `seq`
     // positions of k/v (the attention op aligns them to the end).
@@ -171,9 +175,9 @@ Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x) const {
   Tensor up = torch::linear(x, cast(mlp.up_proj->weight));
   const bool gelu = config_.mlp_activation == "gelu_tanh";
   if (recompute_glu_ && torch::GradMode::is_enabled()) {
-    const kernels::KernelSet* k = &kernels_;  // the model outlives its autograd graph
-    const GluOp glu = [k, gelu](const Tensor& g, const Tensor& u) { return gelu ? k->geglu(g, u) : k->swiglu(g, u); };
-    return glu_down_projection_recomputed(glu, gate, up, cast(mlp.down_proj->weight));
+    // kernels_ is the model's: it outlives the autograd graph.
+    return glu_down_projection_recomputed(kernels_, gelu ? GluKind::geglu : GluKind::swiglu, gate, up,
+                                          cast(mlp.down_proj->weight));
   }
   Tensor hidden = gelu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
   return torch::linear(hidden, cast(mlp.down_proj->weight));

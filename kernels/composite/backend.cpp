@@ -15,10 +15,14 @@ const BackendProvider& composite_backend() {
   static const BackendProvider provider = [] {
     BackendProvider p{Backend::composite, {}, &always_available};
     p.ops.rms_norm = &composite::rms_norm;
+    p.ops.add_rms_norm = &composite::add_rms_norm;
     p.ops.layer_norm = &composite::layer_norm;
     p.ops.rope = &composite::rope;
+    p.ops.rope_qkv = &composite::rope_qkv;
     p.ops.swiglu = &composite::swiglu;
     p.ops.geglu = &composite::geglu;
+    p.ops.swiglu_recompute = &composite::swiglu_recompute;
+    p.ops.geglu_recompute = &composite::geglu_recompute;
     p.ops.cross_entropy = &composite::cross_entropy;
     p.ops.fused_linear_cross_entropy = &composite::fused_linear_cross_entropy;
     p.ops.attention = &reference::attention;  // SDPA: no composite version

@@ -15,6 +15,11 @@ namespace liger::kernels::composite {
 // backward for x and weight, the weight gradient summed in fp32.
 Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& options);
 
+// No fused pass of its own: s = x + residual (ATen), then rms_norm above on s
+// (the reference composition with this backend's norm). Returns {rms_norm(s), s}.
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
+                                       const Tensor& weight, const RmsNormOptions& options);
+
 // Saves x, mean and rstd (fp32, [..., 1]); closed-form backward.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
 
@@ -22,10 +27,18 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 // no gradient (they come from buffers).
 std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& cos,
                                const Tensor& sin);
+// No pass of its own: the split of qkv, then rope above on q and k.
+QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                  const Tensor& sin);
 
 // Save only gate and up; the activation is recomputed in backward.
 Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor geglu(const Tensor& gate, const Tensor& up);
+// No pass of its own: swiglu/geglu above again, and their closed-form backward.
+GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                               bool overwrite_inputs);
+GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                              bool overwrite_inputs);
 
 // The gradient w.r.t. logits is computed during forward (fp32 math, stored in
 // the logits' dtype); backward only scales it by grad_output. Nothing else of

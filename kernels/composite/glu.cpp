@@ -2,6 +2,7 @@
 // activation in backward (fp32 math there).
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
+#include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -75,6 +76,14 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
 Tensor geglu(const Tensor& gate, const Tensor& up) {
   checks::glu_args("geglu", gate, up);
   return GluFunction::apply(gate, up, static_cast<int64_t>(Activation::gelu_tanh));
+}
+
+GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh, bool) {
+  return reference::recompute_by_autograd(&swiglu, gate, up, dh);
+}
+
+GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh, bool) {
+  return reference::recompute_by_autograd(&geglu, gate, up, dh);
 }
 
 }  // namespace liger::kernels::composite

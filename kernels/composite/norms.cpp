@@ -1,7 +1,9 @@
 // Composite RMSNorm and LayerNorm: forward in fp32 statistics, closed-form
-// backward, only x (alive anyway) and [..., 1] fp32 statistics saved.
+// backward, only x (alive anyway) and [..., 1] fp32 statistics saved. The
+// residual add + RMSNorm is the plain add followed by this RMSNorm.
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
+#include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -132,6 +134,11 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& opt
   TORCH_CHECK(weight.defined(), "rms_norm: weight is required");
   return RmsNormFunction::apply(x, weight, options.eps, options.offset,
                                 static_cast<int64_t>(options.casting));
+}
+
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
+                                       const Tensor& weight, const RmsNormOptions& options) {
+  return reference::add_then_rms_norm(&rms_norm, x, residual, weight, options);
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {

@@ -2,6 +2,7 @@
 // the transpose of the rotation (the inverse rotation for HF's cos/sin).
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
+#include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -61,6 +62,11 @@ std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& c
   // cos/sin are detached: they come from buffers and get no gradient here.
   const auto out = RopeFunction::apply(q, k, cos.detach(), sin.detach());
   return {out[0], out[1]};
+}
+
+QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                  const Tensor& sin) {
+  return reference::rope_of_split_qkv(&rope, qkv, heads_q, heads_k, cos, sin);
 }
 
 }  // namespace liger::kernels::composite

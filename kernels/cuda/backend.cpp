@@ -27,8 +27,11 @@ const BackendProvider* cuda_backend() {
     p.ops.add_rms_norm = &cuda::fused_add_rms_norm;
     p.ops.layer_norm = &cuda::layer_norm;
     p.ops.rope = &cuda::rope;
+    p.ops.rope_qkv = &cuda::rope_qkv;
     p.ops.swiglu = &cuda::swiglu;
     p.ops.geglu = &cuda::geglu;
+    p.ops.swiglu_recompute = &cuda::swiglu_recompute;
+    p.ops.geglu_recompute = &cuda::geglu_recompute;
     p.ops.cross_entropy = &cuda::cross_entropy;
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
     return p;

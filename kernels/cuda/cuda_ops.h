@@ -23,8 +23,9 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& opt
 // Residual add + RMSNorm in one pass: s = x + residual (rounded to x's
 // dtype, as HF's `hidden_states + residual`), y = rms_norm(s). Returns
 // (y, s): s is the new residual stream. Gradients: d_x = d_residual =
-// rms_norm backward of dy + ds. Not in the registry (no toggle in ops.h):
-// callers that want it use this function on a CUDA device.
+// rms_norm backward of dy + ds. The cuda backend's add_rms_norm (switched by
+// the rms_norm toggle); rows the kernel does not take get the add, then the
+// composite rms_norm.
 std::pair<Tensor, Tensor> fused_add_rms_norm(const Tensor& x, const Tensor& residual,
                                              const Tensor& weight, const RmsNormOptions& options);
 
@@ -34,6 +35,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 // q and k rotated by one launch; saves only cos and sin (fp32).
 std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& cos,
                                const Tensor& sin);
+
+// The packed projection: one launch reads qkv once and writes dense rotated
+// q, k and a dense copy of v; backward writes the packed gradient in one
+// launch (no split-and-concatenate). Saves only cos and sin.
+QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                  const Tensor& sin);
 
 // Save only gate and up; backward recomputes the activation. Memory: when
 // gate (up) is an intermediate the graph owns (not a leaf, not a view, e.g.
@@ -45,5 +52,13 @@ std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& c
 // and views are never overwritten.
 Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor geglu(const Tensor& gate, const Tensor& up);
+
+// The recomputing backward in one launch: reads gate, up and dh once, writes
+// h (bitwise what forward computes), d_gate and d_up (into gate's and up's
+// buffers with overwrite_inputs).
+GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                               bool overwrite_inputs);
+GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                              bool overwrite_inputs);
 
 }  // namespace liger::kernels::cuda

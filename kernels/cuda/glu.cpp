@@ -104,7 +104,55 @@ Tensor glu(launch::GluActivation act, const Tensor& gate, const Tensor& up) {
   return GluFunction::apply(gate, up, static_cast<int64_t>(act));
 }
 
+// The recomputing backward: h, d_gate, d_up from one launch (no autograd).
+GluRecomputed glu_recompute(launch::GluActivation act, const Tensor& gate_in, const Tensor& up_in,
+                            const Tensor& dh_in, bool overwrite_inputs) {
+  const char* op = glu_name(act);
+  checks::glu_args(op, gate_in, up_in);
+  TORCH_CHECK(dh_in.sizes() == gate_in.sizes(), op, " backward: dh has shape ", dh_in.sizes(),
+              " but gate has shape ", gate_in.sizes());
+  TORCH_CHECK(gate_in.is_cuda(), op, " (cuda): gate must be on a CUDA device, got ", gate_in.device());
+  check_device(op, "up", up_in, gate_in);
+  check_device(op, "dh", dh_in, gate_in);
+  const Tensor gate = dense(gate_in), up = dense(up_in), dh = dense(dh_in.to(gate.scalar_type()));
+  const c10::cuda::CUDAGuard guard(gate.device());
+  // Over the inputs' own buffers only where they are the caller's (not copies
+  // made above, which would be thrown away) and do not overlap each other.
+  const bool apart = at::get_overlap_status(gate, up) == at::MemOverlapStatus::No;
+  const bool gate_in_place = overwrite_inputs && apart && gate.is_same(gate_in);
+  const bool up_in_place = overwrite_inputs && apart && up.is_same(up_in);
+  GluRecomputed out;
+  out.h = at::empty(gate.sizes(), gate.options());
+  out.d_gate = gate_in_place ? gate : at::empty(gate.sizes(), gate.options());
+  out.d_up = up_in_place ? up : at::empty(up.sizes(), up.options());
+  launch::GluBackward a;
+  a.dy = dh.data_ptr();
+  a.gate = gate.data_ptr();
+  a.up = up.data_ptr();
+  a.d_gate = out.d_gate.data_ptr();
+  a.d_up = out.d_up.data_ptr();
+  a.y = out.h.data_ptr();
+  a.n = gate.numel();
+  a.dtype = dtype_of(op, gate);
+  a.activation = act;
+  check_launch(op, launch::glu_backward(a, current_stream()));
+  // gate/up now hold gradients: any saved use of their old values fails its version check.
+  if (gate_in_place) gate.unsafeGetTensorImpl()->bump_version();
+  if (up_in_place) up.unsafeGetTensorImpl()->bump_version();
+  return out;
+}
+
 }  // namespace
+
+GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                               bool overwrite_inputs) {
+  return glu_recompute(launch::GluActivation::silu, gate, up, dh, overwrite_inputs);
+}
+
+GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                              bool overwrite_inputs) {
+  return glu_recompute(launch::GluActivation::gelu_tanh, gate, up, dh, overwrite_inputs);
+}
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
   return glu(launch::GluActivation::silu, gate, up);

@@ -83,26 +83,31 @@ __global__ void __launch_bounds__(kThreads) glu_forward_kernel(const T* __restri
 }
 
 // Backward (fp32, one cast each):  d_up = dy act(gate),  d_gate = dy up act'(gate).
+// With kRecompute also y = T( T(act(gate)) * up ), the forward's product, by
+// the forward's own expression (so it is bitwise the same).
 // d_gate/d_up may alias gate/up (no __restrict__): every element is loaded
 // before any is stored. A nullptr output is skipped.
-template <GluActivation A, typename T, int V>
+template <GluActivation A, typename T, int V, bool kRecompute>
 __device__ __forceinline__ void glu_backward_math(const Pack<T, V>& dy, const Pack<T, V>& g,
                                                   const Pack<T, V>& u, float (&dg)[V],
-                                                  float (&du)[V]) {
+                                                  float (&du)[V], float (&y)[V]) {
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     float act, dact;
-    activation_and_grad<A>(to_float(g.v[i]), act, dact);
+    const float gi = to_float(g.v[i]), ui = to_float(u.v[i]);
+    activation_and_grad<A>(gi, act, dact);
     const float d = to_float(dy.v[i]);
     du[i] = d * act;
-    dg[i] = d * to_float(u.v[i]) * dact;
+    dg[i] = d * ui * dact;
+    if (kRecompute) y[i] = round_to<T>(activation<A>(gi)) * ui;
   }
 }
 
-template <GluActivation A, typename T, int V>
+template <GluActivation A, typename T, int V, bool kRecompute>
 __global__ void __launch_bounds__(kThreads) glu_backward_kernel(const T* __restrict__ dy,
                                                                 const T* gate, const T* up,
-                                                                T* d_gate, T* d_up, int64_t n) {
+                                                                T* d_gate, T* d_up,
+                                                                T* __restrict__ y, int64_t n) {
   const int64_t nvec = n / V;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
   Pack<T, V> d[kUnroll], g[kUnroll], u[kUnroll];
@@ -119,19 +124,21 @@ __global__ void __launch_bounds__(kThreads) glu_backward_kernel(const T* __restr
   for (int k = 0; k < kUnroll; ++k) {
     const int64_t v = first + k * kThreads;
     if (v >= nvec) continue;
-    float dg[V], du[V];
-    glu_backward_math<A, T, V>(d[k], g[k], u[k], dg, du);
+    float dg[V], du[V], out[V];
+    glu_backward_math<A, T, V, kRecompute>(d[k], g[k], u[k], dg, du, out);
     if (d_gate != nullptr) store<T, V>(d_gate + v * V, dg);
     if (d_up != nullptr) store<T, V>(d_up + v * V, du);
+    if (kRecompute) store<T, V>(y + v * V, out);
   }
   if (blockIdx.x == 0 && threadIdx.x < n - nvec * V) {
     const int64_t at = nvec * V + threadIdx.x;
     const Pack<T, 1> d1 = load_pack<T, 1>(dy + at), g1 = load_pack<T, 1>(gate + at),
                      u1 = load_pack<T, 1>(up + at);
-    float dg[1], du[1];
-    glu_backward_math<A, T, 1>(d1, g1, u1, dg, du);
+    float dg[1], du[1], out[1];
+    glu_backward_math<A, T, 1, kRecompute>(d1, g1, u1, dg, du, out);
     if (d_gate != nullptr) store<T, 1>(d_gate + at, dg);
     if (d_up != nullptr) store<T, 1>(d_up + at, du);
+    if (kRecompute) store<T, 1>(y + at, out);
   }
 }
 
@@ -170,19 +177,24 @@ cudaError_t glu_forward(const GluForward& a, cudaStream_t stream) {
 }
 
 cudaError_t glu_backward(const GluBackward& a, cudaStream_t stream) {
-  if (a.n == 0 || (a.d_gate == nullptr && a.d_up == nullptr)) return cudaSuccess;
+  if (a.n == 0 || (a.d_gate == nullptr && a.d_up == nullptr && a.y == nullptr)) return cudaSuccess;
   return dispatch(a.dtype, a.activation, [&](auto tag, auto act) -> cudaError_t {
     using T = typename decltype(tag)::type;
     constexpr GluActivation A = decltype(act)::value;
     const bool aligned = aligned16(a.dy) && aligned16(a.gate) && aligned16(a.up) &&
                          (a.d_gate == nullptr || aligned16(a.d_gate)) &&
-                         (a.d_up == nullptr || aligned16(a.d_up));
+                         (a.d_up == nullptr || aligned16(a.d_up)) &&
+                         (a.y == nullptr || aligned16(a.y));
     const int vec = aligned ? kVec<T> : 1;
-    auto kernel = aligned ? glu_backward_kernel<A, T, kVec<T>> : glu_backward_kernel<A, T, 1>;
+    const bool recompute = a.y != nullptr;
+    auto kernel = recompute ? (aligned ? glu_backward_kernel<A, T, kVec<T>, true>
+                                       : glu_backward_kernel<A, T, 1, true>)
+                            : (aligned ? glu_backward_kernel<A, T, kVec<T>, false>
+                                       : glu_backward_kernel<A, T, 1, false>);
     // grid: kThreads * kUnroll vectors of `vec` elements per block; block: kThreads
     kernel<<<glu_blocks(a.n, vec), kThreads, 0, stream>>>(
         static_cast<const T*>(a.dy), static_cast<const T*>(a.gate), static_cast<const T*>(a.up),
-        static_cast<T*>(a.d_gate), static_cast<T*>(a.d_up), a.n);
+        static_cast<T*>(a.d_gate), static_cast<T*>(a.d_up), static_cast<T*>(a.y), a.n);
     return cudaGetLastError();
   });
 }

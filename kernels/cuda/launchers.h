@@ -122,6 +122,30 @@ bool rope_head_dim_supported(int64_t head_dim);
 cudaError_t rope_forward(const Rope& a, cudaStream_t stream);
 cudaError_t rope_backward(const Rope& a, cudaStream_t stream);
 
+// The packed form: one projection GEMM's output qkv [batch, seq, heads_q +
+// 2 heads_k, head_dim] holds q's heads, then k's, then v's. Each group is read
+// from in + token * in_token_stride and written to out + token *
+// out_token_stride (strides in elements; token = b * seq + t). q and k are
+// rotated (forward) or rotated back (backward), v is copied. Forward: in =
+// the packed qkv (stride (heads_q + 2 heads_k) * head_dim), out = dense q, k,
+// v; backward: in = dense dq, dk, dv, out = the packed gradient. A group with
+// in == nullptr is skipped (its output is left as it is).
+struct RopeHeads {
+  const void* in = nullptr;
+  void* out = nullptr;
+  int64_t heads = 0, in_token_stride = 0, out_token_stride = 0;
+};
+struct RopeQkv {
+  RopeHeads q, k, v;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int64_t batch = 0, seq = 0, head_dim = 0;
+  int64_t cos_batch_stride = 0;
+  DType dtype = DType::f32;
+};
+cudaError_t rope_qkv_forward(const RopeQkv& a, cudaStream_t stream);
+cudaError_t rope_qkv_backward(const RopeQkv& a, cudaStream_t stream);
+
 // ---------------------------------------------------------------------------
 // Gated activations (glu.cu): swiglu = silu(gate) * up, geglu = gelu_tanh(gate) * up
 // ---------------------------------------------------------------------------
@@ -140,12 +164,16 @@ cudaError_t glu_forward(const GluForward& a, cudaStream_t stream);
 
 // d_gate/d_up may be the gate/up buffers themselves (each element is read
 // before it is written, by the same thread), or nullptr when not wanted.
+// y: nullptr, or [n] T (not aliasing the others) that receives the forward's
+// product act(gate) * up, bitwise as glu_forward writes it (the backward of
+// an MLP whose product was not kept recomputes it here, in the same pass).
 struct GluBackward {
   const void* dy = nullptr;  // [n] T
   const void* gate = nullptr;
   const void* up = nullptr;
   void* d_gate = nullptr;
   void* d_up = nullptr;
+  void* y = nullptr;
   int64_t n = 0;
   DType dtype = DType::f32;
   GluActivation activation = GluActivation::silu;

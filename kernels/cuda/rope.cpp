@@ -7,6 +7,8 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <utility>
+
 namespace liger::kernels::cuda {
 namespace {
 
@@ -69,7 +71,102 @@ struct RopeFunction : public torch::autograd::Function<RopeFunction> {
   }
 };
 
+// The packed form: forward reads qkv [B, T, Hq + 2 Hk, D] with its packed
+// token stride and writes dense q, k (rotated) and v (copied); backward reads
+// dq, dk, dv and writes the packed d_qkv, each in one launch.
+struct RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
+  static launch::RopeQkv args(const Tensor& qkv_like, int64_t heads_q, int64_t heads_k,
+                              const Tensor& cos, const Tensor& sin) {
+    launch::RopeQkv a;
+    a.cos = cos.data_ptr<float>();
+    a.sin = sin.data_ptr<float>();
+    a.batch = qkv_like.size(0);
+    a.seq = qkv_like.size(1);
+    a.head_dim = qkv_like.size(3);
+    a.cos_batch_stride = cos.size(0) == 1 ? 0 : cos.size(1) * cos.size(2);
+    a.dtype = dtype_of("rope_qkv", qkv_like);
+    const int64_t d = a.head_dim, packed = (heads_q + 2 * heads_k) * d;
+    a.q = {nullptr, nullptr, heads_q, packed, heads_q * d};
+    a.k = {nullptr, nullptr, heads_k, packed, heads_k * d};
+    a.v = {nullptr, nullptr, heads_k, packed, heads_k * d};
+    return a;
+  }
+
+  static variable_list forward(AutogradContext* ctx, const Tensor& qkv_in, int64_t heads_q,
+                               int64_t heads_k, const Tensor& cos, const Tensor& sin) {
+    const Tensor qkv = dense(qkv_in);
+    const c10::cuda::CUDAGuard guard(qkv.device());
+    const int64_t b = qkv.size(0), t = qkv.size(1), d = qkv.size(3);
+    Tensor q = at::empty({b, t, heads_q, d}, qkv.options());
+    Tensor k = at::empty({b, t, heads_k, d}, qkv.options());
+    Tensor v = at::empty({b, t, heads_k, d}, qkv.options());
+    launch::RopeQkv a = args(qkv, heads_q, heads_k, cos, sin);
+    const char* base = static_cast<const char*>(qkv.data_ptr());
+    const size_t head_bytes = static_cast<size_t>(d) * qkv.element_size();
+    a.q.in = base;
+    a.k.in = base + heads_q * head_bytes;
+    a.v.in = base + (heads_q + heads_k) * head_bytes;
+    a.q.out = q.data_ptr();
+    a.k.out = k.data_ptr();
+    a.v.out = v.data_ptr();
+    check_launch("rope_qkv", launch::rope_qkv_forward(a, current_stream()));
+    ctx->save_for_backward({cos, sin});
+    ctx->saved_data["heads_q"] = heads_q;
+    ctx->saved_data["heads_k"] = heads_k;
+    return {q, k, v};
+  }
+
+  // Autograd materialises an unused output's gradient as zeros, so every
+  // group of d_qkv is written.
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const int64_t heads_q = ctx->saved_data["heads_q"].toInt();
+    const int64_t heads_k = ctx->saved_data["heads_k"].toInt();
+    const Tensor dq = dense(grad_outputs[0]), dk = dense(grad_outputs[1]),
+                 dv = dense(grad_outputs[2]);
+    const c10::cuda::CUDAGuard guard(dq.device());
+    const int64_t b = dq.size(0), t = dq.size(1), d = dq.size(3);
+    Tensor d_qkv = at::empty({b, t, heads_q + 2 * heads_k, d}, dq.options());
+    launch::RopeQkv a = args(d_qkv, heads_q, heads_k, saved[0], saved[1]);
+    // Backward reads the dense gradients and writes the packed one: the
+    // strides of forward, swapped.
+    for (launch::RopeHeads* h : {&a.q, &a.k, &a.v}) std::swap(h->in_token_stride, h->out_token_stride);
+    char* base = static_cast<char*>(d_qkv.data_ptr());
+    const size_t head_bytes = static_cast<size_t>(d) * d_qkv.element_size();
+    a.q.in = dq.data_ptr();
+    a.k.in = dk.data_ptr();
+    a.v.in = dv.data_ptr();
+    a.q.out = base;
+    a.k.out = base + heads_q * head_bytes;
+    a.v.out = base + (heads_q + heads_k) * head_bytes;
+    check_launch("rope_qkv", launch::rope_qkv_backward(a, current_stream()));
+    return {d_qkv, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
 }  // namespace
+
+QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                  const Tensor& sin) {
+  checks::rope_qkv_args(qkv, heads_q, heads_k);
+  const int64_t d = qkv.size(3);
+  TORCH_CHECK(qkv.is_cuda(), "rope_qkv (cuda): qkv must be on a CUDA device, got ", qkv.device());
+  check_device("rope_qkv", "cos", cos, qkv);
+  check_device("rope_qkv", "sin", sin, qkv);
+  dtype_of("rope_qkv", qkv);
+  if (!launch::rope_head_dim_supported(d)) {
+    TORCH_WARN_ONCE("rope_qkv (cuda): head_dim ", d,
+                    " is not taken by the kernel (even, <= 2048); using the composite backend");
+    return composite::rope_qkv(qkv, heads_q, heads_k, cos, sin);
+  }
+  // Shapes of q's part checked as the plain op does (cos/sin against [B, T, D]).
+  checks::rope_args(qkv.narrow(2, 0, heads_q), qkv.narrow(2, heads_q, heads_k), cos, sin);
+  // cos/sin: fp32, dense, and no gradient (buffers).
+  const Tensor c = dense(cos.detach().to(at::kFloat));
+  const Tensor s = dense(sin.detach().to(at::kFloat));
+  const auto out = RopeQkvFunction::apply(qkv, heads_q, heads_k, c, s);
+  return {out[0], out[1], out[2]};
+}
 
 std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& cos,
                                const Tensor& sin) {

@@ -1,5 +1,6 @@
-// Reference RMSNorm and LayerNorm: what HF's LlamaRMSNorm / GemmaRMSNorm /
-// nn.LayerNorm compute, with ATen autograd.
+// Reference RMSNorm, residual add + RMSNorm and LayerNorm: what HF's
+// LlamaRMSNorm / GemmaRMSNorm / `residual + hidden_states` / nn.LayerNorm
+// compute, with ATen autograd.
 #include "kernels/checks.h"
 #include "kernels/reference/reference.h"
 
@@ -42,6 +43,28 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& opt
     }
   }
   TORCH_CHECK(false, "rms_norm: unknown casting mode");
+}
+
+std::pair<Tensor, Tensor> add_then_rms_norm(RmsNormFn norm, const Tensor& x,
+                                            const Tensor& residual, const Tensor& weight,
+                                            const RmsNormOptions& options) {
+  const char* op = "add_rms_norm";
+  TORCH_CHECK(x.defined() && residual.defined(), op, ": x and residual are required");
+  TORCH_CHECK(residual.sizes() == x.sizes(), op, ": residual has shape ", residual.sizes(),
+              " but x has shape ", x.sizes());
+  TORCH_CHECK(residual.scalar_type() == x.scalar_type(), op, ": residual is ",
+              residual.scalar_type(), " but x is ", x.scalar_type());
+  TORCH_CHECK(residual.device() == x.device(), op, ": residual is on ", residual.device(),
+              " but x is on ", x.device());
+  // No cast: x and residual share a dtype, so this is the same ATen add as
+  // `x + residual` outside the op, bit for bit, in that dtype.
+  const Tensor sum = x + residual;
+  return {norm(sum, weight, options), sum};
+}
+
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
+                                       const Tensor& weight, const RmsNormOptions& options) {
+  return add_then_rms_norm(&rms_norm, x, residual, weight, options);
 }
 
 // y = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).

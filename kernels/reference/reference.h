@@ -11,13 +11,37 @@
 namespace liger::kernels::reference {
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& options);
+// s = x + residual in x's dtype (HF's `residual + hidden_states`), then
+// rms_norm(s) above. Returns {rms_norm(s), s}.
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
+                                       const Tensor& weight, const RmsNormOptions& options);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
 
 std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& cos,
                                const Tensor& sin);
+// Splits qkv into its q, k, v heads (views) and rotates q and k with rope
+// above; v is the view itself.
+QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                  const Tensor& sin);
+// The unfused packed RoPE, shared with the composite backend: checks qkv,
+// splits it (split_with_sizes, whose backward writes one packed gradient)
+// and applies the backend's own rope to q and k.
+QkvHeads rope_of_split_qkv(RopeFn rope, const Tensor& qkv, int64_t heads_q, int64_t heads_k,
+                           const Tensor& cos, const Tensor& sin);
 
 Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor geglu(const Tensor& gate, const Tensor& up);
+// h = swiglu/geglu above without a graph, the gradients by autograd through them.
+GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                               bool overwrite_inputs);
+GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
+                              bool overwrite_inputs);
+// The unfused recomputing backward, shared with the composite backend: the
+// backend's own GLU op runs again with autograd on detached gate and up, and
+// autograd takes its backward of dh (overwrite_inputs is a permission, not
+// used here).
+GluRecomputed recompute_by_autograd(GluFn glu, const Tensor& gate, const Tensor& up,
+                                    const Tensor& dh);
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
                      const CrossEntropyOptions& options);
@@ -35,6 +59,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
 // tests can check it against SDPA.
 Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionOptions& options);
+
+// The unfused residual add + RMSNorm, shared with the composite backend:
+// checks that x and residual match, s = x + residual, then norm(s) with the
+// backend's own RMSNorm. Returns {norm(s), s}.
+std::pair<Tensor, Tensor> add_then_rms_norm(RmsNormFn norm, const Tensor& x,
+                                            const Tensor& residual, const Tensor& weight,
+                                            const RmsNormOptions& options);
 
 // Reduces per-token losses [N] (already 0 where ignored) as ops.h says:
 // mean divides by the number of non-ignored tokens, and gives 0 (not NaN)

@@ -31,4 +31,17 @@ std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& c
   return {rotate(q, cos, sin), rotate(k, cos, sin)};
 }
 
+QkvHeads rope_of_split_qkv(RopeFn rope, const Tensor& qkv, int64_t heads_q, int64_t heads_k,
+                           const Tensor& cos, const Tensor& sin) {
+  checks::rope_qkv_args(qkv, heads_q, heads_k);
+  const std::vector<Tensor> parts = qkv.split_with_sizes({heads_q, heads_k, heads_k}, 2);
+  auto [q, k] = rope(parts[0], parts[1], cos, sin);
+  return {q, k, parts[2]};
+}
+
+QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                  const Tensor& sin) {
+  return rope_of_split_qkv(&rope, qkv, heads_q, heads_k, cos, sin);
+}
+
 }  // namespace liger::kernels::reference

@@ -117,6 +117,23 @@ TEST_CASE("composite layer_norm matches reference", "[composite][layer_norm]") {
   }
 }
 
+TEST_CASE("composite rope_qkv (packed q|k|v) matches reference", "[composite][rope]") {
+  const int64_t b = 2, t = 7, hq = 6, hk = 2, d = 92;
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    torch::manual_seed(4);
+    const Tensor qkv = torch::randn({b, t, hq + 2 * hk, d}).to(dtype);
+    const auto [cos, sin] = rope_tables(t, d);
+    auto wrap = [cos = cos, sin = sin](auto fn) -> OpFn {
+      return [fn, cos, sin](const std::vector<Tensor>& in) {
+        const auto out = fn(in[0], 6, 2, cos, sin);
+        return std::vector<Tensor>{out.q, out.k, out.v};
+      };
+    };
+    compare_backends(std::string("rope_qkv ") + dtype_name(dtype), wrap(ref::rope_qkv),
+                     wrap(comp::rope_qkv), {qkv}, {true}, {"qkv"}, kFp32, kBf16, kBf16);
+  }
+}
+
 TEST_CASE("composite rope matches reference", "[composite][rope]") {
   // head_dim 92, GQA (6 query heads, 2 key/value heads), odd T.
   const int64_t b = 2, t = 7, hq = 6, hk = 2, d = 92;

@@ -83,7 +83,8 @@ TEST_CASE("cuda registry: toggles on resolve to the cuda kernels", "[cuda][regis
 #else
   for (auto dtype : kDtypes) {
     const KernelSet set = liger::kernels::resolve_kernels(KernelToggles{}, kCuda, dtype);
-    for (Op op : {Op::rms_norm, Op::layer_norm, Op::rope, Op::swiglu, Op::geglu}) {
+    for (Op op : {Op::rms_norm, Op::add_rms_norm, Op::layer_norm, Op::rope, Op::rope_qkv,
+                  Op::swiglu, Op::geglu}) {
       const auto& s = set.selections()[static_cast<int>(op)];
       INFO(s.describe());
       CHECK(s.backend == Backend::cuda);
@@ -103,10 +104,13 @@ TEST_CASE("cuda registry: toggles on resolve to the cuda kernels", "[cuda][regis
   }
   SECTION("an unsupported dtype falls back, naming it") {
     const KernelSet set = liger::kernels::resolve_kernels(KernelToggles{}, kCuda, torch::kDouble);
-    const auto& s = set.selections()[static_cast<int>(Op::rms_norm)];
-    INFO(s.describe());
-    CHECK(s.backend == Backend::composite);
-    CHECK(s.reason.find("no cuda kernel for dtype") != std::string::npos);
+    for (Op op : {Op::rms_norm, Op::add_rms_norm}) {
+      const auto& s = set.selections()[static_cast<int>(op)];
+      INFO(s.describe());
+      CHECK(s.backend == Backend::composite);
+      CHECK(s.fallback);
+      CHECK(s.reason.find("no cuda kernel for dtype") != std::string::npos);
+    }
   }
   SECTION("a resolved set runs the kernels on a device") {
     if (!have_cuda()) return;
@@ -114,6 +118,9 @@ TEST_CASE("cuda registry: toggles on resolve to the cuda kernels", "[cuda][regis
     const Tensor x = torch::randn({4, 64}, torch::device(kCuda).dtype(torch::kBFloat16));
     const Tensor w = torch::ones({64}, torch::device(kCuda).dtype(torch::kBFloat16));
     CHECK(set.rms_norm(x, w, {}).sizes() == x.sizes());
+    const auto [y, sum] = set.add_rms_norm(x, x, w, {});
+    CHECK(y.sizes() == x.sizes());
+    CHECK(torch::equal(sum, x + x));
     CHECK(set.swiglu(x, x).sizes() == x.sizes());
   }
 #endif
@@ -217,14 +224,9 @@ TEST_CASE("cuda rms_norm matches reference", "[cuda][rms_norm]") {
   }
 }
 
-TEST_CASE("cuda fused_add_rms_norm matches add + reference rms_norm",
+TEST_CASE("cuda fused_add_rms_norm matches reference add_rms_norm (add + rms_norm)",
           "[cuda][fused_add_rms_norm]") {
   if (!have_cuda()) return;
-  auto reference = [](const Tensor& x, const Tensor& r, const Tensor& w,
-                      const RmsNormOptions& o) {
-    const Tensor s = x + r;
-    return std::make_pair(ref::rms_norm(s, w, o), s);
-  };
   const std::vector<std::vector<int64_t>> shapes = {{2, 128, 4096}, {1, 64, 3584}, {5, 123, 123}};
   for (const auto& shape : shapes) {
     for (auto dtype : kDtypes) {
@@ -247,9 +249,9 @@ TEST_CASE("cuda fused_add_rms_norm matches add + reference rms_norm",
           const std::string what = std::string("fused_add_rms_norm ") +
                                    (gemma ? "gemma " : "llama ") + shape_name(shape) + " " +
                                    dtype_name(dtype) + (both_outputs ? "" : " (y only)");
-          compare_backends(what, wrap(reference), wrap(cuda::fused_add_rms_norm), {x, r, w},
-                           {true, true, true}, {"x", "residual", "weight"}, kFp32, kHalf,
-                           kHalfSum);
+          compare_backends(what, wrap(ref::add_rms_norm), wrap(cuda::fused_add_rms_norm),
+                           {x, r, w}, {true, true, true}, {"x", "residual", "weight"}, kFp32,
+                           kHalf, kHalfSum);
         }
       }
     }
@@ -364,6 +366,84 @@ TEST_CASE("cuda rope matches reference", "[cuda][rope]") {
   }
 }
 
+TEST_CASE("cuda rope_qkv (packed q|k|v) matches reference", "[cuda][rope]") {
+  if (!have_cuda()) return;
+  struct Shape {
+    int64_t b, t, hq, hk, d;
+    const char* name;
+  };
+  const Shape shapes[] = {{2, 64, 32, 8, 64, "llama-3.2-1B heads"},
+                          {1, 33, 8, 8, 128, "MHA head_dim 128"},
+                          {2, 13, 6, 2, 92, "head_dim 92 GQA"},
+                          {1, 9, 4, 1, 6, "head_dim 6 (scalar accesses)"}};
+  for (const Shape& s : shapes) {
+    for (auto dtype : kDtypes) {
+      for (bool per_batch : {false, true}) {
+        torch::manual_seed(18);
+        const Tensor qkv =
+            torch::randn({s.b, s.t, s.hq + 2 * s.hk, s.d}, torch::device(kCuda)).to(dtype);
+        auto [cos, sin] = rope_tables(s.t, s.d);
+        if (per_batch) {
+          std::vector<Tensor> cs, ss;
+          for (int64_t i = 0; i < s.b; ++i) {
+            auto [c, si] = rope_tables(s.t, s.d, 3 * i);
+            cs.push_back(c);
+            ss.push_back(si);
+          }
+          cos = torch::cat(cs, 0);
+          sin = torch::cat(ss, 0);
+        }
+        cos = cos.to(kCuda);
+        sin = sin.to(kCuda);
+        auto wrap = [cos, sin, s](auto fn) -> OpFn {
+          return [fn, cos, sin, s](const std::vector<Tensor>& in) {
+            const auto out = fn(in[0], s.hq, s.hk, cos, sin);
+            return std::vector<Tensor>{out.q, out.k, out.v};
+          };
+        };
+        const std::string what = std::string("rope_qkv ") + s.name +
+                                 (per_batch ? " [B,T,D] " : " [1,T,D] ") + dtype_name(dtype);
+        // Outputs, and the packed gradient (q's, k's and v's parts of it).
+        compare_backends(what, wrap(ref::rope_qkv), wrap(cuda::rope_qkv), {qkv}, {true}, {"qkv"},
+                         kFp32, kHalf, kHalf);
+      }
+    }
+  }
+  SECTION("v is copied exactly, q and k equal the plain rope op") {
+    torch::manual_seed(19);
+    const Tensor qkv = torch::randn({2, 7, 12, 64}, torch::device(kCuda)).to(torch::kBFloat16);
+    auto [cos, sin] = rope_tables(7, 64);
+    cos = cos.to(kCuda);
+    sin = sin.to(kCuda);
+    const auto out = cuda::rope_qkv(qkv, 8, 2, cos, sin);
+    CHECK(out.q.is_contiguous());
+    CHECK(out.v.is_contiguous());
+    CHECK(torch::equal(out.v, qkv.narrow(2, 10, 2)));
+    const auto plain = cuda::rope(qkv.narrow(2, 0, 8), qkv.narrow(2, 8, 2), cos, sin);
+    CHECK(torch::equal(out.q, plain.first));
+    CHECK(torch::equal(out.k, plain.second));
+  }
+  SECTION("only v reaches the loss: q's and k's parts of the gradient are zeros") {
+    torch::manual_seed(20);
+    const Tensor qkv = torch::randn({1, 5, 6, 128}, torch::device(kCuda).requires_grad(true));
+    auto [cos, sin] = rope_tables(5, 128);
+    const auto out = cuda::rope_qkv(qkv, 4, 1, cos.to(kCuda), sin.to(kCuda));
+    (out.v * 3).sum().backward();
+    const Tensor g = qkv.grad().cpu();
+    CHECK(g.narrow(2, 0, 5).abs().max().item<float>() == 0.0f);
+    CHECK(torch::equal(g.narrow(2, 5, 1), torch::full({1, 5, 1, 128}, 3.0f)));
+  }
+  SECTION("a qkv whose head count does not add up is refused") {
+    const Tensor qkv = torch::randn({1, 5, 7, 64}, torch::device(kCuda));
+    auto [cos, sin] = rope_tables(5, 64);
+    const std::string message =
+        thrown_message([&] { cuda::rope_qkv(qkv, 4, 2, cos.to(kCuda), sin.to(kCuda)); });
+    INFO(message);
+    CHECK(message.find("rope_qkv: qkv must be [B, T, heads_q + 2 heads_k, D] = [B, T, 8, D]") !=
+          std::string::npos);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // SwiGLU and GeGLU
 // ---------------------------------------------------------------------------
@@ -430,6 +510,50 @@ TEST_CASE("cuda swiglu and geglu match reference", "[cuda][glu]") {
     const Tensor g2 = x2 * 1.0;
     ref::swiglu(g2, g2).sum().backward();
     LIGER_CHECK_CLOSE("swiglu(g, g) grad", x.grad(), x2.grad(), 1e-5, 1e-5);
+  }
+}
+
+TEST_CASE("cuda recomputing GLU backward: h bitwise as forward, gradients as the op's backward",
+          "[cuda][glu]") {
+  if (!have_cuda()) return;
+  using RecomputeFn = liger::kernels::GluRecomputed (*)(const Tensor&, const Tensor&, const Tensor&, bool);
+  struct Op {
+    const char* name;
+    Tensor (*forward)(const Tensor&, const Tensor&);
+    RecomputeFn cuda;
+    RecomputeFn reference;
+  };
+  const Op ops[] = {{"swiglu", &cuda::swiglu, &cuda::swiglu_recompute, &ref::swiglu_recompute},
+                    {"geglu", &cuda::geglu, &cuda::geglu_recompute, &ref::geglu_recompute}};
+  const std::vector<std::vector<int64_t>> shapes = {{2, 32, 8192}, {5, 123, 123}};
+  for (const Op& op : ops) {
+    for (const auto& shape : shapes) {
+      for (auto dtype : kDtypes) {
+        for (bool overwrite : {false, true}) {
+          INFO(op.name << " " << shape_name(shape) << " " << dtype_name(dtype)
+                       << (overwrite ? " over the inputs" : ""));
+          torch::manual_seed(21);
+          const Tensor gate = (torch::randn(shape, torch::device(kCuda)) * 2).to(dtype);
+          const Tensor up = torch::randn(shape, torch::device(kCuda)).to(dtype);
+          const Tensor dh = torch::randn(shape, torch::device(kCuda)).to(dtype);
+          const Tensor h_forward = op.forward(gate, up);
+          // The fused op's own backward (autograd through the cuda GLU op).
+          const Tensor g = gate.clone().requires_grad_(true), u = up.clone().requires_grad_(true);
+          op.forward(g, u).backward(dh);
+          const auto expected = op.reference(gate.to(torch::kFloat), up.to(torch::kFloat),
+                                             dh.to(torch::kFloat), false);
+          const Tensor gate_buf = gate.clone(), up_buf = up.clone();
+          const auto r = op.cuda(gate_buf, up_buf, dh, overwrite);
+          CHECK(torch::equal(r.h, h_forward));
+          CHECK(torch::equal(r.d_gate, g.grad()));
+          CHECK(torch::equal(r.d_up, u.grad()));
+          LIGER_CHECK_CLOSE("d_gate vs fp32 reference", r.d_gate.to(torch::kFloat), expected.d_gate,
+                            dtype == torch::kFloat ? 1e-5 : 2e-2, dtype == torch::kFloat ? 1e-5 : 2e-2);
+          CHECK(r.d_gate.is_same(gate_buf) == overwrite);
+          CHECK(r.d_up.is_same(up_buf) == overwrite);
+        }
+      }
+    }
   }
 }
 

@@ -1,7 +1,8 @@
 // The reference backend against plain math written out here: rope against a
 // hand-written rotate_half on [B, H, T, D] and the rotation by an angle,
 // attention (SDPA path vs the explicit masked softmax path, and both against
-// a per-query loop), and cross entropy against the formula.
+// a per-query loop), cross entropy against the formula, and the residual
+// add + RMSNorm against the add and rms_norm written out.
 #include "kernels/reference/reference.h"
 #include "tests/catch.h"
 #include "tests/kernels/test_utils.h"
@@ -15,7 +16,45 @@ namespace ref = liger::kernels::reference;
 using liger::kernels::AttentionOptions;
 using liger::kernels::CrossEntropyOptions;
 using liger::kernels::Reduction;
+using liger::kernels::RmsNormCasting;
+using liger::kernels::RmsNormOptions;
 using torch::Tensor;
+
+TEST_CASE("reference rope_qkv is the split, then rope: values and the packed gradient",
+          "[reference][rope]") {
+  const int64_t b = 2, t = 5, hq = 4, hk = 2, d = 16;
+  torch::manual_seed(11);
+  const Tensor qkv0 = torch::randn({b, t, hq + 2 * hk, d});
+  const Tensor theta = torch::arange(t, torch::kFloat).unsqueeze(-1) *
+                       torch::rand({d / 2});  // [T, D/2] arbitrary frequencies
+  const Tensor emb = torch::cat({theta, theta}, -1).unsqueeze(0);  // [1, T, D]
+  const Tensor cos = emb.cos(), sin = emb.sin();
+
+  const Tensor qkv = qkv0.clone().requires_grad_(true);
+  const auto out = ref::rope_qkv(qkv, hq, hk, cos, sin);
+  // Written out on separate leaves.
+  const Tensor q = qkv0.narrow(2, 0, hq).clone().requires_grad_(true);
+  const Tensor k = qkv0.narrow(2, hq, hk).clone().requires_grad_(true);
+  const Tensor v = qkv0.narrow(2, hq + hk, hk).clone().requires_grad_(true);
+  const auto [q_rot, k_rot] = ref::rope(q, k, cos, sin);
+  CHECK(torch::equal(out.q, q_rot));
+  CHECK(torch::equal(out.k, k_rot));
+  CHECK(torch::equal(out.v, v));
+
+  const Tensor dq = torch::randn(q_rot.sizes()), dk = torch::randn(k_rot.sizes()),
+               dv = torch::randn(v.sizes());
+  torch::autograd::backward({out.q, out.k, out.v}, {dq, dk, dv});
+  torch::autograd::backward({q_rot, k_rot, v}, {dq, dk, dv});
+  CHECK(torch::equal(qkv.grad(), torch::cat({q.grad(), k.grad(), v.grad()}, 2)));
+
+  SECTION("a head count that does not add up is refused, naming the shape") {
+    const std::string message = liger::kernels::test::thrown_message(
+        [&] { ref::rope_qkv(qkv0, hq, hk + 1, cos, sin); });
+    INFO(message);
+    CHECK(message.find("rope_qkv: qkv must be [B, T, heads_q + 2 heads_k, D] = [B, T, 10, D], "
+                       "got [2, 5, 8, 16]") != std::string::npos);
+  }
+}
 
 TEST_CASE("reference rope is HF's rotate_half", "[reference][rope]") {
   const int64_t b = 2, t = 5, hq = 4, hk = 2, d = 92;
@@ -240,5 +279,89 @@ TEST_CASE("reference cross_entropy follows the formula", "[reference][cross_entr
     CHECK(loss.item<double>() == 0.0);
     loss.backward();
     CHECK(x.grad().abs().max().item<double>() == 0.0);
+  }
+}
+
+TEST_CASE("reference add_rms_norm is the add, then rms_norm: values and gradients exactly",
+          "[reference][add_rms_norm]") {
+  struct Mode {
+    const char* name;
+    RmsNormCasting casting;
+    double offset;
+  };
+  const Mode modes[] = {{"llama", RmsNormCasting::llama, 0.0},
+                        {"gemma", RmsNormCasting::gemma, 1.0},
+                        {"none", RmsNormCasting::none, 0.0}};
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    // The weight in x's dtype (the model casts it) and in fp32 (master weights).
+    for (const auto w_dtype : {dtype, torch::kFloat}) {
+      for (const Mode& mode : modes) {
+        INFO(mode.name << ", x " << dtype << ", weight " << w_dtype);
+        RmsNormOptions o;
+        o.eps = 1e-5;
+        o.offset = mode.offset;
+        o.casting = mode.casting;
+        torch::manual_seed(21);
+        const Tensor x0 = torch::randn({2, 7, 48}).to(dtype);
+        const Tensor r0 = (3 * torch::randn({2, 7, 48})).to(dtype);
+        const Tensor w0 = (1 - mode.offset + 0.1 * torch::randn({48})).to(w_dtype);
+        const Tensor dy = torch::randn({2, 7, 48}).to(dtype);
+        const Tensor ds = torch::randn({2, 7, 48}).to(dtype);
+
+        const Tensor x = x0.clone().requires_grad_(true), r = r0.clone().requires_grad_(true);
+        const Tensor w = w0.clone().requires_grad_(true);
+        const auto [y, s] = ref::add_rms_norm(x, r, w, o);
+
+        // Written out: the residual stream h + attn_out in x's dtype, then its norm.
+        const Tensor xe = x0.clone().requires_grad_(true), re = r0.clone().requires_grad_(true);
+        const Tensor we = w0.clone().requires_grad_(true);
+        const Tensor se = re + xe;
+        const Tensor ye = ref::rms_norm(se, we, o);
+
+        CHECK(s.scalar_type() == dtype);
+        CHECK(y.scalar_type() == dtype);
+        CHECK(torch::equal(s, se));
+        CHECK(torch::equal(y, ye));
+        // Both outputs get an upstream gradient: the norm's and the residual stream's.
+        torch::autograd::backward({y, s}, {dy, ds});
+        torch::autograd::backward({ye, se}, {dy, ds});
+        CHECK(torch::equal(x.grad(), xe.grad()));
+        CHECK(torch::equal(r.grad(), re.grad()));
+        CHECK(torch::equal(w.grad(), we.grad()));
+        CHECK(w.grad().scalar_type() == w_dtype);
+      }
+    }
+  }
+}
+
+TEST_CASE("reference add_rms_norm: only the residual stream used", "[reference][add_rms_norm]") {
+  // The last layer's sum feeds the next layer; a graph may use s alone.
+  torch::manual_seed(22);
+  const Tensor x = torch::randn({3, 16}, torch::requires_grad());
+  const Tensor r = torch::randn({3, 16}, torch::requires_grad());
+  const Tensor w = torch::ones({16}, torch::requires_grad());
+  const auto out = ref::add_rms_norm(x, r, w, {});
+  out.second.sum().backward();
+  CHECK(torch::equal(x.grad(), torch::ones({3, 16})));
+  CHECK(torch::equal(r.grad(), torch::ones({3, 16})));
+  CHECK_FALSE(w.grad().defined());
+}
+
+TEST_CASE("reference add_rms_norm rejects mismatched inputs", "[reference][add_rms_norm]") {
+  using liger::kernels::test::thrown_message;
+  const Tensor x = torch::randn({2, 8});
+  const Tensor w = torch::ones({8});
+  SECTION("shape") {
+    const std::string message =
+        thrown_message([&] { ref::add_rms_norm(x, torch::randn({1, 8}), w, {}); });
+    INFO(message);
+    CHECK(message.find("add_rms_norm: residual has shape [1, 8] but x has shape [2, 8]") !=
+          std::string::npos);
+  }
+  SECTION("dtype") {
+    const std::string message = thrown_message(
+        [&] { ref::add_rms_norm(x, torch::randn({2, 8}).to(torch::kBFloat16), w, {}); });
+    INFO(message);
+    CHECK(message.find("add_rms_norm: residual is BFloat16 but x is Float") != std::string::npos);
   }
 }

@@ -17,8 +17,8 @@ using liger::kernels::test::thrown_message;
 
 namespace {
 
-const Op kToggled[] = {Op::rms_norm, Op::layer_norm, Op::rope, Op::swiglu, Op::geglu,
-                       Op::fused_linear_cross_entropy};
+const Op kToggled[] = {Op::rms_norm, Op::add_rms_norm, Op::layer_norm, Op::rope, Op::rope_qkv,
+                       Op::swiglu, Op::geglu, Op::fused_linear_cross_entropy};
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -33,6 +33,7 @@ TEST_CASE("registry names", "[registry]") {
   CHECK(std::string(liger::kernels::backend_name(Backend::composite)) == "composite");
   CHECK(std::string(liger::kernels::op_name(Op::fused_linear_cross_entropy)) ==
         "fused_linear_cross_entropy");
+  CHECK(std::string(liger::kernels::op_name(Op::add_rms_norm)) == "add_rms_norm");
   const KernelToggles off = KernelToggles::all_off();
   CHECK_FALSE(off.rms_norm);
   CHECK_FALSE(off.fused_linear_cross_entropy);
@@ -57,7 +58,8 @@ TEST_CASE("registry on CPU", "[registry]") {
       CHECK_FALSE(s.reason.empty());
     }
     CHECK(contains(set.selections()[0].describe(), "rms_norm: composite (fused toggle on"));
-    CHECK(contains(set.selections()[7].describe(), "attention: reference (sdpa"));
+    CHECK(contains(set.selections()[static_cast<int>(Op::attention)].describe(),
+                   "attention: reference (sdpa"));
   }
 
   SECTION("toggles off: reference") {
@@ -93,6 +95,7 @@ TEST_CASE("registry on CPU", "[registry]") {
     INFO(table);
     CHECK(std::count(table.begin(), table.end(), '\n') == liger::kernels::kNumOps - 1);
     CHECK(contains(table, "rope: composite"));
+    CHECK(contains(table, "add_rms_norm: composite"));
   }
 }
 
@@ -184,7 +187,81 @@ TEST_CASE("a resolved set calls the chosen backend", "[registry]") {
   CHECK(w.grad().defined());
 }
 
-TEST_CASE("add_rms_norm equals the add and the rms_norm of the resolved backend, values and gradients") {
+TEST_CASE("rope_qkv follows the rope toggle", "[registry]") {
+  const auto selection = [](const KernelSet& set, Op op) {
+    return set.selections()[static_cast<int>(op)];
+  };
+  const KernelSet on = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
+  CHECK(on.backend(Op::rope_qkv) == Backend::composite);
+  CHECK(contains(selection(on, Op::rope_qkv).describe(),
+                 "rope_qkv: composite (fused toggle kernels.rope on"));
+  KernelToggles t;
+  t.rope = false;
+  const KernelSet off = resolve_kernels(t, kCpu, torch::kFloat);
+  CHECK(off.backend(Op::rope_qkv) == Backend::reference);
+  CHECK(off.backend(Op::rms_norm) == Backend::composite);
+  CHECK(selection(off, Op::rope_qkv).describe() == "rope_qkv: reference (toggle kernels.rope off)");
+  for (const KernelSet* set : {&on, &off}) {
+    torch::manual_seed(16);
+    const torch::Tensor qkv = torch::randn({1, 3, 6, 8});
+    const torch::Tensor cos = torch::ones({1, 3, 8}), sin = torch::zeros({1, 3, 8});
+    const auto out = set->rope_qkv(qkv, 4, 1, cos, sin);  // cos 1, sin 0: the identity
+    CHECK(torch::equal(out.q, qkv.narrow(2, 0, 4)));
+    CHECK(torch::equal(out.k, qkv.narrow(2, 4, 1)));
+    CHECK(torch::equal(out.v, qkv.narrow(2, 5, 1)));
+  }
+}
+
+TEST_CASE("add_rms_norm follows the rms_norm toggle and is in the table", "[registry]") {
+  const auto selection = [](const KernelSet& set, Op op) {
+    return set.selections()[static_cast<int>(op)];
+  };
+  SECTION("on: the backend of rms_norm, logged with the toggle it follows") {
+    const KernelSet set = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
+    CHECK(set.backend(Op::add_rms_norm) == Backend::composite);
+    const auto s = selection(set, Op::add_rms_norm);
+    INFO(s.describe());
+    CHECK(s.op == Op::add_rms_norm);
+    CHECK_FALSE(s.fallback);
+    CHECK(contains(s.describe(), "add_rms_norm: composite (fused toggle kernels.rms_norm on"));
+  }
+  SECTION("kernels.rms_norm off: reference, the other ops unchanged") {
+    KernelToggles t;
+    t.rms_norm = false;
+    const KernelSet set = resolve_kernels(t, kCpu, torch::kFloat);
+    CHECK(set.backend(Op::rms_norm) == Backend::reference);
+    CHECK(set.backend(Op::add_rms_norm) == Backend::reference);
+    CHECK(set.backend(Op::layer_norm) == Backend::composite);
+    CHECK(selection(set, Op::add_rms_norm).describe() ==
+          "add_rms_norm: reference (toggle kernels.rms_norm off)");
+  }
+  SECTION("on a CUDA device: the same backend as rms_norm; a fallback names the toggle") {
+    for (const auto dtype : {torch::kBFloat16, torch::kDouble}) {
+      const KernelSet set = resolve_kernels(KernelToggles{}, kCuda, dtype);
+      INFO(dtype);
+      CHECK(set.backend(Op::add_rms_norm) == set.backend(Op::rms_norm));
+      CHECK(selection(set, Op::add_rms_norm).fallback == selection(set, Op::rms_norm).fallback);
+    }
+    // float64 has no cuda kernel (and builds without CUDA have none at all).
+    const KernelSet set = resolve_kernels(KernelToggles{}, kCuda, torch::kDouble);
+    const auto s = selection(set, Op::add_rms_norm);
+    INFO(s.describe());
+    CHECK(s.backend == Backend::composite);
+    CHECK(contains(s.describe(), "add_rms_norm: composite (fallback, wanted cuda: "));
+  }
+  SECTION("the reference set serves it from reference, callable end to end") {
+    const KernelSet set = KernelSet::reference();
+    CHECK(set.backend(Op::add_rms_norm) == Backend::reference);
+    torch::manual_seed(15);
+    const torch::Tensor x = torch::randn({2, 3, 8}), r = torch::randn({2, 3, 8});
+    const auto [y, s] = set.add_rms_norm(x, r, torch::ones({8}), {});
+    CHECK(torch::equal(s, x + r));
+    CHECK(y.sizes() == x.sizes());
+  }
+}
+
+TEST_CASE("add_rms_norm equals the add and the rms_norm of the resolved backend, values and "
+          "gradients", "[registry]") {
   const c10::Device cpu(c10::kCPU);
   for (const bool on : {false, true}) {
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {

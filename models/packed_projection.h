@@ -1,0 +1,25 @@
+// Several projections of one input as one GEMM: y = x @ cat(W_0, ..., W_n)^T
+// (q, k and v of attention: [tokens, hidden] x [hidden, (Hq + 2 Hk) D]). One
+// larger GEMM runs faster than three narrow ones (k and v are only Hk D
+// wide), and backward needs no sum of three input gradients: d_x is one GEMM
+// over the packed output gradient.
+//
+// One autograd node that saves x and the separate weights, not their
+// concatenation: nothing beyond what three torch::linear would keep stays
+// alive until backward (sharded weights are released and gathered again as
+// before). Backward concatenates the weights again (a copy of the weights,
+// small against the activations) for d_x = dy cat(W), and splits d_W = dy^T x
+// into the weights' gradients.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace liger::models {
+
+// x: [..., in]; weights: [out_i, in] each, one dtype with x. Returns
+// [..., sum out_i]; the gradients equal those of torch::linear per weight.
+at::Tensor packed_projection(const at::Tensor& x, const std::vector<at::Tensor>& weights);
+
+}  // namespace liger::models

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One device call for a change to the kernels and the model: the GPU kernel
+# tests (FILTER), liger-bench of OPS, then the end-to-end 1B benchmark parts
+# (PARTS of scripts/device/e2e_1b.sh) and, with CONVERGENCE_STEPS > 0, the
+# bf16 GPU convergence run with the rounding-noise parameter check. Keeps at
+# most 8 small files in $OUT (the device tool's limit).
+#   FILTER="[rope],[glu]" OPS=rope_qkv PARTS="liger hf" bash scripts/device/session_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+RESULTS=${OUT:-$PWD/out}
+mkdir -p "$RESULTS"
+WORK=/tmp/session_check
+rm -rf "$WORK"
+mkdir -p "$WORK/kernels" "$WORK/e2e"
+OUT=$WORK/kernels TESTS=${TESTS:-test_kernels_cuda} FILTER=${FILTER:-} OPS=${OPS:-} \
+  TARGETS="test_kernels_cuda test_kernels_cuda_losses liger-bench liger-train liger-compare" \
+  bash scripts/device/kernels_check.sh > /dev/null 2>&1
+cp "$WORK/kernels/summary.txt" "$RESULTS/kernels.txt"
+grep -q "BUILD FAILED" "$RESULTS/kernels.txt" && { cat "$RESULTS/kernels.txt"; exit 1; }
+if [[ -n ${PARTS:-} ]]; then
+  OUT=$WORK/e2e PROFILE_STEPS=${PROFILE_STEPS:-0} bash scripts/device/e2e_1b.sh "${E2E_STEPS:-40}" "$PARTS" > /dev/null 2>&1
+  cp "$WORK/e2e/summary.txt" "$RESULTS/e2e.txt"
+fi
+if [[ ${CONVERGENCE_STEPS:-0} -gt 0 ]]; then
+  conv=(configs/tiny.yaml --steps "$CONVERGENCE_STEPS" --set training.device=cuda --set model.dtype=bf16
+        --loss-rtol 2e-2 --param-noise 2)
+  LIGER_BUILD_DIR=build-gpu bash scripts/convergence.sh "${conv[@]}" --out "$WORK/conv" > "$RESULTS/convergence.txt" 2>&1
+  echo "exit $?" >> "$RESULTS/convergence.txt"
+  cp "$WORK/conv/losses.tsv" "$RESULTS/convergence_losses.tsv" 2>/dev/null
+  # The check must be able to fail: the fused run with a 5% larger learning rate.
+  LIGER_BUILD_DIR=build-gpu bash scripts/convergence.sh "${conv[@]}" --out "$WORK/conv_perturbed" \
+    --set-fused training.lr=0.00315 > "$WORK/perturbed.txt" 2>&1
+  echo "perturbed (lr x 1.05 on the fused side): exit $?" >> "$RESULTS/convergence.txt"
+  grep -E "max relative|final parameters" "$WORK/perturbed.txt" >> "$RESULTS/convergence.txt"
+fi
+cat "$RESULTS"/*.txt
