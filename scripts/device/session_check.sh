@@ -20,6 +20,10 @@ grep -q "BUILD FAILED" "$RESULTS/kernels.txt" && { cat "$RESULTS/kernels.txt"; e
 if [[ -n ${PARTS:-} ]]; then
   OUT=$WORK/e2e PROFILE_STEPS=${PROFILE_STEPS:-0} bash scripts/device/e2e_1b.sh "${E2E_STEPS:-40}" "$PARTS" > /dev/null 2>&1
   cp "$WORK/e2e/summary.txt" "$RESULTS/e2e.txt"
+  for trace in "$WORK"/e2e/liger_*/profile/rank-0.json; do
+    [[ -f $trace ]] || continue
+    { echo "idle gaps of $trace:"; python3 scripts/device/trace_gaps.py "$trace" 25; } >> "$RESULTS/e2e.txt" 2>&1
+  done
 fi
 if [[ ${CONVERGENCE_STEPS:-0} -gt 0 ]]; then
   conv=(configs/tiny.yaml --steps "$CONVERGENCE_STEPS" --set training.device=cuda --set model.dtype=bf16
