@@ -98,6 +98,18 @@ CheckpointScope checkpoint_scope(const std::shared_ptr<distributed::Communicator
   return scope;
 }
 
+// One int64 field of a batch on the device. To a GPU through pinned memory
+// and without blocking: a copy from pageable memory would first wait for the
+// stream (the previous step's optimizer), leaving the GPU idle while the host
+// then enqueues the step's first small kernels. The pinned staging block is
+// the caching host allocator's, reused once its copy has completed.
+at::Tensor batch_to_device(std::vector<int64_t>& field, const std::vector<int64_t>& shape,
+                           const c10::Device& device) {
+  const at::Tensor host = torch::from_blob(field.data(), shape, at::kLong);
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 nlohmann::json trainer_state_json(int64_t step, const data::DataLoader& loader, double elapsed_s) {
   const data::LoaderState s = loader.state();
   return {{"step", step},
@@ -421,14 +433,14 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
     for (auto& batch : batches) {
       const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
-      at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).to(s.device);
-      at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).to(s.device);
+      at::Tensor ids = batch_to_device(batch.input_ids, shape, s.device);
+      at::Tensor labels = batch_to_device(batch.labels, shape, s.device);
       // Isolated packing: positions restart at each document (RoPE sees them)
       // and attention stays inside each document.
       at::Tensor positions, documents;
       if (dataset_isolated) {
-        positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).to(s.device);
-        documents = torch::from_blob(batch.document_ids.data(), shape, at::kLong).to(s.device);
+        positions = batch_to_device(batch.position_ids, shape, s.device);
+        documents = batch_to_device(batch.document_ids, shape, s.device);
       }
       at::Tensor hidden = s.model->forward(ids, positions, documents);
       at::Tensor loss = token_loss(*s.model, hidden, labels, normaliser, c.kernels.flce_chunk_mb,
@@ -457,13 +469,14 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     now.input_tokens = input_tokens;
     now.step_start = step_start;
     now.stop_signal = stop_requested();
+    // The host values are written by fill kernels on the device (their value
+    // is a launch argument): a copy from pageable host memory would wait for
+    // the stream, i.e. for this whole step.
+    const auto on_device = at::TensorOptions().dtype(at::kDouble).device(s.device);
     at::Tensor values = torch::stack({loss_total.to(at::kDouble), grad_norm.to(at::kDouble),
-                                      torch::scalar_tensor(now.stop_signal ? 1.0 : 0.0,
-                                                           at::TensorOptions().dtype(at::kDouble))
-                                          .to(s.device, /*non_blocking=*/true),
-                                      torch::scalar_tensor(static_cast<double>(peak_memory_bytes(s.device)),
-                                                           at::TensorOptions().dtype(at::kDouble))
-                                          .to(s.device, /*non_blocking=*/true)});
+                                      torch::full({}, now.stop_signal ? 1.0 : 0.0, on_device),
+                                      torch::full({}, static_cast<double>(peak_memory_bytes(s.device)),
+                                                  on_device)});
     if (distributed) {
       at::Tensor sums = values.narrow(0, 0, 3).clone();  // loss and stop: summed; grad_norm is global already
       s.comm->all_reduce(sums);
