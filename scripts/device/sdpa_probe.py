@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Which SDPA kernel serves Llama-3-8B attention (q 32 heads, k/v 8 heads,
-head_dim 128, causal, bf16) fastest: enable_gqa vs repeated k/v heads, each
-with the default choice and each backend forced. Forward + backward, median of 10.
-    python3 scripts/device/sdpa_probe.py [SEQ]"""
+"""Which SDPA kernel serves causal GQA attention fastest (bf16): enable_gqa vs
+repeated k/v heads, each with the default choice and each backend forced.
+Forward + backward, median of 10. Defaults: Llama-3-8B (q 32 heads, k/v 8,
+head_dim 128) at one sequence of 8192; Llama-3.2-1B bench shape:
+    python3 scripts/device/sdpa_probe.py 2048 4 64
+    python3 scripts/device/sdpa_probe.py [SEQ [BATCH [HEAD_DIM]]]"""
 import statistics
 import sys
 
@@ -11,11 +13,16 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 seq = int(sys.argv[1]) if len(sys.argv) > 1 else 8192
+batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+head_dim = int(sys.argv[3]) if len(sys.argv) > 3 else 128
 dev = "cuda"
-q = torch.randn(1, 32, seq, 128, device=dev, dtype=torch.bfloat16, requires_grad=True)
-k = torch.randn(1, 8, seq, 128, device=dev, dtype=torch.bfloat16, requires_grad=True)
-v = torch.randn(1, 8, seq, 128, device=dev, dtype=torch.bfloat16, requires_grad=True)
-g = torch.randn(1, 32, seq, 128, device=dev, dtype=torch.bfloat16)
+q = torch.randn(batch, 32, seq, head_dim, device=dev, dtype=torch.bfloat16, requires_grad=True)
+k = torch.randn(batch, 8, seq, head_dim, device=dev, dtype=torch.bfloat16, requires_grad=True)
+v = torch.randn(batch, 8, seq, head_dim, device=dev, dtype=torch.bfloat16, requires_grad=True)
+g = torch.randn(batch, 32, seq, head_dim, device=dev, dtype=torch.bfloat16)
+# causal fwd + bwd: 4 B H T^2 D / 2 forward, 2.5x that backward
+flops = 3.5 * 4 * batch * 32 * seq * seq * head_dim / 2
+print(f"q [{batch}, 32, {seq}, {head_dim}], k/v 8 heads, causal: {flops / 1e12:.2f} TFLOP fwd+bwd")
 
 
 def run(gqa):
@@ -39,6 +46,8 @@ for gqa in (True, False):
                     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     a.record(); run(gqa); b.record(); torch.cuda.synchronize()
                     times.append(a.elapsed_time(b))
-            print(f"{'enable_gqa' if gqa else 'repeat_kv':10s} {name:9s} {statistics.median(times):7.2f} ms fwd+bwd")
+            ms = statistics.median(times)
+            print(f"{'enable_gqa' if gqa else 'repeat_kv':10s} {name:9s} {ms:7.2f} ms fwd+bwd "
+                  f"({flops / ms / 1e9:.0f} TFLOP/s)")
         except Exception as e:  # a backend that refuses these inputs
             print(f"{'enable_gqa' if gqa else 'repeat_kv':10s} {name:9s} unavailable: {str(e).splitlines()[0][:80]}")
