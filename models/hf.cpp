@@ -504,23 +504,18 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   return text;
 }
 
-void load_hf_weights(TransformerImpl& model, const std::string& dir_text) {
-  torch::NoGradGuard no_grad;
+HfWeights::HfWeights(const TransformerImpl& model, const std::string& dir_text) {
   const fs::path dir(dir_text);
   const WeightFiles files = find_weight_files(dir);
-  std::map<std::string, std::unique_ptr<safetensors::File>> open;
   for (const auto& name : files.files) {
-    open[name] = std::make_unique<safetensors::File>((dir / name).string());
+    open_[name] = std::make_unique<safetensors::File>((dir / name).string());
   }
   const std::string config_path = (dir / "config.json").string();
   std::set<std::pair<std::string, std::string>> used;  // (file, tensor)
 
-  for (auto& item : model.named_parameters()) {
+  for (const auto& item : model.named_parameters()) {
     const std::string& name = item.key();
-    at::Tensor& param = item.value();
-    if (param.device().is_meta()) {
-      throw ModelIoError("load_hf_weights: the model lives on the meta device; build it on a real device");
-    }
+    const at::Tensor& param = item.value();  // its name and shape only (it may live on the meta device)
     std::string file;
     if (!files.single.empty()) {
       file = files.single;
@@ -532,7 +527,7 @@ void load_hf_weights(TransformerImpl& model, const std::string& dir_text) {
       }
       file = it->second;
     }
-    const safetensors::File& f = *open.at(file);
+    const safetensors::File& f = *open_.at(file);
     const safetensors::TensorInfo* info = f.find(name);
     if (info == nullptr) {
       throw ModelIoError(f.path() + ": has no tensor '" + name + "', which " + config_path +
@@ -549,13 +544,12 @@ void load_hf_weights(TransformerImpl& model, const std::string& dir_text) {
                          " gives " + shape_text(param.sizes()) +
                          "; the weights and config.json do not belong together");
     }
-    // cast: stored dtype (F32/BF16/F16) -> the parameter dtype, on its device
-    param.copy_(f.view(name));
+    file_of_param_[name] = file;
     used.insert({file, name});
   }
   // A tensor the model does not use means a different architecture: refuse
   // rather than silently drop it.
-  for (const auto& [file, f] : open) {
+  for (const auto& [file, f] : open_) {
     for (const auto& info : f->tensors()) {
       if (used.count({file, info.name}) || ignorable(info.name)) continue;
       if (info.name == "lm_head.weight" && model.config().tie_embeddings) continue;  // HF ties it
@@ -565,6 +559,31 @@ void load_hf_weights(TransformerImpl& model, const std::string& dir_text) {
                            "); the checkpoint has weights the model would ignore");
       }
     }
+  }
+}
+
+HfWeights::~HfWeights() = default;
+
+at::Tensor HfWeights::view(const std::string& name) const {
+  const auto it = file_of_param_.find(name);
+  if (it == file_of_param_.end()) {
+    throw ModelIoError("HfWeights::view: '" + name + "' is not a parameter of the model they were checked against");
+  }
+  return open_.at(it->second)->view(name);
+}
+
+void load_hf_weights(TransformerImpl& model, const std::string& dir) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model.named_parameters()) {
+    if (item.value().device().is_meta()) {
+      throw ModelIoError("load_hf_weights: the model lives on the meta device; build it on a real device "
+                         "(or copy from HfWeights)");
+    }
+  }
+  const HfWeights weights(model, dir);  // everything checked before anything is copied
+  for (auto& item : model.named_parameters()) {
+    // cast: stored dtype (F32/BF16/F16) -> the parameter dtype, on its device
+    item.value().copy_(weights.view(item.key()));
   }
 }
 

@@ -20,6 +20,8 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 
 namespace liger::models {
@@ -36,6 +38,28 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& ori
 // ModelIoError when a trait has no expression in the family's HF config
 // (e.g. a sliding window on a Llama), since HF would load another model.
 std::string hf_config_json(const ModelConfig& config, at::ScalarType dtype);
+
+// DIR's safetensors, mapped and checked against `model`'s parameters up
+// front: every parameter present with its shape and a loadable dtype
+// (F32/BF16/F16), and no tensor the model would not use (ModelIoError naming
+// the file and the tensor otherwise). Only names and shapes of the model are
+// read, so it may live on the meta device: a sharded rank copies just its
+// rows of each parameter out of the mapped files, without the whole model in
+// host memory.
+class HfWeights {
+ public:
+  HfWeights(const TransformerImpl& model, const std::string& dir);
+  ~HfWeights();
+  HfWeights(const HfWeights&) = delete;
+  HfWeights& operator=(const HfWeights&) = delete;
+  // Parameter `name` as a CPU tensor over the mapped bytes, in the stored
+  // dtype; valid while this object lives (copy_() it where it belongs).
+  at::Tensor view(const std::string& name) const;
+
+ private:
+  std::map<std::string, std::unique_ptr<safetensors::File>> open_;
+  std::map<std::string, std::string> file_of_param_;
+};
 
 // Copies every parameter from DIR's safetensors into `model` (converting
 // F32/BF16/F16 to the parameter dtype and device). A missing tensor, a shape

@@ -229,16 +229,14 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     s.model->set_layer_hooks(s.sharded);
     if (c.model.hf_path.empty()) {
       s.sharded->init_weights(static_cast<uint64_t>(c.training.seed));
-    } else {  // the whole model on the CPU, then this rank's rows of each parameter
-      models::Transformer whole(model_config, kernel_set, at::TensorOptions().dtype(at::kFloat), compute_dtype(c));
+    } else {  // this rank's rows of each parameter, read straight from the mapped files
       try {
-        models::load_hf_weights(*whole, c.model.hf_path);
+        const models::HfWeights weights(*s.model, c.model.hf_path);
+        s.sharded->load_full_parameters([&](const std::string& name) { return weights.view(name); });
       } catch (const models::ModelIoError& error) {
         throw config::ConfigError(std::string("model.hf_path: ") + error.what());
       }
-      auto named = whole->named_parameters();
-      s.sharded->load_full_parameters([&](const std::string& name) { return named[name]; });
-      log::info("model: weights loaded from " + c.model.hf_path + " and sharded");
+      log::info("model: weights loaded from " + c.model.hf_path + " and sharded (each rank reads its rows)");
     }
     s.trained = s.sharded->named_shards();
   } else {

@@ -3,6 +3,8 @@
 #  1. two ranks with micro-batch 2 each train exactly like one process with
 #     micro-batch 4 (same windows, the loss normalised over both ranks): the
 #     per-step losses and the final parameters agree to 1e-5 (fp32);
+#     the same from a Hugging Face folder (model.hf_path), each rank reading
+#     only its rows of each tensor;
 #  2. with activation checkpointing on as well;
 #     started with SLURM's variables instead of torchrun's;
 #  3. a sharded checkpoint, resumed on 2 ranks, ends where an uninterrupted run ends;
@@ -57,6 +59,24 @@ else
 fi
 [ -f "$work/two/step-5/shards.json" ] && [ -f "$work/two/step-5/model.rank-1.pt" ] \
   || fail "the 2-rank checkpoint is not sharded (no shards.json / model.rank-1.pt)"
+
+# --- 1b. from a Hugging Face folder: each rank copies its rows out of the mapped files ---
+if "$BIN/liger-export" --checkpoint "$work/one/step-5" --out "$work/hf" > "$work/export.log" 2>&1; then
+  hf=(--set model.hf_path="$work/hf" --set training.steps=3)
+  "$BIN/liger-train" "${common[@]}" "${hf[@]}" --set training.micro_batch_size=4 \
+    --set checkpoint.output_dir="$work/hf_one" > "$work/hf_one.log" 2>&1 || { fail "1-process run from hf_path"; tail -5 "$work/hf_one.log"; }
+  bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" "${hf[@]}" --set training.micro_batch_size=2 \
+    --set checkpoint.output_dir="$work/hf_two" > "$work/hf_two.log" 2>&1 || { fail "2-rank run from hf_path"; tail -15 "$work/hf_two.log"; }
+  if grep -q "sharded (each rank reads its rows)" "$work/hf_two.log" &&
+     out=$(same_losses "$work/hf_two/metrics.jsonl" "$work/hf_one/metrics.jsonl") &&
+     cmp_out=$("$BIN/liger-compare" "$work/hf_two/step-3" "$work/hf_one/step-3" --rtol 1e-5 2>&1); then
+    echo "ok   from model.hf_path, 2 ranks (each reading its rows) == 1 process: $out; $cmp_out"
+  else
+    fail "from model.hf_path, 2 ranks differ from 1 process: ${out:-} ${cmp_out:-}"; tail -5 "$work/hf_two.log"
+  fi
+else
+  fail "liger-export of the 1-process checkpoint"; tail -5 "$work/export.log"
+fi
 
 # --- 2. with activation checkpointing --------------------------------------
 bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
