@@ -26,6 +26,29 @@ bool may_overwrite(const Tensor& input, const Tensor& dense_t) {
   return !input.is_leaf() && !input.is_view();
 }
 
+// One backward launch: d_gate, d_up (either may be undefined: not wanted) and,
+// when y is defined, the recomputed product. A gradient written over gate's
+// (up's) own buffer bumps its version, so any other saved use of the old
+// values fails autograd's check.
+void launch_backward(launch::GluActivation act, const Tensor& dy, const Tensor& gate,
+                     const Tensor& up, const Tensor& d_gate, const Tensor& d_up, const Tensor& y,
+                     bool gate_in_place, bool up_in_place) {
+  const char* op = glu_name(act);
+  launch::GluBackward a;
+  a.dy = dy.data_ptr();
+  a.gate = gate.data_ptr();
+  a.up = up.data_ptr();
+  a.d_gate = mutable_ptr(d_gate);
+  a.d_up = mutable_ptr(d_up);
+  a.y = mutable_ptr(y);
+  a.n = gate.numel();
+  a.dtype = dtype_of(op, gate);
+  a.activation = act;
+  check_launch(op, launch::glu_backward(a, current_stream()));
+  if (gate_in_place) gate.unsafeGetTensorImpl()->bump_version();
+  if (up_in_place) up.unsafeGetTensorImpl()->bump_version();
+}
+
 struct GluFunction : public torch::autograd::Function<GluFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& gate_in, const Tensor& up_in,
                         int64_t activation) {
@@ -75,21 +98,8 @@ struct GluFunction : public torch::autograd::Function<GluFunction> {
       d_up = up_in_place ? up.detach() : at::empty(up.sizes(), up.options());
     }
 
-    launch::GluBackward a;
-    a.dy = dy.data_ptr();
-    a.gate = gate.data_ptr();
-    a.up = up.data_ptr();
-    a.d_gate = mutable_ptr(d_gate);
-    a.d_up = mutable_ptr(d_up);
-    a.n = gate.numel();
-    a.dtype = dtype_of(op, gate);
-    a.activation = act;
-    check_launch(op, launch::glu_backward(a, current_stream()));
-
-    // gate/up now hold gradients: tell autograd (any other saved use of them
-    // fails its version check) and refuse a second backward.
-    if (gate_in_place) gate.unsafeGetTensorImpl()->bump_version();
-    if (up_in_place) up.unsafeGetTensorImpl()->bump_version();
+    launch_backward(act, dy, gate, up, d_gate, d_up, Tensor(), gate_in_place, up_in_place);
+    // gate/up now hold gradients: refuse a second backward.
     if (gate_in_place || up_in_place) ctx->saved_data["consumed"] = true;
     return {d_gate, d_up, Tensor()};
   }
@@ -125,20 +135,7 @@ GluRecomputed glu_recompute(launch::GluActivation act, const Tensor& gate_in, co
   out.h = at::empty(gate.sizes(), gate.options());
   out.d_gate = gate_in_place ? gate : at::empty(gate.sizes(), gate.options());
   out.d_up = up_in_place ? up : at::empty(up.sizes(), up.options());
-  launch::GluBackward a;
-  a.dy = dh.data_ptr();
-  a.gate = gate.data_ptr();
-  a.up = up.data_ptr();
-  a.d_gate = out.d_gate.data_ptr();
-  a.d_up = out.d_up.data_ptr();
-  a.y = out.h.data_ptr();
-  a.n = gate.numel();
-  a.dtype = dtype_of(op, gate);
-  a.activation = act;
-  check_launch(op, launch::glu_backward(a, current_stream()));
-  // gate/up now hold gradients: any saved use of their old values fails its version check.
-  if (gate_in_place) gate.unsafeGetTensorImpl()->bump_version();
-  if (up_in_place) up.unsafeGetTensorImpl()->bump_version();
+  launch_backward(act, dh, gate, up, out.d_gate, out.d_up, out.h, gate_in_place, up_in_place);
   return out;
 }
 

@@ -71,6 +71,23 @@ std::pair<Tensor, Tensor> rope_tables(int64_t t, int64_t d, int64_t start = 0) {
 
 const c10::Device kCuda(c10::kCUDA);
 
+// cos/sin on the GPU: [1, T, D], or with per_batch [B, T, D] where sequence
+// i starts at position shift * i.
+std::pair<Tensor, Tensor> rope_tables_on_gpu(int64_t b, int64_t t, int64_t d, bool per_batch,
+                                             int64_t shift) {
+  if (!per_batch) {
+    auto [cos, sin] = rope_tables(t, d);
+    return {cos.to(kCuda), sin.to(kCuda)};
+  }
+  std::vector<Tensor> cs, ss;
+  for (int64_t i = 0; i < b; ++i) {
+    auto [c, si] = rope_tables(t, d, shift * i);
+    cs.push_back(c);
+    ss.push_back(si);
+  }
+  return {torch::cat(cs, 0).to(kCuda), torch::cat(ss, 0).to(kCuda)};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -312,19 +329,8 @@ TEST_CASE("cuda rope matches reference", "[cuda][rope]") {
         const auto opts = torch::device(kCuda);
         const Tensor q = torch::randn({s.b, s.t, s.hq, s.d}, opts).to(dtype);
         const Tensor k = torch::randn({s.b, s.t, s.hk, s.d}, opts).to(dtype);
-        auto [cos, sin] = rope_tables(s.t, s.d);
-        if (per_batch) {  // [B, T, D], other positions per sequence
-          std::vector<Tensor> cs, ss;
-          for (int64_t i = 0; i < s.b; ++i) {
-            auto [c, si] = rope_tables(s.t, s.d, 5 * i);
-            cs.push_back(c);
-            ss.push_back(si);
-          }
-          cos = torch::cat(cs, 0);
-          sin = torch::cat(ss, 0);
-        }
-        cos = cos.to(kCuda);
-        sin = sin.to(kCuda);
+        Tensor cos, sin;  // not a structured binding: the lambdas below capture them
+        std::tie(cos, sin) = rope_tables_on_gpu(s.b, s.t, s.d, per_batch, 5);
         auto wrap = [cos, sin](auto fn) -> OpFn {
           return [fn, cos, sin](const std::vector<Tensor>& in) {
             auto [qo, ko] = fn(in[0], in[1], cos, sin);
@@ -382,19 +388,8 @@ TEST_CASE("cuda rope_qkv (packed q|k|v) matches reference", "[cuda][rope]") {
         torch::manual_seed(18);
         const Tensor qkv =
             torch::randn({s.b, s.t, s.hq + 2 * s.hk, s.d}, torch::device(kCuda)).to(dtype);
-        auto [cos, sin] = rope_tables(s.t, s.d);
-        if (per_batch) {
-          std::vector<Tensor> cs, ss;
-          for (int64_t i = 0; i < s.b; ++i) {
-            auto [c, si] = rope_tables(s.t, s.d, 3 * i);
-            cs.push_back(c);
-            ss.push_back(si);
-          }
-          cos = torch::cat(cs, 0);
-          sin = torch::cat(ss, 0);
-        }
-        cos = cos.to(kCuda);
-        sin = sin.to(kCuda);
+        Tensor cos, sin;  // not a structured binding: the lambdas below capture them
+        std::tie(cos, sin) = rope_tables_on_gpu(s.b, s.t, s.d, per_batch, 3);
         auto wrap = [cos, sin, s](auto fn) -> OpFn {
           return [fn, cos, sin, s](const std::vector<Tensor>& in) {
             const auto out = fn(in[0], s.hq, s.hk, cos, sin);

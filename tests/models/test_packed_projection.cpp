@@ -4,19 +4,12 @@
 // attention layer come from it).
 #include "models/packed_projection.h"
 #include "tests/catch.h"
+#include "tests/models/model_test_util.h"
 
 #include <torch/torch.h>
 
-namespace {
-
 using at::Tensor;
-
-double max_rel(const Tensor& a, const Tensor& b) {
-  const Tensor af = a.to(at::kFloat), bf = b.to(at::kFloat);
-  return ((af - bf).abs().max() / bf.abs().max().clamp_min(1e-30)).item<double>();
-}
-
-}  // namespace
+using liger::models::test::max_rel;
 
 TEST_CASE("packed projection: values and gradients equal one linear per weight") {
   for (const auto dtype : {at::kFloat, at::kBFloat16}) {

@@ -6,19 +6,12 @@
 #include "models/recomputed_glu.h"
 #include "models/transformer.h"
 #include "tests/catch.h"
+#include "tests/models/model_test_util.h"
 
 #include <torch/torch.h>
 
-namespace {
-
 using at::Tensor;
-
-double max_rel(const Tensor& a, const Tensor& b) {
-  const Tensor af = a.to(at::kFloat), bf = b.to(at::kFloat);
-  return ((af - bf).abs().max() / bf.abs().max().clamp_min(1e-30)).item<double>();
-}
-
-}  // namespace
+using liger::models::test::max_rel;
 
 TEST_CASE("recomputed GLU down projection: values and gradients equal glu + linear") {
   const auto cpu = c10::Device(c10::kCPU);
