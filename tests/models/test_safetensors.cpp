@@ -192,6 +192,35 @@ TEST_CASE("HF folders: export/load round trip; bf16 and fp16 files convert to th
   CHECK(liger::models::read_hf_config(dir).num_kv_heads == 2);
 }
 
+TEST_CASE("HF folders: HfWeights checks a model on the meta device and maps each tensor") {
+  auto model = build(small_llama());
+  const std::string dir = liger::testing::temp_dir("hf_weights_meta");
+  liger::models::HfExportOptions options;
+  options.dtype = at::kBFloat16;
+  options.max_shard_bytes = 4096;  // several files and an index
+  liger::models::save_hf_model(*model, dir, options);
+  // What a sharded rank builds: names and shapes only, no memory.
+  liger::models::Transformer meta(small_llama(), liger::kernels::KernelSet::reference(),
+                                  at::TensorOptions().dtype(at::kFloat).device(at::kMeta), at::kFloat);
+  const liger::models::HfWeights weights(*meta, dir);
+  for (const auto& item : model->named_parameters()) {
+    INFO(item.key());
+    const at::Tensor view = weights.view(item.key());
+    CHECK(view.device().is_cpu());
+    CHECK(view.scalar_type() == at::kBFloat16);  // as stored: the caller casts
+    CHECK(torch::equal(view, item.value().to(at::kBFloat16)));
+    // A rank's rows, without touching the others.
+    CHECK(torch::equal(view.narrow(0, 1, 1), item.value().narrow(0, 1, 1).to(at::kBFloat16)));
+  }
+  const std::string unknown = error_of([&] { weights.view("model.layers.9.mlp.up_proj.weight"); });
+  INFO(unknown);
+  CHECK(unknown.find("'model.layers.9.mlp.up_proj.weight' is not a parameter") != std::string::npos);
+  // The meta model cannot be loaded into (nothing to copy into), with a message saying so.
+  const std::string into_meta = error_of([&] { liger::models::load_hf_weights(*meta, dir); });
+  INFO(into_meta);
+  CHECK(into_meta.find("the model lives on the meta device") != std::string::npos);
+}
+
 TEST_CASE("HF folders: wrong weights are errors naming the file and the tensor") {
   auto model = build(small_llama());
   const std::string dir = liger::testing::temp_dir("hf_wrong");
