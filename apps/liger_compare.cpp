@@ -30,11 +30,13 @@ using Parameters = std::map<std::string, at::Tensor>;
 
 Parameters read(const std::string& path) {
   Parameters out;
-  for (auto& [name, value] : liger::trainer::CheckpointManager::read_whole_parameters(path)) {
-    out[name] = value.to(at::kDouble);  // fp64: the comparison itself must not round
-  }
+  for (auto& [name, value] : liger::trainer::CheckpointManager::read_whole_parameters(path)) out[name] = value;
   return out;
 }
+
+// fp64, one tensor at a time: the comparison itself must not round, and a
+// whole checkpoint is never held in fp64.
+at::Tensor fp64(const at::Tensor& t) { return t.to(at::kDouble); }
 
 // The parameter `name` of `params` (read from `path`), shaped like `like`.
 const at::Tensor& find(const Parameters& params, const std::string& path, const std::string& name,
@@ -72,8 +74,9 @@ int main(int argc, char** argv) {
     double worst = 0.0, sum_ab = 0.0, sum_cb = 0.0, sum_b = 0.0;
     std::string worst_name;
     int64_t count = 0;
-    for (const auto& [name, expected] : b) {
-      const at::Tensor& actual = find(a, a_path, name, expected);
+    for (const auto& [name, stored] : b) {
+      const at::Tensor expected = fp64(stored);
+      const at::Tensor actual = fp64(find(a, a_path, name, stored));
       const double scale = expected.norm().item<double>();
       const double ab = (actual - expected).norm().item<double>();
       sum_ab += ab * ab;
@@ -82,7 +85,7 @@ int main(int argc, char** argv) {
       if (noise_path.empty()) {
         score = ab / std::max(scale, 1e-30);
       } else {
-        const double cb = (find(c, noise_path, name, expected) - expected).norm().item<double>();
+        const double cb = (fp64(find(c, noise_path, name, stored)) - expected).norm().item<double>();
         sum_cb += cb * cb;
         // A parameter the noise run left (nearly) untouched: measure against
         // 1e-6 of its size instead of zero.

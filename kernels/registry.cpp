@@ -95,10 +95,10 @@ std::string toggle_key(Op op) { return std::string("kernels.") + op_name(toggle_
 bool toggle_of(const KernelToggles& t, Op op) {
   switch (op) {
     case Op::rms_norm: return t.rms_norm;
-    case Op::add_rms_norm: return t.rms_norm;
+    case Op::add_rms_norm: return toggle_of(t, toggle_op(op));
     case Op::layer_norm: return t.layer_norm;
     case Op::rope: return t.rope;
-    case Op::rope_qkv: return t.rope;
+    case Op::rope_qkv: return toggle_of(t, toggle_op(op));
     case Op::swiglu: return t.swiglu;
     case Op::geglu: return t.geglu;
     case Op::cross_entropy: return t.cross_entropy;

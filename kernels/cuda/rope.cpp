@@ -7,6 +7,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <array>
 #include <utility>
 
 namespace liger::kernels::cuda {
@@ -92,6 +93,13 @@ struct RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
     return a;
   }
 
+  // The q, k and v groups inside a packed [B, T, Hq + 2 Hk, D] buffer.
+  template <typename Byte>
+  static std::array<Byte*, 3> packed_groups(Byte* base, int64_t heads_q, int64_t heads_k,
+                                            size_t head_bytes) {
+    return {base, base + heads_q * head_bytes, base + (heads_q + heads_k) * head_bytes};
+  }
+
   static variable_list forward(AutogradContext* ctx, const Tensor& qkv_in, int64_t heads_q,
                                int64_t heads_k, const Tensor& cos, const Tensor& sin) {
     const Tensor qkv = dense(qkv_in);
@@ -101,11 +109,11 @@ struct RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
     Tensor k = at::empty({b, t, heads_k, d}, qkv.options());
     Tensor v = at::empty({b, t, heads_k, d}, qkv.options());
     launch::RopeQkv a = args(qkv, heads_q, heads_k, cos, sin);
-    const char* base = static_cast<const char*>(qkv.data_ptr());
-    const size_t head_bytes = static_cast<size_t>(d) * qkv.element_size();
-    a.q.in = base;
-    a.k.in = base + heads_q * head_bytes;
-    a.v.in = base + (heads_q + heads_k) * head_bytes;
+    const auto in = packed_groups(static_cast<const char*>(qkv.data_ptr()), heads_q, heads_k,
+                                  static_cast<size_t>(d) * qkv.element_size());
+    a.q.in = in[0];
+    a.k.in = in[1];
+    a.v.in = in[2];
     a.q.out = q.data_ptr();
     a.k.out = k.data_ptr();
     a.v.out = v.data_ptr();
@@ -131,14 +139,14 @@ struct RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
     // Backward reads the dense gradients and writes the packed one: the
     // strides of forward, swapped.
     for (launch::RopeHeads* h : {&a.q, &a.k, &a.v}) std::swap(h->in_token_stride, h->out_token_stride);
-    char* base = static_cast<char*>(d_qkv.data_ptr());
-    const size_t head_bytes = static_cast<size_t>(d) * d_qkv.element_size();
+    const auto out = packed_groups(static_cast<char*>(d_qkv.data_ptr()), heads_q, heads_k,
+                                   static_cast<size_t>(d) * d_qkv.element_size());
     a.q.in = dq.data_ptr();
     a.k.in = dk.data_ptr();
     a.v.in = dv.data_ptr();
-    a.q.out = base;
-    a.k.out = base + heads_q * head_bytes;
-    a.v.out = base + (heads_q + heads_k) * head_bytes;
+    a.q.out = out[0];
+    a.k.out = out[1];
+    a.v.out = out[2];
     check_launch("rope_qkv", launch::rope_qkv_backward(a, current_stream()));
     return {d_qkv, Tensor(), Tensor(), Tensor(), Tensor()};
   }
