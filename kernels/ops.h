@@ -108,6 +108,11 @@ struct CrossEntropyOptions {
   // (all micro-batches, all ranks), which makes accumulation exact while the
   // loss's upstream gradient stays 1 (a fused backward can then skip scaling).
   double normalizer = 0.0;
+  // Defined: 'mean' multiplies the sum by this fp32 scalar (on the logits'
+  // device) instead of dividing by `normalizer` or the count. The trainer's
+  // CUDA-graph step passes 1 / count this way: a captured launch keeps its
+  // arguments, so a count that changes per step must live in device memory.
+  Tensor inverse_normalizer;
 };
 
 // logits: [N, V] (any float dtype), labels: [N] int64. The loss is fp32 (all

@@ -149,6 +149,13 @@ void check_args(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 " (the parameter's dtype), got ", t->scalar_type());
   }
   TORCH_CHECK(o.step >= 1, "adamw_step: step counts updates from 1, got ", o.step);
+  TORCH_CHECK(!o.step_values.defined() ||
+                  (o.step_values.scalar_type() == at::kByte && o.step_values.is_contiguous() &&
+                   o.step_values.numel() == static_cast<int64_t>(sizeof(AdamWStepValues)) &&
+                   o.step_values.device() == param.device() &&
+                   reinterpret_cast<uintptr_t>(o.step_values.data_ptr()) % alignof(AdamWStepValues) == 0),
+              "adamw_step: step_values must be ", sizeof(AdamWStepValues),
+              " contiguous, aligned uint8 bytes on the parameter's device");
   TORCH_CHECK(!o.grad_scale.defined() || (o.grad_scale.numel() == 1 && o.grad_scale.scalar_type() == at::kFloat &&
                                           o.grad_scale.device() == param.device()),
               "adamw_step: grad_scale must be one float32 element on the parameter's device");
@@ -182,11 +189,25 @@ void adamw_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   a.key_lo = key.lo;
   a.key_hi = key.hi;
   a.grad_scale = o.grad_scale.defined() ? o.grad_scale.data_ptr<float>() : nullptr;
+  a.step_values = o.step_values.defined() ? static_cast<const AdamWStepValues*>(o.step_values.data_ptr()) : nullptr;
   cuda::check_launch("adamw_step", launch::adamw_step(a, cuda::current_stream()));
 }
 #endif
 
 }  // namespace
+
+AdamWStepValues adamw_step_values(const AdamWStepOptions& options) {
+  const Scalars s = scalars_of(options);
+  const Key key = rounding_key(options.seed, options.stream, options.step);
+  AdamWStepValues v;
+  // cast: the host's double scalars to fp32, as kernels/cuda/adamw.cu casts its launch arguments
+  v.decay = static_cast<float>(s.decay);
+  v.step_size = static_cast<float>(s.step_size);
+  v.inv_bias_correction2_sqrt = static_cast<float>(1.0 / s.bias_correction2_sqrt);
+  v.key_lo = key.lo;
+  v.key_hi = key.hi;
+  return v;
+}
 
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 const Tensor& exp_avg_sq, const AdamWStepOptions& options, OptimPath path) {
@@ -198,6 +219,10 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
     return;
   }
 #endif
+  // The ATen path computes with the host fields; device-side step values
+  // would be ignored, which a graph replay could not notice.
+  TORCH_CHECK(!options.step_values.defined() || !param.is_cuda(),
+              "adamw_step: step_values needs the fused CUDA kernel (a contiguous CUDA parameter, path automatic)");
   adamw_aten(param, grad, exp_avg, exp_avg_sq, options);
 }
 

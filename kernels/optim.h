@@ -7,6 +7,8 @@
 // once in 2^16 draws.
 #pragma once
 
+#include "kernels/adamw_step_values.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -33,7 +35,20 @@ struct AdamWStepOptions {
   // Optional fp32 scalar on the parameter's device multiplying every gradient
   // element (gradient clipping without a pass over the gradients); undefined = 1.
   at::Tensor grad_scale;
+  // Optional: device memory (uint8, sizeof(AdamWStepValues) bytes, 4-byte
+  // aligned, on the parameter's device) holding adamw_step_values() of this
+  // step. The fused kernel then reads lr, step and key from there rather than
+  // from the fields above, so a CUDA graph that captured the launch replays
+  // later steps correctly once the host has rewritten that memory. Needs the
+  // fused CUDA kernel (a contiguous CUDA parameter); the fields above must
+  // still describe the same step (the ATen path and the checks use them).
+  at::Tensor step_values;
 };
+
+// The step-dependent values the fused kernel computes from `options` (lr,
+// weight_decay, betas, step, seed, stream), rounded to fp32 exactly as it
+// rounds them.
+AdamWStepValues adamw_step_values(const AdamWStepOptions& options);
 
 enum class OptimPath {
   automatic,  // the fused CUDA kernel where it can run, else ATen

@@ -239,6 +239,7 @@ TrainConfig build_config(const Values& v) {
   t.eval_every = v.integer("training.eval_every");
   t.eval_batches = v.integer("training.eval_batches");
   t.activation_checkpointing = v.string("training.activation_checkpointing");
+  t.cuda_graphs = v.boolean("training.cuda_graphs");
 
   auto& k = c.kernels;
   k.rms_norm = v.boolean("kernels.rms_norm");
@@ -311,6 +312,11 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
   }
   if (c.checkpoint.output_dir.empty()) {
     throw ConfigError(v.where("checkpoint.output_dir") + ": checkpoint.output_dir is empty; give a directory");
+  }
+  if (c.training.cuda_graphs && c.training.device == "cpu") {
+    throw ConfigError(v.where("training.cuda_graphs") +
+                      ": training.cuda_graphs = true needs training.device cuda (it is cpu); set "
+                      "training.cuda_graphs: false or train on a GPU");
   }
   if (c.training.warmup_steps > c.training.steps && c.training.lr_schedule != "constant") {
     // Allowed, but the decay never starts; not an error.

@@ -68,7 +68,8 @@ struct TrainingSection {
   int64_t threads = 0;
   int64_t eval_every = 0;    // 0 = no evaluation
   int64_t eval_batches = 0;  // 0 = all evaluation windows
-  std::string activation_checkpointing = "none";  // none | full (per decoder layer)
+  std::string activation_checkpointing = "none";  // none | glu | full (per decoder layer)
+  bool cuda_graphs = false;  // capture the whole step once, replay it (one GPU, static shapes)
 };
 
 struct KernelsSection {

@@ -157,6 +157,10 @@ std::vector<KeySpec> build_schema() {
              "glu = recompute each MLP's GLU product act(gate) * up in backward instead of keeping it "
              "(tokens x intermediate_size less per layer for one elementwise pass); full = keep only "
              "each decoder layer's input and recompute the layer in backward"),
+      boolean("training", "cuda_graphs", "false",
+              "capture the whole optimizer step (forward, backward, clipping, AdamW) as one CUDA graph "
+              "after two eager steps and replay it: no per-kernel launch cost. One GPU (no sharding), "
+              "training.device cuda; every batch has the same shape (always true for packed windows)"),
       integer("training", "eval_batches", "0", 0, kMaxInt,
               "micro-batches per evaluation; 0 = every evaluation window"),
 

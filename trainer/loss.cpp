@@ -6,7 +6,7 @@ namespace liger::trainer {
 
 at::Tensor token_loss(const models::TransformerImpl& model, const at::Tensor& hidden,
                       const at::Tensor& labels, double normalizer, double flce_chunk_mb,
-                      kernels::FlceMode flce_mode) {
+                      kernels::FlceMode flce_mode, const at::Tensor& inverse_normalizer) {
   const auto& kernels = model.kernels();
   const at::Tensor flat_hidden = hidden.reshape({-1, hidden.size(-1)});
   const at::Tensor flat_labels = labels.reshape({-1});
@@ -14,6 +14,7 @@ at::Tensor token_loss(const models::TransformerImpl& model, const at::Tensor& hi
   // Sum over this micro-batch's targets / the accumulated batch's target count.
   ce.reduction = kernels::Reduction::mean;
   ce.normalizer = normalizer;
+  ce.inverse_normalizer = inverse_normalizer;
   ce.softcap = model.config().final_softcap;  // Gemma 2: the loss caps the logits (both paths)
   if (kernels.use_fused_linear_cross_entropy()) {
     kernels::FusedLinearCrossEntropyOptions options;

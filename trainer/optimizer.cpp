@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstring>
 #include <optional>
 
 namespace liger::trainer {
@@ -13,6 +14,7 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
     : groups_(std::move(groups)), options_(options) {
   torch::NoGradGuard no_grad;
   uint64_t stream = 0;
+  int64_t rounded = 0;  // tensors with stochastic rounding: one AdamWStepValues each in the device block
   for (const auto& group : groups_) {
     std::vector<State> states;
     for (const auto& p : group.params) {
@@ -23,9 +25,25 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
       s.exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Contiguous);
       s.step = torch::zeros({}, p.options().dtype(at::kFloat));
       s.stream = stream++;
+      if (rounds_stochastically(p)) ++rounded;
       states.push_back(std::move(s));
     }
     state_.push_back(std::move(states));
+  }
+  if (options_.device_values) {
+    TORCH_CHECK(stream > 0, "AdamW: device_values needs at least one parameter");
+    const c10::Device device = groups_.front().params.empty() ? groups_.back().params.front().device()
+                                                              : groups_.front().params.front().device();
+    constexpr int64_t kValueBytes = sizeof(kernels::AdamWStepValues);
+    device_block_ = torch::zeros({rounded * kValueBytes + 4}, at::TensorOptions().dtype(at::kByte).device(device));
+    device_lr_ = device_block_.narrow(0, rounded * kValueBytes, 4).view(at::kFloat).squeeze(0);  // fp32 scalar
+    int64_t slot = 0;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+        if (!rounds_stochastically(groups_[g].params[i])) continue;
+        state_[g][i].step_values = device_block_.narrow(0, slot++ * kValueBytes, kValueBytes);
+      }
+    }
   }
 }
 
@@ -33,7 +51,29 @@ bool AdamW::rounds_stochastically(const Tensor& p) const {
   return options_.stochastic_rounding && p.scalar_type() == at::kBFloat16;
 }
 
+kernels::AdamWStepOptions AdamW::step_options(size_t g, size_t i, double lr, const Tensor& grad_scale) const {
+  const State& s = state_[g][i];
+  kernels::AdamWStepOptions o;
+  o.lr = lr;
+  o.beta1 = options_.beta1;
+  o.beta2 = options_.beta2;
+  o.eps = options_.eps;
+  o.weight_decay = groups_[g].weight_decay;
+  o.step = s.count;
+  o.stochastic_rounding = true;
+  o.seed = options_.seed;
+  o.stream = s.stream;
+  o.grad_scale = grad_scale;
+  if (options_.device_values) o.step_values = s.step_values;
+  return o;
+}
+
 void AdamW::step(double lr, const Tensor& grad_scale) {
+  if (options_.device_values) {
+    prepare_step(lr);
+    apply_step(grad_scale);
+    return;
+  }
   torch::NoGradGuard no_grad;
   for (size_t g = 0; g < groups_.size(); ++g) {
     std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
@@ -41,22 +81,9 @@ void AdamW::step(double lr, const Tensor& grad_scale) {
       const Tensor& p = groups_[g].params[i];
       if (!p.grad().defined()) continue;
       State& s = state_[g][i];
-      // The fused kernel reads the already-incremented step (PyTorch adds 1 before calling it).
-      s.step.add_(1);
       ++s.count;
       if (rounds_stochastically(p)) {
-        kernels::AdamWStepOptions o;
-        o.lr = lr;
-        o.beta1 = options_.beta1;
-        o.beta2 = options_.beta2;
-        o.eps = options_.eps;
-        o.weight_decay = groups_[g].weight_decay;
-        o.step = s.count;
-        o.stochastic_rounding = true;
-        o.seed = options_.seed;
-        o.stream = s.stream;
-        o.grad_scale = grad_scale;
-        kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, o);
+        kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, step_options(g, i, lr, grad_scale));
         continue;
       }
       params.push_back(p);
@@ -65,15 +92,83 @@ void AdamW::step(double lr, const Tensor& grad_scale) {
       exp_avg_sqs.push_back(s.exp_avg_sq);
       steps.push_back(s.step);
     }
+    if (!params.empty()) {
+      // The fused kernel reads the already-incremented step (PyTorch adds 1 before calling it).
+      at::_foreach_add_(steps, 1);
+      // The fused kernel divides the gradients by its grad_scale (AMP's unscale).
+      std::optional<Tensor> inverse_scale;
+      if (grad_scale.defined()) inverse_scale = grad_scale.reciprocal();
+      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr,
+                        options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
+                        /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
+    }
+    // Stochastically rounded tensors: their device step counter follows too (checkpoints read it).
+    std::vector<Tensor> rounded_steps;
+    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+      if (groups_[g].params[i].grad().defined() && rounds_stochastically(groups_[g].params[i])) {
+        rounded_steps.push_back(state_[g][i].step);
+      }
+    }
+    if (!rounded_steps.empty()) at::_foreach_add_(rounded_steps, 1);
+  }
+  ++steps_taken_;
+}
+
+void AdamW::prepare_step(double lr) {
+  TORCH_CHECK(options_.device_values, "AdamW::prepare_step needs AdamWOptions::device_values");
+  prepared_lr_ = lr;
+  prepared_ = true;
+  ++steps_taken_;  // here, not in apply_step: a graph replays apply_step's launches without calling it
+  // The host image of the device block, in pinned memory: the copy does not
+  // block, and the caching host allocator keeps the buffer until it is done.
+  const at::Tensor host = torch::empty({device_block_.numel()},
+                                       at::TensorOptions().dtype(at::kByte).pinned_memory(device_block_.is_cuda()));
+  auto* bytes = host.data_ptr<uint8_t>();
+  int64_t slot = 0;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+      ++state_[g][i].count;  // every parameter is stepped (apply_step checks that each has a gradient)
+      if (!rounds_stochastically(groups_[g].params[i])) continue;
+      const kernels::AdamWStepValues v = kernels::adamw_step_values(step_options(g, i, lr, Tensor()));
+      std::memcpy(bytes + slot++ * sizeof(v), &v, sizeof(v));
+    }
+  }
+  const float lr32 = static_cast<float>(lr);  // cast: the fused groups' lr as the fp32 the kernel reads
+  std::memcpy(bytes + slot * sizeof(kernels::AdamWStepValues), &lr32, sizeof(lr32));
+  device_block_.copy_(host, /*non_blocking=*/true);
+}
+
+void AdamW::apply_step(const Tensor& grad_scale) {
+  TORCH_CHECK(options_.device_values, "AdamW::apply_step needs AdamWOptions::device_values");
+  TORCH_CHECK(prepared_, "AdamW::apply_step without a prepare_step before it");
+  torch::NoGradGuard no_grad;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps, all_steps;
+    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+      const Tensor& p = groups_[g].params[i];
+      TORCH_CHECK(p.grad().defined(), "AdamW (device values, CUDA graphs): parameter ", groups_[g].names[i],
+                  " got no gradient this step; every trained parameter must get one (set training.cuda_graphs: false)");
+      State& s = state_[g][i];
+      all_steps.push_back(s.step);
+      if (rounds_stochastically(p)) {
+        kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, step_options(g, i, prepared_lr_, grad_scale));
+        continue;
+      }
+      params.push_back(p);
+      grads.push_back(p.grad());
+      exp_avgs.push_back(s.exp_avg);
+      exp_avg_sqs.push_back(s.exp_avg_sq);
+      steps.push_back(s.step);
+    }
+    // Device step counters: the fused kernel's bias correction reads them incremented.
+    if (!all_steps.empty()) at::_foreach_add_(all_steps, 1);
     if (params.empty()) continue;
-    // The fused kernel divides the gradients by its grad_scale (AMP's unscale).
     std::optional<Tensor> inverse_scale;
     if (grad_scale.defined()) inverse_scale = grad_scale.reciprocal();
-    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr,
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, device_lr_,
                       options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
                       /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
   }
-  ++steps_taken_;
 }
 
 void AdamW::zero_grad() {

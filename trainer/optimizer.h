@@ -8,6 +8,8 @@
 // below bf16 resolution are kept in expectation.
 #pragma once
 
+#include "kernels/optim.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -34,6 +36,11 @@ struct AdamWOptions {
   // Seeds the rounding's counter-based random bits, a hash of (seed, tensor,
   // step, element): the same seed gives the same bits.
   uint64_t seed = 0;
+  // CUDA graphs: the step's lr, step counts and rounding keys live in device
+  // memory that prepare_step() rewrites, and the update launches read them
+  // there (apply_step() is then capturable: a replay updates correctly at any
+  // later step). Every trained parameter must get a gradient each step.
+  bool device_values = false;
 };
 
 struct ParamGroup {
@@ -52,6 +59,14 @@ class AdamW {
   void step(double lr, const Tensor& grad_scale = Tensor());
   void zero_grad();
 
+  // With options.device_values, step() in two halves. prepare_step: the host
+  // half, outside any graph: counts the step and copies its values (lr, bias
+  // corrections, keys) to the device without blocking. apply_step: the
+  // launches, reading those values on the device (captured once, replayed
+  // after each prepare_step). steps_taken() counts prepare_step calls.
+  void prepare_step(double lr);
+  void apply_step(const Tensor& grad_scale = Tensor());
+
   int64_t steps_taken() const { return steps_taken_; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
 
@@ -64,13 +79,21 @@ class AdamW {
     Tensor exp_avg, exp_avg_sq, step;  // step: fp32 scalar tensor, as the fused kernel wants
     int64_t count = 0;                 // `step` on the host (no device sync to read it)
     uint64_t stream = 0;               // this tensor's index in the optimizer: its random stream
+    Tensor step_values;                // device_values + stochastic rounding: its AdamWStepValues bytes
   };
+  // The options of kernels::adamw_step for parameter i of group g at its current count.
+  kernels::AdamWStepOptions step_options(size_t g, size_t i, double lr, const Tensor& grad_scale) const;
   // Whether `p` is stepped by kernels::adamw_step with stochastic rounding.
   bool rounds_stochastically(const Tensor& p) const;
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<State>> state_;  // [group][param]
   AdamWOptions options_;
   int64_t steps_taken_ = 0;
+  // device_values: one device block, each stochastically rounded tensor's
+  // AdamWStepValues followed by the fp32 lr of the fused groups.
+  Tensor device_block_, device_lr_;
+  double prepared_lr_ = 0.0;
+  bool prepared_ = false;
 };
 
 // Splits named parameters into a decayed group (matrices, embeddings) and a

@@ -20,10 +20,13 @@
 #include "trainer/metrics.h"
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
+#include "trainer/step_graph.h"
 #include "trainer/step_profiler.h"
 #include "trainer/stop_signal.h"
 
 #include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -110,6 +113,29 @@ at::Tensor batch_to_device(std::vector<int64_t>& field, const std::vector<int64_
   return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 
+// The same field copied into a fixed device buffer (a CUDA graph's input),
+// allocated on first use; every later batch must have its shape.
+void batch_into(std::vector<int64_t>& field, const std::vector<int64_t>& shape, const c10::Device& device,
+                at::Tensor& buffer) {
+  if (!buffer.defined()) buffer = torch::empty(shape, at::TensorOptions().dtype(at::kLong).device(device));
+  if (buffer.sizes() != at::IntArrayRef(shape)) {
+    throw std::runtime_error(c10::str("training.cuda_graphs: a micro-batch of shape ", at::IntArrayRef(shape),
+                                      " after the captured ", buffer.sizes(),
+                                      "; the replayed step needs every batch in one shape (set training.cuda_graphs: false)"));
+  }
+  const at::Tensor host = torch::from_blob(field.data(), shape, at::kLong);
+  buffer.copy_(host.pin_memory(), /*non_blocking=*/true);
+}
+
+// One micro-batch on the device (positions/documents: isolated packing only).
+struct DeviceBatch {
+  at::Tensor ids, labels, positions, documents;
+};
+
+// Eager steps before the capture: lazy initialisation (cuBLAS workspaces,
+// cuDNN plans, autotuning) happens there, never inside the graph.
+constexpr int64_t kEagerStepsBeforeCapture = 2;
+
 nlohmann::json trainer_state_json(int64_t step, const data::DataLoader& loader, double elapsed_s) {
   const data::LoaderState s = loader.state();
   return {{"step", step},
@@ -139,6 +165,15 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   if (leader) log::add_file_sink((std::filesystem::path(c.checkpoint.output_dir) / "train.log").string());
 
   s.device = resolve_device(c.training.device, env.local_rank);
+  if (c.training.cuda_graphs && !s.device.is_cuda()) {
+    throw config::ConfigError("training.cuda_graphs = true but training runs on " + s.device.str() +
+                              "; CUDA graphs need a GPU: set training.cuda_graphs: false");
+  }
+  if (c.training.cuda_graphs && env.distributed()) {
+    throw config::ConfigError(c10::str("training.cuda_graphs = true with ", env.world_size,
+                                       " ranks: the sharded step's collectives are not captured; "
+                                       "set training.cuda_graphs: false"));
+  }
   if (env.distributed()) {
     const int64_t degree = c.parallelism.data_parallel_shard_degree;
     if (degree != -1 && degree != env.world_size) {
@@ -274,6 +309,7 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   adam.eps = c.training.eps;
   adam.stochastic_rounding = c.training.stochastic_rounding;
   adam.seed = static_cast<uint64_t>(c.training.seed) ^ (static_cast<uint64_t>(env.rank) << 40);  // per rank: shards differ
+  adam.device_values = c.training.cuda_graphs;  // lr, step counts, keys read on the device (replays)
   s.optimizer = std::make_unique<AdamW>(split_decay_groups(s.trained, c.training.weight_decay), adam);
 
   s.schedule.kind = c.training.lr_schedule;
@@ -402,6 +438,42 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     }
     return v[2] > 0.0;
   };
+  const bool graphs = c.training.cuda_graphs;
+  // The device half of a step: forward and backward of every micro-batch,
+  // clipping, the AdamW update. Returns (summed loss, gradient norm).
+  // inverse_normaliser defined (CUDA graphs): the loss reads 1 / count there.
+  const kernels::FlceMode flce_mode =
+      c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean : kernels::FlceMode::speed;
+  auto device_step = [&](const std::vector<DeviceBatch>& inputs, double normaliser,
+                         const at::Tensor& inverse_normaliser, double lr) -> std::pair<at::Tensor, at::Tensor> {
+    at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
+    for (const DeviceBatch& in : inputs) {
+      // Isolated packing: positions restart at each document (RoPE sees them)
+      // and attention stays inside each document.
+      at::Tensor hidden = s.model->forward(in.ids, in.positions, in.documents);
+      at::Tensor loss = token_loss(*s.model, hidden, in.labels, normaliser, c.kernels.flce_chunk_mb, flce_mode,
+                                   inverse_normaliser);
+      loss.backward();
+      if (s.sharded) s.sharded->finish_backward();
+      loss_total += loss.detach();
+    }
+    const GradNorm clipping = grad_norm_and_clip(params, c.training.grad_clip, *s.comm, s.sharded != nullptr);
+    if (graphs) {
+      s.optimizer->apply_step(clipping.clip_coef);  // prepare_step ran before, outside any capture
+    } else {
+      s.optimizer->step(lr, clipping.clip_coef);
+    }
+    return {loss_total, clipping.norm};
+  };
+  // CUDA graphs: the whole run on a side stream (a capture cannot use the
+  // default stream, and the eager steps before it must warm up the same
+  // stream's cuBLAS workspace), fixed batch buffers and 1 / count.
+  std::optional<c10::cuda::CUDAStreamGuard> graph_stream;
+  if (graphs) graph_stream.emplace(c10::cuda::getStreamFromPool(false, s.device.index()));
+  std::vector<DeviceBatch> static_inputs;
+  at::Tensor inverse_normaliser;
+  if (graphs) inverse_normaliser = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
+  std::unique_ptr<StepGraph> graph;
   while (s.step < c.training.steps) {
     const int64_t step = s.step + 1;
     profiler.begin_step(step);
@@ -428,31 +500,60 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     }
     const double normaliser = static_cast<double>(std::max<int64_t>(target_tokens, 1));
 
-    at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
-    for (auto& batch : batches) {
-      const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
-      at::Tensor ids = batch_to_device(batch.input_ids, shape, s.device);
-      at::Tensor labels = batch_to_device(batch.labels, shape, s.device);
-      // Isolated packing: positions restart at each document (RoPE sees them)
-      // and attention stays inside each document.
-      at::Tensor positions, documents;
-      if (dataset_isolated) {
-        positions = batch_to_device(batch.position_ids, shape, s.device);
-        documents = batch_to_device(batch.document_ids, shape, s.device);
+    at::Tensor loss_total, grad_norm;
+    if (!graphs) {
+      std::vector<DeviceBatch> inputs;
+      for (auto& batch : batches) {
+        const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
+        DeviceBatch in;
+        in.ids = batch_to_device(batch.input_ids, shape, s.device);
+        in.labels = batch_to_device(batch.labels, shape, s.device);
+        if (dataset_isolated) {
+          in.positions = batch_to_device(batch.position_ids, shape, s.device);
+          in.documents = batch_to_device(batch.document_ids, shape, s.device);
+        }
+        inputs.push_back(std::move(in));
       }
-      at::Tensor hidden = s.model->forward(ids, positions, documents);
-      at::Tensor loss = token_loss(*s.model, hidden, labels, normaliser, c.kernels.flce_chunk_mb,
-                                   c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean
-                                                                 : kernels::FlceMode::speed);
-      loss.backward();
-      if (s.sharded) s.sharded->finish_backward();
-      loss_total += loss.detach();
+      std::tie(loss_total, grad_norm) = device_step(inputs, normaliser, at::Tensor(), lr);
+      s.optimizer->zero_grad();
+      if (s.sharded) s.sharded->release_gradients();
+    } else {
+      // The batch goes into the fixed buffers the graph reads, the step's
+      // 1 / count and AdamW values into device memory; then the step runs
+      // eagerly (the first steps), is captured (once) or replayed.
+      static_inputs.resize(batches.size());
+      for (size_t k = 0; k < batches.size(); ++k) {
+        auto& batch = batches[k];
+        const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
+        batch_into(batch.input_ids, shape, s.device, static_inputs[k].ids);
+        batch_into(batch.labels, shape, s.device, static_inputs[k].labels);
+        if (dataset_isolated) {
+          batch_into(batch.position_ids, shape, s.device, static_inputs[k].positions);
+          batch_into(batch.document_ids, shape, s.device, static_inputs[k].documents);
+        }
+      }
+      inverse_normaliser.fill_(1.0 / normaliser);  // cast: to the fp32 scalar, as the loss's own 1 / count
+      s.optimizer->prepare_step(lr);
+      if (!graph && step - s.step_at_start <= kEagerStepsBeforeCapture) {
+        std::tie(loss_total, grad_norm) = device_step(static_inputs, normaliser, inverse_normaliser, lr);
+        s.optimizer->zero_grad();  // the capture must see no gradients: its backward allocates them in its pool
+      } else {
+        if (!graph) {
+          graph = std::make_unique<StepGraph>(
+              [&] {
+                at::Tensor l, g;
+                std::tie(l, g) = device_step(static_inputs, normaliser, inverse_normaliser, lr);
+                return std::vector<at::Tensor>{l, g};
+              },
+              step);
+          log::info(c10::str("cuda graphs: step ", step, " captured (", graph->pool_bytes() / double(1 << 30),
+                             " GiB in the graph's memory pool); every later step replays it"));
+        }
+        graph->replay();
+        loss_total = graph->outputs()[0];
+        grad_norm = graph->outputs()[1];
+      }
     }
-    const GradNorm clipping = grad_norm_and_clip(params, c.training.grad_clip, *s.comm, s.sharded != nullptr);
-    const at::Tensor& grad_norm = clipping.norm;
-    s.optimizer->step(lr, clipping.clip_coef);
-    s.optimizer->zero_grad();
-    if (s.sharded) s.sharded->release_gradients();
     s.step = step;
 
     // The step's metrics leave the device without stopping it: they are

@@ -68,6 +68,7 @@ CeBlock ce_block(const Tensor& logits, const Tensor& labels, const CrossEntropyO
 // The scale of 'mean': 1 / normalizer when one is given, else
 // 1 / max(count of non-ignored labels, 1); a 0-dim fp32 tensor (no host sync).
 Tensor mean_scale(const Tensor& labels, const CrossEntropyOptions& o) {
+  if (o.inverse_normalizer.defined()) return o.inverse_normalizer;
   if (o.normalizer > 0.0) return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
   return labels.ne(o.ignore_index).sum().clamp_min(1).to(at::kFloat).reciprocal();
 }
@@ -107,9 +108,11 @@ Tensor ce_loss_only(const Tensor& logits, const Tensor& labels, const CrossEntro
 }
 
 CrossEntropyOptions unpack_ce(int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                              double softcap, int64_t reduction, double normalizer) {
+                              double softcap, int64_t reduction, double normalizer,
+                              const c10::optional<Tensor>& inverse_normalizer) {
   CrossEntropyOptions o;
   o.normalizer = normalizer;
+  o.inverse_normalizer = inverse_normalizer.value_or(Tensor());
   o.ignore_index = ignore_index;
   o.label_smoothing = label_smoothing;
   o.z_loss_scale = z_loss_scale;
@@ -124,9 +127,10 @@ CrossEntropyOptions unpack_ce(int64_t ignore_index, double label_smoothing, doub
 struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& logits, const Tensor& labels,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                        double softcap, int64_t reduction, double normalizer) {
-    const CrossEntropyOptions o =
-        unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction, normalizer);
+                        double softcap, int64_t reduction, double normalizer,
+                        const c10::optional<Tensor>& inverse_normalizer) {
+    const CrossEntropyOptions o = unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction,
+                                            normalizer, inverse_normalizer);
     const int64_t n = logits.size(0);
     const int64_t rows = ce_block_rows(logits.size(1), n);
     const Tensor scale =
@@ -154,7 +158,7 @@ struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunct
     ctx->saved_data.erase(it);  // free the buffer with this backward, not with the graph
     const Tensor& dy = grad_outputs[0];
     grad.mul_(ctx->saved_data["per_token"].toBool() ? dy.unsqueeze(1) : dy);
-    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -238,10 +242,11 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& hidden, const Tensor& weight,
                         const c10::optional<Tensor>& bias_opt, const Tensor& labels,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                        double softcap, int64_t reduction, double normalizer, int64_t rows) {
+                        double softcap, int64_t reduction, double normalizer,
+                        const c10::optional<Tensor>& inverse_normalizer, int64_t rows) {
     const Tensor bias = bias_opt.value_or(Tensor());
-    const CrossEntropyOptions o =
-        unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction, normalizer);
+    const CrossEntropyOptions o = unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction,
+                                            normalizer, inverse_normalizer);
     FlceWants wants;
     wants.hidden = hidden.requires_grad();
     wants.weight = weight.requires_grad();
@@ -316,13 +321,18 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
     if (d_hidden.defined()) d_hidden = d_hidden.to(dtype_of("hidden_dtype"));
     if (d_weight.defined()) d_weight = d_weight.to(dtype_of("weight_dtype"));
     if (d_bias.defined()) d_bias = d_bias.to(dtype_of("bias_dtype"));
-    variable_list grads(11);  // one per forward argument
+    variable_list grads(12);  // one per forward argument
     grads[0] = d_hidden;
     grads[1] = d_weight;
     grads[2] = d_bias;
     return grads;
   }
 };
+
+// An undefined Tensor cannot be an argument of apply; an empty optional can.
+c10::optional<Tensor> optional_tensor(const Tensor& t) {
+  return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
+}
 
 bool grad_wanted(std::initializer_list<const Tensor*> inputs) {
   if (!at::GradMode::is_enabled()) return false;
@@ -348,7 +358,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
   return CrossEntropyFunction::apply(logits, labels, options.ignore_index,
                                      options.label_smoothing, options.z_loss_scale,
                                      options.softcap, static_cast<int64_t>(options.reduction),
-                                     options.normalizer);
+                                     options.normalizer, optional_tensor(options.inverse_normalizer));
 }
 
 Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& bias,
@@ -366,7 +376,7 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
       bias.defined() ? c10::optional<Tensor>(bias) : c10::nullopt;
   return FlceFunction::apply(hidden, weight, bias_opt, labels, o.ignore_index, o.label_smoothing,
                              o.z_loss_scale, o.softcap, static_cast<int64_t>(o.reduction),
-                             o.normalizer, rows);
+                             o.normalizer, optional_tensor(o.inverse_normalizer), rows);
 }
 
 }  // namespace liger::kernels::composite

@@ -126,7 +126,16 @@ __global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ para
                                                          const G* __restrict__ grad,
                                                          P* __restrict__ exp_avg,
                                                          P* __restrict__ exp_avg_sq, int64_t n,
-                                                         Scalars s, const float* __restrict__ scale_ptr) {
+                                                         Scalars s, const float* __restrict__ scale_ptr,
+                                                         const kernels::AdamWStepValues* __restrict__ step_values) {
+  if (step_values != nullptr) {  // this step's values from device memory (a graph replay's launch)
+    const kernels::AdamWStepValues v = *step_values;
+    s.decay = v.decay;
+    s.step_size = v.step_size;
+    s.inv_bias_correction2_sqrt = v.inv_bias_correction2_sqrt;
+    s.key_lo = v.key_lo;
+    s.key_hi = v.key_hi;
+  }
   const int64_t nvec = n / V;
   const float grad_scale = scale_ptr != nullptr ? *scale_ptr : 1.f;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
@@ -182,7 +191,7 @@ cudaError_t launch(const AdamWStep& a, const Scalars& s, cudaStream_t stream) {
   // grid: kThreads * kUnroll vectors of `vec` elements per block (at least one block: the tail); block: kThreads
   kernel<<<static_cast<unsigned>(blocks > 0 ? blocks : 1), kThreads, 0, stream>>>(
       static_cast<P*>(a.param), static_cast<const G*>(a.grad), static_cast<P*>(a.exp_avg),
-      static_cast<P*>(a.exp_avg_sq), a.n, s, a.grad_scale);
+      static_cast<P*>(a.exp_avg_sq), a.n, s, a.grad_scale, a.step_values);
   return cudaGetLastError();
 }
 

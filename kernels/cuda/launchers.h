@@ -8,6 +8,8 @@
 // each kernel's comment says where it rounds to T.
 #pragma once
 
+#include "kernels/adamw_step_values.h"
+
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -206,6 +208,9 @@ struct AdamWStep {
   bool stochastic_rounding = false;
   uint32_t key_lo = 0, key_hi = 0;
   const float* grad_scale = nullptr;  // device fp32 scalar multiplying every gradient (clipping), or nullptr
+  // Device memory holding this step's decay, step_size, 1 / bias_correction2_sqrt
+  // and key, which then replace the fields above (CUDA graph replays), or nullptr.
+  const liger::kernels::AdamWStepValues* step_values = nullptr;
 };
 cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream);
 

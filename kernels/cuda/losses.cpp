@@ -51,6 +51,7 @@ liger::cuda_kernels::CrossEntropyArgs ce_args(const Tensor& logits, const Tensor
 // The mean's scale as a device scalar, without a host synchronisation:
 // 1 / normalizer when given, else 1 / max(count of kept labels, 1).
 Tensor inverse_count(const Tensor& labels, const CrossEntropyOptions& o) {
+  if (o.inverse_normalizer.defined()) return o.inverse_normalizer.to(at::kFloat).contiguous();
   if (o.normalizer > 0.0) return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
   return labels.ne(o.ignore_index).sum().to(at::kFloat).clamp_min(1.0).reciprocal();
 }
@@ -79,6 +80,11 @@ void apply_grad_output(Tensor& grad, const Tensor& dy, bool per_row) {
         "cross entropy backward");
 }
 
+// An undefined Tensor cannot be an argument of apply; an empty optional can.
+c10::optional<Tensor> optional_tensor(const Tensor& t) {
+  return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
+}
+
 bool wants_grad(const Tensor& t) { return t.defined() && t.requires_grad() && at::GradMode::is_enabled(); }
 
 // ---------------------------------------------------------------------------
@@ -88,9 +94,11 @@ bool wants_grad(const Tensor& t) { return t.defined() && t.requires_grad() && at
 struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& logits_in, const Tensor& labels_in,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                        double softcap, int64_t reduction, double normalizer) {
+                        double softcap, int64_t reduction, double normalizer,
+                        const c10::optional<Tensor>& inverse_normalizer) {
     CrossEntropyOptions o;
     o.normalizer = normalizer;
+    o.inverse_normalizer = inverse_normalizer.value_or(Tensor());
     o.ignore_index = ignore_index;
     o.label_smoothing = label_smoothing;
     o.z_loss_scale = z_loss_scale;
@@ -118,7 +126,7 @@ struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunct
     Tensor grad = it->second.toTensor();
     ctx->saved_data.erase(it);  // the buffer goes with this backward
     apply_grad_output(grad, grad_outputs[0], ctx->saved_data["per_row"].toBool());
-    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -251,8 +259,8 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& hidden_in, const Tensor& weight_in,
                         const Tensor& bias_in, bool has_bias, const Tensor& labels_in,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
-                        double softcap, int64_t reduction, double normalizer, double chunk_mb,
-                        int64_t mode) {
+                        double softcap, int64_t reduction, double normalizer,
+                        const c10::optional<Tensor>& inverse_normalizer, double chunk_mb, int64_t mode) {
     FusedLinearCrossEntropyOptions options;
     options.ce.ignore_index = ignore_index;
     options.ce.label_smoothing = label_smoothing;
@@ -260,6 +268,7 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
     options.ce.softcap = softcap;
     options.ce.reduction = static_cast<Reduction>(reduction);
     options.ce.normalizer = normalizer;
+    options.ce.inverse_normalizer = inverse_normalizer.value_or(Tensor());
     options.chunk_mb = chunk_mb;
     options.mode = static_cast<FlceMode>(mode);
     const Tensor hidden = hidden_in.contiguous();
@@ -292,7 +301,7 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
       apply_grad_output(grads[i], grad_outputs[0], /*per_row=*/false);
     }
     return {grads[0], grads[1], grads[2], Tensor(), Tensor(), Tensor(), Tensor(),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -303,7 +312,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntr
   if (!wants_grad(logits)) return cross_entropy_loss_only(logits, labels, options);
   return CrossEntropyFunction::apply(logits, labels, options.ignore_index, options.label_smoothing,
                                      options.z_loss_scale, options.softcap,
-                                     static_cast<int64_t>(options.reduction), options.normalizer);
+                                     static_cast<int64_t>(options.reduction), options.normalizer,
+                                     optional_tensor(options.inverse_normalizer));
 }
 
 Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& bias,
@@ -328,7 +338,7 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
                              labels, options.ce.ignore_index, options.ce.label_smoothing,
                              options.ce.z_loss_scale, options.ce.softcap,
                              static_cast<int64_t>(options.ce.reduction), options.ce.normalizer,
-                             options.chunk_mb,
+                             optional_tensor(options.ce.inverse_normalizer), options.chunk_mb,
                              static_cast<int64_t>(options.mode));
 }
 

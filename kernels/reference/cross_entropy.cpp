@@ -18,6 +18,7 @@ Tensor reduce_token_losses(const Tensor& per_token, const Tensor& labels,
     case Reduction::sum:
       return per_token.sum();
     case Reduction::mean: {
+      if (options.inverse_normalizer.defined()) return per_token.sum() * options.inverse_normalizer;
       if (options.normalizer > 0.0) return per_token.sum() / options.normalizer;
       const Tensor count = labels.ne(options.ignore_index).sum().clamp_min(1);
       return per_token.sum() / count.to(per_token.scalar_type());

@@ -686,3 +686,49 @@ TEST_CASE("cuda adamw_step: a bf16 weight of 0.02 trains with lr 1e-5", "[cuda][
   }
 }
 #endif  // LIGER_WITH_CUDA
+
+TEST_CASE("cuda adamw_step: values read from device memory give the launch-argument result bitwise",
+          "[cuda][adamw]") {
+  // The CUDA-graph path: adamw_step_values() copied to the device, the launch
+  // arguments describing another step (as a replayed capture's would); the
+  // result must be the one of the step the device memory describes.
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  const auto opts = torch::device(kCuda);
+  const int64_t n = 300007;
+  torch::manual_seed(31);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
+    INFO("dtype " << dtype_name(dtype));
+    const Tensor p0 = (torch::randn({n}, opts) * 0.02).to(dtype);
+    const Tensor m0 = (torch::randn({n}, opts) * 1e-3).to(dtype), v0 = (torch::rand({n}, opts) * 1e-6).to(dtype);
+    const Tensor g = torch::randn({n}, opts).to(dtype);
+    k::AdamWStepOptions wanted;
+    wanted.lr = 3e-4;
+    wanted.beta1 = 0.9;
+    wanted.beta2 = 0.95;
+    wanted.weight_decay = 0.1;
+    wanted.step = 7;
+    wanted.seed = 99;
+    wanted.stream = 3;
+    wanted.stochastic_rounding = dtype == torch::kBFloat16;
+    Tensor p_args = p0.clone(), m_args = m0.clone(), v_args = v0.clone();
+    k::adamw_step(p_args, g, m_args, v_args, wanted);
+    // The launch arguments of an earlier step; the device memory holds step 7's values.
+    k::AdamWStepOptions captured = wanted;
+    captured.lr = 1e-5;
+    captured.step = 2;
+    const k::AdamWStepValues values = k::adamw_step_values(wanted);
+    captured.step_values = torch::from_blob(const_cast<k::AdamWStepValues*>(&values), {sizeof(values)}, torch::kByte)
+                               .to(opts.dtype(torch::kByte));
+    Tensor p_dev = p0.clone(), m_dev = m0.clone(), v_dev = v0.clone();
+    k::adamw_step(p_dev, g, m_dev, v_dev, captured);
+    CHECK(torch::equal(p_dev, p_args));
+    CHECK(torch::equal(m_dev, m_args));
+    CHECK(torch::equal(v_dev, v_args));
+    // Without them, the captured arguments give another result (the test can tell).
+    captured.step_values = Tensor();
+    Tensor p_old = p0.clone(), m_old = m0.clone(), v_old = v0.clone();
+    k::adamw_step(p_old, g, m_old, v_old, captured);
+    CHECK_FALSE(torch::equal(p_old, p_args));
+  }
+}

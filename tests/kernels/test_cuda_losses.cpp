@@ -218,3 +218,49 @@ TEST_CASE("cuda fused_linear_cross_entropy without grad computes the loss only")
   INFO(c.report);
   CHECK(c.ok);
 }
+
+TEST_CASE("cuda losses: an inverse_normalizer tensor gives exactly the double normalizer's result") {
+  // The CUDA-graph step's 1 / count lives in device memory; the kernels read
+  // the mean scale through a pointer either way, so the results are bitwise equal.
+  if (!have_gpu()) return;
+  torch::manual_seed(17);
+  const at::Device gpu(at::kCUDA);
+  const int64_t n = 80, h = 64, v = 3000;
+  const Tensor x = torch::randn({n, h}, gpu).to(at::kBFloat16);
+  const Tensor w = (torch::randn({v, h}, gpu) * 0.05).to(at::kBFloat16);
+  const Tensor y = make_labels(n, v, gpu);
+  CrossEntropyOptions by_double;
+  by_double.normalizer = 123.0;
+  CrossEntropyOptions by_tensor;
+  by_tensor.inverse_normalizer = torch::full({}, 1.0 / 123.0, at::TensorOptions().dtype(at::kFloat).device(gpu));
+  // cross entropy on logits
+  const Tensor logits = x.matmul(w.t());
+  Tensor la = logits.clone().requires_grad_(true), lb = logits.clone().requires_grad_(true);
+  Tensor ea = cuda::cross_entropy(la, y, by_double), eb = cuda::cross_entropy(lb, y, by_tensor);
+  ea.backward();
+  eb.backward();
+  CHECK(torch::equal(ea, eb));
+  CHECK(torch::equal(la.grad(), lb.grad()));
+  for (const auto mode : {FlceMode::speed, FlceMode::lean}) {
+    INFO("mode " << (mode == FlceMode::speed ? "speed" : "lean"));
+    FusedLinearCrossEntropyOptions fd, ft;
+    fd.ce = by_double;
+    ft.ce = by_tensor;
+    fd.chunk_mb = ft.chunk_mb = 0.2;
+    fd.mode = ft.mode = mode;
+    Tensor xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
+    Tensor wa = w.clone().requires_grad_(true), wb = w.clone().requires_grad_(true);
+    Tensor a = cuda::fused_linear_cross_entropy(xa, wa, Tensor(), y, fd);
+    Tensor b = cuda::fused_linear_cross_entropy(xb, wb, Tensor(), y, ft);
+    a.backward();
+    b.backward();
+    CHECK(torch::equal(a, b));
+    CHECK(torch::equal(xa.grad(), xb.grad()));
+    CHECK(torch::equal(wa.grad(), wb.grad()));
+    // And it is the scale that is read: another count changes the loss.
+    FusedLinearCrossEntropyOptions other = ft;
+    other.ce.inverse_normalizer = by_tensor.inverse_normalizer * 2.0;
+    at::NoGradGuard no_grad;
+    CHECK_FALSE(torch::equal(cuda::fused_linear_cross_entropy(x, w, Tensor(), y, other), a.detach()));
+  }
+}

@@ -158,3 +158,10 @@ TEST_CASE("every schema key has a documented, valid default") {
     CHECK(liger::config::find_key(key.full_name()) == &key);
   }
 }
+
+TEST_CASE("training.cuda_graphs on the CPU is a config error naming the key") {
+  const std::string message = error_of("training:\n  device: cpu\n  cuda_graphs: true\n");
+  CHECK(contains(message, "training.cuda_graphs"));
+  CHECK(contains(message, "training.device"));
+  CHECK(error_of("training:\n  device: cuda\n  cuda_graphs: true\n").empty());
+}
