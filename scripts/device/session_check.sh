@@ -4,6 +4,9 @@
 # (PARTS of scripts/device/e2e_1b.sh) and, with CONVERGENCE_STEPS > 0, the
 # bf16 GPU convergence run with the rounding-noise parameter check. Keeps at
 # most 8 small files in $OUT (the device tool's limit).
+# TRAINER_FILTER: a Catch2 spec run from tests/trainer/test_training (e.g.
+# "cuda graphs*"); GRAPH_MODES: the training.cuda_graphs values the e2e parts
+# run with, each a full pass (default "false").
 #   FILTER="[rope],[glu]" OPS=rope_qkv PARTS="liger hf" bash scripts/device/session_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,16 +16,26 @@ WORK=/tmp/session_check
 rm -rf "$WORK"
 mkdir -p "$WORK/kernels" "$WORK/e2e"
 OUT=$WORK/kernels TESTS=${TESTS:-test_kernels_cuda} FILTER=${FILTER:-} OPS=${OPS:-} \
-  TARGETS="test_kernels_cuda test_kernels_cuda_losses liger-bench liger-train liger-compare" \
+  TARGETS="test_kernels_cuda test_kernels_cuda_losses test_training liger-bench liger-train liger-compare" \
   bash scripts/device/kernels_check.sh > /dev/null 2>&1
 cp "$WORK/kernels/summary.txt" "$RESULTS/kernels.txt"
 grep -q "BUILD FAILED" "$RESULTS/kernels.txt" && { cat "$RESULTS/kernels.txt"; exit 1; }
+if [[ -n ${TRAINER_FILTER:-} ]]; then
+  LIGER_SOURCE_DIR=$PWD timeout 600 build-gpu/tests/trainer/test_training "$TRAINER_FILTER" > "$WORK/trainer.log" 2>&1
+  echo "test_training $TRAINER_FILTER: exit $? -- $(tail -3 "$WORK/trainer.log" | tr '\n' ' ')" >> "$RESULTS/kernels.txt"
+  grep -B2 -A14 -E "FAILED|with expansion|worst per-step" "$WORK/trainer.log" | head -60 >> "$RESULTS/kernels.txt"
+fi
 if [[ -n ${PARTS:-} ]]; then
-  OUT=$WORK/e2e PROFILE_STEPS=${PROFILE_STEPS:-0} bash scripts/device/e2e_1b.sh "${E2E_STEPS:-40}" "$PARTS" > /dev/null 2>&1
-  cp "$WORK/e2e/summary.txt" "$RESULTS/e2e.txt"
-  for trace in "$WORK"/e2e/liger_*/profile/rank-0.json; do
-    [[ -f $trace ]] || continue
-    { echo "idle gaps of $trace:"; python3 scripts/device/trace_gaps.py "$trace" 25; } >> "$RESULTS/e2e.txt" 2>&1
+  : > "$RESULTS/e2e.txt"
+  for mode in ${GRAPH_MODES:-false}; do
+    OUT=$WORK/e2e_$mode EXTRA="--set training.cuda_graphs=$mode" PROFILE_STEPS=${PROFILE_STEPS:-0} \
+      bash scripts/device/e2e_1b.sh "${E2E_STEPS:-40}" "$PARTS" > /dev/null 2>&1
+    { echo "== training.cuda_graphs=$mode"; cat "$WORK/e2e_$mode/summary.txt"
+      grep -hE "cuda graphs|error|Error" "$WORK"/e2e_$mode/liger_*.log | cut -c1-400 | head -5; } >> "$RESULTS/e2e.txt"
+    for trace in "$WORK"/e2e_$mode/liger_*/profile/rank-0.json; do
+      [[ -f $trace ]] || continue
+      { echo "idle gaps of $trace:"; python3 scripts/device/trace_gaps.py "$trace" 25; } >> "$RESULTS/e2e.txt" 2>&1
+    done
   done
 fi
 if [[ ${CONVERGENCE_STEPS:-0} -gt 0 ]]; then
