@@ -17,86 +17,120 @@ at::Tensor glu_forward(const kernels::KernelSet& k, GluKind kind, const at::Tens
   return kind == GluKind::geglu ? k.geglu(gate, up) : k.swiglu(gate, up);
 }
 
-// Whether backward may write a gradient over `t`'s buffer: an intermediate
-// the graph owns (not a leaf, not a view of another tensor).
-bool graph_owned(const at::Tensor& t) { return t.requires_grad() && !t.is_leaf() && !t.is_view(); }
+// [..., n] as [rows, n]
+at::Tensor rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
 
-class RecomputedGluDownBackward : public Node {
+enum Input { kX, kGateWeight, kUpWeight, kDownWeight, kResidual, kInputs };
+
+class RecomputedGluMlpBackward : public Node {
  public:
-  RecomputedGluDownBackward(const kernels::KernelSet* kernels, GluKind kind, const at::Tensor& gate,
-                            const at::Tensor& up, const at::Tensor& weight)
+  RecomputedGluMlpBackward(const kernels::KernelSet* kernels, GluKind kind, const at::Tensor& x,
+                           const at::Tensor& gate_weight, const at::Tensor& up_weight,
+                           const at::Tensor& down_weight, const at::Tensor& residual, at::Tensor gate,
+                           at::Tensor up)
       : kernels_(kernels),
         kind_(kind),
-        gate_(gate, /*is_output=*/false),
-        up_(up, /*is_output=*/false),
-        weight_(weight, /*is_output=*/false),
-        need_{gate.requires_grad(), up.requires_grad(), weight.requires_grad()},
-        overwrite_(graph_owned(gate) && graph_owned(up)) {}
+        x_(x, /*is_output=*/false),
+        gate_weight_(gate_weight, false),
+        up_weight_(up_weight, false),
+        down_weight_(down_weight, false),
+        gate_(std::move(gate)),
+        up_(std::move(up)),
+        need_{x.requires_grad(), gate_weight.requires_grad(), up_weight.requires_grad(),
+              down_weight.requires_grad(), residual.defined() && residual.requires_grad()} {}
 
-  std::string name() const override { return "RecomputedGluDownBackward"; }
+  std::string name() const override { return "RecomputedGluMlpBackward"; }
 
   variable_list apply(variable_list&& grads) override {
     const at::Tensor& dy = grads[0];
-    variable_list out(3);
+    variable_list out(kInputs);
     if (!dy.defined()) return out;
-    TORCH_CHECK(!consumed_, "glu_down_projection_recomputed: backward ran a second time through the "
-                "same graph, but the first one wrote the gradients over gate and up (to save "
-                "memory); run backward once per forward (no retain_graph)");
-    const at::Tensor gate = gate_.unpack(), up = up_.unpack(), weight = weight_.unpack();
-    const at::Tensor dy2 = dy.reshape({-1, dy.size(-1)});  // [tokens, hidden]
-    at::Tensor h;
-    if (need_[0] || need_[1]) {
-      const at::Tensor dh = at::mm(dy2, weight).view(gate.sizes());  // dh = dy W
-      const kernels::GluRecomputed r =
-          kind_ == GluKind::geglu ? kernels_->geglu_recompute(gate, up, dh, overwrite_)
-                                  : kernels_->swiglu_recompute(gate, up, dh, overwrite_);
-      consumed_ = overwrite_;
+    TORCH_CHECK(!consumed_, "glu_mlp_recomputed: backward ran a second time through the same graph, but "
+                "the first one wrote the gradients over gate and up (to save memory); run backward "
+                "once per forward (no retain_graph)");
+    if (need_[kResidual]) out[kResidual] = dy;  // y = residual + ...: its gradient is dy itself
+    const bool need_glu = need_[kX] || need_[kGateWeight] || need_[kUpWeight];
+    if (!need_glu && !need_[kDownWeight]) return out;
+    const at::Tensor x = rows(x_.unpack()), down_weight = down_weight_.unpack();
+    const at::Tensor dy2 = rows(dy);  // [tokens, hidden]
+    at::Tensor h, d_gate, d_up;
+    if (need_glu) {
+      const at::Tensor dh = at::mm(dy2, down_weight);  // dh = dy Wd
+      // gate and up are this node's (made under no_grad in forward): overwritten in place.
+      const kernels::GluRecomputed r = kind_ == GluKind::geglu ? kernels_->geglu_recompute(gate_, up_, dh, true)
+                                                               : kernels_->swiglu_recompute(gate_, up_, dh, true);
+      consumed_ = true;
       h = r.h;
-      if (need_[0]) out[0] = r.d_gate;
-      if (need_[1]) out[1] = r.d_up;
-    } else if (need_[2]) {
+      d_gate = r.d_gate;
+      d_up = r.d_up;
+    } else {
       torch::NoGradGuard no_grad;
-      h = glu_forward(*kernels_, kind_, gate, up);
+      h = glu_forward(*kernels_, kind_, gate_, up_);
     }
-    if (need_[2]) {
-      // dW = dy^T h (fp32 accumulation in the GEMM)
-      out[2] = at::mm(dy2.t(), h.reshape({-1, h.size(-1)})).to(weight.scalar_type());
+    // Weight gradients: dW = dout^T in (fp32 accumulation inside the GEMMs).
+    if (need_[kDownWeight]) out[kDownWeight] = at::mm(dy2.t(), h).to(down_weight.scalar_type());
+    if (need_[kGateWeight]) out[kGateWeight] = at::mm(d_gate.t(), x);
+    if (need_[kUpWeight]) out[kUpWeight] = at::mm(d_up.t(), x);
+    if (need_[kX]) {
+      at::Tensor dx = at::mm(d_gate, gate_weight_.unpack());
+      dx.addmm_(d_up, up_weight_.unpack());  // dx += dup Wu: beta = 1 in the GEMM, no separate add
+      out[kX] = dx.view(x_.unpack().sizes());
     }
     return out;
   }
 
   void release_variables() override {
-    gate_.reset_data();
-    up_.reset_data();
-    weight_.reset_data();
+    x_.reset_data();
+    gate_weight_.reset_data();
+    up_weight_.reset_data();
+    down_weight_.reset_data();
+    gate_ = at::Tensor();
+    up_ = at::Tensor();
   }
 
  private:
   const kernels::KernelSet* kernels_;
   GluKind kind_;
-  SavedVariable gate_, up_, weight_;
-  bool need_[3];
-  bool overwrite_;
+  SavedVariable x_, gate_weight_, up_weight_, down_weight_;
+  at::Tensor gate_, up_;  // [tokens, intermediate], not graph tensors: this node's buffers
+  bool need_[kInputs];
   bool consumed_ = false;
 };
 
 }  // namespace
 
-at::Tensor glu_down_projection_recomputed(const kernels::KernelSet& kernels, GluKind kind,
-                                          const at::Tensor& gate, const at::Tensor& up,
-                                          const at::Tensor& weight) {
-  TORCH_CHECK(gate.sizes() == up.sizes(), "glu_down_projection_recomputed: gate ", gate.sizes(), " and up ",
-              up.sizes(), " differ");
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == gate.size(-1), "glu_down_projection_recomputed: weight ",
-              weight.sizes(), " does not take ", gate.size(-1), " inputs");
-  at::Tensor y;
+at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, const at::Tensor& x,
+                              const at::Tensor& gate_weight, const at::Tensor& up_weight,
+                              const at::Tensor& down_weight, const at::Tensor& residual) {
+  const int64_t hidden = x.size(-1);
+  TORCH_CHECK(gate_weight.dim() == 2 && gate_weight.sizes() == up_weight.sizes() && gate_weight.size(1) == hidden,
+              "glu_mlp_recomputed: gate weight ", gate_weight.sizes(), " and up weight ", up_weight.sizes(),
+              " must both be [intermediate, ", hidden, "]");
+  TORCH_CHECK(down_weight.dim() == 2 && down_weight.size(1) == gate_weight.size(0),
+              "glu_mlp_recomputed: down weight ", down_weight.sizes(), " does not take ", gate_weight.size(0),
+              " inputs");
+  std::vector<int64_t> shape = x.sizes().vec();  // the output's: x's with hidden -> down_weight's rows
+  shape.back() = down_weight.size(0);
+  TORCH_CHECK(!residual.defined() || residual.sizes() == at::IntArrayRef(shape), "glu_mlp_recomputed: residual ",
+              residual.sizes(), " does not match the output ", at::IntArrayRef(shape));
+  at::Tensor gate, up, y;
   {
-    torch::NoGradGuard no_grad;  // h lives only for this product
-    y = torch::linear(glu_forward(kernels, kind, gate, up), weight);
+    torch::NoGradGuard no_grad;  // h lives only for this product; gate and up go to the node
+    const at::Tensor x2 = rows(x);
+    gate = at::mm(x2, gate_weight.t());
+    up = at::mm(x2, up_weight.t());
+    const at::Tensor h = glu_forward(kernels, kind, gate, up);
+    y = residual.defined() ? at::addmm(rows(residual), h, down_weight.t())  // residual + h Wd^T in one GEMM
+                           : at::mm(h, down_weight.t());
+    y = at::_unsafe_view(y, shape);  // not an autograd view: the node below becomes its history
   }
-  if (torch::autograd::compute_requires_grad(gate, up, weight)) {
-    auto node = std::make_shared<RecomputedGluDownBackward>(&kernels, kind, gate, up, weight);
-    node->set_next_edges(torch::autograd::collect_next_edges(gate, up, weight));
+  const bool with_residual = residual.defined();
+  if (torch::autograd::compute_requires_grad(x, gate_weight, up_weight, down_weight) ||
+      (with_residual && residual.requires_grad())) {
+    // An undefined residual still takes its edge slot (an empty edge).
+    auto node = std::make_shared<RecomputedGluMlpBackward>(&kernels, kind, x, gate_weight, up_weight, down_weight,
+                                                           residual, std::move(gate), std::move(up));
+    node->set_next_edges(torch::autograd::collect_next_edges(x, gate_weight, up_weight, down_weight, residual));
     torch::autograd::set_history(y, node);
   }
   return y;

@@ -1,14 +1,19 @@
-// The MLP's down projection of a GLU activation, y = glu(gate, up) W^T, as one
-// autograd node that keeps gate, up and W for backward but not the product
-// h = glu(gate, up): [tokens, intermediate], the largest activation of a
-// decoder layer (Llama-3.2-1B at 8192 tokens: 128 MiB per layer). Backward
-//   dh = dy W,   (h, dgate, dup) = the GLU op's recomputing backward of dh,
-//   dW = dy^T h
+// A GLU MLP with its residual add, y = residual + glu(x Wg^T, x Wu^T) Wd^T, as
+// one autograd node that keeps x, gate = x Wg^T and up = x Wu^T for backward
+// but not the product h = glu(gate, up): [tokens, intermediate], the largest
+// activation of a decoder layer (Llama-3.2-1B at 8192 tokens: 128 MiB per
+// layer). Backward
+//   dh = dy Wd,   (h, dgate, dup) = the GLU op's recomputing backward of dh,
+//   dWd = dy^T h,  dWg = dgate^T x,  dWu = dup^T x,
+//   dx = dgate Wg + dup Wu     (the second GEMM accumulates into the first's output),
+//   dresidual = dy
 // where the middle step recomputes h and takes the GLU gradients in one pass
 // (the cuda kernel reads gate, up and dh once; kernels/ops.h GluRecomputeFn),
-// writing dgate and dup over gate's and up's buffers when they are graph
-// intermediates, as the GLU op itself does. The values and gradients equal
-// those of glu() followed by torch::linear.
+// writing dgate and dup over gate's and up's buffers (the node's own). The
+// forward adds the residual inside the down projection's GEMM (beta = 1), so
+// neither the residual add nor the sum of the two input gradients is a pass
+// of its own. Values and gradients equal those of two linears, glu(), a
+// linear and an add.
 #pragma once
 
 #include "kernels/registry.h"
@@ -20,9 +25,10 @@ namespace liger::models {
 enum class GluKind { swiglu, geglu };
 
 // kernels: the set the model calls (it must outlive the autograd graph).
-// gate, up: [..., intermediate]; weight: [hidden, intermediate].
-at::Tensor glu_down_projection_recomputed(const kernels::KernelSet& kernels, GluKind kind,
-                                          const at::Tensor& gate, const at::Tensor& up,
-                                          const at::Tensor& weight);
+// x: [..., hidden]; gate_weight, up_weight: [intermediate, hidden];
+// down_weight: [hidden, intermediate]; residual: x's shape, or undefined (no add).
+at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, const at::Tensor& x,
+                              const at::Tensor& gate_weight, const at::Tensor& up_weight,
+                              const at::Tensor& down_weight, const at::Tensor& residual);
 
 }  // namespace liger::models

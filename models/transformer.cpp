@@ -170,17 +170,18 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   return torch::linear(out.reshape({batch, seq, config_.num_heads * d}), cast(attn.o_proj->weight));
 }
 
-Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x) const {
-  Tensor gate = torch::linear(x, cast(mlp.gate_proj->weight));
-  Tensor up = torch::linear(x, cast(mlp.up_proj->weight));
+Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, const Tensor& residual) const {
   const bool gelu = config_.mlp_activation == "gelu_tanh";
   if (recompute_glu_ && torch::GradMode::is_enabled()) {
     // kernels_ is the model's: it outlives the autograd graph.
-    return glu_down_projection_recomputed(kernels_, gelu ? GluKind::geglu : GluKind::swiglu, gate, up,
-                                          cast(mlp.down_proj->weight));
+    return glu_mlp_recomputed(kernels_, gelu ? GluKind::geglu : GluKind::swiglu, x, cast(mlp.gate_proj->weight),
+                              cast(mlp.up_proj->weight), cast(mlp.down_proj->weight), residual);
   }
+  Tensor gate = torch::linear(x, cast(mlp.gate_proj->weight));
+  Tensor up = torch::linear(x, cast(mlp.up_proj->weight));
   Tensor hidden = gelu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
-  return torch::linear(hidden, cast(mlp.down_proj->weight));
+  Tensor out = torch::linear(hidden, cast(mlp.down_proj->weight));
+  return residual.defined() ? residual + out : out;
 }
 
 Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache,
@@ -217,7 +218,7 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
                                       document_ids);
         Tensor normed;
         std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, h);
-        y = y + mlp_forward(*layer.mlp, normed);
+        y = mlp_forward(*layer.mlp, normed, y);  // y + mlp(normed), the add inside the down projection
       }
       return y;
     };

@@ -170,7 +170,9 @@ class TransformerImpl : public torch::nn::Module {
   Tensor attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
                    const Tensor& sin, int64_t layer, KvCache* cache,
                    const Tensor& document_ids) const;
-  Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x) const;
+  // residual (optional): returns residual + mlp(x) (with the GLU product
+  // recomputed, the add happens inside the down projection's GEMM).
+  Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, const Tensor& residual = Tensor()) const;
   kernels::RmsNormOptions norm_options() const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
   // {norm(x + residual), x + residual}: the residual add fused with the norm.

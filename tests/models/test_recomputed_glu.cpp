@@ -1,4 +1,4 @@
-// The MLP down projection whose GLU product is recomputed in backward
+// The GLU MLP whose GLU product is recomputed in backward
 // (models/recomputed_glu.h) against glu() + torch::linear, alone and inside
 // the model (training.activation_checkpointing: glu), on the CPU backends.
 #include "kernels/registry.h"
@@ -13,61 +13,72 @@
 using at::Tensor;
 using liger::models::test::max_rel;
 
-TEST_CASE("recomputed GLU down projection: values and gradients equal glu + linear") {
+TEST_CASE("recomputed GLU MLP: values and gradients equal linear, glu, linear and the residual add") {
   const auto cpu = c10::Device(c10::kCPU);
   for (const bool on : {false, true}) {  // reference and composite backends
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       for (const bool gelu : {false, true}) {
-        INFO((on ? "composite" : "reference") << ", dtype " << dtype << (gelu ? ", geglu" : ", swiglu"));
-        const auto toggles = on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
-        const auto kernels = liger::kernels::resolve_kernels(toggles, cpu, dtype);
-        const auto kind = gelu ? liger::models::GluKind::geglu : liger::models::GluKind::swiglu;
-        auto glu = [&](const Tensor& g, const Tensor& u) {
-          return gelu ? kernels.geglu(g, u) : kernels.swiglu(g, u);
-        };
-        torch::manual_seed(7);
-        const Tensor gate0 = torch::randn({2, 5, 24}).to(dtype), up0 = torch::randn({2, 5, 24}).to(dtype);
-        const Tensor w0 = (torch::randn({16, 24}) * 0.2).to(dtype), dy = torch::randn({2, 5, 16}).to(dtype);
-        const Tensor x0 = torch::randn({2, 5, 8}).to(dtype);
-        const Tensor wg0 = torch::randn({24, 8}).to(dtype), wu0 = torch::randn({24, 8}).to(dtype);
+        for (const bool with_residual : {false, true}) {
+          INFO((on ? "composite" : "reference") << ", dtype " << dtype << (gelu ? ", geglu" : ", swiglu")
+                                                << (with_residual ? ", residual" : ""));
+          const auto toggles = on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
+          const auto kernels = liger::kernels::resolve_kernels(toggles, cpu, dtype);
+          const auto kind = gelu ? liger::models::GluKind::geglu : liger::models::GluKind::swiglu;
+          auto glu = [&](const Tensor& g, const Tensor& u) {
+            return gelu ? kernels.geglu(g, u) : kernels.swiglu(g, u);
+          };
+          torch::manual_seed(7);
+          const Tensor x0 = torch::randn({2, 5, 8}).to(dtype), r0 = torch::randn({2, 5, 8}).to(dtype);
+          const Tensor wg0 = (torch::randn({24, 8}) * 0.3).to(dtype), wu0 = (torch::randn({24, 8}) * 0.3).to(dtype);
+          const Tensor wd0 = (torch::randn({8, 24}) * 0.2).to(dtype), dy = torch::randn({2, 5, 8}).to(dtype);
+          auto leaf = [](const Tensor& t) { return t.clone().requires_grad_(true); };
 
-        Tensor gate = gate0.clone().requires_grad_(true), up = up0.clone().requires_grad_(true),
-               w = w0.clone().requires_grad_(true);
-        Tensor y = torch::linear(glu(gate, up), w);
-        y.backward(dy);
+          // The plain composition.
+          Tensor x = leaf(x0), r = leaf(r0), wg = leaf(wg0), wu = leaf(wu0), wd = leaf(wd0);
+          Tensor y = torch::linear(glu(torch::linear(x, wg), torch::linear(x, wu)), wd);
+          if (with_residual) y = r + y;
+          y.backward(dy);
 
-        Tensor gate_r = gate0.clone().requires_grad_(true), up_r = up0.clone().requires_grad_(true),
-               w_r = w0.clone().requires_grad_(true);
-        Tensor y_r = liger::models::glu_down_projection_recomputed(kernels, kind, gate_r, up_r, w_r);
-        REQUIRE(y_r.requires_grad());
-        y_r.backward(dy);
+          Tensor xr = leaf(x0), rr = leaf(r0), wgr = leaf(wg0), wur = leaf(wu0), wdr = leaf(wd0);
+          Tensor y_r = liger::models::glu_mlp_recomputed(kernels, kind, xr, wgr, wur, wdr,
+                                                         with_residual ? rr : Tensor());
+          REQUIRE(y_r.requires_grad());
+          REQUIRE(y_r.sizes() == y.sizes());
+          y_r.backward(dy);
 
-        const double tolerance = dtype == at::kFloat ? 1e-6 : 1e-2;
-        CHECK(max_rel(y_r, y) <= tolerance);
-        CHECK(max_rel(gate_r.grad(), gate.grad()) <= tolerance);
-        CHECK(max_rel(up_r.grad(), up.grad()) <= tolerance);
-        CHECK(max_rel(w_r.grad(), w.grad()) <= tolerance);
-        // Only some inputs needing gradients: the others get none.
-        Tensor w_only = w0.clone().requires_grad_(true);
-        liger::models::glu_down_projection_recomputed(kernels, kind, gate0, up0, w_only).backward(dy);
-        CHECK(max_rel(w_only.grad(), w.grad()) <= tolerance);
-
-        // gate and up as the model makes them (graph intermediates, whose
-        // buffers backward may reuse): the gradients reach the projections.
-        const Tensor x = x0.clone().requires_grad_(true), wg = wg0.clone().requires_grad_(true),
-                     wu = wu0.clone().requires_grad_(true);
-        liger::models::glu_down_projection_recomputed(kernels, kind, torch::linear(x, wg),
-                                                      torch::linear(x, wu), w0)
-            .backward(dy);
-        const Tensor xe = x0.clone().requires_grad_(true), wge = wg0.clone().requires_grad_(true),
-                     wue = wu0.clone().requires_grad_(true);
-        torch::linear(glu(torch::linear(xe, wge), torch::linear(xe, wue)), w0).backward(dy);
-        CHECK(max_rel(x.grad(), xe.grad()) <= tolerance);
-        CHECK(max_rel(wg.grad(), wge.grad()) <= tolerance);
-        CHECK(max_rel(wu.grad(), wue.grad()) <= tolerance);
+          const double tolerance = dtype == at::kFloat ? 1e-6 : 2e-2;
+          CHECK(max_rel(y_r, y) <= tolerance);
+          CHECK(max_rel(xr.grad(), x.grad()) <= tolerance);
+          CHECK(max_rel(wgr.grad(), wg.grad()) <= tolerance);
+          CHECK(max_rel(wur.grad(), wu.grad()) <= tolerance);
+          CHECK(max_rel(wdr.grad(), wd.grad()) <= tolerance);
+          if (with_residual) {
+            CHECK(torch::equal(rr.grad(), r.grad()));
+          } else {
+            CHECK_FALSE(rr.grad().defined());
+          }
+          // Only the down projection's weight needing a gradient: the others get none.
+          Tensor wd_only = leaf(wd0);
+          liger::models::glu_mlp_recomputed(kernels, kind, x0, wg0, wu0, wd_only, Tensor()).backward(dy);
+          Tensor wd_plain = leaf(wd0);
+          torch::linear(glu(torch::linear(x0, wg0), torch::linear(x0, wu0)), wd_plain).backward(dy);
+          CHECK(max_rel(wd_only.grad(), wd_plain.grad()) <= tolerance);
+          // A second backward through the same graph is refused (gate and up were overwritten).
+          Tensor again = liger::models::glu_mlp_recomputed(kernels, kind, leaf(x0), wg0, wu0, wd0, Tensor());
+          again.backward(dy, /*retain_graph=*/true);
+          CHECK_THROWS(again.backward(dy));
+        }
       }
     }
   }
+  // Shapes that do not fit are refused with the shapes in the message.
+  const auto kernels = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
+  CHECK_THROWS(liger::models::glu_mlp_recomputed(kernels, liger::models::GluKind::swiglu, torch::randn({3, 8}),
+                                                 torch::randn({24, 7}), torch::randn({24, 7}),
+                                                 torch::randn({8, 24}), Tensor()));
+  CHECK_THROWS(liger::models::glu_mlp_recomputed(kernels, liger::models::GluKind::swiglu, torch::randn({3, 8}),
+                                                 torch::randn({24, 8}), torch::randn({24, 8}),
+                                                 torch::randn({8, 24}), torch::randn({3, 9})));
 }
 
 TEST_CASE("the recomputing GLU backward of each CPU backend equals autograd through the op") {
