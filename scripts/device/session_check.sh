@@ -6,7 +6,8 @@
 # most 8 small files in $OUT (the device tool's limit).
 # TRAINER_FILTER: a Catch2 spec run from tests/trainer/test_training (e.g.
 # "cuda graphs*"); GRAPH_MODES: the training.cuda_graphs values the e2e parts
-# run with, each a full pass (default "false").
+# run with, each a full pass (default "false"); CONV_EXTRA: --set arguments
+# added to every convergence run.
 #   FILTER="[rope],[glu]" OPS=rope_qkv PARTS="liger hf" bash scripts/device/session_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,8 +40,9 @@ if [[ -n ${PARTS:-} ]]; then
   done
 fi
 if [[ ${CONVERGENCE_STEPS:-0} -gt 0 ]]; then
+  # CONV_EXTRA: more --set arguments for every run (e.g. the bench's CUDA graphs and GLU recompute).
   conv=(configs/tiny.yaml --steps "$CONVERGENCE_STEPS" --set training.device=cuda --set model.dtype=bf16
-        --loss-rtol 2e-2 --param-noise 2)
+        --loss-rtol 2e-2 --param-noise 2 ${CONV_EXTRA:-})
   LIGER_BUILD_DIR=build-gpu bash scripts/convergence.sh "${conv[@]}" --out "$WORK/conv" > "$RESULTS/convergence.txt" 2>&1
   echo "exit $?" >> "$RESULTS/convergence.txt"
   cp "$WORK/conv/losses.tsv" "$RESULTS/convergence_losses.tsv" 2>/dev/null
