@@ -441,7 +441,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   const bool graphs = c.training.cuda_graphs;
   // The device half of a step: forward and backward of every micro-batch,
   // clipping, the AdamW update. Returns (summed loss, gradient norm).
-  // inverse_normaliser defined (CUDA graphs): the loss reads 1 / count there.
+  // The loss reads 1 / count in inverse_normaliser (normaliser: the same count, for messages).
   const kernels::FlceMode flce_mode =
       c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean : kernels::FlceMode::speed;
   auto device_step = [&](const std::vector<DeviceBatch>& inputs, double normaliser,
@@ -489,16 +489,21 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       target_tokens += batches.back().num_target_tokens();
       input_tokens += batches.back().batch_size * batches.back().seq_len;
     }
-    if (distributed) {
-      // The loss of every rank is normalised by the target count of the whole
-      // global batch: one all-reduce per optimizer step.
-      at::Tensor counts = torch::tensor({target_tokens, input_tokens}, at::TensorOptions().dtype(at::kLong)).to(s.device);
-      s.comm->all_reduce(counts);
-      counts = counts.cpu();
-      target_tokens = counts[0].item<int64_t>();
-      input_tokens = counts[1].item<int64_t>();
-    }
+    // Every micro-batch's summed loss is divided by the target count of the
+    // whole accumulated batch, read by the loss as 1 / count in an fp32 device
+    // scalar. Sharded: the count of the global batch, all-reduced on the
+    // device (no host round trip: the next step's first gathers can overlap
+    // this one's tail); 1 / max(count, 1) in double, then fp32, as the host computes it.
     const double normaliser = static_cast<double>(std::max<int64_t>(target_tokens, 1));
+    at::Tensor inverse_count;
+    if (distributed) {
+      at::Tensor counts = torch::full({1}, target_tokens, at::TensorOptions().dtype(at::kLong).device(s.device));
+      s.comm->all_reduce(counts);
+      inverse_count = counts.to(at::kDouble).clamp_min(1.0).reciprocal().to(at::kFloat).squeeze(0);
+      input_tokens *= s.comm->world_size();  // every rank's micro-batches have the same shape
+    } else if (!graphs) {
+      inverse_count = torch::full({}, 1.0 / normaliser, at::TensorOptions().dtype(at::kFloat).device(s.device));
+    }
 
     at::Tensor loss_total, grad_norm;
     if (!graphs) {
@@ -514,7 +519,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
         }
         inputs.push_back(std::move(in));
       }
-      std::tie(loss_total, grad_norm) = device_step(inputs, normaliser, at::Tensor(), lr);
+      std::tie(loss_total, grad_norm) = device_step(inputs, normaliser, inverse_count, lr);
       s.optimizer->zero_grad();
       if (s.sharded) s.sharded->release_gradients();
     } else {
