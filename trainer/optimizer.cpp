@@ -74,14 +74,26 @@ void AdamW::step(double lr, const Tensor& grad_scale) {
     apply_step(grad_scale);
     return;
   }
+  update(lr, Tensor(), grad_scale);
+  ++steps_taken_;
+}
+
+void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_scale) {
   torch::NoGradGuard no_grad;
   for (size_t g = 0; g < groups_.size(); ++g) {
-    std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, fused_steps, stepped;
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       const Tensor& p = groups_[g].params[i];
-      if (!p.grad().defined()) continue;
       State& s = state_[g][i];
-      ++s.count;
+      if (!p.grad().defined()) {
+        // Device values: prepare_step has counted this parameter's step already.
+        TORCH_CHECK(!options_.device_values, "AdamW (device values, CUDA graphs): parameter ",
+                    groups_[g].names[i], " got no gradient this step; every trained parameter must get one "
+                    "(set training.cuda_graphs: false)");
+        continue;
+      }
+      if (!options_.device_values) ++s.count;
+      stepped.push_back(s.step);
       if (rounds_stochastically(p)) {
         kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, step_options(g, i, lr, grad_scale));
         continue;
@@ -90,28 +102,25 @@ void AdamW::step(double lr, const Tensor& grad_scale) {
       grads.push_back(p.grad());
       exp_avgs.push_back(s.exp_avg);
       exp_avg_sqs.push_back(s.exp_avg_sq);
-      steps.push_back(s.step);
+      fused_steps.push_back(s.step);
     }
-    if (!params.empty()) {
-      // The fused kernel reads the already-incremented step (PyTorch adds 1 before calling it).
-      at::_foreach_add_(steps, 1);
-      // The fused kernel divides the gradients by its grad_scale (AMP's unscale).
-      std::optional<Tensor> inverse_scale;
-      if (grad_scale.defined()) inverse_scale = grad_scale.reciprocal();
-      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr,
+    // Device step counters (checkpoints read them; the fused kernel's bias
+    // correction reads them already incremented, as PyTorch's AdamW does).
+    if (!stepped.empty()) at::_foreach_add_(stepped, 1);
+    if (params.empty()) continue;
+    // The fused kernel divides the gradients by its grad_scale (AMP's unscale).
+    std::optional<Tensor> inverse_scale;
+    if (grad_scale.defined()) inverse_scale = grad_scale.reciprocal();
+    if (lr_on_device.defined()) {
+      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, fused_steps, lr_on_device,
+                        options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
+                        /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
+    } else {
+      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, fused_steps, lr,
                         options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
                         /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
     }
-    // Stochastically rounded tensors: their device step counter follows too (checkpoints read it).
-    std::vector<Tensor> rounded_steps;
-    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
-      if (groups_[g].params[i].grad().defined() && rounds_stochastically(groups_[g].params[i])) {
-        rounded_steps.push_back(state_[g][i].step);
-      }
-    }
-    if (!rounded_steps.empty()) at::_foreach_add_(rounded_steps, 1);
   }
-  ++steps_taken_;
 }
 
 void AdamW::prepare_step(double lr) {
@@ -141,34 +150,7 @@ void AdamW::prepare_step(double lr) {
 void AdamW::apply_step(const Tensor& grad_scale) {
   TORCH_CHECK(options_.device_values, "AdamW::apply_step needs AdamWOptions::device_values");
   TORCH_CHECK(prepared_, "AdamW::apply_step without a prepare_step before it");
-  torch::NoGradGuard no_grad;
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, steps, all_steps;
-    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
-      const Tensor& p = groups_[g].params[i];
-      TORCH_CHECK(p.grad().defined(), "AdamW (device values, CUDA graphs): parameter ", groups_[g].names[i],
-                  " got no gradient this step; every trained parameter must get one (set training.cuda_graphs: false)");
-      State& s = state_[g][i];
-      all_steps.push_back(s.step);
-      if (rounds_stochastically(p)) {
-        kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, step_options(g, i, prepared_lr_, grad_scale));
-        continue;
-      }
-      params.push_back(p);
-      grads.push_back(p.grad());
-      exp_avgs.push_back(s.exp_avg);
-      exp_avg_sqs.push_back(s.exp_avg_sq);
-      steps.push_back(s.step);
-    }
-    // Device step counters: the fused kernel's bias correction reads them incremented.
-    if (!all_steps.empty()) at::_foreach_add_(all_steps, 1);
-    if (params.empty()) continue;
-    std::optional<Tensor> inverse_scale;
-    if (grad_scale.defined()) inverse_scale = grad_scale.reciprocal();
-    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, device_lr_,
-                      options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
-                      /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
-  }
+  update(prepared_lr_, device_lr_, grad_scale);
 }
 
 void AdamW::zero_grad() {

@@ -81,6 +81,11 @@ class AdamW {
     uint64_t stream = 0;               // this tensor's index in the optimizer: its random stream
     Tensor step_values;                // device_values + stochastic rounding: its AdamWStepValues bytes
   };
+  // The update launches for every parameter with a gradient: lr_on_device
+  // defined (device values), the fused groups read it and the stochastically
+  // rounded tensors their step values; else lr is a launch argument and the
+  // host counts each stepped parameter here.
+  void update(double lr, const Tensor& lr_on_device, const Tensor& grad_scale);
   // The options of kernels::adamw_step for parameter i of group g at its current count.
   kernels::AdamWStepOptions step_options(size_t g, size_t i, double lr, const Tensor& grad_scale) const;
   // Whether `p` is stepped by kernels::adamw_step with stochastic rounding.
