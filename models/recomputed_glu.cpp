@@ -124,9 +124,7 @@ at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, c
                            : at::mm(h, down_weight.t());
     y = at::_unsafe_view(y, shape);  // not an autograd view: the node below becomes its history
   }
-  const bool with_residual = residual.defined();
-  if (torch::autograd::compute_requires_grad(x, gate_weight, up_weight, down_weight) ||
-      (with_residual && residual.requires_grad())) {
+  if (torch::autograd::compute_requires_grad(x, gate_weight, up_weight, down_weight, residual)) {
     // An undefined residual still takes its edge slot (an empty edge).
     auto node = std::make_shared<RecomputedGluMlpBackward>(&kernels, kind, x, gate_weight, up_weight, down_weight,
                                                            residual, std::move(gate), std::move(up));

@@ -13,7 +13,8 @@
 // forward adds the residual inside the down projection's GEMM (beta = 1), so
 // neither the residual add nor the sum of the two input gradients is a pass
 // of its own. Values and gradients equal those of two linears, glu(), a
-// linear and an add.
+// linear and an add up to rounding (in bf16 the add and the gradient sum are
+// rounded once, inside the GEMMs, instead of twice).
 #pragma once
 
 #include "kernels/registry.h"

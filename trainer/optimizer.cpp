@@ -32,8 +32,13 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
   }
   if (options_.device_values) {
     TORCH_CHECK(stream > 0, "AdamW: device_values needs at least one parameter");
-    const c10::Device device = groups_.front().params.empty() ? groups_.back().params.front().device()
-                                                              : groups_.front().params.front().device();
+    c10::Device device = c10::kCPU;
+    for (const auto& group : groups_) {
+      if (!group.params.empty()) {
+        device = group.params.front().device();
+        break;
+      }
+    }
     constexpr int64_t kValueBytes = sizeof(kernels::AdamWStepValues);
     device_block_ = torch::zeros({rounded * kValueBytes + 4}, at::TensorOptions().dtype(at::kByte).device(device));
     device_lr_ = device_block_.narrow(0, rounded * kValueBytes, 4).view(at::kFloat).squeeze(0);  // fp32 scalar
@@ -150,6 +155,7 @@ void AdamW::prepare_step(double lr) {
 void AdamW::apply_step(const Tensor& grad_scale) {
   TORCH_CHECK(options_.device_values, "AdamW::apply_step needs AdamWOptions::device_values");
   TORCH_CHECK(prepared_, "AdamW::apply_step without a prepare_step before it");
+  prepared_ = false;  // the next apply_step needs its own prepare_step (a replay calls neither)
   update(prepared_lr_, device_lr_, grad_scale);
 }
 

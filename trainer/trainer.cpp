@@ -441,7 +441,9 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   const bool graphs = c.training.cuda_graphs;
   // The device half of a step: forward and backward of every micro-batch,
   // clipping, the AdamW update. Returns (summed loss, gradient norm).
-  // The loss reads 1 / count in inverse_normaliser (normaliser: the same count, for messages).
+  // The loss reads 1 / count from inverse_normaliser; normaliser is this
+  // rank's count (the global one on one process), kept in the options for a
+  // loss path that would not read the tensor.
   const kernels::FlceMode flce_mode =
       c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean : kernels::FlceMode::speed;
   auto device_step = [&](const std::vector<DeviceBatch>& inputs, double normaliser,
@@ -469,7 +471,16 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   // default stream, and the eager steps before it must warm up the same
   // stream's cuBLAS workspace), fixed batch buffers and 1 / count.
   std::optional<c10::cuda::CUDAStreamGuard> graph_stream;
-  if (graphs) graph_stream.emplace(c10::cuda::getStreamFromPool(false, s.device.index()));
+  if (graphs) {
+    // The side stream starts after everything queued so far (the optimizer's
+    // zero-filled state, the loaded weights): streams from the pool do not
+    // wait for the default stream by themselves.
+    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, s.device.index());
+    at::cuda::CUDAEvent queued;
+    queued.record(c10::cuda::getCurrentCUDAStream(s.device.index()));
+    queued.block(side);
+    graph_stream.emplace(side);
+  }
   std::vector<DeviceBatch> static_inputs;
   at::Tensor inverse_normaliser;
   if (graphs) inverse_normaliser = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
@@ -626,6 +637,11 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     if (c.checkpoint.every > 0 && step % c.checkpoint.every == 0) save(step);
   }
   if (pending) finish_step(*pending);
+  if (graph_stream) {  // what runs after this function on the original stream sees the trained state
+    at::cuda::CUDAEvent trained;
+    trained.record(graph_stream->current_stream());
+    trained.block(graph_stream->original_stream());
+  }
   if (metrics) metrics->finish_progress();
   if (!result.stopped_by_signal && c.checkpoint.save_final && last_saved != s.step && s.step > 0) {
     save(s.step);

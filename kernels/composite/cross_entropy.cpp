@@ -68,7 +68,7 @@ CeBlock ce_block(const Tensor& logits, const Tensor& labels, const CrossEntropyO
 // The scale of 'mean': 1 / normalizer when one is given, else
 // 1 / max(count of non-ignored labels, 1); a 0-dim fp32 tensor (no host sync).
 Tensor mean_scale(const Tensor& labels, const CrossEntropyOptions& o) {
-  if (o.inverse_normalizer.defined()) return o.inverse_normalizer;
+  if (o.inverse_normalizer.defined()) return o.inverse_normalizer.to(labels.device(), at::kFloat);
   if (o.normalizer > 0.0) return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
   return labels.ne(o.ignore_index).sum().clamp_min(1).to(at::kFloat).reciprocal();
 }

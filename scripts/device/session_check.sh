@@ -5,7 +5,7 @@
 # bf16 GPU convergence run with the rounding-noise parameter check. Keeps at
 # most 8 small files in $OUT (the device tool's limit).
 # TRAINER_FILTER: a Catch2 spec run from tests/trainer/test_training (e.g.
-# "cuda graphs*"); GRAPH_MODES: the training.cuda_graphs values the e2e parts
+# "cuda graphs*"), followed by all of tests/trainer/test_optimizer; GRAPH_MODES: the training.cuda_graphs values the e2e parts
 # run with, each a full pass (default "false"); CONV_EXTRA: --set arguments
 # added to every convergence run.
 #   FILTER="[rope],[glu]" OPS=rope_qkv PARTS="liger hf" bash scripts/device/session_check.sh
@@ -17,7 +17,7 @@ WORK=/tmp/session_check
 rm -rf "$WORK"
 mkdir -p "$WORK/kernels" "$WORK/e2e"
 OUT=$WORK/kernels TESTS=${TESTS:-test_kernels_cuda} FILTER=${FILTER:-} OPS=${OPS:-} \
-  TARGETS="test_kernels_cuda test_kernels_cuda_losses test_training liger-bench liger-train liger-compare" \
+  TARGETS="test_kernels_cuda test_kernels_cuda_losses test_training test_optimizer liger-bench liger-train liger-compare" \
   bash scripts/device/kernels_check.sh > /dev/null 2>&1
 cp "$WORK/kernels/summary.txt" "$RESULTS/kernels.txt"
 grep -q "BUILD FAILED" "$RESULTS/kernels.txt" && { cat "$RESULTS/kernels.txt"; exit 1; }
@@ -25,6 +25,9 @@ if [[ -n ${TRAINER_FILTER:-} ]]; then
   LIGER_SOURCE_DIR=$PWD timeout 600 build-gpu/tests/trainer/test_training "$TRAINER_FILTER" > "$WORK/trainer.log" 2>&1
   echo "test_training $TRAINER_FILTER: exit $? -- $(tail -3 "$WORK/trainer.log" | tr '\n' ' ')" >> "$RESULTS/kernels.txt"
   grep -B2 -A14 -E "FAILED|with expansion|worst per-step" "$WORK/trainer.log" | head -60 >> "$RESULTS/kernels.txt"
+  timeout 300 build-gpu/tests/trainer/test_optimizer > "$WORK/optimizer.log" 2>&1  # the AdamW cases on cuda too
+  echo "test_optimizer: exit $? -- $(tail -2 "$WORK/optimizer.log" | tr '\n' ' ')" >> "$RESULTS/kernels.txt"
+  grep -B2 -A14 "FAILED" "$WORK/optimizer.log" | head -40 >> "$RESULTS/kernels.txt"
 fi
 if [[ -n ${PARTS:-} ]]; then
   : > "$RESULTS/e2e.txt"

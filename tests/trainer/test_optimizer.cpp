@@ -370,54 +370,61 @@ TEST_CASE("AdamW with device values (CUDA graphs' split step) equals the plain s
   // from the device block, against step(): fp32 (fused AdamW with a tensor lr)
   // and bf16 with stochastic rounding (kernels::adamw_step), an lr that
   // changes every step, a clipping scale, and checkpointed state.
+  // On a GPU too: there the fused kernels read the device block (on the CPU
+  // the ATen path uses the host fields, which must agree with it).
   const std::vector<double> lrs = {1e-2, 3e-3, 2e-2, 5e-4, 1e-2};
-  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
-    INFO("dtype " << dtype);
-    torch::manual_seed(4);
-    const at::Tensor w0 = (torch::randn({21, 5}) * 0.02).to(dtype), b0 = torch::randn({5}).to(dtype);
-    at::Tensor pw = w0.clone().requires_grad_(true), pb = b0.clone().requires_grad_(true);
-    at::Tensor dw = w0.clone().requires_grad_(true), db = b0.clone().requires_grad_(true);
-    liger::trainer::AdamWOptions options;
-    options.seed = 9;
-    AdamW plain(liger::trainer::split_decay_groups({{"w", pw}, {"b", pb}}, 0.1), options);
-    options.device_values = true;
-    AdamW split(liger::trainer::split_decay_groups({{"w", dw}, {"b", db}}, 0.1), options);
-    for (size_t k = 0; k < lrs.size(); ++k) {
-      const at::Tensor gw = torch::randn({21, 5}).to(dtype), gb = torch::randn({5}).to(dtype);
-      const at::Tensor scale = torch::full({}, 0.25 + 0.15 * static_cast<double>(k), at::kFloat);
-      pw.mutable_grad() = gw.clone();
-      pb.mutable_grad() = gb.clone();
-      dw.mutable_grad() = gw.clone();
-      db.mutable_grad() = gb.clone();
-      plain.step(lrs[k], scale);
-      split.prepare_step(lrs[k]);
-      split.apply_step(scale);
+  std::vector<c10::Device> devices = {c10::Device(c10::kCPU)};
+  if (torch::cuda::is_available()) devices.emplace_back(c10::kCUDA, 0);
+  for (const auto& device : devices) {
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      INFO("dtype " << dtype << " on " << device);
+      torch::manual_seed(4);
+      const at::Tensor w0 = (torch::randn({21, 5}) * 0.02).to(device, dtype), b0 = torch::randn({5}).to(device, dtype);
+      at::Tensor pw = w0.clone().requires_grad_(true), pb = b0.clone().requires_grad_(true);
+      at::Tensor dw = w0.clone().requires_grad_(true), db = b0.clone().requires_grad_(true);
+      liger::trainer::AdamWOptions options;
+      options.seed = 9;
+      AdamW plain(liger::trainer::split_decay_groups({{"w", pw}, {"b", pb}}, 0.1), options);
+      options.device_values = true;
+      AdamW split(liger::trainer::split_decay_groups({{"w", dw}, {"b", db}}, 0.1), options);
+      for (size_t k = 0; k < lrs.size(); ++k) {
+        const at::Tensor gw = torch::randn({21, 5}).to(device, dtype), gb = torch::randn({5}).to(device, dtype);
+        const at::Tensor scale =
+            torch::full({}, 0.25 + 0.15 * static_cast<double>(k), at::TensorOptions().dtype(at::kFloat).device(device));
+        pw.mutable_grad() = gw.clone();
+        pb.mutable_grad() = gb.clone();
+        dw.mutable_grad() = gw.clone();
+        db.mutable_grad() = gb.clone();
+        plain.step(lrs[k], scale);
+        split.prepare_step(lrs[k]);
+        split.apply_step(scale);
+      }
+      CHECK(split.steps_taken() == plain.steps_taken());
+      // fp32: the tensor lr is read as fp32 (the plain step's double lr is not),
+      // a last-bit difference per step at most.
+      const double tolerance = dtype == at::kFloat ? 1e-6 : 0.0;
+      const std::vector<std::array<at::Tensor, 3>> compared = {{dw, pw, w0}, {db, pb, b0}};
+      for (const auto& [split_p, plain_p, start] : compared) {
+        const at::Tensor a = split_p.detach().to(at::kFloat), b = plain_p.detach().to(at::kFloat);
+        CHECK(((a - b).abs().max() / b.abs().max()).item<double>() <= tolerance);
+        CHECK((a - start.to(at::kFloat)).abs().max().item<double>() > 1e-4);  // it did train
+      }
+      // The saved state (exp_avg, exp_avg_sq, step) is the same.
+      std::ostringstream plain_state, split_state;
+      {
+        torch::serialize::OutputArchive a, b;
+        plain.save(a);
+        split.save(b);
+        a.save_to(plain_state);
+        b.save_to(split_state);
+      }
+      std::istringstream in(split_state.str());
+      torch::serialize::InputArchive archive;
+      archive.load_from(in);
+      at::Tensor step;
+      archive.read("w.step", step);
+      CHECK(step.item<double>() == static_cast<double>(lrs.size()));
     }
-    CHECK(split.steps_taken() == plain.steps_taken());
-    // fp32: the tensor lr is read as fp32 (the plain step's double lr is not),
-    // a last-bit difference per step at most.
-    const double tolerance = dtype == at::kFloat ? 1e-6 : 0.0;
-    const std::vector<std::array<at::Tensor, 3>> compared = {{dw, pw, w0}, {db, pb, b0}};
-    for (const auto& [split_p, plain_p, start] : compared) {
-      const at::Tensor a = split_p.detach().to(at::kFloat), b = plain_p.detach().to(at::kFloat);
-      CHECK(((a - b).abs().max() / b.abs().max()).item<double>() <= tolerance);
-      CHECK((a - start.to(at::kFloat)).abs().max().item<double>() > 1e-4);  // it did train
-    }
-    // The saved state (exp_avg, exp_avg_sq, step) is the same.
-    std::ostringstream plain_state, split_state;
-    {
-      torch::serialize::OutputArchive a, b;
-      plain.save(a);
-      split.save(b);
-      a.save_to(plain_state);
-      b.save_to(split_state);
-    }
-    std::istringstream in(split_state.str());
-    torch::serialize::InputArchive archive;
-    archive.load_from(in);
-    at::Tensor step;
-    archive.read("w.step", step);
-    CHECK(step.item<double>() == static_cast<double>(lrs.size()));
   }
   // apply_step needs its prepare_step, and every parameter its gradient.
   at::Tensor p = torch::zeros({3}).requires_grad_(true), q = torch::zeros({2, 2}).requires_grad_(true);
