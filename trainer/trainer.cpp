@@ -132,6 +132,25 @@ struct DeviceBatch {
   at::Tensor ids, labels, positions, documents;
 };
 
+// Puts a micro-batch's fields on the device: as fresh tensors, or with
+// `fixed` (CUDA graphs) into `into`'s buffers, which keep their addresses.
+void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated, bool fixed, DeviceBatch& into) {
+  const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
+  auto put = [&](std::vector<int64_t>& field, at::Tensor& slot) {
+    if (fixed) {
+      batch_into(field, shape, device, slot);
+    } else {
+      slot = batch_to_device(field, shape, device);
+    }
+  };
+  put(batch.input_ids, into.ids);
+  put(batch.labels, into.labels);
+  if (isolated) {  // positions restart at each document (RoPE sees them); attention stays inside each
+    put(batch.position_ids, into.positions);
+    put(batch.document_ids, into.documents);
+  }
+}
+
 // Eager steps before the capture: lazy initialisation (cuBLAS workspaces,
 // cuDNN plans, autotuning) happens there, never inside the graph.
 constexpr int64_t kEagerStepsBeforeCapture = 2;
@@ -441,20 +460,18 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   const bool graphs = c.training.cuda_graphs;
   // The device half of a step: forward and backward of every micro-batch,
   // clipping, the AdamW update. Returns (summed loss, gradient norm).
-  // The loss reads 1 / count from inverse_normaliser; normaliser is this
-  // rank's count (the global one on one process), kept in the options for a
-  // loss path that would not read the tensor.
+  // The loss reads 1 / count from inverse_count; normaliser is this rank's
+  // count (the global one on one process), kept in the options for a loss
+  // path that would not read the tensor.
   const kernels::FlceMode flce_mode =
       c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean : kernels::FlceMode::speed;
   auto device_step = [&](const std::vector<DeviceBatch>& inputs, double normaliser,
-                         const at::Tensor& inverse_normaliser, double lr) -> std::pair<at::Tensor, at::Tensor> {
+                         const at::Tensor& inverse_count, double lr) -> std::pair<at::Tensor, at::Tensor> {
     at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
     for (const DeviceBatch& in : inputs) {
-      // Isolated packing: positions restart at each document (RoPE sees them)
-      // and attention stays inside each document.
       at::Tensor hidden = s.model->forward(in.ids, in.positions, in.documents);
       at::Tensor loss = token_loss(*s.model, hidden, in.labels, normaliser, c.kernels.flce_chunk_mb, flce_mode,
-                                   inverse_normaliser);
+                                   inverse_count);
       loss.backward();
       if (s.sharded) s.sharded->finish_backward();
       loss_total += loss.detach();
@@ -482,8 +499,8 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     graph_stream.emplace(side);
   }
   std::vector<DeviceBatch> static_inputs;
-  at::Tensor inverse_normaliser;
-  if (graphs) inverse_normaliser = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
+  at::Tensor static_inverse_count;
+  if (graphs) static_inverse_count = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
   std::unique_ptr<StepGraph> graph;
   while (s.step < c.training.steps) {
     const int64_t step = s.step + 1;
@@ -512,53 +529,38 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       s.comm->all_reduce(counts);
       inverse_count = counts.to(at::kDouble).clamp_min(1.0).reciprocal().to(at::kFloat).squeeze(0);
       input_tokens *= s.comm->world_size();  // every rank's micro-batches have the same shape
-    } else if (!graphs) {
+    } else if (graphs) {  // the graph reads the fixed scalar
+      static_inverse_count.fill_(1.0 / normaliser);  // cast: to the fp32 scalar, as the fill below
+      inverse_count = static_inverse_count;
+    } else {
       inverse_count = torch::full({}, 1.0 / normaliser, at::TensorOptions().dtype(at::kFloat).device(s.device));
     }
 
+    std::vector<DeviceBatch> fresh_inputs;
+    std::vector<DeviceBatch>& inputs = graphs ? static_inputs : fresh_inputs;
+    inputs.resize(batches.size());
+    for (size_t k = 0; k < batches.size(); ++k) {
+      put_on_device(batches[k], s.device, dataset_isolated, graphs, inputs[k]);
+    }
     at::Tensor loss_total, grad_norm;
     if (!graphs) {
-      std::vector<DeviceBatch> inputs;
-      for (auto& batch : batches) {
-        const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
-        DeviceBatch in;
-        in.ids = batch_to_device(batch.input_ids, shape, s.device);
-        in.labels = batch_to_device(batch.labels, shape, s.device);
-        if (dataset_isolated) {
-          in.positions = batch_to_device(batch.position_ids, shape, s.device);
-          in.documents = batch_to_device(batch.document_ids, shape, s.device);
-        }
-        inputs.push_back(std::move(in));
-      }
       std::tie(loss_total, grad_norm) = device_step(inputs, normaliser, inverse_count, lr);
       s.optimizer->zero_grad();
       if (s.sharded) s.sharded->release_gradients();
     } else {
-      // The batch goes into the fixed buffers the graph reads, the step's
-      // 1 / count and AdamW values into device memory; then the step runs
+      // The batch is in the fixed buffers the graph reads, 1 / count in its
+      // scalar; the AdamW values go to device memory now. Then the step runs
       // eagerly (the first steps), is captured (once) or replayed.
-      static_inputs.resize(batches.size());
-      for (size_t k = 0; k < batches.size(); ++k) {
-        auto& batch = batches[k];
-        const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
-        batch_into(batch.input_ids, shape, s.device, static_inputs[k].ids);
-        batch_into(batch.labels, shape, s.device, static_inputs[k].labels);
-        if (dataset_isolated) {
-          batch_into(batch.position_ids, shape, s.device, static_inputs[k].positions);
-          batch_into(batch.document_ids, shape, s.device, static_inputs[k].documents);
-        }
-      }
-      inverse_normaliser.fill_(1.0 / normaliser);  // cast: to the fp32 scalar, as the loss's own 1 / count
       s.optimizer->prepare_step(lr);
       if (!graph && step - s.step_at_start <= kEagerStepsBeforeCapture) {
-        std::tie(loss_total, grad_norm) = device_step(static_inputs, normaliser, inverse_normaliser, lr);
+        std::tie(loss_total, grad_norm) = device_step(inputs, normaliser, inverse_count, lr);
         s.optimizer->zero_grad();  // the capture must see no gradients: its backward allocates them in its pool
       } else {
         if (!graph) {
           graph = std::make_unique<StepGraph>(
               [&] {
                 at::Tensor l, g;
-                std::tie(l, g) = device_step(static_inputs, normaliser, inverse_normaliser, lr);
+                std::tie(l, g) = device_step(static_inputs, normaliser, static_inverse_count, lr);
                 return std::vector<at::Tensor>{l, g};
               },
               step);
