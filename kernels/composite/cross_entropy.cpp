@@ -3,6 +3,7 @@
 // block by block of rows; backward only scales what was stored.
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
+#include "kernels/optional_tensor.h"
 #include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
@@ -210,7 +211,7 @@ FlcePass flce_pass(const Tensor& hidden, const Tensor& weight, const Tensor& bia
   if (wants.hidden) out.grad_hidden = at::empty_like(hidden, at::MemoryFormat::Contiguous);
   if (wants.weight) out.grad_weight = at::zeros(weight.sizes(), f32);
   if (wants.bias) out.grad_bias = at::zeros(bias.sizes(), f32);
-  const c10::optional<Tensor> b = bias.defined() ? c10::optional<Tensor>(bias) : c10::nullopt;
+  const c10::optional<Tensor> b = optional_tensor(bias);
 
   for (int64_t begin = 0; begin < n; begin += rows) {
     const int64_t len = std::min(rows, n - begin);
@@ -329,11 +330,6 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
   }
 };
 
-// An undefined Tensor cannot be an argument of apply; an empty optional can.
-c10::optional<Tensor> optional_tensor(const Tensor& t) {
-  return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
-}
-
 bool grad_wanted(std::initializer_list<const Tensor*> inputs) {
   if (!at::GradMode::is_enabled()) return false;
   for (const Tensor* t : inputs) {
@@ -372,8 +368,7 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
     const FlcePass pass = flce_pass(hidden, weight, bias, labels, o, rows, Tensor(), loss_only);
     return reference::reduce_token_losses(pass.per_token, labels, o);
   }
-  const c10::optional<Tensor> bias_opt =
-      bias.defined() ? c10::optional<Tensor>(bias) : c10::nullopt;
+  const c10::optional<Tensor> bias_opt = optional_tensor(bias);
   return FlceFunction::apply(hidden, weight, bias_opt, labels, o.ignore_index, o.label_smoothing,
                              o.z_loss_scale, o.softcap, static_cast<int64_t>(o.reduction),
                              o.normalizer, optional_tensor(o.inverse_normalizer), rows);

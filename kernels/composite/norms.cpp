@@ -3,6 +3,7 @@
 // residual add + RMSNorm is the plain add followed by this RMSNorm.
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
+#include "kernels/optional_tensor.h"
 #include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
@@ -143,10 +144,7 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   checks::norm_args("layer_norm", x, weight, bias);
-  auto optional = [](const Tensor& t) {
-    return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
-  };
-  return LayerNormFunction::apply(x, optional(weight), optional(bias), eps);
+  return LayerNormFunction::apply(x, optional_tensor(weight), optional_tensor(bias), eps);
 }
 
 }  // namespace liger::kernels::composite

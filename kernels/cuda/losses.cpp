@@ -4,6 +4,7 @@
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/cross_entropy.h"
+#include "kernels/optional_tensor.h"
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -78,11 +79,6 @@ void apply_grad_output(Tensor& grad, const Tensor& dy, bool per_row) {
   check(liger::cuda_kernels::scale_unless_one(grad.data_ptr(), grad.numel(), dtype_of(grad),
                                       scale.data_ptr<float>(), at::cuda::getCurrentCUDAStream()),
         "cross entropy backward");
-}
-
-// An undefined Tensor cannot be an argument of apply; an empty optional can.
-c10::optional<Tensor> optional_tensor(const Tensor& t) {
-  return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
 }
 
 bool wants_grad(const Tensor& t) { return t.defined() && t.requires_grad() && at::GradMode::is_enabled(); }

@@ -5,6 +5,7 @@
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/binding.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/optional_tensor.h"
 
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -297,10 +298,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   if (w.defined() && b.defined() && b.scalar_type() != w.scalar_type()) {
     b = b.to(w.scalar_type());
   }
-  auto optional = [](const Tensor& t) {
-    return t.defined() ? c10::optional<Tensor>(t) : c10::nullopt;
-  };
-  return LayerNormFunction::apply(x, optional(w), optional(b), eps);
+  return LayerNormFunction::apply(x, optional_tensor(w), optional_tensor(b), eps);
 }
 
 }  // namespace liger::kernels::cuda

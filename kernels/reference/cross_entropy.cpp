@@ -2,6 +2,7 @@
 // nn.functional.cross_entropy), plus Gemma 2's final-logit softcap and a
 // z-loss, all in fp32.
 #include "kernels/checks.h"
+#include "kernels/optional_tensor.h"
 #include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
@@ -52,7 +53,7 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
                                   const Tensor& labels,
                                   const FusedLinearCrossEntropyOptions& options) {
   checks::flce_args(hidden, weight, bias, labels);
-  const c10::optional<Tensor> b = bias.defined() ? c10::optional<Tensor>(bias) : c10::nullopt;
+  const c10::optional<Tensor> b = optional_tensor(bias);
   return cross_entropy(at::linear(hidden, weight, b), labels, options.ce);
 }
 

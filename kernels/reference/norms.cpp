@@ -2,6 +2,7 @@
 // LlamaRMSNorm / GemmaRMSNorm / `residual + hidden_states` / nn.LayerNorm
 // compute, with ATen autograd.
 #include "kernels/checks.h"
+#include "kernels/optional_tensor.h"
 #include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
@@ -70,8 +71,7 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
 // y = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   checks::norm_args("layer_norm", x, weight, bias);
-  const c10::optional<Tensor> w = weight.defined() ? c10::optional<Tensor>(weight) : c10::nullopt;
-  const c10::optional<Tensor> b = bias.defined() ? c10::optional<Tensor>(bias) : c10::nullopt;
+  const c10::optional<Tensor> w = optional_tensor(weight), b = optional_tensor(bias);
   return at::layer_norm(x, {x.size(-1)}, w, b, eps);
 }
 
