@@ -104,6 +104,7 @@ void adamw_aten(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   const Tensor p = param.is_contiguous() ? param : param.contiguous();
   const Tensor pf = p.view(-1), mf = exp_avg.view(-1), vf = exp_avg_sq.view(-1);
   const Tensor gf = grad.reshape(-1);
+  const Tensor cf = o.compute_copy.defined() ? o.compute_copy.view(-1) : Tensor();
   const int64_t n = pf.numel();
   for (int64_t start = 0; start < n; start += kChunk) {
     const int64_t len = std::min(kChunk, n - start);
@@ -123,6 +124,7 @@ void adamw_aten(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
     } else {
       ps.copy_(p32);  // cast: fp32 to the parameter dtype, to nearest
     }
+    if (cf.defined()) cf.narrow(0, start, len).copy_(p32);  // cast: fp32 to the copy's 16-bit dtype, to nearest
   }
   if (!p.is_same(param)) param.copy_(p);
 }
@@ -134,9 +136,20 @@ void check_args(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   const auto dtype = param.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
               "adamw_step: param must be float32, bfloat16 or float16, got ", dtype);
-  TORCH_CHECK(grad.scalar_type() == dtype || grad.scalar_type() == at::kFloat,
-              "adamw_step: grad must be ", dtype, " (the parameter's dtype) or float32, got ",
-              grad.scalar_type());
+  const bool sixteen_bit_grad = grad.scalar_type() == at::kBFloat16 || grad.scalar_type() == at::kHalf;
+  TORCH_CHECK(grad.scalar_type() == dtype || grad.scalar_type() == at::kFloat ||
+                  (dtype == at::kFloat && sixteen_bit_grad),
+              "adamw_step: grad must be ", dtype, " (the parameter's dtype) or float32",
+              dtype == at::kFloat ? " (or a compute copy's bfloat16/float16)" : "", ", got ", grad.scalar_type());
+  if (o.compute_copy.defined()) {
+    const Tensor& c = o.compute_copy;
+    TORCH_CHECK(dtype == at::kFloat && (c.scalar_type() == at::kBFloat16 || c.scalar_type() == at::kHalf),
+                "adamw_step: compute_copy must be bfloat16 or float16 beside a float32 parameter, got ",
+                c.scalar_type(), " beside ", dtype);
+    TORCH_CHECK(c.numel() == param.numel() && c.device() == param.device() && c.is_contiguous(),
+                "adamw_step: compute_copy must be contiguous, of the parameter's ", param.numel(),
+                " elements on ", param.device(), ", got ", c.numel(), " on ", c.device());
+  }
   for (const Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) {
     TORCH_CHECK(t->numel() == param.numel(), "adamw_step: a tensor of ", t->numel(),
                 " elements does not match the parameter's ", param.numel(), " (", param.sizes(), ")");
@@ -176,6 +189,10 @@ void adamw_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   a.grad = g.data_ptr();
   a.exp_avg = exp_avg.data_ptr();
   a.exp_avg_sq = exp_avg_sq.data_ptr();
+  if (o.compute_copy.defined()) {
+    a.compute_copy = o.compute_copy.data_ptr();
+    a.copy_dtype = cuda::dtype_of("adamw_step", o.compute_copy);
+  }
   a.n = param.numel();
   a.param_dtype = cuda::dtype_of("adamw_step", param);
   a.grad_dtype = cuda::dtype_of("adamw_step", g);

@@ -43,6 +43,11 @@ struct AdamWStepOptions {
   // fused CUDA kernel (a contiguous CUDA parameter); the fields above must
   // still describe the same step (the ATen path and the checks use them).
   at::Tensor step_values;
+  // Optional: the parameter's 16-bit compute copy (mixed precision: an fp32
+  // parameter, a contiguous bf16/fp16 tensor of its numel on its device). The
+  // update writes the new value into it too, cast to nearest: the same bits
+  // as param.to(copy dtype) afterwards, without a separate cast pass.
+  at::Tensor compute_copy;
 };
 
 // The step-dependent values the fused kernel computes from `options` (lr,
@@ -58,8 +63,9 @@ enum class OptimPath {
 // One AdamW step of torch.optim.AdamW (decoupled weight decay, bias
 // correction), in place: param, exp_avg and exp_avg_sq are updated. Math in
 // fp32 whatever the storage dtypes. param: float32, bfloat16 or float16;
-// exp_avg, exp_avg_sq: param's dtype, contiguous; grad: param's dtype or
-// float32. All of the same numel, on one device. Throws c10::Error otherwise.
+// exp_avg, exp_avg_sq: param's dtype, contiguous; grad: param's dtype,
+// float32, or for an fp32 param bfloat16/float16 (the gradient of its compute
+// copy). All of the same numel, on one device. Throws c10::Error otherwise.
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 const Tensor& exp_avg_sq, const AdamWStepOptions& options,
                 OptimPath path = OptimPath::automatic);

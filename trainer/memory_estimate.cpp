@@ -45,6 +45,10 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   e.parameters = all_params * param_bytes / world;
   e.gradients = e.parameters;
   e.optimizer = 2 * e.parameters;
+  if (uses_compute_copies(c, world_size)) {  // fp32 weights and 16-bit copies; the gradients are the copies'
+    e.parameters = all_params * (param_bytes + compute_bytes);
+    e.gradients = all_params * compute_bytes;
+  }
   if (world > 1) {
     // Two layers at a time (the running one and the prefetched one), the
     // embeddings and lm_head while they are in use.

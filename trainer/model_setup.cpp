@@ -52,6 +52,11 @@ c10::ScalarType parameter_dtype(const config::TrainConfig& config) {
   return config.training.master_weights ? c10::kFloat : compute_dtype(config);
 }
 
+bool uses_compute_copies(const config::TrainConfig& config, int64_t world_size) {
+  return parameter_dtype(config) == c10::kFloat && compute_dtype(config) != c10::kFloat && world_size == 1 &&
+         config.training.gradient_accumulation_steps == 1;
+}
+
 namespace {
 
 // model.hf_path: the architecture is the checkpoint's. Keys that would change

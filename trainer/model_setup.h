@@ -22,6 +22,11 @@ c10::Device resolve_device(const std::string& device, int64_t local_rank = 0);
 c10::ScalarType compute_dtype(const config::TrainConfig& config);
 // fp32 master weights when training.master_weights and compute is 16-bit.
 c10::ScalarType parameter_dtype(const config::TrainConfig& config);
+// Whether the model runs on 16-bit compute copies of fp32 parameters
+// (trainer/compute_copies.h): fp32 parameters with 16-bit compute, one
+// process, one micro-batch per step (accumulating over micro-batches keeps
+// fp32 gradients: the copies' gradients would sum in 16 bits).
+bool uses_compute_copies(const config::TrainConfig& config, int64_t world_size);
 
 // The preset with the model.* overrides applied, or, with model.hf_path,
 // the checkpoint's config.json (overriding its architecture is an error). `tokenizer_vocab` fills

@@ -14,10 +14,20 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
     : groups_(std::move(groups)), options_(options) {
   torch::NoGradGuard no_grad;
   uint64_t stream = 0;
-  int64_t rounded = 0;  // tensors with stochastic rounding: one AdamWStepValues each in the device block
-  for (const auto& group : groups_) {
+  int64_t alone = 0;  // steps_alone tensors: one AdamWStepValues each in the device block
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const ParamGroup& group = groups_[g];
+    TORCH_CHECK(group.compute_copies.empty() || group.compute_copies.size() == group.params.size(),
+                "AdamW: a group has ", group.compute_copies.size(), " compute copies for ", group.params.size(),
+                " parameters");
+    for (size_t i = 0; i < group.compute_copies.size(); ++i) {
+      const Tensor& c = group.compute_copies[i];
+      TORCH_CHECK(!c.defined() || (group.params[i].scalar_type() == at::kFloat && c.sizes() == group.params[i].sizes()),
+                  "AdamW: the compute copy of ", group.names[i], " must have its shape beside an fp32 parameter");
+    }
     std::vector<State> states;
-    for (const auto& p : group.params) {
+    for (size_t i = 0; i < group.params.size(); ++i) {
+      const Tensor& p = group.params[i];
       // Moments live in the parameter's dtype (fp32 master weights -> fp32 state,
       // pure bf16 -> bf16 state).
       State s;
@@ -25,7 +35,7 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
       s.exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Contiguous);
       s.step = torch::zeros({}, p.options().dtype(at::kFloat));
       s.stream = stream++;
-      if (rounds_stochastically(p)) ++rounded;
+      if (steps_alone(g, i)) ++alone;
       states.push_back(std::move(s));
     }
     state_.push_back(std::move(states));
@@ -40,12 +50,12 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
       }
     }
     constexpr int64_t kValueBytes = sizeof(kernels::AdamWStepValues);
-    device_block_ = torch::zeros({rounded * kValueBytes + 4}, at::TensorOptions().dtype(at::kByte).device(device));
-    device_lr_ = device_block_.narrow(0, rounded * kValueBytes, 4).view(at::kFloat).squeeze(0);  // fp32 scalar
+    device_block_ = torch::zeros({alone * kValueBytes + 4}, at::TensorOptions().dtype(at::kByte).device(device));
+    device_lr_ = device_block_.narrow(0, alone * kValueBytes, 4).view(at::kFloat).squeeze(0);  // fp32 scalar
     int64_t slot = 0;
     for (size_t g = 0; g < groups_.size(); ++g) {
       for (size_t i = 0; i < groups_[g].params.size(); ++i) {
-        if (!rounds_stochastically(groups_[g].params[i])) continue;
+        if (!steps_alone(g, i)) continue;
         state_[g][i].step_values = device_block_.narrow(0, slot++ * kValueBytes, kValueBytes);
       }
     }
@@ -54,6 +64,20 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
 
 bool AdamW::rounds_stochastically(const Tensor& p) const {
   return options_.stochastic_rounding && p.scalar_type() == at::kBFloat16;
+}
+
+Tensor AdamW::compute_copy(size_t g, size_t i) const {
+  const auto& copies = groups_[g].compute_copies;
+  return copies.empty() ? Tensor() : copies[i];
+}
+
+Tensor AdamW::gradient(size_t g, size_t i) const {
+  const Tensor copy = compute_copy(g, i);
+  return copy.defined() ? copy.grad() : groups_[g].params[i].grad();
+}
+
+bool AdamW::steps_alone(size_t g, size_t i) const {
+  return rounds_stochastically(groups_[g].params[i]) || compute_copy(g, i).defined();
 }
 
 kernels::AdamWStepOptions AdamW::step_options(size_t g, size_t i, double lr, const Tensor& grad_scale) const {
@@ -70,6 +94,7 @@ kernels::AdamWStepOptions AdamW::step_options(size_t g, size_t i, double lr, con
   o.stream = s.stream;
   o.grad_scale = grad_scale;
   if (options_.device_values) o.step_values = s.step_values;
+  o.compute_copy = compute_copy(g, i);
   return o;
 }
 
@@ -89,8 +114,9 @@ void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_sca
     std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, fused_steps, stepped;
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       const Tensor& p = groups_[g].params[i];
+      const Tensor grad = gradient(g, i);
       State& s = state_[g][i];
-      if (!p.grad().defined()) {
+      if (!grad.defined()) {
         // Device values: prepare_step has counted this parameter's step already.
         TORCH_CHECK(!options_.device_values, "AdamW (device values, CUDA graphs): parameter ",
                     groups_[g].names[i], " got no gradient this step; every trained parameter must get one "
@@ -99,12 +125,12 @@ void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_sca
       }
       if (!options_.device_values) ++s.count;
       stepped.push_back(s.step);
-      if (rounds_stochastically(p)) {
-        kernels::adamw_step(p, p.grad(), s.exp_avg, s.exp_avg_sq, step_options(g, i, lr, grad_scale));
+      if (steps_alone(g, i)) {
+        kernels::adamw_step(p, grad, s.exp_avg, s.exp_avg_sq, step_options(g, i, lr, grad_scale));
         continue;
       }
       params.push_back(p);
-      grads.push_back(p.grad());
+      grads.push_back(grad);
       exp_avgs.push_back(s.exp_avg);
       exp_avg_sqs.push_back(s.exp_avg_sq);
       fused_steps.push_back(s.step);
@@ -142,7 +168,7 @@ void AdamW::prepare_step(double lr) {
   for (size_t g = 0; g < groups_.size(); ++g) {
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       ++state_[g][i].count;  // every parameter is stepped (apply_step checks that each has a gradient)
-      if (!rounds_stochastically(groups_[g].params[i])) continue;
+      if (!steps_alone(g, i)) continue;
       const kernels::AdamWStepValues v = kernels::adamw_step_values(step_options(g, i, lr, Tensor()));
       std::memcpy(bytes + slot++ * sizeof(v), &v, sizeof(v));
     }
@@ -162,6 +188,30 @@ void AdamW::apply_step(const Tensor& grad_scale) {
 void AdamW::zero_grad() {
   for (auto& group : groups_) {
     for (auto& p : group.params) p.mutable_grad() = Tensor();
+    for (auto& c : group.compute_copies) {
+      if (c.defined()) c.mutable_grad() = Tensor();
+    }
+  }
+}
+
+std::vector<Tensor> AdamW::gradients() const {
+  std::vector<Tensor> grads;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+      Tensor grad = gradient(g, i);
+      if (grad.defined()) grads.push_back(std::move(grad));
+    }
+  }
+  return grads;
+}
+
+void AdamW::refresh_compute_copies() {
+  torch::NoGradGuard no_grad;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    for (size_t i = 0; i < groups_[g].compute_copies.size(); ++i) {
+      const Tensor& c = groups_[g].compute_copies[i];
+      if (c.defined()) c.copy_(groups_[g].params[i]);  // cast: fp32 to the copy's 16-bit dtype, to nearest
+    }
   }
 }
 
@@ -201,14 +251,18 @@ void AdamW::load(torch::serialize::InputArchive& archive) {
 }
 
 std::vector<ParamGroup> split_decay_groups(const std::vector<std::pair<std::string, Tensor>>& named,
-                                           double weight_decay) {
+                                           double weight_decay, const std::vector<Tensor>& compute_copies) {
+  TORCH_CHECK(compute_copies.empty() || compute_copies.size() == named.size(), "split_decay_groups: ",
+              compute_copies.size(), " compute copies for ", named.size(), " parameters");
   ParamGroup decay, no_decay;
   decay.weight_decay = weight_decay;
   no_decay.weight_decay = 0.0;
-  for (const auto& [name, p] : named) {
+  for (size_t k = 0; k < named.size(); ++k) {
+    const Tensor& p = named[k].second;
     ParamGroup& group = p.dim() >= 2 ? decay : no_decay;
     group.params.push_back(p);
-    group.names.push_back(name);
+    group.names.push_back(named[k].first);
+    if (!compute_copies.empty()) group.compute_copies.push_back(compute_copies[k]);
   }
   return {decay, no_decay};
 }

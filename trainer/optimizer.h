@@ -6,6 +6,9 @@
 // (kernels/optim.h: one fused CUDA launch per tensor, or ATen ops): the same
 // fp32 math, the new value rounded to bf16 stochastically so that updates
 // below bf16 resolution are kept in expectation.
+// fp32 parameters with a 16-bit compute copy (mixed precision: the model runs
+// on the copies) also take kernels::adamw_step: it reads the copy's gradient
+// and writes the new value into the copy as well as the fp32 parameter.
 #pragma once
 
 #include "kernels/optim.h"
@@ -47,6 +50,10 @@ struct ParamGroup {
   std::vector<Tensor> params;
   std::vector<std::string> names;
   double weight_decay = 0.0;
+  // Empty, or one per parameter: its bf16/fp16 compute copy (an autograd leaf
+  // of the model; an undefined entry: none). A parameter with a copy is
+  // stepped with the copy's gradient, and each update rewrites the copy.
+  std::vector<Tensor> compute_copies;
 };
 
 class AdamW {
@@ -58,6 +65,12 @@ class AdamW {
   // (clipping; undefined = 1), applied inside the update, not to .grad.
   void step(double lr, const Tensor& grad_scale = Tensor());
   void zero_grad();
+  // The gradients the next update reads (the compute copies' where there are
+  // copies), every defined one: what clipping measures.
+  std::vector<Tensor> gradients() const;
+  // Casts every parameter into its compute copy (after the parameters were
+  // loaded from a checkpoint: the copies must show the same weights).
+  void refresh_compute_copies();
 
   // With options.device_values, step() in two halves. prepare_step: the host
   // half, outside any graph: counts the step and copies its values (lr, bias
@@ -90,11 +103,17 @@ class AdamW {
   kernels::AdamWStepOptions step_options(size_t g, size_t i, double lr, const Tensor& grad_scale) const;
   // Whether `p` is stepped by kernels::adamw_step with stochastic rounding.
   bool rounds_stochastically(const Tensor& p) const;
+  // Parameter i of group g's compute copy (undefined: none) and the gradient its update reads.
+  Tensor compute_copy(size_t g, size_t i) const;
+  Tensor gradient(size_t g, size_t i) const;
+  // Whether parameter i of group g is stepped by kernels::adamw_step (stochastic
+  // rounding or a compute copy), not by the group's _fused_adamw_.
+  bool steps_alone(size_t g, size_t i) const;
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<State>> state_;  // [group][param]
   AdamWOptions options_;
   int64_t steps_taken_ = 0;
-  // device_values: one device block, each stochastically rounded tensor's
+  // device_values: one device block, each steps_alone tensor's
   // AdamWStepValues followed by the fp32 lr of the fused groups.
   Tensor device_block_, device_lr_;
   double prepared_lr_ = 0.0;
@@ -102,8 +121,9 @@ class AdamW {
 };
 
 // Splits named parameters into a decayed group (matrices, embeddings) and a
-// group without decay (1-D: norm weights, biases).
+// group without decay (1-D: norm weights, biases). compute_copies: empty, or
+// one per named parameter (see ParamGroup), split the same way.
 std::vector<ParamGroup> split_decay_groups(const std::vector<std::pair<std::string, Tensor>>& named,
-                                           double weight_decay);
+                                           double weight_decay, const std::vector<Tensor>& compute_copies = {});
 
 }  // namespace liger::trainer

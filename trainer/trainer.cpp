@@ -3,11 +3,13 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
+#include "kernels/sum_of_squares.h"
 #include "models/generate.h"
 #include "models/hf.h"
 #include "models/transformer.h"
 #include "trainer/activation_checkpoint.h"
 #include "trainer/checkpoint.h"
+#include "trainer/compute_copies.h"
 #include "trainer/distributed/communicator.h"
 #include "trainer/distributed/environment.h"
 #include "trainer/distributed/fully_sharded.h"
@@ -71,16 +73,11 @@ struct GradNorm {
   at::Tensor norm;
   at::Tensor clip_coef;
 };
-GradNorm grad_norm_and_clip(const std::vector<at::Tensor>& params, double max_norm,
+GradNorm grad_norm_and_clip(const std::vector<at::Tensor>& grads, double max_norm,
                             distributed::Communicator& comm, bool sharded) {
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params) {
-    if (p.grad().defined()) grads.push_back(p.grad());
-  }
   if (grads.empty()) return {torch::zeros({}, at::kFloat), at::Tensor()};
-  // One multi-tensor launch per dtype instead of one reduction per tensor.
-  const std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2, at::kFloat);
-  at::Tensor total = torch::stack(norms).square().sum();
+  // One pass over all gradients (kernels/sum_of_squares.h), fp32.
+  at::Tensor total = kernels::sum_of_squares(grads);
   if (sharded) comm.all_reduce(total);
   total = total.sqrt();
   at::Tensor coef;
@@ -267,6 +264,7 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   }
 
   const bool checkpointing = c.training.activation_checkpointing == "full";
+  std::vector<at::Tensor> compute_copies;  // the model's 16-bit parameters when it runs on copies (else empty)
   if (env.distributed()) {
     // Sharded: the model itself lives on the meta device (no memory); its
     // weights point at gathered tensors while each unit runs.
@@ -307,7 +305,15 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     }
     log::info("model: weights loaded from " + c.model.hf_path);
   }
-  for (const auto& item : s.model->named_parameters()) s.trained.emplace_back(item.key(), item.value());
+  if (uses_compute_copies(c, 1)) {
+    ComputeCopies moved = move_to_compute_copies(*s.model, compute_dtype(c));
+    s.trained = std::move(moved.masters);
+    compute_copies = std::move(moved.copies);
+    log::info(c10::str("mixed precision: the model runs on ", c10::toString(compute_dtype(c)),
+                       " copies of the fp32 parameters, which AdamW rewrites in its update pass"));
+  } else {
+    for (const auto& item : s.model->named_parameters()) s.trained.emplace_back(item.key(), item.value());
+  }
   }
   if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
   // glu (and full): the MLP's GLU product is recomputed in backward, not kept.
@@ -329,7 +335,8 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   adam.stochastic_rounding = c.training.stochastic_rounding;
   adam.seed = static_cast<uint64_t>(c.training.seed) ^ (static_cast<uint64_t>(env.rank) << 40);  // per rank: shards differ
   adam.device_values = c.training.cuda_graphs;  // lr, step counts, keys read on the device (replays)
-  s.optimizer = std::make_unique<AdamW>(split_decay_groups(s.trained, c.training.weight_decay), adam);
+  s.optimizer =
+      std::make_unique<AdamW>(split_decay_groups(s.trained, c.training.weight_decay, compute_copies), adam);
 
   s.schedule.kind = c.training.lr_schedule;
   s.schedule.peak_lr = c.training.lr;
@@ -348,6 +355,7 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     nlohmann::json state;
     try {
       state = CheckpointManager::load(*resume_from, s.trained, *s.optimizer, checkpoint_scope(s.comm, s.sharded));
+      s.optimizer->refresh_compute_copies();  // the model runs on the copies: they show the loaded weights
     } catch (const std::runtime_error& error) {
       throw config::ConfigError(std::string("checkpoint.resume: ") + error.what());
     }
@@ -377,8 +385,6 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   if (leader) {
     metrics.emplace(c.checkpoint.output_dir, s.step, c.training.steps, c.logging.every, c.logging.progress_bar);
   }
-  std::vector<at::Tensor> params;
-  for (const auto& item : s.trained) params.push_back(item.second);
   const auto run_start = Clock::now();
   TrainResult result;
   result.rank = s.comm->rank();
@@ -476,7 +482,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       if (s.sharded) s.sharded->finish_backward();
       loss_total += loss.detach();
     }
-    const GradNorm clipping = grad_norm_and_clip(params, c.training.grad_clip, *s.comm, s.sharded != nullptr);
+    const GradNorm clipping = grad_norm_and_clip(s.optimizer->gradients(), c.training.grad_clip, *s.comm, s.sharded != nullptr);
     if (graphs) {
       s.optimizer->apply_step(clipping.clip_coef);  // prepare_step ran before, outside any capture
     } else {

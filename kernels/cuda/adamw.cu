@@ -3,7 +3,9 @@
 // of V elements (16-byte accesses of the parameter dtype P when every pointer
 // is aligned; an fp32 gradient then takes two), a block strides them by
 // blockDim.x so a warp's accesses are contiguous; the first block also takes
-// the n % V tail. Memory bound: 3 reads and 3 writes of P, one read of G.
+// the n % V tail. Memory bound: 3 reads and 3 writes of P, one read of G,
+// and with a compute copy (fp32 master weights, bf16/fp16 compute) one write
+// of C: the new value cast to nearest, so the forward needs no cast pass.
 #include "kernels/cuda/common.cuh"
 
 #include <type_traits>
@@ -13,6 +15,9 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kUnroll = 2;
+
+// C when the update writes no compute copy.
+struct NoCopy {};
 
 struct Scalars {
   float beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
@@ -105,8 +110,14 @@ __device__ __forceinline__ void store_param(P* param, int64_t at, const float (&
   }
 }
 
-template <typename P, typename G, int V, bool kStochastic>
-__device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P* exp_avg_sq,
+// Stores V new values into the compute copy (cast: fp32 to C, to nearest), if any.
+template <typename C, int V>
+__device__ __forceinline__ void store_copy(C* copy, int64_t at, const float (&p)[V]) {
+  if constexpr (!std::is_same<C, NoCopy>::value) store<C, V>(copy + at, p);
+}
+
+template <typename P, typename G, typename C, int V, bool kStochastic>
+__device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P* exp_avg_sq, C* copy,
                                          int64_t at, const Scalars& s, float grad_scale) {
   float p[V], g[V], m[V], v[V];
   load<P, V>(param + at, p);
@@ -119,13 +130,15 @@ __device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P*
   store<P, V>(exp_avg + at, m);     // cast: fp32 to P, to nearest
   store<P, V>(exp_avg_sq + at, v);  // cast: fp32 to P, to nearest
   store_param<P, V, kStochastic>(param, at, p, s);
+  store_copy<C, V>(copy, at, p);
 }
 
-template <typename P, typename G, int V, bool kStochastic>
+template <typename P, typename G, typename C, int V, bool kStochastic>
 __global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ param,
                                                          const G* __restrict__ grad,
                                                          P* __restrict__ exp_avg,
-                                                         P* __restrict__ exp_avg_sq, int64_t n,
+                                                         P* __restrict__ exp_avg_sq,
+                                                         C* __restrict__ copy, int64_t n,
                                                          Scalars s, const float* __restrict__ scale_ptr,
                                                          const kernels::AdamWStepValues* __restrict__ step_values) {
   if (step_values != nullptr) {  // this step's values from device memory (a graph replay's launch)
@@ -174,24 +187,26 @@ __global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ para
     store<P, V>(exp_avg + at, m);     // cast: fp32 to P, to nearest
     store<P, V>(exp_avg_sq + at, v);  // cast: fp32 to P, to nearest
     store_param<P, V, kStochastic>(param, at, p, s);
+    store_copy<C, V>(copy, at, p);
   }
   if (blockIdx.x == 0 && threadIdx.x < n - nvec * V) {
-    adamw_at<P, G, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, nvec * V + threadIdx.x, s, grad_scale);
+    adamw_at<P, G, C, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, copy, nvec * V + threadIdx.x, s,
+                                      grad_scale);
   }
 }
 
-template <typename P, typename G, bool kStochastic>
+template <typename P, typename G, typename C, bool kStochastic>
 cudaError_t launch(const AdamWStep& a, const Scalars& s, cudaStream_t stream) {
   const bool aligned = aligned16(a.param) && aligned16(a.grad) && aligned16(a.exp_avg) &&
-                       aligned16(a.exp_avg_sq);
+                       aligned16(a.exp_avg_sq) && aligned16(a.compute_copy);
   const int vec = aligned ? kVec<P> : 1;
-  auto kernel = aligned ? adamw_kernel<P, G, kVec<P>, kStochastic> : adamw_kernel<P, G, 1, kStochastic>;
+  auto kernel = aligned ? adamw_kernel<P, G, C, kVec<P>, kStochastic> : adamw_kernel<P, G, C, 1, kStochastic>;
   const int64_t per_block = static_cast<int64_t>(kThreads) * kUnroll;
   const int64_t blocks = (a.n / vec + per_block - 1) / per_block;
   // grid: kThreads * kUnroll vectors of `vec` elements per block (at least one block: the tail); block: kThreads
   kernel<<<static_cast<unsigned>(blocks > 0 ? blocks : 1), kThreads, 0, stream>>>(
       static_cast<P*>(a.param), static_cast<const G*>(a.grad), static_cast<P*>(a.exp_avg),
-      static_cast<P*>(a.exp_avg_sq), a.n, s, a.grad_scale, a.step_values);
+      static_cast<P*>(a.exp_avg_sq), static_cast<C*>(a.compute_copy), a.n, s, a.grad_scale, a.step_values);
   return cudaGetLastError();
 }
 
@@ -212,15 +227,28 @@ cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream) {
   s.key_lo = a.key_lo;
   s.key_hi = a.key_hi;
   const bool stochastic = a.stochastic_rounding && a.param_dtype == DType::bf16;
-  // dispatch_dtypes: P = param_dtype, G = grad_dtype (P or f32; else cudaErrorInvalidValue).
-  return dispatch_dtypes(a.param_dtype, a.grad_dtype, [&](auto tp, auto tg) -> cudaError_t {
+  // The compute copy, if any, is bf16 or fp16 beside an fp32 parameter.
+  const bool copies = a.compute_copy != nullptr;
+  if (copies && (a.param_dtype != DType::f32 || a.copy_dtype == DType::f32)) return cudaErrorInvalidValue;
+  auto run = [&](auto tp, auto tg) -> cudaError_t {
     using P = typename decltype(tp)::type;
     using G = typename decltype(tg)::type;
-    if constexpr (std::is_same<P, __nv_bfloat16>::value) {
-      if (stochastic) return launch<P, G, true>(a, s, stream);
+    if constexpr (std::is_same<P, float>::value) {
+      if (copies) {
+        return a.copy_dtype == DType::bf16 ? launch<P, G, __nv_bfloat16, false>(a, s, stream)
+                                           : launch<P, G, __half, false>(a, s, stream);
+      }
     }
-    return launch<P, G, false>(a, s, stream);
-  });
+    if constexpr (std::is_same<P, __nv_bfloat16>::value) {
+      if (stochastic) return launch<P, G, NoCopy, true>(a, s, stream);
+    }
+    return launch<P, G, NoCopy, false>(a, s, stream);
+  };
+  // G: P or f32 (dispatch_dtypes), or for an fp32 parameter the 16-bit
+  // gradient of its compute copy; else cudaErrorInvalidValue.
+  if (a.param_dtype == DType::f32 && a.grad_dtype == DType::bf16) return run(Tag<float>{}, Tag<__nv_bfloat16>{});
+  if (a.param_dtype == DType::f32 && a.grad_dtype == DType::f16) return run(Tag<float>{}, Tag<__half>{});
+  return dispatch_dtypes(a.param_dtype, a.grad_dtype, run);
 }
 
 }  // namespace liger::cuda_kernels

@@ -198,9 +198,13 @@ cudaError_t glu_backward(const GluBackward& a, cudaStream_t stream);
 // with ATen ops.
 struct AdamWStep {
   void* param = nullptr;        // [n] P
-  const void* grad = nullptr;   // [n] G
+  const void* grad = nullptr;   // [n] G: P, f32, or (P = f32) bf16/f16
   void* exp_avg = nullptr;      // [n] P
   void* exp_avg_sq = nullptr;   // [n] P
+  // [n] bf16/f16 beside an fp32 P, receiving the new value cast to nearest
+  // (the compute weights of mixed precision), or nullptr.
+  void* compute_copy = nullptr;
+  DType copy_dtype = DType::bf16;
   int64_t n = 0;
   DType param_dtype = DType::f32, grad_dtype = DType::f32;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -213,5 +217,24 @@ struct AdamWStep {
   const liger::kernels::AdamWStepValues* step_values = nullptr;
 };
 cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream);
+
+// ---- sum of squares over many tensors (kernels/cuda/sum_of_squares.cu) ----
+// One launch reads up to kSumOfSquaresTensors tensors of one dtype, passed by
+// value. Tensor k occupies [start[k], start[k] + numel[k]) of the launch's
+// virtual index space: start[0] = 0, each start a multiple of 16 bytes'
+// worth of elements, increasing; every data[k] 16-byte aligned.
+constexpr int kSumOfSquaresTensors = 128;
+struct SumOfSquaresTable {
+  const void* data[kSumOfSquaresTensors];
+  int64_t start[kSumOfSquaresTensors];
+  int64_t numel[kSumOfSquaresTensors];
+  int count = 0;
+  int first_partial = 0;  // where this launch's partial sums go in `partials`
+};
+// The partial sums one launch writes (partials[first_partial, + this)).
+int sum_of_squares_blocks();
+cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* partials, cudaStream_t stream);
+// out[0] = partials[0] + ... + partials[count - 1], in a fixed order.
+cudaError_t sum_of_squares_total(const float* partials, int count, float* out, cudaStream_t stream);
 
 }  // namespace liger::cuda_kernels

@@ -3,6 +3,7 @@
 // check_runs_bf16), on Llama, Gemma and odd shapes. Without a CUDA device
 // each GPU test says so and passes; the registry test needs no device.
 #include "kernels/optim.h"
+#include "kernels/sum_of_squares.h"
 #include "kernels/reference/reference.h"
 #include "kernels/registry.h"
 #include "tests/catch.h"
@@ -731,4 +732,90 @@ TEST_CASE("cuda adamw_step: values read from device memory give the launch-argum
     k::adamw_step(p_old, g, m_old, v_old, captured);
     CHECK_FALSE(torch::equal(p_old, p_args));
   }
+}
+
+TEST_CASE("cuda adamw_step with a compute copy: fp32 parameter, 16-bit gradient, the copy written",
+          "[cuda][adamw]") {
+  // Mixed precision on compute copies: the fused kernel reads a bf16/fp16
+  // gradient beside an fp32 parameter and writes the new value into the
+  // copy. Against the ATen path fed the same tensors; the copy must equal the
+  // kernel's own new parameter cast to nearest, bitwise. Aligned (16-byte
+  // vectors and a tail) and one element off (single-element accesses).
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  const auto opts = torch::device(kCuda);
+  const int64_t n = 500009;
+  for (auto half : {torch::kBFloat16, torch::kHalf}) {
+    for (bool offset : {false, true}) {
+      INFO(dtype_name(half) << (offset ? " unaligned" : ""));
+      torch::manual_seed(32);
+      const Tensor buffer = torch::randn({n + 1}, opts) * 0.02;
+      const Tensor p_cuda = buffer.narrow(0, offset ? 1 : 0, n), p_aten = p_cuda.clone();
+      const Tensor m_cuda = torch::randn({n}, opts) * 1e-3, m_aten = m_cuda.clone();
+      const Tensor v_cuda = torch::rand({n}, opts) * 1e-6, v_aten = v_cuda.clone();
+      const Tensor copy_buffer = torch::full({n + 1}, -7.0, opts.dtype(half));
+      const Tensor c_cuda = copy_buffer.narrow(0, offset ? 1 : 0, n);
+      const Tensor c_aten = torch::full({n}, -7.0, opts.dtype(half));
+      for (int step = 1; step <= 3; ++step) {
+        const Tensor g = torch::randn({n}, opts).to(half);
+        k::AdamWStepOptions o;
+        o.lr = 1e-3 * step;
+        o.beta1 = 0.9;
+        o.beta2 = 0.95;
+        o.weight_decay = 0.1;
+        o.step = step;
+        o.grad_scale = torch::full({}, 0.6, opts.dtype(torch::kFloat));
+        o.compute_copy = c_cuda;
+        k::adamw_step(p_cuda, g, m_cuda, v_cuda, o, k::OptimPath::automatic);
+        o.compute_copy = c_aten;
+        k::adamw_step(p_aten, g, m_aten, v_aten, o, k::OptimPath::aten);
+        INFO("step " << step);
+        LIGER_CHECK_CLOSE("param", p_cuda, p_aten, 1e-6, 1e-6);
+        LIGER_CHECK_CLOSE("exp_avg", m_cuda, m_aten, 1e-6, 1e-6);
+        LIGER_CHECK_CLOSE("exp_avg_sq", v_cuda, v_aten, 1e-6, 1e-6);
+        CHECK(torch::equal(c_cuda, p_cuda.to(half)));
+        CHECK(torch::equal(c_aten, p_aten.to(half)));
+      }
+      CHECK(copy_buffer[offset ? 0 : n].item<double>() == -7.0);  // nothing written outside the copy
+    }
+  }
+  // A copy beside a 16-bit parameter is refused.
+  k::AdamWStepOptions o;
+  o.compute_copy = torch::zeros({8}, opts.dtype(torch::kBFloat16));
+  const Tensor p16 = torch::zeros({8}, opts.dtype(torch::kBFloat16));
+  CHECK_THROWS(k::adamw_step(p16, p16.clone(), p16.clone(), p16.clone(), o));
+}
+
+TEST_CASE("cuda sum_of_squares: many tensors and dtypes in one pass, against double precision",
+          "[cuda][sum_of_squares]") {
+  // 150 tensors (two launches of the 128-tensor table), sizes that end
+  // inside a 16-byte vector, fp32/bf16/fp16 together, one tensor far larger
+  // than a block's range, a strided and an unaligned one (the ATen fallback).
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  const auto opts = torch::device(kCuda);
+  torch::manual_seed(33);
+  std::vector<Tensor> tensors;
+  const std::vector<int64_t> sizes = {1, 7, 8, 9, 2048, 2049, 65537, 3000011};
+  const std::vector<torch::ScalarType> dtypes = {torch::kBFloat16, torch::kFloat, torch::kHalf};
+  for (int i = 0; i < 150; ++i) {
+    const int64_t n = sizes[static_cast<size_t>(i) % sizes.size()];
+    tensors.push_back((torch::randn({n}, opts) * (0.5 + i % 5)).to(dtypes[static_cast<size_t>(i) % dtypes.size()]));
+  }
+  tensors.push_back(torch::randn({33, 65}, opts).t());                        // strided
+  tensors.push_back(torch::randn({1001}, opts).to(torch::kBFloat16).narrow(0, 1, 1000));  // unaligned
+  tensors.push_back(torch::zeros({0}, opts));                                 // empty
+  double expected = 0.0;
+  for (const Tensor& t : tensors) expected += t.to(torch::kDouble).square().sum().item<double>();
+  const Tensor got = k::sum_of_squares(tensors);
+  CHECK(got.scalar_type() == torch::kFloat);
+  CHECK(got.device() == tensors.front().device());
+  INFO("got " << got.item<double>() << ", expected " << expected);
+  CHECK(std::abs(got.item<double>() - expected) <= 1e-5 * expected);
+  CHECK(torch::equal(k::sum_of_squares(tensors), got));  // a fixed order: the same bits again
+  const Tensor aten = k::sum_of_squares(tensors, k::OptimPath::aten);
+  CHECK(std::abs(aten.item<double>() - expected) <= 1e-5 * expected);
+  // One element changed is seen.
+  tensors[3].view(-1)[0] = 100.0;
+  CHECK(k::sum_of_squares(tensors).item<double>() > got.item<double>() + 9000.0);
 }

@@ -2,6 +2,7 @@
 // weight-decay grouping, the learning-rate schedules, stochastic rounding of
 // bf16 updates and training.precision.
 #include "kernels/optim.h"
+#include "kernels/sum_of_squares.h"
 #include "tests/catch.h"
 #include "trainer/config.h"
 #include "trainer/lr_schedule.h"
@@ -443,4 +444,90 @@ TEST_CASE("AdamW with device values (CUDA graphs' split step) equals the plain s
   CHECK(message_of().find("prepare_step") != std::string::npos);
   split.prepare_step(1e-3);
   CHECK(message_of().find("q got no gradient") != std::string::npos);
+}
+
+TEST_CASE("AdamW with compute copies: the fp32 step on the widened 16-bit gradients, and the copies follow") {
+  // Mixed precision on copies (trainer/compute_copies.h): the gradients sit on
+  // bf16 copies of fp32 parameters. The update must equal the plain fp32
+  // step given those gradients widened to fp32, and leave each copy equal to
+  // its parameter cast to bf16, with and without device values and a
+  // clipping scale. On a GPU too (the fused kernel with a bf16 gradient and
+  // a copy to write); on the CPU the ATen path.
+  const std::vector<double> lrs = {1e-2, 3e-3, 2e-2, 5e-4};
+  std::vector<c10::Device> devices = {c10::Device(c10::kCPU)};
+  if (torch::cuda::is_available()) devices.emplace_back(c10::kCUDA, 0);
+  for (const auto& device : devices) {
+    for (const bool device_values : {false, true}) {
+      INFO("on " << device << (device_values ? ", device values" : ""));
+      torch::manual_seed(6);
+      const at::Tensor w0 = (torch::randn({37, 9}) * 0.02).to(device), b0 = torch::randn({9}).to(device);
+      at::Tensor pw = w0.clone().requires_grad_(true), pb = b0.clone().requires_grad_(true);
+      at::Tensor mw = w0.clone(), mb = b0.clone();  // the masters
+      at::Tensor cw = w0.to(at::kBFloat16).requires_grad_(true), cb = b0.to(at::kBFloat16).requires_grad_(true);
+      liger::trainer::AdamWOptions options;
+      options.seed = 3;
+      AdamW plain(liger::trainer::split_decay_groups({{"w", pw}, {"b", pb}}, 0.1), options);
+      options.device_values = device_values;
+      AdamW copied(liger::trainer::split_decay_groups({{"w", mw}, {"b", mb}}, 0.1, {cw, cb}), options);
+      for (size_t k = 0; k < lrs.size(); ++k) {
+        const at::Tensor gw = torch::randn({37, 9}).to(device, at::kBFloat16);
+        const at::Tensor gb = torch::randn({9}).to(device, at::kBFloat16);
+        const at::Tensor scale =
+            torch::full({}, 0.3 + 0.2 * static_cast<double>(k), at::TensorOptions().dtype(at::kFloat).device(device));
+        pw.mutable_grad() = gw.to(at::kFloat);  // cast: bf16 to fp32, exact
+        pb.mutable_grad() = gb.to(at::kFloat);
+        cw.mutable_grad() = gw.clone();
+        cb.mutable_grad() = gb.clone();
+        const std::vector<at::Tensor> grads = copied.gradients();
+        REQUIRE(grads.size() == 2);
+        CHECK(grads[0].scalar_type() == at::kBFloat16);  // clipping measures the copies' gradients
+        plain.step(lrs[k], scale);
+        if (device_values) {
+          copied.prepare_step(lrs[k]);
+          copied.apply_step(scale);
+        } else {
+          copied.step(lrs[k], scale);
+        }
+        copied.zero_grad();
+        CHECK_FALSE(cw.grad().defined());
+        // The fused kernel divides with __fdividef (two fp32 ulps), _fused_adamw_
+        // and the ATen path exactly: a few ulps of the weight per step at most.
+        const std::vector<std::array<at::Tensor, 3>> compared = {{mw, pw, cw}, {mb, pb, cb}};
+        for (const auto& [master, reference, copy] : compared) {
+          const at::Tensor r = reference.detach();
+          CHECK(((master - r).abs().max() / r.abs().max()).item<double>() <= 2e-6);
+          CHECK(torch::equal(copy.detach(), master.to(at::kBFloat16)));  // cast to nearest, bitwise
+        }
+      }
+      CHECK((mw - w0).abs().max().item<double>() > 1e-4);  // it trained
+      // A checkpoint load writes the masters; refresh_compute_copies re-casts them.
+      mw.fill_(0.125);
+      copied.refresh_compute_copies();
+      CHECK(torch::equal(cw.detach(), torch::full_like(cw, 0.125)));
+    }
+  }
+  // A copy must match its parameter's shape and sit beside fp32.
+  auto message_of = [](const at::Tensor& param, const at::Tensor& copy) {
+    try {
+      AdamW bad(liger::trainer::split_decay_groups({{"p", param}}, 0.0, {copy}), {});
+    } catch (const std::exception& error) {
+      return std::string(error.what());
+    }
+    return std::string("(no error)");
+  };
+  CHECK(message_of(torch::zeros({3}), torch::zeros({4}, at::kBFloat16)).find("compute copy of p") != std::string::npos);
+  CHECK(message_of(torch::zeros({3}, at::kBFloat16), torch::zeros({3}, at::kBFloat16)).find("fp32 parameter") !=
+        std::string::npos);
+}
+
+TEST_CASE("sum_of_squares (clipping's squared norm) on the CPU: every tensor and dtype, no tensor is zero") {
+  torch::manual_seed(12);
+  const std::vector<at::Tensor> tensors = {torch::randn({17, 3}), torch::randn({5}).to(at::kBFloat16),
+                                           torch::randn({4, 6}).t(), torch::zeros({0})};
+  double expected = 0.0;
+  for (const auto& t : tensors) expected += t.to(at::kDouble).square().sum().item<double>();
+  const at::Tensor got = k::sum_of_squares(tensors);
+  CHECK(got.scalar_type() == at::kFloat);
+  CHECK(got.item<double>() == Approx(expected).epsilon(1e-6));
+  CHECK(k::sum_of_squares({}).item<double>() == 0.0);
 }

@@ -121,6 +121,33 @@ TEST_CASE("10 steps straight equal 5 steps, resume, 5 steps") {
   for (size_t i = 0; i < rows.size(); ++i) CHECK(rows[i].at("step").get<int64_t>() == static_cast<int64_t>(i + 1));
 }
 
+TEST_CASE("bf16-mixed on compute copies: 10 steps straight equal 5 steps, resume, 5 steps") {
+  // One micro-batch per step: the model runs on bf16 copies of the fp32
+  // weights (trainer/compute_copies.h). The checkpoint holds the fp32 values;
+  // a resumed run must cast them into the copies before its first step.
+  const std::vector<std::string> ten = {"training.steps=10", "training.precision=bf16-mixed",
+                                        "training.gradient_accumulation_steps=1", "training.micro_batch_size=8"};
+  const auto straight = train(liger::testing::tiny_config(liger::testing::fresh_dir("copies_straight"), ten));
+  for (const auto& [name, value] : straight.params) {
+    INFO(name);
+    CHECK(value.scalar_type() == at::kBFloat16);  // the model's parameters are the copies
+  }
+  const std::string dir = liger::testing::fresh_dir("copies_resumed");
+  const auto first = train(liger::testing::tiny_config(dir, ten), /*stop_after=*/5);
+  REQUIRE(first.result.final_step == 5);
+  auto resume = ten;
+  resume.push_back("checkpoint.resume=auto");
+  const auto second = train(liger::testing::tiny_config(dir, resume));
+  REQUIRE(second.result.final_step == 10);
+  const double difference = liger::testing::max_relative_difference(second.params, straight.params);
+  INFO("max relative parameter difference " << difference);
+  CHECK(difference <= 1e-6);
+  CHECK(second.result.final_loss == Approx(straight.result.final_loss).epsilon(1e-6));
+  // The fp32 weights in the checkpoint moved away from their bf16 start.
+  const double moved = liger::testing::max_relative_difference(first.params, straight.params);
+  CHECK(moved > 1e-3);
+}
+
 TEST_CASE("metrics.jsonl has one row per step with the documented fields, and the loss falls") {
   const std::string dir = liger::testing::fresh_dir("metrics");
   const auto run = train(liger::testing::tiny_config(dir, {"training.steps=30", "training.lr=0.01",
@@ -191,11 +218,17 @@ TEST_CASE("cuda graphs: a replayed step trains as the eager step does (GPU), and
   // Uneven target counts per step (the prompt/completion data), a warmup +
   // cosine lr, accumulation over 2 micro-batches: a replay that kept the
   // captured step's count, lr or bias correction would drift at once.
-  for (const std::string precision : {"bf16", "bf16-mixed"}) {
-    INFO("training.precision " << precision);
+  // bf16-mixed with one micro-batch per step runs on compute copies.
+  const std::vector<std::pair<std::string, int>> modes = {{"bf16", 2}, {"bf16-mixed", 2}, {"bf16-mixed", 1}};
+  for (const auto& mode : modes) {
+    const std::string& precision = mode.first;
+    const int accumulation = mode.second;
+    INFO("training.precision " << precision << ", " << accumulation << " micro-batch(es) per step");
     const std::vector<std::string> common = {"training.device=cuda", "training.precision=" + precision,
-                                             "training.steps=8", "training.micro_batch_size=4",
-                                             "training.gradient_accumulation_steps=2", "training.warmup_steps=3"};
+                                             "training.steps=8",
+                                             "training.micro_batch_size=" + std::to_string(8 / accumulation),
+                                             "training.gradient_accumulation_steps=" + std::to_string(accumulation),
+                                             "training.warmup_steps=3"};
     auto with = [&](const std::string& dir, bool graphs) {
       std::vector<std::string> o = common;
       o.push_back(std::string("training.cuda_graphs=") + (graphs ? "true" : "false"));
