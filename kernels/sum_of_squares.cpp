@@ -56,7 +56,8 @@ Tensor sum_of_squares_cuda(const std::vector<Tensor>& tensors) {
     launches.emplace_back(cuda::dtype_of("sum_of_squares", dtype), table);
   }
   const auto fp32 = tensors.front().options().dtype(at::kFloat);
-  Tensor total = at::zeros({}, fp32);
+  // Written whole by the total kernel when there are launches; zero otherwise.
+  Tensor total = launches.empty() ? at::zeros({}, fp32) : at::empty({}, fp32);
   if (!launches.empty()) {
     const int blocks = launch::sum_of_squares_blocks();
     const Tensor partials = at::empty({static_cast<int64_t>(launches.size()) * blocks}, fp32);

@@ -152,6 +152,17 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   return bias.defined() ? at::addmm(bias, x, w.t()) : at::mm(x, w.t());
 }
 
+// Rows per chunk for n rows under a budget of `budget` rows: as few chunks as
+// the budget allows, of equal size, rounded up to a multiple of 128 (a whole
+// GEMM tile) where that stays within the budget. 8192 rows under 4185 -> 4096.
+int64_t even_chunk_rows(int64_t n, int64_t budget) {
+  if (n <= budget) return std::max<int64_t>(n, 1);
+  const int64_t chunks = (n + budget - 1) / budget;
+  const int64_t even = (n + chunks - 1) / chunks;
+  const int64_t tiled = (even + 127) / 128 * 128;
+  return tiled <= budget ? tiled : even;
+}
+
 // speed: chunks of tokens; grad_weight accumulated in fp32 across chunks.
 FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& bias,
                       const Tensor& labels, const FusedLinearCrossEntropyOptions& options,
@@ -160,12 +171,13 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
   const bool any_grad = grad_x || grad_w || grad_b;
   // rows per chunk: the budget over one row of logits in the compute dtype
   const double row_bytes = static_cast<double>(vocab) * hidden.element_size();
-  const int64_t rows = std::clamp<int64_t>(
-      static_cast<int64_t>(options.chunk_mb * 1024.0 * 1024.0 / row_bytes), 1, std::max<int64_t>(n, 1));
+  const int64_t rows = even_chunk_rows(
+      n, std::max<int64_t>(static_cast<int64_t>(options.chunk_mb * 1024.0 * 1024.0 / row_bytes), 1));
   FlceResult r;
   r.per_row = at::empty({n}, hidden.options().dtype(at::kFloat));
   if (grad_x) r.grad_hidden = at::empty_like(hidden);
-  Tensor grad_w32 = grad_w ? at::zeros(weight.sizes(), weight.options().dtype(at::kFloat)) : Tensor();
+  // Written whole by the first chunk's GEMM (beta = 0), accumulated by the others.
+  Tensor grad_w32 = grad_w ? at::empty(weight.sizes(), weight.options().dtype(at::kFloat)) : Tensor();
   Tensor grad_b32 = grad_b ? at::zeros(bias.sizes(), bias.options().dtype(at::kFloat)) : Tensor();
   const auto stream = at::cuda::getCurrentCUDAStream();
   for (int64_t begin = 0; begin < n; begin += rows) {
@@ -183,7 +195,8 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
       at::mm_out(out, logits, weight);  // dL/dx = dlogits @ W
     }
     // dL/dW += dlogits^T @ x, accumulated in fp32 (bf16 accumulation across chunks drifts)
-    if (grad_w) at::addmm_out(grad_w32, grad_w32, logits.t(), x, at::kFloat);
+    if (grad_w && begin == 0) at::mm_out(grad_w32, logits.t(), x, at::kFloat);
+    if (grad_w && begin > 0) at::addmm_out(grad_w32, grad_w32, logits.t(), x, at::kFloat);
     if (grad_b) grad_b32.add_(logits.sum(0, false, at::kFloat));
   }
   if (grad_w) r.grad_weight = grad_w32.to(weight.scalar_type());  // cast: fp32 sum -> parameter dtype
@@ -227,7 +240,8 @@ FlceResult flce_lean(const Tensor& hidden, const Tensor& weight, const Tensor& b
         "fused_linear_cross_entropy");
   if (!any_grad) return r;
 
-  Tensor grad_x32 = grad_x ? at::zeros(hidden.sizes(), f32) : Tensor();
+  // Written whole by the first block's GEMM (beta = 0), accumulated by the others.
+  Tensor grad_x32 = grad_x ? at::empty(hidden.sizes(), f32) : Tensor();
   if (grad_w) r.grad_weight = at::empty_like(weight);
   if (grad_b) r.grad_bias = at::empty_like(bias);
   for (int64_t v0 = 0; v0 < vocab; v0 += width) {
@@ -242,7 +256,8 @@ FlceResult flce_lean(const Tensor& hidden, const Tensor& weight, const Tensor& b
       Tensor out = r.grad_weight.narrow(0, v0, len);
       at::mm_out(out, logits.t(), hidden);  // one GEMM per block: fp32 accumulation inside, no cross-chunk rounding
     }
-    if (grad_x) at::addmm_out(grad_x32, grad_x32, logits, weight.narrow(0, v0, len), at::kFloat);
+    if (grad_x && v0 == 0) at::mm_out(grad_x32, logits, weight.narrow(0, v0, len), at::kFloat);
+    if (grad_x && v0 > 0) at::addmm_out(grad_x32, grad_x32, logits, weight.narrow(0, v0, len), at::kFloat);
     if (grad_b) r.grad_bias.narrow(0, v0, len).copy_(logits.sum(0, false, at::kFloat));
   }
   if (grad_x) r.grad_hidden = grad_x32.to(hidden.scalar_type());  // cast: fp32 sum -> input dtype

@@ -140,6 +140,7 @@ TEST_CASE("cuda fused_linear_cross_entropy (speed and lean) matches lm_head + re
       {67, 96, 1001, true, 0.05},      // odd sizes, many chunks and vocabulary blocks
       {256, 128, 128256, false, 8.0},  // Llama 3 vocabulary
       {64, 64, 256000, true, 16.0},    // Gemma vocabulary
+      {1000, 64, 2048, false, 2.0},    // equal chunks rounded up to 128 rows, the last one shorter
   };
   for (const auto& s : shapes) {
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
