@@ -48,6 +48,8 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   if (uses_compute_copies(c, world_size)) {  // fp32 weights and 16-bit copies; the gradients are the copies'
     e.parameters = all_params * (param_bytes + compute_bytes);
     e.gradients = all_params * compute_bytes;
+    // Accumulating: each micro-batch's copy gradients are folded into fp32 sums.
+    if (c.training.gradient_accumulation_steps > 1) e.gradients += all_params * param_bytes;
   }
   if (world > 1) {
     // Two layers at a time (the running one and the prefetched one), the

@@ -53,8 +53,7 @@ c10::ScalarType parameter_dtype(const config::TrainConfig& config) {
 }
 
 bool uses_compute_copies(const config::TrainConfig& config, int64_t world_size) {
-  return parameter_dtype(config) == c10::kFloat && compute_dtype(config) != c10::kFloat && world_size == 1 &&
-         config.training.gradient_accumulation_steps == 1;
+  return parameter_dtype(config) == c10::kFloat && compute_dtype(config) != c10::kFloat && world_size == 1;
 }
 
 namespace {

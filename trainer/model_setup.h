@@ -24,8 +24,8 @@ c10::ScalarType compute_dtype(const config::TrainConfig& config);
 c10::ScalarType parameter_dtype(const config::TrainConfig& config);
 // Whether the model runs on 16-bit compute copies of fp32 parameters
 // (trainer/compute_copies.h): fp32 parameters with 16-bit compute, one
-// process, one micro-batch per step (accumulating over micro-batches keeps
-// fp32 gradients: the copies' gradients would sum in 16 bits).
+// process. Over several micro-batches each one's 16-bit gradients are folded
+// into fp32 sums (AdamW::fold_copy_gradients), never summed in 16 bits.
 bool uses_compute_copies(const config::TrainConfig& config, int64_t world_size);
 
 // The preset with the model.* overrides applied, or, with model.hf_path,

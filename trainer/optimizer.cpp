@@ -73,7 +73,8 @@ Tensor AdamW::compute_copy(size_t g, size_t i) const {
 
 Tensor AdamW::gradient(size_t g, size_t i) const {
   const Tensor copy = compute_copy(g, i);
-  return copy.defined() ? copy.grad() : groups_[g].params[i].grad();
+  const Tensor& own = groups_[g].params[i].grad();  // with a copy: the folded fp32 sum, if any
+  return copy.defined() && !own.defined() ? copy.grad() : own;
 }
 
 bool AdamW::steps_alone(size_t g, size_t i) const {
@@ -203,6 +204,23 @@ std::vector<Tensor> AdamW::gradients() const {
     }
   }
   return grads;
+}
+
+void AdamW::fold_copy_gradients() {
+  torch::NoGradGuard no_grad;
+  for (auto& group : groups_) {
+    for (size_t i = 0; i < group.compute_copies.size(); ++i) {
+      Tensor& copy = group.compute_copies[i];
+      if (!copy.defined() || !copy.grad().defined()) continue;
+      Tensor& sum = group.params[i].mutable_grad();
+      if (sum.defined()) {
+        sum.add_(copy.grad());  // fp32 += 16-bit, the addend widened exactly
+      } else {
+        sum = copy.grad().to(at::kFloat);  // cast: 16-bit to the fp32 sum, exact
+      }
+      copy.mutable_grad() = Tensor();
+    }
+  }
 }
 
 void AdamW::refresh_compute_copies() {

@@ -52,7 +52,8 @@ struct ParamGroup {
   double weight_decay = 0.0;
   // Empty, or one per parameter: its bf16/fp16 compute copy (an autograd leaf
   // of the model; an undefined entry: none). A parameter with a copy is
-  // stepped with the copy's gradient, and each update rewrites the copy.
+  // stepped with the copy's gradient (or, after fold_copy_gradients, with its
+  // own fp32 .grad), and each update rewrites the copy.
   std::vector<Tensor> compute_copies;
 };
 
@@ -71,6 +72,11 @@ class AdamW {
   // Casts every parameter into its compute copy (after the parameters were
   // loaded from a checkpoint: the copies must show the same weights).
   void refresh_compute_copies();
+  // Gradient accumulation with compute copies, after each micro-batch's
+  // backward: adds every copy's 16-bit gradient into its fp32 parameter's
+  // .grad (cast on the first fold) and clears the copy's, so micro-batches
+  // sum in fp32, not in bf16. The update then reads the fp32 sum.
+  void fold_copy_gradients();
 
   // With options.device_values, step() in two halves. prepare_step: the host
   // half, outside any graph: counts the step and copies its values (lr, bias

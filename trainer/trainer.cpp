@@ -471,6 +471,9 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   // path that would not read the tensor.
   const kernels::FlceMode flce_mode =
       c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean : kernels::FlceMode::speed;
+  // Compute copies over several micro-batches: their gradients sum in fp32
+  // (without copies, fold_copy_gradients has nothing to do).
+  const bool fold_copy_gradients = c.training.gradient_accumulation_steps > 1;
   auto device_step = [&](const std::vector<DeviceBatch>& inputs, double normaliser,
                          const at::Tensor& inverse_count, double lr) -> std::pair<at::Tensor, at::Tensor> {
     at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.device));
@@ -480,6 +483,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
                                    inverse_count);
       loss.backward();
       if (s.sharded) s.sharded->finish_backward();
+      if (fold_copy_gradients) s.optimizer->fold_copy_gradients();  // fp32 sums across micro-batches
       loss_total += loss.detach();
     }
     const GradNorm clipping = grad_norm_and_clip(s.optimizer->gradients(), c.training.grad_clip, *s.comm, s.sharded != nullptr);

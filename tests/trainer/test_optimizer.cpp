@@ -520,6 +520,61 @@ TEST_CASE("AdamW with compute copies: the fp32 step on the widened 16-bit gradie
         std::string::npos);
 }
 
+TEST_CASE("AdamW with compute copies over micro-batches: the copies' gradients are summed in fp32") {
+  // Gradient accumulation on copies: after each micro-batch's backward,
+  // fold_copy_gradients adds the copy's bf16 gradient into its fp32
+  // parameter's .grad and clears the copy's. The step must equal the fp32
+  // step on the fp32 sum of the widened gradients; a bf16 running sum would
+  // round (the check below shows that it does for these gradients).
+  std::vector<c10::Device> devices = {c10::Device(c10::kCPU)};
+  if (torch::cuda::is_available()) devices.emplace_back(c10::kCUDA, 0);
+  for (const auto& device : devices) {
+    for (const bool device_values : {false, true}) {
+      INFO("on " << device << (device_values ? ", device values" : ""));
+      torch::manual_seed(8);
+      const at::Tensor w0 = (torch::randn({21, 16}) * 0.02).to(device);
+      at::Tensor pw = w0.clone().requires_grad_(true);
+      at::Tensor mw = w0.clone();
+      at::Tensor cw = w0.to(at::kBFloat16).requires_grad_(true);
+      liger::trainer::AdamWOptions options;
+      AdamW plain(liger::trainer::split_decay_groups({{"w", pw}}, 0.1), options);
+      options.device_values = device_values;
+      AdamW copied(liger::trainer::split_decay_groups({{"w", mw}}, 0.1, {cw}), options);
+      for (const double lr : {1e-2, 4e-3}) {
+        // 1 + small values: their bf16 running sum loses the small parts.
+        std::vector<at::Tensor> micro;
+        for (int j = 0; j < 3; ++j) micro.push_back((1.0 + 0.01 * torch::randn({21, 16})).to(device, at::kBFloat16));
+        at::Tensor sum32 = torch::zeros({21, 16}, at::TensorOptions().device(device));
+        at::Tensor sum16 = torch::zeros({21, 16}, at::TensorOptions().device(device).dtype(at::kBFloat16));
+        for (const at::Tensor& g : micro) {
+          sum32 += g.to(at::kFloat);  // cast: bf16 to fp32, exact
+          sum16 += g;
+          cw.mutable_grad() = g.clone();
+          copied.fold_copy_gradients();
+          CHECK_FALSE(cw.grad().defined());
+        }
+        CHECK((sum16.to(at::kFloat) - sum32).abs().max().item<double>() > 1e-3);  // bf16 would round
+        pw.mutable_grad() = sum32;
+        const std::vector<at::Tensor> grads = copied.gradients();
+        REQUIRE(grads.size() == 1);
+        CHECK(grads[0].scalar_type() == at::kFloat);  // clipping measures the fp32 sums
+        CHECK(torch::equal(grads[0], sum32));
+        plain.step(lr);
+        if (device_values) {
+          copied.prepare_step(lr);
+          copied.apply_step();
+        } else {
+          copied.step(lr);
+        }
+        copied.zero_grad();
+        CHECK_FALSE(mw.grad().defined());
+        CHECK(((mw - pw.detach()).abs().max() / pw.detach().abs().max()).item<double>() <= 2e-6);
+        CHECK(torch::equal(cw.detach(), mw.to(at::kBFloat16)));
+      }
+    }
+  }
+}
+
 TEST_CASE("sum_of_squares (clipping's squared norm) on the CPU: every tensor and dtype, no tensor is zero") {
   torch::manual_seed(12);
   const std::vector<at::Tensor> tensors = {torch::randn({17, 3}), torch::randn({5}).to(at::kBFloat16),
