@@ -46,49 +46,65 @@ __device__ __forceinline__ void load_f32(const float* p, float (&out)[V]) {
   load<float, V>(p, out);
 }
 
+// Group `index` (0, 1 or 2) picked with constant indices: a dynamic index
+// into the by-value parameter struct would copy it to local memory.
+template <typename T>
+__device__ __forceinline__ Group<T> group_at(const Groups<T>& groups, int index) {
+  return index == 0 ? groups.g[0] : index == 1 ? groups.g[1] : groups.g[2];
+}
+
 // Forward rounds as HF does in T: cos/sin cast to T, each product rounded to
 // T, then their sum. Backward: fp32, one cast at the end.
+// A thread's head data is loaded before the token's cos/sin (needed only for
+// rotated heads, loaded on the first one), so both loads are in flight at once.
 template <typename T, int V, bool kBackward>
 __global__ void __launch_bounds__(1024) rope_kernel(const Groups<T> groups,
                                                    const float* __restrict__ cos,
                                                    const float* __restrict__ sin, int64_t seq,
                                                    int half, int64_t cos_batch_stride) {
   const int64_t token = blockIdx.x;  // b * seq + t
-  const int64_t b = token / seq, t = token % seq;
-  const int64_t cs = b * cos_batch_stride + t * 2 * half;
   const int i = threadIdx.x * V;  // blockDim.x * V == half
+  using P = Pack<T, V>;
 
   float c1[V], c2[V], s1[V], s2[V];
-  load_f32<V>(cos + cs + i, c1);
-  load_f32<V>(cos + cs + half + i, c2);
-  load_f32<V>(sin + cs + i, s1);
-  load_f32<V>(sin + cs + half + i, s2);
-  if (!kBackward) {
-#pragma unroll
-    for (int j = 0; j < V; ++j) {  // cast: cos/sin to T, as HF does
-      c1[j] = round_to<T>(c1[j]);
-      c2[j] = round_to<T>(c2[j]);
-      s1[j] = round_to<T>(s1[j]);
-      s2[j] = round_to<T>(s2[j]);
-    }
-  }
-
-  const int total = groups.g[0].heads + groups.g[1].heads + groups.g[2].heads;
+  bool have_tables = false;
+  const int heads0 = groups.g[0].heads, heads1 = groups.g[1].heads;
+  const int total = heads0 + heads1 + groups.g[2].heads;
   for (int head = threadIdx.y; head < total; head += blockDim.y) {
-    int index = 0, local = head;  // which group, and the head within it
-    while (local >= groups.g[index].heads) local -= groups.g[index++].heads;
-    const Group<T>& group = groups.g[index];
+    // which group, and the head within it
+    const int index = head < heads0 ? 0 : head < heads0 + heads1 ? 1 : 2;
+    const int local = head - (index > 0 ? heads0 : 0) - (index > 1 ? heads1 : 0);
+    const Group<T> group = group_at(groups, index);
     if (group.in == nullptr) continue;
     const T* in = group.in + token * group.in_stride + local * 2 * half;
     T* out = group.out + token * group.out_stride + local * 2 * half;
-    float x1[V], x2[V], y1[V], y2[V];
-    load<T, V>(in + i, x1);
-    load<T, V>(in + half + i, x2);
+    const P p1 = load_pack<T, V>(in + i), p2 = load_pack<T, V>(in + half + i);
     if (!group.rotate) {  // v: copied as it is (exact)
-      store<T, V>(out + i, x1);
-      store<T, V>(out + half + i, x2);
+      *reinterpret_cast<P*>(out + i) = p1;
+      *reinterpret_cast<P*>(out + half + i) = p2;
       continue;
     }
+    if (!have_tables) {
+      const int64_t b = token / seq, t = token % seq;
+      const int64_t cs = b * cos_batch_stride + t * 2 * half;
+      load_f32<V>(cos + cs + i, c1);
+      load_f32<V>(cos + cs + half + i, c2);
+      load_f32<V>(sin + cs + i, s1);
+      load_f32<V>(sin + cs + half + i, s2);
+      if (!kBackward) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) {  // cast: cos/sin to T, as HF does
+          c1[j] = round_to<T>(c1[j]);
+          c2[j] = round_to<T>(c2[j]);
+          s1[j] = round_to<T>(s1[j]);
+          s2[j] = round_to<T>(s2[j]);
+        }
+      }
+      have_tables = true;
+    }
+    float x1[V], x2[V], y1[V], y2[V];
+    unpack<T, V>(p1, x1);
+    unpack<T, V>(p2, x2);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       if (kBackward) {
