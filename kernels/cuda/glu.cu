@@ -17,45 +17,19 @@ constexpr float kGeluA = 0.044715f;
 // silu(g)  = g s,  s = sigmoid(g)            silu'(g) = s (1 + g (1 - s))
 // gelu(g)  = 0.5 g (1 + t),  t = tanh(K (g + A g^3))
 // gelu'(g) = 0.5 (1 + t) + 0.5 g (1 - t^2) K (1 + 3 A g^2)
-// 16-bit data: s from the fast exp and reciprocal (a few fp32 ulps, far
-// below the 16-bit rounding of every output; the backward would otherwise
-// spend as long on IEEE exp and division as on its memory traffic), and
-// silu(g) = g s by the same expression in forward and backward. fp32 data:
-// IEEE expf and division, silu(g) = g / (1 + exp(-g)) as ATen.
-template <typename T>
-constexpr bool kFastSilu = !std::is_same<T, float>::value;
-
-template <typename T>
-__device__ __forceinline__ float sigmoid(float g) {
-  if constexpr (kFastSilu<T>) {
-    return __fdividef(1.f, 1.f + __expf(-g));  // g < -87: exp is inf, s = 0
-  } else {
-    return 1.f / (1.f + expf(-g));
-  }
-}
-
-template <GluActivation A, typename T>
+template <GluActivation A>
 __device__ __forceinline__ float activation(float g) {
   if constexpr (A == GluActivation::silu) {
-    if constexpr (kFastSilu<T>) {
-      return g * sigmoid<T>(g);
-    } else {
-      return g / (1.f + expf(-g));
-    }
+    return g / (1.f + expf(-g));
   } else {
     return 0.5f * g * (1.f + tanhf(kGeluK * (g + kGeluA * g * g * g)));
   }
 }
 
-// act: bitwise activation<A, T>(g) where kSameActivation<A, T> (the backward
-// then reuses it for the recomputed product).
-template <GluActivation A, typename T>
-constexpr bool kSameActivation = A == GluActivation::silu && kFastSilu<T>;
-
-template <GluActivation A, typename T>
+template <GluActivation A>
 __device__ __forceinline__ void activation_and_grad(float g, float& act, float& dact) {
   if constexpr (A == GluActivation::silu) {
-    const float s = sigmoid<T>(g);
+    const float s = 1.f / (1.f + expf(-g));
     act = g * s;
     dact = s * (1.f + g * (1.f - s));
   } else {
@@ -73,7 +47,7 @@ __device__ __forceinline__ void glu_forward_at(const T* gate, const T* up, T* y,
   load<T, V>(gate + at, g);
   load<T, V>(up + at, u);
 #pragma unroll
-  for (int i = 0; i < V; ++i) out[i] = round_to<T>(activation<A, T>(g[i])) * u[i];
+  for (int i = 0; i < V; ++i) out[i] = round_to<T>(activation<A>(g[i])) * u[i];
   store<T, V>(y + at, out);
 }
 
@@ -99,7 +73,7 @@ __global__ void __launch_bounds__(kThreads) glu_forward_kernel(const T* __restri
     float out[V];
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-      out[i] = round_to<T>(activation<A, T>(to_float(g[k].v[i]))) * to_float(u[k].v[i]);
+      out[i] = round_to<T>(activation<A>(to_float(g[k].v[i]))) * to_float(u[k].v[i]);
     }
     store<T, V>(y + v * V, out);
   }
@@ -121,11 +95,11 @@ __device__ __forceinline__ void glu_backward_math(const Pack<T, V>& dy, const Pa
   for (int i = 0; i < V; ++i) {
     float act, dact;
     const float gi = to_float(g.v[i]), ui = to_float(u.v[i]);
-    activation_and_grad<A, T>(gi, act, dact);
+    activation_and_grad<A>(gi, act, dact);
     const float d = to_float(dy.v[i]);
     du[i] = d * act;
     dg[i] = d * ui * dact;
-    if (kRecompute) y[i] = round_to<T>(kSameActivation<A, T> ? act : activation<A, T>(gi)) * ui;
+    if (kRecompute) y[i] = round_to<T>(activation<A>(gi)) * ui;
   }
 }
 
