@@ -176,8 +176,10 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
   FlceResult r;
   r.per_row = at::empty({n}, hidden.options().dtype(at::kFloat));
   if (grad_x) r.grad_hidden = at::empty_like(hidden);
-  // Written whole by the first chunk's GEMM (beta = 0), accumulated by the others.
-  Tensor grad_w32 = grad_w ? at::empty(weight.sizes(), weight.options().dtype(at::kFloat)) : Tensor();
+  // Written whole by the first chunk's GEMM (beta = 0), accumulated by the
+  // others; zero when there are no rows (no chunk runs).
+  const auto w32 = weight.options().dtype(at::kFloat);
+  Tensor grad_w32 = !grad_w ? Tensor() : n > 0 ? at::empty(weight.sizes(), w32) : at::zeros(weight.sizes(), w32);
   Tensor grad_b32 = grad_b ? at::zeros(bias.sizes(), bias.options().dtype(at::kFloat)) : Tensor();
   const auto stream = at::cuda::getCurrentCUDAStream();
   for (int64_t begin = 0; begin < n; begin += rows) {
