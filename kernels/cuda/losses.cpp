@@ -197,8 +197,13 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
       at::mm_out(out, logits, weight);  // dL/dx = dlogits @ W
     }
     // dL/dW += dlogits^T @ x, accumulated in fp32 (bf16 accumulation across chunks drifts)
-    if (grad_w && begin == 0) at::mm_out(grad_w32, logits.t(), x, at::kFloat);
-    if (grad_w && begin > 0) at::addmm_out(grad_w32, grad_w32, logits.t(), x, at::kFloat);
+    if (grad_w) {
+      if (begin == 0) {
+        at::mm_out(grad_w32, logits.t(), x, at::kFloat);
+      } else {
+        at::addmm_out(grad_w32, grad_w32, logits.t(), x, at::kFloat);
+      }
+    }
     if (grad_b) grad_b32.add_(logits.sum(0, false, at::kFloat));
   }
   if (grad_w) r.grad_weight = grad_w32.to(weight.scalar_type());  // cast: fp32 sum -> parameter dtype
@@ -258,8 +263,14 @@ FlceResult flce_lean(const Tensor& hidden, const Tensor& weight, const Tensor& b
       Tensor out = r.grad_weight.narrow(0, v0, len);
       at::mm_out(out, logits.t(), hidden);  // one GEMM per block: fp32 accumulation inside, no cross-chunk rounding
     }
-    if (grad_x && v0 == 0) at::mm_out(grad_x32, logits, weight.narrow(0, v0, len), at::kFloat);
-    if (grad_x && v0 > 0) at::addmm_out(grad_x32, grad_x32, logits, weight.narrow(0, v0, len), at::kFloat);
+    if (grad_x) {
+      const Tensor block_weight = weight.narrow(0, v0, len);
+      if (v0 == 0) {
+        at::mm_out(grad_x32, logits, block_weight, at::kFloat);
+      } else {
+        at::addmm_out(grad_x32, grad_x32, logits, block_weight, at::kFloat);
+      }
+    }
     if (grad_b) r.grad_bias.narrow(0, v0, len).copy_(logits.sum(0, false, at::kFloat));
   }
   if (grad_x) r.grad_hidden = grad_x32.to(hidden.scalar_type());  // cast: fp32 sum -> input dtype

@@ -5,10 +5,11 @@ forward GEMMs, input-gradient GEMMs (+ the add of two gradients, or an
 addmm accumulating the second into the first) and weight-gradient GEMMs,
 median of 20 with CUDA events.
     python3 scripts/device/gemm_probe.py [TOKENS HIDDEN INTERMEDIATE]"""
-import statistics
 import sys
 
 import torch
+
+from cuda_timing import median_ms  # scripts/device/cuda_timing.py
 
 t, h, i = (int(a) for a in sys.argv[1:4]) if len(sys.argv) > 3 else (8192, 2048, 8192)
 bf = dict(device="cuda", dtype=torch.bfloat16)
@@ -17,17 +18,6 @@ wg, wu = torch.randn(i, h, **bf) * 0.02, torch.randn(i, h, **bf) * 0.02
 w = torch.cat([wg, wu])
 dg, du = torch.randn(t, i, **bf), torch.randn(t, i, **bf)
 d = torch.cat([dg, du], 1)
-
-
-def timed(fn):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(20):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 flop = 2 * t * h * i * 2  # two projections
@@ -42,5 +32,5 @@ rows = [
 ]
 print(f"tokens {t}, hidden {h}, intermediate {i}: {flop / 1e9:.0f} GFLOP per row")
 for name, fn in rows:
-    ms = timed(fn)
+    ms = median_ms(fn, reps=20)
     print(f"  {name:32s} {ms:7.3f} ms  {flop / ms / 1e9:5.0f} TFLOP/s")

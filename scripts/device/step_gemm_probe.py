@@ -6,10 +6,11 @@ CUDA events) with cuBLAS and with cuBLASLt as ATen's BLAS backend. Prints
 TFLOP/s per shape and the step's total GEMM time, to compare with the step
 profiler's GEMM share and to find the shapes worth another layout.
     python3 scripts/device/step_gemm_probe.py [LAYERS]"""
-import statistics
 import sys
 
 import torch
+
+from cuda_timing import median_ms  # scripts/device/cuda_timing.py
 
 layers = int(sys.argv[1]) if len(sys.argv) > 1 else 16
 T, H, QKV, I, V, CHUNK = 8192, 2048, 3072, 8192, 128256, 4096
@@ -47,24 +48,13 @@ gemms = [
 ]
 
 
-def timed(fn):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(15):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
-
-
 for backend in ("cublas", "cublaslt"):
     torch.backends.cuda.preferred_blas_library(backend)
     total_ms = total_flop = 0.0
     print(f"== {backend}")
     for name, count, m, n, k, fn in gemms:
         try:
-            ms = timed(fn)
+            ms = median_ms(fn, reps=15)
         except Exception as e:  # e.g. an out_dtype this build does not take
             print(f"{name:32s} unavailable: {str(e).splitlines()[0][:80]}")
             continue

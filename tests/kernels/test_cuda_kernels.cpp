@@ -89,6 +89,19 @@ std::pair<Tensor, Tensor> rope_tables_on_gpu(int64_t b, int64_t t, int64_t d, bo
   return {torch::cat(cs, 0).to(kCuda), torch::cat(ss, 0).to(kCuda)};
 }
 
+
+// AdamW options of the Llama recipe (betas 0.9 / 0.95, weight decay 0.1) at
+// a learning rate and step; the rest at their defaults.
+liger::kernels::AdamWStepOptions recipe_adamw(double lr, int64_t step) {
+  liger::kernels::AdamWStepOptions o;
+  o.lr = lr;
+  o.beta1 = 0.9;
+  o.beta2 = 0.95;
+  o.weight_decay = 0.1;
+  o.step = step;
+  return o;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -591,12 +604,7 @@ TEST_CASE("cuda adamw_step matches the ATen path of kernels/optim.h", "[cuda][ad
               v_cuda.copy_(v_aten);
             }
             const Tensor g = torch::randn({n}, opts).to(fp32_grad ? torch::kFloat : dtype);
-            k::AdamWStepOptions o;
-            o.lr = 1e-4 * step;
-            o.beta1 = 0.9;
-            o.beta2 = 0.95;
-            o.weight_decay = 0.1;
-            o.step = step;
+            k::AdamWStepOptions o = recipe_adamw(1e-4 * step, step);
             o.stochastic_rounding = sr;
             o.seed = 1234;
             o.stream = 5;
@@ -703,12 +711,7 @@ TEST_CASE("cuda adamw_step: values read from device memory give the launch-argum
     const Tensor p0 = (torch::randn({n}, opts) * 0.02).to(dtype);
     const Tensor m0 = (torch::randn({n}, opts) * 1e-3).to(dtype), v0 = (torch::rand({n}, opts) * 1e-6).to(dtype);
     const Tensor g = torch::randn({n}, opts).to(dtype);
-    k::AdamWStepOptions wanted;
-    wanted.lr = 3e-4;
-    wanted.beta1 = 0.9;
-    wanted.beta2 = 0.95;
-    wanted.weight_decay = 0.1;
-    wanted.step = 7;
+    k::AdamWStepOptions wanted = recipe_adamw(3e-4, 7);
     wanted.seed = 99;
     wanted.stream = 3;
     wanted.stochastic_rounding = dtype == torch::kBFloat16;
@@ -758,12 +761,7 @@ TEST_CASE("cuda adamw_step with a compute copy: fp32 parameter, 16-bit gradient,
       const Tensor c_aten = torch::full({n}, -7.0, opts.dtype(half));
       for (int step = 1; step <= 3; ++step) {
         const Tensor g = torch::randn({n}, opts).to(half);
-        k::AdamWStepOptions o;
-        o.lr = 1e-3 * step;
-        o.beta1 = 0.9;
-        o.beta2 = 0.95;
-        o.weight_decay = 0.1;
-        o.step = step;
+        k::AdamWStepOptions o = recipe_adamw(1e-3 * step, step);
         o.grad_scale = torch::full({}, 0.6, opts.dtype(torch::kFloat));
         o.compute_copy = c_cuda;
         k::adamw_step(p_cuda, g, m_cuda, v_cuda, o, k::OptimPath::automatic);

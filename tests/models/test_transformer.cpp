@@ -5,6 +5,7 @@
 #include "models/model_config.h"
 #include "models/transformer.h"
 #include "tests/catch.h"
+#include "tests/models/model_test_util.h"
 
 #include <torch/torch.h>
 
@@ -13,18 +14,7 @@ using liger::models::Transformer;
 
 namespace {
 
-ModelConfig small_config() {
-  ModelConfig c = liger::models::preset("tiny");
-  c.vocab_size = 101;
-  c.hidden_size = 40;
-  c.intermediate_size = 72;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.max_seq_len = 64;
-  c.tie_embeddings = false;
-  return c;
-}
+ModelConfig small_config() { return liger::models::test::small_config(101, 40, 72, /*tied=*/false); }
 
 Transformer build(const ModelConfig& c, const liger::kernels::KernelSet& kernels) {
   Transformer model(c, kernels, at::TensorOptions().dtype(at::kFloat), at::kFloat);

@@ -5,6 +5,7 @@
 #include "models/model_config.h"
 #include "models/transformer.h"
 #include "tests/catch.h"
+#include "tests/models/model_test_util.h"
 #include "trainer/compute_copies.h"
 
 #include <torch/torch.h>
@@ -17,18 +18,7 @@ using liger::models::Transformer;
 
 namespace {
 
-ModelConfig small_config(bool tied) {
-  ModelConfig c = liger::models::preset("tiny");
-  c.vocab_size = 61;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.max_seq_len = 64;
-  c.tie_embeddings = tied;
-  return c;
-}
+ModelConfig small_config(bool tied) { return liger::models::test::small_config(61, 32, 48, tied); }
 
 Transformer build(const ModelConfig& c) {
   Transformer model(c, liger::kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat),
