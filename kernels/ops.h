@@ -36,6 +36,8 @@ struct RmsNormOptions {
 using RmsNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const RmsNormOptions& options);
 // The residual add and RMSNorm: {rms_norm(s), s} with s = x + residual in
 // x's dtype (the new residual stream; x and residual: same shape and dtype).
+// An undefined residual: {rms_norm(x), x} (x passed through as the stream;
+// a fused backend sums x's two gradients inside the norm's backward).
 // Fused into one pass where a backend has a kernel for it; switched by the
 // rms_norm toggle.
 using AddRmsNormFn = std::pair<Tensor, Tensor> (*)(const Tensor& x, const Tensor& residual,

@@ -66,7 +66,10 @@ class KernelSet {
   Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& options) const {
     return rms_norm_(x, weight, options);
   }
-  // {rms_norm(s), s} with s = x + residual in x's dtype (see ops.h).
+  // {rms_norm(s), s} with s = x + residual in x's dtype (see ops.h); an
+  // undefined residual gives {rms_norm(x), x}: x passed through, so that on
+  // cuda x's two gradients (the norm's and the stream's) sum in the norm's
+  // backward kernel instead of a separate add.
   std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
                                          const Tensor& weight,
                                          const RmsNormOptions& options) const {

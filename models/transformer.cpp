@@ -214,10 +214,12 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
       } else {
         // y = h + attention(...) and its norm in one pass (fused on cuda; on
         // backward the add's gradient joins the norm's in the same kernel).
-        const Tensor attn = attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index, cache,
-                                      document_ids);
-        Tensor normed;
-        std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, h);
+        // h passes through its input norm, so that on backward the residual
+        // stream's gradient of h joins the norm's in its kernel too.
+        Tensor normed, stream;
+        std::tie(normed, stream) = add_norm(*layer.input_layernorm, h, Tensor());
+        const Tensor attn = attention(*layer.self_attn, normed, cos, sin, index, cache, document_ids);
+        std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, stream);
         y = mlp_forward(*layer.mlp, normed, y);  // y + mlp(normed), the add inside the down projection
       }
       return y;

@@ -175,7 +175,8 @@ class TransformerImpl : public torch::nn::Module {
   Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, const Tensor& residual = Tensor()) const;
   kernels::RmsNormOptions norm_options() const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
-  // {norm(x + residual), x + residual}: the residual add fused with the norm.
+  // {norm(x + residual), x + residual}: the residual add fused with the norm;
+  // an undefined residual gives {norm(x), x} (x passed through for the stream).
   std::pair<Tensor, Tensor> add_norm(const WeightImpl& weight, const Tensor& x, const Tensor& residual) const;
   // RoPE inverse frequencies [head_dim / 2] fp32 (with rope_scaling applied).
   Tensor inv_freq(const at::Device& device) const;

@@ -244,14 +244,19 @@ inline RowLayout row_layout(int64_t cols, DType dtype, bool aligned) {
   return l;
 }
 
-// Blocks of a persistent norm backward (at most one per SM; each keeps its
-// columns' weight gradient in registers) and the partial rows they write:
-// blocks 2i and 2i+1 add into partial row i. Two fp32 additions into zero
-// give the same bits in either order, so the result is deterministic.
-inline int norm_backward_blocks(int64_t row_groups) {
-  const int64_t sms = sm_count();
-  return static_cast<int>(row_groups < sms ? (row_groups > 0 ? row_groups : 1) : sms);
+// Blocks of a persistent norm backward (at most `per_sm` per SM; each keeps
+// its columns' weight gradient in registers) and, for layer_norm, the partial
+// rows they write: blocks 2i and 2i+1 add into partial row i. Two fp32
+// additions into zero give the same bits in either order, so the result is
+// deterministic.
+inline int norm_backward_blocks(int64_t row_groups, int per_sm = 1) {
+  const int64_t most = sm_count() * per_sm;
+  return static_cast<int>(row_groups < most ? (row_groups > 0 ? row_groups : 1) : most);
 }
+// rms_norm backward: up to this many blocks per SM (blocks of at least 256
+// threads, 1024 resident), so that one row's block-wide reduction does not
+// stall every row of the SM.
+constexpr int kRmsBackwardBlocksPerSm = 4;
 inline int norm_partial_rows(int blocks) { return (blocks + 1) / 2; }
 
 // Picks the norm kernel instance for the row layout: 16-byte vectors or

@@ -25,7 +25,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& opt
 // (y, s): s is the new residual stream. Gradients: d_x = d_residual =
 // rms_norm backward of dy + ds. The cuda backend's add_rms_norm (switched by
 // the rms_norm toggle); rows the kernel does not take get the add, then the
-// composite rms_norm.
+// composite rms_norm. An undefined residual: (rms_norm(x), x), x's gradient
+// = rms_norm backward of dy + d(x out) in the same kernel.
 std::pair<Tensor, Tensor> fused_add_rms_norm(const Tensor& x, const Tensor& residual,
                                              const Tensor& weight, const RmsNormOptions& options);
 

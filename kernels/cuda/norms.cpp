@@ -175,6 +175,37 @@ struct FusedAddRmsNormFunction : public torch::autograd::Function<FusedAddRmsNor
   }
 };
 
+// RMSNorm that also passes x through as a second output: {y, x}. x then has
+// two consumers (the norm and the residual stream) whose gradients would
+// otherwise meet in a separate add; here the stream's gradient is the dsum
+// of the norm's backward kernel: dx = rms_norm backward(dy) + d(x out).
+struct RmsNormPassFunction : public torch::autograd::Function<RmsNormPassFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& x_in, const Tensor& weight_in,
+                               double eps, double offset, int64_t casting) {
+    const Tensor x = dense(x_in), weight = dense(weight_in);
+    RmsForward out = rms_forward(x, Tensor(), weight, eps, offset, casting);
+    ctx->save_for_backward({x, weight, out.rstd});
+    ctx->saved_data["offset"] = offset;
+    ctx->set_materialize_grads(false);  // an unused output gets no gradient, not zeros
+    return {out.y, x};  // x: returned as an input, autograd makes it a view with this node's history
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& dy = grad_outputs[0];
+    const Tensor& dpass = grad_outputs[1];
+    Tensor dx, dw;
+    if (dy.defined()) {
+      std::tie(dx, dw) = rms_backward("rms_norm", dy, dpass, saved[0], saved[1], saved[2],
+                                      ctx->saved_data["offset"].toDouble(), ctx->needs_input_grad(0),
+                                      ctx->needs_input_grad(1));
+    } else {
+      dx = dpass;  // only the passed-through x was used
+    }
+    return {ctx->needs_input_grad(0) ? dx : Tensor(), dw, Tensor(), Tensor(), Tensor()};
+  }
+};
+
 // ---------------------------------------------------------------------------
 // LayerNorm
 // ---------------------------------------------------------------------------
@@ -274,6 +305,12 @@ std::pair<Tensor, Tensor> fused_add_rms_norm(const Tensor& x, const Tensor& resi
   const char* op = "fused_add_rms_norm";
   TORCH_CHECK(weight.defined(), op, ": weight is required");
   check_norm_inputs(op, x, weight, Tensor());
+  if (!residual.defined()) {  // {rms_norm(x), x}, the stream's gradient summed in the norm's backward
+    if (!kernels_take(op, x)) return {composite::rms_norm(x, weight, options), x};
+    const auto out = RmsNormPassFunction::apply(x, weight_for(x, weight), options.eps, options.offset,
+                                                static_cast<int64_t>(options.casting));
+    return {out[0], out[1]};
+  }
   TORCH_CHECK(residual.sizes() == x.sizes(), op, ": residual has shape ", residual.sizes(),
               " but x has shape ", x.sizes());
   TORCH_CHECK(residual.scalar_type() == x.scalar_type(), op, ": residual is ",

@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(1024) rms_norm_forward_kernel(
 // n = s r and g = dy (w + offset), all fp32:
 //   dx = r (g - n mean(g n))  [+ dsum: the fused add's second output gradient]
 //   dw = sum over rows of dy n
-// Persistent: gridDim.x blocks (at most one per SM) walk the rows, a thread
+// Persistent: gridDim.x blocks (a few per SM) walk the rows, a thread
 // prefetching its next row while it works on this one (C == 1). Each thread
 // sums dw for its columns in registers; at the end block i stores them as
 // partial row i (no zeroing, no atomics), and sum_partials reduces the
@@ -210,12 +210,16 @@ cudaError_t launch_forward(const RmsNormForward& a, const RowLayout& l, cudaStre
 
 template <typename T, typename W, int V, int C>
 cudaError_t launch_backward(const RmsNormBackward& a, const RowLayout& l, cudaStream_t stream) {
-  const int rows_per_block = C == 1 ? std::max(1, 1024 / l.threads) : 1;
-  const int blocks = norm_backward_blocks((a.rows + rows_per_block - 1) / rows_per_block);
+  // One-chunk rows: blocks of at least 256 threads (whole rows), as many per
+  // SM as fit 1024 threads; each block's reduction then waits only on its own
+  // rows while the SM's other blocks stream theirs.
+  const int rows_per_block = C == 1 ? (256 + l.threads - 1) / l.threads : 1;
+  const int per_sm = C == 1 ? std::max(1, std::min(kRmsBackwardBlocksPerSm, 1024 / (l.threads * rows_per_block))) : 1;
+  const int blocks = norm_backward_blocks((a.rows + rows_per_block - 1) / rows_per_block, per_sm);
   const int parts = blocks;  // one partial row per block, each written whole
   float* partials = a.dweight != nullptr ? a.workspace : nullptr;
   const size_t smem = rows_per_block > 1 ? sizeof(float) * l.threads * rows_per_block * V : 0;
-  // grid: persistent, at most one block per SM; block: l.threads threads per row x rows_per_block
+  // grid: persistent, at most per_sm blocks per SM; block: l.threads threads per row x rows_per_block
   rms_norm_backward_kernel<T, W, V, C><<<blocks, dim3(l.threads, rows_per_block), smem, stream>>>(
       static_cast<const T*>(a.dy), static_cast<const T*>(a.dsum), static_cast<const T*>(a.x),
       static_cast<const W*>(a.weight), a.rstd, static_cast<T*>(a.dx), partials, a.rows,
@@ -245,8 +249,11 @@ bool norm_cols_supported(int64_t cols, DType dtype, bool aligned) {
 
 size_t norm_backward_workspace_floats(int64_t rows, int64_t cols, int n_sums) {
   // An upper bound: the launch uses at most one block per row.
-  // rms_norm: one partial row per block; layer_norm: one per pair of blocks.
-  return static_cast<size_t>(norm_backward_blocks(rows)) * cols * n_sums;
+  // rms_norm (one sum): one partial row per block, up to
+  // kRmsBackwardBlocksPerSm blocks per SM; layer_norm (two sums): one per
+  // pair of blocks, one block per SM.
+  const int per_sm = n_sums == 1 ? kRmsBackwardBlocksPerSm : 1;
+  return static_cast<size_t>(norm_backward_blocks(rows, per_sm)) * cols * n_sums;
 }
 
 cudaError_t rms_norm_forward(const RmsNormForward& a, cudaStream_t stream) {

@@ -50,7 +50,9 @@ std::pair<Tensor, Tensor> add_then_rms_norm(RmsNormFn norm, const Tensor& x,
                                             const Tensor& residual, const Tensor& weight,
                                             const RmsNormOptions& options) {
   const char* op = "add_rms_norm";
-  TORCH_CHECK(x.defined() && residual.defined(), op, ": x and residual are required");
+  TORCH_CHECK(x.defined(), op, ": x is required");
+  // No residual: {norm(x), x}, x itself as the stream (nothing to add).
+  if (!residual.defined()) return {norm(x, weight, options), x};
   TORCH_CHECK(residual.sizes() == x.sizes(), op, ": residual has shape ", residual.sizes(),
               " but x has shape ", x.sizes());
   TORCH_CHECK(residual.scalar_type() == x.scalar_type(), op, ": residual is ",

@@ -289,6 +289,40 @@ TEST_CASE("cuda fused_add_rms_norm matches reference add_rms_norm (add + rms_nor
   }
 }
 
+TEST_CASE("cuda fused_add_rms_norm without a residual: {rms_norm(x), x}, both gradients in one kernel",
+          "[cuda][fused_add_rms_norm]") {
+  if (!have_cuda()) return;
+  // 4096 rows of 2048: several rows per block at 4 blocks per SM (the
+  // backward's persistent loop and its dw partial rows); 123: one-element vectors.
+  const std::vector<std::vector<int64_t>> shapes = {{8, 512, 2048}, {5, 123, 123}};
+  for (const auto& shape : shapes) {
+    for (auto dtype : kDtypes) {
+      torch::manual_seed(15);
+      const auto opts = torch::device(kCuda);
+      const Tensor x = torch::randn(shape, opts).to(dtype);
+      const Tensor w = (torch::randn({shape.back()}, opts) * 0.1 + 1.0).to(dtype);
+      for (bool both_outputs : {true, false}) {
+        auto wrap = [both_outputs](auto fn) -> OpFn {
+          return [fn, both_outputs](const std::vector<Tensor>& in) {
+            auto [y, s] = fn(in[0], Tensor(), in[1], RmsNormOptions{});
+            return both_outputs ? std::vector<Tensor>{y, s} : std::vector<Tensor>{y};
+          };
+        };
+        const std::string what = std::string("rms_norm passing x through ") + shape_name(shape) + " " +
+                                 dtype_name(dtype) + (both_outputs ? "" : " (y only)");
+        // fp32: dw sums 4096 rows (|dw| up to ~225) in per-block partials, ATen in
+        // its own order; 4.6e-5 was seen on an H100, so 1e-4 (kFp32 elsewhere: <= 256 rows).
+        compare_backends(what, wrap(ref::add_rms_norm), wrap(cuda::fused_add_rms_norm), {x, w}, {true, true},
+                         {"x", "weight"}, Tolerance{1e-4, 1e-4}, kHalf, kHalfSum);
+      }
+      // The second output is x's values (a view of x, not a copy).
+      const auto out = cuda::fused_add_rms_norm(x, Tensor(), w, {});
+      CHECK(torch::equal(out.second, x));
+      CHECK(out.second.data_ptr() == x.data_ptr());
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // LayerNorm
 // ---------------------------------------------------------------------------

@@ -347,6 +347,21 @@ TEST_CASE("reference add_rms_norm: only the residual stream used", "[reference][
   CHECK_FALSE(w.grad().defined());
 }
 
+TEST_CASE("reference add_rms_norm without a residual: {rms_norm(x), x}", "[reference][add_rms_norm]") {
+  torch::manual_seed(23);
+  const Tensor x = torch::randn({3, 16}, torch::requires_grad());
+  const Tensor w = (torch::randn({16}) * 0.1 + 1.0).requires_grad_();
+  const auto [y, s] = ref::add_rms_norm(x, Tensor(), w, {});
+  CHECK(torch::equal(y, ref::rms_norm(x, w, {})));
+  CHECK(s.data_ptr() == x.data_ptr());
+  // x's gradient: the norm's plus the passed-through stream's.
+  const Tensor dy = torch::randn({3, 16}), ds = torch::randn({3, 16});
+  torch::autograd::backward({y, s}, {dy, ds});
+  const Tensor xe = x.detach().clone().requires_grad_();
+  ref::rms_norm(xe, w.detach(), {}).backward(dy);
+  CHECK(torch::allclose(x.grad(), xe.grad() + ds, 1e-6, 1e-6));
+}
+
 TEST_CASE("reference add_rms_norm rejects mismatched inputs", "[reference][add_rms_norm]") {
   using liger::kernels::test::thrown_message;
   const Tensor x = torch::randn({2, 8});
