@@ -12,6 +12,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <unordered_set>
 
 namespace liger::kernels {
 namespace {
@@ -209,6 +213,73 @@ void adamw_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   a.step_values = o.step_values.defined() ? static_cast<const AdamWStepValues*>(o.step_values.data_ptr()) : nullptr;
   cuda::check_launch("adamw_step", launch::adamw_step(a, cuda::current_stream()));
 }
+
+// Whether the multi-tensor kernel takes this (checked) update: a non-empty
+// CUDA tensor, every buffer contiguous and 16-byte aligned.
+bool fits_table(const AdamWUpdate& u) {
+  namespace launch = ::liger::cuda_kernels;
+  const Tensor& c = u.options.compute_copy;
+  return u.param.is_cuda() && u.param.numel() > 0 && u.param.is_contiguous() && u.grad.is_contiguous() &&
+         launch::aligned16(u.param.data_ptr()) && launch::aligned16(u.grad.data_ptr()) &&
+         launch::aligned16(u.exp_avg.data_ptr()) && launch::aligned16(u.exp_avg_sq.data_ptr()) &&
+         (!c.defined() || launch::aligned16(c.data_ptr()));
+}
+
+uint64_t bits_of(double x) {
+  uint64_t b = 0;
+  std::memcpy(&b, &x, sizeof(b));
+  return b;
+}
+
+// The updates that may share a launch: one device, the dtypes of parameter,
+// gradient and compute copy (-1: none), the rounding, the betas and eps (as
+// bit patterns: a total order whatever the values) and the grad_scale.
+using TableKey = std::tuple<int, int, int, int, bool, uint64_t, uint64_t, uint64_t, uintptr_t>;
+
+TableKey table_key(const AdamWUpdate& u) {
+  const AdamWStepOptions& o = u.options;
+  const bool bf16 = u.param.scalar_type() == at::kBFloat16;
+  return {u.param.get_device(), static_cast<int>(u.param.scalar_type()), static_cast<int>(u.grad.scalar_type()),
+          o.compute_copy.defined() ? static_cast<int>(o.compute_copy.scalar_type()) : -1,
+          o.stochastic_rounding && bf16, bits_of(o.beta1), bits_of(o.beta2), bits_of(o.eps),
+          reinterpret_cast<uintptr_t>(o.grad_scale.defined() ? o.grad_scale.data_ptr() : nullptr)};
+}
+
+// Launches of the multi-tensor kernel over `group` (indices into `updates`,
+// all of one TableKey), kAdamWTableTensors at a time.
+void adamw_cuda_tables(const std::vector<AdamWUpdate>& updates, const std::vector<size_t>& group) {
+  namespace launch = ::liger::cuda_kernels;
+  const AdamWUpdate& head = updates[group.front()];
+  const AdamWStepOptions& ho = head.options;
+  const c10::cuda::CUDAGuard guard(head.param.device());
+  launch::AdamWTable table;
+  table.param_dtype = cuda::dtype_of("adamw_step_many", head.param);
+  table.grad_dtype = cuda::dtype_of("adamw_step_many", head.grad);
+  table.compute_copies = ho.compute_copy.defined();
+  if (table.compute_copies) table.copy_dtype = cuda::dtype_of("adamw_step_many", ho.compute_copy);
+  table.stochastic_rounding = ho.stochastic_rounding;
+  table.beta1 = ho.beta1;
+  table.beta2 = ho.beta2;
+  table.eps = ho.eps;
+  table.grad_scale = ho.grad_scale.defined() ? ho.grad_scale.data_ptr<float>() : nullptr;
+  for (size_t j = 0; j < group.size(); ++j) {
+    const AdamWUpdate& u = updates[group[j]];
+    const AdamWStepOptions& o = u.options;
+    launch::AdamWTableTensor& e = table.tensors[table.count++];
+    e.param = u.param.data_ptr();
+    e.grad = u.grad.data_ptr();
+    e.exp_avg = u.exp_avg.data_ptr();
+    e.exp_avg_sq = u.exp_avg_sq.data_ptr();
+    e.compute_copy = o.compute_copy.defined() ? o.compute_copy.data_ptr() : nullptr;
+    e.n = u.param.numel();
+    e.values = adamw_step_values(o);  // fp32, as adamw_cuda's launch rounds its double scalars
+    e.step_values = o.step_values.defined() ? static_cast<const AdamWStepValues*>(o.step_values.data_ptr()) : nullptr;
+    if (table.count == launch::kAdamWTableTensors || j + 1 == group.size()) {
+      cuda::check_launch("adamw_step_many", launch::adamw_step_table(table, cuda::current_stream()));
+      table.count = 0;
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -241,6 +312,35 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   TORCH_CHECK(!options.step_values.defined() || !param.is_cuda(),
               "adamw_step: step_values needs the fused CUDA kernel (a contiguous CUDA parameter, path automatic)");
   adamw_aten(param, grad, exp_avg, exp_avg_sq, options);
+}
+
+void adamw_step_many(const std::vector<AdamWUpdate>& updates, OptimPath path) {
+  std::unordered_set<const void*> params;
+  for (const AdamWUpdate& u : updates) {
+    check_args(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.options);
+    TORCH_CHECK(u.param.numel() == 0 || params.insert(u.param.data_ptr()).second,
+                "adamw_step_many: a parameter of ", u.param.sizes(), " appears twice; each may be stepped once");
+  }
+  std::vector<size_t> alone;  // the updates that take adamw_step
+#ifdef LIGER_WITH_CUDA
+  std::map<TableKey, std::vector<size_t>> tables;  // the multi-tensor kernel's, by launch
+#endif
+  for (size_t k = 0; k < updates.size(); ++k) {
+#ifdef LIGER_WITH_CUDA
+    if (path == OptimPath::automatic && fits_table(updates[k])) {
+      tables[table_key(updates[k])].push_back(k);
+      continue;
+    }
+#endif
+    alone.push_back(k);
+  }
+#ifdef LIGER_WITH_CUDA
+  for (const auto& entry : tables) adamw_cuda_tables(updates, entry.second);
+#endif
+  for (size_t k : alone) {
+    const AdamWUpdate& u = updates[k];
+    adamw_step(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.options, path);
+  }
 }
 
 Tensor stochastic_round_bf16(const Tensor& x, uint64_t seed, uint64_t stream, int64_t step) {

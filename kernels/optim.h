@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace liger::kernels {
 
@@ -69,6 +70,22 @@ enum class OptimPath {
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 const Tensor& exp_avg_sq, const AdamWStepOptions& options,
                 OptimPath path = OptimPath::automatic);
+
+// One tensor's AdamW step, as adamw_step takes it.
+struct AdamWUpdate {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+  AdamWStepOptions options;
+};
+
+// adamw_step for every update, with the same checks (all of them before any
+// tensor changes) and the same results bit for bit as calling adamw_step on
+// each in turn. On CUDA (path automatic) the contiguous, 16-byte aligned
+// tensors of a device, dtype combination (parameter, gradient, compute copy),
+// rounding, betas, eps and grad_scale go through the multi-tensor kernel, up
+// to kAdamWTableTensors (kernels/cuda/launchers.h) per launch, on the current
+// stream; the others, and every CPU tensor, through adamw_step. The
+// parameters must not overlap one another (a repeated parameter is refused).
+void adamw_step_many(const std::vector<AdamWUpdate>& updates, OptimPath path = OptimPath::automatic);
 
 // x (any floating dtype; the math is on its fp32 value) rounded to bf16
 // stochastically with the bits adamw_step would use for a tensor of x's

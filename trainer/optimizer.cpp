@@ -111,6 +111,9 @@ void AdamW::step(double lr, const Tensor& grad_scale) {
 
 void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_scale) {
   torch::NoGradGuard no_grad;
+  // Every group's steps_alone tensors, stepped together at the end (a few
+  // multi-tensor launches on CUDA); they read no device step counter.
+  std::vector<kernels::AdamWUpdate> alone;
   for (size_t g = 0; g < groups_.size(); ++g) {
     std::vector<Tensor> params, grads, exp_avgs, exp_avg_sqs, fused_steps, stepped;
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
@@ -127,7 +130,7 @@ void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_sca
       if (!options_.device_values) ++s.count;
       stepped.push_back(s.step);
       if (steps_alone(g, i)) {
-        kernels::adamw_step(p, grad, s.exp_avg, s.exp_avg_sq, step_options(g, i, lr, grad_scale));
+        alone.push_back({p, grad, s.exp_avg, s.exp_avg_sq, step_options(g, i, lr, grad_scale)});
         continue;
       }
       params.push_back(p);
@@ -153,6 +156,7 @@ void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_sca
                         /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
     }
   }
+  if (!alone.empty()) kernels::adamw_step_many(alone);
 }
 
 void AdamW::prepare_step(double lr) {

@@ -3,7 +3,8 @@
 // instead of a loop of small ops. Decoupled weight decay as in PyTorch's
 // torch.optim.AdamW; norms and biases go in a group without decay.
 // bf16 parameters with stochastic_rounding take kernels::adamw_step instead
-// (kernels/optim.h: one fused CUDA launch per tensor, or ATen ops): the same
+// (kernels/optim.h; all of them at once through kernels::adamw_step_many: a
+// multi-tensor CUDA launch per dtype combination, or ATen ops): the same
 // fp32 math, the new value rounded to bf16 stochastically so that updates
 // below bf16 resolution are kept in expectation.
 // fp32 parameters with a 16-bit compute copy (mixed precision: the model runs

@@ -6,6 +6,13 @@
 // the n % V tail. Memory bound: 3 reads and 3 writes of P, one read of G,
 // and with a compute copy (fp32 master weights, bf16/fp16 compute) one write
 // of C: the new value cast to nearest, so the forward needs no cast pass.
+//
+// The table launch (adamw_step_table) runs the same per-block work over many
+// tensors: tensor k owns the blocks [first_chunk[k], first_chunk[k + 1]) of
+// the grid, as many as its own launch would have (a chunk: kThreads * kUnroll
+// vectors), so every block works inside one tensor, at the same flat indices
+// and with the same per-element math and random bits as the per-tensor
+// kernel: the results are equal bit for bit.
 #include "kernels/cuda/common.cuh"
 
 #include <type_traits>
@@ -133,25 +140,15 @@ __device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P*
   store_copy<C, V>(copy, at, p);
 }
 
+// One block's share of a tensor: vectors [block * kThreads * kUnroll, + kThreads
+// * kUnroll) of its n / V whole vectors, and with block 0 the n % V tail.
 template <typename P, typename G, typename C, int V, bool kStochastic>
-__global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ param,
-                                                         const G* __restrict__ grad,
-                                                         P* __restrict__ exp_avg,
-                                                         P* __restrict__ exp_avg_sq,
-                                                         C* __restrict__ copy, int64_t n,
-                                                         Scalars s, const float* __restrict__ scale_ptr,
-                                                         const kernels::AdamWStepValues* __restrict__ step_values) {
-  if (step_values != nullptr) {  // this step's values from device memory (a graph replay's launch)
-    const kernels::AdamWStepValues v = *step_values;
-    s.decay = v.decay;
-    s.step_size = v.step_size;
-    s.inv_bias_correction2_sqrt = v.inv_bias_correction2_sqrt;
-    s.key_lo = v.key_lo;
-    s.key_hi = v.key_hi;
-  }
+__device__ __forceinline__ void adamw_block(P* __restrict__ param, const G* __restrict__ grad,
+                                            P* __restrict__ exp_avg, P* __restrict__ exp_avg_sq,
+                                            C* __restrict__ copy, int64_t n, int64_t block, const Scalars& s,
+                                            float grad_scale) {
   const int64_t nvec = n / V;
-  const float grad_scale = scale_ptr != nullptr ? *scale_ptr : 1.f;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
+  const int64_t first = block * kThreads * kUnroll + threadIdx.x;
   // Raw 16-byte vectors (4 registers each) for every load in flight; they are
   // widened to fp32 one unroll step at a time, which keeps the registers, and
   // so the resident threads and the bytes in flight, up.
@@ -189,10 +186,88 @@ __global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ para
     store_param<P, V, kStochastic>(param, at, p, s);
     store_copy<C, V>(copy, at, p);
   }
-  if (blockIdx.x == 0 && threadIdx.x < n - nvec * V) {
+  if (block == 0 && threadIdx.x < n - nvec * V) {
     adamw_at<P, G, C, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, copy, nvec * V + threadIdx.x, s,
                                       grad_scale);
   }
+}
+
+// Blocks (chunks of kThreads * kUnroll vectors of V) that one tensor of n
+// elements takes; at least one (the tail).
+inline int64_t blocks_for(int64_t n, int vec) {
+  const int64_t per_block = static_cast<int64_t>(kThreads) * kUnroll;
+  const int64_t blocks = (n / vec + per_block - 1) / per_block;
+  return blocks > 0 ? blocks : 1;
+}
+
+template <typename P, typename G, typename C, int V, bool kStochastic>
+__global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ param,
+                                                         const G* __restrict__ grad,
+                                                         P* __restrict__ exp_avg,
+                                                         P* __restrict__ exp_avg_sq,
+                                                         C* __restrict__ copy, int64_t n,
+                                                         Scalars s, const float* __restrict__ scale_ptr,
+                                                         const kernels::AdamWStepValues* __restrict__ step_values) {
+  if (step_values != nullptr) {  // this step's values from device memory (a graph replay's launch)
+    const kernels::AdamWStepValues v = *step_values;
+    s.decay = v.decay;
+    s.step_size = v.step_size;
+    s.inv_bias_correction2_sqrt = v.inv_bias_correction2_sqrt;
+    s.key_lo = v.key_lo;
+    s.key_hi = v.key_hi;
+  }
+  const float grad_scale = scale_ptr != nullptr ? *scale_ptr : 1.f;
+  adamw_block<P, G, C, V, kStochastic>(param, grad, exp_avg, exp_avg_sq, copy, n, blockIdx.x, s, grad_scale);
+}
+
+// The table launch's arguments: the caller's tensors, the first block of
+// each, and the shared scalars in fp32.
+struct TableArgs {
+  AdamWTableTensor tensors[kAdamWTableTensors];
+  int64_t first_chunk[kAdamWTableTensors];
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
+  int count;
+  const float* grad_scale;
+};
+
+// Many tensors, one launch: block b finds its tensor k (the last with
+// first_chunk[k] <= b; an empty tensor owns no block) by binary search over
+// the table, then does what block b - first_chunk[k] of that tensor's own
+// launch would. Per element, in fp32, the update of adamw_math (see there):
+//   m = beta1 m + (1 - beta1) g,  v = beta2 v + (1 - beta2) g^2,  g = grad_scale * grad
+//   p = p decay - step_size m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// with tensor k's decay, step_size, 1 / sqrt(1 - beta2^t) and key from the
+// table, or from its step_values in device memory. The table is a
+// __grid_constant__ argument: read in place (the constant bank), not copied.
+template <typename P, typename G, typename C, int V, bool kStochastic>
+__global__ void __launch_bounds__(kThreads, 4) adamw_table_kernel(const __grid_constant__ TableArgs t) {
+  const int64_t b = blockIdx.x;
+  int lo = 0, hi = t.count - 1;
+  while (lo < hi) {  // uniform over the block
+    const int mid = (lo + hi + 1) / 2;
+    if (t.first_chunk[mid] <= b) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const AdamWTableTensor& e = t.tensors[lo];
+  const kernels::AdamWStepValues v = e.step_values != nullptr ? *e.step_values : e.values;
+  Scalars s;
+  s.beta1 = t.beta1;
+  s.one_minus_beta1 = t.one_minus_beta1;
+  s.beta2 = t.beta2;
+  s.one_minus_beta2 = t.one_minus_beta2;
+  s.eps = t.eps;
+  s.decay = v.decay;
+  s.step_size = v.step_size;
+  s.inv_bias_correction2_sqrt = v.inv_bias_correction2_sqrt;
+  s.key_lo = v.key_lo;
+  s.key_hi = v.key_hi;
+  const float grad_scale = t.grad_scale != nullptr ? *t.grad_scale : 1.f;
+  adamw_block<P, G, C, V, kStochastic>(static_cast<P*>(e.param), static_cast<const G*>(e.grad),
+                                       static_cast<P*>(e.exp_avg), static_cast<P*>(e.exp_avg_sq),
+                                       static_cast<C*>(e.compute_copy), e.n, b - t.first_chunk[lo], s, grad_scale);
 }
 
 template <typename P, typename G, typename C, bool kStochastic>
@@ -201,13 +276,47 @@ cudaError_t launch(const AdamWStep& a, const Scalars& s, cudaStream_t stream) {
                        aligned16(a.exp_avg_sq) && aligned16(a.compute_copy);
   const int vec = aligned ? kVec<P> : 1;
   auto kernel = aligned ? adamw_kernel<P, G, C, kVec<P>, kStochastic> : adamw_kernel<P, G, C, 1, kStochastic>;
-  const int64_t per_block = static_cast<int64_t>(kThreads) * kUnroll;
-  const int64_t blocks = (a.n / vec + per_block - 1) / per_block;
   // grid: kThreads * kUnroll vectors of `vec` elements per block (at least one block: the tail); block: kThreads
-  kernel<<<static_cast<unsigned>(blocks > 0 ? blocks : 1), kThreads, 0, stream>>>(
+  kernel<<<static_cast<unsigned>(blocks_for(a.n, vec)), kThreads, 0, stream>>>(
       static_cast<P*>(a.param), static_cast<const G*>(a.grad), static_cast<P*>(a.exp_avg),
       static_cast<P*>(a.exp_avg_sq), static_cast<C*>(a.compute_copy), a.n, s, a.grad_scale, a.step_values);
   return cudaGetLastError();
+}
+
+template <typename P, typename G, typename C, bool kStochastic>
+cudaError_t launch_table(const TableArgs& t, int64_t blocks, cudaStream_t stream) {
+  // grid: every tensor's blocks of its own launch, end to end; block: kThreads
+  adamw_table_kernel<P, G, C, kVec<P>, kStochastic><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(t);
+  return cudaGetLastError();
+}
+
+// Calls f(Tag<P>{}, Tag<G>{}, Tag<C>{}, std::bool_constant<kStochastic>{})
+// for the kernel instance of these dtypes; cudaErrorInvalidValue for a
+// combination there is none of.
+template <typename F>
+cudaError_t dispatch_adamw(DType param_dtype, DType grad_dtype, bool copies, DType copy_dtype, bool stochastic,
+                           F&& f) {
+  // The compute copy, if any, is bf16 or fp16 beside an fp32 parameter.
+  if (copies && (param_dtype != DType::f32 || copy_dtype == DType::f32)) return cudaErrorInvalidValue;
+  stochastic = stochastic && param_dtype == DType::bf16;
+  auto run = [&](auto tp, auto tg) -> cudaError_t {
+    using P = typename decltype(tp)::type;
+    if constexpr (std::is_same<P, float>::value) {
+      if (copies) {
+        return copy_dtype == DType::bf16 ? f(tp, tg, Tag<__nv_bfloat16>{}, std::false_type{})
+                                         : f(tp, tg, Tag<__half>{}, std::false_type{});
+      }
+    }
+    if constexpr (std::is_same<P, __nv_bfloat16>::value) {
+      if (stochastic) return f(tp, tg, Tag<NoCopy>{}, std::true_type{});
+    }
+    return f(tp, tg, Tag<NoCopy>{}, std::false_type{});
+  };
+  // G: P or f32 (dispatch_dtypes), or for an fp32 parameter the 16-bit
+  // gradient of its compute copy; else cudaErrorInvalidValue.
+  if (param_dtype == DType::f32 && grad_dtype == DType::bf16) return run(Tag<float>{}, Tag<__nv_bfloat16>{});
+  if (param_dtype == DType::f32 && grad_dtype == DType::f16) return run(Tag<float>{}, Tag<__half>{});
+  return dispatch_dtypes(param_dtype, grad_dtype, run);
 }
 
 }  // namespace
@@ -226,29 +335,49 @@ cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream) {
   s.inv_bias_correction2_sqrt = static_cast<float>(1.0 / a.bias_correction2_sqrt);
   s.key_lo = a.key_lo;
   s.key_hi = a.key_hi;
-  const bool stochastic = a.stochastic_rounding && a.param_dtype == DType::bf16;
-  // The compute copy, if any, is bf16 or fp16 beside an fp32 parameter.
-  const bool copies = a.compute_copy != nullptr;
-  if (copies && (a.param_dtype != DType::f32 || a.copy_dtype == DType::f32)) return cudaErrorInvalidValue;
-  auto run = [&](auto tp, auto tg) -> cudaError_t {
-    using P = typename decltype(tp)::type;
-    using G = typename decltype(tg)::type;
-    if constexpr (std::is_same<P, float>::value) {
-      if (copies) {
-        return a.copy_dtype == DType::bf16 ? launch<P, G, __nv_bfloat16, false>(a, s, stream)
-                                           : launch<P, G, __half, false>(a, s, stream);
-      }
+  return dispatch_adamw(a.param_dtype, a.grad_dtype, a.compute_copy != nullptr, a.copy_dtype,
+                        a.stochastic_rounding, [&](auto tp, auto tg, auto tc, auto stochastic) -> cudaError_t {
+                          using P = typename decltype(tp)::type;
+                          using G = typename decltype(tg)::type;
+                          using C = typename decltype(tc)::type;
+                          return launch<P, G, C, decltype(stochastic)::value>(a, s, stream);
+                        });
+}
+
+cudaError_t adamw_step_table(const AdamWTable& table, cudaStream_t stream) {
+  if (table.count <= 0 || table.count > kAdamWTableTensors) return cudaErrorInvalidValue;
+  TableArgs t{};
+  const int vec = static_cast<int>(16 / dtype_size(table.param_dtype));
+  int64_t blocks = 0;
+  for (int k = 0; k < table.count; ++k) {
+    const AdamWTableTensor& e = table.tensors[k];
+    if (e.n < 0 || (e.compute_copy != nullptr) != table.compute_copies) return cudaErrorInvalidValue;
+    if (!aligned16(e.param) || !aligned16(e.grad) || !aligned16(e.exp_avg) || !aligned16(e.exp_avg_sq) ||
+        !aligned16(e.compute_copy)) {
+      return cudaErrorInvalidValue;
     }
-    if constexpr (std::is_same<P, __nv_bfloat16>::value) {
-      if (stochastic) return launch<P, G, NoCopy, true>(a, s, stream);
-    }
-    return launch<P, G, NoCopy, false>(a, s, stream);
-  };
-  // G: P or f32 (dispatch_dtypes), or for an fp32 parameter the 16-bit
-  // gradient of its compute copy; else cudaErrorInvalidValue.
-  if (a.param_dtype == DType::f32 && a.grad_dtype == DType::bf16) return run(Tag<float>{}, Tag<__nv_bfloat16>{});
-  if (a.param_dtype == DType::f32 && a.grad_dtype == DType::f16) return run(Tag<float>{}, Tag<__half>{});
-  return dispatch_dtypes(a.param_dtype, a.grad_dtype, run);
+    t.tensors[k] = e;
+    t.first_chunk[k] = blocks;
+    if (e.n > 0) blocks += blocks_for(e.n, vec);
+  }
+  if (blocks == 0) return cudaSuccess;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;  // gridDim.x
+  t.count = table.count;
+  // cast: the shared double scalars to fp32, as adamw_step casts them (the
+  // per-tensor ones came in fp32, rounded as adamw_step rounds its own)
+  t.beta1 = static_cast<float>(table.beta1);
+  t.one_minus_beta1 = static_cast<float>(1.0 - table.beta1);
+  t.beta2 = static_cast<float>(table.beta2);
+  t.one_minus_beta2 = static_cast<float>(1.0 - table.beta2);
+  t.eps = static_cast<float>(table.eps);
+  t.grad_scale = table.grad_scale;
+  return dispatch_adamw(table.param_dtype, table.grad_dtype, table.compute_copies, table.copy_dtype,
+                        table.stochastic_rounding, [&](auto tp, auto tg, auto tc, auto stochastic) -> cudaError_t {
+                          using P = typename decltype(tp)::type;
+                          using G = typename decltype(tg)::type;
+                          using C = typename decltype(tc)::type;
+                          return launch_table<P, G, C, decltype(stochastic)::value>(t, blocks, stream);
+                        });
 }
 
 }  // namespace liger::cuda_kernels

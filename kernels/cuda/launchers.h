@@ -183,7 +183,8 @@ struct GluBackward {
 cudaError_t glu_backward(const GluBackward& a, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------
-// AdamW step (adamw.cu): one launch per tensor, every buffer updated in place
+// AdamW step (adamw.cu): one launch per tensor, or one per table of tensors,
+// every buffer updated in place
 // ---------------------------------------------------------------------------
 
 // P is the parameter dtype (f32, bf16 or f16; exp_avg and exp_avg_sq are P
@@ -218,6 +219,43 @@ struct AdamWStep {
 };
 cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream);
 
+// ---- AdamW over many tensors in one launch (adamw.cu) ----
+// The update of adamw_step, the same bits per element, over up to
+// kAdamWTableTensors tensors passed by value. One table holds tensors of one
+// (P, G, compute copy dtype or none, stochastic rounding) combination and
+// shares beta1, beta2, eps and grad_scale; lr, weight decay, step and key
+// are per tensor, already in fp32 (adamw_step_values() of kernels/optim.h:
+// the same casts the per-tensor launcher makes), or read from the tensor's
+// step_values in device memory when set. Every pointer of every tensor is
+// 16-byte aligned (else cudaErrorInvalidValue: such a tensor takes
+// adamw_step, which has a single-element path); the tensors do not overlap.
+// 96 entries of 80 bytes: about 8.5 KB of kernel arguments, well under the
+// 32 KB that CUDA 12.1+ allows on sm_70 and later.
+constexpr int kAdamWTableTensors = 96;
+struct AdamWTableTensor {
+  void* param = nullptr;         // [n] P
+  const void* grad = nullptr;    // [n] G
+  void* exp_avg = nullptr;       // [n] P
+  void* exp_avg_sq = nullptr;    // [n] P
+  void* compute_copy = nullptr;  // [n] copy_dtype when the table has copies, else nullptr
+  int64_t n = 0;                 // may be 0 (the tensor is skipped)
+  liger::kernels::AdamWStepValues values;  // decay, step_size, 1 / sqrt(1 - beta2^t), key (fp32)
+  const liger::kernels::AdamWStepValues* step_values = nullptr;  // device: replaces `values`, or nullptr
+};
+static_assert(sizeof(AdamWTableTensor) == 80, "AdamWTableTensor: 80 bytes a tensor in the kernel arguments");
+struct AdamWTable {
+  AdamWTableTensor tensors[kAdamWTableTensors];
+  int count = 0;  // 1 ... kAdamWTableTensors
+  DType param_dtype = DType::f32, grad_dtype = DType::f32;
+  // With compute copies every tensor has one (bf16/f16 beside an fp32 P), else none has.
+  bool compute_copies = false;
+  DType copy_dtype = DType::bf16;
+  bool stochastic_rounding = false;  // bf16 P only (ignored otherwise)
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  const float* grad_scale = nullptr;  // device fp32 scalar multiplying every gradient, or nullptr
+};
+cudaError_t adamw_step_table(const AdamWTable& table, cudaStream_t stream);
+
 // ---- sum of squares over many tensors (kernels/cuda/sum_of_squares.cu) ----
 // One launch reads up to kSumOfSquaresTensors tensors of one dtype, passed by
 // value. Tensor k occupies [start[k], start[k] + numel[k]) of the launch's
@@ -236,5 +274,21 @@ int sum_of_squares_blocks();
 cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* partials, cudaStream_t stream);
 // out[0] = partials[0] + ... + partials[count - 1], in a fixed order.
 cudaError_t sum_of_squares_total(const float* partials, int count, float* out, cudaStream_t stream);
+
+// ---- embedding backward into an existing gradient (kernels/cuda/embedding_grad.cu) ----
+// weight_grad[v] += sum of grad_out[t] over the tokens t with ids[t] = v, the
+// sum in fp32 and each touched row rounded once. The caller sorts the ids
+// stably: sorted_ids[p] and order[p], the token at sorted position p. Every
+// id in [0, vocab); grad_out [tokens, hidden] and weight_grad [vocab, hidden]
+// contiguous. Deterministic.
+struct EmbeddingGradAdd {
+  const int64_t* sorted_ids = nullptr;  // [tokens], non-decreasing
+  const int64_t* order = nullptr;       // [tokens]: a permutation of 0 .. tokens - 1
+  const void* grad_out = nullptr;       // [tokens, hidden] G
+  void* weight_grad = nullptr;          // [vocab, hidden] W, updated in place
+  int64_t tokens = 0, hidden = 0;
+  DType grad_dtype = DType::f32, weight_dtype = DType::f32;
+};
+cudaError_t embedding_grad_add(const EmbeddingGradAdd& a, cudaStream_t stream);
 
 }  // namespace liger::cuda_kernels

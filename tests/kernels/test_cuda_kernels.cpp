@@ -15,6 +15,7 @@
 
 #include <torch/torch.h>
 
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -816,6 +817,207 @@ TEST_CASE("cuda adamw_step with a compute copy: fp32 parameter, 16-bit gradient,
   o.compute_copy = torch::zeros({8}, opts.dtype(torch::kBFloat16));
   const Tensor p16 = torch::zeros({8}, opts.dtype(torch::kBFloat16));
   CHECK_THROWS(k::adamw_step(p16, p16.clone(), p16.clone(), p16.clone(), o));
+}
+
+// adamw_step_many: a set of tensors, each with its own options, stepped per
+// tensor by adamw_step and together by adamw_step_many; the two must agree
+// bit for bit (the table kernel runs the per-tensor kernel's blocks).
+namespace {
+
+struct ManyTensor {
+  int64_t n;
+  torch::ScalarType param, grad;
+  torch::ScalarType copy;  // kByte: no compute copy
+  bool stochastic;
+  bool unaligned = false;      // the parameter one element into its buffer: adamw_step's path
+  bool strided_grad = false;   // a transposed gradient: adamw_step's path
+};
+
+struct ManyState {
+  std::vector<Tensor> buffer, param, exp_avg, exp_avg_sq, copy;
+};
+
+// Sizes around the 16-byte vector (8 bf16, 4 fp32 elements) and the chunk
+// of one block (256 threads x 2 vectors: 4096 bf16, 2048 fp32 elements).
+const std::vector<ManyTensor>& many_tensors() {
+  static const std::vector<ManyTensor> t = {
+      {1, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},
+      {7, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},
+      {8, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},
+      {4096 * 3 + 5, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},
+      {100003, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},  // 25 chunks and a tail
+      {9, torch::kBFloat16, torch::kFloat, torch::kByte, true},
+      {4097, torch::kBFloat16, torch::kBFloat16, torch::kByte, false},  // to nearest
+      {2049, torch::kFloat, torch::kBFloat16, torch::kBFloat16, false},  // fp32 master, bf16 copy
+      {1, torch::kFloat, torch::kBFloat16, torch::kBFloat16, false},
+      {20011, torch::kFloat, torch::kHalf, torch::kHalf, false},
+      {1000, torch::kFloat, torch::kFloat, torch::kByte, false},
+      {333, torch::kHalf, torch::kHalf, torch::kByte, false},
+      {0, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},  // empty
+      {1001, torch::kBFloat16, torch::kBFloat16, torch::kByte, true, /*unaligned=*/true},
+      {33 * 65, torch::kFloat, torch::kBFloat16, torch::kBFloat16, false, false, /*strided_grad=*/true},
+  };
+  return t;
+}
+
+// Fresh tensors for many_tensors(), the same values for the same seed. Each
+// parameter has 16 spare elements of -7 after it in its buffer (nothing may
+// be written there).
+ManyState many_state(uint64_t seed) {
+  torch::manual_seed(seed);
+  const auto opts = torch::device(kCuda);
+  ManyState s;
+  for (const ManyTensor& t : many_tensors()) {
+    const int64_t offset = t.unaligned ? 1 : 0;
+    Tensor buffer = torch::full({t.n + 16 + offset}, -7.0, opts.dtype(t.param));
+    buffer.narrow(0, offset, t.n).copy_(torch::randn({t.n}, opts) * 0.02);
+    s.buffer.push_back(buffer);
+    s.param.push_back(buffer.narrow(0, offset, t.n));
+    s.exp_avg.push_back((torch::randn({t.n}, opts) * 1e-3).to(t.param));
+    s.exp_avg_sq.push_back((torch::rand({t.n}, opts) * 1e-6).to(t.param));
+    s.copy.push_back(t.copy == torch::kByte ? Tensor() : torch::full({t.n}, -7.0, opts.dtype(t.copy)));
+  }
+  return s;
+}
+
+// The gradients of one step, the same for the same seed.
+std::vector<Tensor> many_grads(uint64_t seed) {
+  torch::manual_seed(seed);
+  const auto opts = torch::device(kCuda);
+  std::vector<Tensor> g;
+  for (const ManyTensor& t : many_tensors()) {
+    g.push_back(t.strided_grad ? torch::randn({65, 33}, opts).to(t.grad).t()  // [33, 65], not contiguous
+                               : torch::randn({t.n}, opts).to(t.grad));
+  }
+  return g;
+}
+
+// Tensor k's options at `step`: its own lr, weight decay, step count and stream.
+liger::kernels::AdamWStepOptions many_options(size_t k, int step, const Tensor& grad_scale, const Tensor& copy) {
+  liger::kernels::AdamWStepOptions o = recipe_adamw(1e-4 * static_cast<double>(k + 1), step + static_cast<int>(k % 3));
+  o.weight_decay = k % 2 == 0 ? 0.1 : 0.0;
+  o.stochastic_rounding = many_tensors()[k].stochastic;
+  o.seed = 1234;
+  o.stream = k;
+  o.grad_scale = grad_scale;
+  o.compute_copy = copy;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("cuda adamw_step_many equals adamw_step per tensor, bitwise", "[cuda][adamw]") {
+  // Mixed sizes and dtypes in one call (bf16 stochastic and to nearest, an
+  // fp32 gradient beside a bf16 parameter, fp32 with bf16/fp16 compute
+  // copies, plain fp32 and fp16, an empty tensor, an unaligned parameter and
+  // a strided gradient that take adamw_step), each tensor with its own lr,
+  // decay, step and stream; with and without a grad_scale; with the step's
+  // values read from device memory while the host fields describe another
+  // step (a replayed CUDA graph's launch). Three steps.
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  const auto opts = torch::device(kCuda);
+  const size_t count = many_tensors().size();
+  for (bool scaled : {false, true}) {
+    for (bool device_values : {false, true}) {
+      INFO((scaled ? "grad_scale 0.6" : "no grad_scale") << (device_values ? ", device step values" : ""));
+      const Tensor grad_scale = scaled ? torch::full({}, 0.6, opts.dtype(torch::kFloat)) : Tensor();
+      ManyState one = many_state(40), many = many_state(40);
+      const ManyState init = many_state(40);
+      // One block of AdamWStepValues, tensor k's at byte 20 k (4-byte aligned, as the trainer's).
+      constexpr int64_t kBytes = sizeof(k::AdamWStepValues);
+      const Tensor block = torch::zeros({static_cast<int64_t>(count) * kBytes}, opts.dtype(torch::kByte));
+      for (int step = 1; step <= 3; ++step) {
+        INFO("step " << step);
+        const std::vector<Tensor> grads = many_grads(100 + step);
+        std::vector<k::AdamWUpdate> updates;
+        std::vector<uint8_t> host(static_cast<size_t>(count * kBytes));
+        for (size_t i = 0; i < count; ++i) {
+          const k::AdamWStepOptions o = many_options(i, step, grad_scale, one.copy[i]);
+          k::adamw_step(one.param[i], grads[i], one.exp_avg[i], one.exp_avg_sq[i], o);
+          k::AdamWStepOptions m = many_options(i, step, grad_scale, many.copy[i]);
+          if (device_values) {
+            const k::AdamWStepValues v = k::adamw_step_values(m);
+            std::memcpy(host.data() + i * kBytes, &v, sizeof(v));
+            m.step_values = block.narrow(0, static_cast<int64_t>(i) * kBytes, kBytes);
+            m.lr = 1e-5;  // what the launch arguments would say: another step
+            m.step = 1;
+          }
+          updates.push_back({many.param[i], grads[i], many.exp_avg[i], many.exp_avg_sq[i], m});
+        }
+        if (device_values) {
+          block.copy_(torch::from_blob(host.data(), {static_cast<int64_t>(host.size())}, torch::kByte));
+        }
+        k::adamw_step_many(updates);
+        for (size_t i = 0; i < count; ++i) {
+          const ManyTensor& t = many_tensors()[i];
+          INFO("tensor " << i << ": " << t.n << " x " << dtype_name(t.param) << ", grad " << dtype_name(t.grad)
+                         << (t.copy != torch::kByte ? ", copy " + dtype_name(t.copy) : std::string())
+                         << (t.stochastic ? ", stochastic" : ""));
+          CHECK(torch::equal(many.param[i], one.param[i]));
+          CHECK(torch::equal(many.exp_avg[i], one.exp_avg[i]));
+          CHECK(torch::equal(many.exp_avg_sq[i], one.exp_avg_sq[i]));
+          CHECK(torch::equal(many.buffer[i], one.buffer[i]));  // the spare elements too
+          CHECK((many.buffer[i].narrow(0, many.buffer[i].numel() - 16, 16) == -7.0).all().item<bool>());
+          if (one.copy[i].defined()) {
+            CHECK(torch::equal(many.copy[i], one.copy[i]));
+            CHECK(torch::equal(many.copy[i], many.param[i].to(t.copy)));
+          }
+          if (t.n >= 100) CHECK_FALSE(torch::equal(many.param[i], init.param[i]));  // it moved
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda adamw_step_many: more tensors than one table, several launches", "[cuda][adamw]") {
+  // 250 bf16 tensors with stochastic rounding and 40 fp32 ones with bf16
+  // copies (three tables and one), sizes 1 .. 5000 that mostly end inside a
+  // vector, against adamw_step per tensor, bitwise. A tensor twice is refused.
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  const auto opts = torch::device(kCuda);
+  torch::manual_seed(41);
+  std::vector<Tensor> p1, m1, v1, c1, p2, m2, v2, c2, g;
+  std::vector<k::AdamWStepOptions> options;
+  for (int i = 0; i < 290; ++i) {
+    const bool master = i >= 250;
+    const int64_t n = (static_cast<int64_t>(i) * 769) % 5000 + 1;
+    const Tensor p = (torch::randn({n}, opts) * 0.02).to(master ? torch::kFloat : torch::kBFloat16);
+    p1.push_back(p.clone());
+    p2.push_back(p.clone());
+    const Tensor m = (torch::randn({n}, opts) * 1e-3).to(p.scalar_type());
+    m1.push_back(m.clone());
+    m2.push_back(m.clone());
+    const Tensor v = (torch::rand({n}, opts) * 1e-6).to(p.scalar_type());
+    v1.push_back(v.clone());
+    v2.push_back(v.clone());
+    c1.push_back(master ? torch::zeros({n}, opts.dtype(torch::kBFloat16)) : Tensor());
+    c2.push_back(master ? torch::zeros({n}, opts.dtype(torch::kBFloat16)) : Tensor());
+    g.push_back(torch::randn({n}, opts).to(torch::kBFloat16));
+    k::AdamWStepOptions o = recipe_adamw(1e-3, 1 + i % 4);
+    o.seed = 5;
+    o.stream = static_cast<uint64_t>(i);
+    options.push_back(o);
+  }
+  std::vector<k::AdamWUpdate> updates;
+  for (size_t i = 0; i < p1.size(); ++i) {
+    k::AdamWStepOptions o = options[i];
+    o.compute_copy = c1[i];
+    k::adamw_step(p1[i], g[i], m1[i], v1[i], o);
+    o.compute_copy = c2[i];
+    updates.push_back({p2[i], g[i], m2[i], v2[i], o});
+  }
+  k::adamw_step_many(updates);
+  for (size_t i = 0; i < p1.size(); ++i) {
+    INFO("tensor " << i << " of " << p1[i].numel());
+    CHECK(torch::equal(p2[i], p1[i]));
+    CHECK(torch::equal(m2[i], m1[i]));
+    CHECK(torch::equal(v2[i], v1[i]));
+    if (c1[i].defined()) CHECK(torch::equal(c2[i], c1[i]));
+  }
+  updates.push_back(updates.front());
+  CHECK_THROWS(k::adamw_step_many(updates));
 }
 
 TEST_CASE("cuda sum_of_squares: many tensors and dtypes in one pass, against double precision",

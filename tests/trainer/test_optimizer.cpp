@@ -14,6 +14,7 @@
 #include <array>
 #include <cmath>
 #include <sstream>
+#include <vector>
 
 using liger::trainer::AdamW;
 using liger::trainer::LrSchedule;
@@ -268,6 +269,103 @@ TEST_CASE("stochastic rounding is deterministic for a seed and varies with seed,
   const at::Tensor one = train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 1);
   CHECK(torch::equal(one, train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 1)));
   CHECK_FALSE(torch::equal(one, train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 2)));
+}
+
+TEST_CASE("adamw_step_many on the CPU equals adamw_step per tensor, bitwise", "[adamw]") {
+  // The CPU path of the multi-tensor step: every tensor through adamw_step
+  // (ATen), so the results are those of calling it per tensor. Mixed sizes
+  // and dtypes (bf16 stochastic and to nearest, an fp32 gradient beside a bf16
+  // parameter, fp32 with bf16/fp16 compute copies, fp16, an empty and a
+  // strided parameter), each with its own lr, decay, step and stream, with
+  // and without a grad_scale; three steps. Bad arguments are refused before
+  // any tensor changes.
+  struct Spec {
+    int64_t n;
+    at::ScalarType param, grad, copy;  // copy kByte: none
+    bool stochastic;
+  };
+  const std::vector<Spec> specs = {
+      {1, at::kBFloat16, at::kBFloat16, at::kByte, true},    {7, at::kBFloat16, at::kBFloat16, at::kByte, true},
+      {8, at::kBFloat16, at::kBFloat16, at::kByte, true},    {4101, at::kBFloat16, at::kBFloat16, at::kByte, true},
+      {9, at::kBFloat16, at::kFloat, at::kByte, true},       {300, at::kBFloat16, at::kBFloat16, at::kByte, false},
+      {2049, at::kFloat, at::kBFloat16, at::kBFloat16, false}, {1, at::kFloat, at::kBFloat16, at::kBFloat16, false},
+      {517, at::kFloat, at::kHalf, at::kHalf, false},        {100, at::kFloat, at::kFloat, at::kByte, false},
+      {33, at::kHalf, at::kHalf, at::kByte, false},          {0, at::kBFloat16, at::kBFloat16, at::kByte, true},
+  };
+  for (bool scaled : {false, true}) {
+    INFO((scaled ? "grad_scale 0.6" : "no grad_scale"));
+    const at::Tensor grad_scale = scaled ? torch::full({}, 0.6, torch::kFloat) : at::Tensor();
+    std::vector<at::Tensor> p1, m1, v1, c1, p2, m2, v2, c2;
+    torch::manual_seed(6);
+    for (const Spec& s : specs) {
+      const at::Tensor p = (torch::randn({s.n}) * 0.02).to(s.param);
+      const at::Tensor m = (torch::randn({s.n}) * 1e-3).to(s.param), v = (torch::rand({s.n}) * 1e-6).to(s.param);
+      p1.push_back(p.clone());
+      p2.push_back(p.clone());
+      m1.push_back(m.clone());
+      m2.push_back(m.clone());
+      v1.push_back(v.clone());
+      v2.push_back(v.clone());
+      c1.push_back(s.copy == at::kByte ? at::Tensor() : torch::zeros({s.n}, s.copy));
+      c2.push_back(s.copy == at::kByte ? at::Tensor() : torch::zeros({s.n}, s.copy));
+    }
+    // A strided parameter (and its state) too: [17, 9] seen through a transpose.
+    const at::Tensor strided = (torch::randn({9, 17}) * 0.02).to(at::kBFloat16);
+    p1.push_back(strided.clone().t());
+    p2.push_back(strided.clone().t());
+    m1.push_back(torch::zeros({17, 9}, at::kBFloat16));
+    m2.push_back(torch::zeros({17, 9}, at::kBFloat16));
+    v1.push_back(torch::zeros({17, 9}, at::kBFloat16));
+    v2.push_back(torch::zeros({17, 9}, at::kBFloat16));
+    c1.emplace_back();
+    c2.emplace_back();
+    const at::Tensor init = p2[3].clone();
+    auto options = [&](size_t i, int step, const at::Tensor& copy) {
+      k::AdamWStepOptions o;
+      o.lr = 1e-3 * static_cast<double>(i + 1);
+      o.beta1 = 0.9;
+      o.beta2 = 0.95;
+      o.weight_decay = i % 2 == 0 ? 0.1 : 0.0;
+      o.step = step + static_cast<int64_t>(i % 3);
+      o.stochastic_rounding = i < specs.size() ? specs[i].stochastic : true;
+      o.seed = 77;
+      o.stream = i;
+      o.grad_scale = grad_scale;
+      o.compute_copy = copy;
+      return o;
+    };
+    for (int step = 1; step <= 3; ++step) {
+      INFO("step " << step);
+      std::vector<k::AdamWUpdate> updates;
+      for (size_t i = 0; i < p1.size(); ++i) {
+        const at::ScalarType gt = i < specs.size() ? specs[i].grad : at::kBFloat16;
+        const at::Tensor g = torch::randn(p1[i].sizes()).to(gt);
+        k::adamw_step(p1[i], g, m1[i], v1[i], options(i, step, c1[i]));
+        updates.push_back({p2[i], g, m2[i], v2[i], options(i, step, c2[i])});
+      }
+      k::adamw_step_many(updates);
+      for (size_t i = 0; i < p1.size(); ++i) {
+        INFO("tensor " << i << " of " << p1[i].numel() << " " << p1[i].scalar_type());
+        CHECK(torch::equal(p2[i], p1[i]));
+        CHECK(torch::equal(m2[i], m1[i]));
+        CHECK(torch::equal(v2[i], v1[i]));
+        if (c1[i].defined()) {
+          CHECK(torch::equal(c2[i], c1[i]));
+          CHECK(torch::equal(c2[i], p2[i].to(c2[i].scalar_type())));
+        }
+      }
+      // Bad arguments: a repeated parameter, a state of the wrong size. Nothing changes.
+      const at::Tensor before = p2[3].clone();
+      std::vector<k::AdamWUpdate> repeated = {updates[3], updates[3]};
+      CHECK_THROWS(k::adamw_step_many(repeated));
+      std::vector<k::AdamWUpdate> mismatched = {updates[3], updates[4]};
+      mismatched[1].exp_avg = torch::zeros({3}, at::kBFloat16);
+      CHECK_THROWS(k::adamw_step_many(mismatched));
+      CHECK(torch::equal(p2[3], before));
+    }
+    CHECK_FALSE(torch::equal(p2[3], init));  // it moved
+  }
+  k::adamw_step_many({});  // nothing to do
 }
 
 TEST_CASE("training.precision sets the parameter and compute dtypes; contradictions are errors") {
