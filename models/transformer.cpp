@@ -187,8 +187,16 @@ Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, const T
 Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache,
                             const Tensor& document_ids) {
   if (hooks_) hooks_->before_forward();
+  const Tensor& embedding = model->embed_tokens->weight;
+  // Tied, under autograd: the lookup's backward adds into the head's gradient.
+  tied_link_.reset();
+  tied_output_ = c10::weak_intrusive_ptr<c10::StorageImpl>(c10::intrusive_ptr<c10::StorageImpl>());
+  if (config_.tie_embeddings && torch::GradMode::is_enabled() && embedding.requires_grad()) {
+    tied_link_ = c10::make_intrusive<TiedEmbeddingLink>();
+  }
   // Gather rows in the stored dtype, then cast only those rows.
-  Tensor x = torch::embedding(model->embed_tokens->weight, ids).to(compute_dtype_);
+  Tensor x = tied_link_ ? tied_lookup(embedding, ids, compute_dtype_, tied_link_)
+                        : torch::embedding(embedding, ids).to(compute_dtype_);
   if (hooks_) hooks_->after_embedding();
   if (config_.scale_embeddings) {
     // Gemma: times sqrt(hidden) rounded to the compute dtype first, as HF
@@ -228,7 +236,9 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
     ++index;
   }
   if (hooks_) hooks_->before_head();
-  return norm(*model->norm, x);
+  Tensor out = norm(*model->norm, x);
+  if (tied_link_) tied_output_ = out.storage().getWeakStorageImpl();
+  return out;
 }
 
 Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids,
@@ -263,8 +273,16 @@ Tensor TransformerImpl::lm_head_weight() const {
   return config_.tie_embeddings ? model->embed_tokens->weight : lm_head->weight;
 }
 
+Tensor TransformerImpl::lm_head_weight_for(const Tensor& hidden) const {
+  const Tensor weight = lm_head_weight();
+  if (!tied_link_ || !torch::GradMode::is_enabled() || !hidden.has_storage()) return weight;
+  const c10::intrusive_ptr<c10::StorageImpl> output = tied_output_.lock();
+  if (!output || output.get() != hidden.storage().unsafeGetStorageImpl()) return weight;
+  return tied_head(weight, tied_link_);
+}
+
 Tensor TransformerImpl::lm_head_logits(const Tensor& hidden) const {
-  return torch::linear(hidden, cast(lm_head_weight()));
+  return torch::linear(hidden, cast(lm_head_weight_for(hidden)));
 }
 
 Tensor TransformerImpl::logits(const Tensor& hidden) const {

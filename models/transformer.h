@@ -11,6 +11,7 @@
 
 #include "kernels/registry.h"
 #include "models/model_config.h"
+#include "models/tied_embedding.h"
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -146,6 +147,11 @@ class TransformerImpl : public torch::nn::Module {
 
   // The lm_head weight [vocab, hidden] (the embedding when tied), as stored.
   Tensor lm_head_weight() const;
+  // lm_head_weight() as the head over `hidden` reads it: when tied and
+  // `hidden` is (a view of) the last forward's output under autograd, the
+  // weight through tied_head (models/tied_embedding.h), so that its
+  // gradient joins the lookup's in one tensor; else lm_head_weight().
+  Tensor lm_head_weight_for(const Tensor& hidden) const;
   // hidden [..., hidden] -> hidden @ lm_head^T [..., vocab] in compute dtype,
   // BEFORE the final softcap: what the loss ops take (they apply
   // config().final_softcap themselves, see trainer/loss.cpp).
@@ -189,6 +195,10 @@ class TransformerImpl : public torch::nn::Module {
   at::ScalarType compute_dtype_;
   std::shared_ptr<LayerHooks> hooks_;
   bool recompute_glu_ = false;
+  // The last forward's tied-embedding link and its output's storage (weak:
+  // the activations are not kept alive); null when it had no autograd.
+  c10::intrusive_ptr<TiedEmbeddingLink> tied_link_;
+  c10::weak_intrusive_ptr<c10::StorageImpl> tied_output_{c10::intrusive_ptr<c10::StorageImpl>()};
 };
 TORCH_MODULE(Transformer);
 

@@ -280,15 +280,19 @@ cudaError_t sum_of_squares_total(const float* partials, int count, float* out, c
 // sum in fp32 and each touched row rounded once. The caller sorts the ids
 // stably: sorted_ids[p] and order[p], the token at sorted position p. Every
 // id in [0, vocab); grad_out [tokens, hidden] and weight_grad [vocab, hidden]
-// contiguous. Deterministic.
+// contiguous; partial: fp32 workspace of embedding_grad_partial_floats()
+// elements (its contents need no initialisation). Two launches on `stream`;
+// deterministic.
 struct EmbeddingGradAdd {
   const int64_t* sorted_ids = nullptr;  // [tokens], non-decreasing
   const int64_t* order = nullptr;       // [tokens]: a permutation of 0 .. tokens - 1
   const void* grad_out = nullptr;       // [tokens, hidden] G
   void* weight_grad = nullptr;          // [vocab, hidden] W, updated in place
+  float* partial = nullptr;             // workspace
   int64_t tokens = 0, hidden = 0;
   DType grad_dtype = DType::f32, weight_dtype = DType::f32;
 };
+int64_t embedding_grad_partial_floats(int64_t tokens, int64_t hidden);
 cudaError_t embedding_grad_add(const EmbeddingGradAdd& a, cudaStream_t stream);
 
 }  // namespace liger::cuda_kernels

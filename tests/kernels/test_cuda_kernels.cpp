@@ -2,6 +2,7 @@
 // weights), fp32 tight, bf16/fp16 against an fp32 run of the reference (see
 // check_runs_bf16), on Llama, Gemma and odd shapes. Without a CUDA device
 // each GPU test says so and passes; the registry test needs no device.
+#include "kernels/embedding_grad.h"
 #include "kernels/optim.h"
 #include "kernels/sum_of_squares.h"
 #include "kernels/reference/reference.h"
@@ -1018,6 +1019,50 @@ TEST_CASE("cuda adamw_step_many: more tensors than one table, several launches",
   }
   updates.push_back(updates.front());
   CHECK_THROWS(k::adamw_step_many(updates));
+}
+
+TEST_CASE("cuda add_embedding_grad: the rows of each id added in fp32, deterministic, long runs across chunks",
+          "[cuda][embedding]") {
+  // Token counts around the kernel's chunk of 8 sorted positions, hidden
+  // sizes around its 256 columns; ids skewed so that one id fills a third of
+  // the tokens (a run over hundreds of chunks), others repeat a few times,
+  // and most of the vocab is never touched. Against a double-precision dense
+  // gradient; the untouched rows bit for bit; the same bits on a second run.
+  if (!have_cuda()) return;
+  namespace k = liger::kernels;
+  const auto opts = torch::device(kCuda);
+  for (const int64_t tokens : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{9}, int64_t{4099}}) {
+    for (const int64_t hidden : {int64_t{5}, int64_t{256}, int64_t{300}}) {
+      for (const auto wdtype : kDtypes) {
+        for (const auto gdtype : {torch::kFloat, torch::kBFloat16}) {
+          INFO(tokens << " tokens, hidden " << hidden << ", weight_grad " << dtype_name(wdtype) << ", grad_out "
+                      << dtype_name(gdtype));
+          torch::manual_seed(tokens * 31 + hidden);
+          const int64_t vocab = 1000;
+          // A third id 17, the rest from a few hundred ids (repeats).
+          Tensor ids = torch::randint(0, 300, {tokens}, opts.dtype(torch::kLong)) * 3;
+          ids = torch::where(torch::rand({tokens}, opts) < 0.33, torch::full_like(ids, 17), ids);
+          const Tensor grad_out = torch::randn({tokens, hidden}, opts).to(gdtype);
+          const Tensor base = torch::randn({vocab, hidden}, opts).to(wdtype);
+          const Tensor expected =
+              base.to(torch::kDouble).index_add(0, ids, grad_out.to(torch::kDouble)).to(wdtype);
+          Tensor got = base.clone();
+          k::add_embedding_grad(got, ids.view({1, tokens}), grad_out.view({1, tokens, hidden}));
+          // fp32 sums (up to ~1400 rows for id 17) rounded once.
+          const Tolerance tol = wdtype == torch::kFloat ? Tolerance{1e-4, 1e-5} : kHalf;
+          LIGER_CHECK_CLOSE("add_embedding_grad", got, expected, tol.atol, tol.rtol);
+          const Tensor touched = torch::zeros({vocab}, opts.dtype(torch::kBool)).index_fill_(0, ids, true);
+          CHECK(torch::equal(got.index({~touched}), base.index({~touched})));
+          Tensor again = base.clone();
+          k::add_embedding_grad(again, ids, grad_out);
+          CHECK(torch::equal(again, got));
+          Tensor aten = base.clone();
+          k::add_embedding_grad(aten, ids, grad_out, k::OptimPath::aten);
+          LIGER_CHECK_CLOSE("add_embedding_grad (aten)", aten, expected, tol.atol, tol.rtol);
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("cuda sum_of_squares: many tensors and dtypes in one pass, against double precision",
