@@ -6,6 +6,7 @@
 #include "models/tied_embedding.h"
 #include "models/transformer.h"
 #include "tests/catch.h"
+#include "tests/kernels/test_utils.h"
 #include "tests/models/model_test_util.h"
 
 #include <torch/torch.h>
@@ -13,6 +14,7 @@
 #include <string>
 
 using at::Tensor;
+using liger::kernels::test::thrown_message;
 using liger::models::test::max_rel;
 
 namespace {
@@ -20,17 +22,6 @@ namespace {
 // ids [2, 9] over a vocab of 11: repeats, a run of one id, ids never used.
 Tensor sample_ids() {
   return torch::tensor({3, 3, 0, 7, 3, 10, 7, 7, 1, 5, 5, 5, 5, 5, 3, 0, 9, 2}, torch::kLong).view({2, 9});
-}
-
-// The message of the error f throws, or "" when it throws none.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -59,9 +50,9 @@ TEST_CASE("add_embedding_grad adds each id's rows in fp32 into its gradient row,
   }
   // Bad arguments are refused with the shapes named.
   Tensor g = torch::zeros({11, 6});
-  CHECK(error_of([&] { liger::kernels::add_embedding_grad(g, ids, torch::zeros({2, 9, 5})); })
+  CHECK(thrown_message([&] { liger::kernels::add_embedding_grad(g, ids, torch::zeros({2, 9, 5})); })
             .find("grad_out must be [ids..., hidden]") != std::string::npos);
-  CHECK(error_of([&] { liger::kernels::add_embedding_grad(g, ids + 5, torch::zeros({2, 9, 6})); })
+  CHECK(thrown_message([&] { liger::kernels::add_embedding_grad(g, ids + 5, torch::zeros({2, 9, 6})); })
             .find("ids must lie in [0, 11)") != std::string::npos);
   CHECK_THROWS(liger::kernels::add_embedding_grad(g.t(), ids, torch::zeros({2, 9, 11})));
 }
