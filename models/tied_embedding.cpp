@@ -34,8 +34,7 @@ class TiedLookup : public torch::autograd::Function<TiedLookup> {
     link->lookup_done = true;
     Tensor grad;
     if (link->head_grad.defined()) {
-      grad = std::move(link->head_grad);
-      link->head_grad = Tensor();
+      grad = std::move(link->head_grad);  // the link holds it no more
       // The head's gradient, added into in place when nothing else holds it
       // (the fused loss's and a GEMM's are fresh tensors), else a copy.
       const bool exclusive = grad.is_contiguous() && grad.use_count() == 1 && grad.storage().use_count() == 1;

@@ -189,14 +189,14 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
   if (hooks_) hooks_->before_forward();
   const Tensor& embedding = model->embed_tokens->weight;
   // Tied, under autograd: the lookup's backward adds into the head's gradient.
-  tied_link_.reset();
-  tied_output_ = c10::weak_intrusive_ptr<c10::StorageImpl>(c10::intrusive_ptr<c10::StorageImpl>());
+  tied_.reset();
+  c10::intrusive_ptr<TiedEmbeddingLink> link;
   if (config_.tie_embeddings && torch::GradMode::is_enabled() && embedding.requires_grad()) {
-    tied_link_ = c10::make_intrusive<TiedEmbeddingLink>();
+    link = c10::make_intrusive<TiedEmbeddingLink>();
   }
   // Gather rows in the stored dtype, then cast only those rows.
-  Tensor x = tied_link_ ? tied_lookup(embedding, ids, compute_dtype_, tied_link_)
-                        : torch::embedding(embedding, ids).to(compute_dtype_);
+  Tensor x = link ? tied_lookup(embedding, ids, compute_dtype_, link)
+                  : torch::embedding(embedding, ids).to(compute_dtype_);
   if (hooks_) hooks_->after_embedding();
   if (config_.scale_embeddings) {
     // Gemma: times sqrt(hidden) rounded to the compute dtype first, as HF
@@ -237,7 +237,7 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
   }
   if (hooks_) hooks_->before_head();
   Tensor out = norm(*model->norm, x);
-  if (tied_link_) tied_output_ = out.storage().getWeakStorageImpl();
+  if (link) tied_ = TiedForward{link, out.storage().getWeakStorageImpl()};
   return out;
 }
 
@@ -275,10 +275,10 @@ Tensor TransformerImpl::lm_head_weight() const {
 
 Tensor TransformerImpl::lm_head_weight_for(const Tensor& hidden) const {
   const Tensor weight = lm_head_weight();
-  if (!tied_link_ || !torch::GradMode::is_enabled() || !hidden.has_storage()) return weight;
-  const c10::intrusive_ptr<c10::StorageImpl> output = tied_output_.lock();
+  if (!tied_ || !torch::GradMode::is_enabled() || !hidden.has_storage()) return weight;
+  const c10::intrusive_ptr<c10::StorageImpl> output = tied_->output.lock();
   if (!output || output.get() != hidden.storage().unsafeGetStorageImpl()) return weight;
-  return tied_head(weight, tied_link_);
+  return tied_head(weight, tied_->link);
 }
 
 Tensor TransformerImpl::lm_head_logits(const Tensor& hidden) const {

@@ -19,6 +19,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace at {
@@ -196,9 +197,13 @@ class TransformerImpl : public torch::nn::Module {
   std::shared_ptr<LayerHooks> hooks_;
   bool recompute_glu_ = false;
   // The last forward's tied-embedding link and its output's storage (weak:
-  // the activations are not kept alive); null when it had no autograd.
-  c10::intrusive_ptr<TiedEmbeddingLink> tied_link_;
-  c10::weak_intrusive_ptr<c10::StorageImpl> tied_output_{c10::intrusive_ptr<c10::StorageImpl>()};
+  // the activations are not kept alive); empty when it had no autograd or
+  // did not finish.
+  struct TiedForward {
+    c10::intrusive_ptr<TiedEmbeddingLink> link;
+    c10::weak_intrusive_ptr<c10::StorageImpl> output;
+  };
+  std::optional<TiedForward> tied_;
 };
 TORCH_MODULE(Transformer);
 
