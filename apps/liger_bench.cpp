@@ -203,6 +203,22 @@ Case flce_case(torch::ScalarType dtype, torch::Device device, bool small) {
   return c;
 }
 
+// A linear layer's product: x [tokens, hidden] @ W^T, W [mlp, hidden] (the
+// gate projection); no gradients (the op has no autograd). 2 tokens hidden mlp
+// FLOPs: TFLOP/s = that / fwd ms / 1e9.
+Case gemm_case(torch::ScalarType dtype, torch::Device device, bool small) {
+  const Sizes s = sizes_for(small);
+  Case c;
+  c.shape = "x " + dims({s.tokens, s.hidden}) + " W^T " + dims({s.hidden, s.mlp});
+  c.inputs = {torch::randn({s.tokens, s.hidden}, opts(dtype, device)),
+              torch::randn({s.mlp, s.hidden}, opts(dtype, device)) * 0.02};
+  c.wants_grad = {false, false};
+  c.fwd_bytes = bytes_of(c.inputs[0]) + bytes_of(c.inputs[1]) + static_cast<double>(s.tokens * s.mlp) *
+                                                                    c.inputs[0].element_size();
+  c.bwd_bytes = 0;
+  return c;
+}
+
 std::vector<OpSpec> op_table() {
   kernels::RmsNormOptions rms;
   rms.eps = 1e-5;
@@ -296,6 +312,14 @@ std::vector<OpSpec> op_table() {
                    };
                  }});
   }
+  t.push_back({"tuned_gemm", gemm_case, [](Backend b, const Case&) -> OpFn {
+                 const auto* p = provider(b);
+                 if (p == nullptr || p->ops.tuned_gemm == nullptr) return {};
+                 auto fn = p->ops.tuned_gemm;
+                 return [fn](const std::vector<Tensor>& in) {
+                   return std::vector<Tensor>{fn(in[0], in[1].t(), Tensor(), Tensor())};
+                 };
+               }});
   return t;
 }
 
@@ -393,6 +417,7 @@ void backward(const std::vector<Tensor>& outs, const std::vector<Tensor>& ups) {
     o.push_back(outs[i]);
     u.push_back(ups[i]);
   }
+  if (o.empty()) return;  // an op without gradients (tuned_gemm)
   torch::autograd::backward(o, u);
 }
 
@@ -441,9 +466,10 @@ Result measure(const OpFn& fn, const Case& c, bool cuda, int warmup, int reps) {
   r.fwd_ms = median(fwd);
   r.bwd_ms = median(bwd);
   r.full_ms = median(full);
-  r.fwd_gbps = c.fwd_bytes / (r.fwd_ms * 1e-3) / 1e9;
-  r.bwd_gbps = c.bwd_bytes / (r.bwd_ms * 1e-3) / 1e9;
-  r.full_gbps = (c.fwd_bytes + c.bwd_bytes) / (r.full_ms * 1e-3) / 1e9;
+  const auto gbps = [](double bytes, double ms) { return bytes > 0 && ms > 0 ? bytes / (ms * 1e-3) / 1e9 : 0.0; };
+  r.fwd_gbps = gbps(c.fwd_bytes, r.fwd_ms);
+  r.bwd_gbps = gbps(c.bwd_bytes, r.bwd_ms);
+  r.full_gbps = gbps(c.fwd_bytes + c.bwd_bytes, r.full_ms);
 
 #ifdef LIGER_WITH_CUDA
   if (cuda) {  // peak extra memory of forward + backward

@@ -7,6 +7,7 @@
 #include "kernels/registry.h"
 
 #include <string>
+#include <vector>
 
 namespace liger::kernels {
 
@@ -24,6 +25,7 @@ struct OpTable {
   CrossEntropyFn cross_entropy = nullptr;
   FusedLinearCrossEntropyFn fused_linear_cross_entropy = nullptr;
   AttentionFn attention = nullptr;
+  TunedGemmFn tuned_gemm = nullptr;
 
   bool has(Op op) const;
 };
@@ -34,6 +36,8 @@ struct BackendProvider {
   // Why this backend cannot serve `op` on `device` with compute `dtype`, or ""
   // when it can. Only inspects the arguments: must not touch the device.
   std::string (*unavailable)(Op op, c10::Device device, c10::ScalarType dtype);
+  // Run-time decisions since the last call, one line each (nullptr: none).
+  std::vector<std::string> (*take_notes)() = nullptr;
 };
 
 // kernels/reference/backend.cpp

@@ -135,6 +135,9 @@ struct FusedLinearCrossEntropyOptions {
   // Memory budget for one chunk of logits (fp32 MiB). Chunks are sized from it.
   double chunk_mb = 256.0;
   FlceMode mode = FlceMode::speed;
+  // The head's GEMMs through the tuned GEMM (cuda speed path; set from the
+  // tuned_gemm toggle by the model).
+  bool tuned_gemm = false;
 };
 
 // loss = cross_entropy(hidden @ weight^T + bias, labels) without ever holding
@@ -164,5 +167,18 @@ struct AttentionOptions {
 // r + Tk - Tq for the causal mask and the sliding window).
 using AttentionFn = Tensor (*)(const Tensor& q, const Tensor& k, const Tensor& v,
                                const AttentionOptions& options);
+
+// ---------------------------------------------------------------------------
+// Matrix products of the linear layers
+// ---------------------------------------------------------------------------
+
+// out = a @ b (+ c): a [m, k] and b [k, n] 2-D, either may be a transposed
+// view (w.t()); fp32 accumulation. c, when defined: [m, n], added (beta = 1).
+// out, when defined: [m, n], written and returned; it may be c itself
+// (accumulate in place) and may be fp32 with 16-bit a and b. Undefined: a new
+// [m, n] tensor in a's dtype. No autograd: the models call it inside their
+// own backward nodes and under no_grad. Switched by the tuned_gemm toggle
+// (the reference is ATen's mm / addmm).
+using TunedGemmFn = Tensor (*)(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& out);
 
 }  // namespace liger::kernels

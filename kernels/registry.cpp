@@ -34,6 +34,7 @@ const char* op_name(Op op) {
     case Op::cross_entropy: return "cross_entropy";
     case Op::fused_linear_cross_entropy: return "fused_linear_cross_entropy";
     case Op::attention: return "attention";
+    case Op::tuned_gemm: return "tuned_gemm";
   }
   return "unknown";
 }
@@ -50,6 +51,7 @@ bool OpTable::has(Op op) const {
     case Op::cross_entropy: return cross_entropy != nullptr;
     case Op::fused_linear_cross_entropy: return fused_linear_cross_entropy != nullptr;
     case Op::attention: return attention != nullptr;
+    case Op::tuned_gemm: return tuned_gemm != nullptr;
   }
   return false;
 }
@@ -57,7 +59,7 @@ bool OpTable::has(Op op) const {
 KernelToggles KernelToggles::all_off() {
   KernelToggles t;
   t.rms_norm = t.layer_norm = t.rope = t.swiglu = t.geglu = false;
-  t.cross_entropy = t.fused_linear_cross_entropy = false;
+  t.cross_entropy = t.fused_linear_cross_entropy = t.tuned_gemm = false;
   t.strict = false;
   return t;
 }
@@ -75,7 +77,7 @@ namespace {
 constexpr Op kAllOps[kNumOps] = {
     Op::rms_norm, Op::add_rms_norm, Op::layer_norm,
     Op::rope, Op::rope_qkv, Op::swiglu, Op::geglu,
-    Op::cross_entropy, Op::fused_linear_cross_entropy, Op::attention,
+    Op::cross_entropy, Op::fused_linear_cross_entropy, Op::attention, Op::tuned_gemm,
 };
 
 // The op whose toggle switches `op`: the residual add + RMSNorm and the
@@ -104,6 +106,7 @@ bool toggle_of(const KernelToggles& t, Op op) {
     case Op::cross_entropy: return t.cross_entropy;
     case Op::fused_linear_cross_entropy: return t.fused_linear_cross_entropy;
     case Op::attention: return false;  // no toggle: always SDPA
+    case Op::tuned_gemm: return t.tuned_gemm;
   }
   return false;
 }
@@ -221,10 +224,12 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
         set.fused_linear_cross_entropy_ = ops.fused_linear_cross_entropy;
         break;
       case Op::attention: set.attention_ = ops.attention; break;
+      case Op::tuned_gemm: set.tuned_gemm_ = ops.tuned_gemm; break;
     }
     set.backends_[static_cast<int>(op)] = backend;
     set.selections_.push_back(std::move(selection));
   }
+  set.tuned_head_gemm_ = set.backend(Op::tuned_gemm) == Backend::cuda;
   return set;
 }
 
@@ -235,6 +240,11 @@ KernelSet KernelSet::reference() {
     if (s.op != Op::attention) s.reason = "reference set";
   }
   return set;
+}
+
+std::vector<std::string> take_kernel_notes() {
+  const BackendProvider* cuda = cuda_backend();
+  return cuda != nullptr && cuda->take_notes != nullptr ? cuda->take_notes() : std::vector<std::string>();
 }
 
 std::string format_selection_table(const KernelSet& kernels) {

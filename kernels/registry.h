@@ -30,8 +30,9 @@ enum class Op {
   cross_entropy,
   fused_linear_cross_entropy,
   attention,
+  tuned_gemm,  // the linear layers' matrix products
 };
-constexpr int kNumOps = 10;
+constexpr int kNumOps = 11;
 
 const char* backend_name(Backend backend);
 const char* op_name(Op op);
@@ -45,6 +46,10 @@ struct KernelToggles {
   bool geglu = true;
   bool cross_entropy = false;
   bool fused_linear_cross_entropy = true;
+  // Matrix products through cuBLASLt with the algorithm chosen per shape by
+  // timing at first use (cuda); off: ATen's mm. Results may differ in the
+  // last bits from run to run (the choice depends on timing).
+  bool tuned_gemm = false;
   bool strict = false;
 
   // Everything off: the reference path (the baseline of convergence runs).
@@ -105,11 +110,18 @@ class KernelSet {
   Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& bias,
                                     const Tensor& labels,
                                     const FusedLinearCrossEntropyOptions& options) const {
-    return fused_linear_cross_entropy_(hidden, weight, bias, labels, options);
+    if (!tuned_head_gemm_) return fused_linear_cross_entropy_(hidden, weight, bias, labels, options);
+    FusedLinearCrossEntropyOptions tuned = options;  // the head's GEMMs follow kernels.tuned_gemm
+    tuned.tuned_gemm = true;
+    return fused_linear_cross_entropy_(hidden, weight, bias, labels, tuned);
   }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                    const AttentionOptions& options) const {
     return attention_(q, k, v, options);
+  }
+  // a @ b (+ c), into out when defined (see ops.h TunedGemmFn).
+  Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c = Tensor(), const Tensor& out = Tensor()) const {
+    return tuned_gemm_(a, b, c, out);
   }
 
   Backend backend(Op op) const { return backends_[static_cast<int>(op)]; }
@@ -134,9 +146,11 @@ class KernelSet {
   CrossEntropyFn cross_entropy_ = nullptr;
   FusedLinearCrossEntropyFn fused_linear_cross_entropy_ = nullptr;
   AttentionFn attention_ = nullptr;
+  TunedGemmFn tuned_gemm_ = nullptr;
   std::array<Backend, kNumOps> backends_{};
   std::vector<Selection> selections_;
   bool use_flce_ = false;
+  bool tuned_head_gemm_ = false;  // tuned_gemm served by cuda: the fused loss's GEMMs too
 };
 
 // Resolves every op for the device and compute dtype. Throws
@@ -147,5 +161,9 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device, c10:
 
 // The start-up table, one line per op.
 std::string format_selection_table(const KernelSet& kernels);
+
+// What the backends decided at run time since the last call, one line each
+// (the tuned GEMM's choice per shape), for the log.
+std::vector<std::string> take_kernel_notes();
 
 }  // namespace liger::kernels

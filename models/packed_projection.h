@@ -9,8 +9,12 @@
 // alive until backward (sharded weights are released and gathered again as
 // before). Backward concatenates the weights again (a copy of the weights,
 // small against the activations) for d_x = dy cat(W), and splits d_W = dy^T x
-// into the weights' gradients.
+// into the weights' gradients. With one weight there is nothing to
+// concatenate: a plain linear layer (o_proj) whose products, like the packed
+// ones, go through the kernels' GEMM op (kernels.tuned_gemm).
 #pragma once
+
+#include "kernels/registry.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -20,6 +24,8 @@ namespace liger::models {
 
 // x: [..., in]; weights: [out_i, in] each, one dtype with x. Returns
 // [..., sum out_i]; the gradients equal those of torch::linear per weight.
-at::Tensor packed_projection(const at::Tensor& x, const std::vector<at::Tensor>& weights);
+// `kernels` must outlive the autograd graph (the model's own set).
+at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor& x,
+                             const std::vector<at::Tensor>& weights);
 
 }  // namespace liger::models

@@ -55,7 +55,7 @@ class RecomputedGluMlpBackward : public Node {
     const at::Tensor dy2 = rows(dy);  // [tokens, hidden]
     at::Tensor h, d_gate, d_up;
     if (need_glu) {
-      const at::Tensor dh = at::mm(dy2, down_weight);  // dh = dy Wd
+      const at::Tensor dh = kernels_->matmul(dy2, down_weight);  // dh = dy Wd
       // gate and up are this node's (made under no_grad in forward): overwritten in place.
       const kernels::GluRecomputed r = kind_ == GluKind::geglu ? kernels_->geglu_recompute(gate_, up_, dh, true)
                                                                : kernels_->swiglu_recompute(gate_, up_, dh, true);
@@ -68,12 +68,12 @@ class RecomputedGluMlpBackward : public Node {
       h = glu_forward(*kernels_, kind_, gate_, up_);
     }
     // Weight gradients: dW = dout^T in (fp32 accumulation inside the GEMMs).
-    if (need_[kDownWeight]) out[kDownWeight] = at::mm(dy2.t(), h).to(down_weight.scalar_type());
-    if (need_[kGateWeight]) out[kGateWeight] = at::mm(d_gate.t(), x);
-    if (need_[kUpWeight]) out[kUpWeight] = at::mm(d_up.t(), x);
+    if (need_[kDownWeight]) out[kDownWeight] = kernels_->matmul(dy2.t(), h).to(down_weight.scalar_type());
+    if (need_[kGateWeight]) out[kGateWeight] = kernels_->matmul(d_gate.t(), x);
+    if (need_[kUpWeight]) out[kUpWeight] = kernels_->matmul(d_up.t(), x);
     if (need_[kX]) {
-      at::Tensor dx = at::mm(d_gate, gate_weight_.unpack());
-      dx.addmm_(d_up, up_weight_.unpack());  // dx += dup Wu: beta = 1 in the GEMM, no separate add
+      at::Tensor dx = kernels_->matmul(d_gate, gate_weight_.unpack());
+      kernels_->matmul(d_up, up_weight_.unpack(), dx, dx);  // dx += dup Wu: beta = 1 in the GEMM, no separate add
       out[kX] = dx.view(x_.unpack().sizes());
     }
     return out;
@@ -117,11 +117,10 @@ at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, c
   {
     torch::NoGradGuard no_grad;  // h lives only for this product; gate and up go to the node
     const at::Tensor x2 = rows(x);
-    gate = at::mm(x2, gate_weight.t());
-    up = at::mm(x2, up_weight.t());
+    gate = kernels.matmul(x2, gate_weight.t());
+    up = kernels.matmul(x2, up_weight.t());
     const at::Tensor h = glu_forward(kernels, kind, gate, up);
-    y = residual.defined() ? at::addmm(rows(residual), h, down_weight.t())  // residual + h Wd^T in one GEMM
-                           : at::mm(h, down_weight.t());
+    y = kernels.matmul(h, down_weight.t(), residual.defined() ? rows(residual) : at::Tensor());  // residual + h Wd^T in one GEMM
     y = at::_unsafe_view(y, shape);  // not an autograd view: the node below becomes its history
   }
   if (torch::autograd::compute_requires_grad(x, gate_weight, up_weight, down_weight, residual)) {

@@ -146,7 +146,7 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   const int64_t heads_q = config_.num_heads, heads_k = config_.num_kv_heads;
   // q, k and v from one GEMM over the stacked weights, rotated and split by one op.
   const Tensor qkv = packed_projection(
-      x, {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)});
+      kernels_, x, {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)});
   kernels::QkvHeads heads =
       kernels_.rope_qkv(qkv.view({batch, seq, heads_q + 2 * heads_k, d}), heads_q, heads_k, cos, sin);
   Tensor q = std::move(heads.q), k = std::move(heads.k), v = std::move(heads.v);
@@ -167,7 +167,7 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   options.softcap = config_.attn_softcap;
   options.document_ids = document_ids;
   Tensor out = kernels_.attention(q, k, v, options);  // [B, T, Hq, D]
-  return torch::linear(out.reshape({batch, seq, config_.num_heads * d}), cast(attn.o_proj->weight));
+  return packed_projection(kernels_, out.reshape({batch, seq, config_.num_heads * d}), {cast(attn.o_proj->weight)});
 }
 
 Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, const Tensor& residual) const {
@@ -177,10 +177,10 @@ Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, const T
     return glu_mlp_recomputed(kernels_, gelu ? GluKind::geglu : GluKind::swiglu, x, cast(mlp.gate_proj->weight),
                               cast(mlp.up_proj->weight), cast(mlp.down_proj->weight), residual);
   }
-  Tensor gate = torch::linear(x, cast(mlp.gate_proj->weight));
-  Tensor up = torch::linear(x, cast(mlp.up_proj->weight));
+  Tensor gate = packed_projection(kernels_, x, {cast(mlp.gate_proj->weight)});
+  Tensor up = packed_projection(kernels_, x, {cast(mlp.up_proj->weight)});
   Tensor hidden = gelu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
-  Tensor out = torch::linear(hidden, cast(mlp.down_proj->weight));
+  Tensor out = packed_projection(kernels_, hidden, {cast(mlp.down_proj->weight)});
   return residual.defined() ? residual + out : out;
 }
 

@@ -57,7 +57,7 @@ on=(--set kernels.rms_norm=true --set kernels.layer_norm=true --set kernels.rope
     --set kernels.fused_linear_cross_entropy=true)
 off=(--set kernels.rms_norm=false --set kernels.layer_norm=false --set kernels.rope=false
      --set kernels.swiglu=false --set kernels.geglu=false --set kernels.cross_entropy=false
-     --set kernels.fused_linear_cross_entropy=false)
+     --set kernels.fused_linear_cross_entropy=false --set kernels.tuned_gemm=false)
 
 run() {  # run NAME ARGS...
   local name=$1; shift

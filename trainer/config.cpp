@@ -249,6 +249,7 @@ TrainConfig build_config(const Values& v) {
   k.geglu = v.boolean("kernels.geglu");
   k.cross_entropy = v.boolean("kernels.cross_entropy");
   k.fused_linear_cross_entropy = v.boolean("kernels.fused_linear_cross_entropy");
+  k.tuned_gemm = v.boolean("kernels.tuned_gemm");
   k.strict = v.boolean("kernels.strict");
   k.flce_chunk_mb = v.number("kernels.flce_chunk_mb");
   k.flce_mode = v.string("kernels.flce_mode");

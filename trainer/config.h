@@ -76,6 +76,7 @@ struct KernelsSection {
   bool rms_norm = true, layer_norm = true, rope = true, swiglu = true, geglu = true;
   bool cross_entropy = false;
   bool fused_linear_cross_entropy = true;
+  bool tuned_gemm = false;
   bool strict = false;
   double flce_chunk_mb = 256.0;
   std::string flce_mode = "speed";

@@ -174,6 +174,10 @@ std::vector<KeySpec> build_schema() {
               "fused cross entropy on materialised logits (exclusive with fused_linear_cross_entropy)"),
       boolean("kernels", "fused_linear_cross_entropy", "true",
               "lm_head + cross entropy without materialising [tokens, vocab] logits"),
+      boolean("kernels", "tuned_gemm", "false",
+              "cuda: the linear layers' and the fused loss's matrix products through cuBLASLt, the "
+              "algorithm of each shape chosen by timing at its first use (logged); results may then differ "
+              "in the last bits from run to run"),
       boolean("kernels", "strict", "false", "a fallback to a slower backend is an error"),
       number("kernels", "flce_chunk_mb", "256", 1.0, 1048576.0,
              "fused linear cross entropy: memory budget (MiB) of one logits chunk"),

@@ -77,10 +77,15 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   if (c.kernels.fused_linear_cross_entropy) {
     // One logits chunk of the budget (on cuda its gradient overwrites it; the
     // ATen path keeps an fp32 gradient beside it), the gradient of the hidden
-    // states and, in speed mode, the fp32 [vocab, hidden] buffer.
-    const double chunks = c.training.device != "cpu" ? 1.0 : 2.0;
-    e.loss = chunks * c.kernels.flce_chunk_mb * 1024.0 * 1024.0 + tokens * h * 4 +
-             (c.kernels.flce_mode == "speed" ? vocab * h * 4 : 0.0);
+    // states and, in speed mode, the fp32 [vocab, hidden] buffer, which cuda
+    // does without when all the logits fit in one chunk (the weight gradient
+    // then comes straight from one GEMM).
+    const bool cuda = c.training.device != "cpu";
+    const double chunks = cuda ? 1.0 : 2.0;
+    const double all_logits = tokens * vocab * compute_bytes;
+    const bool one_chunk = cuda && c.kernels.flce_chunk_mb * 1024.0 * 1024.0 >= all_logits;
+    e.loss = chunks * std::min(c.kernels.flce_chunk_mb * 1024.0 * 1024.0, cuda ? all_logits : 4 * tokens * vocab) +
+             tokens * h * 4 + (c.kernels.flce_mode == "speed" && !one_chunk ? vocab * h * 4 : 0.0);
   } else {
     // The logits in the compute dtype and their fp32 gradient.
     e.loss = tokens * vocab * (compute_bytes + 4);

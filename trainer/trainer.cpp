@@ -3,6 +3,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
+#include "kernels/registry.h"
 #include "kernels/sum_of_squares.h"
 #include "models/generate.h"
 #include "models/hf.h"
@@ -456,6 +457,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
       log::info(c10::str("memory per GPU: measured peak ", static_cast<double>(m.peak_mem_bytes) / (1 << 30),
                          " GiB after the first step; estimate ", estimate.describe()));
     }
+    for (const std::string& note : kernels::take_kernel_notes()) log::info(note);  // e.g. tuned GEMM plans
     result.final_loss = m.loss;
     if (!std::isfinite(m.loss)) {
       throw std::runtime_error(c10::str("loss is ", m.loss, " at step ", p.step,

@@ -1,9 +1,11 @@
 // The cuda backend's entry in the registry (CUDA builds): the norms, RoPE and
-// GLUs of kernels/cuda/cuda_ops.h and the losses of kernels/cuda/losses.h.
+// GLUs of kernels/cuda/cuda_ops.h, the losses of kernels/cuda/losses.h and the
+// tuned GEMM of kernels/cuda/tuned_gemm_op.h.
 // Attention is SDPA (reference) everywhere.
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/losses.h"
+#include "kernels/cuda/tuned_gemm_op.h"
 
 #include <c10/util/Exception.h>
 
@@ -34,6 +36,8 @@ const BackendProvider* cuda_backend() {
     p.ops.geglu_recompute = &cuda::geglu_recompute;
     p.ops.cross_entropy = &cuda::cross_entropy;
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
+    p.ops.tuned_gemm = &cuda::tuned_gemm;
+    p.take_notes = &cuda::take_tuned_gemm_notes;
     return p;
   }();
   return &provider;

@@ -4,7 +4,9 @@
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/cross_entropy.h"
+#include "kernels/cuda/tuned_gemm_op.h"
 #include "kernels/optional_tensor.h"
+#include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -147,9 +149,14 @@ struct FlceResult {
   Tensor per_row, grad_hidden, grad_weight, grad_bias;
 };
 
+// The head's GEMMs: tuned (options.tuned_gemm) or ATen's mm.
+TunedGemmFn head_gemm(const FusedLinearCrossEntropyOptions& options) {
+  return options.tuned_gemm ? &tuned_gemm : &reference::matmul;
+}
+
 // logits of rows/columns in the input dtype (cuBLAS, fp32 accumulation inside the GEMM)
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  return bias.defined() ? at::addmm(bias, x, w.t()) : at::mm(x, w.t());
+Tensor linear(TunedGemmFn gemm, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  return bias.defined() ? at::addmm(bias, x, w.t()) : gemm(x, w.t(), Tensor(), Tensor());
 }
 
 // Rows per chunk for n rows under a budget of `budget` rows: as few chunks as
@@ -176,37 +183,41 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
   FlceResult r;
   r.per_row = at::empty({n}, hidden.options().dtype(at::kFloat));
   if (grad_x) r.grad_hidden = at::empty_like(hidden);
-  // Written whole by the first chunk's GEMM (beta = 0), accumulated by the
+  // One chunk, weight and rows of one dtype: its GEMM writes the weight
+  // gradient in that dtype (fp32 accumulation inside, one rounding: what the
+  // fp32 sum and its cast give), no fp32 buffer. Otherwise the fp32 sum is
+  // written whole by the first chunk's GEMM (beta = 0) and accumulated by the
   // others; zero when there are no rows (no chunk runs).
+  const bool direct_w = grad_w && n > 0 && rows >= n && weight.scalar_type() == hidden.scalar_type();
   const auto w32 = weight.options().dtype(at::kFloat);
-  Tensor grad_w32 = !grad_w ? Tensor() : n > 0 ? at::empty(weight.sizes(), w32) : at::zeros(weight.sizes(), w32);
+  Tensor grad_w32 = !grad_w || direct_w ? Tensor()
+                    : n > 0             ? at::empty(weight.sizes(), w32)
+                                        : at::zeros(weight.sizes(), w32);
   Tensor grad_b32 = grad_b ? at::zeros(bias.sizes(), bias.options().dtype(at::kFloat)) : Tensor();
   const auto stream = at::cuda::getCurrentCUDAStream();
+  const TunedGemmFn gemm = head_gemm(options);
   for (int64_t begin = 0; begin < n; begin += rows) {
     const int64_t len = std::min(rows, n - begin);
     const Tensor x = hidden.narrow(0, begin, len);
     const Tensor y = labels.narrow(0, begin, len);
-    Tensor logits = linear(x, weight, bias);  // [len, V]
+    Tensor logits = linear(gemm, x, weight, bias);  // [len, V]
     liger::cuda_kernels::CrossEntropyArgs a = ce_args(logits, y, vocab, options.ce);
     if (any_grad) a.grad = logits.data_ptr();  // the chunk's logits become its gradient, in place
     a.grad_scale = mean_scale.defined() ? mean_scale.data_ptr<float>() : nullptr;
     check(liger::cuda_kernels::cross_entropy_rows(a, r.per_row.data_ptr<float>() + begin, nullptr, stream),
           "fused_linear_cross_entropy");
     if (grad_x) {
-      Tensor out = r.grad_hidden.narrow(0, begin, len);
-      at::mm_out(out, logits, weight);  // dL/dx = dlogits @ W
+      gemm(logits, weight, Tensor(), r.grad_hidden.narrow(0, begin, len));  // dL/dx = dlogits @ W
     }
     // dL/dW += dlogits^T @ x, accumulated in fp32 (bf16 accumulation across chunks drifts)
-    if (grad_w) {
-      if (begin == 0) {
-        at::mm_out(grad_w32, logits.t(), x, at::kFloat);
-      } else {
-        at::addmm_out(grad_w32, grad_w32, logits.t(), x, at::kFloat);
-      }
+    if (direct_w) {
+      r.grad_weight = gemm(logits.t(), x, Tensor(), Tensor());
+    } else if (grad_w) {
+      gemm(logits.t(), x, begin == 0 ? Tensor() : grad_w32, grad_w32);  // the first chunk writes, the others add
     }
     if (grad_b) grad_b32.add_(logits.sum(0, false, at::kFloat));
   }
-  if (grad_w) r.grad_weight = grad_w32.to(weight.scalar_type());  // cast: fp32 sum -> parameter dtype
+  if (grad_w && !direct_w) r.grad_weight = grad_w32.to(weight.scalar_type());  // cast: fp32 sum -> parameter dtype
   if (grad_b) r.grad_bias = grad_b32.to(bias.scalar_type());
   return r;
 }
@@ -226,8 +237,9 @@ FlceResult flce_lean(const Tensor& hidden, const Tensor& weight, const Tensor& b
   Tensor stats = at::empty({4, n}, f32);
   liger::cuda_kernels::RowStats s{stats[0].data_ptr<float>(), stats[1].data_ptr<float>(),
                           stats[2].data_ptr<float>(), stats[3].data_ptr<float>()};
+  const TunedGemmFn gemm = head_gemm(options);
   auto block_logits = [&](int64_t v0, int64_t len) {
-    return linear(hidden, weight.narrow(0, v0, len), bias.defined() ? bias.narrow(0, v0, len) : Tensor());
+    return linear(gemm, hidden, weight.narrow(0, v0, len), bias.defined() ? bias.narrow(0, v0, len) : Tensor());
   };
   for (int64_t v0 = 0; v0 < vocab; v0 += width) {
     const int64_t len = std::min(width, vocab - v0);
@@ -260,16 +272,12 @@ FlceResult flce_lean(const Tensor& hidden, const Tensor& weight, const Tensor& b
     a.grad_scale = mean_scale.defined() ? mean_scale.data_ptr<float>() : nullptr;
     check(liger::cuda_kernels::cross_entropy_block_grad(a, lse.data_ptr<float>(), stream), "fused_linear_cross_entropy");
     if (grad_w) {
-      Tensor out = r.grad_weight.narrow(0, v0, len);
-      at::mm_out(out, logits.t(), hidden);  // one GEMM per block: fp32 accumulation inside, no cross-chunk rounding
+      // one GEMM per block: fp32 accumulation inside, no cross-chunk rounding
+      gemm(logits.t(), hidden, Tensor(), r.grad_weight.narrow(0, v0, len));
     }
     if (grad_x) {
       const Tensor block_weight = weight.narrow(0, v0, len);
-      if (v0 == 0) {
-        at::mm_out(grad_x32, logits, block_weight, at::kFloat);
-      } else {
-        at::addmm_out(grad_x32, grad_x32, logits, block_weight, at::kFloat);
-      }
+      gemm(logits, block_weight, v0 == 0 ? Tensor() : grad_x32, grad_x32);  // the first block writes, the others add
     }
     if (grad_b) r.grad_bias.narrow(0, v0, len).copy_(logits.sum(0, false, at::kFloat));
   }
@@ -284,7 +292,8 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
                         const Tensor& bias_in, bool has_bias, const Tensor& labels_in,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
                         double softcap, int64_t reduction, double normalizer,
-                        const c10::optional<Tensor>& inverse_normalizer, double chunk_mb, int64_t mode) {
+                        const c10::optional<Tensor>& inverse_normalizer, double chunk_mb, int64_t mode,
+                        bool tuned_gemm) {
     FusedLinearCrossEntropyOptions options;
     options.ce.ignore_index = ignore_index;
     options.ce.label_smoothing = label_smoothing;
@@ -295,6 +304,7 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
     options.ce.inverse_normalizer = inverse_normalizer.value_or(Tensor());
     options.chunk_mb = chunk_mb;
     options.mode = static_cast<FlceMode>(mode);
+    options.tuned_gemm = tuned_gemm;
     const Tensor hidden = hidden_in.contiguous();
     const Tensor weight = weight_in.contiguous();
     const Tensor bias = has_bias ? bias_in.contiguous() : Tensor();
@@ -324,7 +334,7 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
       ctx->saved_data.erase(names[i]);
       apply_grad_output(grads[i], grad_outputs[0], /*per_row=*/false);
     }
-    return {grads[0], grads[1], grads[2], Tensor(), Tensor(), Tensor(), Tensor(),
+    return {grads[0], grads[1], grads[2], Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
             Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
@@ -363,7 +373,7 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
                              options.ce.z_loss_scale, options.ce.softcap,
                              static_cast<int64_t>(options.ce.reduction), options.ce.normalizer,
                              optional_tensor(options.ce.inverse_normalizer), options.chunk_mb,
-                             static_cast<int64_t>(options.mode));
+                             static_cast<int64_t>(options.mode), options.tuned_gemm);
 }
 
 }  // namespace liger::kernels::cuda

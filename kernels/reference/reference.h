@@ -60,6 +60,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
 Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionOptions& options);
 
+// ATen's mm / addmm (see ops.h TunedGemmFn); on the CPU an fp32 out of
+// 16-bit operands takes fp32 copies of them (the same fp32 accumulation).
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& out);
+
 // The unfused residual add + RMSNorm, shared with the composite backend:
 // checks that x and residual match, s = x + residual, then norm(s) with the
 // backend's own RMSNorm. Returns {norm(s), s}.

@@ -17,7 +17,7 @@ WORK=/tmp/session_check
 rm -rf "$WORK"
 mkdir -p "$WORK/kernels" "$WORK/e2e"
 OUT=$WORK/kernels TESTS=${TESTS:-test_kernels_cuda} FILTER=${FILTER:-} OPS=${OPS:-} \
-  TARGETS="test_kernels_cuda test_kernels_cuda_losses test_training test_optimizer liger-bench liger-train liger-compare" \
+  TARGETS="test_kernels_cuda test_kernels_cuda_losses test_kernels_cuda_tuned_gemm test_training test_optimizer liger-bench liger-train liger-compare" \
   bash scripts/device/kernels_check.sh > /dev/null 2>&1
 cp "$WORK/kernels/summary.txt" "$RESULTS/kernels.txt"
 grep -q "BUILD FAILED" "$RESULTS/kernels.txt" && { cat "$RESULTS/kernels.txt"; exit 1; }

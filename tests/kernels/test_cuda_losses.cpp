@@ -141,6 +141,7 @@ TEST_CASE("cuda fused_linear_cross_entropy (speed and lean) matches lm_head + re
       {256, 128, 128256, false, 8.0},  // Llama 3 vocabulary
       {64, 64, 256000, true, 16.0},    // Gemma vocabulary
       {1000, 64, 2048, false, 2.0},    // equal chunks rounded up to 128 rows, the last one shorter
+      {200, 64, 5000, true, 64.0},     // one chunk: the weight gradient straight from its GEMM
   };
   for (const auto& s : shapes) {
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {

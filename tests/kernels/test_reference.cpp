@@ -380,3 +380,35 @@ TEST_CASE("reference add_rms_norm rejects mismatched inputs", "[reference][add_r
     CHECK(message.find("add_rms_norm: residual is BFloat16 but x is Float") != std::string::npos);
   }
 }
+
+TEST_CASE("reference matmul: a @ b (+ c), into out, an fp32 out of bf16 operands", "[reference][matmul]") {
+  torch::manual_seed(19);
+  const Tensor a = torch::randn({5, 7}), b = torch::randn({3, 7}).t();  // b: a transposed view
+  const Tensor c = torch::randn({5, 3});
+  const Tensor exact = torch::mm(a.to(torch::kDouble), b.to(torch::kDouble));
+  const auto rel = [](const Tensor& got, const Tensor& want) {
+    return (got.to(torch::kDouble) - want).abs().max().item<double>() / want.abs().max().item<double>();
+  };
+  CHECK(rel(ref::matmul(a, b, Tensor(), Tensor()), exact) <= 1e-6);
+  CHECK(rel(ref::matmul(a, b, c, Tensor()), exact + c.to(torch::kDouble)) <= 1e-6);
+  Tensor acc = c.clone();
+  CHECK(ref::matmul(a, b, acc, acc).data_ptr() == acc.data_ptr());  // accumulate in place
+  CHECK(rel(acc, exact + c.to(torch::kDouble)) <= 1e-6);
+  // bf16 operands, fp32 out: the products of the bf16 values summed in fp32
+  const Tensor a16 = a.to(torch::kBFloat16), b16 = b.to(torch::kBFloat16);
+  const Tensor exact16 = torch::mm(a16.to(torch::kDouble), b16.to(torch::kDouble));
+  Tensor out32 = torch::empty({5, 3});
+  ref::matmul(a16, b16, Tensor(), out32);
+  CHECK(rel(out32, exact16) <= 1e-6);
+  Tensor acc32 = c.clone();
+  ref::matmul(a16, b16, acc32, acc32);
+  CHECK(rel(acc32, exact16 + c.to(torch::kDouble)) <= 1e-6);
+  // shapes that do not chain are refused with both shapes named
+  try {
+    ref::matmul(a, a, Tensor(), Tensor());
+    FAIL("no error for [5, 7] @ [5, 7]");
+  } catch (const std::exception& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("matmul: a [5, 7] and b [5, 7] are not [m, k] and [k, n]") != std::string::npos);
+  }
+}

@@ -293,3 +293,33 @@ TEST_CASE("add_rms_norm equals the add and the rms_norm of the resolved backend,
     }
   }
 }
+
+TEST_CASE("registry: the tuned_gemm toggle", "[registry]") {
+  SECTION("off by default: ATen's mm, not a fallback") {
+    const KernelSet set = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
+    const auto& s = set.selections()[static_cast<int>(Op::tuned_gemm)];
+    CHECK(s.describe() == "tuned_gemm: reference (toggle off)");
+    CHECK_FALSE(s.fallback);
+  }
+  SECTION("on, on a CPU: the reference, marked as a fallback; an error under strict") {
+    KernelToggles t;
+    t.tuned_gemm = true;
+    const KernelSet set = resolve_kernels(t, kCpu, torch::kFloat);
+    const auto& s = set.selections()[static_cast<int>(Op::tuned_gemm)];
+    INFO(s.describe());
+    CHECK(s.backend == Backend::reference);
+    CHECK(s.fallback);
+    t.strict = true;
+    const std::string message = thrown_message([&] { resolve_kernels(t, kCpu, torch::kFloat); });
+    INFO(message);
+    CHECK(contains(message, "kernels.strict: tuned_gemm wanted cuda"));
+    CHECK(contains(message, "kernels.tuned_gemm: false"));
+  }
+  SECTION("the set's matmul is a @ b (+ c)") {
+    const KernelSet set = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
+    torch::manual_seed(15);
+    const torch::Tensor a = torch::randn({4, 3}), b = torch::randn({3, 5}), c = torch::randn({4, 5});
+    CHECK(torch::allclose(set.matmul(a, b), torch::mm(a, b)));
+    CHECK(torch::allclose(set.matmul(a, b, c), torch::addmm(c, a, b)));
+  }
+}

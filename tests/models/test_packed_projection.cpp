@@ -11,6 +11,15 @@
 using at::Tensor;
 using liger::models::test::max_rel;
 
+namespace {
+
+const liger::kernels::KernelSet& reference_kernels() {
+  static const liger::kernels::KernelSet set = liger::kernels::KernelSet::reference();
+  return set;
+}
+
+}  // namespace
+
 TEST_CASE("packed projection: values and gradients equal one linear per weight") {
   for (const auto dtype : {at::kFloat, at::kBFloat16}) {
     INFO("dtype " << dtype);
@@ -24,7 +33,7 @@ TEST_CASE("packed projection: values and gradients equal one linear per weight")
     const Tensor x = x0.clone().requires_grad_(true);
     std::vector<Tensor> w;
     for (const Tensor& t : w0) w.push_back(t.clone().requires_grad_(true));
-    const Tensor y = liger::models::packed_projection(x, w);
+    const Tensor y = liger::models::packed_projection(reference_kernels(), x, w);
     REQUIRE(y.sizes() == at::IntArrayRef({2, 5, 24}));
     REQUIRE(y.requires_grad());
     y.backward(dy);
@@ -50,12 +59,25 @@ TEST_CASE("packed projection: values and gradients equal one linear per weight")
 
     SECTION("only one weight needs a gradient") {
       const Tensor w1 = w0[1].clone().requires_grad_(true);
-      liger::models::packed_projection(x0, {w0[0], w1, w0[2]}).backward(dy);
+      liger::models::packed_projection(reference_kernels(), x0, {w0[0], w1, w0[2]}).backward(dy);
       CHECK(max_rel(w1.grad(), we[1].grad()) <= tolerance);
+    }
+    SECTION("one weight: a plain linear layer") {
+      const Tensor x1 = x0.clone().requires_grad_(true), w1 = w0[0].clone().requires_grad_(true);
+      const Tensor y1 = liger::models::packed_projection(reference_kernels(), x1, {w1});
+      const Tensor x2 = x0.clone().requires_grad_(true), w2 = w0[0].clone().requires_grad_(true);
+      const Tensor y2 = torch::linear(x2, w2);
+      const Tensor dy1 = torch::randn({2, 5, 16}).to(dtype);
+      y1.backward(dy1);
+      y2.backward(dy1);
+      CHECK(y1.sizes() == y2.sizes());
+      CHECK(max_rel(y1, y2) <= tolerance);
+      CHECK(max_rel(x1.grad(), x2.grad()) <= tolerance);
+      CHECK(max_rel(w1.grad(), w2.grad()) <= tolerance);
     }
     SECTION("no gradients wanted: no graph") {
       torch::NoGradGuard no_grad;
-      CHECK_FALSE(liger::models::packed_projection(x, w).requires_grad());
+      CHECK_FALSE(liger::models::packed_projection(reference_kernels(), x, w).requires_grad());
     }
   }
 }
@@ -64,7 +86,7 @@ TEST_CASE("packed projection refuses weights that do not fit x") {
   const Tensor x = torch::randn({3, 8});
   auto message = [&](const std::vector<Tensor>& weights) {
     try {
-      liger::models::packed_projection(x, weights);
+      liger::models::packed_projection(reference_kernels(), x, weights);
     } catch (const std::exception& e) {
       return std::string(e.what());
     }
