@@ -12,7 +12,10 @@
 // there, pointer alignment) times the candidates and keeps the fastest as the
 // shape's plan: cublasGemmEx with its default algorithm (what ATen's mm runs)
 // and cuBLASLt's heuristic algorithms whose split-K partial sums, if any, are
-// kept in fp32 (no reduction in a 16-bit output type). The timed runs write D,
+// kept in fp32 (no reduction in a 16-bit output type). Timing is under
+// sustained load, as in a training step that holds the GPU at its power cap:
+// 0.2 s of cublasGemmEx first, then each candidate as a ~30 ms burst of
+// back-to-back products (about 0.5 s per shape, once). The timed runs write D,
 // which the product then overwrites, and only read A, B and C; when C is D
 // (accumulation in place) they write `scratch` instead, a buffer the size of
 // D (m rows of ldd elements), so nothing the caller owns changes. Tuning
