@@ -147,14 +147,14 @@ bool make_lt_problem(const Blas& b, const TunedGemm& g, Plan& p) {
          b.layout_create(&p.d, out, u(cm.m), u(cm.n), g.ldd) == CUBLAS_STATUS_SUCCESS;
 }
 
-// D (or `d_override`) = A' B' + beta C through cublasGemmEx, whose C is its D:
-// with C elsewhere, C is copied into D first (as ATen's addmm does).
+// cublasGemmEx's C is its D: a C elsewhere is first copied into `d` (as ATen's addmm does).
 cudaError_t copy_c(const TunedGemm& g, void* d, cudaStream_t stream) {
   if (g.c == nullptr || g.c == d) return cudaSuccess;
   const size_t e = dtype_size(g.out_dtype);
   return cudaMemcpy2DAsync(d, g.ldd * e, g.c, g.ldc * e, g.n * e, g.m, cudaMemcpyDeviceToDevice, stream);
 }
 
+// d = A' B' (+ d, when the product has a C) through cublasGemmEx.
 cublasStatus_t run_gemm_ex(const Blas& b, const TunedGemm& g, void* d) {
   const ColMajor cm = col_major(g);
   const float alpha = 1.f, beta = g.c ? 1.f : 0.f;
