@@ -50,11 +50,7 @@ constexpr Tolerance kHalfSum{2e-2, 2e-2};
 const torch::ScalarType kDtypes[] = {torch::kFloat, torch::kBFloat16, torch::kHalf};
 
 // True on a CUDA device; otherwise records why the test did nothing.
-bool have_cuda() {
-  if (torch::cuda::is_available()) return true;
-  WARN("no CUDA device: the cuda kernel tests are skipped here (they run on the GPU machine)");
-  return false;
-}
+bool have_cuda() { return liger::kernels::test::have_cuda_device("cuda kernel tests"); }
 
 std::string shape_name(at::IntArrayRef sizes) {
   std::string s = "[";

@@ -15,11 +15,7 @@ using liger::kernels::test::closeness;
 
 namespace {
 
-bool have_gpu() {
-  if (torch::cuda::is_available()) return true;
-  WARN("no CUDA GPU: skipping the CUDA loss tests");
-  return false;
-}
+bool have_gpu() { return liger::kernels::test::have_cuda_device("CUDA loss tests"); }
 
 struct Case {
   const char* name;

@@ -8,6 +8,7 @@
 #include "kernels/reference/reference.h"
 #include "kernels/registry.h"
 #include "tests/catch.h"
+#include "tests/kernels/test_utils.h"
 
 #include <torch/torch.h>
 
@@ -17,11 +18,7 @@ using torch::Tensor;
 
 namespace {
 
-bool have_cuda() {
-  if (torch::cuda::is_available()) return true;
-  WARN("no CUDA device: the tuned GEMM tests are skipped here (they run on the GPU machine)");
-  return false;
-}
+bool have_cuda() { return liger::kernels::test::have_cuda_device("tuned GEMM tests"); }
 
 // max |got - want| / max |want|, in double
 double max_rel(const Tensor& got, const Tensor& want) {

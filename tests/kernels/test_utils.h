@@ -220,4 +220,11 @@ std::string thrown_message(Fn&& fn) {
 
 inline std::string dtype_name(torch::ScalarType t) { return c10::toString(t); }
 
+// True on a CUDA device; otherwise records that `tests` were skipped here.
+inline bool have_cuda_device(const char* tests) {
+  if (torch::cuda::is_available()) return true;
+  WARN("no CUDA device: the " << tests << " are skipped here (they run on the GPU machine)");
+  return false;
+}
+
 }  // namespace liger::kernels::test
