@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=timestamp,power.draw,clocks.sm,clocks_throttle_reasons.ac
 sampler=$!
 run() {  # run NAME EXTRA...
   local name=$1; shift
-  OUT=/tmp/tuned_ab_$name EXTRA="$*" bash scripts/device/e2e_1b.sh "$STEPS" liger > /dev/null 2>&1
+  OUT=/tmp/tuned_ab_$name EXTRA="$*" POWER_SAMPLE=0 bash scripts/device/e2e_1b.sh "$STEPS" liger > /dev/null 2>&1
   echo "$name: $(grep tokens_per_s /tmp/tuned_ab_$name/summary.txt)" >> "$OUT/ab.txt"
 }
 : > "$OUT/ab.txt"
@@ -24,31 +24,9 @@ run on1 --set kernels.tuned_gemm=true
 run off2 --set kernels.tuned_gemm=false
 run on2 --set kernels.tuned_gemm=true
 grep -h "gemm [0-9]" /tmp/tuned_ab_on1/liger_bf16.log | cut -c1-200 >> "$OUT/ab.txt"
-(cd scripts/baselines && python3 hf_llama_single.py --preset llama3_1b --micro-batch 4 --seq-len 2048 --steps 30 \
+(cd scripts/baselines && python3 hf_llama_single.py --preset llama3_1b --micro-batch 4 --seq-len 2048 --steps "$STEPS" \
   --warmup 5 --precision bf16 --json /tmp/tuned_ab_hf.json > /dev/null 2>&1)
 echo "HF bf16: $(tr -d '\n' < /tmp/tuned_ab_hf.json | cut -c1-300)" >> "$OUT/ab.txt"
 kill "$sampler"
-# Busy stretches (power > 300 W): their length, median power and SM clock, and how often the cap held.
-python3 - /tmp/tuned_ab_power.csv > "$OUT/power.txt" <<'PY'
-import csv, sys
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) >= 4]
-def num(x):
-    try:
-        return float(x.strip().split()[0])
-    except (ValueError, IndexError):
-        return None
-run = []
-def flush():
-    if len(run) >= 4:
-        p = sorted(num(r[1]) for r in run); c = sorted(num(r[2]) for r in run)
-        capped = sum(1 for r in run if r[3].strip() == "0x0000000000000004")
-        print(f"{run[0][0].strip()}  {len(run) / 4:5.1f} s  power {p[len(p) // 2]:.0f} W  sm {c[len(c) // 2]:.0f} MHz  "
-              f"power-capped {capped}/{len(run)}")
-for r in rows:
-    if (num(r[1]) or 0) > 300:
-        run.append(r)
-    else:
-        flush(); run = []
-flush()
-PY
+python3 scripts/device/power_stretches.py /tmp/tuned_ab_power.csv > "$OUT/power.txt"
 cat "$OUT/ab.txt" "$OUT/power.txt"
