@@ -183,7 +183,8 @@ TEST_CASE("cuda rms_norm matches reference", "[cuda][rms_norm]") {
     for (auto dtype : kDtypes) {
       for (const Mode& mode : modes) {
         torch::manual_seed(10);
-        const Tensor x = torch::randn(shape, torch::device(kCuda)).to(dtype);
+        // Rows of rms 2.5, not 1: r = 0.4, so every power of r in the backward shows.
+        const Tensor x = (torch::randn(shape, torch::device(kCuda)) * 2.5).to(dtype);
         const int64_t d = shape.back();
         const Tensor w =
             (torch::randn({d}, torch::device(kCuda)) * 0.1 + (mode.offset == 0.0 ? 1.0 : 0.0))
@@ -291,8 +292,10 @@ TEST_CASE("cuda fused_add_rms_norm without a residual: {rms_norm(x), x}, both gr
           "[cuda][fused_add_rms_norm]") {
   if (!have_cuda()) return;
   // 4096 rows of 2048: several rows per block at 4 blocks per SM (the
-  // backward's persistent loop and its dw partial rows); 123: one-element vectors.
-  const std::vector<std::vector<int64_t>> shapes = {{8, 512, 2048}, {5, 123, 123}};
+  // backward's persistent loop, its shared-memory stages refilled, and its dw
+  // partial rows); 33000 rows of 128: 8 rows per block, about 8 turns of the
+  // loop, the last one partly past the end; 123: one-element vectors.
+  const std::vector<std::vector<int64_t>> shapes = {{8, 512, 2048}, {33000, 128}, {5, 123, 123}};
   for (const auto& shape : shapes) {
     for (auto dtype : kDtypes) {
       torch::manual_seed(15);
