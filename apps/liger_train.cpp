@@ -5,6 +5,7 @@
 #include "data/data_error.h"
 #include "trainer/config.h"
 #include "trainer/config_schema.h"
+#include "trainer/device_memory.h"
 #include "trainer/dry_run.h"
 #include "trainer/logging/log.h"
 #include "trainer/trainer.h"
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
       if (at != std::string::npos) estimate = "; " + report.substr(at, report.find('\n', at) - at);
     } catch (...) {
     }
-    std::cerr << "out of memory: " << first_line(error.what()) << estimate
+    std::cerr << "out of memory: " << liger::trainer::describe_out_of_memory(error.what()) << estimate
               << " -- to fit, turn on training.activation_checkpointing: full and "
                  "kernels.fused_linear_cross_entropy: true, lower training.micro_batch_size or data.seq_len, "
                  "use training.precision: bf16, or shard over more GPUs (scripts/launch.sh); "

@@ -29,6 +29,17 @@ double device_peak_bf16_flops(const c10::Device& device) {
   return 0.0;
 }
 
+std::string describe_out_of_memory(const std::string& allocator_message) {
+  std::string text = allocator_message.substr(0, allocator_message.find('\n'));
+  // PyTorch's advice starts with one of these sentences (c10's caching allocator).
+  for (const char* advice : {" If reserved but unallocated memory is large", " See documentation for Memory Management"}) {
+    const auto at = text.find(advice);
+    if (at != std::string::npos) text.erase(at);
+  }
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
 void reset_peak_memory(const c10::Device& device) {
   if (device.is_cuda()) {
     c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());

@@ -5,6 +5,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <string>
 
 namespace liger::trainer {
 
@@ -13,5 +14,11 @@ void reset_peak_memory(const c10::Device& device);
 // Dense bf16 peak FLOP/s of the device, from its name (H100/H200: 989e12,
 // A100: 312e12); 0 when unknown (cpu, other GPUs).
 double device_peak_bf16_flops(const c10::Device& device);
+// The facts of an allocator's out-of-memory message (its first line: what was
+// asked for, what the device holds and has free), without PyTorch's advice on
+// allocator settings and documentation links that follow them: the trainer's
+// own message goes on with the estimate and the switches that cut memory.
+// A message of another form comes back as its first line.
+std::string describe_out_of_memory(const std::string& allocator_message);
 
 }  // namespace liger::trainer
