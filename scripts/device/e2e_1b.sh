@@ -4,7 +4,9 @@
 # bf16-mixed) beside HF transformers (+ Liger-Kernel when its wheel is under
 # wheels/) in the same call, then the 64K-context run (fused loss +
 # activation checkpointing) and the same with both off (must end with one
-# out-of-memory line). Results in $OUT/summary.txt.
+# out-of-memory line). Results in $OUT/summary.txt, beside logs, JSON and
+# power.csv: more files than the device tool brings back (8), so in a device
+# call point OUT at a folder under /tmp and copy summary.txt into the call's $OUT.
 #   bash scripts/device/e2e_1b.sh [STEPS] [PARTS]
 # PARTS: any of "liger mixed hf long" (default all; liger = pure bf16, mixed =
 # bf16-mixed). PROFILE_STEPS=N profiles N steps of the liger runs (from step
