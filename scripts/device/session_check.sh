@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for a change to the kernels and the model: the GPU kernel
 # tests (FILTER), liger-bench of OPS, then the end-to-end 1B benchmark parts
-# (PARTS of scripts/device/e2e_1b.sh) and, with CONVERGENCE_STEPS > 0, the
+# (PARTS of bench/e2e_1b.sh) and, with CONVERGENCE_STEPS > 0, the
 # bf16 GPU convergence run with the rounding-noise parameter check. Keeps at
 # most 8 small files in $OUT (the device tool's limit).
 # TRAINER_FILTER: a Catch2 spec run from tests/trainer/test_training (e.g.
@@ -33,12 +33,12 @@ if [[ -n ${PARTS:-} ]]; then
   : > "$RESULTS/e2e.txt"
   for mode in ${GRAPH_MODES:-false}; do
     OUT=$WORK/e2e_$mode EXTRA="--set training.cuda_graphs=$mode" PROFILE_STEPS=${PROFILE_STEPS:-0} \
-      bash scripts/device/e2e_1b.sh "${E2E_STEPS:-40}" "$PARTS" > /dev/null 2>&1
+      bash bench/e2e_1b.sh "${E2E_STEPS:-40}" "$PARTS" > /dev/null 2>&1
     { echo "== training.cuda_graphs=$mode"; cat "$WORK/e2e_$mode/summary.txt"
       grep -hE "cuda graphs|error|Error" "$WORK"/e2e_$mode/liger_*.log | cut -c1-400 | head -5; } >> "$RESULTS/e2e.txt"
     for trace in "$WORK"/e2e_$mode/liger_*/profile/rank-0.json; do
       [[ -f $trace ]] || continue
-      { echo "idle gaps of $trace:"; python3 scripts/device/trace_gaps.py "$trace" 25; } >> "$RESULTS/e2e.txt" 2>&1
+      { echo "idle gaps of $trace:"; python3 scripts/trace_gaps.py "$trace" 25; } >> "$RESULTS/e2e.txt" 2>&1
     done
   done
 fi

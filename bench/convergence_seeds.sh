@@ -5,10 +5,10 @@
 # per-step loss difference and the worst tensor's distance in units of the
 # resplit reference's rounding noise; then the median and the largest ratio.
 # Run it on the code before and after a numerics change and compare.
-#   SEEDS="1 2 3 4" STEPS=100 bash scripts/device/convergence_seeds.sh [--set KEY=VAL ...]
+#   SEEDS="1 2 3 4" STEPS=100 bash bench/convergence_seeds.sh [--set KEY=VAL ...]
 # (extra arguments go to every convergence.sh run; LIGER_BUILD_DIR as there)
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 SEEDS=${SEEDS:-"1 2 3 4"}

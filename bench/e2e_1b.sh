@@ -7,12 +7,12 @@
 # out-of-memory line). Results in $OUT/summary.txt, beside logs, JSON and
 # power.csv: more files than the device tool brings back (8), so in a device
 # call point OUT at a folder under /tmp and copy summary.txt into the call's $OUT.
-#   bash scripts/device/e2e_1b.sh [STEPS] [PARTS]
+#   bash bench/e2e_1b.sh [STEPS] [PARTS]
 # PARTS: any of "liger mixed hf long" (default all; liger = pure bf16, mixed =
 # bf16-mixed). PROFILE_STEPS=N profiles N steps of the liger runs (from step
 # 10; Kineto trace + device time by kernel, summarised in summary.txt).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 STEPS=${1:-40}
@@ -22,7 +22,7 @@ PROFILE_STEPS=${PROFILE_STEPS:-0}
 # warm-up steps), so a machine that slows as it heats weighs on both alike.
 HF_STEPS=${HF_STEPS:-$STEPS}
 # POWER_SAMPLE=1 (default): nvidia-smi samples power and SM clock every 250 ms;
-# summary.txt ends with the busy stretches (scripts/device/power_stretches.py).
+# summary.txt ends with the busy stretches (bench/power_stretches.py).
 POWER_SAMPLE=${POWER_SAMPLE:-1}
 BUILD=build-gpu
 if [[ $POWER_SAMPLE == 1 ]]; then
@@ -102,6 +102,6 @@ fi
 if [[ $POWER_SAMPLE == 1 ]]; then
   kill "$sampler"; wait "$sampler" 2> /dev/null
   echo "busy stretches (start, length, median power and SM clock, samples at the power cap):" >> "$OUT/summary.txt"
-  python3 scripts/device/power_stretches.py "$OUT/power.csv" >> "$OUT/summary.txt"
+  python3 bench/power_stretches.py "$OUT/power.csv" >> "$OUT/summary.txt"
 fi
 cat "$OUT/summary.txt"

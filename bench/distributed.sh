@@ -6,10 +6,10 @@
 #   c) the PyTorch FSDP2 + HF transformers baseline (and + Liger-Kernel when
 #      its wheel is carried in under wheels/), same shapes, batch and sequence.
 # Results (metrics, logs, JSON) go to $OUT.
-#   bash scripts/device/distributed_suite.sh [STEPS] [PARTS]   PARTS: any of a l b c (default "a l b c";
-#   l = a with kernels.flce_mode=lean, p = SDPA probe)
+#   bash bench/distributed.sh [STEPS] [PARTS]   PARTS: any of a l b c (default "a l b c";
+#   l = a with kernels.flce_mode=lean)
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 STEPS=${1:-20}
@@ -26,9 +26,6 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="
 ninja -C "$BUILD" -j16 liger-train > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 
-if [[ $PARTS == *p* ]]; then
-  python3 scripts/device/sdpa_probe.py 8192 2>&1 | grep -v Warning | tee "$OUT/sdpa_probe.txt"
-fi
 run8b=(--config configs/llama3_8b.yaml --set training.steps="$STEPS" --set training.gradient_accumulation_steps=1
        --set training.micro_batch_size=1 --set data.seq_len=8192 --set training.activation_checkpointing=full
        --set training.warmup_steps=2 --set logging.every=1 --set checkpoint.every=0 --set checkpoint.save_final=false
