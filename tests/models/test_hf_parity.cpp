@@ -8,7 +8,7 @@
 // compare. Then we export and HF must load the export with identical logits.
 //
 // Defaults: CPU, fp32, tolerance 1e-5 (max |ours - HF| / max |HF|). The bf16
-// GPU run (scripts/device/hf_parity_bf16.sh) sets LIGER_PARITY_DEVICE=cuda,
+// GPU run (bash bench/gpu_check.sh parity) sets LIGER_PARITY_DEVICE=cuda,
 // LIGER_PARITY_DTYPE=bf16 and looser tolerances.
 #include "kernels/registry.h"
 #include "models/hf.h"

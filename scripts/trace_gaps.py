@@ -3,7 +3,7 @@
 writes <output_dir>/profile/rank-R.json), merges the device activity of all
 streams, and prints the busy fraction and the longest idle gaps with the
 kernels on either side.
-    python3 scripts/device/trace_gaps.py TRACE.json [TOP]"""
+    python3 scripts/trace_gaps.py TRACE.json [TOP]"""
 import json
 import sys
 

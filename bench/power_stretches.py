@@ -6,7 +6,7 @@ clocks_throttle_reasons.active --format=csv,noheader -lms 250`. A busy stretch
 is a run of at least 4 samples above 300 W; for each it prints its start, its
 length, the median power and SM clock, and how many samples had the software
 power cap (throttle reason 0x4) active: is the step clock-limited by the cap?
-    python3 scripts/device/power_stretches.py SAMPLES.csv
+    python3 bench/power_stretches.py SAMPLES.csv   (bench/e2e_1b.sh runs it on its power.csv)
 """
 import csv
 import sys
