@@ -11,28 +11,9 @@
 
 namespace liger::kernels {
 
-// Every kernel of one backend; nullptr where the backend has none.
-struct OpTable {
-  RmsNormFn rms_norm = nullptr;
-  AddRmsNormFn add_rms_norm = nullptr;
-  LayerNormFn layer_norm = nullptr;
-  RopeFn rope = nullptr;
-  RopeQkvFn rope_qkv = nullptr;
-  GluFn swiglu = nullptr;
-  GluFn geglu = nullptr;
-  GluRecomputeFn swiglu_recompute = nullptr;  // served with swiglu
-  GluRecomputeFn geglu_recompute = nullptr;   // served with geglu
-  CrossEntropyFn cross_entropy = nullptr;
-  FusedLinearCrossEntropyFn fused_linear_cross_entropy = nullptr;
-  AttentionFn attention = nullptr;
-  TunedGemmFn tuned_gemm = nullptr;
-
-  bool has(Op op) const;
-};
-
 struct BackendProvider {
   Backend backend;
-  OpTable ops;
+  OpTable ops;  // its kernels (kernels/op_table.h); nullptr where it has none
   // Why this backend cannot serve `op` on `device` with compute `dtype`, or ""
   // when it can. Only inspects the arguments: must not touch the device.
   std::string (*unavailable)(Op op, c10::Device device, c10::ScalarType dtype);
@@ -48,5 +29,7 @@ const BackendProvider& composite_backend();
 // kernels/cuda/backend.cpp in CUDA builds and kernels/cuda/no_backend.cpp
 // otherwise (kernels/CMakeLists.txt picks one).
 const BackendProvider* cuda_backend();
+// The provider of `backend`, or nullptr when this build has none.
+const BackendProvider* backend_provider(Backend backend);
 
 }  // namespace liger::kernels

@@ -1,7 +1,8 @@
-// The op API that models call. Every op has one signature here and one
-// implementation per backend (kernels/reference, kernels/composite,
-// kernels/cuda); a KernelSet (kernels/registry.h) holds the implementation the
-// registry chose for each op. Nothing above kernels/ names a backend.
+// The op API that models call. Every op has one signature here, one line in
+// kernels/op_list.h and one implementation per backend (kernels/reference,
+// kernels/composite, kernels/cuda); a KernelSet (kernels/registry.h) holds the
+// implementation the registry chose for each op. Nothing above kernels/ names
+// a backend.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -7,8 +7,10 @@
 
 #include <c10/util/Exception.h>
 
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <vector>
 
 namespace liger::kernels {
@@ -22,46 +24,56 @@ const char* backend_name(Backend backend) {
   return "unknown";
 }
 
-const char* op_name(Op op) {
-  switch (op) {
-    case Op::rms_norm: return "rms_norm";
-    case Op::add_rms_norm: return "add_rms_norm";
-    case Op::layer_norm: return "layer_norm";
-    case Op::rope: return "rope";
-    case Op::rope_qkv: return "rope_qkv";
-    case Op::swiglu: return "swiglu";
-    case Op::geglu: return "geglu";
-    case Op::cross_entropy: return "cross_entropy";
-    case Op::fused_linear_cross_entropy: return "fused_linear_cross_entropy";
-    case Op::attention: return "attention";
-    case Op::tuned_gemm: return "tuned_gemm";
+const BackendProvider* backend_provider(Backend backend) {
+  switch (backend) {
+    case Backend::reference: return &reference_backend();
+    case Backend::composite: return &composite_backend();
+    case Backend::cuda: return cuda_backend();
   }
-  return "unknown";
+  return nullptr;
 }
 
-bool OpTable::has(Op op) const {
-  switch (op) {
-    case Op::rms_norm: return rms_norm != nullptr;
-    case Op::add_rms_norm: return add_rms_norm != nullptr;
-    case Op::layer_norm: return layer_norm != nullptr;
-    case Op::rope: return rope != nullptr;
-    case Op::rope_qkv: return rope_qkv != nullptr;
-    case Op::swiglu: return swiglu != nullptr && swiglu_recompute != nullptr;
-    case Op::geglu: return geglu != nullptr && geglu_recompute != nullptr;
-    case Op::cross_entropy: return cross_entropy != nullptr;
-    case Op::fused_linear_cross_entropy: return fused_linear_cross_entropy != nullptr;
-    case Op::attention: return attention != nullptr;
-    case Op::tuned_gemm: return tuned_gemm != nullptr;
-  }
-  return false;
+namespace {
+
+// The list's columns, one table each, indexed by Op (entry i of the list is Op i).
+#define LIGER_OP_NAME(op, toggle, Kernel, doc) #op,
+constexpr const char* kOpNames[] = {LIGER_KERNEL_OPS(LIGER_OP_NAME)};
+#undef LIGER_OP_NAME
+#define LIGER_OP_DOC(op, toggle, Kernel, doc) doc,
+constexpr const char* kOpDocs[] = {LIGER_KERNEL_OPS(LIGER_OP_DOC)};
+#undef LIGER_OP_DOC
+// The toggle's name; "" for no_toggle.
+#define LIGER_OP_TOGGLE(op, toggle, Kernel, doc) \
+  (std::string_view(#toggle) == "no_toggle" ? "" : #toggle),
+constexpr const char* kToggleNames[] = {LIGER_KERNEL_OPS(LIGER_OP_TOGGLE)};
+#undef LIGER_OP_TOGGLE
+static_assert(std::size(kOpNames) == kNumOps && std::size(kOpDocs) == kNumOps &&
+                  std::size(kToggleNames) == kNumOps,
+              "one name, doc and toggle per op of LIGER_KERNEL_OPS");
+
+// The toggles under the names the list gives them: KernelToggles' members,
+// and no_toggle for an op that has none (never on).
+struct ListedToggles : KernelToggles {
+  bool no_toggle = false;
+};
+
+}  // namespace
+
+const char* op_name(Op op) { return kOpNames[static_cast<int>(op)]; }
+const char* op_doc(Op op) { return kOpDocs[static_cast<int>(op)]; }
+
+const char* toggle_name(Op op) {
+  const char* name = kToggleNames[static_cast<int>(op)];
+  return *name != '\0' ? name : nullptr;
 }
 
 KernelToggles KernelToggles::all_off() {
-  KernelToggles t;
-  t.rms_norm = t.layer_norm = t.rope = t.swiglu = t.geglu = false;
-  t.cross_entropy = t.fused_linear_cross_entropy = t.tuned_gemm = false;
+  ListedToggles t;
+#define LIGER_TOGGLE_OFF(op, toggle, Kernel, doc) t.toggle = false;
+  LIGER_KERNEL_OPS(LIGER_TOGGLE_OFF)
+#undef LIGER_TOGGLE_OFF
   t.strict = false;
-  return t;
+  return t;  // the KernelToggles part
 }
 
 std::string Selection::describe() const {
@@ -74,39 +86,18 @@ std::string Selection::describe() const {
 
 namespace {
 
-constexpr Op kAllOps[kNumOps] = {
-    Op::rms_norm, Op::add_rms_norm, Op::layer_norm,
-    Op::rope, Op::rope_qkv, Op::swiglu, Op::geglu,
-    Op::cross_entropy, Op::fused_linear_cross_entropy, Op::attention, Op::tuned_gemm,
-};
+// The config key of an op's toggle: "kernels.rms_norm" (also for add_rms_norm).
+std::string toggle_key(Op op) { return std::string("kernels.") + toggle_name(op); }
 
-// The op whose toggle switches `op`: the residual add + RMSNorm and the
-// packed-projection RoPE have no keys of their own and follow kernels.rms_norm
-// and kernels.rope.
-Op toggle_op(Op op) {
+// Whether the toggle that switches `op` is on.
+bool toggle_on(const KernelToggles& toggles, Op op) {
+  ListedToggles t;
+  static_cast<KernelToggles&>(t) = toggles;
   switch (op) {
-    case Op::add_rms_norm: return Op::rms_norm;
-    case Op::rope_qkv: return Op::rope;
-    default: return op;
-  }
-}
-
-// The config key of an op's toggle.
-std::string toggle_key(Op op) { return std::string("kernels.") + op_name(toggle_op(op)); }
-
-bool toggle_of(const KernelToggles& t, Op op) {
-  switch (op) {
-    case Op::rms_norm: return t.rms_norm;
-    case Op::add_rms_norm: return toggle_of(t, toggle_op(op));
-    case Op::layer_norm: return t.layer_norm;
-    case Op::rope: return t.rope;
-    case Op::rope_qkv: return toggle_of(t, toggle_op(op));
-    case Op::swiglu: return t.swiglu;
-    case Op::geglu: return t.geglu;
-    case Op::cross_entropy: return t.cross_entropy;
-    case Op::fused_linear_cross_entropy: return t.fused_linear_cross_entropy;
-    case Op::attention: return false;  // no toggle: always SDPA
-    case Op::tuned_gemm: return t.tuned_gemm;
+#define LIGER_TOGGLE_VALUE(op, toggle, Kernel, doc) \
+  case Op::op: return t.toggle;
+    LIGER_KERNEL_OPS(LIGER_TOGGLE_VALUE)
+#undef LIGER_TOGGLE_VALUE
   }
   return false;
 }
@@ -147,15 +138,14 @@ struct Choice {
 
 Choice choose(const KernelToggles& toggles, Op op, c10::Device device, c10::ScalarType dtype) {
   const BackendProvider* reference = &reference_backend();
-  if (op == Op::attention) {
-    return {{op, Backend::reference, "sdpa: at::scaled_dot_product_attention on every backend",
-             false},
-            reference};
-  }
+  // An op without a toggle is the same on every backend: the reference, and
+  // the list's doc says why.
+  if (toggle_name(op) == nullptr) return {{op, Backend::reference, op_doc(op), false}, reference};
   // "toggle", or "toggle kernels.rms_norm" for an op switched by another op's toggle.
   const std::string toggle =
-      toggle_op(op) == op ? std::string("toggle") : "toggle " + toggle_key(op);
-  if (!toggle_of(toggles, op)) return {{op, Backend::reference, toggle + " off", false}, reference};
+      std::string_view(toggle_name(op)) == op_name(op) ? std::string("toggle")
+                                                       : "toggle " + toggle_key(op);
+  if (!toggle_on(toggles, op)) return {{op, Backend::reference, toggle + " off", false}, reference};
 
   const std::vector<Candidate> candidates = fused_candidates(device);
   std::string first_reason;  // why the preferred backend does not serve
@@ -204,28 +194,7 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
     }
 
     const Backend backend = selection.backend;
-    const OpTable& ops = choice.provider->ops;
-    switch (op) {
-      case Op::rms_norm: set.rms_norm_ = ops.rms_norm; break;
-      case Op::add_rms_norm: set.add_rms_norm_ = ops.add_rms_norm; break;
-      case Op::layer_norm: set.layer_norm_ = ops.layer_norm; break;
-      case Op::rope: set.rope_ = ops.rope; break;
-      case Op::rope_qkv: set.rope_qkv_ = ops.rope_qkv; break;
-      case Op::swiglu:
-        set.swiglu_ = ops.swiglu;
-        set.swiglu_recompute_ = ops.swiglu_recompute;
-        break;
-      case Op::geglu:
-        set.geglu_ = ops.geglu;
-        set.geglu_recompute_ = ops.geglu_recompute;
-        break;
-      case Op::cross_entropy: set.cross_entropy_ = ops.cross_entropy; break;
-      case Op::fused_linear_cross_entropy:
-        set.fused_linear_cross_entropy_ = ops.fused_linear_cross_entropy;
-        break;
-      case Op::attention: set.attention_ = ops.attention; break;
-      case Op::tuned_gemm: set.tuned_gemm_ = ops.tuned_gemm; break;
-    }
+    set.kernels_.take(op, choice.provider->ops);
     set.backends_[static_cast<int>(op)] = backend;
     set.selections_.push_back(std::move(selection));
   }
@@ -237,7 +206,7 @@ KernelSet KernelSet::reference() {
   KernelSet set =
       resolve_kernels(KernelToggles::all_off(), c10::Device(c10::kCPU), c10::kFloat);
   for (Selection& s : set.selections_) {
-    if (s.op != Op::attention) s.reason = "reference set";
+    if (toggle_name(s.op) != nullptr) s.reason = "reference set";  // else the op's doc
   }
   return set;
 }

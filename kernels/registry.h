@@ -7,6 +7,8 @@
 // with `strict` a fallback is an error (std::runtime_error naming the op).
 #pragma once
 
+#include "kernels/op_list.h"
+#include "kernels/op_table.h"
 #include "kernels/ops.h"
 
 #include <c10/core/Device.h>
@@ -19,25 +21,15 @@
 namespace liger::kernels {
 
 enum class Backend { reference, composite, cuda };
-enum class Op {
-  rms_norm,
-  add_rms_norm,  // residual add + RMSNorm; no toggle of its own: follows rms_norm
-  layer_norm,
-  rope,
-  rope_qkv,  // RoPE of a packed q|k|v projection; no toggle of its own: follows rope
-  swiglu,
-  geglu,
-  cross_entropy,
-  fused_linear_cross_entropy,
-  attention,
-  tuned_gemm,  // the linear layers' matrix products
-};
-constexpr int kNumOps = 11;
+// Every backend, in the enum's order (which one a toggle prefers is the
+// registry's business: see registry.cpp).
+constexpr std::array<Backend, 3> kAllBackends = {Backend::reference, Backend::composite,
+                                                 Backend::cuda};
 
 const char* backend_name(Backend backend);
-const char* op_name(Op op);
 
-// The kernels: section of the config, in Liger-Kernel's names.
+// The kernels: section of the config, in Liger-Kernel's names. Each op of
+// kernels/op_list.h names the member that switches it.
 struct KernelToggles {
   bool rms_norm = true;  // also switches add_rms_norm (the residual add + RMSNorm)
   bool layer_norm = true;
@@ -65,11 +57,13 @@ struct Selection {
   std::string describe() const;
 };
 
-// The implementation chosen for each op. Models call ops through this.
+// The implementation chosen for each op. Models call ops through this: one
+// call per op of kernels/op_list.h (matmul for tuned_gemm), plus the
+// companions (swiglu_recompute, geglu_recompute).
 class KernelSet {
  public:
   Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& options) const {
-    return rms_norm_(x, weight, options);
+    return kernels_.rms_norm(x, weight, options);
   }
   // {rms_norm(s), s} with s = x + residual in x's dtype (see ops.h); an
   // undefined residual gives {rms_norm(x), x}: x passed through, so that on
@@ -78,50 +72,52 @@ class KernelSet {
   std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual,
                                          const Tensor& weight,
                                          const RmsNormOptions& options) const {
-    return add_rms_norm_(x, residual, weight, options);
+    return kernels_.add_rms_norm(x, residual, weight, options);
   }
   Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) const {
-    return layer_norm_(x, weight, bias, eps);
+    return kernels_.layer_norm(x, weight, bias, eps);
   }
   std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& cos,
                                  const Tensor& sin) const {
-    return rope_(q, k, cos, sin);
+    return kernels_.rope(q, k, cos, sin);
   }
   // {rope(q), rope(k), v} of a packed qkv [B, T, Hq + 2 Hk, D] (see ops.h).
   QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
                     const Tensor& sin) const {
-    return rope_qkv_(qkv, heads_q, heads_k, cos, sin);
+    return kernels_.rope_qkv(qkv, heads_q, heads_k, cos, sin);
   }
-  Tensor swiglu(const Tensor& gate, const Tensor& up) const { return swiglu_(gate, up); }
-  Tensor geglu(const Tensor& gate, const Tensor& up) const { return geglu_(gate, up); }
+  Tensor swiglu(const Tensor& gate, const Tensor& up) const { return kernels_.swiglu(gate, up); }
+  Tensor geglu(const Tensor& gate, const Tensor& up) const { return kernels_.geglu(gate, up); }
   // The recomputing backward of swiglu / geglu (see ops.h), from the same backend.
   GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
                                  bool overwrite_inputs) const {
-    return swiglu_recompute_(gate, up, dh, overwrite_inputs);
+    return kernels_.swiglu_recompute(gate, up, dh, overwrite_inputs);
   }
   GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
                                 bool overwrite_inputs) const {
-    return geglu_recompute_(gate, up, dh, overwrite_inputs);
+    return kernels_.geglu_recompute(gate, up, dh, overwrite_inputs);
   }
   Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
                        const CrossEntropyOptions& options) const {
-    return cross_entropy_(logits, labels, options);
+    return kernels_.cross_entropy(logits, labels, options);
   }
   Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& bias,
                                     const Tensor& labels,
                                     const FusedLinearCrossEntropyOptions& options) const {
-    if (!tuned_head_gemm_) return fused_linear_cross_entropy_(hidden, weight, bias, labels, options);
+    if (!tuned_head_gemm_) {
+      return kernels_.fused_linear_cross_entropy(hidden, weight, bias, labels, options);
+    }
     FusedLinearCrossEntropyOptions tuned = options;  // the head's GEMMs follow kernels.tuned_gemm
     tuned.tuned_gemm = true;
-    return fused_linear_cross_entropy_(hidden, weight, bias, labels, tuned);
+    return kernels_.fused_linear_cross_entropy(hidden, weight, bias, labels, tuned);
   }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                    const AttentionOptions& options) const {
-    return attention_(q, k, v, options);
+    return kernels_.attention(q, k, v, options);
   }
   // a @ b (+ c), into out when defined (see ops.h TunedGemmFn).
   Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c = Tensor(), const Tensor& out = Tensor()) const {
-    return tuned_gemm_(a, b, c, out);
+    return kernels_.tuned_gemm(a, b, c, out);
   }
 
   Backend backend(Op op) const { return backends_[static_cast<int>(op)]; }
@@ -134,19 +130,7 @@ class KernelSet {
 
  private:
   friend KernelSet resolve_kernels(const KernelToggles&, c10::Device, c10::ScalarType);
-  RmsNormFn rms_norm_ = nullptr;
-  AddRmsNormFn add_rms_norm_ = nullptr;
-  LayerNormFn layer_norm_ = nullptr;
-  RopeFn rope_ = nullptr;
-  RopeQkvFn rope_qkv_ = nullptr;
-  GluFn swiglu_ = nullptr;
-  GluFn geglu_ = nullptr;
-  GluRecomputeFn swiglu_recompute_ = nullptr;
-  GluRecomputeFn geglu_recompute_ = nullptr;
-  CrossEntropyFn cross_entropy_ = nullptr;
-  FusedLinearCrossEntropyFn fused_linear_cross_entropy_ = nullptr;
-  AttentionFn attention_ = nullptr;
-  TunedGemmFn tuned_gemm_ = nullptr;
+  OpTable kernels_;  // the kernel of each op (and its companions), from the backend chosen
   std::array<Backend, kNumOps> backends_{};
   std::vector<Selection> selections_;
   bool use_flce_ = false;
