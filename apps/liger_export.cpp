@@ -8,6 +8,9 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -24,14 +27,18 @@ int main(int argc, char** argv) {
   double max_shard_mb = 5.0 * 1024;
   app.add_option("--checkpoint", checkpoint, "checkpoint folder (runs/NAME/step-N)")->required();
   app.add_option("--out", out, "output folder (created; earlier model weights in it are replaced)")->required();
+  std::vector<std::string> dtype_choices = {"auto"};
+  for (const std::string& name : liger::config::enum_names<liger::config::Dtype>()) dtype_choices.push_back(name);
   app.add_option("--dtype", dtype, "storage dtype: auto (the run's model.dtype), fp32, bf16, fp16")
-      ->check(CLI::IsMember({"auto", "fp32", "bf16", "fp16"}));
+      ->check(CLI::IsMember(dtype_choices));
   app.add_option("--max-shard-mb", max_shard_mb, "split the weights into shards of at most this size (MiB)")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   try {
     const int64_t max_shard_bytes = static_cast<int64_t>(max_shard_mb * 1024 * 1024);
-    std::cout << liger::trainer::export_checkpoint(checkpoint, out, dtype, max_shard_bytes) << "\n";
+    // auto: the checkpoint's dtype (nullopt); else the dtype of that name.
+    const std::optional<liger::config::Dtype> storage = liger::config::enum_from_name<liger::config::Dtype>(dtype);
+    std::cout << liger::trainer::export_checkpoint(checkpoint, out, storage, max_shard_bytes) << "\n";
     return 0;
   } catch (const std::exception& error) {
     std::cerr << "error: " << first_line(error.what()) << "\n";

@@ -151,19 +151,19 @@ std::vector<std::string> CheckpointManager::list() const {
   return paths;
 }
 
-std::optional<std::string> CheckpointManager::resolve_resume(const std::string& resume) const {
-  if (resume == "none" || resume.empty()) return std::nullopt;
-  if (resume == "auto") {
+std::optional<std::string> CheckpointManager::resolve_resume(const config::Resume& resume) const {
+  if (resume.mode == config::ResumeMode::none) return std::nullopt;
+  if (resume.mode == config::ResumeMode::auto_) {
     auto complete = list();
     if (complete.empty()) return std::nullopt;
     return complete.back();
   }
-  if (!fs::is_directory(resume) || !fs::exists(fs::path(resume) / kStateFile)) {
-    throw std::runtime_error("checkpoint.resume = '" + resume +
+  if (!fs::is_directory(resume.path) || !fs::exists(fs::path(resume.path) / kStateFile)) {
+    throw std::runtime_error("checkpoint.resume = '" + resume.path +
                              "' is not a checkpoint directory (expected a step-N/ folder with " +
                              kStateFile + "); use none, auto or a step-N/ path");
   }
-  return resume;
+  return resume.path;
 }
 
 nlohmann::json CheckpointManager::load(const std::string& dir, models::TransformerImpl& model,

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "models/transformer.h"
+#include "trainer/config_enums.h"
 #include "trainer/optimizer.h"
 
 #include <nlohmann/json.hpp>
@@ -50,10 +51,10 @@ class CheckpointManager {
   // Complete checkpoints in output_dir, oldest first.
   std::vector<std::string> list() const;
 
-  // Resolves checkpoint.resume: "none" -> nullopt; "auto" -> newest complete
-  // step-N/ (nullopt when there is none); anything else is a path that must
-  // be a checkpoint directory (std::runtime_error otherwise).
-  std::optional<std::string> resolve_resume(const std::string& resume) const;
+  // Resolves checkpoint.resume: none -> nullopt; auto -> newest complete
+  // step-N/ (nullopt when there is none); a path must be a checkpoint
+  // directory (std::runtime_error otherwise).
+  std::optional<std::string> resolve_resume(const config::Resume& resume) const;
 
   // Restores parameters (whole or this rank's shards, as saved) + optimizer
   // from `dir` and returns its trainer state. A parameter missing or of

@@ -4,6 +4,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -43,67 +44,91 @@ class Values {
                       " is invalid: expected " + key.describe_allowed() + " (" + key.doc + ")");
   }
 
-  std::optional<int64_t> optional_integer(const std::string& name) const {
-    const KeySpec& key = spec(name);
+  // Reads key `full_name` into `out`, validated against the key's spec.
+  // Types: those of trainer/config_keys.h.
+  void read(const std::string& full_name, int64_t& out) const {
+    const KeySpec& key = spec(full_name);
     YAML::Node value = node(key);
-    if (value.IsNull() && key.nullable) return std::nullopt;
-    int64_t parsed = 0;
-    if (!value.IsScalar() || !YAML::convert<int64_t>::decode(value, parsed)) fail(key, value);
-    if (parsed < key.min || parsed > key.max) fail(key, value);
-    return parsed;
+    if (!value.IsScalar() || !YAML::convert<int64_t>::decode(value, out)) fail(key, value);
+    if (out < key.min || out > key.max) fail(key, value);
   }
-  int64_t integer(const std::string& name) const { return *optional_integer(name); }
 
-  std::optional<double> optional_number(const std::string& name) const {
-    const KeySpec& key = spec(name);
+  void read(const std::string& full_name, double& out) const {
+    const KeySpec& key = spec(full_name);
     YAML::Node value = node(key);
-    if (value.IsNull() && key.nullable) return std::nullopt;
-    double parsed = 0.0;
-    if (!value.IsScalar() || !YAML::convert<double>::decode(value, parsed) || !std::isfinite(parsed))
+    if (!value.IsScalar() || !YAML::convert<double>::decode(value, out) || !std::isfinite(out))
       fail(key, value);
-    if (parsed < key.min || parsed > key.max) fail(key, value);
-    return parsed;
+    if (out < key.min || out > key.max) fail(key, value);
   }
-  double number(const std::string& name) const { return *optional_number(name); }
 
-  std::optional<bool> optional_boolean(const std::string& name) const {
-    const KeySpec& key = spec(name);
+  void read(const std::string& full_name, bool& out) const {
+    const KeySpec& key = spec(full_name);
     YAML::Node value = node(key);
-    if (value.IsNull() && key.nullable) return std::nullopt;
-    bool parsed = false;
-    if (!value.IsScalar() || !YAML::convert<bool>::decode(value, parsed)) fail(key, value);
-    return parsed;
+    if (!value.IsScalar() || !YAML::convert<bool>::decode(value, out)) fail(key, value);
   }
-  bool boolean(const std::string& name) const { return *optional_boolean(name); }
 
-  std::string string(const std::string& name) const {
-    const KeySpec& key = spec(name);
+  // Free text, or one of the key's choices.
+  void read(const std::string& full_name, std::string& out) const {
+    const KeySpec& key = spec(full_name);
     YAML::Node value = node(key);
     if (!value.IsScalar()) fail(key, value);
-    if (key.type == KeyType::choice) {
-      for (const auto& allowed : key.choices) {
-        if (value.Scalar() == allowed) return allowed;
-      }
+    out = value.Scalar();
+    if (key.type == KeyType::choice &&
+        std::find(key.choices.begin(), key.choices.end(), out) == key.choices.end()) {
       fail(key, value);
     }
-    return value.Scalar();
   }
 
-  std::vector<std::string> string_list(const std::string& name) const {
-    const KeySpec& key = spec(name);
+  void read(const std::string& full_name, Strings& out) const {
+    const KeySpec& key = spec(full_name);
     YAML::Node value = node(key);
-    std::vector<std::string> items;
+    out.clear();
     if (value.IsScalar()) {
-      items.push_back(value.Scalar());
+      out.push_back(value.Scalar());
     } else if (value.IsSequence()) {
       for (const auto& item : value) {
         if (!item.IsScalar()) fail(key, value);
-        items.push_back(item.Scalar());
+        out.push_back(item.Scalar());
       }
     } else {
       fail(key, value);
     }
-    return items;
+  }
+
+  // A mode, by one of the names of its enum (trainer/config_enums.h).
+  template <typename Enum, typename = std::enable_if_t<has_enum_names<Enum>::value>>
+  void read(const std::string& full_name, Enum& out) const {
+    const KeySpec& key = spec(full_name);
+    YAML::Node value = node(key);
+    if (!value.IsScalar()) fail(key, value);
+    const std::optional<Enum> parsed = enum_from_name<Enum>(value.Scalar());
+    if (!parsed) fail(key, value);
+    out = *parsed;
+  }
+
+  void read(const std::string& full_name, Resume& out) const {
+    std::string text;
+    read(full_name, text);
+    out = Resume::from_text(text);
+  }
+
+  // null = nullopt (the preset's value).
+  template <typename T>
+  void read(const std::string& full_name, std::optional<T>& out) const {
+    if (node(spec(full_name)).IsNull()) {
+      out.reset();
+      return;
+    }
+    T value{};
+    read(full_name, value);
+    out = value;
+  }
+
+  template <typename T>
+  T get(const std::string& full_name) const {
+    T value{};
+    read(full_name, value);
+    return value;
   }
 
   std::string where(const std::string& full_name) const {
@@ -179,108 +204,19 @@ void read_overrides(const std::vector<std::string>& overrides, Values& values) {
   }
 }
 
+// Every key of trainer/config_keys.h into its field.
 TrainConfig build_config(const Values& v) {
   TrainConfig c;
-  auto& m = c.model;
-  m.preset = v.string("model.preset");
-  m.hf_path = v.string("model.hf_path");
-  m.dtype = v.string("model.dtype");
-  m.vocab_size = v.optional_integer("model.vocab_size");
-  m.hidden_size = v.optional_integer("model.hidden_size");
-  m.intermediate_size = v.optional_integer("model.intermediate_size");
-  m.num_layers = v.optional_integer("model.num_layers");
-  m.num_heads = v.optional_integer("model.num_heads");
-  m.num_kv_heads = v.optional_integer("model.num_kv_heads");
-  m.head_dim = v.optional_integer("model.head_dim");
-  m.rope_theta = v.optional_number("model.rope_theta");
-  m.rms_norm_eps = v.optional_number("model.rms_norm_eps");
-  m.tie_embeddings = v.optional_boolean("model.tie_embeddings");
-  m.max_seq_len = v.optional_integer("model.max_seq_len");
-  m.sliding_window = v.optional_integer("model.sliding_window");
-  m.attn_softcap = v.optional_number("model.attn_softcap");
-  m.final_softcap = v.optional_number("model.final_softcap");
-  m.query_pre_attn_scalar = v.optional_number("model.query_pre_attn_scalar");
-  m.init_std = v.number("model.init_std");
-
-  auto& d = c.data;
-  d.train = v.string_list("data.train");
-  d.format = v.string("data.format");
-  d.tokenizer = v.string("data.tokenizer");
-  d.seq_len = v.integer("data.seq_len");
-  d.add_bos = v.boolean("data.add_bos");
-  d.add_eos = v.boolean("data.add_eos");
-  d.chat_template = v.string("data.chat_template");
-  d.token_dtype = v.string("data.token_dtype");
-  d.packing = v.string("data.packing");
-  d.bos_token = v.string("data.bos_token");
-  d.eos_token = v.string("data.eos_token");
-  d.eval = v.string_list("data.eval");
-  d.eval_fraction = v.number("data.eval_fraction");
-
-  auto& t = c.training;
-  t.device = v.string("training.device");
-  t.steps = v.integer("training.steps");
-  t.micro_batch_size = v.integer("training.micro_batch_size");
-  t.gradient_accumulation_steps = v.integer("training.gradient_accumulation_steps");
-  t.lr = v.number("training.lr");
-  t.lr_schedule = v.string("training.lr_schedule");
-  t.warmup_steps = v.integer("training.warmup_steps");
-  t.min_lr_ratio = v.number("training.min_lr_ratio");
-  t.weight_decay = v.number("training.weight_decay");
-  t.beta1 = v.number("training.beta1");
-  t.beta2 = v.number("training.beta2");
-  t.eps = v.number("training.eps");
-  t.grad_clip = v.number("training.grad_clip");
-  t.seed = v.integer("training.seed");
-  t.master_weights = v.boolean("training.master_weights");
-  t.precision = v.string("training.precision");
-  t.stochastic_rounding = v.boolean("training.stochastic_rounding");
-  t.threads = v.integer("training.threads");
-  t.eval_every = v.integer("training.eval_every");
-  t.eval_batches = v.integer("training.eval_batches");
-  t.activation_checkpointing = v.string("training.activation_checkpointing");
-  t.cuda_graphs = v.boolean("training.cuda_graphs");
-
-  auto& k = c.kernels;
-  k.rms_norm = v.boolean("kernels.rms_norm");
-  k.layer_norm = v.boolean("kernels.layer_norm");
-  k.rope = v.boolean("kernels.rope");
-  k.swiglu = v.boolean("kernels.swiglu");
-  k.geglu = v.boolean("kernels.geglu");
-  k.cross_entropy = v.boolean("kernels.cross_entropy");
-  k.fused_linear_cross_entropy = v.boolean("kernels.fused_linear_cross_entropy");
-  k.tuned_gemm = v.boolean("kernels.tuned_gemm");
-  k.strict = v.boolean("kernels.strict");
-  k.flce_chunk_mb = v.number("kernels.flce_chunk_mb");
-  k.flce_mode = v.string("kernels.flce_mode");
-
-  c.parallelism.pipeline_parallel_degree = v.integer("parallelism.pipeline_parallel_degree");
-  c.parallelism.tensor_parallel_degree = v.integer("parallelism.tensor_parallel_degree");
-  c.parallelism.context_parallel_degree = v.integer("parallelism.context_parallel_degree");
-  c.parallelism.data_parallel_shard_degree = v.integer("parallelism.data_parallel_shard_degree");
-  c.parallelism.reshard_after_forward = v.boolean("parallelism.reshard_after_forward");
-  c.parallelism.reduce_dtype = v.string("parallelism.reduce_dtype");
-  c.parallelism.backend = v.string("parallelism.backend");
-  c.parallelism.timeout_s = v.number("parallelism.timeout_s");
-
-  auto& ck = c.checkpoint;
-  ck.output_dir = v.string("checkpoint.output_dir");
-  ck.every = v.integer("checkpoint.every");
-  ck.keep_last = v.integer("checkpoint.keep_last");
-  ck.resume = v.string("checkpoint.resume");
-  ck.save_final = v.boolean("checkpoint.save_final");
-
-  auto& l = c.logging;
-  l.every = v.integer("logging.every");
-  l.peak_tflops = v.number("logging.peak_tflops");
-  l.profile_steps = v.integer("logging.profile_steps");
-  l.profile_first_step = v.integer("logging.profile_first_step");
-  l.level = v.string("logging.level");
-  l.progress_bar = v.string("logging.progress_bar");
-  l.sample_prompt = v.string("logging.sample_prompt");
-  l.sample_tokens = v.integer("logging.sample_tokens");
-  l.sample_temperature = v.number("logging.sample_temperature");
-  l.sample_top_p = v.number("logging.sample_top_p");
+#define CONFIG_SECTION(section, Struct) \
+  {                                     \
+    Struct& fields = c.section;         \
+    const std::string prefix = #section ".";
+#define CONFIG_KEY(Type, name, default_value, allowed, doc) v.read(prefix + #name, fields.name);
+#define CONFIG_END_SECTION() }
+#include "trainer/config_keys.h"
+#undef CONFIG_SECTION
+#undef CONFIG_KEY
+#undef CONFIG_END_SECTION
   return c;
 }
 
@@ -314,13 +250,10 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
   if (c.checkpoint.output_dir.empty()) {
     throw ConfigError(v.where("checkpoint.output_dir") + ": checkpoint.output_dir is empty; give a directory");
   }
-  if (c.training.cuda_graphs && c.training.device == "cpu") {
+  if (c.training.cuda_graphs && c.training.device == Device::cpu) {
     throw ConfigError(v.where("training.cuda_graphs") +
                       ": training.cuda_graphs = true needs training.device cuda (it is cpu); set "
                       "training.cuda_graphs: false or train on a GPU");
-  }
-  if (c.training.warmup_steps > c.training.steps && c.training.lr_schedule != "constant") {
-    // Allowed, but the decay never starts; not an error.
   }
 }
 
@@ -329,23 +262,25 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
 // naming both keys; else they take the precision's values, so that the
 // resolved YAML says what runs and reads back the same.
 void resolve_precision(Values& v) {
-  const std::string precision = v.string("training.precision");
-  if (precision == "auto") return;
-  const bool master = precision != "bf16";  // bf16-mixed, fp32: fp32 parameters and state
-  const std::string dtype = precision == "fp32" ? "fp32" : "bf16";
+  const auto precision = v.get<Precision>("training.precision");
+  if (precision == Precision::auto_) return;
+  // bf16-mixed, fp32: fp32 parameters and state; bf16: bf16 ones.
+  const bool master = precision != Precision::bf16;
+  const Dtype dtype = precision == Precision::fp32 ? Dtype::fp32 : Dtype::bf16;
   const std::string where = v.where("training.precision");
-  const std::string set_dtype = v.string("model.dtype");  // validates the value first
+  const auto set_dtype = v.get<Dtype>("model.dtype");  // validates the value first
   if (v.where("model.dtype") != "default" && set_dtype != dtype) {
-    throw ConfigError(where + ": training.precision = " + precision + " computes in " + dtype +
-                      " but model.dtype = " + set_dtype + " (" + v.where("model.dtype") +
-                      "); remove model.dtype (training.precision sets it) or set it to " + dtype);
+    throw ConfigError(where + ": training.precision = " + name_of(precision) + " computes in " +
+                      name_of(dtype) + " but model.dtype = " + name_of(set_dtype) + " (" +
+                      v.where("model.dtype") + "); remove model.dtype (training.precision sets it) or set it to " +
+                      name_of(dtype));
   }
   // fp32 compute keeps fp32 parameters whatever master_weights says: no contradiction.
-  if (precision != "fp32" && v.where("training.master_weights") != "default") {
-    const bool set_master = v.boolean("training.master_weights");
+  if (precision != Precision::fp32 && v.where("training.master_weights") != "default") {
+    const bool set_master = v.get<bool>("training.master_weights");
     if (set_master != master) {
       throw ConfigError(
-          where + ": training.precision = " + precision +
+          where + ": training.precision = " + name_of(precision) +
           (master ? " keeps fp32 master weights" : " keeps bf16 parameters and optimizer state") +
           " but training.master_weights = " + (set_master ? "true" : "false") + " (" +
           v.where("training.master_weights") +
@@ -353,8 +288,8 @@ void resolve_precision(Values& v) {
           (master ? "true" : "false"));
     }
   }
-  v.set("model.dtype", YAML::Node(dtype), where);
-  if (precision != "fp32") v.set("training.master_weights", YAML::Node(master), where);
+  v.set("model.dtype", YAML::Node(std::string(name_of(dtype))), where);
+  if (precision != Precision::fp32) v.set("training.master_weights", YAML::Node(master), where);
 }
 
 // pipeline_parallel_degree gets its own message before the range check.
@@ -427,6 +362,23 @@ TrainConfig parse_config(const std::string& yaml_text, const std::string& origin
   check_cross_key_rules(config, values);
   config.resolved_yaml = emit_resolved(values);
   return config;
+}
+
+void check_for_run(const TrainConfig& c, const RunSetting& run) {
+  if (c.training.cuda_graphs && !run.on_cuda) {
+    throw ConfigError("training.cuda_graphs = true but training runs on cpu; CUDA graphs need a GPU: "
+                      "set training.cuda_graphs: false");
+  }
+  if (c.training.cuda_graphs && run.world_size > 1) {
+    throw ConfigError("training.cuda_graphs = true with " + std::to_string(run.world_size) +
+                      " ranks: the sharded step's collectives are not captured; set training.cuda_graphs: false");
+  }
+  const int64_t degree = c.parallelism.data_parallel_shard_degree;
+  if (run.world_size > 1 && degree != -1 && degree != run.world_size) {
+    throw ConfigError("parallelism.data_parallel_shard_degree = " + std::to_string(degree) + " but the job has " +
+                      std::to_string(run.world_size) + " ranks: liger-train shards over all ranks; set it to -1 or " +
+                      std::to_string(run.world_size));
+  }
 }
 
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {

@@ -1,7 +1,11 @@
-// TrainConfig: the validated, typed form of a YAML config (see
-// trainer/config_schema.cpp for every key and configs/reference.yaml for the
-// documentation). Torch-free: the trainer turns strings into torch types.
+// TrainConfig: the validated, typed form of a YAML config. Every key, with
+// its type, default and documentation, is declared once in
+// trainer/config_keys.h; configs/reference.yaml is generated from there.
+// Modes are enums (trainer/config_enums.h). Torch-free: the trainer turns
+// them into torch types.
 #pragma once
+
+#include "trainer/config_enums.h"
 
 #include <cstdint>
 #include <optional>
@@ -18,101 +22,19 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-struct ModelSection {
-  std::string preset = "tiny";
-  std::string hf_path;  // a Hugging Face model folder: config + weights from it ("" = none)
-  std::string dtype = "fp32";
-  std::optional<int64_t> vocab_size, hidden_size, intermediate_size, num_layers, num_heads,
-      num_kv_heads, head_dim, max_seq_len;
-  std::optional<double> rope_theta, rms_norm_eps;
-  std::optional<bool> tie_embeddings;
-  // Family traits over the preset's (null = the preset's).
-  std::optional<int64_t> sliding_window;
-  std::optional<double> attn_softcap, final_softcap, query_pre_attn_scalar;
-  double init_std = 0.02;
-};
+// A list-of-strings key (data.train, data.eval).
+using Strings = std::vector<std::string>;
 
-struct DataSection {
-  std::vector<std::string> train;
-  std::string format = "auto";
-  std::string chat_template = "auto";
-  std::string token_dtype = "auto";
-  std::string packing = "cross_document";
-  std::string tokenizer;
-  std::string bos_token, eos_token;  // "" = the tokenizer's own
-  int64_t seq_len = 256;
-  bool add_bos = true;
-  bool add_eos = true;
-  std::vector<std::string> eval;     // evaluation files
-  double eval_fraction = 0.0;        // or: hold out this fraction of the training windows
-};
-
-struct TrainingSection {
-  std::string device = "auto";
-  int64_t steps = 300;
-  int64_t micro_batch_size = 8;
-  int64_t gradient_accumulation_steps = 1;
-  double lr = 1e-3;
-  std::string lr_schedule = "cosine";
-  int64_t warmup_steps = 10;
-  double min_lr_ratio = 0.1;
-  double weight_decay = 0.1;
-  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
-  double grad_clip = 1.0;
-  int64_t seed = 1234;
-  bool master_weights = true;
-  // auto | bf16-mixed | bf16 | fp32; not auto: model.dtype and master_weights
-  // are set from it (see trainer/model_setup.h compute_dtype/parameter_dtype).
-  std::string precision = "auto";
-  bool stochastic_rounding = true;  // bf16 parameters: AdamW rounds its update stochastically
-  int64_t threads = 0;
-  int64_t eval_every = 0;    // 0 = no evaluation
-  int64_t eval_batches = 0;  // 0 = all evaluation windows
-  std::string activation_checkpointing = "none";  // none | glu | full (per decoder layer)
-  bool cuda_graphs = false;  // capture the whole step once, replay it (one GPU, static shapes)
-};
-
-struct KernelsSection {
-  bool rms_norm = true, layer_norm = true, rope = true, swiglu = true, geglu = true;
-  bool cross_entropy = false;
-  bool fused_linear_cross_entropy = true;
-  bool tuned_gemm = false;
-  bool strict = false;
-  double flce_chunk_mb = 256.0;
-  std::string flce_mode = "speed";
-};
-
-struct ParallelismSection {
-  int64_t pipeline_parallel_degree = 1;
-  int64_t tensor_parallel_degree = 1;
-  int64_t context_parallel_degree = 1;
-  int64_t data_parallel_shard_degree = -1;  // -1 = all ranks
-  bool reshard_after_forward = true;
-  std::string reduce_dtype = "fp32";
-  std::string backend = "auto";
-  double timeout_s = 600.0;
-};
-
-struct CheckpointSection {
-  std::string output_dir = "runs/default";
-  int64_t every = 100;
-  int64_t keep_last = 2;
-  std::string resume = "none";
-  bool save_final = true;
-};
-
-struct LoggingSection {
-  int64_t every = 10;
-  double peak_tflops = 0.0;  // 0 = detect
-  int64_t profile_steps = 0;  // 0 = off
-  int64_t profile_first_step = 5;
-  std::string level = "info";
-  std::string progress_bar = "auto";
-  std::string sample_prompt = "ROMEO:";
-  int64_t sample_tokens = 0;
-  double sample_temperature = 0.8;
-  double sample_top_p = 0.95;
-};
+// ModelSection, DataSection, TrainingSection, KernelsSection,
+// ParallelismSection, CheckpointSection, LoggingSection: one field per key of
+// trainer/config_keys.h, with its default.
+#define CONFIG_SECTION(name, Struct) struct Struct {
+#define CONFIG_KEY(Type, name, default_value, allowed, doc) Type name = default_value;
+#define CONFIG_END_SECTION() };
+#include "trainer/config_keys.h"
+#undef CONFIG_SECTION
+#undef CONFIG_KEY
+#undef CONFIG_END_SECTION
 
 struct TrainConfig {
   ModelSection model;
@@ -134,5 +56,17 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
 // Same from YAML text (`origin` names it in messages).
 TrainConfig parse_config(const std::string& yaml_text, const std::string& origin,
                          const std::vector<std::string>& overrides = {});
+
+// What a run will run on, known once the process has started (the launcher's
+// environment, the resolved device).
+struct RunSetting {
+  int64_t world_size = 1;  // ranks in the job
+  bool on_cuda = false;    // training.device resolved to a GPU
+};
+
+// The rules that involve the run as well as the keys: training.cuda_graphs
+// needs a GPU and one rank; parallelism.data_parallel_shard_degree is -1 or
+// the world size. Called by the Trainer and by --dry-run. Throws ConfigError.
+void check_for_run(const TrainConfig& config, const RunSetting& run);
 
 }  // namespace liger::config

@@ -1,241 +1,143 @@
 #include "trainer/config_schema.h"
 
+#include "trainer/config.h"
+
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
+#include <optional>
 #include <sstream>
+#include <type_traits>
 
 namespace liger::config {
 namespace {
 
-KeySpec integer(const char* section, const char* name, const char* def, double min, double max,
-                const char* doc, bool nullable = false) {
-  KeySpec k{section, name, KeyType::integer, def, doc, min, max, {}, nullable};
-  return k;
-}
-KeySpec number(const char* section, const char* name, const char* def, double min, double max,
-               const char* doc, bool nullable = false) {
-  KeySpec k{section, name, KeyType::number, def, doc, min, max, {}, nullable};
-  return k;
-}
-KeySpec boolean(const char* section, const char* name, const char* def, const char* doc,
-                bool nullable = false) {
-  KeySpec k{section, name, KeyType::boolean, def, doc};
-  k.nullable = nullable;
-  return k;
-}
-KeySpec text(const char* section, const char* name, const char* def, const char* doc) {
-  KeySpec k{section, name, KeyType::string, def, doc};
-  return k;
-}
-KeySpec choice(const char* section, const char* name, const char* def,
-               std::vector<std::string> choices, const char* doc) {
-  KeySpec k{section, name, KeyType::choice, def, doc};
-  k.choices = std::move(choices);
-  return k;
-}
-KeySpec string_list(const char* section, const char* name, const char* def, const char* doc) {
-  KeySpec k{section, name, KeyType::string_list, def, doc};
-  return k;
-}
-
+// Integers without an upper bound: the largest a double holds exactly, with room.
 constexpr double kMaxInt = 9.0e15;
 
+// The `allowed` column of trainer/config_keys.h.
+struct Allowed {
+  double min = -1e300;
+  double max = 1e300;
+  std::vector<std::string> choices;
+};
+Allowed any_value() { return {}; }
+Allowed range(double min, double max) { return {min, max, {}}; }
+Allowed at_least(double min) { return {min, kMaxInt, {}}; }
+template <typename... Names>
+Allowed one_of(const Names&... names) {
+  return {-1e300, 1e300, {std::string(names)...}};
+}
+
+// The KeyType of each C++ type a key may have.
+KeyType key_type(const int64_t&, const Allowed&) { return KeyType::integer; }
+KeyType key_type(const double&, const Allowed&) { return KeyType::number; }
+KeyType key_type(const bool&, const Allowed&) { return KeyType::boolean; }
+KeyType key_type(const std::string&, const Allowed& allowed) {
+  return allowed.choices.empty() ? KeyType::string : KeyType::choice;
+}
+KeyType key_type(const Strings&, const Allowed&) { return KeyType::string_list; }
+KeyType key_type(const Resume&, const Allowed&) { return KeyType::string; }
+template <typename Enum, typename = std::enable_if_t<has_enum_names<Enum>::value>>
+KeyType key_type(const Enum&, const Allowed&) {
+  return KeyType::choice;
+}
+template <typename T>
+KeyType key_type(const std::optional<T>&, const Allowed& allowed) {
+  return key_type(T{}, allowed);
+}
+
+// The choices of a choice key: the enum's names, or the listed strings.
+template <typename T>
+std::vector<std::string> choices_of(const T&, const Allowed& allowed) {
+  if constexpr (std::is_enum_v<T>) {
+    return enum_names<T>();
+  } else {
+    return allowed.choices;
+  }
+}
+template <typename T>
+std::vector<std::string> choices_of(const std::optional<T>&, const Allowed& allowed) {
+  return choices_of(T{}, allowed);
+}
+
+// A string as a YAML scalar: plain when it reads back as the same string,
+// else single-quoted ('' for the empty string, 'ROMEO:').
+std::string yaml_string(const std::string& text) {
+  bool plain = !text.empty() && (std::isalpha(static_cast<unsigned char>(text[0])) || text[0] == '_' ||
+                                 text[0] == '.' || text[0] == '/');
+  for (char ch : text) {
+    plain = plain && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '/' ||
+                      ch == '-');
+  }
+  std::string lower;
+  for (char ch : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (const char* word : {"null", "true", "false", "yes", "no", "on", "off", "y", "n"}) {
+    plain = plain && lower != word;
+  }
+  if (plain) return text;
+  std::string quoted = "'";
+  for (char ch : text) quoted += ch == '\'' ? std::string("''") : std::string(1, ch);
+  return quoted + "'";
+}
+
+// A default as reference.yaml shows it. Numbers and booleans: as written in
+// trainer/config_keys.h (`literal`); the rest from the value.
+std::string default_yaml(const int64_t&, const char* literal) { return literal; }
+std::string default_yaml(const double&, const char* literal) { return literal; }
+std::string default_yaml(const bool&, const char* literal) { return literal; }
+std::string default_yaml(const std::string& value, const char*) { return yaml_string(value); }
+std::string default_yaml(const Strings& value, const char*) {
+  std::string text = "[";
+  for (size_t i = 0; i < value.size(); ++i) text += (i ? ", " : "") + yaml_string(value[i]);
+  return text + "]";
+}
+std::string default_yaml(const Resume& value, const char*) { return yaml_string(value.text()); }
+template <typename Enum, typename = std::enable_if_t<has_enum_names<Enum>::value>>
+std::string default_yaml(const Enum& value, const char*) {
+  return name_of(value);
+}
+template <typename T>
+std::string default_yaml(const std::optional<T>& value, const char* literal) {
+  return value ? default_yaml(*value, literal) : "null";
+}
+
+template <typename T>
+struct is_optional : std::false_type {};
+template <typename T>
+struct is_optional<std::optional<T>> : std::true_type {};
+
+template <typename T>
+KeySpec make_key(const char* section, const char* name, const T& default_value, const char* default_literal,
+                 const Allowed& allowed, const char* doc) {
+  KeySpec key;
+  key.section = section;
+  key.name = name;
+  key.type = key_type(default_value, allowed);
+  key.default_yaml = default_yaml(default_value, default_literal);
+  key.doc = doc;
+  key.min = allowed.min;
+  key.max = allowed.max;
+  if (key.type == KeyType::choice) key.choices = choices_of(default_value, allowed);
+  key.nullable = is_optional<T>::value;  // null = the preset's (or derived) value
+  return key;
+}
+
+// Every key of trainer/config_keys.h, in its order.
 std::vector<KeySpec> build_schema() {
-  return {
-      // ---------------------------------------------------------------- model
-      choice("model", "preset", "tiny",
-             {"tiny", "llama3_1b", "llama3_8b", "llama2_7b", "mistral_7b", "gemma_2b", "gemma_7b",
-              "gemma2_2b", "gemma2_9b"},
-             "architecture preset (family traits + dimensions); the keys below override single "
-             "dimensions and traits"),
-      text("model", "hf_path", "''",
-           "Hugging Face model folder (config.json + *.safetensors): architecture and weights come "
-           "from it instead of model.preset; '' = train from the preset's random init"),
-      choice("model", "dtype", "fp32", {"fp32", "bf16", "fp16"},
-             "compute dtype of activations (parameters stay fp32 when training.master_weights is on)"),
-      integer("model", "vocab_size", "null", 1, kMaxInt,
-              "vocabulary size; null = the preset's (tiny: the tokenizer's)", true),
-      integer("model", "hidden_size", "null", 1, kMaxInt, "model width; null = the preset's", true),
-      integer("model", "intermediate_size", "null", 1, kMaxInt,
-              "MLP width; null = the preset's", true),
-      integer("model", "num_layers", "null", 1, 10000, "decoder layers; null = the preset's", true),
-      integer("model", "num_heads", "null", 1, 10000, "query heads; null = the preset's", true),
-      integer("model", "num_kv_heads", "null", 1, 10000,
-              "key/value heads (GQA); must divide num_heads; null = the preset's", true),
-      integer("model", "head_dim", "null", 2, 4096,
-              "per-head width (even); null = hidden_size / num_heads or the preset's", true),
-      number("model", "rope_theta", "null", 1.0, 1e12, "RoPE base frequency; null = the preset's",
-             true),
-      number("model", "rms_norm_eps", "null", 0.0, 1.0, "RMSNorm epsilon; null = the preset's",
-             true),
-      boolean("model", "tie_embeddings", "null",
-              "share embedding and lm_head weights; null = the preset's", true),
-      integer("model", "max_seq_len", "null", 1, kMaxInt,
-              "longest sequence the model is built for; null = the preset's", true),
-      integer("model", "sliding_window", "null", 0, kMaxInt,
-              "keys a query sees in sliding-window layers (self included); 0 = global attention; "
-              "null = the preset's (mistral_7b, gemma2_*: 4096)",
-              true),
-      number("model", "attn_softcap", "null", 0.0, 1e6,
-             "attention-logit softcap c: scores <- c*tanh(scores/c); 0 = off; null = the preset's "
-             "(gemma2_*: 50)",
-             true),
-      number("model", "final_softcap", "null", 0.0, 1e6,
-             "final-logit softcap applied by the loss; 0 = off; null = the preset's (gemma2_*: 30)",
-             true),
-      number("model", "query_pre_attn_scalar", "null", 0.0, 1e9,
-             "attention scale 1/sqrt(this); 0 = 1/sqrt(head_dim); null = the preset's (gemma2_*: 256)",
-             true),
-      number("model", "init_std", "0.02", 0.0, 10.0,
-             "std of the normal init of every weight matrix (HF initializer_range)"),
-
-      // ----------------------------------------------------------------- data
-      string_list("data", "train", "[data/samples/tinyshakespeare.txt]",
-                  "training files (.txt = one document; .jsonl = one document per line; .bin = token ids)"),
-      choice("data", "format", "auto",
-             {"auto", "text", "jsonl_text", "prompt_completion", "chat", "tokens_jsonl", "tokens_bin"},
-             "reader; auto: .txt -> text, .bin -> tokens_bin, .jsonl -> by the fields of its first line "
-             "(messages -> chat, input_ids -> tokens_jsonl, prompt+completion, text)"),
-      choice("data", "chat_template", "auto", {"auto", "llama3", "mistral", "gemma"},
-             "chat format: how messages are rendered; auto = from the tokenizer's special tokens"),
-      choice("data", "token_dtype", "auto", {"auto", "uint16", "uint32"},
-             "tokens_bin: width of a token id; auto = from an llm.c header (required without one)"),
-      choice("data", "packing", "cross_document", {"cross_document", "isolated"},
-             "cross_document: a window is one sequence; isolated: positions restart at each document "
-             "and no label crosses into the next document"),
-      text("data", "tokenizer", "data/samples/shakespeare_bpe1024.model",
-           "tokenizer: a SentencePiece .model, a Hugging Face tokenizer.json (byte-level BPE), or a "
-           "model folder holding one"),
-      text("data", "bos_token", "''",
-           "BOS token by its spelling (e.g. '<|begin_of_text|>'); '' = the tokenizer's own"),
-      text("data", "eos_token", "''",
-           "EOS token by its spelling (e.g. '<|end_of_text|>'); '' = the tokenizer's own"),
-      integer("data", "seq_len", "256", 2, 1048576, "tokens per training sequence"),
-      boolean("data", "add_bos", "true", "put BOS at the start of each document"),
-      boolean("data", "add_eos", "true", "put EOS after each document (the packing separator)"),
-      string_list("data", "eval", "[]",
-                  "evaluation files (read like data.train); exclusive with eval_fraction"),
-      number("data", "eval_fraction", "0", 0.0, 0.5,
-             "hold out this fraction of the training windows (the last ones) for evaluation; 0 = none"),
-
-      // ------------------------------------------------------------- training
-      choice("training", "device", "auto", {"auto", "cpu", "cuda"},
-             "auto = cuda when a GPU is visible, else cpu"),
-      integer("training", "steps", "300", 1, kMaxInt, "optimizer steps"),
-      integer("training", "micro_batch_size", "8", 1, 1048576, "sequences per forward/backward"),
-      integer("training", "gradient_accumulation_steps", "1", 1, 1048576,
-              "micro-batches per optimizer step (the loss is normalised over all of them)"),
-      number("training", "lr", "0.001", 0.0, 10.0, "peak learning rate"),
-      choice("training", "lr_schedule", "cosine", {"constant", "linear", "cosine"},
-             "decay after warmup"),
-      integer("training", "warmup_steps", "10", 0, kMaxInt, "linear warmup from 0 to lr"),
-      number("training", "min_lr_ratio", "0.1", 0.0, 1.0,
-             "floor of the linear/cosine decay, as a fraction of lr"),
-      number("training", "weight_decay", "0.1", 0.0, 10.0,
-             "AdamW decoupled weight decay (never applied to norms and biases)"),
-      number("training", "beta1", "0.9", 0.0, 0.999999, "AdamW beta1"),
-      number("training", "beta2", "0.95", 0.0, 0.999999999, "AdamW beta2"),
-      number("training", "eps", "1e-8", 0.0, 1.0, "AdamW epsilon"),
-      number("training", "grad_clip", "1.0", 0.0, 1e12, "max global grad norm; 0 = no clipping"),
-      integer("training", "seed", "1234", 0, kMaxInt, "seeds init, data order and sampling"),
-      boolean("training", "master_weights", "true",
-              "keep fp32 parameters and optimizer state when model.dtype is bf16/fp16"),
-      choice("training", "precision", "auto", {"auto", "bf16-mixed", "bf16", "fp32"},
-             "auto = from model.dtype and training.master_weights; bf16-mixed = bf16 compute, "
-             "fp32 parameters and optimizer state; bf16 = parameters, gradients and AdamW state "
-             "all bf16 (as HF model.to(bfloat16)); fp32 = everything fp32. Not auto: model.dtype "
-             "and training.master_weights follow it; setting them to something else is an error"),
-      boolean("training", "stochastic_rounding", "true",
-              "bf16 parameters: AdamW's update is computed in fp32 and rounded to bf16 "
-              "stochastically, so updates below bf16 resolution survive in expectation; false = "
-              "round to nearest"),
-      integer("training", "threads", "0", 0, 4096, "CPU intra-op threads; 0 = all cores"),
-      integer("training", "eval_every", "0", 0, kMaxInt,
-              "validation loss and perplexity every N steps (needs data.eval or data.eval_fraction); "
-              "0 = off"),
-      choice("training", "activation_checkpointing", "none", {"none", "glu", "full"},
-             "glu = recompute each MLP's GLU product act(gate) * up in backward instead of keeping it "
-             "(tokens x intermediate_size less per layer for one elementwise pass); full = keep only "
-             "each decoder layer's input and recompute the layer in backward"),
-      boolean("training", "cuda_graphs", "false",
-              "capture the whole optimizer step (forward, backward, clipping, AdamW) as one CUDA graph "
-              "after two eager steps and replay it: no per-kernel launch cost. One GPU (no sharding), "
-              "training.device cuda; every batch has the same shape (always true for packed windows)"),
-      integer("training", "eval_batches", "0", 0, kMaxInt,
-              "micro-batches per evaluation; 0 = every evaluation window"),
-
-      // -------------------------------------------------------------- kernels
-      boolean("kernels", "rms_norm", "true", "fused RMSNorm"),
-      boolean("kernels", "layer_norm", "true", "fused LayerNorm"),
-      boolean("kernels", "rope", "true", "fused rotary embedding"),
-      boolean("kernels", "swiglu", "true", "fused SwiGLU"),
-      boolean("kernels", "geglu", "true", "fused GeGLU"),
-      boolean("kernels", "cross_entropy", "false",
-              "fused cross entropy on materialised logits (exclusive with fused_linear_cross_entropy)"),
-      boolean("kernels", "fused_linear_cross_entropy", "true",
-              "lm_head + cross entropy without materialising [tokens, vocab] logits"),
-      boolean("kernels", "tuned_gemm", "false",
-              "cuda: the linear layers' and the fused loss's matrix products through cuBLASLt, the "
-              "algorithm of each shape chosen by timing at its first use (logged); results may then differ "
-              "in the last bits from run to run"),
-      boolean("kernels", "strict", "false", "a fallback to a slower backend is an error"),
-      number("kernels", "flce_chunk_mb", "256", 1.0, 1048576.0,
-             "fused linear cross entropy: memory budget (MiB) of one logits chunk"),
-      choice("kernels", "flce_mode", "speed", {"speed", "lean"},
-             "fused linear cross entropy on cuda: speed = token chunks + fp32 weight-grad buffer; "
-             "lean = vocabulary blocks, two passes, no [V, H] fp32 buffer"),
-
-      // ---------------------------------------------------------- parallelism
-      integer("parallelism", "pipeline_parallel_degree", "1", 1, 1,
-              "pipeline parallelism is not supported: must be 1"),
-      integer("parallelism", "tensor_parallel_degree", "1", 1, 1,
-              "tensor parallelism is not supported yet: must be 1"),
-      integer("parallelism", "context_parallel_degree", "1", 1, 1,
-              "context parallelism is not supported yet: must be 1"),
-      integer("parallelism", "data_parallel_shard_degree", "-1", -1, kMaxInt,
-              "FSDP-style sharding of parameters, gradients and optimizer state over this many "
-              "ranks; -1 = all ranks (the only other value accepted is the world size)"),
-      boolean("parallelism", "reshard_after_forward", "true",
-              "free each layer's gathered parameters after its forward and gather them again for "
-              "its backward (less memory, one more all-gather per layer)"),
-      choice("parallelism", "reduce_dtype", "fp32", {"fp32", "bf16"},
-             "dtype in which gradients are reduce-scattered across ranks (the gathered parameters "
-             "are in model.dtype)"),
-      choice("parallelism", "backend", "auto", {"auto", "nccl", "gloo"},
-             "collective backend; auto = nccl on cuda, gloo on cpu"),
-      number("parallelism", "timeout_s", "600", 1.0, 86400.0,
-             "rendezvous and collective timeout: a rank that does not answer within it ends the "
-             "job on every rank with an error"),
-
-      // ----------------------------------------------------------- checkpoint
-      text("checkpoint", "output_dir", "runs/default",
-           "where step-N/ checkpoints, metrics.jsonl and train.log go"),
-      integer("checkpoint", "every", "100", 0, kMaxInt, "save every N steps; 0 = only at the end"),
-      integer("checkpoint", "keep_last", "2", 0, kMaxInt, "complete checkpoints kept; 0 = all"),
-      text("checkpoint", "resume", "none",
-           "none | auto (newest complete step-N/ in output_dir) | a step-N/ path"),
-      boolean("checkpoint", "save_final", "true", "save after the last step"),
-
-      // -------------------------------------------------------------- logging
-      integer("logging", "every", "10", 1, kMaxInt, "log line every N steps (the first step too)"),
-      number("logging", "peak_tflops", "0", 0.0, 1e6,
-             "dense bf16 peak of one device in TFLOP/s for the mfu metric; 0 = detect (H100/H200 "
-             "989, A100 312; unknown devices and cpu: no mfu)"),
-      integer("logging", "profile_steps", "0", 0, kMaxInt,
-              "profile this many optimizer steps (Kineto: CPU ops and CUDA kernels): a Chrome trace per "
-              "rank in <output_dir>/profile/ and device time by kernel in the log; 0 = off"),
-      integer("logging", "profile_first_step", "5", 1, kMaxInt,
-              "first profiled step (after warm-up: allocator, cuBLAS and NCCL set-up)"),
-      choice("logging", "level", "info", {"debug", "info", "warn", "error"}, "log level"),
-      choice("logging", "progress_bar", "auto", {"auto", "on", "off"},
-             "auto = when stdout is a terminal"),
-      text("logging", "sample_prompt", "'ROMEO:'", "prompt of the text sample printed at the end"),
-      integer("logging", "sample_tokens", "0", 0, 100000,
-              "tokens to generate at the end; 0 = no sample"),
-      number("logging", "sample_temperature", "0.8", 0.0, 100.0,
-             "sampling temperature; 0 = greedy"),
-      number("logging", "sample_top_p", "0.95", 0.0, 1.0, "nucleus sampling threshold"),
-  };
+  std::vector<KeySpec> keys;
+#define CONFIG_SECTION(section, Struct) \
+  {                                      \
+    const char* section_name = #section; \
+    const Struct defaults{};
+#define CONFIG_KEY(Type, name, default_value, allowed, doc) \
+  keys.push_back(make_key<Type>(section_name, #name, defaults.name, #default_value, allowed, doc));
+#define CONFIG_END_SECTION() }
+#include "trainer/config_keys.h"
+#undef CONFIG_SECTION
+#undef CONFIG_KEY
+#undef CONFIG_END_SECTION
+  return keys;
 }
 
 }  // namespace
@@ -287,8 +189,17 @@ std::string KeySpec::describe_allowed() const {
 }
 
 const std::vector<std::string>& sections() {
-  static const std::vector<std::string> names = {"model",       "data",       "training", "kernels",
-                                                 "parallelism", "checkpoint", "logging"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> list;
+#define CONFIG_SECTION(section, Struct) list.push_back(#section);
+#define CONFIG_KEY(...)
+#define CONFIG_END_SECTION()
+#include "trainer/config_keys.h"
+#undef CONFIG_SECTION
+#undef CONFIG_KEY
+#undef CONFIG_END_SECTION
+    return list;
+  }();
   return names;
 }
 
@@ -356,7 +267,7 @@ std::string closest_name(const std::string& name, const std::vector<std::string>
 std::string reference_yaml() {
   std::ostringstream out;
   out << "# liger-train configuration reference: every key, its default and what it does.\n"
-         "# Generated by `liger-train --print-reference` from trainer/config_schema.cpp;\n"
+         "# Generated by `liger-train --print-reference` from trainer/config_keys.h;\n"
          "# a test keeps this file and the schema identical. Any key may be overridden on\n"
          "# the command line: --set section.key=value\n";
   for (const auto& section : sections()) {

@@ -1,7 +1,7 @@
 // The config schema: every key liger-train knows, its type, default, allowed
-// values and one line of documentation. configs/reference.yaml is generated
-// from this table (`liger-train --print-reference`) and a test keeps the two
-// in sync, so this is the one place where a key is defined.
+// values and one line of documentation, as data for validation, messages and
+// configs/reference.yaml (`liger-train --print-reference`; a test keeps the
+// two in sync). Built from trainer/config_keys.h, where each key is declared.
 #pragma once
 
 #include <string>

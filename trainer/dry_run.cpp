@@ -38,9 +38,18 @@ DryRunReport dry_run(const config::TrainConfig& c) {
   // A dry run plans for the configured device without needing it: an 8B
   // config for a GPU is checked on a laptop.
   const bool gpu_visible = torch::cuda::is_available();
-  const c10::Device device = c.training.device == "cuda" || (c.training.device == "auto" && gpu_visible)
-                                 ? c10::Device(c10::kCUDA, 0)
-                                 : c10::Device(c10::kCPU);
+  const c10::Device device =
+      c.training.device == config::Device::cuda || (c.training.device == config::Device::auto_ && gpu_visible)
+          ? c10::Device(c10::kCUDA, 0)
+          : c10::Device(c10::kCPU);
+  // Sharding follows the launcher's environment (RANK=0 WORLD_SIZE=8 plans 8 ranks).
+  int64_t world = 1;
+  try {
+    world = distributed::detect_environment().world_size;
+  } catch (const distributed::EnvironmentError&) {
+  }
+  // The checks the Trainer makes once it knows the job, on the planned one.
+  config::check_for_run(c, {world, device.is_cuda()});
   const kernels::KernelSet kernel_set =
       kernels::resolve_kernels(kernel_toggles(c.kernels), device, compute_dtype(c));
 
@@ -71,16 +80,10 @@ DryRunReport dry_run(const config::TrainConfig& c) {
       << gib(param_bytes) << ", AdamW states " << gib(2 * param_bytes) << " ("
       << c10::toString(parameter_dtype(c)) << " parameters, " << c10::toString(compute_dtype(c))
       << " compute)\n";
-  // Sharding follows the launcher's environment (RANK=0 WORLD_SIZE=8 plans 8 ranks).
-  int64_t world = 1;
-  try {
-    world = distributed::detect_environment().world_size;
-  } catch (const distributed::EnvironmentError&) {
-  }
   const MemoryEstimate estimate = estimate_memory(model_config, c, world);
   out << "memory per GPU (estimate, " << world << (world > 1 ? " ranks sharing the model" : " rank")
       << ", activation checkpointing " << c.training.activation_checkpointing << ", "
-      << (c.kernels.fused_linear_cross_entropy ? "fused loss " + c.kernels.flce_mode : std::string("logits materialised"))
+      << (c.kernels.fused_linear_cross_entropy ? "fused loss " + std::string(config::name_of(c.kernels.flce_mode)) : std::string("logits materialised"))
       << "): " << estimate.describe() << "\n";
   out << "device: " << device
       << (device.is_cuda() && !gpu_visible ? " (no GPU visible here: planned, not checked)" : "") << "\n";

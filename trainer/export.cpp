@@ -14,13 +14,6 @@ namespace fs = std::filesystem;
 namespace liger::trainer {
 namespace {
 
-c10::ScalarType dtype_from_name(const std::string& name, const std::string& what) {
-  if (name == "fp32") return c10::kFloat;
-  if (name == "bf16") return c10::kBFloat16;
-  if (name == "fp16") return c10::kHalf;
-  throw config::ConfigError(what + " = '" + name + "' is not a dtype (fp32, bf16 or fp16)");
-}
-
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
   std::stringstream text;
@@ -50,8 +43,8 @@ models::ModelConfig checkpoint_model_config(const fs::path& dir, const config::T
 
 }  // namespace
 
-LoadedModel load_checkpoint_model(const std::string& dir_text, const std::string& device,
-                                  const std::string& dtype) {
+LoadedModel load_checkpoint_model(const std::string& dir_text, config::Device device,
+                                  std::optional<config::Dtype> dtype) {
   const fs::path dir(dir_text);
   if (!fs::is_directory(dir) || !fs::exists(dir / "model.pt") || !fs::exists(dir / "config.yaml")) {
     throw config::ConfigError("--checkpoint " + dir_text +
@@ -62,7 +55,7 @@ LoadedModel load_checkpoint_model(const std::string& dir_text, const std::string
   out.config = config::load_config((dir / "config.yaml").string());
   const models::ModelConfig model_config = checkpoint_model_config(dir, out.config);
   const c10::Device target = resolve_device(device);
-  const c10::ScalarType compute = dtype.empty() ? compute_dtype(out.config) : dtype_from_name(dtype, "--dtype");
+  const c10::ScalarType compute = dtype ? scalar_type(*dtype) : compute_dtype(out.config);
   // Parameters in the compute dtype: nothing trains here.
   const kernels::KernelSet kernel_set = kernels::resolve_kernels(kernel_toggles(out.config.kernels), target, compute);
   out.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(compute).device(target), compute);
@@ -70,10 +63,10 @@ LoadedModel load_checkpoint_model(const std::string& dir_text, const std::string
   return out;
 }
 
-models::Transformer load_hf_model(const std::string& dir, const std::string& device, const std::string& dtype) {
+models::Transformer load_hf_model(const std::string& dir, config::Device device, config::Dtype dtype) {
   const models::ModelConfig model_config = models::read_hf_config(dir);
   const c10::Device target = resolve_device(device);
-  const c10::ScalarType compute = dtype_from_name(dtype, "--dtype");
+  const c10::ScalarType compute = scalar_type(dtype);
   const kernels::KernelSet kernel_set = kernels::resolve_kernels(kernels::KernelToggles{}, target, compute);
   models::Transformer model(model_config, kernel_set, at::TensorOptions().dtype(compute).device(target), compute);
   models::load_hf_weights(*model, dir);
@@ -81,12 +74,12 @@ models::Transformer load_hf_model(const std::string& dir, const std::string& dev
 }
 
 std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
-                              const std::string& dtype, int64_t max_shard_bytes) {
+                              std::optional<config::Dtype> dtype, int64_t max_shard_bytes) {
   // Loaded in fp32 on the CPU: exact for fp32 checkpoints, and the cast to
   // the storage dtype happens once, in save_hf_model.
-  LoadedModel loaded = load_checkpoint_model(checkpoint_dir, "cpu", "fp32");
+  LoadedModel loaded = load_checkpoint_model(checkpoint_dir, config::Device::cpu, config::Dtype::fp32);
   models::HfExportOptions options;
-  options.dtype = dtype == "auto" ? compute_dtype(loaded.config) : dtype_from_name(dtype, "--dtype");
+  options.dtype = dtype ? scalar_type(*dtype) : compute_dtype(loaded.config);
   options.max_shard_bytes = max_shard_bytes;
   models::save_hf_model(*loaded.model, out_dir, options);
   std::ostringstream summary;

@@ -8,6 +8,7 @@
 #include "trainer/config.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace liger::trainer {
@@ -19,19 +20,19 @@ struct LoadedModel {
 
 // Rebuilds the model of a checkpoint folder (model.pt + model_config.json,
 // or config.yaml for checkpoints older than model_config.json) on `device`
-// ("cpu", "cuda", "auto") in `dtype` ("fp32", "bf16", "fp16"; "" = the
-// checkpoint's model.dtype). Errors name the folder and the fix.
-LoadedModel load_checkpoint_model(const std::string& dir, const std::string& device,
-                                  const std::string& dtype = "");
+// in `dtype` (nullopt = the checkpoint's compute dtype). Errors name the
+// folder and the fix.
+LoadedModel load_checkpoint_model(const std::string& dir, config::Device device,
+                                  std::optional<config::Dtype> dtype = std::nullopt);
 
 // Builds the model of a Hugging Face folder and loads its weights.
-models::Transformer load_hf_model(const std::string& dir, const std::string& device,
-                                  const std::string& dtype = "fp32");
+models::Transformer load_hf_model(const std::string& dir, config::Device device,
+                                  config::Dtype dtype = config::Dtype::fp32);
 
-// Writes the checkpoint's model as a Hugging Face folder. dtype: "auto" (the
-// checkpoint's model.dtype), fp32, bf16 or fp16. Returns a one-line summary.
+// Writes the checkpoint's model as a Hugging Face folder in `dtype` (nullopt =
+// the checkpoint's compute dtype). Returns a one-line summary.
 std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
-                              const std::string& dtype = "auto",
+                              std::optional<config::Dtype> dtype = std::nullopt,
                               int64_t max_shard_bytes = 5LL * 1024 * 1024 * 1024);
 
 }  // namespace liger::trainer

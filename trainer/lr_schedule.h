@@ -2,13 +2,14 @@
 // cosine decay to a floor of min_lr_ratio * lr at the last step.
 #pragma once
 
+#include "trainer/config_enums.h"
+
 #include <cstdint>
-#include <string>
 
 namespace liger::trainer {
 
 struct LrSchedule {
-  std::string kind = "cosine";  // constant | linear | cosine
+  config::LrScheduleKind kind = config::LrScheduleKind::cosine;
   double peak_lr = 1e-3;
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;

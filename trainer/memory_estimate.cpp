@@ -64,12 +64,12 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // Otherwise (ATen ops keep more intermediates) the norms' inputs, outputs
   // and residuals (6h), q/k/v before and after RoPE and the attention output
   // (4q + 4kv). glu (and full, inside the recomputed layer): no product.
-  const bool fused = c.training.device != "cpu" && c.kernels.rms_norm && c.kernels.rope &&
+  const bool fused = c.training.device != config::Device::cpu && c.kernels.rms_norm && c.kernels.rope &&
                      (m.mlp_activation == "gelu_tanh" ? c.kernels.geglu : c.kernels.swiglu);
-  const double glu_kept = c.training.activation_checkpointing == "none" ? 1.0 : 0.0;
+  const double glu_kept = c.training.activation_checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
   e.per_layer = tokens * ((fused ? 4 * h + 2 * q + 2 * kv : 6 * h + 4 * q + 4 * kv) + (2 + glu_kept) * f) *
                 compute_bytes;
-  if (c.training.activation_checkpointing == "full") {
+  if (c.training.activation_checkpointing == config::ActivationCheckpointing::full) {
     e.activations = layers * tokens * h * compute_bytes + e.per_layer;
   } else {
     e.activations = layers * e.per_layer;
@@ -80,12 +80,12 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     // states and, in speed mode, the fp32 [vocab, hidden] buffer, which cuda
     // does without when all the logits fit in one chunk (the weight gradient
     // then comes straight from one GEMM).
-    const bool cuda = c.training.device != "cpu";
+    const bool cuda = c.training.device != config::Device::cpu;
     const double chunks = cuda ? 1.0 : 2.0;
     const double all_logits = tokens * vocab * compute_bytes;
     const bool one_chunk = cuda && c.kernels.flce_chunk_mb * 1024.0 * 1024.0 >= all_logits;
     e.loss = chunks * std::min(c.kernels.flce_chunk_mb * 1024.0 * 1024.0, cuda ? all_logits : 4 * tokens * vocab) +
-             tokens * h * 4 + (c.kernels.flce_mode == "speed" && !one_chunk ? vocab * h * 4 : 0.0);
+             tokens * h * 4 + (c.kernels.flce_mode == config::FlceMode::speed && !one_chunk ? vocab * h * 4 : 0.0);
   } else {
     // The logits in the compute dtype and their fp32 gradient.
     e.loss = tokens * vocab * (compute_bytes + 4);

@@ -27,7 +27,7 @@ std::string format_duration(double seconds) {
 }
 
 MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
-                             int64_t total_steps, int64_t log_every, const std::string& progress_bar)
+                             int64_t total_steps, int64_t log_every, config::ProgressBar progress_bar)
     : path_((std::filesystem::path(output_dir) / "metrics.jsonl").string()),
       total_steps_(total_steps),
       log_every_(log_every) {
@@ -47,7 +47,8 @@ MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
   if (!file_) throw std::runtime_error("cannot write " + path_ + ": check checkpoint.output_dir");
   for (const auto& line : kept) file_ << line << "\n";
   file_.flush();
-  progress_ = progress_bar == "on" || (progress_bar == "auto" && ::isatty(STDOUT_FILENO));
+  progress_ = progress_bar == config::ProgressBar::on ||
+              (progress_bar == config::ProgressBar::auto_ && ::isatty(STDOUT_FILENO));
 }
 
 namespace {

@@ -3,6 +3,8 @@
 // progress bar on stdout when it is a terminal.
 #pragma once
 
+#include "trainer/config_enums.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -36,7 +38,7 @@ class MetricsWriter {
   // Opens output_dir/metrics.jsonl. On resume from `resume_step` > 0, lines of
   // later steps (from the run that was interrupted) are dropped first.
   MetricsWriter(const std::string& output_dir, int64_t resume_step, int64_t total_steps,
-                int64_t log_every, const std::string& progress_bar);
+                int64_t log_every, config::ProgressBar progress_bar);
 
   void record(const StepMetrics& metrics);
   void finish_progress();

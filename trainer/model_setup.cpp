@@ -9,14 +9,14 @@
 
 namespace liger::trainer {
 
-c10::Device resolve_device(const std::string& device, int64_t local_rank) {
+c10::Device resolve_device(config::Device device, int64_t local_rank) {
   const bool has_cuda = torch::cuda::is_available();
-  if (device == "cuda" && !has_cuda) {
+  if (device == config::Device::cuda && !has_cuda) {
     throw config::ConfigError(
         "training.device = cuda but no CUDA GPU is visible (or this build has no CUDA); use "
         "training.device=cpu or auto");
   }
-  if (device == "cuda" || (device == "auto" && has_cuda)) {
+  if (device == config::Device::cuda || (device == config::Device::auto_ && has_cuda)) {
     const int64_t visible = static_cast<int64_t>(torch::cuda::device_count());
     if (local_rank >= visible) {
       throw config::ConfigError("local rank " + std::to_string(local_rank) + " needs GPU " +
@@ -30,25 +30,46 @@ c10::Device resolve_device(const std::string& device, int64_t local_rank) {
   return c10::Device(c10::kCPU);
 }
 
+c10::ScalarType scalar_type(config::Dtype dtype) {
+  switch (dtype) {
+    case config::Dtype::bf16:
+      return c10::kBFloat16;
+    case config::Dtype::fp16:
+      return c10::kHalf;
+    case config::Dtype::fp32:
+      break;
+  }
+  return c10::kFloat;
+}
+
 // training.precision first (parse_config also writes it into model.dtype and
 // master_weights; a TrainConfig built in code may not have), else model.dtype.
 c10::ScalarType compute_dtype(const config::TrainConfig& config) {
-  const std::string& precision = config.training.precision;
-  if (precision == "bf16-mixed" || precision == "bf16") return c10::kBFloat16;
-  if (precision == "fp32") return c10::kFloat;
-  const std::string& name = config.model.dtype;
-  if (name == "bf16") return c10::kBFloat16;
-  if (name == "fp16") return c10::kHalf;
-  return c10::kFloat;
+  switch (config.training.precision) {
+    case config::Precision::bf16_mixed:
+    case config::Precision::bf16:
+      return c10::kBFloat16;
+    case config::Precision::fp32:
+      return c10::kFloat;
+    case config::Precision::auto_:
+      break;
+  }
+  return scalar_type(config.model.dtype);
 }
 
 // bf16: bf16 parameters (and so gradients and AdamW state, which follow the
 // parameters); bf16-mixed and fp32: fp32; auto: fp32 master weights when
 // training.master_weights, else the compute dtype.
 c10::ScalarType parameter_dtype(const config::TrainConfig& config) {
-  const std::string& precision = config.training.precision;
-  if (precision == "bf16") return c10::kBFloat16;
-  if (precision == "bf16-mixed" || precision == "fp32") return c10::kFloat;
+  switch (config.training.precision) {
+    case config::Precision::bf16:
+      return c10::kBFloat16;
+    case config::Precision::bf16_mixed:
+    case config::Precision::fp32:
+      return c10::kFloat;
+    case config::Precision::auto_:
+      break;
+  }
   return config.training.master_weights ? c10::kFloat : compute_dtype(config);
 }
 
@@ -175,6 +196,20 @@ kernels::KernelToggles kernel_toggles(const config::KernelsSection& k) {
   t.tuned_gemm = k.tuned_gemm;
   t.strict = k.strict;
   return t;
+}
+
+log::Level log_level(config::LogLevel level) {
+  switch (level) {
+    case config::LogLevel::debug:
+      return log::Level::debug;
+    case config::LogLevel::warn:
+      return log::Level::warn;
+    case config::LogLevel::error:
+      return log::Level::error;
+    case config::LogLevel::info:
+      break;
+  }
+  return log::Level::info;
 }
 
 }  // namespace liger::trainer

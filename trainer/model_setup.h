@@ -5,6 +5,7 @@
 #include "kernels/registry.h"
 #include "models/model_config.h"
 #include "trainer/config.h"
+#include "trainer/logging/log.h"
 
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
@@ -13,12 +14,14 @@
 
 namespace liger::trainer {
 
-// training.device: auto -> cuda when a GPU is visible. "cuda" without a GPU
+// training.device: auto -> cuda when a GPU is visible. cuda without a GPU
 // is an error that says so. On cuda the process uses GPU `local_rank` (one
 // rank per GPU) and makes it the current device.
-c10::Device resolve_device(const std::string& device, int64_t local_rank = 0);
+c10::Device resolve_device(config::Device device, int64_t local_rank = 0);
 
-// model.dtype -> compute dtype.
+// fp32 -> kFloat, bf16 -> kBFloat16, fp16 -> kHalf.
+c10::ScalarType scalar_type(config::Dtype dtype);
+// training.precision, else model.dtype -> compute dtype.
 c10::ScalarType compute_dtype(const config::TrainConfig& config);
 // fp32 master weights when training.master_weights and compute is 16-bit.
 c10::ScalarType parameter_dtype(const config::TrainConfig& config);
@@ -36,5 +39,8 @@ models::ModelConfig resolve_model_config(const config::TrainConfig& config,
                                          std::optional<int64_t> tokenizer_vocab);
 
 kernels::KernelToggles kernel_toggles(const config::KernelsSection& kernels);
+
+// logging.level -> the logging facade's level.
+log::Level log_level(config::LogLevel level);
 
 }  // namespace liger::trainer

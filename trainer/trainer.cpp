@@ -177,29 +177,12 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   const bool leader = env.rank == 0;
   log::set_rank(static_cast<int>(env.rank), static_cast<int>(env.world_size));
   // Other ranks say only what goes wrong; rank 0 tells the story.
-  log::set_level(leader ? log::parse_level(c.logging.level) : std::max(log::parse_level(c.logging.level), log::Level::warn));
+  log::set_level(leader ? log_level(c.logging.level) : std::max(log_level(c.logging.level), log::Level::warn));
   std::filesystem::create_directories(c.checkpoint.output_dir);
   if (leader) log::add_file_sink((std::filesystem::path(c.checkpoint.output_dir) / "train.log").string());
 
   s.device = resolve_device(c.training.device, env.local_rank);
-  if (c.training.cuda_graphs && !s.device.is_cuda()) {
-    throw config::ConfigError("training.cuda_graphs = true but training runs on " + s.device.str() +
-                              "; CUDA graphs need a GPU: set training.cuda_graphs: false");
-  }
-  if (c.training.cuda_graphs && env.distributed()) {
-    throw config::ConfigError(c10::str("training.cuda_graphs = true with ", env.world_size,
-                                       " ranks: the sharded step's collectives are not captured; "
-                                       "set training.cuda_graphs: false"));
-  }
-  if (env.distributed()) {
-    const int64_t degree = c.parallelism.data_parallel_shard_degree;
-    if (degree != -1 && degree != env.world_size) {
-      throw config::ConfigError("parallelism.data_parallel_shard_degree = " + std::to_string(degree) +
-                                " but the job has " + std::to_string(env.world_size) +
-                                " ranks: liger-train shards over all ranks; set it to -1 or " +
-                                std::to_string(env.world_size));
-    }
-  }
+  config::check_for_run(c, {env.world_size, s.device.is_cuda()});
   s.comm = distributed::Communicator::create(env, s.device, c.parallelism.backend, c.parallelism.timeout_s);
   if (env.distributed()) {
     log::info(c10::str("distributed: ", env.describe(), "; backend ", s.comm->backend_name(),
@@ -264,7 +247,7 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     }
   }
 
-  const bool checkpointing = c.training.activation_checkpointing == "full";
+  const bool checkpointing = c.training.activation_checkpointing == config::ActivationCheckpointing::full;
   std::vector<at::Tensor> compute_copies;  // the model's 16-bit parameters when it runs on copies (else empty)
   if (env.distributed()) {
     // Sharded: the model itself lives on the meta device (no memory); its
@@ -274,7 +257,7 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     distributed::ShardingOptions sharding;
     sharding.param_dtype = parameter_dtype(c);
     sharding.compute_dtype = compute_dtype(c);
-    sharding.reduce_dtype = c.parallelism.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+    sharding.reduce_dtype = c.parallelism.reduce_dtype == config::ReduceDtype::bf16 ? at::kBFloat16 : at::kFloat;
     sharding.reshard_after_forward = c.parallelism.reshard_after_forward;
     sharding.activation_checkpointing = checkpointing;
     sharding.device = s.device;
@@ -318,8 +301,8 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   }
   if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
   // glu (and full): the MLP's GLU product is recomputed in backward, not kept.
-  s.model->set_recompute_glu(c.training.activation_checkpointing != "none");
-  if (c.training.activation_checkpointing == "glu") {
+  s.model->set_recompute_glu(c.training.activation_checkpointing != config::ActivationCheckpointing::none);
+  if (c.training.activation_checkpointing == config::ActivationCheckpointing::glu) {
     log::info("activation checkpointing: each MLP's GLU product is recomputed in backward");
   }
   log::info(c10::str("model: ", c.model.hf_path.empty() ? c.model.preset : c.model.hf_path, " (",
@@ -365,7 +348,7 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
                        state.at("loader").at("position").get<int64_t>()});
     s.elapsed_before = state.value("elapsed_s", 0.0);
     log::info(c10::str("resumed from ", *resume_from, " at step ", s.step));
-  } else if (c.checkpoint.resume == "auto") {
+  } else if (c.checkpoint.resume.mode == config::ResumeMode::auto_) {
     log::info("checkpoint.resume = auto: no checkpoint in " + c.checkpoint.output_dir +
               ", starting fresh");
   }
@@ -472,7 +455,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   // count (the global one on one process), kept in the options for a loss
   // path that would not read the tensor.
   const kernels::FlceMode flce_mode =
-      c.kernels.flce_mode == "lean" ? kernels::FlceMode::lean : kernels::FlceMode::speed;
+      c.kernels.flce_mode == config::FlceMode::lean ? kernels::FlceMode::lean : kernels::FlceMode::speed;
   // Compute copies over several micro-batches: their gradients sum in fp32
   // (without copies, fold_copy_gradients has nothing to do).
   const bool fold_copy_gradients = c.training.gradient_accumulation_steps > 1;

@@ -41,6 +41,13 @@ expect "pipeline parallelism rejected" 1 "pipeline_parallel_degree.*not supporte
 expect "bad value names key, value and what is allowed" 1 "training\.lr.*'fast'.*a number" -- \
   "$BIN" --config configs/tiny.yaml --set training.lr=fast --dry-run
 expect "missing config file" 1 "nope\.yaml" -- "$BIN" --config nope.yaml --dry-run
+# The checks that need the job (launcher environment, device) run in --dry-run too.
+expect "dry run: CUDA graphs with several ranks" 1 "config error: training\.cuda_graphs = true with 2 ranks" -- \
+  env RANK=0 WORLD_SIZE=2 "$BIN" --config configs/tiny.yaml --set training.device=cuda \
+  --set training.cuda_graphs=true --dry-run
+expect "dry run: shard degree not the world size" 1 \
+  "config error: parallelism\.data_parallel_shard_degree = 4 but the job has 2 ranks" -- \
+  env RANK=0 WORLD_SIZE=2 "$BIN" --config configs/tiny.yaml --set parallelism.data_parallel_shard_degree=4 --dry-run
 expect "missing data file names it" 1 "data error: .*missing\.txt" -- \
   "$BIN" --config configs/tiny.yaml --set data.train=[missing.txt] --set checkpoint.output_dir="$work/run"
 expect "reference.yaml is what --print-reference prints" 0 "" -- \

@@ -102,7 +102,7 @@ TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, expor
 
     // Export the final checkpoint; the HF folder loads back into the same function.
     const std::string hf = out + "/hf";
-    trainer::export_checkpoint(result.checkpoint_path, hf, "auto", 64 * 1024);  // sharded
+    trainer::export_checkpoint(result.checkpoint_path, hf, std::nullopt, 64 * 1024);  // sharded, the run's dtype
     CHECK(fs::exists(hf + "/model.safetensors.index.json"));
     const models::ModelConfig back = models::read_hf_config(hf);
     CHECK(back.family == c.family);
@@ -115,7 +115,7 @@ TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, expor
     CHECK(testing::relative_to_max(actual, expected) <= 1e-5);
 
     // liger-generate's loader: the checkpoint folder rebuilds the same model.
-    trainer::LoadedModel loaded = trainer::load_checkpoint_model(result.checkpoint_path, "cpu");
+    trainer::LoadedModel loaded = trainer::load_checkpoint_model(result.checkpoint_path, config::Device::cpu);
     CHECK(torch::allclose(loaded.model->logits(loaded.model->forward(ids)), expected, 1e-5, 1e-5));
   }
 }

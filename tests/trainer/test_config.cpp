@@ -44,7 +44,7 @@ TEST_CASE("an empty config gives the documented defaults") {
   CHECK_FALSE(c.kernels.cross_entropy);
   CHECK(c.data.train == std::vector<std::string>{"data/samples/tinyshakespeare.txt"});
   CHECK_FALSE(c.model.hidden_size.has_value());
-  CHECK(c.checkpoint.resume == "none");
+  CHECK(c.checkpoint.resume.mode == liger::config::ResumeMode::none);
 }
 
 TEST_CASE("file values and --set overrides are applied, --set last") {
@@ -164,4 +164,78 @@ TEST_CASE("training.cuda_graphs on the CPU is a config error naming the key") {
   CHECK(contains(message, "training.cuda_graphs"));
   CHECK(contains(message, "training.device"));
   CHECK(error_of("training:\n  device: cuda\n  cuda_graphs: true\n").empty());
+}
+
+TEST_CASE("every key's YAML default parses to its field's default in TrainConfig") {
+  const liger::config::TrainConfig parsed = parse_config("", "empty.yaml");
+  const liger::config::TrainConfig code;
+#define CONFIG_SECTION(section, Struct)     \
+  {                                         \
+    const char* section_name = #section;    \
+    const auto& from_yaml = parsed.section; \
+    const auto& from_code = code.section;
+#define CONFIG_KEY(Type, name, default_value, allowed, doc) \
+  {                                                         \
+    INFO(section_name << "." #name);                        \
+    CHECK(from_yaml.name == from_code.name);                \
+  }
+#define CONFIG_END_SECTION() }
+#include "trainer/config_keys.h"
+#undef CONFIG_SECTION
+#undef CONFIG_KEY
+#undef CONFIG_END_SECTION
+}
+
+TEST_CASE("modes are enums named as in YAML; checkpoint.resume is none, auto or a path") {
+  using namespace liger::config;
+  const auto c = parse_config("training:\n  precision: bf16-mixed\n  activation_checkpointing: glu\n",
+                              "modes.yaml",
+                              {"kernels.flce_mode=lean", "parallelism.backend=gloo", "logging.progress_bar=off",
+                               "training.lr_schedule=linear", "checkpoint.resume=auto"});
+  CHECK(c.training.precision == Precision::bf16_mixed);
+  CHECK(c.model.dtype == Dtype::bf16);  // set by the precision
+  CHECK(c.training.activation_checkpointing == ActivationCheckpointing::glu);
+  CHECK(c.kernels.flce_mode == FlceMode::lean);
+  CHECK(c.parallelism.backend == Backend::gloo);
+  CHECK(c.logging.progress_bar == ProgressBar::off);
+  CHECK(c.training.lr_schedule == LrScheduleKind::linear);
+  CHECK(c.checkpoint.resume.mode == ResumeMode::auto_);
+  CHECK(std::string(name_of(Precision::bf16_mixed)) == "bf16-mixed");
+  std::ostringstream printed;
+  printed << c.training.precision << " " << c.checkpoint.resume;
+  CHECK(printed.str() == "bf16-mixed auto");
+  // The resolved YAML keeps the names as written.
+  CHECK(contains(c.resolved_yaml, "precision: bf16-mixed"));
+  CHECK(contains(c.resolved_yaml, "resume: auto"));
+
+  const auto path = parse_config("", "p.yaml", {"checkpoint.resume=runs/x/step-4"});
+  CHECK(path.checkpoint.resume.mode == ResumeMode::path);
+  CHECK(path.checkpoint.resume.path == "runs/x/step-4");
+  CHECK(parse_config("", "p.yaml", {"checkpoint.resume=''"}).checkpoint.resume.mode == ResumeMode::none);
+  CHECK(contains(error_of("", {"logging.level=loud"}), "one of: debug, info, warn, error"));
+}
+
+TEST_CASE("check_for_run: CUDA graphs need one GPU, the shard degree is -1 or the world size") {
+  using liger::config::check_for_run;
+  auto run_error = [](const std::vector<std::string>& overrides, int64_t world_size, bool on_cuda) {
+    const auto c = parse_config("", "run.yaml", overrides);
+    try {
+      check_for_run(c, {world_size, on_cuda});
+    } catch (const ConfigError& error) {
+      return std::string(error.what());
+    }
+    return std::string();
+  };
+  CHECK(run_error({"training.cuda_graphs=true"}, 1, true).empty());
+  CHECK(run_error({}, 8, false).empty());
+  std::string message = run_error({"training.cuda_graphs=true"}, 1, false);
+  CHECK(contains(message, "training.cuda_graphs = true but training runs on cpu"));
+  CHECK(contains(message, "set training.cuda_graphs: false"));
+  message = run_error({"training.cuda_graphs=true"}, 2, true);
+  CHECK(contains(message, "training.cuda_graphs = true with 2 ranks"));
+  message = run_error({"parallelism.data_parallel_shard_degree=4"}, 2, true);
+  CHECK(contains(message, "parallelism.data_parallel_shard_degree = 4 but the job has 2 ranks"));
+  CHECK(contains(message, "set it to -1 or 2"));
+  CHECK(run_error({"parallelism.data_parallel_shard_degree=2"}, 2, true).empty());
+  CHECK(run_error({"parallelism.data_parallel_shard_degree=4"}, 1, false).empty());  // one process: not sharded
 }

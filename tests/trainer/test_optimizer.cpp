@@ -17,6 +17,7 @@
 #include <vector>
 
 using liger::trainer::AdamW;
+using liger::config::LrScheduleKind;
 using liger::trainer::LrSchedule;
 
 TEST_CASE("AdamW matches torch::optim::AdamW step for step (fp32)") {
@@ -100,24 +101,24 @@ TEST_CASE("learning-rate schedules: warmup, decay, floor") {
   s.total_steps = 110;
   s.min_lr_ratio = 0.1;
 
-  s.kind = "constant";
+  s.kind = LrScheduleKind::constant;
   CHECK(s.at(1) == Approx(0.1));
   CHECK(s.at(10) == Approx(1.0));
   CHECK(s.at(100) == Approx(1.0));
 
-  s.kind = "linear";
+  s.kind = LrScheduleKind::linear;
   CHECK(s.at(5) == Approx(0.5));
   CHECK(s.at(60) == Approx(0.1 + 0.9 * 0.5));
   CHECK(s.at(110) == Approx(0.1));
   CHECK(s.at(500) == Approx(0.1));
 
-  s.kind = "cosine";
+  s.kind = LrScheduleKind::cosine;
   CHECK(s.at(10) == Approx(1.0));
   CHECK(s.at(60) == Approx(0.55));  // half way: floor + (peak - floor) / 2
   CHECK(s.at(110) == Approx(0.1));
   for (int64_t step = 11; step < 110; ++step) CHECK(s.at(step + 1) <= s.at(step));
 
-  s.kind = "bogus";
+  s.kind = static_cast<LrScheduleKind>(99);  // a value no config can produce
   CHECK_THROWS_AS(s.at(50), std::invalid_argument);
 }
 
@@ -388,7 +389,7 @@ TEST_CASE("training.precision sets the parameter and compute dtypes; contradicti
   const auto bf16 = parse_config("training:\n  precision: bf16\n", "p.yaml");
   CHECK(parameter_dtype(bf16) == torch::kBFloat16);
   CHECK(compute_dtype(bf16) == torch::kBFloat16);
-  CHECK(bf16.model.dtype == "bf16");
+  CHECK(bf16.model.dtype == liger::config::Dtype::bf16);
   CHECK_FALSE(bf16.training.master_weights);
   CHECK(bf16.training.stochastic_rounding);
   // The resolved YAML reads back without a contradiction.
@@ -402,14 +403,14 @@ TEST_CASE("training.precision sets the parameter and compute dtypes; contradicti
   CHECK(compute_dtype(fp32) == torch::kFloat);
   // auto: today's behaviour from model.dtype + master_weights.
   const auto legacy = parse_config("model:\n  dtype: bf16\ntraining:\n  master_weights: false\n", "p.yaml");
-  CHECK(legacy.training.precision == "auto");
+  CHECK(legacy.training.precision == liger::config::Precision::auto_);
   CHECK(parameter_dtype(legacy) == torch::kBFloat16);
   CHECK(parameter_dtype(parse_config("model:\n  dtype: bf16\n", "p.yaml")) == torch::kFloat);
   // Agreeing keys are fine.
   CHECK(message("model:\n  dtype: bf16\ntraining:\n  precision: bf16\n  master_weights: false\n").empty());
   // A TrainConfig built in code honours precision too.
   liger::config::TrainConfig code;
-  code.training.precision = "bf16";
+  code.training.precision = liger::config::Precision::bf16;
   CHECK(parameter_dtype(code) == torch::kBFloat16);
 
   const std::string dtype_clash = message("model:\n  dtype: fp32\ntraining:\n  precision: bf16\n");

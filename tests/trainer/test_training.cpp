@@ -203,9 +203,9 @@ TEST_CASE("checkpoints: keep_last prunes, resume auto ignores unfinished ones") 
   // state file is not complete. Neither is picked.
   std::filesystem::create_directories(dir + "/.step-8.tmp-999");
   std::filesystem::create_directories(dir + "/step-9");
-  CHECK(std::filesystem::path(*manager.resolve_resume("auto")).filename() == "step-6");
-  CHECK_FALSE(manager.resolve_resume("none").has_value());
-  CHECK_THROWS_AS(manager.resolve_resume(dir + "/step-9"), std::runtime_error);
+  CHECK(std::filesystem::path(*manager.resolve_resume({config::ResumeMode::auto_})).filename() == "step-6");
+  CHECK_FALSE(manager.resolve_resume({config::ResumeMode::none}).has_value());
+  CHECK_THROWS_AS(manager.resolve_resume({config::ResumeMode::path, dir + "/step-9"}), std::runtime_error);
   // The resolved config is saved with the checkpoint.
   CHECK(std::filesystem::exists(dir + "/step-6/config.yaml"));
   const auto saved = config::load_config(dir + "/step-6/config.yaml");

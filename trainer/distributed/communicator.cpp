@@ -45,8 +45,9 @@ void PendingCollective::wait() {
   fn();
 }
 
-Communicator::Communicator(ProcessEnvironment env, std::unique_ptr<Impl> impl, std::string backend_name)
-    : env_(std::move(env)), impl_(std::move(impl)), backend_name_(std::move(backend_name)) {}
+Communicator::Communicator(ProcessEnvironment env, std::unique_ptr<Impl> impl,
+                           std::optional<config::Backend> backend)
+    : env_(std::move(env)), impl_(std::move(impl)), backend_(backend) {}
 
 Communicator::~Communicator() {
   try {
@@ -56,14 +57,13 @@ Communicator::~Communicator() {
 }
 
 std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env, c10::Device device,
-                                                   const std::string& backend, double timeout_s) {
+                                                   config::Backend backend, double timeout_s) {
   auto impl = std::make_unique<Impl>();
   if (!env.distributed()) {
-    return std::shared_ptr<Communicator>(new Communicator(env, std::move(impl), "none"));
+    return std::shared_ptr<Communicator>(new Communicator(env, std::move(impl), std::nullopt));
   }
-  std::string name = backend;
-  if (name == "auto") name = device.is_cuda() ? "nccl" : "gloo";
-  if (name == "nccl" && !device.is_cuda()) {
+  if (backend == config::Backend::auto_) backend = device.is_cuda() ? config::Backend::nccl : config::Backend::gloo;
+  if (backend == config::Backend::nccl && !device.is_cuda()) {
     throw std::runtime_error("parallelism.backend = nccl needs training.device = cuda; use gloo (or auto) on cpu");
   }
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
@@ -86,7 +86,7 @@ std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env
                           " (check MASTER_ADDR/MASTER_PORT, that rank 0 runs, and that the port is free)");
   }
 
-  if (name == "gloo") {
+  if (backend == config::Backend::gloo) {
 #ifdef LIGER_WITH_GLOO
     auto options = c10d::ProcessGroupGloo::Options::create();
     options->timeout = timeout;
@@ -101,7 +101,7 @@ std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env
     throw std::runtime_error("parallelism.backend = gloo: this build has no Gloo (install libgloo-dev "
                              "and rebuild; scripts/setup.sh does)");
 #endif
-  } else if (name == "nccl") {
+  } else {  // nccl
 #ifdef LIGER_WITH_NCCL
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
@@ -112,10 +112,8 @@ std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env
 #else
     throw std::runtime_error("parallelism.backend = nccl: this build has no NCCL (build with CUDA)");
 #endif
-  } else {
-    throw std::runtime_error("parallelism.backend = '" + name + "': use auto, nccl or gloo");
   }
-  return std::shared_ptr<Communicator>(new Communicator(env, std::move(impl), name));
+  return std::shared_ptr<Communicator>(new Communicator(env, std::move(impl), backend));
 }
 
 void Communicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
@@ -185,8 +183,9 @@ void Communicator::barrier() {
   if (!impl_->backend) return;
   // A one-element all-reduce read back on the host: every rank has arrived
   // when it returns (a device-side wait alone would not block the host).
-  const auto device = backend_name_ == "nccl" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env_.local_rank))
-                                              : at::Device(at::kCPU);
+  const auto device = backend_ == config::Backend::nccl
+                          ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env_.local_rank))
+                          : at::Device(at::kCPU);
   at::Tensor token = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(device));
   all_reduce(token);
   (void)token.item<float>();

@@ -6,12 +6,14 @@
 // collective is then a no-op, so callers need no special case.
 #pragma once
 
+#include "trainer/config_enums.h"
 #include "trainer/distributed/environment.h"
 
 #include <ATen/core/Tensor.h>
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace liger::trainer::distributed {
@@ -34,12 +36,12 @@ enum class ReduceOp { sum, max };
 class Communicator {
  public:
   // Joins the job described by `env` on `device` (cuda:LOCAL_RANK or cpu).
-  // backend: "auto" (nccl on cuda, gloo on cpu), "nccl" or "gloo".
+  // backend: auto (nccl on cuda, gloo on cpu), nccl or gloo.
   // timeout_s bounds the rendezvous and every collective: a rank that dies or
   // hangs ends the job on the others with an error instead of a silent hang.
   // World size 1 creates no process group.
   static std::shared_ptr<Communicator> create(const ProcessEnvironment& env, c10::Device device,
-                                              const std::string& backend, double timeout_s);
+                                              config::Backend backend, double timeout_s);
   ~Communicator();
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
@@ -47,7 +49,8 @@ class Communicator {
   int64_t rank() const { return env_.rank; }
   int64_t world_size() const { return env_.world_size; }
   const ProcessEnvironment& environment() const { return env_; }
-  const std::string& backend_name() const { return backend_name_; }
+  // "nccl", "gloo", or "none" (one process).
+  std::string backend_name() const { return backend_ ? config::name_of(*backend_) : "none"; }
 
   // In place over all ranks, then waited for (see PendingCollective::wait).
   void all_reduce(at::Tensor& tensor, ReduceOp op = ReduceOp::sum);
@@ -64,10 +67,10 @@ class Communicator {
 
  private:
   struct Impl;
-  Communicator(ProcessEnvironment env, std::unique_ptr<Impl> impl, std::string backend_name);
+  Communicator(ProcessEnvironment env, std::unique_ptr<Impl> impl, std::optional<config::Backend> backend);
   ProcessEnvironment env_;
   std::unique_ptr<Impl> impl_;
-  std::string backend_name_;
+  std::optional<config::Backend> backend_;  // nccl or gloo; nullopt: one process, no process group
 };
 
 // Thrown for a collective that failed or timed out (a rank died, the network

@@ -23,15 +23,6 @@ std::shared_ptr<spdlog::logger>& logger() {
 
 }  // namespace
 
-Level parse_level(const std::string& name) {
-  if (name == "debug") return Level::debug;
-  if (name == "info") return Level::info;
-  if (name == "warn") return Level::warn;
-  if (name == "error") return Level::error;
-  if (name == "off") return Level::off;
-  throw std::invalid_argument("unknown log level '" + name + "' (use debug, info, warn, error or off)");
-}
-
 void set_level(Level level) {
   static const spdlog::level::level_enum table[] = {spdlog::level::debug, spdlog::level::info,
                                                      spdlog::level::warn, spdlog::level::err,

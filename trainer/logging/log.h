@@ -7,9 +7,6 @@ namespace liger::log {
 
 enum class Level { debug, info, warn, error, off };
 
-// Parses "debug" | "info" | "warn" | "error" | "off"; throws std::invalid_argument otherwise.
-Level parse_level(const std::string& name);
-
 void set_level(Level level);
 // Also writes every line to `path` (appending). Safe to call once per run.
 void add_file_sink(const std::string& path);
