@@ -22,20 +22,60 @@ namespace {
 struct Architecture {
   const char* hf_class;
   const char* model_type;
-  const char* family;
+  ModelFamily family;
 };
 constexpr Architecture kArchitectures[] = {
-    {"LlamaForCausalLM", "llama", "llama"},
-    {"MistralForCausalLM", "mistral", "mistral"},
-    {"GemmaForCausalLM", "gemma", "gemma"},
-    {"Gemma2ForCausalLM", "gemma2", "gemma2"},
+    {"LlamaForCausalLM", "llama", ModelFamily::llama},
+    {"MistralForCausalLM", "mistral", ModelFamily::mistral},
+    {"GemmaForCausalLM", "gemma", ModelFamily::gemma},
+    {"Gemma2ForCausalLM", "gemma2", ModelFamily::gemma2},
 };
 
-const Architecture& architecture_of_family(const std::string& family) {
+const Architecture& architecture_of_family(ModelFamily family) {
   for (const auto& a : kArchitectures) {
     if (family == a.family) return a;
   }
-  throw ModelIoError("model family '" + family + "' has no Hugging Face architecture here");
+  throw ModelIoError("model family '" + to_string(family) + "' has no Hugging Face architecture here");
+}
+
+bool is_gemma(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::llama:
+    case ModelFamily::mistral:
+      return false;
+    case ModelFamily::gemma:
+    case ModelFamily::gemma2:
+      return true;
+  }
+  return false;  // not reached: every family is a case above
+}
+
+// The HF classes' defaults for keys a config.json leaves out.
+int64_t hf_default_num_kv_heads(ModelFamily family, int64_t num_heads) {
+  switch (family) {
+    case ModelFamily::llama:
+      return num_heads;
+    case ModelFamily::mistral:
+      return 8;
+    case ModelFamily::gemma:
+      return 16;
+    case ModelFamily::gemma2:
+      return 4;
+  }
+  return num_heads;  // not reached
+}
+
+int64_t hf_default_max_position_embeddings(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::llama:
+      return 2048;
+    case ModelFamily::mistral:
+      return 131072;
+    case ModelFamily::gemma:
+    case ModelFamily::gemma2:
+      return 8192;
+  }
+  return 2048;  // not reached
 }
 
 std::string supported_list() {
@@ -128,7 +168,7 @@ void read_rope(const Keys& keys, const std::string& origin, ModelConfig& c) {
     }
     return (*scaling)[name].get<double>();
   };
-  c.rope_scaling.type = "llama3";
+  c.rope_scaling.type = RopeScalingType::llama3;
   c.rope_scaling.factor = field("factor");
   c.rope_scaling.low_freq_factor = field("low_freq_factor");
   c.rope_scaling.high_freq_factor = field("high_freq_factor");
@@ -315,10 +355,10 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
                                   supported_list() + ")");
     }
   }
-  const std::string family = arch->family;
+  const ModelFamily family = arch->family;
   ModelConfig c;
   apply_family_traits(c, family);
-  const bool gemma = family == "gemma" || family == "gemma2";
+  const bool gemma = is_gemma(family);
 
   c.vocab_size = keys.integer("vocab_size");
   c.hidden_size = keys.integer("hidden_size");
@@ -326,19 +366,13 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
   c.num_layers = keys.integer("num_hidden_layers");
   c.num_heads = keys.integer("num_attention_heads");
   // Absent keys take the HF class defaults.
-  const int64_t default_kv = family == "llama"    ? c.num_heads
-                             : family == "mistral" ? 8
-                             : family == "gemma"   ? 16
-                                                   : 4;
-  c.num_kv_heads = keys.integer("num_key_value_heads", default_kv);
+  c.num_kv_heads = keys.integer("num_key_value_heads", hf_default_num_kv_heads(family, c.num_heads));
   c.head_dim = keys.integer("head_dim", gemma ? 256 : 0);
   if (!gemma && c.head_dim == c.hidden_size / std::max<int64_t>(c.num_heads, 1) &&
       c.hidden_size % std::max<int64_t>(c.num_heads, 1) == 0) {
     c.head_dim = 0;  // the default, kept implicit
   }
-  c.max_seq_len = keys.integer("max_position_embeddings", family == "llama"     ? 2048
-                                                          : family == "mistral" ? 131072
-                                                                                : 8192);
+  c.max_seq_len = keys.integer("max_position_embeddings", hf_default_max_position_embeddings(family));
   c.rms_norm_eps = keys.number("rms_norm_eps", 1e-6);
   c.tie_embeddings = keys.boolean("tie_word_embeddings", gemma);
   c.init_std = keys.number("initializer_range", 0.02);
@@ -353,17 +387,17 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
   }
   if (gemma) {
     // HF maps Gemma's legacy "gelu" to the tanh approximation.
-    const std::string key = family == "gemma2" || keys.has("hidden_activation") ? "hidden_activation"
-                                                                                 : "hidden_act";
+    const std::string key = family == ModelFamily::gemma2 || keys.has("hidden_activation") ? "hidden_activation"
+                                                                                           : "hidden_act";
     const std::string act = keys.text(key, "gelu_pytorch_tanh");
-    const bool ok = act == "gelu_pytorch_tanh" || (family == "gemma" && act == "gelu");
-    if (!ok) keys.fail(key, "is not supported for " + family + " (gelu_pytorch_tanh)");
+    const bool ok = act == "gelu_pytorch_tanh" || (family == ModelFamily::gemma && act == "gelu");
+    if (!ok) keys.fail(key, "is not supported for " + to_string(family) + " (gelu_pytorch_tanh)");
   } else {
     if (keys.text("hidden_act", "silu") != "silu") {
-      keys.fail("hidden_act", "is not supported for " + family + " (silu)");
+      keys.fail("hidden_act", "is not supported for " + to_string(family) + " (silu)");
     }
   }
-  if (family == "mistral") {
+  if (family == ModelFamily::mistral) {
     c.sliding_window = keys.has("sliding_window") ? keys.integer("sliding_window") : 0;
     if (!j.contains("sliding_window")) c.sliding_window = 4096;  // the class default
     c.sliding_window_pattern = 1;
@@ -371,7 +405,7 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
       keys.fail("layer_types", "is not supported for MistralForCausalLM (every layer slides)");
     }
   }
-  if (family == "gemma2") {
+  if (family == ModelFamily::gemma2) {
     c.sliding_window = j.contains("sliding_window") ? (keys.has("sliding_window") ? keys.integer("sliding_window") : 0)
                                                     : 4096;
     c.sliding_window_pattern = 2;
@@ -387,7 +421,7 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
     c.query_pre_attn_scalar = keys.number("query_pre_attn_scalar", 256.0);
     c.attn_softcap = j.contains("attn_logit_softcapping") ? keys.number("attn_logit_softcapping", 0.0) : 50.0;
     c.final_softcap = j.contains("final_logit_softcapping") ? keys.number("final_logit_softcapping", 0.0) : 30.0;
-  } else if (keys.has("layer_types") && family != "mistral") {
+  } else if (keys.has("layer_types") && family != ModelFamily::mistral) {
     keys.fail("layer_types", "is not supported for " + std::string(arch->hf_class));
   }
   if (c.sliding_window < 0) keys.fail("sliding_window", "must be >= 0 or null");
@@ -430,7 +464,7 @@ ModelConfig read_hf_config(const std::string& dir) {
 
 std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   const Architecture& arch = architecture_of_family(c.family);
-  const bool gemma = c.family == "gemma" || c.family == "gemma2";
+  const bool gemma = is_gemma(c.family);
   const std::string dtype_name = dtype == at::kBFloat16 ? "bfloat16"
                                  : dtype == at::kHalf   ? "float16"
                                                         : "float32";
@@ -455,7 +489,7 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   j["dtype"] = dtype_name;        // transformers 5
   // RoPE in the legacy keys, which transformers 4 and 5 both read.
   j["rope_theta"] = c.rope_theta;
-  if (c.rope_scaling.type == "llama3") {
+  if (c.rope_scaling.type == RopeScalingType::llama3) {
     j["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", c.rope_scaling.factor},
                          {"low_freq_factor", c.rope_scaling.low_freq_factor},
@@ -469,15 +503,15 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
   if (!gemma) {
     j["hidden_act"] = "silu";
-    if (c.family == "llama") j["mlp_bias"] = false;
+    if (c.family == ModelFamily::llama) j["mlp_bias"] = false;
   } else {
     j["hidden_act"] = "gelu_pytorch_tanh";
     j["hidden_activation"] = "gelu_pytorch_tanh";
   }
-  if (c.family == "mistral") {
+  if (c.family == ModelFamily::mistral) {
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
   }
-  if (c.family == "gemma2") {
+  if (c.family == ModelFamily::gemma2) {
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
     // transformers 5 types it int (and checks): an integral value is written as one.
     const double scalar = c.query_pre_attn_scalar > 0.0 ? c.query_pre_attn_scalar
@@ -497,7 +531,7 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   const std::string difference = first_difference(c, back);
   if (!difference.empty()) {
     throw ModelIoError("cannot export to " + std::string(arch.hf_class) + ": the model's " + difference +
-                       " has no expression in that Hugging Face config (a " + c.family +
+                       " has no expression in that Hugging Face config (a " + to_string(c.family) +
                        " with these traits would load as a different model); train with the "
                        "family's own traits to export it");
   }
@@ -555,7 +589,7 @@ HfWeights::HfWeights(const TransformerImpl& model, const std::string& dir_text) 
       if (info.name == "lm_head.weight" && model.config().tie_embeddings) continue;  // HF ties it
       if (!files.single.empty() || files.file_of.count(info.name)) {
         throw ModelIoError(f->path() + ": tensor '" + info.name + "' is not a parameter of this " +
-                           model.config().family + " model (config.json: " + config_path +
+                           to_string(model.config().family) + " model (config.json: " + config_path +
                            "); the checkpoint has weights the model would ignore");
       }
     }

@@ -3,9 +3,76 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstddef>
+#include <ostream>
 #include <stdexcept>
 
 namespace liger::models {
+namespace {
+
+// The one name of each mode value: model_config.json, logs and messages.
+template <typename Mode>
+struct ModeName {
+  Mode mode;
+  const char* name;
+};
+
+constexpr ModeName<ModelFamily> kFamilyNames[] = {{ModelFamily::llama, "llama"},
+                                                  {ModelFamily::mistral, "mistral"},
+                                                  {ModelFamily::gemma, "gemma"},
+                                                  {ModelFamily::gemma2, "gemma2"}};
+constexpr ModeName<MlpActivation> kActivationNames[] = {{MlpActivation::silu, "silu"},
+                                                        {MlpActivation::gelu_tanh, "gelu_tanh"}};
+constexpr ModeName<NormCasting> kCastingNames[] = {{NormCasting::llama, "llama"},
+                                                   {NormCasting::gemma, "gemma"},
+                                                   {NormCasting::none, "none"}};
+constexpr ModeName<RopeScalingType> kRopeScalingNames[] = {{RopeScalingType::none, "none"},
+                                                           {RopeScalingType::llama3, "llama3"}};
+
+template <typename Mode, std::size_t N>
+std::string name_of(const ModeName<Mode> (&names)[N], Mode mode) {
+  for (const auto& entry : names) {
+    if (entry.mode == mode) return entry.name;
+  }
+  throw std::logic_error("a mode value has no entry in its name table (models/model_config.cpp)");
+}
+
+// `what` names the mode in the message: "model family 'gpt2' is unknown
+// (known: llama, mistral, gemma, gemma2)".
+template <typename Mode, std::size_t N>
+Mode parse_mode(const ModeName<Mode> (&names)[N], const std::string& name, const char* what) {
+  std::string known;
+  for (const auto& entry : names) {
+    if (name == entry.name) return entry.mode;
+    known += (known.empty() ? "" : ", ") + std::string(entry.name);
+  }
+  throw std::invalid_argument(std::string(what) + " '" + name + "' is unknown (known: " + known + ")");
+}
+
+}  // namespace
+
+std::string to_string(ModelFamily family) { return name_of(kFamilyNames, family); }
+std::string to_string(MlpActivation activation) { return name_of(kActivationNames, activation); }
+std::string to_string(NormCasting casting) { return name_of(kCastingNames, casting); }
+std::string to_string(RopeScalingType type) { return name_of(kRopeScalingNames, type); }
+
+ModelFamily parse_model_family(const std::string& name) {
+  return parse_mode(kFamilyNames, name, "model family");
+}
+MlpActivation parse_mlp_activation(const std::string& name) {
+  return parse_mode(kActivationNames, name, "model mlp_activation");
+}
+NormCasting parse_norm_casting(const std::string& name) {
+  return parse_mode(kCastingNames, name, "model norm_casting");
+}
+RopeScalingType parse_rope_scaling_type(const std::string& name) {
+  return parse_mode(kRopeScalingNames, name, "model rope_scaling type");
+}
+
+std::ostream& operator<<(std::ostream& out, ModelFamily family) { return out << to_string(family); }
+std::ostream& operator<<(std::ostream& out, MlpActivation activation) { return out << to_string(activation); }
+std::ostream& operator<<(std::ostream& out, NormCasting casting) { return out << to_string(casting); }
+std::ostream& operator<<(std::ostream& out, RopeScalingType type) { return out << to_string(type); }
 
 int64_t ModelConfig::layer_sliding_window(int64_t layer) const {
   if (sliding_window <= 0) return 0;
@@ -66,14 +133,6 @@ void ModelConfig::validate() const {
     throw std::invalid_argument("model.head_dim = " + std::to_string(resolved_head_dim()) +
                                 " must be even (RoPE rotates pairs)");
   }
-  if (mlp_activation != "silu" && mlp_activation != "gelu_tanh") {
-    throw std::invalid_argument("model mlp_activation = '" + mlp_activation +
-                                "' is not supported (silu or gelu_tanh)");
-  }
-  if (norm_casting != "llama" && norm_casting != "gemma" && norm_casting != "none") {
-    throw std::invalid_argument("model norm_casting = '" + norm_casting +
-                                "' is not supported (llama, gemma or none)");
-  }
   if (sliding_window < 0) {
     throw std::invalid_argument("model.sliding_window = " + std::to_string(sliding_window) +
                                 " must be >= 0 (0 = global attention everywhere)");
@@ -85,11 +144,7 @@ void ModelConfig::validate() const {
   non_negative(attn_softcap, "model.attn_softcap");
   non_negative(final_softcap, "model.final_softcap");
   non_negative(query_pre_attn_scalar, "model.query_pre_attn_scalar");
-  if (rope_scaling.type != "none" && rope_scaling.type != "llama3") {
-    throw std::invalid_argument("model rope_scaling type '" + rope_scaling.type +
-                                "' is not supported (none or llama3)");
-  }
-  if (rope_scaling.type == "llama3" &&
+  if (rope_scaling.type == RopeScalingType::llama3 &&
       (rope_scaling.factor <= 0.0 || rope_scaling.high_freq_factor <= rope_scaling.low_freq_factor ||
        rope_scaling.original_max_position_embeddings <= 0)) {
     throw std::invalid_argument(
@@ -100,7 +155,7 @@ void ModelConfig::validate() const {
 
 std::string model_config_to_json(const ModelConfig& c) {
   nlohmann::ordered_json j;
-  j["family"] = c.family;
+  j["family"] = to_string(c.family);
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -109,7 +164,7 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["num_kv_heads"] = c.num_kv_heads;
   j["head_dim"] = c.head_dim;
   j["rope_theta"] = c.rope_theta;
-  j["rope_scaling"] = {{"type", c.rope_scaling.type},
+  j["rope_scaling"] = {{"type", to_string(c.rope_scaling.type)},
                        {"factor", c.rope_scaling.factor},
                        {"low_freq_factor", c.rope_scaling.low_freq_factor},
                        {"high_freq_factor", c.rope_scaling.high_freq_factor},
@@ -118,9 +173,9 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["tie_embeddings"] = c.tie_embeddings;
   j["max_seq_len"] = c.max_seq_len;
   j["init_std"] = c.init_std;
-  j["mlp_activation"] = c.mlp_activation;
+  j["mlp_activation"] = to_string(c.mlp_activation);
   j["norm_offset"] = c.norm_offset;
-  j["norm_casting"] = c.norm_casting;
+  j["norm_casting"] = to_string(c.norm_casting);
   j["scale_embeddings"] = c.scale_embeddings;
   j["post_norms"] = c.post_norms;
   j["sliding_window"] = c.sliding_window;
@@ -143,7 +198,7 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
   ModelConfig c;
   try {
     // Every key is required: the file is written by model_config_to_json.
-    c.family = j.at("family").get<std::string>();
+    c.family = parse_model_family(j.at("family").get<std::string>());
     c.vocab_size = j.at("vocab_size").get<int64_t>();
     c.hidden_size = j.at("hidden_size").get<int64_t>();
     c.intermediate_size = j.at("intermediate_size").get<int64_t>();
@@ -153,7 +208,7 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
     c.head_dim = j.at("head_dim").get<int64_t>();
     c.rope_theta = j.at("rope_theta").get<double>();
     const auto& rs = j.at("rope_scaling");
-    c.rope_scaling.type = rs.at("type").get<std::string>();
+    c.rope_scaling.type = parse_rope_scaling_type(rs.at("type").get<std::string>());
     c.rope_scaling.factor = rs.at("factor").get<double>();
     c.rope_scaling.low_freq_factor = rs.at("low_freq_factor").get<double>();
     c.rope_scaling.high_freq_factor = rs.at("high_freq_factor").get<double>();
@@ -162,9 +217,9 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
     c.tie_embeddings = j.at("tie_embeddings").get<bool>();
     c.max_seq_len = j.at("max_seq_len").get<int64_t>();
     c.init_std = j.at("init_std").get<double>();
-    c.mlp_activation = j.at("mlp_activation").get<std::string>();
+    c.mlp_activation = parse_mlp_activation(j.at("mlp_activation").get<std::string>());
     c.norm_offset = j.at("norm_offset").get<double>();
-    c.norm_casting = j.at("norm_casting").get<std::string>();
+    c.norm_casting = parse_norm_casting(j.at("norm_casting").get<std::string>());
     c.scale_embeddings = j.at("scale_embeddings").get<bool>();
     c.post_norms = j.at("post_norms").get<bool>();
     c.sliding_window = j.at("sliding_window").get<int64_t>();
@@ -178,22 +233,20 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
     std::string message = error.what();
     throw std::invalid_argument(origin + ": " + message.substr(0, message.find('\n')) +
                                 " (the file is written by liger-train; do not edit it)");
+  } catch (const std::invalid_argument& error) {  // a mode name that parse_* does not know
+    throw std::invalid_argument(origin + ": " + error.what() +
+                                " (the file is written by liger-train; do not edit it)");
   }
   c.validate();
   return c;
 }
 
-const std::vector<std::string>& family_names() {
-  static const std::vector<std::string> names = {"llama", "mistral", "gemma", "gemma2"};
-  return names;
-}
-
-void apply_family_traits(ModelConfig& c, const std::string& family) {
+void apply_family_traits(ModelConfig& c, ModelFamily family) {
   // Start from Llama's traits; each family changes what differs.
   c.family = family;
-  c.mlp_activation = "silu";
+  c.mlp_activation = MlpActivation::silu;
   c.norm_offset = 0.0;
-  c.norm_casting = "llama";
+  c.norm_casting = NormCasting::llama;
   c.scale_embeddings = false;
   c.post_norms = false;
   c.sliding_window = 0;
@@ -201,29 +254,28 @@ void apply_family_traits(ModelConfig& c, const std::string& family) {
   c.attn_softcap = 0.0;
   c.final_softcap = 0.0;
   c.query_pre_attn_scalar = 0.0;
-  if (family == "llama") return;
-  if (family == "mistral") {
-    c.sliding_window = 4096;  // Mistral 7B v0.1; the HF config says per checkpoint
-    return;
+  switch (family) {
+    case ModelFamily::llama:
+      return;
+    case ModelFamily::mistral:
+      c.sliding_window = 4096;  // Mistral 7B v0.1; the HF config says per checkpoint
+      return;
+    case ModelFamily::gemma:
+    case ModelFamily::gemma2:
+      c.mlp_activation = MlpActivation::gelu_tanh;
+      c.norm_offset = 1.0;
+      c.norm_casting = NormCasting::gemma;
+      c.scale_embeddings = true;
+      if (family == ModelFamily::gemma2) {
+        c.post_norms = true;
+        c.sliding_window = 4096;
+        c.sliding_window_pattern = 2;
+        c.attn_softcap = 50.0;
+        c.final_softcap = 30.0;
+        c.query_pre_attn_scalar = 256.0;
+      }
+      return;
   }
-  if (family == "gemma" || family == "gemma2") {
-    c.mlp_activation = "gelu_tanh";
-    c.norm_offset = 1.0;
-    c.norm_casting = "gemma";
-    c.scale_embeddings = true;
-    if (family == "gemma2") {
-      c.post_norms = true;
-      c.sliding_window = 4096;
-      c.sliding_window_pattern = 2;
-      c.attn_softcap = 50.0;
-      c.final_softcap = 30.0;
-      c.query_pre_attn_scalar = 256.0;
-    }
-    return;
-  }
-  std::string known;
-  for (const auto& n : family_names()) known += (known.empty() ? "" : ", ") + n;
-  throw std::invalid_argument("model family '" + family + "' is unknown (known: " + known + ")");
 }
 
 const std::vector<std::string>& preset_names() {
@@ -235,7 +287,7 @@ const std::vector<std::string>& preset_names() {
 
 ModelConfig preset(const std::string& name) {
   ModelConfig c;
-  apply_family_traits(c, "llama");
+  apply_family_traits(c, ModelFamily::llama);
   if (name == "tiny") {
     // A few minutes on 2 CPU cores; vocab comes from the tokenizer.
     c.hidden_size = 256;
@@ -256,7 +308,7 @@ ModelConfig preset(const std::string& name) {
     c.num_kv_heads = 8;
     c.head_dim = 64;
     c.rope_theta = 500000.0;
-    c.rope_scaling.type = "llama3";
+    c.rope_scaling.type = RopeScalingType::llama3;
     c.rope_scaling.factor = 32.0;
     c.rope_scaling.low_freq_factor = 1.0;
     c.rope_scaling.high_freq_factor = 4.0;
@@ -287,7 +339,7 @@ ModelConfig preset(const std::string& name) {
     c.tie_embeddings = false;
     c.max_seq_len = 4096;
   } else if (name == "mistral_7b") {  // Mistral-7B-v0.1
-    apply_family_traits(c, "mistral");
+    apply_family_traits(c, ModelFamily::mistral);
     c.vocab_size = 32000;
     c.hidden_size = 4096;
     c.intermediate_size = 14336;
@@ -300,7 +352,7 @@ ModelConfig preset(const std::string& name) {
     c.max_seq_len = 32768;
     c.sliding_window = 4096;
   } else if (name == "gemma_2b" || name == "gemma_7b") {
-    apply_family_traits(c, "gemma");
+    apply_family_traits(c, ModelFamily::gemma);
     c.vocab_size = 256000;
     c.head_dim = 256;
     c.rope_theta = 10000.0;
@@ -321,7 +373,7 @@ ModelConfig preset(const std::string& name) {
       c.num_kv_heads = 16;
     }
   } else if (name == "gemma2_2b" || name == "gemma2_9b") {
-    apply_family_traits(c, "gemma2");
+    apply_family_traits(c, ModelFamily::gemma2);
     c.vocab_size = 256000;
     c.head_dim = 256;
     c.rope_theta = 10000.0;

@@ -15,15 +15,46 @@
 #pragma once
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
 namespace liger::models {
 
+// ---- modes ------------------------------------------------------------------
+// Each mode is an enum past parsing. Its names (in model_config.json, logs and
+// messages) live in one table in model_config.cpp, read by to_string, the
+// parse_* function and operator<<. A parse_* function throws
+// std::invalid_argument naming the mode, the text and the known names.
+
+// The architecture a checkpoint belongs to: which Hugging Face class imports
+// and exports it, and the trait values it starts from (apply_family_traits).
+enum class ModelFamily { llama, mistral, gemma, gemma2 };
+// The MLP's gated activation: silu = SwiGLU, gelu_tanh = GeGLU.
+enum class MlpActivation { silu, gelu_tanh };
+// Where RMSNorm rounds to the compute dtype (kernels::RmsNormCasting; see
+// kernels/ops.h): llama = before the weight, gemma = all in fp32, none.
+enum class NormCasting { llama, gemma, none };
+// RoPE frequency scaling: none, or Llama 3.1's.
+enum class RopeScalingType { none, llama3 };
+
+std::string to_string(ModelFamily family);
+std::string to_string(MlpActivation activation);
+std::string to_string(NormCasting casting);
+std::string to_string(RopeScalingType type);
+ModelFamily parse_model_family(const std::string& name);
+MlpActivation parse_mlp_activation(const std::string& name);
+NormCasting parse_norm_casting(const std::string& name);
+RopeScalingType parse_rope_scaling_type(const std::string& name);
+std::ostream& operator<<(std::ostream& out, ModelFamily family);
+std::ostream& operator<<(std::ostream& out, MlpActivation activation);
+std::ostream& operator<<(std::ostream& out, NormCasting casting);
+std::ostream& operator<<(std::ostream& out, RopeScalingType type);
+
 // RoPE frequency scaling (HF rope_scaling / rope_parameters). Only Llama 3's
 // scheme is implemented; HF config import rejects the others by name.
 struct RopeScaling {
-  std::string type = "none";  // none | llama3
+  RopeScalingType type = RopeScalingType::none;
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
@@ -31,7 +62,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string family = "llama";  // llama | mistral | gemma | gemma2 (informational + HF export)
+  ModelFamily family = ModelFamily::llama;  // HF import/export and messages; the transformer reads traits
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -47,11 +78,11 @@ struct ModelConfig {
   double init_std = 0.02;
 
   // ---- family traits ------------------------------------------------------
-  std::string mlp_activation = "silu";  // silu (SwiGLU) | gelu_tanh (GeGLU)
+  MlpActivation mlp_activation = MlpActivation::silu;
   // RMSNorm: y = x * rstd * (norm_offset + w). Gemma stores w - 1: offset 1,
   // and its weights start at 0 (Llama's at 1).
   double norm_offset = 0.0;
-  std::string norm_casting = "llama";  // llama | gemma (all fp32) | none; see kernels/ops.h
+  NormCasting norm_casting = NormCasting::llama;
   bool scale_embeddings = false;       // multiply embeddings by sqrt(hidden) (Gemma)
   bool post_norms = false;             // Gemma 2: norms after attention and MLP too
   int64_t sliding_window = 0;          // > 0: local layers see this many keys (self included)
@@ -90,10 +121,9 @@ struct ModelConfig {
 std::string model_config_to_json(const ModelConfig& config);
 ModelConfig model_config_from_json(const std::string& text, const std::string& origin);
 
-// Families known to the transformer, and the trait values of one. Leaves the
-// dimensions alone; throws std::invalid_argument for an unknown family.
-const std::vector<std::string>& family_names();
-void apply_family_traits(ModelConfig& config, const std::string& family);
+// Sets config.family and the trait values of that family; leaves the
+// dimensions alone.
+void apply_family_traits(ModelConfig& config, ModelFamily family);
 
 // Names accepted by preset().
 const std::vector<std::string>& preset_names();

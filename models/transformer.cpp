@@ -86,15 +86,39 @@ Tensor TransformerImpl::cast(const Tensor& weight) const {
   return weight.scalar_type() == compute_dtype_ ? weight : weight.to(compute_dtype_);
 }
 
+namespace {
+
+// gemma: x * rstd * (1 + w) all in fp32 inside the op (HF GemmaRMSNorm);
+// llama: x * rstd rounded to the compute dtype before the weight.
+kernels::RmsNormCasting rms_norm_casting(NormCasting casting) {
+  switch (casting) {
+    case NormCasting::llama:
+      return kernels::RmsNormCasting::llama;
+    case NormCasting::gemma:
+      return kernels::RmsNormCasting::gemma;
+    case NormCasting::none:
+      return kernels::RmsNormCasting::none;
+  }
+  return kernels::RmsNormCasting::llama;  // not reached
+}
+
+GluKind glu_kind(MlpActivation activation) {
+  switch (activation) {
+    case MlpActivation::silu:
+      return GluKind::swiglu;
+    case MlpActivation::gelu_tanh:
+      return GluKind::geglu;
+  }
+  return GluKind::swiglu;  // not reached
+}
+
+}  // namespace
+
 kernels::RmsNormOptions TransformerImpl::norm_options() const {
   kernels::RmsNormOptions options;
   options.eps = config_.rms_norm_eps;
   options.offset = config_.norm_offset;
-  // gemma: x * rstd * (1 + w) all in fp32 inside the op (HF GemmaRMSNorm);
-  // llama: x * rstd rounded to the compute dtype before the weight.
-  options.casting = config_.norm_casting == "gemma" ? kernels::RmsNormCasting::gemma
-                    : config_.norm_casting == "none" ? kernels::RmsNormCasting::none
-                                                     : kernels::RmsNormCasting::llama;
+  options.casting = rms_norm_casting(config_.norm_casting);
   return options;
 }
 
@@ -115,7 +139,7 @@ Tensor TransformerImpl::inv_freq(const at::Device& device) const {
   Tensor exponent = torch::arange(0, d, 2, f32) / static_cast<double>(d);
   Tensor inv = torch::pow(config_.rope_theta, exponent).reciprocal();
   const RopeScaling& s = config_.rope_scaling;
-  if (s.type == "llama3") {
+  if (s.type == RopeScalingType::llama3) {
     // Llama 3.1: long wavelengths are divided by `factor`, short ones kept,
     // the band between interpolated smoothly (HF _compute_llama3_parameters).
     const double old_len = static_cast<double>(s.original_max_position_embeddings);
@@ -171,15 +195,15 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
 }
 
 Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, const Tensor& residual) const {
-  const bool gelu = config_.mlp_activation == "gelu_tanh";
+  const GluKind glu = glu_kind(config_.mlp_activation);
   if (recompute_glu_ && torch::GradMode::is_enabled()) {
     // kernels_ is the model's: it outlives the autograd graph.
-    return glu_mlp_recomputed(kernels_, gelu ? GluKind::geglu : GluKind::swiglu, x, cast(mlp.gate_proj->weight),
+    return glu_mlp_recomputed(kernels_, glu, x, cast(mlp.gate_proj->weight),
                               cast(mlp.up_proj->weight), cast(mlp.down_proj->weight), residual);
   }
   Tensor gate = packed_projection(kernels_, x, {cast(mlp.gate_proj->weight)});
   Tensor up = packed_projection(kernels_, x, {cast(mlp.up_proj->weight)});
-  Tensor hidden = gelu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
+  Tensor hidden = glu == GluKind::geglu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
   Tensor out = packed_projection(kernels_, hidden, {cast(mlp.down_proj->weight)});
   return residual.defined() ? residual + out : out;
 }

@@ -65,7 +65,7 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // and residuals (6h), q/k/v before and after RoPE and the attention output
   // (4q + 4kv). glu (and full, inside the recomputed layer): no product.
   const bool fused = c.training.device != config::Device::cpu && c.kernels.rms_norm && c.kernels.rope &&
-                     (m.mlp_activation == "gelu_tanh" ? c.kernels.geglu : c.kernels.swiglu);
+                     (m.mlp_activation == models::MlpActivation::gelu_tanh ? c.kernels.geglu : c.kernels.swiglu);
   const double glu_kept = c.training.activation_checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
   e.per_layer = tokens * ((fused ? 4 * h + 2 * q + 2 * kv : 6 * h + 4 * q + 4 * kv) + (2 + glu_kept) * f) *
                 compute_bytes;

@@ -76,18 +76,19 @@ config::TrainConfig shrunk(const std::string& name, const std::string& out, std:
 TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, exports load back") {
   struct Case {
     const char* config;
-    const char* family;
+    models::ModelFamily family;
     std::vector<std::string> extra;
   };
-  for (const Case& c : {Case{"tiny_gemma2.yaml", "gemma2", {"model.head_dim=16", "model.query_pre_attn_scalar=16"}},
-                        Case{"tiny_mistral.yaml", "mistral", {}}}) {
+  for (const Case& c : {Case{"tiny_gemma2.yaml", models::ModelFamily::gemma2,
+                             {"model.head_dim=16", "model.query_pre_attn_scalar=16"}},
+                        Case{"tiny_mistral.yaml", models::ModelFamily::mistral, {}}}) {
     INFO(c.config);
-    const std::string out = testing::temp_dir(std::string("train_") + c.family);
+    const std::string out = testing::temp_dir("train_" + models::to_string(c.family));
     trainer::Trainer t(shrunk(c.config, out, c.extra));
     const models::ModelConfig& mc = t.model().config();
     CHECK(mc.family == c.family);
     CHECK(mc.sliding_window == 12);
-    if (std::string(c.family) == "gemma2") {
+    if (c.family == models::ModelFamily::gemma2) {
       CHECK(mc.post_norms);
       CHECK(mc.final_softcap == 30.0);
       CHECK(mc.layer_sliding_window(1) == 0);
@@ -141,7 +142,7 @@ TEST_CASE("family preset configs resolve to the published parameter counts") {
 TEST_CASE("model.hf_path: the architecture comes from config.json, overriding it is an error") {
   const std::string dir = testing::temp_dir("hf_path");
   models::ModelConfig c;
-  models::apply_family_traits(c, "mistral");
+  models::apply_family_traits(c, models::ModelFamily::mistral);
   c.vocab_size = 1024;
   c.hidden_size = 32;
   c.intermediate_size = 48;
@@ -160,7 +161,7 @@ TEST_CASE("model.hf_path: the architecture comes from config.json, overriding it
                                          "data.seq_len=32"};
   const auto config = config::parse_config("", "test", base);
   const models::ModelConfig resolved = trainer::resolve_model_config(config, 1024);
-  CHECK(resolved.family == "mistral");
+  CHECK(resolved.family == models::ModelFamily::mistral);
   CHECK(resolved.sliding_window == 9);
   CHECK(resolved.hidden_size == 32);
 

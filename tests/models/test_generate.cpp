@@ -11,11 +11,12 @@
 #include <torch/torch.h>
 
 using liger::models::ModelConfig;
+using liger::models::ModelFamily;
 using liger::models::Transformer;
 
 namespace {
 
-ModelConfig family_config(const std::string& family) {
+ModelConfig family_config(ModelFamily family) {
   ModelConfig c;
   liger::models::apply_family_traits(c, family);
   c.vocab_size = 97;
@@ -25,10 +26,11 @@ ModelConfig family_config(const std::string& family) {
   c.num_heads = 6;
   c.num_kv_heads = 2;
   c.max_seq_len = 64;
-  c.tie_embeddings = family == "gemma" || family == "gemma2";
-  if (family == "gemma" || family == "gemma2") c.head_dim = 16;  // not hidden / heads
-  if (family == "mistral" || family == "gemma2") c.sliding_window = 5;
-  if (family == "gemma2") {
+  const bool gemma = family == ModelFamily::gemma || family == ModelFamily::gemma2;
+  c.tie_embeddings = gemma;
+  if (gemma) c.head_dim = 16;  // not hidden / heads
+  if (family == ModelFamily::mistral || family == ModelFamily::gemma2) c.sliding_window = 5;
+  if (family == ModelFamily::gemma2) {
     c.attn_softcap = 3.0;
     c.final_softcap = 4.0;
     c.query_pre_attn_scalar = 12.0;
@@ -50,7 +52,8 @@ Transformer build(const ModelConfig& c, uint64_t seed) {
   return model;
 }
 
-const std::vector<std::string> kFamilies = {"llama", "mistral", "gemma", "gemma2"};
+const std::vector<ModelFamily> kFamilies = {ModelFamily::llama, ModelFamily::mistral, ModelFamily::gemma,
+                                            ModelFamily::gemma2};
 
 }  // namespace
 
@@ -94,7 +97,7 @@ TEST_CASE("cached greedy generation equals uncached greedy generation") {
 }
 
 TEST_CASE("generation stops on EOS (any of the stop ids) and keeps its budget past max_seq_len") {
-  auto model = build(family_config("gemma2"), 3);
+  auto model = build(family_config(ModelFamily::gemma2), 3);
   liger::models::GenerationOptions options;
   options.temperature = 0.0;
   options.max_new_tokens = 10;
@@ -117,7 +120,7 @@ TEST_CASE("generation stops on EOS (any of the stop ids) and keeps its budget pa
 }
 
 TEST_CASE("sampling with temperature and top-p is deterministic for a seed") {
-  auto model = build(family_config("mistral"), 9);
+  auto model = build(family_config(ModelFamily::mistral), 9);
   liger::models::GenerationOptions options;
   options.temperature = 1.0;
   options.top_p = 0.9;

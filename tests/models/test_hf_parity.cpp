@@ -162,9 +162,9 @@ TEST_CASE("HF round trip: load -> export -> transformers loads it with identical
     models::load_hf_weights(*model, hf_dir);
     models::HfExportOptions options;
     options.dtype = dtype;
-    if (name == "gemma2") options.max_shard_bytes = 4 << 20;  // several shards + index
+    if (config.family == models::ModelFamily::gemma2) options.max_shard_bytes = 4 << 20;  // several shards + index
     models::save_hf_model(*model, out, options);
-    if (name == "gemma2") {
+    if (config.family == models::ModelFamily::gemma2) {
       CHECK(fs::exists(out + "/model.safetensors.index.json"));
       CHECK_FALSE(fs::exists(out + "/model.safetensors"));
     }

@@ -16,7 +16,9 @@
 #include <nlohmann/json.hpp>
 
 namespace fs = std::filesystem;
+using liger::models::ModelFamily;
 using liger::models::ModelIoError;
+using liger::models::RopeScalingType;
 namespace st = liger::models::safetensors;
 
 namespace {
@@ -53,7 +55,7 @@ void check_message(const std::string& message, const std::vector<std::string>& p
 
 liger::models::ModelConfig small_llama() {
   liger::models::ModelConfig c;
-  liger::models::apply_family_traits(c, "llama");
+  liger::models::apply_family_traits(c, ModelFamily::llama);
   c.vocab_size = 37;
   c.hidden_size = 16;
   c.intermediate_size = 24;
@@ -279,7 +281,7 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
                                {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5}, {"rope_theta", 500000.0},
                                {"max_position_embeddings", 256}, {"eos_token_id", {1, 5}}};
   auto llama = parse(base);
-  CHECK(llama.family == "llama");
+  CHECK(llama.family == ModelFamily::llama);
   CHECK(llama.resolved_head_dim() == 16);
   CHECK(llama.rope_theta == 500000.0);
   CHECK_FALSE(llama.tie_embeddings);
@@ -293,7 +295,7 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
                            {"original_max_position_embeddings", 64}};
   auto scaled = parse(v5);
   CHECK(scaled.rope_theta == 1234.0);
-  CHECK(scaled.rope_scaling.type == "llama3");
+  CHECK(scaled.rope_scaling.type == RopeScalingType::llama3);
   CHECK(scaled.rope_scaling.factor == 8.0);
 
   auto gemma2 = base;

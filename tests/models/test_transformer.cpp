@@ -9,7 +9,10 @@
 
 #include <torch/torch.h>
 
+#include <sstream>
+
 using liger::models::ModelConfig;
+using liger::models::ModelFamily;
 using liger::models::Transformer;
 
 namespace {
@@ -150,7 +153,7 @@ TEST_CASE("invalid dimensions are rejected with the key named") {
 
 TEST_CASE("family traits: Gemma 2 layers carry four norms, Gemma norms start at zero (1 + w)") {
   ModelConfig c = small_config();
-  liger::models::apply_family_traits(c, "gemma2");
+  liger::models::apply_family_traits(c, ModelFamily::gemma2);
   c.head_dim = 16;
   auto model = build(c, liger::kernels::KernelSet::reference());
   const auto params = model->named_parameters();
@@ -170,7 +173,7 @@ TEST_CASE("family traits: Gemma 2 layers carry four norms, Gemma norms start at 
   CHECK(build(llama, liger::kernels::KernelSet::reference())
             ->named_parameters()
             .find("model.layers.0.pre_feedforward_layernorm.weight") == nullptr);
-  CHECK_THROWS_AS(liger::models::apply_family_traits(llama, "gpt2"), std::invalid_argument);
+  CHECK_THROWS_AS(liger::models::parse_model_family("gpt2"), std::invalid_argument);
 }
 
 TEST_CASE("the final softcap bounds logits() but not lm_head_logits() (the loss caps those)") {
@@ -185,13 +188,61 @@ TEST_CASE("the final softcap bounds logits() but not lm_head_logits() (the loss 
 
 TEST_CASE("ModelConfig survives its JSON form (checkpoints' model_config.json)") {
   ModelConfig c = liger::models::preset("gemma2_9b");
-  c.rope_scaling.type = "llama3";
+  c.rope_scaling.type = liger::models::RopeScalingType::llama3;
   c.eos_token_ids = {1, 107};
   const ModelConfig back = liger::models::model_config_from_json(liger::models::model_config_to_json(c), "x");
   CHECK(liger::models::model_config_to_json(back) == liger::models::model_config_to_json(c));
   CHECK(back.post_norms);
   CHECK(back.eos_token_ids == c.eos_token_ids);
   CHECK_THROWS_AS(liger::models::model_config_from_json("{}", "x"), std::invalid_argument);
+
+  // The modes are written by name, and a name the parser does not know is
+  // an error naming the file and the known names.
+  std::string text = liger::models::model_config_to_json(c);
+  for (const char* field : {"\"family\": \"gemma2\"", "\"mlp_activation\": \"gelu_tanh\"",
+                            "\"norm_casting\": \"gemma\"", "\"type\": \"llama3\""}) {
+    INFO(field);
+    CHECK(text.find(field) != std::string::npos);
+  }
+  text.replace(text.find("\"gelu_tanh\""), 11, "\"gelu\"");
+  try {
+    liger::models::model_config_from_json(text, "step-9/model_config.json");
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& error) {
+    const std::string message = error.what();
+    INFO(message);
+    CHECK(message.find("step-9/model_config.json") != std::string::npos);
+    CHECK(message.find("mlp_activation 'gelu' is unknown (known: silu, gelu_tanh)") != std::string::npos);
+  }
+}
+
+TEST_CASE("mode names: every value parses back from its name; unknown names list the known ones") {
+  using namespace liger::models;
+  for (ModelFamily family : {ModelFamily::llama, ModelFamily::mistral, ModelFamily::gemma, ModelFamily::gemma2}) {
+    CHECK(parse_model_family(to_string(family)) == family);
+  }
+  for (MlpActivation activation : {MlpActivation::silu, MlpActivation::gelu_tanh}) {
+    CHECK(parse_mlp_activation(to_string(activation)) == activation);
+  }
+  for (NormCasting casting : {NormCasting::llama, NormCasting::gemma, NormCasting::none}) {
+    CHECK(parse_norm_casting(to_string(casting)) == casting);
+  }
+  for (RopeScalingType type : {RopeScalingType::none, RopeScalingType::llama3}) {
+    CHECK(parse_rope_scaling_type(to_string(type)) == type);
+  }
+  CHECK(to_string(ModelFamily::gemma2) == "gemma2");
+  std::ostringstream printed;
+  printed << ModelFamily::mistral << " " << MlpActivation::gelu_tanh << " " << NormCasting::none << " "
+          << RopeScalingType::llama3;
+  CHECK(printed.str() == "mistral gelu_tanh none llama3");
+  try {
+    parse_model_family("gpt2");
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& error) {
+    CHECK(std::string(error.what()) == "model family 'gpt2' is unknown (known: llama, mistral, gemma, gemma2)");
+  }
+  CHECK_THROWS_AS(parse_norm_casting("fp32"), std::invalid_argument);
+  CHECK_THROWS_AS(parse_rope_scaling_type("yarn"), std::invalid_argument);
 }
 
 TEST_CASE("packed documents: document ids + restarted positions compute each document as if alone") {
