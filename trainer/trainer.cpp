@@ -154,18 +154,18 @@ void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated,
 constexpr int64_t kEagerStepsBeforeCapture = 2;
 
 nlohmann::json trainer_state_json(int64_t step, const data::DataLoader& loader, double elapsed_s) {
-  const data::LoaderState s = loader.state();
+  const data::LoaderState position = loader.state();
   return {{"step", step},
-          {"loader", {{"epoch", s.epoch}, {"position", s.position}}},
+          {"loader", {{"epoch", position.epoch}, {"position", position.position}}},
           {"elapsed_s", elapsed_s}};
 }
 
 }  // namespace
 
-Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>()) {
-  State& s = *state_;
-  s.config = std::move(config);
-  const auto& c = s.config;
+Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<State>()) {
+  State& state = *state_;
+  state.config = std::move(train_config);
+  const config::TrainConfig& config = state.config;
 
   // Where this process stands: torchrun-style or SLURM environment, or alone.
   distributed::ProcessEnvironment env;
@@ -177,22 +177,23 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   const bool leader = env.rank == 0;
   log::set_rank(static_cast<int>(env.rank), static_cast<int>(env.world_size));
   // Other ranks say only what goes wrong; rank 0 tells the story.
-  log::set_level(leader ? log::parse_level(c.logging.level) : std::max(log::parse_level(c.logging.level), log::Level::warn));
-  std::filesystem::create_directories(c.checkpoint.output_dir);
-  if (leader) log::add_file_sink((std::filesystem::path(c.checkpoint.output_dir) / "train.log").string());
+  const log::Level level = log::parse_level(config.logging.level);
+  log::set_level(leader ? level : std::max(level, log::Level::warn));
+  std::filesystem::create_directories(config.checkpoint.output_dir);
+  if (leader) log::add_file_sink((std::filesystem::path(config.checkpoint.output_dir) / "train.log").string());
 
-  s.device = resolve_device(c.training.device, env.local_rank);
-  if (c.training.cuda_graphs && !s.device.is_cuda()) {
-    throw config::ConfigError("training.cuda_graphs = true but training runs on " + s.device.str() +
+  state.device = resolve_device(config.training.device, env.local_rank);
+  if (config.training.cuda_graphs && !state.device.is_cuda()) {
+    throw config::ConfigError("training.cuda_graphs = true but training runs on " + state.device.str() +
                               "; CUDA graphs need a GPU: set training.cuda_graphs: false");
   }
-  if (c.training.cuda_graphs && env.distributed()) {
+  if (config.training.cuda_graphs && env.distributed()) {
     throw config::ConfigError(c10::str("training.cuda_graphs = true with ", env.world_size,
                                        " ranks: the sharded step's collectives are not captured; "
                                        "set training.cuda_graphs: false"));
   }
   if (env.distributed()) {
-    const int64_t degree = c.parallelism.data_parallel_shard_degree;
+    const int64_t degree = config.parallelism.data_parallel_shard_degree;
     if (degree != -1 && degree != env.world_size) {
       throw config::ConfigError("parallelism.data_parallel_shard_degree = " + std::to_string(degree) +
                                 " but the job has " + std::to_string(env.world_size) +
@@ -200,44 +201,46 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
                                 std::to_string(env.world_size));
     }
   }
-  s.comm = distributed::Communicator::create(env, s.device, c.parallelism.backend, c.parallelism.timeout_s);
+  state.comm =
+      distributed::Communicator::create(env, state.device, config.parallelism.backend, config.parallelism.timeout_s);
   if (env.distributed()) {
-    log::info(c10::str("distributed: ", env.describe(), "; backend ", s.comm->backend_name(),
+    log::info(c10::str("distributed: ", env.describe(), "; backend ", state.comm->backend_name(),
                        ", parameters, gradients and optimizer state sharded over ", env.world_size,
-                       " ranks (reshard_after_forward ", c.parallelism.reshard_after_forward ? "on" : "off",
-                       ", reduce ", c.parallelism.reduce_dtype, ")"));
+                       " ranks (reshard_after_forward ", config.parallelism.reshard_after_forward ? "on" : "off",
+                       ", reduce ", config.parallelism.reduce_dtype, ")"));
   }
-  if (c.training.threads > 0) at::set_num_threads(static_cast<int>(c.training.threads));
-  torch::manual_seed(static_cast<uint64_t>(c.training.seed));
+  if (config.training.threads > 0) at::set_num_threads(static_cast<int>(config.training.threads));
+  torch::manual_seed(static_cast<uint64_t>(config.training.seed));
 
   data::TokenizerOptions tokenizer_options;
-  tokenizer_options.bos_token = c.data.bos_token;
-  tokenizer_options.eos_token = c.data.eos_token;
-  s.tokenizer = data::load_tokenizer(c.data.tokenizer, tokenizer_options);
-  const models::ModelConfig model_config = resolve_model_config(c, s.tokenizer->vocab_size());
+  tokenizer_options.bos_token = config.data.bos_token;
+  tokenizer_options.eos_token = config.data.eos_token;
+  state.tokenizer = data::load_tokenizer(config.data.tokenizer, tokenizer_options);
+  const models::ModelConfig model_config = resolve_model_config(config, state.tokenizer->vocab_size());
   data::DataSpec spec;
-  spec.files = c.data.train;
-  spec.format = c.data.format;
-  spec.chat_template = c.data.chat_template;
-  spec.token_dtype = c.data.token_dtype;
-  spec.packing = c.data.packing;
-  spec.seq_len = c.data.seq_len;
-  spec.add_bos = c.data.add_bos;
-  spec.add_eos = c.data.add_eos;
+  spec.files = config.data.train;
+  spec.format = config.data.format;
+  spec.chat_template = config.data.chat_template;
+  spec.token_dtype = config.data.token_dtype;
+  spec.packing = config.data.packing;
+  spec.seq_len = config.data.seq_len;
+  spec.add_bos = config.data.add_bos;
+  spec.add_eos = config.data.add_eos;
   spec.model_vocab_size = model_config.vocab_size;
-  auto dataset = data::build_dataset(spec, *s.tokenizer);
+  auto dataset = data::build_dataset(spec, *state.tokenizer);
   // Evaluation data: held-out training windows or separate files.
-  if (c.training.eval_every > 0 && c.data.eval_fraction > 0.0) {
+  if (config.training.eval_every > 0 && config.data.eval_fraction > 0.0) {
     const int64_t all_windows = dataset->num_windows();
-    std::tie(dataset, s.eval_data) = data::hold_out_windows(dataset, c.data.eval_fraction);
-    log::info(c10::str("eval: the last ", s.eval_data->num_windows(), " of ", all_windows,
-                       " windows held out (data.eval_fraction ", c.data.eval_fraction, ")"));
-  } else if (c.training.eval_every > 0 && !c.data.eval.empty()) {
+    std::tie(dataset, state.eval_data) = data::hold_out_windows(dataset, config.data.eval_fraction);
+    log::info(c10::str("eval: the last ", state.eval_data->num_windows(), " of ", all_windows,
+                       " windows held out (data.eval_fraction ", config.data.eval_fraction, ")"));
+  } else if (config.training.eval_every > 0 && !config.data.eval.empty()) {
     data::DataSpec eval_spec = spec;
-    eval_spec.files = c.data.eval;
-    s.eval_data = data::build_dataset(eval_spec, *s.tokenizer);
-    log::info(c10::str("eval: ", s.eval_data->num_windows(), " windows from ", c.data.eval.size(), " file(s)"));
-  } else if (!c.data.eval.empty() || c.data.eval_fraction > 0.0) {
+    eval_spec.files = config.data.eval;
+    state.eval_data = data::build_dataset(eval_spec, *state.tokenizer);
+    log::info(c10::str("eval: ", state.eval_data->num_windows(), " windows from ", config.data.eval.size(),
+                       " file(s)"));
+  } else if (!config.data.eval.empty() || config.data.eval_fraction > 0.0) {
     log::warn("data.eval / data.eval_fraction are set but training.eval_every is 0: no evaluation");
   }
   if (dataset->packing() == data::PackingMode::isolated) {
@@ -245,17 +248,17 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
               "per document (explicit attention path) and no label crosses a document boundary");
   }
   data::LoaderOptions loader_options;
-  loader_options.micro_batch_size = c.training.micro_batch_size;
-  loader_options.seed = static_cast<uint64_t>(c.training.seed);
+  loader_options.micro_batch_size = config.training.micro_batch_size;
+  loader_options.seed = static_cast<uint64_t>(config.training.seed);
   loader_options.rank = env.rank;
   loader_options.world_size = env.world_size;
-  s.loader = std::make_unique<data::DataLoader>(dataset, loader_options);
-  log::info(c10::str("data: ", dataset->num_windows(), " windows of ", c.data.seq_len,
-                     " tokens from ", c.data.train.size(), " file(s); tokenizer ",
-                     s.tokenizer->describe()));
+  state.loader = std::make_unique<data::DataLoader>(dataset, loader_options);
+  log::info(c10::str("data: ", dataset->num_windows(), " windows of ", config.data.seq_len,
+                     " tokens from ", config.data.train.size(), " file(s); tokenizer ",
+                     state.tokenizer->describe()));
 
   const kernels::KernelSet kernel_set =
-      kernels::resolve_kernels(kernel_toggles(c.kernels), s.device, compute_dtype(c));
+      kernels::resolve_kernels(kernel_toggles(config.kernels), state.device, compute_dtype(config));
   for (const auto& selection : kernel_set.selections()) {
     if (selection.fallback) {
       log::warn("kernel fallback: " + selection.describe());
@@ -264,109 +267,112 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     }
   }
 
-  const bool checkpointing = c.training.activation_checkpointing == "full";
+  const bool checkpointing = config.training.activation_checkpointing == "full";
   std::vector<at::Tensor> compute_copies;  // the model's 16-bit parameters when it runs on copies (else empty)
   if (env.distributed()) {
     // Sharded: the model itself lives on the meta device (no memory); its
     // weights point at gathered tensors while each unit runs.
-    s.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(parameter_dtype(c)).device(at::kMeta),
-                                  compute_dtype(c));
+    state.model = models::Transformer(model_config, kernel_set,
+                                      at::TensorOptions().dtype(parameter_dtype(config)).device(at::kMeta),
+                                      compute_dtype(config));
     distributed::ShardingOptions sharding;
-    sharding.param_dtype = parameter_dtype(c);
-    sharding.compute_dtype = compute_dtype(c);
-    sharding.reduce_dtype = c.parallelism.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-    sharding.reshard_after_forward = c.parallelism.reshard_after_forward;
+    sharding.param_dtype = parameter_dtype(config);
+    sharding.compute_dtype = compute_dtype(config);
+    sharding.reduce_dtype = config.parallelism.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+    sharding.reshard_after_forward = config.parallelism.reshard_after_forward;
     sharding.activation_checkpointing = checkpointing;
-    sharding.device = s.device;
-    s.sharded = std::make_shared<distributed::FullyShardedModel>(*s.model, s.comm, sharding);
-    s.model->set_layer_hooks(s.sharded);
-    if (c.model.hf_path.empty()) {
-      s.sharded->init_weights(static_cast<uint64_t>(c.training.seed));
+    sharding.device = state.device;
+    state.sharded = std::make_shared<distributed::FullyShardedModel>(*state.model, state.comm, sharding);
+    state.model->set_layer_hooks(state.sharded);
+    if (config.model.hf_path.empty()) {
+      state.sharded->init_weights(static_cast<uint64_t>(config.training.seed));
     } else {  // this rank's rows of each parameter, read straight from the mapped files
       try {
-        const models::HfWeights weights(*s.model, c.model.hf_path);
-        s.sharded->load_full_parameters([&](const std::string& name) { return weights.view(name); });
+        const models::HfWeights weights(*state.model, config.model.hf_path);
+        state.sharded->load_full_parameters([&](const std::string& name) { return weights.view(name); });
       } catch (const models::ModelIoError& error) {
         throw config::ConfigError(std::string("model.hf_path: ") + error.what());
       }
-      log::info("model: weights loaded from " + c.model.hf_path + " and sharded (each rank reads its rows)");
+      log::info("model: weights loaded from " + config.model.hf_path + " and sharded (each rank reads its rows)");
     }
-    s.trained = s.sharded->named_shards();
+    state.trained = state.sharded->named_shards();
   } else {
-  const auto param_options = at::TensorOptions().dtype(parameter_dtype(c)).device(s.device);
-  s.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(c));
-  if (checkpointing) s.model->set_layer_hooks(std::make_shared<CheckpointEveryLayer>());
-  if (c.model.hf_path.empty()) {
-    s.model->init_weights(static_cast<uint64_t>(c.training.seed));
+  const auto param_options = at::TensorOptions().dtype(parameter_dtype(config)).device(state.device);
+  state.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(config));
+  if (checkpointing) state.model->set_layer_hooks(std::make_shared<CheckpointEveryLayer>());
+  if (config.model.hf_path.empty()) {
+    state.model->init_weights(static_cast<uint64_t>(config.training.seed));
   } else {  // every parameter comes from the checkpoint (a missing one is an error): no init
     try {
-      models::load_hf_weights(*s.model, c.model.hf_path);
+      models::load_hf_weights(*state.model, config.model.hf_path);
     } catch (const models::ModelIoError& error) {
       throw config::ConfigError(std::string("model.hf_path: ") + error.what());
     }
-    log::info("model: weights loaded from " + c.model.hf_path);
+    log::info("model: weights loaded from " + config.model.hf_path);
   }
-  if (uses_compute_copies(c, 1)) {
-    ComputeCopies moved = move_to_compute_copies(*s.model, compute_dtype(c));
-    s.trained = std::move(moved.masters);
+  if (uses_compute_copies(config, 1)) {
+    ComputeCopies moved = move_to_compute_copies(*state.model, compute_dtype(config));
+    state.trained = std::move(moved.masters);
     compute_copies = std::move(moved.copies);
-    log::info(c10::str("mixed precision: the model runs on ", c10::toString(compute_dtype(c)),
+    log::info(c10::str("mixed precision: the model runs on ", c10::toString(compute_dtype(config)),
                        " copies of the fp32 parameters, which AdamW rewrites in its update pass"));
   } else {
-    for (const auto& item : s.model->named_parameters()) s.trained.emplace_back(item.key(), item.value());
+    for (const auto& item : state.model->named_parameters()) state.trained.emplace_back(item.key(), item.value());
   }
   }
   if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
   // glu (and full): the MLP's GLU product is recomputed in backward, not kept.
-  s.model->set_recompute_glu(c.training.activation_checkpointing != "none");
-  if (c.training.activation_checkpointing == "glu") {
+  state.model->set_recompute_glu(config.training.activation_checkpointing != "none");
+  if (config.training.activation_checkpointing == "glu") {
     log::info("activation checkpointing: each MLP's GLU product is recomputed in backward");
   }
-  log::info(c10::str("model: ", c.model.hf_path.empty() ? c.model.preset : c.model.hf_path, " (",
-                     model_config.family, ", ", s.model->num_parameters(), " parameters, ",
+  log::info(c10::str("model: ", config.model.hf_path.empty() ? config.model.preset : config.model.hf_path, " (",
+                     model_config.family, ", ", state.model->num_parameters(), " parameters, ",
                      model_config.num_layers, " layers, hidden ", model_config.hidden_size,
-                     ", vocab ", model_config.vocab_size, ") on ", s.device, ", parameters ",
-                     c10::toString(parameter_dtype(c)), ", compute ",
-                     c10::toString(compute_dtype(c))));
+                     ", vocab ", model_config.vocab_size, ") on ", state.device, ", parameters ",
+                     c10::toString(parameter_dtype(config)), ", compute ",
+                     c10::toString(compute_dtype(config))));
 
   AdamWOptions adam;
-  adam.beta1 = c.training.beta1;
-  adam.beta2 = c.training.beta2;
-  adam.eps = c.training.eps;
-  adam.stochastic_rounding = c.training.stochastic_rounding;
-  adam.seed = static_cast<uint64_t>(c.training.seed) ^ (static_cast<uint64_t>(env.rank) << 40);  // per rank: shards differ
-  adam.device_values = c.training.cuda_graphs;  // lr, step counts, keys read on the device (replays)
-  s.optimizer =
-      std::make_unique<AdamW>(split_decay_groups(s.trained, c.training.weight_decay, compute_copies), adam);
+  adam.beta1 = config.training.beta1;
+  adam.beta2 = config.training.beta2;
+  adam.eps = config.training.eps;
+  adam.stochastic_rounding = config.training.stochastic_rounding;
+  // Per rank: the shards differ.
+  adam.seed = static_cast<uint64_t>(config.training.seed) ^ (static_cast<uint64_t>(env.rank) << 40);
+  adam.device_values = config.training.cuda_graphs;  // lr, step counts, keys read on the device (replays)
+  state.optimizer =
+      std::make_unique<AdamW>(split_decay_groups(state.trained, config.training.weight_decay, compute_copies), adam);
 
-  s.schedule.kind = c.training.lr_schedule;
-  s.schedule.peak_lr = c.training.lr;
-  s.schedule.warmup_steps = c.training.warmup_steps;
-  s.schedule.total_steps = c.training.steps;
-  s.schedule.min_lr_ratio = c.training.min_lr_ratio;
+  state.schedule.kind = config.training.lr_schedule;
+  state.schedule.peak_lr = config.training.lr;
+  state.schedule.warmup_steps = config.training.warmup_steps;
+  state.schedule.total_steps = config.training.steps;
+  state.schedule.min_lr_ratio = config.training.min_lr_ratio;
 
-  s.checkpoints = std::make_unique<CheckpointManager>(c.checkpoint.output_dir, c.checkpoint.keep_last);
+  state.checkpoints = std::make_unique<CheckpointManager>(config.checkpoint.output_dir, config.checkpoint.keep_last);
   std::optional<std::string> resume_from;
   try {
-    resume_from = s.checkpoints->resolve_resume(c.checkpoint.resume);
+    resume_from = state.checkpoints->resolve_resume(config.checkpoint.resume);
   } catch (const std::runtime_error& error) {
     throw config::ConfigError(error.what());
   }
   if (resume_from) {
-    nlohmann::json state;
+    nlohmann::json saved;
     try {
-      state = CheckpointManager::load(*resume_from, s.trained, *s.optimizer, checkpoint_scope(s.comm, s.sharded));
-      s.optimizer->refresh_compute_copies();  // the model runs on the copies: they show the loaded weights
+      saved = CheckpointManager::load(*resume_from, state.trained, *state.optimizer,
+                                      checkpoint_scope(state.comm, state.sharded));
+      state.optimizer->refresh_compute_copies();  // the model runs on the copies: they show the loaded weights
     } catch (const std::runtime_error& error) {
       throw config::ConfigError(std::string("checkpoint.resume: ") + error.what());
     }
-    s.step = state.at("step").get<int64_t>();
-    s.loader->restore({state.at("loader").at("epoch").get<int64_t>(),
-                       state.at("loader").at("position").get<int64_t>()});
-    s.elapsed_before = state.value("elapsed_s", 0.0);
-    log::info(c10::str("resumed from ", *resume_from, " at step ", s.step));
-  } else if (c.checkpoint.resume == "auto") {
-    log::info("checkpoint.resume = auto: no checkpoint in " + c.checkpoint.output_dir +
+    state.step = saved.at("step").get<int64_t>();
+    state.loader->restore({saved.at("loader").at("epoch").get<int64_t>(),
+                           saved.at("loader").at("position").get<int64_t>()});
+    state.elapsed_before = saved.value("elapsed_s", 0.0);
+    log::info(c10::str("resumed from ", *resume_from, " at step ", state.step));
+  } else if (config.checkpoint.resume == "auto") {
+    log::info("checkpoint.resume = auto: no checkpoint in " + config.checkpoint.output_dir +
               ", starting fresh");
   }
 }
