@@ -1,7 +1,7 @@
 // One optimizer step captured as a CUDA graph and replayed: the whole step
 // (forward, backward, clipping, AdamW) becomes one launch, so the per-kernel
 // launch cost and the host's pace stop mattering. The body must read only
-// tensors whose addresses stay fixed (the trainer's static batch buffers, the
+// tensors whose addresses stay fixed (the StepRunner's fixed batch buffers, the
 // optimizer's device-side step values) and must not synchronise with the host;
 // what it allocates comes from the graph's private memory pool and stays
 // there (the outputs it returns are rewritten by every replay).

@@ -4,7 +4,9 @@
 
 #include "trainer/config.h"
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace liger::models {
@@ -12,6 +14,11 @@ class TransformerImpl;
 }
 
 namespace liger::trainer {
+
+class MetricsWriter;
+struct EvalResult;
+struct MetricsContext;
+struct StepOptions;
 
 struct TrainResult {
   int64_t rank = 0;  // of this process in its job (only rank 0 reports)
@@ -37,6 +44,16 @@ class Trainer {
   models::TransformerImpl& model();
 
  private:
+  using Clock = std::chrono::steady_clock;
+  // The named parts of run() (trainer.cpp), in the order it calls them.
+  std::optional<MetricsWriter> open_metrics() const;  // rank 0's metrics.jsonl; none on other ranks
+  void begin_run();                                   // train mode, the run's first step, peak memory reset
+  MetricsContext metrics_context(MetricsWriter* writer, Clock::time_point run_start) const;
+  StepOptions step_options() const;                   // what the StepRunner takes from the config
+  EvalResult evaluate_model();                        // on the held-out windows
+  std::string save_checkpoint(int64_t step, Clock::time_point run_start);  // returns its path
+  std::string generate_sample();                      // logging.sample_tokens after logging.sample_prompt
+
   struct State;
   std::unique_ptr<State> state_;
 };
