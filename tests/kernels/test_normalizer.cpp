@@ -1,4 +1,4 @@
-// The normaliser contract: 'mean' with options.normalizer = C equals the sum
+// The normalizer contract: 'mean' with options.normalizer = C equals the sum
 // divided by C, in value and gradient, for the reference and composite
 // cross entropy and fused linear cross entropy (the trainer's exact
 // gradient accumulation relies on it).
