@@ -201,6 +201,18 @@ TrainConfig build_config(const Values& v) {
   m.final_softcap = v.optional_number("model.final_softcap");
   m.query_pre_attn_scalar = v.optional_number("model.query_pre_attn_scalar");
   m.init_std = v.number("model.init_std");
+  // Adapters (LoRA): the names are checked against the model in trainer/adapter_setup.cpp.
+  m.adapter = v.string("model.adapter");
+  m.adapter_path = v.string("model.adapter_path");
+  c.lora.rank = v.integer("lora.rank");
+  c.lora.alpha = v.optional_number("lora.alpha");
+  c.lora.dropout = v.number("lora.dropout");
+  c.lora.target_modules = v.string_list("lora.target_modules");
+  c.lora.modules_to_save = v.string_list("lora.modules_to_save");
+  if (m.adapter == "none" && !m.adapter_path.empty()) {
+    throw ConfigError(v.where("model.adapter_path") + ": model.adapter_path = '" + m.adapter_path +
+                      "' but model.adapter = none; set model.adapter: lora to load the adapter");
+  }
 
   auto& d = c.data;
   d.train = v.string_list("data.train");

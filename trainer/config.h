@@ -30,6 +30,20 @@ struct ModelSection {
   std::optional<int64_t> sliding_window;
   std::optional<double> attn_softcap, final_softcap, query_pre_attn_scalar;
   double init_std = 0.02;
+  // Parameter-efficient fine-tuning: none | lora (the lora: section), and a
+  // PEFT adapter folder to start from ("" = fresh adapters).
+  std::string adapter = "none";
+  std::string adapter_path;
+};
+
+// LoRA adapters (model.adapter: lora): see trainer/adapter_setup.h.
+struct LoraSection {
+  int64_t rank = 16;
+  std::optional<double> alpha;  // null = 2 x rank
+  double dropout = 0.0;
+  std::vector<std::string> target_modules;  // HF projection names; all_linear = the seven
+  std::vector<std::string> modules_to_save;  // embed_tokens, lm_head: trained in full
+  double resolved_alpha() const { return alpha ? *alpha : 2.0 * static_cast<double>(rank); }
 };
 
 struct DataSection {
@@ -116,6 +130,7 @@ struct LoggingSection {
 
 struct TrainConfig {
   ModelSection model;
+  LoraSection lora;
   DataSection data;
   TrainingSection training;
   KernelsSection kernels;

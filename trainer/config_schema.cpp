@@ -88,6 +88,23 @@ std::vector<KeySpec> build_schema() {
              true),
       number("model", "init_std", "0.02", 0.0, 10.0,
              "std of the normal init of every weight matrix (HF initializer_range)"),
+      // ---------------------------------------------------------- adapters (LoRA)
+      choice("model", "adapter", "none", {"none", "lora"},
+             "none = train every parameter; lora = freeze the base model (in model.dtype, no gradients or "
+             "optimizer state) and train LoRA adapters (the lora: section)"),
+      text("model", "adapter_path", "''",
+           "a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) to start the adapters "
+           "from, to continue training or evaluate it; '' = fresh adapters (A random, B zero)"),
+      integer("lora", "rank", "16", 1, 65536, "rank r of each adapter: A [r, in], B [out, r]"),
+      number("lora", "alpha", "null", 0.0, 1e9,
+             "the adapters' output is scaled by alpha / rank; null = 2 x rank", true),
+      number("lora", "dropout", "0", 0.0, 0.99, "dropout on the adapters' input during training"),
+      string_list("lora", "target_modules", "[all_linear]",
+                  "projections that get adapters (HF names): q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                  "up_proj, down_proj, or all_linear (those seven)"),
+      string_list("lora", "modules_to_save", "[]",
+                  "modules trained in full beside the adapters, as PEFT's modules_to_save: embed_tokens, "
+                  "lm_head"),
 
       // ----------------------------------------------------------------- data
       string_list("data", "train", "[data/samples/tinyshakespeare.txt]",
@@ -287,8 +304,8 @@ std::string KeySpec::describe_allowed() const {
 }
 
 const std::vector<std::string>& sections() {
-  static const std::vector<std::string> names = {"model",       "data",       "training", "kernels",
-                                                 "parallelism", "checkpoint", "logging"};
+  static const std::vector<std::string> names = {"model",       "lora",       "data",    "training",
+                                                 "kernels",     "parallelism", "checkpoint", "logging"};
   return names;
 }
 

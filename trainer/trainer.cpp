@@ -9,6 +9,7 @@
 #include "models/hf.h"
 #include "models/transformer.h"
 #include "trainer/activation_checkpoint.h"
+#include "trainer/adapter_setup.h"
 #include "trainer/checkpoint.h"
 #include "trainer/compute_copies.h"
 #include "trainer/distributed/communicator.h"
@@ -269,10 +270,12 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   if (env.distributed()) {
     // Sharded: the model itself lives on the meta device (no memory); its
     // weights point at gathered tensors while each unit runs.
-    s.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(parameter_dtype(c)).device(at::kMeta),
+    s.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(base_parameter_dtype(c)).device(at::kMeta),
                                   compute_dtype(c));
+    attach_adapters_on_meta(*s.model, c);  // LoRA: adapters in the units, the base frozen (trainer/adapter_setup.h)
     distributed::ShardingOptions sharding;
     sharding.param_dtype = parameter_dtype(c);
+    sharding.frozen_dtype = base_parameter_dtype(c);
     sharding.compute_dtype = compute_dtype(c);
     sharding.reduce_dtype = c.parallelism.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
     sharding.reshard_after_forward = c.parallelism.reshard_after_forward;
@@ -285,15 +288,19 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     } else {  // this rank's rows of each parameter, read straight from the mapped files
       try {
         const models::HfWeights weights(*s.model, c.model.hf_path);
-        s.sharded->load_full_parameters([&](const std::string& name) { return weights.view(name); });
+        s.sharded->load_full_parameters([&](const std::string& name) {
+          return models::is_lora_parameter_name(name) ? at::Tensor() : weights.view(name);
+        });
+        s.sharded->init_adapters(models::lora_init_seed(static_cast<uint64_t>(c.training.seed)));
       } catch (const models::ModelIoError& error) {
         throw config::ConfigError(std::string("model.hf_path: ") + error.what());
       }
       log::info("model: weights loaded from " + c.model.hf_path + " and sharded (each rank reads its rows)");
     }
+    s.sharded->load_full_parameters(adapter_path_values(*s.model, c));  // model.adapter_path's adapters, if any
     s.trained = s.sharded->named_shards();
   } else {
-  const auto param_options = at::TensorOptions().dtype(parameter_dtype(c)).device(s.device);
+  const auto param_options = at::TensorOptions().dtype(base_parameter_dtype(c)).device(s.device);
   s.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(c));
   if (checkpointing) s.model->set_layer_hooks(std::make_shared<CheckpointEveryLayer>());
   if (c.model.hf_path.empty()) {
@@ -306,15 +313,25 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
     }
     log::info("model: weights loaded from " + c.model.hf_path);
   }
+  // What trains: every parameter, or (LoRA) the adapters and modules_to_save beside the frozen base.
+  NamedTensors trainable = setup_trainable_parameters(*s.model, c);
   if (uses_compute_copies(c, 1)) {
-    ComputeCopies moved = move_to_compute_copies(*s.model, compute_dtype(c));
+    ComputeCopies moved = move_to_compute_copies(trainable, compute_dtype(c));
     s.trained = std::move(moved.masters);
     compute_copies = std::move(moved.copies);
     log::info(c10::str("mixed precision: the model runs on ", c10::toString(compute_dtype(c)),
                        " copies of the fp32 parameters, which AdamW rewrites in its update pass"));
   } else {
-    for (const auto& item : s.model->named_parameters()) s.trained.emplace_back(item.key(), item.value());
+    s.trained = std::move(trainable);
   }
+  }
+  if (uses_lora(c)) {
+    int64_t trained = 0;
+    for (const auto& item : s.trained) trained += item.second.numel();
+    log::info(c10::str("LoRA: rank ", c.lora.rank, ", alpha ", c.lora.resolved_alpha(), ", ", trained,
+                       " trainable parameters (adapters", c.lora.modules_to_save.empty() ? "" : " + modules_to_save",
+                       "); the base model is frozen in ", c10::toString(base_parameter_dtype(c)),
+                       c.model.adapter_path.empty() ? "" : ", adapters from " + c.model.adapter_path));
   }
   if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
   // glu (and full): the MLP's GLU product is recomputed in backward, not kept.

@@ -12,10 +12,12 @@
       name without "base_model.model." and the adapter name "default").
   peft_oracle.py check OUT
       For every case: PeftModel.from_pretrained(base, OUT/<case>/export_adapter)
-      (written by liger-train after changing the adapters) must give the logits
-      liger-train computed (OUT/<case>/ours.safetensors) to 1e-6, and
-      transformers' from_pretrained(OUT/<case>/export_merged) (the merged
-      model) the same logits to 1e-5. Exit status 1 if any case differs.
+      (written by liger-train after changing the adapters) must give the
+      logits of PEFT's own model of the case's LoRA settings holding the same
+      tensors (OUT/<case>/ours.safetensors "param.<name>") to 1e-6, and the
+      logits liger-train computed to 1e-5, as must transformers'
+      from_pretrained(OUT/<case>/export_merged) (the merged model). Exit
+      status 1 if any case differs.
 
 Only the public APIs of transformers and peft are used.
 """
@@ -71,8 +73,11 @@ def make(out):
         g = torch.Generator().manual_seed(31 + index)
         with torch.no_grad():
             for pname, p in model.named_parameters():
-                if "lora_" in pname:  # A and B random (B nonzero: every gradient is tested)
-                    p.copy_(0.3 * torch.randn(p.shape, generator=g))
+                if "lora_A" in pname:  # A and B random (B nonzero: every gradient is tested), of the
+                    # sizes training gives them: A near its init's 1/sqrt(in), B a small fraction of W
+                    p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+                elif "lora_B" in pname:
+                    p.copy_(0.03 * torch.randn(p.shape, generator=g))
                 elif "modules_to_save" in pname:  # the saved copies move away from the base
                     p.add_(0.05 * torch.randn(p.shape, generator=g))
         model.save_pretrained(os.path.join(folder, "adapter"))
@@ -104,23 +109,48 @@ def relative_to_max(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
+def peft_name(name, model):
+    """Our tensor name -> the PEFT model's parameter holding it (adapter "default")."""
+    for candidate in (name.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."),
+                      name.replace(".weight", ".modules_to_save.default.weight")):
+        full = "base_model.model." + candidate
+        if full in dict(model.named_parameters()):
+            return full
+    raise SystemExit(f"{name}: no such parameter in the PEFT model")
+
+
 def check(out):
     meta = json.load(open(os.path.join(out, "cases.json")))
+    base_cases = hf_oracle.cases()
     failed = False
     for name in meta["cases"]:
         folder = os.path.join(out, name)
         ours = load_file(os.path.join(folder, "ours.safetensors"))
         ids = ours["input_ids"]
-        base = hf_oracle.load(os.path.join(folder, "hf"), "cpu", torch.float32)
-        adapted = PeftModel.from_pretrained(base, os.path.join(folder, "export_adapter")).eval()
+        # 1. our export, loaded by PEFT from its adapter_config.json and safetensors
+        adapted = PeftModel.from_pretrained(hf_oracle.load(os.path.join(folder, "hf"), "cpu", torch.float32),
+                                            os.path.join(folder, "export_adapter")).eval()
+        # 2. PEFT's own model of this case's LoRA settings, our trained tensors put in by name
+        _, lora = cases()[name]
+        reference = get_peft_model(hf_oracle.load(os.path.join(folder, "hf"), "cpu", torch.float32),
+                                   LoraConfig(lora_dropout=0.0, task_type="CAUSAL_LM", **lora))
+        params = dict(reference.named_parameters())
+        with torch.no_grad():
+            for key, value in ours.items():
+                if key.startswith("param."):
+                    params[peft_name(key[len("param."):], reference)].copy_(value)
+        reference.eval()
         merged = hf_oracle.load(os.path.join(folder, "export_merged"), "cpu", torch.float32).eval()
         with torch.no_grad():
             peft_logits = adapted(input_ids=ids).logits.float()
+            reference_logits = reference(input_ids=ids).logits.float()
             merged_logits = merged(input_ids=ids).logits.float()
-        e1 = relative_to_max(peft_logits, ours["logits"])
-        e2 = relative_to_max(merged_logits, ours["logits"])
-        ok = e1 <= 1e-6 and e2 <= 1e-5
-        print(f"{name}: PEFT-loaded export vs ours {e1:.2e} (tol 1e-6), merged export vs ours {e2:.2e} (tol 1e-5)"
+        e_format = relative_to_max(peft_logits, reference_logits)
+        e_ours = relative_to_max(peft_logits, ours["logits"])
+        e_merged = relative_to_max(merged_logits, ours["logits"])
+        ok = e_format <= 1e-6 and e_ours <= 1e-5 and e_merged <= 1e-5
+        print(f"{name}: PEFT with our export vs PEFT with our tensors {e_format:.2e} (tol 1e-6); "
+              f"vs our logits {e_ours:.2e} (tol 1e-5); merged export vs ours {e_merged:.2e} (tol 1e-5)"
               f"{'' if ok else '  FAILED'}")
         failed |= not ok
     return 1 if failed else 0

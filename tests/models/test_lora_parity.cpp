@@ -8,7 +8,9 @@
 // backward with the kernels off and on, with and without the recomputed GLU,
 // and compare; the frozen base must get no gradient. Then we change the
 // adapters (one SGD step), export them as a PEFT folder and as a merged
-// model, and PEFT / transformers must load them with our logits.
+// model: PEFT must load the folder with the logits of its own model holding
+// the same tensors (1e-6: names, rank, alpha, targets and saved modules all
+// right) and with our logits (1e-5), transformers the merged model with ours.
 //
 // CPU, fp32: loss, logits and gradients to 1e-5 (max |ours - PEFT| / max |PEFT|).
 #include "kernels/registry.h"
@@ -164,7 +166,9 @@ TEST_CASE("LoRA export: PEFT loads our adapter folder, transformers our merged m
       torch::NoGradGuard no_grad;
       ours = model->logits(model->forward(probe)).contiguous();
     }
-    models::safetensors::write(folder + "/ours.safetensors", {{"input_ids", probe}, {"logits", ours}});
+    std::vector<std::pair<std::string, at::Tensor>> written = {{"input_ids", probe}, {"logits", ours}};
+    for (const auto& [pname, p] : trainable(*model)) written.emplace_back("param." + pname, p.detach().contiguous());
+    models::safetensors::write(folder + "/ours.safetensors", written);
     models::PeftExportOptions options;
     options.modules_to_save = modules_to_save;
     models::save_peft_adapter(*model, folder + "/export_adapter", options);
