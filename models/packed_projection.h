@@ -12,9 +12,16 @@
 // into the weights' gradients. With one weight there is nothing to
 // concatenate: a plain linear layer (o_proj) whose products, like the packed
 // ones, go through the kernels' GEMM op (kernels.tuned_gemm).
+//
+// LoRA (models/lora_operands.h): adapters on some of the weights add
+// scaling * dropout(x) A_i^T B_i^T to their blocks of the output inside the
+// same node: the A products of all adapters are one GEMM, the delta is
+// written first and the base GEMM adds into it. A weight that does not
+// require grad (a frozen base) costs no weight-gradient GEMM.
 #pragma once
 
 #include "kernels/registry.h"
+#include "models/lora_operands.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -24,8 +31,9 @@ namespace liger::models {
 
 // x: [..., in]; weights: [out_i, in] each, one dtype with x. Returns
 // [..., sum out_i]; the gradients equal those of torch::linear per weight.
-// `kernels` must outlive the autograd graph (the model's own set).
+// `kernels` must outlive the autograd graph (the model's own set). lora:
+// adapters per weight (x's dtype), or nullptr.
 at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor& x,
-                             const std::vector<at::Tensor>& weights);
+                             const std::vector<at::Tensor>& weights, const LoraOperands* lora = nullptr);
 
 }  // namespace liger::models

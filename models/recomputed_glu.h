@@ -15,9 +15,18 @@
 // of its own. Values and gradients equal those of two linears, glu(), a
 // linear and an add up to rounding (in bf16 the add and the gradient sum are
 // rounded once, inside the GEMMs, instead of twice).
+//
+// LoRA adapters (models/lora_operands.h) on gate|up and on down join the same
+// node: u = scaling * dropout(x) cat(A_g, A_u)^T is one GEMM, each delta is
+// written first and the base GEMM adds into it; backward takes
+// g = scaling * [dgate B_g | dup B_u], dA = g^T dropout(x) in one GEMM and
+// adds g cat(A) into dx before the two base GEMMs accumulate into it. The
+// down adapter's input is h, which backward recomputes anyway. Frozen
+// weights (LoRA's base) cost no weight-gradient GEMM.
 #pragma once
 
 #include "kernels/registry.h"
+#include "models/lora_operands.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -28,8 +37,11 @@ enum class GluKind { swiglu, geglu };
 // kernels: the set the model calls (it must outlive the autograd graph).
 // x: [..., hidden]; gate_weight, up_weight: [intermediate, hidden];
 // down_weight: [hidden, intermediate]; residual: x's shape, or undefined (no add).
+// gate_up_lora: adapters of {gate, up} (a[0]/b[0] gate, a[1]/b[1] up, either
+// undefined; mask on x); down_lora: of {down} (mask on h); nullptr = none.
 at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, const at::Tensor& x,
                               const at::Tensor& gate_weight, const at::Tensor& up_weight,
-                              const at::Tensor& down_weight, const at::Tensor& residual);
+                              const at::Tensor& down_weight, const at::Tensor& residual,
+                              const LoraOperands* gate_up_lora = nullptr, const LoraOperands* down_lora = nullptr);
 
 }  // namespace liger::models

@@ -1,5 +1,6 @@
 #include "models/transformer.h"
 
+#include "models/lora.h"
 #include "models/packed_projection.h"
 #include "models/recomputed_glu.h"
 
@@ -114,6 +115,22 @@ GluKind glu_kind(MlpActivation activation) {
 
 }  // namespace
 
+std::optional<LoraOperands> TransformerImpl::lora_operands(int64_t layer, std::initializer_list<int> targets) const {
+  if (!lora_) return std::nullopt;
+  LoraOperands out;
+  bool any = false;
+  for (const int target : targets) {
+    const LoraPair* pair = lora_->find(layer, static_cast<LoraTarget>(target));
+    out.a.push_back(pair != nullptr ? cast(pair->a->weight) : Tensor());
+    out.b.push_back(pair != nullptr ? cast(pair->b->weight) : Tensor());
+    any = any || pair != nullptr;
+  }
+  if (!any) return std::nullopt;
+  out.scaling = lora_->options().scaling();
+  out.dropout = is_training() ? lora_->options().dropout : 0.0;  // as nn.Dropout: off in eval mode
+  return out;
+}
+
 kernels::RmsNormOptions TransformerImpl::norm_options() const {
   kernels::RmsNormOptions options;
   options.eps = config_.rms_norm_eps;
@@ -168,9 +185,13 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   const int64_t batch = x.size(0), seq = x.size(1);
   const int64_t d = config_.resolved_head_dim();
   const int64_t heads_q = config_.num_heads, heads_k = config_.num_kv_heads;
-  // q, k and v from one GEMM over the stacked weights, rotated and split by one op.
+  // q, k and v from one GEMM over the stacked weights (with their adapters'
+  // A products in one more), rotated and split by one op.
+  const std::optional<LoraOperands> qkv_lora = lora_operands(
+      layer, {static_cast<int>(LoraTarget::q_proj), static_cast<int>(LoraTarget::k_proj), static_cast<int>(LoraTarget::v_proj)});
   const Tensor qkv = packed_projection(
-      kernels_, x, {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)});
+      kernels_, x, {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)},
+      qkv_lora ? &*qkv_lora : nullptr);
   kernels::QkvHeads heads =
       kernels_.rope_qkv(qkv.view({batch, seq, heads_q + 2 * heads_k, d}), heads_q, heads_k, cos, sin);
   Tensor q = std::move(heads.q), k = std::move(heads.k), v = std::move(heads.v);
@@ -191,20 +212,36 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   options.softcap = config_.attn_softcap;
   options.document_ids = document_ids;
   Tensor out = kernels_.attention(q, k, v, options);  // [B, T, Hq, D]
-  return packed_projection(kernels_, out.reshape({batch, seq, config_.num_heads * d}), {cast(attn.o_proj->weight)});
+  const std::optional<LoraOperands> o_lora = lora_operands(layer, {static_cast<int>(LoraTarget::o_proj)});
+  return packed_projection(kernels_, out.reshape({batch, seq, config_.num_heads * d}), {cast(attn.o_proj->weight)},
+                           o_lora ? &*o_lora : nullptr);
 }
 
-Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, const Tensor& residual) const {
+Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t layer,
+                                    const Tensor& residual) const {
   const GluKind glu = glu_kind(config_.mlp_activation);
+  const std::optional<LoraOperands> gate_up_lora =
+      lora_operands(layer, {static_cast<int>(LoraTarget::gate_proj), static_cast<int>(LoraTarget::up_proj)});
+  const std::optional<LoraOperands> down_lora = lora_operands(layer, {static_cast<int>(LoraTarget::down_proj)});
   if (recompute_glu_ && torch::GradMode::is_enabled()) {
     // kernels_ is the model's: it outlives the autograd graph.
     return glu_mlp_recomputed(kernels_, glu, x, cast(mlp.gate_proj->weight),
-                              cast(mlp.up_proj->weight), cast(mlp.down_proj->weight), residual);
+                              cast(mlp.up_proj->weight), cast(mlp.down_proj->weight), residual,
+                              gate_up_lora ? &*gate_up_lora : nullptr, down_lora ? &*down_lora : nullptr);
   }
-  Tensor gate = packed_projection(kernels_, x, {cast(mlp.gate_proj->weight)});
-  Tensor up = packed_projection(kernels_, x, {cast(mlp.up_proj->weight)});
+  // Without recomputation gate and up are separate projections, each with its own adapter.
+  auto single = [](const std::optional<LoraOperands>& both, size_t i) -> std::optional<LoraOperands> {
+    if (!both || !both->a[i].defined()) return std::nullopt;
+    LoraOperands one = *both;
+    one.a = {both->a[i]};
+    one.b = {both->b[i]};
+    return one;
+  };
+  const std::optional<LoraOperands> gate_lora = single(gate_up_lora, 0), up_lora = single(gate_up_lora, 1);
+  Tensor gate = packed_projection(kernels_, x, {cast(mlp.gate_proj->weight)}, gate_lora ? &*gate_lora : nullptr);
+  Tensor up = packed_projection(kernels_, x, {cast(mlp.up_proj->weight)}, up_lora ? &*up_lora : nullptr);
   Tensor hidden = glu == GluKind::geglu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
-  Tensor out = packed_projection(kernels_, hidden, {cast(mlp.down_proj->weight)});
+  Tensor out = packed_projection(kernels_, hidden, {cast(mlp.down_proj->weight)}, down_lora ? &*down_lora : nullptr);
   return residual.defined() ? residual + out : out;
 }
 
@@ -242,7 +279,7 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
         y = h + norm(*layer.post_attention_layernorm,
                      attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index, cache, document_ids));
         y = y + norm(*layer.post_feedforward_layernorm,
-                     mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, y)));
+                     mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, y), index));
       } else {
         // y = h + attention(...) and its norm in one pass (fused on cuda; on
         // backward the add's gradient joins the norm's in the same kernel).
@@ -252,7 +289,7 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
         std::tie(normed, stream) = add_norm(*layer.input_layernorm, h, Tensor());
         const Tensor attn = attention(*layer.self_attn, normed, cos, sin, index, cache, document_ids);
         std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, stream);
-        y = mlp_forward(*layer.mlp, normed, y);  // y + mlp(normed), the add inside the down projection
+        y = mlp_forward(*layer.mlp, normed, index, y);  // y + mlp(normed), the add inside the down projection
       }
       return y;
     };

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "kernels/registry.h"
+#include "models/lora_operands.h"
 #include "models/model_config.h"
 #include "models/tied_embedding.h"
 
@@ -18,6 +19,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -29,6 +31,8 @@ class Generator;
 namespace liger::models {
 
 using at::Tensor;
+
+class LoraAdaptersImpl;  // models/lora.h
 
 // A module that holds one parameter named "weight" (HF's nn.Linear without
 // bias, nn.Embedding, RMSNorm all store exactly that).
@@ -134,6 +138,13 @@ class TransformerImpl : public torch::nn::Module {
   // gradients; [tokens, intermediate] less memory per layer.
   void set_recompute_glu(bool on) { recompute_glu_ = on; }
 
+  // Installs (or, with nullptr, removes) LoRA adapters (models/lora.h): the
+  // targeted projections add their low-rank products; their dropout applies
+  // while the model is in training mode. The adapters are not submodules:
+  // parameters() stays the base model's.
+  void set_lora(std::shared_ptr<LoraAdaptersImpl> adapters) { lora_ = std::move(adapters); }
+  LoraAdaptersImpl* lora() const { return lora_.get(); }
+
   // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).
   // document_ids: [B, T] or undefined; when given, attention stays inside each
   // document (packed sequences without cross-contamination).
@@ -179,7 +190,7 @@ class TransformerImpl : public torch::nn::Module {
                    const Tensor& document_ids) const;
   // residual (optional): returns residual + mlp(x) (with the GLU product
   // recomputed, the add happens inside the down projection's GEMM).
-  Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, const Tensor& residual = Tensor()) const;
+  Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t layer, const Tensor& residual = Tensor()) const;
   kernels::RmsNormOptions norm_options() const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
   // {norm(x + residual), x + residual}: the residual add fused with the norm;
@@ -190,12 +201,16 @@ class TransformerImpl : public torch::nn::Module {
   // cos, sin: [B|1, T, head_dim] fp32 for the given positions.
   std::pair<Tensor, Tensor> rope_tables(const Tensor& positions) const;
   Tensor cast(const Tensor& weight) const;
+  // The adapters of `targets` (models/lora.h LoraTarget values) in `layer`,
+  // cast to the compute dtype; nullopt when none of them has one.
+  std::optional<LoraOperands> lora_operands(int64_t layer, std::initializer_list<int> targets) const;
 
   ModelConfig config_;
   kernels::KernelSet kernels_;
   at::ScalarType compute_dtype_;
   std::shared_ptr<LayerHooks> hooks_;
   bool recompute_glu_ = false;
+  std::shared_ptr<LoraAdaptersImpl> lora_;
   // The last forward's tied-embedding link and its output's storage (weak:
   // the activations are not kept alive); empty when it had no autograd or
   // did not finish.

@@ -30,7 +30,7 @@ fi
 
 # --- Python virtual environment: LibTorch from the PyPI torch wheel --------
 # The same torch version as the GPU machine; HF transformers/tokenizers are
-# the CPU oracles of the parity tests.
+# the CPU oracles of the parity tests, peft the oracle of the LoRA adapters.
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   python3 -m venv .venv
@@ -41,9 +41,9 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$T
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q "torch==$TORCH_VERSION"
 fi
-if ! "$PY" -c "import transformers, tokenizers, safetensors, numpy" 2>/dev/null; then
-  say "installing transformers, tokenizers, safetensors, numpy into .venv"
-  "$PY" -m pip install -q transformers tokenizers safetensors numpy
+if ! "$PY" -c "import transformers, tokenizers, safetensors, numpy, peft" 2>/dev/null; then
+  say "installing transformers, tokenizers, safetensors, numpy, peft into .venv"
+  "$PY" -m pip install -q transformers tokenizers safetensors numpy peft
 fi
 TORCH_CMAKE=$("$PY" -c "import torch.utils; print(torch.utils.cmake_prefix_path)")
 

@@ -11,7 +11,8 @@ namespace liger::trainer {
 // detached copy of x with gradients on, and backward goes through that graph:
 // the layer's parameters receive their gradients there (directly, or through
 // whatever produced them, e.g. a sharded gather), x receives its own.
-// The layer must be deterministic (our layers have no dropout).
+// The layer must be deterministic: LoRA dropout draws its masks again in
+// the recompute, so full checkpointing with lora.dropout > 0 is rejected.
 // Without grad mode it is simply layer(x).
 at::Tensor checkpointed_layer(const models::LayerHooks::LayerFn& layer, const at::Tensor& x);
 

@@ -34,5 +34,8 @@ struct ComputeCopies {
 // fp32 tensors returned keep the parameters' storage (no copy of the fp32
 // data), with their own version counters and no autograd history.
 ComputeCopies move_to_compute_copies(torch::nn::Module& model, at::ScalarType dtype);
+// The same for the given parameters only (what trains: LoRA's adapters and
+// saved modules; the frozen base stays as it is).
+ComputeCopies move_to_compute_copies(const NamedTensors& parameters, at::ScalarType dtype);
 
 }  // namespace liger::trainer

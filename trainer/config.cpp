@@ -247,6 +247,10 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
                       " but there is no evaluation data; set data.eval (files) or data.eval_fraction "
                       "(e.g. 0.05), or set training.eval_every: 0");
   }
+  if (c.model.adapter == Adapter::none && !c.model.adapter_path.empty()) {
+    throw ConfigError(v.where("model.adapter_path") + ": model.adapter_path = '" + c.model.adapter_path +
+                      "' but model.adapter = none; set model.adapter: lora to load the adapter");
+  }
   if (c.checkpoint.output_dir.empty()) {
     throw ConfigError(v.where("checkpoint.output_dir") + ": checkpoint.output_dir is empty; give a directory");
   }

@@ -38,6 +38,7 @@ using Strings = std::vector<std::string>;
 
 struct TrainConfig {
   ModelSection model;
+  LoraSection lora;
   DataSection data;
   TrainingSection training;
   KernelsSection kernels;
@@ -49,6 +50,11 @@ struct TrainConfig {
   // into each checkpoint so a run can be reproduced from it alone.
   std::string resolved_yaml;
 };
+
+// lora.alpha, null meaning 2 x lora.rank.
+inline double resolved_lora_alpha(const LoraSection& lora) {
+  return lora.alpha ? *lora.alpha : 2.0 * static_cast<double>(lora.rank);
+}
 
 // Loads `path`, applies `overrides` ("section.key=value", the value parsed as
 // YAML) and validates everything. Throws ConfigError.

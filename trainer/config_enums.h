@@ -41,6 +41,13 @@ struct EnumNames<Device> {
       {Device::auto_, "auto"}, {Device::cpu, "cpu"}, {Device::cuda, "cuda"}};
 };
 
+// model.adapter: train every parameter, or freeze the base and train LoRA adapters.
+enum class Adapter { none, lora };
+template <>
+struct EnumNames<Adapter> {
+  static constexpr EnumName<Adapter> names[] = {{Adapter::none, "none"}, {Adapter::lora, "lora"}};
+};
+
 // training.lr_schedule: the decay after warmup.
 enum class LrScheduleKind { constant, linear, cosine };
 template <>

@@ -72,6 +72,28 @@ CONFIG_KEY(std::optional<double>, query_pre_attn_scalar, std::nullopt, range(0.0
            "attention scale 1/sqrt(this); 0 = 1/sqrt(head_dim); null = the preset's (gemma2_*: 256)")
 CONFIG_KEY(double, init_std, 0.02, range(0.0, 10.0),
            "std of the normal init of every weight matrix (HF initializer_range)")
+CONFIG_KEY(Adapter, adapter, Adapter::none, any_value(),
+           "none = train every parameter; lora = freeze the base model (in model.dtype, no gradients or "
+           "optimizer state) and train LoRA adapters (the lora: section)")
+CONFIG_KEY(std::string, adapter_path, "", any_value(),
+           "a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) to start the adapters "
+           "from, to continue training or evaluate it; '' = fresh adapters (A random, B zero)")
+CONFIG_END_SECTION()
+
+// -------------------------------------------------------------------- lora
+// Read when model.adapter is lora; the module names are checked against the
+// model in trainer/adapter_setup.cpp.
+CONFIG_SECTION(lora, LoraSection)
+CONFIG_KEY(int64_t, rank, 16, range(1, 65536), "rank r of each adapter: A [r, in], B [out, r]")
+CONFIG_KEY(std::optional<double>, alpha, std::nullopt, range(0.0, 1e9),
+           "the adapters' output is scaled by alpha / rank; null = 2 x rank")
+CONFIG_KEY(double, dropout, 0.0, range(0.0, 0.99), "dropout on the adapters' input during training")
+CONFIG_KEY(Strings, target_modules, Strings{"all_linear"}, any_value(),
+           "projections that get adapters (HF names): q_proj, k_proj, v_proj, o_proj, gate_proj, "
+           "up_proj, down_proj, or all_linear (those seven)")
+CONFIG_KEY(Strings, modules_to_save, Strings{}, any_value(),
+           "modules trained in full beside the adapters, as PEFT's modules_to_save: embed_tokens, "
+           "lm_head")
 CONFIG_END_SECTION()
 
 // -------------------------------------------------------------------- data

@@ -2,6 +2,8 @@
 
 #include "data/tokenizer.h"
 #include "models/transformer.h"
+#include "models/lora.h"
+#include "trainer/adapter_setup.h"
 #include "trainer/distributed/environment.h"
 #include "trainer/memory_estimate.h"
 #include "trainer/model_setup.h"
@@ -76,10 +78,23 @@ DryRunReport dry_run(const config::TrainConfig& c) {
       << ", mlp " << model_config.intermediate_size << ", vocab " << model_config.vocab_size
       << (model_config.tie_embeddings ? ", tied embeddings" : "") << "\n";
   out << "parameters: " << with_commas(report.num_parameters) << " (" << billions << ")\n";
-  out << "memory (per replica, before activations): weights " << gib(param_bytes) << ", grads "
-      << gib(param_bytes) << ", AdamW states " << gib(2 * param_bytes) << " ("
-      << c10::toString(parameter_dtype(c)) << " parameters, " << c10::toString(compute_dtype(c))
-      << " compute)\n";
+  if (uses_lora(c)) {
+    const models::LoraOptions lora = lora_options(c, models::lora_targets_of(model_config));
+    const int64_t adapters = models::lora_parameter_count(model_config, lora);
+    std::string targets;
+    for (const models::LoraTarget t : lora.targets) targets += std::string(targets.empty() ? "" : ", ") + models::lora_target_name(t);
+    out << "LoRA: rank " << lora.rank << ", alpha " << lora.alpha << " on " << targets << ": "
+        << with_commas(adapters) << " adapter parameters ("
+        << static_cast<double>(adapters) * 100.0 / static_cast<double>(report.num_parameters) << "% of the base)"
+        << (c.lora.modules_to_save.empty() ? "" : " + modules_to_save")
+        << "; the base is frozen in " << c10::toString(base_parameter_dtype(c))
+        << " (no gradient, no AdamW state: see the estimate below)\n";
+  } else {
+    out << "memory (per replica, before activations): weights " << gib(param_bytes) << ", grads "
+        << gib(param_bytes) << ", AdamW states " << gib(2 * param_bytes) << " ("
+        << c10::toString(parameter_dtype(c)) << " parameters, " << c10::toString(compute_dtype(c))
+        << " compute)\n";
+  }
   const MemoryEstimate estimate = estimate_memory(model_config, c, world);
   out << "memory per GPU (estimate, " << world << (world > 1 ? " ranks sharing the model" : " rank")
       << ", activation checkpointing " << c.training.activation_checkpointing << ", "

@@ -31,8 +31,12 @@ models::Transformer load_hf_model(const std::string& dir, config::Device device,
 
 // Writes the checkpoint's model as a Hugging Face folder in `dtype` (nullopt =
 // the checkpoint's compute dtype). Returns a one-line summary.
+// A LoRA checkpoint (model.adapter: lora) is written as a PEFT adapter folder
+// (adapter_config.json + adapter_model.safetensors; nullopt = the run's
+// parameter dtype), or with `merge` as the merged model (W + alpha/rank B A)
+// in a Hugging Face folder.
 std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
                               std::optional<config::Dtype> dtype = std::nullopt,
-                              int64_t max_shard_bytes = 5LL * 1024 * 1024 * 1024);
+                              int64_t max_shard_bytes = 5LL * 1024 * 1024 * 1024, bool merge = false);
 
 }  // namespace liger::trainer

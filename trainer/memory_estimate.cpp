@@ -1,5 +1,8 @@
 #include "trainer/memory_estimate.h"
 
+#include "models/lora.h"
+#include "models/peft.h"
+#include "trainer/adapter_setup.h"
 #include "trainer/model_setup.h"
 
 #include <c10/core/ScalarType.h>
@@ -51,6 +54,27 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     // Accumulating: each micro-batch's copy gradients are folded into fp32 sums.
     if (c.training.gradient_accumulation_steps > 1) e.gradients += all_params * param_bytes;
   }
+  // LoRA: the frozen base in the compute dtype without gradient or AdamW
+  // state; what trains (adapters, modules_to_save) as above.
+  bool frozen_head = false;
+  if (uses_lora(c)) {
+    const models::LoraOptions lora = lora_options(c, models::lora_targets_of(m));
+    const std::vector<std::string> modules = lora_modules_to_save(c);
+    auto saves = [&](const char* name) { return std::find(modules.begin(), modules.end(), name) != modules.end(); };
+    frozen_head = m.tie_embeddings ? !(saves("embed_tokens") || saves("lm_head")) : !saves("lm_head");
+    // [vocab, hidden] each; tied, the embedding and the head are one tensor.
+    const double saved = m.tie_embeddings ? (frozen_head ? 0.0 : vocab * h)
+                                          : vocab * h * ((saves("embed_tokens") ? 1 : 0) + (saves("lm_head") ? 1 : 0));
+    const double trained = static_cast<double>(models::lora_parameter_count(m, lora)) + saved;
+    const double frozen = all_params - saved;
+    e.parameters = (frozen * compute_bytes + trained * param_bytes) / world;
+    e.gradients = trained * param_bytes / world;
+    e.optimizer = 2 * trained * param_bytes / world;
+    if (uses_compute_copies(c, world_size)) {
+      e.parameters += trained * compute_bytes;
+      e.gradients = trained * compute_bytes + (c.training.gradient_accumulation_steps > 1 ? trained * param_bytes : 0.0);
+    }
+  }
   if (world > 1) {
     // Two layers at a time (the running one and the prefetched one), the
     // embeddings and lm_head while they are in use.
@@ -69,6 +93,14 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   const double glu_kept = c.training.activation_checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
   e.per_layer = tokens * ((fused ? 4 * h + 2 * q + 2 * kv : 6 * h + 4 * q + 4 * kv) + (2 + glu_kept) * f) *
                 compute_bytes;
+  if (uses_lora(c)) {
+    // Each projection's adapter keeps u = dropout(x) A^T [tokens, rank] and,
+    // with dropout, a one-byte mask of its input.
+    const models::LoraOptions lora = lora_options(c, models::lora_targets_of(m));
+    const double targets = static_cast<double>(lora.targets.size());
+    e.per_layer += tokens * targets * static_cast<double>(lora.rank) * compute_bytes;
+    if (lora.dropout > 0.0) e.per_layer += tokens * (2 * h + q + f);  // x for q|k|v and gate|up, o's and down's inputs
+  }
   if (c.training.activation_checkpointing == config::ActivationCheckpointing::full) {
     e.activations = layers * tokens * h * compute_bytes + e.per_layer;
   } else {
@@ -85,7 +117,7 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     const double all_logits = tokens * vocab * compute_bytes;
     const bool one_chunk = cuda && c.kernels.flce_chunk_mb * 1024.0 * 1024.0 >= all_logits;
     e.loss = chunks * std::min(c.kernels.flce_chunk_mb * 1024.0 * 1024.0, cuda ? all_logits : 4 * tokens * vocab) +
-             tokens * h * 4 + (c.kernels.flce_mode == config::FlceMode::speed && !one_chunk ? vocab * h * 4 : 0.0);
+             tokens * h * 4 + (c.kernels.flce_mode == config::FlceMode::speed && !one_chunk && !frozen_head ? vocab * h * 4 : 0.0);
   } else {
     // The logits in the compute dtype and their fp32 gradient.
     e.loss = tokens * vocab * (compute_bytes + 4);

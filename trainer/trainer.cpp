@@ -8,6 +8,7 @@
 #include "models/hf.h"
 #include "models/transformer.h"
 #include "trainer/activation_checkpoint.h"
+#include "trainer/adapter_setup.h"
 #include "trainer/checkpoint.h"
 #include "trainer/compute_copies.h"
 #include "trainer/distributed/communicator.h"
@@ -184,11 +185,12 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   if (env.distributed()) {
     // Sharded: the model itself lives on the meta device (no memory); its
     // weights point at gathered tensors while each unit runs.
-    state.model = models::Transformer(model_config, kernel_set,
-                                      at::TensorOptions().dtype(parameter_dtype(config)).device(at::kMeta),
-                                      compute_dtype(config));
+    state.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(base_parameter_dtype(config)).device(at::kMeta),
+                                  compute_dtype(config));
+    attach_adapters_on_meta(*state.model, config);  // LoRA: adapters in the units, the base frozen (trainer/adapter_setup.h)
     distributed::ShardingOptions sharding;
     sharding.param_dtype = parameter_dtype(config);
+    sharding.frozen_dtype = base_parameter_dtype(config);
     sharding.compute_dtype = compute_dtype(config);
     sharding.reduce_dtype = config.parallelism.reduce_dtype == config::ReduceDtype::bf16 ? at::kBFloat16 : at::kFloat;
     sharding.reshard_after_forward = config.parallelism.reshard_after_forward;
@@ -201,15 +203,19 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
     } else {  // this rank's rows of each parameter, read straight from the mapped files
       try {
         const models::HfWeights weights(*state.model, config.model.hf_path);
-        state.sharded->load_full_parameters([&](const std::string& name) { return weights.view(name); });
+        state.sharded->load_full_parameters([&](const std::string& name) {
+          return models::is_lora_parameter_name(name) ? at::Tensor() : weights.view(name);
+        });
+        state.sharded->init_adapters(models::lora_init_seed(static_cast<uint64_t>(config.training.seed)));
       } catch (const models::ModelIoError& error) {
         throw config::ConfigError(std::string("model.hf_path: ") + error.what());
       }
       log::info("model: weights loaded from " + config.model.hf_path + " and sharded (each rank reads its rows)");
     }
+    state.sharded->load_full_parameters(adapter_path_values(*state.model, config));  // model.adapter_path's adapters, if any
     state.trained = state.sharded->named_shards();
   } else {
-  const auto param_options = at::TensorOptions().dtype(parameter_dtype(config)).device(state.device);
+  const auto param_options = at::TensorOptions().dtype(base_parameter_dtype(config)).device(state.device);
   state.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(config));
   if (checkpointing) state.model->set_layer_hooks(std::make_shared<CheckpointEveryLayer>());
   if (config.model.hf_path.empty()) {
@@ -222,15 +228,25 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
     }
     log::info("model: weights loaded from " + config.model.hf_path);
   }
+  // What trains: every parameter, or (LoRA) the adapters and modules_to_save beside the frozen base.
+  NamedTensors trainable = setup_trainable_parameters(*state.model, config);
   if (uses_compute_copies(config, 1)) {
-    ComputeCopies moved = move_to_compute_copies(*state.model, compute_dtype(config));
+    ComputeCopies moved = move_to_compute_copies(trainable, compute_dtype(config));
     state.trained = std::move(moved.masters);
     compute_copies = std::move(moved.copies);
     log::info(c10::str("mixed precision: the model runs on ", c10::toString(compute_dtype(config)),
                        " copies of the fp32 parameters, which AdamW rewrites in its update pass"));
   } else {
-    for (const auto& item : state.model->named_parameters()) state.trained.emplace_back(item.key(), item.value());
+    state.trained = std::move(trainable);
   }
+  }
+  if (uses_lora(config)) {
+    int64_t trained = 0;
+    for (const auto& item : state.trained) trained += item.second.numel();
+    log::info(c10::str("LoRA: rank ", config.lora.rank, ", alpha ", config::resolved_lora_alpha(config.lora), ", ", trained,
+                       " trainable parameters (adapters", config.lora.modules_to_save.empty() ? "" : " + modules_to_save",
+                       "); the base model is frozen in ", c10::toString(base_parameter_dtype(config)),
+                       config.model.adapter_path.empty() ? "" : ", adapters from " + config.model.adapter_path));
   }
   if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
   // glu (and full): the MLP's GLU product is recomputed in backward, not kept.

@@ -173,6 +173,29 @@ TEST_CASE("cuda fused_linear_cross_entropy (speed and lean) matches lm_head + re
   }
 }
 
+TEST_CASE("cuda fused_linear_cross_entropy with a frozen weight (LoRA's head): the same input gradient, no weight gradient") {
+  if (!have_gpu()) return;
+  torch::manual_seed(14);
+  const at::Device gpu(at::kCUDA);
+  for (const auto mode : {FlceMode::speed, FlceMode::lean}) {
+    for (const double chunk_mb : {0.05, 64.0}) {  // many chunks (the fp32 buffer path) and one chunk
+      INFO((mode == FlceMode::speed ? "speed" : "lean") << ", chunk_mb " << chunk_mb);
+      const Tensor x = torch::randn({131, 72}, gpu).to(at::kBFloat16);
+      const Tensor w = (torch::randn({3001, 72}, gpu) * 0.05).to(at::kBFloat16);
+      const Tensor y = make_labels(131, 3001, gpu);
+      FusedLinearCrossEntropyOptions o;
+      o.chunk_mb = chunk_mb;
+      o.mode = mode;
+      const Grads both = run_flce(&cuda::fused_linear_cross_entropy, x, w, Tensor(), y, o, torch::full({}, 1.0, gpu));
+      Tensor xl = x.clone().requires_grad_(true);
+      const Tensor frozen = w.clone();  // requires no grad
+      cuda::fused_linear_cross_entropy(xl, frozen, Tensor(), y, o).backward();
+      CHECK_FALSE(frozen.grad().defined());
+      CHECK(torch::equal(xl.grad(), both.dx));  // the same GEMMs for the input gradient, bit for bit
+    }
+  }
+}
+
 TEST_CASE("cuda fused_linear_cross_entropy: 4 micro-batches equal one batch (sum / global count)") {
   if (!have_gpu()) return;
   torch::manual_seed(13);

@@ -1,5 +1,6 @@
 #include "trainer/distributed/fully_sharded.h"
 
+#include "models/lora.h"
 #include "trainer/activation_checkpoint.h"
 
 #include <torch/torch.h>
@@ -18,10 +19,13 @@ struct FullyShardedModel::Unit {
   std::vector<size_t> params;        // indices into params_
   std::vector<int64_t> offsets;      // each parameter's offset in this rank's flat shard
   int64_t flat_numel = 0;            // sum of the shards' numel
+  // Gradients: only the trainable parameters (in unit order) have a place.
+  std::vector<int64_t> grad_offsets; // per parameter: its offset in flat_grad, -1 when frozen
+  int64_t grad_numel = 0;
   bool reshard_after_forward = true;
   std::vector<Tensor> gathered;      // full weights (compute dtype); storage empty when released
   bool materialized = false;         // gathered tensors hold data
-  Tensor flat_grad;                  // [flat_numel] param dtype: the shards' .grad are views of it
+  Tensor flat_grad;                  // [grad_numel] param dtype: the trainable shards' .grad are views of it
   PendingCollective gather_work;     // an all-gather in flight into gather_recv
   Tensor gather_send, gather_recv;
 };
@@ -113,28 +117,39 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
                                      std::shared_ptr<Communicator> communicator, ShardingOptions options)
     : model_(model), comm_(std::move(communicator)), options_(options) {
   const int64_t world = comm_->world_size();
-  // Every WeightImpl by the name of its parameter.
+  // Every WeightImpl by the name of its parameter (the base model's, then the adapters').
   std::unordered_map<const models::WeightImpl*, std::string> names;
-  for (const auto& item : model_.named_modules()) {
-    if (const auto* weight = dynamic_cast<const models::WeightImpl*>(item.value().get())) {
-      names[weight] = item.key() + ".weight";
-    }
-  }
   std::unordered_map<std::string, models::WeightImpl*> module_of;
-  for (const auto& [weight, name] : names) module_of[name] = const_cast<models::WeightImpl*>(weight);
+  auto collect_modules = [&](torch::nn::Module& root) {
+    for (const auto& item : root.named_modules()) {
+      if (auto* weight = dynamic_cast<models::WeightImpl*>(item.value().get())) {
+        names[weight] = item.key() + ".weight";
+        module_of[item.key() + ".weight"] = weight;
+      }
+    }
+  };
+  collect_modules(model_);
+  if (model_.lora() != nullptr) collect_modules(*model_.lora());
   // Parameters in named_parameters() order (the order of a single-process
-  // init), each with its module.
+  // init), each with its module; then the adapters'.
   std::unordered_map<std::string, size_t> index_of;
-  for (const auto& item : model_.named_parameters()) {
+  auto add_parameter = [&](const std::string& name, const Tensor& value, bool adapter) {
     ShardedParameter p;
-    p.name = item.key();
+    p.name = name;
     p.module = module_of.at(p.name);
-    p.full_shape = item.value().sizes().vec();
+    p.trainable = value.requires_grad();
+    p.adapter = adapter;
+    p.full_shape = value.sizes().vec();
     p.rows_per_rank = (p.full_shape[0] + world - 1) / world;
-    p.shard = at::zeros(shard_shape(p), at::TensorOptions().dtype(options_.param_dtype).device(options_.device))
-                  .set_requires_grad(true);
+    const at::ScalarType dtype = p.trainable ? options_.param_dtype : options_.frozen_dtype;
+    p.shard = at::zeros(shard_shape(p), at::TensorOptions().dtype(dtype).device(options_.device))
+                  .set_requires_grad(p.trainable);
     index_of[p.name] = params_.size();
     params_.push_back(std::move(p));
+  };
+  for (const auto& item : model_.named_parameters()) add_parameter(item.key(), item.value(), false);
+  if (model_.lora() != nullptr) {
+    for (const auto& item : model_.lora()->named_parameters()) add_parameter(item.key(), item.value(), true);
   }
 
   auto add_unit = [&](std::string name, const std::vector<const models::WeightImpl*>& weights,
@@ -147,6 +162,8 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
       unit->params.push_back(i);
       unit->offsets.push_back(unit->flat_numel);
       unit->flat_numel += params_[i].shard.numel();
+      unit->grad_offsets.push_back(params_[i].trainable ? unit->grad_numel : -1);
+      if (params_[i].trainable) unit->grad_numel += params_[i].shard.numel();
     }
     units_.push_back(std::move(unit));
   };
@@ -165,6 +182,14 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
     std::vector<const models::WeightImpl*> weights;
     for (const auto& item : layer->named_modules()) {
       if (const auto* weight = dynamic_cast<const models::WeightImpl*>(item.value().get())) weights.push_back(weight);
+    }
+    if (model_.lora() != nullptr) {  // the layer's adapters are gathered with it
+      for (int t = 0; t < models::kNumLoraTargets; ++t) {
+        if (const models::LoraPair* pair = model_.lora()->find(layer_index, static_cast<models::LoraTarget>(t))) {
+          weights.push_back(pair->a);
+          weights.push_back(pair->b);
+        }
+      }
     }
     add_unit("layer " + std::to_string(layer_index++), weights, options_.reshard_after_forward);
   }
@@ -185,8 +210,23 @@ void FullyShardedModel::init_weights(uint64_t seed) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto meta = model_.named_parameters();
   for (auto& p : params_) {
+    if (p.adapter) continue;  // their own stream, below
     // The full value, drawn exactly as one process draws it, then this rank's rows.
     const Tensor full = model_.initial_value(meta[p.name], generator);
+    const int64_t rows = p.valid_rows(comm_->rank());
+    if (rows > 0) p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
+  }
+  init_adapters(models::lora_init_seed(seed));
+}
+
+void FullyShardedModel::init_adapters(uint64_t seed) {
+  if (model_.lora() == nullptr) return;
+  torch::NoGradGuard no_grad;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto meta = model_.lora()->named_parameters();
+  for (auto& p : params_) {
+    if (!p.adapter) continue;
+    const Tensor full = model_.lora()->initial_value(p.name, meta[p.name], generator);
     const int64_t rows = p.valid_rows(comm_->rank());
     if (rows > 0) p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
   }
@@ -196,6 +236,7 @@ void FullyShardedModel::load_full_parameters(const std::function<Tensor(const st
   torch::NoGradGuard no_grad;
   for (auto& p : params_) {
     const Tensor value = full(p.name);
+    if (!value.defined()) continue;
     if (value.sizes().vec() != p.full_shape) {
       throw std::runtime_error("parameter " + p.name + " has shape " + c10::str(value.sizes()) +
                                " but the model expects " + c10::str(at::IntArrayRef(p.full_shape)));
@@ -207,14 +248,16 @@ void FullyShardedModel::load_full_parameters(const std::function<Tensor(const st
 
 std::vector<std::pair<std::string, Tensor>> FullyShardedModel::named_shards() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (const auto& p : params_) out.emplace_back(p.name, p.shard);
+  for (const auto& p : params_) {
+    if (p.trainable) out.emplace_back(p.name, p.shard);
+  }
   return out;
 }
 
 nlohmann::json FullyShardedModel::shard_index() const {
   nlohmann::json params = nlohmann::json::object();
   for (const auto& p : params_) {
-    params[p.name] = {{"shape", p.full_shape}, {"rows_per_rank", p.rows_per_rank}};
+    if (p.trainable) params[p.name] = {{"shape", p.full_shape}, {"rows_per_rank", p.rows_per_rank}};
   }
   return {{"world_size", comm_->world_size()}, {"sharded_dim", 0}, {"parameters", params}};
 }
@@ -266,6 +309,11 @@ void FullyShardedModel::materialize_for_forward(Unit& unit) {
     std::vector<Tensor> shards;
     for (size_t i : unit.params) shards.push_back(params_[i].shard);
     full = GatherFunction::apply(at::TensorList(shards), this, &unit);
+    // Frozen weights (LoRA's base) leave the graph: no weight gradient is
+    // computed for them (the same storage, so release and refill still apply).
+    for (size_t k = 0; k < unit.params.size(); ++k) {
+      if (!params_[unit.params[k]].trainable) full[k] = full[k].detach();
+    }
   } else {
     full = unpack_gathered(unit);
   }
@@ -332,7 +380,7 @@ void FullyShardedModel::pre_backward(int64_t layer) {
 
 void FullyShardedModel::release_gradients() {
   for (auto& unit : units_) {
-    for (const int64_t k : unit->params) {
+    for (const size_t k : unit->params) {
       TORCH_CHECK(!params_[k].shard.grad().defined(),
                   "release_gradients: clear the shards' gradients first (optimizer zero_grad)");
     }
@@ -348,14 +396,21 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
   // a step's first micro-batch and freed after its optimizer step
   // (release_gradients); on the first micro-batch the reduce-scatter writes
   // straight into it (when the reduce and parameter dtypes agree).
-  if (!unit.flat_grad.defined()) {
-    unit.flat_grad = at::empty({unit.flat_numel}, at::TensorOptions().dtype(options_.param_dtype).device(options_.device));
+  if (unit.grad_numel == 0) {  // nothing trains here
+    release(unit);
+    return;
   }
-  const bool first = !params_[unit.params[0]].shard.grad().defined();
+  if (!unit.flat_grad.defined()) {
+    unit.flat_grad = at::empty({unit.grad_numel}, at::TensorOptions().dtype(options_.param_dtype).device(options_.device));
+  }
+  size_t first_trainable = 0;
+  while (!params_[unit.params[first_trainable]].trainable) ++first_trainable;
+  const bool first = !params_[unit.params[first_trainable]].shard.grad().defined();
   if (first) {
     for (size_t k = 0; k < unit.params.size(); ++k) {
       ShardedParameter& p = params_[unit.params[k]];
-      p.shard.mutable_grad() = unit.flat_grad.narrow(0, unit.offsets[k], p.shard.numel()).view(shard_shape(p));
+      if (!p.trainable) continue;
+      p.shard.mutable_grad() = unit.flat_grad.narrow(0, unit.grad_offsets[k], p.shard.numel()).view(shard_shape(p));
     }
   }
   const bool direct = first && options_.reduce_dtype == options_.param_dtype;
@@ -365,7 +420,7 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
   std::vector<Tensor> ranked(unit.params.size());
   for (size_t k = 0; k < unit.params.size(); ++k) {
     const Tensor& grad = full_grads[k];
-    if (!grad.defined()) continue;  // unused in this forward: contributes zeros
+    if (!grad.defined() || !params_[unit.params[k]].trainable) continue;  // unused (zeros) or frozen
     const ShardedParameter& p = params_[unit.params[k]];
     Tensor padded = grad;
     const int64_t pad = world * p.rows_per_rank - p.full_shape[0];
@@ -382,25 +437,26 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
   // embeddings, lm_head) go in chunks, each waited for before the next is
   // staged, so the staging memory stays bounded; a layer goes in one piece,
   // left in flight while the next layer's backward runs.
-  const int64_t chunk = unit.flat_numel > 2 * kChunkElementsPerRank ? kChunkElementsPerRank : unit.flat_numel;
-  for (int64_t begin = 0; begin < unit.flat_numel; begin += chunk) {
-    const int64_t end = std::min(unit.flat_numel, begin + chunk);
+  const int64_t chunk = unit.grad_numel > 2 * kChunkElementsPerRank ? kChunkElementsPerRank : unit.grad_numel;
+  for (int64_t begin = 0; begin < unit.grad_numel; begin += chunk) {
+    const int64_t end = std::min(unit.grad_numel, begin + chunk);
     // Zero-filled only where some parameter of the chunk has no gradient.
     bool covered = true;
     for (size_t k = 0; k < unit.params.size(); ++k) {
-      const int64_t lo = std::max(begin, unit.offsets[k]);
-      const int64_t hi = std::min(end, unit.offsets[k] + params_[unit.params[k]].shard.numel());
+      if (unit.grad_offsets[k] < 0) continue;  // frozen: no place in the gradients
+      const int64_t lo = std::max(begin, unit.grad_offsets[k]);
+      const int64_t hi = std::min(end, unit.grad_offsets[k] + params_[unit.params[k]].shard.numel());
       if (lo < hi && !ranked[k].defined()) covered = false;
     }
     const auto staging_options = at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device);
     Tensor input = covered ? at::empty({world, end - begin}, staging_options)
                            : at::zeros({world, end - begin}, staging_options);
     for (size_t k = 0; k < unit.params.size(); ++k) {
-      if (!ranked[k].defined()) continue;
-      const int64_t lo = std::max(begin, unit.offsets[k]);
-      const int64_t hi = std::min(end, unit.offsets[k] + params_[unit.params[k]].shard.numel());
+      if (!ranked[k].defined() || unit.grad_offsets[k] < 0) continue;
+      const int64_t lo = std::max(begin, unit.grad_offsets[k]);
+      const int64_t hi = std::min(end, unit.grad_offsets[k] + params_[unit.params[k]].shard.numel());
       if (lo >= hi) continue;
-      input.narrow(1, lo - begin, hi - lo).copy_(ranked[k].narrow(1, lo - unit.offsets[k], hi - lo));
+      input.narrow(1, lo - begin, hi - lo).copy_(ranked[k].narrow(1, lo - unit.grad_offsets[k], hi - lo));
     }
     auto pending = std::make_unique<PendingReduce>();
     pending->unit = &unit;
@@ -411,7 +467,7 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
     pending->begin = begin;
     pending->work = comm_->reduce_scatter(pending->output, pending->input);
     pending_reduce_ = std::move(pending);
-    if (end < unit.flat_numel) land_reduce_scatter();
+    if (end < unit.grad_numel) land_reduce_scatter();
   }
   release(unit);
 }
@@ -428,6 +484,13 @@ void FullyShardedModel::land_reduce_scatter() {
   pending_reduce_.reset();
 }
 
-void FullyShardedModel::finish_backward() { land_reduce_scatter(); }
+void FullyShardedModel::finish_backward() {
+  land_reduce_scatter();
+  // A unit with nothing to train (LoRA's frozen head, or the tied root) never
+  // reaches post_backward: its weights are released here.
+  for (auto& unit : units_) {
+    if (unit->grad_numel == 0) release(*unit);
+  }
+}
 
 }  // namespace liger::trainer::distributed

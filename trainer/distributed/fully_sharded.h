@@ -17,6 +17,12 @@
 //
 // The loss must be normalised by the token count of all ranks: then the summed
 // shard gradients are exactly those of one process over the global batch.
+//
+// LoRA (the model's adapters, models/lora.h): each layer's adapters join its
+// unit. The frozen base is sharded and gathered as before (its shards in
+// frozen_dtype, no gradient); only trainable parameters (adapters, saved
+// modules) get gradient buffers and reduce-scatters, and only they are the
+// optimizer's and the checkpoints' shards.
 #pragma once
 
 #include "models/transformer.h"
@@ -32,7 +38,8 @@
 namespace liger::trainer::distributed {
 
 struct ShardingOptions {
-  at::ScalarType param_dtype = at::kFloat;    // shards, their gradients, optimizer state
+  at::ScalarType param_dtype = at::kFloat;    // trainable shards, their gradients, optimizer state
+  at::ScalarType frozen_dtype = at::kFloat;   // shards of parameters that do not require grad (LoRA's base)
   at::ScalarType compute_dtype = at::kFloat;  // gathered weights
   at::ScalarType reduce_dtype = at::kFloat;   // gradients across ranks
   bool reshard_after_forward = true;
@@ -42,8 +49,10 @@ struct ShardingOptions {
 
 // One parameter's piece on this rank.
 struct ShardedParameter {
-  std::string name;                  // as in model.named_parameters() (HF names)
+  std::string name;                  // as in model.named_parameters() (HF names), then the adapters'
   models::WeightImpl* module = nullptr;
+  bool trainable = true;             // requires grad (else frozen: no gradient, not the optimizer's)
+  bool adapter = false;              // a LoRA adapter's (init from its own stream)
   std::vector<int64_t> full_shape;
   int64_t rows_per_rank = 0;         // ceil(full_shape[0] / world)
   at::Tensor shard;                  // [rows_per_rank, full_shape[1:]...], a leaf with .grad
@@ -63,18 +72,24 @@ class FullyShardedModel : public models::LayerHooks {
   ~FullyShardedModel() override;
 
   // The same values as models::TransformerImpl::init_weights(seed) on one
-  // process, drawn one parameter at a time on the CPU.
+  // process (and, for the adapters, LoraAdaptersImpl::init_weights(
+  // lora_init_seed(seed))), drawn one parameter at a time on the CPU.
   void init_weights(uint64_t seed);
-  // Each shard from the full value `full(name)` (any device and dtype).
+  // The adapters' shards only, as init_weights draws them.
+  void init_adapters(uint64_t seed);
+  // Each shard from the full value `full(name)` (any device and dtype); a
+  // parameter for which it returns an undefined tensor is left as it is.
   void load_full_parameters(const std::function<at::Tensor(const std::string&)>& full);
 
-  // The shards, in model.named_parameters() order (optimizer, checkpoints).
+  // The trainable shards, in model.named_parameters() order, then the
+  // adapters' (optimizer, checkpoints).
   std::vector<std::pair<std::string, at::Tensor>> named_shards() const;
   const std::vector<ShardedParameter>& parameters() const { return params_; }
   // What a checkpoint records to put shards back together: world size and,
-  // per parameter, its full shape and rows per rank.
+  // per trainable parameter, its full shape and rows per rank.
   nlohmann::json shard_index() const;
-  // After each backward(): lands the last reduce-scatter in the shards' .grad.
+  // After each backward(): lands the last reduce-scatter in the shards' .grad
+  // and releases units that had nothing to reduce (a frozen head).
   void finish_backward();
   // After the optimizer step (the shards' .grad already cleared): frees the
   // flat gradient buffers, so the next forward runs without a step's worth
