@@ -1,6 +1,7 @@
 #include "trainer/export.h"
 
 #include "trainer/checkpoint.h"
+#include "trainer/export_tokenizer.h"
 #include "trainer/model_setup.h"
 
 #include <torch/torch.h>
@@ -78,6 +79,7 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
   // Loaded in fp32 on the CPU: exact for fp32 checkpoints, and the cast to
   // the storage dtype happens once, in save_hf_model.
   LoadedModel loaded = load_checkpoint_model(checkpoint_dir, config::Device::cpu, config::Dtype::fp32);
+  const TokenizerExport tokenizer(loaded.config, loaded.model->config().family);  // found before writing
   models::HfExportOptions options;
   options.dtype = dtype ? scalar_type(*dtype) : compute_dtype(loaded.config);
   options.max_shard_bytes = max_shard_bytes;
@@ -85,7 +87,7 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
   std::ostringstream summary;
   summary << "exported " << checkpoint_dir << " (" << loaded.model->config().family << ", "
           << loaded.model->num_parameters() << " parameters, " << c10::toString(options.dtype) << ") to "
-          << out_dir;
+          << out_dir << "; " << tokenizer.write(out_dir);
   return summary.str();
 }
 

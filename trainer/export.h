@@ -30,7 +30,8 @@ models::Transformer load_hf_model(const std::string& dir, config::Device device,
                                   config::Dtype dtype = config::Dtype::fp32);
 
 // Writes the checkpoint's model as a Hugging Face folder in `dtype` (nullopt =
-// the checkpoint's compute dtype). Returns a one-line summary.
+// the checkpoint's compute dtype), with the run's tokenizer files and a
+// generation_config.json (trainer/export_tokenizer.h). Returns a one-line summary.
 std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
                               std::optional<config::Dtype> dtype = std::nullopt,
                               int64_t max_shard_bytes = 5LL * 1024 * 1024 * 1024);

@@ -26,6 +26,7 @@
 #include "trainer/step_graph.h"
 #include "trainer/step_profiler.h"
 #include "trainer/stop_signal.h"
+#include "trainer/tokenizer_setup.h"
 
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -193,10 +194,7 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   if (c.training.threads > 0) at::set_num_threads(static_cast<int>(c.training.threads));
   torch::manual_seed(static_cast<uint64_t>(c.training.seed));
 
-  data::TokenizerOptions tokenizer_options;
-  tokenizer_options.bos_token = c.data.bos_token;
-  tokenizer_options.eos_token = c.data.eos_token;
-  s.tokenizer = data::load_tokenizer(c.data.tokenizer, tokenizer_options);
+  s.tokenizer = load_run_tokenizer(c);
   const models::ModelConfig model_config = resolve_model_config(c, s.tokenizer->vocab_size());
   data::DataSpec spec;
   spec.files = c.data.train;
