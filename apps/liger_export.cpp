@@ -1,6 +1,7 @@
 // liger-export: a training checkpoint -> a Hugging Face model folder
-// (config.json + safetensors, sharded past --max-shard-mb) that
-// transformers' from_pretrained loads. Argument parsing and wiring only.
+// (config.json + safetensors, sharded past --max-shard-mb, the run's tokenizer
+// files and generation_config.json) that transformers' from_pretrained loads.
+// Argument parsing and wiring only.
 //
 //   liger-export --checkpoint runs/tiny/step-400 --out exported/ [--dtype auto|fp32|bf16|fp16]
 //   liger-export --checkpoint runs/lora/step-400 --out adapter/          # a LoRA run: a PEFT adapter folder

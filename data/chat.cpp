@@ -145,7 +145,23 @@ const char* chat_template_name(ChatTemplate chat_template) {
   return "unknown";
 }
 
+std::optional<ChatTemplate> chat_template_family(const std::string& jinja) {
+  auto has = [&](const char* marker) { return jinja.find(marker) != std::string::npos; };
+  if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
+  if (has("<start_of_turn>") && has("<end_of_turn>")) return ChatTemplate::gemma;
+  if (has("[INST]") && has("[/INST]")) return ChatTemplate::mistral;
+  return std::nullopt;
+}
+
 ChatTemplate detect_chat_template(const Tokenizer& tokenizer) {
+  if (!tokenizer.chat_template().empty()) {
+    if (const auto family = chat_template_family(tokenizer.chat_template())) return *family;
+    throw DataError(tokenizer.chat_template_file() +
+                    ": its chat template is none of the formats liger-train renders (no "
+                    "<|start_header_id|> as llama3, [INST] as mistral or <start_of_turn> as gemma); set "
+                    "data.chat_template to llama3, mistral or gemma if the model was tuned on one of them, "
+                    "or give the data as prompt_completion");
+  }
   if (tokenizer.token_id("<|start_header_id|>") >= 0 && tokenizer.token_id("<|eot_id|>") >= 0) {
     return ChatTemplate::llama3;
   }

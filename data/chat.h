@@ -18,6 +18,7 @@
 #include "data/tokenizer.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,9 +30,18 @@ enum class ChatTemplate { auto_detect, llama3, mistral, gemma };
 ChatTemplate parse_chat_template(const std::string& name);
 const char* chat_template_name(ChatTemplate chat_template);
 
-// The template a tokenizer was made for, from its special tokens:
-// <|start_header_id|> -> llama3, <start_of_turn> -> gemma, [INST] -> mistral.
-// DataError (asking for data.chat_template) when none is found.
+// The family of a Jinja chat template (tokenizer_config.json's chat_template;
+// we do not run Jinja) by its markers: <|start_header_id|> -> llama3,
+// <start_of_turn> -> gemma, [INST] -> mistral; nullopt for anything else.
+std::optional<ChatTemplate> chat_template_family(const std::string& jinja);
+
+// data.chat_template = auto: the template a tokenizer was made for.
+//   - the tokenizer's folder declares a chat template (tokenizer.chat_template()):
+//     its family; DataError naming the file and data.chat_template when it is
+//     none of llama3, mistral, gemma;
+//   - else from its special tokens: <|start_header_id|> -> llama3,
+//     <start_of_turn> -> gemma, [INST] -> mistral; DataError (asking for
+//     data.chat_template) when none is found.
 ChatTemplate detect_chat_template(const Tokenizer& tokenizer);
 
 struct ChatMessage {

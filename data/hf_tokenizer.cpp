@@ -1,6 +1,7 @@
 #include "data/hf_tokenizer.h"
 
 #include "data/data_error.h"
+#include "data/hf_tokenizer_config.h"
 #include "data/regex.h"
 #include "data/unicode_nfc.h"
 #include "data/utf8.h"
@@ -333,6 +334,7 @@ struct HfBpeTokenizer::Impl {
   int32_t bos = -1, eos = -1;
   std::string bos_source, eos_source;
   int32_t template_bos = -1, template_eos = -1;
+  HfTokenizerConfig folder_config;  // the side files beside the tokenizer.json
 
   // Whole-word BPE results (HF caches them too).
   mutable std::mutex cache_mutex;
@@ -646,13 +648,11 @@ void HfBpeTokenizer::Impl::load_decoder(const json& node) {
 }
 
 void HfBpeTokenizer::Impl::resolve_special_tokens(const TokenizerOptions& options) {
-  // tokenizer_config.json beside the file: "bos_token": "<s>" | {"content": "<s>"} | null.
-  std::optional<json> config;
-  const fs::path config_path = fs::path(path).parent_path() / "tokenizer_config.json";
-  std::error_code ec;
-  if (fs::exists(config_path, ec)) config = read_json_file(config_path.string(), "tokenizer_config.json");
+  // tokenizer_config.json / special_tokens_map.json beside the file.
+  const HfTokenizerConfig& config = folder_config;
 
-  auto resolve = [&](const std::string& chosen, const char* key, const char* config_key, int32_t template_id,
+  auto resolve = [&](const std::string& chosen, const char* key, const char* config_key,
+                     const HfSpecialToken& declared, int32_t template_id,
                      std::initializer_list<const char*> names, std::string& source) -> int32_t {
     if (!chosen.empty()) {
       const int32_t id = lookup(chosen);
@@ -664,19 +664,13 @@ void HfBpeTokenizer::Impl::resolve_special_tokens(const TokenizerOptions& option
       source = key;
       return id;
     }
-    if (config && config->is_object() && config->contains(config_key)) {
-      const json& value = (*config)[config_key];
-      std::string name;
-      if (value.is_string()) name = value.get<std::string>();
-      if (value.is_object() && value.contains("content") && value["content"].is_string()) {
-        name = value["content"].get<std::string>();
-      }
-      source = "tokenizer_config.json";
-      if (value.is_null()) return -1;
-      const int32_t id = lookup(name);
+    if (declared.declared) {
+      source = fs::path(declared.file).filename().string();
+      if (declared.content.empty()) return -1;  // declared null: none
+      const int32_t id = lookup(declared.content);
       if (id < 0) {
-        throw DataError(config_path.string() + ": " + config_key + " = " + value.dump() +
-                        " is not a token of " + path + "; fix the file or set " + key);
+        throw DataError(declared.file + ": " + config_key + " = \"" + declared.content + "\" is not a token of " +
+                        path + "; fix the file or set " + key);
       }
       return id;
     }
@@ -694,9 +688,9 @@ void HfBpeTokenizer::Impl::resolve_special_tokens(const TokenizerOptions& option
     source = "none found";
     return -1;
   };
-  bos = resolve(options.bos_token, "data.bos_token", "bos_token", template_bos,
+  bos = resolve(options.bos_token, "data.bos_token", "bos_token", config.bos, template_bos,
                 {"<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>"}, bos_source);
-  eos = resolve(options.eos_token, "data.eos_token", "eos_token", template_eos,
+  eos = resolve(options.eos_token, "data.eos_token", "eos_token", config.eos, template_eos,
                 {"<|end_of_text|>", "</s>", "<eos>", "<|endoftext|>"}, eos_source);
 }
 
@@ -898,6 +892,32 @@ void HfBpeTokenizer::Impl::bpe_uncached(const std::string& word, std::vector<int
 // ---------------------------------------------------------------------------
 // HfBpeTokenizer
 // ---------------------------------------------------------------------------
+namespace {
+
+// A pre_tokenizer that is ByteLevel or a Sequence holding one.
+bool has_byte_level_step(const json& node) {
+  if (!node.is_object()) return false;
+  const std::string type = node.value("type", "");
+  if (type == "ByteLevel") return true;
+  if (type == "Sequence" && node.contains("pretokenizers") && node["pretokenizers"].is_array()) {
+    for (const json& step : node["pretokenizers"]) {
+      if (has_byte_level_step(step)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+bool is_byte_level_bpe(const std::string& json_path) {
+  std::ifstream in(json_path, std::ios::binary);
+  if (!in) return false;
+  const json root = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!root.is_object() || !root.contains("model") || !root["model"].is_object()) return false;
+  const std::string type = root["model"].value("type", "BPE");
+  return type == "BPE" && has_byte_level_step(root.value("pre_tokenizer", json()));
+}
+
 HfBpeTokenizer::HfBpeTokenizer(const std::string& json_path, const TokenizerOptions& options)
     : impl_(std::make_unique<Impl>()) {
   impl_->path = json_path;
@@ -907,6 +927,9 @@ HfBpeTokenizer::HfBpeTokenizer(const std::string& json_path, const TokenizerOpti
                                 "resolved against the working directory " +
                     fs::current_path(ec).string() + ")");
   }
+  impl_->folder_config = read_hf_tokenizer_config(tokenizer_folder(json_path));
+  chat_template_ = impl_->folder_config.chat_template;
+  chat_template_file_ = impl_->folder_config.chat_template_file;
   const json root = read_json_file(json_path, "the tokenizer");
   try {
     impl_->load(root, options);
@@ -967,6 +990,8 @@ int64_t HfBpeTokenizer::vocab_size() const { return static_cast<int64_t>(impl_->
 int32_t HfBpeTokenizer::bos_id() const { return impl_->bos; }
 int32_t HfBpeTokenizer::eos_id() const { return impl_->eos; }
 int32_t HfBpeTokenizer::token_id(const std::string& token) const { return impl_->lookup(token); }
+// transformers ignores add_bos_token when it loads a tokenizer.json: the post-processor decides.
+std::optional<bool> HfBpeTokenizer::adds_bos() const { return impl_->template_bos >= 0; }
 
 std::string HfBpeTokenizer::token_text(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return "";

@@ -19,11 +19,11 @@
 //                  encode() never adds them (readers add BOS/EOS)
 //   decoder        ByteLevel (invalid UTF-8 becomes U+FFFD, as from_utf8_lossy)
 //
-// BOS/EOS: data.bos_token/eos_token when given; else tokenizer_config.json
-// beside the file ("bos_token"/"eos_token", a string or {"content": ...}; null
-// means none); else the TemplateProcessing's special tokens; else well-known
-// names (<|begin_of_text|>, <s>, <bos>, <|startoftext|> / <|end_of_text|>,
-// </s>, <eos>, <|endoftext|>).
+// BOS/EOS: data.bos_token/eos_token when given; else what the side files
+// beside the file declare (tokenizer_config.json, special_tokens_map.json: see
+// data/hf_tokenizer_config.h; null means none); else the TemplateProcessing's
+// special tokens; else well-known names (<|begin_of_text|>, <s>, <bos>,
+// <|startoftext|> / <|end_of_text|>, </s>, <eos>, <|endoftext|>).
 #pragma once
 
 #include "data/tokenizer.h"
@@ -50,14 +50,21 @@ class HfBpeTokenizer : public Tokenizer {
   int32_t eos_id() const override;
   int32_t token_id(const std::string& token) const override;
   std::string describe() const override;
+  std::optional<bool> adds_bos() const override;
 
   // The spelling of `id` as stored in the file ("Ġthe", "<|eot_id|>"); empty
   // when the id has no token.
-  std::string token_text(int32_t id) const;
+  std::string token_text(int32_t id) const override;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Whether the tokenizer.json at `json_path` is one HfBpeTokenizer is made for:
+// a BPE whose pre-tokenizer has a ByteLevel step (Llama 3, GPT-2, Qwen; not
+// the SentencePiece-style BPE of Llama 2, Mistral and Gemma). False for a file
+// that is missing or not JSON.
+bool is_byte_level_bpe(const std::string& json_path);
 
 }  // namespace liger::data

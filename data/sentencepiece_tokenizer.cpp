@@ -1,6 +1,7 @@
 #include "data/sentencepiece_tokenizer.h"
 
 #include "data/data_error.h"
+#include "data/hf_tokenizer_config.h"
 
 #include <sentencepiece_processor.h>
 
@@ -26,6 +27,10 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path,
   }
   bos_id_ = processor_->bos_id();
   eos_id_ = processor_->eos_id();
+  const HfTokenizerConfig folder = read_hf_tokenizer_config(tokenizer_folder(model_path));
+  chat_template_ = folder.chat_template;
+  chat_template_file_ = folder.chat_template_file;
+  adds_bos_ = folder.add_bos_token;
   auto chosen = [&](const std::string& token, const char* key) {
     const int32_t id = token_id(token);
     if (id < 0) {
@@ -35,8 +40,29 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path,
     }
     return id;
   };
-  if (!options.bos_token.empty()) bos_id_ = chosen(options.bos_token, "data.bos_token");
-  if (!options.eos_token.empty()) eos_id_ = chosen(options.eos_token, "data.eos_token");
+  auto declared = [&](const HfSpecialToken& token, const char* config_key, const char* key) {
+    if (token.content.empty()) return -1;  // declared null: none
+    const int32_t id = token_id(token.content);
+    if (id < 0) {
+      throw DataError(token.file + ": " + config_key + " = \"" + token.content + "\" is not a piece of " +
+                      model_path + "; fix the file or set " + key);
+    }
+    return id;
+  };
+  if (!options.bos_token.empty()) {
+    bos_id_ = chosen(options.bos_token, "data.bos_token");
+    bos_source_ = "data.bos_token";
+  } else if (folder.bos.declared) {
+    bos_id_ = declared(folder.bos, "bos_token", "data.bos_token");
+    bos_source_ = std::filesystem::path(folder.bos.file).filename().string();
+  }
+  if (!options.eos_token.empty()) {
+    eos_id_ = chosen(options.eos_token, "data.eos_token");
+    eos_source_ = "data.eos_token";
+  } else if (folder.eos.declared) {
+    eos_id_ = declared(folder.eos, "eos_token", "data.eos_token");
+    eos_source_ = std::filesystem::path(folder.eos.file).filename().string();
+  }
 }
 
 SentencePieceTokenizer::~SentencePieceTokenizer() = default;
@@ -77,9 +103,29 @@ int32_t SentencePieceTokenizer::token_id(const std::string& token) const {
   return id;
 }
 
+std::optional<bool> SentencePieceTokenizer::adds_bos() const { return adds_bos_; }
+
+std::string SentencePieceTokenizer::token_text(int32_t id) const {
+  if (id < 0 || id >= processor_->GetPieceSize()) return "";
+  return processor_->IdToPiece(id);
+}
+
+int32_t SentencePieceTokenizer::unk_id() const { return processor_->unk_id(); }
+
+bool SentencePieceTokenizer::adds_dummy_prefix() const {
+  // The normalizer spec is in the model's protobuf, whose header the library
+  // does not install: ask the behaviour instead. "▁" is U+2581.
+  const std::vector<int32_t> ids = encode("a");
+  return !ids.empty() && token_text(ids[0]).rfind("\xE2\x96\x81", 0) == 0;
+}
+
 std::string SentencePieceTokenizer::describe() const {
+  auto special = [&](int32_t id, const std::string& source) {
+    if (id < 0) return std::string("none");
+    return std::to_string(id) + (source == "the model" ? std::string() : " from " + source);
+  };
   return "sentencepiece " + path_ + " (vocab " + std::to_string(vocab_size()) + ", bos " +
-         std::to_string(bos_id()) + ", eos " + std::to_string(eos_id()) + ")";
+         special(bos_id(), bos_source_) + ", eos " + special(eos_id(), eos_source_) + ")";
 }
 
 }  // namespace liger::data

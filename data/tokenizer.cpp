@@ -18,6 +18,10 @@ std::string Tokenizer::describe() const {
 
 int32_t Tokenizer::token_id(const std::string&) const { return -1; }
 
+std::string Tokenizer::token_text(int32_t) const { return ""; }
+
+std::optional<bool> Tokenizer::adds_bos() const { return std::nullopt; }
+
 namespace {
 
 const char* const kAccepted =
@@ -37,15 +41,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const Tokeniz
     throw DataError(std::string("no tokenizer given; ") + kAccepted);
   }
   if (fs::is_directory(path, ec)) {
-    // A model folder: tokenizer.model first (Llama 2, Mistral and Gemma ship both
-    // files, and their tokenizer.json is not byte-level BPE), else tokenizer.json.
+    // A model folder: tokenizer.json, as transformers prefers, when it is a
+    // byte-level BPE; else tokenizer.model (Llama 2, Mistral and Gemma ship
+    // both files, and their tokenizer.json is not byte-level).
     const fs::path model = fs::path(path) / "tokenizer.model";
-    if (fs::exists(model, ec)) {
-      return std::make_unique<SentencePieceTokenizer>(model.string(), options);
-    }
     const fs::path json = fs::path(path) / "tokenizer.json";
-    if (fs::exists(json, ec)) {
+    const bool has_model = fs::exists(model, ec);
+    const bool has_json = fs::exists(json, ec);
+    if (has_json && (!has_model || is_byte_level_bpe(json.string()))) {
       return std::make_unique<HfBpeTokenizer>(json.string(), options);
+    }
+    if (has_model) {
+      return std::make_unique<SentencePieceTokenizer>(model.string(), options);
     }
     throw DataError(path + ": the folder has neither tokenizer.model nor tokenizer.json; " + kAccepted);
   }

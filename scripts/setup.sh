@@ -45,6 +45,11 @@ if ! "$PY" -c "import transformers, tokenizers, safetensors, numpy, peft" 2>/dev
   say "installing transformers, tokenizers, safetensors, numpy, peft into .venv"
   "$PY" -m pip install -q transformers tokenizers safetensors numpy peft
 fi
+# transformers reads a SentencePiece tokenizer.model (an export of a run on one) with these.
+if ! "$PY" -c "import sentencepiece, google.protobuf" 2>/dev/null; then
+  say "installing sentencepiece, protobuf into .venv"
+  "$PY" -m pip install -q sentencepiece protobuf
+fi
 TORCH_CMAKE=$("$PY" -c "import torch.utils; print(torch.utils.cmake_prefix_path)")
 
 # --- configure + build ------------------------------------------------------

@@ -231,10 +231,6 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
   if (c.data.train.empty()) {
     throw ConfigError(v.where("data.train") + ": data.train is an empty list; give at least one training file");
   }
-  if (c.data.tokenizer.empty()) {
-    throw ConfigError(v.where("data.tokenizer") +
-                      ": data.tokenizer is empty; give a SentencePiece .model file or a Hugging Face tokenizer.json");
-  }
   if (!c.data.eval.empty() && c.data.eval_fraction > 0.0) {
     throw ConfigError(v.where("data.eval_fraction") + ": data.eval and data.eval_fraction = " +
                       std::to_string(c.data.eval_fraction) +
@@ -294,6 +290,19 @@ void resolve_precision(Values& v) {
   }
   v.set("model.dtype", YAML::Node(std::string(name_of(dtype))), where);
   if (precision != Precision::fp32) v.set("training.master_weights", YAML::Node(master), where);
+}
+
+// data.tokenizer '' is the tokenizer of model.hf_path's folder, or without
+// one the shipped sample; the resolved YAML names the one that runs, so that
+// checkpoints, liger-export and liger-generate find it.
+void resolve_tokenizer(Values& v) {
+  if (!v.get<std::string>("data.tokenizer").empty()) return;
+  const std::string hf_path = v.get<std::string>("model.hf_path");
+  if (!hf_path.empty()) {
+    v.set("data.tokenizer", YAML::Node(hf_path), v.where("model.hf_path"));
+  } else {
+    v.set("data.tokenizer", YAML::Node(std::string(kSampleTokenizer)), v.where("data.tokenizer"));
+  }
 }
 
 // pipeline_parallel_degree gets its own message before the range check.
@@ -361,6 +370,7 @@ TrainConfig parse_config(const std::string& yaml_text, const std::string& origin
   read_file_values(root, origin, values);
   read_overrides(overrides, values);
   resolve_precision(values);
+  resolve_tokenizer(values);
   check_unsupported_parallelism(values);
   TrainConfig config = build_config(values);
   check_cross_key_rules(config, values);

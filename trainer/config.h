@@ -22,6 +22,10 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The tokenizer of data.tokenizer '' without model.hf_path: the shipped
+// sample (relative to the working directory, as the sample data).
+inline constexpr const char* kSampleTokenizer = "data/samples/shakespeare_bpe1024.model";
+
 // A list-of-strings key (data.train, data.eval).
 using Strings = std::vector<std::string>;
 

@@ -107,15 +107,17 @@ CONFIG_KEY(std::string, format, "auto",
            "reader; auto: .txt -> text, .bin -> tokens_bin, .jsonl -> by the fields of its first line "
            "(messages -> chat, input_ids -> tokens_jsonl, prompt+completion, text)")
 CONFIG_KEY(std::string, chat_template, "auto", one_of("auto", "llama3", "mistral", "gemma"),
-           "chat format: how messages are rendered; auto = from the tokenizer's special tokens")
+           "chat format: how messages are rendered; auto = the family of the chat_template in the "
+           "tokenizer's tokenizer_config.json, else from the tokenizer's special tokens")
 CONFIG_KEY(std::string, token_dtype, "auto", one_of("auto", "uint16", "uint32"),
            "tokens_bin: width of a token id; auto = from an llm.c header (required without one)")
 CONFIG_KEY(std::string, packing, "cross_document", one_of("cross_document", "isolated"),
            "cross_document: a window is one sequence; isolated: positions restart at each document "
            "and no label crosses into the next document")
-CONFIG_KEY(std::string, tokenizer, "data/samples/shakespeare_bpe1024.model", any_value(),
+CONFIG_KEY(std::string, tokenizer, "", any_value(),
            "tokenizer: a SentencePiece .model, a Hugging Face tokenizer.json (byte-level BPE), or a "
-           "model folder holding one")
+           "model folder holding one (special tokens and chat template from its tokenizer_config.json); "
+           "'' = model.hf_path's folder, or without one the sample data/samples/shakespeare_bpe1024.model")
 CONFIG_KEY(std::string, bos_token, "", any_value(),
            "BOS token by its spelling (e.g. '<|begin_of_text|>'); '' = the tokenizer's own")
 CONFIG_KEY(std::string, eos_token, "", any_value(),

@@ -3,6 +3,7 @@
 #include "models/peft.h"
 #include "trainer/adapter_setup.h"
 #include "trainer/checkpoint.h"
+#include "trainer/export_tokenizer.h"
 #include "trainer/model_setup.h"
 
 #include <torch/torch.h>
@@ -110,6 +111,7 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
     return summary.str();
   }
   if (merge) models::merge_lora(*loaded.model);  // W + alpha/rank B A, in fp32
+  const TokenizerExport tokenizer(loaded.config, loaded.model->config().family);  // found before writing
   models::HfExportOptions options;
   options.dtype = dtype ? scalar_type(*dtype) : compute_dtype(loaded.config);
   options.max_shard_bytes = max_shard_bytes;
@@ -118,7 +120,7 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
   summary << "exported " << checkpoint_dir << (merge ? " with its LoRA adapters merged" : "") << " ("
           << loaded.model->config().family << ", "
           << loaded.model->num_parameters() << " parameters, " << c10::toString(options.dtype) << ") to "
-          << out_dir;
+          << out_dir << "; " << tokenizer.write(out_dir);
   return summary.str();
 }
 

@@ -30,7 +30,8 @@ models::Transformer load_hf_model(const std::string& dir, config::Device device,
                                   config::Dtype dtype = config::Dtype::fp32);
 
 // Writes the checkpoint's model as a Hugging Face folder in `dtype` (nullopt =
-// the checkpoint's compute dtype). Returns a one-line summary.
+// the checkpoint's compute dtype), with the run's tokenizer files and a
+// generation_config.json (trainer/export_tokenizer.h). Returns a one-line summary.
 // A LoRA checkpoint (model.adapter: lora) is written as a PEFT adapter folder
 // (adapter_config.json + adapter_model.safetensors; nullopt = the run's
 // parameter dtype), or with `merge` as the merged model (W + alpha/rank B A)

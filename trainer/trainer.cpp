@@ -26,6 +26,7 @@
 #include "trainer/step_profiler.h"
 #include "trainer/step_runner.h"
 #include "trainer/stop_signal.h"
+#include "trainer/tokenizer_setup.h"
 
 #include <torch/torch.h>
 
@@ -125,10 +126,7 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   if (config.training.threads > 0) at::set_num_threads(static_cast<int>(config.training.threads));
   torch::manual_seed(static_cast<uint64_t>(config.training.seed));
 
-  data::TokenizerOptions tokenizer_options;
-  tokenizer_options.bos_token = config.data.bos_token;
-  tokenizer_options.eos_token = config.data.eos_token;
-  state.tokenizer = data::load_tokenizer(config.data.tokenizer, tokenizer_options);
+  state.tokenizer = load_run_tokenizer(config);
   const models::ModelConfig model_config = resolve_model_config(config, state.tokenizer->vocab_size());
   data::DataSpec spec;
   spec.files = config.data.train;

@@ -39,7 +39,8 @@ expect "liger-train trains a tiny Gemma 2" 0 "final loss" -- \
 ckpt="$run/step-3"
 expect "liger-export writes a Hugging Face folder" 0 "exported .*gemma2" -- \
   "$BIN/liger-export" --checkpoint "$ckpt" --out "$work/hf"
-for f in config.json model.safetensors; do
+for f in config.json model.safetensors tokenizer.model tokenizer_config.json \
+         generation_config.json; do
   [ -f "$work/hf/$f" ] || { echo "FAIL export: no $f"; failures=$((failures + 1)); }
 done
 grep -q '"Gemma2ForCausalLM"' "$work/hf/config.json" || { echo "FAIL export: config.json architecture"; failures=$((failures + 1)); }
@@ -48,10 +49,15 @@ gen=("$BIN/liger-generate" --prompt "ROMEO:" --temperature 0 --max-new-tokens 12
 cached=$("${gen[@]}" --checkpoint "$ckpt" 2>&1)
 uncached=$("${gen[@]}" --checkpoint "$ckpt" --no-cache 2>&1)
 from_hf=$("${gen[@]}" --hf "$work/hf" --tokenizer data/samples/shakespeare_bpe1024.model 2>&1)
-if [ -n "$cached" ] && [ "$cached" = "$uncached" ] && [ "$cached" = "$from_hf" ] && [ "$(wc -w <<<"$cached")" -ge 3 ]; then
-  echo "ok   greedy ids agree: cached, uncached, from the export ($cached)"
+# The export carries its tokenizer: the folder alone is enough.
+(cd "$work" && "${gen[@]}" --hf "$work/hf" > "$work/from_hf_alone.txt" 2>&1)
+from_hf_alone=$(cat "$work/from_hf_alone.txt")
+if [ -n "$cached" ] && [ "$cached" = "$uncached" ] && [ "$cached" = "$from_hf" ] && [ "$cached" = "$from_hf_alone" ] &&
+   [ "$(wc -w <<<"$cached")" -ge 3 ]; then
+  echo "ok   greedy ids agree: cached, uncached, from the export, from the export alone ($cached)"
 else
-  echo "FAIL greedy ids: cached '$cached' uncached '$uncached' export '$from_hf'"; failures=$((failures + 1))
+  echo "FAIL greedy ids: cached '$cached' uncached '$uncached' export '$from_hf' export alone '$from_hf_alone'"
+  failures=$((failures + 1))
 fi
 expect "liger-generate samples text" 0 "^ROMEO:" -- \
   "$BIN/liger-generate" --checkpoint "$ckpt" --prompt "ROMEO:" --max-new-tokens 8 --seed 3 --device cpu

@@ -5,6 +5,7 @@
 #include "tests/catch.h"
 #include "tests/data/data_test_helpers.h"
 
+#include "data/chat.h"
 #include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
 
@@ -241,9 +242,64 @@ TEST_CASE("load_tokenizer picks tokenizer.json by extension or in a model folder
   write_tokenizer(dir, TokenizerSpec{});
   CHECK(dynamic_cast<const HfBpeTokenizer*>(load_tokenizer(dir.path("tokenizer.json")).get()) != nullptr);
   CHECK(dynamic_cast<const HfBpeTokenizer*>(load_tokenizer(dir.path("")).get()) != nullptr);
-  // With both files (Llama 2, Mistral, Gemma folders) the SentencePiece model is used.
+  // With both files, tokenizer.json when it is byte-level (as transformers prefers it)...
   dir.write("tokenizer.model", read_file(sample_model_path()));
+  CHECK(dynamic_cast<const HfBpeTokenizer*>(load_tokenizer(dir.path("")).get()) != nullptr);
+  // ...and the SentencePiece model beside a tokenizer.json that is not (Llama 2, Mistral, Gemma).
+  TokenizerSpec metaspace;
+  metaspace.pre_tokenizer = {{"type", "Metaspace"}, {"replacement", "\u2581"}};
+  write_tokenizer(dir, metaspace);
+  CHECK_FALSE(is_byte_level_bpe(dir.path("tokenizer.json")));
   CHECK(dynamic_cast<const SentencePieceTokenizer*>(load_tokenizer(dir.path("")).get()) != nullptr);
+  // A byte-level step inside a Sequence counts; a file that is not JSON does not.
+  TokenizerSpec sequence;
+  sequence.pre_tokenizer = {{"type", "Sequence"},
+                            {"pretokenizers", json::array({{{"type", "Digits"}, {"individual_digits", true}},
+                                                           {{"type", "ByteLevel"}, {"use_regex", false}}})}};
+  CHECK(is_byte_level_bpe(write_tokenizer(dir, sequence)));
+  CHECK_FALSE(is_byte_level_bpe(dir.write("broken.json", "{\"model\": ")));
+}
+
+TEST_CASE("a model folder's side files: special_tokens_map.json, adds_bos, chat template", "[data][hf_tokenizer]") {
+  LIGER_NEEDS_PCRE2();
+  TempDir dir;
+  TokenizerSpec spec;
+  spec.added_tokens = json::array({added(256, "<|begin_of_text|>"), added(257, "<|end_of_text|>"),
+                                   added(258, "<|eot_id|>"), added(259, "<s>")});
+  write_tokenizer(dir, spec);
+  SECTION("special_tokens_map.json fills in when tokenizer_config.json has no added_tokens_decoder") {
+    dir.write("tokenizer_config.json", R"({"bos_token": "<s>"})");
+    dir.write("special_tokens_map.json", R"({"eos_token": {"content": "<|eot_id|>"}})");
+    const auto tok = load_tokenizer(dir.path(""));
+    CHECK(tok->bos_id() == 259);
+    CHECK(tok->eos_id() == 258);
+    CHECK_HAS(tok->describe(), "eos 258 <|eot_id|> from special_tokens_map.json");
+    // transformers ignores the map beside a config with added_tokens_decoder.
+    dir.write("tokenizer_config.json", R"({"bos_token": "<s>", "added_tokens_decoder": {}})");
+    CHECK(load_tokenizer(dir.path(""))->eos_id() == 257);
+  }
+  SECTION("adds_bos: the post-processor of a tokenizer.json decides") {
+    CHECK(load_tokenizer(dir.path(""))->adds_bos() == false);
+    spec.post_processor = {
+        {"type", "TemplateProcessing"},
+        {"single", json::array({{{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}},
+                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+        {"special_tokens", {{"<|begin_of_text|>", {{"id", "<|begin_of_text|>"}, {"ids", {256}}}}}}};
+    write_tokenizer(dir, spec);
+    dir.write("tokenizer_config.json", R"({"add_bos_token": false})");  // ignored, as transformers does
+    CHECK(load_tokenizer(dir.path(""))->adds_bos() == true);
+  }
+  SECTION("the chat template of tokenizer_config.json, chat_template.jinja over it") {
+    CHECK(load_tokenizer(dir.path(""))->chat_template().empty());
+    dir.write("tokenizer_config.json", R"({"chat_template": "{{ '<|start_header_id|>' }}{{ '<|eot_id|>' }}"})");
+    auto tok = load_tokenizer(dir.path("tokenizer.json"));
+    CHECK(detect_chat_template(*tok) == ChatTemplate::llama3);
+    CHECK(tok->chat_template_file() == dir.path("tokenizer_config.json"));
+    dir.write("chat_template.jinja", "{{ '<start_of_turn>' }}{{ '<end_of_turn>' }}");
+    tok = load_tokenizer(dir.path(""));
+    CHECK(detect_chat_template(*tok) == ChatTemplate::gemma);
+    CHECK(tok->chat_template_file() == dir.path("chat_template.jinja"));
+  }
 }
 
 TEST_CASE("unsupported tokenizer.json features are DataErrors naming the feature and file", "[data][hf_tokenizer]") {

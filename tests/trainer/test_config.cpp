@@ -167,8 +167,11 @@ TEST_CASE("training.cuda_graphs on the CPU is a config error naming the key") {
 }
 
 TEST_CASE("every key's YAML default parses to its field's default in TrainConfig") {
-  const liger::config::TrainConfig parsed = parse_config("", "empty.yaml");
+  liger::config::TrainConfig parsed = parse_config("", "empty.yaml");
   const liger::config::TrainConfig code;
+  // data.tokenizer '' resolves to the sample without model.hf_path (tested below).
+  CHECK(parsed.data.tokenizer == liger::config::kSampleTokenizer);
+  parsed.data.tokenizer = "";
 #define CONFIG_SECTION(section, Struct)     \
   {                                         \
     const char* section_name = #section;    \
@@ -184,6 +187,19 @@ TEST_CASE("every key's YAML default parses to its field's default in TrainConfig
 #undef CONFIG_SECTION
 #undef CONFIG_KEY
 #undef CONFIG_END_SECTION
+}
+
+TEST_CASE("data.tokenizer '' is model.hf_path's folder, else the sample; the resolved YAML names it") {
+  const auto from_folder = parse_config("model:\n  hf_path: /models/Llama-3-8B\n", "a.yaml");
+  CHECK(from_folder.data.tokenizer == "/models/Llama-3-8B");
+  CHECK(contains(from_folder.resolved_yaml, "tokenizer: /models/Llama-3-8B"));
+  CHECK(parse_config("", "a.yaml", {"model.hf_path=/m", "data.tokenizer=''"}).data.tokenizer == "/m");
+  CHECK(parse_config("", "a.yaml", {"data.tokenizer=''"}).data.tokenizer == liger::config::kSampleTokenizer);
+  // A tokenizer given stays, with or without model.hf_path.
+  CHECK(parse_config("", "a.yaml", {"model.hf_path=/m", "data.tokenizer=/t/tokenizer.json"}).data.tokenizer ==
+        "/t/tokenizer.json");
+  // Read back from a checkpoint's resolved YAML, it is the same.
+  CHECK(parse_config(from_folder.resolved_yaml, "config.yaml").data.tokenizer == "/models/Llama-3-8B");
 }
 
 TEST_CASE("modes are enums named as in YAML; checkpoint.resume is none, auto or a path") {
