@@ -3,7 +3,9 @@
 #include "data/tokenizer.h"
 #include "models/transformer.h"
 #include "trainer/distributed/environment.h"
+#include "trainer/device_memory.h"
 #include "trainer/memory_estimate.h"
+#include "trainer/memory_plan.h"
 #include "trainer/model_setup.h"
 
 #include <torch/torch.h>
@@ -28,7 +30,8 @@ std::string gib(double bytes) {
 
 }  // namespace
 
-DryRunReport dry_run(const config::TrainConfig& c) {
+DryRunReport dry_run(const config::TrainConfig& requested) {
+  config::TrainConfig c = requested;  // with training.memory_plan: auto, the planned config below
   // The tokenizer is only needed when the preset takes its vocabulary from it.
   std::optional<int64_t> tokenizer_vocab;
   if (c.model.hf_path.empty() && !c.model.vocab_size && models::preset(c.model.preset).vocab_size == 0) {
@@ -50,6 +53,9 @@ DryRunReport dry_run(const config::TrainConfig& c) {
   }
   // The checks the Trainer makes once it knows the job, on the planned one.
   config::check_for_run(c, {world, device.is_cuda()});
+  // training.memory_plan: auto: planned for this GPU, or an assumed one when none is visible.
+  const std::optional<std::string> plan = apply_memory_plan(
+      c, model_config, {world, device.is_cuda(), gpu_visible ? device_memory_capacity(device) : std::nullopt});
   const kernels::KernelSet kernel_set =
       kernels::resolve_kernels(kernel_toggles(c.kernels), device, compute_dtype(c));
 
@@ -81,6 +87,7 @@ DryRunReport dry_run(const config::TrainConfig& c) {
       << c10::toString(parameter_dtype(c)) << " parameters, " << c10::toString(compute_dtype(c))
       << " compute)\n";
   const MemoryEstimate estimate = estimate_memory(model_config, c, world);
+  if (plan) out << *plan << "\n";
   out << "memory per GPU (estimate, " << world << (world > 1 ? " ranks sharing the model" : " rank")
       << ", activation checkpointing " << c.training.activation_checkpointing << ", "
       << (c.kernels.fused_linear_cross_entropy ? "fused loss " + std::string(config::name_of(c.kernels.flce_mode)) : std::string("logits materialised"))

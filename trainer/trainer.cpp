@@ -20,6 +20,7 @@
 #include "trainer/loss.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/memory_estimate.h"
+#include "trainer/memory_plan.h"
 #include "trainer/metrics.h"
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
@@ -198,6 +199,11 @@ Trainer::Trainer(config::TrainConfig config) : state_(std::make_unique<State>())
   tokenizer_options.eos_token = c.data.eos_token;
   s.tokenizer = data::load_tokenizer(c.data.tokenizer, tokenizer_options);
   const models::ModelConfig model_config = resolve_model_config(c, s.tokenizer->vocab_size());
+  // training.memory_plan: auto: the precision and activation checkpointing that fit this GPU.
+  if (const auto plan = apply_memory_plan(s.config, model_config,
+                                          {env.world_size, s.device.is_cuda(), device_memory_capacity(s.device)})) {
+    log::info(*plan);
+  }
   data::DataSpec spec;
   spec.files = c.data.train;
   spec.format = c.data.format;
