@@ -41,7 +41,8 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 TARGETS=liger-train bash bench/build.sh "$BUILD_DIR" 2>&1 | tee -a "$OUT/env.txt"
 
 run8b=(--config configs/llama3_8b.yaml --set training.steps="$STEPS" --set training.gradient_accumulation_steps=1
-       --set training.micro_batch_size=1 --set data.seq_len=8192 --set training.activation_checkpointing=full
+       --set training.micro_batch_size=1 --set data.seq_len=8192 --set training.memory_plan=off
+       --set training.precision=bf16-mixed --set training.activation_checkpointing=full
        --set training.warmup_steps=2 --set logging.every=1 --set checkpoint.every=0 --set checkpoint.save_final=false
        --set logging.progress_bar=off)
 

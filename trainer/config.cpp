@@ -257,6 +257,33 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
   }
 }
 
+// training.memory_plan: auto chooses training.precision and
+// training.activation_checkpointing (and so model.dtype and
+// training.master_weights) when the run starts: setting any of them beside it
+// is an error naming both keys. A budget without the plan would be ignored:
+// an error too.
+void check_memory_plan(const Values& v) {
+  const std::string where = v.where("training.memory_plan");
+  if (v.get<MemoryPlanMode>("training.memory_plan") == MemoryPlanMode::off) {
+    const double budget = v.get<double>("training.memory_budget_gib");
+    if (budget > 0.0) {
+      std::ostringstream text;
+      text << v.where("training.memory_budget_gib") << ": training.memory_budget_gib = " << budget
+           << " is read only by training.memory_plan: auto, and training.memory_plan is off; set "
+              "training.memory_plan: auto or remove training.memory_budget_gib";
+      throw ConfigError(text.str());
+    }
+    return;
+  }
+  for (const char* key :
+       {"training.precision", "training.activation_checkpointing", "model.dtype", "training.master_weights"}) {
+    if (v.where(key) == "default") continue;
+    throw ConfigError(v.where(key) + ": " + key + " = " + scalar_text(v.node(*find_key(key))) +
+                      " is set, but training.memory_plan = auto (" + where + ") chooses it; remove " + key +
+                      ", or set training.memory_plan: off to choose it yourself");
+  }
+}
+
 // training.precision (not auto) decides model.dtype and training.master_weights.
 // Either of them set (in the file or by --set) to something else is an error
 // naming both keys; else they take the precision's values, so that the
@@ -369,6 +396,7 @@ TrainConfig parse_config(const std::string& yaml_text, const std::string& origin
   Values values(origin);
   read_file_values(root, origin, values);
   read_overrides(overrides, values);
+  check_memory_plan(values);
   resolve_precision(values);
   resolve_tokenizer(values);
   check_unsupported_parallelism(values);
@@ -393,6 +421,32 @@ void check_for_run(const TrainConfig& c, const RunSetting& run) {
                       std::to_string(run.world_size) + " ranks: liger-train shards over all ranks; set it to -1 or " +
                       std::to_string(run.world_size));
   }
+}
+
+TrainConfig with_planned_memory(const TrainConfig& config, Precision precision,
+                                ActivationCheckpointing checkpointing) {
+  if (precision == Precision::auto_) throw std::logic_error("with_planned_memory: a plan names its precision");
+  TrainConfig planned = config;
+  planned.training.memory_plan = MemoryPlanMode::off;
+  planned.training.memory_budget_gib = 0.0;
+  planned.training.precision = precision;
+  planned.training.activation_checkpointing = checkpointing;
+  planned.model.dtype = precision == Precision::fp32 ? Dtype::fp32 : Dtype::bf16;
+  // fp32 keeps fp32 parameters whatever training.master_weights says (resolve_precision).
+  if (precision != Precision::fp32) planned.training.master_weights = precision == Precision::bf16_mixed;
+  // The resolved YAML (every key, in a parsed config) read back with the plan
+  // written over it: the same keys as the fields above.
+  if (!config.resolved_yaml.empty()) {
+    std::vector<std::string> plan = {"training.memory_plan=off", "training.memory_budget_gib=0",
+                                     std::string("training.precision=") + name_of(precision),
+                                     std::string("training.activation_checkpointing=") + name_of(checkpointing),
+                                     std::string("model.dtype=") + name_of(planned.model.dtype)};
+    if (precision != Precision::fp32) {
+      plan.push_back(std::string("training.master_weights=") + (planned.training.master_weights ? "true" : "false"));
+    }
+    planned.resolved_yaml = parse_config(config.resolved_yaml, "the memory plan", plan).resolved_yaml;
+  }
+  return planned;
 }
 
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {

@@ -67,6 +67,13 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
 TrainConfig parse_config(const std::string& yaml_text, const std::string& origin,
                          const std::vector<std::string>& overrides = {});
 
+// `config` with training.memory_plan: auto resolved: as if training.precision
+// and training.activation_checkpointing had been written (training.memory_plan
+// off; model.dtype and training.master_weights following the precision). The
+// trainer runs it and its checkpoints record it (trainer/memory_plan.h).
+TrainConfig with_planned_memory(const TrainConfig& config, Precision precision,
+                                ActivationCheckpointing checkpointing);
+
 // What a run will run on, known once the process has started (the launcher's
 // environment, the resolved device).
 struct RunSetting {

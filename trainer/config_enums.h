@@ -77,6 +77,16 @@ struct EnumNames<ActivationCheckpointing> {
                                                                 {ActivationCheckpointing::full, "full"}};
 };
 
+// training.memory_plan: off = training.precision and
+// training.activation_checkpointing as written; auto = chosen to fit the GPU
+// (trainer/memory_plan.h).
+enum class MemoryPlanMode { off, auto_ };
+template <>
+struct EnumNames<MemoryPlanMode> {
+  static constexpr EnumName<MemoryPlanMode> names[] = {{MemoryPlanMode::off, "off"},
+                                                       {MemoryPlanMode::auto_, "auto"}};
+};
+
 // kernels.flce_mode: how the fused linear cross entropy splits its work on cuda.
 enum class FlceMode { speed, lean };
 template <>

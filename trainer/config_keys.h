@@ -168,6 +168,16 @@ CONFIG_KEY(ActivationCheckpointing, activation_checkpointing, ActivationCheckpoi
            "glu = recompute each MLP's GLU product act(gate) * up in backward instead of keeping it "
            "(tokens x intermediate_size less per layer for one elementwise pass); full = keep only "
            "each decoder layer's input and recompute the layer in backward")
+CONFIG_KEY(MemoryPlanMode, memory_plan, MemoryPlanMode::off, any_value(),
+           "auto = choose training.precision and training.activation_checkpointing to fit the GPU: "
+           "the first of bf16-mixed/none, bf16-mixed/glu, bf16-mixed/full, bf16/none, bf16/glu, bf16/full "
+           "(fp32 master weights first, then the least recompute) whose memory estimate fits "
+           "training.memory_budget_gib; the start-up log and --dry-run say what it chose and why (on the "
+           "CPU: fp32, none). Leave training.precision, training.activation_checkpointing, model.dtype and "
+           "training.master_weights unset with auto. off = those keys as written")
+CONFIG_KEY(double, memory_budget_gib, 0, range(0.0, 1e6),
+           "training.memory_plan: auto: GiB per GPU the plan must fit; 0 = 95% of the GPU's memory (of an "
+           "80 GiB GPU when none is visible, e.g. --dry-run on a machine without one)")
 CONFIG_KEY(bool, cuda_graphs, false, any_value(),
            "capture the whole optimizer step (forward, backward, clipping, AdamW) as one CUDA graph "
            "after two eager steps and replay it: no per-kernel launch cost. One GPU (no sharding), "

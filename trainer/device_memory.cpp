@@ -19,6 +19,13 @@ int64_t peak_memory_bytes(const c10::Device& device) {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
+std::optional<double> device_memory_capacity(const c10::Device& device) {
+  if (!device.is_cuda()) return std::nullopt;
+  cudaDeviceProp props{};
+  if (cudaGetDeviceProperties(&props, device.index() < 0 ? 0 : device.index()) != cudaSuccess) return std::nullopt;
+  return static_cast<double>(props.totalGlobalMem);
+}
+
 double device_peak_bf16_flops(const c10::Device& device) {
   if (!device.is_cuda()) return 0.0;
   cudaDeviceProp props{};

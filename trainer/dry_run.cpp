@@ -5,7 +5,9 @@
 #include "models/lora.h"
 #include "trainer/adapter_setup.h"
 #include "trainer/distributed/environment.h"
+#include "trainer/device_memory.h"
 #include "trainer/memory_estimate.h"
+#include "trainer/memory_plan.h"
 #include "trainer/model_setup.h"
 
 #include <torch/torch.h>
@@ -30,7 +32,8 @@ std::string gib(double bytes) {
 
 }  // namespace
 
-DryRunReport dry_run(const config::TrainConfig& c) {
+DryRunReport dry_run(const config::TrainConfig& requested) {
+  config::TrainConfig c = requested;  // with training.memory_plan: auto, the planned config below
   // The tokenizer is only needed when the preset takes its vocabulary from it.
   std::optional<int64_t> tokenizer_vocab;
   if (c.model.hf_path.empty() && !c.model.vocab_size && models::preset(c.model.preset).vocab_size == 0) {
@@ -52,6 +55,9 @@ DryRunReport dry_run(const config::TrainConfig& c) {
   }
   // The checks the Trainer makes once it knows the job, on the planned one.
   config::check_for_run(c, {world, device.is_cuda()});
+  // training.memory_plan: auto: planned for this GPU, or an assumed one when none is visible.
+  const std::optional<std::string> plan = apply_memory_plan(
+      c, model_config, {world, device.is_cuda(), gpu_visible ? device_memory_capacity(device) : std::nullopt});
   const kernels::KernelSet kernel_set =
       kernels::resolve_kernels(kernel_toggles(c.kernels), device, compute_dtype(c));
 
@@ -96,6 +102,7 @@ DryRunReport dry_run(const config::TrainConfig& c) {
         << " compute)\n";
   }
   const MemoryEstimate estimate = estimate_memory(model_config, c, world);
+  if (plan) out << *plan << "\n";
   out << "memory per GPU (estimate, " << world << (world > 1 ? " ranks sharing the model" : " rank")
       << ", activation checkpointing " << c.training.activation_checkpointing << ", "
       << (c.kernels.fused_linear_cross_entropy ? "fused loss " + std::string(config::name_of(c.kernels.flce_mode)) : std::string("logits materialised"))

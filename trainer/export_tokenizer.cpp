@@ -57,8 +57,8 @@ std::string join(const std::vector<std::string>& items) {
 
 }  // namespace
 
-TokenizerExport::TokenizerExport(const config::TrainConfig& config, std::string family)
-    : config_(config), family_(std::move(family)) {
+TokenizerExport::TokenizerExport(const config::TrainConfig& config, models::ModelFamily family)
+    : config_(config), family_(family) {
   const std::string& path = config.data.tokenizer;
   std::error_code ec;
   if (!fs::exists(path, ec)) {
@@ -162,7 +162,7 @@ std::string TokenizerExport::write_generation_config(const std::string& out_dir)
   if (!generation_source_.empty()) {
     root = read_json(generation_source_);
   } else {
-    if (family_ == "llama") {
+    if (family_ == models::ModelFamily::llama) {
       root["do_sample"] = true;
       root["temperature"] = 0.6;
       root["top_p"] = 0.9;

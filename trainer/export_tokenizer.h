@@ -22,6 +22,8 @@
 //     that a chat fine-tune stops at the end of its turn.
 #pragma once
 
+#include "models/model_config.h"
+
 #include "data/tokenizer.h"
 #include "trainer/config.h"
 
@@ -36,7 +38,7 @@ class TokenizerExport {
   // Finds and loads the tokenizer that `config` (a checkpoint's config.yaml)
   // names, before anything is written: a missing one is a ConfigError naming
   // data.tokenizer. `family` is the model's (ModelConfig::family).
-  TokenizerExport(const config::TrainConfig& config, std::string family);
+  TokenizerExport(const config::TrainConfig& config, models::ModelFamily family);
   ~TokenizerExport();
 
   // Writes the files into the existing folder `out_dir`; returns one line
@@ -49,7 +51,7 @@ class TokenizerExport {
     std::string name;  // its name in the export
   };
   config::TrainConfig config_;
-  std::string family_;
+  models::ModelFamily family_;
   std::unique_ptr<data::Tokenizer> tokenizer_;
   std::vector<Copy> copies_;
   std::string generation_source_;  // "" = write one

@@ -1,5 +1,6 @@
 #include "trainer/memory_estimate.h"
 
+#include "data/packing.h"
 #include "models/lora.h"
 #include "models/peft.h"
 #include "trainer/adapter_setup.h"
@@ -8,6 +9,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -20,6 +22,10 @@ std::string gib(double bytes) {
   return text;
 }
 
+// trainer/distributed/fully_sharded.cpp: a unit holding more than twice this
+// many elements per rank is reduce-scattered in chunks of it.
+constexpr double kReduceChunkElementsPerRank = 64.0 * 1024 * 1024;
+
 }  // namespace
 
 std::string MemoryEstimate::describe() const {
@@ -28,7 +34,9 @@ std::string MemoryEstimate::describe() const {
       << gib(optimizer);
   if (gathered > 0) out << ", gathered weights " << gib(gathered);
   out << ", activations " << gib(activations) << " (" << gib(per_layer) << " per layer without checkpointing)"
-      << ", loss " << gib(loss) << ": total " << gib(total());
+      << ", loss " << gib(loss) << ", backward " << gib(backward) << ": total " << gib(total()) << " (peak "
+      << (at_loss() >= at_backward_end() ? "at the loss" : "at the end of backward")
+      << (gradients_in_forward > 0 ? ", gradients summed across micro-batches" : "") << ")";
   return out.str();
 }
 
@@ -41,86 +49,173 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   const double d = static_cast<double>(m.resolved_head_dim());
   const double q = static_cast<double>(m.num_heads) * d, kv = static_cast<double>(m.num_kv_heads) * d;
   const double layers = static_cast<double>(m.num_layers), vocab = static_cast<double>(m.vocab_size);
-  const double tokens = static_cast<double>(c.training.micro_batch_size * c.data.seq_len);
+  const double batch = static_cast<double>(c.training.micro_batch_size), seq = static_cast<double>(c.data.seq_len);
+  const double tokens = batch * seq;
+  const bool accumulating = c.training.gradient_accumulation_steps > 1;
+  const bool copies = uses_compute_copies(c, world_size);
+  const bool on_gpu = c.training.device != config::Device::cpu;
 
   const double layer_params = h * q * 2 + h * kv * 2 + 3 * h * f + 2 * h;
+  const double vocab_params = vocab * h;  // the embedding, or lm_head
   const double all_params = static_cast<double>(m.num_parameters());
+  // AdamW's moments follow the parameters' dtype (trainer/optimizer.cpp).
   e.parameters = all_params * param_bytes / world;
   e.gradients = e.parameters;
   e.optimizer = 2 * e.parameters;
-  if (uses_compute_copies(c, world_size)) {  // fp32 weights and 16-bit copies; the gradients are the copies'
+  // Accumulating, the gradients (sharded: the shards' flat buffers) live from
+  // the first micro-batch's backward to the optimizer step; otherwise the
+  // step frees them before the next forward.
+  if (accumulating) e.gradients_in_forward = e.gradients;
+  if (copies) {  // fp32 weights and 16-bit copies; the gradients are the copies'
     e.parameters = all_params * (param_bytes + compute_bytes);
     e.gradients = all_params * compute_bytes;
-    // Accumulating: each micro-batch's copy gradients are folded into fp32 sums.
-    if (c.training.gradient_accumulation_steps > 1) e.gradients += all_params * param_bytes;
+    e.gradients_in_forward = 0;
+    // Accumulating: each micro-batch's copy gradients are folded into fp32
+    // sums, which live through the forwards.
+    if (accumulating) {
+      e.gradients_in_forward = all_params * param_bytes;
+      e.gradients += e.gradients_in_forward;
+    }
   }
   // LoRA: the frozen base in the compute dtype without gradient or AdamW
   // state; what trains (adapters, modules_to_save) as above.
-  bool frozen_head = false;
+  bool frozen_head = false, frozen_embedding = false;
+  double lora_rank_columns = 0;  // per token and layer: the adapters' u = dropout(x) A^T
   if (uses_lora(c)) {
     const models::LoraOptions lora = lora_options(c, models::lora_targets_of(m));
     const std::vector<std::string> modules = lora_modules_to_save(c);
     auto saves = [&](const char* name) { return std::find(modules.begin(), modules.end(), name) != modules.end(); };
     frozen_head = m.tie_embeddings ? !(saves("embed_tokens") || saves("lm_head")) : !saves("lm_head");
+    frozen_embedding = m.tie_embeddings ? frozen_head : !saves("embed_tokens");
     // [vocab, hidden] each; tied, the embedding and the head are one tensor.
-    const double saved = m.tie_embeddings ? (frozen_head ? 0.0 : vocab * h)
-                                          : vocab * h * ((saves("embed_tokens") ? 1 : 0) + (saves("lm_head") ? 1 : 0));
+    const double saved = m.tie_embeddings ? (frozen_head ? 0.0 : vocab_params)
+                                          : vocab_params * ((saves("embed_tokens") ? 1 : 0) + (saves("lm_head") ? 1 : 0));
     const double trained = static_cast<double>(models::lora_parameter_count(m, lora)) + saved;
     const double frozen = all_params - saved;
     e.parameters = (frozen * compute_bytes + trained * param_bytes) / world;
     e.gradients = trained * param_bytes / world;
     e.optimizer = 2 * trained * param_bytes / world;
-    if (uses_compute_copies(c, world_size)) {
+    e.gradients_in_forward = accumulating ? e.gradients : 0.0;
+    if (copies) {
       e.parameters += trained * compute_bytes;
-      e.gradients = trained * compute_bytes + (c.training.gradient_accumulation_steps > 1 ? trained * param_bytes : 0.0);
+      e.gradients_in_forward = accumulating ? trained * param_bytes : 0.0;
+      e.gradients = trained * compute_bytes + e.gradients_in_forward;
     }
+    lora_rank_columns = static_cast<double>(lora.targets.size()) * static_cast<double>(lora.rank);
+    // With dropout, a one-byte mask of each adapted input: x for q|k|v and
+    // gate|up, o's and down's inputs.
+    if (lora.dropout > 0.0) lora_rank_columns += (2 * h + q + f) / compute_bytes;
   }
+
+  // The fused kernels (norms, RoPE, GLU toggles on) run as our CUDA kernels
+  // on a GPU and as the composite backend's ATen ops on the CPU.
+  const bool fused = c.kernels.rms_norm && c.kernels.rope &&
+                     (m.mlp_activation == models::MlpActivation::gelu_tanh ? c.kernels.geglu : c.kernels.swiglu);
+  const bool composite = fused && !on_gpu;
+
+  // One layer's backward: the MLP's activation gradients ([tokens,
+  // intermediate] x 3: the product's, then gate's and up's) and the hidden
+  // states' ([tokens, hidden] x 2). The composite GLU's backward computes in
+  // fp32 ATen ops: about six fp32 [tokens, intermediate] temporaries at once,
+  // two more for gate and the incoming gradient cast to fp32.
+  e.backward = composite ? tokens * (f * (24 + (compute_bytes < 4 ? 8 : 0) + compute_bytes) + 2 * h * compute_bytes)
+                         : tokens * (3 * f + 2 * h) * compute_bytes;
+  // Accumulating into .grad on one process: the embedding's dense gradient is
+  // made whole before it is added to the sum.
+  if (accumulating && !copies && world == 1 && !frozen_embedding) e.backward = std::max(e.backward, vocab_params * param_bytes);
+  // The optimizer step, every gradient alive. On a GPU AdamW's kernels keep
+  // no temporaries; on the CPU the stochastically rounded and the
+  // compute-copy updates (kernels/optim.cpp, ATen ops) hold fp32 operands of
+  // a chunk of at most 2^20 elements of one tensor, and the rounding's int64
+  // random bits: about 52 bytes an element (20 without rounding).
+  const bool stochastic = parameter_dtype(c) == c10::kBFloat16 && c.training.stochastic_rounding;
+  if (!on_gpu && (stochastic || copies)) {
+    const double chunk = std::min(std::max({vocab_params, h * f, h * q}), 1048576.0);
+    e.backward = std::max(e.backward, chunk * (stochastic ? 52.0 : 20.0));
+  }
+
   if (world > 1) {
-    // Two layers at a time (the running one and the prefetched one), the
+    // reshard_after_forward: the running layer and the prefetched one; off,
+    // every layer stays gathered from its forward to its backward. The
     // embeddings and lm_head while they are in use.
-    const double vocab_units = m.tie_embeddings ? vocab * h : 2 * vocab * h;
-    e.gathered = (2 * layer_params + vocab_units) * compute_bytes;
+    const double vocab_units = m.tie_embeddings ? vocab_params : 2 * vocab_params;
+    const double layers_gathered = c.parallelism.reshard_after_forward ? 2 * layer_params : layers * layer_params;
+    e.gathered = (layers_gathered + vocab_units) * compute_bytes;
+    // A unit's backward leaves its full gradients (compute dtype) to a
+    // reduce-scatter staged in the reduce dtype; a layer's is in flight while
+    // the next layer's backward runs.
+    const double reduce_bytes = c.parallelism.reduce_dtype == config::ReduceDtype::bf16 ? 2.0 : 4.0;
+    auto reduce_memory = [&](double full) {
+      const double per_rank = std::ceil(full / world);
+      const double chunk = per_rank > 2 * kReduceChunkElementsPerRank ? kReduceChunkElementsPerRank : per_rank;
+      return full * compute_bytes + world * chunk * reduce_bytes;
+    };
+    e.backward = std::max(e.backward + reduce_memory(layer_params), reduce_memory(vocab_params));
   }
+
   // Saved for backward per token and layer, in the compute dtype. With the
-  // fused GPU kernels (norms, RoPE, GLU on, device not cpu): the two norms'
-  // inputs and outputs (4h), q, k, v for attention and its output (2q + 2kv;
-  // RoPE keeps only its tables), the MLP's gate, up and product (3f).
-  // Otherwise (ATen ops keep more intermediates) the norms' inputs, outputs
+  // fused kernels: the two norms' inputs and outputs (4h), q, k, v for
+  // attention and its output (2q + 2kv; RoPE keeps only its tables), the
+  // MLP's gate, up and product (3f); composite: also the packed q|k|v
+  // projection (q + 2kv), which v, a view of it, keeps alive. With the
+  // reference ops (ATen keeps more intermediates): the norms' inputs, outputs
   // and residuals (6h), q/k/v before and after RoPE and the attention output
   // (4q + 4kv). glu (and full, inside the recomputed layer): no product.
-  const bool fused = c.training.device != config::Device::cpu && c.kernels.rms_norm && c.kernels.rope &&
-                     (m.mlp_activation == models::MlpActivation::gelu_tanh ? c.kernels.geglu : c.kernels.swiglu);
-  const double glu_kept = c.training.activation_checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
-  e.per_layer = tokens * ((fused ? 4 * h + 2 * q + 2 * kv : 6 * h + 4 * q + 4 * kv) + (2 + glu_kept) * f) *
-                compute_bytes;
-  if (uses_lora(c)) {
-    // Each projection's adapter keeps u = dropout(x) A^T [tokens, rank] and,
-    // with dropout, a one-byte mask of its input.
-    const models::LoraOptions lora = lora_options(c, models::lora_targets_of(m));
-    const double targets = static_cast<double>(lora.targets.size());
-    e.per_layer += tokens * targets * static_cast<double>(lora.rank) * compute_bytes;
-    if (lora.dropout > 0.0) e.per_layer += tokens * (2 * h + q + f);  // x for q|k|v and gate|up, o's and down's inputs
+  const auto checkpointing = c.training.activation_checkpointing;
+  const double glu_kept = checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
+  const double attention_kept = fused ? 4 * h + 2 * q + 2 * kv + (composite ? q + 2 * kv : 0.0) : 6 * h + 4 * q + 4 * kv;
+  const double layer_base = tokens * (attention_kept + (2 + glu_kept) * f + lora_rank_columns) * compute_bytes;
+  // Layers whose attention takes the explicit fp32 path (a sliding window,
+  // an attention softcap, per-document masks: kernels/reference/attention.cpp)
+  // also keep [heads, T, T] probabilities, in fp32 and in the compute dtype
+  // (the softcap's tanh too, fp32), and q and k in fp32 (k repeated to every
+  // query head); on the way they hold about two fp32 score tensors at once.
+  const double scores = batch * static_cast<double>(m.num_heads) * seq * seq;
+  const double explicit_extra = scores * (4 + compute_bytes + (m.attn_softcap > 0 ? 4 : 0)) + tokens * 2 * q * 4;
+  const bool isolated = data::parse_packing_mode(c.data.packing) == data::PackingMode::isolated;
+  double all_layers = 0, explicit_layers = 0;
+  for (int64_t layer = 0; layer < m.num_layers; ++layer) {
+    const bool explicit_path = m.layer_sliding_window(layer) > 0 || m.attn_softcap > 0 || isolated;
+    explicit_layers += explicit_path ? 1 : 0;
+    all_layers += layer_base + (explicit_path ? explicit_extra : 0.0);
   }
-  if (c.training.activation_checkpointing == config::ActivationCheckpointing::full) {
+  e.per_layer = layer_base + (explicit_layers > 0 ? explicit_extra : 0.0);
+  if (explicit_layers > 0) e.backward = std::max(e.backward, scores * 8);
+  if (checkpointing == config::ActivationCheckpointing::full) {
     e.activations = layers * tokens * h * compute_bytes + e.per_layer;
+    e.first_layer = e.per_layer + tokens * h * compute_bytes;  // its checkpoint and its recomputed activations
   } else {
-    e.activations = layers * e.per_layer;
+    e.activations = all_layers;
+    e.first_layer = e.per_layer;
   }
-  if (c.kernels.fused_linear_cross_entropy) {
-    // One logits chunk of the budget (on cuda its gradient overwrites it; the
-    // ATen path keeps an fp32 gradient beside it), the gradient of the hidden
-    // states and, in speed mode, the fp32 [vocab, hidden] buffer, which cuda
-    // does without when all the logits fit in one chunk (the weight gradient
-    // then comes straight from one GEMM).
-    const bool cuda = c.training.device != config::Device::cpu;
-    const double chunks = cuda ? 1.0 : 2.0;
-    const double all_logits = tokens * vocab * compute_bytes;
-    const bool one_chunk = cuda && c.kernels.flce_chunk_mb * 1024.0 * 1024.0 >= all_logits;
-    e.loss = chunks * std::min(c.kernels.flce_chunk_mb * 1024.0 * 1024.0, cuda ? all_logits : 4 * tokens * vocab) +
-             tokens * h * 4 + (c.kernels.flce_mode == config::FlceMode::speed && !one_chunk && !frozen_head ? vocab * h * 4 : 0.0);
+
+  // The loss's working memory, and the gradient of lm_head's weight it makes
+  // (accumulating: beside the running sum until backward adds it).
+  // A frozen head (LoRA) makes no weight gradient: no head_grad, no fp32 sum.
+  const double head_grad = frozen_head ? 0.0 : vocab_params * compute_bytes;
+  const double chunk_budget = c.kernels.flce_chunk_mb * 1024.0 * 1024.0;
+  if (c.kernels.fused_linear_cross_entropy && on_gpu) {
+    // kernels/cuda/losses.cpp. speed: token chunks of logits (their gradient
+    // overwrites them), dL/dx, and an fp32 [vocab, hidden] sum of the weight
+    // gradient unless all the logits fit one chunk (then one GEMM writes the
+    // gradient). lean: vocabulary blocks of logits, an fp32 dL/dx sum.
+    const double logits = std::min(chunk_budget, tokens * vocab * compute_bytes);
+    const bool one_chunk = chunk_budget >= tokens * vocab * compute_bytes;
+    if (c.kernels.flce_mode == config::FlceMode::speed) {
+      e.loss = logits + head_grad + (one_chunk || frozen_head ? 0.0 : vocab_params * 4) + tokens * h * compute_bytes;
+    } else {
+      e.loss = logits + head_grad + tokens * h * (4 + compute_bytes);
+    }
+  } else if (c.kernels.fused_linear_cross_entropy) {
+    // kernels/composite/cross_entropy.cpp: chunks of rows (the budget over
+    // fp32 rows): the logits and their fp32 loss and gradient, about two
+    // chunks; the weight gradient summed in fp32, cast to the weight's dtype
+    // in backward; dL/dx.
+    e.loss = 2 * std::min(chunk_budget, 4 * tokens * vocab) + (frozen_head ? 0.0 : vocab_params * 4) +
+             (compute_bytes < 4 ? head_grad : 0.0) + tokens * h * compute_bytes;
   } else {
     // The logits in the compute dtype and their fp32 gradient.
-    e.loss = tokens * vocab * (compute_bytes + 4);
+    e.loss = tokens * vocab * (compute_bytes + 4) + head_grad;
   }
   return e;
 }

@@ -1,6 +1,16 @@
 // An analytic estimate of the memory one GPU needs for a training step, from
-// the model's shapes and the config: what --dry-run prints, and what the log
+// the model's shapes and the config: what --dry-run prints, what the memory
+// plan compares with its budget (trainer/memory_plan.h), and what the log
 // prints beside the measured peak after the first step.
+//
+// The peak is taken at the larger of two moments of a micro-batch:
+//   the loss: every activation kept for backward, the loss's working memory
+//     (or, if larger, one layer's backward), and the gradients that live
+//     through a forward (accumulating: the running sums; otherwise none,
+//     since the optimizer step frees them);
+//   the end of backward: every gradient, the first layer's activations and
+//     one layer's backward working memory.
+// Parameters, AdamW state and gathered weights are there at both.
 #pragma once
 
 #include "models/model_config.h"
@@ -16,9 +26,18 @@ struct MemoryEstimate {
   double gathered = 0;      // sharded: full weights of the units gathered at once (compute dtype)
   double activations = 0;   // kept for backward, all layers (checkpointing: the layer inputs + one layer)
   double per_layer = 0;     // one layer's activations without checkpointing
-  double loss = 0;          // logits and their gradient, or the fused loss's working memory
-  double total() const { return parameters + gradients + optimizer + gathered + activations + loss; }
-  std::string describe() const;  // one line per item, GiB
+  double loss = 0;          // the loss's working memory (its chunk or logits, buffers, the head's gradient)
+  double backward = 0;      // one layer's backward working memory (sharded: + a unit's reduce-scatter staging)
+  double gradients_in_forward = 0;  // the part of `gradients` alive through a forward (accumulation)
+  double first_layer = 0;   // the first layer's activations while its backward runs
+
+  double at_loss() const { return gradients_in_forward + activations + (loss > backward ? loss : backward); }
+  double at_backward_end() const { return gradients + first_layer + backward; }
+  double total() const {
+    const double varying = at_loss() > at_backward_end() ? at_loss() : at_backward_end();
+    return parameters + optimizer + gathered + varying;
+  }
+  std::string describe() const;  // one line: each item and the total, GiB
 };
 
 // `world_size` ranks shard parameters, gradients and optimizer state (1: none).

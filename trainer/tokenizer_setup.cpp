@@ -17,7 +17,7 @@ std::unique_ptr<data::Tokenizer> load_run_tokenizer(const config::TrainConfig& c
   }
 
   // What data.chat_template = auto will take for chat data (data/chat.h).
-  if (c.data.chat_template == "auto" && !tokenizer->chat_template().empty()) {
+  if (data::parse_chat_template(c.data.chat_template) == data::ChatTemplate::auto_detect && !tokenizer->chat_template().empty()) {
     if (const auto family = data::chat_template_family(tokenizer->chat_template())) {
       log::info(std::string("chat template ") + data::chat_template_name(*family) + " from " +
                 tokenizer->chat_template_file() + " (data.chat_template: auto)");

@@ -19,6 +19,7 @@
 #include "trainer/logging/log.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/memory_estimate.h"
+#include "trainer/memory_plan.h"
 #include "trainer/metrics.h"
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
@@ -128,6 +129,11 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
 
   state.tokenizer = load_run_tokenizer(config);
   const models::ModelConfig model_config = resolve_model_config(config, state.tokenizer->vocab_size());
+  // training.memory_plan: auto: the precision and activation checkpointing that fit this GPU.
+  if (const auto plan = apply_memory_plan(state.config, model_config,
+                                          {env.world_size, state.device.is_cuda(), device_memory_capacity(state.device)})) {
+    log::info(*plan);
+  }
   data::DataSpec spec;
   spec.files = config.data.train;
   spec.format = config.data.format;

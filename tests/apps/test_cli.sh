@@ -26,6 +26,18 @@ expect() {
 
 expect "8B dry run prints 8.03 B parameters" 0 "parameters: 8,030,261,248 \(8\.03 B\)" -- \
   "$BIN" --config configs/llama3_8b.yaml --dry-run
+# The shipped 8B config on one 80 GB GPU (assumed: none here) and sharded over 8.
+expect "8B dry run plans bf16 with full checkpointing for one 80 GB GPU" 0 \
+  "^memory plan: bf16 \(stochastic rounding\), activation checkpointing full, fused loss: [0-9.]+ GiB of the 76\.00 GiB budget on 1 GPU" -- \
+  "$BIN" --config configs/llama3_8b.yaml --dry-run
+expect "8B dry run estimates under 76 GiB per GPU" 0 "^under 76 GiB: [0-9.]+$" -- \
+  bash -c "total=\$('$BIN' --config configs/llama3_8b.yaml --dry-run | grep '^memory per GPU' | grep -Eo 'total [0-9.]+' | cut -d' ' -f2); \
+           awk -v t=\"\$total\" 'BEGIN { if (t != \"\" && t < 76) print \"under 76 GiB: \" t }'"
+expect "8B dry run over 8 ranks plans bf16-mixed without recompute" 0 \
+  "^memory plan: bf16-mixed, activation checkpointing none, fused loss: [0-9.]+ GiB of the 76\.00 GiB budget per GPU with 8 ranks" -- \
+  env RANK=0 WORLD_SIZE=8 "$BIN" --config configs/llama3_8b.yaml --dry-run
+expect "memory plan beside an explicit precision" 1 "config error: --set: training\.precision = 'bf16' is set, but training\.memory_plan = auto" -- \
+  "$BIN" --config configs/llama3_8b.yaml --set training.precision=bf16 --dry-run
 expect "8B dry run prints the kernel table" 0 "fused_linear_cross_entropy: " -- \
   "$BIN" --config configs/llama3_8b.yaml --dry-run --set training.device=cpu
 expect "tiny dry run" 0 "parameters: " -- "$BIN" --config configs/tiny.yaml --dry-run

@@ -255,3 +255,60 @@ TEST_CASE("check_for_run: CUDA graphs need one GPU, the shard degree is -1 or th
   CHECK(run_error({"parallelism.data_parallel_shard_degree=2"}, 2, true).empty());
   CHECK(run_error({"parallelism.data_parallel_shard_degree=4"}, 1, false).empty());  // one process: not sharded
 }
+
+TEST_CASE("training.memory_plan: auto chooses the precision and checkpointing: setting them beside it is an error") {
+  using namespace liger::config;
+  const auto c = parse_config("training:\n  memory_plan: auto\n  memory_budget_gib: 70\n", "plan.yaml");
+  CHECK(c.training.memory_plan == MemoryPlanMode::auto_);
+  CHECK(c.training.memory_budget_gib == 70.0);
+  CHECK(c.training.precision == Precision::auto_);  // left to the plan, which runs with the job
+  CHECK(parse_config("", "default.yaml").training.memory_plan == MemoryPlanMode::off);
+
+  for (const std::string key :
+       {"training.precision=bf16", "training.activation_checkpointing=none", "model.dtype=bf16",
+        "training.master_weights=true"}) {
+    const std::string message = error_of("training:\n  memory_plan: auto\n", {key});
+    const std::string name = key.substr(0, key.find('='));
+    CHECK(contains(message, "--set: " + name + " = '" + key.substr(key.find('=') + 1) + "' is set"));
+    CHECK(contains(message, "training.memory_plan = auto (test.yaml:2) chooses it"));
+    CHECK(contains(message, "remove " + name + ", or set training.memory_plan: off"));
+  }
+  // Without the plan the budget would be ignored.
+  const std::string message = error_of("training:\n  memory_budget_gib: 70\n");
+  CHECK(contains(message, "test.yaml:2: training.memory_budget_gib = 70 is read only by training.memory_plan: auto"));
+  CHECK(contains(message, "set training.memory_plan: auto or remove training.memory_budget_gib"));
+  CHECK(error_of("training:\n  memory_plan: off\n  precision: bf16\n  memory_budget_gib: 0\n").empty());
+}
+
+TEST_CASE("with_planned_memory: the config as if the plan's precision and checkpointing were written") {
+  using namespace liger::config;
+  const auto c = parse_config("training:\n  memory_plan: auto\n  memory_budget_gib: 70\n  steps: 9\n", "plan.yaml");
+  const auto planned = with_planned_memory(c, Precision::bf16, ActivationCheckpointing::full);
+  CHECK(planned.training.memory_plan == MemoryPlanMode::off);
+  CHECK(planned.training.memory_budget_gib == 0.0);
+  CHECK(planned.training.precision == Precision::bf16);
+  CHECK(planned.training.activation_checkpointing == ActivationCheckpointing::full);
+  CHECK(planned.model.dtype == Dtype::bf16);
+  CHECK_FALSE(planned.training.master_weights);
+  CHECK(planned.training.steps == 9);
+  // The resolved YAML (what checkpoints record) reads back as the same config.
+  const auto again = parse_config(planned.resolved_yaml, "resolved.yaml");
+  CHECK(again.training.memory_plan == MemoryPlanMode::off);
+  CHECK(again.training.precision == Precision::bf16);
+  CHECK(again.training.activation_checkpointing == ActivationCheckpointing::full);
+  CHECK(again.model.dtype == Dtype::bf16);
+  CHECK_FALSE(again.training.master_weights);
+  CHECK(again.training.steps == 9);
+
+  const auto mixed = with_planned_memory(c, Precision::bf16_mixed, ActivationCheckpointing::none);
+  CHECK(mixed.model.dtype == Dtype::bf16);
+  CHECK(mixed.training.master_weights);
+  CHECK(parse_config(mixed.resolved_yaml, "resolved.yaml").training.precision == Precision::bf16_mixed);
+  // A config built in code (no resolved YAML) keeps its fields.
+  TrainConfig coded;
+  coded.training.steps = 3;
+  const auto coded_planned = with_planned_memory(coded, Precision::bf16, ActivationCheckpointing::glu);
+  CHECK(coded_planned.training.steps == 3);
+  CHECK(coded_planned.training.activation_checkpointing == ActivationCheckpointing::glu);
+  CHECK(coded_planned.resolved_yaml.empty());
+}

@@ -150,7 +150,7 @@ TEST_CASE("the export of a SentencePiece sample run: transformers' LlamaTokenize
   const config::TrainConfig config = config::parse_config(
       "", "sp.yaml", {"data.tokenizer=" + testing::repo_dir() + "/data/samples/shakespeare_bpe1024.model"});
   const auto tokenizer = trainer::load_run_tokenizer(config);
-  const std::string summary = trainer::TokenizerExport(config, "llama").write(out);
+  const std::string summary = trainer::TokenizerExport(config, models::ModelFamily::llama).write(out);
   CHECK_HAS(summary, "tokenizer.model copied");
   CHECK_HAS(summary, "tokenizer_config.json written (LlamaTokenizer)");
   CHECK_HAS(summary, "generation_config.json written (eos 2)");
@@ -182,7 +182,7 @@ TEST_CASE("the export of a folder's tokenizer: overrides and stop tokens written
     const std::string out = testing::temp_dir("hf_folder_eos");
     const config::TrainConfig config =
         config::parse_config("", "a.yaml", {"data.tokenizer=" + hf, "data.eos_token=<|eot_id|>"});
-    const std::string summary = trainer::TokenizerExport(config, "llama").write(out);
+    const std::string summary = trainer::TokenizerExport(config, models::ModelFamily::llama).write(out);
     CHECK_HAS(summary, "data.bos_token/eos_token written into tokenizer_config.json");
     const json tokenizer_config = read_json(out + "/tokenizer_config.json");
     CHECK(tokenizer_config.at("eos_token") == "<|eot_id|>");
@@ -199,20 +199,20 @@ TEST_CASE("the export of a folder's tokenizer: overrides and stop tokens written
     write_text(folder + "/generation_config.json", R"({"bos_token_id": 0, "eos_token_id": 1, "max_length": 77})");
     const std::string out = testing::temp_dir("hf_folder_stops");
     config::TrainConfig config = config::parse_config("", "a.yaml", {"data.tokenizer=" + folder});
-    trainer::TokenizerExport(config, "mistral").write(out);
+    trainer::TokenizerExport(config, models::ModelFamily::mistral).write(out);
     json generation = read_json(out + "/generation_config.json");
     CHECK(generation.at("eos_token_id") == json::array({1, 4}));
     CHECK(generation.at("max_length") == 77);  // the rest is copied as it was
 
     fs::remove(folder + "/generation_config.json");
-    trainer::TokenizerExport(config, "mistral").write(out);
+    trainer::TokenizerExport(config, models::ModelFamily::mistral).write(out);
     generation = read_json(out + "/generation_config.json");
     CHECK(generation == json({{"bos_token_id", 0}, {"eos_token_id", {1, 4}}}));  // no sampling keys for mistral
   }
   SECTION("a tokenizer that is not there is an error before anything is written") {
     const config::TrainConfig config = config::parse_config("", "a.yaml", {"data.tokenizer=no/such/tokenizer.json"});
     try {
-      trainer::TokenizerExport(config, "llama");
+      trainer::TokenizerExport(config, models::ModelFamily::llama);
       FAIL("no error");
     } catch (const config::ConfigError& error) {
       CHECK_HAS(error.what(), "data.tokenizer = 'no/such/tokenizer.json' is not found");
