@@ -16,7 +16,7 @@ say() { printf '[setup] %s\n' "$*"; }
 # --- Debian packages -------------------------------------------------------
 packages=(build-essential cmake ninja-build pkg-config git python3 python3-venv python3-pip
           libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libsentencepiece-dev sentencepiece
-          catch2 nlohmann-json3-dev gnuplot-nox libpcre2-dev libgloo-dev)
+          catch2 nlohmann-json3-dev gnuplot-nox libpcre2-dev libgloo-dev clang-format)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
