@@ -77,7 +77,9 @@ const kernels::BackendProvider* provider(Backend b) {
   return nullptr;
 }
 
-double bytes_of(const Tensor& t) { return static_cast<double>(t.numel() * t.element_size()); }
+double bytes_of(const Tensor& t) {
+  return static_cast<double>(t.numel() * t.element_size());
+}
 
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s = "[";
@@ -213,8 +215,8 @@ Case gemm_case(torch::ScalarType dtype, torch::Device device, bool small) {
   c.inputs = {torch::randn({s.tokens, s.hidden}, opts(dtype, device)),
               torch::randn({s.mlp, s.hidden}, opts(dtype, device)) * 0.02};
   c.wants_grad = {false, false};
-  c.fwd_bytes = bytes_of(c.inputs[0]) + bytes_of(c.inputs[1]) + static_cast<double>(s.tokens * s.mlp) *
-                                                                    c.inputs[0].element_size();
+  c.fwd_bytes = bytes_of(c.inputs[0]) + bytes_of(c.inputs[1]) +
+                static_cast<double>(s.tokens * s.mlp) * c.inputs[0].element_size();
   c.bwd_bytes = 0;
   return c;
 }
@@ -223,16 +225,17 @@ std::vector<OpSpec> op_table() {
   kernels::RmsNormOptions rms;
   rms.eps = 1e-5;
   std::vector<OpSpec> t;
-  t.push_back({"rms_norm",
-               [](auto dt, auto dev, bool small) { return norm_case(dt, dev, small, false, false); },
-               [rms](Backend b, const Case&) -> OpFn {
-                 const auto* p = provider(b);
-                 if (p == nullptr || p->ops.rms_norm == nullptr) return {};
-                 auto fn = p->ops.rms_norm;
-                 return [fn, rms](const std::vector<Tensor>& in) {
-                   return std::vector<Tensor>{fn(in[0], in[1], rms)};
-                 };
-               }});
+  t.push_back(
+      {"rms_norm",
+       [](auto dt, auto dev, bool small) { return norm_case(dt, dev, small, false, false); },
+       [rms](Backend b, const Case&) -> OpFn {
+         const auto* p = provider(b);
+         if (p == nullptr || p->ops.rms_norm == nullptr) return {};
+         auto fn = p->ops.rms_norm;
+         return [fn, rms](const std::vector<Tensor>& in) {
+           return std::vector<Tensor>{fn(in[0], in[1], rms)};
+         };
+       }});
   t.push_back({"layer_norm",
                [](auto dt, auto dev, bool small) { return norm_case(dt, dev, small, true, false); },
                [](Backend b, const Case&) -> OpFn {
@@ -297,7 +300,7 @@ std::vector<OpSpec> op_table() {
                }});
   for (const auto mode : {kernels::FlceMode::speed, kernels::FlceMode::lean}) {
     const std::string name = mode == kernels::FlceMode::speed ? "fused_linear_cross_entropy"
-                                                             : "fused_linear_cross_entropy_lean";
+                                                              : "fused_linear_cross_entropy_lean";
     t.push_back({name, flce_case, [mode](Backend b, const Case&) -> OpFn {
                    const auto* p = provider(b);
                    if (p == nullptr || p->ops.fused_linear_cross_entropy == nullptr) return {};
@@ -354,8 +357,7 @@ class Timer {
       return start_.elapsed_time(end_);
     }
 #endif
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                     host_start_)
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start_)
         .count();
   }
 
@@ -373,9 +375,9 @@ void sync(bool cuda) {
 
 #ifdef LIGER_WITH_CUDA
 int64_t allocated_bytes(bool peak) {
-  const auto stats =
-      c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
-  const auto& s = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+  const auto& s =
+      stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
   return peak ? s.peak : s.current;
 }
 #endif
@@ -466,7 +468,9 @@ Result measure(const OpFn& fn, const Case& c, bool cuda, int warmup, int reps) {
   r.fwd_ms = median(fwd);
   r.bwd_ms = median(bwd);
   r.full_ms = median(full);
-  const auto gbps = [](double bytes, double ms) { return bytes > 0 && ms > 0 ? bytes / (ms * 1e-3) / 1e9 : 0.0; };
+  const auto gbps = [](double bytes, double ms) {
+    return bytes > 0 && ms > 0 ? bytes / (ms * 1e-3) / 1e9 : 0.0;
+  };
   r.fwd_gbps = gbps(c.fwd_bytes, r.fwd_ms);
   r.bwd_gbps = gbps(c.bwd_bytes, r.bwd_ms);
   r.full_gbps = gbps(c.fwd_bytes + c.bwd_bytes, r.full_ms);
@@ -492,8 +496,7 @@ torch::ScalarType parse_dtype(const std::string& s) {
   if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
   if (s == "fp16" || s == "float16") return torch::kHalf;
   if (s == "fp32" || s == "float32") return torch::kFloat;
-  throw std::invalid_argument("--dtype: unknown dtype '" + s +
-                              "' (use bf16, fp16, fp32 or all)");
+  throw std::invalid_argument("--dtype: unknown dtype '" + s + "' (use bf16, fp16, fp32 or all)");
 }
 
 std::string short_dtype(torch::ScalarType t) {
@@ -537,8 +540,8 @@ int run(int argc, char** argv) {
   const std::vector<OpSpec> table = op_table();
   const std::vector<std::string> ops = split(op_filter);
   for (const std::string& name : ops) {
-    const bool known = std::any_of(table.begin(), table.end(),
-                                   [&](const OpSpec& s) { return s.name == name; });
+    const bool known =
+        std::any_of(table.begin(), table.end(), [&](const OpSpec& s) { return s.name == name; });
     if (!known) {
       std::string names;
       for (const OpSpec& s : table) names += (names.empty() ? "" : ", ") + s.name;
@@ -579,8 +582,8 @@ int run(int argc, char** argv) {
   std::vector<Result> results;
   char line[512];
   std::snprintf(line, sizeof line, "%-19s %-9s %-5s %-26s %9s %9s %9s %8s %8s %8s %9s\n", "op",
-                "backend", "dtype", "shape", "fwd ms", "bwd ms", "f+b ms", "fwd GB/s",
-                "bwd GB/s", "f+b GB/s", "peak MiB");
+                "backend", "dtype", "shape", "fwd ms", "bwd ms", "f+b ms", "fwd GB/s", "bwd GB/s",
+                "f+b GB/s", "peak MiB");
   std::cout << line;
   for (const OpSpec& spec : table) {
     if (!wanted(ops, spec.name)) continue;
@@ -600,8 +603,8 @@ int run(int argc, char** argv) {
         if (r.peak_mib >= 0) std::snprintf(peak, sizeof peak, "%.1f", r.peak_mib);
         std::snprintf(line, sizeof line,
                       "%-19s %-9s %-5s %-26s %9.4f %9.4f %9.4f %8.0f %8.0f %8.0f %9s\n",
-                      r.op.c_str(), r.backend.c_str(), r.dtype.c_str(), r.shape.c_str(),
-                      r.fwd_ms, r.bwd_ms, r.full_ms, r.fwd_gbps, r.bwd_gbps, r.full_gbps, peak);
+                      r.op.c_str(), r.backend.c_str(), r.dtype.c_str(), r.shape.c_str(), r.fwd_ms,
+                      r.bwd_ms, r.full_ms, r.fwd_gbps, r.bwd_gbps, r.full_gbps, peak);
         std::cout << line << std::flush;
         results.push_back(r);
       }
@@ -618,10 +621,16 @@ int run(int argc, char** argv) {
     j["timing"] = cuda ? "cuda events, median" : "host clock, median (no CUDA device)";
     j["results"] = nlohmann::json::array();
     for (const Result& r : results) {
-      nlohmann::json e = {{"op", r.op},         {"backend", r.backend},   {"dtype", r.dtype},
-                          {"shape", r.shape},   {"fwd_ms", r.fwd_ms},     {"bwd_ms", r.bwd_ms},
-                          {"full_ms", r.full_ms}, {"fwd_gbps", r.fwd_gbps},
-                          {"bwd_gbps", r.bwd_gbps}, {"full_gbps", r.full_gbps}};
+      nlohmann::json e = {{"op", r.op},
+                          {"backend", r.backend},
+                          {"dtype", r.dtype},
+                          {"shape", r.shape},
+                          {"fwd_ms", r.fwd_ms},
+                          {"bwd_ms", r.bwd_ms},
+                          {"full_ms", r.full_ms},
+                          {"fwd_gbps", r.fwd_gbps},
+                          {"bwd_gbps", r.bwd_gbps},
+                          {"full_gbps", r.full_gbps}};
       e["peak_extra_mib"] = r.peak_mib >= 0 ? nlohmann::json(r.peak_mib) : nlohmann::json();
       j["results"].push_back(e);
     }

@@ -30,13 +30,16 @@ using Parameters = std::map<std::string, at::Tensor>;
 
 Parameters read(const std::string& path) {
   Parameters out;
-  for (auto& [name, value] : liger::trainer::CheckpointManager::read_whole_parameters(path)) out[name] = value;
+  for (auto& [name, value] : liger::trainer::CheckpointManager::read_whole_parameters(path))
+    out[name] = value;
   return out;
 }
 
 // fp64, one tensor at a time: the comparison itself must not round, and a
 // whole checkpoint is never held in fp64.
-at::Tensor fp64(const at::Tensor& t) { return t.to(at::kDouble); }
+at::Tensor fp64(const at::Tensor& t) {
+  return t.to(at::kDouble);
+}
 
 // The parameter `name` of `params` (read from `path`), shaped like `like`.
 const at::Tensor& find(const Parameters& params, const std::string& path, const std::string& name,
@@ -85,7 +88,8 @@ int main(int argc, char** argv) {
       if (noise_path.empty()) {
         score = ab / std::max(scale, 1e-30);
       } else {
-        const double cb = (fp64(find(c, noise_path, name, stored)) - expected).norm().item<double>();
+        const double cb =
+            (fp64(find(c, noise_path, name, stored)) - expected).norm().item<double>();
         sum_cb += cb * cb;
         // A parameter the noise run left (nearly) untouched: measure against
         // 1e-6 of its size instead of zero.
@@ -100,15 +104,17 @@ int main(int argc, char** argv) {
     const double limit = noise_path.empty() ? rtol : noise_ratio;
     const char* verdict = worst <= limit ? "OK" : "DIVERGED";
     if (noise_path.empty()) {
-      std::printf("compared %lld parameters: max relative difference %.3e (%s), tolerance %.1e: %s\n",
-                  static_cast<long long>(count), worst, worst_name.c_str(), rtol, verdict);
+      std::printf(
+          "compared %lld parameters: max relative difference %.3e (%s), tolerance %.1e: %s\n",
+          static_cast<long long>(count), worst, worst_name.c_str(), rtol, verdict);
     } else {
-      std::printf("compared %lld parameters against the reference's rounding noise: all parameters "
-                  "||a - b|| / ||b|| %.3e, noise ||c - b|| / ||b|| %.3e; worst ratio to the noise "
-                  "%.3f (%s), tolerance %.2f: %s\n",
-                  static_cast<long long>(count), std::sqrt(sum_ab / std::max(sum_b, 1e-300)),
-                  std::sqrt(sum_cb / std::max(sum_b, 1e-300)), worst, worst_name.c_str(), noise_ratio,
-                  verdict);
+      std::printf(
+          "compared %lld parameters against the reference's rounding noise: all parameters "
+          "||a - b|| / ||b|| %.3e, noise ||c - b|| / ||b|| %.3e; worst ratio to the noise "
+          "%.3f (%s), tolerance %.2f: %s\n",
+          static_cast<long long>(count), std::sqrt(sum_ab / std::max(sum_b, 1e-300)),
+          std::sqrt(sum_cb / std::max(sum_b, 1e-300)), worst, worst_name.c_str(), noise_ratio,
+          verdict);
     }
     return worst <= limit ? 0 : 1;
   } catch (const std::exception& error) {

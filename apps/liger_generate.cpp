@@ -37,19 +37,23 @@ int main(int argc, char** argv) {
   app.add_option("--max-new-tokens", options.max_new_tokens, "tokens to generate at most")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", options.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
-  app.add_option("--top-p", options.top_p, "nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--top-p", options.top_p, "nucleus sampling threshold")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", options.seed, "sampling seed");
   app.add_option("--device", device, "auto, cpu or cuda")
       ->check(CLI::IsMember(liger::config::enum_names<liger::config::Device>()));
-  app.add_option("--dtype", dtype, "fp32, bf16 or fp16 (default: the checkpoint's model.dtype; fp32 for --hf)")
+  app.add_option("--dtype", dtype,
+                 "fp32, bf16 or fp16 (default: the checkpoint's model.dtype; fp32 for --hf)")
       ->check(CLI::IsMember(liger::config::enum_names<liger::config::Dtype>()));
-  app.add_flag("--no-cache", no_cache, "re-run the whole context for every token (slow; for checks)");
+  app.add_flag("--no-cache", no_cache,
+               "re-run the whole context for every token (slow; for checks)");
   app.add_flag("--print-ids", print_ids, "print the token ids instead of the text");
   CLI11_PARSE(app, argc, argv);
   options.use_cache = !no_cache;
 
   // The names were checked against the same tables above.
-  const liger::config::Device target = *liger::config::enum_from_name<liger::config::Device>(device);
+  const liger::config::Device target =
+      *liger::config::enum_from_name<liger::config::Device>(device);
   const std::optional<liger::config::Dtype> chosen_dtype =
       dtype.empty() ? std::nullopt : liger::config::enum_from_name<liger::config::Dtype>(dtype);
 
@@ -57,12 +61,14 @@ int main(int argc, char** argv) {
     liger::models::Transformer model{nullptr};
     bool add_bos = true;
     if (!checkpoint.empty()) {
-      liger::trainer::LoadedModel loaded = liger::trainer::load_checkpoint_model(checkpoint, target, chosen_dtype);
+      liger::trainer::LoadedModel loaded =
+          liger::trainer::load_checkpoint_model(checkpoint, target, chosen_dtype);
       model = loaded.model;
       add_bos = loaded.config.data.add_bos;
       if (tokenizer_path.empty()) tokenizer_path = loaded.config.data.tokenizer;
     } else {
-      model = liger::trainer::load_hf_model(hf, target, chosen_dtype.value_or(liger::config::Dtype::fp32));
+      model = liger::trainer::load_hf_model(hf, target,
+                                            chosen_dtype.value_or(liger::config::Dtype::fp32));
       if (tokenizer_path.empty()) tokenizer_path = hf;
     }
     const auto tokenizer = liger::data::load_tokenizer(tokenizer_path);

@@ -76,17 +76,20 @@ int main(int argc, char** argv) {
       if (at != std::string::npos) estimate = "; " + report.substr(at, report.find('\n', at) - at);
     } catch (...) {
     }
-    const bool planned = loaded && loaded->training.memory_plan == liger::config::MemoryPlanMode::auto_;
-    std::cerr << "out of memory: " << liger::trainer::describe_out_of_memory(error.what()) << estimate
-              << (planned ? " -- the memory plan chose what its estimate fits; to fit, lower "
-                            "training.memory_budget_gib (the plan then chooses leaner), "
-                            "training.micro_batch_size or data.seq_len, or shard over more GPUs "
-                            "(scripts/launch.sh)\n"
-                          : " -- to fit, set training.memory_plan: auto (it chooses the precision and "
-                            "activation checkpointing), or turn on training.activation_checkpointing: full "
-                            "and kernels.fused_linear_cross_entropy: true, lower training.micro_batch_size "
-                            "or data.seq_len, use training.precision: bf16, or shard over more GPUs "
-                            "(scripts/launch.sh); liger-train --dry-run prints the memory estimate\n");
+    const bool planned =
+        loaded && loaded->training.memory_plan == liger::config::MemoryPlanMode::auto_;
+    std::cerr
+        << "out of memory: " << liger::trainer::describe_out_of_memory(error.what()) << estimate
+        << (planned
+                ? " -- the memory plan chose what its estimate fits; to fit, lower "
+                  "training.memory_budget_gib (the plan then chooses leaner), "
+                  "training.micro_batch_size or data.seq_len, or shard over more GPUs "
+                  "(scripts/launch.sh)\n"
+                : " -- to fit, set training.memory_plan: auto (it chooses the precision and "
+                  "activation checkpointing), or turn on training.activation_checkpointing: full "
+                  "and kernels.fused_linear_cross_entropy: true, lower training.micro_batch_size "
+                  "or data.seq_len, use training.precision: bf16, or shard over more GPUs "
+                  "(scripts/launch.sh); liger-train --dry-run prints the memory estimate\n");
   } catch (const liger::config::ConfigError& error) {
     std::cerr << "config error: " << error.what() << "\n";
   } catch (const liger::data::DataError& error) {

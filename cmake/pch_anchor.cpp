@@ -1,2 +1,4 @@
 // Anchor translation unit that owns the shared precompiled header.
-namespace liger { int pch_anchor = 0; }
+namespace liger {
+int pch_anchor = 0;
+}

@@ -39,7 +39,9 @@ ChatSegment eos(bool train) {
 void check_messages(ChatTemplate chat_template, const std::vector<ChatMessage>& messages,
                     const std::string& file, int64_t line) {
   if (messages.empty()) {
-    throw DataError(file, line, "\"messages\" is empty; a conversation needs at least a user and an assistant turn");
+    throw DataError(
+        file, line,
+        "\"messages\" is empty; a conversation needs at least a user and an assistant turn");
   }
   bool has_assistant = false;
   for (size_t i = 0; i < messages.size(); ++i) {
@@ -51,25 +53,28 @@ void check_messages(ChatTemplate chat_template, const std::vector<ChatMessage>& 
     }
     if (role == "system" && i != 0) {
       throw DataError(file, line,
-                      "messages[" + std::to_string(i) + "] is a system message; only the first message may "
-                      "be one: move it to the front or merge it into a user turn");
+                      "messages[" + std::to_string(i) +
+                          "] is a system message; only the first message may "
+                          "be one: move it to the front or merge it into a user turn");
     }
     has_assistant |= role == "assistant";
   }
   if (!has_assistant) {
-    throw DataError(file, line,
-                    "the conversation has no assistant turn, so nothing in it is trained on; add the "
-                    "assistant's reply or remove the line");
+    throw DataError(
+        file, line,
+        "the conversation has no assistant turn, so nothing in it is trained on; add the "
+        "assistant's reply or remove the line");
   }
   if (chat_template == ChatTemplate::mistral || chat_template == ChatTemplate::gemma) {
     const size_t first = messages[0].role == "system" ? 1 : 0;
     for (size_t i = first; i < messages.size(); ++i) {
       const char* expected = (i - first) % 2 == 0 ? "user" : "assistant";
       if (messages[i].role != expected) {
-        throw DataError(file, line,
-                        "messages[" + std::to_string(i) + "] has role \"" + messages[i].role + "\" where \"" +
-                            expected + "\" is due: the " + chat_template_name(chat_template) +
-                            " template needs user and assistant turns to alternate, starting with user");
+        throw DataError(
+            file, line,
+            "messages[" + std::to_string(i) + "] has role \"" + messages[i].role + "\" where \"" +
+                expected + "\" is due: the " + chat_template_name(chat_template) +
+                " template needs user and assistant turns to alternate, starting with user");
       }
     }
   }
@@ -132,7 +137,8 @@ ChatTemplate parse_chat_template(const std::string& name) {
   if (name == "llama3") return ChatTemplate::llama3;
   if (name == "mistral") return ChatTemplate::mistral;
   if (name == "gemma") return ChatTemplate::gemma;
-  throw DataError("data.chat_template: unknown template '" + name + "'; choose one of: " + kTemplateChoices);
+  throw DataError("data.chat_template: unknown template '" + name +
+                  "'; choose one of: " + kTemplateChoices);
 }
 
 const char* chat_template_name(ChatTemplate chat_template) {
@@ -156,11 +162,12 @@ std::optional<ChatTemplate> chat_template_family(const std::string& jinja) {
 ChatTemplate detect_chat_template(const Tokenizer& tokenizer) {
   if (!tokenizer.chat_template().empty()) {
     if (const auto family = chat_template_family(tokenizer.chat_template())) return *family;
-    throw DataError(tokenizer.chat_template_file() +
-                    ": its chat template is none of the formats liger-train renders (no "
-                    "<|start_header_id|> as llama3, [INST] as mistral or <start_of_turn> as gemma); set "
-                    "data.chat_template to llama3, mistral or gemma if the model was tuned on one of them, "
-                    "or give the data as prompt_completion");
+    throw DataError(
+        tokenizer.chat_template_file() +
+        ": its chat template is none of the formats liger-train renders (no "
+        "<|start_header_id|> as llama3, [INST] as mistral or <start_of_turn> as gemma); set "
+        "data.chat_template to llama3, mistral or gemma if the model was tuned on one of them, "
+        "or give the data as prompt_completion");
   }
   if (tokenizer.token_id("<|start_header_id|>") >= 0 && tokenizer.token_id("<|eot_id|>") >= 0) {
     return ChatTemplate::llama3;
@@ -168,14 +175,16 @@ ChatTemplate detect_chat_template(const Tokenizer& tokenizer) {
   if (tokenizer.token_id("<start_of_turn>") >= 0 && tokenizer.token_id("<end_of_turn>") >= 0) {
     return ChatTemplate::gemma;
   }
-  if (tokenizer.token_id("[INST]") >= 0 && tokenizer.token_id("[/INST]") >= 0) return ChatTemplate::mistral;
+  if (tokenizer.token_id("[INST]") >= 0 && tokenizer.token_id("[/INST]") >= 0)
+    return ChatTemplate::mistral;
   throw DataError("data.chat_template = auto cannot tell the chat template from the tokenizer " +
                   tokenizer.describe() +
                   ": it has none of <|start_header_id|> (llama3), <start_of_turn> (gemma), [INST] "
                   "(mistral); set data.chat_template to llama3, mistral or gemma");
 }
 
-std::vector<ChatSegment> render_chat(ChatTemplate chat_template, const std::vector<ChatMessage>& messages,
+std::vector<ChatSegment> render_chat(ChatTemplate chat_template,
+                                     const std::vector<ChatMessage>& messages,
                                      const std::string& file, int64_t line) {
   check_messages(chat_template, messages, file, line);
   switch (chat_template) {

@@ -7,7 +7,8 @@
 //   mistral  [INST]{user}[/INST]{assistant}</s>      system: "{system}\n\n" before the first user
 //            (with a tokenizer that has no [INST] token, e.g. Mistral v1's SentencePiece,
 //            the markers are text: "[INST] {user} [/INST]")
-//   gemma    <start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n{assistant}<end_of_turn>\n
+//   gemma
+//   <start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n{assistant}<end_of_turn>\n
 //            system: "{system}\n\n" before the first user
 //
 // BOS is not part of the rendering: the reader puts it first (data.add_bos).
@@ -59,7 +60,8 @@ struct ChatSegment {
 
 // Checks `messages` (roles, order, an assistant turn to train on) and renders
 // them with `chat_template` (not auto_detect). DataError naming file:line.
-std::vector<ChatSegment> render_chat(ChatTemplate chat_template, const std::vector<ChatMessage>& messages,
+std::vector<ChatSegment> render_chat(ChatTemplate chat_template,
+                                     const std::vector<ChatMessage>& messages,
                                      const std::string& file, int64_t line);
 
 // The rendering as one string, special tokens spelled out (for tests and logs).

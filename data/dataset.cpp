@@ -37,7 +37,8 @@ void check_token_ids(const Document& doc, const VocabLimit& limit, const Tokeniz
 
 }  // namespace
 
-std::shared_ptr<const PackedDataset> build_dataset(const DataSpec& spec, const Tokenizer& tokenizer) {
+std::shared_ptr<const PackedDataset> build_dataset(const DataSpec& spec,
+                                                   const Tokenizer& tokenizer) {
   if (spec.files.empty()) {
     throw DataError("data.train lists no files; give at least one training file");
   }
@@ -62,22 +63,24 @@ std::shared_ptr<const PackedDataset> build_dataset(const DataSpec& spec, const T
       stream.append(doc);
     });
   }
-  return std::make_shared<const PackedDataset>(std::move(stream), spec.seq_len, spec.files, packing);
+  return std::make_shared<const PackedDataset>(std::move(stream), spec.seq_len, spec.files,
+                                               packing);
 }
 
-std::pair<std::shared_ptr<const PackedDataset>, std::shared_ptr<const PackedDataset>> hold_out_windows(
-    const std::shared_ptr<const PackedDataset>& dataset, double fraction) {
+std::pair<std::shared_ptr<const PackedDataset>, std::shared_ptr<const PackedDataset>>
+hold_out_windows(const std::shared_ptr<const PackedDataset>& dataset, double fraction) {
   if (!(fraction > 0.0 && fraction < 1.0)) {
-    throw DataError("data.eval_fraction must be in (0, 1) to hold out windows (got " + std::to_string(fraction) +
-                    ")");
+    throw DataError("data.eval_fraction must be in (0, 1) to hold out windows (got " +
+                    std::to_string(fraction) + ")");
   }
   const int64_t total = dataset->num_windows();
   const auto held = static_cast<int64_t>(std::ceil(fraction * static_cast<double>(total)));
   if (held >= total) {
-    throw DataError("data.eval_fraction = " + std::to_string(fraction) + " of the " + std::to_string(total) +
-                    " windows of " + dataset->describe_files() +
-                    " leaves no training window; use a smaller fraction, a smaller data.seq_len, more data, "
-                    "or a separate data.eval file");
+    throw DataError(
+        "data.eval_fraction = " + std::to_string(fraction) + " of the " + std::to_string(total) +
+        " windows of " + dataset->describe_files() +
+        " leaves no training window; use a smaller fraction, a smaller data.seq_len, more data, "
+        "or a separate data.eval file");
   }
   auto train = std::make_shared<const PackedDataset>(dataset->windows(0, total - held));
   auto eval = std::make_shared<const PackedDataset>(dataset->windows(total - held, held));

@@ -54,7 +54,8 @@ struct ByteAlphabet {
     int next_extra = 0;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-      const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next_extra++);
+      const char32_t cp =
+          printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next_extra++);
       utf8::append(byte_to_text[b], cp);
       cp_to_byte[cp] = static_cast<int16_t>(b);
     }
@@ -179,8 +180,7 @@ std::vector<Piece> apply_behavior(std::vector<Piece> matches, Behavior behavior)
     case Behavior::isolated:
       for (auto& piece : matches) piece.flag = false;
       return matches;
-    case Behavior::removed:
-      return matches;
+    case Behavior::removed: return matches;
     case Behavior::contiguous: {
       bool previous_match = false;
       for (const auto& piece : matches) {
@@ -267,8 +267,9 @@ json read_json_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     std::error_code ec;
-    throw DataError(path + ": " + what + " not found or not readable; check data.tokenizer (relative paths "
-                           "are resolved against the working directory " +
+    throw DataError(path + ": " + what +
+                    " not found or not readable; check data.tokenizer (relative paths "
+                    "are resolved against the working directory " +
                     fs::current_path(ec).string() + ")");
   }
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -314,7 +315,7 @@ uint64_t pair_key(int32_t a, int32_t b) {
 struct HfBpeTokenizer::Impl {
   std::string path;
   std::unordered_map<std::string, int32_t> vocab;  // the model's vocabulary
-  std::vector<std::string> id_to_text;             // every id's spelling for decoding (added tokens win)
+  std::vector<std::string> id_to_text;  // every id's spelling for decoding (added tokens win)
   std::vector<uint8_t> id_known;
   std::unordered_map<uint64_t, std::pair<uint32_t, int32_t>> merges;  // (a, b) -> (rank, merged id)
   bool ignore_merges = false;
@@ -340,7 +341,8 @@ struct HfBpeTokenizer::Impl {
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
-  [[noreturn]] void unsupported(const std::string& feature, const std::string& hint = kSupportedHint) const {
+  [[noreturn]] void unsupported(const std::string& feature,
+                                const std::string& hint = kSupportedHint) const {
     throw DataError(path + ": tokenizer.json feature " + feature + " is not supported; " + hint);
   }
   [[noreturn]] void malformed(const std::string& what) const {
@@ -416,11 +418,13 @@ void HfBpeTokenizer::Impl::load_model(const json& model) {
   }
   const auto vocab_it = model.find("vocab");
   const auto merges_it = model.find("merges");
-  if (vocab_it == model.end() || !vocab_it->is_object()) malformed("model.vocab must be an object {token: id}");
+  if (vocab_it == model.end() || !vocab_it->is_object())
+    malformed("model.vocab must be an object {token: id}");
   if (merges_it == model.end() || !merges_it->is_array()) malformed("model.merges must be a list");
 
   const auto dropout = model.find("dropout");
-  if (dropout != model.end() && !dropout->is_null() && !(dropout->is_number() && dropout->get<double>() == 0.0)) {
+  if (dropout != model.end() && !dropout->is_null() &&
+      !(dropout->is_number() && dropout->get<double>() == 0.0)) {
     unsupported("model.dropout = " + dropout->dump() + " (BPE dropout)",
                 "set \"dropout\": null in the file (dropout only matters for tokenizer training)");
   }
@@ -428,7 +432,8 @@ void HfBpeTokenizer::Impl::load_model(const json& model) {
     unsupported("model.byte_fallback = true (SentencePiece-style BPE)");
   }
   if (!string_or(model, "continuing_subword_prefix").empty()) {
-    unsupported("model.continuing_subword_prefix = \"" + string_or(model, "continuing_subword_prefix") + "\"");
+    unsupported("model.continuing_subword_prefix = \"" +
+                string_or(model, "continuing_subword_prefix") + "\"");
   }
   if (!string_or(model, "end_of_word_suffix").empty()) {
     unsupported("model.end_of_word_suffix = \"" + string_or(model, "end_of_word_suffix") + "\"");
@@ -464,7 +469,8 @@ void HfBpeTokenizer::Impl::load_model(const json& model) {
       }
       left = text.substr(0, space);
       right = text.substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+               merge[1].is_string()) {
       left = merge[0].get<std::string>();
       right = merge[1].get<std::string>();
     } else {
@@ -474,7 +480,8 @@ void HfBpeTokenizer::Impl::load_model(const json& model) {
     const auto a = vocab.find(left), b = vocab.find(right), merged = vocab.find(left + right);
     if (a == vocab.end() || b == vocab.end() || merged == vocab.end()) {
       const std::string missing = a == vocab.end() ? left : b == vocab.end() ? right : left + right;
-      malformed("model.merges[" + std::to_string(rank) + "] uses \"" + missing + "\", which is not in model.vocab");
+      malformed("model.merges[" + std::to_string(rank) + "] uses \"" + missing +
+                "\", which is not in model.vocab");
     }
     // A repeated pair keeps its last rank, as HF's map does.
     merges[pair_key(a->second, b->second)] = {rank, merged->second};
@@ -488,7 +495,8 @@ void HfBpeTokenizer::Impl::load_added_tokens(const json& list) {
     const json& item = list[i];
     if (!item.is_object() || !item.contains("id") || !item["id"].is_number_integer() ||
         !item.contains("content") || !item["content"].is_string()) {
-      malformed("added_tokens[" + std::to_string(i) + "] needs an integer \"id\" and a string \"content\"");
+      malformed("added_tokens[" + std::to_string(i) +
+                "] needs an integer \"id\" and a string \"content\"");
     }
     AddedToken token;
     token.id = static_cast<int32_t>(item["id"].get<int64_t>());
@@ -516,7 +524,8 @@ void HfBpeTokenizer::Impl::load_added_tokens(const json& list) {
     added_by_id[added[i].id] = i;
     if (added[i].normalized) {
       // Matched against the normalized text, so in its normalized form.
-      normalized_trie.insert(nfc ? unicode::nfc(added[i].content) : added[i].content, static_cast<int>(i));
+      normalized_trie.insert(nfc ? unicode::nfc(added[i].content) : added[i].content,
+                             static_cast<int>(i));
     } else {
       raw_trie.insert(added[i].content, static_cast<int>(i));
     }
@@ -535,10 +544,11 @@ void HfBpeTokenizer::Impl::load_normalizer(const json& node) {
     nfc = true;
     return;
   }
-  unsupported("normalizer \"" + (type.empty() ? node.dump().substr(0, 60) : type) + "\"",
-              "liger-train implements the NFC normalizer only (Qwen has it; Llama 3 and GPT-2 have none); "
-              "normalize the data yourself and remove the normalizer from a copy of tokenizer.json, or use "
-              "the model's tokenizer.model");
+  unsupported(
+      "normalizer \"" + (type.empty() ? node.dump().substr(0, 60) : type) + "\"",
+      "liger-train implements the NFC normalizer only (Qwen has it; Llama 3 and GPT-2 have none); "
+      "normalize the data yourself and remove the normalizer from a copy of tokenizer.json, or use "
+      "the model's tokenizer.model");
 }
 
 void HfBpeTokenizer::Impl::load_pre_tokenizer(const json& node, const std::string& where) {
@@ -546,7 +556,8 @@ void HfBpeTokenizer::Impl::load_pre_tokenizer(const json& node, const std::strin
   const std::string type = type_of(node);
   if (type == "Sequence") {
     const auto list = node.find("pretokenizers");
-    if (list == node.end() || !list->is_array()) malformed(where + ": Sequence needs a \"pretokenizers\" list");
+    if (list == node.end() || !list->is_array())
+      malformed(where + ": Sequence needs a \"pretokenizers\" list");
     for (size_t i = 0; i < list->size(); ++i) {
       load_pre_tokenizer((*list)[i], where + ".pretokenizers[" + std::to_string(i) + "]");
     }
@@ -559,7 +570,8 @@ void HfBpeTokenizer::Impl::load_pre_tokenizer(const json& node, const std::strin
     if (bool_or(node, "use_regex", true)) step.regex = std::make_unique<Regex>(kGpt2Pattern);
   } else if (type == "Split") {
     const auto pattern = node.find("pattern");
-    if (pattern == node.end() || !pattern->is_object()) malformed(where + ": Split needs a \"pattern\"");
+    if (pattern == node.end() || !pattern->is_object())
+      malformed(where + ": Split needs a \"pattern\"");
     if (pattern->contains("Regex") && (*pattern)["Regex"].is_string()) {
       step.kind = PreStep::Kind::split_regex;
       const std::string regex = (*pattern)["Regex"].get<std::string>();
@@ -575,18 +587,25 @@ void HfBpeTokenizer::Impl::load_pre_tokenizer(const json& node, const std::strin
       malformed(where + ".pattern must be {\"Regex\": ...} or {\"String\": ...}");
     }
     const std::string behavior = string_or(node, "behavior");
-    if (behavior == "Removed") step.behavior = Behavior::removed;
-    else if (behavior == "Isolated") step.behavior = Behavior::isolated;
-    else if (behavior == "MergedWithPrevious") step.behavior = Behavior::merged_with_previous;
-    else if (behavior == "MergedWithNext") step.behavior = Behavior::merged_with_next;
-    else if (behavior == "Contiguous") step.behavior = Behavior::contiguous;
-    else malformed(where + ".behavior = \"" + behavior + "\" is not a split behavior");
+    if (behavior == "Removed")
+      step.behavior = Behavior::removed;
+    else if (behavior == "Isolated")
+      step.behavior = Behavior::isolated;
+    else if (behavior == "MergedWithPrevious")
+      step.behavior = Behavior::merged_with_previous;
+    else if (behavior == "MergedWithNext")
+      step.behavior = Behavior::merged_with_next;
+    else if (behavior == "Contiguous")
+      step.behavior = Behavior::contiguous;
+    else
+      malformed(where + ".behavior = \"" + behavior + "\" is not a split behavior");
     step.invert = bool_or(node, "invert", false);
   } else if (type == "Digits") {
     // Rust's char::is_numeric (Nd, Nl, No), one character per match.
     step.kind = PreStep::Kind::split_regex;
     step.regex = std::make_unique<Regex>(R"(\p{N})");
-    step.behavior = bool_or(node, "individual_digits", false) ? Behavior::isolated : Behavior::contiguous;
+    step.behavior =
+        bool_or(node, "individual_digits", false) ? Behavior::isolated : Behavior::contiguous;
   } else {
     unsupported(where + " \"" + (type.empty() ? node.dump().substr(0, 60) : type) +
                 "\" (supported: ByteLevel, Split, Digits, Sequence)");
@@ -600,7 +619,8 @@ void HfBpeTokenizer::Impl::load_post_processor(const json& node, const std::stri
   if (type == "ByteLevel") return;  // offsets only
   if (type == "Sequence") {
     const auto list = node.find("processors");
-    if (list == node.end() || !list->is_array()) malformed(where + ": Sequence needs a \"processors\" list");
+    if (list == node.end() || !list->is_array())
+      malformed(where + ": Sequence needs a \"processors\" list");
     for (size_t i = 0; i < list->size(); ++i) {
       load_post_processor((*list)[i], where + ".processors[" + std::to_string(i) + "]");
     }
@@ -611,7 +631,8 @@ void HfBpeTokenizer::Impl::load_post_processor(const json& node, const std::stri
                 "\" (supported: TemplateProcessing that adds BOS/EOS, ByteLevel, Sequence)");
   }
   const auto single = node.find("single");
-  if (single == node.end() || !single->is_array()) malformed(where + ": TemplateProcessing needs \"single\"");
+  if (single == node.end() || !single->is_array())
+    malformed(where + ": TemplateProcessing needs \"single\"");
   std::vector<std::string> before, after;
   bool seen_sequence = false;
   for (const json& item : *single) {
@@ -630,8 +651,8 @@ void HfBpeTokenizer::Impl::load_post_processor(const json& node, const std::stri
   }
   auto id_of = [&](const std::string& name) -> int32_t {
     const json& specials = node.value("special_tokens", json::object());
-    if (specials.contains(name) && specials[name].contains("ids") && specials[name]["ids"].is_array() &&
-        specials[name]["ids"].size() == 1) {
+    if (specials.contains(name) && specials[name].contains("ids") &&
+        specials[name]["ids"].is_array() && specials[name]["ids"].size() == 1) {
       return static_cast<int32_t>(specials[name]["ids"][0].get<int64_t>());
     }
     unsupported(where + " special token \"" + name + "\" without exactly one id in special_tokens");
@@ -669,8 +690,8 @@ void HfBpeTokenizer::Impl::resolve_special_tokens(const TokenizerOptions& option
       if (declared.content.empty()) return -1;  // declared null: none
       const int32_t id = lookup(declared.content);
       if (id < 0) {
-        throw DataError(declared.file + ": " + config_key + " = \"" + declared.content + "\" is not a token of " +
-                        path + "; fix the file or set " + key);
+        throw DataError(declared.file + ": " + config_key + " = \"" + declared.content +
+                        "\" is not a token of " + path + "; fix the file or set " + key);
       }
       return id;
     }
@@ -698,7 +719,8 @@ void HfBpeTokenizer::Impl::resolve_special_tokens(const TokenizerOptions& option
 // Encoding
 // ---------------------------------------------------------------------------
 template <class Sink>
-void HfBpeTokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie, Sink&& sink) const {
+void HfBpeTokenizer::Impl::split_added(std::string_view text, const TokenTrie& trie,
+                                       Sink&& sink) const {
   if (trie.empty() || text.empty()) {
     sink(text, -1);
     return;
@@ -764,13 +786,14 @@ void HfBpeTokenizer::Impl::encode_text(std::string_view text, std::vector<int32_
       return;
     }
     const std::string normalized = nfc ? unicode::nfc(piece) : std::string();
-    split_added(nfc ? std::string_view(normalized) : piece, normalized_trie, [&](std::string_view rest, int inner) {
-      if (inner >= 0) {
-        ids.push_back(added[static_cast<size_t>(inner)].id);
-      } else {
-        encode_plain(rest, ids);
-      }
-    });
+    split_added(nfc ? std::string_view(normalized) : piece, normalized_trie,
+                [&](std::string_view rest, int inner) {
+                  if (inner >= 0) {
+                    ids.push_back(added[static_cast<size_t>(inner)].id);
+                  } else {
+                    encode_plain(rest, ids);
+                  }
+                });
   });
 }
 
@@ -923,8 +946,9 @@ HfBpeTokenizer::HfBpeTokenizer(const std::string& json_path, const TokenizerOpti
   impl_->path = json_path;
   std::error_code ec;
   if (!fs::is_regular_file(json_path, ec)) {
-    throw DataError(json_path + ": tokenizer file not found; check data.tokenizer (relative paths are "
-                                "resolved against the working directory " +
+    throw DataError(json_path +
+                    ": tokenizer file not found; check data.tokenizer (relative paths are "
+                    "resolved against the working directory " +
                     fs::current_path(ec).string() + ")");
   }
   impl_->folder_config = read_hf_tokenizer_config(tokenizer_folder(json_path));
@@ -986,12 +1010,22 @@ std::string HfBpeTokenizer::decode(const std::vector<int32_t>& ids) const {
   return utf8::decode_lossy(bytes);
 }
 
-int64_t HfBpeTokenizer::vocab_size() const { return static_cast<int64_t>(impl_->id_to_text.size()); }
-int32_t HfBpeTokenizer::bos_id() const { return impl_->bos; }
-int32_t HfBpeTokenizer::eos_id() const { return impl_->eos; }
-int32_t HfBpeTokenizer::token_id(const std::string& token) const { return impl_->lookup(token); }
+int64_t HfBpeTokenizer::vocab_size() const {
+  return static_cast<int64_t>(impl_->id_to_text.size());
+}
+int32_t HfBpeTokenizer::bos_id() const {
+  return impl_->bos;
+}
+int32_t HfBpeTokenizer::eos_id() const {
+  return impl_->eos;
+}
+int32_t HfBpeTokenizer::token_id(const std::string& token) const {
+  return impl_->lookup(token);
+}
 // transformers ignores add_bos_token when it loads a tokenizer.json: the post-processor decides.
-std::optional<bool> HfBpeTokenizer::adds_bos() const { return impl_->template_bos >= 0; }
+std::optional<bool> HfBpeTokenizer::adds_bos() const {
+  return impl_->template_bos >= 0;
+}
 
 std::string HfBpeTokenizer::token_text(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return "";

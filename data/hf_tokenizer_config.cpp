@@ -34,7 +34,8 @@ json read_object(const fs::path& path) {
                     "); give the file exactly as the model ships it, or remove it");
   }
   if (!root.is_object()) {
-    throw DataError(path.string() + ": expected a JSON object; give the file exactly as the model ships it");
+    throw DataError(path.string() +
+                    ": expected a JSON object; give the file exactly as the model ships it");
   }
   return root;
 }

@@ -3,7 +3,8 @@
 // template. Read from the files beside tokenizer.json / tokenizer.model the
 // way transformers (5.x) reads them:
 //
-//   tokenizer_config.json    bos_token, eos_token, pad_token: "<s>" | {"content": "<s>", ...} | null
+//   tokenizer_config.json    bos_token, eos_token, pad_token: "<s>" | {"content": "<s>", ...} |
+//   null
 //                            add_bos_token, add_eos_token (booleans)
 //                            chat_template: a Jinja string, or a list of {"name", "template"}
 //                            (the one named "default")
@@ -32,8 +33,8 @@ struct HfTokenizerConfig {
   std::string folder;
   HfSpecialToken bos, eos, pad;
   std::optional<bool> add_bos_token, add_eos_token;  // tokenizer_config.json's
-  std::string chat_template;       // Jinja source; "" = none
-  std::string chat_template_file;  // the file it came from
+  std::string chat_template;                         // Jinja source; "" = none
+  std::string chat_template_file;                    // the file it came from
 };
 
 // The folder whose side files belong to the tokenizer at `tokenizer_path`:

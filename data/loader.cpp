@@ -28,7 +28,8 @@ void check_options(const LoaderOptions& options) {
                     std::to_string(options.micro_batch_size) + ")");
   }
   if (options.world_size < 1) {
-    throw DataError("the world size must be at least 1 (got " + std::to_string(options.world_size) + ")");
+    throw DataError("the world size must be at least 1 (got " + std::to_string(options.world_size) +
+                    ")");
   }
   if (options.rank < 0 || options.rank >= options.world_size) {
     throw DataError("rank " + std::to_string(options.rank) + " is outside [0, world size " +
@@ -61,17 +62,19 @@ DataLoader::DataLoader(std::shared_ptr<const PackedDataset> dataset, const Loade
   check_options(options_);
   windows_per_epoch_ = dataset_->num_windows() / options_.world_size;
   if (windows_per_epoch_ == 0) {
-    throw DataError("the data (" + dataset_->describe_files() + ") makes " +
-                    std::to_string(dataset_->num_windows()) + " windows of data.seq_len " +
-                    std::to_string(dataset_->seq_len()) + " tokens, fewer than the " +
-                    std::to_string(options_.world_size) +
-                    " ranks that each need one; add data, use a smaller data.seq_len or fewer ranks");
+    throw DataError(
+        "the data (" + dataset_->describe_files() + ") makes " +
+        std::to_string(dataset_->num_windows()) + " windows of data.seq_len " +
+        std::to_string(dataset_->seq_len()) + " tokens, fewer than the " +
+        std::to_string(options_.world_size) +
+        " ranks that each need one; add data, use a smaller data.seq_len or fewer ranks");
   }
   start_epoch(0);
 }
 
 void DataLoader::start_epoch(int64_t epoch) {
-  const std::vector<int64_t> order = epoch_permutation(dataset_->num_windows(), options_.seed, epoch);
+  const std::vector<int64_t> order =
+      epoch_permutation(dataset_->num_windows(), options_.seed, epoch);
   rank_order_.resize(static_cast<size_t>(windows_per_epoch_));
   for (int64_t i = 0; i < windows_per_epoch_; ++i) {
     rank_order_[i] = order[options_.rank + i * options_.world_size];
@@ -97,16 +100,17 @@ Batch empty_batch(int64_t rows, int64_t seq_len) {
 
 WindowRows row_of(Batch& batch, int64_t row) {
   const int64_t offset = row * batch.seq_len;
-  return {batch.input_ids.data() + offset, batch.labels.data() + offset, batch.position_ids.data() + offset,
-          batch.document_ids.data() + offset};
+  return {batch.input_ids.data() + offset, batch.labels.data() + offset,
+          batch.position_ids.data() + offset, batch.document_ids.data() + offset};
 }
 
 }  // namespace
 
 Batch batch_of_windows(const PackedDataset& dataset, int64_t first, int64_t count) {
   if (first < 0 || count < 1 || first + count > dataset.num_windows()) {
-    throw std::out_of_range("batch_of_windows: [" + std::to_string(first) + ", " + std::to_string(first + count) +
-                            ") is not inside [0, " + std::to_string(dataset.num_windows()) + ")");
+    throw std::out_of_range("batch_of_windows: [" + std::to_string(first) + ", " +
+                            std::to_string(first + count) + ") is not inside [0, " +
+                            std::to_string(dataset.num_windows()) + ")");
   }
   Batch batch = empty_batch(count, dataset.seq_len());
   for (int64_t row = 0; row < count; ++row) dataset.fill_window(first + row, row_of(batch, row));
@@ -125,8 +129,9 @@ Batch DataLoader::next() {
 
 void DataLoader::restore(const LoaderState& state) {
   if (state.epoch < 0 || state.position < 0 || state.position >= windows_per_epoch_) {
-    throw DataError("the saved data loader state (epoch " + std::to_string(state.epoch) + ", position " +
-                    std::to_string(state.position) + ") does not fit this data: each epoch has " +
+    throw DataError("the saved data loader state (epoch " + std::to_string(state.epoch) +
+                    ", position " + std::to_string(state.position) +
+                    ") does not fit this data: each epoch has " +
                     std::to_string(windows_per_epoch_) +
                     " windows per rank. Resume with the data, data.seq_len and number of ranks the "
                     "checkpoint was made with");

@@ -10,7 +10,8 @@ namespace liger::data {
 PackingMode parse_packing_mode(const std::string& name) {
   if (name == "cross_document") return PackingMode::cross_document;
   if (name == "isolated") return PackingMode::isolated;
-  throw DataError("data.packing: unknown mode '" + name + "'; choose one of: cross_document, isolated");
+  throw DataError("data.packing: unknown mode '" + name +
+                  "'; choose one of: cross_document, isolated");
 }
 
 const char* packing_mode_name(PackingMode mode) {
@@ -19,7 +20,8 @@ const char* packing_mode_name(PackingMode mode) {
 
 void TokenStream::append(const Document& doc) {
   if (doc.tokens.size() != doc.loss_mask.size()) {
-    throw std::logic_error("TokenStream::append: a document's tokens and loss mask differ in length");
+    throw std::logic_error(
+        "TokenStream::append: a document's tokens and loss mask differ in length");
   }
   if (!doc.tokens.empty()) doc_starts.push_back(static_cast<int64_t>(tokens.size()));
   tokens.insert(tokens.end(), doc.tokens.begin(), doc.tokens.end());
@@ -42,11 +44,12 @@ PackedDataset::PackedDataset(TokenStream stream, int64_t seq_len, std::vector<st
   }
   const int64_t tokens = num_tokens();
   if (tokens < seq_len_ + 1) {
-    throw DataError("the data (" + describe_files() + ") has " + std::to_string(tokens) +
-                    " tokens, fewer than the data.seq_len + 1 = " + std::to_string(seq_len_ + 1) +
-                    " that one training window needs; use a smaller data.seq_len" +
-                    (tokens >= 2 ? " (at most " + std::to_string(tokens - 1) + ")" : std::string()) +
-                    " or add data");
+    throw DataError(
+        "the data (" + describe_files() + ") has " + std::to_string(tokens) +
+        " tokens, fewer than the data.seq_len + 1 = " + std::to_string(seq_len_ + 1) +
+        " that one training window needs; use a smaller data.seq_len" +
+        (tokens >= 2 ? " (at most " + std::to_string(tokens - 1) + ")" : std::string()) +
+        " or add data");
   }
   // Windows start at 0, seq_len, 2*seq_len, ... and need seq_len + 1 tokens.
   num_windows_ = (tokens - 1) / seq_len_;
@@ -100,8 +103,8 @@ void PackedDataset::fill_window(int64_t index, const WindowRows& rows) const {
     // document: nothing to predict across that boundary.
     const bool crosses = isolated && next_start != stream.doc_starts.end() && *next_start == next;
     rows.input_ids[t] = stream.tokens[at];
-    rows.labels[t] =
-        stream.loss_mask[next] && !crosses ? static_cast<int64_t>(stream.tokens[next]) : kIgnoreIndex;
+    rows.labels[t] = stream.loss_mask[next] && !crosses ? static_cast<int64_t>(stream.tokens[next])
+                                                        : kIgnoreIndex;
     if (rows.position_ids) rows.position_ids[t] = isolated ? t - document_begin : t;
     if (rows.document_ids) rows.document_ids[t] = document;
   }

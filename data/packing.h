@@ -39,8 +39,8 @@ const char* packing_mode_name(PackingMode mode);
 // Documents concatenated in order.
 struct TokenStream {
   std::vector<int32_t> tokens;
-  std::vector<uint8_t> loss_mask;    // 1 where tokens[i] is a prediction target
-  std::vector<int64_t> doc_starts;   // offset of each non-empty document, ascending
+  std::vector<uint8_t> loss_mask;   // 1 where tokens[i] is a prediction target
+  std::vector<int64_t> doc_starts;  // offset of each non-empty document, ascending
   int64_t num_documents = 0;
 
   void append(const Document& doc);

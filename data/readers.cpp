@@ -52,17 +52,21 @@ constexpr int64_t kLlmcHeaderBytes = 256 * 4;
 std::ifstream open_data_file(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) {
-    throw DataError(path, 1,
-                    "no such file; check the path in data.train (relative paths are resolved against "
-                    "the working directory " + fs::current_path(ec).string() + ")");
+    throw DataError(
+        path, 1,
+        "no such file; check the path in data.train (relative paths are resolved against "
+        "the working directory " +
+            fs::current_path(ec).string() + ")");
   }
   if (fs::is_directory(path, ec)) {
-    throw DataError(path, 1, "is a folder, not a file; list the data files themselves in data.train");
+    throw DataError(path, 1,
+                    "is a folder, not a file; list the data files themselves in data.train");
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    throw DataError(path, 1, std::string("cannot be opened for reading (") + std::strerror(errno) +
-                                 "); check the file's permissions");
+    throw DataError(path, 1,
+                    std::string("cannot be opened for reading (") + std::strerror(errno) +
+                        "); check the file's permissions");
   }
   return in;
 }
@@ -108,12 +112,15 @@ json parse_json_object(const std::string& line, const std::string& path, int64_t
     record = json::parse(line);
   } catch (const json::parse_error& e) {
     const auto first = line.find_first_not_of(" \t");
-    const bool opens_multiline_json = line.find_first_not_of(" \t", first + 1) == std::string::npos &&
-                                       (line[first] == '[' || line[first] == '{');
+    const bool opens_multiline_json =
+        line.find_first_not_of(" \t", first + 1) == std::string::npos &&
+        (line[first] == '[' || line[first] == '{');
     if (opens_multiline_json) {
-      throw DataError(path, line_no,
-                      "this looks like JSON spread over several lines, but the reader wants JSON Lines: "
-                      "one complete object per line, e.g. " + expected);
+      throw DataError(
+          path, line_no,
+          "this looks like JSON spread over several lines, but the reader wants JSON Lines: "
+          "one complete object per line, e.g. " +
+              expected);
     }
     throw DataError(path, line_no,
                     "not valid JSON (" + short_parse_message(e.what()) +
@@ -121,8 +128,10 @@ json parse_json_object(const std::string& line, const std::string& path, int64_t
   }
   if (!record.is_object()) {
     throw DataError(path, line_no,
-                    std::string("expected a JSON object, got ") + record.type_name() + "; each line must be "
-                    "one object, e.g. " + expected);
+                    std::string("expected a JSON object, got ") + record.type_name() +
+                        "; each line must be "
+                        "one object, e.g. " +
+                        expected);
   }
   return record;
 }
@@ -145,14 +154,15 @@ const std::string& string_field(const json& record, const char* name, const std:
   const auto it = record.find(name);
   if (it == record.end()) {
     throw DataError(path, line_no,
-                    std::string("missing field \"") + name + "\" (the record has " + field_names(record) +
-                        "); every line of a " + data_format_name(format) + " file needs it, e.g. " +
-                        example_of(format) + " (or set data.format to match the file)");
+                    std::string("missing field \"") + name + "\" (the record has " +
+                        field_names(record) + "); every line of a " + data_format_name(format) +
+                        " file needs it, e.g. " + example_of(format) +
+                        " (or set data.format to match the file)");
   }
   if (!it->is_string()) {
     throw DataError(path, line_no,
-                    std::string("field \"") + name + "\" must be a string, got " + it->type_name() + " (" +
-                        it->dump().substr(0, 60) + ")");
+                    std::string("field \"") + name + "\" must be a string, got " + it->type_name() +
+                        " (" + it->dump().substr(0, 60) + ")");
   }
   return it->get_ref<const std::string&>();
 }
@@ -203,7 +213,8 @@ class DocumentBuilder {
 
 // The tokenizer must have the special tokens the options ask for (chat
 // documents take no EOS; pre-tokenized ones neither).
-void check_special_tokens(const Tokenizer& tokenizer, const ReadOptions& options, DataFormat format) {
+void check_special_tokens(const Tokenizer& tokenizer, const ReadOptions& options,
+                          DataFormat format) {
   if (format == DataFormat::tokens_jsonl || format == DataFormat::tokens_bin) return;
   if (options.add_bos && tokenizer.bos_id() < 0) {
     throw DataError("the tokenizer " + tokenizer.describe() +
@@ -221,7 +232,8 @@ void check_special_tokens(const Tokenizer& tokenizer, const ReadOptions& options
 
 // The "messages" of a chat record, checked for shape (roles and order are
 // checked by render_chat).
-std::vector<ChatMessage> chat_messages(const json& record, const std::string& path, int64_t line_no) {
+std::vector<ChatMessage> chat_messages(const json& record, const std::string& path,
+                                       int64_t line_no) {
   const auto it = record.find("messages");
   if (it == record.end()) {
     throw DataError(path, line_no,
@@ -230,28 +242,33 @@ std::vector<ChatMessage> chat_messages(const json& record, const std::string& pa
                         " (or set data.format to match the file)");
   }
   if (!it->is_array()) {
-    throw DataError(path, line_no,
-                    std::string("\"messages\" must be a list of {\"role\", \"content\"} objects, got ") +
-                        it->type_name());
+    throw DataError(
+        path, line_no,
+        std::string("\"messages\" must be a list of {\"role\", \"content\"} objects, got ") +
+            it->type_name());
   }
   std::vector<ChatMessage> messages;
   for (size_t i = 0; i < it->size(); ++i) {
     const json& message = (*it)[i];
     const std::string where = "messages[" + std::to_string(i) + "]";
     if (!message.is_object()) {
-      throw DataError(path, line_no, where + " must be an object {\"role\": ..., \"content\": ...}, got " +
-                                         message.type_name());
+      throw DataError(path, line_no,
+                      where + " must be an object {\"role\": ..., \"content\": ...}, got " +
+                          message.type_name());
     }
     const auto role = message.find("role");
     const auto content = message.find("content");
     if (role == message.end() || !role->is_string()) {
-      throw DataError(path, line_no, where + " needs a string \"role\" (system, user or assistant)");
+      throw DataError(path, line_no,
+                      where + " needs a string \"role\" (system, user or assistant)");
     }
     if (content == message.end() || !content->is_string()) {
-      throw DataError(path, line_no,
-                      where + " needs a string \"content\"" +
-                          (content == message.end() ? std::string() : std::string(", got ") + content->type_name()) +
-                          " (lists of content parts and tool calls are not supported)");
+      throw DataError(
+          path, line_no,
+          where + " needs a string \"content\"" +
+              (content == message.end() ? std::string()
+                                        : std::string(", got ") + content->type_name()) +
+              " (lists of content parts and tool calls are not supported)");
     }
     messages.push_back({role->get<std::string>(), content->get<std::string>()});
   }
@@ -260,8 +277,9 @@ std::vector<ChatMessage> chat_messages(const json& record, const std::string& pa
 
 // Appends the rendered conversation: special tokens by id, each run of text
 // with one loss flag tokenized on its own.
-void append_chat(DocumentBuilder& doc, const std::vector<ChatSegment>& segments, const Tokenizer& tokenizer,
-                 ChatTemplate chat_template, const std::string& path, int64_t line_no) {
+void append_chat(DocumentBuilder& doc, const std::vector<ChatSegment>& segments,
+                 const Tokenizer& tokenizer, ChatTemplate chat_template, const std::string& path,
+                 int64_t line_no) {
   std::string run;
   bool run_train = false;
   auto flush = [&] {
@@ -275,8 +293,9 @@ void append_chat(DocumentBuilder& doc, const std::vector<ChatSegment>& segments,
     } else if (segment.kind == ChatSegment::Kind::special) {
       id = tokenizer.token_id(segment.text);
     }
-    const bool as_text = segment.kind == ChatSegment::Kind::text ||
-                         (segment.kind == ChatSegment::Kind::special && id < 0 && !segment.fallback.empty());
+    const bool as_text =
+        segment.kind == ChatSegment::Kind::text ||
+        (segment.kind == ChatSegment::Kind::special && id < 0 && !segment.fallback.empty());
     if (as_text) {
       if (!run.empty() && run_train != segment.train) flush();
       run_train = segment.train;
@@ -285,8 +304,10 @@ void append_chat(DocumentBuilder& doc, const std::vector<ChatSegment>& segments,
     }
     if (id < 0) {
       throw DataError(path, line_no,
-                      std::string("the ") + chat_template_name(chat_template) + " chat template needs the token " +
-                          (segment.kind == ChatSegment::Kind::eos ? std::string("EOS") : "'" + segment.text + "'") +
+                      std::string("the ") + chat_template_name(chat_template) +
+                          " chat template needs the token " +
+                          (segment.kind == ChatSegment::Kind::eos ? std::string("EOS")
+                                                                  : "'" + segment.text + "'") +
                           ", which the tokenizer " + tokenizer.describe() +
                           " does not have; use the model's own tokenizer (data.tokenizer) or set "
                           "data.chat_template to the model's family");
@@ -329,8 +350,9 @@ Document tokens_document(const json& record, const std::string& path, int64_t li
     const json& value = (*ids_it)[i];
     if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() >= limit) {
       throw DataError(path, line_no,
-                      "input_ids[" + std::to_string(i) + "] = " + value.dump() + " is not a token id in " +
-                          options.vocab_owner + " [0, " + std::to_string(limit) +
+                      "input_ids[" + std::to_string(i) + "] = " + value.dump() +
+                          " is not a token id in " + options.vocab_owner + " [0, " +
+                          std::to_string(limit) +
                           "); pre-tokenize with the tokenizer the model was trained with");
     }
     doc.tokens.push_back(static_cast<int32_t>(value.get<int64_t>()));
@@ -343,20 +365,23 @@ Document tokens_document(const json& record, const std::string& path, int64_t li
   }
   if (!labels_it->is_array() || labels_it->size() != ids_it->size()) {
     throw DataError(path, line_no,
-                    "\"labels\" must be a list as long as \"input_ids\" (" + std::to_string(ids_it->size()) +
-                        "), got " + (labels_it->is_array() ? std::to_string(labels_it->size()) + " items"
-                                                           : std::string(labels_it->type_name())));
+                    "\"labels\" must be a list as long as \"input_ids\" (" +
+                        std::to_string(ids_it->size()) + "), got " +
+                        (labels_it->is_array() ? std::to_string(labels_it->size()) + " items"
+                                               : std::string(labels_it->type_name())));
   }
   for (size_t i = 0; i < labels_it->size(); ++i) {
     const json& label = (*labels_it)[i];
     const bool ignored = label.is_number_integer() && label.get<int64_t>() == -100;
     const bool same = label.is_number_integer() && label.get<int64_t>() == doc.tokens[i];
     if (!ignored && !same) {
-      throw DataError(path, line_no,
-                      "labels[" + std::to_string(i) + "] = " + label.dump() + " is neither -100 nor input_ids[" +
-                          std::to_string(i) + "] = " + std::to_string(doc.tokens[i]) +
-                          "; labels must be input_ids with -100 where nothing is trained (unshifted, "
-                          "the Hugging Face convention)");
+      throw DataError(
+          path, line_no,
+          "labels[" + std::to_string(i) + "] = " + label.dump() +
+              " is neither -100 nor input_ids[" + std::to_string(i) +
+              "] = " + std::to_string(doc.tokens[i]) +
+              "; labels must be input_ids with -100 where nothing is trained (unshifted, "
+              "the Hugging Face convention)");
     }
     doc.loss_mask.push_back(ignored ? 0 : 1);
   }
@@ -382,8 +407,9 @@ void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const R
       const TokenDtype header_dtype = header[1] == 1 ? TokenDtype::uint16 : TokenDtype::uint32;
       const int64_t width = header[1] == 1 ? 2 : 4;
       if (kLlmcHeaderBytes + int64_t{header[2]} * width != file_bytes) {
-        throw DataError(path + ": the llm.c header promises " + std::to_string(header[2]) + " tokens of " +
-                        std::to_string(width) + " bytes, but the file has " + std::to_string(file_bytes) +
+        throw DataError(path + ": the llm.c header promises " + std::to_string(header[2]) +
+                        " tokens of " + std::to_string(width) + " bytes, but the file has " +
+                        std::to_string(file_bytes) +
                         " bytes; the file is truncated or not an llm.c token file");
       }
       if (dtype != TokenDtype::auto_detect && dtype != header_dtype) {
@@ -396,14 +422,17 @@ void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const R
     }
   }
   if (dtype == TokenDtype::auto_detect) {
-    throw DataError(path + ": a .bin token file without an llm.c header; set data.token_dtype to uint16 or "
-                           "uint32 (the width its token ids were written with; nanoGPT writes uint16)");
+    throw DataError(
+        path +
+        ": a .bin token file without an llm.c header; set data.token_dtype to uint16 or "
+        "uint32 (the width its token ids were written with; nanoGPT writes uint16)");
   }
   const int64_t width = dtype == TokenDtype::uint16 ? 2 : 4;
   const int64_t payload = file_bytes - header_bytes;
   if (payload % width != 0) {
-    throw DataError(path + ": " + std::to_string(payload) + " bytes of tokens is not a multiple of " +
-                    std::to_string(width) + " (" + token_dtype_name(dtype) +
+    throw DataError(path + ": " + std::to_string(payload) +
+                    " bytes of tokens is not a multiple of " + std::to_string(width) + " (" +
+                    token_dtype_name(dtype) +
                     "); check data.token_dtype or whether the file is truncated");
   }
   if (payload == 0) {
@@ -428,7 +457,9 @@ void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const R
   for (int64_t first = 0; first < total; first += kChunkTokens) {
     const int64_t count = std::min(kChunkTokens, total - first);
     in.read(buffer.data(), count * width);
-    if (!in) throw DataError(path + ": reading the file failed at byte " + std::to_string(header_bytes + first * width));
+    if (!in)
+      throw DataError(path + ": reading the file failed at byte " +
+                      std::to_string(header_bytes + first * width));
     for (int64_t i = 0; i < count; ++i) {
       int64_t id = 0;
       if (width == 2) {
@@ -442,10 +473,11 @@ void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const R
       }
       if (id >= limit) {
         const int64_t index = first + i;
-        throw DataError(path + ": at byte offset " + std::to_string(header_bytes + index * width) + " (token " +
-                        std::to_string(index) + "): token id " + std::to_string(id) + " is outside " +
-                        options.vocab_owner + " [0, " + std::to_string(limit) + "); check data.token_dtype (" +
-                        token_dtype_name(dtype) + ") and that the file was made with the model's tokenizer");
+        throw DataError(path + ": at byte offset " + std::to_string(header_bytes + index * width) +
+                        " (token " + std::to_string(index) + "): token id " + std::to_string(id) +
+                        " is outside " + options.vocab_owner + " [0, " + std::to_string(limit) +
+                        "); check data.token_dtype (" + token_dtype_name(dtype) +
+                        ") and that the file was made with the model's tokenizer");
       }
       const auto token = static_cast<int32_t>(id);
       if (bos >= 0 && token == bos) emit();
@@ -465,9 +497,10 @@ void read_text_file(const std::string& path, const Tokenizer& tokenizer, const R
   if (in.bad()) throw DataError(path, 1, "reading the file failed; check that it is readable");
   strip_utf8_bom(text);
   if (is_blank(text)) {
-    throw DataError(path, 1,
-                    std::string(text.empty() ? "the file is empty" : "the file has only whitespace") +
-                        ": no documents; put training text in it or remove it from data.train");
+    throw DataError(
+        path, 1,
+        std::string(text.empty() ? "the file is empty" : "the file has only whitespace") +
+            ": no documents; put training text in it or remove it from data.train");
   }
   DocumentBuilder doc(tokenizer, options, path, 1);
   doc.append_text(text, 1);
@@ -503,8 +536,8 @@ void read_jsonl_file(const std::string& path, DataFormat format, const Tokenizer
       doc.append_text(string_field(record, "text", path, line_no, format), 1);
     } else if (format == DataFormat::chat) {
       const std::vector<ChatMessage> messages = chat_messages(record, path, line_no);
-      append_chat(doc, render_chat(chat_template, messages, path, line_no), tokenizer, chat_template, path,
-                  line_no);
+      append_chat(doc, render_chat(chat_template, messages, path, line_no), tokenizer,
+                  chat_template, path, line_no);
       sink(doc.finish(/*add_eos=*/false));
       continue;
     } else {
@@ -519,10 +552,11 @@ void read_jsonl_file(const std::string& path, DataFormat format, const Tokenizer
     throw DataError(path, line_no + 1, "reading the file failed; check that it is readable");
   }
   if (documents == 0) {
-    throw DataError(path, 1,
-                    std::string(line_no == 0 ? "the file is empty" : "the file has only empty lines") +
-                        ": no documents; put one JSON object per line in it, e.g. " + expected +
-                        ", or remove it from data.train");
+    throw DataError(
+        path, 1,
+        std::string(line_no == 0 ? "the file is empty" : "the file has only empty lines") +
+            ": no documents; put one JSON object per line in it, e.g. " + expected +
+            ", or remove it from data.train");
   }
 }
 
@@ -550,7 +584,8 @@ TokenDtype parse_token_dtype(const std::string& name) {
   if (name == "auto") return TokenDtype::auto_detect;
   if (name == "uint16") return TokenDtype::uint16;
   if (name == "uint32") return TokenDtype::uint32;
-  throw DataError("data.token_dtype: unknown dtype '" + name + "'; choose one of: auto, uint16, uint32");
+  throw DataError("data.token_dtype: unknown dtype '" + name +
+                  "'; choose one of: auto, uint16, uint32");
 }
 
 const char* token_dtype_name(TokenDtype dtype) {
@@ -582,11 +617,12 @@ DataFormat detect_format(const std::string& path) {
   if (ext != ".jsonl" && ext != ".json") {
     throw DataError(path, 1,
                     "format auto cannot tell the format from the extension '" + ext +
-                        "' (it knows .txt, .bin, .jsonl and .json); set data.format to one of " + kFormatChoices);
+                        "' (it knows .txt, .bin, .jsonl and .json); set data.format to one of " +
+                        kFormatChoices);
   }
 
-  const std::string expected = std::string(kTextExample) + " or " + kPromptCompletionExample + " or " +
-                               kChatExample + " or " + kTokensExample;
+  const std::string expected = std::string(kTextExample) + " or " + kPromptCompletionExample +
+                               " or " + kChatExample + " or " + kTokensExample;
   std::ifstream in = open_data_file(path);
   std::string line;
   int64_t line_no = 0;
@@ -599,18 +635,21 @@ DataFormat detect_format(const std::string& path) {
     const json record = parse_json_object(line, path, line_no, expected);
     if (record.contains("messages")) return DataFormat::chat;
     if (record.contains("input_ids")) return DataFormat::tokens_jsonl;
-    if (record.contains("prompt") && record.contains("completion")) return DataFormat::prompt_completion;
+    if (record.contains("prompt") && record.contains("completion"))
+      return DataFormat::prompt_completion;
     if (record.contains("text")) return DataFormat::jsonl_text;
-    throw DataError(path, line_no,
-                    "format auto cannot tell the format: the record has " + field_names(record) +
-                        "; it expects \"text\" (jsonl_text), \"prompt\" and \"completion\" "
-                        "(prompt_completion), \"messages\" (chat) or \"input_ids\" (tokens_jsonl). Rename "
-                        "the fields or set data.format");
+    throw DataError(
+        path, line_no,
+        "format auto cannot tell the format: the record has " + field_names(record) +
+            "; it expects \"text\" (jsonl_text), \"prompt\" and \"completion\" "
+            "(prompt_completion), \"messages\" (chat) or \"input_ids\" (tokens_jsonl). Rename "
+            "the fields or set data.format");
   }
-  throw DataError(path, 1,
-                  std::string(line_no == 0 ? "the file is empty" : "the file has only empty lines") +
-                      ": no documents; put one JSON object per line in it, e.g. " + expected +
-                      ", or remove it from data.train");
+  throw DataError(
+      path, 1,
+      std::string(line_no == 0 ? "the file is empty" : "the file has only empty lines") +
+          ": no documents; put one JSON object per line in it, e.g. " + expected +
+          ", or remove it from data.train");
 }
 
 void for_each_document(const std::string& path, DataFormat format, const Tokenizer& tokenizer,

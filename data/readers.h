@@ -39,7 +39,15 @@
 
 namespace liger::data {
 
-enum class DataFormat { auto_detect, text, jsonl_text, prompt_completion, chat, tokens_jsonl, tokens_bin };
+enum class DataFormat {
+  auto_detect,
+  text,
+  jsonl_text,
+  prompt_completion,
+  chat,
+  tokens_jsonl,
+  tokens_bin
+};
 
 // The config spelling ("auto", "text", "jsonl_text", "prompt_completion",
 // "chat", "tokens_jsonl", "tokens_bin"); DataError listing the choices for
@@ -57,7 +65,7 @@ struct ReadOptions {
   bool add_bos = true;  // BOS before each document (not a target)
   bool add_eos = true;  // EOS after each document (a target; separates packed documents)
   ChatTemplate chat_template = ChatTemplate::auto_detect;  // chat: auto = from the tokenizer
-  TokenDtype token_dtype = TokenDtype::auto_detect;       // tokens_bin
+  TokenDtype token_dtype = TokenDtype::auto_detect;        // tokens_bin
   // Pre-tokenized data: every id must be below vocab_limit (0 = the
   // tokenizer's vocab_size()); vocab_owner names that vocabulary in messages.
   int64_t vocab_limit = 0;

@@ -25,7 +25,8 @@ std::string pcre2_message(int code) {
 // Match data for one search; freed on scope exit.
 class MatchData {
  public:
-  explicit MatchData(const pcre2_code* code) : data_(pcre2_match_data_create_from_pattern(code, nullptr)) {
+  explicit MatchData(const pcre2_code* code)
+      : data_(pcre2_match_data_create_from_pattern(code, nullptr)) {
     if (data_ == nullptr) throw std::bad_alloc();
   }
   ~MatchData() { pcre2_match_data_free(data_); }
@@ -48,10 +49,11 @@ struct Regex::Impl {
   int match(std::string_view text, size_t offset, uint32_t options, pcre2_match_data* data) const {
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     // The subject was validated once by the caller: skip PCRE2's own check.
-    int rc = pcre2_match(code, subject, text.size(), offset, options | PCRE2_NO_UTF_CHECK, data, nullptr);
+    int rc = pcre2_match(code, subject, text.size(), offset, options | PCRE2_NO_UTF_CHECK, data,
+                         nullptr);
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
-      rc = pcre2_match(code, subject, text.size(), offset, options | PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                       data, nullptr);
+      rc = pcre2_match(code, subject, text.size(), offset,
+                       options | PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, nullptr);
     }
     if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
       throw std::runtime_error("regex " + std::to_string(rc) + ": " + pcre2_message(rc));
@@ -66,8 +68,8 @@ Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_un
   impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                               PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
   if (impl_->code == nullptr) {
-    throw std::invalid_argument("the regex does not compile: " + pcre2_message(error) + " at offset " +
-                                std::to_string(error_offset) + " of " + pattern);
+    throw std::invalid_argument("the regex does not compile: " + pcre2_message(error) +
+                                " at offset " + std::to_string(error_offset) + " of " + pattern);
   }
   // The JIT is an optimisation: when it is unavailable the interpreter runs.
   pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE);
@@ -99,7 +101,9 @@ bool Regex::matches_at(std::string_view text, size_t offset) const {
   return impl_->match(text, offset, PCRE2_ANCHORED, data.get()) >= 0;
 }
 
-bool Regex::available() { return true; }
+bool Regex::available() {
+  return true;
+}
 
 #else  // !LIGER_WITH_PCRE2
 
@@ -111,9 +115,15 @@ Regex::Regex(const std::string& pattern) : pattern_(pattern) {
       "install libpcre2-dev and rebuild (the CMake option LIGER_PCRE2=OFF removed it)");
 }
 
-std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view) const { return {}; }
-bool Regex::matches_at(std::string_view, size_t) const { return false; }
-bool Regex::available() { return false; }
+std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view) const {
+  return {};
+}
+bool Regex::matches_at(std::string_view, size_t) const {
+  return false;
+}
+bool Regex::available() {
+  return false;
+}
 
 #endif
 

@@ -15,8 +15,9 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path,
     : path_(model_path), processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(model_path, ec)) {
-    throw DataError(model_path + ": tokenizer file not found; check data.tokenizer (relative paths are "
-                                 "resolved against the working directory " +
+    throw DataError(model_path +
+                    ": tokenizer file not found; check data.tokenizer (relative paths are "
+                    "resolved against the working directory " +
                     std::filesystem::current_path(ec).string() + ")");
   }
   const auto status = processor_->Load(model_path);
@@ -44,8 +45,8 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path,
     if (token.content.empty()) return -1;  // declared null: none
     const int32_t id = token_id(token.content);
     if (id < 0) {
-      throw DataError(token.file + ": " + config_key + " = \"" + token.content + "\" is not a piece of " +
-                      model_path + "; fix the file or set " + key);
+      throw DataError(token.file + ": " + config_key + " = \"" + token.content +
+                      "\" is not a piece of " + model_path + "; fix the file or set " + key);
     }
     return id;
   };
@@ -71,7 +72,8 @@ std::vector<int32_t> SentencePieceTokenizer::encode(const std::string& text) con
   std::vector<int> ids;
   const auto status = processor_->Encode(text, &ids);
   if (!status.ok()) {
-    throw DataError(path_ + ": SentencePiece could not encode the text (" + status.ToString() + ")");
+    throw DataError(path_ + ": SentencePiece could not encode the text (" + status.ToString() +
+                    ")");
   }
   return std::vector<int32_t>(ids.begin(), ids.end());
 }
@@ -92,9 +94,15 @@ std::string SentencePieceTokenizer::decode(const std::vector<int32_t>& ids) cons
   return text;
 }
 
-int64_t SentencePieceTokenizer::vocab_size() const { return processor_->GetPieceSize(); }
-int32_t SentencePieceTokenizer::bos_id() const { return bos_id_; }
-int32_t SentencePieceTokenizer::eos_id() const { return eos_id_; }
+int64_t SentencePieceTokenizer::vocab_size() const {
+  return processor_->GetPieceSize();
+}
+int32_t SentencePieceTokenizer::bos_id() const {
+  return bos_id_;
+}
+int32_t SentencePieceTokenizer::eos_id() const {
+  return eos_id_;
+}
 
 int32_t SentencePieceTokenizer::token_id(const std::string& token) const {
   // PieceToId answers unk_id for unknown pieces: check the spelling round-trips.
@@ -103,14 +111,18 @@ int32_t SentencePieceTokenizer::token_id(const std::string& token) const {
   return id;
 }
 
-std::optional<bool> SentencePieceTokenizer::adds_bos() const { return adds_bos_; }
+std::optional<bool> SentencePieceTokenizer::adds_bos() const {
+  return adds_bos_;
+}
 
 std::string SentencePieceTokenizer::token_text(int32_t id) const {
   if (id < 0 || id >= processor_->GetPieceSize()) return "";
   return processor_->IdToPiece(id);
 }
 
-int32_t SentencePieceTokenizer::unk_id() const { return processor_->unk_id(); }
+int32_t SentencePieceTokenizer::unk_id() const {
+  return processor_->unk_id();
+}
 
 bool SentencePieceTokenizer::adds_dummy_prefix() const {
   // The normalizer spec is in the model's protobuf, whose header the library

@@ -22,7 +22,8 @@ class SentencePieceTokenizer : public Tokenizer {
   // BOS/EOS: the options' tokens, else those the side files beside the model
   // declare (tokenizer_config.json, special_tokens_map.json: a Hugging Face
   // folder; data/hf_tokenizer_config.h), else the model's own ids.
-  explicit SentencePieceTokenizer(const std::string& model_path, const TokenizerOptions& options = {});
+  explicit SentencePieceTokenizer(const std::string& model_path,
+                                  const TokenizerOptions& options = {});
   ~SentencePieceTokenizer() override;
 
   std::vector<int32_t> encode(const std::string& text) const override;

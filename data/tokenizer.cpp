@@ -16,16 +16,23 @@ std::string Tokenizer::describe() const {
          ", eos " + std::to_string(eos_id()) + ")";
 }
 
-int32_t Tokenizer::token_id(const std::string&) const { return -1; }
+int32_t Tokenizer::token_id(const std::string&) const {
+  return -1;
+}
 
-std::string Tokenizer::token_text(int32_t) const { return ""; }
+std::string Tokenizer::token_text(int32_t) const {
+  return "";
+}
 
-std::optional<bool> Tokenizer::adds_bos() const { return std::nullopt; }
+std::optional<bool> Tokenizer::adds_bos() const {
+  return std::nullopt;
+}
 
 namespace {
 
 const char* const kAccepted =
-    "data.tokenizer takes a SentencePiece .model file, a Hugging Face tokenizer.json (byte-level BPE: "
+    "data.tokenizer takes a SentencePiece .model file, a Hugging Face tokenizer.json (byte-level "
+    "BPE: "
     "GPT-2, Llama 3, Qwen style) or a model folder that holds tokenizer.model or tokenizer.json";
 
 bool has_suffix(const std::string& text, const std::string& suffix) {
@@ -35,7 +42,8 @@ bool has_suffix(const std::string& text, const std::string& suffix) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const TokenizerOptions& options) {
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path,
+                                          const TokenizerOptions& options) {
   std::error_code ec;
   if (path.empty()) {
     throw DataError(std::string("no tokenizer given; ") + kAccepted);
@@ -54,7 +62,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const Tokeniz
     if (has_model) {
       return std::make_unique<SentencePieceTokenizer>(model.string(), options);
     }
-    throw DataError(path + ": the folder has neither tokenizer.model nor tokenizer.json; " + kAccepted);
+    throw DataError(path + ": the folder has neither tokenizer.model nor tokenizer.json; " +
+                    kAccepted);
   }
   if (has_suffix(path, ".model")) {
     return std::make_unique<SentencePieceTokenizer>(path, options);

@@ -69,6 +69,7 @@ struct TokenizerOptions {
 // tokenizer's folder (data/hf_tokenizer_config.h) unless `options` name them.
 // Anything else, a missing file, a corrupt one or an unsupported tokenizer.json
 // feature -> DataError naming the path, the feature and what is accepted.
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, const TokenizerOptions& options = {});
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path,
+                                          const TokenizerOptions& options = {});
 
 }  // namespace liger::data

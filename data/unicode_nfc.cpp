@@ -33,8 +33,9 @@ constexpr char32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount *
 
 uint8_t ccc(char32_t cp) {
   if (cp < 0x300) return 0;
-  const auto it = std::upper_bound(std::begin(kCccRanges), std::end(kCccRanges), cp,
-                                   [](char32_t value, const CccRange& range) { return value < range.first; });
+  const auto it =
+      std::upper_bound(std::begin(kCccRanges), std::end(kCccRanges), cp,
+                       [](char32_t value, const CccRange& range) { return value < range.first; });
   if (it == std::begin(kCccRanges)) return 0;
   const CccRange& range = *std::prev(it);
   return cp <= range.last ? range.ccc : 0;
@@ -48,10 +49,12 @@ void decompose(char32_t cp, std::vector<char32_t>& out) {
     if (index % kTCount != 0) out.push_back(kTBase + index % kTCount);
     return;
   }
-  const auto it = std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), cp,
-                                   [](const Decomposition& d, char32_t value) { return d.cp < value; });
+  const auto it =
+      std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), cp,
+                       [](const Decomposition& d, char32_t value) { return d.cp < value; });
   if (it != std::end(kDecompositions) && it->cp == cp) {
-    out.insert(out.end(), kDecompositionData + it->offset, kDecompositionData + it->offset + it->length);
+    out.insert(out.end(), kDecompositionData + it->offset,
+               kDecompositionData + it->offset + it->length);
   } else {
     out.push_back(cp);
   }
@@ -59,25 +62,29 @@ void decompose(char32_t cp, std::vector<char32_t>& out) {
 
 // The primary composite of (first, second), or 0.
 char32_t compose(char32_t first, char32_t second) {
-  if (first >= kLBase && first < kLBase + kLCount && second >= kVBase && second < kVBase + kVCount) {
+  if (first >= kLBase && first < kLBase + kLCount && second >= kVBase &&
+      second < kVBase + kVCount) {
     return kSBase + ((first - kLBase) * kVCount + (second - kVBase)) * kTCount;
   }
-  if (first >= kSBase && first < kSBase + kSCount && (first - kSBase) % kTCount == 0 && second > kTBase &&
-      second < kTBase + kTCount) {
+  if (first >= kSBase && first < kSBase + kSCount && (first - kSBase) % kTCount == 0 &&
+      second > kTBase && second < kTBase + kTCount) {
     return first + (second - kTBase);
   }
-  const auto it = std::lower_bound(std::begin(kCompositions), std::end(kCompositions), Composition{first, second, 0},
-                                   [](const Composition& a, const Composition& b) {
-                                     return a.first != b.first ? a.first < b.first : a.second < b.second;
-                                   });
-  if (it != std::end(kCompositions) && it->first == first && it->second == second) return it->composite;
+  const auto it = std::lower_bound(
+      std::begin(kCompositions), std::end(kCompositions), Composition{first, second, 0},
+      [](const Composition& a, const Composition& b) {
+        return a.first != b.first ? a.first < b.first : a.second < b.second;
+      });
+  if (it != std::end(kCompositions) && it->first == first && it->second == second)
+    return it->composite;
   return 0;
 }
 
 }  // namespace
 
 std::string nfc(std::string_view text) {
-  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
+  if (std::all_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
     return std::string(text);
   }
   // 1. Full canonical decomposition.

@@ -14,8 +14,8 @@ inline void norm_args(const char* op, const at::Tensor& x, const at::Tensor& wei
   TORCH_CHECK(x.is_floating_point(), op, ": x must be floating point, got ", x.scalar_type());
   const int64_t d = x.size(-1);
   if (weight.defined()) {
-    TORCH_CHECK(weight.dim() == 1 && weight.size(0) == d, op, ": weight has shape ",
-                weight.sizes(), " but x's last dimension is ", d, " (x: ", x.sizes(), ")");
+    TORCH_CHECK(weight.dim() == 1 && weight.size(0) == d, op, ": weight has shape ", weight.sizes(),
+                " but x's last dimension is ", d, " (x: ", x.sizes(), ")");
   }
   if (bias.defined()) {
     TORCH_CHECK(bias.dim() == 1 && bias.size(0) == d, op, ": bias has shape ", bias.sizes(),
@@ -26,8 +26,8 @@ inline void norm_args(const char* op, const at::Tensor& x, const at::Tensor& wei
 // q: [B, T, Hq, D], k: [B, T, Hk, D], cos/sin: [B or 1, T, D].
 inline void rope_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                       const at::Tensor& sin) {
-  TORCH_CHECK(q.dim() == 4 && k.dim() == 4, "rope: q and k must be [B, T, H, D], got q ",
-              q.sizes(), " and k ", k.sizes());
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4, "rope: q and k must be [B, T, H, D], got q ", q.sizes(),
+              " and k ", k.sizes());
   TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
               "rope: q ", q.sizes(), " and k ", k.sizes(), " disagree on B, T or D");
   TORCH_CHECK(q.size(3) % 2 == 0, "rope: head dim must be even, got ", q.size(3));

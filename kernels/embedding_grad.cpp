@@ -23,17 +23,20 @@ void check_args(const Tensor& weight_grad, const Tensor& ids, const Tensor& grad
   TORCH_CHECK(weight_grad.dim() == 2 && weight_grad.is_contiguous(),
               "add_embedding_grad: weight_grad must be a contiguous [vocab, hidden] tensor, got ",
               weight_grad.sizes());
-  TORCH_CHECK(ids.scalar_type() == at::kLong, "add_embedding_grad: ids must be int64, got ", ids.scalar_type());
-  TORCH_CHECK(floating_kernel_dtype(weight_grad) && floating_kernel_dtype(grad_out),
-              "add_embedding_grad: weight_grad and grad_out must be float32, bfloat16 or float16, got ",
-              weight_grad.scalar_type(), " and ", grad_out.scalar_type());
-  TORCH_CHECK(grad_out.dim() == ids.dim() + 1 && grad_out.sizes().slice(0, ids.dim()) == ids.sizes() &&
+  TORCH_CHECK(ids.scalar_type() == at::kLong, "add_embedding_grad: ids must be int64, got ",
+              ids.scalar_type());
+  TORCH_CHECK(
+      floating_kernel_dtype(weight_grad) && floating_kernel_dtype(grad_out),
+      "add_embedding_grad: weight_grad and grad_out must be float32, bfloat16 or float16, got ",
+      weight_grad.scalar_type(), " and ", grad_out.scalar_type());
+  TORCH_CHECK(grad_out.dim() == ids.dim() + 1 &&
+                  grad_out.sizes().slice(0, ids.dim()) == ids.sizes() &&
                   grad_out.size(-1) == weight_grad.size(1),
-              "add_embedding_grad: grad_out must be [ids..., hidden] = ", ids.sizes(), " x ", weight_grad.size(1),
-              ", got ", grad_out.sizes());
+              "add_embedding_grad: grad_out must be [ids..., hidden] = ", ids.sizes(), " x ",
+              weight_grad.size(1), ", got ", grad_out.sizes());
   TORCH_CHECK(ids.device() == weight_grad.device() && grad_out.device() == weight_grad.device(),
-              "add_embedding_grad: weight_grad, ids and grad_out must be on one device, got ", weight_grad.device(),
-              ", ", ids.device(), " and ", grad_out.device());
+              "add_embedding_grad: weight_grad, ids and grad_out must be on one device, got ",
+              weight_grad.device(), ", ", ids.device(), " and ", grad_out.device());
 }
 
 // ATen: the fp32 sum of each distinct id's rows (index_add_ into a
@@ -50,7 +53,8 @@ void add_embedding_grad_aten(const Tensor& weight_grad, const Tensor& ids, const
   }
   const Tensor rows = grad_out.reshape({-1, weight_grad.size(1)});
   Tensor distinct, inverse;
-  std::tie(distinct, inverse, std::ignore) = at::_unique2(flat_ids, /*sorted=*/true, /*return_inverse=*/true);
+  std::tie(distinct, inverse, std::ignore) =
+      at::_unique2(flat_ids, /*sorted=*/true, /*return_inverse=*/true);
   // cast: grad_out to fp32, summed per distinct id
   Tensor sums = at::zeros({distinct.numel(), rows.size(1)}, rows.options().dtype(at::kFloat));
   sums.index_add_(0, inverse, rows.to(at::kFloat));
@@ -68,7 +72,8 @@ void add_embedding_grad_cuda(const Tensor& weight_grad, const Tensor& ids, const
   // A stable sort: each id's tokens stay in their order, which fixes the
   // order of the kernel's additions. On the device, no synchronisation.
   Tensor sorted_ids, order;
-  std::tie(sorted_ids, order) = at::sort(flat_ids, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  std::tie(sorted_ids, order) =
+      at::sort(flat_ids, /*stable=*/true, /*dim=*/0, /*descending=*/false);
   const Tensor rows = grad_out.reshape({-1, weight_grad.size(1)}).contiguous();
   launch::EmbeddingGradAdd a;
   a.sorted_ids = sorted_ids.data_ptr<int64_t>();
@@ -89,7 +94,8 @@ void add_embedding_grad_cuda(const Tensor& weight_grad, const Tensor& ids, const
 
 }  // namespace
 
-void add_embedding_grad(const Tensor& weight_grad, const Tensor& ids, const Tensor& grad_out, OptimPath path) {
+void add_embedding_grad(const Tensor& weight_grad, const Tensor& ids, const Tensor& grad_out,
+                        OptimPath path) {
   check_args(weight_grad, ids, grad_out);
 #ifdef LIGER_WITH_CUDA
   if (path == OptimPath::automatic && weight_grad.is_cuda()) {

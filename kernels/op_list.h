@@ -23,23 +23,23 @@
 #include <array>
 
 #define LIGER_KERNEL_OPS(X)                                                                        \
-  X(rms_norm, rms_norm, RmsNormFn, "x / sqrt(mean(x^2) + eps) * (offset + w) over the last dim")  \
-  X(add_rms_norm, rms_norm, AddRmsNormFn, "s = x + residual, then {rms_norm(s), s}")              \
+  X(rms_norm, rms_norm, RmsNormFn, "x / sqrt(mean(x^2) + eps) * (offset + w) over the last dim")   \
+  X(add_rms_norm, rms_norm, AddRmsNormFn, "s = x + residual, then {rms_norm(s), s}")               \
   X(layer_norm, layer_norm, LayerNormFn, "(x - mean) / sqrt(var + eps) * w + b over the last dim") \
   X(rope, rope, RopeFn, "rotary position embedding of q and k (HF rotate_half)")                   \
   X(rope_qkv, rope, RopeQkvFn, "rope of a packed q|k|v projection: {rope(q), rope(k), v}")         \
   X(swiglu, swiglu, GluFn, "silu(gate) * up")                                                      \
   X(geglu, geglu, GluFn, "gelu_tanh(gate) * up")                                                   \
   X(cross_entropy, cross_entropy, CrossEntropyFn, "cross entropy of logits [N, V]")                \
-  X(fused_linear_cross_entropy, fused_linear_cross_entropy, FusedLinearCrossEntropyFn,            \
-    "cross_entropy(hidden @ weight^T + bias) without the whole logits")                           \
-  X(attention, no_toggle, AttentionFn, "sdpa: at::scaled_dot_product_attention on every backend") \
+  X(fused_linear_cross_entropy, fused_linear_cross_entropy, FusedLinearCrossEntropyFn,             \
+    "cross_entropy(hidden @ weight^T + bias) without the whole logits")                            \
+  X(attention, no_toggle, AttentionFn, "sdpa: at::scaled_dot_product_attention on every backend")  \
   X(tuned_gemm, tuned_gemm, TunedGemmFn, "a @ b (+ c) of the linear layers, no autograd")
 
 // Kernels served with an op, by the backend that serves the op (a backend
 // serves the op only when it has all of them):
 // Y(kernel, op, Kernel) - the OpTable member, the op, its function pointer type.
-#define LIGER_KERNEL_COMPANIONS(Y)              \
+#define LIGER_KERNEL_COMPANIONS(Y)            \
   Y(swiglu_recompute, swiglu, GluRecomputeFn) \
   Y(geglu_recompute, geglu, GluRecomputeFn)
 

@@ -47,7 +47,8 @@ using AddRmsNormFn = std::pair<Tensor, Tensor> (*)(const Tensor& x, const Tensor
 
 // y = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).
 // x: [..., D], weight/bias: [D] (bias may be undefined). Returns x's shape and dtype.
-using LayerNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+using LayerNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                               double eps);
 
 // ---------------------------------------------------------------------------
 // Rotary position embedding (HF rotate_half convention)
@@ -59,7 +60,7 @@ using LayerNormFn = Tensor (*)(const Tensor& x, const Tensor& weight, const Tens
 // rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]). cos/sin are cast to x's
 // dtype before the product (as HF does). Returns (q_rotated, k_rotated).
 using RopeFn = std::pair<Tensor, Tensor> (*)(const Tensor& q, const Tensor& k, const Tensor& cos,
-                                            const Tensor& sin);
+                                             const Tensor& sin);
 
 // The same rotation on a packed projection: qkv [B, T, Hq + 2 Hk, D] holds
 // q's heads, then k's, then v's (x @ cat(Wq, Wk, Wv)^T: one GEMM instead of
@@ -154,9 +155,9 @@ using FusedLinearCrossEntropyFn = Tensor (*)(const Tensor& hidden, const Tensor&
 
 struct AttentionOptions {
   bool causal = true;
-  double scale = 0.0;           // 0: 1/sqrt(D)
-  int64_t sliding_window = 0;   // > 0: a query sees at most this many keys (itself included)
-  double softcap = 0.0;         // > 0: scores <- softcap * tanh(scores / softcap)
+  double scale = 0.0;          // 0: 1/sqrt(D)
+  int64_t sliding_window = 0;  // > 0: a query sees at most this many keys (itself included)
+  double softcap = 0.0;        // > 0: scores <- softcap * tanh(scores / softcap)
   // [B, T] int64 or undefined: packed sequences; a query attends only to keys
   // of its own document (block-diagonal causal mask). Needs Tq == Tk.
   Tensor document_ids;
@@ -180,6 +181,7 @@ using AttentionFn = Tensor (*)(const Tensor& q, const Tensor& k, const Tensor& v
 // [m, n] tensor in a's dtype. No autograd: the models call it inside their
 // own backward nodes and under no_grad. Switched by the tuned_gemm toggle
 // (the reference is ATen's mm / addmm).
-using TunedGemmFn = Tensor (*)(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& out);
+using TunedGemmFn = Tensor (*)(const Tensor& a, const Tensor& b, const Tensor& c,
+                               const Tensor& out);
 
 }  // namespace liger::kernels

@@ -39,7 +39,8 @@ struct Key {
 };
 
 Key rounding_key(uint64_t seed, uint64_t stream, int64_t step) {
-  const uint64_t k = splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ static_cast<uint64_t>(step));
+  const uint64_t k =
+      splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ static_cast<uint64_t>(step));
   return {static_cast<uint32_t>(k), static_cast<uint32_t>(k >> 32)};
 }
 
@@ -65,7 +66,8 @@ Tensor mix32(Tensor x) {
 
 // 16 random bits (int64 in [0, 2^16)) for flat indices [first, first + n).
 Tensor random16(int64_t first, int64_t n, Key key, c10::Device device) {
-  const Tensor i = at::arange(first, first + n, at::TensorOptions().dtype(at::kLong).device(device));
+  const Tensor i =
+      at::arange(first, first + n, at::TensorOptions().dtype(at::kLong).device(device));
   Tensor h = mix32(i.bitwise_and(kMask32).bitwise_xor_(static_cast<int64_t>(key.lo)));
   h = mix32(h.bitwise_xor_(i.bitwise_right_shift(32)).bitwise_xor_(static_cast<int64_t>(key.hi)));
   return h.bitwise_right_shift(16);  // the top 16 bits
@@ -128,7 +130,8 @@ void adamw_aten(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
     } else {
       ps.copy_(p32);  // cast: fp32 to the parameter dtype, to nearest
     }
-    if (cf.defined()) cf.narrow(0, start, len).copy_(p32);  // cast: fp32 to the copy's 16-bit dtype, to nearest
+    if (cf.defined())
+      cf.narrow(0, start, len).copy_(p32);  // cast: fp32 to the copy's 16-bit dtype, to nearest
   }
   if (!p.is_same(param)) param.copy_(p);
 }
@@ -140,23 +143,27 @@ void check_args(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   const auto dtype = param.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
               "adamw_step: param must be float32, bfloat16 or float16, got ", dtype);
-  const bool sixteen_bit_grad = grad.scalar_type() == at::kBFloat16 || grad.scalar_type() == at::kHalf;
+  const bool sixteen_bit_grad =
+      grad.scalar_type() == at::kBFloat16 || grad.scalar_type() == at::kHalf;
   TORCH_CHECK(grad.scalar_type() == dtype || grad.scalar_type() == at::kFloat ||
                   (dtype == at::kFloat && sixteen_bit_grad),
               "adamw_step: grad must be ", dtype, " (the parameter's dtype) or float32",
-              dtype == at::kFloat ? " (or a compute copy's bfloat16/float16)" : "", ", got ", grad.scalar_type());
+              dtype == at::kFloat ? " (or a compute copy's bfloat16/float16)" : "", ", got ",
+              grad.scalar_type());
   if (o.compute_copy.defined()) {
     const Tensor& c = o.compute_copy;
-    TORCH_CHECK(dtype == at::kFloat && (c.scalar_type() == at::kBFloat16 || c.scalar_type() == at::kHalf),
-                "adamw_step: compute_copy must be bfloat16 or float16 beside a float32 parameter, got ",
-                c.scalar_type(), " beside ", dtype);
+    TORCH_CHECK(
+        dtype == at::kFloat && (c.scalar_type() == at::kBFloat16 || c.scalar_type() == at::kHalf),
+        "adamw_step: compute_copy must be bfloat16 or float16 beside a float32 parameter, got ",
+        c.scalar_type(), " beside ", dtype);
     TORCH_CHECK(c.numel() == param.numel() && c.device() == param.device() && c.is_contiguous(),
                 "adamw_step: compute_copy must be contiguous, of the parameter's ", param.numel(),
                 " elements on ", param.device(), ", got ", c.numel(), " on ", c.device());
   }
   for (const Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) {
     TORCH_CHECK(t->numel() == param.numel(), "adamw_step: a tensor of ", t->numel(),
-                " elements does not match the parameter's ", param.numel(), " (", param.sizes(), ")");
+                " elements does not match the parameter's ", param.numel(), " (", param.sizes(),
+                ")");
     TORCH_CHECK(t->device() == param.device(), "adamw_step: a tensor on ", t->device(),
                 " does not match the parameter's device ", param.device());
   }
@@ -166,15 +173,17 @@ void check_args(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                 " (the parameter's dtype), got ", t->scalar_type());
   }
   TORCH_CHECK(o.step >= 1, "adamw_step: step counts updates from 1, got ", o.step);
-  TORCH_CHECK(!o.step_values.defined() ||
-                  (o.step_values.scalar_type() == at::kByte && o.step_values.is_contiguous() &&
-                   o.step_values.numel() == static_cast<int64_t>(sizeof(AdamWStepValues)) &&
-                   o.step_values.device() == param.device() &&
-                   reinterpret_cast<uintptr_t>(o.step_values.data_ptr()) % alignof(AdamWStepValues) == 0),
-              "adamw_step: step_values must be ", sizeof(AdamWStepValues),
-              " contiguous, aligned uint8 bytes on the parameter's device");
-  TORCH_CHECK(!o.grad_scale.defined() || (o.grad_scale.numel() == 1 && o.grad_scale.scalar_type() == at::kFloat &&
-                                          o.grad_scale.device() == param.device()),
+  TORCH_CHECK(
+      !o.step_values.defined() ||
+          (o.step_values.scalar_type() == at::kByte && o.step_values.is_contiguous() &&
+           o.step_values.numel() == static_cast<int64_t>(sizeof(AdamWStepValues)) &&
+           o.step_values.device() == param.device() &&
+           reinterpret_cast<uintptr_t>(o.step_values.data_ptr()) % alignof(AdamWStepValues) == 0),
+      "adamw_step: step_values must be ", sizeof(AdamWStepValues),
+      " contiguous, aligned uint8 bytes on the parameter's device");
+  TORCH_CHECK(!o.grad_scale.defined() ||
+                  (o.grad_scale.numel() == 1 && o.grad_scale.scalar_type() == at::kFloat &&
+                   o.grad_scale.device() == param.device()),
               "adamw_step: grad_scale must be one float32 element on the parameter's device");
 }
 
@@ -210,7 +219,9 @@ void adamw_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   a.key_lo = key.lo;
   a.key_hi = key.hi;
   a.grad_scale = o.grad_scale.defined() ? o.grad_scale.data_ptr<float>() : nullptr;
-  a.step_values = o.step_values.defined() ? static_cast<const AdamWStepValues*>(o.step_values.data_ptr()) : nullptr;
+  a.step_values = o.step_values.defined()
+                      ? static_cast<const AdamWStepValues*>(o.step_values.data_ptr())
+                      : nullptr;
   cuda::check_launch("adamw_step", launch::adamw_step(a, cuda::current_stream()));
 }
 
@@ -219,9 +230,10 @@ void adamw_cuda(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
 bool fits_table(const AdamWUpdate& u) {
   namespace launch = ::liger::cuda_kernels;
   const Tensor& c = u.options.compute_copy;
-  return u.param.is_cuda() && u.param.numel() > 0 && u.param.is_contiguous() && u.grad.is_contiguous() &&
-         launch::aligned16(u.param.data_ptr()) && launch::aligned16(u.grad.data_ptr()) &&
-         launch::aligned16(u.exp_avg.data_ptr()) && launch::aligned16(u.exp_avg_sq.data_ptr()) &&
+  return u.param.is_cuda() && u.param.numel() > 0 && u.param.is_contiguous() &&
+         u.grad.is_contiguous() && launch::aligned16(u.param.data_ptr()) &&
+         launch::aligned16(u.grad.data_ptr()) && launch::aligned16(u.exp_avg.data_ptr()) &&
+         launch::aligned16(u.exp_avg_sq.data_ptr()) &&
          (!c.defined() || launch::aligned16(c.data_ptr()));
 }
 
@@ -239,9 +251,14 @@ using TableKey = std::tuple<int, int, int, int, bool, uint64_t, uint64_t, uint64
 TableKey table_key(const AdamWUpdate& u) {
   const AdamWStepOptions& o = u.options;
   const bool bf16 = u.param.scalar_type() == at::kBFloat16;
-  return {u.param.get_device(), static_cast<int>(u.param.scalar_type()), static_cast<int>(u.grad.scalar_type()),
+  return {u.param.get_device(),
+          static_cast<int>(u.param.scalar_type()),
+          static_cast<int>(u.grad.scalar_type()),
           o.compute_copy.defined() ? static_cast<int>(o.compute_copy.scalar_type()) : -1,
-          o.stochastic_rounding && bf16, bits_of(o.beta1), bits_of(o.beta2), bits_of(o.eps),
+          o.stochastic_rounding && bf16,
+          bits_of(o.beta1),
+          bits_of(o.beta2),
+          bits_of(o.eps),
           reinterpret_cast<uintptr_t>(o.grad_scale.defined() ? o.grad_scale.data_ptr() : nullptr)};
 }
 
@@ -273,9 +290,12 @@ void adamw_cuda_tables(const std::vector<AdamWUpdate>& updates, const std::vecto
     e.compute_copy = o.compute_copy.defined() ? o.compute_copy.data_ptr() : nullptr;
     e.n = u.param.numel();
     e.values = adamw_step_values(o);  // fp32, as adamw_cuda's launch rounds its double scalars
-    e.step_values = o.step_values.defined() ? static_cast<const AdamWStepValues*>(o.step_values.data_ptr()) : nullptr;
+    e.step_values = o.step_values.defined()
+                        ? static_cast<const AdamWStepValues*>(o.step_values.data_ptr())
+                        : nullptr;
     if (table.count == launch::kAdamWTableTensors || j + 1 == group.size()) {
-      cuda::check_launch("adamw_step_many", launch::adamw_step_table(table, cuda::current_stream()));
+      cuda::check_launch("adamw_step_many",
+                         launch::adamw_step_table(table, cuda::current_stream()));
       table.count = 0;
     }
   }
@@ -310,7 +330,8 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
   // The ATen path computes with the host fields; device-side step values
   // would be ignored, which a graph replay could not notice.
   TORCH_CHECK(!options.step_values.defined() || !param.is_cuda(),
-              "adamw_step: step_values needs the fused CUDA kernel (a contiguous CUDA parameter, path automatic)");
+              "adamw_step: step_values needs the fused CUDA kernel (a contiguous CUDA parameter, "
+              "path automatic)");
   adamw_aten(param, grad, exp_avg, exp_avg_sq, options);
 }
 
@@ -319,7 +340,8 @@ void adamw_step_many(const std::vector<AdamWUpdate>& updates, OptimPath path) {
   for (const AdamWUpdate& u : updates) {
     check_args(u.param, u.grad, u.exp_avg, u.exp_avg_sq, u.options);
     TORCH_CHECK(u.param.numel() == 0 || params.insert(u.param.data_ptr()).second,
-                "adamw_step_many: a parameter of ", u.param.sizes(), " appears twice; each may be stepped once");
+                "adamw_step_many: a parameter of ", u.param.sizes(),
+                " appears twice; each may be stepped once");
   }
   std::vector<size_t> alone;  // the updates that take adamw_step
 #ifdef LIGER_WITH_CUDA
@@ -346,7 +368,8 @@ void adamw_step_many(const std::vector<AdamWUpdate>& updates, OptimPath path) {
 Tensor stochastic_round_bf16(const Tensor& x, uint64_t seed, uint64_t stream, int64_t step) {
   TORCH_CHECK(x.is_floating_point(), "stochastic_round_bf16: x must be floating point, got ",
               x.scalar_type());
-  const Tensor flat = x.to(at::kFloat).contiguous().view(-1);  // cast: to fp32, exact from bf16/fp16
+  const Tensor flat =
+      x.to(at::kFloat).contiguous().view(-1);  // cast: to fp32, exact from bf16/fp16
   const Key key = rounding_key(seed, stream, step);
   return round_stochastic(flat, random16(0, flat.numel(), key, flat.device())).view(x.sizes());
 }

@@ -85,7 +85,8 @@ struct AdamWUpdate {
 // to kAdamWTableTensors (kernels/cuda/launchers.h) per launch, on the current
 // stream; the others, and every CPU tensor, through adamw_step. The
 // parameters must not overlap one another (a repeated parameter is refused).
-void adamw_step_many(const std::vector<AdamWUpdate>& updates, OptimPath path = OptimPath::automatic);
+void adamw_step_many(const std::vector<AdamWUpdate>& updates,
+                     OptimPath path = OptimPath::automatic);
 
 // x (any floating dtype; the math is on its fp32 value) rounded to bf16
 // stochastically with the bits adamw_step would use for a tensor of x's

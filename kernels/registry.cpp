@@ -59,8 +59,12 @@ struct ListedToggles : KernelToggles {
 
 }  // namespace
 
-const char* op_name(Op op) { return kOpNames[static_cast<int>(op)]; }
-const char* op_doc(Op op) { return kOpDocs[static_cast<int>(op)]; }
+const char* op_name(Op op) {
+  return kOpNames[static_cast<int>(op)];
+}
+const char* op_doc(Op op) {
+  return kOpDocs[static_cast<int>(op)];
+}
 
 const char* toggle_name(Op op) {
   const char* name = kToggleNames[static_cast<int>(op)];
@@ -87,7 +91,9 @@ std::string Selection::describe() const {
 namespace {
 
 // The config key of an op's toggle: "kernels.rms_norm" (also for add_rms_norm).
-std::string toggle_key(Op op) { return std::string("kernels.") + toggle_name(op); }
+std::string toggle_key(Op op) {
+  return std::string("kernels.") + toggle_name(op);
+}
 
 // Whether the toggle that switches `op` is on.
 bool toggle_on(const KernelToggles& toggles, Op op) {
@@ -142,9 +148,9 @@ Choice choose(const KernelToggles& toggles, Op op, c10::Device device, c10::Scal
   // the list's doc says why.
   if (toggle_name(op) == nullptr) return {{op, Backend::reference, op_doc(op), false}, reference};
   // "toggle", or "toggle kernels.rms_norm" for an op switched by another op's toggle.
-  const std::string toggle =
-      std::string_view(toggle_name(op)) == op_name(op) ? std::string("toggle")
-                                                       : "toggle " + toggle_key(op);
+  const std::string toggle = std::string_view(toggle_name(op)) == op_name(op)
+                                 ? std::string("toggle")
+                                 : "toggle " + toggle_key(op);
   if (!toggle_on(toggles, op)) return {{op, Backend::reference, toggle + " off", false}, reference};
 
   const std::vector<Candidate> candidates = fused_candidates(device);
@@ -167,8 +173,7 @@ Choice choose(const KernelToggles& toggles, Op op, c10::Device device, c10::Scal
 
 }  // namespace
 
-KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
-                          c10::ScalarType dtype) {
+KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device, c10::ScalarType dtype) {
   if (toggles.cross_entropy && toggles.fused_linear_cross_entropy) {
     throw std::invalid_argument(
         "kernels.cross_entropy and kernels.fused_linear_cross_entropy are both true, but the loss "
@@ -176,9 +181,10 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
         "never materialises the logits) or kernels.fused_linear_cross_entropy: false");
   }
   if (!c10::isFloatingType(dtype)) {
-    throw std::invalid_argument(c10::str("kernels: the compute dtype must be floating point "
-                                         "(float32, bfloat16 or float16), got ",
-                                         dtype));
+    throw std::invalid_argument(
+        c10::str("kernels: the compute dtype must be floating point "
+                 "(float32, bfloat16 or float16), got ",
+                 dtype));
   }
 
   KernelSet set;
@@ -187,10 +193,12 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
     Choice choice = choose(toggles, op, device, dtype);
     Selection& selection = choice.selection;
     if (selection.fallback && toggles.strict) {
-      throw std::runtime_error(c10::str(
-          "kernels.strict: ", op_name(op), " wanted cuda but ", selection.reason,
-          " (it would fall back to ", backend_name(selection.backend), "); set kernels.strict: "
-          "false to allow the fallback, or ", toggle_key(op), ": false to use the reference"));
+      throw std::runtime_error(c10::str("kernels.strict: ", op_name(op), " wanted cuda but ",
+                                        selection.reason, " (it would fall back to ",
+                                        backend_name(selection.backend),
+                                        "); set kernels.strict: "
+                                        "false to allow the fallback, or ",
+                                        toggle_key(op), ": false to use the reference"));
     }
 
     const Backend backend = selection.backend;
@@ -203,8 +211,7 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device,
 }
 
 KernelSet KernelSet::reference() {
-  KernelSet set =
-      resolve_kernels(KernelToggles::all_off(), c10::Device(c10::kCPU), c10::kFloat);
+  KernelSet set = resolve_kernels(KernelToggles::all_off(), c10::Device(c10::kCPU), c10::kFloat);
   for (Selection& s : set.selections_) {
     if (toggle_name(s.op) != nullptr) s.reason = "reference set";  // else the op's doc
   }
@@ -213,7 +220,8 @@ KernelSet KernelSet::reference() {
 
 std::vector<std::string> take_kernel_notes() {
   const BackendProvider* cuda = cuda_backend();
-  return cuda != nullptr && cuda->take_notes != nullptr ? cuda->take_notes() : std::vector<std::string>();
+  return cuda != nullptr && cuda->take_notes != nullptr ? cuda->take_notes()
+                                                        : std::vector<std::string>();
 }
 
 std::string format_selection_table(const KernelSet& kernels) {

@@ -116,7 +116,8 @@ class KernelSet {
     return kernels_.attention(q, k, v, options);
   }
   // a @ b (+ c), into out when defined (see ops.h TunedGemmFn).
-  Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c = Tensor(), const Tensor& out = Tensor()) const {
+  Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c = Tensor(),
+                const Tensor& out = Tensor()) const {
     return kernels_.tuned_gemm(a, b, c, out);
   }
 

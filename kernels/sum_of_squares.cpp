@@ -63,12 +63,14 @@ Tensor sum_of_squares_cuda(const std::vector<Tensor>& tensors) {
     const Tensor partials = at::empty({static_cast<int64_t>(launches.size()) * blocks}, fp32);
     for (size_t l = 0; l < launches.size(); ++l) {
       launches[l].second.first_partial = static_cast<int>(l) * blocks;
-      cuda::check_launch("sum_of_squares", launch::sum_of_squares(launches[l].second, launches[l].first,
-                                                                  partials.data_ptr<float>(), cuda::current_stream()));
+      cuda::check_launch("sum_of_squares", launch::sum_of_squares(
+                                               launches[l].second, launches[l].first,
+                                               partials.data_ptr<float>(), cuda::current_stream()));
     }
-    cuda::check_launch("sum_of_squares", launch::sum_of_squares_total(partials.data_ptr<float>(),
-                                                                      static_cast<int>(partials.numel()),
-                                                                      total.data_ptr<float>(), cuda::current_stream()));
+    cuda::check_launch(
+        "sum_of_squares",
+        launch::sum_of_squares_total(partials.data_ptr<float>(), static_cast<int>(partials.numel()),
+                                     total.data_ptr<float>(), cuda::current_stream()));
   }
   if (!others.empty()) total = total + sum_of_squares_aten(others);
   return total;
@@ -80,12 +82,14 @@ Tensor sum_of_squares_cuda(const std::vector<Tensor>& tensors) {
 Tensor sum_of_squares(const std::vector<Tensor>& tensors, OptimPath path) {
   if (tensors.empty()) return at::zeros({}, at::kFloat);
   for (const Tensor& t : tensors) {
-    TORCH_CHECK(t.defined() && t.is_floating_point(), "sum_of_squares: every tensor must be a defined floating tensor");
+    TORCH_CHECK(t.defined() && t.is_floating_point(),
+                "sum_of_squares: every tensor must be a defined floating tensor");
     TORCH_CHECK(t.device() == tensors.front().device(), "sum_of_squares: a tensor on ", t.device(),
                 " beside one on ", tensors.front().device(), "; all must be on one device");
   }
 #ifdef LIGER_WITH_CUDA
-  if (path == OptimPath::automatic && tensors.front().is_cuda()) return sum_of_squares_cuda(tensors);
+  if (path == OptimPath::automatic && tensors.front().is_cuda())
+    return sum_of_squares_cuda(tensors);
 #endif
   return sum_of_squares_aten(tensors);
 }

@@ -9,7 +9,8 @@ namespace liger::models {
 namespace {
 
 // Samples one id from logits [V] (fp32) with temperature and nucleus (top-p).
-int64_t sample_next(const Tensor& logits, const GenerationOptions& options, at::Generator& generator) {
+int64_t sample_next(const Tensor& logits, const GenerationOptions& options,
+                    at::Generator& generator) {
   if (options.temperature <= 0.0) return logits.argmax().item<int64_t>();
   Tensor probs = torch::softmax(logits / options.temperature, -1);
   auto [sorted, order] = probs.sort(/*dim=*/-1, /*descending=*/true);
@@ -26,7 +27,8 @@ bool stops(int64_t id, const GenerationOptions& options) {
 }
 
 Tensor ids_tensor(const std::vector<int64_t>& tokens, size_t start, const at::Device& device) {
-  return torch::tensor(std::vector<int64_t>(tokens.begin() + static_cast<std::ptrdiff_t>(start), tokens.end()),
+  return torch::tensor(std::vector<int64_t>(tokens.begin() + static_cast<std::ptrdiff_t>(start),
+                                            tokens.end()),
                        at::kLong)
       .to(device)
       .unsqueeze(0);
@@ -62,9 +64,12 @@ std::vector<int64_t> generate(TransformerImpl& model, const std::vector<int64_t>
       // last half of the window (positions restart at 0, as without a cache).
       const int64_t keep = step == 0 ? std::min(total, window) : std::max<int64_t>(1, window / 2);
       cache.clear();
-      logits = last_logits(model, model.forward_cached(ids_tensor(tokens, static_cast<size_t>(total - keep), device), cache));
+      logits = last_logits(
+          model, model.forward_cached(ids_tensor(tokens, static_cast<size_t>(total - keep), device),
+                                      cache));
     } else {
-      logits = last_logits(model, model.forward_cached(ids_tensor(tokens, tokens.size() - 1, device), cache));
+      logits = last_logits(
+          model, model.forward_cached(ids_tensor(tokens, tokens.size() - 1, device), cache));
     }
     const int64_t next = sample_next(logits, options, generator);
     tokens.push_back(next);

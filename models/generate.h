@@ -15,8 +15,8 @@ struct GenerationOptions {
   double temperature = 0.8;  // 0: greedy
   double top_p = 0.95;       // nucleus threshold (1: off)
   uint64_t seed = 0;
-  int64_t eos_id = -1;               // stop when sampled (< 0: never)
-  std::vector<int64_t> stop_ids;     // more ids that stop (HF configs list several eos ids)
+  int64_t eos_id = -1;            // stop when sampled (< 0: never)
+  std::vector<int64_t> stop_ids;  // more ids that stop (HF configs list several eos ids)
   // false: re-run the whole context for every token (no cache; the reference
   // the cached path is tested against).
   bool use_cache = true;

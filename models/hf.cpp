@@ -35,17 +35,16 @@ const Architecture& architecture_of_family(ModelFamily family) {
   for (const auto& a : kArchitectures) {
     if (family == a.family) return a;
   }
-  throw ModelIoError("model family '" + to_string(family) + "' has no Hugging Face architecture here");
+  throw ModelIoError("model family '" + to_string(family) +
+                     "' has no Hugging Face architecture here");
 }
 
 bool is_gemma(ModelFamily family) {
   switch (family) {
     case ModelFamily::llama:
-    case ModelFamily::mistral:
-      return false;
+    case ModelFamily::mistral: return false;
     case ModelFamily::gemma:
-    case ModelFamily::gemma2:
-      return true;
+    case ModelFamily::gemma2: return true;
   }
   return false;  // not reached: every family is a case above
 }
@@ -53,27 +52,20 @@ bool is_gemma(ModelFamily family) {
 // The HF classes' defaults for keys a config.json leaves out.
 int64_t hf_default_num_kv_heads(ModelFamily family, int64_t num_heads) {
   switch (family) {
-    case ModelFamily::llama:
-      return num_heads;
-    case ModelFamily::mistral:
-      return 8;
-    case ModelFamily::gemma:
-      return 16;
-    case ModelFamily::gemma2:
-      return 4;
+    case ModelFamily::llama: return num_heads;
+    case ModelFamily::mistral: return 8;
+    case ModelFamily::gemma: return 16;
+    case ModelFamily::gemma2: return 4;
   }
   return num_heads;  // not reached
 }
 
 int64_t hf_default_max_position_embeddings(ModelFamily family) {
   switch (family) {
-    case ModelFamily::llama:
-      return 2048;
-    case ModelFamily::mistral:
-      return 131072;
+    case ModelFamily::llama: return 2048;
+    case ModelFamily::mistral: return 131072;
     case ModelFamily::gemma:
-    case ModelFamily::gemma2:
-      return 8192;
+    case ModelFamily::gemma2: return 8192;
   }
   return 2048;  // not reached
 }
@@ -217,7 +209,8 @@ std::string first_difference(const ModelConfig& a, const ModelConfig& b) {
   if (a.rope_theta != b.rope_theta || a.rope_scaling.type != b.rope_scaling.type) return "rope";
   if (a.rms_norm_eps != b.rms_norm_eps) return "rms_norm_eps";
   if (a.mlp_activation != b.mlp_activation) return "mlp_activation";
-  if (a.norm_offset != b.norm_offset || a.norm_casting != b.norm_casting) return "norm_offset/norm_casting";
+  if (a.norm_offset != b.norm_offset || a.norm_casting != b.norm_casting)
+    return "norm_offset/norm_casting";
   if (a.scale_embeddings != b.scale_embeddings) return "scale_embeddings";
   if (a.post_norms != b.post_norms) return "post_norms";
   for (int64_t i = 0; i < a.num_layers; ++i) {
@@ -272,17 +265,19 @@ WeightFiles find_weight_files(const fs::path& dir) {
     std::vector<std::string> found;
     if (fs::is_directory(dir)) {
       for (const auto& entry : fs::directory_iterator(dir)) {
-        if (entry.path().extension() == ".safetensors") found.push_back(entry.path().filename().string());
+        if (entry.path().extension() == ".safetensors")
+          found.push_back(entry.path().filename().string());
       }
     }
     if (found.size() != 1) {
       const bool bin = fs::exists(dir / "pytorch_model.bin");
-      throw ModelIoError(dir.string() + ": " +
-                         (found.empty() ? std::string("has no model.safetensors")
-                                        : std::string("has several .safetensors files but no "
-                                                      "model.safetensors.index.json")) +
-                         (bin ? " (pytorch_model.bin is not read: convert it to safetensors)" : "") +
-                         "; model.hf_path must be a Hugging Face model folder");
+      throw ModelIoError(
+          dir.string() + ": " +
+          (found.empty() ? std::string("has no model.safetensors")
+                         : std::string("has several .safetensors files but no "
+                                       "model.safetensors.index.json")) +
+          (bin ? " (pytorch_model.bin is not read: convert it to safetensors)" : "") +
+          "; model.hf_path must be a Hugging Face model folder");
     }
     out.single = found[0];
   }
@@ -293,7 +288,8 @@ WeightFiles find_weight_files(const fs::path& dir) {
 // Tensors HF checkpoints carry that are not parameters (old Llama files).
 bool ignorable(const std::string& name) {
   const std::string suffix = "rotary_emb.inv_freq";
-  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return name.size() >= suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -366,13 +362,15 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
   c.num_layers = keys.integer("num_hidden_layers");
   c.num_heads = keys.integer("num_attention_heads");
   // Absent keys take the HF class defaults.
-  c.num_kv_heads = keys.integer("num_key_value_heads", hf_default_num_kv_heads(family, c.num_heads));
+  c.num_kv_heads =
+      keys.integer("num_key_value_heads", hf_default_num_kv_heads(family, c.num_heads));
   c.head_dim = keys.integer("head_dim", gemma ? 256 : 0);
   if (!gemma && c.head_dim == c.hidden_size / std::max<int64_t>(c.num_heads, 1) &&
       c.hidden_size % std::max<int64_t>(c.num_heads, 1) == 0) {
     c.head_dim = 0;  // the default, kept implicit
   }
-  c.max_seq_len = keys.integer("max_position_embeddings", hf_default_max_position_embeddings(family));
+  c.max_seq_len =
+      keys.integer("max_position_embeddings", hf_default_max_position_embeddings(family));
   c.rms_norm_eps = keys.number("rms_norm_eps", 1e-6);
   c.tie_embeddings = keys.boolean("tie_word_embeddings", gemma);
   c.init_std = keys.number("initializer_range", 0.02);
@@ -387,8 +385,9 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
   }
   if (gemma) {
     // HF maps Gemma's legacy "gelu" to the tanh approximation.
-    const std::string key = family == ModelFamily::gemma2 || keys.has("hidden_activation") ? "hidden_activation"
-                                                                                           : "hidden_act";
+    const std::string key = family == ModelFamily::gemma2 || keys.has("hidden_activation")
+                                ? "hidden_activation"
+                                : "hidden_act";
     const std::string act = keys.text(key, "gelu_pytorch_tanh");
     const bool ok = act == "gelu_pytorch_tanh" || (family == ModelFamily::gemma && act == "gelu");
     if (!ok) keys.fail(key, "is not supported for " + to_string(family) + " (gelu_pytorch_tanh)");
@@ -406,8 +405,9 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
     }
   }
   if (family == ModelFamily::gemma2) {
-    c.sliding_window = j.contains("sliding_window") ? (keys.has("sliding_window") ? keys.integer("sliding_window") : 0)
-                                                    : 4096;
+    c.sliding_window = j.contains("sliding_window")
+                           ? (keys.has("sliding_window") ? keys.integer("sliding_window") : 0)
+                           : 4096;
     c.sliding_window_pattern = 2;
     if (keys.has("layer_types")) {
       const int64_t pattern = layer_pattern(keys, c.num_layers);
@@ -419,8 +419,10 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
       }
     }
     c.query_pre_attn_scalar = keys.number("query_pre_attn_scalar", 256.0);
-    c.attn_softcap = j.contains("attn_logit_softcapping") ? keys.number("attn_logit_softcapping", 0.0) : 50.0;
-    c.final_softcap = j.contains("final_logit_softcapping") ? keys.number("final_logit_softcapping", 0.0) : 30.0;
+    c.attn_softcap =
+        j.contains("attn_logit_softcapping") ? keys.number("attn_logit_softcapping", 0.0) : 50.0;
+    c.final_softcap =
+        j.contains("final_logit_softcapping") ? keys.number("final_logit_softcapping", 0.0) : 30.0;
   } else if (keys.has("layer_types") && family != ModelFamily::mistral) {
     keys.fail("layer_types", "is not supported for " + std::string(arch->hf_class));
   }
@@ -433,7 +435,8 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
       c.eos_token_ids = {eos.get<int64_t>()};
     } else if (eos.is_array()) {
       for (const auto& id : eos) {
-        if (!id.is_number_integer()) keys.fail("eos_token_id", "must be an integer or a list of them");
+        if (!id.is_number_integer())
+          keys.fail("eos_token_id", "must be an integer or a list of them");
         c.eos_token_ids.push_back(id.get<int64_t>());
       }
     } else {
@@ -453,11 +456,13 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
 ModelConfig read_hf_config(const std::string& dir) {
   const fs::path path = fs::path(dir) / "config.json";
   if (!fs::is_directory(dir)) {
-    throw ModelIoError(dir + ": is not a directory; model.hf_path must be a Hugging Face model folder "
-                             "(config.json + *.safetensors)");
+    throw ModelIoError(dir +
+                       ": is not a directory; model.hf_path must be a Hugging Face model folder "
+                       "(config.json + *.safetensors)");
   }
   if (!fs::exists(path)) {
-    throw ModelIoError(path.string() + ": not found; model.hf_path must be a Hugging Face model folder");
+    throw ModelIoError(path.string() +
+                       ": not found; model.hf_path must be a Hugging Face model folder");
   }
   return parse_hf_config(read_text(path), path.string());
 }
@@ -490,11 +495,12 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   // RoPE in the legacy keys, which transformers 4 and 5 both read.
   j["rope_theta"] = c.rope_theta;
   if (c.rope_scaling.type == RopeScalingType::llama3) {
-    j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", c.rope_scaling.factor},
-                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+    j["rope_scaling"] = {
+        {"rope_type", "llama3"},
+        {"factor", c.rope_scaling.factor},
+        {"low_freq_factor", c.rope_scaling.low_freq_factor},
+        {"high_freq_factor", c.rope_scaling.high_freq_factor},
+        {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
   } else {
     j["rope_scaling"] = nullptr;
   }
@@ -514,9 +520,11 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   if (c.family == ModelFamily::gemma2) {
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
     // transformers 5 types it int (and checks): an integral value is written as one.
-    const double scalar = c.query_pre_attn_scalar > 0.0 ? c.query_pre_attn_scalar
-                                                        : static_cast<double>(c.resolved_head_dim());
-    j["query_pre_attn_scalar"] = scalar == std::floor(scalar) ? json(static_cast<int64_t>(scalar)) : json(scalar);
+    const double scalar = c.query_pre_attn_scalar > 0.0
+                              ? c.query_pre_attn_scalar
+                              : static_cast<double>(c.resolved_head_dim());
+    j["query_pre_attn_scalar"] =
+        scalar == std::floor(scalar) ? json(static_cast<int64_t>(scalar)) : json(scalar);
     j["attn_logit_softcapping"] = c.attn_softcap > 0.0 ? json(c.attn_softcap) : json(nullptr);
     j["final_logit_softcapping"] = c.final_softcap > 0.0 ? json(c.final_softcap) : json(nullptr);
     json types = json::array();
@@ -530,8 +538,9 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   const ModelConfig back = parse_hf_config(text, "exported config.json");
   const std::string difference = first_difference(c, back);
   if (!difference.empty()) {
-    throw ModelIoError("cannot export to " + std::string(arch.hf_class) + ": the model's " + difference +
-                       " has no expression in that Hugging Face config (a " + to_string(c.family) +
+    throw ModelIoError("cannot export to " + std::string(arch.hf_class) + ": the model's " +
+                       difference + " has no expression in that Hugging Face config (a " +
+                       to_string(c.family) +
                        " with these traits would load as a different model); train with the "
                        "family's own traits to export it");
   }
@@ -549,15 +558,16 @@ HfWeights::HfWeights(const TransformerImpl& model, const std::string& dir_text) 
 
   for (const auto& item : model.named_parameters()) {
     const std::string& name = item.key();
-    const at::Tensor& param = item.value();  // its name and shape only (it may live on the meta device)
+    const at::Tensor& param =
+        item.value();  // its name and shape only (it may live on the meta device)
     std::string file;
     if (!files.single.empty()) {
       file = files.single;
     } else {
       auto it = files.file_of.find(name);
       if (it == files.file_of.end()) {
-        throw ModelIoError((dir / "model.safetensors.index.json").string() + ": has no tensor '" + name +
-                           "', which " + config_path + " implies");
+        throw ModelIoError((dir / "model.safetensors.index.json").string() + ": has no tensor '" +
+                           name + "', which " + config_path + " implies");
       }
       file = it->second;
     }
@@ -570,8 +580,9 @@ HfWeights::HfWeights(const TransformerImpl& model, const std::string& dir_text) 
     const std::string where = f.path() + ": tensor '" + name + "'";
     const at::ScalarType stored = safetensors::scalar_type(info->dtype, where);
     if (stored != at::kFloat && stored != at::kBFloat16 && stored != at::kHalf) {
-      throw ModelIoError(where + " has dtype " + info->dtype +
-                         "; only F32, BF16 and F16 weights are loaded (quantized checkpoints are not)");
+      throw ModelIoError(
+          where + " has dtype " + info->dtype +
+          "; only F32, BF16 and F16 weights are loaded (quantized checkpoints are not)");
     }
     if (at::IntArrayRef(info->shape) != param.sizes()) {
       throw ModelIoError(where + " has shape " + shape_text(info->shape) + " but " + config_path +
@@ -589,8 +600,8 @@ HfWeights::HfWeights(const TransformerImpl& model, const std::string& dir_text) 
       if (info.name == "lm_head.weight" && model.config().tie_embeddings) continue;  // HF ties it
       if (!files.single.empty() || files.file_of.count(info.name)) {
         throw ModelIoError(f->path() + ": tensor '" + info.name + "' is not a parameter of this " +
-                           to_string(model.config().family) + " model (config.json: " + config_path +
-                           "); the checkpoint has weights the model would ignore");
+                           to_string(model.config().family) + " model (config.json: " +
+                           config_path + "); the checkpoint has weights the model would ignore");
       }
     }
   }
@@ -601,7 +612,8 @@ HfWeights::~HfWeights() = default;
 at::Tensor HfWeights::view(const std::string& name) const {
   const auto it = file_of_param_.find(name);
   if (it == file_of_param_.end()) {
-    throw ModelIoError("HfWeights::view: '" + name + "' is not a parameter of the model they were checked against");
+    throw ModelIoError("HfWeights::view: '" + name +
+                       "' is not a parameter of the model they were checked against");
   }
   return open_.at(it->second)->view(name);
 }
@@ -610,8 +622,9 @@ void load_hf_weights(TransformerImpl& model, const std::string& dir) {
   torch::NoGradGuard no_grad;
   for (const auto& item : model.named_parameters()) {
     if (item.value().device().is_meta()) {
-      throw ModelIoError("load_hf_weights: the model lives on the meta device; build it on a real device "
-                         "(or copy from HfWeights)");
+      throw ModelIoError(
+          "load_hf_weights: the model lives on the meta device; build it on a real device "
+          "(or copy from HfWeights)");
     }
   }
   const HfWeights weights(model, dir);  // everything checked before anything is copied
@@ -627,12 +640,14 @@ void save_hf_model(const TransformerImpl& model, const std::string& dir_text,
   const at::ScalarType dtype =
       options.dtype == at::ScalarType::Undefined ? model.compute_dtype() : options.dtype;
   if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf) {
-    throw ModelIoError(std::string("export dtype ") + c10::toString(dtype) + " is not supported (fp32, bf16, fp16)");
+    throw ModelIoError(std::string("export dtype ") + c10::toString(dtype) +
+                       " is not supported (fp32, bf16, fp16)");
   }
   const std::string config_text = hf_config_json(model.config(), dtype);  // validates first
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (!fs::is_directory(dir)) throw ModelIoError(dir.string() + ": cannot create the output folder");
+  if (!fs::is_directory(dir))
+    throw ModelIoError(dir.string() + ": cannot create the output folder");
   // Stale weights from an earlier export (another shard count) would be
   // loaded instead of, or mixed with, these: remove them.
   for (const auto& entry : fs::directory_iterator(dir)) {
@@ -670,7 +685,8 @@ void save_hf_model(const TransformerImpl& model, const std::string& dir_text,
     json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
     std::ofstream out(dir / "model.safetensors.index.json");
     out << index.dump(2) << "\n";
-    if (!out) throw ModelIoError((dir / "model.safetensors.index.json").string() + ": write failed");
+    if (!out)
+      throw ModelIoError((dir / "model.safetensors.index.json").string() + ": write failed");
   }
   std::ofstream out(dir / "config.json");
   out << config_text;

@@ -8,10 +8,12 @@
 namespace liger::models {
 namespace {
 
-constexpr std::array<const char*, kNumLoraTargets> kTargetNames = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                                                   "gate_proj", "up_proj", "down_proj"};
+constexpr std::array<const char*, kNumLoraTargets> kTargetNames = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
-bool is_attention(LoraTarget t) { return static_cast<int>(t) <= static_cast<int>(LoraTarget::o_proj); }
+bool is_attention(LoraTarget t) {
+  return static_cast<int>(t) <= static_cast<int>(LoraTarget::o_proj);
+}
 
 // [out, in] of a targeted projection.
 std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, LoraTarget t) {
@@ -29,12 +31,15 @@ std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, LoraTarget t)
 }
 
 bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
 
-const char* lora_target_name(LoraTarget target) { return kTargetNames[static_cast<size_t>(target)]; }
+const char* lora_target_name(LoraTarget target) {
+  return kTargetNames[static_cast<size_t>(target)];
+}
 
 std::optional<LoraTarget> lora_target_from_name(const std::string& name) {
   for (int i = 0; i < kNumLoraTargets; ++i) {
@@ -43,7 +48,9 @@ std::optional<LoraTarget> lora_target_from_name(const std::string& name) {
   return std::nullopt;
 }
 
-std::vector<std::string> all_lora_target_names() { return {kTargetNames.begin(), kTargetNames.end()}; }
+std::vector<std::string> all_lora_target_names() {
+  return {kTargetNames.begin(), kTargetNames.end()};
+}
 
 std::vector<LoraTarget> lora_targets_of(const ModelConfig&) {
   // Llama, Mistral, Gemma and Gemma 2 all have separate q/k/v/o and a gated MLP.
@@ -63,7 +70,8 @@ LoraAdaptersImpl::LoraAdaptersImpl(const ModelConfig& config, LoraOptions option
                                    const at::TensorOptions& param_options)
     : options_(std::move(options)), num_layers_(config.num_layers) {
   TORCH_CHECK(options_.rank >= 1, "LoRA rank must be >= 1, got ", options_.rank);
-  // The module tree spells PEFT's names: model.layers.<i>.<self_attn|mlp>.<target>.lora_<A|B>.weight
+  // The module tree spells PEFT's names:
+  // model.layers.<i>.<self_attn|mlp>.<target>.lora_<A|B>.weight
   auto backbone = register_module("model", std::make_shared<torch::nn::Module>());
   auto layers = backbone->register_module("layers", torch::nn::ModuleList());
   pairs_.resize(static_cast<size_t>(num_layers_));
@@ -79,9 +87,12 @@ LoraAdaptersImpl::LoraAdaptersImpl(const ModelConfig& config, LoraOptions option
                                         std::make_shared<torch::nn::Module>());
       }
       const auto [out, in] = projection_shape(config, target);
-      auto projection = parent->register_module(lora_target_name(target), std::make_shared<torch::nn::Module>());
-      auto a = projection->register_module("lora_A", Weight(at::IntArrayRef{options_.rank, in}, param_options));
-      auto b = projection->register_module("lora_B", Weight(at::IntArrayRef{out, options_.rank}, param_options));
+      auto projection =
+          parent->register_module(lora_target_name(target), std::make_shared<torch::nn::Module>());
+      auto a = projection->register_module(
+          "lora_A", Weight(at::IntArrayRef{options_.rank, in}, param_options));
+      auto b = projection->register_module(
+          "lora_B", Weight(at::IntArrayRef{out, options_.rank}, param_options));
       pairs_[static_cast<size_t>(i)][static_cast<size_t>(t)] = LoraPair{a.get(), b.get()};
     }
     layers->push_back(layer);
@@ -98,7 +109,8 @@ void LoraAdaptersImpl::init_weights(uint64_t seed) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& item : named_parameters()) {
     if (item.value().device().is_meta()) continue;
-    item.value().copy_(initial_value(item.key(), item.value(), generator));  // cast: fp32 -> the parameter dtype
+    item.value().copy_(
+        initial_value(item.key(), item.value(), generator));  // cast: fp32 -> the parameter dtype
   }
 }
 

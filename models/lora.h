@@ -64,7 +64,8 @@ class LoraAdaptersImpl : public torch::nn::Module {
  public:
   // Parameters created with `param_options` (dtype + device; meta allocates
   // nothing), uninitialised: call init_weights or load them.
-  LoraAdaptersImpl(const ModelConfig& config, LoraOptions options, const at::TensorOptions& param_options);
+  LoraAdaptersImpl(const ModelConfig& config, LoraOptions options,
+                   const at::TensorOptions& param_options);
 
   const LoraOptions& options() const { return options_; }
   // The adapter of `target` in decoder layer `layer`; nullptr when not targeted.
@@ -76,7 +77,8 @@ class LoraAdaptersImpl : public torch::nn::Module {
   void init_weights(uint64_t seed);
   // The initial value of parameter `name` ([shape] of `p`) as a CPU fp32
   // tensor drawn from `generator` (init_weights is this for every parameter).
-  at::Tensor initial_value(const std::string& name, const at::Tensor& p, at::Generator& generator) const;
+  at::Tensor initial_value(const std::string& name, const at::Tensor& p,
+                           at::Generator& generator) const;
 
   int64_t num_parameters() const;
 
@@ -89,7 +91,9 @@ TORCH_MODULE(LoraAdapters);
 
 // The seed of fresh adapters' init in a run seeded with `seed`: its own
 // stream, so the base model's init is the same with and without adapters.
-inline uint64_t lora_init_seed(uint64_t seed) { return seed ^ 0x4c6f5241ULL; }  // "LoRA"
+inline uint64_t lora_init_seed(uint64_t seed) {
+  return seed ^ 0x4c6f5241ULL;
+}  // "LoRA"
 
 // Whether `name` is an adapter parameter's (…lora_A.weight / …lora_B.weight).
 bool is_lora_parameter_name(const std::string& name);

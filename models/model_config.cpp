@@ -23,9 +23,8 @@ constexpr ModeName<ModelFamily> kFamilyNames[] = {{ModelFamily::llama, "llama"},
                                                   {ModelFamily::gemma2, "gemma2"}};
 constexpr ModeName<MlpActivation> kActivationNames[] = {{MlpActivation::silu, "silu"},
                                                         {MlpActivation::gelu_tanh, "gelu_tanh"}};
-constexpr ModeName<NormCasting> kCastingNames[] = {{NormCasting::llama, "llama"},
-                                                   {NormCasting::gemma, "gemma"},
-                                                   {NormCasting::none, "none"}};
+constexpr ModeName<NormCasting> kCastingNames[] = {
+    {NormCasting::llama, "llama"}, {NormCasting::gemma, "gemma"}, {NormCasting::none, "none"}};
 constexpr ModeName<RopeScalingType> kRopeScalingNames[] = {{RopeScalingType::none, "none"},
                                                            {RopeScalingType::llama3, "llama3"}};
 
@@ -46,15 +45,24 @@ Mode parse_mode(const ModeName<Mode> (&names)[N], const std::string& name, const
     if (name == entry.name) return entry.mode;
     known += (known.empty() ? "" : ", ") + std::string(entry.name);
   }
-  throw std::invalid_argument(std::string(what) + " '" + name + "' is unknown (known: " + known + ")");
+  throw std::invalid_argument(std::string(what) + " '" + name + "' is unknown (known: " + known +
+                              ")");
 }
 
 }  // namespace
 
-std::string to_string(ModelFamily family) { return name_of(kFamilyNames, family); }
-std::string to_string(MlpActivation activation) { return name_of(kActivationNames, activation); }
-std::string to_string(NormCasting casting) { return name_of(kCastingNames, casting); }
-std::string to_string(RopeScalingType type) { return name_of(kRopeScalingNames, type); }
+std::string to_string(ModelFamily family) {
+  return name_of(kFamilyNames, family);
+}
+std::string to_string(MlpActivation activation) {
+  return name_of(kActivationNames, activation);
+}
+std::string to_string(NormCasting casting) {
+  return name_of(kCastingNames, casting);
+}
+std::string to_string(RopeScalingType type) {
+  return name_of(kRopeScalingNames, type);
+}
 
 ModelFamily parse_model_family(const std::string& name) {
   return parse_mode(kFamilyNames, name, "model family");
@@ -69,10 +77,18 @@ RopeScalingType parse_rope_scaling_type(const std::string& name) {
   return parse_mode(kRopeScalingNames, name, "model rope_scaling type");
 }
 
-std::ostream& operator<<(std::ostream& out, ModelFamily family) { return out << to_string(family); }
-std::ostream& operator<<(std::ostream& out, MlpActivation activation) { return out << to_string(activation); }
-std::ostream& operator<<(std::ostream& out, NormCasting casting) { return out << to_string(casting); }
-std::ostream& operator<<(std::ostream& out, RopeScalingType type) { return out << to_string(type); }
+std::ostream& operator<<(std::ostream& out, ModelFamily family) {
+  return out << to_string(family);
+}
+std::ostream& operator<<(std::ostream& out, MlpActivation activation) {
+  return out << to_string(activation);
+}
+std::ostream& operator<<(std::ostream& out, NormCasting casting) {
+  return out << to_string(casting);
+}
+std::ostream& operator<<(std::ostream& out, RopeScalingType type) {
+  return out << to_string(type);
+}
 
 int64_t ModelConfig::layer_sliding_window(int64_t layer) const {
   if (sliding_window <= 0) return 0;
@@ -81,17 +97,17 @@ int64_t ModelConfig::layer_sliding_window(int64_t layer) const {
 }
 
 double ModelConfig::attention_scale() const {
-  const double denominator =
-      query_pre_attn_scalar > 0.0 ? query_pre_attn_scalar : static_cast<double>(resolved_head_dim());
+  const double denominator = query_pre_attn_scalar > 0.0 ? query_pre_attn_scalar
+                                                         : static_cast<double>(resolved_head_dim());
   return 1.0 / std::sqrt(denominator);
 }
 
 int64_t ModelConfig::num_parameters() const {
   const int64_t d = resolved_head_dim();
-  const int64_t attention = hidden_size * num_heads * d      // q_proj
+  const int64_t attention = hidden_size * num_heads * d           // q_proj
                             + 2 * hidden_size * num_kv_heads * d  // k_proj, v_proj
-                            + num_heads * d * hidden_size;   // o_proj
-  const int64_t mlp = 3 * hidden_size * intermediate_size;   // gate, up, down
+                            + num_heads * d * hidden_size;        // o_proj
+  const int64_t mlp = 3 * hidden_size * intermediate_size;        // gate, up, down
   // input + post-attention RMSNorm (+ pre/post-feedforward with post_norms)
   const int64_t norms = (post_norms ? 4 : 2) * hidden_size;
   const int64_t layers = num_layers * (attention + mlp + norms);
@@ -145,7 +161,8 @@ void ModelConfig::validate() const {
   non_negative(final_softcap, "model.final_softcap");
   non_negative(query_pre_attn_scalar, "model.query_pre_attn_scalar");
   if (rope_scaling.type == RopeScalingType::llama3 &&
-      (rope_scaling.factor <= 0.0 || rope_scaling.high_freq_factor <= rope_scaling.low_freq_factor ||
+      (rope_scaling.factor <= 0.0 ||
+       rope_scaling.high_freq_factor <= rope_scaling.low_freq_factor ||
        rope_scaling.original_max_position_embeddings <= 0)) {
     throw std::invalid_argument(
         "model rope_scaling (llama3) needs factor > 0, high_freq_factor > low_freq_factor and "
@@ -164,11 +181,12 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["num_kv_heads"] = c.num_kv_heads;
   j["head_dim"] = c.head_dim;
   j["rope_theta"] = c.rope_theta;
-  j["rope_scaling"] = {{"type", to_string(c.rope_scaling.type)},
-                       {"factor", c.rope_scaling.factor},
-                       {"low_freq_factor", c.rope_scaling.low_freq_factor},
-                       {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                       {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+  j["rope_scaling"] = {
+      {"type", to_string(c.rope_scaling.type)},
+      {"factor", c.rope_scaling.factor},
+      {"low_freq_factor", c.rope_scaling.low_freq_factor},
+      {"high_freq_factor", c.rope_scaling.high_freq_factor},
+      {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["tie_embeddings"] = c.tie_embeddings;
   j["max_seq_len"] = c.max_seq_len;
@@ -212,7 +230,8 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
     c.rope_scaling.factor = rs.at("factor").get<double>();
     c.rope_scaling.low_freq_factor = rs.at("low_freq_factor").get<double>();
     c.rope_scaling.high_freq_factor = rs.at("high_freq_factor").get<double>();
-    c.rope_scaling.original_max_position_embeddings = rs.at("original_max_position_embeddings").get<int64_t>();
+    c.rope_scaling.original_max_position_embeddings =
+        rs.at("original_max_position_embeddings").get<int64_t>();
     c.rms_norm_eps = j.at("rms_norm_eps").get<double>();
     c.tie_embeddings = j.at("tie_embeddings").get<bool>();
     c.max_seq_len = j.at("max_seq_len").get<int64_t>();
@@ -255,8 +274,7 @@ void apply_family_traits(ModelConfig& c, ModelFamily family) {
   c.final_softcap = 0.0;
   c.query_pre_attn_scalar = 0.0;
   switch (family) {
-    case ModelFamily::llama:
-      return;
+    case ModelFamily::llama: return;
     case ModelFamily::mistral:
       c.sliding_window = 4096;  // Mistral 7B v0.1; the HF config says per checkpoint
       return;
@@ -279,9 +297,9 @@ void apply_family_traits(ModelConfig& c, ModelFamily family) {
 }
 
 const std::vector<std::string>& preset_names() {
-  static const std::vector<std::string> names = {"tiny",     "llama3_1b", "llama3_8b",
+  static const std::vector<std::string> names = {"tiny",      "llama3_1b",  "llama3_8b",
                                                  "llama2_7b", "mistral_7b", "gemma_2b",
-                                                 "gemma_7b",  "gemma2_2b", "gemma2_9b"};
+                                                 "gemma_7b",  "gemma2_2b",  "gemma2_9b"};
   return names;
 }
 
@@ -411,8 +429,10 @@ double ModelConfig::training_flops_per_token(int64_t seq_len) const {
   const double d = static_cast<double>(resolved_head_dim());
   const double q = static_cast<double>(num_heads) * d, kv = static_cast<double>(num_kv_heads) * d;
   const double per_layer = h * q * 2 + h * kv * 2 + 3 * h * static_cast<double>(intermediate_size);
-  const double matmul_params = static_cast<double>(num_layers) * per_layer + static_cast<double>(vocab_size) * h;
-  return 6.0 * matmul_params + 12.0 * static_cast<double>(num_layers) * q * static_cast<double>(seq_len);
+  const double matmul_params =
+      static_cast<double>(num_layers) * per_layer + static_cast<double>(vocab_size) * h;
+  return 6.0 * matmul_params +
+         12.0 * static_cast<double>(num_layers) * q * static_cast<double>(seq_len);
 }
 
 }  // namespace liger::models

@@ -62,7 +62,8 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  ModelFamily family = ModelFamily::llama;  // HF import/export and messages; the transformer reads traits
+  ModelFamily family =
+      ModelFamily::llama;  // HF import/export and messages; the transformer reads traits
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -83,9 +84,9 @@ struct ModelConfig {
   // and its weights start at 0 (Llama's at 1).
   double norm_offset = 0.0;
   NormCasting norm_casting = NormCasting::llama;
-  bool scale_embeddings = false;       // multiply embeddings by sqrt(hidden) (Gemma)
-  bool post_norms = false;             // Gemma 2: norms after attention and MLP too
-  int64_t sliding_window = 0;          // > 0: local layers see this many keys (self included)
+  bool scale_embeddings = false;  // multiply embeddings by sqrt(hidden) (Gemma)
+  bool post_norms = false;        // Gemma 2: norms after attention and MLP too
+  int64_t sliding_window = 0;     // > 0: local layers see this many keys (self included)
   // Which layers slide: 1 = every layer (Mistral); N > 1 = layer i is global
   // when (i + 1) % N == 0, local otherwise (Gemma 2: N = 2, layer 0 local).
   int64_t sliding_window_pattern = 1;

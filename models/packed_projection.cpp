@@ -24,7 +24,7 @@ struct AdapterLayout {
   std::vector<size_t> weight_of;    // adapter j -> weight index
   std::vector<int64_t> row_offset;  // weight i -> its first column in the packed output
   int64_t rank = 0;
-  bool all_weights = true;          // every weight has an adapter
+  bool all_weights = true;  // every weight has an adapter
 };
 
 AdapterLayout adapter_layout(const std::vector<at::Tensor>& weights, const LoraOperands* lora) {
@@ -130,12 +130,14 @@ class PackedProjectionBackward : public Node {
       // dA = g^T dropout(x): every adapter's A in one GEMM, split by rows.
       const at::Tensor xd = mask_.defined() ? apply_lora_dropout(x2, mask_, dropout_) : x2;
       const at::Tensor da = kernels_->matmul(g.t(), xd);
-      for (size_t j = 0; j < adapters; ++j) out[a_slot + j] = da.narrow(0, static_cast<int64_t>(j) * r, r);
+      for (size_t j = 0; j < adapters; ++j)
+        out[a_slot + j] = da.narrow(0, static_cast<int64_t>(j) * r, r);
     }
     for (size_t j = 0; j < adapters; ++j) {
       // dB_i = dy_i^T u_j (u carries the scaling already).
       if (need_b_[j]) {
-        out[b_slot + j] = kernels_->matmul(block(layout_.weight_of[j]).t(), u_.narrow(1, static_cast<int64_t>(j) * r, r));
+        out[b_slot + j] = kernels_->matmul(block(layout_.weight_of[j]).t(),
+                                           u_.narrow(1, static_cast<int64_t>(j) * r, r));
       }
     }
     return out;
@@ -175,19 +177,21 @@ at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor
   for (const at::Tensor& w : weights) {
     TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(-1), "packed_projection: weight ", w.sizes(),
                 " does not take ", x.size(-1), " inputs");
-    TORCH_CHECK(w.scalar_type() == x.scalar_type(), "packed_projection: weight is ", w.scalar_type(),
-                " but x is ", x.scalar_type());
+    TORCH_CHECK(w.scalar_type() == x.scalar_type(), "packed_projection: weight is ",
+                w.scalar_type(), " but x is ", x.scalar_type());
   }
   const AdapterLayout layout = adapter_layout(weights, lora);
   const bool adapted = !layout.weight_of.empty();
   std::vector<at::Tensor> a_list, b_list;
   for (const size_t i : layout.weight_of) {
     const at::Tensor &a = lora->a[i], &b = lora->b[i];
-    TORCH_CHECK(a.dim() == 2 && a.size(0) == layout.rank && a.size(1) == x.size(-1) && b.dim() == 2 &&
-                    b.size(0) == weights[i].size(0) && b.size(1) == layout.rank,
-                "packed_projection: LoRA A ", a.sizes(), " and B ", b.sizes(), " do not fit weight ", weights[i].sizes());
+    TORCH_CHECK(a.dim() == 2 && a.size(0) == layout.rank && a.size(1) == x.size(-1) &&
+                    b.dim() == 2 && b.size(0) == weights[i].size(0) && b.size(1) == layout.rank,
+                "packed_projection: LoRA A ", a.sizes(), " and B ", b.sizes(),
+                " do not fit weight ", weights[i].sizes());
     TORCH_CHECK(a.scalar_type() == x.scalar_type() && b.scalar_type() == x.scalar_type(),
-                "packed_projection: LoRA weights are ", a.scalar_type(), " but x is ", x.scalar_type());
+                "packed_projection: LoRA weights are ", a.scalar_type(), " but x is ",
+                x.scalar_type());
     a_list.push_back(a);
     b_list.push_back(b);
   }
@@ -226,7 +230,8 @@ at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor
     requires_grad = requires_grad || a_list[j].requires_grad() || b_list[j].requires_grad();
   }
   if (requires_grad && torch::GradMode::is_enabled()) {
-    auto node = std::make_shared<PackedProjectionBackward>(&kernels, x, weights, lora, layout, u, mask);
+    auto node =
+        std::make_shared<PackedProjectionBackward>(&kernels, x, weights, lora, layout, u, mask);
     std::vector<at::Tensor> inputs = {x};
     inputs.insert(inputs.end(), weights.begin(), weights.end());
     inputs.insert(inputs.end(), a_list.begin(), a_list.end());

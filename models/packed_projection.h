@@ -34,6 +34,7 @@ namespace liger::models {
 // `kernels` must outlive the autograd graph (the model's own set). lora:
 // adapters per weight (x's dtype), or nullptr.
 at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor& x,
-                             const std::vector<at::Tensor>& weights, const LoraOperands* lora = nullptr);
+                             const std::vector<at::Tensor>& weights,
+                             const LoraOperands* lora = nullptr);
 
 }  // namespace liger::models

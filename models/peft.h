@@ -46,12 +46,13 @@ void load_peft_adapter(TransformerImpl& model, const std::string& dir,
 std::vector<std::pair<std::string, at::Tensor>> read_peft_adapter_tensors(const std::string& dir);
 
 struct PeftExportOptions {
-  at::ScalarType dtype = at::kFloat;           // storage dtype of the tensors
-  std::vector<std::string> modules_to_save;    // written in full beside the adapters
-  std::string base_model_name_or_path;         // recorded in adapter_config.json ("" = null)
+  at::ScalarType dtype = at::kFloat;         // storage dtype of the tensors
+  std::vector<std::string> modules_to_save;  // written in full beside the adapters
+  std::string base_model_name_or_path;       // recorded in adapter_config.json ("" = null)
 };
 // Writes DIR/adapter_config.json and DIR/adapter_model.safetensors (creating DIR).
-void save_peft_adapter(const TransformerImpl& model, const std::string& dir, const PeftExportOptions& options);
+void save_peft_adapter(const TransformerImpl& model, const std::string& dir,
+                       const PeftExportOptions& options);
 
 // W += scaling * B A for every adapter of `model` (in fp32, then cast to the
 // weight's dtype), then removes the adapters: the model computes what the

@@ -20,7 +20,9 @@ at::Tensor glu_forward(const kernels::KernelSet& k, GluKind kind, const at::Tens
 }
 
 // [..., n] as [rows, n]
-at::Tensor rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
+at::Tensor rows(const at::Tensor& t) {
+  return t.reshape({-1, t.size(-1)});
+}
 
 enum Input {
   kX,
@@ -55,8 +57,9 @@ class RecomputedGluMlpBackward : public Node {
  public:
   RecomputedGluMlpBackward(const kernels::KernelSet* kernels, GluKind kind, const at::Tensor& x,
                            const at::Tensor& gate_weight, const at::Tensor& up_weight,
-                           const at::Tensor& down_weight, const at::Tensor& residual, at::Tensor gate,
-                           at::Tensor up, const MlpLora& lora, at::Tensor u_gate_up, at::Tensor u_down)
+                           const at::Tensor& down_weight, const at::Tensor& residual,
+                           at::Tensor gate, at::Tensor up, const MlpLora& lora,
+                           at::Tensor u_gate_up, at::Tensor u_down)
       : kernels_(kernels),
         kind_(kind),
         x_(x, /*is_output=*/false),
@@ -86,24 +89,27 @@ class RecomputedGluMlpBackward : public Node {
     const at::Tensor& dy = grads[0];
     variable_list out(kInputs);
     if (!dy.defined()) return out;
-    TORCH_CHECK(!consumed_, "glu_mlp_recomputed: backward ran a second time through the same graph, but "
+    TORCH_CHECK(!consumed_,
+                "glu_mlp_recomputed: backward ran a second time through the same graph, but "
                 "the first one wrote the gradients over gate and up (to save memory); run backward "
                 "once per forward (no retain_graph)");
     if (need_[kResidual]) out[kResidual] = dy;  // y = residual + ...: its gradient is dy itself
     const double s = lora_.scaling;
     const bool gate_up_adapters = lora_.gate_or_up();
-    const bool need_glu = need_[kX] || need_[kGateWeight] || need_[kUpWeight] || need_[kGateA] || need_[kGateB] ||
-                          need_[kUpA] || need_[kUpB];
+    const bool need_glu = need_[kX] || need_[kGateWeight] || need_[kUpWeight] || need_[kGateA] ||
+                          need_[kGateB] || need_[kUpA] || need_[kUpB];
     const bool need_down = need_[kDownWeight] || need_[kDownA] || need_[kDownB];
     if (!need_glu && !need_down) return out;
     const at::Tensor x = rows(x_.unpack()), down_weight = down_weight_.unpack();
     const at::Tensor dy2 = rows(dy);  // [tokens, hidden]
     // The down adapter: g_d = scaling * dy B_d [tokens, rank].
     at::Tensor g_down;
-    if (lora_.down_a.defined() && (need_glu || need_[kDownA])) g_down = kernels_->matmul(dy2, lora_.down_b).mul_(s);
+    if (lora_.down_a.defined() && (need_glu || need_[kDownA]))
+      g_down = kernels_->matmul(dy2, lora_.down_b).mul_(s);
     at::Tensor h, d_gate, d_up;
     if (need_glu) {
-      // dh = dy Wd (+ (g_d A_d) * mask / (1 - p): the adapter's part first, the base GEMM adds into it)
+      // dh = dy Wd (+ (g_d A_d) * mask / (1 - p): the adapter's part first, the base GEMM adds into
+      // it)
       at::Tensor dh;
       if (g_down.defined()) {
         dh = dropped(kernels_->matmul(g_down, lora_.down_a), lora_.h_mask, lora_.dropout);
@@ -112,8 +118,9 @@ class RecomputedGluMlpBackward : public Node {
         dh = kernels_->matmul(dy2, down_weight);
       }
       // gate and up are this node's (made under no_grad in forward): overwritten in place.
-      const kernels::GluRecomputed r = kind_ == GluKind::geglu ? kernels_->geglu_recompute(gate_, up_, dh, true)
-                                                               : kernels_->swiglu_recompute(gate_, up_, dh, true);
+      const kernels::GluRecomputed r = kind_ == GluKind::geglu
+                                           ? kernels_->geglu_recompute(gate_, up_, dh, true)
+                                           : kernels_->swiglu_recompute(gate_, up_, dh, true);
       consumed_ = true;
       h = r.h;
       d_gate = r.d_gate;
@@ -124,11 +131,13 @@ class RecomputedGluMlpBackward : public Node {
     }
     // Weight gradients: dW = dout^T in (fp32 accumulation inside the GEMMs);
     // a frozen weight (LoRA's base) costs none.
-    if (need_[kDownWeight]) out[kDownWeight] = kernels_->matmul(dy2.t(), h).to(down_weight.scalar_type());
+    if (need_[kDownWeight])
+      out[kDownWeight] = kernels_->matmul(dy2.t(), h).to(down_weight.scalar_type());
     if (need_[kGateWeight]) out[kGateWeight] = kernels_->matmul(d_gate.t(), x);
     if (need_[kUpWeight]) out[kUpWeight] = kernels_->matmul(d_up.t(), x);
     // The down adapter: dA_d = g_d^T dropout(h), dB_d = dy^T u_d.
-    if (need_[kDownA]) out[kDownA] = kernels_->matmul(g_down.t(), dropped(h, lora_.h_mask, lora_.dropout));
+    if (need_[kDownA])
+      out[kDownA] = kernels_->matmul(g_down.t(), dropped(h, lora_.h_mask, lora_.dropout));
     if (need_[kDownB]) out[kDownB] = kernels_->matmul(dy2.t(), u_down_);
     // The gate|up adapters: g = scaling * [dgate B_g | dup B_u], one column block each.
     at::Tensor g;
@@ -136,7 +145,8 @@ class RecomputedGluMlpBackward : public Node {
     if (gate_up_adapters && need_glu) {
       const int64_t r = (lora_.gate_a.defined() ? lora_.gate_a : lora_.up_a).size(0);
       int64_t blocks = 0;
-      std::vector<std::pair<at::Tensor, at::Tensor>> parts;  // (d_out, B) per adapter, in gate, up order
+      std::vector<std::pair<at::Tensor, at::Tensor>>
+          parts;  // (d_out, B) per adapter, in gate, up order
       if (lora_.gate_a.defined()) {
         parts.emplace_back(d_gate, lora_.gate_b);
         a_list.push_back(lora_.gate_a);
@@ -148,8 +158,8 @@ class RecomputedGluMlpBackward : public Node {
       blocks = static_cast<int64_t>(parts.size());
       g = at::empty({x.size(0), blocks * r}, x.options());
       for (int64_t j = 0; j < blocks; ++j) {
-        kernels_->matmul(parts[static_cast<size_t>(j)].first, parts[static_cast<size_t>(j)].second, at::Tensor(),
-                         g.narrow(1, j * r, r));
+        kernels_->matmul(parts[static_cast<size_t>(j)].first, parts[static_cast<size_t>(j)].second,
+                         at::Tensor(), g.narrow(1, j * r, r));
       }
       g.mul_(s);
       // dA = g^T dropout(x): both A's in one GEMM, split by rows; dB_i = d_out_i^T u_i.
@@ -161,22 +171,25 @@ class RecomputedGluMlpBackward : public Node {
       }
       int64_t j = 0;
       if (lora_.gate_a.defined()) {
-        if (need_[kGateB]) out[kGateB] = kernels_->matmul(d_gate.t(), u_gate_up_.narrow(1, r * j, r));
+        if (need_[kGateB])
+          out[kGateB] = kernels_->matmul(d_gate.t(), u_gate_up_.narrow(1, r * j, r));
         ++j;
       }
-      if (lora_.up_a.defined() && need_[kUpB]) out[kUpB] = kernels_->matmul(d_up.t(), u_gate_up_.narrow(1, r * j, r));
+      if (lora_.up_a.defined() && need_[kUpB])
+        out[kUpB] = kernels_->matmul(d_up.t(), u_gate_up_.narrow(1, r * j, r));
     }
     if (need_[kX]) {
       at::Tensor dx;
       if (g.defined()) {
         // (g cat(A)) * mask / (1 - p) first; then dgate Wg and dup Wu accumulate into it.
-        dx = dropped(kernels_->matmul(g, a_list.size() == 1 ? a_list[0] : at::cat(a_list, 0)), lora_.x_mask,
-                     lora_.dropout);
+        dx = dropped(kernels_->matmul(g, a_list.size() == 1 ? a_list[0] : at::cat(a_list, 0)),
+                     lora_.x_mask, lora_.dropout);
         kernels_->matmul(d_gate, gate_weight_.unpack(), dx, dx);
       } else {
         dx = kernels_->matmul(d_gate, gate_weight_.unpack());
       }
-      kernels_->matmul(d_up, up_weight_.unpack(), dx, dx);  // dx += dup Wu: beta = 1 in the GEMM, no separate add
+      kernels_->matmul(d_up, up_weight_.unpack(), dx,
+                       dx);  // dx += dup Wu: beta = 1 in the GEMM, no separate add
       out[kX] = dx.view(x_.unpack().sizes());
     }
     return out;
@@ -220,16 +233,19 @@ at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, c
                               const at::Tensor& down_weight, const at::Tensor& residual,
                               const LoraOperands* gate_up_lora, const LoraOperands* down_lora) {
   const int64_t hidden = x.size(-1);
-  TORCH_CHECK(gate_weight.dim() == 2 && gate_weight.sizes() == up_weight.sizes() && gate_weight.size(1) == hidden,
-              "glu_mlp_recomputed: gate weight ", gate_weight.sizes(), " and up weight ", up_weight.sizes(),
-              " must both be [intermediate, ", hidden, "]");
+  TORCH_CHECK(gate_weight.dim() == 2 && gate_weight.sizes() == up_weight.sizes() &&
+                  gate_weight.size(1) == hidden,
+              "glu_mlp_recomputed: gate weight ", gate_weight.sizes(), " and up weight ",
+              up_weight.sizes(), " must both be [intermediate, ", hidden, "]");
   TORCH_CHECK(down_weight.dim() == 2 && down_weight.size(1) == gate_weight.size(0),
-              "glu_mlp_recomputed: down weight ", down_weight.sizes(), " does not take ", gate_weight.size(0),
-              " inputs");
-  std::vector<int64_t> shape = x.sizes().vec();  // the output's: x's with hidden -> down_weight's rows
+              "glu_mlp_recomputed: down weight ", down_weight.sizes(), " does not take ",
+              gate_weight.size(0), " inputs");
+  std::vector<int64_t> shape =
+      x.sizes().vec();  // the output's: x's with hidden -> down_weight's rows
   shape.back() = down_weight.size(0);
-  TORCH_CHECK(!residual.defined() || residual.sizes() == at::IntArrayRef(shape), "glu_mlp_recomputed: residual ",
-              residual.sizes(), " does not match the output ", at::IntArrayRef(shape));
+  TORCH_CHECK(!residual.defined() || residual.sizes() == at::IntArrayRef(shape),
+              "glu_mlp_recomputed: residual ", residual.sizes(), " does not match the output ",
+              at::IntArrayRef(shape));
   MlpLora lora;
   lora.gate_a = adapter_of(gate_up_lora, 0, true);
   lora.gate_b = adapter_of(gate_up_lora, 0, false);
@@ -237,7 +253,8 @@ at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, c
   lora.up_b = adapter_of(gate_up_lora, 1, false);
   lora.down_a = adapter_of(down_lora, 0, true);
   lora.down_b = adapter_of(down_lora, 0, false);
-  const LoraOperands* any_lora = gate_up_lora != nullptr && gate_up_lora->any() ? gate_up_lora : down_lora;
+  const LoraOperands* any_lora =
+      gate_up_lora != nullptr && gate_up_lora->any() ? gate_up_lora : down_lora;
   if (any_lora != nullptr) {
     lora.scaling = any_lora->scaling;
     lora.dropout = any_lora->dropout;
@@ -259,7 +276,8 @@ at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, c
       u_gate_up.mul_(s);
     }
     // A projection with an adapter: u_i B_i^T first, the base GEMM adds into it.
-    const int64_t r = lora.gate_a.defined() ? lora.gate_a.size(0) : (lora.up_a.defined() ? lora.up_a.size(0) : 0);
+    const int64_t r =
+        lora.gate_a.defined() ? lora.gate_a.size(0) : (lora.up_a.defined() ? lora.up_a.size(0) : 0);
     int64_t block = 0;
     auto project = [&](const at::Tensor& weight, const at::Tensor& b) {
       if (!b.defined()) return kernels.matmul(x2, weight.t());
@@ -282,15 +300,17 @@ at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, c
     }
     y = at::_unsafe_view(y, shape);  // not an autograd view: the node below becomes its history
   }
-  const std::vector<at::Tensor> inputs = {x,           gate_weight, up_weight, down_weight, residual,    lora.gate_a,
-                                          lora.gate_b, lora.up_a,   lora.up_b, lora.down_a, lora.down_b};
+  const std::vector<at::Tensor> inputs = {x,         gate_weight, up_weight,   down_weight,
+                                          residual,  lora.gate_a, lora.gate_b, lora.up_a,
+                                          lora.up_b, lora.down_a, lora.down_b};
   bool requires_grad = false;
-  for (const at::Tensor& t : inputs) requires_grad = requires_grad || (t.defined() && t.requires_grad());
+  for (const at::Tensor& t : inputs)
+    requires_grad = requires_grad || (t.defined() && t.requires_grad());
   if (requires_grad && torch::GradMode::is_enabled()) {
     // Undefined inputs (no residual, no adapter) still take their edge slots (empty edges).
-    auto node = std::make_shared<RecomputedGluMlpBackward>(&kernels, kind, x, gate_weight, up_weight, down_weight,
-                                                           residual, std::move(gate), std::move(up), lora,
-                                                           std::move(u_gate_up), std::move(u_down));
+    auto node = std::make_shared<RecomputedGluMlpBackward>(
+        &kernels, kind, x, gate_weight, up_weight, down_weight, residual, std::move(gate),
+        std::move(up), lora, std::move(u_gate_up), std::move(u_down));
     node->set_next_edges(torch::autograd::collect_next_edges(inputs));
     torch::autograd::set_history(y, node);
   }

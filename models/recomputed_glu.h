@@ -42,6 +42,7 @@ enum class GluKind { swiglu, geglu };
 at::Tensor glu_mlp_recomputed(const kernels::KernelSet& kernels, GluKind kind, const at::Tensor& x,
                               const at::Tensor& gate_weight, const at::Tensor& up_weight,
                               const at::Tensor& down_weight, const at::Tensor& residual,
-                              const LoraOperands* gate_up_lora = nullptr, const LoraOperands* down_lora = nullptr);
+                              const LoraOperands* gate_up_lora = nullptr,
+                              const LoraOperands* down_lora = nullptr);
 
 }  // namespace liger::models

@@ -120,8 +120,9 @@ File::File(const std::string& path) : path_(path) {
           !entry.contains("data_offsets") || !entry["dtype"].is_string() ||
           !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
           entry["data_offsets"].size() != 2) {
-        fail(path, where + ": the header entry needs dtype (string), shape (list) and "
-                           "data_offsets ([begin, end])");
+        fail(path, where +
+                       ": the header entry needs dtype (string), shape (list) and "
+                       "data_offsets ([begin, end])");
       }
       TensorInfo info;
       info.name = name;
@@ -130,16 +131,19 @@ File::File(const std::string& path) : path_(path) {
       uint64_t numel = 1;
       for (const auto& dim : entry["shape"]) {
         if (!dim.is_number_unsigned() && !(dim.is_number_integer() && dim.get<int64_t>() >= 0)) {
-          fail(path, where + ": shape " + entry["shape"].dump() + " has a non-integer or negative size");
+          fail(path,
+               where + ": shape " + entry["shape"].dump() + " has a non-integer or negative size");
         }
         const uint64_t size = dim.get<uint64_t>();
-        if (size > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, size, &numel)) {
+        if (size > static_cast<uint64_t>(INT64_MAX) ||
+            __builtin_mul_overflow(numel, size, &numel)) {
           fail(path, where + ": shape " + entry["shape"].dump() + " is too large");
         }
         info.shape.push_back(static_cast<int64_t>(size));
       }
       for (const auto& offset : entry["data_offsets"]) {
-        if (!offset.is_number_unsigned() && !(offset.is_number_integer() && offset.get<int64_t>() >= 0)) {
+        if (!offset.is_number_unsigned() &&
+            !(offset.is_number_integer() && offset.get<int64_t>() >= 0)) {
           fail(path, where + ": data_offsets " + entry["data_offsets"].dump() +
                          " must be non-negative integers");
         }
@@ -161,9 +165,9 @@ File::File(const std::string& path) : path_(path) {
       }
       if (info.end - info.begin != nbytes) {
         fail(path, where + ": data_offsets [" + std::to_string(info.begin) + ", " +
-                       std::to_string(info.end) + "] hold " + std::to_string(info.end - info.begin) +
-                       " bytes but " + info.dtype + " " + shape_text(info.shape) + " needs " +
-                       std::to_string(nbytes));
+                       std::to_string(info.end) + "] hold " +
+                       std::to_string(info.end - info.begin) + " bytes but " + info.dtype + " " +
+                       shape_text(info.shape) + " needs " + std::to_string(nbytes));
       }
       tensors_.push_back(std::move(info));
     }
@@ -211,7 +215,9 @@ at::Tensor File::view(const std::string& name) const {
   return copy;
 }
 
-at::Tensor File::read(const std::string& name) const { return view(name).clone(); }
+at::Tensor File::read(const std::string& name) const {
+  return view(name).clone();
+}
 
 void write(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
            std::map<std::string, std::string> metadata) {
@@ -245,7 +251,8 @@ void write(const std::string& path, const std::vector<std::pair<std::string, at:
     out.write(reinterpret_cast<const char*>(length), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto& t : host) {
-      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
+      out.write(static_cast<const char*>(t.data_ptr()),
+                static_cast<std::streamsize>(t.numel() * t.element_size()));
     }
     out.close();
     if (!out) {

@@ -12,12 +12,14 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 c10::intrusive_ptr<TiedEmbeddingLink> link_of(AutogradContext* ctx) {
-  return c10::static_intrusive_pointer_cast<TiedEmbeddingLink>(ctx->saved_data.at("link").toCapsule());
+  return c10::static_intrusive_pointer_cast<TiedEmbeddingLink>(
+      ctx->saved_data.at("link").toCapsule());
 }
 
 class TiedLookup : public torch::autograd::Function<TiedLookup> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& weight, const Tensor& ids, at::ScalarType compute_dtype,
+  static Tensor forward(AutogradContext* ctx, const Tensor& weight, const Tensor& ids,
+                        at::ScalarType compute_dtype,
                         const c10::intrusive_ptr<TiedEmbeddingLink>& link) {
     ctx->saved_data["link"] = c10::IValue::make_capsule(link);
     ctx->saved_data["weight_dtype"] = weight.scalar_type();
@@ -37,7 +39,8 @@ class TiedLookup : public torch::autograd::Function<TiedLookup> {
       grad = std::move(link->head_grad);  // the link holds it no more
       // The head's gradient, added into in place when nothing else holds it
       // (the fused loss's and a GEMM's are fresh tensors), else a copy.
-      const bool exclusive = grad.is_contiguous() && grad.use_count() == 1 && grad.storage().use_count() == 1;
+      const bool exclusive =
+          grad.is_contiguous() && grad.use_count() == 1 && grad.storage().use_count() == 1;
       if (!exclusive) grad = grad.clone(at::MemoryFormat::Contiguous);
     } else {
       // The head's gradient has not arrived (or never will): the lookup's own.
@@ -51,7 +54,8 @@ class TiedLookup : public torch::autograd::Function<TiedLookup> {
 
 class TiedHead : public torch::autograd::Function<TiedHead> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& weight, const c10::intrusive_ptr<TiedEmbeddingLink>& link) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& weight,
+                        const c10::intrusive_ptr<TiedEmbeddingLink>& link) {
     ctx->saved_data["link"] = c10::IValue::make_capsule(link);
     return weight.view_as(weight);  // a view: the same storage, a new autograd edge
   }

@@ -16,16 +16,23 @@ WeightImpl::WeightImpl(at::IntArrayRef shape, const at::TensorOptions& options) 
 
 SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& c, const at::TensorOptions& options) {
   const int64_t d = c.resolved_head_dim();
-  q_proj = register_module("q_proj", Weight(at::IntArrayRef{c.num_heads * d, c.hidden_size}, options));
-  k_proj = register_module("k_proj", Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options));
-  v_proj = register_module("v_proj", Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options));
-  o_proj = register_module("o_proj", Weight(at::IntArrayRef{c.hidden_size, c.num_heads * d}, options));
+  q_proj =
+      register_module("q_proj", Weight(at::IntArrayRef{c.num_heads * d, c.hidden_size}, options));
+  k_proj = register_module("k_proj",
+                           Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options));
+  v_proj = register_module("v_proj",
+                           Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options));
+  o_proj =
+      register_module("o_proj", Weight(at::IntArrayRef{c.hidden_size, c.num_heads * d}, options));
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, const at::TensorOptions& options) {
-  gate_proj = register_module("gate_proj", Weight(at::IntArrayRef{c.intermediate_size, c.hidden_size}, options));
-  up_proj = register_module("up_proj", Weight(at::IntArrayRef{c.intermediate_size, c.hidden_size}, options));
-  down_proj = register_module("down_proj", Weight(at::IntArrayRef{c.hidden_size, c.intermediate_size}, options));
+  gate_proj = register_module("gate_proj",
+                              Weight(at::IntArrayRef{c.intermediate_size, c.hidden_size}, options));
+  up_proj = register_module("up_proj",
+                            Weight(at::IntArrayRef{c.intermediate_size, c.hidden_size}, options));
+  down_proj = register_module("down_proj",
+                              Weight(at::IntArrayRef{c.hidden_size, c.intermediate_size}, options));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const at::TensorOptions& options) {
@@ -33,15 +40,19 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const at::TensorOptions
   mlp = register_module("mlp", Mlp(c, options));
   const std::vector<int64_t> norm_shape = {c.hidden_size};
   input_layernorm = register_module("input_layernorm", Weight(norm_shape, options));
-  post_attention_layernorm = register_module("post_attention_layernorm", Weight(norm_shape, options));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", Weight(norm_shape, options));
   if (c.post_norms) {
-    pre_feedforward_layernorm = register_module("pre_feedforward_layernorm", Weight(norm_shape, options));
-    post_feedforward_layernorm = register_module("post_feedforward_layernorm", Weight(norm_shape, options));
+    pre_feedforward_layernorm =
+        register_module("pre_feedforward_layernorm", Weight(norm_shape, options));
+    post_feedforward_layernorm =
+        register_module("post_feedforward_layernorm", Weight(norm_shape, options));
   }
 }
 
 BackboneImpl::BackboneImpl(const ModelConfig& c, const at::TensorOptions& options) {
-  embed_tokens = register_module("embed_tokens", Weight(at::IntArrayRef{c.vocab_size, c.hidden_size}, options));
+  embed_tokens = register_module("embed_tokens",
+                                 Weight(at::IntArrayRef{c.vocab_size, c.hidden_size}, options));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(DecoderLayer(c, options));
   norm = register_module("norm", Weight(at::IntArrayRef{c.hidden_size}, options));
@@ -54,11 +65,10 @@ TransformerImpl::TransformerImpl(const ModelConfig& config, kernels::KernelSet k
   config_.validate();
   model = register_module("model", Backbone(config_, param_options));
   if (!config_.tie_embeddings) {
-    lm_head = register_module("lm_head", Weight(at::IntArrayRef{config_.vocab_size, config_.hidden_size},
-                                                param_options));
+    lm_head = register_module(
+        "lm_head", Weight(at::IntArrayRef{config_.vocab_size, config_.hidden_size}, param_options));
   }
 }
-
 
 void TransformerImpl::init_weights(uint64_t seed) {
   torch::NoGradGuard no_grad;
@@ -78,7 +88,8 @@ Tensor TransformerImpl::initial_value(const Tensor& p, at::Generator& generator)
     // 1 - offset, so the product starts at 1 (Llama: ones; Gemma: zeros).
     return torch::full(p.sizes(), 1.0 - config_.norm_offset, at::kFloat);
   }
-  return at::normal(0.0, config_.init_std, p.sizes(), generator, at::TensorOptions().dtype(at::kFloat));
+  return at::normal(0.0, config_.init_std, p.sizes(), generator,
+                    at::TensorOptions().dtype(at::kFloat));
 }
 
 Tensor TransformerImpl::cast(const Tensor& weight) const {
@@ -93,29 +104,25 @@ namespace {
 // llama: x * rstd rounded to the compute dtype before the weight.
 kernels::RmsNormCasting rms_norm_casting(NormCasting casting) {
   switch (casting) {
-    case NormCasting::llama:
-      return kernels::RmsNormCasting::llama;
-    case NormCasting::gemma:
-      return kernels::RmsNormCasting::gemma;
-    case NormCasting::none:
-      return kernels::RmsNormCasting::none;
+    case NormCasting::llama: return kernels::RmsNormCasting::llama;
+    case NormCasting::gemma: return kernels::RmsNormCasting::gemma;
+    case NormCasting::none: return kernels::RmsNormCasting::none;
   }
   return kernels::RmsNormCasting::llama;  // not reached
 }
 
 GluKind glu_kind(MlpActivation activation) {
   switch (activation) {
-    case MlpActivation::silu:
-      return GluKind::swiglu;
-    case MlpActivation::gelu_tanh:
-      return GluKind::geglu;
+    case MlpActivation::silu: return GluKind::swiglu;
+    case MlpActivation::gelu_tanh: return GluKind::geglu;
   }
   return GluKind::swiglu;  // not reached
 }
 
 }  // namespace
 
-std::optional<LoraOperands> TransformerImpl::lora_operands(int64_t layer, std::initializer_list<int> targets) const {
+std::optional<LoraOperands> TransformerImpl::lora_operands(
+    int64_t layer, std::initializer_list<int> targets) const {
   if (!lora_) return std::nullopt;
   LoraOperands out;
   bool any = false;
@@ -164,9 +171,11 @@ Tensor TransformerImpl::inv_freq(const at::Device& device) const {
     const double high_freq_wavelen = old_len / s.high_freq_factor;
     const Tensor wavelen = (2.0 * M_PI) / inv;
     Tensor scaled = torch::where(wavelen > low_freq_wavelen, inv / s.factor, inv);
-    const Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    const Tensor smooth =
+        (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
     const Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
-    const Tensor medium = (wavelen < high_freq_wavelen).logical_not() & (wavelen > low_freq_wavelen).logical_not();
+    const Tensor medium =
+        (wavelen < high_freq_wavelen).logical_not() & (wavelen > low_freq_wavelen).logical_not();
     inv = torch::where(medium, smoothed, scaled);
   }
   return inv;
@@ -188,12 +197,14 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   // q, k and v from one GEMM over the stacked weights (with their adapters'
   // A products in one more), rotated and split by one op.
   const std::optional<LoraOperands> qkv_lora = lora_operands(
-      layer, {static_cast<int>(LoraTarget::q_proj), static_cast<int>(LoraTarget::k_proj), static_cast<int>(LoraTarget::v_proj)});
+      layer, {static_cast<int>(LoraTarget::q_proj), static_cast<int>(LoraTarget::k_proj),
+              static_cast<int>(LoraTarget::v_proj)});
   const Tensor qkv = packed_projection(
-      kernels_, x, {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)},
+      kernels_, x,
+      {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)},
       qkv_lora ? &*qkv_lora : nullptr);
-  kernels::QkvHeads heads =
-      kernels_.rope_qkv(qkv.view({batch, seq, heads_q + 2 * heads_k, d}), heads_q, heads_k, cos, sin);
+  kernels::QkvHeads heads = kernels_.rope_qkv(qkv.view({batch, seq, heads_q + 2 * heads_k, d}),
+                                              heads_q, heads_k, cos, sin);
   Tensor q = std::move(heads.q), k = std::move(heads.k), v = std::move(heads.v);
   if (cache != nullptr) {
     // Earlier tokens' keys/values first; the queries are the last `seq`
@@ -212,36 +223,44 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   options.softcap = config_.attn_softcap;
   options.document_ids = document_ids;
   Tensor out = kernels_.attention(q, k, v, options);  // [B, T, Hq, D]
-  const std::optional<LoraOperands> o_lora = lora_operands(layer, {static_cast<int>(LoraTarget::o_proj)});
-  return packed_projection(kernels_, out.reshape({batch, seq, config_.num_heads * d}), {cast(attn.o_proj->weight)},
-                           o_lora ? &*o_lora : nullptr);
+  const std::optional<LoraOperands> o_lora =
+      lora_operands(layer, {static_cast<int>(LoraTarget::o_proj)});
+  return packed_projection(kernels_, out.reshape({batch, seq, config_.num_heads * d}),
+                           {cast(attn.o_proj->weight)}, o_lora ? &*o_lora : nullptr);
 }
 
 Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t layer,
                                     const Tensor& residual) const {
   const GluKind glu = glu_kind(config_.mlp_activation);
-  const std::optional<LoraOperands> gate_up_lora =
-      lora_operands(layer, {static_cast<int>(LoraTarget::gate_proj), static_cast<int>(LoraTarget::up_proj)});
-  const std::optional<LoraOperands> down_lora = lora_operands(layer, {static_cast<int>(LoraTarget::down_proj)});
+  const std::optional<LoraOperands> gate_up_lora = lora_operands(
+      layer, {static_cast<int>(LoraTarget::gate_proj), static_cast<int>(LoraTarget::up_proj)});
+  const std::optional<LoraOperands> down_lora =
+      lora_operands(layer, {static_cast<int>(LoraTarget::down_proj)});
   if (recompute_glu_ && torch::GradMode::is_enabled()) {
     // kernels_ is the model's: it outlives the autograd graph.
     return glu_mlp_recomputed(kernels_, glu, x, cast(mlp.gate_proj->weight),
                               cast(mlp.up_proj->weight), cast(mlp.down_proj->weight), residual,
-                              gate_up_lora ? &*gate_up_lora : nullptr, down_lora ? &*down_lora : nullptr);
+                              gate_up_lora ? &*gate_up_lora : nullptr,
+                              down_lora ? &*down_lora : nullptr);
   }
   // Without recomputation gate and up are separate projections, each with its own adapter.
-  auto single = [](const std::optional<LoraOperands>& both, size_t i) -> std::optional<LoraOperands> {
+  auto single = [](const std::optional<LoraOperands>& both,
+                   size_t i) -> std::optional<LoraOperands> {
     if (!both || !both->a[i].defined()) return std::nullopt;
     LoraOperands one = *both;
     one.a = {both->a[i]};
     one.b = {both->b[i]};
     return one;
   };
-  const std::optional<LoraOperands> gate_lora = single(gate_up_lora, 0), up_lora = single(gate_up_lora, 1);
-  Tensor gate = packed_projection(kernels_, x, {cast(mlp.gate_proj->weight)}, gate_lora ? &*gate_lora : nullptr);
-  Tensor up = packed_projection(kernels_, x, {cast(mlp.up_proj->weight)}, up_lora ? &*up_lora : nullptr);
+  const std::optional<LoraOperands> gate_lora = single(gate_up_lora, 0),
+                                    up_lora = single(gate_up_lora, 1);
+  Tensor gate = packed_projection(kernels_, x, {cast(mlp.gate_proj->weight)},
+                                  gate_lora ? &*gate_lora : nullptr);
+  Tensor up =
+      packed_projection(kernels_, x, {cast(mlp.up_proj->weight)}, up_lora ? &*up_lora : nullptr);
   Tensor hidden = glu == GluKind::geglu ? kernels_.geglu(gate, up) : kernels_.swiglu(gate, up);
-  Tensor out = packed_projection(kernels_, hidden, {cast(mlp.down_proj->weight)}, down_lora ? &*down_lora : nullptr);
+  Tensor out = packed_projection(kernels_, hidden, {cast(mlp.down_proj->weight)},
+                                 down_lora ? &*down_lora : nullptr);
   return residual.defined() ? residual + out : out;
 }
 
@@ -272,12 +291,14 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
     // Captured by value: activation checkpointing runs it again in backward,
     // after this function has returned.
     const DecoderLayerImpl* layer_ptr = module->as<DecoderLayerImpl>();
-    auto run_layer = [this, layer_ptr, cos, sin, index, cache, document_ids](const Tensor& h) -> Tensor {
+    auto run_layer = [this, layer_ptr, cos, sin, index, cache,
+                      document_ids](const Tensor& h) -> Tensor {
       const DecoderLayerImpl& layer = *layer_ptr;
       Tensor y;
       if (config_.post_norms) {
         y = h + norm(*layer.post_attention_layernorm,
-                     attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index, cache, document_ids));
+                     attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index,
+                               cache, document_ids));
         y = y + norm(*layer.post_feedforward_layernorm,
                      mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, y), index));
       } else {
@@ -287,9 +308,11 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
         // stream's gradient of h joins the norm's in its kernel too.
         Tensor normed, stream;
         std::tie(normed, stream) = add_norm(*layer.input_layernorm, h, Tensor());
-        const Tensor attn = attention(*layer.self_attn, normed, cos, sin, index, cache, document_ids);
+        const Tensor attn =
+            attention(*layer.self_attn, normed, cos, sin, index, cache, document_ids);
         std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, stream);
-        y = mlp_forward(*layer.mlp, normed, index, y);  // y + mlp(normed), the add inside the down projection
+        y = mlp_forward(*layer.mlp, normed, index,
+                        y);  // y + mlp(normed), the add inside the down projection
       }
       return y;
     };
@@ -309,14 +332,16 @@ Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids,
   TORCH_CHECK(seq <= config_.max_seq_len, "sequence of ", seq,
               " tokens is longer than model.max_seq_len = ", config_.max_seq_len);
   const Tensor positions =
-      position_ids.defined() ? position_ids
-                             : torch::arange(seq, at::TensorOptions().dtype(at::kLong).device(ids.device()))
-                                   .unsqueeze(0);
+      position_ids.defined()
+          ? position_ids
+          : torch::arange(seq, at::TensorOptions().dtype(at::kLong).device(ids.device()))
+                .unsqueeze(0);
   return run(ids, positions, nullptr, document_ids);
 }
 
 Tensor TransformerImpl::forward_cached(const Tensor& ids, KvCache& cache) {
-  TORCH_CHECK(ids.dim() == 2, "Transformer::forward_cached expects ids [batch, seq], got ", ids.sizes());
+  TORCH_CHECK(ids.dim() == 2, "Transformer::forward_cached expects ids [batch, seq], got ",
+              ids.sizes());
   const int64_t start = cache.length();
   const int64_t seq = ids.size(1);
   TORCH_CHECK(start + seq <= config_.max_seq_len, "cached context of ", start + seq,
@@ -326,7 +351,8 @@ Tensor TransformerImpl::forward_cached(const Tensor& ids, KvCache& cache) {
     cache.values.resize(static_cast<size_t>(config_.num_layers));
   }
   const Tensor positions =
-      torch::arange(start, start + seq, at::TensorOptions().dtype(at::kLong).device(ids.device())).unsqueeze(0);
+      torch::arange(start, start + seq, at::TensorOptions().dtype(at::kLong).device(ids.device()))
+          .unsqueeze(0);
   return run(ids, positions, &cache);
 }
 

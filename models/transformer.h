@@ -69,7 +69,8 @@ class DecoderLayerImpl : public torch::nn::Module {
   SelfAttention self_attn{nullptr};
   Mlp mlp{nullptr};
   Weight input_layernorm{nullptr}, post_attention_layernorm{nullptr};
-  Weight pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};  // post_norms only
+  Weight pre_feedforward_layernorm{nullptr},
+      post_feedforward_layernorm{nullptr};  // post_norms only
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -108,7 +109,9 @@ class LayerHooks {
   virtual void after_embedding() {}
   virtual void before_head() {}
   // Runs decoder layer `index` on x: layer(x), plus whatever the hooks add.
-  virtual Tensor run_layer(int64_t index, const Tensor& x, const LayerFn& layer) { return layer(x); }
+  virtual Tensor run_layer(int64_t index, const Tensor& x, const LayerFn& layer) {
+    return layer(x);
+  }
 };
 
 class TransformerImpl : public torch::nn::Module {
@@ -190,12 +193,14 @@ class TransformerImpl : public torch::nn::Module {
                    const Tensor& document_ids) const;
   // residual (optional): returns residual + mlp(x) (with the GLU product
   // recomputed, the add happens inside the down projection's GEMM).
-  Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t layer, const Tensor& residual = Tensor()) const;
+  Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t layer,
+                     const Tensor& residual = Tensor()) const;
   kernels::RmsNormOptions norm_options() const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
   // {norm(x + residual), x + residual}: the residual add fused with the norm;
   // an undefined residual gives {norm(x), x} (x passed through for the stream).
-  std::pair<Tensor, Tensor> add_norm(const WeightImpl& weight, const Tensor& x, const Tensor& residual) const;
+  std::pair<Tensor, Tensor> add_norm(const WeightImpl& weight, const Tensor& x,
+                                     const Tensor& residual) const;
   // RoPE inverse frequencies [head_dim / 2] fp32 (with rope_scaling applied).
   Tensor inv_freq(const at::Device& device) const;
   // cos, sin: [B|1, T, head_dim] fp32 for the given positions.
@@ -203,7 +208,8 @@ class TransformerImpl : public torch::nn::Module {
   Tensor cast(const Tensor& weight) const;
   // The adapters of `targets` (models/lora.h LoraTarget values) in `layer`,
   // cast to the compute dtype; nullopt when none of them has one.
-  std::optional<LoraOperands> lora_operands(int64_t layer, std::initializer_list<int> targets) const;
+  std::optional<LoraOperands> lora_operands(int64_t layer,
+                                            std::initializer_list<int> targets) const;
 
   ModelConfig config_;
   kernels::KernelSet kernels_;

@@ -33,7 +33,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const at::Tensor x = ctx->get_saved_variables()[0];
-    auto holder = c10::static_intrusive_pointer_cast<LayerHolder>(ctx->saved_data["layer"].toCapsule());
+    auto holder =
+        c10::static_intrusive_pointer_cast<LayerHolder>(ctx->saved_data["layer"].toCapsule());
     // Recompute with gradients on, from a leaf copy of the input.
     const bool input_grad = ctx->saved_data["input_grad"].toBool();
     at::Tensor x_leaf = x.detach().requires_grad_(input_grad);
@@ -60,7 +61,8 @@ at::Tensor checkpointed_layer(const models::LayerHooks::LayerFn& layer, const at
   return CheckpointFunction::apply(input, c10::make_intrusive<LayerHolder>(layer), input_grad);
 }
 
-at::Tensor CheckpointEveryLayer::run_layer(int64_t /*index*/, const at::Tensor& x, const LayerFn& layer) {
+at::Tensor CheckpointEveryLayer::run_layer(int64_t /*index*/, const at::Tensor& x,
+                                           const LayerFn& layer) {
   return checkpointed_layer(layer, x);
 }
 

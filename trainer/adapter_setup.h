@@ -44,7 +44,8 @@ std::vector<std::string> lora_modules_to_save(const config::TrainConfig& config)
 // (models::lora_init_seed(training.seed)), freezes the base but the
 // modules_to_save (which move to parameter_dtype(config)) and returns what
 // trains: the adapters' parameters, then the saved modules'.
-NamedTensors setup_trainable_parameters(models::TransformerImpl& model, const config::TrainConfig& config);
+NamedTensors setup_trainable_parameters(models::TransformerImpl& model,
+                                        const config::TrainConfig& config);
 
 // Sharded runs: adds the adapters and freezes the base on a model built on
 // the meta device (the sharding creates, inits and loads the real tensors).
@@ -53,12 +54,13 @@ void attach_adapters_on_meta(models::TransformerImpl& model, const config::Train
 // The full value of adapter or saved-module parameter `name` from
 // model.adapter_path (CPU, as stored); undefined when the run starts fresh.
 // For a sharded start.
-std::function<at::Tensor(const std::string&)> adapter_path_values(const models::TransformerImpl& model,
-                                                                 const config::TrainConfig& config);
+std::function<at::Tensor(const std::string&)> adapter_path_values(
+    const models::TransformerImpl& model, const config::TrainConfig& config);
 
 // Export and generation of a LoRA checkpoint: the model of `config` with its
 // base (model.hf_path or the preset's init) and the checkpoint's adapters and
 // saved modules (from `dir`), on `device` with parameters in `dtype`.
-void load_lora_checkpoint(models::TransformerImpl& model, const config::TrainConfig& config, const std::string& dir);
+void load_lora_checkpoint(models::TransformerImpl& model, const config::TrainConfig& config,
+                          const std::string& dir);
 
 }  // namespace liger::trainer

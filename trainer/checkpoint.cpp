@@ -25,7 +25,8 @@ const std::string kRngStem = "rng";              // same
 constexpr const char* kShardIndexFile = "shards.json";
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kConfigFile = "config.yaml";
-constexpr const char* kModelConfigFile = "model_config.json";  // the resolved ModelConfig (export, generate)
+constexpr const char* kModelConfigFile =
+    "model_config.json";  // the resolved ModelConfig (export, generate)
 
 // fsync a file or directory so that the rename below publishes durable data.
 void sync_path(const fs::path& path) {
@@ -60,14 +61,16 @@ std::string CheckpointManager::save(int64_t step, models::TransformerImpl& model
                                     const AdamW& optimizer, const nlohmann::json& trainer_state,
                                     const std::string& resolved_config_yaml) {
   NamedTensors parameters;
-  for (const auto& item : model.named_parameters()) parameters.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_parameters())
+    parameters.emplace_back(item.key(), item.value());
   return save(step, parameters, model.config(), optimizer, trainer_state, resolved_config_yaml);
 }
 
 std::string CheckpointManager::save(int64_t step, const NamedTensors& parameters,
                                     const models::ModelConfig& model_config, const AdamW& optimizer,
                                     const nlohmann::json& trainer_state,
-                                    const std::string& resolved_config_yaml, const CheckpointScope& scope) {
+                                    const std::string& resolved_config_yaml,
+                                    const CheckpointScope& scope) {
   const fs::path root(output_dir_);
   const bool leader = scope.rank == 0;
   const std::string name = "step-" + std::to_string(step);
@@ -81,7 +84,8 @@ std::string CheckpointManager::save(int64_t step, const NamedTensors& parameters
   }
   scope.barrier();
 
-  const std::string suffix = scope.sharded() ? ".rank-" + std::to_string(scope.rank) + ".pt" : ".pt";
+  const std::string suffix =
+      scope.sharded() ? ".rank-" + std::to_string(scope.rank) + ".pt" : ".pt";
   std::vector<fs::path> written;
   {
     torch::serialize::OutputArchive archive;
@@ -169,7 +173,8 @@ std::optional<std::string> CheckpointManager::resolve_resume(const config::Resum
 nlohmann::json CheckpointManager::load(const std::string& dir, models::TransformerImpl& model,
                                        AdamW& optimizer) {
   NamedTensors parameters;
-  for (const auto& item : model.named_parameters()) parameters.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_parameters())
+    parameters.emplace_back(item.key(), item.value());
   return load(dir, parameters, optimizer);
 }
 
@@ -193,7 +198,8 @@ void read_parameters(const std::string& dir, const fs::path& file, const NamedTe
     }
     if (value.sizes() != target.sizes()) {
       throw std::runtime_error("checkpoint " + dir + ": parameter " + key + " has shape " +
-                               c10::str(value.sizes()) + " but the model has " + c10::str(target.sizes()) +
+                               c10::str(value.sizes()) + " but the model has " +
+                               c10::str(target.sizes()) +
                                ": it was made with another model config");
     }
     target.detach().copy_(value);
@@ -209,12 +215,13 @@ nlohmann::json CheckpointManager::load(const std::string& dir, const NamedTensor
   const bool saved_sharded = fs::exists(root / kShardIndexFile);
   std::string suffix = ".pt";
   if (saved_sharded || scope.sharded()) {
-    const int64_t saved_world = saved_sharded ? read_json(root / kShardIndexFile).at("world_size").get<int64_t>() : 1;
+    const int64_t saved_world =
+        saved_sharded ? read_json(root / kShardIndexFile).at("world_size").get<int64_t>() : 1;
     if (!saved_sharded || !scope.sharded() || saved_world != scope.world_size) {
       throw std::runtime_error(
           "checkpoint " + dir + " was written by " + std::to_string(saved_world) + " rank(s)" +
-          (saved_sharded ? " (sharded)" : "") + " but this job has " + std::to_string(scope.world_size) +
-          ": resume it with " + std::to_string(saved_world) +
+          (saved_sharded ? " (sharded)" : "") + " but this job has " +
+          std::to_string(scope.world_size) + ": resume it with " + std::to_string(saved_world) +
           " rank(s), or export it (liger-export) and start from the export with model.hf_path");
     }
     suffix = ".rank-" + std::to_string(scope.rank) + ".pt";
@@ -291,7 +298,8 @@ void CheckpointManager::load_model(const std::string& dir, models::TransformerIm
     if (found->second.sizes() != item.value().sizes()) {
       throw std::runtime_error("checkpoint " + dir + ": parameter " + item.key() + " has shape " +
                                c10::str(found->second.sizes()) + " but the model has " +
-                               c10::str(item.value().sizes()) + ": it was made with another model config");
+                               c10::str(item.value().sizes()) +
+                               ": it was made with another model config");
     }
     item.value().copy_(found->second);
   }

@@ -42,9 +42,10 @@ class CheckpointManager {
 
   // Writes step-N/ atomically and prunes to keep_last. Returns its path.
   // `parameters`: the model's parameters, or this rank's shards (scope.sharded()).
-  std::string save(int64_t step, const NamedTensors& parameters, const models::ModelConfig& model_config,
-                   const AdamW& optimizer, const nlohmann::json& trainer_state,
-                   const std::string& resolved_config_yaml, const CheckpointScope& scope = {});
+  std::string save(int64_t step, const NamedTensors& parameters,
+                   const models::ModelConfig& model_config, const AdamW& optimizer,
+                   const nlohmann::json& trainer_state, const std::string& resolved_config_yaml,
+                   const CheckpointScope& scope = {});
   std::string save(int64_t step, models::TransformerImpl& model, const AdamW& optimizer,
                    const nlohmann::json& trainer_state, const std::string& resolved_config_yaml);
 
@@ -60,9 +61,10 @@ class CheckpointManager {
   // from `dir` and returns its trainer state. A parameter missing or of
   // another shape, or a sharded checkpoint of another world size, is an error
   // naming it.
-  static nlohmann::json load(const std::string& dir, const NamedTensors& parameters, AdamW& optimizer,
-                             const CheckpointScope& scope = {});
-  static nlohmann::json load(const std::string& dir, models::TransformerImpl& model, AdamW& optimizer);
+  static nlohmann::json load(const std::string& dir, const NamedTensors& parameters,
+                             AdamW& optimizer, const CheckpointScope& scope = {});
+  static nlohmann::json load(const std::string& dir, models::TransformerImpl& model,
+                             AdamW& optimizer);
 
   // Restores the whole model's parameters (export, generation); a sharded
   // checkpoint is assembled from all its ranks' files.

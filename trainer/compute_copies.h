@@ -26,8 +26,8 @@ class Module;
 namespace liger::trainer {
 
 struct ComputeCopies {
-  NamedTensors masters;              // the fp32 values, named as the model's parameters
-  std::vector<at::Tensor> copies;    // the model's parameters, now `dtype`, in the same order
+  NamedTensors masters;            // the fp32 values, named as the model's parameters
+  std::vector<at::Tensor> copies;  // the model's parameters, now `dtype`, in the same order
 };
 
 // Moves every parameter of `model` onto a `dtype` copy of its value. The

@@ -150,15 +150,15 @@ class Values {
 
 [[noreturn]] void unknown_key(const std::string& where, const std::string& full_name) {
   throw ConfigError(where + ": unknown key '" + full_name + "'; did you mean '" +
-                    closest_key(full_name) +
-                    "'? (every key is listed in configs/reference.yaml)");
+                    closest_key(full_name) + "'? (every key is listed in configs/reference.yaml)");
 }
 
 void read_file_values(const YAML::Node& root, const std::string& origin, Values& values) {
   if (!root || root.IsNull()) return;  // an empty file: all defaults
   if (!root.IsMap()) {
-    throw ConfigError(origin + ": the top level must be a mapping of sections (model:, data:, "
-                               "training:, ...), got " +
+    throw ConfigError(origin +
+                      ": the top level must be a mapping of sections (model:, data:, "
+                      "training:, ...), got " +
                       scalar_text(root));
   }
   for (const auto& section_entry : root) {
@@ -167,7 +167,8 @@ void read_file_values(const YAML::Node& root, const std::string& origin, Values&
     for (const auto& name : sections()) known_section |= (name == section);
     if (!known_section) {
       std::string sections_list;
-      for (const auto& name : sections()) sections_list += (sections_list.empty() ? "" : ", ") + name;
+      for (const auto& name : sections())
+        sections_list += (sections_list.empty() ? "" : ", ") + name;
       throw ConfigError(origin + ": unknown section '" + section + "' (sections: " + sections_list +
                         "); did you mean '" + closest_name(section, sections()) + "'?");
     }
@@ -190,7 +191,8 @@ void read_overrides(const std::vector<std::string>& overrides, Values& values) {
   for (const auto& text : overrides) {
     const auto eq = text.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw ConfigError("--set " + text + ": expected section.key=value (e.g. --set training.steps=100)");
+      throw ConfigError("--set " + text +
+                        ": expected section.key=value (e.g. --set training.steps=100)");
     }
     const std::string full_name = text.substr(0, eq);
     if (find_key(full_name) == nullptr) unknown_key("--set", full_name);
@@ -223,32 +225,40 @@ TrainConfig build_config(const Values& v) {
 // Rules that involve more than one key.
 void check_cross_key_rules(const TrainConfig& c, const Values& v) {
   if (c.kernels.cross_entropy && c.kernels.fused_linear_cross_entropy) {
-    throw ConfigError(v.where("kernels.cross_entropy") + ": kernels.cross_entropy and kernels.fused_linear_cross_entropy are both true; they compute the same loss, turn one off (fused_linear_cross_entropy saves the logits memory)");
+    throw ConfigError(
+        v.where("kernels.cross_entropy") +
+        ": kernels.cross_entropy and kernels.fused_linear_cross_entropy are both true; they "
+        "compute the same loss, turn one off (fused_linear_cross_entropy saves the logits memory)");
   }
   if (c.parallelism.pipeline_parallel_degree != 1 || c.parallelism.tensor_parallel_degree != 1) {
     throw std::logic_error("range check let an unsupported parallel degree through");
   }
   if (c.data.train.empty()) {
-    throw ConfigError(v.where("data.train") + ": data.train is an empty list; give at least one training file");
+    throw ConfigError(v.where("data.train") +
+                      ": data.train is an empty list; give at least one training file");
   }
   if (!c.data.eval.empty() && c.data.eval_fraction > 0.0) {
-    throw ConfigError(v.where("data.eval_fraction") + ": data.eval and data.eval_fraction = " +
-                      std::to_string(c.data.eval_fraction) +
-                      " are both set; evaluate on the data.eval files or on held-out training windows, "
-                      "not both: remove one");
+    throw ConfigError(
+        v.where("data.eval_fraction") +
+        ": data.eval and data.eval_fraction = " + std::to_string(c.data.eval_fraction) +
+        " are both set; evaluate on the data.eval files or on held-out training windows, "
+        "not both: remove one");
   }
   if (c.training.eval_every > 0 && c.data.eval.empty() && c.data.eval_fraction == 0.0) {
-    throw ConfigError(v.where("training.eval_every") + ": training.eval_every = " +
-                      std::to_string(c.training.eval_every) +
-                      " but there is no evaluation data; set data.eval (files) or data.eval_fraction "
-                      "(e.g. 0.05), or set training.eval_every: 0");
+    throw ConfigError(
+        v.where("training.eval_every") +
+        ": training.eval_every = " + std::to_string(c.training.eval_every) +
+        " but there is no evaluation data; set data.eval (files) or data.eval_fraction "
+        "(e.g. 0.05), or set training.eval_every: 0");
   }
   if (c.model.adapter == Adapter::none && !c.model.adapter_path.empty()) {
-    throw ConfigError(v.where("model.adapter_path") + ": model.adapter_path = '" + c.model.adapter_path +
+    throw ConfigError(v.where("model.adapter_path") + ": model.adapter_path = '" +
+                      c.model.adapter_path +
                       "' but model.adapter = none; set model.adapter: lora to load the adapter");
   }
   if (c.checkpoint.output_dir.empty()) {
-    throw ConfigError(v.where("checkpoint.output_dir") + ": checkpoint.output_dir is empty; give a directory");
+    throw ConfigError(v.where("checkpoint.output_dir") +
+                      ": checkpoint.output_dir is empty; give a directory");
   }
   if (c.training.cuda_graphs && c.training.device == Device::cpu) {
     throw ConfigError(v.where("training.cuda_graphs") +
@@ -275,11 +285,12 @@ void check_memory_plan(const Values& v) {
     }
     return;
   }
-  for (const char* key :
-       {"training.precision", "training.activation_checkpointing", "model.dtype", "training.master_weights"}) {
+  for (const char* key : {"training.precision", "training.activation_checkpointing", "model.dtype",
+                          "training.master_weights"}) {
     if (v.where(key) == "default") continue;
     throw ConfigError(v.where(key) + ": " + key + " = " + scalar_text(v.node(*find_key(key))) +
-                      " is set, but training.memory_plan = auto (" + where + ") chooses it; remove " + key +
+                      " is set, but training.memory_plan = auto (" + where +
+                      ") chooses it; remove " + key +
                       ", or set training.memory_plan: off to choose it yourself");
   }
 }
@@ -297,10 +308,10 @@ void resolve_precision(Values& v) {
   const std::string where = v.where("training.precision");
   const auto set_dtype = v.get<Dtype>("model.dtype");  // validates the value first
   if (v.where("model.dtype") != "default" && set_dtype != dtype) {
-    throw ConfigError(where + ": training.precision = " + name_of(precision) + " computes in " +
-                      name_of(dtype) + " but model.dtype = " + name_of(set_dtype) + " (" +
-                      v.where("model.dtype") + "); remove model.dtype (training.precision sets it) or set it to " +
-                      name_of(dtype));
+    throw ConfigError(
+        where + ": training.precision = " + name_of(precision) + " computes in " + name_of(dtype) +
+        " but model.dtype = " + name_of(set_dtype) + " (" + v.where("model.dtype") +
+        "); remove model.dtype (training.precision sets it) or set it to " + name_of(dtype));
   }
   // fp32 compute keeps fp32 parameters whatever master_weights says: no contradiction.
   if (precision != Precision::fp32 && v.where("training.master_weights") != "default") {
@@ -349,7 +360,8 @@ void check_unsupported_parallelism(const Values& v) {
                                "and final hidden states on one stage"
                              : ""));
   }
-  for (const char* key : {"parallelism.tensor_parallel_degree", "parallelism.context_parallel_degree"}) {
+  for (const char* key :
+       {"parallelism.tensor_parallel_degree", "parallelism.context_parallel_degree"}) {
     YAML::Node value = v.node(*find_key(key));
     if (value.IsScalar() && YAML::convert<int64_t>::decode(value, degree) && degree > 1) {
       throw ConfigError(v.where(key) + ": " + key + " = " + std::to_string(degree) +
@@ -408,24 +420,28 @@ TrainConfig parse_config(const std::string& yaml_text, const std::string& origin
 
 void check_for_run(const TrainConfig& c, const RunSetting& run) {
   if (c.training.cuda_graphs && !run.on_cuda) {
-    throw ConfigError("training.cuda_graphs = true but training runs on cpu; CUDA graphs need a GPU: "
-                      "set training.cuda_graphs: false");
+    throw ConfigError(
+        "training.cuda_graphs = true but training runs on cpu; CUDA graphs need a GPU: "
+        "set training.cuda_graphs: false");
   }
   if (c.training.cuda_graphs && run.world_size > 1) {
-    throw ConfigError("training.cuda_graphs = true with " + std::to_string(run.world_size) +
-                      " ranks: the sharded step's collectives are not captured; set training.cuda_graphs: false");
+    throw ConfigError(
+        "training.cuda_graphs = true with " + std::to_string(run.world_size) +
+        " ranks: the sharded step's collectives are not captured; set training.cuda_graphs: false");
   }
   const int64_t degree = c.parallelism.data_parallel_shard_degree;
   if (run.world_size > 1 && degree != -1 && degree != run.world_size) {
-    throw ConfigError("parallelism.data_parallel_shard_degree = " + std::to_string(degree) + " but the job has " +
-                      std::to_string(run.world_size) + " ranks: liger-train shards over all ranks; set it to -1 or " +
+    throw ConfigError("parallelism.data_parallel_shard_degree = " + std::to_string(degree) +
+                      " but the job has " + std::to_string(run.world_size) +
+                      " ranks: liger-train shards over all ranks; set it to -1 or " +
                       std::to_string(run.world_size));
   }
 }
 
 TrainConfig with_planned_memory(const TrainConfig& config, Precision precision,
                                 ActivationCheckpointing checkpointing) {
-  if (precision == Precision::auto_) throw std::logic_error("with_planned_memory: a plan names its precision");
+  if (precision == Precision::auto_)
+    throw std::logic_error("with_planned_memory: a plan names its precision");
   TrainConfig planned = config;
   planned.training.memory_plan = MemoryPlanMode::off;
   planned.training.memory_budget_gib = 0.0;
@@ -433,18 +449,22 @@ TrainConfig with_planned_memory(const TrainConfig& config, Precision precision,
   planned.training.activation_checkpointing = checkpointing;
   planned.model.dtype = precision == Precision::fp32 ? Dtype::fp32 : Dtype::bf16;
   // fp32 keeps fp32 parameters whatever training.master_weights says (resolve_precision).
-  if (precision != Precision::fp32) planned.training.master_weights = precision == Precision::bf16_mixed;
+  if (precision != Precision::fp32)
+    planned.training.master_weights = precision == Precision::bf16_mixed;
   // The resolved YAML (every key, in a parsed config) read back with the plan
   // written over it: the same keys as the fields above.
   if (!config.resolved_yaml.empty()) {
-    std::vector<std::string> plan = {"training.memory_plan=off", "training.memory_budget_gib=0",
-                                     std::string("training.precision=") + name_of(precision),
-                                     std::string("training.activation_checkpointing=") + name_of(checkpointing),
-                                     std::string("model.dtype=") + name_of(planned.model.dtype)};
+    std::vector<std::string> plan = {
+        "training.memory_plan=off", "training.memory_budget_gib=0",
+        std::string("training.precision=") + name_of(precision),
+        std::string("training.activation_checkpointing=") + name_of(checkpointing),
+        std::string("model.dtype=") + name_of(planned.model.dtype)};
     if (precision != Precision::fp32) {
-      plan.push_back(std::string("training.master_weights=") + (planned.training.master_weights ? "true" : "false"));
+      plan.push_back(std::string("training.master_weights=") +
+                     (planned.training.master_weights ? "true" : "false"));
     }
-    planned.resolved_yaml = parse_config(config.resolved_yaml, "the memory plan", plan).resolved_yaml;
+    planned.resolved_yaml =
+        parse_config(config.resolved_yaml, "the memory plan", plan).resolved_yaml;
   }
   return planned;
 }

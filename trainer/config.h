@@ -34,7 +34,9 @@ using Strings = std::vector<std::string>;
 // trainer/config_keys.h, with its default.
 #define CONFIG_SECTION(name, Struct) struct Struct {
 #define CONFIG_KEY(Type, name, default_value, allowed, doc) Type name = default_value;
-#define CONFIG_END_SECTION() };
+#define CONFIG_END_SECTION() \
+  }                          \
+  ;
 #include "trainer/config_keys.h"
 #undef CONFIG_SECTION
 #undef CONFIG_KEY

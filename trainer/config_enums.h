@@ -72,9 +72,10 @@ struct EnumNames<Precision> {
 enum class ActivationCheckpointing { none, glu, full };
 template <>
 struct EnumNames<ActivationCheckpointing> {
-  static constexpr EnumName<ActivationCheckpointing> names[] = {{ActivationCheckpointing::none, "none"},
-                                                                {ActivationCheckpointing::glu, "glu"},
-                                                                {ActivationCheckpointing::full, "full"}};
+  static constexpr EnumName<ActivationCheckpointing> names[] = {
+      {ActivationCheckpointing::none, "none"},
+      {ActivationCheckpointing::glu, "glu"},
+      {ActivationCheckpointing::full, "full"}};
 };
 
 // training.memory_plan: off = training.precision and
@@ -91,7 +92,8 @@ struct EnumNames<MemoryPlanMode> {
 enum class FlceMode { speed, lean };
 template <>
 struct EnumNames<FlceMode> {
-  static constexpr EnumName<FlceMode> names[] = {{FlceMode::speed, "speed"}, {FlceMode::lean, "lean"}};
+  static constexpr EnumName<FlceMode> names[] = {{FlceMode::speed, "speed"},
+                                                 {FlceMode::lean, "lean"}};
 };
 
 // parallelism.reduce_dtype: the dtype gradients are reduce-scattered in.
@@ -185,7 +187,9 @@ template <typename Enum, typename = std::enable_if_t<has_enum_names<Enum>::value
 std::ostream& operator<<(std::ostream& out, Enum value) {
   return out << name_of(value);
 }
-inline std::ostream& operator<<(std::ostream& out, const Resume& resume) { return out << resume.text(); }
+inline std::ostream& operator<<(std::ostream& out, const Resume& resume) {
+  return out << resume.text();
+}
 
 inline Resume Resume::from_text(const std::string& text) {
   if (text.empty()) return {};
@@ -193,6 +197,8 @@ inline Resume Resume::from_text(const std::string& text) {
   return {ResumeMode::path, text};
 }
 
-inline std::string Resume::text() const { return mode == ResumeMode::path ? path : name_of(mode); }
+inline std::string Resume::text() const {
+  return mode == ResumeMode::path ? path : name_of(mode);
+}
 
 }  // namespace liger::config

@@ -21,23 +21,39 @@ struct Allowed {
   double max = 1e300;
   std::vector<std::string> choices;
 };
-Allowed any_value() { return {}; }
-Allowed range(double min, double max) { return {min, max, {}}; }
-Allowed at_least(double min) { return {min, kMaxInt, {}}; }
+Allowed any_value() {
+  return {};
+}
+Allowed range(double min, double max) {
+  return {min, max, {}};
+}
+Allowed at_least(double min) {
+  return {min, kMaxInt, {}};
+}
 template <typename... Names>
 Allowed one_of(const Names&... names) {
   return {-1e300, 1e300, {std::string(names)...}};
 }
 
 // The KeyType of each C++ type a key may have.
-KeyType key_type(const int64_t&, const Allowed&) { return KeyType::integer; }
-KeyType key_type(const double&, const Allowed&) { return KeyType::number; }
-KeyType key_type(const bool&, const Allowed&) { return KeyType::boolean; }
+KeyType key_type(const int64_t&, const Allowed&) {
+  return KeyType::integer;
+}
+KeyType key_type(const double&, const Allowed&) {
+  return KeyType::number;
+}
+KeyType key_type(const bool&, const Allowed&) {
+  return KeyType::boolean;
+}
 KeyType key_type(const std::string&, const Allowed& allowed) {
   return allowed.choices.empty() ? KeyType::string : KeyType::choice;
 }
-KeyType key_type(const Strings&, const Allowed&) { return KeyType::string_list; }
-KeyType key_type(const Resume&, const Allowed&) { return KeyType::string; }
+KeyType key_type(const Strings&, const Allowed&) {
+  return KeyType::string_list;
+}
+KeyType key_type(const Resume&, const Allowed&) {
+  return KeyType::string;
+}
 template <typename Enum, typename = std::enable_if_t<has_enum_names<Enum>::value>>
 KeyType key_type(const Enum&, const Allowed&) {
   return KeyType::choice;
@@ -64,11 +80,11 @@ std::vector<std::string> choices_of(const std::optional<T>&, const Allowed& allo
 // A string as a YAML scalar: plain when it reads back as the same string,
 // else single-quoted ('' for the empty string, 'ROMEO:').
 std::string yaml_string(const std::string& text) {
-  bool plain = !text.empty() && (std::isalpha(static_cast<unsigned char>(text[0])) || text[0] == '_' ||
-                                 text[0] == '.' || text[0] == '/');
+  bool plain = !text.empty() && (std::isalpha(static_cast<unsigned char>(text[0])) ||
+                                 text[0] == '_' || text[0] == '.' || text[0] == '/');
   for (char ch : text) {
-    plain = plain && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '/' ||
-                      ch == '-');
+    plain = plain && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' ||
+                      ch == '/' || ch == '-');
   }
   std::string lower;
   for (char ch : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -83,16 +99,26 @@ std::string yaml_string(const std::string& text) {
 
 // A default as reference.yaml shows it. Numbers and booleans: as written in
 // trainer/config_keys.h (`literal`); the rest from the value.
-std::string default_yaml(const int64_t&, const char* literal) { return literal; }
-std::string default_yaml(const double&, const char* literal) { return literal; }
-std::string default_yaml(const bool&, const char* literal) { return literal; }
-std::string default_yaml(const std::string& value, const char*) { return yaml_string(value); }
+std::string default_yaml(const int64_t&, const char* literal) {
+  return literal;
+}
+std::string default_yaml(const double&, const char* literal) {
+  return literal;
+}
+std::string default_yaml(const bool&, const char* literal) {
+  return literal;
+}
+std::string default_yaml(const std::string& value, const char*) {
+  return yaml_string(value);
+}
 std::string default_yaml(const Strings& value, const char*) {
   std::string text = "[";
   for (size_t i = 0; i < value.size(); ++i) text += (i ? ", " : "") + yaml_string(value[i]);
   return text + "]";
 }
-std::string default_yaml(const Resume& value, const char*) { return yaml_string(value.text()); }
+std::string default_yaml(const Resume& value, const char*) {
+  return yaml_string(value.text());
+}
 template <typename Enum, typename = std::enable_if_t<has_enum_names<Enum>::value>>
 std::string default_yaml(const Enum& value, const char*) {
   return name_of(value);
@@ -108,8 +134,8 @@ template <typename T>
 struct is_optional<std::optional<T>> : std::true_type {};
 
 template <typename T>
-KeySpec make_key(const char* section, const char* name, const T& default_value, const char* default_literal,
-                 const Allowed& allowed, const char* doc) {
+KeySpec make_key(const char* section, const char* name, const T& default_value,
+                 const char* default_literal, const Allowed& allowed, const char* doc) {
   KeySpec key;
   key.section = section;
   key.name = name;
@@ -126,7 +152,7 @@ KeySpec make_key(const char* section, const char* name, const T& default_value, 
 // Every key of trainer/config_keys.h, in its order.
 std::vector<KeySpec> build_schema() {
   std::vector<KeySpec> keys;
-#define CONFIG_SECTION(section, Struct) \
+#define CONFIG_SECTION(section, Struct)  \
   {                                      \
     const char* section_name = #section; \
     const Struct defaults{};
@@ -166,23 +192,15 @@ std::string KeySpec::describe_allowed() const {
         }
       }
       break;
-    case KeyType::number:
-      out << "a number in [" << bound(min) << ", " << bound(max) << "]";
-      break;
-    case KeyType::boolean:
-      out << "true or false";
-      break;
-    case KeyType::string:
-      out << "a string";
-      break;
+    case KeyType::number: out << "a number in [" << bound(min) << ", " << bound(max) << "]"; break;
+    case KeyType::boolean: out << "true or false"; break;
+    case KeyType::string: out << "a string"; break;
     case KeyType::choice: {
       out << "one of: ";
       for (size_t i = 0; i < choices.size(); ++i) out << (i ? ", " : "") << choices[i];
       break;
     }
-    case KeyType::string_list:
-      out << "a list of strings";
-      break;
+    case KeyType::string_list: out << "a list of strings"; break;
   }
   if (nullable) out << " (or null)";
   return out.str();
@@ -241,8 +259,8 @@ std::string closest_key(const std::string& full_name) {
   for (const auto& key : schema()) {
     // Compare whole names, but also the leaf alone so that a key put in the
     // wrong section ("training.seq_len") finds its home ("data.seq_len").
-    size_t distance = std::min(edit_distance(full_name, key.full_name()),
-                               edit_distance(leaf, key.name) + 2);
+    size_t distance =
+        std::min(edit_distance(full_name, key.full_name()), edit_distance(leaf, key.name) + 2);
     if (distance < best_distance) {
       best_distance = distance;
       best = key.full_name();

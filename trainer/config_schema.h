@@ -10,24 +10,25 @@
 namespace liger::config {
 
 enum class KeyType {
-  integer,       // 64-bit signed, range-checked
-  number,        // double, range-checked
+  integer,  // 64-bit signed, range-checked
+  number,   // double, range-checked
   boolean,
-  string,        // free text (paths, prompts)
-  choice,        // one of `choices`
-  string_list,   // a YAML list of strings (a single string is accepted as a list of one)
+  string,       // free text (paths, prompts)
+  choice,       // one of `choices`
+  string_list,  // a YAML list of strings (a single string is accepted as a list of one)
 };
 
 struct KeySpec {
-  std::string section;      // "training"
-  std::string name;         // "micro_batch_size"
+  std::string section;  // "training"
+  std::string name;     // "micro_batch_size"
   KeyType type;
-  std::string default_yaml; // default as YAML text; "null" = taken from elsewhere (the preset, ...)
-  std::string doc;          // one line, for reference.yaml and error messages
-  double min = -1e300;      // inclusive bounds for integer/number
+  std::string
+      default_yaml;     // default as YAML text; "null" = taken from elsewhere (the preset, ...)
+  std::string doc;      // one line, for reference.yaml and error messages
+  double min = -1e300;  // inclusive bounds for integer/number
   double max = 1e300;
   std::vector<std::string> choices;  // for choice
-  bool nullable = false;    // null allowed (meaning "use the preset's / derived value")
+  bool nullable = false;             // null allowed (meaning "use the preset's / derived value")
 
   std::string full_name() const { return section + "." + name; }
   // "an integer in [1, 1000000]", "one of: cpu, cuda, auto", ...

@@ -11,8 +11,10 @@ namespace liger::trainer {
 
 int64_t peak_memory_bytes(const c10::Device& device) {
   if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+    const auto stats =
+        c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+        .peak;
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -22,16 +24,19 @@ int64_t peak_memory_bytes(const c10::Device& device) {
 std::optional<double> device_memory_capacity(const c10::Device& device) {
   if (!device.is_cuda()) return std::nullopt;
   cudaDeviceProp props{};
-  if (cudaGetDeviceProperties(&props, device.index() < 0 ? 0 : device.index()) != cudaSuccess) return std::nullopt;
+  if (cudaGetDeviceProperties(&props, device.index() < 0 ? 0 : device.index()) != cudaSuccess)
+    return std::nullopt;
   return static_cast<double>(props.totalGlobalMem);
 }
 
 double device_peak_bf16_flops(const c10::Device& device) {
   if (!device.is_cuda()) return 0.0;
   cudaDeviceProp props{};
-  if (cudaGetDeviceProperties(&props, device.index() < 0 ? 0 : device.index()) != cudaSuccess) return 0.0;
+  if (cudaGetDeviceProperties(&props, device.index() < 0 ? 0 : device.index()) != cudaSuccess)
+    return 0.0;
   const std::string name = props.name;
-  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos) return 989e12;
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
+    return 989e12;
   if (name.find("A100") != std::string::npos) return 312e12;
   return 0.0;
 }
@@ -39,7 +44,8 @@ double device_peak_bf16_flops(const c10::Device& device) {
 std::string describe_out_of_memory(const std::string& allocator_message) {
   std::string text = allocator_message.substr(0, allocator_message.find('\n'));
   // PyTorch's advice starts with one of these sentences (c10's caching allocator).
-  for (const char* advice : {" If reserved but unallocated memory is large", " See documentation for Memory Management"}) {
+  for (const char* advice : {" If reserved but unallocated memory is large",
+                             " See documentation for Memory Management"}) {
     const auto at = text.find(advice);
     if (at != std::string::npos) text.erase(at);
   }

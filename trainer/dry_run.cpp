@@ -36,17 +36,18 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
   config::TrainConfig c = requested;  // with training.memory_plan: auto, the planned config below
   // The tokenizer is only needed when the preset takes its vocabulary from it.
   std::optional<int64_t> tokenizer_vocab;
-  if (c.model.hf_path.empty() && !c.model.vocab_size && models::preset(c.model.preset).vocab_size == 0) {
+  if (c.model.hf_path.empty() && !c.model.vocab_size &&
+      models::preset(c.model.preset).vocab_size == 0) {
     tokenizer_vocab = data::load_tokenizer(c.data.tokenizer)->vocab_size();
   }
   const models::ModelConfig model_config = resolve_model_config(c, tokenizer_vocab);
   // A dry run plans for the configured device without needing it: an 8B
   // config for a GPU is checked on a laptop.
   const bool gpu_visible = torch::cuda::is_available();
-  const c10::Device device =
-      c.training.device == config::Device::cuda || (c.training.device == config::Device::auto_ && gpu_visible)
-          ? c10::Device(c10::kCUDA, 0)
-          : c10::Device(c10::kCPU);
+  const c10::Device device = c.training.device == config::Device::cuda ||
+                                     (c.training.device == config::Device::auto_ && gpu_visible)
+                                 ? c10::Device(c10::kCUDA, 0)
+                                 : c10::Device(c10::kCPU);
   // Sharding follows the launcher's environment (RANK=0 WORLD_SIZE=8 plans 8 ranks).
   int64_t world = 1;
   try {
@@ -57,7 +58,8 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
   config::check_for_run(c, {world, device.is_cuda()});
   // training.memory_plan: auto: planned for this GPU, or an assumed one when none is visible.
   const std::optional<std::string> plan = apply_memory_plan(
-      c, model_config, {world, device.is_cuda(), gpu_visible ? device_memory_capacity(device) : std::nullopt});
+      c, model_config,
+      {world, device.is_cuda(), gpu_visible ? device_memory_capacity(device) : std::nullopt});
   const kernels::KernelSet kernel_set =
       kernels::resolve_kernels(kernel_toggles(c.kernels), device, compute_dtype(c));
 
@@ -78,8 +80,9 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
     std::snprintf(billions, sizeof billions, "%.2f M", count / 1e6);
   }
   out << "config: valid\n";
-  out << "model: " << (c.model.hf_path.empty() ? c.model.preset : c.model.hf_path) << " (" << model_config.family << "), " << model_config.num_layers
-      << " layers, hidden " << model_config.hidden_size << ", heads " << model_config.num_heads << "/"
+  out << "model: " << (c.model.hf_path.empty() ? c.model.preset : c.model.hf_path) << " ("
+      << model_config.family << "), " << model_config.num_layers << " layers, hidden "
+      << model_config.hidden_size << ", heads " << model_config.num_heads << "/"
       << model_config.num_kv_heads << " (q/kv), head_dim " << model_config.resolved_head_dim()
       << ", mlp " << model_config.intermediate_size << ", vocab " << model_config.vocab_size
       << (model_config.tie_embeddings ? ", tied embeddings" : "") << "\n";
@@ -88,11 +91,12 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
     const models::LoraOptions lora = lora_options(c, models::lora_targets_of(model_config));
     const int64_t adapters = models::lora_parameter_count(model_config, lora);
     std::string targets;
-    for (const models::LoraTarget t : lora.targets) targets += std::string(targets.empty() ? "" : ", ") + models::lora_target_name(t);
+    for (const models::LoraTarget t : lora.targets)
+      targets += std::string(targets.empty() ? "" : ", ") + models::lora_target_name(t);
     out << "LoRA: rank " << lora.rank << ", alpha " << lora.alpha << " on " << targets << ": "
         << with_commas(adapters) << " adapter parameters ("
-        << static_cast<double>(adapters) * 100.0 / static_cast<double>(report.num_parameters) << "% of the base)"
-        << (c.lora.modules_to_save.empty() ? "" : " + modules_to_save")
+        << static_cast<double>(adapters) * 100.0 / static_cast<double>(report.num_parameters)
+        << "% of the base)" << (c.lora.modules_to_save.empty() ? "" : " + modules_to_save")
         << "; the base is frozen in " << c10::toString(base_parameter_dtype(c))
         << " (no gradient, no AdamW state: see the estimate below)\n";
   } else {
@@ -105,12 +109,16 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
   if (plan) out << *plan << "\n";
   out << "memory per GPU (estimate, " << world << (world > 1 ? " ranks sharing the model" : " rank")
       << ", activation checkpointing " << c.training.activation_checkpointing << ", "
-      << (c.kernels.fused_linear_cross_entropy ? "fused loss " + std::string(config::name_of(c.kernels.flce_mode)) : std::string("logits materialised"))
+      << (c.kernels.fused_linear_cross_entropy
+              ? "fused loss " + std::string(config::name_of(c.kernels.flce_mode))
+              : std::string("logits materialised"))
       << "): " << estimate.describe() << "\n";
   out << "device: " << device
-      << (device.is_cuda() && !gpu_visible ? " (no GPU visible here: planned, not checked)" : "") << "\n";
+      << (device.is_cuda() && !gpu_visible ? " (no GPU visible here: planned, not checked)" : "")
+      << "\n";
   out << "tokens per optimizer step: "
-      << c.training.micro_batch_size * c.training.gradient_accumulation_steps * c.data.seq_len << "\n";
+      << c.training.micro_batch_size * c.training.gradient_accumulation_steps * c.data.seq_len
+      << "\n";
   out << "kernels:\n";
   std::istringstream table(kernels::format_selection_table(kernel_set));
   for (std::string line; std::getline(table, line);) out << "  " << line << "\n";

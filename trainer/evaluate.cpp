@@ -12,8 +12,8 @@
 
 namespace liger::trainer {
 
-EvalResult evaluate(models::TransformerImpl& model, const data::PackedDataset& data, int64_t micro_batch_size,
-                    int64_t max_batches, c10::Device device) {
+EvalResult evaluate(models::TransformerImpl& model, const data::PackedDataset& data,
+                    int64_t micro_batch_size, int64_t max_batches, c10::Device device) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
@@ -46,8 +46,9 @@ EvalResult evaluate(models::TransformerImpl& model, const data::PackedDataset& d
     result.target_tokens += batch.num_target_tokens();
   }
   model.train(was_training);
-  result.loss = result.target_tokens > 0 ? loss_sum.item<double>() / static_cast<double>(result.target_tokens)
-                                         : std::numeric_limits<double>::quiet_NaN();
+  result.loss = result.target_tokens > 0
+                    ? loss_sum.item<double>() / static_cast<double>(result.target_tokens)
+                    : std::numeric_limits<double>::quiet_NaN();
   result.perplexity = std::exp(result.loss);
   return result;
 }

@@ -30,7 +30,7 @@ struct EvalResult {
 // windows of `data` in order (all of them when max_batches is 0), in
 // micro-batches of `micro_batch_size`. Position ids go to the model when the
 // data is packed isolated. The model's train/eval mode is restored.
-EvalResult evaluate(models::TransformerImpl& model, const data::PackedDataset& data, int64_t micro_batch_size,
-                    int64_t max_batches, c10::Device device);
+EvalResult evaluate(models::TransformerImpl& model, const data::PackedDataset& data,
+                    int64_t micro_batch_size, int64_t max_batches, c10::Device device);
 
 }  // namespace liger::trainer

@@ -26,11 +26,12 @@ std::string read_text(const fs::path& path) {
 
 // The ModelConfig of a checkpoint: model_config.json, else re-resolved from
 // config.yaml with the vocabulary read off the stored embedding.
-models::ModelConfig checkpoint_model_config(const fs::path& dir, const config::TrainConfig& config) {
+models::ModelConfig checkpoint_model_config(const fs::path& dir,
+                                            const config::TrainConfig& config) {
   if (fs::exists(dir / "model_config.json")) {
     try {
       return models::model_config_from_json(read_text(dir / "model_config.json"),
-                                             (dir / "model_config.json").string());
+                                            (dir / "model_config.json").string());
     } catch (const std::invalid_argument& error) {
       throw config::ConfigError(error.what());
     }
@@ -39,7 +40,8 @@ models::ModelConfig checkpoint_model_config(const fs::path& dir, const config::T
   archive.load_from((dir / "model.pt").string());
   at::Tensor embedding;
   if (!archive.try_read("model.embed_tokens.weight", embedding)) {
-    throw config::ConfigError((dir / "model.pt").string() + ": has no model.embed_tokens.weight; not a liger-train checkpoint");
+    throw config::ConfigError((dir / "model.pt").string() +
+                              ": has no model.embed_tokens.weight; not a liger-train checkpoint");
   }
   return resolve_model_config(config, embedding.size(0));
 }
@@ -49,11 +51,13 @@ models::ModelConfig checkpoint_model_config(const fs::path& dir, const config::T
 LoadedModel load_checkpoint_model(const std::string& dir_text, config::Device device,
                                   std::optional<config::Dtype> dtype) {
   const fs::path dir(dir_text);
-  const bool has_model = fs::exists(dir / "model.pt") || fs::exists(dir / "shards.json");  // whole, or sharded
+  const bool has_model =
+      fs::exists(dir / "model.pt") || fs::exists(dir / "shards.json");  // whole, or sharded
   if (!fs::is_directory(dir) || !has_model || !fs::exists(dir / "config.yaml")) {
-    throw config::ConfigError("--checkpoint " + dir_text +
-                              " is not a checkpoint folder (expected a step-N/ folder with model.pt and "
-                              "config.yaml, e.g. runs/tiny/step-400)");
+    throw config::ConfigError(
+        "--checkpoint " + dir_text +
+        " is not a checkpoint folder (expected a step-N/ folder with model.pt and "
+        "config.yaml, e.g. runs/tiny/step-400)");
   }
   LoadedModel out;
   out.config = config::load_config((dir / "config.yaml").string());
@@ -61,8 +65,10 @@ LoadedModel load_checkpoint_model(const std::string& dir_text, config::Device de
   const c10::Device target = resolve_device(device);
   const c10::ScalarType compute = dtype ? scalar_type(*dtype) : compute_dtype(out.config);
   // Parameters in the compute dtype: nothing trains here.
-  const kernels::KernelSet kernel_set = kernels::resolve_kernels(kernel_toggles(out.config.kernels), target, compute);
-  out.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(compute).device(target), compute);
+  const kernels::KernelSet kernel_set =
+      kernels::resolve_kernels(kernel_toggles(out.config.kernels), target, compute);
+  out.model = models::Transformer(model_config, kernel_set,
+                                  at::TensorOptions().dtype(compute).device(target), compute);
   if (uses_lora(out.config)) {
     // The checkpoint holds the adapters (and saved modules) only: the base
     // comes from the run's model.hf_path or its init, as in training.
@@ -74,25 +80,31 @@ LoadedModel load_checkpoint_model(const std::string& dir_text, config::Device de
   return out;
 }
 
-models::Transformer load_hf_model(const std::string& dir, config::Device device, config::Dtype dtype) {
+models::Transformer load_hf_model(const std::string& dir, config::Device device,
+                                  config::Dtype dtype) {
   const models::ModelConfig model_config = models::read_hf_config(dir);
   const c10::Device target = resolve_device(device);
   const c10::ScalarType compute = scalar_type(dtype);
-  const kernels::KernelSet kernel_set = kernels::resolve_kernels(kernels::KernelToggles{}, target, compute);
-  models::Transformer model(model_config, kernel_set, at::TensorOptions().dtype(compute).device(target), compute);
+  const kernels::KernelSet kernel_set =
+      kernels::resolve_kernels(kernels::KernelToggles{}, target, compute);
+  models::Transformer model(model_config, kernel_set,
+                            at::TensorOptions().dtype(compute).device(target), compute);
   models::load_hf_weights(*model, dir);
   return model;
 }
 
 std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
-                              std::optional<config::Dtype> dtype, int64_t max_shard_bytes, bool merge) {
+                              std::optional<config::Dtype> dtype, int64_t max_shard_bytes,
+                              bool merge) {
   // Loaded in fp32 on the CPU: exact for fp32 checkpoints, and the cast to
   // the storage dtype happens once, in save_hf_model.
-  LoadedModel loaded = load_checkpoint_model(checkpoint_dir, config::Device::cpu, config::Dtype::fp32);
+  LoadedModel loaded =
+      load_checkpoint_model(checkpoint_dir, config::Device::cpu, config::Dtype::fp32);
   const bool lora = uses_lora(loaded.config);
   if (merge && !lora) {
-    throw config::ConfigError("--merge: checkpoint " + checkpoint_dir +
-                              " has no LoRA adapters (model.adapter = none); export it without --merge");
+    throw config::ConfigError(
+        "--merge: checkpoint " + checkpoint_dir +
+        " has no LoRA adapters (model.adapter = none); export it without --merge");
   }
   if (lora && !merge) {
     // A PEFT adapter folder: the adapters (and saved modules) in the run's
@@ -101,26 +113,29 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
     peft.dtype = dtype ? scalar_type(*dtype) : parameter_dtype(loaded.config);
     peft.modules_to_save = lora_modules_to_save(loaded.config);
     if (!loaded.config.model.hf_path.empty()) {
-      peft.base_model_name_or_path = fs::absolute(loaded.config.model.hf_path).lexically_normal().string();
+      peft.base_model_name_or_path =
+          fs::absolute(loaded.config.model.hf_path).lexically_normal().string();
     }
     models::save_peft_adapter(*loaded.model, out_dir, peft);
     std::ostringstream summary;
-    summary << "exported the LoRA adapters of " << checkpoint_dir << " (rank " << loaded.config.lora.rank << ", "
-            << loaded.model->lora()->num_parameters() << " adapter parameters, " << c10::toString(peft.dtype)
-            << ") to " << out_dir << " as a PEFT adapter folder; --merge writes the merged model";
+    summary << "exported the LoRA adapters of " << checkpoint_dir << " (rank "
+            << loaded.config.lora.rank << ", " << loaded.model->lora()->num_parameters()
+            << " adapter parameters, " << c10::toString(peft.dtype) << ") to " << out_dir
+            << " as a PEFT adapter folder; --merge writes the merged model";
     return summary.str();
   }
   if (merge) models::merge_lora(*loaded.model);  // W + alpha/rank B A, in fp32
-  const TokenizerExport tokenizer(loaded.config, loaded.model->config().family);  // found before writing
+  const TokenizerExport tokenizer(loaded.config,
+                                  loaded.model->config().family);  // found before writing
   models::HfExportOptions options;
   options.dtype = dtype ? scalar_type(*dtype) : compute_dtype(loaded.config);
   options.max_shard_bytes = max_shard_bytes;
   models::save_hf_model(*loaded.model, out_dir, options);
   std::ostringstream summary;
-  summary << "exported " << checkpoint_dir << (merge ? " with its LoRA adapters merged" : "") << " ("
-          << loaded.model->config().family << ", "
-          << loaded.model->num_parameters() << " parameters, " << c10::toString(options.dtype) << ") to "
-          << out_dir << "; " << tokenizer.write(out_dir);
+  summary << "exported " << checkpoint_dir << (merge ? " with its LoRA adapters merged" : "")
+          << " (" << loaded.model->config().family << ", " << loaded.model->num_parameters()
+          << " parameters, " << c10::toString(options.dtype) << ") to " << out_dir << "; "
+          << tokenizer.write(out_dir);
   return summary.str();
 }
 

@@ -38,6 +38,7 @@ models::Transformer load_hf_model(const std::string& dir, config::Device device,
 // in a Hugging Face folder.
 std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
                               std::optional<config::Dtype> dtype = std::nullopt,
-                              int64_t max_shard_bytes = 5LL * 1024 * 1024 * 1024, bool merge = false);
+                              int64_t max_shard_bytes = 5LL * 1024 * 1024 * 1024,
+                              bool merge = false);
 
 }  // namespace liger::trainer

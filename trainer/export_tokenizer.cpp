@@ -19,7 +19,8 @@ namespace liger::trainer {
 namespace {
 
 // The side files of a tokenizer, copied when its folder has them.
-const char* const kSideFiles[] = {"tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"};
+const char* const kSideFiles[] = {"tokenizer_config.json", "special_tokens_map.json",
+                                  "chat_template.jinja"};
 
 bool is_file(const fs::path& path) {
   std::error_code ec;
@@ -38,7 +39,8 @@ json read_json(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   json root = json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (!root.is_object()) {
-    throw data::DataError(path.string() + ": not a JSON object; give the file exactly as the model ships it");
+    throw data::DataError(path.string() +
+                          ": not a JSON object; give the file exactly as the model ships it");
   }
   return root;
 }
@@ -62,10 +64,11 @@ TokenizerExport::TokenizerExport(const config::TrainConfig& config, models::Mode
   const std::string& path = config.data.tokenizer;
   std::error_code ec;
   if (!fs::exists(path, ec)) {
-    throw config::ConfigError("the run's tokenizer data.tokenizer = '" + path + "' is not found from " +
-                              fs::current_path(ec).string() +
-                              "; run liger-export where the run was started (relative paths are resolved "
-                              "against the working directory), so that the export gets its tokenizer");
+    throw config::ConfigError(
+        "the run's tokenizer data.tokenizer = '" + path + "' is not found from " +
+        fs::current_path(ec).string() +
+        "; run liger-export where the run was started (relative paths are resolved "
+        "against the working directory), so that the export gets its tokenizer");
   }
   data::TokenizerOptions options;
   options.bos_token = config.data.bos_token;
@@ -78,14 +81,16 @@ TokenizerExport::TokenizerExport(const config::TrainConfig& config, models::Mode
       if (is_file(folder / name)) copies_.push_back({(folder / name).string(), name});
     }
   } else {
-    const bool sentencepiece = dynamic_cast<const data::SentencePieceTokenizer*>(tokenizer_.get()) != nullptr;
+    const bool sentencepiece =
+        dynamic_cast<const data::SentencePieceTokenizer*>(tokenizer_.get()) != nullptr;
     copies_.push_back({path, sentencepiece ? "tokenizer.model" : "tokenizer.json"});
   }
   for (const char* name : kSideFiles) {
     if (is_file(folder / name)) copies_.push_back({(folder / name).string(), name});
   }
   std::vector<fs::path> generation_sources;
-  if (!config.model.hf_path.empty()) generation_sources.push_back(fs::path(config.model.hf_path) / "generation_config.json");
+  if (!config.model.hf_path.empty())
+    generation_sources.push_back(fs::path(config.model.hf_path) / "generation_config.json");
   generation_sources.push_back(folder / "generation_config.json");
   for (const fs::path& candidate : generation_sources) {
     if (is_file(candidate)) {
@@ -167,8 +172,10 @@ std::string TokenizerExport::write_generation_config(const std::string& out_dir)
       root["temperature"] = 0.6;
       root["top_p"] = 0.9;
     }
-    const data::HfSpecialToken pad = data::read_hf_tokenizer_config(data::tokenizer_folder(config_.data.tokenizer)).pad;
-    if (!pad.content.empty() && tok.token_id(pad.content) >= 0) root["pad_token_id"] = tok.token_id(pad.content);
+    const data::HfSpecialToken pad =
+        data::read_hf_tokenizer_config(data::tokenizer_folder(config_.data.tokenizer)).pad;
+    if (!pad.content.empty() && tok.token_id(pad.content) >= 0)
+      root["pad_token_id"] = tok.token_id(pad.content);
   }
   if (!root.contains("bos_token_id") && tok.bos_id() >= 0) root["bos_token_id"] = tok.bos_id();
 
@@ -181,7 +188,8 @@ std::string TokenizerExport::write_generation_config(const std::string& out_dir)
       if (id.is_number_integer()) stops.push_back(id.get<int64_t>());
     }
   }
-  std::vector<int64_t> wanted = {tok.eos_id(), tok.token_id("<|eot_id|>"), tok.token_id("<end_of_turn>")};
+  std::vector<int64_t> wanted = {tok.eos_id(), tok.token_id("<|eot_id|>"),
+                                 tok.token_id("<end_of_turn>")};
   for (const int64_t id : wanted) {
     if (id >= 0 && std::find(stops.begin(), stops.end(), id) == stops.end()) stops.push_back(id);
   }
@@ -190,8 +198,8 @@ std::string TokenizerExport::write_generation_config(const std::string& out_dir)
   write_json(fs::path(out_dir) / "generation_config.json", root);
   std::string ids;
   for (const int64_t id : stops) ids += (ids.empty() ? "" : " ") + std::to_string(id);
-  return std::string("generation_config.json ") + (generation_source_.empty() ? "written" : "copied") +
-         " (eos " + ids + ")";
+  return std::string("generation_config.json ") +
+         (generation_source_.empty() ? "written" : "copied") + " (eos " + ids + ")";
 }
 
 }  // namespace liger::trainer

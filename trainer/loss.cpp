@@ -24,7 +24,8 @@ at::Tensor token_loss(const models::TransformerImpl& model, const at::Tensor& hi
     // The weight in compute dtype (a cast from fp32 master weights); tied,
     // its gradient joins the embedding lookup's (models/tied_embedding.h).
     at::Tensor weight = model.lm_head_weight_for(flat_hidden).to(model.compute_dtype());
-    return kernels.fused_linear_cross_entropy(flat_hidden, weight, at::Tensor(), flat_labels, options);
+    return kernels.fused_linear_cross_entropy(flat_hidden, weight, at::Tensor(), flat_labels,
+                                              options);
   }
   return kernels.cross_entropy(model.lm_head_logits(flat_hidden), flat_labels, ce);
 }

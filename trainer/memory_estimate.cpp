@@ -33,23 +33,28 @@ std::string MemoryEstimate::describe() const {
   out << "parameters " << gib(parameters) << ", gradients " << gib(gradients) << ", AdamW state "
       << gib(optimizer);
   if (gathered > 0) out << ", gathered weights " << gib(gathered);
-  out << ", activations " << gib(activations) << " (" << gib(per_layer) << " per layer without checkpointing)"
-      << ", loss " << gib(loss) << ", backward " << gib(backward) << ": total " << gib(total()) << " (peak "
-      << (at_loss() >= at_backward_end() ? "at the loss" : "at the end of backward")
+  out << ", activations " << gib(activations) << " (" << gib(per_layer)
+      << " per layer without checkpointing)"
+      << ", loss " << gib(loss) << ", backward " << gib(backward) << ": total " << gib(total())
+      << " (peak " << (at_loss() >= at_backward_end() ? "at the loss" : "at the end of backward")
       << (gradients_in_forward > 0 ? ", gradients summed across micro-batches" : "") << ")";
   return out.str();
 }
 
-MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::TrainConfig& c, int64_t world_size) {
+MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::TrainConfig& c,
+                               int64_t world_size) {
   MemoryEstimate e;
   const double world = static_cast<double>(std::max<int64_t>(world_size, 1));
   const double param_bytes = static_cast<double>(c10::elementSize(parameter_dtype(c)));
   const double compute_bytes = static_cast<double>(c10::elementSize(compute_dtype(c)));
   const double h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.intermediate_size);
   const double d = static_cast<double>(m.resolved_head_dim());
-  const double q = static_cast<double>(m.num_heads) * d, kv = static_cast<double>(m.num_kv_heads) * d;
-  const double layers = static_cast<double>(m.num_layers), vocab = static_cast<double>(m.vocab_size);
-  const double batch = static_cast<double>(c.training.micro_batch_size), seq = static_cast<double>(c.data.seq_len);
+  const double q = static_cast<double>(m.num_heads) * d,
+               kv = static_cast<double>(m.num_kv_heads) * d;
+  const double layers = static_cast<double>(m.num_layers),
+               vocab = static_cast<double>(m.vocab_size);
+  const double batch = static_cast<double>(c.training.micro_batch_size),
+               seq = static_cast<double>(c.data.seq_len);
   const double tokens = batch * seq;
   const bool accumulating = c.training.gradient_accumulation_steps > 1;
   const bool copies = uses_compute_copies(c, world_size);
@@ -84,12 +89,17 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   if (uses_lora(c)) {
     const models::LoraOptions lora = lora_options(c, models::lora_targets_of(m));
     const std::vector<std::string> modules = lora_modules_to_save(c);
-    auto saves = [&](const char* name) { return std::find(modules.begin(), modules.end(), name) != modules.end(); };
-    frozen_head = m.tie_embeddings ? !(saves("embed_tokens") || saves("lm_head")) : !saves("lm_head");
+    auto saves = [&](const char* name) {
+      return std::find(modules.begin(), modules.end(), name) != modules.end();
+    };
+    frozen_head =
+        m.tie_embeddings ? !(saves("embed_tokens") || saves("lm_head")) : !saves("lm_head");
     frozen_embedding = m.tie_embeddings ? frozen_head : !saves("embed_tokens");
     // [vocab, hidden] each; tied, the embedding and the head are one tensor.
-    const double saved = m.tie_embeddings ? (frozen_head ? 0.0 : vocab_params)
-                                          : vocab_params * ((saves("embed_tokens") ? 1 : 0) + (saves("lm_head") ? 1 : 0));
+    const double saved =
+        m.tie_embeddings
+            ? (frozen_head ? 0.0 : vocab_params)
+            : vocab_params * ((saves("embed_tokens") ? 1 : 0) + (saves("lm_head") ? 1 : 0));
     const double trained = static_cast<double>(models::lora_parameter_count(m, lora)) + saved;
     const double frozen = all_params - saved;
     e.parameters = (frozen * compute_bytes + trained * param_bytes) / world;
@@ -109,8 +119,9 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
 
   // The fused kernels (norms, RoPE, GLU toggles on) run as our CUDA kernels
   // on a GPU and as the composite backend's ATen ops on the CPU.
-  const bool fused = c.kernels.rms_norm && c.kernels.rope &&
-                     (m.mlp_activation == models::MlpActivation::gelu_tanh ? c.kernels.geglu : c.kernels.swiglu);
+  const bool fused =
+      c.kernels.rms_norm && c.kernels.rope &&
+      (m.mlp_activation == models::MlpActivation::gelu_tanh ? c.kernels.geglu : c.kernels.swiglu);
   const bool composite = fused && !on_gpu;
 
   // One layer's backward: the MLP's activation gradients ([tokens,
@@ -118,11 +129,13 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // states' ([tokens, hidden] x 2). The composite GLU's backward computes in
   // fp32 ATen ops: about six fp32 [tokens, intermediate] temporaries at once,
   // two more for gate and the incoming gradient cast to fp32.
-  e.backward = composite ? tokens * (f * (24 + (compute_bytes < 4 ? 8 : 0) + compute_bytes) + 2 * h * compute_bytes)
+  e.backward = composite ? tokens * (f * (24 + (compute_bytes < 4 ? 8 : 0) + compute_bytes) +
+                                     2 * h * compute_bytes)
                          : tokens * (3 * f + 2 * h) * compute_bytes;
   // Accumulating into .grad on one process: the embedding's dense gradient is
   // made whole before it is added to the sum.
-  if (accumulating && !copies && world == 1 && !frozen_embedding) e.backward = std::max(e.backward, vocab_params * param_bytes);
+  if (accumulating && !copies && world == 1 && !frozen_embedding)
+    e.backward = std::max(e.backward, vocab_params * param_bytes);
   // The optimizer step, every gradient alive. On a GPU AdamW's kernels keep
   // no temporaries; on the CPU the stochastically rounded and the
   // compute-copy updates (kernels/optim.cpp, ATen ops) hold fp32 operands of
@@ -139,7 +152,8 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     // every layer stays gathered from its forward to its backward. The
     // embeddings and lm_head while they are in use.
     const double vocab_units = m.tie_embeddings ? vocab_params : 2 * vocab_params;
-    const double layers_gathered = c.parallelism.reshard_after_forward ? 2 * layer_params : layers * layer_params;
+    const double layers_gathered =
+        c.parallelism.reshard_after_forward ? 2 * layer_params : layers * layer_params;
     e.gathered = (layers_gathered + vocab_units) * compute_bytes;
     // A unit's backward leaves its full gradients (compute dtype) to a
     // reduce-scatter staged in the reduce dtype; a layer's is in flight while
@@ -147,7 +161,8 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     const double reduce_bytes = c.parallelism.reduce_dtype == config::ReduceDtype::bf16 ? 2.0 : 4.0;
     auto reduce_memory = [&](double full) {
       const double per_rank = std::ceil(full / world);
-      const double chunk = per_rank > 2 * kReduceChunkElementsPerRank ? kReduceChunkElementsPerRank : per_rank;
+      const double chunk =
+          per_rank > 2 * kReduceChunkElementsPerRank ? kReduceChunkElementsPerRank : per_rank;
       return full * compute_bytes + world * chunk * reduce_bytes;
     };
     e.backward = std::max(e.backward + reduce_memory(layer_params), reduce_memory(vocab_params));
@@ -163,15 +178,18 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // (4q + 4kv). glu (and full, inside the recomputed layer): no product.
   const auto checkpointing = c.training.activation_checkpointing;
   const double glu_kept = checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
-  const double attention_kept = fused ? 4 * h + 2 * q + 2 * kv + (composite ? q + 2 * kv : 0.0) : 6 * h + 4 * q + 4 * kv;
-  const double layer_base = tokens * (attention_kept + (2 + glu_kept) * f + lora_rank_columns) * compute_bytes;
+  const double attention_kept =
+      fused ? 4 * h + 2 * q + 2 * kv + (composite ? q + 2 * kv : 0.0) : 6 * h + 4 * q + 4 * kv;
+  const double layer_base =
+      tokens * (attention_kept + (2 + glu_kept) * f + lora_rank_columns) * compute_bytes;
   // Layers whose attention takes the explicit fp32 path (a sliding window,
   // an attention softcap, per-document masks: kernels/reference/attention.cpp)
   // also keep [heads, T, T] probabilities, in fp32 and in the compute dtype
   // (the softcap's tanh too, fp32), and q and k in fp32 (k repeated to every
   // query head); on the way they hold about two fp32 score tensors at once.
   const double scores = batch * static_cast<double>(m.num_heads) * seq * seq;
-  const double explicit_extra = scores * (4 + compute_bytes + (m.attn_softcap > 0 ? 4 : 0)) + tokens * 2 * q * 4;
+  const double explicit_extra =
+      scores * (4 + compute_bytes + (m.attn_softcap > 0 ? 4 : 0)) + tokens * 2 * q * 4;
   const bool isolated = data::parse_packing_mode(c.data.packing) == data::PackingMode::isolated;
   double all_layers = 0, explicit_layers = 0;
   for (int64_t layer = 0; layer < m.num_layers; ++layer) {
@@ -183,7 +201,8 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   if (explicit_layers > 0) e.backward = std::max(e.backward, scores * 8);
   if (checkpointing == config::ActivationCheckpointing::full) {
     e.activations = layers * tokens * h * compute_bytes + e.per_layer;
-    e.first_layer = e.per_layer + tokens * h * compute_bytes;  // its checkpoint and its recomputed activations
+    e.first_layer =
+        e.per_layer + tokens * h * compute_bytes;  // its checkpoint and its recomputed activations
   } else {
     e.activations = all_layers;
     e.first_layer = e.per_layer;
@@ -202,7 +221,8 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     const double logits = std::min(chunk_budget, tokens * vocab * compute_bytes);
     const bool one_chunk = chunk_budget >= tokens * vocab * compute_bytes;
     if (c.kernels.flce_mode == config::FlceMode::speed) {
-      e.loss = logits + head_grad + (one_chunk || frozen_head ? 0.0 : vocab_params * 4) + tokens * h * compute_bytes;
+      e.loss = logits + head_grad + (one_chunk || frozen_head ? 0.0 : vocab_params * 4) +
+               tokens * h * compute_bytes;
     } else {
       e.loss = logits + head_grad + tokens * h * (4 + compute_bytes);
     }
@@ -211,8 +231,9 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     // fp32 rows): the logits and their fp32 loss and gradient, about two
     // chunks; the weight gradient summed in fp32, cast to the weight's dtype
     // in backward; dL/dx.
-    e.loss = 2 * std::min(chunk_budget, 4 * tokens * vocab) + (frozen_head ? 0.0 : vocab_params * 4) +
-             (compute_bytes < 4 ? head_grad : 0.0) + tokens * h * compute_bytes;
+    e.loss = 2 * std::min(chunk_budget, 4 * tokens * vocab) +
+             (frozen_head ? 0.0 : vocab_params * 4) + (compute_bytes < 4 ? head_grad : 0.0) +
+             tokens * h * compute_bytes;
   } else {
     // The logits in the compute dtype and their fp32 gradient.
     e.loss = tokens * vocab * (compute_bytes + 4) + head_grad;

@@ -22,16 +22,22 @@
 namespace liger::trainer {
 
 struct MemoryEstimate {
-  double parameters = 0, gradients = 0, optimizer = 0;  // this rank's share (sharded over world_size)
-  double gathered = 0;      // sharded: full weights of the units gathered at once (compute dtype)
-  double activations = 0;   // kept for backward, all layers (checkpointing: the layer inputs + one layer)
-  double per_layer = 0;     // one layer's activations without checkpointing
-  double loss = 0;          // the loss's working memory (its chunk or logits, buffers, the head's gradient)
-  double backward = 0;      // one layer's backward working memory (sharded: + a unit's reduce-scatter staging)
-  double gradients_in_forward = 0;  // the part of `gradients` alive through a forward (accumulation)
-  double first_layer = 0;   // the first layer's activations while its backward runs
+  double parameters = 0, gradients = 0,
+         optimizer = 0;  // this rank's share (sharded over world_size)
+  double gathered = 0;   // sharded: full weights of the units gathered at once (compute dtype)
+  double activations =
+      0;  // kept for backward, all layers (checkpointing: the layer inputs + one layer)
+  double per_layer = 0;  // one layer's activations without checkpointing
+  double loss = 0;  // the loss's working memory (its chunk or logits, buffers, the head's gradient)
+  double backward =
+      0;  // one layer's backward working memory (sharded: + a unit's reduce-scatter staging)
+  double gradients_in_forward =
+      0;                   // the part of `gradients` alive through a forward (accumulation)
+  double first_layer = 0;  // the first layer's activations while its backward runs
 
-  double at_loss() const { return gradients_in_forward + activations + (loss > backward ? loss : backward); }
+  double at_loss() const {
+    return gradients_in_forward + activations + (loss > backward ? loss : backward);
+  }
   double at_backward_end() const { return gradients + first_layer + backward; }
   double total() const {
     const double varying = at_loss() > at_backward_end() ? at_loss() : at_backward_end();

@@ -30,9 +30,10 @@ const std::vector<MemoryCandidate>& memory_plan_candidates();
 
 // What the plan is for.
 struct MemoryPlanTarget {
-  int64_t world_size = 1;            // ranks sharing the model
-  bool on_cuda = true;               // false: the CPU, no budget
-  std::optional<double> gpu_bytes;   // the GPU's memory; nullopt: none visible, an 80 GiB one assumed
+  int64_t world_size = 1;  // ranks sharing the model
+  bool on_cuda = true;     // false: the CPU, no budget
+  std::optional<double>
+      gpu_bytes;  // the GPU's memory; nullopt: none visible, an 80 GiB one assumed
 };
 
 // The GPU assumed when none is visible (a dry run on a machine without one).
@@ -50,7 +51,8 @@ struct MemoryPlan {
   int64_t world_size = 1;
   bool fused_loss = true;
   bool stochastic_rounding = true;
-  std::vector<std::pair<MemoryCandidate, double>> faster;  // the candidates tried before it, with their totals
+  std::vector<std::pair<MemoryCandidate, double>>
+      faster;  // the candidates tried before it, with their totals
   // One line: what it chose, its estimate against the budget, what the faster candidates need.
   std::string describe() const;
 };
@@ -64,7 +66,8 @@ MemoryPlan plan_memory(const models::ModelConfig& model, const config::TrainConf
 // training.memory_plan: auto: plans, rewrites `config` as planned
 // (config::with_planned_memory) and returns the plan's line to log; off:
 // leaves `config` as it is and returns nullopt.
-std::optional<std::string> apply_memory_plan(config::TrainConfig& config, const models::ModelConfig& model,
+std::optional<std::string> apply_memory_plan(config::TrainConfig& config,
+                                             const models::ModelConfig& model,
                                              const MemoryPlanTarget& target);
 
 }  // namespace liger::trainer

@@ -27,7 +27,8 @@ std::string format_duration(double seconds) {
 }
 
 MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
-                             int64_t total_steps, int64_t log_every, config::ProgressBar progress_bar)
+                             int64_t total_steps, int64_t log_every,
+                             config::ProgressBar progress_bar)
     : path_((std::filesystem::path(output_dir) / "metrics.jsonl").string()),
       total_steps_(total_steps),
       log_every_(log_every) {
@@ -37,7 +38,8 @@ MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
     std::string line;
     while (std::getline(old, line)) {
       try {
-        if (nlohmann::json::parse(line).at("step").get<int64_t>() <= resume_step) kept.push_back(line);
+        if (nlohmann::json::parse(line).at("step").get<int64_t>() <= resume_step)
+          kept.push_back(line);
       } catch (const std::exception&) {
         // a torn last line from a killed run: drop it
       }
@@ -60,15 +62,16 @@ std::string c10_free_format(const char* format, double value) {
 }  // namespace
 
 void MetricsWriter::record(const StepMetrics& m) {
-  nlohmann::json row = {{"step", m.step},
-                        {"loss", m.loss},
-                        {"lr", m.lr},
-                        {"grad_norm", m.grad_norm},
-                        {"tokens", m.tokens},
-                        {"tokens_per_s", m.tokens_per_s},
-                        {"elapsed_s", m.elapsed_s},
-                        {"tokens_per_s_per_device", m.tokens_per_s / static_cast<double>(m.world_size)},
-                        {"peak_mem_bytes", m.peak_mem_bytes}};
+  nlohmann::json row = {
+      {"step", m.step},
+      {"loss", m.loss},
+      {"lr", m.lr},
+      {"grad_norm", m.grad_norm},
+      {"tokens", m.tokens},
+      {"tokens_per_s", m.tokens_per_s},
+      {"elapsed_s", m.elapsed_s},
+      {"tokens_per_s_per_device", m.tokens_per_s / static_cast<double>(m.world_size)},
+      {"peak_mem_bytes", m.peak_mem_bytes}};
   if (m.mfu) row["mfu"] = *m.mfu;
   if (m.eval_loss) row["eval_loss"] = *m.eval_loss;
   if (m.eval_ppl) row["eval_ppl"] = *m.eval_ppl;
@@ -84,8 +87,8 @@ void MetricsWriter::record(const StepMetrics& m) {
     std::snprintf(line, sizeof line,
                   "step %lld/%lld | loss %.4f | lr %.3e | grad_norm %.3f | %.0f tok/s | "
                   "elapsed %s | eta %s | peak_mem %.1f MiB",
-                  static_cast<long long>(m.step), static_cast<long long>(total_steps_), m.loss, m.lr,
-                  m.grad_norm, m.tokens_per_s, format_duration(m.elapsed_s).c_str(),
+                  static_cast<long long>(m.step), static_cast<long long>(total_steps_), m.loss,
+                  m.lr, m.grad_norm, m.tokens_per_s, format_duration(m.elapsed_s).c_str(),
                   format_duration(eta).c_str(), static_cast<double>(m.peak_mem_bytes) / (1 << 20));
     std::string text = line;
     if (m.mfu) text += c10_free_format(" | mfu %.1f%%", 100.0 * *m.mfu);
@@ -95,8 +98,8 @@ void MetricsWriter::record(const StepMetrics& m) {
   if (m.eval_loss) {
     char line[160];
     std::snprintf(line, sizeof line, "eval step %lld/%lld | eval_loss %.4f | eval_ppl %.3f",
-                  static_cast<long long>(m.step), static_cast<long long>(total_steps_), *m.eval_loss,
-                  m.eval_ppl ? *m.eval_ppl : std::exp(*m.eval_loss));
+                  static_cast<long long>(m.step), static_cast<long long>(total_steps_),
+                  *m.eval_loss, m.eval_ppl ? *m.eval_ppl : std::exp(*m.eval_loss));
     if (progress_) std::printf("\r\033[K");
     log::info(line);
   }

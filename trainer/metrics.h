@@ -19,11 +19,11 @@ struct StepMetrics {
   double loss = 0.0;
   double lr = 0.0;
   double grad_norm = 0.0;
-  int64_t tokens = 0;          // target tokens in this step (all micro-batches)
-  double tokens_per_s = 0.0;   // input tokens processed per second in this step
-  double elapsed_s = 0.0;      // since the start of this run (resumed runs continue the clock)
+  int64_t tokens = 0;         // target tokens in this step (all micro-batches)
+  double tokens_per_s = 0.0;  // input tokens processed per second in this step
+  double elapsed_s = 0.0;     // since the start of this run (resumed runs continue the clock)
   int64_t peak_mem_bytes = 0;
-  int64_t world_size = 1;       // ranks that processed `tokens` together
+  int64_t world_size = 1;  // ranks that processed `tokens` together
   // Model FLOPs utilisation: training FLOPs per token x tokens/s / (ranks x
   // the device's dense bf16 peak); absent when the peak is unknown (cpu).
   std::optional<double> mfu;

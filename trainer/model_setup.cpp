@@ -20,7 +20,8 @@ c10::Device resolve_device(config::Device device, int64_t local_rank) {
     const int64_t visible = static_cast<int64_t>(torch::cuda::device_count());
     if (local_rank >= visible) {
       throw config::ConfigError("local rank " + std::to_string(local_rank) + " needs GPU " +
-                                std::to_string(local_rank) + " but only " + std::to_string(visible) +
+                                std::to_string(local_rank) + " but only " +
+                                std::to_string(visible) +
                                 " are visible: start at most one rank per GPU on each node");
     }
     const auto index = static_cast<c10::DeviceIndex>(local_rank);
@@ -32,12 +33,9 @@ c10::Device resolve_device(config::Device device, int64_t local_rank) {
 
 c10::ScalarType scalar_type(config::Dtype dtype) {
   switch (dtype) {
-    case config::Dtype::bf16:
-      return c10::kBFloat16;
-    case config::Dtype::fp16:
-      return c10::kHalf;
-    case config::Dtype::fp32:
-      break;
+    case config::Dtype::bf16: return c10::kBFloat16;
+    case config::Dtype::fp16: return c10::kHalf;
+    case config::Dtype::fp32: break;
   }
   return c10::kFloat;
 }
@@ -47,12 +45,9 @@ c10::ScalarType scalar_type(config::Dtype dtype) {
 c10::ScalarType compute_dtype(const config::TrainConfig& config) {
   switch (config.training.precision) {
     case config::Precision::bf16_mixed:
-    case config::Precision::bf16:
-      return c10::kBFloat16;
-    case config::Precision::fp32:
-      return c10::kFloat;
-    case config::Precision::auto_:
-      break;
+    case config::Precision::bf16: return c10::kBFloat16;
+    case config::Precision::fp32: return c10::kFloat;
+    case config::Precision::auto_: break;
   }
   return scalar_type(config.model.dtype);
 }
@@ -62,19 +57,17 @@ c10::ScalarType compute_dtype(const config::TrainConfig& config) {
 // training.master_weights, else the compute dtype.
 c10::ScalarType parameter_dtype(const config::TrainConfig& config) {
   switch (config.training.precision) {
-    case config::Precision::bf16:
-      return c10::kBFloat16;
+    case config::Precision::bf16: return c10::kBFloat16;
     case config::Precision::bf16_mixed:
-    case config::Precision::fp32:
-      return c10::kFloat;
-    case config::Precision::auto_:
-      break;
+    case config::Precision::fp32: return c10::kFloat;
+    case config::Precision::auto_: break;
   }
   return config.training.master_weights ? c10::kFloat : compute_dtype(config);
 }
 
 bool uses_compute_copies(const config::TrainConfig& config, int64_t world_size) {
-  return parameter_dtype(config) == c10::kFloat && compute_dtype(config) != c10::kFloat && world_size == 1;
+  return parameter_dtype(config) == c10::kFloat && compute_dtype(config) != c10::kFloat &&
+         world_size == 1;
 }
 
 namespace {
@@ -103,8 +96,9 @@ models::ModelConfig resolve_hf_model_config(const config::TrainConfig& config,
   };
   for (const auto& [key, set] : fixed) {
     if (set) {
-      throw config::ConfigError(std::string("model.") + key + " is set together with model.hf_path = '" +
-                                m.hf_path + "', whose config.json fixes it; remove model." + key);
+      throw config::ConfigError(std::string("model.") + key +
+                                " is set together with model.hf_path = '" + m.hf_path +
+                                "', whose config.json fixes it; remove model." + key);
     }
   }
   models::ModelConfig c;
@@ -122,7 +116,8 @@ models::ModelConfig resolve_hf_model_config(const config::TrainConfig& config,
   }
   if (config.data.seq_len > c.max_seq_len) {
     throw config::ConfigError("data.seq_len = " + std::to_string(config.data.seq_len) +
-                              " is longer than the model's context of " + std::to_string(c.max_seq_len) +
+                              " is longer than the model's context of " +
+                              std::to_string(c.max_seq_len) +
                               " tokens (model.hf_path, model.max_seq_len); lower data.seq_len");
   }
   return c;
@@ -157,7 +152,8 @@ models::ModelConfig resolve_model_config(const config::TrainConfig& config,
   if (m.query_pre_attn_scalar) c.query_pre_attn_scalar = *m.query_pre_attn_scalar;
   c.init_std = m.init_std;
   // A preset that leaves num_kv_heads to the override of num_heads (MHA) keeps them equal.
-  if (m.num_heads && !m.num_kv_heads && c.num_heads % c.num_kv_heads != 0) c.num_kv_heads = c.num_heads;
+  if (m.num_heads && !m.num_kv_heads && c.num_heads % c.num_kv_heads != 0)
+    c.num_kv_heads = c.num_heads;
 
   if (c.vocab_size == 0) {
     if (!tokenizer_vocab) {
@@ -172,9 +168,10 @@ models::ModelConfig resolve_model_config(const config::TrainConfig& config,
                               "; use a tokenizer that fits or raise model.vocab_size");
   }
   if (config.data.seq_len > c.max_seq_len) {
-    throw config::ConfigError("data.seq_len = " + std::to_string(config.data.seq_len) +
-                              " is longer than model.max_seq_len = " + std::to_string(c.max_seq_len) +
-                              "; lower data.seq_len or raise model.max_seq_len");
+    throw config::ConfigError(
+        "data.seq_len = " + std::to_string(config.data.seq_len) +
+        " is longer than model.max_seq_len = " + std::to_string(c.max_seq_len) +
+        "; lower data.seq_len or raise model.max_seq_len");
   }
   try {
     c.validate();
@@ -200,14 +197,10 @@ kernels::KernelToggles kernel_toggles(const config::KernelsSection& k) {
 
 log::Level log_level(config::LogLevel level) {
   switch (level) {
-    case config::LogLevel::debug:
-      return log::Level::debug;
-    case config::LogLevel::warn:
-      return log::Level::warn;
-    case config::LogLevel::error:
-      return log::Level::error;
-    case config::LogLevel::info:
-      break;
+    case config::LogLevel::debug: return log::Level::debug;
+    case config::LogLevel::warn: return log::Level::warn;
+    case config::LogLevel::error: return log::Level::error;
+    case config::LogLevel::info: break;
   }
   return log::Level::info;
 }

@@ -18,12 +18,14 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
   for (size_t g = 0; g < groups_.size(); ++g) {
     const ParamGroup& group = groups_[g];
     TORCH_CHECK(group.compute_copies.empty() || group.compute_copies.size() == group.params.size(),
-                "AdamW: a group has ", group.compute_copies.size(), " compute copies for ", group.params.size(),
-                " parameters");
+                "AdamW: a group has ", group.compute_copies.size(), " compute copies for ",
+                group.params.size(), " parameters");
     for (size_t i = 0; i < group.compute_copies.size(); ++i) {
       const Tensor& c = group.compute_copies[i];
-      TORCH_CHECK(!c.defined() || (group.params[i].scalar_type() == at::kFloat && c.sizes() == group.params[i].sizes()),
-                  "AdamW: the compute copy of ", group.names[i], " must have its shape beside an fp32 parameter");
+      TORCH_CHECK(!c.defined() || (group.params[i].scalar_type() == at::kFloat &&
+                                   c.sizes() == group.params[i].sizes()),
+                  "AdamW: the compute copy of ", group.names[i],
+                  " must have its shape beside an fp32 parameter");
     }
     std::vector<State> states;
     for (size_t i = 0; i < group.params.size(); ++i) {
@@ -50,8 +52,10 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
       }
     }
     constexpr int64_t kValueBytes = sizeof(kernels::AdamWStepValues);
-    device_block_ = torch::zeros({alone * kValueBytes + 4}, at::TensorOptions().dtype(at::kByte).device(device));
-    device_lr_ = device_block_.narrow(0, alone * kValueBytes, 4).view(at::kFloat).squeeze(0);  // fp32 scalar
+    device_block_ = torch::zeros({alone * kValueBytes + 4},
+                                 at::TensorOptions().dtype(at::kByte).device(device));
+    device_lr_ =
+        device_block_.narrow(0, alone * kValueBytes, 4).view(at::kFloat).squeeze(0);  // fp32 scalar
     int64_t slot = 0;
     for (size_t g = 0; g < groups_.size(); ++g) {
       for (size_t i = 0; i < groups_[g].params.size(); ++i) {
@@ -81,7 +85,8 @@ bool AdamW::steps_alone(size_t g, size_t i) const {
   return rounds_stochastically(groups_[g].params[i]) || compute_copy(g, i).defined();
 }
 
-kernels::AdamWStepOptions AdamW::step_options(size_t g, size_t i, double lr, const Tensor& grad_scale) const {
+kernels::AdamWStepOptions AdamW::step_options(size_t g, size_t i, double lr,
+                                              const Tensor& grad_scale) const {
   const State& s = state_[g][i];
   kernels::AdamWStepOptions o;
   o.lr = lr;
@@ -123,7 +128,8 @@ void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_sca
       if (!grad.defined()) {
         // Device values: prepare_step has counted this parameter's step already.
         TORCH_CHECK(!options_.device_values, "AdamW (device values, CUDA graphs): parameter ",
-                    groups_[g].names[i], " got no gradient this step; every trained parameter must get one "
+                    groups_[g].names[i],
+                    " got no gradient this step; every trained parameter must get one "
                     "(set training.cuda_graphs: false)");
         continue;
       }
@@ -147,12 +153,13 @@ void AdamW::update(double lr, const Tensor& lr_on_device, const Tensor& grad_sca
     std::optional<Tensor> inverse_scale;
     if (grad_scale.defined()) inverse_scale = grad_scale.reciprocal();
     if (lr_on_device.defined()) {
-      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, fused_steps, lr_on_device,
-                        options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
+      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, fused_steps,
+                        lr_on_device, options_.beta1, options_.beta2, groups_[g].weight_decay,
+                        options_.eps,
                         /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
     } else {
-      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, fused_steps, lr,
-                        options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
+      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, fused_steps,
+                        lr, options_.beta1, options_.beta2, groups_[g].weight_decay, options_.eps,
                         /*amsgrad=*/false, /*maximize=*/false, inverse_scale);
     }
   }
@@ -163,22 +170,27 @@ void AdamW::prepare_step(double lr) {
   TORCH_CHECK(options_.device_values, "AdamW::prepare_step needs AdamWOptions::device_values");
   prepared_lr_ = lr;
   prepared_ = true;
-  ++steps_taken_;  // here, not in apply_step: a graph replays apply_step's launches without calling it
+  ++steps_taken_;  // here, not in apply_step: a graph replays apply_step's launches without calling
+                   // it
   // The host image of the device block, in pinned memory: the copy does not
   // block, and the caching host allocator keeps the buffer until it is done.
-  const at::Tensor host = torch::empty({device_block_.numel()},
-                                       at::TensorOptions().dtype(at::kByte).pinned_memory(device_block_.is_cuda()));
+  const at::Tensor host =
+      torch::empty({device_block_.numel()},
+                   at::TensorOptions().dtype(at::kByte).pinned_memory(device_block_.is_cuda()));
   auto* bytes = host.data_ptr<uint8_t>();
   int64_t slot = 0;
   for (size_t g = 0; g < groups_.size(); ++g) {
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
-      ++state_[g][i].count;  // every parameter is stepped (apply_step checks that each has a gradient)
+      ++state_[g][i]
+            .count;  // every parameter is stepped (apply_step checks that each has a gradient)
       if (!steps_alone(g, i)) continue;
-      const kernels::AdamWStepValues v = kernels::adamw_step_values(step_options(g, i, lr, Tensor()));
+      const kernels::AdamWStepValues v =
+          kernels::adamw_step_values(step_options(g, i, lr, Tensor()));
       std::memcpy(bytes + slot++ * sizeof(v), &v, sizeof(v));
     }
   }
-  const float lr32 = static_cast<float>(lr);  // cast: the fused groups' lr as the fp32 the kernel reads
+  const float lr32 =
+      static_cast<float>(lr);  // cast: the fused groups' lr as the fp32 the kernel reads
   std::memcpy(bytes + slot * sizeof(kernels::AdamWStepValues), &lr32, sizeof(lr32));
   device_block_.copy_(host, /*non_blocking=*/true);
 }
@@ -232,7 +244,8 @@ void AdamW::refresh_compute_copies() {
   for (size_t g = 0; g < groups_.size(); ++g) {
     for (size_t i = 0; i < groups_[g].compute_copies.size(); ++i) {
       const Tensor& c = groups_[g].compute_copies[i];
-      if (c.defined()) c.copy_(groups_[g].params[i]);  // cast: fp32 to the copy's 16-bit dtype, to nearest
+      if (c.defined())
+        c.copy_(groups_[g].params[i]);  // cast: fp32 to the copy's 16-bit dtype, to nearest
     }
   }
 }
@@ -273,9 +286,11 @@ void AdamW::load(torch::serialize::InputArchive& archive) {
 }
 
 std::vector<ParamGroup> split_decay_groups(const std::vector<std::pair<std::string, Tensor>>& named,
-                                           double weight_decay, const std::vector<Tensor>& compute_copies) {
-  TORCH_CHECK(compute_copies.empty() || compute_copies.size() == named.size(), "split_decay_groups: ",
-              compute_copies.size(), " compute copies for ", named.size(), " parameters");
+                                           double weight_decay,
+                                           const std::vector<Tensor>& compute_copies) {
+  TORCH_CHECK(compute_copies.empty() || compute_copies.size() == named.size(),
+              "split_decay_groups: ", compute_copies.size(), " compute copies for ", named.size(),
+              " parameters");
   ParamGroup decay, no_decay;
   decay.weight_decay = weight_decay;
   no_decay.weight_decay = 0.0;

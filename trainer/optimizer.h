@@ -99,7 +99,7 @@ class AdamW {
     Tensor exp_avg, exp_avg_sq, step;  // step: fp32 scalar tensor, as the fused kernel wants
     int64_t count = 0;                 // `step` on the host (no device sync to read it)
     uint64_t stream = 0;               // this tensor's index in the optimizer: its random stream
-    Tensor step_values;                // device_values + stochastic rounding: its AdamWStepValues bytes
+    Tensor step_values;  // device_values + stochastic rounding: its AdamWStepValues bytes
   };
   // The update launches for every parameter with a gradient: lr_on_device
   // defined (device values), the fused groups read it and the stochastically
@@ -107,7 +107,8 @@ class AdamW {
   // host counts each stepped parameter here.
   void update(double lr, const Tensor& lr_on_device, const Tensor& grad_scale);
   // The options of kernels::adamw_step for parameter i of group g at its current count.
-  kernels::AdamWStepOptions step_options(size_t g, size_t i, double lr, const Tensor& grad_scale) const;
+  kernels::AdamWStepOptions step_options(size_t g, size_t i, double lr,
+                                         const Tensor& grad_scale) const;
   // Whether `p` is stepped by kernels::adamw_step with stochastic rounding.
   bool rounds_stochastically(const Tensor& p) const;
   // Parameter i of group g's compute copy (undefined: none) and the gradient its update reads.
@@ -131,6 +132,7 @@ class AdamW {
 // group without decay (1-D: norm weights, biases). compute_copies: empty, or
 // one per named parameter (see ParamGroup), split the same way.
 std::vector<ParamGroup> split_decay_groups(const std::vector<std::pair<std::string, Tensor>>& named,
-                                           double weight_decay, const std::vector<Tensor>& compute_copies = {});
+                                           double weight_decay,
+                                           const std::vector<Tensor>& compute_copies = {});
 
 }  // namespace liger::trainer

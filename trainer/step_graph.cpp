@@ -14,7 +14,8 @@ namespace {
 
 int64_t reserved_bytes(c10::DeviceIndex device) {
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
-  return stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+  return stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+      .current;
 }
 
 std::string first_line(const std::string& text) {
@@ -42,21 +43,23 @@ StepGraph::StepGraph(const std::function<std::vector<at::Tensor>()>& body, int64
     } catch (const std::exception&) {
     }
     throw config::ConfigError("training.cuda_graphs: step " + std::to_string(step) +
-                              " could not be captured as a CUDA graph (" + first_line(error.what()) +
-                              "); set training.cuda_graphs: false");
+                              " could not be captured as a CUDA graph (" +
+                              first_line(error.what()) + "); set training.cuda_graphs: false");
   }
   try {
     graph_->capture_end();
   } catch (const std::exception& error) {
     throw config::ConfigError("training.cuda_graphs: step " + std::to_string(step) +
-                              " could not be captured as a CUDA graph (" + first_line(error.what()) +
-                              "); set training.cuda_graphs: false");
+                              " could not be captured as a CUDA graph (" +
+                              first_line(error.what()) + "); set training.cuda_graphs: false");
   }
   pool_bytes_ = reserved_bytes(stream.device_index()) - reserved_before;
 }
 
 StepGraph::~StepGraph() = default;
 
-void StepGraph::replay() { graph_->replay(); }
+void StepGraph::replay() {
+  graph_->replay();
+}
 
 }  // namespace liger::trainer

@@ -20,7 +20,9 @@ using torch::profiler::impl::ActivityType;
 using torch::profiler::impl::ProfilerConfig;
 using torch::profiler::impl::ProfilerState;
 
-bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const char* part) {
+  return s.find(part) != std::string::npos;
+}
 
 // The kind of a CUDA kernel, from its (mangled or demangled) name.
 std::string kernel_kind(const std::string& name) {
@@ -80,13 +82,14 @@ StepProfiler::~StepProfiler() {
 
 void StepProfiler::begin_step(int64_t step) {
   if (step != first_step_ || last_step_ < first_step_) return;
-  const std::set<ActivityType> activities = torch::cuda::is_available()
-                                                ? std::set<ActivityType>{ActivityType::CPU, ActivityType::CUDA}
-                                                : std::set<ActivityType>{ActivityType::CPU};
+  const std::set<ActivityType> activities =
+      torch::cuda::is_available() ? std::set<ActivityType>{ActivityType::CPU, ActivityType::CUDA}
+                                  : std::set<ActivityType>{ActivityType::CPU};
   const ProfilerConfig config(ProfilerState::KINETO);
   prof::prepareProfiler(config, activities);
   prof::enableProfiler(config, activities);
-  if (torch::cuda::is_available()) torch::cuda::synchronize();  // the window starts with an idle device
+  if (torch::cuda::is_available())
+    torch::cuda::synchronize();  // the window starts with an idle device
   running_ = true;
   started_ = std::chrono::steady_clock::now();
 }
@@ -134,15 +137,18 @@ void StepProfiler::stop_and_report() {
   }
   const int64_t steps = last_step_ - first_step_ + 1;
   std::ostringstream out;
-  out << "profile of steps " << first_step_ << "-" << last_step_ << " written to " << trace << ": wall "
-      << ms(wall_ns / steps) << " per step, device kernels " << ms(total_ns / steps)
+  out << "profile of steps " << first_step_ << "-" << last_step_ << " written to " << trace
+      << ": wall " << ms(wall_ns / steps) << " per step, device kernels " << ms(total_ns / steps)
       << " per step";
   if (!by_kind.empty()) {
     std::vector<std::pair<std::string, double>> kinds(by_kind.begin(), by_kind.end());
-    std::sort(kinds.begin(), kinds.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::sort(kinds.begin(), kinds.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
     out << "\n  by kind (per step):";
-    for (const auto& [kind, ns] : kinds) out << "\n    " << kind << ": " << ms(ns / steps) << " (" << percent(ns, total_ns) << ")";
-    std::vector<std::pair<std::string, std::pair<double, int64_t>>> kernels(by_kernel.begin(), by_kernel.end());
+    for (const auto& [kind, ns] : kinds)
+      out << "\n    " << kind << ": " << ms(ns / steps) << " (" << percent(ns, total_ns) << ")";
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> kernels(by_kernel.begin(),
+                                                                            by_kernel.end());
     std::sort(kernels.begin(), kernels.end(),
               [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
     out << "\n  top kernels (per step, launches per step):";
@@ -153,12 +159,15 @@ void StepProfiler::stop_and_report() {
     }
   }
   if (by_kind.empty() && !cpu_ops.empty()) {  // no device: the CPU ops, by inclusive time
-    std::vector<std::pair<std::string, std::pair<double, int64_t>>> ops(cpu_ops.begin(), cpu_ops.end());
-    std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> ops(cpu_ops.begin(),
+                                                                        cpu_ops.end());
+    std::sort(ops.begin(), ops.end(),
+              [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
     out << "\n  top CPU ops (inclusive time per step, calls per step):";
     for (size_t i = 0; i < ops.size() && static_cast<int>(i) < top_kernels_; ++i) {
       const auto& [name, entry] = ops[i];
-      out << "\n    " << ms(entry.first / steps) << " x" << entry.second / steps << "  " << name.substr(0, 160);
+      out << "\n    " << ms(entry.first / steps) << " x" << entry.second / steps << "  "
+          << name.substr(0, 160);
     }
   }
   if (log_summary_) log::info(out.str());

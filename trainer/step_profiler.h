@@ -15,8 +15,8 @@ namespace liger::trainer {
 class StepProfiler {
  public:
   // Profiles steps [first_step, first_step + steps); steps == 0 = off.
-  StepProfiler(int64_t first_step, int64_t steps, std::string output_dir, int rank, bool log_summary,
-               int top_kernels = 20);
+  StepProfiler(int64_t first_step, int64_t steps, std::string output_dir, int rank,
+               bool log_summary, int top_kernels = 20);
   ~StepProfiler();
   StepProfiler(const StepProfiler&) = delete;
   StepProfiler& operator=(const StepProfiler&) = delete;

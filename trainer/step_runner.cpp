@@ -60,13 +60,15 @@ at::Tensor batch_to_device(std::vector<int64_t>& field, const std::vector<int64_
 
 // The same field copied into a fixed device buffer (a CUDA graph's input),
 // allocated on first use; every later batch must have its shape.
-void batch_into(std::vector<int64_t>& field, const std::vector<int64_t>& shape, const c10::Device& device,
-                at::Tensor& buffer) {
-  if (!buffer.defined()) buffer = torch::empty(shape, at::TensorOptions().dtype(at::kLong).device(device));
+void batch_into(std::vector<int64_t>& field, const std::vector<int64_t>& shape,
+                const c10::Device& device, at::Tensor& buffer) {
+  if (!buffer.defined())
+    buffer = torch::empty(shape, at::TensorOptions().dtype(at::kLong).device(device));
   if (buffer.sizes() != at::IntArrayRef(shape)) {
-    throw std::runtime_error(c10::str("training.cuda_graphs: a micro-batch of shape ", at::IntArrayRef(shape),
-                                      " after the captured ", buffer.sizes(),
-                                      "; the replayed step needs every batch in one shape (set training.cuda_graphs: false)"));
+    throw std::runtime_error(c10::str(
+        "training.cuda_graphs: a micro-batch of shape ", at::IntArrayRef(shape),
+        " after the captured ", buffer.sizes(),
+        "; the replayed step needs every batch in one shape (set training.cuda_graphs: false)"));
   }
   const at::Tensor host = torch::from_blob(field.data(), shape, at::kLong);
   buffer.copy_(host.pin_memory(), /*non_blocking=*/true);
@@ -74,7 +76,8 @@ void batch_into(std::vector<int64_t>& field, const std::vector<int64_t>& shape, 
 
 // Puts a micro-batch's fields on the device: as fresh tensors, or with
 // `fixed` (CUDA graphs) into `into`'s buffers, which keep their addresses.
-void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated, bool fixed, DeviceBatch& into) {
+void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated, bool fixed,
+                   DeviceBatch& into) {
   const auto shape = std::vector<int64_t>{batch.batch_size, batch.seq_len};
   auto put = [&](std::vector<int64_t>& field, at::Tensor& slot) {
     if (fixed) {
@@ -85,7 +88,8 @@ void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated,
   };
   put(batch.input_ids, into.ids);
   put(batch.labels, into.labels);
-  if (isolated) {  // positions restart at each document (RoPE sees them); attention stays inside each
+  if (isolated) {  // positions restart at each document (RoPE sees them); attention stays inside
+                   // each
     put(batch.position_ids, into.positions);
     put(batch.document_ids, into.documents);
   }
@@ -93,10 +97,13 @@ void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated,
 
 }  // namespace
 
-double AccumulatedBatch::normalizer() const { return static_cast<double>(std::max<int64_t>(target_tokens, 1)); }
+double AccumulatedBatch::normalizer() const {
+  return static_cast<double>(std::max<int64_t>(target_tokens, 1));
+}
 
-StepRunner::StepRunner(models::TransformerImpl& model, AdamW& optimizer, distributed::Communicator& comm,
-                       distributed::FullyShardedModel* sharded, const StepOptions& options)
+StepRunner::StepRunner(models::TransformerImpl& model, AdamW& optimizer,
+                       distributed::Communicator& comm, distributed::FullyShardedModel* sharded,
+                       const StepOptions& options)
     : model_(model), optimizer_(optimizer), comm_(comm), sharded_(sharded), options_(options) {
   if (!options_.cuda_graphs) return;
   // CUDA graphs: the whole run on a side stream (a capture cannot use the
@@ -110,7 +117,8 @@ StepRunner::StepRunner(models::TransformerImpl& model, AdamW& optimizer, distrib
   queued.record(c10::cuda::getCurrentCUDAStream(options_.device.index()));
   queued.block(side);
   graph_stream_ = std::make_unique<c10::cuda::CUDAStreamGuard>(side);
-  fixed_inverse_count_ = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(options_.device));
+  fixed_inverse_count_ =
+      torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(options_.device));
 }
 
 StepRunner::~StepRunner() = default;
@@ -122,8 +130,8 @@ StepOutputs StepRunner::run(AccumulatedBatch& batch, double lr, int64_t step) {
   std::vector<DeviceBatch>& inputs = options_.cuda_graphs ? fixed_inputs_ : fresh_inputs;
   inputs.resize(batch.micro_batches.size());
   for (size_t k = 0; k < batch.micro_batches.size(); ++k) {
-    put_on_device(batch.micro_batches[k], options_.device, options_.isolated_documents, options_.cuda_graphs,
-                  inputs[k]);
+    put_on_device(batch.micro_batches[k], options_.device, options_.isolated_documents,
+                  options_.cuda_graphs, inputs[k]);
   }
   if (options_.cuda_graphs) return graph_step(inverse, normalizer, lr, step);
   const StepOutputs outputs = device_step(inputs, normalizer, inverse, lr);
@@ -145,32 +153,38 @@ void StepRunner::join_streams() {
 // double, then fp32, as the host computes it.
 at::Tensor StepRunner::inverse_count(int64_t target_tokens, double normalizer) {
   if (comm_.world_size() > 1) {
-    at::Tensor counts = torch::full({1}, target_tokens, at::TensorOptions().dtype(at::kLong).device(options_.device));
+    at::Tensor counts = torch::full({1}, target_tokens,
+                                    at::TensorOptions().dtype(at::kLong).device(options_.device));
     comm_.all_reduce(counts);
     return counts.to(at::kDouble).clamp_min(1.0).reciprocal().to(at::kFloat).squeeze(0);
   }
-  if (options_.cuda_graphs) {  // the graph reads the fixed scalar
+  if (options_.cuda_graphs) {                      // the graph reads the fixed scalar
     fixed_inverse_count_.fill_(1.0 / normalizer);  // cast: to the fp32 scalar, as the fill below
     return fixed_inverse_count_;
   }
-  return torch::full({}, 1.0 / normalizer, at::TensorOptions().dtype(at::kFloat).device(options_.device));
+  return torch::full({}, 1.0 / normalizer,
+                     at::TensorOptions().dtype(at::kFloat).device(options_.device));
 }
 
 // `normalizer` is this rank's count (the global one on one process), kept in
 // the loss options for a loss path that would not read `inverse_count`.
 StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, double normalizer,
                                     const at::Tensor& inverse_count, double lr) {
-  at::Tensor loss_total = torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(options_.device));
+  at::Tensor loss_total =
+      torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(options_.device));
   for (const DeviceBatch& micro_batch : inputs) {
-    at::Tensor hidden = model_.forward(micro_batch.ids, micro_batch.positions, micro_batch.documents);
-    at::Tensor loss = token_loss(model_, hidden, micro_batch.labels, normalizer, options_.flce_chunk_mb,
-                                 options_.flce_mode, inverse_count);
+    at::Tensor hidden =
+        model_.forward(micro_batch.ids, micro_batch.positions, micro_batch.documents);
+    at::Tensor loss = token_loss(model_, hidden, micro_batch.labels, normalizer,
+                                 options_.flce_chunk_mb, options_.flce_mode, inverse_count);
     loss.backward();
     if (sharded_) sharded_->finish_backward();
-    if (options_.fold_copy_gradients) optimizer_.fold_copy_gradients();  // fp32 sums across micro-batches
+    if (options_.fold_copy_gradients)
+      optimizer_.fold_copy_gradients();  // fp32 sums across micro-batches
     loss_total += loss.detach();
   }
-  const GradNorm clipping = grad_norm_and_clip(optimizer_.gradients(), options_.grad_clip, comm_, sharded_ != nullptr);
+  const GradNorm clipping =
+      grad_norm_and_clip(optimizer_.gradients(), options_.grad_clip, comm_, sharded_ != nullptr);
   if (options_.cuda_graphs) {
     optimizer_.apply_step(clipping.clip_coef);  // prepare_step ran before, outside any capture
   } else {
@@ -182,21 +196,25 @@ StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, doub
 // The batch is in the fixed buffers the graph reads, 1 / count in its scalar;
 // the AdamW values go to device memory now. Then the step runs eagerly (the
 // first steps), is captured (once) or replayed.
-StepOutputs StepRunner::graph_step(const at::Tensor& inverse_count, double normalizer, double lr, int64_t step) {
+StepOutputs StepRunner::graph_step(const at::Tensor& inverse_count, double normalizer, double lr,
+                                   int64_t step) {
   optimizer_.prepare_step(lr);
   if (!graph_ && step - options_.start_step <= kEagerStepsBeforeCapture) {
     const StepOutputs outputs = device_step(fixed_inputs_, normalizer, inverse_count, lr);
-    optimizer_.zero_grad();  // the capture must see no gradients: its backward allocates them in its pool
+    optimizer_
+        .zero_grad();  // the capture must see no gradients: its backward allocates them in its pool
     return outputs;
   }
   if (!graph_) {
     graph_ = std::make_unique<StepGraph>(
         [&] {
-          const StepOutputs captured = device_step(fixed_inputs_, normalizer, fixed_inverse_count_, lr);
+          const StepOutputs captured =
+              device_step(fixed_inputs_, normalizer, fixed_inverse_count_, lr);
           return std::vector<at::Tensor>{captured.loss_total, captured.grad_norm};
         },
         step);
-    log::info(c10::str("cuda graphs: step ", step, " captured (", graph_->pool_bytes() / double(1 << 30),
+    log::info(c10::str("cuda graphs: step ", step, " captured (",
+                       graph_->pool_bytes() / double(1 << 30),
                        " GiB in the graph's memory pool); every later step replays it"));
   }
   graph_->replay();

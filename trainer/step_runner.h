@@ -50,15 +50,16 @@ struct AccumulatedBatch {
 // What a step does besides the model's own work.
 struct StepOptions {
   c10::Device device{c10::kCPU};
-  bool cuda_graphs = false;          // training.cuda_graphs
-  bool isolated_documents = false;   // data.packing = isolated: positions and document ids go to the model
-  double grad_clip = 0.0;            // training.grad_clip (<= 0: no clipping)
-  double flce_chunk_mb = 0.0;        // kernels.flce_chunk_mb
+  bool cuda_graphs = false;  // training.cuda_graphs
+  bool isolated_documents =
+      false;               // data.packing = isolated: positions and document ids go to the model
+  double grad_clip = 0.0;  // training.grad_clip (<= 0: no clipping)
+  double flce_chunk_mb = 0.0;  // kernels.flce_chunk_mb
   kernels::FlceMode flce_mode = kernels::FlceMode::speed;
   // Compute copies over several micro-batches: their gradients sum in fp32
   // (without copies, fold_copy_gradients has nothing to do).
   bool fold_copy_gradients = false;
-  int64_t start_step = 0;            // the step this run starts from (resume): the eager steps count from it
+  int64_t start_step = 0;  // the step this run starts from (resume): the eager steps count from it
 };
 
 // The step's results, device tensors (fp32 scalars), not yet read by the host.
@@ -99,7 +100,8 @@ class StepRunner {
   StepOutputs device_step(const std::vector<DeviceBatch>& inputs, double normalizer,
                           const at::Tensor& inverse_count, double lr);
   // cuda_graphs: an eager step (the first ones), the capture (once) or a replay.
-  StepOutputs graph_step(const at::Tensor& inverse_count, double normalizer, double lr, int64_t step);
+  StepOutputs graph_step(const at::Tensor& inverse_count, double normalizer, double lr,
+                         int64_t step);
 
   models::TransformerImpl& model_;
   AdamW& optimizer_;

@@ -20,7 +20,11 @@ void install_stop_handlers() {
   std::signal(SIGTERM, on_stop_signal);
 }
 
-bool stop_requested() { return g_signal != 0; }
-int stop_signal_number() { return g_signal; }
+bool stop_requested() {
+  return g_signal != 0;
+}
+int stop_signal_number() {
+  return g_signal;
+}
 
 }  // namespace liger::trainer

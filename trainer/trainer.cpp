@@ -53,9 +53,9 @@ struct Trainer::State {
   std::unique_ptr<AdamW> optimizer;
   LrSchedule schedule;
   std::unique_ptr<CheckpointManager> checkpoints;
-  int64_t step = 0;            // optimizer steps completed
-  int64_t step_at_start = 0;   // the step this run started from (resume)
-  double elapsed_before = 0.0; // seconds spent by the runs this one resumes
+  int64_t step = 0;             // optimizer steps completed
+  int64_t step_at_start = 0;    // the step this run started from (resume)
+  double elapsed_before = 0.0;  // seconds spent by the runs this one resumes
 };
 
 namespace {
@@ -87,7 +87,8 @@ AccumulatedBatch draw_accumulated_batch(data::DataLoader& loader, int64_t micro_
   for (int64_t i = 0; i < micro_batches; ++i) {
     batch.micro_batches.push_back(loader.next());
     batch.target_tokens += batch.micro_batches.back().num_target_tokens();
-    batch.input_tokens += batch.micro_batches.back().batch_size * batch.micro_batches.back().seq_len;
+    batch.input_tokens +=
+        batch.micro_batches.back().batch_size * batch.micro_batches.back().seq_len;
   }
   return batch;
 }
@@ -112,26 +113,31 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   const log::Level level = log_level(config.logging.level);
   log::set_level(leader ? level : std::max(level, log::Level::warn));
   std::filesystem::create_directories(config.checkpoint.output_dir);
-  if (leader) log::add_file_sink((std::filesystem::path(config.checkpoint.output_dir) / "train.log").string());
+  if (leader)
+    log::add_file_sink(
+        (std::filesystem::path(config.checkpoint.output_dir) / "train.log").string());
 
   state.device = resolve_device(config.training.device, env.local_rank);
   config::check_for_run(config, {env.world_size, state.device.is_cuda()});
-  state.comm =
-      distributed::Communicator::create(env, state.device, config.parallelism.backend, config.parallelism.timeout_s);
+  state.comm = distributed::Communicator::create(env, state.device, config.parallelism.backend,
+                                                 config.parallelism.timeout_s);
   if (env.distributed()) {
     log::info(c10::str("distributed: ", env.describe(), "; backend ", state.comm->backend_name(),
                        ", parameters, gradients and optimizer state sharded over ", env.world_size,
-                       " ranks (reshard_after_forward ", config.parallelism.reshard_after_forward ? "on" : "off",
-                       ", reduce ", config.parallelism.reduce_dtype, ")"));
+                       " ranks (reshard_after_forward ",
+                       config.parallelism.reshard_after_forward ? "on" : "off", ", reduce ",
+                       config.parallelism.reduce_dtype, ")"));
   }
   if (config.training.threads > 0) at::set_num_threads(static_cast<int>(config.training.threads));
   torch::manual_seed(static_cast<uint64_t>(config.training.seed));
 
   state.tokenizer = load_run_tokenizer(config);
-  const models::ModelConfig model_config = resolve_model_config(config, state.tokenizer->vocab_size());
+  const models::ModelConfig model_config =
+      resolve_model_config(config, state.tokenizer->vocab_size());
   // training.memory_plan: auto: the precision and activation checkpointing that fit this GPU.
-  if (const auto plan = apply_memory_plan(state.config, model_config,
-                                          {env.world_size, state.device.is_cuda(), device_memory_capacity(state.device)})) {
+  if (const auto plan = apply_memory_plan(
+          state.config, model_config,
+          {env.world_size, state.device.is_cuda(), device_memory_capacity(state.device)})) {
     log::info(*plan);
   }
   data::DataSpec spec;
@@ -155,14 +161,15 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
     data::DataSpec eval_spec = spec;
     eval_spec.files = config.data.eval;
     state.eval_data = data::build_dataset(eval_spec, *state.tokenizer);
-    log::info(c10::str("eval: ", state.eval_data->num_windows(), " windows from ", config.data.eval.size(),
-                       " file(s)"));
+    log::info(c10::str("eval: ", state.eval_data->num_windows(), " windows from ",
+                       config.data.eval.size(), " file(s)"));
   } else if (!config.data.eval.empty() || config.data.eval_fraction > 0.0) {
     log::warn("data.eval / data.eval_fraction are set but training.eval_every is 0: no evaluation");
   }
   if (dataset->packing() == data::PackingMode::isolated) {
-    log::info("data.packing = isolated: positions restart at each document, attention is masked "
-              "per document (explicit attention path) and no label crosses a document boundary");
+    log::info(
+        "data.packing = isolated: positions restart at each document, attention is masked "
+        "per document (explicit attention path) and no label crosses a document boundary");
   }
   data::LoaderOptions loader_options;
   loader_options.micro_batch_size = config.training.micro_batch_size;
@@ -184,23 +191,31 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
     }
   }
 
-  const bool checkpointing = config.training.activation_checkpointing == config::ActivationCheckpointing::full;
-  std::vector<at::Tensor> compute_copies;  // the model's 16-bit parameters when it runs on copies (else empty)
+  const bool checkpointing =
+      config.training.activation_checkpointing == config::ActivationCheckpointing::full;
+  std::vector<at::Tensor>
+      compute_copies;  // the model's 16-bit parameters when it runs on copies (else empty)
   if (env.distributed()) {
     // Sharded: the model itself lives on the meta device (no memory); its
     // weights point at gathered tensors while each unit runs.
-    state.model = models::Transformer(model_config, kernel_set, at::TensorOptions().dtype(base_parameter_dtype(config)).device(at::kMeta),
-                                  compute_dtype(config));
-    attach_adapters_on_meta(*state.model, config);  // LoRA: adapters in the units, the base frozen (trainer/adapter_setup.h)
+    state.model = models::Transformer(
+        model_config, kernel_set,
+        at::TensorOptions().dtype(base_parameter_dtype(config)).device(at::kMeta),
+        compute_dtype(config));
+    attach_adapters_on_meta(
+        *state.model,
+        config);  // LoRA: adapters in the units, the base frozen (trainer/adapter_setup.h)
     distributed::ShardingOptions sharding;
     sharding.param_dtype = parameter_dtype(config);
     sharding.frozen_dtype = base_parameter_dtype(config);
     sharding.compute_dtype = compute_dtype(config);
-    sharding.reduce_dtype = config.parallelism.reduce_dtype == config::ReduceDtype::bf16 ? at::kBFloat16 : at::kFloat;
+    sharding.reduce_dtype =
+        config.parallelism.reduce_dtype == config::ReduceDtype::bf16 ? at::kBFloat16 : at::kFloat;
     sharding.reshard_after_forward = config.parallelism.reshard_after_forward;
     sharding.activation_checkpointing = checkpointing;
     sharding.device = state.device;
-    state.sharded = std::make_shared<distributed::FullyShardedModel>(*state.model, state.comm, sharding);
+    state.sharded =
+        std::make_shared<distributed::FullyShardedModel>(*state.model, state.comm, sharding);
     state.model->set_layer_hooks(state.sharded);
     if (config.model.hf_path.empty()) {
       state.sharded->init_weights(static_cast<uint64_t>(config.training.seed));
@@ -210,60 +225,71 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
         state.sharded->load_full_parameters([&](const std::string& name) {
           return models::is_lora_parameter_name(name) ? at::Tensor() : weights.view(name);
         });
-        state.sharded->init_adapters(models::lora_init_seed(static_cast<uint64_t>(config.training.seed)));
+        state.sharded->init_adapters(
+            models::lora_init_seed(static_cast<uint64_t>(config.training.seed)));
       } catch (const models::ModelIoError& error) {
         throw config::ConfigError(std::string("model.hf_path: ") + error.what());
       }
-      log::info("model: weights loaded from " + config.model.hf_path + " and sharded (each rank reads its rows)");
+      log::info("model: weights loaded from " + config.model.hf_path +
+                " and sharded (each rank reads its rows)");
     }
-    state.sharded->load_full_parameters(adapter_path_values(*state.model, config));  // model.adapter_path's adapters, if any
+    state.sharded->load_full_parameters(
+        adapter_path_values(*state.model, config));  // model.adapter_path's adapters, if any
     state.trained = state.sharded->named_shards();
   } else {
-  const auto param_options = at::TensorOptions().dtype(base_parameter_dtype(config)).device(state.device);
-  state.model = models::Transformer(model_config, kernel_set, param_options, compute_dtype(config));
-  if (checkpointing) state.model->set_layer_hooks(std::make_shared<CheckpointEveryLayer>());
-  if (config.model.hf_path.empty()) {
-    state.model->init_weights(static_cast<uint64_t>(config.training.seed));
-  } else {  // every parameter comes from the checkpoint (a missing one is an error): no init
-    try {
-      models::load_hf_weights(*state.model, config.model.hf_path);
-    } catch (const models::ModelIoError& error) {
-      throw config::ConfigError(std::string("model.hf_path: ") + error.what());
+    const auto param_options =
+        at::TensorOptions().dtype(base_parameter_dtype(config)).device(state.device);
+    state.model =
+        models::Transformer(model_config, kernel_set, param_options, compute_dtype(config));
+    if (checkpointing) state.model->set_layer_hooks(std::make_shared<CheckpointEveryLayer>());
+    if (config.model.hf_path.empty()) {
+      state.model->init_weights(static_cast<uint64_t>(config.training.seed));
+    } else {  // every parameter comes from the checkpoint (a missing one is an error): no init
+      try {
+        models::load_hf_weights(*state.model, config.model.hf_path);
+      } catch (const models::ModelIoError& error) {
+        throw config::ConfigError(std::string("model.hf_path: ") + error.what());
+      }
+      log::info("model: weights loaded from " + config.model.hf_path);
     }
-    log::info("model: weights loaded from " + config.model.hf_path);
-  }
-  // What trains: every parameter, or (LoRA) the adapters and modules_to_save beside the frozen base.
-  NamedTensors trainable = setup_trainable_parameters(*state.model, config);
-  if (uses_compute_copies(config, 1)) {
-    ComputeCopies moved = move_to_compute_copies(trainable, compute_dtype(config));
-    state.trained = std::move(moved.masters);
-    compute_copies = std::move(moved.copies);
-    log::info(c10::str("mixed precision: the model runs on ", c10::toString(compute_dtype(config)),
-                       " copies of the fp32 parameters, which AdamW rewrites in its update pass"));
-  } else {
-    state.trained = std::move(trainable);
-  }
+    // What trains: every parameter, or (LoRA) the adapters and modules_to_save beside the frozen
+    // base.
+    NamedTensors trainable = setup_trainable_parameters(*state.model, config);
+    if (uses_compute_copies(config, 1)) {
+      ComputeCopies moved = move_to_compute_copies(trainable, compute_dtype(config));
+      state.trained = std::move(moved.masters);
+      compute_copies = std::move(moved.copies);
+      log::info(
+          c10::str("mixed precision: the model runs on ", c10::toString(compute_dtype(config)),
+                   " copies of the fp32 parameters, which AdamW rewrites in its update pass"));
+    } else {
+      state.trained = std::move(trainable);
+    }
   }
   if (uses_lora(config)) {
     int64_t trained = 0;
     for (const auto& item : state.trained) trained += item.second.numel();
-    log::info(c10::str("LoRA: rank ", config.lora.rank, ", alpha ", config::resolved_lora_alpha(config.lora), ", ", trained,
-                       " trainable parameters (adapters", config.lora.modules_to_save.empty() ? "" : " + modules_to_save",
-                       "); the base model is frozen in ", c10::toString(base_parameter_dtype(config)),
-                       config.model.adapter_path.empty() ? "" : ", adapters from " + config.model.adapter_path));
+    log::info(c10::str(
+        "LoRA: rank ", config.lora.rank, ", alpha ", config::resolved_lora_alpha(config.lora), ", ",
+        trained, " trainable parameters (adapters",
+        config.lora.modules_to_save.empty() ? "" : " + modules_to_save",
+        "); the base model is frozen in ", c10::toString(base_parameter_dtype(config)),
+        config.model.adapter_path.empty() ? "" : ", adapters from " + config.model.adapter_path));
   }
-  if (checkpointing) log::info("activation checkpointing: every decoder layer is recomputed in backward");
+  if (checkpointing)
+    log::info("activation checkpointing: every decoder layer is recomputed in backward");
   // glu (and full): the MLP's GLU product is recomputed in backward, not kept.
-  state.model->set_recompute_glu(config.training.activation_checkpointing != config::ActivationCheckpointing::none);
+  state.model->set_recompute_glu(config.training.activation_checkpointing !=
+                                 config::ActivationCheckpointing::none);
   if (config.training.activation_checkpointing == config::ActivationCheckpointing::glu) {
     log::info("activation checkpointing: each MLP's GLU product is recomputed in backward");
   }
-  log::info(c10::str("model: ", config.model.hf_path.empty() ? config.model.preset : config.model.hf_path, " (",
-                     model_config.family, ", ", state.model->num_parameters(), " parameters, ",
-                     model_config.num_layers, " layers, hidden ", model_config.hidden_size,
-                     ", vocab ", model_config.vocab_size, ") on ", state.device, ", parameters ",
-                     c10::toString(parameter_dtype(config)), ", compute ",
-                     c10::toString(compute_dtype(config))));
+  log::info(c10::str(
+      "model: ", config.model.hf_path.empty() ? config.model.preset : config.model.hf_path, " (",
+      model_config.family, ", ", state.model->num_parameters(), " parameters, ",
+      model_config.num_layers, " layers, hidden ", model_config.hidden_size, ", vocab ",
+      model_config.vocab_size, ") on ", state.device, ", parameters ",
+      c10::toString(parameter_dtype(config)), ", compute ", c10::toString(compute_dtype(config))));
 
   AdamWOptions adam;
   adam.beta1 = config.training.beta1;
@@ -272,9 +298,10 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   adam.stochastic_rounding = config.training.stochastic_rounding;
   // Per rank: the shards differ.
   adam.seed = static_cast<uint64_t>(config.training.seed) ^ (static_cast<uint64_t>(env.rank) << 40);
-  adam.device_values = config.training.cuda_graphs;  // lr, step counts, keys read on the device (replays)
-  state.optimizer =
-      std::make_unique<AdamW>(split_decay_groups(state.trained, config.training.weight_decay, compute_copies), adam);
+  adam.device_values =
+      config.training.cuda_graphs;  // lr, step counts, keys read on the device (replays)
+  state.optimizer = std::make_unique<AdamW>(
+      split_decay_groups(state.trained, config.training.weight_decay, compute_copies), adam);
 
   state.schedule.kind = config.training.lr_schedule;
   state.schedule.peak_lr = config.training.lr;
@@ -282,7 +309,8 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   state.schedule.total_steps = config.training.steps;
   state.schedule.min_lr_ratio = config.training.min_lr_ratio;
 
-  state.checkpoints = std::make_unique<CheckpointManager>(config.checkpoint.output_dir, config.checkpoint.keep_last);
+  state.checkpoints = std::make_unique<CheckpointManager>(config.checkpoint.output_dir,
+                                                          config.checkpoint.keep_last);
   std::optional<std::string> resume_from;
   try {
     resume_from = state.checkpoints->resolve_resume(config.checkpoint.resume);
@@ -294,7 +322,8 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
     try {
       saved = CheckpointManager::load(*resume_from, state.trained, *state.optimizer,
                                       checkpoint_scope(state.comm, state.sharded));
-      state.optimizer->refresh_compute_copies();  // the model runs on the copies: they show the loaded weights
+      state.optimizer
+          ->refresh_compute_copies();  // the model runs on the copies: they show the loaded weights
     } catch (const std::runtime_error& error) {
       throw config::ConfigError(std::string("checkpoint.resume: ") + error.what());
     }
@@ -311,7 +340,9 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
 
 Trainer::~Trainer() = default;
 
-models::TransformerImpl& Trainer::model() { return *state_->model; }
+models::TransformerImpl& Trainer::model() {
+  return *state_->model;
+}
 
 TrainResult Trainer::run(int64_t stop_after_step) {
   State& state = *state_;
@@ -327,29 +358,36 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     last_saved = step;
   };
   begin_run();
-  StepProfiler profiler(config.logging.profile_first_step, config.logging.profile_steps, config.checkpoint.output_dir,
-                        state.comm->rank(), /*log_summary=*/state.comm->rank() == 0);
+  StepProfiler profiler(config.logging.profile_first_step, config.logging.profile_steps,
+                        config.checkpoint.output_dir, state.comm->rank(),
+                        /*log_summary=*/state.comm->rank() == 0);
   MetricsInFlight step_metrics(metrics_context(metrics ? &*metrics : nullptr, run_start));
-  StepRunner runner(*state.model, *state.optimizer, *state.comm, state.sharded.get(), step_options());
+  StepRunner runner(*state.model, *state.optimizer, *state.comm, state.sharded.get(),
+                    step_options());
   while (state.step < config.training.steps) {
     const int64_t step = state.step + 1;
     profiler.begin_step(step);
     const auto step_start = Clock::now();
     const double lr = state.schedule.at(step);
-    AccumulatedBatch batch = draw_accumulated_batch(*state.loader, config.training.gradient_accumulation_steps);
+    AccumulatedBatch batch =
+        draw_accumulated_batch(*state.loader, config.training.gradient_accumulation_steps);
     const StepOutputs outputs = runner.run(batch, lr, step);
     state.step = step;
     profiler.end_step(step);
     // Every rank's micro-batches have the same shape: the job's input tokens.
     const StepFacts facts{step, lr, batch.input_tokens * state.comm->world_size(), step_start};
-    PendingMetrics pending(facts, outputs.loss_total, outputs.grad_norm, stop_requested(), state.device, *state.comm);
-    if (state.eval_data && step % config.training.eval_every == 0) pending.add_eval(evaluate_model());
+    PendingMetrics pending(facts, outputs.loss_total, outputs.grad_norm, stop_requested(),
+                           state.device, *state.comm);
+    if (state.eval_data && step % config.training.eval_every == 0)
+      pending.add_eval(evaluate_model());
     // A stop at a given step (tests, tools) is exact: its metrics are read now.
     const bool stop_here = step == stop_after_step;
     if (step_metrics.push(std::move(pending), /*read_now=*/stop_here) || stop_here) {
-      step_metrics.drain();  // the signal arrived a step ago: this step's metrics too, then stop here
+      step_metrics
+          .drain();  // the signal arrived a step ago: this step's metrics too, then stop here
       if (metrics) metrics->finish_progress();
-      log::warn(c10::str("stop requested (signal ", stop_signal_number(), "): saving at step ", step, " and stopping"));
+      log::warn(c10::str("stop requested (signal ", stop_signal_number(), "): saving at step ",
+                         step, " and stopping"));
       save(step);
       result.stopped_by_signal = true;
       break;
@@ -357,15 +395,19 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     if (config.checkpoint.every > 0 && step % config.checkpoint.every == 0) save(step);
   }
   step_metrics.drain();
-  runner.join_streams();  // what runs after this function on the original stream sees the trained state
+  runner.join_streams();  // what runs after this function on the original stream sees the trained
+                          // state
   if (metrics) metrics->finish_progress();
-  if (!result.stopped_by_signal && config.checkpoint.save_final && last_saved != state.step && state.step > 0) {
+  if (!result.stopped_by_signal && config.checkpoint.save_final && last_saved != state.step &&
+      state.step > 0) {
     save(state.step);
   }
   result.final_step = state.step;
   result.final_loss = step_metrics.last_loss();
-  if (config.logging.sample_tokens > 0 && !result.stopped_by_signal) result.sample = generate_sample();
-  log::info(c10::str("done: step ", result.final_step, ", final loss ", result.final_loss, ", checkpoint ",
+  if (config.logging.sample_tokens > 0 && !result.stopped_by_signal)
+    result.sample = generate_sample();
+  log::info(c10::str("done: step ", result.final_step, ", final loss ", result.final_loss,
+                     ", checkpoint ",
                      result.checkpoint_path.empty() ? "(none)" : result.checkpoint_path,
                      ", metrics ", metrics ? metrics->path() : std::string("(rank 0)")));
   log::flush();
@@ -377,16 +419,16 @@ std::optional<MetricsWriter> Trainer::open_metrics() const {
   const State& state = *state_;
   if (state.comm->rank() != 0) return std::nullopt;
   const config::TrainConfig& config = state.config;
-  return MetricsWriter(config.checkpoint.output_dir, state.step, config.training.steps, config.logging.every,
-                       config.logging.progress_bar);
+  return MetricsWriter(config.checkpoint.output_dir, state.step, config.training.steps,
+                       config.logging.every, config.logging.progress_bar);
 }
 
 // Before the first step: train mode, the run's starting step, the peak memory counted from here.
 void Trainer::begin_run() {
   State& state = *state_;
   if (state.step >= state.config.training.steps) {
-    log::info(c10::str("nothing to do: the checkpoint is at step ", state.step, " and training.steps = ",
-                       state.config.training.steps));
+    log::info(c10::str("nothing to do: the checkpoint is at step ", state.step,
+                       " and training.steps = ", state.config.training.steps));
   }
   state.model->train();
   state.step_at_start = state.step;
@@ -402,12 +444,13 @@ MetricsContext Trainer::metrics_context(MetricsWriter* writer, Clock::time_point
   context.run_start = run_start;
   context.elapsed_before = state.elapsed_before;
   context.flops_per_token = state.model->config().training_flops_per_token(config.data.seq_len);
-  context.peak_flops =
-      config.logging.peak_tflops > 0.0 ? config.logging.peak_tflops * 1e12 : device_peak_bf16_flops(state.device);
+  context.peak_flops = config.logging.peak_tflops > 0.0 ? config.logging.peak_tflops * 1e12
+                                                        : device_peak_bf16_flops(state.device);
   context.world_size = state.comm->world_size();
   context.first_step = state.step_at_start + 1;
   if (state.device.is_cuda()) {
-    context.memory_estimate = estimate_memory(state.model->config(), config, context.world_size).describe();
+    context.memory_estimate =
+        estimate_memory(state.model->config(), config, context.world_size).describe();
   }
   return context;
 }
@@ -422,7 +465,8 @@ StepOptions Trainer::step_options() const {
   options.isolated_documents = state.loader->dataset().packing() == data::PackingMode::isolated;
   options.grad_clip = config.training.grad_clip;
   options.flce_chunk_mb = config.kernels.flce_chunk_mb;
-  options.flce_mode = config.kernels.flce_mode == config::FlceMode::lean ? kernels::FlceMode::lean : kernels::FlceMode::speed;
+  options.flce_mode = config.kernels.flce_mode == config::FlceMode::lean ? kernels::FlceMode::lean
+                                                                         : kernels::FlceMode::speed;
   options.fold_copy_gradients = config.training.gradient_accumulation_steps > 1;
   options.start_step = state.step_at_start;
   return options;
@@ -438,11 +482,12 @@ EvalResult Trainer::evaluate_model() {
 // Writes step-<step> (elapsed time: this run's and the resumed runs'); returns its path.
 std::string Trainer::save_checkpoint(int64_t step, Clock::time_point run_start) {
   State& state = *state_;
-  const double elapsed = state.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
-  const std::string path =
-      state.checkpoints->save(step, state.trained, state.model->config(), *state.optimizer,
-                              trainer_state_json(step, *state.loader, elapsed), state.config.resolved_yaml,
-                              checkpoint_scope(state.comm, state.sharded));
+  const double elapsed =
+      state.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
+  const std::string path = state.checkpoints->save(
+      step, state.trained, state.model->config(), *state.optimizer,
+      trainer_state_json(step, *state.loader, elapsed), state.config.resolved_yaml,
+      checkpoint_scope(state.comm, state.sharded));
   log::info("saved checkpoint " + path);
   return path;
 }

@@ -23,10 +23,10 @@ struct StepOptions;
 struct TrainResult {
   int64_t rank = 0;  // of this process in its job (only rank 0 reports)
   int64_t final_step = 0;
-  double final_loss = 0.0;         // loss of the last step taken (NaN if none was)
-  std::string checkpoint_path;     // last checkpoint written ("" if none)
+  double final_loss = 0.0;      // loss of the last step taken (NaN if none was)
+  std::string checkpoint_path;  // last checkpoint written ("" if none)
   bool stopped_by_signal = false;
-  std::string sample;              // generated text (logging.sample_tokens > 0)
+  std::string sample;  // generated text (logging.sample_tokens > 0)
 };
 
 class Trainer {
@@ -47,12 +47,12 @@ class Trainer {
   using Clock = std::chrono::steady_clock;
   // The named parts of run() (trainer.cpp), in the order it calls them.
   std::optional<MetricsWriter> open_metrics() const;  // rank 0's metrics.jsonl; none on other ranks
-  void begin_run();                                   // train mode, the run's first step, peak memory reset
+  void begin_run();  // train mode, the run's first step, peak memory reset
   MetricsContext metrics_context(MetricsWriter* writer, Clock::time_point run_start) const;
-  StepOptions step_options() const;                   // what the StepRunner takes from the config
-  EvalResult evaluate_model();                        // on the held-out windows
+  StepOptions step_options() const;  // what the StepRunner takes from the config
+  EvalResult evaluate_model();       // on the held-out windows
   std::string save_checkpoint(int64_t step, Clock::time_point run_start);  // returns its path
-  std::string generate_sample();                      // logging.sample_tokens after logging.sample_prompt
+  std::string generate_sample();  // logging.sample_tokens after logging.sample_prompt
 
   struct State;
   std::unique_ptr<State> state_;

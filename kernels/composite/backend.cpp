@@ -7,7 +7,9 @@
 namespace liger::kernels {
 namespace {
 
-std::string always_available(Op, c10::Device, c10::ScalarType) { return ""; }
+std::string always_available(Op, c10::Device, c10::ScalarType) {
+  return "";
+}
 
 }  // namespace
 

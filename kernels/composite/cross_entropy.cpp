@@ -70,7 +70,8 @@ CeBlock ce_block(const Tensor& logits, const Tensor& labels, const CrossEntropyO
 // 1 / max(count of non-ignored labels, 1); a 0-dim fp32 tensor (no host sync).
 Tensor mean_scale(const Tensor& labels, const CrossEntropyOptions& o) {
   if (o.inverse_normalizer.defined()) return o.inverse_normalizer.to(labels.device(), at::kFloat);
-  if (o.normalizer > 0.0) return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
+  if (o.normalizer > 0.0)
+    return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
   return labels.ne(o.ignore_index).sum().clamp_min(1).to(at::kFloat).reciprocal();
 }
 
@@ -130,19 +131,17 @@ struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunct
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
                         double softcap, int64_t reduction, double normalizer,
                         const c10::optional<Tensor>& inverse_normalizer) {
-    const CrossEntropyOptions o = unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction,
-                                            normalizer, inverse_normalizer);
+    const CrossEntropyOptions o = unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap,
+                                            reduction, normalizer, inverse_normalizer);
     const int64_t n = logits.size(0);
     const int64_t rows = ce_block_rows(logits.size(1), n);
-    const Tensor scale =
-        o.reduction == Reduction::mean ? mean_scale(labels, o) : Tensor();
+    const Tensor scale = o.reduction == Reduction::mean ? mean_scale(labels, o) : Tensor();
 
     Tensor per_token = at::empty({n}, logits.options().dtype(at::kFloat));
     Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
     for (int64_t begin = 0; begin < n; begin += rows) {
       const int64_t len = std::min(rows, n - begin);
-      CeBlock block =
-          ce_block(logits.narrow(0, begin, len), labels.narrow(0, begin, len), o, true);
+      CeBlock block = ce_block(logits.narrow(0, begin, len), labels.narrow(0, begin, len), o, true);
       scale_block(block.grad, scale, begin);
       per_token.narrow(0, begin, len).copy_(block.loss);
       grad.narrow(0, begin, len).copy_(block.grad);  // cast: fp32 gradient to the logits' dtype
@@ -216,15 +215,15 @@ FlcePass flce_pass(const Tensor& hidden, const Tensor& weight, const Tensor& bia
   for (int64_t begin = 0; begin < n; begin += rows) {
     const int64_t len = std::min(rows, n - begin);
     const Tensor h = hidden.narrow(0, begin, len);
-    CeBlock block = ce_block(at::linear(h, weight, b), labels.narrow(0, begin, len), o,
-                             wants.any_grad());
+    CeBlock block =
+        ce_block(at::linear(h, weight, b), labels.narrow(0, begin, len), o, wants.any_grad());
     if (wants.loss) out.per_token.narrow(0, begin, len).copy_(block.loss);
     if (!wants.any_grad()) continue;
 
     scale_block(block.grad, scale, begin);
     if (wants.bias) out.grad_bias.add_(block.grad.sum(0));
     const Tensor d_logits = block.grad.to(hidden.scalar_type());  // cast: fp32 to compute dtype
-    block.grad = Tensor();                                         // free the fp32 block early
+    block.grad = Tensor();                                        // free the fp32 block early
     if (wants.hidden) {
       Tensor slice = out.grad_hidden.narrow(0, begin, len);
       at::mm_out(slice, d_logits, weight);
@@ -246,8 +245,8 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
                         double softcap, int64_t reduction, double normalizer,
                         const c10::optional<Tensor>& inverse_normalizer, int64_t rows) {
     const Tensor bias = bias_opt.value_or(Tensor());
-    const CrossEntropyOptions o = unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap, reduction,
-                                            normalizer, inverse_normalizer);
+    const CrossEntropyOptions o = unpack_ce(ignore_index, label_smoothing, z_loss_scale, softcap,
+                                            reduction, normalizer, inverse_normalizer);
     FlceWants wants;
     wants.hidden = hidden.requires_grad();
     wants.weight = weight.requires_grad();
@@ -269,8 +268,7 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
       FlceWants loss_only;
       return flce_pass(hidden, weight, bias, labels, o, rows, Tensor(), loss_only).per_token;
     }
-    const Tensor scale =
-        o.reduction == Reduction::mean ? mean_scale(labels, o) : Tensor();
+    const Tensor scale = o.reduction == Reduction::mean ? mean_scale(labels, o) : Tensor();
     FlcePass pass = flce_pass(hidden, weight, bias, labels, o, rows, scale, wants);
     ctx->saved_data["grad_hidden"] = pass.grad_hidden;
     ctx->saved_data["grad_weight"] = pass.grad_weight;
@@ -351,10 +349,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
                      const CrossEntropyOptions& options) {
   checks::ce_args("cross_entropy", logits, labels);
   if (!grad_wanted({&logits})) return ce_loss_only(logits, labels, options);
-  return CrossEntropyFunction::apply(logits, labels, options.ignore_index,
-                                     options.label_smoothing, options.z_loss_scale,
-                                     options.softcap, static_cast<int64_t>(options.reduction),
-                                     options.normalizer, optional_tensor(options.inverse_normalizer));
+  return CrossEntropyFunction::apply(logits, labels, options.ignore_index, options.label_smoothing,
+                                     options.z_loss_scale, options.softcap,
+                                     static_cast<int64_t>(options.reduction), options.normalizer,
+                                     optional_tensor(options.inverse_normalizer));
 }
 
 Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& bias,

@@ -16,7 +16,9 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Sums a [..., D] fp32 tensor over every dim but the last: [D], in fp32.
-Tensor sum_rows(const Tensor& t) { return t.reshape({-1, t.size(-1)}).sum(0); }
+Tensor sum_rows(const Tensor& t) {
+  return t.reshape({-1, t.size(-1)}).sum(0);
+}
 
 // Forward: r = (mean(x^2) + eps)^-1/2 (fp32), n = x * r, y = n * (offset + w),
 // with the casts of options.casting (see ops.h and reference::rms_norm).
@@ -95,8 +97,8 @@ struct LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
     // Which of weight/bias want a gradient (their edge indices shift when absent).
     ctx->saved_data["weight_grad"] = weight.defined() && weight.requires_grad();
     ctx->saved_data["bias_grad"] = bias.defined() && bias.requires_grad();
-    ctx->saved_data["bias_dtype"] = static_cast<int64_t>(bias.defined() ? bias.scalar_type()
-                                                                        : x.scalar_type());
+    ctx->saved_data["bias_dtype"] =
+        static_cast<int64_t>(bias.defined() ? bias.scalar_type() : x.scalar_type());
     return xh.to(x.scalar_type());  // cast: to x's dtype
   }
 

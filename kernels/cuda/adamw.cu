@@ -95,8 +95,10 @@ __device__ __forceinline__ void adamw_math(float (&p)[V], float (&m)[V], float (
                                            const float (&g)[V], const Scalars& s) {
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    m[i] = __fmaf_rn(s.one_minus_beta1, g[i], __fmul_rn(s.beta1, m[i]));          // m.mul(b1).add_(g, 1 - b1)
-    v[i] = __fmaf_rn(__fmul_rn(s.one_minus_beta2, g[i]), g[i], __fmul_rn(s.beta2, v[i]));  // v.mul(b2).addcmul_(g, g, 1 - b2)
+    m[i] =
+        __fmaf_rn(s.one_minus_beta1, g[i], __fmul_rn(s.beta1, m[i]));  // m.mul(b1).add_(g, 1 - b1)
+    v[i] = __fmaf_rn(__fmul_rn(s.one_minus_beta2, g[i]), g[i],
+                     __fmul_rn(s.beta2, v[i]));  // v.mul(b2).addcmul_(g, g, 1 - b2)
     const float denom = __fmaf_rn(sqrtf(v[i]), s.inv_bias_correction2_sqrt, s.eps);
     p[i] = __fmaf_rn(-s.step_size, __fdividef(m[i], denom), __fmul_rn(p[i], s.decay));
   }
@@ -110,7 +112,8 @@ __device__ __forceinline__ void store_param(P* param, int64_t at, const float (&
     static_assert(std::is_same<P, __nv_bfloat16>::value, "stochastic rounding is bf16 only");
     Pack<P, V> pk;
 #pragma unroll
-    for (int i = 0; i < V; ++i) pk.v[i] = stochastic_bf16(p[i], random_bits(at + i, s.key_lo, s.key_hi));
+    for (int i = 0; i < V; ++i)
+      pk.v[i] = stochastic_bf16(p[i], random_bits(at + i, s.key_lo, s.key_hi));
     *reinterpret_cast<Pack<P, V>*>(param + at) = pk;
   } else {
     store<P, V>(param + at, p);  // cast: fp32 to P, to nearest
@@ -124,8 +127,8 @@ __device__ __forceinline__ void store_copy(C* copy, int64_t at, const float (&p)
 }
 
 template <typename P, typename G, typename C, int V, bool kStochastic>
-__device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P* exp_avg_sq, C* copy,
-                                         int64_t at, const Scalars& s, float grad_scale) {
+__device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P* exp_avg_sq,
+                                         C* copy, int64_t at, const Scalars& s, float grad_scale) {
   float p[V], g[V], m[V], v[V];
   load<P, V>(param + at, p);
   load<G, V>(grad + at, g);
@@ -145,8 +148,8 @@ __device__ __forceinline__ void adamw_at(P* param, const G* grad, P* exp_avg, P*
 template <typename P, typename G, typename C, int V, bool kStochastic>
 __device__ __forceinline__ void adamw_block(P* __restrict__ param, const G* __restrict__ grad,
                                             P* __restrict__ exp_avg, P* __restrict__ exp_avg_sq,
-                                            C* __restrict__ copy, int64_t n, int64_t block, const Scalars& s,
-                                            float grad_scale) {
+                                            C* __restrict__ copy, int64_t n, int64_t block,
+                                            const Scalars& s, float grad_scale) {
   const int64_t nvec = n / V;
   const int64_t first = block * kThreads * kUnroll + threadIdx.x;
   // Raw 16-byte vectors (4 registers each) for every load in flight; they are
@@ -187,8 +190,8 @@ __device__ __forceinline__ void adamw_block(P* __restrict__ param, const G* __re
     store_copy<C, V>(copy, at, p);
   }
   if (block == 0 && threadIdx.x < n - nvec * V) {
-    adamw_at<P, G, C, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, copy, nvec * V + threadIdx.x, s,
-                                      grad_scale);
+    adamw_at<P, G, C, 1, kStochastic>(param, grad, exp_avg, exp_avg_sq, copy,
+                                      nvec * V + threadIdx.x, s, grad_scale);
   }
 }
 
@@ -201,13 +204,11 @@ inline int64_t blocks_for(int64_t n, int vec) {
 }
 
 template <typename P, typename G, typename C, int V, bool kStochastic>
-__global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ param,
-                                                         const G* __restrict__ grad,
-                                                         P* __restrict__ exp_avg,
-                                                         P* __restrict__ exp_avg_sq,
-                                                         C* __restrict__ copy, int64_t n,
-                                                         Scalars s, const float* __restrict__ scale_ptr,
-                                                         const kernels::AdamWStepValues* __restrict__ step_values) {
+__global__ void __launch_bounds__(kThreads, 4)
+    adamw_kernel(P* __restrict__ param, const G* __restrict__ grad, P* __restrict__ exp_avg,
+                 P* __restrict__ exp_avg_sq, C* __restrict__ copy, int64_t n, Scalars s,
+                 const float* __restrict__ scale_ptr,
+                 const kernels::AdamWStepValues* __restrict__ step_values) {
   if (step_values != nullptr) {  // this step's values from device memory (a graph replay's launch)
     const kernels::AdamWStepValues v = *step_values;
     s.decay = v.decay;
@@ -217,7 +218,8 @@ __global__ void __launch_bounds__(kThreads, 4) adamw_kernel(P* __restrict__ para
     s.key_hi = v.key_hi;
   }
   const float grad_scale = scale_ptr != nullptr ? *scale_ptr : 1.f;
-  adamw_block<P, G, C, V, kStochastic>(param, grad, exp_avg, exp_avg_sq, copy, n, blockIdx.x, s, grad_scale);
+  adamw_block<P, G, C, V, kStochastic>(param, grad, exp_avg, exp_avg_sq, copy, n, blockIdx.x, s,
+                                       grad_scale);
 }
 
 // The table launch's arguments: the caller's tensors, the first block of
@@ -240,7 +242,8 @@ struct TableArgs {
 // table, or from its step_values in device memory. The table is a
 // __grid_constant__ argument: read in place (the constant bank), not copied.
 template <typename P, typename G, typename C, int V, bool kStochastic>
-__global__ void __launch_bounds__(kThreads, 4) adamw_table_kernel(const __grid_constant__ TableArgs t) {
+__global__ void __launch_bounds__(kThreads, 4)
+    adamw_table_kernel(const __grid_constant__ TableArgs t) {
   const int64_t b = blockIdx.x;
   int lo = 0, hi = t.count - 1;
   while (lo < hi) {  // uniform over the block
@@ -267,7 +270,8 @@ __global__ void __launch_bounds__(kThreads, 4) adamw_table_kernel(const __grid_c
   const float grad_scale = t.grad_scale != nullptr ? *t.grad_scale : 1.f;
   adamw_block<P, G, C, V, kStochastic>(static_cast<P*>(e.param), static_cast<const G*>(e.grad),
                                        static_cast<P*>(e.exp_avg), static_cast<P*>(e.exp_avg_sq),
-                                       static_cast<C*>(e.compute_copy), e.n, b - t.first_chunk[lo], s, grad_scale);
+                                       static_cast<C*>(e.compute_copy), e.n, b - t.first_chunk[lo],
+                                       s, grad_scale);
 }
 
 template <typename P, typename G, typename C, bool kStochastic>
@@ -275,18 +279,22 @@ cudaError_t launch(const AdamWStep& a, const Scalars& s, cudaStream_t stream) {
   const bool aligned = aligned16(a.param) && aligned16(a.grad) && aligned16(a.exp_avg) &&
                        aligned16(a.exp_avg_sq) && aligned16(a.compute_copy);
   const int vec = aligned ? kVec<P> : 1;
-  auto kernel = aligned ? adamw_kernel<P, G, C, kVec<P>, kStochastic> : adamw_kernel<P, G, C, 1, kStochastic>;
-  // grid: kThreads * kUnroll vectors of `vec` elements per block (at least one block: the tail); block: kThreads
+  auto kernel =
+      aligned ? adamw_kernel<P, G, C, kVec<P>, kStochastic> : adamw_kernel<P, G, C, 1, kStochastic>;
+  // grid: kThreads * kUnroll vectors of `vec` elements per block (at least one block: the tail);
+  // block: kThreads
   kernel<<<static_cast<unsigned>(blocks_for(a.n, vec)), kThreads, 0, stream>>>(
       static_cast<P*>(a.param), static_cast<const G*>(a.grad), static_cast<P*>(a.exp_avg),
-      static_cast<P*>(a.exp_avg_sq), static_cast<C*>(a.compute_copy), a.n, s, a.grad_scale, a.step_values);
+      static_cast<P*>(a.exp_avg_sq), static_cast<C*>(a.compute_copy), a.n, s, a.grad_scale,
+      a.step_values);
   return cudaGetLastError();
 }
 
 template <typename P, typename G, typename C, bool kStochastic>
 cudaError_t launch_table(const TableArgs& t, int64_t blocks, cudaStream_t stream) {
   // grid: every tensor's blocks of its own launch, end to end; block: kThreads
-  adamw_table_kernel<P, G, C, kVec<P>, kStochastic><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(t);
+  adamw_table_kernel<P, G, C, kVec<P>, kStochastic>
+      <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(t);
   return cudaGetLastError();
 }
 
@@ -294,10 +302,11 @@ cudaError_t launch_table(const TableArgs& t, int64_t blocks, cudaStream_t stream
 // for the kernel instance of these dtypes; cudaErrorInvalidValue for a
 // combination there is none of.
 template <typename F>
-cudaError_t dispatch_adamw(DType param_dtype, DType grad_dtype, bool copies, DType copy_dtype, bool stochastic,
-                           F&& f) {
+cudaError_t dispatch_adamw(DType param_dtype, DType grad_dtype, bool copies, DType copy_dtype,
+                           bool stochastic, F&& f) {
   // The compute copy, if any, is bf16 or fp16 beside an fp32 parameter.
-  if (copies && (param_dtype != DType::f32 || copy_dtype == DType::f32)) return cudaErrorInvalidValue;
+  if (copies && (param_dtype != DType::f32 || copy_dtype == DType::f32))
+    return cudaErrorInvalidValue;
   stochastic = stochastic && param_dtype == DType::bf16;
   auto run = [&](auto tp, auto tg) -> cudaError_t {
     using P = typename decltype(tp)::type;
@@ -314,8 +323,10 @@ cudaError_t dispatch_adamw(DType param_dtype, DType grad_dtype, bool copies, DTy
   };
   // G: P or f32 (dispatch_dtypes), or for an fp32 parameter the 16-bit
   // gradient of its compute copy; else cudaErrorInvalidValue.
-  if (param_dtype == DType::f32 && grad_dtype == DType::bf16) return run(Tag<float>{}, Tag<__nv_bfloat16>{});
-  if (param_dtype == DType::f32 && grad_dtype == DType::f16) return run(Tag<float>{}, Tag<__half>{});
+  if (param_dtype == DType::f32 && grad_dtype == DType::bf16)
+    return run(Tag<float>{}, Tag<__nv_bfloat16>{});
+  if (param_dtype == DType::f32 && grad_dtype == DType::f16)
+    return run(Tag<float>{}, Tag<__half>{});
   return dispatch_dtypes(param_dtype, grad_dtype, run);
 }
 
@@ -323,7 +334,8 @@ cudaError_t dispatch_adamw(DType param_dtype, DType grad_dtype, bool copies, DTy
 
 cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream) {
   if (a.n == 0) return cudaSuccess;
-  // cast: the host's double scalars to fp32, once (1 - beta and 1 / sqrt(1 - beta2^t) computed in double first)
+  // cast: the host's double scalars to fp32, once (1 - beta and 1 / sqrt(1 - beta2^t) computed in
+  // double first)
   Scalars s;
   s.beta1 = static_cast<float>(a.beta1);
   s.one_minus_beta1 = static_cast<float>(1.0 - a.beta1);
@@ -336,7 +348,8 @@ cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream) {
   s.key_lo = a.key_lo;
   s.key_hi = a.key_hi;
   return dispatch_adamw(a.param_dtype, a.grad_dtype, a.compute_copy != nullptr, a.copy_dtype,
-                        a.stochastic_rounding, [&](auto tp, auto tg, auto tc, auto stochastic) -> cudaError_t {
+                        a.stochastic_rounding,
+                        [&](auto tp, auto tg, auto tc, auto stochastic) -> cudaError_t {
                           using P = typename decltype(tp)::type;
                           using G = typename decltype(tg)::type;
                           using C = typename decltype(tc)::type;
@@ -351,9 +364,10 @@ cudaError_t adamw_step_table(const AdamWTable& table, cudaStream_t stream) {
   int64_t blocks = 0;
   for (int k = 0; k < table.count; ++k) {
     const AdamWTableTensor& e = table.tensors[k];
-    if (e.n < 0 || (e.compute_copy != nullptr) != table.compute_copies) return cudaErrorInvalidValue;
-    if (!aligned16(e.param) || !aligned16(e.grad) || !aligned16(e.exp_avg) || !aligned16(e.exp_avg_sq) ||
-        !aligned16(e.compute_copy)) {
+    if (e.n < 0 || (e.compute_copy != nullptr) != table.compute_copies)
+      return cudaErrorInvalidValue;
+    if (!aligned16(e.param) || !aligned16(e.grad) || !aligned16(e.exp_avg) ||
+        !aligned16(e.exp_avg_sq) || !aligned16(e.compute_copy)) {
       return cudaErrorInvalidValue;
     }
     t.tensors[k] = e;
@@ -371,13 +385,14 @@ cudaError_t adamw_step_table(const AdamWTable& table, cudaStream_t stream) {
   t.one_minus_beta2 = static_cast<float>(1.0 - table.beta2);
   t.eps = static_cast<float>(table.eps);
   t.grad_scale = table.grad_scale;
-  return dispatch_adamw(table.param_dtype, table.grad_dtype, table.compute_copies, table.copy_dtype,
-                        table.stochastic_rounding, [&](auto tp, auto tg, auto tc, auto stochastic) -> cudaError_t {
-                          using P = typename decltype(tp)::type;
-                          using G = typename decltype(tg)::type;
-                          using C = typename decltype(tc)::type;
-                          return launch_table<P, G, C, decltype(stochastic)::value>(t, blocks, stream);
-                        });
+  return dispatch_adamw(
+      table.param_dtype, table.grad_dtype, table.compute_copies, table.copy_dtype,
+      table.stochastic_rounding, [&](auto tp, auto tg, auto tc, auto stochastic) -> cudaError_t {
+        using P = typename decltype(tp)::type;
+        using G = typename decltype(tg)::type;
+        using C = typename decltype(tc)::type;
+        return launch_table<P, G, C, decltype(stochastic)::value>(t, blocks, stream);
+      });
 }
 
 }  // namespace liger::cuda_kernels

@@ -49,10 +49,16 @@ inline at::Tensor dense(const at::Tensor& t) {
   return c;
 }
 
-inline const void* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-inline void* mutable_ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+inline const void* ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr() : nullptr;
+}
+inline void* mutable_ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr() : nullptr;
+}
 
-inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
+inline cudaStream_t current_stream() {
+  return at::cuda::getCurrentCUDAStream().stream();
+}
 
 inline void check_launch(const char* op, cudaError_t err) {
   TORCH_CHECK(err == cudaSuccess, op, " (cuda): kernel launch failed: ", cudaGetErrorString(err));

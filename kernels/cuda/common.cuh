@@ -21,9 +21,13 @@ namespace liger::cuda_kernels {
 template <typename T>
 __device__ __forceinline__ float to_float(T v);
 template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
+__device__ __forceinline__ float to_float<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float<__half>(__half v) {
+  return __half2float(v);
+}
 template <>
 __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
   return __bfloat162float(v);
@@ -32,9 +36,13 @@ __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
@@ -181,9 +189,9 @@ __device__ __forceinline__ void add_to_partials(const float (&acc)[C][V], float*
 // stored as W: the second stage of the norms' weight/bias gradients.
 // Block (32 columns x 16 partial rows); grid: ceil(cols / 32).
 template <typename W>
-__global__ void __launch_bounds__(512) sum_partials_kernel(const float* __restrict__ partials,
-                                                           int parts, int64_t cols,
-                                                           W* __restrict__ out) {
+__global__ void __launch_bounds__(512)
+    sum_partials_kernel(const float* __restrict__ partials, int parts, int64_t cols,
+                        W* __restrict__ out) {
   __shared__ float s[16][33];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   float acc = 0.f;
@@ -257,7 +265,9 @@ inline int norm_backward_blocks(int64_t row_groups, int per_sm = 1) {
 // threads, 1024 resident), so that one row's block-wide reduction does not
 // stall every row of the SM.
 constexpr int kRmsBackwardBlocksPerSm = 4;
-inline int norm_partial_rows(int blocks) { return (blocks + 1) / 2; }
+inline int norm_partial_rows(int blocks) {
+  return (blocks + 1) / 2;
+}
 
 // Picks the norm kernel instance for the row layout: 16-byte vectors or
 // single elements, one chunk or four per thread. Launch::run<T, W, V, C>

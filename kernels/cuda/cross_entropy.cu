@@ -38,7 +38,8 @@ __device__ __forceinline__ Softmax softmax_merge(Softmax a, Softmax b) {
 __device__ Softmax block_reduce(Softmax s, float& sum_z) {
   __shared__ float shared_m[32], shared_d[32], shared_z[32];
   for (int offset = 16; offset > 0; offset /= 2) {
-    Softmax other{__shfl_xor_sync(0xffffffffu, s.m, offset), __shfl_xor_sync(0xffffffffu, s.d, offset)};
+    Softmax other{__shfl_xor_sync(0xffffffffu, s.m, offset),
+                  __shfl_xor_sync(0xffffffffu, s.d, offset)};
     s = softmax_merge(s, other);
     sum_z += __shfl_xor_sync(0xffffffffu, sum_z, offset);
   }
@@ -54,7 +55,8 @@ __device__ Softmax block_reduce(Softmax s, float& sum_z) {
     s = lane < warps ? Softmax{shared_m[lane], shared_d[lane]} : Softmax{-INFINITY, 0.f};
     sum_z = lane < warps ? shared_z[lane] : 0.f;
     for (int offset = 16; offset > 0; offset /= 2) {
-      Softmax other{__shfl_xor_sync(0xffffffffu, s.m, offset), __shfl_xor_sync(0xffffffffu, s.d, offset)};
+      Softmax other{__shfl_xor_sync(0xffffffffu, s.m, offset),
+                    __shfl_xor_sync(0xffffffffu, s.d, offset)};
       s = softmax_merge(s, other);
       sum_z += __shfl_xor_sync(0xffffffffu, sum_z, offset);
     }
@@ -111,7 +113,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
   const int64_t label = a.labels[row];
   // A label outside the vocabulary is treated as ignored rather than read out of bounds.
-  const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
+  const bool kept =
+      label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
   const int64_t packs = a.cols / V;
   const int64_t cached_packs = min(packs, static_cast<int64_t>(kRowCacheBytes / (V * sizeof(T))));
   Pack<T, V>* cache = reinterpret_cast<Pack<T, V>*>(row_cache);
@@ -120,7 +123,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   float sum_z = 0.f;
   // kInFlight loads are issued before any math (memory-level parallelism);
   // each pack then updates (max, sum) once: d = d e^(m - m') + sum_i e^(z_i - m').
-  for (int64_t base = threadIdx.x; base < packs; base += static_cast<int64_t>(blockDim.x) * kInFlight) {
+  for (int64_t base = threadIdx.x; base < packs;
+       base += static_cast<int64_t>(blockDim.x) * kInFlight) {
     Pack<T, V> pk[kInFlight];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
@@ -171,7 +175,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                         a.softcap,
                         scale,
                         label};
-  for (int64_t base = threadIdx.x; base < packs; base += static_cast<int64_t>(blockDim.x) * kInFlight) {
+  for (int64_t base = threadIdx.x; base < packs;
+       base += static_cast<int64_t>(blockDim.x) * kInFlight) {
     Pack<T, V> pk[kInFlight];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
@@ -186,7 +191,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int i = 0; i < V; ++i) {
         const float z = cap(to_float(pk[u].v[i]), a.softcap);
-        out.v[i] = from_float<T>(terms(z, a.col_offset + p * V + i));  // cast: gradient in the logits dtype
+        out.v[i] = from_float<T>(
+            terms(z, a.col_offset + p * V + i));  // cast: gradient in the logits dtype
       }
       *reinterpret_cast<Pack<T, V>*>(g + p * V) = out;
     }
@@ -210,13 +216,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 // grid = rows * C (cluster dims C), block = kClusterThreads, dynamic smem = slice bytes.
 // ---------------------------------------------------------------------------
 constexpr int kClusterThreads = 256;
-constexpr int kMaxCluster = 8;                        // portable cluster size
-constexpr int64_t kTargetSliceBytes = 32 * 1024;      // several blocks per SM: phases overlap
-constexpr int64_t kMaxSliceBytes = 160 * 1024;        // beyond this, ce_rows_kernel
+constexpr int kMaxCluster = 8;                    // portable cluster size
+constexpr int64_t kTargetSliceBytes = 32 * 1024;  // several blocks per SM: phases overlap
+constexpr int64_t kMaxSliceBytes = 160 * 1024;    // beyond this, ce_rows_kernel
 
 __device__ __forceinline__ void copy_async_16(void* shared_dst, const void* global_src) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src)
+               : "memory");
 }
 __device__ __forceinline__ void wait_async_copies() {
   asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
@@ -230,7 +237,9 @@ __device__ __forceinline__ void cluster_wait() {
 // The address of `local` (a __shared__ variable) in block `rank` of this cluster.
 __device__ __forceinline__ const float* cluster_peer(const float* local, unsigned rank) {
   unsigned long long peer;
-  asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(peer) : "l"(reinterpret_cast<unsigned long long>(local)), "r"(rank));
+  asm volatile("mapa.u64 %0, %1, %2;\n"
+               : "=l"(peer)
+               : "l"(reinterpret_cast<unsigned long long>(local)), "r"(rank));
   return reinterpret_cast<const float*>(peer);
 }
 __device__ __forceinline__ unsigned cluster_rank() {
@@ -309,7 +318,8 @@ __global__ void __launch_bounds__(kClusterThreads)
   cluster_wait();
 
   const int64_t label = a.labels[row];
-  const bool kept = label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
+  const bool kept =
+      label != a.ignore_index && label >= a.col_offset && label < a.col_offset + a.cols;
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     Softmax part{-INFINITY, 0.f};
@@ -321,7 +331,8 @@ __global__ void __launch_bounds__(kClusterThreads)
     }
     // Merged by a fixed shuffle tree: the same result in every block of the cluster.
     for (int offset = 16; offset > 0; offset /= 2) {
-      Softmax other{__shfl_xor_sync(0xffffffffu, part.m, offset), __shfl_xor_sync(0xffffffffu, part.d, offset)};
+      Softmax other{__shfl_xor_sync(0xffffffffu, part.m, offset),
+                    __shfl_xor_sync(0xffffffffu, part.d, offset)};
       part = softmax_merge(part, other);
       part_z += __shfl_xor_sync(0xffffffffu, part_z, offset);
     }
@@ -346,8 +357,13 @@ __global__ void __launch_bounds__(kClusterThreads)
     const float k = (1.f + 2.f * a.z_loss_scale * lse) * scale;
     const float c = a.label_smoothing / static_cast<float>(a.vocab) * scale;
     const float lse2 = lse * kLog2e;
-    const GradTerms terms{lse, 1.f + 2.f * a.z_loss_scale * lse, a.label_smoothing / static_cast<float>(a.vocab),
-                          1.f - a.label_smoothing, softcap, scale, label};
+    const GradTerms terms{lse,
+                          1.f + 2.f * a.z_loss_scale * lse,
+                          a.label_smoothing / static_cast<float>(a.vocab),
+                          1.f - a.label_smoothing,
+                          softcap,
+                          scale,
+                          label};
     // The pack that holds the label (none when the label is ignored or elsewhere).
     const int64_t label_pack = kept ? (label - a.col_offset) / V : -1;
     T* g = static_cast<T*>(a.grad) + row * a.row_stride;
@@ -360,7 +376,8 @@ __global__ void __launch_bounds__(kClusterThreads)
         if constexpr (kSoftcap) {
           const float t = tanhf(x_i / softcap);
           const float e = exp2_approx(softcap * t * kLog2e - lse2);
-          out.v[i] = from_float<T>(__fmaf_rn(e, k, -c) * (1.f - t * t));  // cast: gradient in the logits dtype
+          out.v[i] = from_float<T>(__fmaf_rn(e, k, -c) *
+                                   (1.f - t * t));  // cast: gradient in the logits dtype
         } else {
           const float e = exp2_approx(__fmaf_rn(x_i, kLog2e, -lse2));
           out.v[i] = from_float<T>(__fmaf_rn(e, k, -c));  // cast: gradient in the logits dtype
@@ -370,7 +387,9 @@ __global__ void __launch_bounds__(kClusterThreads)
         const int li = static_cast<int>((label - a.col_offset) - p * V);
 #pragma unroll
         for (int i = 0; i < V; ++i) {  // constant indices: `out` stays in registers
-          if (i == li) out.v[i] = from_float<T>(terms(cap(to_float(pk.v[i]), softcap), label));  // cast: as above
+          if (i == li)
+            out.v[i] =
+                from_float<T>(terms(cap(to_float(pk.v[i]), softcap), label));  // cast: as above
         }
       }
       *reinterpret_cast<P*>(g + p * V) = out;
@@ -383,8 +402,8 @@ __global__ void __launch_bounds__(kClusterThreads)
 // the row's running statistics, a 16-byte pack at a time when aligned (one
 // (max, sum) update per pack, as in ce_rows_kernel). grid = rows, block = 256.
 template <typename T, bool kVector>
-__global__ void ce_block_stats_kernel(liger::cuda_kernels::CrossEntropyArgs a, liger::cuda_kernels::RowStats stats,
-                                      bool first) {
+__global__ void ce_block_stats_kernel(liger::cuda_kernels::CrossEntropyArgs a,
+                                      liger::cuda_kernels::RowStats stats, bool first) {
   constexpr int V = kVector ? kVec<T> : 1;
   const int64_t row = blockIdx.x;
   const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
@@ -429,7 +448,8 @@ __global__ void ce_block_stats_kernel(liger::cuda_kernels::CrossEntropyArgs a, l
 
 __global__ void ce_finish_stats_kernel(const int64_t* labels, int64_t rows, int64_t vocab,
                                        int64_t ignore_index, float eps, float z_loss_scale,
-                                       liger::cuda_kernels::RowStats stats, float* loss, float* lse_out) {
+                                       liger::cuda_kernels::RowStats stats, float* loss,
+                                       float* lse_out) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (row >= rows) return;
   const float lse = stats.max[row] + __logf(stats.sumexp[row]);
@@ -500,8 +520,6 @@ cudaError_t by_dtype(liger::cuda_kernels::DType dtype, Fn&& fn) {
 
 namespace liger::cuda_kernels {
 
-
-
 // The cluster size for whole rows of `row_bytes`: the smallest power of two
 // whose slices fit kTargetSliceBytes, at most kMaxCluster; 0 if even that
 // slice is over kMaxSliceBytes or the device cannot launch clusters.
@@ -509,7 +527,8 @@ static int cluster_size_for(int64_t row_bytes) {
   static const bool clusters = [] {
     int device = 0, supported = 0;
     if (cudaGetDevice(&device) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) != cudaSuccess)
+      return false;
     return supported != 0;
   }();
   if (!clusters) return 0;
@@ -518,7 +537,8 @@ static int cluster_size_for(int64_t row_bytes) {
   return (row_bytes + c - 1) / c + 16 <= kMaxSliceBytes ? c : 0;
 }
 
-cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* lse, cudaStream_t stream) {
+cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* lse,
+                               cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
   return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
@@ -532,10 +552,11 @@ cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* ls
       const int64_t packs = a.cols / V;
       const int64_t slice_packs = (packs + cluster - 1) / cluster;
       const size_t smem = static_cast<size_t>(std::max<int64_t>(slice_packs, 1) * pack_bytes);
-      auto kernel = a.softcap > 0.f ? (a.label_smoothing != 0.f ? ce_cluster_rows_kernel<T, true, true>
-                                                                 : ce_cluster_rows_kernel<T, true, false>)
-                                    : (a.label_smoothing != 0.f ? ce_cluster_rows_kernel<T, false, true>
-                                                                 : ce_cluster_rows_kernel<T, false, false>);
+      auto kernel = a.softcap > 0.f
+                        ? (a.label_smoothing != 0.f ? ce_cluster_rows_kernel<T, true, true>
+                                                    : ce_cluster_rows_kernel<T, true, false>)
+                        : (a.label_smoothing != 0.f ? ce_cluster_rows_kernel<T, false, true>
+                                                    : ce_cluster_rows_kernel<T, false, false>);
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem));
       if (err != cudaSuccess) return err;
@@ -555,11 +576,14 @@ cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* ls
       if (err != cudaSuccess) return err;
       return cudaGetLastError();
     }
-    const int cache = static_cast<int>(row_bytes < kRowCacheBytes ? row_bytes : (kRowCacheBytes / pack_bytes) * pack_bytes);
+    const int cache = static_cast<int>(
+        row_bytes < kRowCacheBytes ? row_bytes : (kRowCacheBytes / pack_bytes) * pack_bytes);
     auto launch = [&](auto kernel) -> cudaError_t {
-      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRowCacheBytes);
+      cudaError_t err =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRowCacheBytes);
       if (err != cudaSuccess) return err;
-      kernel<<<static_cast<unsigned>(a.rows), kThreads, cache, stream>>>(a, loss, lse);  // one block per row
+      kernel<<<static_cast<unsigned>(a.rows), kThreads, cache, stream>>>(a, loss,
+                                                                         lse);  // one block per row
       return cudaGetLastError();
     };
     return vector ? launch(ce_rows_kernel<T, true>) : launch(ce_rows_kernel<T, false>);
@@ -573,9 +597,11 @@ cudaError_t cross_entropy_block_stats(const CrossEntropyArgs& a, RowStats stats,
     using T = decltype(tag);
     const bool vector = aligned16(a.logits) && a.cols % kVec<T> == 0 && a.row_stride % kVec<T> == 0;
     if (vector) {
-      ce_block_stats_kernel<T, true><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a, stats, first);  // one block per row
+      ce_block_stats_kernel<T, true><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(
+          a, stats, first);  // one block per row
     } else {
-      ce_block_stats_kernel<T, false><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a, stats, first);
+      ce_block_stats_kernel<T, false>
+          <<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a, stats, first);
     }
     return cudaGetLastError();
   });
@@ -587,12 +613,14 @@ cudaError_t cross_entropy_finish_stats(const int64_t* labels, int64_t rows, int6
                                        cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const int threads = 256;
-  ce_finish_stats_kernel<<<static_cast<unsigned>((rows + threads - 1) / threads), threads, 0, stream>>>(
-      labels, rows, vocab, ignore_index, label_smoothing, z_loss_scale, stats, loss, lse);  // one thread per row
+  ce_finish_stats_kernel<<<static_cast<unsigned>((rows + threads - 1) / threads), threads, 0,
+                           stream>>>(labels, rows, vocab, ignore_index, label_smoothing,
+                                     z_loss_scale, stats, loss, lse);  // one thread per row
   return cudaGetLastError();
 }
 
-cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse, cudaStream_t stream) {
+cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse,
+                                     cudaStream_t stream) {
   if (a.rows == 0 || a.cols == 0) return cudaSuccess;
   return by_dtype(a.dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
@@ -600,7 +628,8 @@ cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse
     const bool vector = aligned16(a.logits) && aligned16(a.grad) && a.cols % kVec<T> == 0 &&
                         a.row_stride % kVec<T> == 0;
     const int64_t packs = a.cols / (vector ? kVec<T> : 1);
-    const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((packs + threads - 1) / threads));
+    const dim3 grid(static_cast<unsigned>(a.rows),
+                    static_cast<unsigned>((packs + threads - 1) / threads));
     if (vector) {
       ce_block_grad_kernel<T, true><<<grid, threads, 0, stream>>>(a, lse);  // (row, pack block)
     } else {
@@ -610,12 +639,14 @@ cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse
   });
 }
 
-cudaError_t scale_unless_one(void* data, int64_t n, DType dtype, const float* scale, cudaStream_t stream) {
+cudaError_t scale_unless_one(void* data, int64_t n, DType dtype, const float* scale,
+                             cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   return by_dtype(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     const int threads = 256;
-    scale_unless_one_kernel<T><<<grid_stride_blocks(n, threads), threads, 0, stream>>>(static_cast<T*>(data), n, scale);  // grid-stride
+    scale_unless_one_kernel<T><<<grid_stride_blocks(n, threads), threads, 0, stream>>>(
+        static_cast<T*>(data), n, scale);  // grid-stride
     return cudaGetLastError();
   });
 }

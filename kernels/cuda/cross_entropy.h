@@ -21,10 +21,12 @@ namespace liger::cuda_kernels {
 
 struct CrossEntropyArgs {
   const void* logits = nullptr;  // [rows, row_stride] of `dtype`; this pass sees columns [0, cols)
-  void* grad = nullptr;          // [rows, row_stride] of `dtype`, or nullptr (no gradient); may equal logits
+  void* grad =
+      nullptr;  // [rows, row_stride] of `dtype`, or nullptr (no gradient); may equal logits
   const int64_t* labels = nullptr;  // [rows]
   int64_t rows = 0;
-  int64_t cols = 0;        // columns in this pass (V for whole rows, the block width for vocabulary blocks)
+  int64_t cols =
+      0;  // columns in this pass (V for whole rows, the block width for vocabulary blocks)
   int64_t row_stride = 0;  // elements between rows of logits and grad
   int64_t col_offset = 0;  // vocabulary index of column 0 (vocabulary blocks)
   int64_t vocab = 0;       // V, the full vocabulary
@@ -39,7 +41,8 @@ struct CrossEntropyArgs {
 // Whole rows (cols == vocab): per-row loss, optionally lse, and the gradient,
 // reading each row from HBM once (the row is kept in shared memory as far as
 // it fits). loss: [rows] fp32; lse: [rows] fp32 or nullptr.
-cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* lse, cudaStream_t stream);
+cudaError_t cross_entropy_rows(const CrossEntropyArgs& a, float* loss, float* lse,
+                               cudaStream_t stream);
 
 // Vocabulary blocks, pass 1: folds the block's columns into running per-row
 // statistics (max, sum of exp relative to max, sum of z, z of the label).
@@ -58,10 +61,12 @@ cudaError_t cross_entropy_finish_stats(const int64_t* labels, int64_t rows, int6
                                        float z_loss_scale, RowStats stats, float* loss, float* lse,
                                        cudaStream_t stream);
 // Vocabulary blocks, pass 2: the gradient of the block's columns from lse.
-cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse, cudaStream_t stream);
+cudaError_t cross_entropy_block_grad(const CrossEntropyArgs& a, const float* lse,
+                                     cudaStream_t stream);
 
 // data *= *scale, skipped entirely (every block returns at once) when *scale == 1:
 // backward's multiplication by grad_output without a host synchronisation.
-cudaError_t scale_unless_one(void* data, int64_t n, DType dtype, const float* scale, cudaStream_t stream);
+cudaError_t scale_unless_one(void* data, int64_t n, DType dtype, const float* scale,
+                             cudaStream_t stream);
 
 }  // namespace liger::cuda_kernels

@@ -30,16 +30,18 @@ constexpr int kThreads = 256;  // hidden columns per block, one per thread
 constexpr int kChunk = 8;      // sorted positions per chunk
 
 template <typename W>
-__device__ __forceinline__ void add_to_row(W* __restrict__ weight_grad, int64_t id, int64_t hidden, int64_t c,
-                                           float sum) {
+__device__ __forceinline__ void add_to_row(W* __restrict__ weight_grad, int64_t id, int64_t hidden,
+                                           int64_t c, float sum) {
   W* at = weight_grad + id * hidden + c;
   *at = from_float<W>(to_float(*at) + sum);  // cast: the fp32 sum rounded once into W
 }
 
 template <typename G, typename W>
-__global__ void __launch_bounds__(kThreads) embedding_grad_chunks_kernel(
-    const int64_t* __restrict__ sorted_ids, const int64_t* __restrict__ order, const G* __restrict__ grad_out,
-    W* __restrict__ weight_grad, float* __restrict__ partial, int64_t n, int64_t hidden) {
+__global__ void __launch_bounds__(kThreads)
+    embedding_grad_chunks_kernel(const int64_t* __restrict__ sorted_ids,
+                                 const int64_t* __restrict__ order, const G* __restrict__ grad_out,
+                                 W* __restrict__ weight_grad, float* __restrict__ partial,
+                                 int64_t n, int64_t hidden) {
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
   if (c >= hidden) return;
   const int64_t chunk = blockIdx.x;
@@ -53,7 +55,8 @@ __global__ void __launch_bounds__(kThreads) embedding_grad_chunks_kernel(
     g[i] = i < count ? to_float(grad_out[order[first + i] * hidden + c]) : 0.f;
   }
   const bool continues_in = first > 0 && sorted_ids[first - 1] == id[0];
-  const bool continues_out = first + count < n && sorted_ids[first + count] == sorted_ids[first + count - 1];
+  const bool continues_out =
+      first + count < n && sorted_ids[first + count] == sorted_ids[first + count - 1];
   float* head = partial + (chunk * 2) * hidden + c;
   float* tail = head + hidden;
   float acc = 0.f;
@@ -79,18 +82,18 @@ __global__ void __launch_bounds__(kThreads) embedding_grad_chunks_kernel(
 }
 
 template <typename W>
-__global__ void __launch_bounds__(kThreads) embedding_grad_join_kernel(const int64_t* __restrict__ sorted_ids,
-                                                                       const float* __restrict__ partial,
-                                                                       W* __restrict__ weight_grad, int64_t n,
-                                                                       int64_t hidden, int64_t chunks) {
+__global__ void __launch_bounds__(kThreads)
+    embedding_grad_join_kernel(const int64_t* __restrict__ sorted_ids,
+                               const float* __restrict__ partial, W* __restrict__ weight_grad,
+                               int64_t n, int64_t hidden, int64_t chunks) {
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
   if (c >= hidden) return;
   const int64_t chunk = blockIdx.x;
   const int64_t first = chunk * kChunk;
   const int64_t end = min(first + kChunk, n);
   const int64_t id = sorted_ids[end - 1];
-  if (end == n || sorted_ids[end] != id) return;          // no segment continues past this chunk
-  if (first > 0 && sorted_ids[first - 1] == id) return;   // it began earlier: its own chunk joins it
+  if (end == n || sorted_ids[end] != id) return;         // no segment continues past this chunk
+  if (first > 0 && sorted_ids[first - 1] == id) return;  // it began earlier: its own chunk joins it
   float total = partial[(chunk * 2 + 1) * hidden + c];
   for (int64_t j = chunk + 1; j < chunks && sorted_ids[j * kChunk] == id; ++j) {
     total += partial[(j * 2) * hidden + c];  // chunk j's head piece, in chunk order
@@ -117,13 +120,12 @@ cudaError_t embedding_grad_add(const EmbeddingGradAdd& a, cudaStream_t stream) {
     return dispatch_dtype(a.weight_dtype, [&](auto tw) -> cudaError_t {
       using W = typename decltype(tw)::type;
       embedding_grad_chunks_kernel<G, W><<<grid, kThreads, 0, stream>>>(
-          a.sorted_ids, a.order, static_cast<const G*>(a.grad_out), static_cast<W*>(a.weight_grad), a.partial,
-          a.tokens, a.hidden);
+          a.sorted_ids, a.order, static_cast<const G*>(a.grad_out), static_cast<W*>(a.weight_grad),
+          a.partial, a.tokens, a.hidden);
       cudaError_t err = cudaGetLastError();
       if (err != cudaSuccess) return err;
-      embedding_grad_join_kernel<W><<<grid, kThreads, 0, stream>>>(a.sorted_ids, a.partial,
-                                                                   static_cast<W*>(a.weight_grad), a.tokens,
-                                                                   a.hidden, chunks);
+      embedding_grad_join_kernel<W><<<grid, kThreads, 0, stream>>>(
+          a.sorted_ids, a.partial, static_cast<W*>(a.weight_grad), a.tokens, a.hidden, chunks);
       return cudaGetLastError();
     });
   });

@@ -88,7 +88,8 @@ struct GluFunction : public torch::autograd::Function<GluFunction> {
     const Tensor& up = saved[1];
     const c10::cuda::CUDAGuard guard(gate.device());
     const Tensor dy = dense(grad_outputs[0]);
-    const bool gate_in_place = ctx->needs_input_grad(0) && ctx->saved_data["gate_in_place"].toBool();
+    const bool gate_in_place =
+        ctx->needs_input_grad(0) && ctx->saved_data["gate_in_place"].toBool();
     const bool up_in_place = ctx->needs_input_grad(1) && ctx->saved_data["up_in_place"].toBool();
     Tensor d_gate, d_up;
     if (ctx->needs_input_grad(0)) {
@@ -121,7 +122,8 @@ GluRecomputed glu_recompute(launch::GluActivation act, const Tensor& gate_in, co
   checks::glu_args(op, gate_in, up_in);
   TORCH_CHECK(dh_in.sizes() == gate_in.sizes(), op, " backward: dh has shape ", dh_in.sizes(),
               " but gate has shape ", gate_in.sizes());
-  TORCH_CHECK(gate_in.is_cuda(), op, " (cuda): gate must be on a CUDA device, got ", gate_in.device());
+  TORCH_CHECK(gate_in.is_cuda(), op, " (cuda): gate must be on a CUDA device, got ",
+              gate_in.device());
   check_device(op, "up", up_in, gate_in);
   check_device(op, "dh", dh_in, gate_in);
   const Tensor gate = dense(gate_in), up = dense(up_in), dh = dense(dh_in.to(gate.scalar_type()));

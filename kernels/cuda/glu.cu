@@ -52,9 +52,9 @@ __device__ __forceinline__ void glu_forward_at(const T* gate, const T* up, T* y,
 }
 
 template <GluActivation A, typename T, int V>
-__global__ void __launch_bounds__(kThreads) glu_forward_kernel(const T* __restrict__ gate,
-                                                               const T* __restrict__ up,
-                                                               T* __restrict__ y, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    glu_forward_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ y,
+                       int64_t n) {
   const int64_t nvec = n / V;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
   Pack<T, V> g[kUnroll], u[kUnroll];
@@ -104,10 +104,9 @@ __device__ __forceinline__ void glu_backward_math(const Pack<T, V>& dy, const Pa
 }
 
 template <GluActivation A, typename T, int V, bool kRecompute>
-__global__ void __launch_bounds__(kThreads) glu_backward_kernel(const T* __restrict__ dy,
-                                                                const T* gate, const T* up,
-                                                                T* d_gate, T* d_up,
-                                                                T* __restrict__ y, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    glu_backward_kernel(const T* __restrict__ dy, const T* gate, const T* up, T* d_gate, T* d_up,
+                        T* __restrict__ y, int64_t n) {
   const int64_t nvec = n / V;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
   Pack<T, V> d[kUnroll], g[kUnroll], u[kUnroll];

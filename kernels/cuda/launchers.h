@@ -19,10 +19,14 @@ namespace liger::cuda_kernels {
 
 enum class DType { f32, f16, bf16 };
 
-inline size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+inline size_t dtype_size(DType t) {
+  return t == DType::f32 ? 4 : 2;
+}
 
 // Whether p is aligned for 16-byte vector accesses.
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 // ---------------------------------------------------------------------------
 // Row norms (rms_norm.cu, layer_norm.cu)
@@ -43,12 +47,13 @@ size_t norm_backward_workspace_floats(int64_t rows, int64_t cols, int n_sums);
 enum class RmsCasting { llama, gemma, none };
 
 struct RmsNormForward {
-  const void* x = nullptr;         // [rows, cols] T
-  const void* residual = nullptr;  // [rows, cols] T, or nullptr; fused add: s = x + residual is normalised
-  const void* weight = nullptr;    // [cols] W
-  void* y = nullptr;               // [rows, cols] T
-  void* sum = nullptr;             // [rows, cols] T: s (only with residual)
-  float* rstd = nullptr;           // [rows]
+  const void* x = nullptr;  // [rows, cols] T
+  const void* residual =
+      nullptr;  // [rows, cols] T, or nullptr; fused add: s = x + residual is normalised
+  const void* weight = nullptr;  // [cols] W
+  void* y = nullptr;             // [rows, cols] T
+  void* sum = nullptr;           // [rows, cols] T: s (only with residual)
+  float* rstd = nullptr;         // [rows]
   int64_t rows = 0, cols = 0;
   DType x_dtype = DType::f32, w_dtype = DType::f32;
   float eps = 1e-6f, offset = 0.f;
@@ -57,14 +62,15 @@ struct RmsNormForward {
 cudaError_t rms_norm_forward(const RmsNormForward& a, cudaStream_t stream);
 
 struct RmsNormBackward {
-  const void* dy = nullptr;      // [rows, cols] T
-  const void* dsum = nullptr;    // [rows, cols] T or nullptr: gradient of the fused add's s, added to dx
-  const void* x = nullptr;       // [rows, cols] T: what forward normalised (s for the fused add)
+  const void* dy = nullptr;  // [rows, cols] T
+  const void* dsum =
+      nullptr;              // [rows, cols] T or nullptr: gradient of the fused add's s, added to dx
+  const void* x = nullptr;  // [rows, cols] T: what forward normalised (s for the fused add)
   const void* weight = nullptr;  // [cols] W
   const float* rstd = nullptr;   // [rows], from forward
   void* dx = nullptr;            // [rows, cols] T, or nullptr (not wanted)
   void* dweight = nullptr;       // [cols] W, or nullptr (not wanted)
-  float* workspace = nullptr;    // norm_backward_workspace_floats(rows, cols, 1) floats, with dweight
+  float* workspace = nullptr;  // norm_backward_workspace_floats(rows, cols, 1) floats, with dweight
   int64_t rows = 0, cols = 0;
   DType x_dtype = DType::f32, w_dtype = DType::f32;
   float offset = 0.f;
@@ -93,7 +99,8 @@ struct LayerNormBackward {
   void* dx = nullptr;            // [rows, cols] T, or nullptr
   void* dweight = nullptr;       // [cols] W, or nullptr
   void* dbias = nullptr;         // [cols] W, or nullptr
-  float* workspace = nullptr;    // norm_backward_workspace_floats(rows, cols, 2) floats, with dweight/dbias
+  float* workspace =
+      nullptr;  // norm_backward_workspace_floats(rows, cols, 2) floats, with dweight/dbias
   int64_t rows = 0, cols = 0;
   DType x_dtype = DType::f32, w_dtype = DType::f32;
 };
@@ -198,10 +205,10 @@ cudaError_t glu_backward(const GluBackward& a, cudaStream_t stream);
 // key from (seed, tensor, step); kernels/optim.cpp reproduces the same bits
 // with ATen ops.
 struct AdamWStep {
-  void* param = nullptr;        // [n] P
-  const void* grad = nullptr;   // [n] G: P, f32, or (P = f32) bf16/f16
-  void* exp_avg = nullptr;      // [n] P
-  void* exp_avg_sq = nullptr;   // [n] P
+  void* param = nullptr;       // [n] P
+  const void* grad = nullptr;  // [n] G: P, f32, or (P = f32) bf16/f16
+  void* exp_avg = nullptr;     // [n] P
+  void* exp_avg_sq = nullptr;  // [n] P
   // [n] bf16/f16 beside an fp32 P, receiving the new value cast to nearest
   // (the compute weights of mixed precision), or nullptr.
   void* compute_copy = nullptr;
@@ -212,7 +219,8 @@ struct AdamWStep {
   double decay = 1.0, step_size = 0.0, bias_correction2_sqrt = 1.0;
   bool stochastic_rounding = false;
   uint32_t key_lo = 0, key_hi = 0;
-  const float* grad_scale = nullptr;  // device fp32 scalar multiplying every gradient (clipping), or nullptr
+  const float* grad_scale =
+      nullptr;  // device fp32 scalar multiplying every gradient (clipping), or nullptr
   // Device memory holding this step's decay, step_size, 1 / bias_correction2_sqrt
   // and key, which then replace the fields above (CUDA graph replays), or nullptr.
   const liger::kernels::AdamWStepValues* step_values = nullptr;
@@ -233,16 +241,18 @@ cudaError_t adamw_step(const AdamWStep& a, cudaStream_t stream);
 // 32 KB that CUDA 12.1+ allows on sm_70 and later.
 constexpr int kAdamWTableTensors = 96;
 struct AdamWTableTensor {
-  void* param = nullptr;         // [n] P
-  const void* grad = nullptr;    // [n] G
-  void* exp_avg = nullptr;       // [n] P
-  void* exp_avg_sq = nullptr;    // [n] P
-  void* compute_copy = nullptr;  // [n] copy_dtype when the table has copies, else nullptr
-  int64_t n = 0;                 // may be 0 (the tensor is skipped)
+  void* param = nullptr;                   // [n] P
+  const void* grad = nullptr;              // [n] G
+  void* exp_avg = nullptr;                 // [n] P
+  void* exp_avg_sq = nullptr;              // [n] P
+  void* compute_copy = nullptr;            // [n] copy_dtype when the table has copies, else nullptr
+  int64_t n = 0;                           // may be 0 (the tensor is skipped)
   liger::kernels::AdamWStepValues values;  // decay, step_size, 1 / sqrt(1 - beta2^t), key (fp32)
-  const liger::kernels::AdamWStepValues* step_values = nullptr;  // device: replaces `values`, or nullptr
+  const liger::kernels::AdamWStepValues* step_values =
+      nullptr;  // device: replaces `values`, or nullptr
 };
-static_assert(sizeof(AdamWTableTensor) == 80, "AdamWTableTensor: 80 bytes a tensor in the kernel arguments");
+static_assert(sizeof(AdamWTableTensor) == 80,
+              "AdamWTableTensor: 80 bytes a tensor in the kernel arguments");
 struct AdamWTable {
   AdamWTableTensor tensors[kAdamWTableTensors];
   int count = 0;  // 1 ... kAdamWTableTensors
@@ -271,7 +281,8 @@ struct SumOfSquaresTable {
 };
 // The partial sums one launch writes (partials[first_partial, + this)).
 int sum_of_squares_blocks();
-cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* partials, cudaStream_t stream);
+cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* partials,
+                           cudaStream_t stream);
 // out[0] = partials[0] + ... + partials[count - 1], in a fixed order.
 cudaError_t sum_of_squares_total(const float* partials, int count, float* out, cudaStream_t stream);
 

@@ -13,10 +13,11 @@ namespace {
 //   mu = sum(x) / D,  r = (sum((x - mu)^2) / D + eps)^-1/2   (saved: mu, r)
 //   y  = T( (x - mu) r w + b )      (w = 1, b = 0 when absent)
 template <typename T, typename W, int V, int C>
-__global__ void __launch_bounds__(1024) layer_norm_forward_kernel(
-    const T* __restrict__ x, const W* __restrict__ weight, const W* __restrict__ bias,
-    T* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows,
-    int cols, float eps) {
+__global__ void __launch_bounds__(1024)
+    layer_norm_forward_kernel(const T* __restrict__ x, const W* __restrict__ weight,
+                              const W* __restrict__ bias, T* __restrict__ y,
+                              float* __restrict__ mean_out, float* __restrict__ rstd_out,
+                              int64_t rows, int cols, float eps) {
   __shared__ float smem[32];
   const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   const bool valid = row < rows;
@@ -85,10 +86,12 @@ __global__ void __launch_bounds__(1024) layer_norm_forward_kernel(
 // through per-block partial rows (dw's at partials, db's after them), then
 // sum_partials.
 template <typename T, typename W, int V, int C>
-__global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) layer_norm_backward_kernel(
-    const T* __restrict__ dy, const T* __restrict__ x, const W* __restrict__ weight,
-    const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
-    float* __restrict__ dw_partials, float* __restrict__ db_partials, int64_t rows, int cols) {
+__global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1)
+    layer_norm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                               const W* __restrict__ weight, const float* __restrict__ mean,
+                               const float* __restrict__ rstd, T* __restrict__ dx,
+                               float* __restrict__ dw_partials, float* __restrict__ db_partials,
+                               int64_t rows, int cols) {
   constexpr bool kPrefetch = C == 1;
   __shared__ float smem[64];
   extern __shared__ float red[];
@@ -102,7 +105,7 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) layer_norm_backward_ke
 
   using P = Pack<T, V>;
   // One row's x, dy, mean and rstd, zero where there is no row or no column.
-  auto load_row = [&](int64_t row, P (&xp)[C], P (&gp)[C], float& mu, float& r) {
+  auto load_row = [&](int64_t row, P(&xp)[C], P(&gp)[C], float& mu, float& r) {
     mu = row < rows ? mean[row] : 0.f;
     r = row < rows ? rstd[row] : 0.f;
 #pragma unroll
@@ -194,9 +197,8 @@ struct Forward {
     const auto blocks = static_cast<unsigned>((a.rows + rows_per_block - 1) / rows_per_block);
     // grid: one block per `rows_per_block` rows; block: l.threads threads per row x rows_per_block
     layer_norm_forward_kernel<T, W, V, C><<<blocks, dim3(l.threads, rows_per_block), 0, stream>>>(
-        static_cast<const T*>(a.x), static_cast<const W*>(a.weight),
-        static_cast<const W*>(a.bias), static_cast<T*>(a.y), a.mean, a.rstd, a.rows,
-        static_cast<int>(a.cols), a.eps);
+        static_cast<const T*>(a.x), static_cast<const W*>(a.weight), static_cast<const W*>(a.bias),
+        static_cast<T*>(a.y), a.mean, a.rstd, a.rows, static_cast<int>(a.cols), a.eps);
     return cudaGetLastError();
   }
 };
@@ -244,7 +246,7 @@ cudaError_t layer_norm_forward(const LayerNormForward& a, cudaStream_t stream) {
   if (!l.ok) return cudaErrorInvalidValue;
   return dispatch_dtypes(a.x_dtype, a.w_dtype, [&](auto t, auto w) {
     return by_layout<typename decltype(t)::type, typename decltype(w)::type>(a, l, stream,
-                                                                            Forward{});
+                                                                             Forward{});
   });
 }
 
@@ -264,7 +266,7 @@ cudaError_t layer_norm_backward(const LayerNormBackward& a, cudaStream_t stream)
   if (!l.ok) return cudaErrorInvalidValue;
   return dispatch_dtypes(a.x_dtype, a.w_dtype, [&](auto t, auto w) {
     return by_layout<typename decltype(t)::type, typename decltype(w)::type>(a, l, stream,
-                                                                            Backward{});
+                                                                             Backward{});
   });
 }
 

@@ -34,8 +34,8 @@ void check(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, what, ": ", cudaGetErrorString(err));
 }
 
-liger::cuda_kernels::CrossEntropyArgs ce_args(const Tensor& logits, const Tensor& labels, int64_t vocab,
-                                      const CrossEntropyOptions& o) {
+liger::cuda_kernels::CrossEntropyArgs ce_args(const Tensor& logits, const Tensor& labels,
+                                              int64_t vocab, const CrossEntropyOptions& o) {
   liger::cuda_kernels::CrossEntropyArgs a;
   a.logits = logits.data_ptr();
   a.labels = labels.data_ptr<int64_t>();
@@ -55,7 +55,8 @@ liger::cuda_kernels::CrossEntropyArgs ce_args(const Tensor& logits, const Tensor
 // 1 / normalizer when given, else 1 / max(count of kept labels, 1).
 Tensor inverse_count(const Tensor& labels, const CrossEntropyOptions& o) {
   if (o.inverse_normalizer.defined()) return o.inverse_normalizer.to(at::kFloat).contiguous();
-  if (o.normalizer > 0.0) return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
+  if (o.normalizer > 0.0)
+    return at::full({}, 1.0 / o.normalizer, labels.options().dtype(at::kFloat));
   return labels.ne(o.ignore_index).sum().to(at::kFloat).clamp_min(1.0).reciprocal();
 }
 
@@ -79,11 +80,14 @@ void apply_grad_output(Tensor& grad, const Tensor& dy, bool per_row) {
   }
   const Tensor scale = dy.to(at::kFloat).contiguous();
   check(liger::cuda_kernels::scale_unless_one(grad.data_ptr(), grad.numel(), dtype_of(grad),
-                                      scale.data_ptr<float>(), at::cuda::getCurrentCUDAStream()),
+                                              scale.data_ptr<float>(),
+                                              at::cuda::getCurrentCUDAStream()),
         "cross entropy backward");
 }
 
-bool wants_grad(const Tensor& t) { return t.defined() && t.requires_grad() && at::GradMode::is_enabled(); }
+bool wants_grad(const Tensor& t) {
+  return t.defined() && t.requires_grad() && at::GradMode::is_enabled();
+}
 
 // ---------------------------------------------------------------------------
 // cross_entropy
@@ -111,7 +115,7 @@ struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunct
     a.grad = grad.data_ptr();
     a.grad_scale = mean_scale.defined() ? mean_scale.data_ptr<float>() : nullptr;
     check(liger::cuda_kernels::cross_entropy_rows(a, per_row.data_ptr<float>(), nullptr,
-                                          at::cuda::getCurrentCUDAStream()),
+                                                  at::cuda::getCurrentCUDAStream()),
           "cross_entropy");
     ctx->saved_data["grad"] = grad;
     ctx->saved_data["per_row"] = o.reduction == Reduction::none;
@@ -120,7 +124,8 @@ struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunct
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     auto it = ctx->saved_data.find("grad");
-    TORCH_CHECK(it != ctx->saved_data.end(), "cuda cross_entropy: backward ran twice through the same graph");
+    TORCH_CHECK(it != ctx->saved_data.end(),
+                "cuda cross_entropy: backward ran twice through the same graph");
     Tensor grad = it->second.toTensor();
     ctx->saved_data.erase(it);  // the buffer goes with this backward
     apply_grad_output(grad, grad_outputs[0], ctx->saved_data["per_row"].toBool());
@@ -134,8 +139,8 @@ Tensor cross_entropy_loss_only(const Tensor& logits_in, const Tensor& labels_in,
   const Tensor labels = labels_in.contiguous();
   Tensor per_row = at::empty({logits.size(0)}, logits.options().dtype(at::kFloat));
   check(liger::cuda_kernels::cross_entropy_rows(ce_args(logits, labels, logits.size(1), o),
-                                        per_row.data_ptr<float>(), nullptr,
-                                        at::cuda::getCurrentCUDAStream()),
+                                                per_row.data_ptr<float>(), nullptr,
+                                                at::cuda::getCurrentCUDAStream()),
         "cross_entropy");
   const Tensor mean_scale = o.reduction == Reduction::mean ? inverse_count(labels, o) : Tensor();
   return reduce(per_row, o.reduction, mean_scale);
@@ -179,7 +184,8 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
   // rows per chunk: the budget over one row of logits in the compute dtype
   const double row_bytes = static_cast<double>(vocab) * hidden.element_size();
   const int64_t rows = even_chunk_rows(
-      n, std::max<int64_t>(static_cast<int64_t>(options.chunk_mb * 1024.0 * 1024.0 / row_bytes), 1));
+      n,
+      std::max<int64_t>(static_cast<int64_t>(options.chunk_mb * 1024.0 * 1024.0 / row_bytes), 1));
   FlceResult r;
   r.per_row = at::empty({n}, hidden.options().dtype(at::kFloat));
   if (grad_x) r.grad_hidden = at::empty_like(hidden);
@@ -188,7 +194,8 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
   // fp32 sum and its cast give), no fp32 buffer. Otherwise the fp32 sum is
   // written whole by the first chunk's GEMM (beta = 0) and accumulated by the
   // others; zero when there are no rows (no chunk runs).
-  const bool direct_w = grad_w && n > 0 && rows >= n && weight.scalar_type() == hidden.scalar_type();
+  const bool direct_w =
+      grad_w && n > 0 && rows >= n && weight.scalar_type() == hidden.scalar_type();
   const auto w32 = weight.options().dtype(at::kFloat);
   Tensor grad_w32 = !grad_w || direct_w ? Tensor()
                     : n > 0             ? at::empty(weight.sizes(), w32)
@@ -204,7 +211,8 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
     liger::cuda_kernels::CrossEntropyArgs a = ce_args(logits, y, vocab, options.ce);
     if (any_grad) a.grad = logits.data_ptr();  // the chunk's logits become its gradient, in place
     a.grad_scale = mean_scale.defined() ? mean_scale.data_ptr<float>() : nullptr;
-    check(liger::cuda_kernels::cross_entropy_rows(a, r.per_row.data_ptr<float>() + begin, nullptr, stream),
+    check(liger::cuda_kernels::cross_entropy_rows(a, r.per_row.data_ptr<float>() + begin, nullptr,
+                                                  stream),
           "fused_linear_cross_entropy");
     if (grad_x) {
       gemm(logits, weight, Tensor(), r.grad_hidden.narrow(0, begin, len));  // dL/dx = dlogits @ W
@@ -213,11 +221,13 @@ FlceResult flce_speed(const Tensor& hidden, const Tensor& weight, const Tensor& 
     if (direct_w) {
       r.grad_weight = gemm(logits.t(), x, Tensor(), Tensor());
     } else if (grad_w) {
-      gemm(logits.t(), x, begin == 0 ? Tensor() : grad_w32, grad_w32);  // the first chunk writes, the others add
+      gemm(logits.t(), x, begin == 0 ? Tensor() : grad_w32,
+           grad_w32);  // the first chunk writes, the others add
     }
     if (grad_b) grad_b32.add_(logits.sum(0, false, at::kFloat));
   }
-  if (grad_w && !direct_w) r.grad_weight = grad_w32.to(weight.scalar_type());  // cast: fp32 sum -> parameter dtype
+  if (grad_w && !direct_w)
+    r.grad_weight = grad_w32.to(weight.scalar_type());  // cast: fp32 sum -> parameter dtype
   if (grad_b) r.grad_bias = grad_b32.to(bias.scalar_type());
   return r;
 }
@@ -236,26 +246,28 @@ FlceResult flce_lean(const Tensor& hidden, const Tensor& weight, const Tensor& b
   const auto stream = at::cuda::getCurrentCUDAStream();
   Tensor stats = at::empty({4, n}, f32);
   liger::cuda_kernels::RowStats s{stats[0].data_ptr<float>(), stats[1].data_ptr<float>(),
-                          stats[2].data_ptr<float>(), stats[3].data_ptr<float>()};
+                                  stats[2].data_ptr<float>(), stats[3].data_ptr<float>()};
   const TunedGemmFn gemm = head_gemm(options);
   auto block_logits = [&](int64_t v0, int64_t len) {
-    return linear(gemm, hidden, weight.narrow(0, v0, len), bias.defined() ? bias.narrow(0, v0, len) : Tensor());
+    return linear(gemm, hidden, weight.narrow(0, v0, len),
+                  bias.defined() ? bias.narrow(0, v0, len) : Tensor());
   };
   for (int64_t v0 = 0; v0 < vocab; v0 += width) {
     const int64_t len = std::min(width, vocab - v0);
     const Tensor logits = block_logits(v0, len);  // [N, len]
     liger::cuda_kernels::CrossEntropyArgs a = ce_args(logits, labels, vocab, options.ce);
     a.col_offset = v0;
-    check(liger::cuda_kernels::cross_entropy_block_stats(a, s, v0 == 0, stream), "fused_linear_cross_entropy");
+    check(liger::cuda_kernels::cross_entropy_block_stats(a, s, v0 == 0, stream),
+          "fused_linear_cross_entropy");
   }
   FlceResult r;
   r.per_row = at::empty({n}, f32);
   Tensor lse = at::empty({n}, f32);
   const CrossEntropyOptions& o = options.ce;
-  check(liger::cuda_kernels::cross_entropy_finish_stats(labels.data_ptr<int64_t>(), n, vocab, o.ignore_index,
-                                                static_cast<float>(o.label_smoothing),
-                                                static_cast<float>(o.z_loss_scale), s,
-                                                r.per_row.data_ptr<float>(), lse.data_ptr<float>(), stream),
+  check(liger::cuda_kernels::cross_entropy_finish_stats(
+            labels.data_ptr<int64_t>(), n, vocab, o.ignore_index,
+            static_cast<float>(o.label_smoothing), static_cast<float>(o.z_loss_scale), s,
+            r.per_row.data_ptr<float>(), lse.data_ptr<float>(), stream),
         "fused_linear_cross_entropy");
   if (!any_grad) return r;
 
@@ -270,14 +282,16 @@ FlceResult flce_lean(const Tensor& hidden, const Tensor& weight, const Tensor& b
     a.col_offset = v0;
     a.grad = logits.data_ptr();  // in place: the block's logits become its gradient
     a.grad_scale = mean_scale.defined() ? mean_scale.data_ptr<float>() : nullptr;
-    check(liger::cuda_kernels::cross_entropy_block_grad(a, lse.data_ptr<float>(), stream), "fused_linear_cross_entropy");
+    check(liger::cuda_kernels::cross_entropy_block_grad(a, lse.data_ptr<float>(), stream),
+          "fused_linear_cross_entropy");
     if (grad_w) {
       // one GEMM per block: fp32 accumulation inside, no cross-chunk rounding
       gemm(logits.t(), hidden, Tensor(), r.grad_weight.narrow(0, v0, len));
     }
     if (grad_x) {
       const Tensor block_weight = weight.narrow(0, v0, len);
-      gemm(logits, block_weight, v0 == 0 ? Tensor() : grad_x32, grad_x32);  // the first block writes, the others add
+      gemm(logits, block_weight, v0 == 0 ? Tensor() : grad_x32,
+           grad_x32);  // the first block writes, the others add
     }
     if (grad_b) r.grad_bias.narrow(0, v0, len).copy_(logits.sum(0, false, at::kFloat));
   }
@@ -292,8 +306,8 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
                         const Tensor& bias_in, bool has_bias, const Tensor& labels_in,
                         int64_t ignore_index, double label_smoothing, double z_loss_scale,
                         double softcap, int64_t reduction, double normalizer,
-                        const c10::optional<Tensor>& inverse_normalizer, double chunk_mb, int64_t mode,
-                        bool tuned_gemm) {
+                        const c10::optional<Tensor>& inverse_normalizer, double chunk_mb,
+                        int64_t mode, bool tuned_gemm) {
     FusedLinearCrossEntropyOptions options;
     options.ce.ignore_index = ignore_index;
     options.ce.label_smoothing = label_smoothing;
@@ -314,9 +328,10 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
     const bool grad_b = has_bias && bias_in.requires_grad();
     const Tensor mean_scale =
         options.ce.reduction == Reduction::mean ? inverse_count(labels, options.ce) : Tensor();
-    FlceResult r = options.mode == FlceMode::lean
-                       ? flce_lean(hidden, weight, bias, labels, options, mean_scale, grad_x, grad_w, grad_b)
-                       : flce_speed(hidden, weight, bias, labels, options, mean_scale, grad_x, grad_w, grad_b);
+    FlceResult r =
+        options.mode == FlceMode::lean
+            ? flce_lean(hidden, weight, bias, labels, options, mean_scale, grad_x, grad_w, grad_b)
+            : flce_speed(hidden, weight, bias, labels, options, mean_scale, grad_x, grad_w, grad_b);
     ctx->saved_data["grad_hidden"] = r.grad_hidden;
     ctx->saved_data["grad_weight"] = r.grad_weight;
     ctx->saved_data["grad_bias"] = r.grad_bias;
@@ -341,7 +356,8 @@ struct FlceFunction : public torch::autograd::Function<FlceFunction> {
 
 }  // namespace
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& options) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
+                     const CrossEntropyOptions& options) {
   checks::ce_args("cross_entropy", logits, labels);
   if (!wants_grad(logits)) return cross_entropy_loss_only(logits, labels, options);
   return CrossEntropyFunction::apply(logits, labels, options.ignore_index, options.label_smoothing,
@@ -368,8 +384,8 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
     FlceResult r = flce_speed(h, w, b, y, o, mean_scale, false, false, false);
     return reduce(r.per_row, o.ce.reduction, mean_scale);
   }
-  return FlceFunction::apply(hidden, weight, has_bias ? bias : at::zeros({0}, weight.options()), has_bias,
-                             labels, options.ce.ignore_index, options.ce.label_smoothing,
+  return FlceFunction::apply(hidden, weight, has_bias ? bias : at::zeros({0}, weight.options()),
+                             has_bias, labels, options.ce.ignore_index, options.ce.label_smoothing,
                              options.ce.z_loss_scale, options.ce.softcap,
                              static_cast<int64_t>(options.ce.reduction), options.ce.normalizer,
                              optional_tensor(options.ce.inverse_normalizer), options.chunk_mb,

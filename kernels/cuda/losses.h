@@ -9,7 +9,8 @@ namespace liger::kernels::cuda {
 // Gradient computed in forward into its own buffer (the logits are not
 // overwritten); backward multiplies by grad_output on the device, skipping
 // the pass when grad_output is 1. Mean divides by a device-side count.
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& options);
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
+                     const CrossEntropyOptions& options);
 
 // Never holds [N, V] logits: chunks of tokens (speed) or of the vocabulary
 // (lean), sized from options.chunk_mb, GEMMs in the input dtype with fp32

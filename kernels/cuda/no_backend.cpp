@@ -4,6 +4,8 @@
 
 namespace liger::kernels {
 
-const BackendProvider* cuda_backend() { return nullptr; }
+const BackendProvider* cuda_backend() {
+  return nullptr;
+}
 
 }  // namespace liger::kernels

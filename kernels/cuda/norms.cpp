@@ -15,7 +15,9 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-int64_t rows_of(const Tensor& x) { return x.size(-1) == 0 ? 0 : x.numel() / x.size(-1); }
+int64_t rows_of(const Tensor& x) {
+  return x.size(-1) == 0 ? 0 : x.numel() / x.size(-1);
+}
 
 // The weight as the kernels take it: x's dtype or fp32 (anything else is cast
 // to x's dtype here, outside the autograd function, so the gradient flows
@@ -164,14 +166,18 @@ struct FusedAddRmsNormFunction : public torch::autograd::Function<FusedAddRmsNor
     const bool want_ds = ctx->needs_input_grad(0) || ctx->needs_input_grad(1);
     Tensor ds, dw;
     if (dy.defined()) {
-      std::tie(ds, dw) = rms_backward("fused_add_rms_norm", dy, dsum, saved[0], saved[1],
-                                      saved[2], ctx->saved_data["offset"].toDouble(), want_ds,
-                                      ctx->needs_input_grad(2));
+      std::tie(ds, dw) =
+          rms_backward("fused_add_rms_norm", dy, dsum, saved[0], saved[1], saved[2],
+                       ctx->saved_data["offset"].toDouble(), want_ds, ctx->needs_input_grad(2));
     } else {
       ds = dsum;  // only the new residual was used
     }
-    return {ctx->needs_input_grad(0) ? ds : Tensor(), ctx->needs_input_grad(1) ? ds : Tensor(), dw,
-            Tensor(), Tensor(), Tensor()};
+    return {ctx->needs_input_grad(0) ? ds : Tensor(),
+            ctx->needs_input_grad(1) ? ds : Tensor(),
+            dw,
+            Tensor(),
+            Tensor(),
+            Tensor()};
   }
 };
 
@@ -187,7 +193,8 @@ struct RmsNormPassFunction : public torch::autograd::Function<RmsNormPassFunctio
     ctx->save_for_backward({x, weight, out.rstd});
     ctx->saved_data["offset"] = offset;
     ctx->set_materialize_grads(false);  // an unused output gets no gradient, not zeros
-    return {out.y, x};  // x: returned as an input, autograd makes it a view with this node's history
+    return {out.y,
+            x};  // x: returned as an input, autograd makes it a view with this node's history
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -197,8 +204,8 @@ struct RmsNormPassFunction : public torch::autograd::Function<RmsNormPassFunctio
     Tensor dx, dw;
     if (dy.defined()) {
       std::tie(dx, dw) = rms_backward("rms_norm", dy, dpass, saved[0], saved[1], saved[2],
-                                      ctx->saved_data["offset"].toDouble(), ctx->needs_input_grad(0),
-                                      ctx->needs_input_grad(1));
+                                      ctx->saved_data["offset"].toDouble(),
+                                      ctx->needs_input_grad(0), ctx->needs_input_grad(1));
     } else {
       dx = dpass;  // only the passed-through x was used
     }
@@ -305,10 +312,12 @@ std::pair<Tensor, Tensor> fused_add_rms_norm(const Tensor& x, const Tensor& resi
   const char* op = "fused_add_rms_norm";
   TORCH_CHECK(weight.defined(), op, ": weight is required");
   check_norm_inputs(op, x, weight, Tensor());
-  if (!residual.defined()) {  // {rms_norm(x), x}, the stream's gradient summed in the norm's backward
+  if (!residual
+           .defined()) {  // {rms_norm(x), x}, the stream's gradient summed in the norm's backward
     if (!kernels_take(op, x)) return {composite::rms_norm(x, weight, options), x};
-    const auto out = RmsNormPassFunction::apply(x, weight_for(x, weight), options.eps, options.offset,
-                                                static_cast<int64_t>(options.casting));
+    const auto out =
+        RmsNormPassFunction::apply(x, weight_for(x, weight), options.eps, options.offset,
+                                   static_cast<int64_t>(options.casting));
     return {out[0], out[1]};
   }
   TORCH_CHECK(residual.sizes() == x.sizes(), op, ": residual has shape ", residual.sizes(),
@@ -320,9 +329,9 @@ std::pair<Tensor, Tensor> fused_add_rms_norm(const Tensor& x, const Tensor& resi
     const Tensor sum = x + residual;
     return {composite::rms_norm(sum, weight, options), sum};
   }
-  const auto out = FusedAddRmsNormFunction::apply(x, residual, weight_for(x, weight), options.eps,
-                                                  options.offset,
-                                                  static_cast<int64_t>(options.casting));
+  const auto out =
+      FusedAddRmsNormFunction::apply(x, residual, weight_for(x, weight), options.eps,
+                                     options.offset, static_cast<int64_t>(options.casting));
   return {out[0], out[1]};
 }
 

@@ -14,14 +14,15 @@ namespace {
 // Forward, one row per threadIdx.y:
 //   s    = x                        (fused add: s = T(x + residual), stored to `sum`)
 //   r    = (sum(s^2) / D + eps)^-1/2                          (fp32, saved as rstd)
-//   llama: y = T( T(s r) * W(w + offset) )   HF LlamaRMSNorm: normalised value cast before the weight
-//   gemma: y = T( s r (w + offset) )         HF GemmaRMSNorm: fp32 throughout, one cast
+//   llama: y = T( T(s r) * W(w + offset) )   HF LlamaRMSNorm: normalised value cast before the
+//   weight gemma: y = T( s r (w + offset) )         HF GemmaRMSNorm: fp32 throughout, one cast
 //   none:  y = T( T(s T(r)) * T(W(w + offset)) ), the squares and r rounded to T as well
 template <typename T, typename W, int V, int C>
-__global__ void __launch_bounds__(1024) rms_norm_forward_kernel(
-    const T* __restrict__ x, const T* __restrict__ residual, const W* __restrict__ weight,
-    T* __restrict__ y, T* __restrict__ sum, float* __restrict__ rstd_out, int64_t rows, int cols,
-    float eps, float offset, RmsCasting casting) {
+__global__ void __launch_bounds__(1024)
+    rms_norm_forward_kernel(const T* __restrict__ x, const T* __restrict__ residual,
+                            const W* __restrict__ weight, T* __restrict__ y, T* __restrict__ sum,
+                            float* __restrict__ rstd_out, int64_t rows, int cols, float eps,
+                            float offset, RmsCasting casting) {
   __shared__ float smem[32];
   const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   const bool valid = row < rows;
@@ -87,10 +88,12 @@ __global__ void __launch_bounds__(1024) rms_norm_forward_kernel(
 // partial row i (no zeroing, no atomics), and sum_partials reduces the
 // partial rows in a fixed order (deterministic).
 template <typename T, typename W, int V, int C>
-__global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kernel(
-    const T* __restrict__ dy, const T* __restrict__ dsum, const T* __restrict__ x,
-    const W* __restrict__ weight, const float* __restrict__ rstd, T* __restrict__ dx,
-    float* __restrict__ dw_partials, int64_t rows, int cols, float offset) {
+__global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1)
+    rms_norm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ dsum,
+                             const T* __restrict__ x, const W* __restrict__ weight,
+                             const float* __restrict__ rstd, T* __restrict__ dx,
+                             float* __restrict__ dw_partials, int64_t rows, int cols,
+                             float offset) {
   constexpr bool kPrefetch = C == 1;  // wider rows: registers are short
   __shared__ float smem[32];
   extern __shared__ float red[];
@@ -104,7 +107,7 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kern
 
   using P = Pack<T, V>;
   // One row's x, dy and rstd, zero where there is no row or no column.
-  auto load_row = [&](int64_t row, P (&xp)[C], P (&gp)[C], float& r) {
+  auto load_row = [&](int64_t row, P(&xp)[C], P(&gp)[C], float& r) {
     r = row < rows ? rstd[row] : 0.f;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
@@ -191,8 +194,8 @@ __global__ void __launch_bounds__(C == 1 ? 1024 : 512, 1) rms_norm_backward_kern
   }
   if (dw_partials != nullptr) {
     // Each block stores its own partial row: no zeroing pass before the kernel.
-    add_to_partials<C, V, /*kAtomic=*/false>(acc, dw_partials + static_cast<int64_t>(blockIdx.x) * cols, cols,
-                                             red);
+    add_to_partials<C, V, /*kAtomic=*/false>(
+        acc, dw_partials + static_cast<int64_t>(blockIdx.x) * cols, cols, red);
   }
 }
 
@@ -203,8 +206,8 @@ cudaError_t launch_forward(const RmsNormForward& a, const RowLayout& l, cudaStre
   // grid: one block per `rows_per_block` rows; block: l.threads threads per row x rows_per_block
   rms_norm_forward_kernel<T, W, V, C><<<blocks, dim3(l.threads, rows_per_block), 0, stream>>>(
       static_cast<const T*>(a.x), static_cast<const T*>(a.residual),
-      static_cast<const W*>(a.weight), static_cast<T*>(a.y), static_cast<T*>(a.sum), a.rstd,
-      a.rows, static_cast<int>(a.cols), a.eps, a.offset, a.casting);
+      static_cast<const W*>(a.weight), static_cast<T*>(a.y), static_cast<T*>(a.sum), a.rstd, a.rows,
+      static_cast<int>(a.cols), a.eps, a.offset, a.casting);
   return cudaGetLastError();
 }
 
@@ -214,17 +217,21 @@ cudaError_t launch_backward(const RmsNormBackward& a, const RowLayout& l, cudaSt
   // SM as fit 1024 threads; each block's reduction then waits only on its own
   // rows while the SM's other blocks stream theirs.
   const int rows_per_block = C == 1 ? (256 + l.threads - 1) / l.threads : 1;
-  const int per_sm = C == 1 ? std::max(1, std::min(kRmsBackwardBlocksPerSm, 1024 / (l.threads * rows_per_block))) : 1;
+  const int per_sm =
+      C == 1 ? std::max(1, std::min(kRmsBackwardBlocksPerSm, 1024 / (l.threads * rows_per_block)))
+             : 1;
   const int blocks = norm_backward_blocks((a.rows + rows_per_block - 1) / rows_per_block, per_sm);
   const int parts = blocks;  // one partial row per block, each written whole
   float* partials = a.dweight != nullptr ? a.workspace : nullptr;
   const size_t smem = rows_per_block > 1 ? sizeof(float) * l.threads * rows_per_block * V : 0;
-  // grid: persistent, at most per_sm blocks per SM; block: l.threads threads per row x rows_per_block
+  // grid: persistent, at most per_sm blocks per SM; block: l.threads threads per row x
+  // rows_per_block
   rms_norm_backward_kernel<T, W, V, C><<<blocks, dim3(l.threads, rows_per_block), smem, stream>>>(
       static_cast<const T*>(a.dy), static_cast<const T*>(a.dsum), static_cast<const T*>(a.x),
       static_cast<const W*>(a.weight), a.rstd, static_cast<T*>(a.dx), partials, a.rows,
       static_cast<int>(a.cols), a.offset);
-  if (partials != nullptr) sum_partials(partials, parts, a.cols, static_cast<W*>(a.dweight), stream);
+  if (partials != nullptr)
+    sum_partials(partials, parts, a.cols, static_cast<W*>(a.dweight), stream);
   return cudaGetLastError();
 }
 
@@ -264,7 +271,7 @@ cudaError_t rms_norm_forward(const RmsNormForward& a, cudaStream_t stream) {
   if (!l.ok) return cudaErrorInvalidValue;
   return dispatch_dtypes(a.x_dtype, a.w_dtype, [&](auto t, auto w) {
     return by_layout<typename decltype(t)::type, typename decltype(w)::type>(a, l, stream,
-                                                                            Forward{});
+                                                                             Forward{});
   });
 }
 
@@ -280,7 +287,7 @@ cudaError_t rms_norm_backward(const RmsNormBackward& a, cudaStream_t stream) {
   if (!l.ok) return cudaErrorInvalidValue;
   return dispatch_dtypes(a.x_dtype, a.w_dtype, [&](auto t, auto w) {
     return by_layout<typename decltype(t)::type, typename decltype(w)::type>(a, l, stream,
-                                                                            Backward{});
+                                                                             Backward{});
   });
 }
 

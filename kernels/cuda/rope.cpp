@@ -138,7 +138,8 @@ struct RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
     launch::RopeQkv a = args(d_qkv, heads_q, heads_k, saved[0], saved[1]);
     // Backward reads the dense gradients and writes the packed one: the
     // strides of forward, swapped.
-    for (launch::RopeHeads* h : {&a.q, &a.k, &a.v}) std::swap(h->in_token_stride, h->out_token_stride);
+    for (launch::RopeHeads* h : {&a.q, &a.k, &a.v})
+      std::swap(h->in_token_stride, h->out_token_stride);
     const auto out = packed_groups(static_cast<char*>(d_qkv.data_ptr()), heads_q, heads_k,
                                    static_cast<size_t>(d) * d_qkv.element_size());
     a.q.in = dq.data_ptr();

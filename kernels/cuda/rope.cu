@@ -58,12 +58,11 @@ __device__ __forceinline__ Group<T> group_at(const Groups<T>& groups, int index)
 // A thread's head data is loaded before the token's cos/sin (needed only for
 // rotated heads, loaded on the first one), so both loads are in flight at once.
 template <typename T, int V, bool kBackward>
-__global__ void __launch_bounds__(1024) rope_kernel(const Groups<T> groups,
-                                                   const float* __restrict__ cos,
-                                                   const float* __restrict__ sin, int64_t seq,
-                                                   int half, int64_t cos_batch_stride) {
+__global__ void __launch_bounds__(1024)
+    rope_kernel(const Groups<T> groups, const float* __restrict__ cos,
+                const float* __restrict__ sin, int64_t seq, int half, int64_t cos_batch_stride) {
   const int64_t token = blockIdx.x;  // b * seq + t
-  const int i = threadIdx.x * V;  // blockDim.x * V == half
+  const int i = threadIdx.x * V;     // blockDim.x * V == half
   using P = Pack<T, V>;
 
   float c1[V], c2[V], s1[V], s2[V];
@@ -122,17 +121,20 @@ __global__ void __launch_bounds__(1024) rope_kernel(const Groups<T> groups,
 
 template <typename T>
 Group<T> typed(const RopeHeads& h, bool rotate) {
-  return {static_cast<const T*>(h.in), static_cast<T*>(h.out), h.in_token_stride,
-          h.out_token_stride, h.in != nullptr ? static_cast<int>(h.heads) : 0, rotate};
+  return {static_cast<const T*>(h.in),
+          static_cast<T*>(h.out),
+          h.in_token_stride,
+          h.out_token_stride,
+          h.in != nullptr ? static_cast<int>(h.heads) : 0,
+          rotate};
 }
 
 // Whether group h allows V-element accesses: both pointers 16-byte aligned
 // and both token strides whole vectors (head offsets are then too, given
 // half % V == 0).
 bool group_aligned(const RopeHeads& h, int vec) {
-  return h.in == nullptr ||
-         (aligned16(h.in) && aligned16(h.out) && h.in_token_stride % vec == 0 &&
-          h.out_token_stride % vec == 0);
+  return h.in == nullptr || (aligned16(h.in) && aligned16(h.out) && h.in_token_stride % vec == 0 &&
+                             h.out_token_stride % vec == 0);
 }
 
 template <bool kBackward>
@@ -140,7 +142,8 @@ cudaError_t launch(const RopeQkv& a, cudaStream_t stream) {
   if (!rope_head_dim_supported(a.head_dim)) return cudaErrorInvalidValue;
   const int64_t tokens = a.batch * a.seq;
   int heads = 0;
-  for (const RopeHeads* h : {&a.q, &a.k, &a.v}) heads += h->in != nullptr ? static_cast<int>(h->heads) : 0;
+  for (const RopeHeads* h : {&a.q, &a.k, &a.v})
+    heads += h->in != nullptr ? static_cast<int>(h->heads) : 0;
   if (tokens == 0 || heads == 0) return cudaSuccess;
   const int half = static_cast<int>(a.head_dim / 2);
   return dispatch_dtype(a.dtype, [&](auto tag) -> cudaError_t {
@@ -183,10 +186,18 @@ bool rope_head_dim_supported(int64_t head_dim) {
   return head_dim > 0 && head_dim % 2 == 0 && head_dim / 2 <= 1024;
 }
 
-cudaError_t rope_forward(const Rope& a, cudaStream_t stream) { return launch<false>(as_groups(a), stream); }
-cudaError_t rope_backward(const Rope& a, cudaStream_t stream) { return launch<true>(as_groups(a), stream); }
+cudaError_t rope_forward(const Rope& a, cudaStream_t stream) {
+  return launch<false>(as_groups(a), stream);
+}
+cudaError_t rope_backward(const Rope& a, cudaStream_t stream) {
+  return launch<true>(as_groups(a), stream);
+}
 
-cudaError_t rope_qkv_forward(const RopeQkv& a, cudaStream_t stream) { return launch<false>(a, stream); }
-cudaError_t rope_qkv_backward(const RopeQkv& a, cudaStream_t stream) { return launch<true>(a, stream); }
+cudaError_t rope_qkv_forward(const RopeQkv& a, cudaStream_t stream) {
+  return launch<false>(a, stream);
+}
+cudaError_t rope_qkv_backward(const RopeQkv& a, cudaStream_t stream) {
+  return launch<true>(a, stream);
+}
 
 }  // namespace liger::cuda_kernels

@@ -18,8 +18,8 @@ constexpr int kThreads = 256;
 constexpr int kUnroll = 4;  // vectors per thread in flight
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(SumOfSquaresTable table, int64_t range,
-                                                                  float* __restrict__ partials) {
+__global__ void __launch_bounds__(kThreads)
+    sum_of_squares_kernel(SumOfSquaresTable table, int64_t range, float* __restrict__ partials) {
   constexpr int V = kVec<T>;
   const int64_t lo = static_cast<int64_t>(blockIdx.x) * range;
   const int64_t hi = lo + range;
@@ -47,7 +47,8 @@ __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(SumOfSquaresTa
         }
       }
     }
-    for (int64_t i = nvec * V + threadIdx.x; i < len; i += kThreads) {  // the tensor's last partial vector
+    for (int64_t i = nvec * V + threadIdx.x; i < len;
+         i += kThreads) {  // the tensor's last partial vector
       const float v = to_float(x[i]);
       acc = fmaf(v, v, acc);
     }
@@ -68,8 +69,8 @@ __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(SumOfSquaresTa
 
 // out = the partials' sum: thread t adds partials t, t + 1024, ... in order,
 // then a fixed tree over the threads.
-__global__ void __launch_bounds__(1024) sum_partials_kernel(const float* __restrict__ partials, int count,
-                                                            float* __restrict__ out) {
+__global__ void __launch_bounds__(1024)
+    sum_partials_kernel(const float* __restrict__ partials, int count, float* __restrict__ out) {
   __shared__ float s[1024];
   float acc = 0.f;
   for (int i = threadIdx.x; i < count; i += 1024) acc += partials[i];
@@ -84,9 +85,12 @@ __global__ void __launch_bounds__(1024) sum_partials_kernel(const float* __restr
 
 }  // namespace
 
-int sum_of_squares_blocks() { return 4 * sm_count(); }
+int sum_of_squares_blocks() {
+  return 4 * sm_count();
+}
 
-cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* partials, cudaStream_t stream) {
+cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* partials,
+                           cudaStream_t stream) {
   if (table.count <= 0 || table.count > kSumOfSquaresTensors) return cudaErrorInvalidValue;
   const int64_t vec = static_cast<int64_t>(16 / dtype_size(dtype));
   for (int k = 0; k < table.count; ++k) {
@@ -105,7 +109,8 @@ cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* p
   });
 }
 
-cudaError_t sum_of_squares_total(const float* partials, int count, float* out, cudaStream_t stream) {
+cudaError_t sum_of_squares_total(const float* partials, int count, float* out,
+                                 cudaStream_t stream) {
   // grid: one block; block: 1024 threads
   sum_partials_kernel<<<1, 1024, 0, stream>>>(partials, count, out);
   return cudaGetLastError();

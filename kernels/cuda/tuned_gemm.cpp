@@ -29,9 +29,10 @@ namespace {
 // ---------------------------------------------------------------------------
 
 // cublasGemmEx has an overload (a legacy-argument inline one): its pointer type spelled out.
-using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
-                                    const void*, const void*, cudaDataType, int, const void*, cudaDataType, int,
-                                    const void*, void*, cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int,
+                                    int, const void*, const void*, cudaDataType, int, const void*,
+                                    cudaDataType, int, const void*, void*, cudaDataType, int,
+                                    cublasComputeType_t, cublasGemmAlgo_t);
 
 struct Blas {
   GemmExFn gemm_ex = nullptr;
@@ -71,9 +72,9 @@ const Blas& blas() {
     find(x.pref_set, "cublasLtMatmulPreferenceSetAttribute");
     find(x.heuristic, "cublasLtMatmulAlgoGetHeuristic");
     find(x.matmul, "cublasLtMatmul");
-    x.complete = x.gemm_ex && x.get_math_mode && x.set_math_mode && x.desc_create && x.desc_destroy &&
-                 x.desc_set && x.layout_create && x.layout_destroy && x.pref_create && x.pref_destroy &&
-                 x.pref_set && x.heuristic && x.matmul;
+    x.complete = x.gemm_ex && x.get_math_mode && x.set_math_mode && x.desc_create &&
+                 x.desc_destroy && x.desc_set && x.layout_create && x.layout_destroy &&
+                 x.pref_create && x.pref_destroy && x.pref_set && x.heuristic && x.matmul;
     return x;
   }();
   return b;
@@ -88,7 +89,9 @@ cudaDataType_t cuda_type(DType t) {
   return CUDA_R_32F;
 }
 
-const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : t == DType::f16 ? "f16" : "bf16"; }
+const char* dtype_name(DType t) {
+  return t == DType::f32 ? "f32" : t == DType::f16 ? "f16" : "bf16";
+}
 
 // Bytes of alignment (16, 8, 4 or 2) every row start of a buffer has.
 int64_t alignment(const void* p, int64_t ld, DType t) {
@@ -108,11 +111,23 @@ using Key = std::array<int64_t, 16>;
 Key key_of(const TunedGemm& g) {
   int device = -1;
   cudaGetDevice(&device);
-  return {device, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.ldd, g.a_transposed, g.b_transposed,
-          static_cast<int64_t>(g.ab_dtype), static_cast<int64_t>(g.out_dtype), g.c != nullptr,
-          std::min(alignment(g.a, g.lda, g.ab_dtype), alignment(g.b, g.ldb, g.ab_dtype)),
-          std::min(alignment(g.d, g.ldd, g.out_dtype), g.c ? alignment(g.c, g.ldc, g.out_dtype) : 16),
-          static_cast<int64_t>(g.c == g.d)};
+  return {
+      device,
+      g.m,
+      g.n,
+      g.k,
+      g.lda,
+      g.ldb,
+      g.ldc,
+      g.ldd,
+      g.a_transposed,
+      g.b_transposed,
+      static_cast<int64_t>(g.ab_dtype),
+      static_cast<int64_t>(g.out_dtype),
+      g.c != nullptr,
+      std::min(alignment(g.a, g.lda, g.ab_dtype), alignment(g.b, g.ldb, g.ab_dtype)),
+      std::min(alignment(g.d, g.ldd, g.out_dtype), g.c ? alignment(g.c, g.ldc, g.out_dtype) : 16),
+      static_cast<int64_t>(g.c == g.d)};
 }
 
 // The column-major problem cuBLAS sees.
@@ -122,7 +137,8 @@ struct ColMajor {
 };
 
 ColMajor col_major(const TunedGemm& g) {
-  return {g.b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, g.a_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, g.n, g.m, g.k};
+  return {g.b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, g.a_transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
+          g.n, g.m, g.k};
 }
 
 struct Plan {
@@ -141,9 +157,12 @@ bool make_lt_problem(const Blas& b, const TunedGemm& g, Plan& p) {
   const bool t1 = cm.op_first == CUBLAS_OP_T, t2 = cm.op_second == CUBLAS_OP_T;
   const cudaDataType_t ab = cuda_type(g.ab_dtype), out = cuda_type(g.out_dtype);
   const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
-  return b.layout_create(&p.first, ab, u(t1 ? cm.k : cm.m), u(t1 ? cm.m : cm.k), g.ldb) == CUBLAS_STATUS_SUCCESS &&
-         b.layout_create(&p.second, ab, u(t2 ? cm.n : cm.k), u(t2 ? cm.k : cm.n), g.lda) == CUBLAS_STATUS_SUCCESS &&
-         b.layout_create(&p.c, out, u(cm.m), u(cm.n), g.c ? g.ldc : g.ldd) == CUBLAS_STATUS_SUCCESS &&
+  return b.layout_create(&p.first, ab, u(t1 ? cm.k : cm.m), u(t1 ? cm.m : cm.k), g.ldb) ==
+             CUBLAS_STATUS_SUCCESS &&
+         b.layout_create(&p.second, ab, u(t2 ? cm.n : cm.k), u(t2 ? cm.k : cm.n), g.lda) ==
+             CUBLAS_STATUS_SUCCESS &&
+         b.layout_create(&p.c, out, u(cm.m), u(cm.n), g.c ? g.ldc : g.ldd) ==
+             CUBLAS_STATUS_SUCCESS &&
          b.layout_create(&p.d, out, u(cm.m), u(cm.n), g.ldd) == CUBLAS_STATUS_SUCCESS;
 }
 
@@ -151,7 +170,8 @@ bool make_lt_problem(const Blas& b, const TunedGemm& g, Plan& p) {
 cudaError_t copy_c(const TunedGemm& g, void* d, cudaStream_t stream) {
   if (g.c == nullptr || g.c == d) return cudaSuccess;
   const size_t e = dtype_size(g.out_dtype);
-  return cudaMemcpy2DAsync(d, g.ldd * e, g.c, g.ldc * e, g.n * e, g.m, cudaMemcpyDeviceToDevice, stream);
+  return cudaMemcpy2DAsync(d, g.ldd * e, g.c, g.ldc * e, g.n * e, g.m, cudaMemcpyDeviceToDevice,
+                           stream);
 }
 
 // d = A' B' (+ d, when the product has a C) through cublasGemmEx.
@@ -162,25 +182,27 @@ cublasStatus_t run_gemm_ex(const Blas& b, const TunedGemm& g, void* d) {
   // fp32 partial sums in any split-K (no reduction in a 16-bit type); no TF32.
   cublasMath_t before = CUBLAS_DEFAULT_MATH;
   b.get_math_mode(handle, &before);
-  const cublasMath_t mode = g.ab_dtype == DType::f32
-                                ? CUBLAS_DEFAULT_MATH
-                                : static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
-                                                            CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+  const cublasMath_t mode =
+      g.ab_dtype == DType::f32
+          ? CUBLAS_DEFAULT_MATH
+          : static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
+                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
   b.set_math_mode(handle, mode);
-  const cublasStatus_t s =
-      b.gemm_ex(handle, cm.op_first, cm.op_second, static_cast<int>(cm.m), static_cast<int>(cm.n),
-                static_cast<int>(cm.k), &alpha, g.b, cuda_type(g.ab_dtype), static_cast<int>(g.ldb), g.a,
-                cuda_type(g.ab_dtype), static_cast<int>(g.lda), &beta, d, cuda_type(g.out_dtype),
-                static_cast<int>(g.ldd), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT_TENSOR_OP);
+  const cublasStatus_t s = b.gemm_ex(
+      handle, cm.op_first, cm.op_second, static_cast<int>(cm.m), static_cast<int>(cm.n),
+      static_cast<int>(cm.k), &alpha, g.b, cuda_type(g.ab_dtype), static_cast<int>(g.ldb), g.a,
+      cuda_type(g.ab_dtype), static_cast<int>(g.lda), &beta, d, cuda_type(g.out_dtype),
+      static_cast<int>(g.ldd), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT_TENSOR_OP);
   b.set_math_mode(handle, before);
   return s;
 }
 
-cublasStatus_t run_lt(const Blas& b, const TunedGemm& g, const Plan& p, const cublasLtMatmulAlgo_t& algo, void* d,
-                      cudaStream_t stream) {
+cublasStatus_t run_lt(const Blas& b, const TunedGemm& g, const Plan& p,
+                      const cublasLtMatmulAlgo_t& algo, void* d, cudaStream_t stream) {
   const float alpha = 1.f, beta = g.c ? 1.f : 0.f;
-  return b.matmul(static_cast<cublasLtHandle_t>(g.blas_lt_handle), p.desc, &alpha, g.b, p.first, g.a, p.second,
-                  &beta, g.c ? g.c : d, p.c, d, p.d, &algo, g.workspace, g.workspace_bytes, stream);
+  return b.matmul(static_cast<cublasLtHandle_t>(g.blas_lt_handle), p.desc, &alpha, g.b, p.first,
+                  g.a, p.second, &beta, g.c ? g.c : d, p.c, d, p.d, &algo, g.workspace,
+                  g.workspace_bytes, stream);
 }
 
 // Milliseconds of `reps` back-to-back runs of `run` on `stream`, between two
@@ -196,7 +218,8 @@ float burst_ms(Run&& run, int reps, cudaStream_t stream) {
   bool ok = cudaEventRecord(start, stream) == cudaSuccess;
   for (int i = 0; ok && i < reps; ++i) ok = run();
   float ms = -1.f;
-  ok = ok && cudaEventRecord(stop, stream) == cudaSuccess && cudaEventSynchronize(stop) == cudaSuccess &&
+  ok = ok && cudaEventRecord(stop, stream) == cudaSuccess &&
+       cudaEventSynchronize(stop) == cudaSuccess &&
        cudaEventElapsedTime(&ms, start, stop) == cudaSuccess;
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
@@ -241,7 +264,8 @@ Registry& registry() {
 // Times cublasGemmEx and the cuBLASLt candidates, writing D (or scratch when
 // C is D); the fastest becomes the plan. Returns false (and `error`) when
 // nothing ran.
-bool tune(const Blas& b, const TunedGemm& g, cudaStream_t stream, Plan& plan, std::string& note, std::string& error) {
+bool tune(const Blas& b, const TunedGemm& g, cudaStream_t stream, Plan& plan, std::string& note,
+          std::string& error) {
   void* out = g.c != nullptr && g.c == g.d ? g.scratch : g.d;
   // cublasGemmEx with C elsewhere pays the copy of C into D (as the product will).
   const auto gemm_ex = [&] {
@@ -259,28 +283,34 @@ bool tune(const Blas& b, const TunedGemm& g, cudaStream_t stream, Plan& plan, st
       const uint64_t ws = g.workspace_bytes;
       b.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
       // Split-K sums in fp32 (the compute type), never in a 16-bit output type.
-      const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      const uint32_t schemes =
+          CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
       b.pref_set(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes));
       const auto align = [](int64_t v) { return static_cast<uint32_t>(v); };
       const uint32_t a_align = align(alignment(g.b, g.ldb, g.ab_dtype));  // cuBLAS's A is our B
       const uint32_t b_align = align(alignment(g.a, g.lda, g.ab_dtype));
-      const uint32_t c_align = align(g.c ? alignment(g.c, g.ldc, g.out_dtype) : alignment(out, g.ldd, g.out_dtype));
-      const uint32_t d_align = align(std::min(alignment(g.d, g.ldd, g.out_dtype), alignment(out, g.ldd, g.out_dtype)));
+      const uint32_t c_align =
+          align(g.c ? alignment(g.c, g.ldc, g.out_dtype) : alignment(out, g.ldd, g.out_dtype));
+      const uint32_t d_align =
+          align(std::min(alignment(g.d, g.ldd, g.out_dtype), alignment(out, g.ldd, g.out_dtype)));
       b.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a_align, sizeof(a_align));
       b.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &b_align, sizeof(b_align));
       b.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &c_align, sizeof(c_align));
       b.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &d_align, sizeof(d_align));
-      if (b.heuristic(static_cast<cublasLtHandle_t>(g.blas_lt_handle), plan.desc, plan.first, plan.second, plan.c,
-                      plan.d, pref, static_cast<int>(results.size()), results.data(), &found) != CUBLAS_STATUS_SUCCESS) {
+      if (b.heuristic(static_cast<cublasLtHandle_t>(g.blas_lt_handle), plan.desc, plan.first,
+                      plan.second, plan.c, plan.d, pref, static_cast<int>(results.size()),
+                      results.data(), &found) != CUBLAS_STATUS_SUCCESS) {
         found = 0;
       }
       b.pref_destroy(pref);
     }
   }
   for (int i = 0; i < found; ++i) {
-    if (results[i].state != CUBLAS_STATUS_SUCCESS || results[i].workspaceSize > g.workspace_bytes) continue;
+    if (results[i].state != CUBLAS_STATUS_SUCCESS || results[i].workspaceSize > g.workspace_bytes)
+      continue;
     const float ms = sustained_ms(
-        [&] { return run_lt(b, g, plan, results[i].algo, out, stream) == CUBLAS_STATUS_SUCCESS; }, stream);
+        [&] { return run_lt(b, g, plan, results[i].algo, out, stream) == CUBLAS_STATUS_SUCCESS; },
+        stream);
     if (ms >= 0.f && (best_ms < 0.f || ms < best_ms)) {
       best_ms = ms;
       best = i;
@@ -294,15 +324,17 @@ bool tune(const Blas& b, const TunedGemm& g, cudaStream_t stream, Plan& plan, st
   plan.use_lt = best >= 0;
   if (plan.use_lt) plan.algo = results[best].algo;
   char shape[128], choice[128];
-  std::snprintf(shape, sizeof(shape), "gemm %lldx%lldx%lld %s%s %s->%s%s", static_cast<long long>(g.m),
-                static_cast<long long>(g.n), static_cast<long long>(g.k), g.a_transposed ? "T" : "N",
-                g.b_transposed ? "T" : "N", dtype_name(g.ab_dtype), dtype_name(g.out_dtype), g.c ? " +C" : "");
+  std::snprintf(shape, sizeof(shape), "gemm %lldx%lldx%lld %s%s %s->%s%s",
+                static_cast<long long>(g.m), static_cast<long long>(g.n),
+                static_cast<long long>(g.k), g.a_transposed ? "T" : "N", g.b_transposed ? "T" : "N",
+                dtype_name(g.ab_dtype), dtype_name(g.out_dtype), g.c ? " +C" : "");
   if (plan.use_lt) {
-    std::snprintf(choice, sizeof(choice), "cublasLt algorithm %d of %d, %.3f ms (cublasGemmEx %.3f ms)", best + 1,
-                  found, best_ms, ex_ms);
+    std::snprintf(choice, sizeof(choice),
+                  "cublasLt algorithm %d of %d, %.3f ms (cublasGemmEx %.3f ms)", best + 1, found,
+                  best_ms, ex_ms);
   } else {
-    std::snprintf(choice, sizeof(choice), "cublasGemmEx %.3f ms (none of %d cublasLt algorithms faster)", ex_ms,
-                  found);
+    std::snprintf(choice, sizeof(choice),
+                  "cublasGemmEx %.3f ms (none of %d cublasLt algorithms faster)", ex_ms, found);
   }
   note = std::string(shape) + ": " + choice;
   return true;
@@ -311,8 +343,9 @@ bool tune(const Blas& b, const TunedGemm& g, cudaStream_t stream, Plan& plan, st
 bool supported(const TunedGemm& g) {
   constexpr int64_t kMax = std::numeric_limits<int>::max();
   const bool dtypes = g.out_dtype == g.ab_dtype || g.out_dtype == DType::f32;
-  return dtypes && g.m > 0 && g.n > 0 && g.k > 0 && g.m <= kMax && g.n <= kMax && g.k <= kMax && g.lda <= kMax &&
-         g.ldb <= kMax && g.ldc <= kMax && g.ldd <= kMax && g.blas_handle && g.blas_lt_handle && blas().complete;
+  return dtypes && g.m > 0 && g.n > 0 && g.k > 0 && g.m <= kMax && g.n <= kMax && g.k <= kMax &&
+         g.lda <= kMax && g.ldb <= kMax && g.ldc <= kMax && g.ldd <= kMax && g.blas_handle &&
+         g.blas_lt_handle && blas().complete;
 }
 
 }  // namespace
@@ -365,8 +398,8 @@ TunedGemmResult tuned_gemm(const TunedGemm& g, cudaStream_t stream) {
   }
   if (s != CUBLAS_STATUS_SUCCESS) {
     result.status = TunedGemmStatus::failed;
-    result.error = std::string(plan.use_lt ? "cublasLtMatmul" : "cublasGemmEx") + " returned status " +
-                   std::to_string(static_cast<int>(s));
+    result.error = std::string(plan.use_lt ? "cublasLtMatmul" : "cublasGemmEx") +
+                   " returned status " + std::to_string(static_cast<int>(s));
   }
   return result;
 }

@@ -20,8 +20,8 @@
 // (accumulation in place) they write `scratch` instead, a buffer the size of
 // D (m rows of ldd elements), so nothing the caller owns changes. Tuning
 // synchronizes the stream: never while a CUDA graph is being captured. Later
-// products of the shape run the plan directly (no timing, capture-safe). The choice depends on timing, so two
-// runs may pick different algorithms (results then differ in the last bits).
+// products of the shape run the plan directly (no timing, capture-safe). The choice depends on
+// timing, so two runs may pick different algorithms (results then differ in the last bits).
 #pragma once
 
 #include "kernels/cuda/launchers.h"
@@ -42,18 +42,19 @@ struct TunedGemm {
   int64_t lda = 0, ldb = 0, ldc = 0, ldd = 0;  // row strides in elements
   bool a_transposed = false, b_transposed = false;
   DType ab_dtype = DType::bf16, out_dtype = DType::bf16;
-  void* blas_handle = nullptr;     // cublasHandle_t (with its workspace set), for the cublasGemmEx candidate
+  void* blas_handle =
+      nullptr;  // cublasHandle_t (with its workspace set), for the cublasGemmEx candidate
   void* blas_lt_handle = nullptr;  // cublasLtHandle_t
   void* workspace = nullptr;       // for cuBLASLt algorithms
   size_t workspace_bytes = 0;
-  void* scratch = nullptr;         // m * ldd elements of out_dtype: only to tune a shape with c == d
+  void* scratch = nullptr;  // m * ldd elements of out_dtype: only to tune a shape with c == d
 };
 
 enum class TunedGemmStatus {
   ok,
   needs_scratch,  // no plan for this shape yet and c == d: call again with scratch
-  unsupported,    // dtypes or sizes this launcher does not take, or cuBLAS missing: use another GEMM
-  failed,         // a cuBLAS or CUDA call failed; `error` says which
+  unsupported,  // dtypes or sizes this launcher does not take, or cuBLAS missing: use another GEMM
+  failed,       // a cuBLAS or CUDA call failed; `error` says which
 };
 
 struct TunedGemmResult {

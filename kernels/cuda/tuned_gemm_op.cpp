@@ -25,29 +25,35 @@ Operand operand(const Tensor& x) {
   return {x.contiguous(), false, std::max<int64_t>(cols, 1)};
 }
 
-bool row_major(const Tensor& t) { return t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(t.size(1), 1); }
+bool row_major(const Tensor& t) {
+  return t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(t.size(1), 1);
+}
 
 bool capturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
+         status != cudaStreamCaptureStatusNone;
 }
 
 }  // namespace
 
 Tensor tuned_gemm(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& out) {
   constexpr const char* op = "tuned_gemm";
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), op, ": a ", a.sizes(), " and b ", b.sizes(),
-              " are not [m, k] and [k, n]");
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": a is ", a.scalar_type(), " but b is ", b.scalar_type());
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), op, ": a ", a.sizes(),
+              " and b ", b.sizes(), " are not [m, k] and [k, n]");
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": a is ", a.scalar_type(), " but b is ",
+              b.scalar_type());
   const int64_t m = a.size(0), n = b.size(1), k = a.size(1);
   const at::ScalarType out_type = out.defined() ? out.scalar_type() : a.scalar_type();
-  const bool wider_out = out_type == at::kFloat && (a.scalar_type() == at::kBFloat16 || a.scalar_type() == at::kHalf);
-  const bool served = a.is_cuda() && b.device() == a.device() && is_kernel_dtype(a) &&
-                      (out_type == a.scalar_type() || wider_out) && m > 0 && n > 0 && k > 0 &&
-                      (!out.defined() || (out.device() == a.device() && out.dim() == 2 && out.size(0) == m &&
-                                          out.size(1) == n && row_major(out))) &&
-                      (!c.defined() || (c.device() == a.device() && c.dim() == 2 && c.size(0) == m &&
-                                        c.size(1) == n && c.scalar_type() == out_type && row_major(c)));
+  const bool wider_out =
+      out_type == at::kFloat && (a.scalar_type() == at::kBFloat16 || a.scalar_type() == at::kHalf);
+  const bool served =
+      a.is_cuda() && b.device() == a.device() && is_kernel_dtype(a) &&
+      (out_type == a.scalar_type() || wider_out) && m > 0 && n > 0 && k > 0 &&
+      (!out.defined() || (out.device() == a.device() && out.dim() == 2 && out.size(0) == m &&
+                          out.size(1) == n && row_major(out))) &&
+      (!c.defined() || (c.device() == a.device() && c.dim() == 2 && c.size(0) == m &&
+                        c.size(1) == n && c.scalar_type() == out_type && row_major(c)));
   if (!served) return reference::matmul(a, b, c, out);
 
   const c10::cuda::CUDAGuard guard(a.device());
@@ -85,10 +91,13 @@ Tensor tuned_gemm(const Tensor& a, const Tensor& b, const Tensor& c, const Tenso
     r = launch::tuned_gemm(g, stream);
   }
   if (r.status == launch::TunedGemmStatus::unsupported) return reference::matmul(a, b, c, out);
-  TORCH_CHECK(r.status == launch::TunedGemmStatus::ok, op, " (cuda) failed on ", m, "x", n, "x", k, ": ", r.error);
+  TORCH_CHECK(r.status == launch::TunedGemmStatus::ok, op, " (cuda) failed on ", m, "x", n, "x", k,
+              ": ", r.error);
   return d;
 }
 
-std::vector<std::string> take_tuned_gemm_notes() { return launch::take_tuned_gemm_notes(); }
+std::vector<std::string> take_tuned_gemm_notes() {
+  return launch::take_tuned_gemm_notes();
+}
 
 }  // namespace liger::kernels::cuda

@@ -56,7 +56,7 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
 
   const auto idx_opts = at::TensorOptions().dtype(at::kLong).device(q.device());
   const Tensor i = at::arange(tk - tq, tk, idx_opts).unsqueeze(1);  // query position
-  const Tensor j = at::arange(tk, idx_opts).unsqueeze(0);            // key position
+  const Tensor j = at::arange(tk, idx_opts).unsqueeze(0);           // key position
   Tensor allowed = at::ones({tq, tk}, idx_opts.dtype(at::kBool));
   if (options.causal) allowed = allowed & j.le(i);
   if (options.sliding_window > 0) allowed = allowed & (i - j).lt(options.sliding_window);

@@ -14,10 +14,8 @@ namespace liger::kernels::reference {
 Tensor reduce_token_losses(const Tensor& per_token, const Tensor& labels,
                            const CrossEntropyOptions& options) {
   switch (options.reduction) {
-    case Reduction::none:
-      return per_token;
-    case Reduction::sum:
-      return per_token.sum();
+    case Reduction::none: return per_token;
+    case Reduction::sum: return per_token.sum();
     case Reduction::mean: {
       if (options.inverse_normalizer.defined()) return per_token.sum() * options.inverse_normalizer;
       if (options.normalizer > 0.0) return per_token.sum() / options.normalizer;

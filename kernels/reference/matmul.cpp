@@ -6,13 +6,13 @@
 namespace liger::kernels::reference {
 
 Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& out) {
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "matmul: a ", a.sizes(), " and b ",
-              b.sizes(), " are not [m, k] and [k, n]");
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "matmul: a ", a.sizes(),
+              " and b ", b.sizes(), " are not [m, k] and [k, n]");
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), "matmul: a is ", a.scalar_type(), " but b is ",
               b.scalar_type());
   if (!out.defined()) return c.defined() ? at::addmm(c, a, b) : at::mm(a, b);
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1), "matmul: out ",
-              out.sizes(), " is not [", a.size(0), ", ", b.size(1), "]");
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1),
+              "matmul: out ", out.sizes(), " is not [", a.size(0), ", ", b.size(1), "]");
   Tensor result = out;
   if (out.scalar_type() == a.scalar_type()) {
     if (c.defined()) {

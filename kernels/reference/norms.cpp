@@ -46,9 +46,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, const RmsNormOptions& opt
   TORCH_CHECK(false, "rms_norm: unknown casting mode");
 }
 
-std::pair<Tensor, Tensor> add_then_rms_norm(RmsNormFn norm, const Tensor& x,
-                                            const Tensor& residual, const Tensor& weight,
-                                            const RmsNormOptions& options) {
+std::pair<Tensor, Tensor> add_then_rms_norm(RmsNormFn norm, const Tensor& x, const Tensor& residual,
+                                            const Tensor& weight, const RmsNormOptions& options) {
   const char* op = "add_rms_norm";
   TORCH_CHECK(x.defined(), op, ": x is required");
   // No residual: {norm(x), x}, x itself as the stream (nothing to add).

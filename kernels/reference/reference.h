@@ -67,9 +67,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& o
 // The unfused residual add + RMSNorm, shared with the composite backend:
 // checks that x and residual match, s = x + residual, then norm(s) with the
 // backend's own RMSNorm. Returns {norm(s), s}.
-std::pair<Tensor, Tensor> add_then_rms_norm(RmsNormFn norm, const Tensor& x,
-                                            const Tensor& residual, const Tensor& weight,
-                                            const RmsNormOptions& options);
+std::pair<Tensor, Tensor> add_then_rms_norm(RmsNormFn norm, const Tensor& x, const Tensor& residual,
+                                            const Tensor& weight, const RmsNormOptions& options);
 
 // Reduces per-token losses [N] (already 0 where ignored) as ops.h says:
 // mean divides by the number of non-ignored tokens, and gives 0 (not NaN)

@@ -40,7 +40,9 @@ class ByteTokenizer : public Tokenizer {
 };
 
 // Ids of `text` under ByteTokenizer.
-inline std::vector<int32_t> byte_ids(const std::string& text) { return ByteTokenizer().encode(text); }
+inline std::vector<int32_t> byte_ids(const std::string& text) {
+  return ByteTokenizer().encode(text);
+}
 
 // A fresh directory under the system temp folder, removed with its contents.
 class TempDir {
@@ -81,8 +83,12 @@ inline std::string source_path(const std::string& relative) {
   return (std::filesystem::path(root ? root : ".") / relative).string();
 }
 
-inline std::string sample_text_path() { return source_path("data/samples/tinyshakespeare.txt"); }
-inline std::string sample_model_path() { return source_path("data/samples/shakespeare_bpe1024.model"); }
+inline std::string sample_text_path() {
+  return source_path("data/samples/tinyshakespeare.txt");
+}
+inline std::string sample_model_path() {
+  return source_path("data/samples/shakespeare_bpe1024.model");
+}
 
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -108,17 +114,17 @@ inline bool contains(const std::string& text, const std::string& part) {
 }  // namespace liger::data::testing
 
 // CHECK that `text` contains `part`, showing `text` when it does not.
-#define CHECK_HAS(text, part)                                        \
-  do {                                                               \
-    INFO("text: " << (text));                                        \
-    CHECK(::liger::data::testing::contains((text), (part)));         \
+#define CHECK_HAS(text, part)                                \
+  do {                                                       \
+    INFO("text: " << (text));                                \
+    CHECK(::liger::data::testing::contains((text), (part))); \
   } while (false)
 
 // tokenizer.json needs PCRE2; a build without it (-DLIGER_PCRE2=OFF) skips the test.
-#define LIGER_NEEDS_PCRE2()                                                      \
-  do {                                                                           \
-    if (!::liger::data::Regex::available()) {                                    \
-      WARN("skipped: this build has no PCRE2 (LIGER_PCRE2=OFF)");                \
-      return;                                                                    \
-    }                                                                            \
+#define LIGER_NEEDS_PCRE2()                                       \
+  do {                                                            \
+    if (!::liger::data::Regex::available()) {                     \
+      WARN("skipped: this build has no PCRE2 (LIGER_PCRE2=OFF)"); \
+      return;                                                     \
+    }                                                             \
   } while (false)

@@ -25,8 +25,9 @@ namespace {
 std::string oracle_dir() {
   const char* dir = std::getenv("LIGER_BPE_ORACLE_DIR");
   if (dir == nullptr || *dir == '\0') {
-    FAIL("LIGER_BPE_ORACLE_DIR is not set: run this through ctest (test data_bpe_oracle), or run "
-         "tests/data/bpe_oracle.py OUT_DIR and set LIGER_BPE_ORACLE_DIR=OUT_DIR");
+    FAIL(
+        "LIGER_BPE_ORACLE_DIR is not set: run this through ctest (test data_bpe_oracle), or run "
+        "tests/data/bpe_oracle.py OUT_DIR and set LIGER_BPE_ORACLE_DIR=OUT_DIR");
     return "";
   }
   return dir;
@@ -52,15 +53,16 @@ std::string first_difference(const HfBpeTokenizer& tok, const std::vector<int32_
 
 }  // namespace
 
-TEST_CASE("byte-level BPE gives the ids and decode of Python tokenizers", "[.oracle][data][tokenizer]") {
+TEST_CASE("byte-level BPE gives the ids and decode of Python tokenizers",
+          "[.oracle][data][tokenizer]") {
   const std::string dir = oracle_dir();
   const nlohmann::json oracle = nlohmann::json::parse(read_file(dir + "/oracle.json"));
   const auto& variants = oracle.at("variants");
   REQUIRE(variants.size() >= 4);
   for (const auto& variant : variants) {
     const std::string name = variant.at("name");
-    INFO("tokenizer variant " << name << " (tokenizers " << oracle.at("tokenizers_version").get<std::string>()
-                              << ")");
+    INFO("tokenizer variant " << name << " (tokenizers "
+                              << oracle.at("tokenizers_version").get<std::string>() << ")");
     const HfBpeTokenizer tok(dir + "/" + variant.at("tokenizer").get<std::string>());
     CHECK(tok.vocab_size() == variant.at("vocab_size").get<int64_t>());
 
@@ -85,10 +87,11 @@ TEST_CASE("byte-level BPE gives the ids and decode of Python tokenizers", "[.ora
     const std::string text = read_file(sample_text_path());
     const auto start = std::chrono::steady_clock::now();
     const size_t count = tok.encode(text).size();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     WARN("variant " << name << ": " << variant.at("cases").size() << " texts, " << tokens
-                    << " tokens identical to tokenizers; encodes tinyshakespeare (" << text.size() / 1e6
-                    << " MB, " << count << " tokens) in " << seconds << " s");
+                    << " tokens identical to tokenizers; encodes tinyshakespeare ("
+                    << text.size() / 1e6 << " MB, " << count << " tokens) in " << seconds << " s");
   }
 }
 

@@ -21,9 +21,12 @@ namespace {
 class ChatTokenizer : public ByteTokenizer {
  public:
   explicit ChatTokenizer(std::vector<std::string> specials) {
-    for (auto& name : specials) specials_.emplace(name, 259 + static_cast<int32_t>(specials_.size()));
+    for (auto& name : specials)
+      specials_.emplace(name, 259 + static_cast<int32_t>(specials_.size()));
   }
-  static ChatTokenizer llama3() { return ChatTokenizer({"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}); }
+  static ChatTokenizer llama3() {
+    return ChatTokenizer({"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"});
+  }
   static ChatTokenizer gemma() { return ChatTokenizer({"<start_of_turn>", "<end_of_turn>"}); }
   static ChatTokenizer mistral() { return ChatTokenizer({"[INST]", "[/INST]"}); }
 
@@ -35,10 +38,14 @@ class ChatTokenizer : public ByteTokenizer {
   std::string decode(const std::vector<int32_t>& ids) const override {
     std::string text;
     for (const int32_t id : ids) {
-      if (id == bos_id()) text += "<bos>";
-      else if (id == eos_id()) text += "</s>";
-      else if (id >= 259) text += name_of(id);
-      else text += ByteTokenizer::decode({id});
+      if (id == bos_id())
+        text += "<bos>";
+      else if (id == eos_id())
+        text += "</s>";
+      else if (id >= 259)
+        text += name_of(id);
+      else
+        text += ByteTokenizer::decode({id});
     }
     return text;
   }
@@ -81,7 +88,8 @@ std::string chat_line(const std::vector<ChatMessage>& messages) {
   return nlohmann::json{{"messages", list}}.dump() + "\n";
 }
 
-Document read_one(const std::string& path, const Tokenizer& tok, ChatTemplate chat_template = ChatTemplate::auto_detect) {
+Document read_one(const std::string& path, const Tokenizer& tok,
+                  ChatTemplate chat_template = ChatTemplate::auto_detect) {
   ReadOptions options;
   options.chat_template = chat_template;
   const auto docs = read_documents(path, DataFormat::chat, tok, options);
@@ -147,7 +155,9 @@ TEST_CASE("only assistant turns and their end-of-turn tokens carry loss", "[data
     const Document doc = read_one(path, tok, ChatTemplate::mistral);
     std::string text;
     for (size_t i = 0; i < doc.tokens.size(); ++i) {
-      text += doc.tokens[i] == 1 ? "<bos>" : doc.tokens[i] == 2 ? "</s>" : tok.decode({doc.tokens[i]});
+      text += doc.tokens[i] == 1   ? "<bos>"
+              : doc.tokens[i] == 2 ? "</s>"
+                                   : tok.decode({doc.tokens[i]});
       if (i + 1 < doc.tokens.size() && doc.loss_mask[i + 1] != doc.loss_mask[i]) text += "|";
     }
     CHECK(text == "<bos>[INST] Be brief.\n\nHi [/INST]|Hello!</s>|[INST] 2+2? [/INST]|4</s>");
@@ -161,7 +171,8 @@ TEST_CASE("only assistant turns and their end-of-turn tokens carry loss", "[data
   }
 }
 
-TEST_CASE("chat through a Hugging Face tokenizer: specials by id, text decodes back", "[data][chat]") {
+TEST_CASE("chat through a Hugging Face tokenizer: specials by id, text decodes back",
+          "[data][chat]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   // A byte-level BPE with no merges and Llama 3's special tokens.
@@ -169,7 +180,8 @@ TEST_CASE("chat through a Hugging Face tokenizer: specials by id, text decodes b
   int extra = 0;
   for (int b = 0; b < 256; ++b) {
     const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-    const unsigned cp = printable ? static_cast<unsigned>(b) : 256u + static_cast<unsigned>(extra++);
+    const unsigned cp =
+        printable ? static_cast<unsigned>(b) : 256u + static_cast<unsigned>(extra++);
     std::string symbol;
     if (cp < 0x80) {
       symbol += static_cast<char>(cp);
@@ -181,7 +193,8 @@ TEST_CASE("chat through a Hugging Face tokenizer: specials by id, text decodes b
   }
   nlohmann::json added = nlohmann::json::array();
   int id = 256;
-  for (const char* name : {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}) {
+  for (const char* name : {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                           "<|end_header_id|>", "<|eot_id|>"}) {
     added.push_back({{"id", id++}, {"content", name}, {"special", true}, {"normalized", false}});
   }
   const nlohmann::json file = {
@@ -194,7 +207,8 @@ TEST_CASE("chat through a Hugging Face tokenizer: specials by id, text decodes b
   const HfBpeTokenizer tok(dir.write("tokenizer.json", file.dump()));
   CHECK(detect_chat_template(tok) == ChatTemplate::llama3);
 
-  const std::string path = dir.write("chat.jsonl", chat_line({{"user", "Hi <|eot_id|> there"}, {"assistant", "Yo"}}));
+  const std::string path =
+      dir.write("chat.jsonl", chat_line({{"user", "Hi <|eot_id|> there"}, {"assistant", "Yo"}}));
   const Document doc = read_one(path, tok);
   CHECK(tok.decode(doc.tokens) ==
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi <|eot_id|> there<|eot_id|>"
@@ -213,7 +227,8 @@ TEST_CASE("auto-detection of chat data and of the template", "[data][chat]") {
   CHECK(detect_chat_template(ChatTokenizer::llama3()) == ChatTemplate::llama3);
   CHECK(detect_chat_template(ChatTokenizer::gemma()) == ChatTemplate::gemma);
   CHECK(detect_chat_template(ChatTokenizer::mistral()) == ChatTemplate::mistral);
-  const std::string message = data_error_message([&] { read_documents(path, DataFormat::auto_detect, ByteTokenizer()); });
+  const std::string message =
+      data_error_message([&] { read_documents(path, DataFormat::auto_detect, ByteTokenizer()); });
   CHECK_HAS(message, "data.chat_template");
   CHECK_HAS(message, "llama3, mistral or gemma");
   CHECK(parse_chat_template("gemma") == ChatTemplate::gemma);
@@ -222,13 +237,15 @@ TEST_CASE("auto-detection of chat data and of the template", "[data][chat]") {
 
 TEST_CASE("bad conversations are DataErrors naming file:line", "[data][chat]") {
   TempDir dir;
-  const ChatTokenizer tok({"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<start_of_turn>",
-                           "<end_of_turn>", "[INST]", "[/INST]"});
-  auto error_of = [&](const std::string& second_line, ChatTemplate chat_template = ChatTemplate::llama3) {
+  const ChatTokenizer tok({"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                           "<start_of_turn>", "<end_of_turn>", "[INST]", "[/INST]"});
+  auto error_of = [&](const std::string& second_line,
+                      ChatTemplate chat_template = ChatTemplate::llama3) {
     const std::string path = dir.write("bad.jsonl", chat_line(conversation()) + second_line + "\n");
     ReadOptions options;
     options.chat_template = chat_template;
-    const std::string message = data_error_message([&] { read_documents(path, DataFormat::chat, tok, options); });
+    const std::string message =
+        data_error_message([&] { read_documents(path, DataFormat::chat, tok, options); });
     CHECK_HAS(message, path + ":2:");
     return message;
   };
@@ -236,19 +253,27 @@ TEST_CASE("bad conversations are DataErrors naming file:line", "[data][chat]") {
             "messages[0] has role \"bot\"; the roles are system, user and assistant");
   CHECK_HAS(error_of(R"({"messages": []})"), "\"messages\" is empty");
   CHECK_HAS(error_of(R"({"messages": [{"role": "user", "content": "x"}]})"), "no assistant turn");
-  CHECK_HAS(error_of(R"({"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}, {"role": "assistant", "content": "z"}]})"),
-            "only the first message");
-  CHECK_HAS(error_of(R"({"messages": [{"role": "user", "content": ["a", "b"]}]})"), "needs a string \"content\", got array");
+  CHECK_HAS(
+      error_of(
+          R"({"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}, {"role": "assistant", "content": "z"}]})"),
+      "only the first message");
+  CHECK_HAS(error_of(R"({"messages": [{"role": "user", "content": ["a", "b"]}]})"),
+            "needs a string \"content\", got array");
   CHECK_HAS(error_of(R"({"messages": [{"content": "x"}]})"), "needs a string \"role\"");
   CHECK_HAS(error_of(R"({"messages": "hi"})"), "must be a list");
   CHECK_HAS(error_of(R"({"conversation": []})"), "missing field \"messages\"");
-  CHECK_HAS(error_of(R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]})",
-                     ChatTemplate::mistral),
-            "messages[1] has role \"user\" where \"assistant\" is due");
-  CHECK_HAS(error_of(R"({"messages": [{"role": "assistant", "content": "a"}]})", ChatTemplate::gemma),
-            "starting with user");
+  CHECK_HAS(
+      error_of(
+          R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]})",
+          ChatTemplate::mistral),
+      "messages[1] has role \"user\" where \"assistant\" is due");
+  CHECK_HAS(
+      error_of(R"({"messages": [{"role": "assistant", "content": "a"}]})", ChatTemplate::gemma),
+      "starting with user");
   // llama3 does not need alternation.
-  const std::string path = dir.write("ok.jsonl", R"({"messages": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]})");
+  const std::string path = dir.write(
+      "ok.jsonl",
+      R"({"messages": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]})");
   CHECK(read_documents(path, DataFormat::chat, tok, ReadOptions{}).size() == 1);
 
   SECTION("a template whose tokens the tokenizer lacks") {
@@ -256,7 +281,8 @@ TEST_CASE("bad conversations are DataErrors naming file:line", "[data][chat]") {
     ReadOptions options;
     options.chat_template = ChatTemplate::gemma;
     const auto llama3_only = ChatTokenizer::llama3();
-    const std::string message = data_error_message([&] { read_documents(p, DataFormat::chat, llama3_only, options); });
+    const std::string message =
+        data_error_message([&] { read_documents(p, DataFormat::chat, llama3_only, options); });
     CHECK_HAS(message, p + ":1:");
     CHECK_HAS(message, "gemma chat template needs the token '<start_of_turn>'");
   }

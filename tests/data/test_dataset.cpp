@@ -11,7 +11,8 @@ using namespace liger::data::testing;
 TEST_CASE("build_dataset reads every file in order with its own auto format", "[data][dataset]") {
   TempDir dir;
   DataSpec spec;
-  spec.files = {dir.write("a.txt", "abc"), dir.write("b.jsonl", "{\"text\": \"de\"}\n{\"text\": \"f\"}\n"),
+  spec.files = {dir.write("a.txt", "abc"),
+                dir.write("b.jsonl", "{\"text\": \"de\"}\n{\"text\": \"f\"}\n"),
                 dir.write("c.jsonl", "{\"prompt\": \"g\", \"completion\": \"h\"}\n")};
   spec.seq_len = 4;
   const auto data = build_dataset(spec, ByteTokenizer());
@@ -39,7 +40,8 @@ TEST_CASE("build_dataset honours an explicit format and the BOS/EOS switches", "
   CHECK(data->stream().tokens == byte_ids("abcdef"));
 }
 
-TEST_CASE("build_dataset rejects token ids outside the vocabulary, naming file:line", "[data][dataset]") {
+TEST_CASE("build_dataset rejects token ids outside the vocabulary, naming file:line",
+          "[data][dataset]") {
   // Claims a vocabulary of 100 but emits byte ids up to 258.
   struct TooSmallVocab : ByteTokenizer {
     int64_t vocab_size() const override { return 100; }
@@ -56,7 +58,8 @@ TEST_CASE("build_dataset rejects token ids outside the vocabulary, naming file:l
 
   // The model's vocabulary, when smaller than the tokenizer's, is the limit.
   spec.model_vocab_size = 50;
-  const std::string model_message = data_error_message([&] { build_dataset(spec, ByteTokenizer()); });
+  const std::string model_message =
+      data_error_message([&] { build_dataset(spec, ByteTokenizer()); });
   CHECK_HAS(model_message, "model's vocabulary [0, 50)");
 }
 
@@ -64,7 +67,8 @@ TEST_CASE("build_dataset checks its spec", "[data][dataset]") {
   TempDir dir;
   DataSpec spec;
   spec.seq_len = 4;
-  CHECK_HAS(data_error_message([&] { build_dataset(spec, ByteTokenizer()); }), "data.train lists no files");
+  CHECK_HAS(data_error_message([&] { build_dataset(spec, ByteTokenizer()); }),
+            "data.train lists no files");
   spec.files = {dir.write("a.txt", "abcdefgh")};
   spec.format = "parquet";
   CHECK_HAS(data_error_message([&] { build_dataset(spec, ByteTokenizer()); }), "data.format");
@@ -77,7 +81,8 @@ TEST_CASE("build_dataset checks its spec", "[data][dataset]") {
   CHECK_HAS(message, "10 tokens");
 }
 
-TEST_CASE("a slice of Shakespeare with the sample tokenizer makes batches end to end", "[data][dataset]") {
+TEST_CASE("a slice of Shakespeare with the sample tokenizer makes batches end to end",
+          "[data][dataset]") {
   TempDir dir;
   const auto tok = load_tokenizer(sample_model_path());
   DataSpec spec;
@@ -86,7 +91,8 @@ TEST_CASE("a slice of Shakespeare with the sample tokenizer makes batches end to
   const auto data = build_dataset(spec, *tok);
   CHECK(data->num_documents() == 1);
   CHECK(data->num_windows() > 10);
-  CHECK(tok->decode(std::vector<int32_t>(data->stream().tokens.begin() + 1, data->stream().tokens.end() - 1)) ==
+  CHECK(tok->decode(std::vector<int32_t>(data->stream().tokens.begin() + 1,
+                                         data->stream().tokens.end() - 1)) ==
         read_file(spec.files[0]));
 
   DataLoader loader(data, LoaderOptions{4, 1234, 0, 1});
@@ -97,10 +103,12 @@ TEST_CASE("a slice of Shakespeare with the sample tokenizer makes batches end to
   CHECK(batch.num_target_tokens() > 0);
 }
 
-TEST_CASE("data.packing reaches the dataset; isolated batches restart positions", "[data][dataset]") {
+TEST_CASE("data.packing reaches the dataset; isolated batches restart positions",
+          "[data][dataset]") {
   TempDir dir;
   DataSpec spec;
-  spec.files = {dir.write("t.jsonl", "{\"text\": \"ab\"}\n{\"text\": \"cde\"}\n{\"text\": \"f\"}\n")};
+  spec.files = {
+      dir.write("t.jsonl", "{\"text\": \"ab\"}\n{\"text\": \"cde\"}\n{\"text\": \"f\"}\n")};
   spec.seq_len = 8;  // stream: B a b E | B c d e E | B f E  (12 tokens), one window
   spec.packing = "isolated";
   const auto data = build_dataset(spec, ByteTokenizer());
@@ -119,7 +127,7 @@ TEST_CASE("hold_out_windows keeps the last windows for evaluation", "[data][data
   TempDir dir;
   DataSpec spec;
   spec.files = {dir.write("a.txt", std::string(41, 'x'))};  // B + 41 + E = 43 tokens
-  spec.seq_len = 4;                                           // 10 windows
+  spec.seq_len = 4;                                         // 10 windows
   const auto data = build_dataset(spec, ByteTokenizer());
   REQUIRE(data->num_windows() == 10);
   const auto [train, eval] = hold_out_windows(data, 0.25);  // ceil(2.5) = 3

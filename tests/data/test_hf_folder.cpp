@@ -28,21 +28,26 @@ std::string sample_folder(const TempDir& dir) {
 }
 
 const char* const kLlama3Jinja =
-    "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
+    "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + "
     "message['content'] | trim + '<|eot_id|>' }}{% endfor %}";
 const char* const kMistralJinja =
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
-    "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}";
+    "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}{% "
+    "endfor %}";
 const char* const kGemmaJinja =
-    "{% for message in messages %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + "
+    "{% for message in messages %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim "
+    "+ "
     "'<end_of_turn>\\n' }}{% endfor %}";
 const char* const kChatmlJinja =
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ "
     "'<|im_end|>' + '\\n'}}{% endfor %}";
 
 }  // namespace
 
-TEST_CASE("read_hf_tokenizer_config reads the side files as transformers does", "[data][hf_folder]") {
+TEST_CASE("read_hf_tokenizer_config reads the side files as transformers does",
+          "[data][hf_folder]") {
   TempDir dir;
   SECTION("nothing there: nothing declared") {
     const HfTokenizerConfig config = read_hf_tokenizer_config(dir.path(""));
@@ -77,14 +82,16 @@ TEST_CASE("read_hf_tokenizer_config reads the side files as transformers does", 
     CHECK_HAS(data_error_message([&] { read_hf_tokenizer_config(dir.path("")); }),
               dir.path("tokenizer_config.json") + ": not valid JSON");
     dir.write("tokenizer_config.json", R"({"bos_token": 7})");
-    CHECK_HAS(data_error_message([&] { read_hf_tokenizer_config(dir.path("")); }), "bos_token = 7 is not a token");
+    CHECK_HAS(data_error_message([&] { read_hf_tokenizer_config(dir.path("")); }),
+              "bos_token = 7 is not a token");
     dir.write("tokenizer_config.json", R"({"add_bos_token": "yes"})");
     CHECK_HAS(data_error_message([&] { read_hf_tokenizer_config(dir.path("")); }),
               "add_bos_token = \"yes\" is not true or false");
   }
 }
 
-TEST_CASE("a SentencePiece model in a folder takes the folder's special tokens", "[data][hf_folder]") {
+TEST_CASE("a SentencePiece model in a folder takes the folder's special tokens",
+          "[data][hf_folder]") {
   TempDir dir;
   const std::string folder = sample_folder(dir);
   SECTION("without side files: the model's own") {
@@ -94,7 +101,8 @@ TEST_CASE("a SentencePiece model in a folder takes the folder's special tokens",
     CHECK_FALSE(tok->adds_bos().has_value());
   }
   SECTION("tokenizer_config.json's tokens and add_bos_token; data.* options over them") {
-    dir.write("tokenizer_config.json", R"({"bos_token": "</s>", "eos_token": null, "add_bos_token": false})");
+    dir.write("tokenizer_config.json",
+              R"({"bos_token": "</s>", "eos_token": null, "add_bos_token": false})");
     const auto tok = load_tokenizer(folder);
     CHECK(tok->bos_id() == 2);
     CHECK(tok->eos_id() == -1);
@@ -110,7 +118,8 @@ TEST_CASE("a SentencePiece model in a folder takes the folder's special tokens",
   SECTION("a token the model does not have names the file and the key") {
     dir.write("special_tokens_map.json", R"({"eos_token": "<|im_end|>"})");
     const std::string message = data_error_message([&] { load_tokenizer(folder); });
-    CHECK_HAS(message, dir.path("special_tokens_map.json") + ": eos_token = \"<|im_end|>\" is not a piece of");
+    CHECK_HAS(message, dir.path("special_tokens_map.json") +
+                           ": eos_token = \"<|im_end|>\" is not a piece of");
     CHECK_HAS(message, "data.eos_token");
   }
   SECTION("unk and the dummy prefix, for an export's tokenizer_config.json") {
@@ -123,7 +132,8 @@ TEST_CASE("a SentencePiece model in a folder takes the folder's special tokens",
   }
 }
 
-TEST_CASE("data.chat_template auto: the folder's Jinja template decides, by its markers", "[data][hf_folder]") {
+TEST_CASE("data.chat_template auto: the folder's Jinja template decides, by its markers",
+          "[data][hf_folder]") {
   CHECK(chat_template_family(kLlama3Jinja) == ChatTemplate::llama3);
   CHECK(chat_template_family(kMistralJinja) == ChatTemplate::mistral);
   CHECK(chat_template_family(kGemmaJinja) == ChatTemplate::gemma);
@@ -133,8 +143,9 @@ TEST_CASE("data.chat_template auto: the folder's Jinja template decides, by its 
   TempDir dir;
   const std::string folder = sample_folder(dir);
   const std::string chat = dir.write(
-      "chat.jsonl", R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})"
-                    "\n");
+      "chat.jsonl",
+      R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})"
+      "\n");
   SECTION("the template wins over the tokens (the sample has none of them)") {
     dir.write("tokenizer_config.json", nlohmann::json({{"chat_template", kMistralJinja}}).dump());
     const auto tok = load_tokenizer(folder);
@@ -147,7 +158,8 @@ TEST_CASE("data.chat_template auto: the folder's Jinja template decides, by its 
   SECTION("an unrecognised template is one error naming the file and data.chat_template") {
     dir.write("tokenizer_config.json", nlohmann::json({{"chat_template", kChatmlJinja}}).dump());
     const auto tok = load_tokenizer(folder);
-    const std::string message = data_error_message([&] { read_documents(chat, DataFormat::chat, *tok); });
+    const std::string message =
+        data_error_message([&] { read_documents(chat, DataFormat::chat, *tok); });
     CHECK_HAS(message, dir.path("tokenizer_config.json") + ": its chat template is none of");
     CHECK_HAS(message, "set data.chat_template to llama3, mistral or gemma");
     CHECK(message.find('\n') == std::string::npos);

@@ -27,7 +27,8 @@ std::string byte_symbol(unsigned char b) {
     int extra = 0;
     for (int i = 0; i < 256; ++i) {
       const bool printable = (i >= 0x21 && i <= 0x7E) || (i >= 0xA1 && i <= 0xAC) || i >= 0xAE;
-      const unsigned cp = printable ? static_cast<unsigned>(i) : 256u + static_cast<unsigned>(extra++);
+      const unsigned cp =
+          printable ? static_cast<unsigned>(i) : 256u + static_cast<unsigned>(extra++);
       std::string utf8;
       if (cp < 0x80) {
         utf8 += static_cast<char>(cp);
@@ -88,22 +89,26 @@ json make_tokenizer_json(const TokenizerSpec& spec) {
 }
 
 json added(int id, const std::string& content, bool special = true) {
-  return {{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},   {"normalized", !special}, {"special", special}};
+  return {{"id", id},        {"content", content},     {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", !special}, {"special", special}};
 }
 
 const std::vector<std::pair<std::string, std::string>> kTheMerges = {
     {"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"Ġ", "a"}};  // ids 256 Ġt, 257 he, 258 Ġthe, 259 Ġa
 
-std::string write_tokenizer(TempDir& dir, const TokenizerSpec& spec, const std::string& name = "tokenizer.json") {
+std::string write_tokenizer(TempDir& dir, const TokenizerSpec& spec,
+                            const std::string& name = "tokenizer.json") {
   return dir.write(name, make_tokenizer_json(spec).dump());
 }
 
-int32_t byte_id(char c) { return static_cast<unsigned char>(c); }
+int32_t byte_id(char c) {
+  return static_cast<unsigned char>(c);
+}
 
 }  // namespace
 
-TEST_CASE("byte-level BPE: bytes map to printable symbols and merges apply by rank", "[data][hf_tokenizer]") {
+TEST_CASE("byte-level BPE: bytes map to printable symbols and merges apply by rank",
+          "[data][hf_tokenizer]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   for (const bool legacy : {false, true}) {
@@ -123,19 +128,23 @@ TEST_CASE("byte-level BPE: bytes map to printable symbols and merges apply by ra
     CHECK(tok.token_text(10) == "Ċ");
     CHECK(tok.token_text(258) == "Ġthe");
     CHECK(tok.encode("") == std::vector<int32_t>{});
-    for (const std::string& text : std::vector<std::string>{" the cat\n\tsat  on\r\nthe mat.", "caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80",
-                                   std::string("nul\0byte", 8)}) {
+    for (const std::string& text :
+         std::vector<std::string>{" the cat\n\tsat  on\r\nthe mat.",
+                                  "caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80",
+                                  std::string("nul\0byte", 8)}) {
       CHECK(tok.decode(tok.encode(text)) == text);
     }
   }
 }
 
-TEST_CASE("added tokens are matched before pre-tokenization, longest first", "[data][hf_tokenizer]") {
+TEST_CASE("added tokens are matched before pre-tokenization, longest first",
+          "[data][hf_tokenizer]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   TokenizerSpec spec;
   spec.merges = kTheMerges;
-  spec.added_tokens = json::array({added(260, "<|eot_id|>"), added(261, "<|eot_id|>x"), added(262, "<|begin_of_text|>")});
+  spec.added_tokens = json::array(
+      {added(260, "<|eot_id|>"), added(261, "<|eot_id|>x"), added(262, "<|begin_of_text|>")});
   const HfBpeTokenizer tok(write_tokenizer(dir, spec));
   CHECK(tok.vocab_size() == 263);
   CHECK(tok.encode("a<|eot_id|> the") == std::vector<int32_t>{byte_id('a'), 260, 258});
@@ -150,17 +159,20 @@ TEST_CASE("added tokens are matched before pre-tokenization, longest first", "[d
   CHECK(tok.decode({262, 258, 260}) == "<|begin_of_text|> the<|eot_id|>");
 }
 
-TEST_CASE("decode turns partial UTF-8 into U+FFFD and rejects unknown ids", "[data][hf_tokenizer]") {
+TEST_CASE("decode turns partial UTF-8 into U+FFFD and rejects unknown ids",
+          "[data][hf_tokenizer]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   const HfBpeTokenizer tok(write_tokenizer(dir, TokenizerSpec{}));
   const std::string euro = "\xE2\x82\xAC";
   const std::vector<int32_t> ids = tok.encode(euro);
   REQUIRE(ids.size() == 3);
-  CHECK(tok.decode({ids[0], ids[1]}) == "\xEF\xBF\xBD");          // one truncated sequence
-  CHECK(tok.decode({ids[1]}) == "\xEF\xBF\xBD");                  // a stray continuation byte
+  CHECK(tok.decode({ids[0], ids[1]}) == "\xEF\xBF\xBD");  // one truncated sequence
+  CHECK(tok.decode({ids[1]}) == "\xEF\xBF\xBD");          // a stray continuation byte
   CHECK(tok.decode({ids[0], ids[1], ids[2]}) == euro);
-  CHECK(tok.decode({byte_id('a'), 0xFF, byte_id('b')}) == "a\xEF\xBF\xBD" "b");
+  CHECK(tok.decode({byte_id('a'), 0xFF, byte_id('b')}) ==
+        "a\xEF\xBF\xBD"
+        "b");
   CHECK_HAS(data_error_message([&] { tok.decode({256}); }), "outside [0, 256)");
   CHECK_HAS(data_error_message([&] { tok.decode({-1}); }), "cannot decode token id -1");
 }
@@ -175,7 +187,8 @@ TEST_CASE("encode names the byte where the text stops being UTF-8", "[data][hf_t
   CHECK_HAS(data_error_message([&] { tok.encode("\xED\xA0\x80"); }), "byte 0");  // a surrogate
 }
 
-TEST_CASE("BOS and EOS: options, tokenizer_config.json, template, well-known names", "[data][hf_tokenizer]") {
+TEST_CASE("BOS and EOS: options, tokenizer_config.json, template, well-known names",
+          "[data][hf_tokenizer]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   TokenizerSpec spec;
@@ -200,8 +213,9 @@ TEST_CASE("BOS and EOS: options, tokenizer_config.json, template, well-known nam
     CHECK(tok.eos_id() == 257);
   }
   SECTION("tokenizer_config.json beside the file wins; null means none") {
-    dir.write("tokenizer_config.json",
-              R"({"bos_token": {"content": "<|end_of_text|>", "lstrip": false}, "eos_token": "<|eot_id|>"})");
+    dir.write(
+        "tokenizer_config.json",
+        R"({"bos_token": {"content": "<|end_of_text|>", "lstrip": false}, "eos_token": "<|eot_id|>"})");
     const HfBpeTokenizer tok(write_tokenizer(dir, spec));
     CHECK(tok.bos_id() == 257);
     CHECK(tok.eos_id() == 258);
@@ -211,7 +225,8 @@ TEST_CASE("BOS and EOS: options, tokenizer_config.json, template, well-known nam
     CHECK(HfBpeTokenizer(write_tokenizer(dir, spec)).bos_id() == -1);
 
     dir.write("tokenizer_config.json", R"({"bos_token": "<missing>"})");
-    const std::string message = data_error_message([&] { HfBpeTokenizer(write_tokenizer(dir, spec)); });
+    const std::string message =
+        data_error_message([&] { HfBpeTokenizer(write_tokenizer(dir, spec)); });
     CHECK_HAS(message, "tokenizer_config.json: bos_token = \"<missing>\"");
     CHECK_HAS(message, "data.bos_token");
   }
@@ -224,7 +239,8 @@ TEST_CASE("BOS and EOS: options, tokenizer_config.json, template, well-known nam
     CHECK(tok.bos_id() == 259);
     CHECK(tok.eos_id() == 258);
     options.eos_token = "<|im_end|>";
-    const std::string message = data_error_message([&] { HfBpeTokenizer(dir.path("tokenizer.json"), options); });
+    const std::string message =
+        data_error_message([&] { HfBpeTokenizer(dir.path("tokenizer.json"), options); });
     CHECK_HAS(message, "data.eos_token = '<|im_end|>'");
     CHECK_HAS(message, "has no such token");
   }
@@ -236,11 +252,13 @@ TEST_CASE("BOS and EOS: options, tokenizer_config.json, template, well-known nam
   }
 }
 
-TEST_CASE("load_tokenizer picks tokenizer.json by extension or in a model folder", "[data][hf_tokenizer]") {
+TEST_CASE("load_tokenizer picks tokenizer.json by extension or in a model folder",
+          "[data][hf_tokenizer]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   write_tokenizer(dir, TokenizerSpec{});
-  CHECK(dynamic_cast<const HfBpeTokenizer*>(load_tokenizer(dir.path("tokenizer.json")).get()) != nullptr);
+  CHECK(dynamic_cast<const HfBpeTokenizer*>(load_tokenizer(dir.path("tokenizer.json")).get()) !=
+        nullptr);
   CHECK(dynamic_cast<const HfBpeTokenizer*>(load_tokenizer(dir.path("")).get()) != nullptr);
   // With both files, tokenizer.json when it is byte-level (as transformers prefers it)...
   dir.write("tokenizer.model", read_file(sample_model_path()));
@@ -253,21 +271,24 @@ TEST_CASE("load_tokenizer picks tokenizer.json by extension or in a model folder
   CHECK(dynamic_cast<const SentencePieceTokenizer*>(load_tokenizer(dir.path("")).get()) != nullptr);
   // A byte-level step inside a Sequence counts; a file that is not JSON does not.
   TokenizerSpec sequence;
-  sequence.pre_tokenizer = {{"type", "Sequence"},
-                            {"pretokenizers", json::array({{{"type", "Digits"}, {"individual_digits", true}},
-                                                           {{"type", "ByteLevel"}, {"use_regex", false}}})}};
+  sequence.pre_tokenizer = {
+      {"type", "Sequence"},
+      {"pretokenizers", json::array({{{"type", "Digits"}, {"individual_digits", true}},
+                                     {{"type", "ByteLevel"}, {"use_regex", false}}})}};
   CHECK(is_byte_level_bpe(write_tokenizer(dir, sequence)));
   CHECK_FALSE(is_byte_level_bpe(dir.write("broken.json", "{\"model\": ")));
 }
 
-TEST_CASE("a model folder's side files: special_tokens_map.json, adds_bos, chat template", "[data][hf_tokenizer]") {
+TEST_CASE("a model folder's side files: special_tokens_map.json, adds_bos, chat template",
+          "[data][hf_tokenizer]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   TokenizerSpec spec;
   spec.added_tokens = json::array({added(256, "<|begin_of_text|>"), added(257, "<|end_of_text|>"),
                                    added(258, "<|eot_id|>"), added(259, "<s>")});
   write_tokenizer(dir, spec);
-  SECTION("special_tokens_map.json fills in when tokenizer_config.json has no added_tokens_decoder") {
+  SECTION(
+      "special_tokens_map.json fills in when tokenizer_config.json has no added_tokens_decoder") {
     dir.write("tokenizer_config.json", R"({"bos_token": "<s>"})");
     dir.write("special_tokens_map.json", R"({"eos_token": {"content": "<|eot_id|>"}})");
     const auto tok = load_tokenizer(dir.path(""));
@@ -286,12 +307,14 @@ TEST_CASE("a model folder's side files: special_tokens_map.json, adds_bos, chat 
                                 {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
         {"special_tokens", {{"<|begin_of_text|>", {{"id", "<|begin_of_text|>"}, {"ids", {256}}}}}}};
     write_tokenizer(dir, spec);
-    dir.write("tokenizer_config.json", R"({"add_bos_token": false})");  // ignored, as transformers does
+    dir.write("tokenizer_config.json",
+              R"({"add_bos_token": false})");  // ignored, as transformers does
     CHECK(load_tokenizer(dir.path(""))->adds_bos() == true);
   }
   SECTION("the chat template of tokenizer_config.json, chat_template.jinja over it") {
     CHECK(load_tokenizer(dir.path(""))->chat_template().empty());
-    dir.write("tokenizer_config.json", R"({"chat_template": "{{ '<|start_header_id|>' }}{{ '<|eot_id|>' }}"})");
+    dir.write("tokenizer_config.json",
+              R"({"chat_template": "{{ '<|start_header_id|>' }}{{ '<|eot_id|>' }}"})");
     auto tok = load_tokenizer(dir.path("tokenizer.json"));
     CHECK(detect_chat_template(*tok) == ChatTemplate::llama3);
     CHECK(tok->chat_template_file() == dir.path("tokenizer_config.json"));
@@ -302,7 +325,8 @@ TEST_CASE("a model folder's side files: special_tokens_map.json, adds_bos, chat 
   }
 }
 
-TEST_CASE("unsupported tokenizer.json features are DataErrors naming the feature and file", "[data][hf_tokenizer]") {
+TEST_CASE("unsupported tokenizer.json features are DataErrors naming the feature and file",
+          "[data][hf_tokenizer]") {
   LIGER_NEEDS_PCRE2();
   TempDir dir;
   struct Case {
@@ -311,39 +335,71 @@ TEST_CASE("unsupported tokenizer.json features are DataErrors naming the feature
     std::vector<std::string> expected;
   };
   const std::vector<Case> cases = {
-      {"WordPiece model", [](json& j) { j["model"]["type"] = "WordPiece"; }, {"model.type = \"WordPiece\""}},
-      {"NFKC normalizer", [](json& j) { j["normalizer"] = {{"type", "NFKC"}}; }, {"normalizer \"NFKC\"", "NFC normalizer only"}},
+      {"WordPiece model",
+       [](json& j) { j["model"]["type"] = "WordPiece"; },
+       {"model.type = \"WordPiece\""}},
+      {"NFKC normalizer",
+       [](json& j) {
+         j["normalizer"] = {{"type", "NFKC"}};
+       },
+       {"normalizer \"NFKC\"", "NFC normalizer only"}},
       {"Metaspace pre-tokenizer",
-       [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "▁"}}; },
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "▁"}};
+       },
        {"pre_tokenizer \"Metaspace\"", "tokenizer.model"}},
       {"no ByteLevel step",
-       [](json& j) { j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Removed"}, {"invert", false}}; },
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Split"},
+                               {"pattern", {{"String", " "}}},
+                               {"behavior", "Removed"},
+                               {"invert", false}};
+       },
        {"without a ByteLevel step"}},
       {"byte fallback", [](json& j) { j["model"]["byte_fallback"] = true; }, {"byte_fallback"}},
-      {"dropout", [](json& j) { j["model"]["dropout"] = 0.1; }, {"model.dropout", "\"dropout\": null"}},
-      {"subword prefix", [](json& j) { j["model"]["continuing_subword_prefix"] = "##"; }, {"continuing_subword_prefix"}},
+      {"dropout",
+       [](json& j) { j["model"]["dropout"] = 0.1; },
+       {"model.dropout", "\"dropout\": null"}},
+      {"subword prefix",
+       [](json& j) { j["model"]["continuing_subword_prefix"] = "##"; },
+       {"continuing_subword_prefix"}},
       {"no decoder", [](json& j) { j["decoder"] = nullptr; }, {"decoder null"}},
-      {"WordPiece decoder", [](json& j) { j["decoder"] = {{"type", "WordPiece"}}; }, {"decoder \"WordPiece\""}},
-      {"RoBERTa post-processor", [](json& j) { j["post_processor"] = {{"type", "RobertaProcessing"}}; },
+      {"WordPiece decoder",
+       [](json& j) {
+         j["decoder"] = {{"type", "WordPiece"}};
+       },
+       {"decoder \"WordPiece\""}},
+      {"RoBERTa post-processor",
+       [](json& j) {
+         j["post_processor"] = {{"type", "RobertaProcessing"}};
+       },
        {"post_processor \"RobertaProcessing\""}},
       {"two-token template",
        [](json& j) {
          j["post_processor"] = {{"type", "TemplateProcessing"},
-                                {"single", json::array({{{"SpecialToken", {{"id", "a"}}}}, {{"SpecialToken", {{"id", "b"}}}},
+                                {"single", json::array({{{"SpecialToken", {{"id", "a"}}}},
+                                                        {{"SpecialToken", {{"id", "b"}}}},
                                                         {{"Sequence", {{"id", "A"}}}}})}};
        },
        {"TemplateProcessing single"}},
       {"a regex PCRE2 rejects",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Sequence"},
-                               {"pretokenizers", json::array({{{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}},
-                                                               {"behavior", "Isolated"}, {"invert", false}},
-                                                              {{"type", "ByteLevel"}, {"use_regex", false}}})}};
+         j["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers", json::array({{{"type", "Split"},
+                                             {"pattern", {{"Regex", "(unclosed"}}},
+                                             {"behavior", "Isolated"},
+                                             {"invert", false}},
+                                            {{"type", "ByteLevel"}, {"use_regex", false}}})}};
        },
        {"pre_tokenizer.pretokenizers[0].pattern.Regex", "does not compile"}},
-      {"a merge of three parts", [](json& j) { j["model"]["merges"] = json::array({"a b c"}); },
+      {"a merge of three parts",
+       [](json& j) { j["model"]["merges"] = json::array({"a b c"}); },
        {"model.merges[0] = \"a b c\""}},
-      {"a merge of unknown tokens", [](json& j) { j["model"]["merges"] = json::array({json::array({"zz", "q"})}); },
+      {"a merge of unknown tokens",
+       [](json& j) {
+         j["model"]["merges"] = json::array({json::array({"zz", "q"})});
+       },
        {"\"zz\", which is not in model.vocab"}},
       {"no model", [](json& j) { j.erase("model"); }, {"no \"model\" object"}},
   };

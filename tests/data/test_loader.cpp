@@ -26,7 +26,8 @@ std::shared_ptr<const PackedDataset> counting_dataset(int64_t num_windows) {
     doc.loss_mask.push_back(1);
   }
   stream.append(doc);
-  return std::make_shared<const PackedDataset>(std::move(stream), kSeqLen, std::vector<std::string>{"counting"});
+  return std::make_shared<const PackedDataset>(std::move(stream), kSeqLen,
+                                               std::vector<std::string>{"counting"});
 }
 
 // The windows of a batch, row by row.
@@ -122,12 +123,15 @@ TEST_CASE("ranks take disjoint, equally many windows that cover floor(N/W)*W per
 }
 
 TEST_CASE("a rank that would get no window is an error", "[data][loader]") {
-  const std::string message = data_error_message([] { DataLoader(counting_dataset(3), options(1, 0, 0, 4)); });
+  const std::string message =
+      data_error_message([] { DataLoader(counting_dataset(3), options(1, 0, 0, 4)); });
   CHECK_HAS(message, "3 windows");
   CHECK_HAS(message, "4 ranks");
   CHECK_HAS(message, "data.seq_len");
-  CHECK_HAS(data_error_message([] { DataLoader(counting_dataset(3), options(0, 0)); }), "micro_batch_size");
-  CHECK_HAS(data_error_message([] { DataLoader(counting_dataset(3), options(1, 0, 2, 2)); }), "rank 2");
+  CHECK_HAS(data_error_message([] { DataLoader(counting_dataset(3), options(0, 0)); }),
+            "micro_batch_size");
+  CHECK_HAS(data_error_message([] { DataLoader(counting_dataset(3), options(1, 0, 2, 2)); }),
+            "rank 2");
 }
 
 TEST_CASE("epochs wrap: each visits every window once, in a new order", "[data][loader]") {
@@ -149,7 +153,8 @@ TEST_CASE("epochs wrap: each visits every window once, in a new order", "[data][
   CHECK(straddling.state() == LoaderState{1, 2});
 }
 
-TEST_CASE("micro-batches of 8x1 and 2x4 yield the same windows in the same order", "[data][loader]") {
+TEST_CASE("micro-batches of 8x1 and 2x4 yield the same windows in the same order",
+          "[data][loader]") {
   const auto data = counting_dataset(13);
   for (const int64_t rank : {0, 1}) {
     DataLoader ones(data, options(1, 3, rank, 2)), fours(data, options(4, 3, rank, 2));
@@ -200,9 +205,13 @@ TEST_CASE("loader state JSON round-trips and explains damage", "[data][loader]")
   CHECK(json.get<LoaderState>() == state);
   CHECK(loader_state_from_json(loader_state_to_json(state)) == state);
 
-  CHECK_HAS(data_error_message([] { loader_state_from_json(nlohmann::json::parse(R"({"epoch": 1})")); }),
-            "\"position\"");
-  CHECK_HAS(data_error_message([] { loader_state_from_json(nlohmann::json::parse(R"({"epoch": "1", "position": 0})")); }),
+  CHECK_HAS(
+      data_error_message([] { loader_state_from_json(nlohmann::json::parse(R"({"epoch": 1})")); }),
+      "\"position\"");
+  CHECK_HAS(data_error_message([] {
+              loader_state_from_json(nlohmann::json::parse(R"({"epoch": "1", "position": 0})"));
+            }),
             "\"epoch\" must be a non-negative integer");
-  CHECK_HAS(data_error_message([] { loader_state_from_json(nlohmann::json::parse("[1, 2]")); }), "JSON object");
+  CHECK_HAS(data_error_message([] { loader_state_from_json(nlohmann::json::parse("[1, 2]")); }),
+            "JSON object");
 }

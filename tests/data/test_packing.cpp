@@ -52,7 +52,8 @@ TEST_CASE("windows overlap by one token and labels are the next token where it i
 }
 
 TEST_CASE("the last partial window is dropped", "[data][packing]") {
-  const std::vector<Document> docs{make_doc({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, std::vector<uint8_t>(10, 1))};
+  const std::vector<Document> docs{
+      make_doc({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, std::vector<uint8_t>(10, 1))};
   CHECK(pack_documents(docs, 3, {"mem"}).num_windows() == 3);  // starts 0, 3, 6; 6..9 fits
   CHECK(pack_documents(docs, 4, {"mem"}).num_windows() == 2);  // starts 0, 4; 8..12 does not fit
   CHECK(pack_documents(docs, 9, {"mem"}).num_windows() == 1);  // exactly seq_len + 1 tokens
@@ -63,20 +64,25 @@ TEST_CASE("the last partial window is dropped", "[data][packing]") {
   CHECK_THROWS_AS(window(data, -1), std::out_of_range);
 }
 
-TEST_CASE("too little data for one window names the files, the count and the fix", "[data][packing]") {
+TEST_CASE("too little data for one window names the files, the count and the fix",
+          "[data][packing]") {
   const std::vector<Document> docs{make_doc({1, 2, 3, 4, 5}, std::vector<uint8_t>(5, 1))};
-  const std::string message = data_error_message([&] { pack_documents(docs, 8, {"a.txt", "b.jsonl"}); });
+  const std::string message = data_error_message([&] {
+    pack_documents(docs, 8, {"a.txt", "b.jsonl"});
+  });
   CHECK_HAS(message, "a.txt, b.jsonl");
   CHECK_HAS(message, "5 tokens");
   CHECK_HAS(message, "9");  // seq_len + 1
   CHECK_HAS(message, "smaller data.seq_len (at most 4)");
 
-  CHECK_HAS(data_error_message([&] { pack_documents(docs, 0, {"a.txt"}); }), "data.seq_len must be at least 1");
+  CHECK_HAS(data_error_message([&] { pack_documents(docs, 0, {"a.txt"}); }),
+            "data.seq_len must be at least 1");
 }
 
 TEST_CASE("describe_files shortens long file lists", "[data][packing]") {
   const std::vector<Document> docs{make_doc({1, 2, 3}, {1, 1, 1})};
-  CHECK(pack_documents(docs, 1, {"a", "b", "c", "d", "e"}).describe_files() == "a, b, c and 2 more");
+  CHECK(pack_documents(docs, 1, {"a", "b", "c", "d", "e"}).describe_files() ==
+        "a, b, c and 2 more");
 }
 
 namespace {
@@ -87,12 +93,15 @@ struct FullWindow {
 
 FullWindow full_window(const PackedDataset& data, int64_t index) {
   const auto n = static_cast<size_t>(data.seq_len());
-  FullWindow w{std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n)};
-  data.fill_window(index, WindowRows{w.input_ids.data(), w.labels.data(), w.position_ids.data(), w.document_ids.data()});
+  FullWindow w{std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(n),
+               std::vector<int64_t>(n)};
+  data.fill_window(index, WindowRows{w.input_ids.data(), w.labels.data(), w.position_ids.data(),
+                                     w.document_ids.data()});
   return w;
 }
 
-// doc A: BOS 10 11 EOS   doc B: BOS 20 EOS   doc C: BOS 30 31 32 33 EOS, without BOS/EOS where asked.
+// doc A: BOS 10 11 EOS   doc B: BOS 20 EOS   doc C: BOS 30 31 32 33 EOS, without BOS/EOS where
+// asked.
 std::vector<Document> three_docs(bool with_bos) {
   auto doc = [&](std::vector<int32_t> body) {
     std::vector<int32_t> tokens;
@@ -114,7 +123,8 @@ std::vector<Document> three_docs(bool with_bos) {
 
 }  // namespace
 
-TEST_CASE("windows carry document ids and position ids that restart per document", "[data][packing]") {
+TEST_CASE("windows carry document ids and position ids that restart per document",
+          "[data][packing]") {
   // stream: 1 10 11 2 | 1 20 2 | 1 30 31 32 33 2   (14 tokens), windows of 6: starts 0, 6
   SECTION("cross_document: positions run 0..T-1, labels cross documents") {
     const PackedDataset data = pack_documents(three_docs(true), 6, {"mem"});
@@ -141,7 +151,8 @@ TEST_CASE("windows carry document ids and position ids that restart per document
   SECTION("isolated without BOS: a document's last token does not predict the next document") {
     // stream: 10 11 2 | 20 2 | 30 31 32 33 2
     const PackedDataset cross = pack_documents(three_docs(false), 5, {"mem"});
-    const PackedDataset isolated = pack_documents(three_docs(false), 5, {"mem"}, PackingMode::isolated);
+    const PackedDataset isolated =
+        pack_documents(three_docs(false), 5, {"mem"}, PackingMode::isolated);
     CHECK(full_window(cross, 0).labels == std::vector<int64_t>{11, 2, 20, 2, 30});
     const FullWindow w = full_window(isolated, 0);
     CHECK(w.labels == std::vector<int64_t>{11, 2, X, 2, X});
@@ -153,7 +164,8 @@ TEST_CASE("windows carry document ids and position ids that restart per document
 }
 
 TEST_CASE("windows(first, count) is a view sharing the stream", "[data][packing]") {
-  const std::vector<Document> docs{make_doc({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, std::vector<uint8_t>(10, 1))};
+  const std::vector<Document> docs{
+      make_doc({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, std::vector<uint8_t>(10, 1))};
   const PackedDataset data = pack_documents(docs, 3, {"mem"});  // 3 windows
   const PackedDataset tail = data.windows(1, 2);
   CHECK(tail.num_windows() == 2);

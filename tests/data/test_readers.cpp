@@ -23,7 +23,8 @@ std::vector<uint8_t> mask(std::initializer_list<int> bits) {
 
 }  // namespace
 
-TEST_CASE("a text file is one document whose tokens are all targets; BOS is not", "[data][readers]") {
+TEST_CASE("a text file is one document whose tokens are all targets; BOS is not",
+          "[data][readers]") {
   TempDir dir;
   const std::string path = dir.write("a.txt", "ab\nc");
   const ByteTokenizer tok;
@@ -46,7 +47,8 @@ TEST_CASE("a text file is one document whose tokens are all targets; BOS is not"
 
 TEST_CASE("jsonl_text: one document per non-empty line, with its line number", "[data][readers]") {
   TempDir dir;
-  const std::string path = dir.write("t.jsonl", "{\"text\": \"ab\", \"id\": 7}\n\n   \n{\"text\": \"c\"}\r\n");
+  const std::string path =
+      dir.write("t.jsonl", "{\"text\": \"ab\", \"id\": 7}\n\n   \n{\"text\": \"c\"}\r\n");
   const auto docs = read_documents(path, DataFormat::jsonl_text, ByteTokenizer());
   REQUIRE(docs.size() == 2);
   CHECK(docs[0].tokens == with_bos_eos("ab"));
@@ -56,10 +58,12 @@ TEST_CASE("jsonl_text: one document per non-empty line, with its line number", "
   CHECK(docs[1].line == 4);
 }
 
-TEST_CASE("prompt_completion: prompt tokens are context, completion and EOS are targets", "[data][readers]") {
+TEST_CASE("prompt_completion: prompt tokens are context, completion and EOS are targets",
+          "[data][readers]") {
   TempDir dir;
-  const std::string path =
-      dir.write("pc.jsonl", "{\"prompt\": \"Q?\", \"completion\": \"A\"}\n{\"prompt\": \"\", \"completion\": \"xy\"}\n");
+  const std::string path = dir.write(
+      "pc.jsonl",
+      "{\"prompt\": \"Q?\", \"completion\": \"A\"}\n{\"prompt\": \"\", \"completion\": \"xy\"}\n");
   const ByteTokenizer tok;
 
   SECTION("default options") {
@@ -71,7 +75,8 @@ TEST_CASE("prompt_completion: prompt tokens are context, completion and EOS are 
     CHECK(docs[1].loss_mask == mask({0, 1, 1, 1}));
   }
   SECTION("without BOS") {
-    const auto docs = read_documents(path, DataFormat::prompt_completion, tok, ReadOptions{false, true});
+    const auto docs =
+        read_documents(path, DataFormat::prompt_completion, tok, ReadOptions{false, true});
     CHECK(docs[0].tokens == std::vector<int32_t>{ByteTokenizer::id('Q'), ByteTokenizer::id('?'),
                                                  ByteTokenizer::id('A'), 2});
     CHECK(docs[0].loss_mask == mask({0, 0, 1, 1}));
@@ -81,11 +86,13 @@ TEST_CASE("prompt_completion: prompt tokens are context, completion and EOS are 
 TEST_CASE("readers with SentencePiece give [BOS] encode(text) [EOS]", "[data][readers]") {
   TempDir dir;
   const auto tok = load_tokenizer(sample_model_path());
-  const std::string path = dir.write("s.jsonl", "{\"text\": \"Now is the winter of our discontent\"}\n");
+  const std::string path =
+      dir.write("s.jsonl", "{\"text\": \"Now is the winter of our discontent\"}\n");
   const auto docs = read_documents(path, DataFormat::auto_detect, *tok);
   REQUIRE(docs.size() == 1);
   std::vector<int32_t> expected{1};
-  for (const int32_t id : tok->encode("Now is the winter of our discontent")) expected.push_back(id);
+  for (const int32_t id : tok->encode("Now is the winter of our discontent"))
+    expected.push_back(id);
   expected.push_back(2);
   CHECK(docs[0].tokens == expected);
 }
@@ -97,7 +104,8 @@ TEST_CASE("auto picks the format from the extension and the first record", "[dat
   CHECK(detect_format(dir.write("c.jsonl", "\n\n{\"prompt\": \"p\", \"completion\": \"c\"}\n")) ==
         DataFormat::prompt_completion);
   // prompt + completion wins over text
-  CHECK(detect_format(dir.write("d.json", "{\"text\": \"t\", \"prompt\": \"p\", \"completion\": \"c\"}")) ==
+  CHECK(detect_format(
+            dir.write("d.json", "{\"text\": \"t\", \"prompt\": \"p\", \"completion\": \"c\"}")) ==
         DataFormat::prompt_completion);
   CHECK(detect_format(dir.write("E.JSONL", "{\"text\": \"x\"}")) == DataFormat::jsonl_text);
 
@@ -186,7 +194,8 @@ TEST_CASE("reader errors name file:line and the fix", "[data][readers]") {
     CHECK_HAS(read(path, DataFormat::auto_detect), "no documents");
   }
   SECTION("a line that is not JSON") {
-    const std::string path = dir.write("bad.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": oops}\n");
+    const std::string path =
+        dir.write("bad.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": oops}\n");
     const std::string message = read(path, DataFormat::jsonl_text);
     CHECK_HAS(message, path + ":3:");
     CHECK_HAS(message, "not valid JSON");
@@ -199,7 +208,8 @@ TEST_CASE("reader errors name file:line and the fix", "[data][readers]") {
     CHECK_HAS(message, "expected a JSON object, got array");
   }
   SECTION("missing field") {
-    const std::string path = dir.write("pc.jsonl", "{\"prompt\": \"p\", \"completion\": \"c\"}\n{\"prompt\": \"p\"}\n");
+    const std::string path =
+        dir.write("pc.jsonl", "{\"prompt\": \"p\", \"completion\": \"c\"}\n{\"prompt\": \"p\"}\n");
     const std::string message = read(path, DataFormat::prompt_completion);
     CHECK_HAS(message, path + ":2:");
     CHECK_HAS(message, "missing field \"completion\"");
@@ -215,12 +225,14 @@ TEST_CASE("reader errors name file:line and the fix", "[data][readers]") {
 
 TEST_CASE("readers tolerate a UTF-8 byte order mark and CRLF line ends", "[data][readers]") {
   TempDir dir;
-  const std::string path = dir.write("bom.jsonl", "\xEF\xBB\xBF{\"text\": \"a\"}\r\n{\"text\": \"b\"}\r\n");
+  const std::string path =
+      dir.write("bom.jsonl", "\xEF\xBB\xBF{\"text\": \"a\"}\r\n{\"text\": \"b\"}\r\n");
   CHECK(detect_format(path) == DataFormat::jsonl_text);
   const auto docs = read_documents(path, DataFormat::auto_detect, ByteTokenizer());
   REQUIRE(docs.size() == 2);
   CHECK(docs[0].tokens == with_bos_eos("a"));
-  const auto text_docs = read_documents(dir.write("bom.txt", "\xEF\xBB\xBFhi"), DataFormat::text, ByteTokenizer());
+  const auto text_docs =
+      read_documents(dir.write("bom.txt", "\xEF\xBB\xBFhi"), DataFormat::text, ByteTokenizer());
   CHECK(text_docs[0].tokens == with_bos_eos("hi"));
 }
 
@@ -230,7 +242,8 @@ TEST_CASE("a tokenizer without BOS cannot serve add_bos", "[data][readers]") {
   };
   TempDir dir;
   const std::string path = dir.write("a.txt", "x");
-  CHECK_HAS(data_error_message([&] { read_documents(path, DataFormat::text, NoBos()); }), "data.add_bos: false");
+  CHECK_HAS(data_error_message([&] { read_documents(path, DataFormat::text, NoBos()); }),
+            "data.add_bos: false");
   CHECK(read_documents(path, DataFormat::text, NoBos(), ReadOptions{false, true})[0].tokens ==
         std::vector<int32_t>{ByteTokenizer::id('x'), 2});
 }

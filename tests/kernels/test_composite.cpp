@@ -108,11 +108,10 @@ TEST_CASE("composite layer_norm matches reference", "[composite][layer_norm]") {
           return std::vector<Tensor>{fn(in[0], in[1], in[2], 1e-5)};
         };
       };
-      const std::string what = std::string("layer_norm ") + (with_bias ? "bias " : "no bias ") +
-                               dtype_name(dtype);
+      const std::string what =
+          std::string("layer_norm ") + (with_bias ? "bias " : "no bias ") + dtype_name(dtype);
       compare_backends(what, wrap(ref::layer_norm), wrap(comp::layer_norm), {x, w, b},
-                       {true, true, true}, {"x", "weight", "bias"}, {5e-5, 1e-5}, kBf16,
-                       kBf16Sum);
+                       {true, true, true}, {"x", "weight", "bias"}, {5e-5, 1e-5}, kBf16, kBf16Sum);
     }
   }
 }
@@ -157,8 +156,8 @@ TEST_CASE("composite rope matches reference", "[composite][rope]") {
       };
       const std::string what =
           std::string("rope ") + (per_batch ? "[B,T,D] " : "[1,T,D] ") + dtype_name(dtype);
-      compare_backends(what, wrap(ref::rope), wrap(comp::rope), {q, k}, {true, true},
-                       {"q", "k"}, kFp32, kBf16, kBf16);
+      compare_backends(what, wrap(ref::rope), wrap(comp::rope), {q, k}, {true, true}, {"q", "k"},
+                       kFp32, kBf16, kBf16);
     }
   }
   SECTION("only q reaches the loss") {
@@ -181,17 +180,15 @@ TEST_CASE("composite swiglu and geglu match reference", "[composite][glu]") {
     Tensor (*reference)(const Tensor&, const Tensor&);
     Tensor (*composite)(const Tensor&, const Tensor&);
   };
-  const Op ops[] = {{"swiglu", &ref::swiglu, &comp::swiglu},
-                    {"geglu", &ref::geglu, &comp::geglu}};
+  const Op ops[] = {{"swiglu", &ref::swiglu, &comp::swiglu}, {"geglu", &ref::geglu, &comp::geglu}};
   for (const Op& op : ops) {
     for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
       torch::manual_seed(4);
       const Tensor gate = (torch::randn({3, 37, 257}) * 2).to(dtype);
       const Tensor up = torch::randn({3, 37, 257}).to(dtype);
       auto wrap = [](auto fn) -> OpFn {
-        return [fn](const std::vector<Tensor>& in) {
-          return std::vector<Tensor>{fn(in[0], in[1])};
-        };
+        return
+            [fn](const std::vector<Tensor>& in) { return std::vector<Tensor>{fn(in[0], in[1])}; };
       };
       const std::string what = std::string(op.name) + " " + dtype_name(dtype);
       for (auto wants : {std::vector<bool>{true, true}, std::vector<bool>{false, true}}) {
@@ -213,12 +210,9 @@ struct CeCase {
 };
 
 const CeCase kCeCases[] = {
-    {"plain", 0, 0.0, 0.0, 0.0},
-    {"ignored labels", 3, 0.0, 0.0, 0.0},
-    {"all ignored", 1, 0.0, 0.0, 0.0},
-    {"label smoothing", 4, 0.1, 0.0, 0.0},
-    {"z-loss", 4, 0.0, 1e-3, 0.0},
-    {"softcap", 4, 0.0, 0.0, 3.0},
+    {"plain", 0, 0.0, 0.0, 0.0},       {"ignored labels", 3, 0.0, 0.0, 0.0},
+    {"all ignored", 1, 0.0, 0.0, 0.0}, {"label smoothing", 4, 0.1, 0.0, 0.0},
+    {"z-loss", 4, 0.0, 1e-3, 0.0},     {"softcap", 4, 0.0, 0.0, 3.0},
     {"everything", 5, 0.2, 1e-2, 2.0},
 };
 
@@ -272,12 +266,16 @@ TEST_CASE("composite cross_entropy matches reference", "[composite][cross_entrop
     labels[2] = 7;  // ignore_index 7: this row and any other 7 are ignored
     CrossEntropyOptions o;
     o.ignore_index = 7;
-    const Run expected = run_op([&](const std::vector<Tensor>& in) {
-      return std::vector<Tensor>{ref::cross_entropy(in[0], labels, o)};
-    }, {logits}, {true});
-    const Run actual = run_op([&](const std::vector<Tensor>& in) {
-      return std::vector<Tensor>{comp::cross_entropy(in[0], labels, o)};
-    }, {logits}, {true});
+    const Run expected = run_op(
+        [&](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{ref::cross_entropy(in[0], labels, o)};
+        },
+        {logits}, {true});
+    const Run actual = run_op(
+        [&](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{comp::cross_entropy(in[0], labels, o)};
+        },
+        {logits}, {true});
     check_runs("ignore_index 7", actual, expected, kFp32, kFp32, {"logits"});
     CHECK(actual.grads[0][2].abs().max().item<double>() == 0.0);
   }
@@ -334,9 +332,8 @@ TEST_CASE("composite fused_linear_cross_entropy matches reference",
                                      (chunk_mb < 1.0 ? " 3-row chunks " : " one chunk ") +
                                      dtype_name(dtype);
             compare_backends(what, wrap(ref::fused_linear_cross_entropy),
-                             wrap(comp::fused_linear_cross_entropy), {h, w, b},
-                             {true, true, true}, {"hidden", "weight", "bias"}, kFp32, kBf16,
-                             kBf16Sum);
+                             wrap(comp::fused_linear_cross_entropy), {h, w, b}, {true, true, true},
+                             {"hidden", "weight", "bias"}, kFp32, kBf16, kBf16Sum);
             const Run actual =
                 run_op(wrap(comp::fused_linear_cross_entropy), {h, w, b}, {true, true, true});
 
@@ -358,8 +355,7 @@ TEST_CASE("composite fused_linear_cross_entropy matches reference",
     FusedLinearCrossEntropyOptions o;
     const Tensor mean_loss = comp::fused_linear_cross_entropy(h, w, {}, labels, o);
     mean_loss.backward({}, /*retain_graph=*/true);
-    const std::string message =
-        liger::kernels::test::thrown_message([&] { mean_loss.backward(); });
+    const std::string message = liger::kernels::test::thrown_message([&] { mean_loss.backward(); });
     INFO(message);
     CHECK(message.find("backward ran twice") != std::string::npos);
 
@@ -369,8 +365,7 @@ TEST_CASE("composite fused_linear_cross_entropy matches reference",
     per_token.sum().backward({}, /*retain_graph=*/true);
     const Tensor first = h.grad().clone();
     per_token.sum().backward();
-    LIGER_CHECK_CLOSE("second backward adds the same gradient", h.grad(), first * 2, 1e-6,
-                      1e-6);
+    LIGER_CHECK_CLOSE("second backward adds the same gradient", h.grad(), first * 2, 1e-6, 1e-6);
   }
   SECTION("only the hidden states need a gradient") {
     torch::manual_seed(9);
@@ -418,9 +413,9 @@ TEST_CASE("composite matches reference on CUDA", "[composite][cuda]") {
           return std::vector<Tensor>{fn(in[0], in[1], in[2], 1e-5)};
         };
       };
-      compare_backends("layer_norm" + suffix, wrap_ln(ref::layer_norm),
-                       wrap_ln(comp::layer_norm), {x, w, w * 0.5}, {true, true, true},
-                       {"x", "weight", "bias"}, {5e-5, 1e-5}, kBf16, kBf16Sum);
+      compare_backends("layer_norm" + suffix, wrap_ln(ref::layer_norm), wrap_ln(comp::layer_norm),
+                       {x, w, w * 0.5}, {true, true, true}, {"x", "weight", "bias"}, {5e-5, 1e-5},
+                       kBf16, kBf16Sum);
     }
     {
       const Tensor q = torch::randn({2, 7, 6, 92}, cuda).to(dtype);
@@ -440,9 +435,8 @@ TEST_CASE("composite matches reference on CUDA", "[composite][cuda]") {
       const Tensor gate = torch::randn({3, 37, 257}, cuda).to(dtype);
       const Tensor up = torch::randn({3, 37, 257}, cuda).to(dtype);
       auto wrap = [](auto fn) -> OpFn {
-        return [fn](const std::vector<Tensor>& in) {
-          return std::vector<Tensor>{fn(in[0], in[1])};
-        };
+        return
+            [fn](const std::vector<Tensor>& in) { return std::vector<Tensor>{fn(in[0], in[1])}; };
       };
       compare_backends("swiglu" + suffix, wrap(ref::swiglu), wrap(comp::swiglu), {gate, up},
                        {true, true}, {"gate", "up"}, kFp32, kBf16, kBf16);

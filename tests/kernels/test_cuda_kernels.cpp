@@ -50,7 +50,9 @@ constexpr Tolerance kHalfSum{2e-2, 2e-2};
 const torch::ScalarType kDtypes[] = {torch::kFloat, torch::kBFloat16, torch::kHalf};
 
 // True on a CUDA device; otherwise records why the test did nothing.
-bool have_cuda() { return liger::kernels::test::have_cuda_device("cuda kernel tests"); }
+bool have_cuda() {
+  return liger::kernels::test::have_cuda_device("cuda kernel tests");
+}
 
 std::string shape_name(at::IntArrayRef sizes) {
   std::string s = "[";
@@ -86,7 +88,6 @@ std::pair<Tensor, Tensor> rope_tables_on_gpu(int64_t b, int64_t t, int64_t d, bo
   }
   return {torch::cat(cs, 0).to(kCuda), torch::cat(ss, 0).to(kCuda)};
 }
-
 
 // AdamW options of the Llama recipe (betas 0.9 / 0.95, weight decay 0.1) at
 // a learning rate and step; the rest at their defaults.
@@ -217,8 +218,8 @@ TEST_CASE("cuda rms_norm matches reference", "[cuda][rms_norm]") {
         return std::vector<Tensor>{fn(in[0], in[1], RmsNormOptions{})};
       };
     };
-    compare_backends("rms_norm bf16 x, fp32 w", wrap(ref::rms_norm), wrap(cuda::rms_norm),
-                     {x, w}, {true, true}, {"x", "weight"}, kFp32, kHalf, kHalfSum);
+    compare_backends("rms_norm bf16 x, fp32 w", wrap(ref::rms_norm), wrap(cuda::rms_norm), {x, w},
+                     {true, true}, {"x", "weight"}, kFp32, kHalf, kHalfSum);
     const Run run = run_op(wrap(cuda::rms_norm), {x, w}, {true, true});
     CHECK(run.outputs[0].scalar_type() == torch::kBFloat16);
     CHECK(run.grads[1].scalar_type() == torch::kFloat);
@@ -233,8 +234,8 @@ TEST_CASE("cuda rms_norm matches reference", "[cuda][rms_norm]") {
         return std::vector<Tensor>{fn(in[0].transpose(0, 1), in[1], RmsNormOptions{})};
       };
     };
-    compare_backends("rms_norm transposed", wrap(ref::rms_norm), wrap(cuda::rms_norm),
-                     {base, w}, {true, true}, {"x", "weight"}, kFp32, kHalf, kHalfSum);
+    compare_backends("rms_norm transposed", wrap(ref::rms_norm), wrap(cuda::rms_norm), {base, w},
+                     {true, true}, {"x", "weight"}, kFp32, kHalf, kHalfSum);
     CHECK_FALSE(x.is_contiguous());
     const Tensor wide = torch::randn({4, 20000}, torch::device(kCuda));  // composite serves it
     const Tensor ww = torch::ones({20000}, torch::device(kCuda));
@@ -246,9 +247,8 @@ TEST_CASE("cuda rms_norm matches reference", "[cuda][rms_norm]") {
     const std::string m1 = thrown_message([&] { cuda::rms_norm(x, torch::ones({64}), {}); });
     INFO(m1);
     CHECK(m1.find("rms_norm (cuda): weight") != std::string::npos);
-    const std::string m2 = thrown_message([&] {
-      cuda::rms_norm(x.to(torch::kDouble), torch::ones({64}, torch::device(kCuda)), {});
-    });
+    const std::string m2 = thrown_message(
+        [&] { cuda::rms_norm(x.to(torch::kDouble), torch::ones({64}, torch::device(kCuda)), {}); });
     INFO(m2);
     CHECK(m2.find("float32, bfloat16 or float16") != std::string::npos);
   }
@@ -279,17 +279,17 @@ TEST_CASE("cuda fused_add_rms_norm matches reference add_rms_norm (add + rms_nor
           const std::string what = std::string("fused_add_rms_norm ") +
                                    (gemma ? "gemma " : "llama ") + shape_name(shape) + " " +
                                    dtype_name(dtype) + (both_outputs ? "" : " (y only)");
-          compare_backends(what, wrap(ref::add_rms_norm), wrap(cuda::fused_add_rms_norm),
-                           {x, r, w}, {true, true, true}, {"x", "residual", "weight"}, kFp32,
-                           kHalf, kHalfSum);
+          compare_backends(what, wrap(ref::add_rms_norm), wrap(cuda::fused_add_rms_norm), {x, r, w},
+                           {true, true, true}, {"x", "residual", "weight"}, kFp32, kHalf, kHalfSum);
         }
       }
     }
   }
 }
 
-TEST_CASE("cuda fused_add_rms_norm without a residual: {rms_norm(x), x}, both gradients in one kernel",
-          "[cuda][fused_add_rms_norm]") {
+TEST_CASE(
+    "cuda fused_add_rms_norm without a residual: {rms_norm(x), x}, both gradients in one kernel",
+    "[cuda][fused_add_rms_norm]") {
   if (!have_cuda()) return;
   // 4096 rows of 2048: several rows per block at 4 blocks per SM (the
   // backward's persistent loop, its shared-memory stages refilled, and its dw
@@ -309,12 +309,12 @@ TEST_CASE("cuda fused_add_rms_norm without a residual: {rms_norm(x), x}, both gr
             return both_outputs ? std::vector<Tensor>{y, s} : std::vector<Tensor>{y};
           };
         };
-        const std::string what = std::string("rms_norm passing x through ") + shape_name(shape) + " " +
-                                 dtype_name(dtype) + (both_outputs ? "" : " (y only)");
+        const std::string what = std::string("rms_norm passing x through ") + shape_name(shape) +
+                                 " " + dtype_name(dtype) + (both_outputs ? "" : " (y only)");
         // fp32: dw sums 4096 rows (|dw| up to ~225) in per-block partials, ATen in
         // its own order; 4.6e-5 was seen on an H100, so 1e-4 (kFp32 elsewhere: <= 256 rows).
-        compare_backends(what, wrap(ref::add_rms_norm), wrap(cuda::fused_add_rms_norm), {x, w}, {true, true},
-                         {"x", "weight"}, Tolerance{1e-4, 1e-4}, kHalf, kHalfSum);
+        compare_backends(what, wrap(ref::add_rms_norm), wrap(cuda::fused_add_rms_norm), {x, w},
+                         {true, true}, {"x", "weight"}, Tolerance{1e-4, 1e-4}, kHalf, kHalfSum);
       }
       // The second output is x's values (a view of x, not a copy).
       const auto out = cuda::fused_add_rms_norm(x, Tensor(), w, {});
@@ -330,8 +330,8 @@ TEST_CASE("cuda fused_add_rms_norm without a residual: {rms_norm(x), x}, both gr
 
 TEST_CASE("cuda layer_norm matches reference", "[cuda][layer_norm]") {
   if (!have_cuda()) return;
-  const std::vector<std::vector<int64_t>> shapes = {{2, 256, 4096}, {1, 64, 3072}, {5, 123, 123},
-                                                    {40, 12288}, {24, 6144}};
+  const std::vector<std::vector<int64_t>> shapes = {
+      {2, 256, 4096}, {1, 64, 3072}, {5, 123, 123}, {40, 12288}, {24, 6144}};
   for (const auto& shape : shapes) {
     for (auto dtype : kDtypes) {
       for (int affine = 0; affine < 3; ++affine) {  // weight+bias, weight only, neither
@@ -388,8 +388,8 @@ TEST_CASE("cuda rope matches reference", "[cuda][rope]") {
         };
         const std::string what = std::string("rope ") + s.name +
                                  (per_batch ? " [B,T,D] " : " [1,T,D] ") + dtype_name(dtype);
-        compare_backends(what, wrap(ref::rope), wrap(cuda::rope), {q, k}, {true, true},
-                         {"q", "k"}, kFp32, kHalf, kHalf);
+        compare_backends(what, wrap(ref::rope), wrap(cuda::rope), {q, k}, {true, true}, {"q", "k"},
+                         kFp32, kHalf, kHalf);
       }
     }
   }
@@ -517,7 +517,8 @@ TEST_CASE("cuda swiglu and geglu match reference", "[cuda][glu]") {
               return std::vector<Tensor>{fn(in[0].clone(), in[1].clone())};
             };
           };
-          const std::string what = std::string(op.name) + (intermediate ? " intermediate " : " leaf ") +
+          const std::string what = std::string(op.name) +
+                                   (intermediate ? " intermediate " : " leaf ") +
                                    shape_name(shape) + " " + dtype_name(dtype);
           for (auto wants : {std::vector<bool>{true, true}, std::vector<bool>{false, true},
                              std::vector<bool>{true, false}}) {
@@ -560,7 +561,8 @@ TEST_CASE("cuda swiglu and geglu match reference", "[cuda][glu]") {
 TEST_CASE("cuda recomputing GLU backward: h bitwise as forward, gradients as the op's backward",
           "[cuda][glu]") {
   if (!have_cuda()) return;
-  using RecomputeFn = liger::kernels::GluRecomputed (*)(const Tensor&, const Tensor&, const Tensor&, bool);
+  using RecomputeFn =
+      liger::kernels::GluRecomputed (*)(const Tensor&, const Tensor&, const Tensor&, bool);
   struct Op {
     const char* name;
     Tensor (*forward)(const Tensor&, const Tensor&);
@@ -592,7 +594,8 @@ TEST_CASE("cuda recomputing GLU backward: h bitwise as forward, gradients as the
           CHECK(torch::equal(r.d_gate, g.grad()));
           CHECK(torch::equal(r.d_up, u.grad()));
           LIGER_CHECK_CLOSE("d_gate vs fp32 reference", r.d_gate.to(torch::kFloat), expected.d_gate,
-                            dtype == torch::kFloat ? 1e-5 : 2e-2, dtype == torch::kFloat ? 1e-5 : 2e-2);
+                            dtype == torch::kFloat ? 1e-5 : 2e-2,
+                            dtype == torch::kFloat ? 1e-5 : 2e-2);
           CHECK(r.d_gate.is_same(gate_buf) == overwrite);
           CHECK(r.d_up.is_same(up_buf) == overwrite);
         }
@@ -632,7 +635,8 @@ TEST_CASE("cuda adamw_step matches the ATen path of kernels/optim.h", "[cuda][ad
             // 16-bit states: every step starts both paths from the same values
             // (a one-step difference in a rounded state would otherwise grow
             // relative to a later, smaller value); fp32 runs the 3 steps freely.
-            const Tensor p_before = p_aten.clone(), m_before = m_aten.clone(), v_before = v_aten.clone();
+            const Tensor p_before = p_aten.clone(), m_before = m_aten.clone(),
+                         v_before = v_aten.clone();
             if (dtype != torch::kFloat) {
               p_cuda.copy_(p_aten);
               m_cuda.copy_(m_aten);
@@ -674,13 +678,15 @@ TEST_CASE("cuda adamw_step matches the ATen path of kernels/optim.h", "[cuda][ad
               const Tensor a = got.to(torch::kFloat), b = want.to(torch::kFloat);
               const Tensor differs = a != b;
               const double differ = differs.to(torch::kDouble).mean().item<double>();
-              const bool within = ((a - b).abs() <= b.abs() * (1.01 * ulp) + 1e-7).all().item<bool>();
+              const bool within =
+                  ((a - b).abs() <= b.abs() * (1.01 * ulp) + 1e-7).all().item<bool>();
               std::ostringstream first;
               if (differ > 0) {  // the first differing element and its inputs
                 const int64_t i = differs.nonzero()[0][0].item<int64_t>();
-                first << " (first at " << i << ": cuda " << a[i].item<double>() << ", aten " << b[i].item<double>()
-                      << "; before p " << p_before[i].item<double>() << " m " << m_before[i].item<double>()
-                      << " v " << v_before[i].item<double>() << ", g " << g[i].item<double>() << ")";
+                first << " (first at " << i << ": cuda " << a[i].item<double>() << ", aten "
+                      << b[i].item<double>() << "; before p " << p_before[i].item<double>() << " m "
+                      << m_before[i].item<double>() << " v " << v_before[i].item<double>() << ", g "
+                      << g[i].item<double>() << ")";
               }
               INFO(name << ": " << differ << " of the elements differ" << first.str());
               CHECK(within);
@@ -744,7 +750,8 @@ TEST_CASE("cuda adamw_step: values read from device memory give the launch-argum
   for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
     INFO("dtype " << dtype_name(dtype));
     const Tensor p0 = (torch::randn({n}, opts) * 0.02).to(dtype);
-    const Tensor m0 = (torch::randn({n}, opts) * 1e-3).to(dtype), v0 = (torch::rand({n}, opts) * 1e-6).to(dtype);
+    const Tensor m0 = (torch::randn({n}, opts) * 1e-3).to(dtype),
+                 v0 = (torch::rand({n}, opts) * 1e-6).to(dtype);
     const Tensor g = torch::randn({n}, opts).to(dtype);
     k::AdamWStepOptions wanted = recipe_adamw(3e-4, 7);
     wanted.seed = 99;
@@ -757,8 +764,9 @@ TEST_CASE("cuda adamw_step: values read from device memory give the launch-argum
     captured.lr = 1e-5;
     captured.step = 2;
     const k::AdamWStepValues values = k::adamw_step_values(wanted);
-    captured.step_values = torch::from_blob(const_cast<k::AdamWStepValues*>(&values), {sizeof(values)}, torch::kByte)
-                               .to(opts.dtype(torch::kByte));
+    captured.step_values =
+        torch::from_blob(const_cast<k::AdamWStepValues*>(&values), {sizeof(values)}, torch::kByte)
+            .to(opts.dtype(torch::kByte));
     Tensor p_dev = p0.clone(), m_dev = m0.clone(), v_dev = v0.clone();
     k::adamw_step(p_dev, g, m_dev, v_dev, captured);
     CHECK(torch::equal(p_dev, p_args));
@@ -809,7 +817,8 @@ TEST_CASE("cuda adamw_step with a compute copy: fp32 parameter, 16-bit gradient,
         CHECK(torch::equal(c_cuda, p_cuda.to(half)));
         CHECK(torch::equal(c_aten, p_aten.to(half)));
       }
-      CHECK(copy_buffer[offset ? 0 : n].item<double>() == -7.0);  // nothing written outside the copy
+      CHECK(copy_buffer[offset ? 0 : n].item<double>() ==
+            -7.0);  // nothing written outside the copy
     }
   }
   // A copy beside a 16-bit parameter is refused.
@@ -829,8 +838,8 @@ struct ManyTensor {
   torch::ScalarType param, grad;
   torch::ScalarType copy;  // kByte: no compute copy
   bool stochastic;
-  bool unaligned = false;      // the parameter one element into its buffer: adamw_step's path
-  bool strided_grad = false;   // a transposed gradient: adamw_step's path
+  bool unaligned = false;     // the parameter one element into its buffer: adamw_step's path
+  bool strided_grad = false;  // a transposed gradient: adamw_step's path
 };
 
 struct ManyState {
@@ -847,7 +856,7 @@ const std::vector<ManyTensor>& many_tensors() {
       {4096 * 3 + 5, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},
       {100003, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},  // 25 chunks and a tail
       {9, torch::kBFloat16, torch::kFloat, torch::kByte, true},
-      {4097, torch::kBFloat16, torch::kBFloat16, torch::kByte, false},  // to nearest
+      {4097, torch::kBFloat16, torch::kBFloat16, torch::kByte, false},   // to nearest
       {2049, torch::kFloat, torch::kBFloat16, torch::kBFloat16, false},  // fp32 master, bf16 copy
       {1, torch::kFloat, torch::kBFloat16, torch::kBFloat16, false},
       {20011, torch::kFloat, torch::kHalf, torch::kHalf, false},
@@ -855,7 +864,8 @@ const std::vector<ManyTensor>& many_tensors() {
       {333, torch::kHalf, torch::kHalf, torch::kByte, false},
       {0, torch::kBFloat16, torch::kBFloat16, torch::kByte, true},  // empty
       {1001, torch::kBFloat16, torch::kBFloat16, torch::kByte, true, /*unaligned=*/true},
-      {33 * 65, torch::kFloat, torch::kBFloat16, torch::kBFloat16, false, false, /*strided_grad=*/true},
+      {33 * 65, torch::kFloat, torch::kBFloat16, torch::kBFloat16, false, false,
+       /*strided_grad=*/true},
   };
   return t;
 }
@@ -875,7 +885,8 @@ ManyState many_state(uint64_t seed) {
     s.param.push_back(buffer.narrow(0, offset, t.n));
     s.exp_avg.push_back((torch::randn({t.n}, opts) * 1e-3).to(t.param));
     s.exp_avg_sq.push_back((torch::rand({t.n}, opts) * 1e-6).to(t.param));
-    s.copy.push_back(t.copy == torch::kByte ? Tensor() : torch::full({t.n}, -7.0, opts.dtype(t.copy)));
+    s.copy.push_back(t.copy == torch::kByte ? Tensor()
+                                            : torch::full({t.n}, -7.0, opts.dtype(t.copy)));
   }
   return s;
 }
@@ -886,15 +897,18 @@ std::vector<Tensor> many_grads(uint64_t seed) {
   const auto opts = torch::device(kCuda);
   std::vector<Tensor> g;
   for (const ManyTensor& t : many_tensors()) {
-    g.push_back(t.strided_grad ? torch::randn({65, 33}, opts).to(t.grad).t()  // [33, 65], not contiguous
-                               : torch::randn({t.n}, opts).to(t.grad));
+    g.push_back(t.strided_grad
+                    ? torch::randn({65, 33}, opts).to(t.grad).t()  // [33, 65], not contiguous
+                    : torch::randn({t.n}, opts).to(t.grad));
   }
   return g;
 }
 
 // Tensor k's options at `step`: its own lr, weight decay, step count and stream.
-liger::kernels::AdamWStepOptions many_options(size_t k, int step, const Tensor& grad_scale, const Tensor& copy) {
-  liger::kernels::AdamWStepOptions o = recipe_adamw(1e-4 * static_cast<double>(k + 1), step + static_cast<int>(k % 3));
+liger::kernels::AdamWStepOptions many_options(size_t k, int step, const Tensor& grad_scale,
+                                              const Tensor& copy) {
+  liger::kernels::AdamWStepOptions o =
+      recipe_adamw(1e-4 * static_cast<double>(k + 1), step + static_cast<int>(k % 3));
   o.weight_decay = k % 2 == 0 ? 0.1 : 0.0;
   o.stochastic_rounding = many_tensors()[k].stochastic;
   o.seed = 1234;
@@ -920,13 +934,15 @@ TEST_CASE("cuda adamw_step_many equals adamw_step per tensor, bitwise", "[cuda][
   const size_t count = many_tensors().size();
   for (bool scaled : {false, true}) {
     for (bool device_values : {false, true}) {
-      INFO((scaled ? "grad_scale 0.6" : "no grad_scale") << (device_values ? ", device step values" : ""));
+      INFO((scaled ? "grad_scale 0.6" : "no grad_scale")
+           << (device_values ? ", device step values" : ""));
       const Tensor grad_scale = scaled ? torch::full({}, 0.6, opts.dtype(torch::kFloat)) : Tensor();
       ManyState one = many_state(40), many = many_state(40);
       const ManyState init = many_state(40);
       // One block of AdamWStepValues, tensor k's at byte 20 k (4-byte aligned, as the trainer's).
       constexpr int64_t kBytes = sizeof(k::AdamWStepValues);
-      const Tensor block = torch::zeros({static_cast<int64_t>(count) * kBytes}, opts.dtype(torch::kByte));
+      const Tensor block =
+          torch::zeros({static_cast<int64_t>(count) * kBytes}, opts.dtype(torch::kByte));
       for (int step = 1; step <= 3; ++step) {
         INFO("step " << step);
         const std::vector<Tensor> grads = many_grads(100 + step);
@@ -946,19 +962,24 @@ TEST_CASE("cuda adamw_step_many equals adamw_step per tensor, bitwise", "[cuda][
           updates.push_back({many.param[i], grads[i], many.exp_avg[i], many.exp_avg_sq[i], m});
         }
         if (device_values) {
-          block.copy_(torch::from_blob(host.data(), {static_cast<int64_t>(host.size())}, torch::kByte));
+          block.copy_(
+              torch::from_blob(host.data(), {static_cast<int64_t>(host.size())}, torch::kByte));
         }
         k::adamw_step_many(updates);
         for (size_t i = 0; i < count; ++i) {
           const ManyTensor& t = many_tensors()[i];
-          INFO("tensor " << i << ": " << t.n << " x " << dtype_name(t.param) << ", grad " << dtype_name(t.grad)
-                         << (t.copy != torch::kByte ? ", copy " + dtype_name(t.copy) : std::string())
-                         << (t.stochastic ? ", stochastic" : ""));
+          INFO(
+              "tensor " << i << ": " << t.n << " x " << dtype_name(t.param) << ", grad "
+                        << dtype_name(t.grad)
+                        << (t.copy != torch::kByte ? ", copy " + dtype_name(t.copy) : std::string())
+                        << (t.stochastic ? ", stochastic" : ""));
           CHECK(torch::equal(many.param[i], one.param[i]));
           CHECK(torch::equal(many.exp_avg[i], one.exp_avg[i]));
           CHECK(torch::equal(many.exp_avg_sq[i], one.exp_avg_sq[i]));
           CHECK(torch::equal(many.buffer[i], one.buffer[i]));  // the spare elements too
-          CHECK((many.buffer[i].narrow(0, many.buffer[i].numel() - 16, 16) == -7.0).all().item<bool>());
+          CHECK((many.buffer[i].narrow(0, many.buffer[i].numel() - 16, 16) == -7.0)
+                    .all()
+                    .item<bool>());
           if (one.copy[i].defined()) {
             CHECK(torch::equal(many.copy[i], one.copy[i]));
             CHECK(torch::equal(many.copy[i], many.param[i].to(t.copy)));
@@ -1020,8 +1041,10 @@ TEST_CASE("cuda adamw_step_many: more tensors than one table, several launches",
   CHECK_THROWS(k::adamw_step_many(updates));
 }
 
-TEST_CASE("cuda add_embedding_grad: the rows of each id added in fp32, deterministic, long runs across chunks",
-          "[cuda][embedding]") {
+TEST_CASE(
+    "cuda add_embedding_grad: the rows of each id added in fp32, deterministic, long runs across "
+    "chunks",
+    "[cuda][embedding]") {
   // Token counts around the kernel's chunk of 8 sorted positions, hidden
   // sizes around its 256 columns; ids skewed so that one id fills a third of
   // the tokens (a run over hundreds of chunks), others repeat a few times,
@@ -1034,8 +1057,8 @@ TEST_CASE("cuda add_embedding_grad: the rows of each id added in fp32, determini
     for (const int64_t hidden : {int64_t{5}, int64_t{256}, int64_t{300}}) {
       for (const auto wdtype : kDtypes) {
         for (const auto gdtype : {torch::kFloat, torch::kBFloat16}) {
-          INFO(tokens << " tokens, hidden " << hidden << ", weight_grad " << dtype_name(wdtype) << ", grad_out "
-                      << dtype_name(gdtype));
+          INFO(tokens << " tokens, hidden " << hidden << ", weight_grad " << dtype_name(wdtype)
+                      << ", grad_out " << dtype_name(gdtype));
           torch::manual_seed(tokens * 31 + hidden);
           const int64_t vocab = 1000;
           // A third id 17, the rest from a few hundred ids (repeats).
@@ -1050,7 +1073,8 @@ TEST_CASE("cuda add_embedding_grad: the rows of each id added in fp32, determini
           // fp32 sums (up to ~1400 rows for id 17) rounded once.
           const Tolerance tol = wdtype == torch::kFloat ? Tolerance{1e-4, 1e-5} : kHalf;
           LIGER_CHECK_CLOSE("add_embedding_grad", got, expected, tol.atol, tol.rtol);
-          const Tensor touched = torch::zeros({vocab}, opts.dtype(torch::kBool)).index_fill_(0, ids, true);
+          const Tensor touched =
+              torch::zeros({vocab}, opts.dtype(torch::kBool)).index_fill_(0, ids, true);
           CHECK(torch::equal(got.index({~touched}), base.index({~touched})));
           Tensor again = base.clone();
           k::add_embedding_grad(again, ids, grad_out);
@@ -1078,11 +1102,13 @@ TEST_CASE("cuda sum_of_squares: many tensors and dtypes in one pass, against dou
   const std::vector<torch::ScalarType> dtypes = {torch::kBFloat16, torch::kFloat, torch::kHalf};
   for (int i = 0; i < 150; ++i) {
     const int64_t n = sizes[static_cast<size_t>(i) % sizes.size()];
-    tensors.push_back((torch::randn({n}, opts) * (0.5 + i % 5)).to(dtypes[static_cast<size_t>(i) % dtypes.size()]));
+    tensors.push_back((torch::randn({n}, opts) * (0.5 + i % 5))
+                          .to(dtypes[static_cast<size_t>(i) % dtypes.size()]));
   }
-  tensors.push_back(torch::randn({33, 65}, opts).t());                        // strided
-  tensors.push_back(torch::randn({1001}, opts).to(torch::kBFloat16).narrow(0, 1, 1000));  // unaligned
-  tensors.push_back(torch::zeros({0}, opts));                                 // empty
+  tensors.push_back(torch::randn({33, 65}, opts).t());  // strided
+  tensors.push_back(
+      torch::randn({1001}, opts).to(torch::kBFloat16).narrow(0, 1, 1000));  // unaligned
+  tensors.push_back(torch::zeros({0}, opts));                               // empty
   double expected = 0.0;
   for (const Tensor& t : tensors) expected += t.to(torch::kDouble).square().sum().item<double>();
   const Tensor got = k::sum_of_squares(tensors);

@@ -15,7 +15,9 @@ using liger::kernels::test::closeness;
 
 namespace {
 
-bool have_gpu() { return liger::kernels::test::have_cuda_device("CUDA loss tests"); }
+bool have_gpu() {
+  return liger::kernels::test::have_cuda_device("CUDA loss tests");
+}
 
 struct Case {
   const char* name;
@@ -63,7 +65,8 @@ Grads run_flce(FusedLinearCrossEntropyFn fn, const Tensor& x, const Tensor& w, c
   return {loss.detach(), xl.grad(), wl.grad(), bl.defined() ? bl.grad() : Tensor()};
 }
 
-void compare(const std::string& what, const Grads& got, const Grads& want, double atol, double rtol) {
+void compare(const std::string& what, const Grads& got, const Grads& want, double atol,
+             double rtol) {
   for (auto [name, a, e] : {std::tuple<const char*, Tensor, Tensor>{"loss", got.loss, want.loss},
                             {"grad_input", got.dx, want.dx},
                             {"grad_weight", got.dw, want.dw},
@@ -80,16 +83,20 @@ TEST_CASE("cuda cross_entropy matches the reference: loss and grad, every option
   if (!have_gpu()) return;
   torch::manual_seed(11);
   const at::Device gpu(at::kCUDA);
-  struct Shape { int64_t n, vocab; };
+  struct Shape {
+    int64_t n, vocab;
+  };
   // 40008: a row split over a 4-block cluster whose last slice is shorter.
-  for (const Shape shape : {Shape{37, 1000}, Shape{9, 1001}, Shape{16, 40008}, Shape{64, 128256}, Shape{8, 256000}}) {
+  for (const Shape shape :
+       {Shape{37, 1000}, Shape{9, 1001}, Shape{16, 40008}, Shape{64, 128256}, Shape{8, 256000}}) {
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       for (const auto& c : option_cases()) {
         INFO(c.name << ", N " << shape.n << ", V " << shape.vocab << ", " << dtype);
         const Tensor logits32 = (torch::randn({shape.n, shape.vocab}) * 4).to(gpu);
         const Tensor logits = logits32.to(dtype);
         const Tensor labels = make_labels(shape.n, shape.vocab, gpu);
-        const Tensor upstream = c.ce.reduction == Reduction::none ? torch::rand({shape.n}, gpu) : torch::full({}, 0.7, gpu);
+        const Tensor upstream = c.ce.reduction == Reduction::none ? torch::rand({shape.n}, gpu)
+                                                                  : torch::full({}, 0.7, gpu);
         // Reference in fp32 on the same (rounded) logits: the oracle.
         Tensor ref_in = logits.to(at::kFloat).requires_grad_(true);
         Tensor ref = reference::cross_entropy(ref_in, labels, c.ce);
@@ -104,13 +111,16 @@ TEST_CASE("cuda cross_entropy matches the reference: loss and grad, every option
         INFO(loss_c.report);
         CHECK(loss_c.ok);
         // bf16 gradients: up to two bf16 roundings (the gradient, then times grad_output)
-        const auto grad_c = closeness("grad", ours_in.grad().to(at::kFloat), ref_in.grad(),
-                                      dtype == at::kFloat ? 1e-6 : 1e-5, dtype == at::kFloat ? 1e-5 : 1.6e-2);
+        const auto grad_c =
+            closeness("grad", ours_in.grad().to(at::kFloat), ref_in.grad(),
+                      dtype == at::kFloat ? 1e-6 : 1e-5, dtype == at::kFloat ? 1e-5 : 1.6e-2);
         INFO(grad_c.report);
         CHECK(grad_c.ok);
         // Loss only (no grad) gives the same loss.
         torch::NoGradGuard no_grad;
-        CHECK(closeness("loss, no grad", cuda::cross_entropy(logits, labels, c.ce), ours.detach(), 0, 0).ok);
+        CHECK(closeness("loss, no grad", cuda::cross_entropy(logits, labels, c.ce), ours.detach(),
+                        0, 0)
+                  .ok);
       }
     }
   }
@@ -131,7 +141,11 @@ TEST_CASE("cuda fused_linear_cross_entropy (speed and lean) matches lm_head + re
   if (!have_gpu()) return;
   torch::manual_seed(12);
   const at::Device gpu(at::kCUDA);
-  struct Shape { int64_t n, hidden, vocab; bool bias; double chunk_mb; };
+  struct Shape {
+    int64_t n, hidden, vocab;
+    bool bias;
+    double chunk_mb;
+  };
   const std::vector<Shape> shapes = {
       {67, 96, 1001, true, 0.05},      // odd sizes, many chunks and vocabulary blocks
       {256, 128, 128256, false, 8.0},  // Llama 3 vocabulary
@@ -143,21 +157,23 @@ TEST_CASE("cuda fused_linear_cross_entropy (speed and lean) matches lm_head + re
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       for (const auto mode : {FlceMode::speed, FlceMode::lean}) {
         for (const auto& c : option_cases()) {
-          INFO(c.name << ", N " << s.n << ", H " << s.hidden << ", V " << s.vocab << ", bias " << s.bias
-                      << ", " << dtype << ", " << (mode == FlceMode::speed ? "speed" : "lean"));
+          INFO(c.name << ", N " << s.n << ", H " << s.hidden << ", V " << s.vocab << ", bias "
+                      << s.bias << ", " << dtype << ", "
+                      << (mode == FlceMode::speed ? "speed" : "lean"));
           const Tensor x = (torch::randn({s.n, s.hidden}, gpu)).to(dtype);
           const Tensor w = (torch::randn({s.vocab, s.hidden}, gpu) * 0.05).to(dtype);
           const Tensor b = s.bias ? (torch::randn({s.vocab}, gpu) * 0.1).to(dtype) : Tensor();
           const Tensor y = make_labels(s.n, s.vocab, gpu);
-          const Tensor upstream = c.ce.reduction == Reduction::none ? torch::rand({s.n}, gpu) : torch::full({}, 0.7, gpu);
+          const Tensor upstream = c.ce.reduction == Reduction::none ? torch::rand({s.n}, gpu)
+                                                                    : torch::full({}, 0.7, gpu);
           FusedLinearCrossEntropyOptions o;
           o.ce = c.ce;
           o.chunk_mb = s.chunk_mb;
           o.mode = mode;
           // The oracle: fp32 inputs (the same rounded values), logits materialised.
-          const Grads want = run_flce(&reference::fused_linear_cross_entropy, x.to(at::kFloat),
-                                      w.to(at::kFloat), b.defined() ? b.to(at::kFloat) : Tensor(), y, o,
-                                      upstream);
+          const Grads want =
+              run_flce(&reference::fused_linear_cross_entropy, x.to(at::kFloat), w.to(at::kFloat),
+                       b.defined() ? b.to(at::kFloat) : Tensor(), y, o, upstream);
           Grads got = run_flce(&cuda::fused_linear_cross_entropy, x, w, b, y, o, upstream);
           got.dx = got.dx.to(at::kFloat);
           got.dw = got.dw.to(at::kFloat);
@@ -173,12 +189,15 @@ TEST_CASE("cuda fused_linear_cross_entropy (speed and lean) matches lm_head + re
   }
 }
 
-TEST_CASE("cuda fused_linear_cross_entropy with a frozen weight (LoRA's head): the same input gradient, no weight gradient") {
+TEST_CASE(
+    "cuda fused_linear_cross_entropy with a frozen weight (LoRA's head): the same input gradient, "
+    "no weight gradient") {
   if (!have_gpu()) return;
   torch::manual_seed(14);
   const at::Device gpu(at::kCUDA);
   for (const auto mode : {FlceMode::speed, FlceMode::lean}) {
-    for (const double chunk_mb : {0.05, 64.0}) {  // many chunks (the fp32 buffer path) and one chunk
+    for (const double chunk_mb :
+         {0.05, 64.0}) {  // many chunks (the fp32 buffer path) and one chunk
       INFO((mode == FlceMode::speed ? "speed" : "lean") << ", chunk_mb " << chunk_mb);
       const Tensor x = torch::randn({131, 72}, gpu).to(at::kBFloat16);
       const Tensor w = (torch::randn({3001, 72}, gpu) * 0.05).to(at::kBFloat16);
@@ -186,12 +205,14 @@ TEST_CASE("cuda fused_linear_cross_entropy with a frozen weight (LoRA's head): t
       FusedLinearCrossEntropyOptions o;
       o.chunk_mb = chunk_mb;
       o.mode = mode;
-      const Grads both = run_flce(&cuda::fused_linear_cross_entropy, x, w, Tensor(), y, o, torch::full({}, 1.0, gpu));
+      const Grads both = run_flce(&cuda::fused_linear_cross_entropy, x, w, Tensor(), y, o,
+                                  torch::full({}, 1.0, gpu));
       Tensor xl = x.clone().requires_grad_(true);
       const Tensor frozen = w.clone();  // requires no grad
       cuda::fused_linear_cross_entropy(xl, frozen, Tensor(), y, o).backward();
       CHECK_FALSE(frozen.grad().defined());
-      CHECK(torch::equal(xl.grad(), both.dx));  // the same GEMMs for the input gradient, bit for bit
+      CHECK(
+          torch::equal(xl.grad(), both.dx));  // the same GEMMs for the input gradient, bit for bit
     }
   }
 }
@@ -216,7 +237,8 @@ TEST_CASE("cuda fused_linear_cross_entropy: 4 micro-batches equal one batch (sum
     Tensor total = torch::zeros({}, gpu);
     for (int64_t i = 0; i < 4; ++i) {
       Tensor part = cuda::fused_linear_cross_entropy(x.narrow(0, i * 24, 24), w_acc, Tensor(),
-                                                     y.narrow(0, i * 24, 24), o) / count;
+                                                     y.narrow(0, i * 24, 24), o) /
+                    count;
       part.backward();
       total += part.detach();
     }
@@ -235,12 +257,14 @@ TEST_CASE("cuda fused_linear_cross_entropy without grad computes the loss only")
   Tensor with_grad_x = x.clone().requires_grad_(true);
   const Tensor expected = cuda::fused_linear_cross_entropy(with_grad_x, w, Tensor(), y, o).detach();
   torch::NoGradGuard no_grad;
-  const auto c = closeness("loss", cuda::fused_linear_cross_entropy(x, w, Tensor(), y, o), expected, 1e-6, 1e-6);
+  const auto c = closeness("loss", cuda::fused_linear_cross_entropy(x, w, Tensor(), y, o), expected,
+                           1e-6, 1e-6);
   INFO(c.report);
   CHECK(c.ok);
 }
 
-TEST_CASE("cuda losses: an inverse_normalizer tensor gives exactly the double normalizer's result") {
+TEST_CASE(
+    "cuda losses: an inverse_normalizer tensor gives exactly the double normalizer's result") {
   // The CUDA-graph step's 1 / count lives in device memory; the kernels read
   // the mean scale through a pointer either way, so the results are bitwise equal.
   if (!have_gpu()) return;
@@ -253,7 +277,8 @@ TEST_CASE("cuda losses: an inverse_normalizer tensor gives exactly the double no
   CrossEntropyOptions by_double;
   by_double.normalizer = 123.0;
   CrossEntropyOptions by_tensor;
-  by_tensor.inverse_normalizer = torch::full({}, 1.0 / 123.0, at::TensorOptions().dtype(at::kFloat).device(gpu));
+  by_tensor.inverse_normalizer =
+      torch::full({}, 1.0 / 123.0, at::TensorOptions().dtype(at::kFloat).device(gpu));
   // cross entropy on logits
   const Tensor logits = x.matmul(w.t());
   Tensor la = logits.clone().requires_grad_(true), lb = logits.clone().requires_grad_(true);
@@ -282,6 +307,7 @@ TEST_CASE("cuda losses: an inverse_normalizer tensor gives exactly the double no
     FusedLinearCrossEntropyOptions other = ft;
     other.ce.inverse_normalizer = by_tensor.inverse_normalizer * 2.0;
     at::NoGradGuard no_grad;
-    CHECK_FALSE(torch::equal(cuda::fused_linear_cross_entropy(x, w, Tensor(), y, other), a.detach()));
+    CHECK_FALSE(
+        torch::equal(cuda::fused_linear_cross_entropy(x, w, Tensor(), y, other), a.detach()));
   }
 }

@@ -18,7 +18,9 @@ using torch::Tensor;
 
 namespace {
 
-bool have_cuda() { return liger::kernels::test::have_cuda_device("tuned GEMM tests"); }
+bool have_cuda() {
+  return liger::kernels::test::have_cuda_device("tuned GEMM tests");
+}
 
 // max |got - want| / max |want|, in double
 double max_rel(const Tensor& got, const Tensor& want) {
@@ -39,12 +41,15 @@ Tensor operand(int64_t rows, int64_t cols, bool transposed, torch::ScalarType dt
 TEST_CASE("cuda tuned_gemm matches an fp64 product on every layout", "[cuda][tuned_gemm]") {
   if (!have_cuda()) return;
   torch::manual_seed(41);
-  struct Shape { int64_t m, n, k; };
+  struct Shape {
+    int64_t m, n, k;
+  };
   for (const Shape s : {Shape{64, 96, 80}, Shape{67, 129, 33}, Shape{256, 512, 1024}}) {
     for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
       for (int layout = 0; layout < 4; ++layout) {
         const bool ta = layout & 1, tb = layout & 2;
-        INFO("m " << s.m << " n " << s.n << " k " << s.k << " " << dtype << " a^T " << ta << " b^T " << tb);
+        INFO("m " << s.m << " n " << s.n << " k " << s.k << " " << dtype << " a^T " << ta << " b^T "
+                  << tb);
         const Tensor a = operand(s.m, s.k, ta, dtype), b = operand(s.k, s.n, tb, dtype);
         const Tensor a0 = a.clone(), b0 = b.clone();
         const Tensor exact = torch::mm(a.to(torch::kDouble), b.to(torch::kDouble));
@@ -120,17 +125,21 @@ TEST_CASE("cuda tuned_gemm: what it does not take goes to ATen", "[cuda][tuned_g
   const Tensor a = torch::randn({8, 4}, o), b = torch::randn({4, 6}, o);
   // a bias row broadcast over the rows (addmm's)
   const Tensor bias = torch::randn({6}, o);
-  CHECK(torch::allclose(liger::kernels::cuda::tuned_gemm(a, b, bias, Tensor()), torch::addmm(bias, a, b)));
+  CHECK(torch::allclose(liger::kernels::cuda::tuned_gemm(a, b, bias, Tensor()),
+                        torch::addmm(bias, a, b)));
   // an empty product
-  const Tensor e = liger::kernels::cuda::tuned_gemm(torch::randn({8, 0}, o), torch::randn({0, 6}, o), Tensor(), Tensor());
+  const Tensor e = liger::kernels::cuda::tuned_gemm(torch::randn({8, 0}, o),
+                                                    torch::randn({0, 6}, o), Tensor(), Tensor());
   CHECK(e.sizes() == at::IntArrayRef({8, 6}));
   CHECK(e.abs().max().item<double>() == 0.0);
   // fp64 has no cuBLASLt path here
   const Tensor a64 = a.to(torch::kDouble), b64 = b.to(torch::kDouble);
-  CHECK(torch::allclose(liger::kernels::cuda::tuned_gemm(a64, b64, Tensor(), Tensor()), torch::mm(a64, b64)));
+  CHECK(torch::allclose(liger::kernels::cuda::tuned_gemm(a64, b64, Tensor(), Tensor()),
+                        torch::mm(a64, b64)));
 }
 
-TEST_CASE("cuda tuned_gemm toggle: the registry serves cuda on a CUDA device", "[cuda][tuned_gemm][registry]") {
+TEST_CASE("cuda tuned_gemm toggle: the registry serves cuda on a CUDA device",
+          "[cuda][tuned_gemm][registry]") {
   liger::kernels::KernelToggles t;
   t.tuned_gemm = true;
   const auto set = liger::kernels::resolve_kernels(t, c10::Device(c10::kCUDA, 0), torch::kBFloat16);
@@ -138,7 +147,7 @@ TEST_CASE("cuda tuned_gemm toggle: the registry serves cuda on a CUDA device", "
   INFO(s.describe());
   CHECK(s.backend == liger::kernels::Backend::cuda);
   CHECK_FALSE(s.fallback);
-  const auto off = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, c10::Device(c10::kCUDA, 0),
-                                                   torch::kBFloat16);
+  const auto off = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{},
+                                                   c10::Device(c10::kCUDA, 0), torch::kBFloat16);
   CHECK(off.backend(liger::kernels::Op::tuned_gemm) == liger::kernels::Backend::reference);
 }

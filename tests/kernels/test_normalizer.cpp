@@ -26,12 +26,18 @@ TEST_CASE("mean with a normalizer equals sum / normalizer, values and gradients"
   mean.reduction = Reduction::mean;
   mean.normalizer = normalizer;
 
-  struct Backend { const char* name; CrossEntropyFn ce; FusedLinearCrossEntropyFn flce; };
-  for (const auto& b : {Backend{"reference", &reference::cross_entropy, &reference::fused_linear_cross_entropy},
-                        Backend{"composite", &composite::cross_entropy, &composite::fused_linear_cross_entropy}}) {
+  struct Backend {
+    const char* name;
+    CrossEntropyFn ce;
+    FusedLinearCrossEntropyFn flce;
+  };
+  for (const auto& b :
+       {Backend{"reference", &reference::cross_entropy, &reference::fused_linear_cross_entropy},
+        Backend{"composite", &composite::cross_entropy, &composite::fused_linear_cross_entropy}}) {
     INFO(b.name);
     // cross entropy on logits
-    Tensor la = (x.matmul(w.t())).detach().requires_grad_(true), lb = la.detach().clone().requires_grad_(true);
+    Tensor la = (x.matmul(w.t())).detach().requires_grad_(true),
+           lb = la.detach().clone().requires_grad_(true);
     Tensor expected = b.ce(la, y, sum) / normalizer;
     Tensor actual = b.ce(lb, y, mean);
     expected.backward();
@@ -74,17 +80,25 @@ TEST_CASE("mean with an inverse_normalizer tensor equals the normalizer it holds
   CrossEntropyOptions wrong = by_tensor;  // the test can tell: another count
   wrong.inverse_normalizer = torch::full({}, 1.0 / 36.0, at::kFloat);
 
-  struct Backend { const char* name; CrossEntropyFn ce; FusedLinearCrossEntropyFn flce; };
-  for (const auto& b : {Backend{"reference", &reference::cross_entropy, &reference::fused_linear_cross_entropy},
-                        Backend{"composite", &composite::cross_entropy, &composite::fused_linear_cross_entropy}}) {
+  struct Backend {
+    const char* name;
+    CrossEntropyFn ce;
+    FusedLinearCrossEntropyFn flce;
+  };
+  for (const auto& b :
+       {Backend{"reference", &reference::cross_entropy, &reference::fused_linear_cross_entropy},
+        Backend{"composite", &composite::cross_entropy, &composite::fused_linear_cross_entropy}}) {
     INFO(b.name);
-    Tensor la = x.matmul(w.t()).detach().requires_grad_(true), lb = la.detach().clone().requires_grad_(true);
+    Tensor la = x.matmul(w.t()).detach().requires_grad_(true),
+           lb = la.detach().clone().requires_grad_(true);
     Tensor expected = b.ce(la, y, by_double), actual = b.ce(lb, y, by_tensor);
     expected.backward();
     actual.backward();
     CHECK(closeness("ce loss", actual.detach(), expected.detach(), 1e-6, 1e-6).ok);
     CHECK(closeness("ce grad", lb.grad(), la.grad(), 1e-7, 1e-6).ok);
-    CHECK_FALSE(closeness("ce loss, another count", b.ce(la.detach(), y, wrong), expected.detach(), 1e-6, 1e-6).ok);
+    CHECK_FALSE(closeness("ce loss, another count", b.ce(la.detach(), y, wrong), expected.detach(),
+                          1e-6, 1e-6)
+                    .ok);
     Tensor wa = w.clone().requires_grad_(true), wb = w.clone().requires_grad_(true);
     FusedLinearCrossEntropyOptions fd, ft;
     fd.ce = by_double;

@@ -206,8 +206,8 @@ SampleCase glu_case(liger::kernels::GluFn OpTable::*glu,
   c.call = [glu, recompute, dh](const OpTable& k, const std::vector<Tensor>& in) {
     const Tensor h = (k.*glu)(in[0], in[1]);
     // cast: dh to the inputs' dtype (exact: its values are bf16-representable)
-    const auto again = (k.*recompute)(in[0].detach(), in[1].detach(),
-                                      dh.to(in[0].scalar_type()), /*overwrite_inputs=*/false);
+    const auto again = (k.*recompute)(in[0].detach(), in[1].detach(), dh.to(in[0].scalar_type()),
+                                      /*overwrite_inputs=*/false);
     return std::vector<Tensor>{h, again.h, again.d_gate, again.d_up};
   };
   c.fp32 = {2e-5, 2e-5};
@@ -312,9 +312,8 @@ const std::array<CaseMaker, kNumOps> kCases = {LIGER_KERNEL_OPS(LIGER_CASE_OF)};
 
 // The op of `sample` through one backend's kernels.
 OpFn through(const OpTable& kernels, const SampleCase& sample) {
-  return [&kernels, call = sample.call](const std::vector<Tensor>& in) {
-    return call(kernels, in);
-  };
+  return
+      [&kernels, call = sample.call](const std::vector<Tensor>& in) { return call(kernels, in); };
 }
 
 // Runs the case of `op` at `target` and compares every backend that serves
@@ -377,8 +376,10 @@ TEST_CASE("the op list: names, toggles and docs", "[op_list]") {
   CHECK(liger::kernels::toggle_name(Op::attention) == nullptr);
 }
 
-TEST_CASE("every listed op: each backend that serves it here matches the reference, values "
-          "and gradients, fp32 and bf16", "[op_list]") {
+TEST_CASE(
+    "every listed op: each backend that serves it here matches the reference, values "
+    "and gradients, fp32 and bf16",
+    "[op_list]") {
   std::vector<torch::Device> devices = {torch::Device(torch::kCPU)};
   if (liger::kernels::test::have_cuda_device("cuda comparisons of the op list")) {
     devices.push_back(torch::Device(torch::kCUDA));

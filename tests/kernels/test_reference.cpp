@@ -26,7 +26,7 @@ TEST_CASE("reference rope_qkv is the split, then rope: values and the packed gra
   torch::manual_seed(11);
   const Tensor qkv0 = torch::randn({b, t, hq + 2 * hk, d});
   const Tensor theta = torch::arange(t, torch::kFloat).unsqueeze(-1) *
-                       torch::rand({d / 2});  // [T, D/2] arbitrary frequencies
+                       torch::rand({d / 2});                       // [T, D/2] arbitrary frequencies
   const Tensor emb = torch::cat({theta, theta}, -1).unsqueeze(0);  // [1, T, D]
   const Tensor cos = emb.cos(), sin = emb.sin();
 
@@ -48,8 +48,8 @@ TEST_CASE("reference rope_qkv is the split, then rope: values and the packed gra
   CHECK(torch::equal(qkv.grad(), torch::cat({q.grad(), k.grad(), v.grad()}, 2)));
 
   SECTION("a head count that does not add up is refused, naming the shape") {
-    const std::string message = liger::kernels::test::thrown_message(
-        [&] { ref::rope_qkv(qkv0, hq, hk + 1, cos, sin); });
+    const std::string message =
+        liger::kernels::test::thrown_message([&] { ref::rope_qkv(qkv0, hq, hk + 1, cos, sin); });
     INFO(message);
     CHECK(message.find("rope_qkv: qkv must be [B, T, heads_q + 2 heads_k, D] = [B, T, 10, D], "
                        "got [2, 5, 8, 16]") != std::string::npos);
@@ -63,10 +63,10 @@ TEST_CASE("reference rope is HF's rotate_half", "[reference][rope]") {
   const Tensor k = torch::randn({b, t, hk, d}, torch::kDouble);
   // Per-sequence positions: sequence 1 starts at position 3.
   const Tensor inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, d, 2, torch::kDouble) / d);
-  const Tensor pos = torch::stack({torch::arange(t, torch::kDouble),
-                                   torch::arange(3, 3 + t, torch::kDouble)});  // [B, T]
-  const Tensor theta = pos.unsqueeze(-1) * inv_freq;                           // [B, T, D/2]
-  const Tensor emb = torch::cat({theta, theta}, -1);                           // [B, T, D]
+  const Tensor pos = torch::stack(
+      {torch::arange(t, torch::kDouble), torch::arange(3, 3 + t, torch::kDouble)});  // [B, T]
+  const Tensor theta = pos.unsqueeze(-1) * inv_freq;                                 // [B, T, D/2]
+  const Tensor emb = torch::cat({theta, theta}, -1);                                 // [B, T, D]
   const Tensor cos = emb.cos().to(torch::kFloat), sin = emb.sin().to(torch::kFloat);
 
   // HF on [B, H, T, D]: x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1).
@@ -122,7 +122,7 @@ Tensor attention_loop(const Tensor& q, const Tensor& k, const Tensor& v,
         const Tensor idx = torch::tensor(keys, torch::kLong);
         const Tensor ks = kd[bi].index_select(0, idx).select(1, kv);  // [n, D]
         const Tensor vs = vd[bi].index_select(0, idx).select(1, kv);
-        Tensor s = ks.matmul(qd[bi][i][h]) * scale;                   // [n]
+        Tensor s = ks.matmul(qd[bi][i][h]) * scale;  // [n]
         if (o.softcap > 0.0) s = torch::tanh(s / o.softcap) * o.softcap;
         out[bi][i][h] = torch::softmax(s, 0).matmul(vs);
       }
@@ -167,8 +167,8 @@ TEST_CASE("reference attention: SDPA, explicit path and a plain loop agree",
     AttentionOptions o;
     o.sliding_window = 3;
     const Tensor out = ref::attention(q, k, v, o);
-    LIGER_CHECK_CLOSE("window 3 vs loop", out, attention_loop(q, k, v, o).to(torch::kFloat),
-                      1e-5, 1e-5);
+    LIGER_CHECK_CLOSE("window 3 vs loop", out, attention_loop(q, k, v, o).to(torch::kFloat), 1e-5,
+                      1e-5);
     // Changing key/value 0 changes queries 0..2 only; query 3 no longer sees it.
     Tensor k2 = k.clone(), v2 = v.clone();
     k2.select(1, 0).add_(5.0);
@@ -191,13 +191,13 @@ TEST_CASE("reference attention: SDPA, explicit path and a plain loop agree",
   SECTION("bf16 keeps the dtype and stays close") {
     AttentionOptions o;
     const Tensor expected = ref::attention(q, k, v, o);
-    const Tensor sdpa = ref::attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16),
-                                       v.to(torch::kBFloat16), o);
+    const Tensor sdpa =
+        ref::attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16), o);
     CHECK(sdpa.scalar_type() == torch::kBFloat16);
     LIGER_CHECK_CLOSE("bf16 sdpa", sdpa.to(torch::kFloat), expected, 3e-2, 3e-2);
     o.sliding_window = 5;
-    const Tensor explicit_path = ref::attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16),
-                                                v.to(torch::kBFloat16), o);
+    const Tensor explicit_path =
+        ref::attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16), o);
     CHECK(explicit_path.scalar_type() == torch::kBFloat16);
   }
 
@@ -347,7 +347,8 @@ TEST_CASE("reference add_rms_norm: only the residual stream used", "[reference][
   CHECK_FALSE(w.grad().defined());
 }
 
-TEST_CASE("reference add_rms_norm without a residual: {rms_norm(x), x}", "[reference][add_rms_norm]") {
+TEST_CASE("reference add_rms_norm without a residual: {rms_norm(x), x}",
+          "[reference][add_rms_norm]") {
   torch::manual_seed(23);
   const Tensor x = torch::randn({3, 16}, torch::requires_grad());
   const Tensor w = (torch::randn({16}) * 0.1 + 1.0).requires_grad_();
@@ -367,27 +368,31 @@ TEST_CASE("reference add_rms_norm rejects mismatched inputs", "[reference][add_r
   const Tensor x = torch::randn({2, 8});
   const Tensor w = torch::ones({8});
   SECTION("shape") {
-    const std::string message =
-        thrown_message([&] { ref::add_rms_norm(x, torch::randn({1, 8}), w, {}); });
+    const std::string message = thrown_message([&] {
+      ref::add_rms_norm(x, torch::randn({1, 8}), w, {});
+    });
     INFO(message);
     CHECK(message.find("add_rms_norm: residual has shape [1, 8] but x has shape [2, 8]") !=
           std::string::npos);
   }
   SECTION("dtype") {
-    const std::string message = thrown_message(
-        [&] { ref::add_rms_norm(x, torch::randn({2, 8}).to(torch::kBFloat16), w, {}); });
+    const std::string message = thrown_message([&] {
+      ref::add_rms_norm(x, torch::randn({2, 8}).to(torch::kBFloat16), w, {});
+    });
     INFO(message);
     CHECK(message.find("add_rms_norm: residual is BFloat16 but x is Float") != std::string::npos);
   }
 }
 
-TEST_CASE("reference matmul: a @ b (+ c), into out, an fp32 out of bf16 operands", "[reference][matmul]") {
+TEST_CASE("reference matmul: a @ b (+ c), into out, an fp32 out of bf16 operands",
+          "[reference][matmul]") {
   torch::manual_seed(19);
   const Tensor a = torch::randn({5, 7}), b = torch::randn({3, 7}).t();  // b: a transposed view
   const Tensor c = torch::randn({5, 3});
   const Tensor exact = torch::mm(a.to(torch::kDouble), b.to(torch::kDouble));
   const auto rel = [](const Tensor& got, const Tensor& want) {
-    return (got.to(torch::kDouble) - want).abs().max().item<double>() / want.abs().max().item<double>();
+    return (got.to(torch::kDouble) - want).abs().max().item<double>() /
+           want.abs().max().item<double>();
   };
   CHECK(rel(ref::matmul(a, b, Tensor(), Tensor()), exact) <= 1e-6);
   CHECK(rel(ref::matmul(a, b, c, Tensor()), exact + c.to(torch::kDouble)) <= 1e-6);
@@ -409,6 +414,7 @@ TEST_CASE("reference matmul: a @ b (+ c), into out, an fp32 out of bf16 operands
     FAIL("no error for [5, 7] @ [5, 7]");
   } catch (const std::exception& e) {
     INFO(e.what());
-    CHECK(std::string(e.what()).find("matmul: a [5, 7] and b [5, 7] are not [m, k] and [k, n]") != std::string::npos);
+    CHECK(std::string(e.what()).find("matmul: a [5, 7] and b [5, 7] are not [m, k] and [k, n]") !=
+          std::string::npos);
   }
 }

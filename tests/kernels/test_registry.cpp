@@ -17,8 +17,9 @@ using liger::kernels::test::thrown_message;
 
 namespace {
 
-const Op kToggled[] = {Op::rms_norm, Op::add_rms_norm, Op::layer_norm, Op::rope, Op::rope_qkv,
-                       Op::swiglu, Op::geglu, Op::fused_linear_cross_entropy};
+const Op kToggled[] = {
+    Op::rms_norm, Op::add_rms_norm, Op::layer_norm, Op::rope,
+    Op::rope_qkv, Op::swiglu,       Op::geglu,      Op::fused_linear_cross_entropy};
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -144,8 +145,7 @@ TEST_CASE("registry on a CUDA device (resolved without touching a GPU)", "[regis
     KernelToggles t;
     t.strict = true;
     CHECK_THROWS_AS(resolve_kernels(t, kCuda, torch::kDouble), std::runtime_error);
-    const std::string message =
-        thrown_message([&] { resolve_kernels(t, kCuda, torch::kDouble); });
+    const std::string message = thrown_message([&] { resolve_kernels(t, kCuda, torch::kDouble); });
     INFO(message);
     CHECK(contains(message, "kernels.strict: rms_norm wanted cuda but"));
     CHECK(contains(message, "set kernels.strict: false"));
@@ -260,8 +260,10 @@ TEST_CASE("add_rms_norm follows the rms_norm toggle and is in the table", "[regi
   }
 }
 
-TEST_CASE("add_rms_norm equals the add and the rms_norm of the resolved backend, values and "
-          "gradients", "[registry]") {
+TEST_CASE(
+    "add_rms_norm equals the add and the rms_norm of the resolved backend, values and "
+    "gradients",
+    "[registry]") {
   const c10::Device cpu(c10::kCPU);
   for (const bool on : {false, true}) {
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
@@ -270,8 +272,10 @@ TEST_CASE("add_rms_norm equals the add and the rms_norm of the resolved backend,
           on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
       const auto set = liger::kernels::resolve_kernels(toggles, cpu, dtype);
       torch::manual_seed(4);
-      const at::Tensor x0 = torch::randn({3, 5, 64}).to(dtype), r0 = torch::randn({3, 5, 64}).to(dtype);
-      const at::Tensor w0 = (1 + 0.1 * torch::randn({64})).to(dtype), dy = torch::randn({3, 5, 64}).to(dtype),
+      const at::Tensor x0 = torch::randn({3, 5, 64}).to(dtype),
+                       r0 = torch::randn({3, 5, 64}).to(dtype);
+      const at::Tensor w0 = (1 + 0.1 * torch::randn({64})).to(dtype),
+                       dy = torch::randn({3, 5, 64}).to(dtype),
                        ds = torch::randn({3, 5, 64}).to(dtype);
       liger::kernels::RmsNormOptions options;
       options.eps = 1e-5;
@@ -318,7 +322,8 @@ TEST_CASE("registry: the tuned_gemm toggle", "[registry]") {
   SECTION("the set's matmul is a @ b (+ c)") {
     const KernelSet set = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
     torch::manual_seed(15);
-    const torch::Tensor a = torch::randn({4, 3}), b = torch::randn({3, 5}), c = torch::randn({4, 5});
+    const torch::Tensor a = torch::randn({4, 3}), b = torch::randn({3, 5}),
+                        c = torch::randn({4, 5});
     CHECK(torch::allclose(set.matmul(a, b), torch::mm(a, b)));
     CHECK(torch::allclose(set.matmul(a, b, c), torch::addmm(c, a, b)));
   }

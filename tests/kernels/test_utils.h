@@ -52,8 +52,7 @@ inline Closeness closeness(const std::string& what, const Tensor& actual, const 
   }
   if (actual.scalar_type() != expected.scalar_type()) {
     c.ok = false;
-    out << what << ": dtype " << actual.scalar_type() << " vs expected "
-        << expected.scalar_type();
+    out << what << ": dtype " << actual.scalar_type() << " vs expected " << expected.scalar_type();
     c.report = out.str();
     return c;
   }
@@ -74,12 +73,12 @@ inline Closeness closeness(const std::string& what, const Tensor& actual, const 
   return c;
 }
 
-#define LIGER_CHECK_CLOSE(what, actual, expected, atol, rtol)                                   \
-  do {                                                                                          \
-    const auto liger_c = ::liger::kernels::test::closeness((what), (actual), (expected), (atol), \
-                                                           (rtol));                             \
-    INFO(liger_c.report);                                                                       \
-    CHECK(liger_c.ok);                                                                          \
+#define LIGER_CHECK_CLOSE(what, actual, expected, atol, rtol)                            \
+  do {                                                                                   \
+    const auto liger_c =                                                                 \
+        ::liger::kernels::test::closeness((what), (actual), (expected), (atol), (rtol)); \
+    INFO(liger_c.report);                                                                \
+    CHECK(liger_c.ok);                                                                   \
   } while (0)
 
 struct Tolerance {
@@ -132,8 +131,8 @@ inline void check_runs(const std::string& what, const Run& actual, const Run& ex
                        const std::vector<std::string>& input_names) {
   REQUIRE(actual.outputs.size() == expected.outputs.size());
   for (size_t i = 0; i < actual.outputs.size(); ++i) {
-    LIGER_CHECK_CLOSE(what + " output " + std::to_string(i), actual.outputs[i],
-                      expected.outputs[i], out_tol.atol, out_tol.rtol);
+    LIGER_CHECK_CLOSE(what + " output " + std::to_string(i), actual.outputs[i], expected.outputs[i],
+                      out_tol.atol, out_tol.rtol);
   }
   REQUIRE(actual.grads.size() == expected.grads.size());
   for (size_t i = 0; i < actual.grads.size(); ++i) {
@@ -156,8 +155,8 @@ inline void check_runs(const std::string& what, const Run& actual, const Run& ex
 inline void check_runs_bf16(const std::string& what, const Run& actual, const Run& reference,
                             const Run& truth, Tolerance out_tol, Tolerance grad_tol,
                             const std::vector<std::string>& input_names) {
-  auto check_one = [&](const std::string& name, const Tensor& a, const Tensor& r,
-                       const Tensor& t, Tolerance tol) {
+  auto check_one = [&](const std::string& name, const Tensor& a, const Tensor& r, const Tensor& t,
+                       Tolerance tol) {
     REQUIRE(a.defined() == t.defined());
     if (!a.defined()) return;
     const Tensor t64 = t.detach().to(torch::kCPU, torch::kDouble);
@@ -218,7 +217,9 @@ std::string thrown_message(Fn&& fn) {
   return "";
 }
 
-inline std::string dtype_name(torch::ScalarType t) { return c10::toString(t); }
+inline std::string dtype_name(torch::ScalarType t) {
+  return c10::toString(t);
+}
 
 // True on a CUDA device; otherwise records that `tests` were skipped here.
 inline bool have_cuda_device(const char* tests) {

@@ -28,7 +28,8 @@ std::string python() {
 }
 
 std::string temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("liger-models-test-" + std::to_string(::getpid())) / name;
+  const fs::path dir =
+      fs::temp_directory_path() / ("liger-models-test-" + std::to_string(::getpid())) / name;
   fs::create_directories(dir);  // per process: never holds another run's files
   return dir.string();
 }
@@ -38,7 +39,8 @@ int run_and_print(const std::string& command) {
   FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   if (pipe == nullptr) return -1;
   std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe) != nullptr) std::cout << buffer.data();
+  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe) != nullptr)
+    std::cout << buffer.data();
   std::cout.flush();
   const int status = ::pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;

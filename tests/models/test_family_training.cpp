@@ -28,7 +28,8 @@ namespace {
 std::vector<double> losses(const std::string& dir) {
   std::ifstream in(dir + "/metrics.jsonl");
   std::vector<double> out;
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line).at("loss").get<double>());
+  for (std::string line; std::getline(in, line);)
+    out.push_back(nlohmann::json::parse(line).at("loss").get<double>());
   return out;
 }
 
@@ -40,7 +41,8 @@ double mean(const std::vector<double>& v, size_t from, size_t count) {
 
 // The shipped config, made small: fewer/narrower layers, short sequences,
 // a window shorter than them, a few steps.
-config::TrainConfig shrunk(const std::string& name, const std::string& out, std::vector<std::string> extra) {
+config::TrainConfig shrunk(const std::string& name, const std::string& out,
+                           std::vector<std::string> extra) {
   const std::string repo = testing::repo_dir();
   std::vector<std::string> overrides = {
       "data.train=[" + repo + "/data/samples/tinyshakespeare.txt]",
@@ -79,7 +81,8 @@ TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, expor
     models::ModelFamily family;
     std::vector<std::string> extra;
   };
-  for (const Case& c : {Case{"tiny_gemma2.yaml", models::ModelFamily::gemma2,
+  for (const Case& c : {Case{"tiny_gemma2.yaml",
+                             models::ModelFamily::gemma2,
                              {"model.head_dim=16", "model.query_pre_attn_scalar=16"}},
                         Case{"tiny_mistral.yaml", models::ModelFamily::mistral, {}}}) {
     INFO(c.config);
@@ -97,17 +100,20 @@ TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, expor
     REQUIRE(result.final_step == 60);
     const std::vector<double> l = losses(out);
     REQUIRE(l.size() == 60);
-    INFO("first losses " << l[0] << " " << l[1] << " " << l[2] << ", last " << l[57] << " " << l[58] << " " << l[59]);
+    INFO("first losses " << l[0] << " " << l[1] << " " << l[2] << ", last " << l[57] << " " << l[58]
+                         << " " << l[59]);
     CHECK(mean(l, 57, 3) < 0.85 * mean(l, 0, 3));
     CHECK_FALSE(result.sample.empty());  // the end-of-run sample (KV-cached generation)
 
     // Export the final checkpoint; the HF folder loads back into the same function.
     const std::string hf = out + "/hf";
-    trainer::export_checkpoint(result.checkpoint_path, hf, std::nullopt, 64 * 1024);  // sharded, the run's dtype
+    trainer::export_checkpoint(result.checkpoint_path, hf, std::nullopt,
+                               64 * 1024);  // sharded, the run's dtype
     CHECK(fs::exists(hf + "/model.safetensors.index.json"));
     const models::ModelConfig back = models::read_hf_config(hf);
     CHECK(back.family == c.family);
-    models::Transformer reloaded(back, kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat), at::kFloat);
+    models::Transformer reloaded(back, kernels::KernelSet::reference(),
+                                 at::TensorOptions().dtype(at::kFloat), at::kFloat);
     models::load_hf_weights(*reloaded, hf);
     torch::NoGradGuard no_grad;
     const at::Tensor ids = torch::randint(0, 1024, {2, 30}, at::kLong);
@@ -116,7 +122,8 @@ TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, expor
     CHECK(testing::relative_to_max(actual, expected) <= 1e-5);
 
     // liger-generate's loader: the checkpoint folder rebuilds the same model.
-    trainer::LoadedModel loaded = trainer::load_checkpoint_model(result.checkpoint_path, config::Device::cpu);
+    trainer::LoadedModel loaded =
+        trainer::load_checkpoint_model(result.checkpoint_path, config::Device::cpu);
     CHECK(torch::allclose(loaded.model->logits(loaded.model->forward(ids)), expected, 1e-5, 1e-5));
   }
 }
@@ -126,15 +133,17 @@ TEST_CASE("family preset configs resolve to the published parameter counts") {
     const char* config;
     int64_t params;
   };
-  for (const auto& e : {Expected{"mistral_7b.yaml", 7241732096LL}, Expected{"gemma_2b.yaml", 2506172416LL},
-                        Expected{"gemma_7b.yaml", 8537680896LL}, Expected{"gemma2_2b.yaml", 2614341888LL},
-                        Expected{"gemma2_9b.yaml", 9241705984LL}}) {
+  for (const auto& e :
+       {Expected{"mistral_7b.yaml", 7241732096LL}, Expected{"gemma_2b.yaml", 2506172416LL},
+        Expected{"gemma_7b.yaml", 8537680896LL}, Expected{"gemma2_2b.yaml", 2614341888LL},
+        Expected{"gemma2_9b.yaml", 9241705984LL}}) {
     INFO(e.config);
     const auto config = config::load_config(testing::repo_dir() + "/configs/" + e.config);
     const models::ModelConfig mc = trainer::resolve_model_config(config, 1024);
     CHECK(mc.num_parameters() == e.params);
     models::Transformer meta(mc, kernels::KernelSet::reference(),
-                             at::TensorOptions().dtype(at::kBFloat16).device(c10::kMeta), at::kBFloat16);
+                             at::TensorOptions().dtype(at::kBFloat16).device(c10::kMeta),
+                             at::kBFloat16);
     CHECK(meta->num_parameters() == e.params);
   }
 }
@@ -151,14 +160,15 @@ TEST_CASE("model.hf_path: the architecture comes from config.json, overriding it
   c.num_kv_heads = 1;
   c.max_seq_len = 64;
   c.sliding_window = 9;
-  models::Transformer model(c, kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat), at::kFloat);
+  models::Transformer model(c, kernels::KernelSet::reference(),
+                            at::TensorOptions().dtype(at::kFloat), at::kFloat);
   model->init_weights(3);
   models::save_hf_model(*model, dir);
 
   const std::string repo = testing::repo_dir();
-  const std::vector<std::string> base = {"model.hf_path=" + dir,
-                                         "data.tokenizer=" + repo + "/data/samples/shakespeare_bpe1024.model",
-                                         "data.seq_len=32"};
+  const std::vector<std::string> base = {
+      "model.hf_path=" + dir, "data.tokenizer=" + repo + "/data/samples/shakespeare_bpe1024.model",
+      "data.seq_len=32"};
   const auto config = config::parse_config("", "test", base);
   const models::ModelConfig resolved = trainer::resolve_model_config(config, 1024);
   CHECK(resolved.family == models::ModelFamily::mistral);
@@ -174,7 +184,8 @@ TEST_CASE("model.hf_path: the architecture comes from config.json, overriding it
     CHECK(std::string(error.what()).find("model.hidden_size") != std::string::npos);
   }
   try {
-    trainer::resolve_model_config(config::parse_config("", "test", {"model.hf_path=/nonexistent/m"}), 1024);
+    trainer::resolve_model_config(
+        config::parse_config("", "test", {"model.hf_path=/nonexistent/m"}), 1024);
     FAIL("expected a ConfigError");
   } catch (const config::ConfigError& error) {
     CHECK(std::string(error.what()).find("/nonexistent/m") != std::string::npos);

@@ -39,7 +39,8 @@ ModelConfig family_config(ModelFamily family) {
 }
 
 Transformer build(const ModelConfig& c, uint64_t seed) {
-  Transformer model(c, liger::kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat), at::kFloat);
+  Transformer model(c, liger::kernels::KernelSet::reference(),
+                    at::TensorOptions().dtype(at::kFloat), at::kFloat);
   model->init_weights(seed);
   torch::NoGradGuard no_grad;
   torch::manual_seed(static_cast<uint64_t>(seed));
@@ -52,8 +53,8 @@ Transformer build(const ModelConfig& c, uint64_t seed) {
   return model;
 }
 
-const std::vector<ModelFamily> kFamilies = {ModelFamily::llama, ModelFamily::mistral, ModelFamily::gemma,
-                                            ModelFamily::gemma2};
+const std::vector<ModelFamily> kFamilies = {ModelFamily::llama, ModelFamily::mistral,
+                                            ModelFamily::gemma, ModelFamily::gemma2};
 
 }  // namespace
 
@@ -68,7 +69,8 @@ TEST_CASE("forward_cached (prefill, then one token at a time) equals one full fo
     liger::models::KvCache cache;
     std::vector<at::Tensor> parts = {model->forward_cached(ids.narrow(1, 0, 7), cache)};
     CHECK(cache.length() == 7);
-    for (int64_t t = 7; t < 17; ++t) parts.push_back(model->forward_cached(ids.narrow(1, t, 1), cache));
+    for (int64_t t = 7; t < 17; ++t)
+      parts.push_back(model->forward_cached(ids.narrow(1, t, 1), cache));
     CHECK(cache.length() == 17);
     const at::Tensor cached = torch::cat(parts, 1);
     const double error = (cached - full).abs().max().item<double>();

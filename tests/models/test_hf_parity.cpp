@@ -56,8 +56,9 @@ const Setup& setup() {
     out.tol_logits = std::stod(env_or("LIGER_PARITY_TOL_LOGITS", fp32 ? "1e-5" : "5e-2"));
     out.tol_grad = std::stod(env_or("LIGER_PARITY_TOL_GRAD", fp32 ? "1e-5" : "1e-1"));
     out.dir = env_or("LIGER_PARITY_DIR", testing::temp_dir("hf_parity"));
-    const std::string command = testing::python() + " " + testing::repo_dir() + "/tests/models/hf_oracle.py make " +
-                                out.dir + " --device " + out.device + " --dtype " + out.dtype;
+    const std::string command = testing::python() + " " + testing::repo_dir() +
+                                "/tests/models/hf_oracle.py make " + out.dir + " --device " +
+                                out.device + " --dtype " + out.dtype;
     const int status = testing::run_and_print(command);
     if (status != 0) {
       throw std::runtime_error("the HF oracle failed (exit " + std::to_string(status) +
@@ -71,7 +72,9 @@ const Setup& setup() {
   return s;
 }
 
-c10::ScalarType dtype_of(const std::string& name) { return name == "bf16" ? at::kBFloat16 : at::kFloat; }
+c10::ScalarType dtype_of(const std::string& name) {
+  return name == "bf16" ? at::kBFloat16 : at::kFloat;
+}
 
 struct Variant {
   const char* name;
@@ -95,8 +98,9 @@ TEST_CASE("HF parity: logits, loss and every gradient equal transformers' for ev
   const c10::ScalarType dtype = dtype_of(s.dtype);
   REQUIRE(s.cases.size() == 4);
   std::cout << std::scientific << std::setprecision(2);
-  std::cout << "metric: max |ours - HF| / max |HF|; tolerances loss " << s.tol_loss << ", logits " << s.tol_logits
-            << ", gradients " << s.tol_grad << " (" << s.device << ", " << s.dtype << ")\n";
+  std::cout << "metric: max |ours - HF| / max |HF|; tolerances loss " << s.tol_loss << ", logits "
+            << s.tol_logits << ", gradients " << s.tol_grad << " (" << s.device << ", " << s.dtype
+            << ")\n";
 
   for (const auto& name : s.cases) {
     const std::string hf_dir = s.dir + "/" + name + "/hf";
@@ -109,14 +113,17 @@ TEST_CASE("HF parity: logits, loss and every gradient equal transformers' for ev
 
     for (const Variant& variant : variants()) {
       INFO(name << ", " << variant.name);
-      const kernels::KernelSet kernel_set = kernels::resolve_kernels(variant.toggles, device, dtype);
-      models::Transformer model(config, kernel_set, at::TensorOptions().dtype(dtype).device(device), dtype);
+      const kernels::KernelSet kernel_set =
+          kernels::resolve_kernels(variant.toggles, device, dtype);
+      models::Transformer model(config, kernel_set, at::TensorOptions().dtype(dtype).device(device),
+                                dtype);
       models::load_hf_weights(*model, hf_dir);
 
       const at::Tensor hidden = model->forward(ids);
       const at::Tensor logits = model->logits(hidden);
       const int64_t targets = labels.ne(-100).sum().item<int64_t>();
-      const at::Tensor loss = trainer::token_loss(*model, hidden, labels, static_cast<double>(targets), 256.0);
+      const at::Tensor loss =
+          trainer::token_loss(*model, hidden, labels, static_cast<double>(targets), 256.0);
       loss.backward();
 
       const double loss_error = std::abs(loss.item<double>() - hf_loss) / std::abs(hf_loss);
@@ -138,12 +145,13 @@ TEST_CASE("HF parity: logits, loss and every gradient equal transformers' for ev
         ++compared;
       }
       size_t oracle_grads = 0;
-      for (const auto& info : oracle.tensors()) oracle_grads += info.name.rfind("grad.", 0) == 0 ? 1 : 0;
+      for (const auto& info : oracle.tensors())
+        oracle_grads += info.name.rfind("grad.", 0) == 0 ? 1 : 0;
       CHECK(compared == oracle_grads);  // no HF parameter left unchecked
 
-      std::cout << std::left << std::setw(8) << name << std::setw(20) << variant.name << " loss " << loss_error
-                << "  logits " << logits_error << "  grads(" << compared << ") worst " << worst_grad << " ("
-                << worst_name << ")\n";
+      std::cout << std::left << std::setw(8) << name << std::setw(20) << variant.name << " loss "
+                << loss_error << "  logits " << logits_error << "  grads(" << compared << ") worst "
+                << worst_grad << " (" << worst_name << ")\n";
       CHECK(loss_error <= s.tol_loss);
       CHECK(logits_error <= s.tol_logits);
     }
@@ -158,11 +166,13 @@ TEST_CASE("HF round trip: load -> export -> transformers loads it with identical
     const std::string hf_dir = s.dir + "/" + name + "/hf";
     const std::string out = s.dir + "/" + name + "/export";
     const models::ModelConfig config = models::read_hf_config(hf_dir);
-    models::Transformer model(config, kernels::KernelSet::reference(), at::TensorOptions().dtype(dtype), dtype);
+    models::Transformer model(config, kernels::KernelSet::reference(),
+                              at::TensorOptions().dtype(dtype), dtype);
     models::load_hf_weights(*model, hf_dir);
     models::HfExportOptions options;
     options.dtype = dtype;
-    if (config.family == models::ModelFamily::gemma2) options.max_shard_bytes = 4 << 20;  // several shards + index
+    if (config.family == models::ModelFamily::gemma2)
+      options.max_shard_bytes = 4 << 20;  // several shards + index
     models::save_hf_model(*model, out, options);
     if (config.family == models::ModelFamily::gemma2) {
       CHECK(fs::exists(out + "/model.safetensors.index.json"));
@@ -179,6 +189,7 @@ TEST_CASE("HF round trip: load -> export -> transformers loads it with identical
       CHECK(torch::equal(item.value(), exported[item.key()]));
     }
   }
-  const std::string command = testing::python() + " " + testing::repo_dir() + "/tests/models/hf_oracle.py check-export " + s.dir;
+  const std::string command = testing::python() + " " + testing::repo_dir() +
+                              "/tests/models/hf_oracle.py check-export " + s.dir;
   CHECK(testing::run_and_print(command) == 0);
 }

@@ -25,11 +25,13 @@ namespace kernels = liger::kernels;
 
 namespace {
 
-Tensor leaf(const Tensor& t) { return t.clone().requires_grad_(true); }
+Tensor leaf(const Tensor& t) {
+  return t.clone().requires_grad_(true);
+}
 
 // x W^T + s * dropout(x) A^T B^T with plain ops (mask: undefined = no dropout).
-Tensor reference_lora_linear(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b, double s,
-                             const Tensor& mask, double p) {
+Tensor reference_lora_linear(const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b,
+                             double s, const Tensor& mask, double p) {
   const Tensor base = torch::linear(x, w);
   if (!a.defined()) return base;
   const Tensor xd = mask.defined() ? x * mask.view(x.sizes()) / (1.0 - p) : x;
@@ -38,7 +40,8 @@ Tensor reference_lora_linear(const Tensor& x, const Tensor& w, const Tensor& a, 
 
 }  // namespace
 
-TEST_CASE("LoRA packed projection: values and every gradient equal plain autograd, dropout included") {
+TEST_CASE(
+    "LoRA packed projection: values and every gradient equal plain autograd, dropout included") {
   const auto set = kernels::KernelSet::reference();
   for (const double p : {0.0, 0.3}) {
     for (const bool k_adapter : {true, false}) {
@@ -93,7 +96,8 @@ TEST_CASE("LoRA packed projection: values and every gradient equal plain autogra
         CHECK(max_rel(b[i].grad(), be[i].grad()) <= 1e-6);
       }
       if (p > 0.0) {  // the mask did something: without it the output differs
-        const Tensor no_drop = reference_lora_linear(x0, w0[0], a0[0], b0[0], scaling, Tensor(), 0.0);
+        const Tensor no_drop =
+            reference_lora_linear(x0, w0[0], a0[0], b0[0], scaling, Tensor(), 0.0);
         CHECK(max_rel(y.detach().narrow(-1, 0, 20), no_drop) > 1e-3);
       }
     }
@@ -105,11 +109,13 @@ TEST_CASE("LoRA recomputed GLU MLP: values and every gradient equal plain autogr
     const auto set = kernels::resolve_kernels(toggles, c10::Device(c10::kCPU), at::kFloat);
     for (const double p : {0.0, 0.25}) {
       for (const bool gate_adapter : {true, false}) {
-        INFO("dropout " << p << ", gate adapter " << gate_adapter << ", swiglu " << kernels::backend_name(set.backend(kernels::Op::swiglu)));
+        INFO("dropout " << p << ", gate adapter " << gate_adapter << ", swiglu "
+                        << kernels::backend_name(set.backend(kernels::Op::swiglu)));
         torch::manual_seed(5);
         const int64_t h = 12, f = 26, r = 2;
         const Tensor x0 = torch::randn({3, 5, h}), res0 = torch::randn({3, 5, h});
-        const Tensor wg = 0.3 * torch::randn({f, h}), wu = 0.3 * torch::randn({f, h}), wd = 0.3 * torch::randn({h, f});
+        const Tensor wg = 0.3 * torch::randn({f, h}), wu = 0.3 * torch::randn({f, h}),
+                     wd = 0.3 * torch::randn({h, f});
         const Tensor ag0 = 0.4 * torch::randn({r, h}), bg0 = 0.4 * torch::randn({f, r});
         const Tensor au0 = 0.4 * torch::randn({r, h}), bu0 = 0.4 * torch::randn({f, r});
         const Tensor ad0 = 0.4 * torch::randn({r, f}), bd0 = 0.4 * torch::randn({h, r});
@@ -117,7 +123,8 @@ TEST_CASE("LoRA recomputed GLU MLP: values and every gradient equal plain autogr
         const double s = 1.5;
 
         const Tensor x = leaf(x0), res = leaf(res0);
-        const Tensor ag = gate_adapter ? leaf(ag0) : Tensor(), bg = gate_adapter ? leaf(bg0) : Tensor();
+        const Tensor ag = gate_adapter ? leaf(ag0) : Tensor(),
+                     bg = gate_adapter ? leaf(bg0) : Tensor();
         const Tensor au = leaf(au0), bu = leaf(bu0), ad = leaf(ad0), bd = leaf(bd0);
         models::LoraOperands gate_up, down;
         gate_up.a = {ag, au};
@@ -127,15 +134,19 @@ TEST_CASE("LoRA recomputed GLU MLP: values and every gradient equal plain autogr
         gate_up.scaling = down.scaling = s;
         gate_up.dropout = down.dropout = p;
         torch::manual_seed(17);
-        const Tensor y = models::glu_mlp_recomputed(set, models::GluKind::swiglu, x, wg, wu, wd, res, &gate_up, &down);
+        const Tensor y = models::glu_mlp_recomputed(set, models::GluKind::swiglu, x, wg, wu, wd,
+                                                    res, &gate_up, &down);
         y.backward(dy);
 
         // The masks in the order the op draws them: x's, then h's.
         torch::manual_seed(17);
-        const Tensor mask_x = p > 0.0 ? models::lora_dropout_mask(x0.reshape({-1, h}), p) : Tensor();
-        const Tensor mask_h = p > 0.0 ? models::lora_dropout_mask(torch::empty({15, f}), p) : Tensor();
+        const Tensor mask_x =
+            p > 0.0 ? models::lora_dropout_mask(x0.reshape({-1, h}), p) : Tensor();
+        const Tensor mask_h =
+            p > 0.0 ? models::lora_dropout_mask(torch::empty({15, f}), p) : Tensor();
         const Tensor xe = leaf(x0), rese = leaf(res0);
-        const Tensor age = gate_adapter ? leaf(ag0) : Tensor(), bge = gate_adapter ? leaf(bg0) : Tensor();
+        const Tensor age = gate_adapter ? leaf(ag0) : Tensor(),
+                     bge = gate_adapter ? leaf(bg0) : Tensor();
         const Tensor aue = leaf(au0), bue = leaf(bu0), ade = leaf(ad0), bde = leaf(bd0);
         const Tensor gate = reference_lora_linear(xe, wg, age, bge, s, mask_x, p);
         const Tensor up = reference_lora_linear(xe, wu, aue, bue, s, mask_x, p);
@@ -159,12 +170,15 @@ TEST_CASE("LoRA recomputed GLU MLP: values and every gradient equal plain autogr
   }
 }
 
-TEST_CASE("LoRA adapters: PEFT's names and init (A uniform in +-1/sqrt(in), B zero), the first step is the base model") {
+TEST_CASE(
+    "LoRA adapters: PEFT's names and init (A uniform in +-1/sqrt(in), B zero), the first step is "
+    "the base model") {
   models::ModelConfig config = models::test::small_config(97, 40, 52, false);
   models::LoraOptions options;
   options.rank = 5;
   options.alpha = 10;
-  options.targets = {models::LoraTarget::q_proj, models::LoraTarget::v_proj, models::LoraTarget::down_proj};
+  options.targets = {models::LoraTarget::q_proj, models::LoraTarget::v_proj,
+                     models::LoraTarget::down_proj};
   models::LoraAdapters adapters(config, options, at::TensorOptions().dtype(at::kFloat));
   adapters->init_weights(models::lora_init_seed(1234));
   std::set<std::string> names;
@@ -186,7 +200,8 @@ TEST_CASE("LoRA adapters: PEFT's names and init (A uniform in +-1/sqrt(in), B ze
   CHECK(adapters->num_parameters() == models::lora_parameter_count(config, options));
 
   // B = 0: the adapted model computes the base model exactly.
-  models::Transformer model(config, kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat), at::kFloat);
+  models::Transformer model(config, kernels::KernelSet::reference(),
+                            at::TensorOptions().dtype(at::kFloat), at::kFloat);
   model->init_weights(7);
   const Tensor ids = torch::randint(0, 97, {2, 9});
   const Tensor base = model->forward(ids).detach();
@@ -196,23 +211,27 @@ TEST_CASE("LoRA adapters: PEFT's names and init (A uniform in +-1/sqrt(in), B ze
 
 namespace {
 
-// Shapes [m, n] of every 2-D GEMM result (mm, addmm, their out= and in-place forms) run while alive.
+// Shapes [m, n] of every 2-D GEMM result (mm, addmm, their out= and in-place forms) run while
+// alive.
 class GemmShapes {
  public:
   GemmShapes() {
     handle_ = at::addThreadLocalCallback(
-        at::RecordFunctionCallback([](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
-          const std::string name = fn.name();
-          const bool add = name == "aten::addmm" || name == "aten::addmm_";
-          if (!add && name != "aten::mm") return nullptr;
-          const auto inputs = fn.inputs();
-          const size_t first = add ? 1 : 0;
-          if (inputs.size() < first + 2 || !inputs[first].isTensor() || !inputs[first + 1].isTensor()) return nullptr;
-          const Tensor& a = inputs[first].toTensor();
-          const Tensor& b = inputs[first + 1].toTensor();
-          if (a.dim() == 2 && b.dim() == 2) shapes().push_back({a.size(0), b.size(1)});
-          return nullptr;
-        })
+        at::RecordFunctionCallback(
+            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+              const std::string name = fn.name();
+              const bool add = name == "aten::addmm" || name == "aten::addmm_";
+              if (!add && name != "aten::mm") return nullptr;
+              const auto inputs = fn.inputs();
+              const size_t first = add ? 1 : 0;
+              if (inputs.size() < first + 2 || !inputs[first].isTensor() ||
+                  !inputs[first + 1].isTensor())
+                return nullptr;
+              const Tensor& a = inputs[first].toTensor();
+              const Tensor& b = inputs[first + 1].toTensor();
+              if (a.dim() == 2 && b.dim() == 2) shapes().push_back({a.size(0), b.size(1)});
+              return nullptr;
+            })
             .needsInputs(true)
             .scopes({at::RecordScope::FUNCTION}));
     shapes().clear();
@@ -234,22 +253,29 @@ class GemmShapes {
 
 }  // namespace
 
-TEST_CASE("LoRA: a frozen base costs no weight-gradient GEMM (q|k|v, o, MLP plain and recomputed, fused loss head)") {
+TEST_CASE(
+    "LoRA: a frozen base costs no weight-gradient GEMM (q|k|v, o, MLP plain and recomputed, fused "
+    "loss head)") {
   // Widths chosen so that no activation-side product has a weight's shape:
   // tokens 18; q|k|v [80, 40], o [40, 40], gate/up [52, 40], down [40, 52], head [97, 40].
   const models::ModelConfig config = models::test::small_config(97, 40, 52, false);
-  const std::set<std::vector<int64_t>> weight_shapes = {{80, 40}, {40, 40}, {52, 40}, {40, 52}, {97, 40}};
+  const std::set<std::vector<int64_t>> weight_shapes = {
+      {80, 40}, {40, 40}, {52, 40}, {40, 52}, {97, 40}};
   models::LoraOptions options;
   options.rank = 3;
   options.alpha = 6;
-  for (int t = 0; t < models::kNumLoraTargets; ++t) options.targets.push_back(static_cast<models::LoraTarget>(t));
-  kernels::KernelToggles ce_toggles;  // fused CE on materialised logits: the head through autograd's linear
+  for (int t = 0; t < models::kNumLoraTargets; ++t)
+    options.targets.push_back(static_cast<models::LoraTarget>(t));
+  kernels::KernelToggles
+      ce_toggles;  // fused CE on materialised logits: the head through autograd's linear
   ce_toggles.fused_linear_cross_entropy = false;
   ce_toggles.cross_entropy = true;
-  for (const auto& toggles : {kernels::KernelToggles{}, kernels::KernelToggles::all_off(), ce_toggles}) {
+  for (const auto& toggles :
+       {kernels::KernelToggles{}, kernels::KernelToggles::all_off(), ce_toggles}) {
     for (const bool recompute : {false, true}) {
       for (const bool frozen : {true, false}) {
-        INFO("flce " << toggles.fused_linear_cross_entropy << ", recompute " << recompute << ", frozen " << frozen);
+        INFO("flce " << toggles.fused_linear_cross_entropy << ", recompute " << recompute
+                     << ", frozen " << frozen);
         const auto set = kernels::resolve_kernels(toggles, c10::Device(c10::kCPU), at::kFloat);
         models::Transformer model(config, set, at::TensorOptions().dtype(at::kFloat), at::kFloat);
         model->init_weights(3);
@@ -265,16 +291,19 @@ TEST_CASE("LoRA: a frozen base costs no weight-gradient GEMM (q|k|v, o, MLP plai
         Tensor loss;
         if (set.use_fused_linear_cross_entropy()) {
           kernels::FusedLinearCrossEntropyOptions o;
-          loss = set.fused_linear_cross_entropy(hidden, model->lm_head_weight_for(hidden), Tensor(), labels, o);
+          loss = set.fused_linear_cross_entropy(hidden, model->lm_head_weight_for(hidden), Tensor(),
+                                                labels, o);
         } else {
-          loss = set.cross_entropy(model->lm_head_logits(hidden), labels, kernels::CrossEntropyOptions{});
+          loss = set.cross_entropy(model->lm_head_logits(hidden), labels,
+                                   kernels::CrossEntropyOptions{});
         }
         loss.backward();
         for (const auto& p : adapters->parameters()) CHECK(p.grad().defined());
         if (frozen) {
           CHECK(gemms.count_of(weight_shapes) == 0);
           for (const auto& p : model->parameters()) CHECK_FALSE(p.grad().defined());
-        } else {  // the same count finds them when the base trains: q|k|v, o, gate, up, down per layer and the head
+        } else {  // the same count finds them when the base trains: q|k|v, o, gate, up, down per
+                  // layer and the head
           CHECK(gemms.count_of(weight_shapes) >= 2 * 5 + 1);
         }
       }

@@ -41,11 +41,14 @@ constexpr double kTolerance = 1e-5;
 const std::string& oracle_dir() {
   static const std::string dir = [] {
     const std::string out = testing::temp_dir("lora_parity");
-    const std::string command = testing::python() + " " + testing::repo_dir() + "/tests/models/peft_oracle.py make " + out;
+    const std::string command =
+        testing::python() + " " + testing::repo_dir() + "/tests/models/peft_oracle.py make " + out;
     const int status = testing::run_and_print(command);
     if (status != 0) {
-      throw std::runtime_error("the PEFT oracle failed (exit " + std::to_string(status) + "): are transformers and peft "
-                               "installed for " + testing::python() + "? (scripts/setup.sh installs them into .venv)");
+      throw std::runtime_error("the PEFT oracle failed (exit " + std::to_string(status) +
+                               "): are transformers and peft "
+                               "installed for " +
+                               testing::python() + "? (scripts/setup.sh installs them into .venv)");
     }
     return out;
   }();
@@ -59,8 +62,8 @@ std::vector<std::string> cases() {
 
 // The HF base of `folder` with the PEFT adapter of `folder`/adapter loaded,
 // the base frozen but the saved modules.
-models::Transformer adapted_model(const std::string& folder, const kernels::KernelToggles& toggles, bool recompute,
-                                  std::vector<std::string>& modules_to_save) {
+models::Transformer adapted_model(const std::string& folder, const kernels::KernelToggles& toggles,
+                                  bool recompute, std::vector<std::string>& modules_to_save) {
   const models::ModelConfig config = models::read_hf_config(folder + "/hf");
   const auto set = kernels::resolve_kernels(toggles, c10::Device(c10::kCPU), at::kFloat);
   models::Transformer model(config, set, at::TensorOptions().dtype(at::kFloat), at::kFloat);
@@ -70,7 +73,8 @@ models::Transformer adapted_model(const std::string& folder, const kernels::Kern
   std::vector<std::string> saved;
   for (const auto& m : modules_to_save) saved.push_back(models::saveable_parameter_name(config, m));
   for (auto& item : model->named_parameters()) {
-    item.value().set_requires_grad(std::find(saved.begin(), saved.end(), item.key()) != saved.end());
+    item.value().set_requires_grad(std::find(saved.begin(), saved.end(), item.key()) !=
+                                   saved.end());
   }
   models::LoraAdapters adapters(config, adapter.lora, at::TensorOptions().dtype(at::kFloat));
   model->set_lora(adapters.ptr());
@@ -83,7 +87,8 @@ models::Transformer adapted_model(const std::string& folder, const kernels::Kern
 // Every trainable tensor of `model` by our name.
 std::vector<std::pair<std::string, at::Tensor>> trainable(models::TransformerImpl& model) {
   std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& item : model.lora()->named_parameters()) out.emplace_back(item.key(), item.value());
+  for (const auto& item : model.lora()->named_parameters())
+    out.emplace_back(item.key(), item.value());
   for (const auto& item : model.named_parameters()) {
     if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
   }
@@ -97,7 +102,9 @@ TEST_CASE("LoRA parity: logits, loss and every adapter gradient equal PEFT's, th
   fused_ce.fused_linear_cross_entropy = false;
   fused_ce.cross_entropy = true;
   const std::vector<std::pair<const char*, kernels::KernelToggles>> variants = {
-      {"kernels off", kernels::KernelToggles::all_off()}, {"kernels on (flce)", {}}, {"kernels on (ce)", fused_ce}};
+      {"kernels off", kernels::KernelToggles::all_off()},
+      {"kernels on (flce)", {}},
+      {"kernels on (ce)", fused_ce}};
   const std::vector<std::string> names = cases();
   REQUIRE(names.size() == 3);
   std::cout << std::scientific << std::setprecision(2);
@@ -107,7 +114,8 @@ TEST_CASE("LoRA parity: logits, loss and every adapter gradient equal PEFT's, th
     const at::Tensor ids = oracle.read("input_ids"), labels = oracle.read("labels");
     const double peft_loss = oracle.read("loss").item<double>();
     size_t oracle_grads = 0;
-    for (const auto& info : oracle.tensors()) oracle_grads += info.name.rfind("grad.", 0) == 0 ? 1 : 0;
+    for (const auto& info : oracle.tensors())
+      oracle_grads += info.name.rfind("grad.", 0) == 0 ? 1 : 0;
     for (const auto& [variant, toggles] : variants) {
       for (const bool recompute : {false, true}) {
         INFO(name << ", " << variant << ", recomputed GLU " << recompute);
@@ -116,7 +124,8 @@ TEST_CASE("LoRA parity: logits, loss and every adapter gradient equal PEFT's, th
         const at::Tensor hidden = model->forward(ids);
         const at::Tensor logits = model->logits(hidden);
         const int64_t targets = labels.ne(-100).sum().item<int64_t>();
-        const at::Tensor loss = trainer::token_loss(*model, hidden, labels, static_cast<double>(targets), 256.0);
+        const at::Tensor loss =
+            trainer::token_loss(*model, hidden, labels, static_cast<double>(targets), 256.0);
         loss.backward();
         const double loss_error = std::abs(loss.item<double>() - peft_loss) / std::abs(peft_loss);
         const double logits_error = testing::relative_to_max(logits, oracle.read("logits"));
@@ -137,20 +146,23 @@ TEST_CASE("LoRA parity: logits, loss and every adapter gradient equal PEFT's, th
         for (const auto& item : model->named_parameters()) {
           if (!item.value().requires_grad()) CHECK_FALSE(item.value().grad().defined());
         }
-        std::cout << std::left << std::setw(8) << name << std::setw(19) << variant << (recompute ? " glu " : "     ")
-                  << " loss " << loss_error << "  logits " << logits_error << "  grads(" << compared << ") worst "
-                  << worst << "\n";
+        std::cout << std::left << std::setw(8) << name << std::setw(19) << variant
+                  << (recompute ? " glu " : "     ") << " loss " << loss_error << "  logits "
+                  << logits_error << "  grads(" << compared << ") worst " << worst << "\n";
       }
     }
   }
 }
 
-TEST_CASE("LoRA export: PEFT loads our adapter folder, transformers our merged model, both with our logits") {
+TEST_CASE(
+    "LoRA export: PEFT loads our adapter folder, transformers our merged model, both with our "
+    "logits") {
   for (const std::string& name : cases()) {
     INFO(name);
     const std::string folder = oracle_dir() + "/" + name;
     std::vector<std::string> modules_to_save;
-    models::Transformer model = adapted_model(folder, kernels::KernelToggles{}, false, modules_to_save);
+    models::Transformer model =
+        adapted_model(folder, kernels::KernelToggles{}, false, modules_to_save);
     // One SGD step on what trains, so the export is not the oracle's adapter.
     const models::safetensors::File oracle(folder + "/oracle.safetensors");
     const at::Tensor ids = oracle.read("input_ids"), labels = oracle.read("labels");
@@ -166,8 +178,10 @@ TEST_CASE("LoRA export: PEFT loads our adapter folder, transformers our merged m
       torch::NoGradGuard no_grad;
       ours = model->logits(model->forward(probe)).contiguous();
     }
-    std::vector<std::pair<std::string, at::Tensor>> written = {{"input_ids", probe}, {"logits", ours}};
-    for (const auto& [pname, p] : trainable(*model)) written.emplace_back("param." + pname, p.detach().contiguous());
+    std::vector<std::pair<std::string, at::Tensor>> written = {{"input_ids", probe},
+                                                               {"logits", ours}};
+    for (const auto& [pname, p] : trainable(*model))
+      written.emplace_back("param." + pname, p.detach().contiguous());
     models::safetensors::write(folder + "/ours.safetensors", written);
     models::PeftExportOptions options;
     options.modules_to_save = modules_to_save;
@@ -198,6 +212,7 @@ TEST_CASE("LoRA export: PEFT loads our adapter folder, transformers our merged m
     }
     models::save_hf_model(*model, folder + "/export_merged", {});
   }
-  const std::string command = testing::python() + " " + testing::repo_dir() + "/tests/models/peft_oracle.py check " + oracle_dir();
+  const std::string command = testing::python() + " " + testing::repo_dir() +
+                              "/tests/models/peft_oracle.py check " + oracle_dir();
   CHECK(testing::run_and_print(command) == 0);
 }

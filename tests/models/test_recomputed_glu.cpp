@@ -13,24 +13,30 @@
 using at::Tensor;
 using liger::models::test::max_rel;
 
-TEST_CASE("recomputed GLU MLP: values and gradients equal linear, glu, linear and the residual add") {
+TEST_CASE(
+    "recomputed GLU MLP: values and gradients equal linear, glu, linear and the residual add") {
   const auto cpu = c10::Device(c10::kCPU);
   for (const bool on : {false, true}) {  // reference and composite backends
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       for (const bool gelu : {false, true}) {
         for (const bool with_residual : {false, true}) {
-          INFO((on ? "composite" : "reference") << ", dtype " << dtype << (gelu ? ", geglu" : ", swiglu")
-                                                << (with_residual ? ", residual" : ""));
-          const auto toggles = on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
+          INFO((on ? "composite" : "reference")
+               << ", dtype " << dtype << (gelu ? ", geglu" : ", swiglu")
+               << (with_residual ? ", residual" : ""));
+          const auto toggles =
+              on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
           const auto kernels = liger::kernels::resolve_kernels(toggles, cpu, dtype);
           const auto kind = gelu ? liger::models::GluKind::geglu : liger::models::GluKind::swiglu;
           auto glu = [&](const Tensor& g, const Tensor& u) {
             return gelu ? kernels.geglu(g, u) : kernels.swiglu(g, u);
           };
           torch::manual_seed(7);
-          const Tensor x0 = torch::randn({2, 5, 8}).to(dtype), r0 = torch::randn({2, 5, 8}).to(dtype);
-          const Tensor wg0 = (torch::randn({24, 8}) * 0.3).to(dtype), wu0 = (torch::randn({24, 8}) * 0.3).to(dtype);
-          const Tensor wd0 = (torch::randn({8, 24}) * 0.2).to(dtype), dy = torch::randn({2, 5, 8}).to(dtype);
+          const Tensor x0 = torch::randn({2, 5, 8}).to(dtype),
+                       r0 = torch::randn({2, 5, 8}).to(dtype);
+          const Tensor wg0 = (torch::randn({24, 8}) * 0.3).to(dtype),
+                       wu0 = (torch::randn({24, 8}) * 0.3).to(dtype);
+          const Tensor wd0 = (torch::randn({8, 24}) * 0.2).to(dtype),
+                       dy = torch::randn({2, 5, 8}).to(dtype);
           auto leaf = [](const Tensor& t) { return t.clone().requires_grad_(true); };
 
           // The plain composition.
@@ -59,12 +65,14 @@ TEST_CASE("recomputed GLU MLP: values and gradients equal linear, glu, linear an
           }
           // Only the down projection's weight needing a gradient: the others get none.
           Tensor wd_only = leaf(wd0);
-          liger::models::glu_mlp_recomputed(kernels, kind, x0, wg0, wu0, wd_only, Tensor()).backward(dy);
+          liger::models::glu_mlp_recomputed(kernels, kind, x0, wg0, wu0, wd_only, Tensor())
+              .backward(dy);
           Tensor wd_plain = leaf(wd0);
           torch::linear(glu(torch::linear(x0, wg0), torch::linear(x0, wu0)), wd_plain).backward(dy);
           CHECK(max_rel(wd_only.grad(), wd_plain.grad()) <= tolerance);
           // A second backward through the same graph is refused (gate and up were overwritten).
-          Tensor again = liger::models::glu_mlp_recomputed(kernels, kind, leaf(x0), wg0, wu0, wd0, Tensor());
+          Tensor again =
+              liger::models::glu_mlp_recomputed(kernels, kind, leaf(x0), wg0, wu0, wd0, Tensor());
           again.backward(dy, /*retain_graph=*/true);
           CHECK_THROWS(again.backward(dy));
         }
@@ -72,22 +80,25 @@ TEST_CASE("recomputed GLU MLP: values and gradients equal linear, glu, linear an
     }
   }
   // Shapes that do not fit are refused with the shapes in the message.
-  const auto kernels = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
-  CHECK_THROWS(liger::models::glu_mlp_recomputed(kernels, liger::models::GluKind::swiglu, torch::randn({3, 8}),
-                                                 torch::randn({24, 7}), torch::randn({24, 7}),
-                                                 torch::randn({8, 24}), Tensor()));
-  CHECK_THROWS(liger::models::glu_mlp_recomputed(kernels, liger::models::GluKind::swiglu, torch::randn({3, 8}),
-                                                 torch::randn({24, 8}), torch::randn({24, 8}),
-                                                 torch::randn({8, 24}), torch::randn({3, 9})));
+  const auto kernels =
+      liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
+  CHECK_THROWS(liger::models::glu_mlp_recomputed(
+      kernels, liger::models::GluKind::swiglu, torch::randn({3, 8}), torch::randn({24, 7}),
+      torch::randn({24, 7}), torch::randn({8, 24}), Tensor()));
+  CHECK_THROWS(liger::models::glu_mlp_recomputed(
+      kernels, liger::models::GluKind::swiglu, torch::randn({3, 8}), torch::randn({24, 8}),
+      torch::randn({24, 8}), torch::randn({8, 24}), torch::randn({3, 9})));
 }
 
 TEST_CASE("the recomputing GLU backward of each CPU backend equals autograd through the op") {
   const auto cpu = c10::Device(c10::kCPU);
   for (const bool on : {false, true}) {
-    const auto toggles = on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
+    const auto toggles =
+        on ? liger::kernels::KernelToggles{} : liger::kernels::KernelToggles::all_off();
     const auto kernels = liger::kernels::resolve_kernels(toggles, cpu, at::kFloat);
     torch::manual_seed(8);
-    const Tensor gate0 = torch::randn({3, 40}), up0 = torch::randn({3, 40}), dh = torch::randn({3, 40});
+    const Tensor gate0 = torch::randn({3, 40}), up0 = torch::randn({3, 40}),
+                 dh = torch::randn({3, 40});
     for (const bool gelu : {false, true}) {
       INFO((on ? "composite" : "reference") << (gelu ? ", geglu" : ", swiglu"));
       const Tensor gate = gate0.clone().requires_grad_(true), up = up0.clone().requires_grad_(true);
@@ -112,10 +123,11 @@ TEST_CASE("a model with the GLU product recomputed trains exactly like one that 
   c.num_heads = 4;
   c.num_kv_heads = 2;
   c.max_seq_len = 32;
-  const auto kernels =
-      liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, c10::Device(c10::kCPU), at::kFloat);
+  const auto kernels = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{},
+                                                       c10::Device(c10::kCPU), at::kFloat);
   liger::models::Transformer keep(c, kernels, at::TensorOptions().dtype(at::kFloat), at::kFloat);
-  liger::models::Transformer recompute(c, kernels, at::TensorOptions().dtype(at::kFloat), at::kFloat);
+  liger::models::Transformer recompute(c, kernels, at::TensorOptions().dtype(at::kFloat),
+                                       at::kFloat);
   keep->init_weights(3);
   recompute->init_weights(3);
   recompute->set_recompute_glu(true);

@@ -27,7 +27,8 @@ namespace {
 void write_raw(const std::string& path, const std::string& header, const std::string& data,
                int64_t claimed_header_len = -1) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  const uint64_t n = claimed_header_len >= 0 ? static_cast<uint64_t>(claimed_header_len) : header.size();
+  const uint64_t n =
+      claimed_header_len >= 0 ? static_cast<uint64_t>(claimed_header_len) : header.size();
   for (int i = 0; i < 8; ++i) out.put(static_cast<char>((n >> (8 * i)) & 0xff));
   out << header << data;
 }
@@ -43,7 +44,9 @@ std::string error_of(F&& f) {
   return "";
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 // One line, naming all the parts.
 void check_message(const std::string& message, const std::vector<std::string>& parts) {
@@ -67,8 +70,8 @@ liger::models::ModelConfig small_llama() {
 }
 
 liger::models::Transformer build(const liger::models::ModelConfig& c) {
-  liger::models::Transformer m(c, liger::kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat),
-                               at::kFloat);
+  liger::models::Transformer m(c, liger::kernels::KernelSet::reference(),
+                               at::TensorOptions().dtype(at::kFloat), at::kFloat);
   m->init_weights(1);
   return m;
 }
@@ -141,9 +144,10 @@ TEST_CASE("safetensors: broken files are one-line errors naming the file and the
   check_message(error_of([&] { st::File f(negative); }), {negative, "'w'", "negative"});
 
   const std::string overlap = dir + "/overlap.safetensors";
-  write_raw(overlap,
-            R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
-            data);
+  write_raw(
+      overlap,
+      R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
+      data);
   check_message(error_of([&] { st::File f(overlap); }), {overlap, "overlap"});
 
   const std::string unknown = dir + "/dtype.safetensors";
@@ -160,7 +164,8 @@ TEST_CASE("safetensors: broken files are one-line errors naming the file and the
   CHECK(st::File(fine).read("w").sizes() == at::IntArrayRef({2, 3}));
 }
 
-TEST_CASE("HF folders: export/load round trip; bf16 and fp16 files convert to the parameter dtype") {
+TEST_CASE(
+    "HF folders: export/load round trip; bf16 and fp16 files convert to the parameter dtype") {
   auto model = build(small_llama());
   const std::string dir = liger::testing::temp_dir("hf_roundtrip");
   liger::models::HfExportOptions options;
@@ -190,7 +195,8 @@ TEST_CASE("HF folders: export/load round trip; bf16 and fp16 files convert to th
   CHECK_FALSE(fs::exists(dir + "/model.safetensors"));
   REQUIRE(fs::exists(dir + "/model.safetensors.index.json"));
   liger::models::load_hf_weights(*loaded, dir);
-  for (const auto& item : model->named_parameters()) CHECK(torch::equal(params[item.key()], item.value()));
+  for (const auto& item : model->named_parameters())
+    CHECK(torch::equal(params[item.key()], item.value()));
   CHECK(liger::models::read_hf_config(dir).num_kv_heads == 2);
 }
 
@@ -203,7 +209,8 @@ TEST_CASE("HF folders: HfWeights checks a model on the meta device and maps each
   liger::models::save_hf_model(*model, dir, options);
   // What a sharded rank builds: names and shapes only, no memory.
   liger::models::Transformer meta(small_llama(), liger::kernels::KernelSet::reference(),
-                                  at::TensorOptions().dtype(at::kFloat).device(at::kMeta), at::kFloat);
+                                  at::TensorOptions().dtype(at::kFloat).device(at::kMeta),
+                                  at::kFloat);
   const liger::models::HfWeights weights(*meta, dir);
   for (const auto& item : model->named_parameters()) {
     INFO(item.key());
@@ -216,7 +223,8 @@ TEST_CASE("HF folders: HfWeights checks a model on the meta device and maps each
   }
   const std::string unknown = error_of([&] { weights.view("model.layers.9.mlp.up_proj.weight"); });
   INFO(unknown);
-  CHECK(unknown.find("'model.layers.9.mlp.up_proj.weight' is not a parameter") != std::string::npos);
+  CHECK(unknown.find("'model.layers.9.mlp.up_proj.weight' is not a parameter") !=
+        std::string::npos);
   // The meta model cannot be loaded into (nothing to copy into), with a message saying so.
   const std::string into_meta = error_of([&] { liger::models::load_hf_weights(*meta, dir); });
   INFO(into_meta);
@@ -242,7 +250,8 @@ TEST_CASE("HF folders: wrong weights are errors naming the file and the tensor")
   auto fewer = tensors;
   fewer.erase(fewer.begin() + 3);
   st::write(file, fewer);
-  check_message(error_of([&] { liger::models::load_hf_weights(*model, dir); }), {file, tensors[3].first});
+  check_message(error_of([&] { liger::models::load_hf_weights(*model, dir); }),
+                {file, tensors[3].first});
 
   // A tensor the model does not have (e.g. a bias): refused, not dropped.
   auto more = tensors;
@@ -261,7 +270,8 @@ TEST_CASE("HF folders: wrong weights are errors naming the file and the tensor")
   auto quantized = tensors;
   quantized[0].second = torch::zeros(quantized[0].second.sizes(), at::kChar);
   st::write(file, quantized);
-  check_message(error_of([&] { liger::models::load_hf_weights(*model, dir); }), {file, tensors[0].first, "I8"});
+  check_message(error_of([&] { liger::models::load_hf_weights(*model, dir); }),
+                {file, tensors[0].first, "I8"});
 
   // An index naming a file that is not there.
   fs::remove(file);
@@ -270,16 +280,24 @@ TEST_CASE("HF folders: wrong weights are errors naming the file and the tensor")
   check_message(error_of([&] { liger::models::load_hf_weights(*model, dir); }),
                 {"model.safetensors.index.json", "model-00001-of-00002.safetensors"});
   fs::remove(dir + "/model.safetensors.index.json");
-  check_message(error_of([&] { liger::models::load_hf_weights(*model, dir); }), {dir, "model.safetensors"});
+  check_message(error_of([&] { liger::models::load_hf_weights(*model, dir); }),
+                {dir, "model.safetensors"});
 }
 
 TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
   const std::string origin = "x/config.json";
   auto parse = [&](nlohmann::json j) { return liger::models::parse_hf_config(j.dump(), origin); };
-  const nlohmann::json base = {{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 100}, {"hidden_size", 64},
-                               {"intermediate_size", 96}, {"num_hidden_layers", 4}, {"num_attention_heads", 4},
-                               {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5}, {"rope_theta", 500000.0},
-                               {"max_position_embeddings", 256}, {"eos_token_id", {1, 5}}};
+  const nlohmann::json base = {{"architectures", {"LlamaForCausalLM"}},
+                               {"vocab_size", 100},
+                               {"hidden_size", 64},
+                               {"intermediate_size", 96},
+                               {"num_hidden_layers", 4},
+                               {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2},
+                               {"rms_norm_eps", 1e-5},
+                               {"rope_theta", 500000.0},
+                               {"max_position_embeddings", 256},
+                               {"eos_token_id", {1, 5}}};
   auto llama = parse(base);
   CHECK(llama.family == ModelFamily::llama);
   CHECK(llama.resolved_head_dim() == 16);
@@ -290,9 +308,9 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
   // transformers 5 writes rope_parameters instead of rope_theta / rope_scaling.
   auto v5 = base;
   v5.erase("rope_theta");
-  v5["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 1234.0}, {"factor", 8.0},
-                           {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
-                           {"original_max_position_embeddings", 64}};
+  v5["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 1234.0},
+                           {"factor", 8.0},           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
   auto scaled = parse(v5);
   CHECK(scaled.rope_theta == 1234.0);
   CHECK(scaled.rope_scaling.type == RopeScalingType::llama3);
@@ -301,7 +319,8 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
   auto gemma2 = base;
   gemma2["architectures"] = {"Gemma2ForCausalLM"};
   gemma2["head_dim"] = 32;
-  gemma2["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention", "full_attention"};
+  gemma2["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention",
+                           "full_attention"};
   gemma2["sliding_window"] = 7;
   gemma2["final_logit_softcapping"] = nullptr;
   auto g2 = parse(gemma2);
@@ -324,20 +343,24 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
     j[key] = value;
     return error_of([&] { parse(j); });
   };
-  check_message(with("architectures", {"Qwen2ForCausalLM"}), {origin, "architectures", "Qwen2ForCausalLM"});
-  check_message(with("rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}), {origin, "rope_scaling", "yarn"});
+  check_message(with("architectures", {"Qwen2ForCausalLM"}),
+                {origin, "architectures", "Qwen2ForCausalLM"});
+  check_message(with("rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}),
+                {origin, "rope_scaling", "yarn"});
   check_message(with("attention_bias", true), {origin, "attention_bias"});
   check_message(with("hidden_act", "gelu"), {origin, "hidden_act", "gelu"});
   check_message(with("num_hidden_layers", "four"), {origin, "num_hidden_layers"});
   check_message(with("num_key_value_heads", 3), {origin, "num_kv_heads"});
   auto irregular = gemma2;
-  irregular["layer_types"] = {"sliding_attention", "sliding_attention", "full_attention", "full_attention"};
+  irregular["layer_types"] = {"sliding_attention", "sliding_attention", "full_attention",
+                              "full_attention"};
   check_message(error_of([&] { parse(irregular); }), {origin, "layer_types"});
   auto no_hidden = base;
   no_hidden.erase("hidden_size");
   check_message(error_of([&] { parse(no_hidden); }), {origin, "hidden_size", "required"});
   check_message(error_of([&] { liger::models::parse_hf_config("{", origin); }), {origin, "JSON"});
-  check_message(error_of([&] { liger::models::read_hf_config("/nonexistent/model"); }), {"/nonexistent/model"});
+  check_message(error_of([&] { liger::models::read_hf_config("/nonexistent/model"); }),
+                {"/nonexistent/model"});
 
   // Export refuses what the family's HF config cannot say.
   auto windowed_llama = llama;
@@ -345,7 +368,8 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
   check_message(error_of([&] { liger::models::hf_config_json(windowed_llama, at::kFloat); }),
                 {"LlamaForCausalLM", "sliding_window"});
   // And what it writes parses back to the same model.
-  const auto back = liger::models::parse_hf_config(liger::models::hf_config_json(g2, at::kBFloat16), "back");
+  const auto back =
+      liger::models::parse_hf_config(liger::models::hf_config_json(g2, at::kBFloat16), "back");
   CHECK(back.layer_sliding_window(2) == 7);
   CHECK(back.head_dim == 32);
 }

@@ -21,7 +21,8 @@ namespace {
 
 // ids [2, 9] over a vocab of 11: repeats, a run of one id, ids never used.
 Tensor sample_ids() {
-  return torch::tensor({3, 3, 0, 7, 3, 10, 7, 7, 1, 5, 5, 5, 5, 5, 3, 0, 9, 2}, torch::kLong).view({2, 9});
+  return torch::tensor({3, 3, 0, 7, 3, 10, 7, 7, 1, 5, 5, 5, 5, 5, 3, 0, 9, 2}, torch::kLong)
+      .view({2, 9});
 }
 
 }  // namespace
@@ -35,8 +36,9 @@ TEST_CASE("add_embedding_grad adds each id's rows in fp32 into its gradient row,
       const Tensor base = torch::randn({11, 6}).to(wdtype);
       const Tensor grad_out = torch::randn({2, 9, 6}).to(gdtype);
       // Reference in double: the dense embedding gradient plus the base.
-      const Tensor dense = torch::zeros({11, 6}, torch::kDouble)
-                               .index_add_(0, ids.reshape({-1}), grad_out.reshape({-1, 6}).to(torch::kDouble));
+      const Tensor dense =
+          torch::zeros({11, 6}, torch::kDouble)
+              .index_add_(0, ids.reshape({-1}), grad_out.reshape({-1, 6}).to(torch::kDouble));
       const Tensor expected = (base.to(torch::kDouble) + dense).to(wdtype);
       Tensor got = base.clone();
       liger::kernels::add_embedding_grad(got, ids, grad_out);
@@ -50,14 +52,18 @@ TEST_CASE("add_embedding_grad adds each id's rows in fp32 into its gradient row,
   }
   // Bad arguments are refused with the shapes named.
   Tensor g = torch::zeros({11, 6});
-  CHECK(thrown_message([&] { liger::kernels::add_embedding_grad(g, ids, torch::zeros({2, 9, 5})); })
-            .find("grad_out must be [ids..., hidden]") != std::string::npos);
-  CHECK(thrown_message([&] { liger::kernels::add_embedding_grad(g, ids + 5, torch::zeros({2, 9, 6})); })
-            .find("ids must lie in [0, 11)") != std::string::npos);
+  CHECK(thrown_message([&] {
+          liger::kernels::add_embedding_grad(g, ids, torch::zeros({2, 9, 5}));
+        }).find("grad_out must be [ids..., hidden]") != std::string::npos);
+  CHECK(thrown_message([&] {
+          liger::kernels::add_embedding_grad(g, ids + 5, torch::zeros({2, 9, 6}));
+        }).find("ids must lie in [0, 11)") != std::string::npos);
   CHECK_THROWS(liger::kernels::add_embedding_grad(g.t(), ids, torch::zeros({2, 9, 11})));
 }
 
-TEST_CASE("tied_lookup + tied_head: the weight's gradient equals plain autograd's, either backward first") {
+TEST_CASE(
+    "tied_lookup + tied_head: the weight's gradient equals plain autograd's, either backward "
+    "first") {
   torch::manual_seed(5);
   const Tensor ids = sample_ids();
   const Tensor w0 = torch::randn({11, 6});
@@ -67,7 +73,8 @@ TEST_CASE("tied_lookup + tied_head: the weight's gradient equals plain autograd'
     // function, the head's cast (.to) outside it, as the trainer's loss does.
     for (const auto compute : {at::kFloat, at::kBFloat16}) {
       for (const bool head_first : {false, true}) {
-        INFO("weight " << dtype << ", compute " << compute << (head_first ? ", head created first" : ""));
+        INFO("weight " << dtype << ", compute " << compute
+                       << (head_first ? ", head created first" : ""));
         // loss = <lookup(ids) (x) head^T, dl> + <lookup(ids), dy>: both uses in
         // one graph. Creating the head first gives its node the lower sequence
         // number: the lookup's backward then runs before it.
@@ -112,11 +119,14 @@ TEST_CASE("a tied model's gradients: the joined backward equals the separate one
   const auto cpu = c10::Device(c10::kCPU);
   for (const auto dtype : {at::kFloat, at::kBFloat16}) {
     INFO("parameters " << dtype);
-    const liger::models::ModelConfig config = liger::models::test::small_config(40, 16, 32, /*tied=*/true);
-    const auto kernels = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
+    const liger::models::ModelConfig config =
+        liger::models::test::small_config(40, 16, 32, /*tied=*/true);
+    const auto kernels =
+        liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
     liger::models::Transformer model(config, kernels, at::TensorOptions().dtype(dtype), at::kFloat);
     model->init_weights(11);
-    const Tensor ids = torch::tensor({1, 5, 5, 9, 30, 5, 2, 2, 39, 0, 5, 17}, torch::kLong).view({2, 6});
+    const Tensor ids =
+        torch::tensor({1, 5, 5, 9, 30, 5, 2, 2, 39, 0, 5, 17}, torch::kLong).view({2, 6});
     const Tensor labels = torch::roll(ids, -1, 1);
     auto grads = [&](bool joined) {
       model->zero_grad();
@@ -124,7 +134,9 @@ TEST_CASE("a tied model's gradients: the joined backward equals the separate one
       const Tensor h = joined ? hidden : hidden.clone();
       CHECK(model->lm_head_weight_for(h).is_same(model->lm_head_weight()) != joined);
       const Tensor logits = model->lm_head_logits(h);
-      torch::nn::functional::cross_entropy(logits.reshape({-1, 40}).to(at::kFloat), labels.reshape({-1})).backward();
+      torch::nn::functional::cross_entropy(logits.reshape({-1, 40}).to(at::kFloat),
+                                           labels.reshape({-1}))
+          .backward();
       std::vector<Tensor> g;
       for (const auto& p : model->parameters()) g.push_back(p.grad().clone());
       return g;

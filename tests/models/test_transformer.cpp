@@ -17,7 +17,9 @@ using liger::models::Transformer;
 
 namespace {
 
-ModelConfig small_config() { return liger::models::test::small_config(101, 40, 72, /*tied=*/false); }
+ModelConfig small_config() {
+  return liger::models::test::small_config(101, 40, 72, /*tied=*/false);
+}
 
 Transformer build(const ModelConfig& c, const liger::kernels::KernelSet& kernels) {
   Transformer model(c, kernels, at::TensorOptions().dtype(at::kFloat), at::kFloat);
@@ -91,7 +93,8 @@ TEST_CASE("causal: a later token never changes earlier hidden states") {
   torch::NoGradGuard no_grad;
   at::Tensor ids = torch::randint(0, 101, {2, 12}, at::kLong);
   at::Tensor changed = ids.clone();
-  changed.index_put_({torch::indexing::Slice(), 8}, (ids.index({torch::indexing::Slice(), 8}) + 1) % 101);
+  changed.index_put_({torch::indexing::Slice(), 8},
+                     (ids.index({torch::indexing::Slice(), 8}) + 1) % 101);
   const at::Tensor h1 = model->forward(ids), h2 = model->forward(changed);
   REQUIRE(h1.sizes() == std::vector<int64_t>{2, 12, 40});
   CHECK(torch::allclose(h1.narrow(1, 0, 8), h2.narrow(1, 0, 8), 0, 0));
@@ -100,7 +103,8 @@ TEST_CASE("causal: a later token never changes earlier hidden states") {
 
 TEST_CASE("fused (composite) and reference kernels give the same forward and gradients") {
   const auto cpu = c10::Device(c10::kCPU);
-  const auto fused = liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
+  const auto fused =
+      liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
   REQUIRE(fused.backend(liger::kernels::Op::rms_norm) == liger::kernels::Backend::composite);
   auto reference = build(small_config(), liger::kernels::KernelSet::reference());
   auto composite = build(small_config(), fused);
@@ -130,14 +134,16 @@ TEST_CASE("fused (composite) and reference kernels give the same forward and gra
 
 TEST_CASE("bf16 compute with fp32 master weights: gradients land in fp32") {
   ModelConfig c = small_config();
-  Transformer model(c, liger::kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat),
-                    at::kBFloat16);
+  Transformer model(c, liger::kernels::KernelSet::reference(),
+                    at::TensorOptions().dtype(at::kFloat), at::kBFloat16);
   model->init_weights(1);
   at::Tensor ids = torch::randint(0, 101, {1, 9}, at::kLong);
   at::Tensor hidden = model->forward(ids);
   CHECK(hidden.scalar_type() == at::kBFloat16);
   hidden.to(at::kFloat).sum().backward();
-  CHECK(model->model->layers[0]->named_parameters()["self_attn.q_proj.weight"].grad().scalar_type() == at::kFloat);
+  CHECK(
+      model->model->layers[0]->named_parameters()["self_attn.q_proj.weight"].grad().scalar_type() ==
+      at::kFloat);
 }
 
 TEST_CASE("invalid dimensions are rejected with the key named") {
@@ -157,9 +163,10 @@ TEST_CASE("family traits: Gemma 2 layers carry four norms, Gemma norms start at 
   c.head_dim = 16;
   auto model = build(c, liger::kernels::KernelSet::reference());
   const auto params = model->named_parameters();
-  for (const char* name : {"model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
-                           "model.layers.1.pre_feedforward_layernorm.weight",
-                           "model.layers.1.post_feedforward_layernorm.weight"}) {
+  for (const char* name :
+       {"model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
+        "model.layers.1.pre_feedforward_layernorm.weight",
+        "model.layers.1.post_feedforward_layernorm.weight"}) {
     INFO(name);
     REQUIRE(params.find(name) != nullptr);
     CHECK(torch::equal(params[name], torch::zeros({40})));
@@ -190,7 +197,8 @@ TEST_CASE("ModelConfig survives its JSON form (checkpoints' model_config.json)")
   ModelConfig c = liger::models::preset("gemma2_9b");
   c.rope_scaling.type = liger::models::RopeScalingType::llama3;
   c.eos_token_ids = {1, 107};
-  const ModelConfig back = liger::models::model_config_from_json(liger::models::model_config_to_json(c), "x");
+  const ModelConfig back =
+      liger::models::model_config_from_json(liger::models::model_config_to_json(c), "x");
   CHECK(liger::models::model_config_to_json(back) == liger::models::model_config_to_json(c));
   CHECK(back.post_norms);
   CHECK(back.eos_token_ids == c.eos_token_ids);
@@ -212,13 +220,15 @@ TEST_CASE("ModelConfig survives its JSON form (checkpoints' model_config.json)")
     const std::string message = error.what();
     INFO(message);
     CHECK(message.find("step-9/model_config.json") != std::string::npos);
-    CHECK(message.find("mlp_activation 'gelu' is unknown (known: silu, gelu_tanh)") != std::string::npos);
+    CHECK(message.find("mlp_activation 'gelu' is unknown (known: silu, gelu_tanh)") !=
+          std::string::npos);
   }
 }
 
 TEST_CASE("mode names: every value parses back from its name; unknown names list the known ones") {
   using namespace liger::models;
-  for (ModelFamily family : {ModelFamily::llama, ModelFamily::mistral, ModelFamily::gemma, ModelFamily::gemma2}) {
+  for (ModelFamily family :
+       {ModelFamily::llama, ModelFamily::mistral, ModelFamily::gemma, ModelFamily::gemma2}) {
     CHECK(parse_model_family(to_string(family)) == family);
   }
   for (MlpActivation activation : {MlpActivation::silu, MlpActivation::gelu_tanh}) {
@@ -232,26 +242,29 @@ TEST_CASE("mode names: every value parses back from its name; unknown names list
   }
   CHECK(to_string(ModelFamily::gemma2) == "gemma2");
   std::ostringstream printed;
-  printed << ModelFamily::mistral << " " << MlpActivation::gelu_tanh << " " << NormCasting::none << " "
-          << RopeScalingType::llama3;
+  printed << ModelFamily::mistral << " " << MlpActivation::gelu_tanh << " " << NormCasting::none
+          << " " << RopeScalingType::llama3;
   CHECK(printed.str() == "mistral gelu_tanh none llama3");
   try {
     parse_model_family("gpt2");
     FAIL("expected an error");
   } catch (const std::invalid_argument& error) {
-    CHECK(std::string(error.what()) == "model family 'gpt2' is unknown (known: llama, mistral, gemma, gemma2)");
+    CHECK(std::string(error.what()) ==
+          "model family 'gpt2' is unknown (known: llama, mistral, gemma, gemma2)");
   }
   CHECK_THROWS_AS(parse_norm_casting("fp32"), std::invalid_argument);
   CHECK_THROWS_AS(parse_rope_scaling_type("yarn"), std::invalid_argument);
 }
 
-TEST_CASE("packed documents: document ids + restarted positions compute each document as if alone") {
+TEST_CASE(
+    "packed documents: document ids + restarted positions compute each document as if alone") {
   auto model = build(small_config(), liger::kernels::KernelSet::reference());
   torch::NoGradGuard no_grad;
   torch::manual_seed(9);
   const at::Tensor ids = torch::randint(0, 101, {1, 12}, at::kLong);
   const at::Tensor positions = torch::cat({torch::arange(5), torch::arange(7)}).unsqueeze(0);
-  const at::Tensor documents = torch::cat({torch::zeros({5}), torch::ones({7})}).to(at::kLong).unsqueeze(0);
+  const at::Tensor documents =
+      torch::cat({torch::zeros({5}), torch::ones({7})}).to(at::kLong).unsqueeze(0);
   const at::Tensor packed = model->forward(ids, positions, documents);
   const at::Tensor alone = model->forward(ids.narrow(1, 5, 7));
   const double error = (packed.narrow(1, 5, 7) - alone).abs().max().item<double>();

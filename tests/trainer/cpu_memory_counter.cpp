@@ -65,7 +65,9 @@ CpuMemoryCounter::CpuMemoryCounter() : previous_(c10::GetCPUAllocator()) {
   reset_peak();
 }
 
-CpuMemoryCounter::~CpuMemoryCounter() { c10::SetCPUAllocator(previous_, kPriority); }
+CpuMemoryCounter::~CpuMemoryCounter() {
+  c10::SetCPUAllocator(previous_, kPriority);
+}
 
 int64_t CpuMemoryCounter::current() const {
   Counts& c = counts();

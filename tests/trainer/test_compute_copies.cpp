@@ -18,11 +18,13 @@ using liger::models::Transformer;
 
 namespace {
 
-ModelConfig small_config(bool tied) { return liger::models::test::small_config(61, 32, 48, tied); }
+ModelConfig small_config(bool tied) {
+  return liger::models::test::small_config(61, 32, 48, tied);
+}
 
 Transformer build(const ModelConfig& c) {
-  Transformer model(c, liger::kernels::KernelSet::reference(), at::TensorOptions().dtype(at::kFloat),
-                    at::kBFloat16);
+  Transformer model(c, liger::kernels::KernelSet::reference(),
+                    at::TensorOptions().dtype(at::kFloat), at::kBFloat16);
   model->init_weights(5);
   return model;
 }
@@ -34,9 +36,11 @@ TEST_CASE("compute copies: the model on bf16 copies gives the casting model's lo
     INFO((tied ? "tied" : "untied") << " embeddings");
     Transformer casting = build(small_config(tied)), copied = build(small_config(tied));
     std::map<std::string, const void*> storage;
-    for (const auto& item : copied->named_parameters()) storage[item.key()] = item.value().data_ptr();
+    for (const auto& item : copied->named_parameters())
+      storage[item.key()] = item.value().data_ptr();
 
-    const liger::trainer::ComputeCopies moved = liger::trainer::move_to_compute_copies(*copied, at::kBFloat16);
+    const liger::trainer::ComputeCopies moved =
+        liger::trainer::move_to_compute_copies(*copied, at::kBFloat16);
     auto reference = casting->named_parameters();
     REQUIRE(moved.masters.size() == reference.size());
     REQUIRE(moved.copies.size() == reference.size());
@@ -63,7 +67,8 @@ TEST_CASE("compute copies: the model on bf16 copies gives the casting model's lo
       return torch::nn::functional::cross_entropy(logits, targets);
     };
     const at::Tensor loss_casting = loss_of(casting), loss_copied = loss_of(copied);
-    CHECK(loss_copied.item<double>() == loss_casting.item<double>());  // the same bf16 weights: bitwise
+    CHECK(loss_copied.item<double>() ==
+          loss_casting.item<double>());  // the same bf16 weights: bitwise
     loss_casting.backward();
     loss_copied.backward();
     for (size_t k = 0; k < moved.masters.size(); ++k) {
@@ -82,7 +87,8 @@ TEST_CASE("compute copies: the model on bf16 copies gives the casting model's lo
       } else {
         // The embedding sums repeated tokens' rows (and, tied, the lm_head's
         // gradient) in bf16 instead of fp32: within bf16 rounding.
-        const double error = ((widened - expected).abs().max() / expected.abs().max()).item<double>();
+        const double error =
+            ((widened - expected).abs().max() / expected.abs().max()).item<double>();
         INFO("max error " << error << " of the largest element");
         CHECK(error <= 2e-2);
       }

@@ -48,9 +48,10 @@ TEST_CASE("an empty config gives the documented defaults") {
 }
 
 TEST_CASE("file values and --set overrides are applied, --set last") {
-  const auto c = parse_config("training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n",
-                              "a.yaml", {"training.steps=7", "data.train=[x.txt, y.jsonl]",
-                                         "kernels.strict=true", "model.tie_embeddings=false"});
+  const auto c =
+      parse_config("training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n", "a.yaml",
+                   {"training.steps=7", "data.train=[x.txt, y.jsonl]", "kernels.strict=true",
+                    "model.tie_embeddings=false"});
   CHECK(c.training.steps == 7);
   CHECK(c.training.lr == 0.01);
   CHECK(c.model.hidden_size == 64);
@@ -104,7 +105,8 @@ TEST_CASE("type and range errors name the key, the value and what is allowed") {
 }
 
 TEST_CASE("cross entropy and fused linear cross entropy cannot both be on") {
-  const std::string message = error_of("kernels:\n  cross_entropy: true\n  fused_linear_cross_entropy: true\n");
+  const std::string message =
+      error_of("kernels:\n  cross_entropy: true\n  fused_linear_cross_entropy: true\n");
   CHECK(contains(message, "kernels.cross_entropy"));
   CHECK(contains(message, "kernels.fused_linear_cross_entropy"));
   CHECK(error_of("kernels:\n  cross_entropy: true\n  fused_linear_cross_entropy: false\n").empty());
@@ -115,7 +117,9 @@ TEST_CASE("pipeline parallelism is rejected, with the fused loss named") {
   CHECK(contains(message, "parallelism.pipeline_parallel_degree"));
   CHECK(contains(message, "not supported"));
   CHECK(contains(message, "incompatible with kernels.fused_linear_cross_entropy"));
-  message = error_of("parallelism:\n  pipeline_parallel_degree: 2\nkernels:\n  fused_linear_cross_entropy: false\n");
+  message = error_of(
+      "parallelism:\n  pipeline_parallel_degree: 2\nkernels:\n  fused_linear_cross_entropy: "
+      "false\n");
   CHECK(contains(message, "not supported"));
   CHECK_FALSE(contains(message, "incompatible"));
   CHECK(contains(error_of("", {"parallelism.tensor_parallel_degree=2"}), "tensor_parallel_degree"));
@@ -141,14 +145,16 @@ TEST_CASE("every shipped config is valid") {
     ++checked;
   }
   CHECK(checked >= 5);
-  CHECK(contains([] {
-    try {
-      liger::config::load_config("/nonexistent/x.yaml");
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  }(), "/nonexistent/x.yaml"));
+  CHECK(contains(
+      [] {
+        try {
+          liger::config::load_config("/nonexistent/x.yaml");
+        } catch (const ConfigError& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      }(),
+      "/nonexistent/x.yaml"));
 }
 
 TEST_CASE("every schema key has a documented, valid default") {
@@ -189,25 +195,29 @@ TEST_CASE("every key's YAML default parses to its field's default in TrainConfig
 #undef CONFIG_END_SECTION
 }
 
-TEST_CASE("data.tokenizer '' is model.hf_path's folder, else the sample; the resolved YAML names it") {
+TEST_CASE(
+    "data.tokenizer '' is model.hf_path's folder, else the sample; the resolved YAML names it") {
   const auto from_folder = parse_config("model:\n  hf_path: /models/Llama-3-8B\n", "a.yaml");
   CHECK(from_folder.data.tokenizer == "/models/Llama-3-8B");
   CHECK(contains(from_folder.resolved_yaml, "tokenizer: /models/Llama-3-8B"));
-  CHECK(parse_config("", "a.yaml", {"model.hf_path=/m", "data.tokenizer=''"}).data.tokenizer == "/m");
-  CHECK(parse_config("", "a.yaml", {"data.tokenizer=''"}).data.tokenizer == liger::config::kSampleTokenizer);
+  CHECK(parse_config("", "a.yaml", {"model.hf_path=/m", "data.tokenizer=''"}).data.tokenizer ==
+        "/m");
+  CHECK(parse_config("", "a.yaml", {"data.tokenizer=''"}).data.tokenizer ==
+        liger::config::kSampleTokenizer);
   // A tokenizer given stays, with or without model.hf_path.
-  CHECK(parse_config("", "a.yaml", {"model.hf_path=/m", "data.tokenizer=/t/tokenizer.json"}).data.tokenizer ==
-        "/t/tokenizer.json");
+  CHECK(parse_config("", "a.yaml", {"model.hf_path=/m", "data.tokenizer=/t/tokenizer.json"})
+            .data.tokenizer == "/t/tokenizer.json");
   // Read back from a checkpoint's resolved YAML, it is the same.
-  CHECK(parse_config(from_folder.resolved_yaml, "config.yaml").data.tokenizer == "/models/Llama-3-8B");
+  CHECK(parse_config(from_folder.resolved_yaml, "config.yaml").data.tokenizer ==
+        "/models/Llama-3-8B");
 }
 
 TEST_CASE("modes are enums named as in YAML; checkpoint.resume is none, auto or a path") {
   using namespace liger::config;
-  const auto c = parse_config("training:\n  precision: bf16-mixed\n  activation_checkpointing: glu\n",
-                              "modes.yaml",
-                              {"kernels.flce_mode=lean", "parallelism.backend=gloo", "logging.progress_bar=off",
-                               "training.lr_schedule=linear", "checkpoint.resume=auto"});
+  const auto c = parse_config(
+      "training:\n  precision: bf16-mixed\n  activation_checkpointing: glu\n", "modes.yaml",
+      {"kernels.flce_mode=lean", "parallelism.backend=gloo", "logging.progress_bar=off",
+       "training.lr_schedule=linear", "checkpoint.resume=auto"});
   CHECK(c.training.precision == Precision::bf16_mixed);
   CHECK(c.model.dtype == Dtype::bf16);  // set by the precision
   CHECK(c.training.activation_checkpointing == ActivationCheckpointing::glu);
@@ -227,7 +237,8 @@ TEST_CASE("modes are enums named as in YAML; checkpoint.resume is none, auto or 
   const auto path = parse_config("", "p.yaml", {"checkpoint.resume=runs/x/step-4"});
   CHECK(path.checkpoint.resume.mode == ResumeMode::path);
   CHECK(path.checkpoint.resume.path == "runs/x/step-4");
-  CHECK(parse_config("", "p.yaml", {"checkpoint.resume=''"}).checkpoint.resume.mode == ResumeMode::none);
+  CHECK(parse_config("", "p.yaml", {"checkpoint.resume=''"}).checkpoint.resume.mode ==
+        ResumeMode::none);
   CHECK(contains(error_of("", {"logging.level=loud"}), "one of: debug, info, warn, error"));
 }
 
@@ -253,36 +264,45 @@ TEST_CASE("check_for_run: CUDA graphs need one GPU, the shard degree is -1 or th
   CHECK(contains(message, "parallelism.data_parallel_shard_degree = 4 but the job has 2 ranks"));
   CHECK(contains(message, "set it to -1 or 2"));
   CHECK(run_error({"parallelism.data_parallel_shard_degree=2"}, 2, true).empty());
-  CHECK(run_error({"parallelism.data_parallel_shard_degree=4"}, 1, false).empty());  // one process: not sharded
+  CHECK(run_error({"parallelism.data_parallel_shard_degree=4"}, 1, false)
+            .empty());  // one process: not sharded
 }
 
-TEST_CASE("training.memory_plan: auto chooses the precision and checkpointing: setting them beside it is an error") {
+TEST_CASE(
+    "training.memory_plan: auto chooses the precision and checkpointing: setting them beside it is "
+    "an error") {
   using namespace liger::config;
-  const auto c = parse_config("training:\n  memory_plan: auto\n  memory_budget_gib: 70\n", "plan.yaml");
+  const auto c =
+      parse_config("training:\n  memory_plan: auto\n  memory_budget_gib: 70\n", "plan.yaml");
   CHECK(c.training.memory_plan == MemoryPlanMode::auto_);
   CHECK(c.training.memory_budget_gib == 70.0);
   CHECK(c.training.precision == Precision::auto_);  // left to the plan, which runs with the job
   CHECK(parse_config("", "default.yaml").training.memory_plan == MemoryPlanMode::off);
 
-  for (const std::string key :
-       {"training.precision=bf16", "training.activation_checkpointing=none", "model.dtype=bf16",
-        "training.master_weights=true"}) {
+  for (const std::string key : {"training.precision=bf16", "training.activation_checkpointing=none",
+                                "model.dtype=bf16", "training.master_weights=true"}) {
     const std::string message = error_of("training:\n  memory_plan: auto\n", {key});
     const std::string name = key.substr(0, key.find('='));
-    CHECK(contains(message, "--set: " + name + " = '" + key.substr(key.find('=') + 1) + "' is set"));
+    CHECK(
+        contains(message, "--set: " + name + " = '" + key.substr(key.find('=') + 1) + "' is set"));
     CHECK(contains(message, "training.memory_plan = auto (test.yaml:2) chooses it"));
     CHECK(contains(message, "remove " + name + ", or set training.memory_plan: off"));
   }
   // Without the plan the budget would be ignored.
   const std::string message = error_of("training:\n  memory_budget_gib: 70\n");
-  CHECK(contains(message, "test.yaml:2: training.memory_budget_gib = 70 is read only by training.memory_plan: auto"));
+  CHECK(contains(
+      message,
+      "test.yaml:2: training.memory_budget_gib = 70 is read only by training.memory_plan: auto"));
   CHECK(contains(message, "set training.memory_plan: auto or remove training.memory_budget_gib"));
-  CHECK(error_of("training:\n  memory_plan: off\n  precision: bf16\n  memory_budget_gib: 0\n").empty());
+  CHECK(error_of("training:\n  memory_plan: off\n  precision: bf16\n  memory_budget_gib: 0\n")
+            .empty());
 }
 
-TEST_CASE("with_planned_memory: the config as if the plan's precision and checkpointing were written") {
+TEST_CASE(
+    "with_planned_memory: the config as if the plan's precision and checkpointing were written") {
   using namespace liger::config;
-  const auto c = parse_config("training:\n  memory_plan: auto\n  memory_budget_gib: 70\n  steps: 9\n", "plan.yaml");
+  const auto c = parse_config(
+      "training:\n  memory_plan: auto\n  memory_budget_gib: 70\n  steps: 9\n", "plan.yaml");
   const auto planned = with_planned_memory(c, Precision::bf16, ActivationCheckpointing::full);
   CHECK(planned.training.memory_plan == MemoryPlanMode::off);
   CHECK(planned.training.memory_budget_gib == 0.0);
@@ -303,11 +323,13 @@ TEST_CASE("with_planned_memory: the config as if the plan's precision and checkp
   const auto mixed = with_planned_memory(c, Precision::bf16_mixed, ActivationCheckpointing::none);
   CHECK(mixed.model.dtype == Dtype::bf16);
   CHECK(mixed.training.master_weights);
-  CHECK(parse_config(mixed.resolved_yaml, "resolved.yaml").training.precision == Precision::bf16_mixed);
+  CHECK(parse_config(mixed.resolved_yaml, "resolved.yaml").training.precision ==
+        Precision::bf16_mixed);
   // A config built in code (no resolved YAML) keeps its fields.
   TrainConfig coded;
   coded.training.steps = 3;
-  const auto coded_planned = with_planned_memory(coded, Precision::bf16, ActivationCheckpointing::glu);
+  const auto coded_planned =
+      with_planned_memory(coded, Precision::bf16, ActivationCheckpointing::glu);
   CHECK(coded_planned.training.steps == 3);
   CHECK(coded_planned.training.activation_checkpointing == ActivationCheckpointing::glu);
   CHECK(coded_planned.resolved_yaml.empty());

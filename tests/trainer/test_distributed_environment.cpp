@@ -43,8 +43,11 @@ TEST_CASE("no launcher variables: one process") {
 }
 
 TEST_CASE("torchrun variables") {
-  const ProcessEnvironment env = detect({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"},
-                                         {"LOCAL_WORLD_SIZE", "4"}, {"MASTER_ADDR", "node7"},
+  const ProcessEnvironment env = detect({{"RANK", "5"},
+                                         {"WORLD_SIZE", "8"},
+                                         {"LOCAL_RANK", "1"},
+                                         {"LOCAL_WORLD_SIZE", "4"},
+                                         {"MASTER_ADDR", "node7"},
                                          {"MASTER_PORT", "29411"}});
   CHECK(env.source == "torchrun");
   CHECK(env.rank == 5);
@@ -66,9 +69,13 @@ TEST_CASE("torchrun defaults: local rank = rank, loopback master, port 29500") {
 }
 
 TEST_CASE("SLURM variables: first host is the master, the port comes from the job id") {
-  const ProcessEnvironment env =
-      detect({{"SLURM_PROCID", "9"}, {"SLURM_NTASKS", "16"}, {"SLURM_LOCALID", "1"}, {"SLURM_NODEID", "1"},
-              {"SLURM_TASKS_PER_NODE", "8(x2)"}, {"SLURM_JOB_NODELIST", "gpu[07-08]"}, {"SLURM_JOB_ID", "123456"}});
+  const ProcessEnvironment env = detect({{"SLURM_PROCID", "9"},
+                                         {"SLURM_NTASKS", "16"},
+                                         {"SLURM_LOCALID", "1"},
+                                         {"SLURM_NODEID", "1"},
+                                         {"SLURM_TASKS_PER_NODE", "8(x2)"},
+                                         {"SLURM_JOB_NODELIST", "gpu[07-08]"},
+                                         {"SLURM_JOB_ID", "123456"}});
   CHECK(env.source == "slurm");
   CHECK(env.rank == 9);
   CHECK(env.world_size == 16);
@@ -80,17 +87,22 @@ TEST_CASE("SLURM variables: first host is the master, the port comes from the jo
 }
 
 TEST_CASE("SLURM: uneven tasks per node, MASTER_ADDR/MASTER_PORT override") {
-  const ProcessEnvironment env =
-      detect({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "5"}, {"SLURM_LOCALID", "0"}, {"SLURM_NODEID", "2"},
-              {"SLURM_TASKS_PER_NODE", "2(x2),1"}, {"SLURM_NODELIST", "a[1-2],b3"},
-              {"MASTER_ADDR", "head"}, {"MASTER_PORT", "31000"}});
+  const ProcessEnvironment env = detect({{"SLURM_PROCID", "4"},
+                                         {"SLURM_NTASKS", "5"},
+                                         {"SLURM_LOCALID", "0"},
+                                         {"SLURM_NODEID", "2"},
+                                         {"SLURM_TASKS_PER_NODE", "2(x2),1"},
+                                         {"SLURM_NODELIST", "a[1-2],b3"},
+                                         {"MASTER_ADDR", "head"},
+                                         {"MASTER_PORT", "31000"}});
   CHECK(env.local_world_size == 1);
   CHECK(env.master_addr == "head");
   CHECK(env.master_port == 31000);
 }
 
 TEST_CASE("torchrun variables win over SLURM's") {
-  const ProcessEnvironment env = detect({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}});
+  const ProcessEnvironment env =
+      detect({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}});
   CHECK(env.source == "torchrun");
   CHECK(env.world_size == 2);
 }
@@ -121,14 +133,18 @@ TEST_CASE("malformed node lists are errors naming SLURM_JOB_NODELIST") {
 }
 
 TEST_CASE("bad values are one-line errors naming the variable") {
-  CHECK(error_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}}).find("RANK=2 is not in 0..1") != std::string::npos);
-  CHECK(error_of({{"RANK", "0x"}, {"WORLD_SIZE", "2"}}).find("RANK=0x is not an integer") != std::string::npos);
-  CHECK(error_of({{"RANK", "0"}, {"WORLD_SIZE", "0"}}).find("WORLD_SIZE=0") != std::string::npos);
-  CHECK(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "3"}, {"LOCAL_WORLD_SIZE", "2"}})
-            .find("LOCAL_RANK=3") != std::string::npos);
-  CHECK(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}}).find("MASTER_PORT=70000") !=
+  CHECK(error_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}}).find("RANK=2 is not in 0..1") !=
         std::string::npos);
-  CHECK(error_of({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}}).find("SLURM_PROCID=4") != std::string::npos);
+  CHECK(error_of({{"RANK", "0x"}, {"WORLD_SIZE", "2"}}).find("RANK=0x is not an integer") !=
+        std::string::npos);
+  CHECK(error_of({{"RANK", "0"}, {"WORLD_SIZE", "0"}}).find("WORLD_SIZE=0") != std::string::npos);
+  CHECK(
+      error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "3"}, {"LOCAL_WORLD_SIZE", "2"}})
+          .find("LOCAL_RANK=3") != std::string::npos);
+  CHECK(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}})
+            .find("MASTER_PORT=70000") != std::string::npos);
+  CHECK(error_of({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}}).find("SLURM_PROCID=4") !=
+        std::string::npos);
   const std::string message = error_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}});
   CHECK(message.find('\n') == std::string::npos);
 }

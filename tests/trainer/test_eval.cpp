@@ -33,15 +33,18 @@ double hand_eval_loss(models::TransformerImpl& model, data::Batch batch, bool wi
   torch::NoGradGuard no_grad;
   const std::vector<int64_t> shape{batch.batch_size, batch.seq_len};
   const at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).clone();
-  const at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).clone().reshape({-1});
+  const at::Tensor labels =
+      torch::from_blob(batch.labels.data(), shape, at::kLong).clone().reshape({-1});
   // Isolated packing: restarted positions and a per-document attention mask.
   at::Tensor positions, documents;
   if (with_positions) {
     positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).clone();
     documents = torch::from_blob(batch.document_ids.data(), shape, at::kLong).clone();
   }
-  const at::Tensor hidden = model.forward(ids, positions, documents).reshape({-1, model.config().hidden_size});
-  const at::Tensor logits = torch::matmul(hidden.to(at::kDouble), model.lm_head_weight().to(at::kDouble).t());
+  const at::Tensor hidden =
+      model.forward(ids, positions, documents).reshape({-1, model.config().hidden_size});
+  const at::Tensor logits =
+      torch::matmul(hidden.to(at::kDouble), model.lm_head_weight().to(at::kDouble).t());
   const at::Tensor log_probs = torch::log_softmax(logits, -1);
   const at::Tensor keep = labels != -100;
   const at::Tensor picked = log_probs.index({keep}).gather(1, labels.index({keep}).unsqueeze(1));
@@ -49,25 +52,28 @@ double hand_eval_loss(models::TransformerImpl& model, data::Batch batch, bool wi
 }
 
 // The held-out windows the trainer evaluates for `config` (data.eval_fraction).
-std::shared_ptr<const data::PackedDataset> held_out(const config::TrainConfig& config, int64_t model_vocab) {
+std::shared_ptr<const data::PackedDataset> held_out(const config::TrainConfig& config,
+                                                    int64_t model_vocab) {
   auto tokenizer = data::load_tokenizer(config.data.tokenizer);
   data::DataSpec spec;
   spec.files = config.data.train;
   spec.seq_len = config.data.seq_len;
   spec.packing = config.data.packing;
   spec.model_vocab_size = model_vocab;
-  return data::hold_out_windows(data::build_dataset(spec, *tokenizer), config.data.eval_fraction).second;
+  return data::hold_out_windows(data::build_dataset(spec, *tokenizer), config.data.eval_fraction)
+      .second;
 }
 
 }  // namespace
 
-TEST_CASE("eval_loss and eval_ppl are written every eval_every steps and match a hand computation") {
+TEST_CASE(
+    "eval_loss and eval_ppl are written every eval_every steps and match a hand computation") {
   for (const std::string packing : {"cross_document", "isolated"}) {
     INFO("data.packing = " << packing);
     const std::string dir = liger::testing::fresh_dir("eval-" + packing);
     const auto config = liger::testing::tiny_config(
-        dir, {"training.steps=4", "training.eval_every=2", "training.eval_batches=1", "training.micro_batch_size=4",
-              "data.eval_fraction=0.1", "data.packing=" + packing});
+        dir, {"training.steps=4", "training.eval_every=2", "training.eval_batches=1",
+              "training.micro_batch_size=4", "data.eval_fraction=0.1", "data.packing=" + packing});
     trainer::Trainer t(config);
     t.run();
 
@@ -79,12 +85,14 @@ TEST_CASE("eval_loss and eval_ppl are written every eval_every steps and match a
     REQUIRE(rows[3].contains("eval_loss"));
     const double eval_loss = rows[3].at("eval_loss").get<double>();
     CHECK(rows[3].at("eval_ppl").get<double>() == Approx(std::exp(eval_loss)).epsilon(1e-12));
-    CHECK(eval_loss != rows[1].at("eval_loss").get<double>());  // the model moved between evaluations
+    CHECK(eval_loss !=
+          rows[1].at("eval_loss").get<double>());  // the model moved between evaluations
 
     // The same batch by hand: the first micro-batch (eval_batches = 1) of the
     // held-out windows, through the model as it is after the last step.
     const auto eval = held_out(config, t.model().config().vocab_size);
-    const data::Batch batch = data::batch_of_windows(*eval, 0, std::min<int64_t>(4, eval->num_windows()));
+    const data::Batch batch =
+        data::batch_of_windows(*eval, 0, std::min<int64_t>(4, eval->num_windows()));
     const bool isolated = packing == "isolated";
     const double expected = hand_eval_loss(t.model(), batch, isolated);
     INFO("eval_loss " << eval_loss << ", by hand " << expected);
@@ -98,23 +106,27 @@ TEST_CASE("eval_loss and eval_ppl are written every eval_every steps and match a
 
 TEST_CASE("isolated packing reaches training: restarted positions change the update") {
   auto params_after = [](const std::string& packing) {
-    const auto config = liger::testing::tiny_config(liger::testing::fresh_dir("pack-" + packing),
-                                                    {"training.steps=3", "data.packing=" + packing});
+    const auto config =
+        liger::testing::tiny_config(liger::testing::fresh_dir("pack-" + packing),
+                                    {"training.steps=3", "data.packing=" + packing});
     trainer::Trainer t(config);
     t.run();
     liger::testing::Parameters params;
-    for (const auto& item : t.model().named_parameters()) params[item.key()] = item.value().detach().clone();
+    for (const auto& item : t.model().named_parameters())
+      params[item.key()] = item.value().detach().clone();
     return params;
   };
   // With BOS on, both modes have the same labels: only the position ids differ.
   // (Several steps: the first AdamW step moves every weight by about lr * sign(grad).)
-  CHECK(liger::testing::max_relative_difference(params_after("isolated"), params_after("cross_document")) > 1e-7);
+  CHECK(liger::testing::max_relative_difference(params_after("isolated"),
+                                                params_after("cross_document")) > 1e-7);
 }
 
 TEST_CASE("evaluation on data.eval files") {
   const std::string dir = liger::testing::fresh_dir("eval-files");
   const auto config = liger::testing::tiny_config(
-      dir, {"training.steps=1", "training.eval_every=1", "data.eval=[" + liger::testing::prompt_completion_file() + "]"});
+      dir, {"training.steps=1", "training.eval_every=1",
+            "data.eval=[" + liger::testing::prompt_completion_file() + "]"});
   trainer::Trainer t(config);
   t.run();
   const auto rows = read_metrics(dir);
@@ -141,8 +153,9 @@ TEST_CASE("evaluation config errors name the keys and the fix") {
   CHECK(both.find("data.eval and data.eval_fraction") != std::string::npos);
   CHECK(message({"data.eval_fraction=0.7"}).find("data.eval_fraction") != std::string::npos);
   CHECK(message({"data.packing=blocks"}).find("cross_document, isolated") != std::string::npos);
-  const auto ok = liger::testing::tiny_config(dir, {"data.format=chat", "data.chat_template=gemma",
-                                                    "data.token_dtype=uint32", "data.bos_token=<s>"});
+  const auto ok =
+      liger::testing::tiny_config(dir, {"data.format=chat", "data.chat_template=gemma",
+                                        "data.token_dtype=uint32", "data.bos_token=<s>"});
   CHECK(ok.data.chat_template == "gemma");
   CHECK(ok.data.token_dtype == "uint32");
   CHECK(ok.data.bos_token == "<s>");

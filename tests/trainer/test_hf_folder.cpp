@@ -42,9 +42,13 @@ std::string read_text(const std::string& path) {
   return text.str();
 }
 
-json read_json(const std::string& path) { return json::parse(read_text(path)); }
+json read_json(const std::string& path) {
+  return json::parse(read_text(path));
+}
 
-void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
 
 int oracle(const std::string& arguments) {
   return testing::run_and_print(testing::python() + " " + testing::repo_dir() +
@@ -56,26 +60,37 @@ const std::string& made() {
   static const std::string dir = [] {
     const std::string out = testing::temp_dir("hf_folder");
     if (oracle("make " + out + " " + testing::repo_dir()) != 0) {
-      throw std::runtime_error("hf_folder_oracle.py make failed: are transformers and tokenizers installed for " +
-                               testing::python() + "? (scripts/setup.sh)");
+      throw std::runtime_error(
+          "hf_folder_oracle.py make failed: are transformers and tokenizers installed for " +
+          testing::python() + "? (scripts/setup.sh)");
     }
     return out;
   }();
   return dir;
 }
 
-std::vector<int32_t> ids_of(const json& list) { return list.get<std::vector<int32_t>>(); }
+std::vector<int32_t> ids_of(const json& list) {
+  return list.get<std::vector<int32_t>>();
+}
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 // A run with model.hf_path and nothing about the tokenizer or the template.
 config::TrainConfig folder_run(const std::string& out) {
-  const std::string yaml = "model:\n  hf_path: " + made() + "/hf\n"
-                           "data:\n  train: [" + made() + "/chat.jsonl]\n  seq_len: 64\n"
-                           "training:\n  device: cpu\n  steps: 3\n  micro_batch_size: 2\n  lr: 0.001\n"
-                           "  warmup_steps: 1\n  threads: 2\n"
-                           "checkpoint:\n  output_dir: " + out + "\n  every: 0\n  save_final: true\n"
-                           "logging:\n  level: info\n  progress_bar: off\n  sample_tokens: 0\n";
+  const std::string yaml =
+      "model:\n  hf_path: " + made() +
+      "/hf\n"
+      "data:\n  train: [" +
+      made() +
+      "/chat.jsonl]\n  seq_len: 64\n"
+      "training:\n  device: cpu\n  steps: 3\n  micro_batch_size: 2\n  lr: 0.001\n"
+      "  warmup_steps: 1\n  threads: 2\n"
+      "checkpoint:\n  output_dir: " +
+      out +
+      "\n  every: 0\n  save_final: true\n"
+      "logging:\n  level: info\n  progress_bar: off\n  sample_tokens: 0\n";
   return config::parse_config(yaml, "hf_folder.yaml");
 }
 
@@ -88,7 +103,9 @@ config::TrainConfig folder_run(const std::string& out) {
     CHECK(contains((text), (part))); \
   } while (false)
 
-TEST_CASE("model.hf_path alone: the folder's tokenizer and chat template; the export loads in transformers") {
+TEST_CASE(
+    "model.hf_path alone: the folder's tokenizer and chat template; the export loads in "
+    "transformers") {
   const json expected = read_json(made() + "/expected.json");
   const std::string hf = made() + "/hf";
   const std::string out = testing::temp_dir("hf_folder_run");
@@ -99,9 +116,11 @@ TEST_CASE("model.hf_path alone: the folder's tokenizer and chat template; the ex
   const auto tokenizer = trainer::load_run_tokenizer(config);
   CHECK(tokenizer->bos_id() == expected.at("bos_id").get<int32_t>());
   CHECK(tokenizer->eos_id() == expected.at("eos_id").get<int32_t>());
-  CHECK(tokenizer->encode(expected.at("text").get<std::string>()) == ids_of(expected.at("text_ids")));
+  CHECK(tokenizer->encode(expected.at("text").get<std::string>()) ==
+        ids_of(expected.at("text_ids")));
   // Chat documents: BOS, then the llama3 rendering (the template came from the folder).
-  const auto documents = data::read_documents(made() + "/chat.jsonl", data::DataFormat::auto_detect, *tokenizer);
+  const auto documents =
+      data::read_documents(made() + "/chat.jsonl", data::DataFormat::auto_detect, *tokenizer);
   const json& chat_ids = expected.at("chat_ids");
   REQUIRE(documents.size() >= chat_ids.size());
   for (size_t i = 0; i < chat_ids.size(); ++i) {
@@ -117,11 +136,12 @@ TEST_CASE("model.hf_path alone: the folder's tokenizer and chat template; the ex
   CHECK_HAS(log, "chat template llama3 from " + hf + "/tokenizer_config.json");
 
   const std::string exported = out + "/hf";
-  const std::string summary = trainer::export_checkpoint(result.checkpoint_path, exported, config::Dtype::fp32);
+  const std::string summary =
+      trainer::export_checkpoint(result.checkpoint_path, exported, config::Dtype::fp32);
   CHECK_HAS(summary, "tokenizer.json, tokenizer_config.json copied");
   CHECK_HAS(summary, "generation_config.json copied (eos 1 4)");
-  for (const char* name : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                           "generation_config.json"}) {
+  for (const char* name : {"config.json", "model.safetensors", "tokenizer.json",
+                           "tokenizer_config.json", "generation_config.json"}) {
     CHECK(fs::exists(exported + "/" + name));
   }
 
@@ -133,7 +153,8 @@ TEST_CASE("model.hf_path alone: the folder's tokenizer and chat template; the ex
   CHECK(checked.at("eos_id") == tokenizer->eos_id());
   const json& generation = checked.at("generation");
   CHECK(generation.at("bos_token_id") == tokenizer->bos_id());
-  CHECK(generation.at("eos_token_id") == json::array({tokenizer->eos_id(), tokenizer->token_id("<|eot_id|>")}));
+  CHECK(generation.at("eos_token_id") ==
+        json::array({tokenizer->eos_id(), tokenizer->token_id("<|eot_id|>")}));
   CHECK(generation.at("do_sample") == true);
   CHECK(generation.at("temperature") == 0.6);
 
@@ -145,12 +166,15 @@ TEST_CASE("model.hf_path alone: the folder's tokenizer and chat template; the ex
   CHECK(testing::relative_to_max(ours, logits_file.read("logits")) <= 1e-5);
 }
 
-TEST_CASE("the export of a SentencePiece sample run: transformers' LlamaTokenizer encodes as we do") {
+TEST_CASE(
+    "the export of a SentencePiece sample run: transformers' LlamaTokenizer encodes as we do") {
   const std::string out = testing::temp_dir("hf_folder_sp");
   const config::TrainConfig config = config::parse_config(
-      "", "sp.yaml", {"data.tokenizer=" + testing::repo_dir() + "/data/samples/shakespeare_bpe1024.model"});
+      "", "sp.yaml",
+      {"data.tokenizer=" + testing::repo_dir() + "/data/samples/shakespeare_bpe1024.model"});
   const auto tokenizer = trainer::load_run_tokenizer(config);
-  const std::string summary = trainer::TokenizerExport(config, models::ModelFamily::llama).write(out);
+  const std::string summary =
+      trainer::TokenizerExport(config, models::ModelFamily::llama).write(out);
   CHECK_HAS(summary, "tokenizer.model copied");
   CHECK_HAS(summary, "tokenizer_config.json written (LlamaTokenizer)");
   CHECK_HAS(summary, "generation_config.json written (eos 2)");
@@ -162,8 +186,9 @@ TEST_CASE("the export of a SentencePiece sample run: transformers' LlamaTokenize
   CHECK(generation.at("eos_token_id") == 2);
   CHECK(generation.at("top_p") == 0.9);  // the llama family's published sampling defaults
 
-  const std::string text = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
-                           "All:  Speak, speak.\t1234 caf\xC3\xA9 \xE2\x80\x94 'tis 2024!\n\n";
+  const std::string text =
+      "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+      "All:  Speak, speak.\t1234 caf\xC3\xA9 \xE2\x80\x94 'tis 2024!\n\n";
   write_text(out + "/text.txt", text);
   REQUIRE(oracle("check-tokenizer " + out + " " + out + "/text.txt " + out + "/check.json") == 0);
   const json checked = read_json(out + "/check.json");
@@ -176,27 +201,34 @@ TEST_CASE("the export of a SentencePiece sample run: transformers' LlamaTokenize
   CHECK(ids_of(checked.at("ids_with_specials")) == with_bos);  // data.add_bos -> add_bos_token
 }
 
-TEST_CASE("the export of a folder's tokenizer: overrides and stop tokens written, a missing one refused") {
+TEST_CASE(
+    "the export of a folder's tokenizer: overrides and stop tokens written, a missing one "
+    "refused") {
   const std::string hf = made() + "/hf";
   SECTION("data.eos_token goes into the copied tokenizer_config.json; its chat template stays") {
     const std::string out = testing::temp_dir("hf_folder_eos");
     const config::TrainConfig config =
         config::parse_config("", "a.yaml", {"data.tokenizer=" + hf, "data.eos_token=<|eot_id|>"});
-    const std::string summary = trainer::TokenizerExport(config, models::ModelFamily::llama).write(out);
+    const std::string summary =
+        trainer::TokenizerExport(config, models::ModelFamily::llama).write(out);
     CHECK_HAS(summary, "data.bos_token/eos_token written into tokenizer_config.json");
     const json tokenizer_config = read_json(out + "/tokenizer_config.json");
     CHECK(tokenizer_config.at("eos_token") == "<|eot_id|>");
     CHECK(tokenizer_config.at("bos_token") == "<|begin_of_text|>");
-    CHECK(tokenizer_config.at("chat_template") == read_json(hf + "/tokenizer_config.json").at("chat_template"));
+    CHECK(tokenizer_config.at("chat_template") ==
+          read_json(hf + "/tokenizer_config.json").at("chat_template"));
     // The folder's generation_config.json (eos [1, 4]) already stops at <|eot_id|>.
     CHECK(read_json(out + "/generation_config.json").at("eos_token_id") == json::array({1, 4}));
   }
-  SECTION("a source generation_config.json that lacks the end-of-turn token gets it; none: one is written") {
+  SECTION(
+      "a source generation_config.json that lacks the end-of-turn token gets it; none: one is "
+      "written") {
     const std::string folder = testing::temp_dir("hf_folder_tokenizer_only");
     for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
       write_text(folder + "/" + name, read_text(hf + "/" + name));
     }
-    write_text(folder + "/generation_config.json", R"({"bos_token_id": 0, "eos_token_id": 1, "max_length": 77})");
+    write_text(folder + "/generation_config.json",
+               R"({"bos_token_id": 0, "eos_token_id": 1, "max_length": 77})");
     const std::string out = testing::temp_dir("hf_folder_stops");
     config::TrainConfig config = config::parse_config("", "a.yaml", {"data.tokenizer=" + folder});
     trainer::TokenizerExport(config, models::ModelFamily::mistral).write(out);
@@ -207,10 +239,12 @@ TEST_CASE("the export of a folder's tokenizer: overrides and stop tokens written
     fs::remove(folder + "/generation_config.json");
     trainer::TokenizerExport(config, models::ModelFamily::mistral).write(out);
     generation = read_json(out + "/generation_config.json");
-    CHECK(generation == json({{"bos_token_id", 0}, {"eos_token_id", {1, 4}}}));  // no sampling keys for mistral
+    CHECK(generation ==
+          json({{"bos_token_id", 0}, {"eos_token_id", {1, 4}}}));  // no sampling keys for mistral
   }
   SECTION("a tokenizer that is not there is an error before anything is written") {
-    const config::TrainConfig config = config::parse_config("", "a.yaml", {"data.tokenizer=no/such/tokenizer.json"});
+    const config::TrainConfig config =
+        config::parse_config("", "a.yaml", {"data.tokenizer=no/such/tokenizer.json"});
     try {
       trainer::TokenizerExport(config, models::ModelFamily::llama);
       FAIL("no error");

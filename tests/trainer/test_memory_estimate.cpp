@@ -26,7 +26,8 @@ struct Measured {
 
 Measured measure(const std::vector<std::string>& shape, const std::vector<std::string>& overrides) {
   std::vector<std::string> all = shape;
-  all.insert(all.end(), {"training.steps=2", "model.num_layers=4", "model.num_heads=4", "model.num_kv_heads=2"});
+  all.insert(all.end(), {"training.steps=2", "model.num_layers=4", "model.num_heads=4",
+                         "model.num_kv_heads=2"});
   all.insert(all.end(), overrides.begin(), overrides.end());
   const config::TrainConfig c = testing::tiny_config(testing::fresh_dir("memory_estimate"), all);
   Measured out;
@@ -49,8 +50,8 @@ struct Case {
 void check_cases(const std::vector<std::string>& shape, const std::vector<Case>& cases) {
   for (const Case& test : cases) {
     const Measured m = measure(shape, test.overrides);
-    INFO(test.name << ": measured " << m.peak / (1 << 20) << " MiB, estimate " << m.estimate.total() / (1 << 20)
-                   << " MiB (" << m.estimate.describe() << ")");
+    INFO(test.name << ": measured " << m.peak / (1 << 20) << " MiB, estimate "
+                   << m.estimate.total() / (1 << 20) << " MiB (" << m.estimate.describe() << ")");
     CHECK(m.peak <= 1.10 * m.estimate.total());
     CHECK(m.peak >= 0.90 * m.estimate.total());
   }
@@ -60,32 +61,35 @@ void check_cases(const std::vector<std::string>& shape, const std::vector<Case>&
 
 // 8 x 256 tokens through a narrow model: activations and the loss weigh most.
 TEST_CASE("on the CPU the estimate is the measured peak to 10%: activations and recompute") {
-  check_cases({"model.hidden_size=128", "model.intermediate_size=512", "model.max_seq_len=256", "data.seq_len=256",
-               "training.micro_batch_size=8"},
-              {
-                  {"fp32, no checkpointing", {"training.precision=fp32"}},
-                  {"fp32, glu", {"training.precision=fp32", "training.activation_checkpointing=glu"}},
-                  {"fp32, full, 2 micro-batches",
-                   {"training.precision=fp32", "training.activation_checkpointing=full",
-                    "training.gradient_accumulation_steps=2"}},
-                  {"bf16, full, 2 micro-batches",
-                   {"training.precision=bf16", "training.activation_checkpointing=full",
-                    "training.gradient_accumulation_steps=2"}},
-                  {"bf16-mixed, no checkpointing, 2 micro-batches",
-                   {"training.precision=bf16-mixed", "training.gradient_accumulation_steps=2"}},
-              });
+  check_cases(
+      {"model.hidden_size=128", "model.intermediate_size=512", "model.max_seq_len=256",
+       "data.seq_len=256", "training.micro_batch_size=8"},
+      {
+          {"fp32, no checkpointing", {"training.precision=fp32"}},
+          {"fp32, glu", {"training.precision=fp32", "training.activation_checkpointing=glu"}},
+          {"fp32, full, 2 micro-batches",
+           {"training.precision=fp32", "training.activation_checkpointing=full",
+            "training.gradient_accumulation_steps=2"}},
+          {"bf16, full, 2 micro-batches",
+           {"training.precision=bf16", "training.activation_checkpointing=full",
+            "training.gradient_accumulation_steps=2"}},
+          {"bf16-mixed, no checkpointing, 2 micro-batches",
+           {"training.precision=bf16-mixed", "training.gradient_accumulation_steps=2"}},
+      });
 }
 
 // 2 x 32 tokens through a wider model: parameters, gradients and AdamW state
 // weigh most, and whether the gradients live through the forwards shows.
 TEST_CASE("on the CPU the estimate is the measured peak to 10%: weights, gradients, AdamW state") {
-  check_cases({"model.hidden_size=256", "model.intermediate_size=1024", "model.max_seq_len=64", "data.seq_len=32",
-               "training.micro_batch_size=2"},
+  check_cases({"model.hidden_size=256", "model.intermediate_size=1024", "model.max_seq_len=64",
+               "data.seq_len=32", "training.micro_batch_size=2"},
               {
                   {"fp32", {"training.precision=fp32"}},
-                  {"fp32, 2 micro-batches", {"training.precision=fp32", "training.gradient_accumulation_steps=2"}},
+                  {"fp32, 2 micro-batches",
+                   {"training.precision=fp32", "training.gradient_accumulation_steps=2"}},
                   {"bf16", {"training.precision=bf16"}},
-                  {"bf16, 2 micro-batches", {"training.precision=bf16", "training.gradient_accumulation_steps=2"}},
+                  {"bf16, 2 micro-batches",
+                   {"training.precision=bf16", "training.gradient_accumulation_steps=2"}},
                   {"bf16-mixed", {"training.precision=bf16-mixed"}},
                   {"bf16-mixed, 2 micro-batches",
                    {"training.precision=bf16-mixed", "training.gradient_accumulation_steps=2"}},

@@ -31,7 +31,8 @@ std::string source_dir() {
   return dir ? dir : ".";
 }
 
-liger::config::TrainConfig load(const std::string& name, const std::vector<std::string>& overrides = {}) {
+liger::config::TrainConfig load(const std::string& name,
+                                const std::vector<std::string>& overrides = {}) {
   return liger::config::load_config(source_dir() + "/configs/" + name, overrides);
 }
 
@@ -39,9 +40,12 @@ liger::models::ModelConfig model_of(const liger::config::TrainConfig& c) {
   return liger::trainer::resolve_model_config(c, 1024);  // the sample tokenizer's vocabulary
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
-std::string plan_error(const liger::config::TrainConfig& c, const liger::trainer::MemoryPlanTarget& target) {
+std::string plan_error(const liger::config::TrainConfig& c,
+                       const liger::trainer::MemoryPlanTarget& target) {
   try {
     plan_memory(model_of(c), c, target);
   } catch (const ConfigError& error) {
@@ -51,18 +55,19 @@ std::string plan_error(const liger::config::TrainConfig& c, const liger::trainer
 }
 
 // Llama-3-8B's shapes and the shipped config's batch (1 x 8192 tokens).
-constexpr double kParams = 8030261248.0, kHidden = 4096, kMlp = 14336, kQ = 4096, kKv = 1024, kLayers = 32,
-                 kVocab = 128256, kTokens = 8192;
+constexpr double kParams = 8030261248.0, kHidden = 4096, kMlp = 14336, kQ = 4096, kKv = 1024,
+                 kLayers = 32, kVocab = 128256, kTokens = 8192;
 
 }  // namespace
 
 TEST_CASE("the ladder: fp32 master weights first, then the least recompute") {
   const auto& ladder = liger::trainer::memory_plan_candidates();
   REQUIRE(ladder.size() == 6);
-  const Precision precisions[] = {Precision::bf16_mixed, Precision::bf16_mixed, Precision::bf16_mixed,
-                                  Precision::bf16,       Precision::bf16,       Precision::bf16};
-  const ActivationCheckpointing recompute[] = {ActivationCheckpointing::none, ActivationCheckpointing::glu,
-                                               ActivationCheckpointing::full};
+  const Precision precisions[] = {Precision::bf16_mixed, Precision::bf16_mixed,
+                                  Precision::bf16_mixed, Precision::bf16,
+                                  Precision::bf16,       Precision::bf16};
+  const ActivationCheckpointing recompute[] = {
+      ActivationCheckpointing::none, ActivationCheckpointing::glu, ActivationCheckpointing::full};
   for (size_t i = 0; i < ladder.size(); ++i) {
     CHECK(ladder[i].precision == precisions[i]);
     CHECK(ladder[i].checkpointing == recompute[i % 3]);
@@ -82,8 +87,12 @@ TEST_CASE("Llama-3-8B on one 80 GiB GPU: bf16 with full checkpointing, under 76 
   REQUIRE(plan.faster.size() == 5);
   for (const auto& [candidate, total] : plan.faster) CHECK(total > plan.budget_bytes);
   const std::string line = plan.describe();
-  CHECK(contains(line, "memory plan: bf16 (stochastic rounding), activation checkpointing full, fused loss: "));
-  CHECK(contains(line, " of the 76.00 GiB budget on 1 GPU (95% of an assumed 80.00 GiB GPU: none is visible here)"));
+  CHECK(contains(
+      line,
+      "memory plan: bf16 (stochastic rounding), activation checkpointing full, fused loss: "));
+  CHECK(contains(
+      line,
+      " of the 76.00 GiB budget on 1 GPU (95% of an assumed 80.00 GiB GPU: none is visible here)"));
   CHECK(contains(line, "; faster candidates would need bf16-mixed/none "));
 
   // The components, from the shapes: bf16 parameters, gradients (summed in
@@ -117,7 +126,8 @@ TEST_CASE("Llama-3-8B sharded over 8 GPUs: bf16-mixed without recompute") {
   CHECK(plan.chosen.precision == Precision::bf16_mixed);
   CHECK(plan.chosen.checkpointing == ActivationCheckpointing::none);
   CHECK(plan.faster.empty());
-  CHECK(contains(plan.describe(), "memory plan: bf16-mixed, activation checkpointing none, fused loss: "));
+  CHECK(contains(plan.describe(),
+                 "memory plan: bf16-mixed, activation checkpointing none, fused loss: "));
   CHECK(contains(plan.describe(), "budget per GPU with 8 ranks sharing the model"));
   const MemoryEstimate& e = plan.estimate;
   // fp32 shards of parameters, gradients (in their flat buffers through the
@@ -127,10 +137,12 @@ TEST_CASE("Llama-3-8B sharded over 8 GPUs: bf16-mixed without recompute") {
   CHECK(e.gradients_in_forward == kParams * 4 / 8);
   CHECK(e.optimizer == kParams * 8 / 8);
   // Gathered in bf16: two layers and the embedding and lm_head.
-  const double layer_params = kHidden * kQ * 2 + kHidden * kKv * 2 + 3 * kHidden * kMlp + 2 * kHidden;
+  const double layer_params =
+      kHidden * kQ * 2 + kHidden * kKv * 2 + 3 * kHidden * kMlp + 2 * kHidden;
   CHECK(e.gathered == Approx((2 * layer_params + 2 * kVocab * kHidden) * 2));
   // Every layer's activations, the product kept.
-  CHECK(e.activations == Approx(kLayers * kTokens * (4 * kHidden + 2 * kQ + 2 * kKv + 3 * kMlp) * 2));
+  CHECK(e.activations ==
+        Approx(kLayers * kTokens * (4 * kHidden + 2 * kQ + 2 * kKv + 3 * kMlp) * 2));
   // Backward: lm_head's full bf16 gradient and its fp32 reduce-scatter staging.
   CHECK(e.backward == Approx(kVocab * kHidden * (2 + 4)));
   CHECK(e.total() < 76 * kGiB);
@@ -157,13 +169,17 @@ TEST_CASE("the budget: the GPU's memory, training.memory_budget_gib, or nothing 
   CHECK(glu.chosen.checkpointing == ActivationCheckpointing::glu);
   CHECK(contains(glu.describe(), "budget on 1 GPU (training.memory_budget_gib)"));
   // Nothing fits: one line with the leanest estimate and the switches that help.
-  const auto tight = load("llama3_8b.yaml", {"training.memory_budget_gib=40", "training.micro_batch_size=2"});
+  const auto tight =
+      load("llama3_8b.yaml", {"training.memory_budget_gib=40", "training.micro_batch_size=2"});
   const std::string message = plan_error(tight, {1, true, std::nullopt});
-  CHECK(contains(message, "training.memory_plan = auto: nothing fits the 40.00 GiB budget on 1 GPU "
-                          "(training.memory_budget_gib): the leanest candidate, bf16 with activation "
-                          "checkpointing full, needs "));
-  CHECK(contains(message, "; to fit, shard over more GPUs (scripts/launch.sh --nproc N), lower data.seq_len (8192), "
-                          "lower training.micro_batch_size (2)"));
+  CHECK(contains(message,
+                 "training.memory_plan = auto: nothing fits the 40.00 GiB budget on 1 GPU "
+                 "(training.memory_budget_gib): the leanest candidate, bf16 with activation "
+                 "checkpointing full, needs "));
+  CHECK(contains(
+      message,
+      "; to fit, shard over more GPUs (scripts/launch.sh --nproc N), lower data.seq_len (8192), "
+      "lower training.micro_batch_size (2)"));
   CHECK(contains(message, " or raise training.memory_budget_gib"));
   CHECK(message.find('\n') == std::string::npos);
   CHECK(contains(plan_error(load("llama3_8b.yaml", {"training.memory_budget_gib=40",
@@ -174,7 +190,8 @@ TEST_CASE("the budget: the GPU's memory, training.memory_budget_gib, or nothing 
 
 TEST_CASE("the tiny config plans bf16-mixed without recompute on a GPU, fp32 on the CPU") {
   // The defaults (the tiny preset, 8 x 256 tokens) with the plan on.
-  const auto planned = liger::config::parse_config("training:\n  memory_plan: auto\n", "tiny_plan.yaml");
+  const auto planned =
+      liger::config::parse_config("training:\n  memory_plan: auto\n", "tiny_plan.yaml");
   const MemoryPlan gpu = plan_memory(model_of(planned), planned, {1, true, std::nullopt});
   CHECK(gpu.chosen.precision == Precision::bf16_mixed);
   CHECK(gpu.chosen.checkpointing == ActivationCheckpointing::none);
@@ -189,8 +206,9 @@ TEST_CASE("the tiny config plans bf16-mixed without recompute on a GPU, fp32 on 
   const MemoryPlan cpu = plan_memory(model_of(planned), planned, {1, false, std::nullopt});
   CHECK(cpu.chosen.precision == Precision::fp32);
   CHECK(cpu.chosen.checkpointing == ActivationCheckpointing::none);
-  CHECK(cpu.describe() == "memory plan: fp32, activation checkpointing none, fused loss (on the CPU: the plan "
-                          "budgets GPU memory only)");
+  CHECK(cpu.describe() ==
+        "memory plan: fp32, activation checkpointing none, fused loss (on the CPU: the plan "
+        "budgets GPU memory only)");
 }
 
 TEST_CASE("apply_memory_plan: auto rewrites the config as planned, off leaves it") {
@@ -216,18 +234,24 @@ TEST_CASE("apply_memory_plan: auto rewrites the config as planned, off leaves it
   CHECK(c.resolved_yaml == again.resolved_yaml);
 }
 
-TEST_CASE("a run with training.memory_plan: auto logs the plan, trains as planned and records it in checkpoints") {
+TEST_CASE(
+    "a run with training.memory_plan: auto logs the plan, trains as planned and records it in "
+    "checkpoints") {
   const std::string dir = liger::testing::fresh_dir("memory_plan_run");
-  const auto c = liger::testing::tiny_config(
-      dir, {"training.memory_plan=auto", "training.steps=1", "checkpoint.save_final=true", "logging.level=info"});
+  const auto c =
+      liger::testing::tiny_config(dir, {"training.memory_plan=auto", "training.steps=1",
+                                        "checkpoint.save_final=true", "logging.level=info"});
   {
     liger::trainer::Trainer t(c);
     t.run();
-    CHECK(t.model().named_parameters()[0].value().scalar_type() == c10::kFloat);  // on the CPU: fp32
+    CHECK(t.model().named_parameters()[0].value().scalar_type() ==
+          c10::kFloat);  // on the CPU: fp32
   }
   std::ifstream log(dir + "/train.log");
-  const std::string log_text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-  CHECK(contains(log_text, "memory plan: fp32, activation checkpointing none, fused loss (on the CPU"));
+  const std::string log_text((std::istreambuf_iterator<char>(log)),
+                             std::istreambuf_iterator<char>());
+  CHECK(contains(log_text,
+                 "memory plan: fp32, activation checkpointing none, fused loss (on the CPU"));
   const auto recorded = liger::config::load_config(dir + "/step-1/config.yaml");
   CHECK(recorded.training.memory_plan == liger::config::MemoryPlanMode::off);
   CHECK(recorded.training.precision == Precision::fp32);

@@ -16,8 +16,8 @@
 #include <sstream>
 #include <vector>
 
-using liger::trainer::AdamW;
 using liger::config::LrScheduleKind;
+using liger::trainer::AdamW;
 using liger::trainer::LrSchedule;
 
 TEST_CASE("AdamW matches torch::optim::AdamW step for step (fp32)") {
@@ -25,8 +25,10 @@ TEST_CASE("AdamW matches torch::optim::AdamW step for step (fp32)") {
   const double lr = 1e-2, wd = 0.1;
   at::Tensor matrix = torch::randn({17, 9});
   at::Tensor vector = torch::randn({9});
-  at::Tensor ours_m = matrix.clone().requires_grad_(true), ours_v = vector.clone().requires_grad_(true);
-  at::Tensor ref_m = matrix.clone().requires_grad_(true), ref_v = vector.clone().requires_grad_(true);
+  at::Tensor ours_m = matrix.clone().requires_grad_(true),
+             ours_v = vector.clone().requires_grad_(true);
+  at::Tensor ref_m = matrix.clone().requires_grad_(true),
+             ref_v = vector.clone().requires_grad_(true);
 
   auto groups = liger::trainer::split_decay_groups({{"m", ours_m}, {"v", ours_v}}, wd);
   REQUIRE(groups[0].names == std::vector<std::string>{"m"});
@@ -39,12 +41,14 @@ TEST_CASE("AdamW matches torch::optim::AdamW step for step (fp32)") {
   AdamW ours(groups, options);
 
   std::vector<torch::optim::OptimizerParamGroup> ref_groups;
-  ref_groups.emplace_back(std::vector<at::Tensor>{ref_m},
-                          std::make_unique<torch::optim::AdamWOptions>(
-                              torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd)));
-  ref_groups.emplace_back(std::vector<at::Tensor>{ref_v},
-                          std::make_unique<torch::optim::AdamWOptions>(
-                              torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+  ref_groups.emplace_back(
+      std::vector<at::Tensor>{ref_m},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd)));
+  ref_groups.emplace_back(
+      std::vector<at::Tensor>{ref_v},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
   torch::optim::AdamW reference(ref_groups, torch::optim::AdamWOptions(lr));
 
   for (int step = 0; step < 6; ++step) {
@@ -251,7 +255,8 @@ TEST_CASE("stochastic rounding to bf16 is unbiased") {
     }
   }
   // Representable values, zero, inf and NaN are kept.
-  const at::Tensor special = torch::tensor({0.0f, -0.0f, 1.0f, 0.0200195312f, INFINITY, -INFINITY, NAN});
+  const at::Tensor special =
+      torch::tensor({0.0f, -0.0f, 1.0f, 0.0200195312f, INFINITY, -INFINITY, NAN});
   const at::Tensor r = k::stochastic_round_bf16(special, 1, 2, 3).to(torch::kFloat);
   CHECK(torch::equal(r.slice(0, 0, 6), special.slice(0, 0, 6)));
   CHECK(std::isnan(r[6].item<float>()));
@@ -269,7 +274,8 @@ TEST_CASE("stochastic rounding is deterministic for a seed and varies with seed,
   const at::Tensor init = torch::full({32, 32}, 0.02);
   const at::Tensor one = train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 1);
   CHECK(torch::equal(one, train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 1)));
-  CHECK_FALSE(torch::equal(one, train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 2)));
+  CHECK_FALSE(
+      torch::equal(one, train_constant_grad(init, torch::kBFloat16, 1.0, 1e-5, 20, true, 2)));
 }
 
 TEST_CASE("adamw_step_many on the CPU equals adamw_step per tensor, bitwise", "[adamw]") {
@@ -286,12 +292,18 @@ TEST_CASE("adamw_step_many on the CPU equals adamw_step per tensor, bitwise", "[
     bool stochastic;
   };
   const std::vector<Spec> specs = {
-      {1, at::kBFloat16, at::kBFloat16, at::kByte, true},    {7, at::kBFloat16, at::kBFloat16, at::kByte, true},
-      {8, at::kBFloat16, at::kBFloat16, at::kByte, true},    {4101, at::kBFloat16, at::kBFloat16, at::kByte, true},
-      {9, at::kBFloat16, at::kFloat, at::kByte, true},       {300, at::kBFloat16, at::kBFloat16, at::kByte, false},
-      {2049, at::kFloat, at::kBFloat16, at::kBFloat16, false}, {1, at::kFloat, at::kBFloat16, at::kBFloat16, false},
-      {517, at::kFloat, at::kHalf, at::kHalf, false},        {100, at::kFloat, at::kFloat, at::kByte, false},
-      {33, at::kHalf, at::kHalf, at::kByte, false},          {0, at::kBFloat16, at::kBFloat16, at::kByte, true},
+      {1, at::kBFloat16, at::kBFloat16, at::kByte, true},
+      {7, at::kBFloat16, at::kBFloat16, at::kByte, true},
+      {8, at::kBFloat16, at::kBFloat16, at::kByte, true},
+      {4101, at::kBFloat16, at::kBFloat16, at::kByte, true},
+      {9, at::kBFloat16, at::kFloat, at::kByte, true},
+      {300, at::kBFloat16, at::kBFloat16, at::kByte, false},
+      {2049, at::kFloat, at::kBFloat16, at::kBFloat16, false},
+      {1, at::kFloat, at::kBFloat16, at::kBFloat16, false},
+      {517, at::kFloat, at::kHalf, at::kHalf, false},
+      {100, at::kFloat, at::kFloat, at::kByte, false},
+      {33, at::kHalf, at::kHalf, at::kByte, false},
+      {0, at::kBFloat16, at::kBFloat16, at::kByte, true},
   };
   for (bool scaled : {false, true}) {
     INFO((scaled ? "grad_scale 0.6" : "no grad_scale"));
@@ -300,7 +312,8 @@ TEST_CASE("adamw_step_many on the CPU equals adamw_step per tensor, bitwise", "[
     torch::manual_seed(6);
     for (const Spec& s : specs) {
       const at::Tensor p = (torch::randn({s.n}) * 0.02).to(s.param);
-      const at::Tensor m = (torch::randn({s.n}) * 1e-3).to(s.param), v = (torch::rand({s.n}) * 1e-6).to(s.param);
+      const at::Tensor m = (torch::randn({s.n}) * 1e-3).to(s.param),
+                       v = (torch::rand({s.n}) * 1e-6).to(s.param);
       p1.push_back(p.clone());
       p2.push_back(p.clone());
       m1.push_back(m.clone());
@@ -402,12 +415,14 @@ TEST_CASE("training.precision sets the parameter and compute dtypes; contradicti
   CHECK(parameter_dtype(fp32) == torch::kFloat);
   CHECK(compute_dtype(fp32) == torch::kFloat);
   // auto: today's behaviour from model.dtype + master_weights.
-  const auto legacy = parse_config("model:\n  dtype: bf16\ntraining:\n  master_weights: false\n", "p.yaml");
+  const auto legacy =
+      parse_config("model:\n  dtype: bf16\ntraining:\n  master_weights: false\n", "p.yaml");
   CHECK(legacy.training.precision == liger::config::Precision::auto_);
   CHECK(parameter_dtype(legacy) == torch::kBFloat16);
   CHECK(parameter_dtype(parse_config("model:\n  dtype: bf16\n", "p.yaml")) == torch::kFloat);
   // Agreeing keys are fine.
-  CHECK(message("model:\n  dtype: bf16\ntraining:\n  precision: bf16\n  master_weights: false\n").empty());
+  CHECK(message("model:\n  dtype: bf16\ntraining:\n  precision: bf16\n  master_weights: false\n")
+            .empty());
   // A TrainConfig built in code honours precision too.
   liger::config::TrainConfig code;
   code.training.precision = liger::config::Precision::bf16;
@@ -436,7 +451,8 @@ TEST_CASE("AdamW::step with a grad_scale equals a step on gradients multiplied b
     INFO("dtype " << dtype);
     torch::manual_seed(3);
     const at::Tensor start = (torch::randn({33, 7}) * 0.02).to(dtype);
-    at::Tensor scaled_p = start.clone().requires_grad_(true), plain_p = start.clone().requires_grad_(true),
+    at::Tensor scaled_p = start.clone().requires_grad_(true),
+               plain_p = start.clone().requires_grad_(true),
                unscaled_p = start.clone().requires_grad_(true);
     liger::trainer::AdamWOptions options;
     options.seed = 5;
@@ -479,7 +495,8 @@ TEST_CASE("AdamW with device values (CUDA graphs' split step) equals the plain s
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       INFO("dtype " << dtype << " on " << device);
       torch::manual_seed(4);
-      const at::Tensor w0 = (torch::randn({21, 5}) * 0.02).to(device, dtype), b0 = torch::randn({5}).to(device, dtype);
+      const at::Tensor w0 = (torch::randn({21, 5}) * 0.02).to(device, dtype),
+                       b0 = torch::randn({5}).to(device, dtype);
       at::Tensor pw = w0.clone().requires_grad_(true), pb = b0.clone().requires_grad_(true);
       at::Tensor dw = w0.clone().requires_grad_(true), db = b0.clone().requires_grad_(true);
       liger::trainer::AdamWOptions options;
@@ -488,9 +505,10 @@ TEST_CASE("AdamW with device values (CUDA graphs' split step) equals the plain s
       options.device_values = true;
       AdamW split(liger::trainer::split_decay_groups({{"w", dw}, {"b", db}}, 0.1), options);
       for (size_t k = 0; k < lrs.size(); ++k) {
-        const at::Tensor gw = torch::randn({21, 5}).to(device, dtype), gb = torch::randn({5}).to(device, dtype);
-        const at::Tensor scale =
-            torch::full({}, 0.25 + 0.15 * static_cast<double>(k), at::TensorOptions().dtype(at::kFloat).device(device));
+        const at::Tensor gw = torch::randn({21, 5}).to(device, dtype),
+                         gb = torch::randn({5}).to(device, dtype);
+        const at::Tensor scale = torch::full({}, 0.25 + 0.15 * static_cast<double>(k),
+                                             at::TensorOptions().dtype(at::kFloat).device(device));
         pw.mutable_grad() = gw.clone();
         pb.mutable_grad() = gb.clone();
         dw.mutable_grad() = gw.clone();
@@ -527,7 +545,8 @@ TEST_CASE("AdamW with device values (CUDA graphs' split step) equals the plain s
     }
   }
   // apply_step needs its prepare_step, and every parameter its gradient.
-  at::Tensor p = torch::zeros({3}).requires_grad_(true), q = torch::zeros({2, 2}).requires_grad_(true);
+  at::Tensor p = torch::zeros({3}).requires_grad_(true),
+             q = torch::zeros({2, 2}).requires_grad_(true);
   liger::trainer::AdamWOptions options;
   options.device_values = true;
   AdamW split(liger::trainer::split_decay_groups({{"p", p}, {"q", q}}, 0.0), options);
@@ -545,7 +564,9 @@ TEST_CASE("AdamW with device values (CUDA graphs' split step) equals the plain s
   CHECK(message_of().find("q got no gradient") != std::string::npos);
 }
 
-TEST_CASE("AdamW with compute copies: the fp32 step on the widened 16-bit gradients, and the copies follow") {
+TEST_CASE(
+    "AdamW with compute copies: the fp32 step on the widened 16-bit gradients, and the copies "
+    "follow") {
   // Mixed precision on copies (trainer/compute_copies.h): the gradients sit on
   // bf16 copies of fp32 parameters. The update must equal the plain fp32
   // step given those gradients widened to fp32, and leave each copy equal to
@@ -559,20 +580,23 @@ TEST_CASE("AdamW with compute copies: the fp32 step on the widened 16-bit gradie
     for (const bool device_values : {false, true}) {
       INFO("on " << device << (device_values ? ", device values" : ""));
       torch::manual_seed(6);
-      const at::Tensor w0 = (torch::randn({37, 9}) * 0.02).to(device), b0 = torch::randn({9}).to(device);
+      const at::Tensor w0 = (torch::randn({37, 9}) * 0.02).to(device),
+                       b0 = torch::randn({9}).to(device);
       at::Tensor pw = w0.clone().requires_grad_(true), pb = b0.clone().requires_grad_(true);
       at::Tensor mw = w0.clone(), mb = b0.clone();  // the masters
-      at::Tensor cw = w0.to(at::kBFloat16).requires_grad_(true), cb = b0.to(at::kBFloat16).requires_grad_(true);
+      at::Tensor cw = w0.to(at::kBFloat16).requires_grad_(true),
+                 cb = b0.to(at::kBFloat16).requires_grad_(true);
       liger::trainer::AdamWOptions options;
       options.seed = 3;
       AdamW plain(liger::trainer::split_decay_groups({{"w", pw}, {"b", pb}}, 0.1), options);
       options.device_values = device_values;
-      AdamW copied(liger::trainer::split_decay_groups({{"w", mw}, {"b", mb}}, 0.1, {cw, cb}), options);
+      AdamW copied(liger::trainer::split_decay_groups({{"w", mw}, {"b", mb}}, 0.1, {cw, cb}),
+                   options);
       for (size_t k = 0; k < lrs.size(); ++k) {
         const at::Tensor gw = torch::randn({37, 9}).to(device, at::kBFloat16);
         const at::Tensor gb = torch::randn({9}).to(device, at::kBFloat16);
-        const at::Tensor scale =
-            torch::full({}, 0.3 + 0.2 * static_cast<double>(k), at::TensorOptions().dtype(at::kFloat).device(device));
+        const at::Tensor scale = torch::full({}, 0.3 + 0.2 * static_cast<double>(k),
+                                             at::TensorOptions().dtype(at::kFloat).device(device));
         pw.mutable_grad() = gw.to(at::kFloat);  // cast: bf16 to fp32, exact
         pb.mutable_grad() = gb.to(at::kFloat);
         cw.mutable_grad() = gw.clone();
@@ -614,12 +638,14 @@ TEST_CASE("AdamW with compute copies: the fp32 step on the widened 16-bit gradie
     }
     return std::string("(no error)");
   };
-  CHECK(message_of(torch::zeros({3}), torch::zeros({4}, at::kBFloat16)).find("compute copy of p") != std::string::npos);
-  CHECK(message_of(torch::zeros({3}, at::kBFloat16), torch::zeros({3}, at::kBFloat16)).find("fp32 parameter") !=
+  CHECK(message_of(torch::zeros({3}), torch::zeros({4}, at::kBFloat16)).find("compute copy of p") !=
         std::string::npos);
+  CHECK(message_of(torch::zeros({3}, at::kBFloat16), torch::zeros({3}, at::kBFloat16))
+            .find("fp32 parameter") != std::string::npos);
 }
 
-TEST_CASE("AdamW with compute copies over micro-batches: the copies' gradients are summed in fp32") {
+TEST_CASE(
+    "AdamW with compute copies over micro-batches: the copies' gradients are summed in fp32") {
   // Gradient accumulation on copies: after each micro-batch's backward,
   // fold_copy_gradients adds the copy's bf16 gradient into its fp32
   // parameter's .grad and clears the copy's. The step must equal the fp32
@@ -642,9 +668,11 @@ TEST_CASE("AdamW with compute copies over micro-batches: the copies' gradients a
       for (const double lr : {1e-2, 4e-3}) {
         // 1 + small values: their bf16 running sum loses the small parts.
         std::vector<at::Tensor> micro;
-        for (int j = 0; j < 3; ++j) micro.push_back((1.0 + 0.01 * torch::randn({21, 16})).to(device, at::kBFloat16));
+        for (int j = 0; j < 3; ++j)
+          micro.push_back((1.0 + 0.01 * torch::randn({21, 16})).to(device, at::kBFloat16));
         at::Tensor sum32 = torch::zeros({21, 16}, at::TensorOptions().device(device));
-        at::Tensor sum16 = torch::zeros({21, 16}, at::TensorOptions().device(device).dtype(at::kBFloat16));
+        at::Tensor sum16 =
+            torch::zeros({21, 16}, at::TensorOptions().device(device).dtype(at::kBFloat16));
         for (const at::Tensor& g : micro) {
           sum32 += g.to(at::kFloat);  // cast: bf16 to fp32, exact
           sum16 += g;
@@ -652,7 +680,8 @@ TEST_CASE("AdamW with compute copies over micro-batches: the copies' gradients a
           copied.fold_copy_gradients();
           CHECK_FALSE(cw.grad().defined());
         }
-        CHECK((sum16.to(at::kFloat) - sum32).abs().max().item<double>() > 1e-3);  // bf16 would round
+        CHECK((sum16.to(at::kFloat) - sum32).abs().max().item<double>() >
+              1e-3);  // bf16 would round
         pw.mutable_grad() = sum32;
         const std::vector<at::Tensor> grads = copied.gradients();
         REQUIRE(grads.size() == 1);
@@ -674,9 +703,12 @@ TEST_CASE("AdamW with compute copies over micro-batches: the copies' gradients a
   }
 }
 
-TEST_CASE("sum_of_squares (clipping's squared norm) on the CPU: every tensor and dtype, no tensor is zero") {
+TEST_CASE(
+    "sum_of_squares (clipping's squared norm) on the CPU: every tensor and dtype, no tensor is "
+    "zero") {
   torch::manual_seed(12);
-  const std::vector<at::Tensor> tensors = {torch::randn({17, 3}), torch::randn({5}).to(at::kBFloat16),
+  const std::vector<at::Tensor> tensors = {torch::randn({17, 3}),
+                                           torch::randn({5}).to(at::kBFloat16),
                                            torch::randn({4, 6}).t(), torch::zeros({0})};
   double expected = 0.0;
   for (const auto& t : tensors) expected += t.to(at::kDouble).square().sum().item<double>();

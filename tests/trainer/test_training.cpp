@@ -68,19 +68,21 @@ TEST_CASE("the micro-batches of the accumulation test carry uneven target counts
 TEST_CASE("gradient accumulation is exact: 8 x 1 equals 2 x 4") {
   for (const bool fused : {true, false}) {
     INFO("fused_linear_cross_entropy = " << fused);
-    const std::string flce = std::string("kernels.fused_linear_cross_entropy=") + (fused ? "true" : "false");
-    const auto one = train(liger::testing::tiny_config(liger::testing::fresh_dir("acc1"),
-                                                       {flce, "training.micro_batch_size=8",
-                                                        "training.gradient_accumulation_steps=1"}));
-    const auto four = train(liger::testing::tiny_config(liger::testing::fresh_dir("acc4"),
-                                                        {flce, "training.micro_batch_size=2",
-                                                         "training.gradient_accumulation_steps=4"}));
+    const std::string flce =
+        std::string("kernels.fused_linear_cross_entropy=") + (fused ? "true" : "false");
+    const auto one = train(liger::testing::tiny_config(
+        liger::testing::fresh_dir("acc1"),
+        {flce, "training.micro_batch_size=8", "training.gradient_accumulation_steps=1"}));
+    const auto four = train(liger::testing::tiny_config(
+        liger::testing::fresh_dir("acc4"),
+        {flce, "training.micro_batch_size=2", "training.gradient_accumulation_steps=4"}));
     REQUIRE(one.result.final_step == 5);
     REQUIRE(four.result.final_step == 5);
     const double difference = liger::testing::max_relative_difference(four.params, one.params);
     INFO("max relative parameter difference " << difference);
     CHECK(difference <= 1e-5);
-    CHECK(std::abs(one.result.final_loss - four.result.final_loss) <= 1e-5 * std::abs(one.result.final_loss));
+    CHECK(std::abs(one.result.final_loss - four.result.final_loss) <=
+          1e-5 * std::abs(one.result.final_loss));
   }
 }
 
@@ -90,8 +92,8 @@ TEST_CASE("averaging per micro-batch would NOT match (the test can tell)") {
   // more than the tolerance, so the check above is not vacuous.
   const auto a = train(liger::testing::tiny_config(liger::testing::fresh_dir("vac1"),
                                                    {"training.micro_batch_size=8"}));
-  const auto b = train(liger::testing::tiny_config(liger::testing::fresh_dir("vac2"),
-                                                   {"training.micro_batch_size=8", "training.lr=0.0031"}));
+  const auto b = train(liger::testing::tiny_config(
+      liger::testing::fresh_dir("vac2"), {"training.micro_batch_size=8", "training.lr=0.0031"}));
   CHECK(liger::testing::max_relative_difference(a.params, b.params) > 1e-4);
 }
 
@@ -105,7 +107,8 @@ struct ResumeRuns {
 };
 ResumeRuns check_resume_matches(const std::vector<std::string>& ten, const std::string& name) {
   ResumeRuns runs;
-  runs.straight = train(liger::testing::tiny_config(liger::testing::fresh_dir(name + "_straight"), ten));
+  runs.straight =
+      train(liger::testing::tiny_config(liger::testing::fresh_dir(name + "_straight"), ten));
   runs.resumed_dir = liger::testing::fresh_dir(name + "_resumed");
   runs.first = train(liger::testing::tiny_config(runs.resumed_dir, ten), /*stop_after=*/5);
   REQUIRE(runs.first.result.stopped_by_signal);
@@ -115,7 +118,8 @@ ResumeRuns check_resume_matches(const std::vector<std::string>& ten, const std::
   resume.push_back("checkpoint.resume=auto");
   runs.second = train(liger::testing::tiny_config(runs.resumed_dir, resume));
   REQUIRE(runs.second.result.final_step == 10);
-  const double difference = liger::testing::max_relative_difference(runs.second.params, runs.straight.params);
+  const double difference =
+      liger::testing::max_relative_difference(runs.second.params, runs.straight.params);
   INFO("max relative parameter difference " << difference);
   CHECK(difference <= 1e-6);
   CHECK(runs.second.result.final_loss == Approx(runs.straight.result.final_loss).epsilon(1e-6));
@@ -125,22 +129,25 @@ ResumeRuns check_resume_matches(const std::vector<std::string>& ten, const std::
 }  // namespace
 
 TEST_CASE("10 steps straight equal 5 steps, resume, 5 steps") {
-  const ResumeRuns runs = check_resume_matches(
-      {"training.steps=10", "training.gradient_accumulation_steps=2", "training.micro_batch_size=4"}, "plain");
+  const ResumeRuns runs =
+      check_resume_matches({"training.steps=10", "training.gradient_accumulation_steps=2",
+                            "training.micro_batch_size=4"},
+                           "plain");
   // metrics.jsonl of the resumed run lists every step once, in order.
   const auto rows = read_metrics(runs.resumed_dir);
   REQUIRE(rows.size() == 10);
-  for (size_t i = 0; i < rows.size(); ++i) CHECK(rows[i].at("step").get<int64_t>() == static_cast<int64_t>(i + 1));
+  for (size_t i = 0; i < rows.size(); ++i)
+    CHECK(rows[i].at("step").get<int64_t>() == static_cast<int64_t>(i + 1));
 }
 
 TEST_CASE("bf16-mixed on compute copies: 10 steps straight equal 5 steps, resume, 5 steps") {
   // One micro-batch per step: the model runs on bf16 copies of the fp32
   // weights (trainer/compute_copies.h). The checkpoint holds the fp32 values;
   // a resumed run must cast them into the copies before its first step.
-  const ResumeRuns runs = check_resume_matches({"training.steps=10", "training.precision=bf16-mixed",
-                                                "training.gradient_accumulation_steps=1",
-                                                "training.micro_batch_size=8"},
-                                               "copies");
+  const ResumeRuns runs = check_resume_matches(
+      {"training.steps=10", "training.precision=bf16-mixed",
+       "training.gradient_accumulation_steps=1", "training.micro_batch_size=8"},
+      "copies");
   for (const auto& [name, value] : runs.straight.params) {
     INFO(name);
     CHECK(value.scalar_type() == at::kBFloat16);  // the model's parameters are the copies
@@ -149,7 +156,9 @@ TEST_CASE("bf16-mixed on compute copies: 10 steps straight equal 5 steps, resume
   CHECK(liger::testing::max_relative_difference(runs.first.params, runs.straight.params) > 1e-3);
 }
 
-TEST_CASE("bf16-mixed on compute copies with accumulation: fp32 sums, resumable, close to one big micro-batch") {
+TEST_CASE(
+    "bf16-mixed on compute copies with accumulation: fp32 sums, resumable, close to one big "
+    "micro-batch") {
   // Over 4 micro-batches each one's bf16 copy gradients are folded into fp32
   // sums (AdamW::fold_copy_gradients; test_optimizer shows the sums are the
   // fp32 ones). The run resumes exactly, and ends close to 8 x 1 on copies:
@@ -157,7 +166,8 @@ TEST_CASE("bf16-mixed on compute copies with accumulation: fp32 sums, resumable,
   // differently for other batch shapes; nothing else differs). Measured:
   // 0.0061 against 0.028.
   const std::vector<std::string> four = {"training.steps=10", "training.precision=bf16-mixed",
-                                         "training.gradient_accumulation_steps=4", "training.micro_batch_size=2"};
+                                         "training.gradient_accumulation_steps=4",
+                                         "training.micro_batch_size=2"};
   const ResumeRuns runs = check_resume_matches(four, "copies_acc");
   for (const auto& [name, value] : runs.straight.params) {
     INFO(name);
@@ -178,12 +188,12 @@ TEST_CASE("bf16-mixed on compute copies with accumulation: fp32 sums, resumable,
 
 TEST_CASE("metrics.jsonl has one row per step with the documented fields, and the loss falls") {
   const std::string dir = liger::testing::fresh_dir("metrics");
-  const auto run = train(liger::testing::tiny_config(dir, {"training.steps=30", "training.lr=0.01",
-                                                           "training.warmup_steps=3"}));
+  const auto run = train(liger::testing::tiny_config(
+      dir, {"training.steps=30", "training.lr=0.01", "training.warmup_steps=3"}));
   const auto rows = read_metrics(dir);
   REQUIRE(rows.size() == 30);
-  for (const char* field : {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s",
-                            "peak_mem_bytes"}) {
+  for (const char* field : {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s",
+                            "elapsed_s", "peak_mem_bytes"}) {
     CHECK(rows.front().contains(field));
   }
   CHECK(rows.front().at("tokens").get<int64_t>() == 8 * 32);
@@ -193,7 +203,8 @@ TEST_CASE("metrics.jsonl has one row per step with the documented fields, and th
 
 TEST_CASE("checkpoints: keep_last prunes, resume auto ignores unfinished ones") {
   const std::string dir = liger::testing::fresh_dir("keep");
-  train(liger::testing::tiny_config(dir, {"training.steps=6", "checkpoint.every=2", "checkpoint.keep_last=2"}));
+  train(liger::testing::tiny_config(
+      dir, {"training.steps=6", "checkpoint.every=2", "checkpoint.keep_last=2"}));
   trainer::CheckpointManager manager(dir, 2);
   auto complete = manager.list();
   REQUIRE(complete.size() == 2);
@@ -203,9 +214,11 @@ TEST_CASE("checkpoints: keep_last prunes, resume auto ignores unfinished ones") 
   // state file is not complete. Neither is picked.
   std::filesystem::create_directories(dir + "/.step-8.tmp-999");
   std::filesystem::create_directories(dir + "/step-9");
-  CHECK(std::filesystem::path(*manager.resolve_resume({config::ResumeMode::auto_})).filename() == "step-6");
+  CHECK(std::filesystem::path(*manager.resolve_resume({config::ResumeMode::auto_})).filename() ==
+        "step-6");
   CHECK_FALSE(manager.resolve_resume({config::ResumeMode::none}).has_value());
-  CHECK_THROWS_AS(manager.resolve_resume({config::ResumeMode::path, dir + "/step-9"}), std::runtime_error);
+  CHECK_THROWS_AS(manager.resolve_resume({config::ResumeMode::path, dir + "/step-9"}),
+                  std::runtime_error);
   // The resolved config is saved with the checkpoint.
   CHECK(std::filesystem::exists(dir + "/step-6/config.yaml"));
   const auto saved = config::load_config(dir + "/step-6/config.yaml");
@@ -214,8 +227,8 @@ TEST_CASE("checkpoints: keep_last prunes, resume auto ignores unfinished ones") 
 
 TEST_CASE("logging.profile_steps writes a Chrome trace of the profiled steps") {
   const std::string dir = liger::testing::fresh_dir("profile");
-  train(liger::testing::tiny_config(dir, {"training.steps=3", "logging.profile_steps=1",
-                                          "logging.profile_first_step=2"}));
+  train(liger::testing::tiny_config(
+      dir, {"training.steps=3", "logging.profile_steps=1", "logging.profile_first_step=2"}));
   const std::string trace = dir + "/profile/rank-0.json";
   REQUIRE(std::filesystem::exists(trace));
   std::ifstream in(trace);
@@ -225,7 +238,8 @@ TEST_CASE("logging.profile_steps writes a Chrome trace of the profiled steps") {
   bool has_mm = false;
   for (const auto& event : json.at("traceEvents")) {
     const std::string name = event.value("name", "");
-    has_mm = has_mm || name.find("aten::mm") != std::string::npos || name.find("aten::linear") != std::string::npos;
+    has_mm = has_mm || name.find("aten::mm") != std::string::npos ||
+             name.find("aten::linear") != std::string::npos;
   }
   CHECK(has_mm);
 }
@@ -234,8 +248,9 @@ TEST_CASE("cuda graphs: a replayed step trains as the eager step does (GPU), and
   if (!torch::cuda::is_available()) {
     // device auto resolves to the CPU here: a clear error, not a crash.
     try {
-      trainer::Trainer t(liger::testing::tiny_config(liger::testing::fresh_dir("graphs_cpu"),
-                                                     {"training.device=auto", "training.cuda_graphs=true"}));
+      trainer::Trainer t(
+          liger::testing::tiny_config(liger::testing::fresh_dir("graphs_cpu"),
+                                      {"training.device=auto", "training.cuda_graphs=true"}));
       FAIL("training.cuda_graphs on the CPU was accepted");
     } catch (const config::ConfigError& error) {
       CHECK(std::string(error.what()).find("training.cuda_graphs") != std::string::npos);
@@ -247,16 +262,19 @@ TEST_CASE("cuda graphs: a replayed step trains as the eager step does (GPU), and
   // cosine lr, accumulation over 2 micro-batches: a replay that kept the
   // captured step's count, lr or bias correction would drift at once.
   // bf16-mixed with one micro-batch per step runs on compute copies.
-  const std::vector<std::pair<std::string, int>> modes = {{"bf16", 2}, {"bf16-mixed", 2}, {"bf16-mixed", 1}};
+  const std::vector<std::pair<std::string, int>> modes = {
+      {"bf16", 2}, {"bf16-mixed", 2}, {"bf16-mixed", 1}};
   for (const auto& mode : modes) {
     const std::string& precision = mode.first;
     const int accumulation = mode.second;
     INFO("training.precision " << precision << ", " << accumulation << " micro-batch(es) per step");
-    const std::vector<std::string> common = {"training.device=cuda", "training.precision=" + precision,
-                                             "training.steps=8",
-                                             "training.micro_batch_size=" + std::to_string(8 / accumulation),
-                                             "training.gradient_accumulation_steps=" + std::to_string(accumulation),
-                                             "training.warmup_steps=3"};
+    const std::vector<std::string> common = {
+        "training.device=cuda",
+        "training.precision=" + precision,
+        "training.steps=8",
+        "training.micro_batch_size=" + std::to_string(8 / accumulation),
+        "training.gradient_accumulation_steps=" + std::to_string(accumulation),
+        "training.warmup_steps=3"};
     auto with = [&](const std::string& dir, bool graphs) {
       std::vector<std::string> o = common;
       o.push_back(std::string("training.cuda_graphs=") + (graphs ? "true" : "false"));

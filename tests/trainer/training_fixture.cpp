@@ -21,7 +21,8 @@ std::string source_dir() {
 }
 
 std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("liger-test-" + std::to_string(::getpid())) / name;
+  const fs::path dir =
+      fs::temp_directory_path() / ("liger-test-" + std::to_string(::getpid())) / name;
   liger::trainer::remove_tree(dir.string());
   fs::create_directories(dir);
   return dir.string();

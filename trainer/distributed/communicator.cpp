@@ -56,15 +56,18 @@ Communicator::~Communicator() {
   }
 }
 
-std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env, c10::Device device,
-                                                   config::Backend backend, double timeout_s) {
+std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env,
+                                                   c10::Device device, config::Backend backend,
+                                                   double timeout_s) {
   auto impl = std::make_unique<Impl>();
   if (!env.distributed()) {
     return std::shared_ptr<Communicator>(new Communicator(env, std::move(impl), std::nullopt));
   }
-  if (backend == config::Backend::auto_) backend = device.is_cuda() ? config::Backend::nccl : config::Backend::gloo;
+  if (backend == config::Backend::auto_)
+    backend = device.is_cuda() ? config::Backend::nccl : config::Backend::gloo;
   if (backend == config::Backend::nccl && !device.is_cuda()) {
-    throw std::runtime_error("parallelism.backend = nccl needs training.device = cuda; use gloo (or auto) on cpu");
+    throw std::runtime_error(
+        "parallelism.backend = nccl needs training.device = cuda; use gloo (or auto) on cpu");
   }
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
 
@@ -80,10 +83,11 @@ std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env
     auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
     impl->store = c10::make_intrusive<c10d::PrefixStore>("liger/", tcp);
   } catch (const std::exception& error) {
-    throw CollectiveError("rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) +
-                          " failed on rank " + std::to_string(env.rank) + " of " +
-                          std::to_string(env.world_size) + ": " + first_line(error.what()) +
-                          " (check MASTER_ADDR/MASTER_PORT, that rank 0 runs, and that the port is free)");
+    throw CollectiveError(
+        "rendezvous at " + env.master_addr + ":" + std::to_string(env.master_port) +
+        " failed on rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
+        ": " + first_line(error.what()) +
+        " (check MASTER_ADDR/MASTER_PORT, that rank 0 runs, and that the port is free)");
   }
 
   if (backend == config::Backend::gloo) {
@@ -93,24 +97,27 @@ std::shared_ptr<Communicator> Communicator::create(const ProcessEnvironment& env
     // All ranks on one host talk over loopback; across hosts Gloo picks the
     // interface that resolves this host's name.
     const bool one_host = env.local_world_size == env.world_size;
-    options->devices.push_back(one_host ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                        : c10d::ProcessGroupGloo::createDefaultDevice());
-    impl->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, static_cast<int>(env.rank),
-                                                                static_cast<int>(env.world_size), options);
+    options->devices.push_back(one_host
+                                   ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                   : c10d::ProcessGroupGloo::createDefaultDevice());
+    impl->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        impl->store, static_cast<int>(env.rank), static_cast<int>(env.world_size), options);
 #else
-    throw std::runtime_error("parallelism.backend = gloo: this build has no Gloo (install libgloo-dev "
-                             "and rebuild; scripts/setup.sh does)");
+    throw std::runtime_error(
+        "parallelism.backend = gloo: this build has no Gloo (install libgloo-dev "
+        "and rebuild; scripts/setup.sh does)");
 #endif
   } else {  // nccl
 #ifdef LIGER_WITH_NCCL
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
-    impl->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, static_cast<int>(env.rank),
-                                                                static_cast<int>(env.world_size), options);
+    impl->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+        impl->store, static_cast<int>(env.rank), static_cast<int>(env.world_size), options);
     // Connect now, so that a missing rank shows at start-up, not at step 1.
     impl->backend->eagerConnectSingleDevice(device);
 #else
-    throw std::runtime_error("parallelism.backend = nccl: this build has no NCCL (build with CUDA)");
+    throw std::runtime_error(
+        "parallelism.backend = nccl: this build has no NCCL (build with CUDA)");
 #endif
   }
   return std::shared_ptr<Communicator>(new Communicator(env, std::move(impl), backend));
@@ -156,7 +163,8 @@ PendingCollective Communicator::all_gather(at::Tensor& output, at::Tensor& input
     output.copy_(input);
     return {};
   }
-  return started("all-gather", rank(), [&] { return impl_->backend->_allgather_base(output, input); });
+  return started("all-gather", rank(),
+                 [&] { return impl_->backend->_allgather_base(output, input); });
 }
 
 PendingCollective Communicator::reduce_scatter(at::Tensor& output, at::Tensor& input) {
@@ -164,7 +172,8 @@ PendingCollective Communicator::reduce_scatter(at::Tensor& output, at::Tensor& i
     output.copy_(input);
     return {};
   }
-  return started("reduce-scatter", rank(), [&] { return impl_->backend->_reduce_scatter_base(output, input); });
+  return started("reduce-scatter", rank(),
+                 [&] { return impl_->backend->_reduce_scatter_base(output, input); });
 }
 
 void Communicator::broadcast(at::Tensor& tensor, int64_t root) {

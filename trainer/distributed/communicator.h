@@ -67,7 +67,8 @@ class Communicator {
 
  private:
   struct Impl;
-  Communicator(ProcessEnvironment env, std::unique_ptr<Impl> impl, std::optional<config::Backend> backend);
+  Communicator(ProcessEnvironment env, std::unique_ptr<Impl> impl,
+               std::optional<config::Backend> backend);
   ProcessEnvironment env_;
   std::unique_ptr<Impl> impl_;
   std::optional<config::Backend> backend_;  // nccl or gloo; nullopt: one process, no process group

@@ -21,7 +21,8 @@ int64_t parse_integer(const char* name, const std::string& text) {
     used = 0;
   }
   if (used == 0 || used != text.size()) {
-    throw EnvironmentError(std::string(name) + "=" + text + " is not an integer: fix the launcher's environment");
+    throw EnvironmentError(std::string(name) + "=" + text +
+                           " is not an integer: fix the launcher's environment");
   }
   return value;
 }
@@ -42,7 +43,8 @@ std::vector<int64_t> expand_tasks_per_node(const char* name, const std::string& 
       counts.push_back(parse_integer(name, item));
       continue;
     }
-    if (item.back() != ')') throw EnvironmentError(std::string(name) + "=" + text + " is malformed");
+    if (item.back() != ')')
+      throw EnvironmentError(std::string(name) + "=" + text + " is malformed");
     const int64_t count = parse_integer(name, item.substr(0, paren));
     const int64_t repeat = parse_integer(name, item.substr(paren + 2, item.size() - paren - 3));
     for (int64_t i = 0; i < repeat; ++i) counts.push_back(count);
@@ -55,20 +57,23 @@ void validate(const ProcessEnvironment& env, const char* rank_name, const char* 
               const char* local_name, const char* local_world_name) {
   const std::string fix = " (launch with scripts/launch.sh or srun)";
   if (env.world_size < 1) {
-    throw EnvironmentError(std::string(world_name) + "=" + std::to_string(env.world_size) + " must be at least 1" + fix);
+    throw EnvironmentError(std::string(world_name) + "=" + std::to_string(env.world_size) +
+                           " must be at least 1" + fix);
   }
   if (env.rank < 0 || env.rank >= env.world_size) {
-    throw EnvironmentError(std::string(rank_name) + "=" + std::to_string(env.rank) + " is not in 0.." +
-                           std::to_string(env.world_size - 1) + " for " + world_name + "=" +
-                           std::to_string(env.world_size) + ": each process needs its own rank" + fix);
+    throw EnvironmentError(std::string(rank_name) + "=" + std::to_string(env.rank) +
+                           " is not in 0.." + std::to_string(env.world_size - 1) + " for " +
+                           world_name + "=" + std::to_string(env.world_size) +
+                           ": each process needs its own rank" + fix);
   }
   if (env.local_world_size < 1 || env.local_rank < 0 || env.local_rank >= env.local_world_size) {
-    throw EnvironmentError(std::string(local_name) + "=" + std::to_string(env.local_rank) + " is not in 0.." +
-                           std::to_string(env.local_world_size - 1) + " for " + local_world_name + "=" +
-                           std::to_string(env.local_world_size) + fix);
+    throw EnvironmentError(std::string(local_name) + "=" + std::to_string(env.local_rank) +
+                           " is not in 0.." + std::to_string(env.local_world_size - 1) + " for " +
+                           local_world_name + "=" + std::to_string(env.local_world_size) + fix);
   }
   if (env.master_port < 1 || env.master_port > 65535) {
-    throw EnvironmentError("MASTER_PORT=" + std::to_string(env.master_port) + " is not a port (1..65535)");
+    throw EnvironmentError("MASTER_PORT=" + std::to_string(env.master_port) +
+                           " is not a port (1..65535)");
   }
 }
 
@@ -76,8 +81,9 @@ void validate(const ProcessEnvironment& env, const char* rank_name, const char* 
 
 std::string ProcessEnvironment::describe() const {
   std::ostringstream out;
-  out << "rank " << rank << " of " << world_size << " (local " << local_rank << " of " << local_world_size
-      << "), master " << master_addr << ":" << master_port << ", from " << source;
+  out << "rank " << rank << " of " << world_size << " (local " << local_rank << " of "
+      << local_world_size << "), master " << master_addr << ":" << master_port << ", from "
+      << source;
   return out.str();
 }
 
@@ -113,7 +119,8 @@ std::vector<std::string> expand_slurm_nodelist(const std::string& nodelist) {
     size_t pos = 0;
     while (pos < item.size()) {
       const size_t open = item.find('[', pos);
-      const std::string literal = item.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
+      const std::string literal =
+          item.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
       for (auto& name : names) name += literal;
       if (open == std::string::npos) break;
       const size_t close = item.find(']', open);
@@ -123,18 +130,21 @@ std::vector<std::string> expand_slurm_nodelist(const std::string& nodelist) {
       while (std::getline(ranges, range, ',')) {
         const auto dash = range.find('-');
         const std::string first = range.substr(0, dash);
-        if (first.empty() || first.find_first_not_of("0123456789") != std::string::npos) throw bad("'" + range + "'");
+        if (first.empty() || first.find_first_not_of("0123456789") != std::string::npos)
+          throw bad("'" + range + "'");
         if (dash == std::string::npos) {
           choices.push_back(first);
           continue;
         }
         const std::string last = range.substr(dash + 1);
-        if (last.empty() || last.find_first_not_of("0123456789") != std::string::npos) throw bad("'" + range + "'");
+        if (last.empty() || last.find_first_not_of("0123456789") != std::string::npos)
+          throw bad("'" + range + "'");
         const int64_t lo = std::stoll(first), hi = std::stoll(last);
         if (hi < lo) throw bad("'" + range + "' runs backwards");
         for (int64_t v = lo; v <= hi; ++v) {
           std::string digits = std::to_string(v);
-          if (digits.size() < first.size()) digits.insert(0, first.size() - digits.size(), '0');  // keep zero padding
+          if (digits.size() < first.size())
+            digits.insert(0, first.size() - digits.size(), '0');  // keep zero padding
           choices.push_back(digits);
         }
       }
@@ -169,11 +179,13 @@ ProcessEnvironment detect_environment(const EnvLookup& lookup) {
     env.rank = integer_or(lookup, "SLURM_PROCID", 0);
     env.world_size = integer_or(lookup, "SLURM_NTASKS", 1);
     env.local_rank = integer_or(lookup, "SLURM_LOCALID", 0);
-    const char* per_node_name = get(lookup, "SLURM_NTASKS_PER_NODE") ? "SLURM_NTASKS_PER_NODE" : "SLURM_TASKS_PER_NODE";
+    const char* per_node_name =
+        get(lookup, "SLURM_NTASKS_PER_NODE") ? "SLURM_NTASKS_PER_NODE" : "SLURM_TASKS_PER_NODE";
     if (const char* per_node = get(lookup, per_node_name)) {
       const auto counts = expand_tasks_per_node(per_node_name, per_node);
       const int64_t node = integer_or(lookup, "SLURM_NODEID", 0);
-      env.local_world_size = counts[static_cast<size_t>(node) < counts.size() ? static_cast<size_t>(node) : 0];
+      env.local_world_size =
+          counts[static_cast<size_t>(node) < counts.size() ? static_cast<size_t>(node) : 0];
     } else {
       env.local_world_size = env.world_size;
     }

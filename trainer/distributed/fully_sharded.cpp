@@ -16,24 +16,24 @@ using torch::autograd::variable_list;
 
 struct FullyShardedModel::Unit {
   std::string name;
-  std::vector<size_t> params;        // indices into params_
-  std::vector<int64_t> offsets;      // each parameter's offset in this rank's flat shard
-  int64_t flat_numel = 0;            // sum of the shards' numel
+  std::vector<size_t> params;    // indices into params_
+  std::vector<int64_t> offsets;  // each parameter's offset in this rank's flat shard
+  int64_t flat_numel = 0;        // sum of the shards' numel
   // Gradients: only the trainable parameters (in unit order) have a place.
-  std::vector<int64_t> grad_offsets; // per parameter: its offset in flat_grad, -1 when frozen
+  std::vector<int64_t> grad_offsets;  // per parameter: its offset in flat_grad, -1 when frozen
   int64_t grad_numel = 0;
   bool reshard_after_forward = true;
-  std::vector<Tensor> gathered;      // full weights (compute dtype); storage empty when released
-  bool materialized = false;         // gathered tensors hold data
-  Tensor flat_grad;                  // [grad_numel] param dtype: the trainable shards' .grad are views of it
-  PendingCollective gather_work;     // an all-gather in flight into gather_recv
+  std::vector<Tensor> gathered;  // full weights (compute dtype); storage empty when released
+  bool materialized = false;     // gathered tensors hold data
+  Tensor flat_grad;  // [grad_numel] param dtype: the trainable shards' .grad are views of it
+  PendingCollective gather_work;  // an all-gather in flight into gather_recv
   Tensor gather_send, gather_recv;
 };
 
 struct FullyShardedModel::PendingReduce {
   Unit* unit = nullptr;
   PendingCollective work;
-  Tensor input, output;  // kept alive until the collective is done
+  Tensor input, output;      // kept alive until the collective is done
   bool add_to_grad = false;  // output is a temporary to add into unit->flat_grad
   int64_t begin = 0;         // where output starts in unit->flat_grad
 };
@@ -64,8 +64,10 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto* owner = reinterpret_cast<FullyShardedModel*>(static_cast<intptr_t>(ctx->saved_data["owner"].toInt()));
-    auto* unit = reinterpret_cast<FullyShardedModel::Unit*>(static_cast<intptr_t>(ctx->saved_data["unit"].toInt()));
+    auto* owner = reinterpret_cast<FullyShardedModel*>(
+        static_cast<intptr_t>(ctx->saved_data["owner"].toInt()));
+    auto* unit = reinterpret_cast<FullyShardedModel::Unit*>(
+        static_cast<intptr_t>(ctx->saved_data["unit"].toInt()));
     owner->post_backward(*unit, grads);
     return variable_list(static_cast<size_t>(ctx->saved_data["inputs"].toInt()));
   }
@@ -114,7 +116,8 @@ int64_t ShardedParameter::valid_rows(int64_t rank) const {
 }
 
 FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
-                                     std::shared_ptr<Communicator> communicator, ShardingOptions options)
+                                     std::shared_ptr<Communicator> communicator,
+                                     ShardingOptions options)
     : model_(model), comm_(std::move(communicator)), options_(options) {
   const int64_t world = comm_->world_size();
   // Every WeightImpl by the name of its parameter (the base model's, then the adapters').
@@ -149,7 +152,8 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
   };
   for (const auto& item : model_.named_parameters()) add_parameter(item.key(), item.value(), false);
   if (model_.lora() != nullptr) {
-    for (const auto& item : model_.lora()->named_parameters()) add_parameter(item.key(), item.value(), true);
+    for (const auto& item : model_.lora()->named_parameters())
+      add_parameter(item.key(), item.value(), true);
   }
 
   auto add_unit = [&](std::string name, const std::vector<const models::WeightImpl*>& weights,
@@ -181,11 +185,13 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
   for (const auto& layer : *model_.model->layers) {
     std::vector<const models::WeightImpl*> weights;
     for (const auto& item : layer->named_modules()) {
-      if (const auto* weight = dynamic_cast<const models::WeightImpl*>(item.value().get())) weights.push_back(weight);
+      if (const auto* weight = dynamic_cast<const models::WeightImpl*>(item.value().get()))
+        weights.push_back(weight);
     }
     if (model_.lora() != nullptr) {  // the layer's adapters are gathered with it
       for (int t = 0; t < models::kNumLoraTargets; ++t) {
-        if (const models::LoraPair* pair = model_.lora()->find(layer_index, static_cast<models::LoraTarget>(t))) {
+        if (const models::LoraPair* pair =
+                model_.lora()->find(layer_index, static_cast<models::LoraTarget>(t))) {
           weights.push_back(pair->a);
           weights.push_back(pair->b);
         }
@@ -214,7 +220,8 @@ void FullyShardedModel::init_weights(uint64_t seed) {
     // The full value, drawn exactly as one process draws it, then this rank's rows.
     const Tensor full = model_.initial_value(meta[p.name], generator);
     const int64_t rows = p.valid_rows(comm_->rank());
-    if (rows > 0) p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
+    if (rows > 0)
+      p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
   }
   init_adapters(models::lora_init_seed(seed));
 }
@@ -228,11 +235,13 @@ void FullyShardedModel::init_adapters(uint64_t seed) {
     if (!p.adapter) continue;
     const Tensor full = model_.lora()->initial_value(p.name, meta[p.name], generator);
     const int64_t rows = p.valid_rows(comm_->rank());
-    if (rows > 0) p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
+    if (rows > 0)
+      p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
   }
 }
 
-void FullyShardedModel::load_full_parameters(const std::function<Tensor(const std::string&)>& full) {
+void FullyShardedModel::load_full_parameters(
+    const std::function<Tensor(const std::string&)>& full) {
   torch::NoGradGuard no_grad;
   for (auto& p : params_) {
     const Tensor value = full(p.name);
@@ -242,7 +251,8 @@ void FullyShardedModel::load_full_parameters(const std::function<Tensor(const st
                                " but the model expects " + c10::str(at::IntArrayRef(p.full_shape)));
     }
     const int64_t rows = p.valid_rows(comm_->rank());
-    if (rows > 0) p.shard.narrow(0, 0, rows).copy_(value.narrow(0, p.first_row(comm_->rank()), rows));
+    if (rows > 0)
+      p.shard.narrow(0, 0, rows).copy_(value.narrow(0, p.first_row(comm_->rank()), rows));
   }
 }
 
@@ -269,13 +279,15 @@ void FullyShardedModel::issue_gather(Unit& unit) {
   torch::NoGradGuard no_grad;
   // Send buffer: this rank's shards, flattened and cast to the compute dtype
   // in one copy each (the only cast of the weights: fp32 master -> bf16 here).
-  unit.gather_send = at::empty({unit.flat_numel}, at::TensorOptions().dtype(options_.compute_dtype).device(options_.device));
+  unit.gather_send = at::empty(
+      {unit.flat_numel}, at::TensorOptions().dtype(options_.compute_dtype).device(options_.device));
   for (size_t k = 0; k < unit.params.size(); ++k) {
     const Tensor& shard = params_[unit.params[k]].shard;
     unit.gather_send.narrow(0, unit.offsets[k], shard.numel()).copy_(shard.detach().reshape({-1}));
   }
-  unit.gather_recv = at::empty({comm_->world_size() * unit.flat_numel},
-                               at::TensorOptions().dtype(options_.compute_dtype).device(options_.device));
+  unit.gather_recv =
+      at::empty({comm_->world_size() * unit.flat_numel},
+                at::TensorOptions().dtype(options_.compute_dtype).device(options_.device));
   unit.gather_work = comm_->all_gather(unit.gather_recv, unit.gather_send);
 }
 
@@ -340,7 +352,7 @@ void FullyShardedModel::before_forward() {
   Unit& first = *units_[0];
   issue_gather(first);
   if (units_.size() > 1) issue_gather(*units_[1]);  // the first layer's, in flight meanwhile
-  first.materialized = false;                      // a new forward: a new gather node
+  first.materialized = false;                       // a new forward: a new gather node
   materialize_for_forward(first);
 }
 
@@ -375,7 +387,8 @@ Tensor FullyShardedModel::run_layer(int64_t index, const Tensor& x, const LayerF
 void FullyShardedModel::pre_backward(int64_t layer) {
   const size_t u = static_cast<size_t>(layer) + 1;
   materialize_for_backward(*units_[u]);
-  if (u > 1 && !units_[u - 1]->materialized) issue_gather(*units_[u - 1]);  // prefetch the previous layer
+  if (u > 1 && !units_[u - 1]->materialized)
+    issue_gather(*units_[u - 1]);  // prefetch the previous layer
 }
 
 void FullyShardedModel::release_gradients() {
@@ -401,7 +414,8 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
     return;
   }
   if (!unit.flat_grad.defined()) {
-    unit.flat_grad = at::empty({unit.grad_numel}, at::TensorOptions().dtype(options_.param_dtype).device(options_.device));
+    unit.flat_grad = at::empty(
+        {unit.grad_numel}, at::TensorOptions().dtype(options_.param_dtype).device(options_.device));
   }
   size_t first_trainable = 0;
   while (!params_[unit.params[first_trainable]].trainable) ++first_trainable;
@@ -410,7 +424,8 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
     for (size_t k = 0; k < unit.params.size(); ++k) {
       ShardedParameter& p = params_[unit.params[k]];
       if (!p.trainable) continue;
-      p.shard.mutable_grad() = unit.flat_grad.narrow(0, unit.grad_offsets[k], p.shard.numel()).view(shard_shape(p));
+      p.shard.mutable_grad() =
+          unit.flat_grad.narrow(0, unit.grad_offsets[k], p.shard.numel()).view(shard_shape(p));
     }
   }
   const bool direct = first && options_.reduce_dtype == options_.param_dtype;
@@ -420,7 +435,8 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
   std::vector<Tensor> ranked(unit.params.size());
   for (size_t k = 0; k < unit.params.size(); ++k) {
     const Tensor& grad = full_grads[k];
-    if (!grad.defined() || !params_[unit.params[k]].trainable) continue;  // unused (zeros) or frozen
+    if (!grad.defined() || !params_[unit.params[k]].trainable)
+      continue;  // unused (zeros) or frozen
     const ShardedParameter& p = params_[unit.params[k]];
     Tensor padded = grad;
     const int64_t pad = world * p.rows_per_rank - p.full_shape[0];
@@ -437,7 +453,8 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
   // embeddings, lm_head) go in chunks, each waited for before the next is
   // staged, so the staging memory stays bounded; a layer goes in one piece,
   // left in flight while the next layer's backward runs.
-  const int64_t chunk = unit.grad_numel > 2 * kChunkElementsPerRank ? kChunkElementsPerRank : unit.grad_numel;
+  const int64_t chunk =
+      unit.grad_numel > 2 * kChunkElementsPerRank ? kChunkElementsPerRank : unit.grad_numel;
   for (int64_t begin = 0; begin < unit.grad_numel; begin += chunk) {
     const int64_t end = std::min(unit.grad_numel, begin + chunk);
     // Zero-filled only where some parameter of the chunk has no gradient.
@@ -445,18 +462,22 @@ void FullyShardedModel::post_backward(Unit& unit, const std::vector<Tensor>& ful
     for (size_t k = 0; k < unit.params.size(); ++k) {
       if (unit.grad_offsets[k] < 0) continue;  // frozen: no place in the gradients
       const int64_t lo = std::max(begin, unit.grad_offsets[k]);
-      const int64_t hi = std::min(end, unit.grad_offsets[k] + params_[unit.params[k]].shard.numel());
+      const int64_t hi =
+          std::min(end, unit.grad_offsets[k] + params_[unit.params[k]].shard.numel());
       if (lo < hi && !ranked[k].defined()) covered = false;
     }
-    const auto staging_options = at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device);
+    const auto staging_options =
+        at::TensorOptions().dtype(options_.reduce_dtype).device(options_.device);
     Tensor input = covered ? at::empty({world, end - begin}, staging_options)
                            : at::zeros({world, end - begin}, staging_options);
     for (size_t k = 0; k < unit.params.size(); ++k) {
       if (!ranked[k].defined() || unit.grad_offsets[k] < 0) continue;
       const int64_t lo = std::max(begin, unit.grad_offsets[k]);
-      const int64_t hi = std::min(end, unit.grad_offsets[k] + params_[unit.params[k]].shard.numel());
+      const int64_t hi =
+          std::min(end, unit.grad_offsets[k] + params_[unit.params[k]].shard.numel());
       if (lo >= hi) continue;
-      input.narrow(1, lo - begin, hi - lo).copy_(ranked[k].narrow(1, lo - unit.grad_offsets[k], hi - lo));
+      input.narrow(1, lo - begin, hi - lo)
+          .copy_(ranked[k].narrow(1, lo - unit.grad_offsets[k], hi - lo));
     }
     auto pending = std::make_unique<PendingReduce>();
     pending->unit = &unit;

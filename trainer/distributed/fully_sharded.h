@@ -1,10 +1,10 @@
 // FSDP-style sharding (ZeRO-3, as PyTorch's FSDP2 `fully_shard`).
 //
 // Units: each decoder layer, the embeddings, and the final norm with lm_head
-// (with tied embeddings: one root unit of embeddings and final norm). Every parameter lives sharded on dim 0:
-// rank r keeps rows [r * rows_per_rank, (r + 1) * rows_per_rank), zero-padded
-// past the last row, in the parameter dtype (fp32 master by default); the
-// optimizer and the checkpoints see only these shards.
+// (with tied embeddings: one root unit of embeddings and final norm). Every parameter lives sharded
+// on dim 0: rank r keeps rows [r * rows_per_rank, (r + 1) * rows_per_rank), zero-padded past the
+// last row, in the parameter dtype (fp32 master by default); the optimizer and the checkpoints see
+// only these shards.
 //
 // Forward: before a unit runs, its shards are all-gathered in the compute
 // dtype (bf16) and the model's weights point at the full tensors; the next
@@ -38,24 +38,25 @@
 namespace liger::trainer::distributed {
 
 struct ShardingOptions {
-  at::ScalarType param_dtype = at::kFloat;    // trainable shards, their gradients, optimizer state
-  at::ScalarType frozen_dtype = at::kFloat;   // shards of parameters that do not require grad (LoRA's base)
+  at::ScalarType param_dtype = at::kFloat;  // trainable shards, their gradients, optimizer state
+  at::ScalarType frozen_dtype =
+      at::kFloat;  // shards of parameters that do not require grad (LoRA's base)
   at::ScalarType compute_dtype = at::kFloat;  // gathered weights
   at::ScalarType reduce_dtype = at::kFloat;   // gradients across ranks
   bool reshard_after_forward = true;
-  bool activation_checkpointing = false;      // recompute each layer in backward
+  bool activation_checkpointing = false;  // recompute each layer in backward
   c10::Device device{c10::kCPU};
 };
 
 // One parameter's piece on this rank.
 struct ShardedParameter {
-  std::string name;                  // as in model.named_parameters() (HF names), then the adapters'
+  std::string name;  // as in model.named_parameters() (HF names), then the adapters'
   models::WeightImpl* module = nullptr;
-  bool trainable = true;             // requires grad (else frozen: no gradient, not the optimizer's)
-  bool adapter = false;              // a LoRA adapter's (init from its own stream)
+  bool trainable = true;  // requires grad (else frozen: no gradient, not the optimizer's)
+  bool adapter = false;   // a LoRA adapter's (init from its own stream)
   std::vector<int64_t> full_shape;
-  int64_t rows_per_rank = 0;         // ceil(full_shape[0] / world)
-  at::Tensor shard;                  // [rows_per_rank, full_shape[1:]...], a leaf with .grad
+  int64_t rows_per_rank = 0;  // ceil(full_shape[0] / world)
+  at::Tensor shard;           // [rows_per_rank, full_shape[1:]...], a leaf with .grad
   // Rows of the full parameter this rank holds (the rest of the shard is padding).
   int64_t first_row(int64_t rank) const { return rank * rows_per_rank; }
   int64_t valid_rows(int64_t rank) const;

@@ -25,8 +25,8 @@ std::shared_ptr<spdlog::logger>& logger() {
 
 void set_level(Level level) {
   static const spdlog::level::level_enum table[] = {spdlog::level::debug, spdlog::level::info,
-                                                     spdlog::level::warn, spdlog::level::err,
-                                                     spdlog::level::off};
+                                                    spdlog::level::warn, spdlog::level::err,
+                                                    spdlog::level::off};
   logger()->set_level(table[static_cast<int>(level)]);
 }
 
@@ -42,10 +42,20 @@ void set_rank(int rank, int world_size) {
   }
 }
 
-void debug(const std::string& message) { logger()->debug(message); }
-void info(const std::string& message) { logger()->info(message); }
-void warn(const std::string& message) { logger()->warn(message); }
-void error(const std::string& message) { logger()->error(message); }
-void flush() { logger()->flush(); }
+void debug(const std::string& message) {
+  logger()->debug(message);
+}
+void info(const std::string& message) {
+  logger()->info(message);
+}
+void warn(const std::string& message) {
+  logger()->warn(message);
+}
+void error(const std::string& message) {
+  logger()->error(message);
+}
+void flush() {
+  logger()->flush();
+}
 
 }  // namespace liger::log
