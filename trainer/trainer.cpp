@@ -350,8 +350,9 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   install_stop_handlers();
   std::optional<MetricsWriter> metrics = open_metrics();
   const auto run_start = Clock::now();
+  const int64_t rank = state.comm->rank();
   TrainResult result;
-  result.rank = state.comm->rank();
+  result.rank = rank;
   int64_t last_saved = -1;
   auto save = [&](int64_t step) {
     result.checkpoint_path = save_checkpoint(step, run_start);
@@ -359,8 +360,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   };
   begin_run();
   StepProfiler profiler(config.logging.profile_first_step, config.logging.profile_steps,
-                        config.checkpoint.output_dir, state.comm->rank(),
-                        /*log_summary=*/state.comm->rank() == 0);
+                        config.checkpoint.output_dir, rank, /*log_summary=*/rank == 0);
   MetricsInFlight step_metrics(metrics_context(metrics ? &*metrics : nullptr, run_start));
   StepRunner runner(*state.model, *state.optimizer, *state.comm, state.sharded.get(),
                     step_options());
@@ -383,8 +383,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     // A stop at a given step (tests, tools) is exact: its metrics are read now.
     const bool stop_here = step == stop_after_step;
     if (step_metrics.push(std::move(pending), /*read_now=*/stop_here) || stop_here) {
-      step_metrics
-          .drain();  // the signal arrived a step ago: this step's metrics too, then stop here
+      step_metrics.drain();  // a signal a step ago: this step's metrics too, then stop here
       if (metrics) metrics->finish_progress();
       log::warn(c10::str("stop requested (signal ", stop_signal_number(), "): saving at step ",
                          step, " and stopping"));
@@ -395,8 +394,7 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     if (config.checkpoint.every > 0 && step % config.checkpoint.every == 0) save(step);
   }
   step_metrics.drain();
-  runner.join_streams();  // what runs after this function on the original stream sees the trained
-                          // state
+  runner.join_streams();  // what runs after this on the original stream sees the trained state
   if (metrics) metrics->finish_progress();
   if (!result.stopped_by_signal && config.checkpoint.save_final && last_saved != state.step &&
       state.step > 0) {
@@ -406,12 +404,17 @@ TrainResult Trainer::run(int64_t stop_after_step) {
   result.final_loss = step_metrics.last_loss();
   if (config.logging.sample_tokens > 0 && !result.stopped_by_signal)
     result.sample = generate_sample();
+  log_done(result, metrics);
+  return result;
+}
+
+void Trainer::log_done(const TrainResult& result,
+                       const std::optional<MetricsWriter>& metrics) const {
   log::info(c10::str("done: step ", result.final_step, ", final loss ", result.final_loss,
                      ", checkpoint ",
                      result.checkpoint_path.empty() ? "(none)" : result.checkpoint_path,
                      ", metrics ", metrics ? metrics->path() : std::string("(rank 0)")));
   log::flush();
-  return result;
 }
 
 // Rank 0 keeps the metrics (every value in them is global).

@@ -53,6 +53,7 @@ class Trainer {
   EvalResult evaluate_model();       // on the held-out windows
   std::string save_checkpoint(int64_t step, Clock::time_point run_start);  // returns its path
   std::string generate_sample();  // logging.sample_tokens after logging.sample_prompt
+  void log_done(const TrainResult& result, const std::optional<MetricsWriter>& metrics) const;
 
   struct State;
   std::unique_ptr<State> state_;
