@@ -29,18 +29,7 @@ common=(--config configs/tiny.yaml --set training.device=cpu --set training.thre
         --set checkpoint.every=0 --set logging.progress_bar=off --set parallelism.timeout_s=30
         --set training.lr=0.001)
 
-# Per-step losses of two metrics.jsonl files agree within a relative 1e-5.
-same_losses() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
-b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
-assert len(a) == len(b) and a, f"{len(a)} vs {len(b)} steps"
-worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
-print(f"{len(a)} steps, max relative loss difference {worst:.2e}")
-sys.exit(0 if worst <= 1e-5 else 1)
-PY
-}
+source "$(dirname "$0")/same_losses.sh"
 
 # --- 1. two ranks == one process ------------------------------------------
 "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=4 \

@@ -44,17 +44,7 @@ within_noise() {
   python3 -c "import sys; a, n = float('$a'), float('$n'); print(f'worst relative parameter difference {a:.3e}, noise {n:.3e}'); sys.exit(0 if a <= 3 * n and a < 1e-3 else 1)"
 }
 
-same_losses() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
-b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
-assert len(a) == len(b) and a, f"{len(a)} vs {len(b)} steps"
-worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
-print(f"{len(a)} steps, max relative loss difference {worst:.2e}")
-sys.exit(0 if worst <= 1e-5 else 1)
-PY
-}
+source "$(dirname "$0")/same_losses.sh"
 
 # --- 1. two ranks == one process ------------------------------------------
 "$BIN/liger-train" "${common[@]}" "${untied[@]}" --set training.micro_batch_size=4 \
