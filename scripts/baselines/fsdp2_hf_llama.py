@@ -52,11 +52,14 @@ def flops_per_token(cfg, seq_len):
     per parameter and token. 12 * layers * hidden * seq: attention scores and
     the weighted sum of values, forward + backward, without halving for the
     causal mask. Activation recomputation is not counted (it is overhead)."""
+    return 6 * matmul_params(cfg) + 12 * cfg["num_hidden_layers"] * cfg["hidden_size"] * seq_len
+
+
+def matmul_params(cfg):
+    """The parameters of every matmul: q, k, v, o, gate, up, down of each layer, plus lm_head."""
     h, layers, ffn, v = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
     kv = h * cfg["num_key_value_heads"] // cfg["num_attention_heads"]
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * ffn
-    matmul_params = layers * per_layer + v * h
-    return 6 * matmul_params + 12 * layers * h * seq_len
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * ffn) + v * h
 
 
 def llama_config(preset, seq_len):
