@@ -23,6 +23,8 @@
 #   LIGER_PYTHON=python3 the Python with torch, transformers and peft for HF
 #   FULL_STEPS=6         optimizer steps of the full fine-tuning run as shipped
 #   DEADLINE_S=0         N > 0: skip the runs that start after N seconds
+#   FULL_EXTRA="..."     more liger-train arguments for the full runs, e.g.
+#                        "--set training.memory_budget_gib=76" on a GPU larger than 80 GB
 # Carried files: wheels/liger_kernel-*.whl adds the + Liger-Kernel rows (as for
 #   bench/e2e_1b.sh). Exit 1 when a liger-train run failed.
 set -euo pipefail
@@ -35,6 +37,7 @@ STEPS=${1:-20}
 PARTS=${2:-"lora hf_lora full hf_full"}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 FULL_STEPS=${FULL_STEPS:-6}
+read -r -a full_extra <<< "${FULL_EXTRA:-}"
 DEADLINE_S=${DEADLINE_S:-0}
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 LIGER_PYTHON=${LIGER_PYTHON:-python3}
@@ -49,7 +52,7 @@ in_time() {  # in_time LABEL: false (and a line in the summary) once DEADLINE_S 
 }
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$S"
-echo "commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC'), STEPS=$STEPS, PARTS=\"$PARTS\"" >> "$S"
+echo "commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC'), STEPS=$STEPS, PARTS=\"$PARTS\"${FULL_EXTRA:+, FULL_EXTRA=\"$FULL_EXTRA\"}" >> "$S"
 if has lora || has full; then
   TARGETS=liger-train bash bench/build.sh "$BUILD_DIR" >> "$S" 2>&1 || { cat "$S"; exit 1; }
 fi
@@ -121,10 +124,10 @@ fi
 
 if has full; then
   liger "liger-train full 8192, as shipped (accumulation 8)" full_shipped 2 --config configs/llama3_8b.yaml \
-    --set training.steps="$FULL_STEPS" --set training.warmup_steps=2
+    --set training.steps="$FULL_STEPS" --set training.warmup_steps=2 "${full_extra[@]}"
   liger "liger-train full 8192, accumulation 1, CUDA graphs" full_acc1 5 --config configs/llama3_8b.yaml \
     --set training.steps=$((STEPS > 12 ? 12 : STEPS)) --set training.warmup_steps=2 \
-    --set training.gradient_accumulation_steps=1 --set training.cuda_graphs=true
+    --set training.gradient_accumulation_steps=1 --set training.cuda_graphs=true "${full_extra[@]}"
 fi
 
 if has hf_full; then
