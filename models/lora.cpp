@@ -59,6 +59,16 @@ std::vector<LoraTarget> lora_targets_of(const ModelConfig&) {
   return out;
 }
 
+double lora_training_flops_per_token(const ModelConfig& config, const LoraOptions& options,
+                                     bool lm_head_trained, int64_t seq_len) {
+  const double lm_head = static_cast<double>(config.vocab_size * config.hidden_size);
+  const double frozen =
+      static_cast<double>(config.matmul_parameters()) - (lm_head_trained ? lm_head : 0.0);
+  // Every matmul at 6, less the weight gradient (2) of the frozen ones, plus the adapters at 6.
+  return config.training_flops_per_token(seq_len) - 2.0 * frozen +
+         6.0 * static_cast<double>(lora_parameter_count(config, options));
+}
+
 bool LoraOptions::targets_projection(LoraTarget target) const {
   for (const LoraTarget t : targets) {
     if (t == target) return true;

@@ -45,6 +45,13 @@ std::vector<std::string> all_lora_target_names();
 // every family here; a family without one of them would list fewer.
 std::vector<LoraTarget> lora_targets_of(const ModelConfig& config);
 
+struct LoraOptions;
+
+// Training FLOPs per token with the base frozen (ModelConfig::training_flops_per_token's
+// convention): a frozen matmul parameter costs forward 2 + input gradient 2 (no weight
+// gradient), the adapters and a trained lm_head (`lm_head_trained`: modules_to_save) 6.
+double lora_training_flops_per_token(const ModelConfig& config, const LoraOptions& options,
+                                     bool lm_head_trained, int64_t seq_len);
 struct LoraOptions {
   int64_t rank = 16;
   double alpha = 32.0;

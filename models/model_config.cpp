@@ -424,14 +424,17 @@ ModelConfig preset(const std::string& name) {
 
 namespace liger::models {
 
+int64_t ModelConfig::matmul_parameters() const {
+  const int64_t d = resolved_head_dim();
+  const int64_t q = num_heads * d, kv = num_kv_heads * d;
+  const int64_t per_layer =
+      hidden_size * q * 2 + hidden_size * kv * 2 + 3 * hidden_size * intermediate_size;
+  return num_layers * per_layer + vocab_size * hidden_size;
+}
+
 double ModelConfig::training_flops_per_token(int64_t seq_len) const {
-  const double h = static_cast<double>(hidden_size);
-  const double d = static_cast<double>(resolved_head_dim());
-  const double q = static_cast<double>(num_heads) * d, kv = static_cast<double>(num_kv_heads) * d;
-  const double per_layer = h * q * 2 + h * kv * 2 + 3 * h * static_cast<double>(intermediate_size);
-  const double matmul_params =
-      static_cast<double>(num_layers) * per_layer + static_cast<double>(vocab_size) * h;
-  return 6.0 * matmul_params +
+  const double q = static_cast<double>(num_heads * resolved_head_dim());
+  return 6.0 * static_cast<double>(matmul_parameters()) +
          12.0 * static_cast<double>(num_layers) * q * static_cast<double>(seq_len);
 }
 

@@ -106,6 +106,9 @@ struct ModelConfig {
 
   // Parameter count from the dimensions alone (no tensors needed).
   int64_t num_parameters() const;
+  // The parameters that multiply: q, k, v, o, gate, up, down of every layer
+  // and lm_head (a matmul whether tied to the embedding or not).
+  int64_t matmul_parameters() const;
   // Training FLOPs per token at sequence length `seq_len` (forward + backward,
   // no recompute): 6 x the parameters that multiply (every matrix incl.
   // lm_head, not the embedding lookup) + 12 x layers x hidden x seq for the

@@ -438,6 +438,25 @@ void Trainer::begin_run() {
   reset_peak_memory(state.device);
 }
 
+namespace {
+
+// The FLOPs per token behind the mfu column: with LoRA the frozen base skips its weight gradients.
+double training_flops_per_token(const models::ModelConfig& model,
+                                const config::TrainConfig& config) {
+  if (!uses_lora(config)) return model.training_flops_per_token(config.data.seq_len);
+  const std::vector<std::string> saved = lora_modules_to_save(config);
+  const auto saves = [&saved](const char* name) {
+    return std::find(saved.begin(), saved.end(), name) != saved.end();
+  };
+  // A tied lm_head is the embedding: it trains when either name is saved.
+  const bool lm_head_trained = saves("lm_head") || (model.tie_embeddings && saves("embed_tokens"));
+  return models::lora_training_flops_per_token(model,
+                                               lora_options(config, models::lora_targets_of(model)),
+                                               lm_head_trained, config.data.seq_len);
+}
+
+}  // namespace
+
 // The run's facts that each step's metrics row needs (trainer/pending_metrics.h).
 MetricsContext Trainer::metrics_context(MetricsWriter* writer, Clock::time_point run_start) const {
   const State& state = *state_;
@@ -446,7 +465,7 @@ MetricsContext Trainer::metrics_context(MetricsWriter* writer, Clock::time_point
   context.writer = writer;
   context.run_start = run_start;
   context.elapsed_before = state.elapsed_before;
-  context.flops_per_token = state.model->config().training_flops_per_token(config.data.seq_len);
+  context.flops_per_token = training_flops_per_token(state.model->config(), config);
   context.peak_flops = config.logging.peak_tflops > 0.0 ? config.logging.peak_tflops * 1e12
                                                         : device_peak_bf16_flops(state.device);
   context.world_size = state.comm->world_size();

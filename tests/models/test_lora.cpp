@@ -310,3 +310,26 @@ TEST_CASE(
     }
   }
 }
+
+TEST_CASE("LoRA FLOPs per token: 4 per frozen matmul parameter, 6 per adapter and trained one") {
+  // Llama-3-8B: q and o 4096 x 4096, k and v 1024 x 4096, gate/up/down 14336 x 4096, lm_head
+  // 128256 x 4096; rank 16 on all seven projections.
+  const models::ModelConfig config = models::preset("llama3_8b");
+  models::LoraOptions options;
+  options.rank = 16;
+  options.targets = models::lora_targets_of(config);
+  const double h = 4096, kv = 1024, ffn = 14336, vocab = 128256, layers = 32, seq = 4096;
+  const double per_layer = 2 * h * h + 2 * kv * h + 3 * ffn * h;
+  const double adapters = layers * 16 * ((h + h) * 2 + (h + kv) * 2 + (h + ffn) * 3);
+  const double attention = 12 * layers * h * seq;
+  CHECK(models::lora_parameter_count(config, options) == static_cast<int64_t>(adapters));
+  CHECK(config.training_flops_per_token(4096) ==
+        Approx(6 * (layers * per_layer + vocab * h) + attention).epsilon(1e-12));
+  CHECK(models::lora_training_flops_per_token(config, options, false, 4096) ==
+        Approx(4 * (layers * per_layer + vocab * h) + 6 * adapters + attention).epsilon(1e-12));
+  CHECK(models::lora_training_flops_per_token(config, options, true, 4096) ==
+        Approx(4 * layers * per_layer + 6 * vocab * h + 6 * adapters + attention).epsilon(1e-12));
+  // Only q_proj: the other six projections carry no adapter.
+  options.targets = {models::LoraTarget::q_proj};
+  CHECK(models::lora_parameter_count(config, options) == static_cast<int64_t>(layers * 16 * 2 * h));
+}
