@@ -44,7 +44,8 @@ CONFIG_KEY(std::string, hf_path, "", any_value(),
            "Hugging Face model folder (config.json + *.safetensors): architecture and weights come "
            "from it instead of model.preset; '' = train from the preset's random init")
 CONFIG_KEY(Dtype, dtype, Dtype::fp32, any_value(),
-           "compute dtype of activations (parameters stay fp32 when training.master_weights is on)")
+           "compute dtype of activations (parameters stay fp32 when training.master_weights is "
+           "on); HF's names float32, bfloat16, float16 are accepted too")
 CONFIG_KEY(std::optional<int64_t>, vocab_size, std::nullopt, at_least(1),
            "vocabulary size; null = the preset's (tiny: the tokenizer's)")
 CONFIG_KEY(std::optional<int64_t>, hidden_size, std::nullopt, at_least(1),
@@ -170,7 +171,8 @@ CONFIG_KEY(Precision, precision, Precision::auto_, any_value(),
            "auto = from model.dtype and training.master_weights; bf16-mixed = bf16 compute, "
            "fp32 parameters and optimizer state; bf16 = parameters, gradients and AdamW state "
            "all bf16 (as HF model.to(bfloat16)); fp32 = everything fp32. Not auto: model.dtype "
-           "and training.master_weights follow it; setting them to something else is an error")
+           "and training.master_weights follow it; setting them to something else is an error. "
+           "HF's names are accepted too: bfloat16 = bf16, float32 = fp32")
 CONFIG_KEY(bool, stochastic_rounding, true, any_value(),
            "bf16 parameters: AdamW's update is computed in fp32 and rounded to bf16 "
            "stochastically, so updates below bf16 resolution survive in expectation; false = "

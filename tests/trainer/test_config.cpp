@@ -242,6 +242,27 @@ TEST_CASE("modes are enums named as in YAML; checkpoint.resume is none, auto or 
   CHECK(contains(error_of("", {"logging.level=loud"}), "one of: debug, info, warn, error"));
 }
 
+TEST_CASE("model.dtype and training.precision also accept HF's dtype names") {
+  using namespace liger::config;
+  CHECK(parse_config("", "hf.yaml", {"model.dtype=bfloat16"}).model.dtype == Dtype::bf16);
+  CHECK(parse_config("", "hf.yaml", {"model.dtype=float16"}).model.dtype == Dtype::fp16);
+  CHECK(parse_config("", "hf.yaml", {"model.dtype=float32"}).model.dtype == Dtype::fp32);
+  const auto pure = parse_config("", "hf.yaml", {"training.precision=bfloat16"});
+  CHECK(pure.training.precision == Precision::bf16);
+  CHECK(pure.model.dtype == Dtype::bf16);
+  CHECK(parse_config("", "hf.yaml", {"training.precision=float32"}).training.precision ==
+        Precision::fp32);
+  // Logs and messages keep the house names; the accepted spellings list both.
+  CHECK(std::string(name_of(Dtype::bf16)) == "bf16");
+  CHECK(enum_input_names<Dtype>() ==
+        std::vector<std::string>{"fp32", "bf16", "fp16", "float32", "bfloat16", "float16"});
+  // There is no fp16 training mode: float16 is not a precision, and the message says what is.
+  const std::string message = error_of("", {"training.precision=float16"});
+  CHECK(contains(message, "training.precision"));
+  CHECK(contains(message, "one of: auto, bf16-mixed, bf16, fp32"));
+  CHECK(contains(error_of("", {"model.dtype=half"}), "one of: fp32, bf16, fp16"));
+}
+
 TEST_CASE("check_for_run: CUDA graphs need one GPU, the shard degree is -1 or the world size") {
   using liger::config::check_for_run;
   auto run_error = [](const std::vector<std::string>& overrides, int64_t world_size, bool on_cuda) {
