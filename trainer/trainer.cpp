@@ -24,6 +24,7 @@
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
 #include "trainer/pending_metrics.h"
+#include "trainer/preflight.h"
 #include "trainer/step_profiler.h"
 #include "trainer/step_runner.h"
 #include "trainer/stop_signal.h"
@@ -112,6 +113,8 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   // Other ranks say only what goes wrong; rank 0 tells the story.
   const log::Level level = log_level(config.logging.level);
   log::set_level(leader ? level : std::max(level, log::Level::warn));
+  // Every path the config names, before any work (a bad one fails in the first second).
+  check_files(config);
   std::filesystem::create_directories(config.checkpoint.output_dir);
   if (leader)
     log::add_file_sink(

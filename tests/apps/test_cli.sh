@@ -41,6 +41,14 @@ expect "memory plan beside an explicit precision" 1 "config error: --set: traini
 expect "8B dry run prints the kernel table" 0 "fused_linear_cross_entropy: " -- \
   "$BIN" --config configs/llama3_8b.yaml --dry-run --set training.device=cpu
 expect "tiny dry run" 0 "parameters: " -- "$BIN" --config configs/tiny.yaml --dry-run
+expect "a bad checkpoint.resume fails the dry run, naming the key" 1 \
+  "config error: checkpoint\.resume = 'nowhere': no such folder" -- \
+  "$BIN" --config configs/tiny.yaml --set checkpoint.resume=nowhere --dry-run
+expect "a bad checkpoint.resume fails a run before the model is built" 1 \
+  "config error: checkpoint\.resume = 'nowhere': no such folder" -- \
+  "$BIN" --config configs/tiny.yaml --set checkpoint.resume=nowhere --set checkpoint.output_dir="$work/resume"
+expect "HF dtype names are accepted" 0 "parameters: " -- \
+  "$BIN" --config configs/tiny.yaml --set training.precision=float32 --dry-run
 expect "misspelled key names the closest key" 1 "training\.micro_bach_size.*did you mean 'training\.micro_batch_size'" -- \
   "$BIN" --config configs/tiny.yaml --set training.micro_bach_size=4 --dry-run
 printf 'training:\n  stepz: 10\n' > "$work/typo.yaml"
@@ -60,7 +68,7 @@ expect "dry run: CUDA graphs with several ranks" 1 "config error: training\.cuda
 expect "dry run: shard degree not the world size" 1 \
   "config error: parallelism\.data_parallel_shard_degree = 4 but the job has 2 ranks" -- \
   env RANK=0 WORLD_SIZE=2 "$BIN" --config configs/tiny.yaml --set parallelism.data_parallel_shard_degree=4 --dry-run
-expect "missing data file names it" 1 "data error: .*missing\.txt" -- \
+expect "missing data file names it and the key" 1 "config error: data\.train = 'missing\.txt': no such file" -- \
   "$BIN" --config configs/tiny.yaml --set data.train=[missing.txt] --set checkpoint.output_dir="$work/run"
 expect "reference.yaml is what --print-reference prints" 0 "" -- \
   bash -c "diff <('$BIN' --print-reference) configs/reference.yaml"
