@@ -282,6 +282,11 @@ CONFIG_KEY(int64_t, profile_first_step, 5, at_least(1),
 CONFIG_KEY(LogLevel, level, LogLevel::info, any_value(), "log level")
 CONFIG_KEY(ProgressBar, progress_bar, ProgressBar::auto_, any_value(),
            "auto = when stdout is a terminal")
+CONFIG_KEY(
+    bool, tensorboard, false, any_value(),
+    "also write TensorBoard events (rank 0): every number of metrics.jsonl as train/<key> or "
+    "eval/<name>, the resolved config and the kernel table as text; a new "
+    "events.out.tfevents.* in checkpoint.output_dir per run")
 CONFIG_KEY(std::string, sample_prompt, "ROMEO:", any_value(),
            "prompt of the text sample printed at the end")
 CONFIG_KEY(int64_t, sample_tokens, 0, range(0, 100000),

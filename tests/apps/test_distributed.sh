@@ -35,7 +35,11 @@ source "$(dirname "$0")/same_losses.sh"
 "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=4 \
   --set checkpoint.output_dir="$work/one" > "$work/one.log" 2>&1 || { fail "single-process run"; tail -5 "$work/one.log"; }
 bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
+  --set logging.tensorboard=true \
   --set checkpoint.output_dir="$work/two" > "$work/two.log" 2>&1 || { fail "2-rank run"; tail -15 "$work/two.log"; }
+events=$(find "$work/two" -maxdepth 1 -name 'events.out.tfevents.*' | wc -l)
+[ "$events" = 1 ] && echo "ok   2 ranks: one TensorBoard events file (rank 0's)" \
+  || fail "2 ranks with logging.tensorboard wrote $events events files, expected 1 (rank 0's)"
 if out=$(same_losses "$work/two/metrics.jsonl" "$work/one/metrics.jsonl"); then
   echo "ok   2 ranks == 1 process, losses: $out"
 else

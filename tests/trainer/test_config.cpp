@@ -45,19 +45,21 @@ TEST_CASE("an empty config gives the documented defaults") {
   CHECK(c.data.train == std::vector<std::string>{"data/samples/tinyshakespeare.txt"});
   CHECK_FALSE(c.model.hidden_size.has_value());
   CHECK(c.checkpoint.resume.mode == liger::config::ResumeMode::none);
+  CHECK_FALSE(c.logging.tensorboard);
 }
 
 TEST_CASE("file values and --set overrides are applied, --set last") {
   const auto c =
       parse_config("training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n", "a.yaml",
                    {"training.steps=7", "data.train=[x.txt, y.jsonl]", "kernels.strict=true",
-                    "model.tie_embeddings=false"});
+                    "model.tie_embeddings=false", "logging.tensorboard=true"});
   CHECK(c.training.steps == 7);
   CHECK(c.training.lr == 0.01);
   CHECK(c.model.hidden_size == 64);
   CHECK(c.data.train == std::vector<std::string>{"x.txt", "y.jsonl"});
   CHECK(c.kernels.strict);
   CHECK(c.model.tie_embeddings == false);
+  CHECK(c.logging.tensorboard);
   // The resolved YAML round-trips to the same config.
   const auto again = parse_config(c.resolved_yaml, "resolved.yaml");
   CHECK(again.training.steps == 7);
