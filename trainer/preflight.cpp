@@ -64,7 +64,8 @@ void check_resume(const config::Resume& resume) {
   if (!fs::is_directory(dir, ec))
     fail("checkpoint.resume", dir, "no such folder" + relative_hint(dir) + what_to_do);
   if (!fs::exists(fs::path(dir) / "trainer_state.json", ec))
-    fail("checkpoint.resume", dir, std::string("not a checkpoint (no trainer_state.json)") + what_to_do);
+    fail("checkpoint.resume", dir,
+         std::string("not a checkpoint (no trainer_state.json)") + what_to_do);
 }
 
 void check_tokenizer(const std::string& path) {
@@ -102,8 +103,8 @@ void check_hf_folder(const std::string& dir) {
     std::ifstream in(index);
     parsed = nlohmann::json::parse(in);
   } catch (const std::exception& error) {
-    fail("model.hf_path", dir, "model.safetensors.index.json is not valid JSON: " +
-                                   std::string(error.what()));
+    fail("model.hf_path", dir,
+         "model.safetensors.index.json is not valid JSON: " + std::string(error.what()));
   }
   std::set<std::string> shards;
   if (parsed.contains("weight_map") && parsed["weight_map"].is_object()) {
@@ -128,8 +129,9 @@ void check_adapter_folder(const std::string& dir) {
   for (const char* file : {"adapter_config.json", "adapter_model.safetensors"}) {
     if (!fs::exists(fs::path(dir) / file, ec)) {
       fail("model.adapter_path", dir,
-           std::string("no ") + file + "; give a PEFT adapter folder (liger-export of a LoRA run "
-           "writes one)");
+           std::string("no ") + file +
+               "; give a PEFT adapter folder (liger-export of a LoRA run "
+               "writes one)");
     }
   }
 }
