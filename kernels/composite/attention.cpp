@@ -132,7 +132,7 @@ struct ChunkedForward {
 };
 
 // For each chunk of query rows, with s its masked (capped) scores over the
-// keys it can see:
+// keys it can see (every row sees at least itself: its max is finite):
 //   lse = log sum_j exp(s_j),  p = exp(s - lse),  out = p v
 // q and k in fp32 for the scores; p cast to v's dtype before the product, as
 // the reference does (HF eager), so out is in v's dtype.
@@ -151,8 +151,11 @@ ChunkedForward chunked_forward(const Tensor& q, const Tensor& k, const Tensor& v
     const Tensor mask = visible_mask(row, rows, keys, tk - tq, o, documents, q.device());
     Tensor s = chunk_scores(grouped_rows(q, row, rows, heads_k),
                             k32.narrow(2, keys.begin, keys.size()), mask, o, nullptr);
-    const Tensor lse = at::logsumexp(s, -1, /*keepdim=*/true);  // [B, Hk, G * rows, 1]
-    const Tensor p = s.sub_(lse).exp_();
+    // p = exp(s - max) / sum exp(s - max) in place; lse = max + log(sum)
+    const Tensor max = std::get<0>(s.max(-1, /*keepdim=*/true));  // [B, Hk, G * rows, 1]
+    const Tensor sum = s.sub_(max).exp_().sum(-1, /*keepdim=*/true);
+    const Tensor p = s.div_(sum);
+    const Tensor lse = sum.log_().add_(max);
     // cast: probabilities to v's dtype before the product (fp32 stays fp32)
     const Tensor out = at::matmul(p.to(v.scalar_type()), vh.narrow(2, keys.begin, keys.size()));
     scatter_rows(out, f.out, row, rows, heads_k);
