@@ -191,7 +191,7 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // backward holds fp32 copies of k and v and their fp32 gradient sums
   // (4 kv per token) and two fp32 chunks of scores (the probabilities and
   // their gradient; three with a softcap: tanh's slope). Forward holds less
-  // (two chunks, fp32 k).
+  // (one chunk, fp32 k).
   // kernels.attention off (the reference's explicit fp32 path,
   // kernels/reference/attention.cpp): the layer also keeps [heads, T, T]
   // probabilities in fp32, and in a 16-bit compute dtype their copy cast for
