@@ -78,8 +78,8 @@ Tensor visible_mask(int64_t row, int64_t rows, KeyRange keys, int64_t offset,
 
 // k or v [B, T, Hk, D] as [B, Hk, T, D] in fp32 (one copy; the math is fp32).
 Tensor heads_first_fp32(const Tensor& x) {
-  Tensor out = at::empty({x.size(0), x.size(2), x.size(1), x.size(3)},
-                         x.options().dtype(at::kFloat));
+  Tensor out =
+      at::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, x.options().dtype(at::kFloat));
   out.copy_(x.transpose(1, 2));  // cast: to fp32
   return out;
 }
@@ -140,7 +140,7 @@ ChunkedForward chunked_forward(const Tensor& q, const Tensor& k, const Tensor& v
                                const Tensor& documents, const ChunkedOptions& o) {
   const int64_t b = q.size(0), tq = q.size(1), heads_q = q.size(2), d = q.size(3);
   const int64_t tk = k.size(1), heads_k = k.size(2), groups = heads_q / heads_k;
-  const Tensor k32 = heads_first_fp32(k);        // [B, Hk, Tk, D] fp32
+  const Tensor k32 = heads_first_fp32(k);            // [B, Hk, Tk, D] fp32
   const Tensor vh = v.transpose(1, 2).contiguous();  // [B, Hk, Tk, D] in v's dtype
   ChunkedForward f;
   f.out = at::empty({b, tq, heads_q, d}, v.options());
@@ -261,8 +261,8 @@ Tensor attention_in_chunks(const Tensor& q, const Tensor& k, const Tensor& v,
   TORCH_CHECK(chunk_rows > 0, "attention: chunk_rows must be positive, got ", chunk_rows);
   const double scale =
       options.scale > 0.0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-  const bool wants_grad = at::GradMode::is_enabled() &&
-                          (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  const bool wants_grad =
+      at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   if (!wants_grad) {  // generation, evaluation: no lse to keep, no graph
     const ChunkedOptions o{options.causal, scale, options.sliding_window, options.softcap,
                            chunk_rows};
@@ -277,10 +277,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options) {
   checks::attention_args(q, k, v, options);
   if (reference::sdpa_serves(q, k, options)) return reference::attention(q, k, v, options);
-  return attention_in_chunks(
-      q, k, v, options,
-      kernels::attention_chunk_rows(q.size(0), q.size(2), q.size(1), k.size(1),
-                                    options.sliding_window));
+  return attention_in_chunks(q, k, v, options,
+                             kernels::attention_chunk_rows(q.size(0), q.size(2), q.size(1),
+                                                           k.size(1), options.sliding_window));
 }
 
 }  // namespace liger::kernels::composite

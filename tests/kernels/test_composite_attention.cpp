@@ -51,7 +51,8 @@ Tensor documents_of(const std::vector<std::vector<int64_t>>& lengths) {
   std::vector<Tensor> rows;
   for (const auto& row : lengths) {
     std::vector<int64_t> ids;
-    for (size_t doc = 0; doc < row.size(); ++doc) ids.insert(ids.end(), row[doc], static_cast<int64_t>(doc));
+    for (size_t doc = 0; doc < row.size(); ++doc)
+      ids.insert(ids.end(), row[doc], static_cast<int64_t>(doc));
     rows.push_back(torch::tensor(ids, torch::kLong));
   }
   return torch::stack(rows);
@@ -223,10 +224,10 @@ TEST_CASE("the chunk: fp32 scores within 128 MiB, at least one row, at most the 
   struct Shape {
     int64_t b, h, tq, tk, window;
   };
-  for (const Shape& s : {Shape{1, 32, 8192, 8192, 4096},     // Mistral-7B
-                         Shape{1, 16, 8192, 8192, 4096},     // Gemma-2-9B, sliding layers
-                         Shape{1, 16, 8192, 8192, 0},        // Gemma-2-9B, global layers
-                         Shape{8, 32, 32768, 32768, 0},      // long and wide: few rows
+  for (const Shape& s : {Shape{1, 32, 8192, 8192, 4096},       // Mistral-7B
+                         Shape{1, 16, 8192, 8192, 4096},       // Gemma-2-9B, sliding layers
+                         Shape{1, 16, 8192, 8192, 0},          // Gemma-2-9B, global layers
+                         Shape{8, 32, 32768, 32768, 0},        // long and wide: few rows
                          Shape{64, 64, 131072, 131072, 0}}) {  // one row over the budget
     const int64_t rows = liger::kernels::attention_chunk_rows(s.b, s.h, s.tq, s.tk, s.window);
     INFO("b " << s.b << ", heads " << s.h << ", T " << s.tk << ", window " << s.window << ": "
@@ -253,31 +254,31 @@ TEST_CASE("chunked attention keeps O(T) for backward and peaks at O(chunk x T)",
   const Inputs in = draw(b, t, t, hq, hk, d);
   AttentionOptions o;
   o.document_ids = documents_of({{100, 1, 400, 523}});
-  const double scores = 4.0 * b * hq * t * t;          // one fp32 [B, Hq, T, T]
+  const double scores = 4.0 * b * hq * t * t;           // one fp32 [B, Hq, T, T]
   const double chunk_scores = 4.0 * b * hq * rows * t;  // one chunk's, at most
   const double q_bytes = 4.0 * b * t * hq * d;          // q, out, dout, dq; k and v are half
   const double lse_bytes = 4.0 * b * hq * t;
   const Tensor d_out = torch::randn({b, t, hq, d});
 
   struct Measured {
-    double kept = 0;   // live after forward, beyond the output: what backward needs
-    double peak = 0;   // the highest during forward and backward, beyond the inputs
+    double kept = 0;  // live after forward, beyond the output: what backward needs
+    double peak = 0;  // the highest during forward and backward, beyond the inputs
   };
-  const auto measure = [&](const std::function<Tensor(const Tensor&, const Tensor&,
-                                                      const Tensor&)>& attention) {
-    const Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
-                 v = in.v.clone().requires_grad_(true);
-    liger::testing::CpuMemoryCounter counter;
-    const int64_t before = counter.current();
-    Measured m;
-    {
-      Tensor out = attention(q, k, v);
-      m.kept = static_cast<double>(counter.current() - before) - 4.0 * out.numel();
-      out.backward(d_out);
-    }
-    m.peak = static_cast<double>(counter.peak() - before);
-    return m;
-  };
+  const auto measure =
+      [&](const std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>& attention) {
+        const Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
+                     v = in.v.clone().requires_grad_(true);
+        liger::testing::CpuMemoryCounter counter;
+        const int64_t before = counter.current();
+        Measured m;
+        {
+          Tensor out = attention(q, k, v);
+          m.kept = static_cast<double>(counter.current() - before) - 4.0 * out.numel();
+          out.backward(d_out);
+        }
+        m.peak = static_cast<double>(counter.peak() - before);
+        return m;
+      };
 
   const Measured chunked = measure([&](const Tensor& q, const Tensor& k, const Tensor& v) {
     return comp::attention_in_chunks(q, k, v, o, rows);
@@ -285,11 +286,10 @@ TEST_CASE("chunked attention keeps O(T) for backward and peaks at O(chunk x T)",
   const Measured reference = measure([&](const Tensor& q, const Tensor& k, const Tensor& v) {
     return ref::attention_explicit(q, k, v, o);
   });
-  INFO("kept for backward: chunked " << chunked.kept / 1024 << " KiB, explicit "
-                                     << reference.kept / 1024 << " KiB; peak: chunked "
-                                     << chunked.peak / 1024 << " KiB, explicit "
-                                     << reference.peak / 1024 << " KiB; one [B, Hq, T, T] "
-                                     << scores / 1024 << " KiB");
+  INFO("kept for backward: chunked "
+       << chunked.kept / 1024 << " KiB, explicit " << reference.kept / 1024
+       << " KiB; peak: chunked " << chunked.peak / 1024 << " KiB, explicit "
+       << reference.peak / 1024 << " KiB; one [B, Hq, T, T] " << scores / 1024 << " KiB");
   // The measure sees what the explicit path keeps: its fp32 probabilities at least.
   CHECK(reference.kept >= scores);
   // The chunked path keeps the fp32 log-sum-exp and nothing else.
