@@ -219,6 +219,10 @@ CONFIG_KEY(bool, cross_entropy, false, any_value(),
            "fused cross entropy on materialised logits (exclusive with fused_linear_cross_entropy)")
 CONFIG_KEY(bool, fused_linear_cross_entropy, true, any_value(),
            "lm_head + cross entropy without materialising [tokens, vocab] logits")
+CONFIG_KEY(bool, attention, true, any_value(),
+           "sliding windows, softcaps and data.packing: isolated in exact query chunks (memory "
+           "O(T)); false = the reference's explicit path, which keeps [heads, T, T] "
+           "probabilities")
 CONFIG_KEY(
     bool, tuned_gemm, false, any_value(),
     "cuda: the linear layers' and the fused loss's matrix products through cuBLASLt, the "

@@ -188,7 +188,7 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   if (dataset->packing() == data::PackingMode::isolated) {
     log::info(
         "data.packing = isolated: positions restart at each document, attention is masked "
-        "per document (explicit attention path) and no label crosses a document boundary");
+        "per document and no label crosses a document boundary");
   }
   data::LoaderOptions loader_options;
   loader_options.micro_batch_size = config.training.micro_batch_size;

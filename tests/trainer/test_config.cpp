@@ -42,6 +42,7 @@ TEST_CASE("an empty config gives the documented defaults") {
   CHECK(c.training.gradient_accumulation_steps == 1);
   CHECK(c.kernels.fused_linear_cross_entropy);
   CHECK_FALSE(c.kernels.cross_entropy);
+  CHECK(c.kernels.attention);
   CHECK(c.data.train == std::vector<std::string>{"data/samples/tinyshakespeare.txt"});
   CHECK_FALSE(c.model.hidden_size.has_value());
   CHECK(c.checkpoint.resume.mode == liger::config::ResumeMode::none);
@@ -52,12 +53,14 @@ TEST_CASE("file values and --set overrides are applied, --set last") {
   const auto c =
       parse_config("training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n", "a.yaml",
                    {"training.steps=7", "data.train=[x.txt, y.jsonl]", "kernels.strict=true",
-                    "model.tie_embeddings=false", "logging.tensorboard=true"});
+                    "model.tie_embeddings=false", "logging.tensorboard=true",
+                    "kernels.attention=false"});
   CHECK(c.training.steps == 7);
   CHECK(c.training.lr == 0.01);
   CHECK(c.model.hidden_size == 64);
   CHECK(c.data.train == std::vector<std::string>{"x.txt", "y.jsonl"});
   CHECK(c.kernels.strict);
+  CHECK_FALSE(c.kernels.attention);
   CHECK(c.model.tie_embeddings == false);
   CHECK(c.logging.tensorboard);
   // The resolved YAML round-trips to the same config.

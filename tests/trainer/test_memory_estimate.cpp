@@ -78,6 +78,24 @@ TEST_CASE("on the CPU the estimate is the measured peak to 10%: activations and 
       });
 }
 
+// 8 x 256 tokens whose attention SDPA cannot mask (a sliding window, a
+// softcap, documents): query chunks that keep the log-sum-exp, or with
+// kernels.attention off the explicit path that keeps [heads, T, T]
+// probabilities, which then weigh most.
+TEST_CASE("on the CPU the estimate is the measured peak to 10%: windows, softcaps, documents") {
+  check_cases(
+      {"model.hidden_size=128", "model.intermediate_size=512", "model.max_seq_len=256",
+       "data.seq_len=256", "training.micro_batch_size=8", "training.precision=fp32"},
+      {
+          {"window 64, chunks", {"model.sliding_window=64"}},
+          {"window 64, explicit path", {"model.sliding_window=64", "kernels.attention=false"}},
+          {"softcap, isolated documents, chunks",
+           {"model.attn_softcap=20", "data.packing=isolated"}},
+          {"softcap, isolated documents, explicit path",
+           {"model.attn_softcap=20", "data.packing=isolated", "kernels.attention=false"}},
+      });
+}
+
 // 2 x 32 tokens through a wider model: parameters, gradients and AdamW state
 // weigh most, and whether the gradients live through the forwards shows.
 TEST_CASE("on the CPU the estimate is the measured peak to 10%: weights, gradients, AdamW state") {
