@@ -42,7 +42,9 @@ const Architecture& architecture_of_family(ModelFamily family) {
 bool is_gemma(ModelFamily family) {
   switch (family) {
     case ModelFamily::llama:
-    case ModelFamily::mistral: return false;
+    case ModelFamily::mistral:
+    case ModelFamily::qwen2:
+    case ModelFamily::qwen3: return false;
     case ModelFamily::gemma:
     case ModelFamily::gemma2: return true;
   }
@@ -56,6 +58,8 @@ int64_t hf_default_num_kv_heads(ModelFamily family, int64_t num_heads) {
     case ModelFamily::mistral: return 8;
     case ModelFamily::gemma: return 16;
     case ModelFamily::gemma2: return 4;
+    case ModelFamily::qwen2:
+    case ModelFamily::qwen3: return 32;
   }
   return num_heads;  // not reached
 }
@@ -66,6 +70,8 @@ int64_t hf_default_max_position_embeddings(ModelFamily family) {
     case ModelFamily::mistral: return 131072;
     case ModelFamily::gemma:
     case ModelFamily::gemma2: return 8192;
+    case ModelFamily::qwen2:
+    case ModelFamily::qwen3: return 32768;
   }
   return 2048;  // not reached
 }

@@ -37,7 +37,8 @@
 CONFIG_SECTION(model, ModelSection)
 CONFIG_KEY(std::string, preset, "tiny",
            one_of("tiny", "llama3_1b", "llama3_8b", "llama2_7b", "mistral_7b", "gemma_2b",
-                  "gemma_7b", "gemma2_2b", "gemma2_9b"),
+                  "gemma_7b", "gemma2_2b", "gemma2_9b", "qwen2_5_7b", "qwen3_1_7b", "qwen3_8b",
+                  "tiny_qwen2", "tiny_qwen3"),
            "architecture preset (family traits + dimensions); the keys below override single "
            "dimensions and traits")
 CONFIG_KEY(std::string, hf_path, "", any_value(),
