@@ -37,7 +37,8 @@
 CONFIG_SECTION(model, ModelSection)
 CONFIG_KEY(std::string, preset, "tiny",
            one_of("tiny", "llama3_1b", "llama3_8b", "llama2_7b", "mistral_7b", "gemma_2b",
-                  "gemma_7b", "gemma2_2b", "gemma2_9b"),
+                  "gemma_7b", "gemma2_2b", "gemma2_9b", "qwen2_5_7b", "qwen3_1_7b", "qwen3_8b",
+                  "tiny_qwen2", "tiny_qwen3"),
            "architecture preset (family traits + dimensions); the keys below override single "
            "dimensions and traits")
 CONFIG_KEY(std::string, hf_path, "", any_value(),
@@ -118,7 +119,8 @@ CONFIG_KEY(
     one_of("auto", "text", "jsonl_text", "prompt_completion", "chat", "tokens_jsonl", "tokens_bin"),
     "reader; auto: .txt -> text, .bin -> tokens_bin, .jsonl -> by the fields of its first line "
     "(messages -> chat, input_ids -> tokens_jsonl, prompt+completion, text)")
-CONFIG_KEY(std::string, chat_template, "auto", one_of("auto", "llama3", "mistral", "gemma"),
+CONFIG_KEY(std::string, chat_template, "auto",
+           one_of("auto", "llama3", "mistral", "gemma", "chatml"),
            "chat format: how messages are rendered; auto = the family of the chat_template in the "
            "tokenizer's tokenizer_config.json, else from the tokenizer's special tokens")
 CONFIG_KEY(std::string, token_dtype, "auto", one_of("auto", "uint16", "uint32"),

@@ -179,8 +179,17 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // (4q + 4kv). glu (and full, inside the recomputed layer): no product.
   const auto checkpointing = c.training.activation_checkpointing;
   const double glu_kept = checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
+  // Qwen3's q/k norms: on the GPU the norms keep views of the packed
+  // projection (q + 2kv alive) and their kernels dense copies of q and k; the
+  // composite norms keep views only and their outputs die in the rope op;
+  // ATen's keep about two more copies of q and k.
+  const double qk_norm_kept = !m.qk_norm  ? 0.0
+                              : composite ? 0.0
+                              : fused     ? 2 * q + 3 * kv
+                                          : 2 * (q + kv);
   const double attention_kept =
-      fused ? 4 * h + 2 * q + 2 * kv + (composite ? q + 2 * kv : 0.0) : 6 * h + 4 * q + 4 * kv;
+      (fused ? 4 * h + 2 * q + 2 * kv + (composite ? q + 2 * kv : 0.0) : 6 * h + 4 * q + 4 * kv) +
+      qk_norm_kept;
   const double layer_base =
       tokens * (attention_kept + (2 + glu_kept) * f + lora_rank_columns) * compute_bytes;
   // Layers whose attention SDPA cannot mask (a sliding window, an attention

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/convergence.sh on the CPU: fused kernels vs reference agree on the
-# tiny Llama and on a second family (Mistral), and a perturbed fused run is
+# tiny Llama and on other families (Mistral; Qwen3, whose per-head q/k norms
+# run before the rope op), and a perturbed fused run is
 # reported as diverged (the check can fail). Usage: test_convergence.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 BUILD=$1
@@ -12,7 +13,7 @@ export LIGER_BUILD_DIR=$BUILD
 fast=(--set data.seq_len=64 --set training.micro_batch_size=4 --set training.threads=2)
 failures=0
 
-for config in configs/tiny.yaml configs/tiny_mistral.yaml; do
+for config in configs/tiny.yaml configs/tiny_mistral.yaml configs/tiny_qwen3.yaml; do
   if bash scripts/convergence.sh "$config" --steps 25 --out "$work/$(basename "$config" .yaml)" "${fast[@]}" > "$work/log" 2>&1; then
     echo "ok   $config converges: $(grep 'max relative loss' "$work/log" | sed 's/.*max relative/max relative/')"
     [ -s "$work/$(basename "$config" .yaml)/convergence.png" ] || { echo "FAIL no plot for $config"; failures=$((failures + 1)); }

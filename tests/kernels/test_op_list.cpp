@@ -292,13 +292,15 @@ SampleCase case_tuned_gemm(const Target& t) {
   torch::manual_seed(111);
   SampleCase c;
   // x [13, 24] @ W^T with W [19, 24] (b a transposed view, as in a linear
-  // layer), plus c [13, 19]. No autograd: values only.
-  c.inputs = {draw({13, 24}, t), draw({19, 24}, t), draw({13, 19}, t)};
-  c.wants_grad = {false, false, false};
-  c.input_names = {"a", "weight", "c"};
+  // layer), plus c [13, 19], or a bias [19] added to every row. No autograd:
+  // values only.
+  c.inputs = {draw({13, 24}, t), draw({19, 24}, t), draw({13, 19}, t), draw({19}, t)};
+  c.wants_grad = {false, false, false, false};
+  c.input_names = {"a", "weight", "c", "bias"};
   c.call = [](const OpTable& k, const std::vector<Tensor>& in) {
     return std::vector<Tensor>{k.tuned_gemm(in[0], in[1].t(), in[2], Tensor()),
-                               k.tuned_gemm(in[0], in[1].t(), Tensor(), Tensor())};
+                               k.tuned_gemm(in[0], in[1].t(), Tensor(), Tensor()),
+                               k.tuned_gemm(in[0], in[1].t(), in[3], Tensor())};
   };
   c.fp32 = {1e-4, 1e-5};  // atol: 1e-5 of the largest product (about 10)
   c.bf16_out = kBf16;

@@ -1,7 +1,8 @@
 // The memory estimate against what training really holds: on the CPU the
 // peak bytes of live tensors (counted at the allocator) over two optimizer
-// steps of a small Llama, for the precisions and recompute modes the memory
-// plan chooses between, with and without gradient accumulation.
+// steps of a small Llama (and Qwen3, whose q/k norms keep more), for the
+// precisions and recompute modes the memory plan chooses between, with and
+// without gradient accumulation.
 #include "tests/catch.h"
 #include "tests/trainer/cpu_memory_counter.h"
 #include "tests/trainer/training_fixture.h"
@@ -75,6 +76,12 @@ TEST_CASE("on the CPU the estimate is the measured peak to 10%: activations and 
             "training.gradient_accumulation_steps=2"}},
           {"bf16-mixed, no checkpointing, 2 micro-batches",
            {"training.precision=bf16-mixed", "training.gradient_accumulation_steps=2"}},
+          {"Qwen3 (q/k norms, head_dim 64), fp32",
+           {"model.preset=tiny_qwen3", "training.precision=fp32"}},
+          {"Qwen3, fp32, kernels off",
+           {"model.preset=tiny_qwen3", "training.precision=fp32", "kernels.rms_norm=false",
+            "kernels.rope=false", "kernels.swiglu=false",
+            "kernels.fused_linear_cross_entropy=false"}},
       });
 }
 
