@@ -4,6 +4,8 @@
 // and the peak extra memory of forward+backward.
 //
 //   liger-bench [--op rms_norm,rope] [--dtype bf16] [--backend cuda] [--reps 30] [--json FILE]
+//   liger-bench --op attention [--dtype bf16]   (variants beside cuDNN and flash SDPA:
+//                                                apps/bench_attention.cpp)
 //
 // On a CUDA device: Llama-3-8B shapes at 8192 tokens, CUDA events around
 // each pass after warm-up, the GPU kept busy while the host enqueues (so host
@@ -14,6 +16,7 @@
 //
 // Every op reads its inputs as intermediates (clones of leaf tensors made
 // before the timed region), as in a model, where they are activations.
+#include "apps/bench_attention.h"
 #include "kernels/backend.h"
 #include "kernels/registry.h"
 #ifdef LIGER_WITH_CUDA
@@ -568,8 +571,16 @@ int run(int argc, char** argv) {
   app.add_option("--json", json_path, "also write the results to this JSON file");
   CLI11_PARSE(app, argc, argv);
 
-  const std::vector<OpSpec> table = op_table();
   const std::vector<std::string> ops = split(op_filter);
+  if (ops.size() == 1 && ops[0] == "attention") {  // its own table: variants and SDPA beside
+    liger::bench::AttentionBenchOptions o;
+    o.dtype = dtype_filter == "all" ? "bf16" : dtype_filter;
+    o.reps = reps;
+    o.warmup = warmup;
+    o.json_path = json_path;
+    return liger::bench::run_attention_bench(o);
+  }
+  const std::vector<OpSpec> table = op_table();
   for (const std::string& name : ops) {
     const bool known =
         std::any_of(table.begin(), table.end(), [&](const OpSpec& s) { return s.name == name; });

@@ -62,4 +62,18 @@ GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tenso
 GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
                               bool overwrite_inputs);
 
+// Attention: SDPA (cuDNN / flash) where SDPA masks the variant itself;
+// kernels/cuda/attention.cu for sliding windows, softcaps, document ids and
+// the KV cache's end-aligned causal mask (bf16/fp16, head_dim 64, 128, 256);
+// the composite's exact query chunks for anything else. Saves q, k, v, out
+// and an fp32 lse [B, Hq, Tq]: O(T) memory for every variant.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                 const AttentionOptions& options);
+// The flash kernel itself, whatever the variant (plain causal included):
+// for tests and liger-bench. flash_attention_serves says whether it takes
+// these tensors (CUDA, one dtype of bf16/fp16, head_dim 64, 128 or 256).
+bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v);
+Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const AttentionOptions& options);
+
 }  // namespace liger::kernels::cuda

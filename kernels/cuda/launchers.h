@@ -306,4 +306,52 @@ struct EmbeddingGradAdd {
 int64_t embedding_grad_partial_floats(int64_t tokens, int64_t hidden);
 cudaError_t embedding_grad_add(const EmbeddingGradAdd& a, cudaStream_t stream);
 
+// ---- flash attention (kernels/cuda/attention.cu) ----
+// out = softmax(mask(softcap(q k^T * scale))) v per query head, in tiles with
+// an online softmax in fp32: no [Tq, Tk] buffer exists at any time. q
+// [B, Tq, Hq, D], k and v [B, Tk, Hk, D], out [B, Tq, Hq, D], all contiguous
+// and 16-byte aligned, T = bf16 or f16; query head h reads key/value head
+// h / (Hq / Hk) (GQA without repeating k and v). Query row r sits at position
+// r + Tk - Tq (a KV cache: the queries are the last Tq positions). Query
+// position i sees key j iff (not causal or j <= i) and (window == 0 or
+// i - j < window) and (no documents or both have the same document id).
+// Key tiles a mask empties for a whole query tile are skipped.
+struct AttentionShape {
+  const void* q = nullptr;                // [B, Tq, Hq, D] T
+  const void* k = nullptr;                // [B, Tk, Hk, D] T
+  const void* v = nullptr;                // [B, Tk, Hk, D] T
+  const void* out = nullptr;              // [B, Tq, Hq, D] T (forward writes it)
+  float* lse = nullptr;                   // [B, Hq, Tq]: natural log-sum-exp of each row
+  const int64_t* document_ids = nullptr;  // [B, T] (Tq == Tk) or nullptr
+  // Workspace with document ids: attention_document_ranges_elems(B, T)
+  // int64, filled by the launch itself (min and max id of each 16 positions).
+  int64_t* document_ranges = nullptr;
+  int64_t batch = 0, tq = 0, tk = 0, heads_q = 0, heads_k = 0, head_dim = 0;
+  bool causal = true;
+  int64_t window = 0;   // > 0: sliding window (keys in (i - window, i])
+  float scale = 1.f;    // applied to q k^T (never 0 here: the binding resolves it)
+  float softcap = 0.f;  // > 0: scores <- softcap * tanh(scores / softcap)
+  DType dtype = DType::bf16;
+};
+// Whether the kernels take this head_dim and dtype (64, 128 or 256; bf16 or f16).
+bool attention_supported(int64_t head_dim, DType dtype);
+int64_t attention_document_ranges_elems(int64_t batch, int64_t t);
+// Writes a.out (through the pointer cast to writable) and a.lse.
+cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream);
+
+// Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32
+// workspace [B, Hq, Tq]), then one kernel over key tiles for dk and dv
+// (each key/value head sums its query heads in a fixed order: deterministic,
+// no atomics) and one over query tiles for dq. dq, dk, dv in T, the shapes of
+// q, k, v.
+struct AttentionGrads {
+  const void* d_out = nullptr;  // [B, Tq, Hq, D] T, contiguous
+  float* delta = nullptr;       // workspace [B, Hq, Tq]
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+};
+cudaError_t attention_backward(const AttentionShape& a, const AttentionGrads& g,
+                               cudaStream_t stream);
+
 }  // namespace liger::cuda_kernels

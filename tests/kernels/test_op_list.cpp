@@ -274,8 +274,9 @@ SampleCase case_attention(const Target& t) {
   gemma2.sliding_window = 3;
   gemma2.softcap = 2.0;
   SampleCase c;
-  // GQA: 4 query heads over 2 key/value heads, 7 positions.
-  c.inputs = {draw({2, 7, 4, 16}, t, 2.0), draw({2, 7, 2, 16}, t), draw({2, 7, 2, 16}, t)};
+  // GQA: 4 query heads over 2 key/value heads, 7 positions; head_dim 64 (a
+  // size the cuda kernel takes).
+  c.inputs = {draw({2, 7, 4, 64}, t, 2.0), draw({2, 7, 2, 64}, t), draw({2, 7, 2, 64}, t)};
   c.wants_grad = {true, true, true};
   c.input_names = {"q", "k", "v"};
   c.call = [causal, gemma2](const OpTable& k, const std::vector<Tensor>& in) {

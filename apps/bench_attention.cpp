@@ -1,0 +1,252 @@
+// liger-bench --op attention. At 8192 tokens, for Llama-3-8B's attention (32
+// query heads over 8 key/value heads of 128) and the 1B bench shape (32 over 8
+// of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a
+// window of 4096; 8 packed documents) on each implementation that computes it:
+//   liger      kernels/cuda/attention.cu (cuda::flash_attention)
+//   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
+//   flash      ATen SDPA with only its flash backend enabled (plain causal)
+//   composite  the exact query chunks (the variants SDPA cannot mask)
+// Median forward and forward+backward times (CUDA events), TFLOP/s over the
+// visible (query, key) pairs only: forward 4 D flops per pair and head (q k^T
+// and p v), backward 2.5x forward (the usual count of its five products),
+// and the peak extra memory of forward+backward.
+#include "apps/bench_attention.h"
+
+#include "kernels/composite/composite.h"
+#ifdef LIGER_WITH_CUDA
+#include "kernels/cuda/cuda_ops.h"
+
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace liger::bench {
+namespace {
+
+using kernels::AttentionOptions;
+using torch::Tensor;
+
+struct Shape {
+  std::string name;
+  int64_t t, heads_q, heads_k, head_dim;
+};
+
+struct Variant {
+  std::string name;
+  int64_t window = 0;
+  double softcap = 0.0;
+  int64_t documents = 0;  // > 0: that many equal documents packed in the row
+};
+
+// Visible (query, key) pairs of one head: the FLOP count's unit.
+double visible_pairs(int64_t t, const Variant& v) {
+  const int64_t doc_len = v.documents > 0 ? (t + v.documents - 1) / v.documents : t;
+  double pairs = 0;
+  for (int64_t i = 0; i < t; ++i) {
+    int64_t first = 0;
+    if (v.window > 0) first = std::max<int64_t>(first, i - v.window + 1);
+    if (v.documents > 0) first = std::max<int64_t>(first, (i / doc_len) * doc_len);
+    pairs += static_cast<double>(i - first + 1);
+  }
+  return pairs;
+}
+
+struct Row {
+  std::string shape, variant, impl;
+  double fwd_ms = 0, full_ms = 0, fwd_tflops = 0, full_tflops = 0, peak_mib = 0;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+#ifdef LIGER_WITH_CUDA
+using AttentionFn = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+
+// SDPA restricted to one backend ([B, T, H, D] in and out, GQA by enable_gqa).
+AttentionFn sdpa_only(bool cudnn) {
+  return [cudnn](const Tensor& q, const Tensor& k, const Tensor& v) {
+    auto& ctx = at::globalContext();
+    ctx.setSDPUseCuDNN(cudnn);
+    ctx.setSDPUseFlash(!cudnn);
+    ctx.setSDPUseMemEfficient(false);
+    ctx.setSDPUseMath(false);
+    const Tensor out = at::scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), {}, 0.0, /*is_causal=*/true,
+        c10::nullopt, /*enable_gqa=*/q.size(2) != k.size(2));
+    ctx.setSDPUseCuDNN(true);
+    ctx.setSDPUseFlash(true);
+    ctx.setSDPUseMemEfficient(true);
+    ctx.setSDPUseMath(true);
+    return out.transpose(1, 2);
+  };
+}
+
+int64_t allocated(bool peak) {
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+  const auto& s =
+      stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+  return peak ? s.peak : s.current;
+}
+
+// Median times of forward and forward+backward, and the peak extra memory.
+Row measure(const AttentionFn& fn, const Tensor& q, const Tensor& k, const Tensor& v, int warmup,
+            int reps) {
+  const Tensor up = torch::randn_like(q);
+  at::cuda::CUDAEvent start(cudaEventDefault), end(cudaEventDefault);
+  std::vector<double> fwd, full;
+  for (int i = 0; i < warmup + reps; ++i) {
+    const Tensor ql = q.detach().requires_grad_(true), kl = k.detach().requires_grad_(true),
+                 vl = v.detach().requires_grad_(true);
+    torch::cuda::synchronize();
+    start.record();
+    Tensor out = fn(ql, kl, vl);
+    end.record();
+    end.synchronize();
+    const double f = start.elapsed_time(end);
+    torch::cuda::synchronize();
+    start.record();
+    out = fn(ql, kl, vl);
+    out.backward(up);
+    end.record();
+    end.synchronize();
+    if (i >= warmup) {
+      fwd.push_back(f);
+      full.push_back(start.elapsed_time(end));
+    }
+  }
+  Row r;
+  r.fwd_ms = median(fwd);
+  r.full_ms = median(full);
+  torch::cuda::synchronize();
+  const int64_t base = allocated(false);
+  c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
+  {
+    const Tensor ql = q.detach().requires_grad_(true), kl = k.detach().requires_grad_(true),
+                 vl = v.detach().requires_grad_(true);
+    fn(ql, kl, vl).backward(up);
+    torch::cuda::synchronize();
+  }
+  r.peak_mib = static_cast<double>(allocated(true) - base) / (1024.0 * 1024.0);
+  return r;
+}
+#endif
+
+}  // namespace
+
+int run_attention_bench(const AttentionBenchOptions& options) {
+#ifndef LIGER_WITH_CUDA
+  (void)options;
+  std::cout << "liger-bench --op attention: this build has no CUDA kernels; nothing to time\n";
+  return 0;
+#else
+  if (!torch::cuda::is_available()) {
+    std::cout << "liger-bench --op attention: no CUDA device; nothing to time\n";
+    return 0;
+  }
+  if (options.dtype != "bf16" && options.dtype != "fp16") {
+    throw std::invalid_argument("--dtype: attention takes bf16 or fp16, got '" + options.dtype +
+                                "'");
+  }
+  const auto dtype = options.dtype == "bf16" ? torch::kBFloat16 : torch::kHalf;
+  const auto topts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+  const std::vector<Shape> shapes = {{"llama3-8b", 8192, 32, 8, 128},
+                                     {"llama3-1b", 8192, 32, 8, 64}};
+  const std::vector<Variant> variants = {
+      {"causal"}, {"window 4096", 4096}, {"softcap 50 + window 4096", 4096, 50.0}, {"8 documents", 0, 0.0, 8}};
+  std::cout << "device: " << at::cuda::getCurrentDeviceProperties()->name << ", " << options.dtype
+            << ", median of " << options.reps << " after " << options.warmup << " warm-up\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "%-10s %-26s %-10s %9s %9s %10s %10s %9s\n", "shape", "variant",
+                "impl", "fwd ms", "f+b ms", "fwd TF/s", "f+b TF/s", "peak MiB");
+  std::cout << line;
+  std::vector<Row> rows;
+  for (const Shape& s : shapes) {
+    torch::manual_seed(0);
+    const Tensor q = torch::randn({1, s.t, s.heads_q, s.head_dim}, topts);
+    const Tensor k = torch::randn({1, s.t, s.heads_k, s.head_dim}, topts);
+    const Tensor v = torch::randn({1, s.t, s.heads_k, s.head_dim}, topts);
+    for (const Variant& var : variants) {
+      AttentionOptions o;
+      o.sliding_window = var.window;
+      o.softcap = var.softcap;
+      if (var.documents > 0) {
+        const int64_t len = (s.t + var.documents - 1) / var.documents;
+        o.document_ids = torch::arange(s.t, topts.dtype(torch::kLong)).div(len, "floor").unsqueeze(0);
+      }
+      const double flops_fwd =
+          4.0 * static_cast<double>(s.head_dim) * s.heads_q * visible_pairs(s.t, var);
+      std::vector<std::pair<std::string, AttentionFn>> impls;
+      impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
+                         return kernels::cuda::flash_attention(a, b, c, o);
+                       }});
+      const bool plain = var.window == 0 && var.softcap == 0.0 && var.documents == 0;
+      if (plain) {
+        impls.push_back({"cudnn", sdpa_only(true)});
+        impls.push_back({"flash", sdpa_only(false)});
+      } else {
+        impls.push_back({"composite", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
+                           return kernels::composite::attention(a, b, c, o);
+                         }});
+      }
+      for (const auto& [name, fn] : impls) {
+        Row r;
+        try {
+          r = measure(fn, q, k, v, options.warmup, options.reps);
+        } catch (const std::exception& e) {
+          std::cout << s.name << " " << var.name << " " << name << ": not run ("
+                    << std::string(e.what()).substr(0, 120) << ")\n";
+          continue;
+        }
+        r.shape = s.name;
+        r.variant = var.name;
+        r.impl = name;
+        r.fwd_tflops = flops_fwd / (r.fwd_ms * 1e-3) / 1e12;
+        r.full_tflops = 3.5 * flops_fwd / (r.full_ms * 1e-3) / 1e12;
+        std::snprintf(line, sizeof line, "%-10s %-26s %-10s %9.3f %9.3f %10.1f %10.1f %9.1f\n",
+                      r.shape.c_str(), r.variant.c_str(), r.impl.c_str(), r.fwd_ms, r.full_ms,
+                      r.fwd_tflops, r.full_tflops, r.peak_mib);
+        std::cout << line << std::flush;
+        rows.push_back(r);
+      }
+    }
+  }
+  if (!options.json_path.empty()) {
+    nlohmann::json j;
+    j["device"] = at::cuda::getCurrentDeviceProperties()->name;
+    j["dtype"] = options.dtype;
+    j["rows"] = nlohmann::json::array();
+    for (const Row& r : rows) {
+      j["rows"].push_back({{"shape", r.shape},
+                           {"variant", r.variant},
+                           {"impl", r.impl},
+                           {"fwd_ms", r.fwd_ms},
+                           {"full_ms", r.full_ms},
+                           {"fwd_tflops", r.fwd_tflops},
+                           {"full_tflops", r.full_tflops},
+                           {"peak_extra_mib", r.peak_mib}});
+    }
+    std::ofstream out(options.json_path);
+    if (!out) throw std::runtime_error("--json: cannot write " + options.json_path);
+    out << j.dump(2) << "\n";
+  }
+  return 0;
+#endif
+}
+
+}  // namespace liger::bench

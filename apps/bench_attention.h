@@ -1,0 +1,18 @@
+// liger-bench --op attention: the flash attention kernel against cuDNN's and
+// PyTorch's flash SDPA at Llama shapes, per mask variant (see bench_attention.cpp).
+#pragma once
+
+#include <string>
+
+namespace liger::bench {
+
+struct AttentionBenchOptions {
+  std::string dtype = "bf16";  // bf16 or fp16
+  int reps = 20, warmup = 5;
+  std::string json_path;  // also write the rows here when not empty
+};
+
+// Prints the table (and writes the JSON); returns the exit code.
+int run_attention_bench(const AttentionBenchOptions& options);
+
+}  // namespace liger::bench

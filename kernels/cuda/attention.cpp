@@ -1,0 +1,146 @@
+// The cuda backend's attention. Plain causal or non-causal attention (what
+// ATen's SDPA masks itself) stays on SDPA, which picks cuDNN or flash
+// attention; every other variant this kernel takes (a sliding window, a
+// softcap, document ids, a causal query block at the end of a KV cache) runs
+// kernels/cuda/attention.cu: O(T) memory, key tiles a mask empties skipped.
+// Shapes the kernel does not take (fp32, head_dim other than 64, 128, 256)
+// go to the composite's exact query chunks.
+#include "kernels/checks.h"
+#include "kernels/composite/composite.h"
+#include "kernels/cuda/binding.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/optional_tensor.h"
+#include "kernels/reference/reference.h"
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+
+namespace liger::kernels::cuda {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+launch::AttentionShape shape_of(const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& documents, bool causal, double scale,
+                                int64_t window, double softcap) {
+  launch::AttentionShape a;
+  a.q = q.data_ptr();
+  a.k = k.data_ptr();
+  a.v = v.data_ptr();
+  a.document_ids = documents.defined() ? documents.data_ptr<int64_t>() : nullptr;
+  a.batch = q.size(0);
+  a.tq = q.size(1);
+  a.heads_q = q.size(2);
+  a.head_dim = q.size(3);
+  a.tk = k.size(1);
+  a.heads_k = k.size(2);
+  a.causal = causal;
+  a.window = window;
+  a.scale = static_cast<float>(scale);
+  a.softcap = static_cast<float>(softcap);
+  a.dtype = dtype_of("attention", q);
+  return a;
+}
+
+// The document ranges' workspace (int64), or undefined without documents.
+Tensor document_ranges(const Tensor& documents, const Tensor& q) {
+  if (!documents.defined()) return Tensor();
+  return at::empty({launch::attention_document_ranges_elems(documents.size(0), documents.size(1))},
+                   q.options().dtype(at::kLong));
+}
+
+// Saves q, k, v, out and the fp32 lse [B, Hq, Tq]; backward recomputes the
+// probabilities tile by tile.
+struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& q_in, const Tensor& k_in,
+                        const Tensor& v_in, const c10::optional<Tensor>& documents_in,
+                        bool causal, double scale, int64_t window, double softcap) {
+    const Tensor q = dense(q_in), k = dense(k_in), v = dense(v_in);
+    const Tensor documents = documents_in.has_value()
+                                 ? documents_in->to(q.device(), at::kLong).contiguous()
+                                 : Tensor();
+    const c10::cuda::CUDAGuard guard(q.device());
+    Tensor out = at::empty(q.sizes(), q.options());
+    Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+    const Tensor ranges = document_ranges(documents, q);
+    launch::AttentionShape a = shape_of(q, k, v, documents, causal, scale, window, softcap);
+    a.out = out.data_ptr();
+    a.lse = lse.data_ptr<float>();
+    a.document_ranges = ranges.defined() ? ranges.data_ptr<int64_t>() : nullptr;
+    check_launch("attention", launch::attention_forward(a, current_stream()));
+    ctx->save_for_backward({q, k, v, out, lse});
+    if (documents.defined()) ctx->saved_data["documents"] = documents;
+    ctx->saved_data["causal"] = causal;
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["softcap"] = softcap;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    const auto it = ctx->saved_data.find("documents");
+    const Tensor documents = it != ctx->saved_data.end() ? it->second.toTensor() : Tensor();
+    const c10::cuda::CUDAGuard guard(q.device());
+    // cast: the incoming gradient to q's dtype (the kernels read one dtype)
+    const Tensor d_out = dense(grad_outputs[0].to(q.scalar_type()));
+    Tensor dq = at::empty(q.sizes(), q.options());
+    Tensor dk = at::empty(k.sizes(), k.options());
+    Tensor dv = at::empty(v.sizes(), v.options());
+    Tensor delta = at::empty(lse.sizes(), lse.options());
+    const Tensor ranges = document_ranges(documents, q);
+    launch::AttentionShape a = shape_of(
+        q, k, v, documents, ctx->saved_data["causal"].toBool(), ctx->saved_data["scale"].toDouble(),
+        ctx->saved_data["window"].toInt(), ctx->saved_data["softcap"].toDouble());
+    a.out = out.data_ptr();
+    a.lse = lse.data_ptr<float>();
+    a.document_ranges = ranges.defined() ? ranges.data_ptr<int64_t>() : nullptr;
+    launch::AttentionGrads g;
+    g.d_out = d_out.data_ptr();
+    g.delta = delta.data_ptr<float>();
+    g.dq = dq.data_ptr();
+    g.dk = dk.data_ptr();
+    g.dv = dv.data_ptr();
+    check_launch("attention", launch::attention_backward(a, g, current_stream()));
+    return {dq, dk, dv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v) {
+  if (!q.is_cuda() || !is_kernel_dtype(q)) return false;
+  if (k.scalar_type() != q.scalar_type() || v.scalar_type() != q.scalar_type()) return false;
+  if (k.device() != q.device() || v.device() != q.device()) return false;
+  if (k.size(3) != q.size(3) || v.size(3) != q.size(3)) return false;
+  // Positions and per-row offsets are 32-bit inside the kernel.
+  if (q.size(1) >= (int64_t{1} << 30) || k.size(1) >= (int64_t{1} << 30)) return false;
+  return launch::attention_supported(q.size(3), dtype_of("attention", q));
+}
+
+Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const AttentionOptions& options) {
+  checks::attention_args(q, k, v, options);
+  TORCH_CHECK(flash_attention_serves(q, k, v),
+              "attention (cuda): the kernel takes bf16/fp16 CUDA tensors of head_dim 64, 128 or "
+              "256, got ",
+              q.scalar_type(), " head_dim ", q.size(3), " on ", q.device());
+  const double scale =
+      options.scale > 0.0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  return FlashAttentionFunction::apply(q, k, v, optional_tensor(options.document_ids),
+                                       options.causal, scale, options.sliding_window,
+                                       options.softcap);
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                 const AttentionOptions& options) {
+  checks::attention_args(q, k, v, options);
+  if (reference::sdpa_serves(q, k, options)) return reference::attention(q, k, v, options);
+  if (flash_attention_serves(q, k, v)) return flash_attention(q, k, v, options);
+  return composite::attention(q, k, v, options);
+}
+
+}  // namespace liger::kernels::cuda

@@ -1,0 +1,876 @@
+// Flash attention, forward and backward, for every mask the models use:
+// causal, sliding window, tanh softcap, per-document masks of packed batches,
+// GQA and the end-aligned causal mask of a KV cache (kernels/cuda/launchers.h
+// states the contract). Tiles of queries and keys move through shared memory
+// and tensor cores (mma.sync m16n8k16, bf16/f16 in, fp32 accumulate); the
+// softmax is online in fp32, so no [Tq, Tk] buffer ever exists.
+//
+// The math, per query head, with z = q k^T * scale, s = c tanh(z / c) (softcap
+// c; s = z without one), masked entries -inf, in base 2 (s2 = s log2 e):
+//   forward:   m = max_j s2_j, l = sum_j 2^(s2_j - m), out = sum_j 2^(s2_j - m) v_j / l,
+//              lse = (m + log2 l) ln 2   (natural log-sum-exp, saved per row)
+//   backward:  p = 2^(s2 - lse log2 e)           (recomputed, never stored)
+//              delta = rowsum(d_out * out)        (= rowsum(p * dp))
+//              dp = d_out v^T,  ds = p (dp - delta) (1 - (s / c)^2)   [softcap slope]
+//              dq = ds k * scale,  dk = ds^T q * scale,  dv = p^T d_out
+// dv and dk come from one kernel that owns a tile of keys and walks the
+// query tiles (and the query heads of its key/value head) in a fixed order;
+// dq from a second kernel that owns a tile of queries: both deterministic.
+// p and ds are rounded to T before their products (tensor-core inputs), as
+// FlashAttention does; every sum is fp32.
+#include "kernels/cuda/common.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace liger::cuda_kernels {
+namespace {
+
+constexpr int kThreads = 128;  // 4 warps; each owns 16 rows of a tile
+constexpr int kSegment = 16;   // positions per entry of the document ranges
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// ---------------------------------------------------------------------------
+// Tensor-core and async-copy primitives (PTX, sm_80 and later).
+// ---------------------------------------------------------------------------
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 b16 matrices; lanes 8i .. 8i + 7 give the row addresses of matrix i.
+// Lane l receives row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1 of each.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// The same, transposed: lane l receives rows 2 (l % 4), 2 (l % 4) + 1 of column l / 4.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// d += a b: a 16x16 (row major fragments), b 16x8, d 16x8 fp32. Fragments of
+// lane l (g = l / 4, t = l % 4): a = (g, 2t..), (g + 8, 2t..), (g, 2t + 8..),
+// (g + 8, 2t + 8..); b = (k 2t.., n g), (k 2t + 8.., n g); d = (g, 2t), (g, 2t + 1),
+// (g + 8, 2t), (g + 8, 2t + 1).
+template <typename T>
+__device__ __forceinline__ void mma_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                            uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16x8x16<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
+                                                           uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16x8x16<__half>(float (&d)[4], const uint32_t (&a)[4],
+                                                    uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two fp32 values rounded to T (cast) in one register, lo in the low half.
+template <typename T>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack_pair<__nv_bfloat16>(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack_pair<__half>(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// 16 bytes global -> shared without registers; `valid` false writes zeros.
+__device__ __forceinline__ void copy_async_16(void* shared, const void* global, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared)),
+               "l"(global), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void copy_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void copy_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+// ---------------------------------------------------------------------------
+// Shared-memory tiles: R rows of D elements, each row 16-byte chunks stored at
+// chunk ^ (row % 8), so the 8 rows an ldmatrix reads hit 8 different banks.
+// ---------------------------------------------------------------------------
+
+template <int D>
+__device__ __forceinline__ int tile_offset(int row, int col) {  // col: a multiple of 8
+  return row * D + ((((col >> 3) ^ (row & 7))) << 3);
+}
+
+// Rows [first, first + R) of a [rows_total, D] matrix whose rows are `stride`
+// elements apart; rows past rows_total read as zeros.
+template <typename T, int D, int R>
+__device__ __forceinline__ void load_tile(T* tile, const T* matrix, int64_t first,
+                                          int64_t rows_total, int64_t stride) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < R * kChunks; i += kThreads) {
+    const int row = i / kChunks, col = (i % kChunks) * 8;
+    const bool valid = first + row < rows_total;
+    const T* src = matrix + (valid ? (first + row) * stride + col : 0);
+    copy_async_16(tile + tile_offset<D>(row, col), src, valid);
+  }
+}
+
+// The fragment address of lane l for an A operand (16 x 16 at row0, col0) or
+// a transposed-B operand stored [k, n] (16 k x 16 n): matrices in the order
+// (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15).
+template <typename T, int D>
+__device__ __forceinline__ uint32_t a_address(const T* tile, int row0, int col0, int lane) {
+  const int row = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int col = col0 + (lane >> 4) * 8;
+  return shared_address(tile + tile_offset<D>(row, col));
+}
+// For a B operand stored [n, k] (rows are n): two n tiles of 8 at row0 and
+// row0 + 8, k 16 from col0: registers (b0, b1) of the first n tile, then the second's.
+template <typename T, int D>
+__device__ __forceinline__ uint32_t b_address(const T* tile, int row0, int col0, int lane) {
+  const int row = row0 + (lane & 7) + (lane >> 4) * 8;
+  const int col = col0 + ((lane >> 3) & 1) * 8;
+  return shared_address(tile + tile_offset<D>(row, col));
+}
+
+// acc[16 x 8N] += A[16 x 16K] B^T where A's rows (row0 ..) live in tile_a and
+// B's N*8 rows in tile_b, both [rows, D] with D = 16K.
+template <typename T, int D, int N>
+__device__ __forceinline__ void product_abt(float (&acc)[N][4], const T* tile_a, int row0,
+                                            const T* tile_b, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[4];
+    ldmatrix_x4(a, a_address<T, D>(tile_a, row0, kk * 16, lane));
+#pragma unroll
+    for (int nn = 0; nn < N / 2; ++nn) {
+      uint32_t b[4];
+      ldmatrix_x4(b, b_address<T, D>(tile_b, nn * 16, kk * 16, lane));
+      mma_16x8x16<T>(acc[2 * nn], a, b[0], b[1]);
+      mma_16x8x16<T>(acc[2 * nn + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// acc[16 x D] += P[16 x 8N] M[8N x D]: P from accumulator fragments (rounded
+// to T), M rows in tile (stored [8N, D], read transposed).
+template <typename T, int D, int N>
+__device__ __forceinline__ void product_pm(float (&acc)[D / 8][4], const float (&p)[N][4],
+                                           const T* tile, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < N / 2; ++kk) {
+    // The accumulator layout of two n tiles is the A layout of one k step.
+    const uint32_t a[4] = {pack_pair<T>(p[2 * kk][0], p[2 * kk][1]),
+                           pack_pair<T>(p[2 * kk][2], p[2 * kk][3]),
+                           pack_pair<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                           pack_pair<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+    for (int dd = 0; dd < D / 16; ++dd) {
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, a_address<T, D>(tile, kk * 16, dd * 16, lane));
+      mma_16x8x16<T>(acc[2 * dd], a, b[0], b[1]);
+      mma_16x8x16<T>(acc[2 * dd + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void zero(float (&acc)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+}
+
+// ---------------------------------------------------------------------------
+// Masks
+// ---------------------------------------------------------------------------
+
+struct Mask {
+  bool causal;
+  int window;
+  int offset;  // Tk - Tq: query row r is position r + offset
+  int tk;
+  const int64_t* documents;  // this batch row's [T] ids, or nullptr
+  const int64_t* ranges;     // this batch row's [ceil(T / 16), 2] min/max, or nullptr
+
+  __device__ __forceinline__ bool visible(int position, int key, int64_t query_document) const {
+    if (key >= tk) return false;
+    if (causal && key > position) return false;
+    if (window > 0 && position - key >= window) return false;
+    if (documents != nullptr && __ldg(documents + key) != query_document) return false;
+    return true;
+  }
+
+  // Min and max document id of positions [first, last] (whole segments).
+  __device__ __forceinline__ void document_range(int first, int last, int64_t& lo,
+                                                 int64_t& hi) const {
+    lo = INT64_MAX;
+    hi = INT64_MIN;
+    for (int s = first / kSegment; s <= last / kSegment; ++s) {
+      lo = min(lo, __ldg(ranges + 2 * s));
+      hi = max(hi, __ldg(ranges + 2 * s + 1));
+    }
+  }
+};
+
+// Query positions [q_first, q_last] against keys [k_first, k_last]: whether
+// no pair is visible (skip the tile), whether every pair is (no mask to apply).
+struct TileVisibility {
+  bool empty, full;
+};
+__device__ __forceinline__ TileVisibility tile_visibility(const Mask& m, int q_first, int q_last,
+                                                          int k_first, int k_last) {
+  TileVisibility v{false, true};
+  if (k_last >= m.tk) v.full = false;
+  if (m.causal) {
+    if (k_first > q_last) v.empty = true;
+    if (k_last > q_first) v.full = false;
+  }
+  if (m.window > 0) {
+    if (q_first - k_last >= m.window) v.empty = true;
+    if (q_last - k_first >= m.window) v.full = false;
+  }
+  if (m.documents != nullptr && !v.empty) {
+    // Document ids are per position; with documents Tq == Tk (offset 0).
+    int64_t q_lo, q_hi, k_lo, k_hi;
+    m.document_range(q_first, q_last, q_lo, q_hi);
+    m.document_range(k_first, min(k_last, m.tk - 1), k_lo, k_hi);
+    if (q_hi < k_lo || k_hi < q_lo) v.empty = true;
+    if (!(q_lo == q_hi && k_lo == k_hi && q_lo == k_lo)) v.full = false;
+  }
+  return v;
+}
+
+// Scores of one accumulator element to the base-2 domain: s2 = s log2 e with
+// s = z (no softcap) or c tanh(z / c), z = acc * scale.
+struct ScoreTransform {
+  float scale, softcap;
+  __device__ __forceinline__ float operator()(float acc) const {
+    if (softcap > 0.f) return softcap * tanhf(acc * scale / softcap) * kLog2e;
+    return acc * (scale * kLog2e);
+  }
+  // d s / d z at a base-2 score s2 (1 without a softcap).
+  __device__ __forceinline__ float slope(float s2) const {
+    if (softcap <= 0.f) return 1.f;
+    const float t = s2 / (softcap * kLog2e);  // tanh(z / c)
+    return 1.f - t * t;
+  }
+};
+
+struct Geometry {
+  int64_t batch, tq, tk, heads_q, heads_k;
+  int groups;  // heads_q / heads_k
+};
+
+// ---------------------------------------------------------------------------
+// Forward: one block per (query tile of BM rows, query head, batch row).
+// ---------------------------------------------------------------------------
+
+template <typename T, int D, int BM, int BN>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                             const T* __restrict__ v, T* __restrict__ out,
+                             float* __restrict__ lse, Geometry geo, Mask mask,
+                             ScoreTransform score) {
+  static_assert(BM == 16 * (kThreads / 32), "one warp per 16 query rows");
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  T* tile_q = reinterpret_cast<T*>(shared_bytes);
+  T* tile_k = tile_q + BM * D;
+  T* tile_v = tile_k + BN * D;
+
+  const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
+  const int head_k = head / geo.groups;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
+  const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
+  const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
+  const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
+  if (mask.documents != nullptr) {
+    mask.documents += b * geo.tk;
+    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+  }
+
+  load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
+  copy_async_commit();
+
+  // This thread's two query rows (g and g + 8 of its warp's 16).
+  const int row_lo = m0 + warp * 16 + g, row_hi = row_lo + 8;
+  const int pos_lo = row_lo + mask.offset, pos_hi = row_hi + mask.offset;
+  const int64_t doc_lo = mask.documents ? __ldg(mask.documents + min64(row_lo, geo.tq - 1)) : 0;
+  const int64_t doc_hi = mask.documents ? __ldg(mask.documents + min64(row_hi, geo.tq - 1)) : 0;
+
+  // Keys any row of the tile may see.
+  const int q_first = m0 + mask.offset;
+  const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
+  const int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
+  const int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
+
+  float acc_o[D / 8][4];
+  zero(acc_o);
+  float max_lo = -INFINITY, max_hi = -INFINITY, sum_lo = 0.f, sum_hi = 0.f;
+
+  for (int n0 = (key_begin / BN) * BN; n0 < key_end; n0 += BN) {
+    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
+    if (vis.empty) continue;
+    __syncthreads();  // the previous tile's readers are done
+    load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
+    load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
+    copy_async_commit();
+    copy_async_wait_all();
+    __syncthreads();
+
+    float s[BN / 8][4];
+    zero(s);
+    product_abt<T, D, BN / 8>(s, tile_q, warp * 16, tile_k, lane);
+
+    float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = n0 + j * 8 + t4 * 2 + (e & 1);
+        float x = score(s[j][e]);
+        if (!vis.full) {
+          const bool ok = e < 2 ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
+          if (!ok) x = -INFINITY;
+        }
+        s[j][e] = x;
+      }
+      tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[j][0], s[j][1]));
+      tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[j][2], s[j][3]));
+    }
+    // A row's 8N scores are spread over the 4 lanes of its quad.
+#pragma unroll
+    for (int o = 1; o < 4; o *= 2) {
+      tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
+      tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
+    }
+    const float new_max_lo = fmaxf(max_lo, tile_max_lo), new_max_hi = fmaxf(max_hi, tile_max_hi);
+    // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
+    const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
+    const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
+    const float rescale_lo = exp2f(max_lo - base_lo), rescale_hi = exp2f(max_hi - base_hi);
+    max_lo = new_max_lo;
+    max_hi = new_max_hi;
+    float part_lo = 0.f, part_hi = 0.f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      s[j][0] = exp2f(s[j][0] - base_lo);
+      s[j][1] = exp2f(s[j][1] - base_lo);
+      s[j][2] = exp2f(s[j][2] - base_hi);
+      s[j][3] = exp2f(s[j][3] - base_hi);
+      part_lo += s[j][0] + s[j][1];
+      part_hi += s[j][2] + s[j][3];
+    }
+    // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
+    sum_lo = sum_lo * rescale_lo + part_lo;
+    sum_hi = sum_hi * rescale_hi + part_hi;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      acc_o[d][0] *= rescale_lo;
+      acc_o[d][1] *= rescale_lo;
+      acc_o[d][2] *= rescale_hi;
+      acc_o[d][3] *= rescale_hi;
+    }
+    product_pm<T, D, BN / 8>(acc_o, s, tile_v, lane);
+  }
+  copy_async_wait_all();  // when every key tile was skipped, q's copy is still pending
+
+#pragma unroll
+  for (int o = 1; o < 4; o *= 2) {
+    sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, o);
+    sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, o);
+  }
+  const float inv_lo = sum_lo > 0.f ? 1.f / sum_lo : 0.f;
+  const float inv_hi = sum_hi > 0.f ? 1.f / sum_hi : 0.f;
+  // cast: out rounded to T
+  if (row_lo < geo.tq) {
+    T* o_row = out + ((b * geo.tq + row_lo) * geo.heads_q + head) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
+          pack_pair<T>(acc_o[d][0] * inv_lo, acc_o[d][1] * inv_lo);
+    }
+    // A row that sees nothing gets lse = +inf: backward's p = 2^(s2 - inf) = 0.
+    if (t4 == 0) {
+      lse[(b * geo.heads_q + head) * geo.tq + row_lo] =
+          sum_lo > 0.f ? (max_lo + log2f(sum_lo)) * kLn2 : INFINITY;
+    }
+  }
+  if (row_hi < geo.tq) {
+    T* o_row = out + ((b * geo.tq + row_hi) * geo.heads_q + head) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
+          pack_pair<T>(acc_o[d][2] * inv_hi, acc_o[d][3] * inv_hi);
+    }
+    if (t4 == 0) {
+      lse[(b * geo.heads_q + head) * geo.tq + row_hi] =
+          sum_hi > 0.f ? (max_hi + log2f(sum_hi)) * kLn2 : INFINITY;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------
+
+// delta[b, h, r] = sum_d d_out[b, r, h, d] * out[b, r, h, d] in fp32; one warp per row.
+template <typename T, int D>
+__global__ void attention_delta_kernel(const T* __restrict__ out, const T* __restrict__ d_out,
+                                       float* __restrict__ delta, Geometry geo) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= geo.batch * geo.tq * geo.heads_q) return;
+  // row enumerates (b, r, h) in memory order
+  const int64_t head = row % geo.heads_q, r = (row / geo.heads_q) % geo.tq,
+                b = row / (geo.heads_q * geo.tq);
+  float sum = 0.f;
+  for (int d = lane * 8; d < D; d += 32 * 8) {
+    float o[8], g[8];
+    load<T, 8>(out + row * D + d, o);
+    load<T, 8>(d_out + row * D + d, g);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sum += o[i] * g[i];
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) delta[(b * geo.heads_q + head) * geo.tq + r] = sum;
+}
+
+// dq: one block per (query tile, query head, batch row), walking the key
+// tiles the queries see. dq = sum over tiles of ds k * scale.
+template <typename T, int D, int BM, int BN>
+__global__ void __launch_bounds__(kThreads)
+    attention_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                        const T* __restrict__ d_out, const float* __restrict__ lse,
+                        const float* __restrict__ delta, T* __restrict__ dq, Geometry geo,
+                        Mask mask, ScoreTransform score) {
+  static_assert(BM == 16 * (kThreads / 32), "one warp per 16 query rows");
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  T* tile_q = reinterpret_cast<T*>(shared_bytes);
+  T* tile_do = tile_q + BM * D;
+  T* tile_k = tile_do + BM * D;
+  T* tile_v = tile_k + BN * D;
+
+  const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
+  const int head_k = head / geo.groups;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
+  const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
+  const T* do_b = d_out + (b * geo.tq * geo.heads_q + head) * D;
+  const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
+  const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
+  if (mask.documents != nullptr) {
+    mask.documents += b * geo.tk;
+    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+  }
+
+  load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
+  load_tile<T, D, BM>(tile_do, do_b, m0, geo.tq, q_stride);
+  copy_async_commit();
+
+  const int row_lo = m0 + warp * 16 + g, row_hi = row_lo + 8;
+  const int pos_lo = row_lo + mask.offset, pos_hi = row_hi + mask.offset;
+  const int64_t doc_lo = mask.documents ? __ldg(mask.documents + min64(row_lo, geo.tq - 1)) : 0;
+  const int64_t doc_hi = mask.documents ? __ldg(mask.documents + min64(row_hi, geo.tq - 1)) : 0;
+  const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
+  const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
+  // Rows past Tq: lse +inf makes their p zero.
+  const float lse2_lo = row_lo < geo.tq ? lse_h[row_lo] * kLog2e : INFINITY;
+  const float lse2_hi = row_hi < geo.tq ? lse_h[row_hi] * kLog2e : INFINITY;
+  const float delta_lo = row_lo < geo.tq ? delta_h[row_lo] : 0.f;
+  const float delta_hi = row_hi < geo.tq ? delta_h[row_hi] : 0.f;
+
+  const int q_first = m0 + mask.offset;
+  const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
+  const int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
+  const int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
+
+  float acc_dq[D / 8][4];
+  zero(acc_dq);
+  for (int n0 = (key_begin / BN) * BN; n0 < key_end; n0 += BN) {
+    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
+    if (vis.empty) continue;
+    __syncthreads();
+    load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
+    load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
+    copy_async_commit();
+    copy_async_wait_all();
+    __syncthreads();
+
+    float p[BN / 8][4], dp[BN / 8][4];
+    zero(p);
+    zero(dp);
+    product_abt<T, D, BN / 8>(p, tile_q, warp * 16, tile_k, lane);
+    product_abt<T, D, BN / 8>(dp, tile_do, warp * 16, tile_v, lane);
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = n0 + j * 8 + t4 * 2 + (e & 1);
+        const bool lo = e < 2;
+        const float s2 = score(p[j][e]);
+        bool ok = true;
+        if (!vis.full) ok = lo ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
+        const float prob = ok ? exp2f(s2 - (lo ? lse2_lo : lse2_hi)) : 0.f;
+        // ds = p (dp - delta) * d s / d z; the slope only where p is defined
+        p[j][e] = prob > 0.f ? prob * (dp[j][e] - (lo ? delta_lo : delta_hi)) * score.slope(s2) : 0.f;
+      }
+    }
+    product_pm<T, D, BN / 8>(acc_dq, p, tile_k, lane);
+  }
+  copy_async_wait_all();
+
+  // cast: dq rounded to T
+  if (row_lo < geo.tq) {
+    T* row = dq + ((b * geo.tq + row_lo) * geo.heads_q + head) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
+          pack_pair<T>(acc_dq[d][0] * score.scale, acc_dq[d][1] * score.scale);
+    }
+  }
+  if (row_hi < geo.tq) {
+    T* row = dq + ((b * geo.tq + row_hi) * geo.heads_q + head) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
+          pack_pair<T>(acc_dq[d][2] * score.scale, acc_dq[d][3] * score.scale);
+    }
+  }
+}
+
+// dk and dv: one block per (key tile of BN keys, key/value head, batch row),
+// walking the G query heads of its key/value head and the query tiles that
+// see its keys. Computed transposed (rows = keys): s^T = k q^T, dp^T = v d_out^T,
+//   dv += p^T d_out,  dk += ds^T q * scale.
+// kWant: 1 = dv only, 2 = dk only, 3 = both (head_dim 256 runs 1 and 2
+// separately to keep the accumulators in registers).
+template <typename T, int D, int BM, int BN, int kWant>
+__global__ void __launch_bounds__(kThreads)
+    attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                          const T* __restrict__ v, const T* __restrict__ d_out,
+                          const float* __restrict__ lse, const float* __restrict__ delta,
+                          T* __restrict__ dk, T* __restrict__ dv, Geometry geo, Mask mask,
+                          ScoreTransform score) {
+  static_assert(BN == 16 * (kThreads / 32), "one warp per 16 keys");
+  constexpr bool kDv = (kWant & 1) != 0, kDk = (kWant & 2) != 0;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  T* tile_k = reinterpret_cast<T*>(shared_bytes);
+  T* tile_v = tile_k + BN * D;
+  T* tile_q = tile_v + BN * D;
+  T* tile_do = tile_q + BM * D;
+  float* tile_lse2 = reinterpret_cast<float*>(tile_do + BM * D);
+  float* tile_delta = tile_lse2 + BM;
+  int64_t* tile_doc = reinterpret_cast<int64_t*>(tile_delta + BM);  // query rows' document ids
+
+  const int n0 = blockIdx.x * BN, head_k = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
+  const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
+  const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
+  if (mask.documents != nullptr) {
+    mask.documents += b * geo.tk;
+    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+  }
+  load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
+  load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
+  copy_async_commit();
+
+  // This thread's two keys (rows g and g + 8 of its warp's 16).
+  const int key_lo = n0 + warp * 16 + g, key_hi = key_lo + 8;
+  // Query rows that may see a key of the tile.
+  const int k_last = n0 + BN - 1;
+  const int row_begin = mask.causal ? max(0, n0 - mask.offset) : 0;
+  const int row_end = mask.window > 0
+                          ? static_cast<int>(min64(geo.tq, k_last + mask.window - mask.offset))
+                          : static_cast<int>(geo.tq);
+
+  float acc_dk[kDk ? D / 8 : 1][4], acc_dv[kDv ? D / 8 : 1][4];
+  zero(acc_dk);
+  zero(acc_dv);
+  for (int group = 0; group < geo.groups; ++group) {
+    const int head = head_k * geo.groups + group;
+    const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
+    const T* do_b = d_out + (b * geo.tq * geo.heads_q + head) * D;
+    const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
+    const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
+    for (int m0 = (row_begin / BM) * BM; m0 < row_end; m0 += BM) {
+      const int q_first = m0 + mask.offset;
+      const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
+      const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, k_last);
+      if (vis.empty) continue;
+      __syncthreads();
+      load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
+      load_tile<T, D, BM>(tile_do, do_b, m0, geo.tq, q_stride);
+      copy_async_commit();
+      for (int i = threadIdx.x; i < BM; i += kThreads) {
+        const bool in = m0 + i < geo.tq;
+        tile_lse2[i] = in ? lse_h[m0 + i] * kLog2e : INFINITY;  // rows past Tq: p = 0
+        tile_delta[i] = in ? delta_h[m0 + i] : 0.f;
+        tile_doc[i] = mask.documents ? mask.documents[min64(m0 + i, geo.tq - 1)] : 0;
+      }
+      copy_async_wait_all();
+      __syncthreads();
+
+      // p^T [16 keys x BM queries] per warp
+      float p[BM / 8][4];
+      zero(p);
+      product_abt<T, D, BM / 8>(p, tile_k, warp * 16, tile_q, lane);
+#pragma unroll
+      for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
+          const int key = e < 2 ? key_lo : key_hi;
+          const float s2 = score(p[j][e]);
+          const bool ok = vis.full || mask.visible(m0 + col + mask.offset, key, tile_doc[col]);
+          p[j][e] = ok ? exp2f(s2 - tile_lse2[col]) : 0.f;
+        }
+      }
+      if constexpr (kDv) product_pm<T, D, BM / 8>(acc_dv, p, tile_do, lane);
+      if constexpr (kDk) {
+        float dp[BM / 8][4];
+        zero(dp);
+        product_abt<T, D, BM / 8>(dp, tile_v, warp * 16, tile_do, lane);
+#pragma unroll
+        for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = j * 8 + t4 * 2 + (e & 1);
+            const float prob = p[j][e];
+            float ds = 0.f;
+            if (prob > 0.f) {
+              ds = prob * (dp[j][e] - tile_delta[col]);
+              // The softcap's slope from p itself: s2 = log2 p + lse2.
+              if (score.softcap > 0.f) ds *= score.slope(log2f(prob) + tile_lse2[col]);
+            }
+            p[j][e] = ds;
+          }
+        }
+        product_pm<T, D, BM / 8>(acc_dk, p, tile_q, lane);
+      }
+    }
+  }
+  copy_async_wait_all();
+
+  // cast: dk and dv rounded to T
+  const int rows[2] = {key_lo, key_hi};
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    if (rows[half] >= geo.tk) continue;
+    const int64_t at = ((b * geo.tk + rows[half]) * geo.heads_k + head_k) * D;
+    if constexpr (kDk) {
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(dk + at + d * 8 + t4 * 2) = pack_pair<T>(
+            acc_dk[d][2 * half] * score.scale, acc_dk[d][2 * half + 1] * score.scale);
+      }
+    }
+    if constexpr (kDv) {
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(dv + at + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_dv[d][2 * half], acc_dv[d][2 * half + 1]);
+      }
+    }
+  }
+}
+
+// ranges[b, s] = (min, max) of document_ids[b, 16 s .. 16 s + 15].
+__global__ void document_ranges_kernel(const int64_t* __restrict__ ids, int64_t* __restrict__ ranges,
+                                       int64_t batch, int64_t t) {
+  const int64_t segments = (t + kSegment - 1) / kSegment;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= batch * segments) return;
+  const int64_t b = i / segments, s = i % segments;
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (int64_t p = s * kSegment; p < min((s + 1) * kSegment, t); ++p) {
+    const int64_t id = ids[b * t + p];
+    lo = min(lo, id);
+    hi = max(hi, id);
+  }
+  ranges[2 * i] = lo;
+  ranges[2 * i + 1] = hi;
+}
+
+// ---------------------------------------------------------------------------
+// Launch
+// ---------------------------------------------------------------------------
+
+// Tile sizes per head_dim: forward and dq take BM = 64 queries; BN keys 64
+// (32 at head_dim 256, to keep the accumulators in registers); dk/dv take
+// 64 keys and BM = 64 queries at head_dim 64, 32 above.
+template <int D>
+struct Tiles {
+  static constexpr int kQueries = 64;
+  static constexpr int kKeys = D == 256 ? 32 : 64;
+  static constexpr int kBackwardQueries = D == 64 ? 64 : 32;
+};
+
+template <typename Kernel>
+cudaError_t allow_shared(Kernel kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(bytes));
+}
+
+Geometry geometry_of(const AttentionShape& a) {
+  return Geometry{a.batch, a.tq, a.tk, a.heads_q, a.heads_k,
+                  static_cast<int>(a.heads_q / a.heads_k)};
+}
+
+Mask mask_of(const AttentionShape& a) {
+  return Mask{a.causal,
+              static_cast<int>(a.window),
+              static_cast<int>(a.tk - a.tq),
+              static_cast<int>(a.tk),
+              a.document_ids,
+              a.document_ranges};
+}
+
+cudaError_t fill_document_ranges(const AttentionShape& a, cudaStream_t stream) {
+  if (a.document_ids == nullptr) return cudaSuccess;
+  const int64_t n = a.batch * ((a.tk + kSegment - 1) / kSegment);
+  document_ranges_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
+      a.document_ids, a.document_ranges, a.batch, a.tk);
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
+  constexpr int BM = Tiles<D>::kQueries, BN = Tiles<D>::kKeys;
+  const size_t bytes = static_cast<size_t>(BM + 2 * BN) * D * sizeof(T);
+  auto kernel = attention_forward_kernel<T, D, BM, BN>;
+  cudaError_t err = allow_shared(kernel, bytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>((a.tq + BM - 1) / BM), static_cast<unsigned>(a.heads_q),
+                  static_cast<unsigned>(a.batch));
+  kernel<<<grid, kThreads, bytes, stream>>>(
+      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+      static_cast<T*>(const_cast<void*>(a.out)), a.lse, geometry_of(a), mask_of(a),
+      ScoreTransform{a.scale, a.softcap});
+  return cudaGetLastError();
+}
+
+template <typename T, int D, int kWant>
+cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
+  constexpr int BM = Tiles<D>::kBackwardQueries, BN = 64;
+  const size_t bytes =
+      static_cast<size_t>(2 * BN + 2 * BM) * D * sizeof(T) + BM * (2 * sizeof(float) + sizeof(int64_t));
+  auto kernel = attention_dkdv_kernel<T, D, BM, BN, kWant>;
+  cudaError_t err = allow_shared(kernel, bytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>((a.tk + BN - 1) / BN), static_cast<unsigned>(a.heads_k),
+                  static_cast<unsigned>(a.batch));
+  kernel<<<grid, kThreads, bytes, stream>>>(
+      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dk),
+      static_cast<T*>(g.dv), geometry_of(a), mask_of(a), ScoreTransform{a.scale, a.softcap});
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
+  const Geometry geo = geometry_of(a);
+  const int64_t rows = a.batch * a.tq * a.heads_q;
+  attention_delta_kernel<T, D><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(
+      static_cast<const T*>(a.out), static_cast<const T*>(g.d_out), g.delta, geo);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+
+  if constexpr (D == 256) {  // dv, then dk: one accumulator each
+    err = dkdv_for<T, D, 1>(a, g, stream);
+    if (err == cudaSuccess) err = dkdv_for<T, D, 2>(a, g, stream);
+  } else {
+    err = dkdv_for<T, D, 3>(a, g, stream);
+  }
+  if (err != cudaSuccess) return err;
+
+  constexpr int BM = Tiles<D>::kQueries, BN = Tiles<D>::kKeys;
+  const size_t bytes = static_cast<size_t>(2 * BM + 2 * BN) * D * sizeof(T);
+  auto kernel = attention_dq_kernel<T, D, BM, BN>;
+  err = allow_shared(kernel, bytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>((a.tq + BM - 1) / BM), static_cast<unsigned>(a.heads_q),
+                  static_cast<unsigned>(a.batch));
+  kernel<<<grid, kThreads, bytes, stream>>>(
+      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dq), geo, mask_of(a),
+      ScoreTransform{a.scale, a.softcap});
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t forward_typed(const AttentionShape& a, cudaStream_t stream) {
+  switch (a.head_dim) {
+    case 64: return forward_for<T, 64>(a, stream);
+    case 128: return forward_for<T, 128>(a, stream);
+    case 256: return forward_for<T, 256>(a, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename T>
+cudaError_t backward_typed(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
+  switch (a.head_dim) {
+    case 64: return backward_for<T, 64>(a, g, stream);
+    case 128: return backward_for<T, 128>(a, g, stream);
+    case 256: return backward_for<T, 256>(a, g, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+bool attention_supported(int64_t head_dim, DType dtype) {
+  return (head_dim == 64 || head_dim == 128 || head_dim == 256) && dtype != DType::f32;
+}
+
+int64_t attention_document_ranges_elems(int64_t batch, int64_t t) {
+  return 2 * batch * ((t + kSegment - 1) / kSegment);
+}
+
+cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream) {
+  if (!attention_supported(a.head_dim, a.dtype)) return cudaErrorInvalidValue;
+  cudaError_t err = fill_document_ranges(a, stream);
+  if (err != cudaSuccess) return err;
+  return a.dtype == DType::bf16 ? forward_typed<__nv_bfloat16>(a, stream)
+                                : forward_typed<__half>(a, stream);
+}
+
+cudaError_t attention_backward(const AttentionShape& a, const AttentionGrads& g,
+                               cudaStream_t stream) {
+  if (!attention_supported(a.head_dim, a.dtype)) return cudaErrorInvalidValue;
+  cudaError_t err = fill_document_ranges(a, stream);
+  if (err != cudaSuccess) return err;
+  return a.dtype == DType::bf16 ? backward_typed<__nv_bfloat16>(a, g, stream)
+                                : backward_typed<__half>(a, g, stream);
+}
+
+}  // namespace liger::cuda_kernels

@@ -1,0 +1,173 @@
+// The cuda flash attention kernel (kernels/cuda/attention.cu) against the
+// reference's explicit fp32 path: values and the gradients of q, k and v, in
+// bf16 and fp16, for every mask it takes and their combinations (causal,
+// sliding window, softcap, documents, GQA, a KV cache's Tq < Tk), at head_dim
+// 64, 128 and 256, with odd lengths, documents of length 1 and a window wider
+// than the sequence. Skips without a CUDA device.
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/reference/reference.h"
+#include "tests/catch.h"
+#include "tests/kernels/test_utils.h"
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace ref = liger::kernels::reference;
+namespace cuda = liger::kernels::cuda;
+using liger::kernels::AttentionOptions;
+using liger::kernels::test::compare_backends;
+using liger::kernels::test::OpFn;
+using liger::kernels::test::Tolerance;
+using torch::Tensor;
+
+namespace {
+
+// Against the fp32 truth, the absolute part relative to the largest
+// magnitude (check_runs_bf16): p and ds are rounded to the dtype before their
+// products, as the reference rounds p before p v.
+constexpr Tolerance kFp32{2e-5, 2e-5};  // unused: the kernel takes no fp32
+constexpr Tolerance kOut{1e-2, 1e-2};
+constexpr Tolerance kGrad{2e-2, 2e-2};
+
+struct Shape {
+  int64_t batch, tq, tk, heads_q, heads_k, head_dim;
+};
+
+// Packed document ids [B, T]: row 0 has documents of the given lengths, row 1
+// one document of length 1, then the rest split in two.
+Tensor documents_for(int64_t batch, int64_t t, const std::vector<int64_t>& lengths) {
+  Tensor ids = torch::zeros({batch, t}, torch::kLong);
+  int64_t pos = 0, id = 0;
+  for (int64_t len : lengths) {
+    for (int64_t i = 0; i < len && pos < t; ++i) ids[0][pos++] = id;
+    ++id;
+  }
+  while (pos < t) ids[0][pos++] = id;  // the remainder: one last document
+  for (int64_t b = 1; b < batch; ++b) {
+    ids[b][0] = 7;
+    for (int64_t p = 1; p < t; ++p) ids[b][p] = p < 1 + (t - 1) / 2 ? 8 : 9;
+  }
+  return ids.cuda();
+}
+
+void check_case(const std::string& what, const Shape& s, const AttentionOptions& options,
+                torch::ScalarType dtype) {
+  torch::manual_seed(17 + s.tq + s.head_dim);
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  // q scaled up so that the softmax is peaked and the softcap bites.
+  const Tensor q = (torch::randn({s.batch, s.tq, s.heads_q, s.head_dim}, opts) * 1.5).to(dtype);
+  const Tensor k = torch::randn({s.batch, s.tk, s.heads_k, s.head_dim}, opts).to(dtype);
+  const Tensor v = torch::randn({s.batch, s.tk, s.heads_k, s.head_dim}, opts).to(dtype);
+  const OpFn reference = [options](const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{ref::attention_explicit(in[0], in[1], in[2], options)};
+  };
+  const OpFn kernel = [options](const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{cuda::flash_attention(in[0], in[1], in[2], options)};
+  };
+  compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim), reference,
+                   kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+}
+
+bool have_cuda() {
+  return liger::kernels::test::have_cuda_device("cuda attention tests");
+}
+
+const torch::ScalarType kDtypes[] = {torch::kBFloat16, torch::kHalf};
+const int64_t kHeadDims[] = {64, 128, 256};
+
+}  // namespace
+
+TEST_CASE("flash attention: causal, GQA, odd lengths") {
+  if (!have_cuda()) return;
+  for (auto dtype : kDtypes) {
+    for (int64_t d : kHeadDims) {
+      check_case("causal", {2, 197, 197, 4, 2, d}, AttentionOptions{}, dtype);
+      AttentionOptions full;
+      full.causal = false;
+      check_case("not causal", {1, 77, 77, 2, 2, d}, full, dtype);
+    }
+  }
+}
+
+TEST_CASE("flash attention: sliding window, softcap and both") {
+  if (!have_cuda()) return;
+  for (auto dtype : kDtypes) {
+    for (int64_t d : kHeadDims) {
+      AttentionOptions window;
+      window.sliding_window = 64;
+      check_case("window 64", {2, 300, 300, 4, 1, d}, window, dtype);
+      AttentionOptions wide;
+      wide.sliding_window = 1000;  // wider than the sequence: plain causal
+      check_case("window 1000", {1, 130, 130, 2, 1, d}, wide, dtype);
+      AttentionOptions cap;
+      cap.softcap = 2.0;  // small, so that tanh bends the scores
+      check_case("softcap 2", {1, 150, 150, 4, 2, d}, cap, dtype);
+      AttentionOptions gemma2;
+      gemma2.softcap = 50.0;
+      gemma2.sliding_window = 32;
+      check_case("softcap 50 + window 32", {2, 150, 150, 2, 1, d}, gemma2, dtype);
+    }
+  }
+}
+
+TEST_CASE("flash attention: document masks of packed batches") {
+  if (!have_cuda()) return;
+  for (auto dtype : kDtypes) {
+    for (int64_t d : kHeadDims) {
+      AttentionOptions docs;
+      docs.document_ids = documents_for(2, 170, {37, 1, 60, 1, 1});
+      check_case("documents", {2, 170, 170, 4, 2, d}, docs, dtype);
+      AttentionOptions docs_window = docs;
+      docs_window.sliding_window = 24;
+      docs_window.softcap = 5.0;
+      check_case("documents + window + softcap", {2, 170, 170, 4, 2, d}, docs_window, dtype);
+      AttentionOptions docs_full = docs;
+      docs_full.causal = false;
+      check_case("documents, not causal", {2, 170, 170, 2, 2, d}, docs_full, dtype);
+    }
+  }
+}
+
+TEST_CASE("flash attention: a KV cache's last queries (Tq < Tk)") {
+  if (!have_cuda()) return;
+  for (auto dtype : kDtypes) {
+    for (int64_t d : kHeadDims) {
+      check_case("Tq 5 of Tk 133", {2, 5, 133, 4, 2, d}, AttentionOptions{}, dtype);
+      check_case("Tq 1 of Tk 70", {1, 1, 70, 4, 1, d}, AttentionOptions{}, dtype);
+      AttentionOptions window;
+      window.sliding_window = 16;
+      check_case("Tq 9 of Tk 100, window 16", {1, 9, 100, 2, 2, d}, window, dtype);
+    }
+  }
+}
+
+TEST_CASE("flash attention: the backend routes each variant") {
+  if (!have_cuda()) return;
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const Tensor q = torch::randn({1, 40, 2, 64}, opts), k = torch::randn({1, 40, 1, 64}, opts);
+  CHECK(cuda::flash_attention_serves(q, k, k));
+  CHECK_FALSE(cuda::flash_attention_serves(q.to(torch::kFloat), k.to(torch::kFloat),
+                                           k.to(torch::kFloat)));
+  const Tensor q48 = torch::randn({1, 40, 2, 48}, opts), k48 = torch::randn({1, 40, 1, 48}, opts);
+  CHECK_FALSE(cuda::flash_attention_serves(q48, k48, k48));
+  // head_dim 48 with a window: the composite's chunks, same values as the reference.
+  AttentionOptions window;
+  window.sliding_window = 8;
+  const Tensor got = cuda::attention(q48, k48, k48, window).to(torch::kFloat);
+  const Tensor want = ref::attention_explicit(q48, k48, k48, window).to(torch::kFloat);
+  CHECK(torch::allclose(got, want, 2e-2, 2e-2));
+  // Deterministic: two backward passes give bitwise equal gradients.
+  AttentionOptions docs;
+  docs.document_ids = documents_for(1, 40, {5, 1, 20});
+  auto grads = [&] {
+    const Tensor ql = q.detach().clone().requires_grad_(true);
+    const Tensor kl = k.detach().clone().requires_grad_(true);
+    const Tensor vl = k.detach().clone().requires_grad_(true);
+    cuda::flash_attention(ql, kl, vl, docs).pow(2).sum().backward();
+    return std::vector<Tensor>{ql.grad(), kl.grad(), vl.grad()};
+  };
+  const auto a = grads(), b = grads();
+  for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
+}
