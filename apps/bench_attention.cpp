@@ -167,8 +167,10 @@ int run_attention_bench(const AttentionBenchOptions& options) {
   const auto topts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
   const std::vector<Shape> shapes = {{"llama3-8b", 8192, 32, 8, 128},
                                      {"llama3-1b", 8192, 32, 8, 64}};
-  const std::vector<Variant> variants = {
-      {"causal"}, {"window 4096", 4096}, {"softcap 50 + window 4096", 4096, 50.0}, {"8 documents", 0, 0.0, 8}};
+  const std::vector<Variant> variants = {{"causal"},
+                                         {"window 4096", 4096},
+                                         {"softcap 50 + window 4096", 4096, 50.0},
+                                         {"8 documents", 0, 0.0, 8}};
   std::cout << "device: " << at::cuda::getCurrentDeviceProperties()->name << ", " << options.dtype
             << ", median of " << options.reps << " after " << options.warmup << " warm-up\n";
   char line[512];
@@ -187,11 +189,12 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       o.softcap = var.softcap;
       if (var.documents > 0) {
         const int64_t len = (s.t + var.documents - 1) / var.documents;
-        o.document_ids = torch::arange(s.t, topts.dtype(torch::kLong)).div(len, "floor").unsqueeze(0);
+        o.document_ids =
+            torch::arange(s.t, topts.dtype(torch::kLong)).div(len, "floor").unsqueeze(0);
       }
       const double flops_fwd =
           4.0 * static_cast<double>(s.head_dim) * s.heads_q * visible_pairs(s.t, var);
-      std::vector<std::pair<std::string, AttentionFn>> impls;
+      std::vector<std::pair<std::string, AttentionFn> > impls;
       impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                          return kernels::cuda::flash_attention(a, b, c, o);
                        }});

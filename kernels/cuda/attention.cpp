@@ -23,8 +23,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 launch::AttentionShape shape_of(const Tensor& q, const Tensor& k, const Tensor& v,
-                                const Tensor& documents, bool causal, double scale,
-                                int64_t window, double softcap) {
+                                const Tensor& documents, bool causal, double scale, int64_t window,
+                                double softcap) {
   launch::AttentionShape a;
   a.q = q.data_ptr();
   a.k = k.data_ptr();
@@ -55,12 +55,11 @@ Tensor document_ranges(const Tensor& documents, const Tensor& q) {
 // probabilities tile by tile.
 struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& q_in, const Tensor& k_in,
-                        const Tensor& v_in, const c10::optional<Tensor>& documents_in,
-                        bool causal, double scale, int64_t window, double softcap) {
+                        const Tensor& v_in, const c10::optional<Tensor>& documents_in, bool causal,
+                        double scale, int64_t window, double softcap) {
     const Tensor q = dense(q_in), k = dense(k_in), v = dense(v_in);
-    const Tensor documents = documents_in.has_value()
-                                 ? documents_in->to(q.device(), at::kLong).contiguous()
-                                 : Tensor();
+    const Tensor documents =
+        documents_in.has_value() ? documents_in->to(q.device(), at::kLong).contiguous() : Tensor();
     const c10::cuda::CUDAGuard guard(q.device());
     Tensor out = at::empty(q.sizes(), q.options());
     Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));

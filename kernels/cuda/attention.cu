@@ -290,9 +290,8 @@ struct Geometry {
 template <typename T, int D, int BM, int BN>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
-                             const T* __restrict__ v, T* __restrict__ out,
-                             float* __restrict__ lse, Geometry geo, Mask mask,
-                             ScoreTransform score) {
+                             const T* __restrict__ v, T* __restrict__ out, float* __restrict__ lse,
+                             Geometry geo, Mask mask, ScoreTransform score) {
   static_assert(BM == 16 * (kThreads / 32), "one warp per 16 query rows");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
@@ -353,7 +352,8 @@ __global__ void __launch_bounds__(kThreads)
         const int key = n0 + j * 8 + t4 * 2 + (e & 1);
         float x = score(s[j][e]);
         if (!vis.full) {
-          const bool ok = e < 2 ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
+          const bool ok =
+              e < 2 ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
           if (!ok) x = -INFINITY;
         }
         s[j][e] = x;
@@ -535,10 +535,12 @@ __global__ void __launch_bounds__(kThreads)
         const bool lo = e < 2;
         const float s2 = score(p[j][e]);
         bool ok = true;
-        if (!vis.full) ok = lo ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
+        if (!vis.full)
+          ok = lo ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
         const float prob = ok ? exp2f(s2 - (lo ? lse2_lo : lse2_hi)) : 0.f;
         // ds = p (dp - delta) * d s / d z; the slope only where p is defined
-        p[j][e] = prob > 0.f ? prob * (dp[j][e] - (lo ? delta_lo : delta_hi)) * score.slope(s2) : 0.f;
+        p[j][e] =
+            prob > 0.f ? prob * (dp[j][e] - (lo ? delta_lo : delta_hi)) * score.slope(s2) : 0.f;
       }
     }
     product_pm<T, D, BN / 8>(acc_dq, p, tile_k, lane);
@@ -572,11 +574,10 @@ __global__ void __launch_bounds__(kThreads)
 // separately to keep the accumulators in registers).
 template <typename T, int D, int BM, int BN, int kWant>
 __global__ void __launch_bounds__(kThreads)
-    attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k,
-                          const T* __restrict__ v, const T* __restrict__ d_out,
-                          const float* __restrict__ lse, const float* __restrict__ delta,
-                          T* __restrict__ dk, T* __restrict__ dv, Geometry geo, Mask mask,
-                          ScoreTransform score) {
+    attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                          const T* __restrict__ d_out, const float* __restrict__ lse,
+                          const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
+                          Geometry geo, Mask mask, ScoreTransform score) {
   static_assert(BN == 16 * (kThreads / 32), "one warp per 16 keys");
   constexpr bool kDv = (kWant & 1) != 0, kDk = (kWant & 2) != 0;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
@@ -688,8 +689,8 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kDk) {
 #pragma unroll
       for (int d = 0; d < D / 8; ++d) {
-        *reinterpret_cast<uint32_t*>(dk + at + d * 8 + t4 * 2) = pack_pair<T>(
-            acc_dk[d][2 * half] * score.scale, acc_dk[d][2 * half + 1] * score.scale);
+        *reinterpret_cast<uint32_t*>(dk + at + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_dk[d][2 * half] * score.scale, acc_dk[d][2 * half + 1] * score.scale);
       }
     }
     if constexpr (kDv) {
@@ -703,8 +704,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ranges[b, s] = (min, max) of document_ids[b, 16 s .. 16 s + 15].
-__global__ void document_ranges_kernel(const int64_t* __restrict__ ids, int64_t* __restrict__ ranges,
-                                       int64_t batch, int64_t t) {
+__global__ void document_ranges_kernel(const int64_t* __restrict__ ids,
+                                       int64_t* __restrict__ ranges, int64_t batch, int64_t t) {
   const int64_t segments = (t + kSegment - 1) / kSegment;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= batch * segments) return;
@@ -741,8 +742,8 @@ cudaError_t allow_shared(Kernel kernel, size_t bytes) {
 }
 
 Geometry geometry_of(const AttentionShape& a) {
-  return Geometry{a.batch, a.tq, a.tk, a.heads_q, a.heads_k,
-                  static_cast<int>(a.heads_q / a.heads_k)};
+  return Geometry{a.batch,   a.tq,      a.tk,
+                  a.heads_q, a.heads_k, static_cast<int>(a.heads_q / a.heads_k)};
 }
 
 Mask mask_of(const AttentionShape& a) {
@@ -781,8 +782,8 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
 template <typename T, int D, int kWant>
 cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
   constexpr int BM = Tiles<D>::kBackwardQueries, BN = 64;
-  const size_t bytes =
-      static_cast<size_t>(2 * BN + 2 * BM) * D * sizeof(T) + BM * (2 * sizeof(float) + sizeof(int64_t));
+  const size_t bytes = static_cast<size_t>(2 * BN + 2 * BM) * D * sizeof(T) +
+                       BM * (2 * sizeof(float) + sizeof(int64_t));
   auto kernel = attention_dkdv_kernel<T, D, BM, BN, kWant>;
   cudaError_t err = allow_shared(kernel, bytes);
   if (err != cudaSuccess) return err;
@@ -790,8 +791,8 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
                   static_cast<unsigned>(a.batch));
   kernel<<<grid, kThreads, bytes, stream>>>(
       static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
-      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dk),
-      static_cast<T*>(g.dv), geometry_of(a), mask_of(a), ScoreTransform{a.scale, a.softcap});
+      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dk), static_cast<T*>(g.dv),
+      geometry_of(a), mask_of(a), ScoreTransform{a.scale, a.softcap});
   return cudaGetLastError();
 }
 

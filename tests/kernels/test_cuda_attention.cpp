@@ -66,8 +66,9 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   const OpFn kernel = [options](const std::vector<Tensor>& in) {
     return std::vector<Tensor>{cuda::flash_attention(in[0], in[1], in[2], options)};
   };
-  compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim), reference,
-                   kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+  compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim),
+                   reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
+                   kGrad);
 }
 
 bool have_cuda() {
@@ -148,8 +149,8 @@ TEST_CASE("flash attention: the backend routes each variant") {
   const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
   const Tensor q = torch::randn({1, 40, 2, 64}, opts), k = torch::randn({1, 40, 1, 64}, opts);
   CHECK(cuda::flash_attention_serves(q, k, k));
-  CHECK_FALSE(cuda::flash_attention_serves(q.to(torch::kFloat), k.to(torch::kFloat),
-                                           k.to(torch::kFloat)));
+  CHECK_FALSE(
+      cuda::flash_attention_serves(q.to(torch::kFloat), k.to(torch::kFloat), k.to(torch::kFloat)));
   const Tensor q48 = torch::randn({1, 40, 2, 48}, opts), k48 = torch::randn({1, 40, 1, 48}, opts);
   CHECK_FALSE(cuda::flash_attention_serves(q48, k48, k48));
   // head_dim 48 with a window: the composite's chunks, same values as the reference.
