@@ -2,7 +2,8 @@
 """Where the GPU waits: reads a Kineto Chrome trace (logging.profile_steps
 writes <output_dir>/profile/rank-R.json), merges the device activity of all
 streams, and prints the busy fraction and the longest idle gaps with the
-kernels on either side.
+kernels on either side, then the kernels that take the most device time
+(summed over their launches).
     python3 scripts/trace_gaps.py TRACE.json [TOP]"""
 import json
 import sys
@@ -28,3 +29,13 @@ print(f"device span {span / 1e3:.2f} ms, busy {busy / 1e3:.2f} ms ({100 * busy /
       f"idle {(span - busy) / 1e3:.2f} ms in {len(gaps)} gaps")
 for gap, before, after, at in sorted(gaps, reverse=True)[:top]:
     print(f"  {gap / 1e3:7.3f} ms at +{at / 1e3:8.2f} ms  after {before[:70]}  before {after[:70]}")
+
+# Device time by kernel name (all launches in the trace), the largest first.
+totals = {}
+for e in device:
+    name = e["name"]
+    count, dur = totals.get(name, (0, 0.0))
+    totals[name] = (count + 1, dur + e["dur"])
+print(f"device time by kernel (top {top} of {len(totals)}):")
+for name, (count, dur) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]:
+    print(f"  {dur / 1e3:9.3f} ms {100 * dur / span:5.1f}%  x{count:<5d} {name[:110]}")
