@@ -15,6 +15,10 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace liger::kernels::cuda {
 namespace {
@@ -108,7 +112,43 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
   }
 };
 
+// Which implementation served each variant, said once per variant (the
+// trainer logs the notes after the first step): the start-up table names the
+// backend, these name the path inside it.
+struct ServedNotes {
+  std::mutex mutex;
+  std::set<std::string> said;
+  std::vector<std::string> pending;
+};
+ServedNotes& served_notes() {
+  static ServedNotes notes;
+  return notes;
+}
+
+void note_served(const char* path, const Tensor& q, const Tensor& k,
+                 const AttentionOptions& options) {
+  std::string variant = options.causal ? "causal" : "not causal";
+  if (options.sliding_window > 0) variant += ", window " + std::to_string(options.sliding_window);
+  if (options.softcap > 0.0) variant += ", softcap " + std::to_string(options.softcap);
+  if (options.document_ids.defined()) variant += ", documents";
+  if (q.size(1) != k.size(1)) variant += ", KV cache";
+  variant += ", head_dim " + std::to_string(q.size(3)) + ", " + c10::toString(q.scalar_type());
+  ServedNotes& notes = served_notes();
+  const std::lock_guard<std::mutex> lock(notes.mutex);
+  if (notes.said.insert(variant).second) {
+    notes.pending.push_back(std::string("attention (") + variant + "): " + path);
+  }
+}
+
 }  // namespace
+
+std::vector<std::string> take_attention_notes() {
+  ServedNotes& notes = served_notes();
+  const std::lock_guard<std::mutex> lock(notes.mutex);
+  std::vector<std::string> out;
+  out.swap(notes.pending);
+  return out;
+}
 
 bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v) {
   if (!q.is_cuda() || !is_kernel_dtype(q)) return false;
@@ -137,8 +177,16 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options) {
   checks::attention_args(q, k, v, options);
-  if (reference::sdpa_serves(q, k, options)) return reference::attention(q, k, v, options);
-  if (flash_attention_serves(q, k, v)) return flash_attention(q, k, v, options);
+  if (reference::sdpa_serves(q, k, options)) {
+    note_served("ATen SDPA (cuDNN / flash)", q, k, options);
+    return reference::attention(q, k, v, options);
+  }
+  if (flash_attention_serves(q, k, v)) {
+    note_served("our flash kernel (kernels/cuda/attention.cu)", q, k, options);
+    return flash_attention(q, k, v, options);
+  }
+  note_served("composite query chunks (the kernel takes bf16/fp16, head_dim 64/128/256)", q, k,
+              options);
   return composite::attention(q, k, v, options);
 }
 

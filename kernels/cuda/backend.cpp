@@ -11,6 +11,10 @@
 
 #include <c10/util/Exception.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace liger::kernels {
 namespace {
 
@@ -20,6 +24,13 @@ std::string unavailable(Op, c10::Device device, c10::ScalarType dtype) {
     return c10::str("no cuda kernel for dtype ", dtype);
   }
   return "";
+}
+
+// The tuned GEMM's notes, then attention's.
+std::vector<std::string> take_notes() {
+  std::vector<std::string> notes = cuda::take_tuned_gemm_notes();
+  for (std::string& n : cuda::take_attention_notes()) notes.push_back(std::move(n));
+  return notes;
 }
 
 }  // namespace
@@ -40,7 +51,7 @@ const BackendProvider* cuda_backend() {
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
     p.ops.attention = &cuda::attention;
     p.ops.tuned_gemm = &cuda::tuned_gemm;
-    p.take_notes = &cuda::take_tuned_gemm_notes;
+    p.take_notes = &take_notes;
     return p;
   }();
   return &provider;

@@ -12,7 +12,9 @@
 
 #include "kernels/ops.h"
 
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace liger::kernels::cuda {
 
@@ -75,5 +77,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
 bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v);
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& options);
+// One line per attention variant seen since the last call: which path served it.
+std::vector<std::string> take_attention_notes();
 
 }  // namespace liger::kernels::cuda
