@@ -35,8 +35,14 @@ install(FILES ${PROJECT_BINARY_DIR}/LigerKernelsConfig.cmake
               ${PROJECT_BINARY_DIR}/LigerKernelsConfigVersion.cmake
         DESTINATION ${LIGER_KERNELS_CMAKE_DIR} COMPONENT kernels)
 
-# The executables keep torch's library folder in their run path, so that
-# P/bin/liger-train finds libtorch.so where it was built against.
+# The executables keep torch's library folder (and the CUDA runtime's) in their
+# run path, so that P/bin/liger-train finds the libtorch.so it was built against.
 set(liger_installed_apps liger-train liger-export liger-generate liger-bench liger-tokenize)
-set_target_properties(${liger_installed_apps} PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
+set(liger_apps_rpath "${TORCH_INSTALL_PREFIX}/lib")
+if(LIGER_WITH_CUDA)
+  list(APPEND liger_apps_rpath "${CUDAToolkit_LIBRARY_DIR}")
+endif()
+# (liger-tokenize does not link torch: it has no run path to change.)
+set_target_properties(liger-train liger-export liger-generate liger-bench
+                      PROPERTIES INSTALL_RPATH "${liger_apps_rpath}")
 install(TARGETS ${liger_installed_apps} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT apps)

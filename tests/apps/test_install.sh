@@ -28,10 +28,12 @@ if ! cmake --install "$BUILD" --prefix "$prefix" > "$work/install.log" 2>&1; the
   exit 1
 fi
 for exe in liger-train liger-export liger-generate liger-bench liger-tokenize; do
-  [ -x "$prefix/bin/$exe" ] || fail "bin/$exe not installed"
+  if [ ! -x "$prefix/bin/$exe" ]; then
+    fail "bin/$exe not installed"
+  elif ! "$prefix/bin/$exe" --help > "$work/help.log" 2>&1; then
+    fail "bin/$exe --help does not run: $(head -2 "$work/help.log")"
+  fi
 done
-"$prefix/bin/liger-train" --help > /dev/null 2>&1 || fail "bin/liger-train --help does not run"
-"$prefix/bin/liger-bench" --help > /dev/null 2>&1 || fail "bin/liger-bench --help does not run"
 for f in include/kernels/ops.h include/kernels/registry.h include/kernels/nn/nn.h \
          lib/cmake/LigerKernels/LigerKernelsConfig.cmake \
          lib/cmake/LigerKernels/LigerKernelsConfigVersion.cmake; do
