@@ -40,6 +40,7 @@ install(FILES ${PROJECT_BINARY_DIR}/LigerKernelsConfig.cmake
 set(liger_installed_apps liger-train liger-export liger-generate liger-bench liger-tokenize)
 set(liger_apps_rpath "${TORCH_INSTALL_PREFIX}/lib")
 if(LIGER_WITH_CUDA)
+  find_package(CUDAToolkit REQUIRED)  # kernels/ found it in its own scope
   list(APPEND liger_apps_rpath "${CUDAToolkit_LIBRARY_DIR}")
 endif()
 # (liger-tokenize does not link torch: it has no run path to change.)
