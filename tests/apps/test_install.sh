@@ -10,12 +10,15 @@
 #  4. compose_lm trains its small LM on Shakespeare: the mean loss of the last
 #     5 of 30 steps is at least 1.0 below that of the first 5 (from ~5.5);
 #  5. a package recording another LibTorch version is refused at configure
-#     time with a message naming both versions.
-# Usage: test_install.sh BUILD_DIR SOURCE_DIR PYTHON
+#     time with a message naming both versions;
+#  6. the package carries the CUDA code (its library, CUDA::cudart and
+#     find_dependency(CUDAToolkit)) exactly when the build has it.
+# Usage: test_install.sh BUILD_DIR SOURCE_DIR PYTHON WITH_CUDA(ON|OFF)
 set -uo pipefail
 BUILD=$1
 SRC=$2
 PY=$3
+WITH_CUDA=$4
 failures=0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,6 +46,17 @@ done
 for f in include/kernels/backend.h include/kernels/checks.h include/kernels/optional_tensor.h; do
   [ ! -e "$prefix/$f" ] || fail "$f is installed but internal"
 done
+
+config=$prefix/lib/cmake/LigerKernels/LigerKernelsConfig.cmake
+targets=$prefix/lib/cmake/LigerKernels/LigerKernelsTargets.cmake
+grep -q "^set(LIGER_KERNELS_WITH_CUDA $WITH_CUDA)" "$config" ||
+  fail "the package does not record LIGER_KERNELS_WITH_CUDA $WITH_CUDA"
+if [ "$WITH_CUDA" = ON ]; then
+  [ -f "$prefix/lib/libliger_cuda_kernels.a" ] || fail "CUDA build: libliger_cuda_kernels.a not installed"
+  grep -q "CUDA::cudart" "$targets" || fail "CUDA build: liger::kernels does not link CUDA::cudart"
+elif grep -q "cuda_kernels\|CUDA::" "$targets"; then
+  fail "a build without CUDA exports CUDA targets"
+fi
 
 # The example out of the source tree: it sees the prefix and torch, nothing else.
 torch_cmake=$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
@@ -82,7 +96,6 @@ else
 fi
 
 # Another LibTorch than the recorded one: refused when configuring.
-config=$prefix/lib/cmake/LigerKernels/LigerKernelsConfig.cmake
 sed -i 's/^set(LIGER_KERNELS_TORCH_VERSION "[^"]*")/set(LIGER_KERNELS_TORCH_VERSION "1.0.0")/' "$config"
 if configure "$work/build-refused" "$work/refused.log"; then
   fail "a package built against LibTorch 1.0.0 was accepted"
