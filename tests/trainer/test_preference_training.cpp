@@ -7,13 +7,14 @@
 // logits) and on (the chunked composite), the reference a frozen copy of the
 // starting weights. Tolerance 1e-5 relative (fp32, CPU). Then the first DPO
 // step with preference.reference: model has loss ln 2, with either source of
-// reference log-probs.
+// reference log-probs, and with LoRA the reference is the base model.
 #include "kernels/registry.h"
 #include "models/hf.h"
 #include "models/safetensors.h"
 #include "models/transformer.h"
 #include "tests/catch.h"
 #include "tests/models/parity_util.h"
+#include "trainer/adapter_setup.h"
 #include "trainer/config.h"
 #include "trainer/preference_step.h"
 
@@ -23,6 +24,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 using namespace liger;
@@ -65,7 +67,8 @@ std::shared_ptr<const std::vector<data::PreferencePair>> oracle_pairs() {
 // The config of a variant: its preference: keys from cases.json; two pairs
 // per micro-batch, two micro-batches, rows of 16 tokens (sequences share rows).
 config::TrainConfig variant_config(const nlohmann::json& variant, const std::string& output_dir,
-                                   const std::string& reference = "model") {
+                                   const std::string& reference = "model",
+                                   const std::string& more_yaml = "") {
   std::string yaml = "training:\n  objective: " + variant.at("objective").get<std::string>() +
                      "\n  micro_batch_size: 2\n  gradient_accumulation_steps: 2\n"
                      "data:\n  seq_len: 16\ncheckpoint:\n  output_dir: " +
@@ -74,7 +77,7 @@ config::TrainConfig variant_config(const nlohmann::json& variant, const std::str
     if (it.key() == "objective") continue;
     yaml += "  " + it.key() + ": " + it.value().dump() + "\n";
   }
-  return config::parse_config(yaml, "test");
+  return config::parse_config(yaml + more_yaml, "test");
 }
 
 struct Variant {
@@ -172,4 +175,46 @@ TEST_CASE("the first DPO step with the reference equal to the policy has loss ln
       }
     }
   }
+}
+
+TEST_CASE("with LoRA the reference is the base model: the adapters are off for it, on after",
+          "[preference]") {
+  const std::string& dir = oracle_dir();
+  const auto pairs = oracle_pairs();
+  const nlohmann::json sigmoid = {{"objective", "dpo"}, {"loss_type", "sigmoid"}, {"beta", 0.5}};
+  const config::TrainConfig config =
+      variant_config(sigmoid, testing::temp_dir("pref_lora"), "model",
+                     "model:\n  adapter: lora\nlora:\n  rank: 4\n");
+  REQUIRE(trainer::uses_lora(config));
+
+  models::Transformer model = load_model(dir + "/policy", kernels::KernelToggles{});
+  const auto trainable = trainer::setup_trainable_parameters(*model, config);
+  {
+    torch::NoGradGuard no_grad;  // B = 0 would make the adapters invisible: move them
+    for (const auto& item : trainable) {
+      if (item.first.find("lora_B") != std::string::npos) item.second.normal_(0.0, 0.2);
+    }
+  }
+  trainer::PreferenceTraining training(config, pairs, c10::Device(c10::kCPU));
+  training.prepare_reference(*model, /*resuming=*/false);
+  const std::vector<data::PreferenceBatch> batches = {training.loader().next(),
+                                                      training.loader().next()};
+  const trainer::PreferenceStepOutputs out = training.accumulate(*model, batches, nullptr);
+  REQUIRE(model->lora() != nullptr);  // back on after the reference forward
+
+  // The base model's log-probs of the same batches, from a model without adapters.
+  models::Transformer base = load_model(dir + "/policy", kernels::KernelToggles{});
+  double base_chosen = 0.0, policy_chosen = 0.0;
+  for (const auto& batch : batches) {
+    base_chosen += training.sequence_logps(*base, batch).narrow(0, 0, 2).sum().item<double>();
+    policy_chosen += training.sequence_logps(*model, batch).narrow(0, 0, 2).sum().item<double>();
+  }
+  base_chosen /= 4;
+  policy_chosen /= 4;
+  std::map<std::string, double> metrics(out.metrics.begin(), out.metrics.end());
+  CHECK(std::abs(policy_chosen - base_chosen) > 1e-3);  // the adapters change the policy
+  CHECK(metrics["logps/chosen"] == Approx(policy_chosen).epsilon(1e-5));
+  // rewards/chosen = beta (policy - reference): the reference is the base.
+  CHECK(metrics["logps/chosen"] - metrics["rewards/chosen"] / 0.5 ==
+        Approx(base_chosen).epsilon(1e-5));
 }
