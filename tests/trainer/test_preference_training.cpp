@@ -171,7 +171,28 @@ TEST_CASE("the first DPO step with the reference equal to the policy has loss ln
       // precomputed: other rows (the file's order), equal to rounding.
       CHECK(std::abs(loss - std::log(2.0)) <= (std::string(reference) == "model" ? 1e-7 : 1e-6));
       if (std::string(reference) == "precomputed") {
-        CHECK(std::ifstream(training.reference_file()).good());
+        // A resumed run reads the file instead of computing (the model has moved on since).
+        REQUIRE(std::ifstream(training.reference_file()).good());
+        trainer::PreferenceTraining resumed(config, pairs, c10::Device(c10::kCPU));
+        models::Transformer moved = load_model(dir + "/reference", kv.toggles);
+        resumed.prepare_reference(*moved, /*resuming=*/true);
+        const std::vector<data::PreferenceBatch> again = {resumed.loader().next(),
+                                                          resumed.loader().next()};
+        const auto resumed_out = resumed.accumulate(*model, again, nullptr);
+        CHECK(resumed_out.loss_total.item<double>() == loss);
+        // A file for other pairs is an error naming it and the fix.
+        auto fewer = std::make_shared<std::vector<data::PreferencePair>>(*pairs);
+        fewer->pop_back();
+        fewer->pop_back();
+        trainer::PreferenceTraining other(config, fewer, c10::Device(c10::kCPU));
+        std::string message;
+        try {
+          other.prepare_reference(*moved, /*resuming=*/true);
+        } catch (const std::exception& e) {
+          message = e.what();
+        }
+        CHECK(message.find("reference_logps.bin: holds no reference log-probs for the 2 pairs") !=
+              std::string::npos);
       }
     }
   }
