@@ -208,6 +208,32 @@ Case flce_case(torch::ScalarType dtype, torch::Device device, bool small) {
   return c;
 }
 
+// Fused linear preference (DPO sigmoid): 16 sequences of 4096 tokens (8
+// pairs; small: 4 of 64), each with a 512-token prompt that is not trained
+// (small: 16), x [tokens, hidden], lm_head W [vocab, hidden], the summed
+// reference log-probs [16]. Same least traffic as the fused cross entropy;
+// the composite runs the logits GEMM twice (4 GEMMs of 2*N*V*H).
+Case preference_case(torch::ScalarType dtype, torch::Device device, bool small) {
+  const int64_t sequences = small ? 4 : 16, length = small ? 64 : 4096, prompt = small ? 16 : 512;
+  const int64_t n = sequences * length, h = small ? 64 : 4096, v = small ? 1000 : 128256;
+  Case c;
+  c.shape =
+      "x " + dims({n, h}) + ", W " + dims({v, h}) + ", " + std::to_string(sequences) + " sequences";
+  Tensor labels = torch::randint(0, v, {sequences, length}, opts(torch::kLong, device));
+  labels.narrow(1, 0, prompt).fill_(-100);
+  const Tensor sequence = torch::arange(sequences, opts(torch::kLong, device))
+                              .unsqueeze(1)
+                              .expand({sequences, length})
+                              .reshape({n});
+  c.inputs = {torch::randn({n, h}, opts(dtype, device)),
+              torch::randn({v, h}, opts(dtype, device)) * 0.02, labels.reshape({n}), sequence,
+              torch::randn({sequences}, opts(torch::kFloat, device)) - 1000.0};
+  c.wants_grad = {true, true, false, false, false};
+  c.fwd_bytes = 2 * (bytes_of(c.inputs[0]) + bytes_of(c.inputs[1]));
+  c.bwd_bytes = 0;
+  return c;
+}
+
 // Attention of Mistral-7B's sliding layer at its native length: q [1, 8192,
 // 32, 128], k and v [1, 8192, 8, 128], a window of 4096 (small: 256 tokens,
 // a window of 128). Forward reads q, k, v and writes out; backward reads them,
@@ -339,6 +365,18 @@ std::vector<OpSpec> op_table() {
                    };
                  }});
   }
+  t.push_back({"fused_linear_preference", preference_case, [](Backend b, const Case& c) -> OpFn {
+                 const auto* p = provider(b);
+                 if (p == nullptr || p->ops.fused_linear_preference == nullptr) return {};
+                 auto fn = p->ops.fused_linear_preference;
+                 kernels::PreferenceOptions o;  // DPO sigmoid, beta 0.1
+                 o.num_pairs = c.inputs[4].size(0) / 2;
+                 o.chunk_mb = 1024.0;
+                 return [fn, o](const std::vector<Tensor>& in) {
+                   const kernels::PreferenceLossResult r = fn(in[0], in[1], in[2], in[3], in[4], o);
+                   return std::vector<Tensor>{r.loss};
+                 };
+               }});
   t.push_back({"attention_window", attention_case, [](Backend b, const Case& c) -> OpFn {
                  const auto* p = provider(b);
                  if (p == nullptr || p->ops.attention == nullptr) return {};

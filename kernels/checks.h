@@ -84,6 +84,31 @@ inline void flce_args(const at::Tensor& hidden, const at::Tensor& weight, const 
               labels.scalar_type());
 }
 
+// fused_linear_preference (kernels/ops.h FusedLinearPreferenceFn).
+inline void preference_args(const at::Tensor& hidden, const at::Tensor& weight,
+                            const at::Tensor& labels, const at::Tensor& sequence,
+                            const at::Tensor& reference_logps, int64_t num_pairs) {
+  const char* op = "fused_linear_preference";
+  TORCH_CHECK(hidden.dim() == 2, op, ": hidden must be [N, H], got ", hidden.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1), op,
+              ": weight must be [V, H] with H = ", hidden.size(1), ", got ", weight.sizes());
+  TORCH_CHECK(weight.scalar_type() == hidden.scalar_type(), op, ": hidden is ",
+              hidden.scalar_type(), " but weight is ", weight.scalar_type());
+  TORCH_CHECK(
+      labels.dim() == 1 && labels.size(0) == hidden.size(0) && labels.scalar_type() == at::kLong,
+      op, ": labels must be int64 [N] with N = ", hidden.size(0), ", got ", labels.scalar_type(),
+      " ", labels.sizes());
+  TORCH_CHECK(sequence.sizes() == labels.sizes() && sequence.scalar_type() == at::kLong, op,
+              ": sequence must be int64 [N] like labels, got ", sequence.scalar_type(), " ",
+              sequence.sizes());
+  TORCH_CHECK(num_pairs > 0, op, ": num_pairs must be > 0, got ", num_pairs);
+  if (reference_logps.defined()) {
+    TORCH_CHECK(reference_logps.dim() == 1 && reference_logps.size(0) == 2 * num_pairs, op,
+                ": reference_logps must be [2P] = [", 2 * num_pairs, "], got ",
+                reference_logps.sizes());
+  }
+}
+
 // q: [B, Tq, Hq, D], k and v: [B, Tk, Hk, D] with Tq <= Tk and Hq % Hk == 0
 // (kernels/ops.h AttentionFn); a window only with causal attention;
 // document_ids, when given: [B, Tq] with Tq == Tk.

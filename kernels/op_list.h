@@ -33,6 +33,8 @@
   X(cross_entropy, cross_entropy, CrossEntropyFn, "cross entropy of logits [N, V]")                \
   X(fused_linear_cross_entropy, fused_linear_cross_entropy, FusedLinearCrossEntropyFn,             \
     "cross_entropy(hidden @ weight^T + bias) without the whole logits")                            \
+  X(fused_linear_preference, fused_linear_cross_entropy, FusedLinearPreferenceFn,                  \
+    "DPO / ORPO / SimPO loss of per-sequence log p(labels) from hidden @ weight^T, chunked")       \
   X(attention, attention, AttentionFn,                                                             \
     "softmax(softcap(q k^T * scale) + mask) v; fused: SDPA when plain, else exact query chunks")   \
   X(tuned_gemm, tuned_gemm, TunedGemmFn, "a @ b (+ c) of the linear layers, no autograd")

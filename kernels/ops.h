@@ -150,6 +150,65 @@ using FusedLinearCrossEntropyFn = Tensor (*)(const Tensor& hidden, const Tensor&
                                              const FusedLinearCrossEntropyOptions& options);
 
 // ---------------------------------------------------------------------------
+// Preference losses (DPO, ORPO, SimPO) on the lm_head's output
+// ---------------------------------------------------------------------------
+
+enum class PreferenceObjective { dpo, orpo, simpo };
+// DPO's loss on the pair's logits u (see below).
+enum class DpoLossType { sigmoid, ipo, hinge };
+
+struct PreferenceOptions {
+  PreferenceObjective objective = PreferenceObjective::dpo;
+  DpoLossType loss_type = DpoLossType::sigmoid;
+  double beta = 0.1;
+  double label_smoothing = 0.0;  // ls: DPO sigmoid and SimPO only
+  double orpo_alpha = 0.1;       // ORPO's weight of the odds-ratio term
+  double simpo_gamma = 0.5;      // SimPO's target margin
+  double nll_weight = 0.0;       // weight of the NLL on chosen tokens (ORPO adds its own 1)
+  int64_t num_pairs = 0;         // P: sequences [0, P) are chosen, [P, 2P) rejected
+  int64_t ignore_index = -100;
+  // > 0: the pair terms divide by this (the pairs of the whole accumulated
+  // batch, all ranks) instead of P; 0: by P.
+  double pair_normalizer = 0.0;
+  // > 0: the NLL term divides by this (the chosen response tokens of the whole
+  // accumulated batch) instead of this call's chosen-token count.
+  double chosen_token_normalizer = 0.0;
+  double chunk_mb = 256.0;  // fused backends: budget of one fp32 [rows, V] chunk
+};
+
+struct PreferenceLossResult {
+  Tensor loss;    // fp32 scalar, differentiable w.r.t. hidden and weight
+  Tensor logps;   // [2P] fp32, no gradient: per sequence, the sum of log p(label)
+  Tensor counts;  // [2P] fp32, no gradient: per sequence, its response tokens
+};
+
+// hidden: [N, H], weight: [V, H] (the lm_head, no bias), labels: [N] int64
+// (ignore_index where the token is not a response target), sequence: [N]
+// int64, the sequence each token belongs to, in [0, 2P) (read only where the
+// label is kept). reference_logps: [2P] fp32 summed reference log-probs
+// (required by DPO; undefined for ORPO and SimPO).
+//
+// With s a sequence, logp_s = sum over its kept tokens t of log softmax(h_t W^T)[y_t]
+// (fp32), n_s its kept-token count, avg_s = logp_s / n_s, and for pair i
+// c = i (chosen), r = P + i (rejected), ref_s = reference_logps[s]:
+//   DPO sigmoid  u = (logp_c - ref_c) - (logp_r - ref_r)
+//                L_i = -(1 - ls) logsigmoid(beta u) - ls logsigmoid(-beta u)
+//   DPO ipo      u = (avg_c - ref_c / n_c) - (avg_r - ref_r / n_r)   (length-averaged)
+//                L_i = (u - 1 / (2 beta))^2
+//   DPO hinge    u as for sigmoid, L_i = relu(1 - beta u)
+//   ORPO         o = (avg_c - avg_r) - (log(1 - exp(avg_c)) - log(1 - exp(avg_r)))
+//                L_i = -orpo_alpha logsigmoid(o)
+//   SimPO        z = beta (avg_c - avg_r) - simpo_gamma
+//                L_i = -(1 - ls) logsigmoid(z) - ls logsigmoid(-z)
+//   loss = sum_i L_i / pair_normalizer
+//          + (nll_weight + [ORPO]) * sum_i (-logp_c) / chosen_token_normalizer
+using FusedLinearPreferenceFn = PreferenceLossResult (*)(const Tensor& hidden, const Tensor& weight,
+                                                         const Tensor& labels,
+                                                         const Tensor& sequence,
+                                                         const Tensor& reference_logps,
+                                                         const PreferenceOptions& options);
+
+// ---------------------------------------------------------------------------
 // Attention
 // ---------------------------------------------------------------------------
 

@@ -115,6 +115,14 @@ class KernelSet {
     tuned.tuned_gemm = true;
     return kernels_.fused_linear_cross_entropy(hidden, weight, bias, labels, tuned);
   }
+  // DPO / ORPO / SimPO on per-sequence log-probs from hidden @ weight^T (see ops.h).
+  PreferenceLossResult fused_linear_preference(const Tensor& hidden, const Tensor& weight,
+                                               const Tensor& labels, const Tensor& sequence,
+                                               const Tensor& reference_logps,
+                                               const PreferenceOptions& options) const {
+    return kernels_.fused_linear_preference(hidden, weight, labels, sequence, reference_logps,
+                                            options);
+  }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                    const AttentionOptions& options) const {
     return kernels_.attention(q, k, v, options);

@@ -223,6 +223,47 @@ TrainConfig build_config(const Values& v) {
 }
 
 // Rules that involve more than one key.
+// The preference objectives' rules: a positive beta where the loss divides
+// by it or scales by it, label smoothing only where it has a meaning, and
+// the trainer features a preference step does not have.
+void check_preference_rules(const TrainConfig& c, const Values& v) {
+  const Objective objective = c.training.objective;
+  if (objective == Objective::sft) return;
+  const std::string name = name_of(objective);
+  if ((objective == Objective::dpo || objective == Objective::simpo) && c.preference.beta <= 0.0) {
+    throw ConfigError(v.where("preference.beta") +
+                      ": preference.beta = 0 with training.objective = " + name +
+                      "; the loss needs beta > 0 (TRL's default is 0.1)");
+  }
+  if (c.preference.label_smoothing > 0.0 &&
+      (objective == Objective::orpo ||
+       (objective == Objective::dpo && c.preference.loss_type != DpoLoss::sigmoid))) {
+    throw ConfigError(v.where("preference.label_smoothing") + ": preference.label_smoothing = " +
+                      std::to_string(c.preference.label_smoothing) + " has no meaning for " + name +
+                      (objective == Objective::dpo ? std::string(" with preference.loss_type = ") +
+                                                         name_of(c.preference.loss_type)
+                                                   : std::string()) +
+                      "; set it to 0 (it applies to DPO sigmoid and SimPO)");
+  }
+  if (objective == Objective::dpo && c.preference.reference == ReferenceSource::model &&
+      c.model.adapter == Adapter::lora && !c.lora.modules_to_save.empty()) {
+    throw ConfigError(v.where("lora.modules_to_save") +
+                      ": lora.modules_to_save is set with preference.reference = model; the "
+                      "reference switches the adapters off but would keep the trained saved "
+                      "modules: set preference.reference: precomputed");
+  }
+  if (c.training.cuda_graphs) {
+    throw ConfigError(v.where("training.cuda_graphs") +
+                      ": training.cuda_graphs = true with training.objective = " + name +
+                      "; the preference step is not captured, set training.cuda_graphs: false");
+  }
+  if (c.training.eval_every > 0) {
+    throw ConfigError(v.where("training.eval_every") + ": training.eval_every = " +
+                      std::to_string(c.training.eval_every) + " with training.objective = " + name +
+                      "; evaluation reads token windows, set training.eval_every: 0");
+  }
+}
+
 void check_cross_key_rules(const TrainConfig& c, const Values& v) {
   if (c.kernels.cross_entropy && c.kernels.fused_linear_cross_entropy) {
     throw ConfigError(
@@ -230,6 +271,7 @@ void check_cross_key_rules(const TrainConfig& c, const Values& v) {
         ": kernels.cross_entropy and kernels.fused_linear_cross_entropy are both true; they "
         "compute the same loss, turn one off (fused_linear_cross_entropy saves the logits memory)");
   }
+  check_preference_rules(c, v);
   if (c.parallelism.pipeline_parallel_degree != 1 || c.parallelism.tensor_parallel_degree != 1) {
     throw std::logic_error("range check let an unsupported parallel degree through");
   }
@@ -428,6 +470,12 @@ void check_for_run(const TrainConfig& c, const RunSetting& run) {
     throw ConfigError(
         "training.cuda_graphs = true with " + std::to_string(run.world_size) +
         " ranks: the sharded step's collectives are not captured; set training.cuda_graphs: false");
+  }
+  if (c.training.objective != Objective::sft && run.world_size > 1) {
+    throw ConfigError("training.objective = " + std::string(name_of(c.training.objective)) +
+                      " with " + std::to_string(run.world_size) +
+                      " ranks: preference training runs on one process for now; launch one "
+                      "process or set training.objective: sft");
   }
   const int64_t degree = c.parallelism.data_parallel_shard_degree;
   if (run.world_size > 1 && degree != -1 && degree != run.world_size) {

@@ -29,7 +29,7 @@ inline constexpr const char* kSampleTokenizer = "data/samples/shakespeare_bpe102
 // A list-of-strings key (data.train, data.eval).
 using Strings = std::vector<std::string>;
 
-// ModelSection, DataSection, TrainingSection, KernelsSection,
+// ModelSection, DataSection, TrainingSection, PreferenceSection, KernelsSection,
 // ParallelismSection, CheckpointSection, LoggingSection: one field per key of
 // trainer/config_keys.h, with its default.
 #define CONFIG_SECTION(name, Struct) struct Struct {
@@ -47,6 +47,7 @@ struct TrainConfig {
   LoraSection lora;
   DataSection data;
   TrainingSection training;
+  PreferenceSection preference;
   KernelsSection kernels;
   ParallelismSection parallelism;
   CheckpointSection checkpoint;

@@ -113,6 +113,33 @@ struct EnumNames<FlceMode> {
                                                  {FlceMode::lean, "lean"}};
 };
 
+// training.objective: supervised fine-tuning, or a preference objective on
+// chosen/rejected pairs (docs/preference.md).
+enum class Objective { sft, dpo, orpo, simpo };
+template <>
+struct EnumNames<Objective> {
+  static constexpr EnumName<Objective> names[] = {{Objective::sft, "sft"},
+                                                  {Objective::dpo, "dpo"},
+                                                  {Objective::orpo, "orpo"},
+                                                  {Objective::simpo, "simpo"}};
+};
+
+// preference.loss_type: DPO's loss on the pair's reward margin.
+enum class DpoLoss { sigmoid, ipo, hinge };
+template <>
+struct EnumNames<DpoLoss> {
+  static constexpr EnumName<DpoLoss> names[] = {
+      {DpoLoss::sigmoid, "sigmoid"}, {DpoLoss::ipo, "ipo"}, {DpoLoss::hinge, "hinge"}};
+};
+
+// preference.reference: where DPO's reference log-probs come from.
+enum class ReferenceSource { model, precomputed };
+template <>
+struct EnumNames<ReferenceSource> {
+  static constexpr EnumName<ReferenceSource> names[] = {
+      {ReferenceSource::model, "model"}, {ReferenceSource::precomputed, "precomputed"}};
+};
+
 // parallelism.reduce_dtype: the dtype gradients are reduce-scattered in.
 enum class ReduceDtype { fp32, bf16 };
 template <>

@@ -208,6 +208,27 @@ CONFIG_KEY(
     "training.device cuda; every batch has the same shape (always true for packed windows)")
 CONFIG_KEY(int64_t, eval_batches, 0, at_least(0),
            "micro-batches per evaluation; 0 = every evaluation window")
+CONFIG_KEY(Objective, objective, Objective::sft, any_value(),
+           "sft = next-token loss on data.train; dpo, orpo, simpo = preference optimisation on "
+           "prompt/chosen/rejected JSONL pairs (section preference:, docs/preference.md)")
+CONFIG_END_SECTION()
+
+// -------------------------------------------------------------- preference
+CONFIG_SECTION(preference, PreferenceSection)
+CONFIG_KEY(double, beta, 0.1, range(0.0, 1000.0),
+           "DPO / SimPO temperature of the reward margin (> 0 for dpo and simpo)")
+CONFIG_KEY(DpoLoss, loss_type, DpoLoss::sigmoid, any_value(),
+           "DPO loss: sigmoid (summed log-probs), ipo (length-averaged), hinge")
+CONFIG_KEY(double, label_smoothing, 0.0, range(0.0, 0.5),
+           "DPO sigmoid and SimPO: the assumed probability that a pair's labels are flipped")
+CONFIG_KEY(double, orpo_alpha, 0.1, range(0.0, 1000.0),
+           "ORPO: weight of the odds-ratio term next to the NLL on chosen")
+CONFIG_KEY(double, simpo_gamma, 0.5, range(0.0, 1000.0), "SimPO: target reward margin")
+CONFIG_KEY(ReferenceSource, reference, ReferenceSource::model, any_value(),
+           "DPO reference log-probs: model = the frozen starting weights (LoRA: adapters off); "
+           "precomputed = one pass at start, saved as reference_logps.bin in checkpoint.output_dir")
+CONFIG_KEY(double, nll_weight, 0.0, range(0.0, 1000.0),
+           "weight of an added NLL (SFT) term on the chosen responses, per chosen token")
 CONFIG_END_SECTION()
 
 // ----------------------------------------------------------------- kernels

@@ -104,6 +104,7 @@ void MetricsWriter::record(const StepMetrics& m) {
   if (m.mfu) row["mfu"] = *m.mfu;
   if (m.eval_loss) row["eval_loss"] = *m.eval_loss;
   if (m.eval_ppl) row["eval_ppl"] = *m.eval_ppl;
+  for (const auto& [name, value] : m.extra) row[name] = value;
   file_ << row.dump() << "\n";
   file_.flush();
   if (tensorboard_) {

@@ -35,6 +35,9 @@ struct StepMetrics {
   // token and its perplexity exp(eval_loss); absent from the row otherwise.
   std::optional<double> eval_loss;
   std::optional<double> eval_ppl;
+  // Objective-specific numbers under their own names (preference training:
+  // rewards/chosen, logps/rejected, ...), appended to the row in this order.
+  std::vector<std::pair<std::string, double>> extra;
 };
 
 class MetricsWriter {

@@ -81,6 +81,7 @@ bool PendingMetrics::finish(MetricsContext& context) {
   }
   row.eval_loss = eval_loss_;
   row.eval_ppl = eval_ppl_;
+  row.extra = extra_;
   if (context.writer) context.writer->record(row);
   if (facts_.step == context.first_step && !context.memory_estimate.empty()) {
     log::info(c10::str("memory per GPU: measured peak ",

@@ -18,6 +18,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace c10::cuda {
 struct CUDAEvent;
@@ -68,6 +70,8 @@ class PendingMetrics {
 
   // Evaluation steps: the validation loss joins the step's row.
   void add_eval(const EvalResult& eval);
+  // Numbers the objective reports beside the loss (already on the host).
+  void add_extra(std::vector<std::pair<std::string, double>> extra) { extra_ = std::move(extra); }
   // Whether the values may still be on their way (cuda): finish() would wait.
   bool in_flight() const { return done_ != nullptr; }
 
@@ -81,6 +85,7 @@ class PendingMetrics {
   at::Tensor values_;  // host doubles: loss, grad_norm, stop (ranks asking), peak memory
   std::shared_ptr<c10::cuda::CUDAEvent> done_;  // recorded after the step's last kernel (cuda)
   std::optional<double> eval_loss_, eval_ppl_;
+  std::vector<std::pair<std::string, double>> extra_;
 };
 
 // The step whose metrics are on their way: at most one, since each is

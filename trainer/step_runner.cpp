@@ -24,28 +24,6 @@ namespace {
 // cuDNN plans, autotuning) happens there, never inside the graph.
 constexpr int64_t kEagerStepsBeforeCapture = 2;
 
-// Global L2 norm of all gradients (fp32) and the clipping coefficient
-// min(1, max_norm / (norm + 1e-6)) (undefined when max_norm <= 0), which the
-// optimizer applies inside its update instead of a pass over the gradients.
-// Sharded: each rank holds a disjoint part of the gradients, so the squared
-// norms are summed over ranks first. No host synchronisation: both stay
-// device tensors.
-struct GradNorm {
-  at::Tensor norm;
-  at::Tensor clip_coef;
-};
-GradNorm grad_norm_and_clip(const std::vector<at::Tensor>& grads, double max_norm,
-                            distributed::Communicator& comm, bool sharded) {
-  if (grads.empty()) return {torch::zeros({}, at::kFloat), at::Tensor()};
-  // One pass over all gradients (kernels/sum_of_squares.h), fp32.
-  at::Tensor total = kernels::sum_of_squares(grads);
-  if (sharded) comm.all_reduce(total);
-  total = total.sqrt();
-  at::Tensor coef;
-  if (max_norm > 0.0) coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-  return {total, coef};
-}
-
 // One int64 field of a batch on the device. To a GPU through pinned memory
 // and without blocking: a copy from pageable memory would first wait for the
 // stream (the previous step's optimizer), leaving the GPU idle while the host
@@ -96,6 +74,18 @@ void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated,
 }
 
 }  // namespace
+
+GradNorm grad_norm_and_clip(const std::vector<at::Tensor>& grads, double max_norm,
+                            distributed::Communicator& comm, bool sharded) {
+  if (grads.empty()) return {torch::zeros({}, at::kFloat), at::Tensor()};
+  // One pass over all gradients (kernels/sum_of_squares.h), fp32.
+  at::Tensor total = kernels::sum_of_squares(grads);
+  if (sharded) comm.all_reduce(total);
+  total = total.sqrt();
+  at::Tensor coef;
+  if (max_norm > 0.0) coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  return {total, coef};
+}
 
 double AccumulatedBatch::normalizer() const {
   return static_cast<double>(std::max<int64_t>(target_tokens, 1));

@@ -47,6 +47,19 @@ struct AccumulatedBatch {
   double normalizer() const;
 };
 
+// Global L2 norm of all gradients (fp32) and the clipping coefficient
+// min(1, max_norm / (norm + 1e-6)) (undefined when max_norm <= 0), which the
+// optimizer applies inside its update instead of a pass over the gradients.
+// Sharded: each rank holds a disjoint part of the gradients, so the squared
+// norms are summed over ranks first. No host synchronisation: both stay
+// device tensors.
+struct GradNorm {
+  at::Tensor norm;
+  at::Tensor clip_coef;
+};
+GradNorm grad_norm_and_clip(const std::vector<at::Tensor>& grads, double max_norm,
+                            distributed::Communicator& comm, bool sharded);
+
 // What a step does besides the model's own work.
 struct StepOptions {
   c10::Device device{c10::kCPU};

@@ -24,6 +24,7 @@
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
 #include "trainer/pending_metrics.h"
+#include "trainer/preference_step.h"
 #include "trainer/preflight.h"
 #include "trainer/step_profiler.h"
 #include "trainer/step_runner.h"
@@ -45,7 +46,8 @@ struct Trainer::State {
   config::TrainConfig config;
   c10::Device device{c10::kCPU};
   std::unique_ptr<data::Tokenizer> tokenizer;
-  std::unique_ptr<data::DataLoader> loader;
+  std::unique_ptr<data::DataLoader> loader;              // training.objective sft
+  std::unique_ptr<PreferenceTraining> preference;        // dpo, orpo, simpo
   std::shared_ptr<const data::PackedDataset> eval_data;  // null: no evaluation
   models::Transformer model{nullptr};
   std::shared_ptr<distributed::Communicator> comm;          // world size 1: no-op collectives
@@ -75,10 +77,10 @@ CheckpointScope checkpoint_scope(const std::shared_ptr<distributed::Communicator
   return scope;
 }
 
-nlohmann::json trainer_state_json(int64_t step, const data::DataLoader& loader, double elapsed_s) {
-  const data::LoaderState position = loader.state();
+// `epoch` and `position`: the window loader's, or the preference loader's.
+nlohmann::json trainer_state_json(int64_t step, int64_t epoch, int64_t position, double elapsed_s) {
   return {{"step", step},
-          {"loader", {{"epoch", position.epoch}, {"position", position.position}}},
+          {"loader", {{"epoch", epoch}, {"position", position}}},
           {"elapsed_s", elapsed_s}};
 }
 
@@ -159,47 +161,64 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
           {env.world_size, state.device.is_cuda(), device_memory_capacity(state.device)})) {
     log::info(*plan);
   }
-  data::DataSpec spec;
-  spec.files = config.data.train;
-  spec.format = config.data.format;
-  spec.chat_template = config.data.chat_template;
-  spec.token_dtype = config.data.token_dtype;
-  spec.packing = config.data.packing;
-  spec.seq_len = config.data.seq_len;
-  spec.add_bos = config.data.add_bos;
-  spec.add_eos = config.data.add_eos;
-  spec.model_vocab_size = model_config.vocab_size;
-  auto dataset = data::build_dataset(spec, *state.tokenizer);
-  // Evaluation data: held-out training windows or separate files.
-  if (config.training.eval_every > 0 && config.data.eval_fraction > 0.0) {
-    const int64_t all_windows = dataset->num_windows();
-    std::tie(dataset, state.eval_data) = data::hold_out_windows(dataset, config.data.eval_fraction);
-    log::info(c10::str("eval: the last ", state.eval_data->num_windows(), " of ", all_windows,
-                       " windows held out (data.eval_fraction ", config.data.eval_fraction, ")"));
-  } else if (config.training.eval_every > 0 && !config.data.eval.empty()) {
-    data::DataSpec eval_spec = spec;
-    eval_spec.files = config.data.eval;
-    state.eval_data = data::build_dataset(eval_spec, *state.tokenizer);
-    log::info(c10::str("eval: ", state.eval_data->num_windows(), " windows from ",
-                       config.data.eval.size(), " file(s)"));
-  } else if (!config.data.eval.empty() || config.data.eval_fraction > 0.0) {
-    log::warn("data.eval / data.eval_fraction are set but training.eval_every is 0: no evaluation");
+  if (config.training.objective != config::Objective::sft) {
+    if (model_config.final_softcap > 0.0) {
+      throw config::ConfigError(
+          "training.objective = " + std::string(config::name_of(config.training.objective)) +
+          ": the preference loss does not apply the model's final logit softcap (" +
+          std::to_string(model_config.final_softcap) + "); use a model without one");
+    }
+    auto pairs = std::make_shared<const std::vector<data::PreferencePair>>(
+        read_training_pairs(config, *state.tokenizer));
+    log::info(c10::str("data: ", pairs->size(), " preference pairs from ", config.data.train.size(),
+                       " file(s), ", config.training.micro_batch_size,
+                       " pairs per micro-batch packed into rows of ", config.data.seq_len,
+                       " tokens (isolated sequences); objective ", config.training.objective));
+    state.preference = std::make_unique<PreferenceTraining>(config, pairs, state.device);
+  } else {
+    data::DataSpec spec;
+    spec.files = config.data.train;
+    spec.format = config.data.format;
+    spec.chat_template = config.data.chat_template;
+    spec.token_dtype = config.data.token_dtype;
+    spec.packing = config.data.packing;
+    spec.seq_len = config.data.seq_len;
+    spec.add_bos = config.data.add_bos;
+    spec.add_eos = config.data.add_eos;
+    spec.model_vocab_size = model_config.vocab_size;
+    auto dataset = data::build_dataset(spec, *state.tokenizer);
+    // Evaluation data: held-out training windows or separate files.
+    if (config.training.eval_every > 0 && config.data.eval_fraction > 0.0) {
+      const int64_t all_windows = dataset->num_windows();
+      std::tie(dataset, state.eval_data) =
+          data::hold_out_windows(dataset, config.data.eval_fraction);
+      log::info(c10::str("eval: the last ", state.eval_data->num_windows(), " of ", all_windows,
+                         " windows held out (data.eval_fraction ", config.data.eval_fraction, ")"));
+    } else if (config.training.eval_every > 0 && !config.data.eval.empty()) {
+      data::DataSpec eval_spec = spec;
+      eval_spec.files = config.data.eval;
+      state.eval_data = data::build_dataset(eval_spec, *state.tokenizer);
+      log::info(c10::str("eval: ", state.eval_data->num_windows(), " windows from ",
+                         config.data.eval.size(), " file(s)"));
+    } else if (!config.data.eval.empty() || config.data.eval_fraction > 0.0) {
+      log::warn(
+          "data.eval / data.eval_fraction are set but training.eval_every is 0: no evaluation");
+    }
+    if (dataset->packing() == data::PackingMode::isolated) {
+      log::info(
+          "data.packing = isolated: positions restart at each document, attention is masked "
+          "per document and no label crosses a document boundary");
+    }
+    data::LoaderOptions loader_options;
+    loader_options.micro_batch_size = config.training.micro_batch_size;
+    loader_options.seed = static_cast<uint64_t>(config.training.seed);
+    loader_options.rank = env.rank;
+    loader_options.world_size = env.world_size;
+    state.loader = std::make_unique<data::DataLoader>(dataset, loader_options);
+    log::info(c10::str("data: ", dataset->num_windows(), " windows of ", config.data.seq_len,
+                       " tokens from ", config.data.train.size(), " file(s); tokenizer ",
+                       state.tokenizer->describe()));
   }
-  if (dataset->packing() == data::PackingMode::isolated) {
-    log::info(
-        "data.packing = isolated: positions restart at each document, attention is masked "
-        "per document and no label crosses a document boundary");
-  }
-  data::LoaderOptions loader_options;
-  loader_options.micro_batch_size = config.training.micro_batch_size;
-  loader_options.seed = static_cast<uint64_t>(config.training.seed);
-  loader_options.rank = env.rank;
-  loader_options.world_size = env.world_size;
-  state.loader = std::make_unique<data::DataLoader>(dataset, loader_options);
-  log::info(c10::str("data: ", dataset->num_windows(), " windows of ", config.data.seq_len,
-                     " tokens from ", config.data.train.size(), " file(s); tokenizer ",
-                     state.tokenizer->describe()));
-
   const kernels::KernelSet kernel_set =
       kernels::resolve_kernels(kernel_toggles(config.kernels), state.device, compute_dtype(config));
   for (const auto& selection : kernel_set.selections()) {
@@ -337,6 +356,8 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   } catch (const std::runtime_error& error) {
     throw config::ConfigError(error.what());
   }
+  // The reference reads the starting weights: before a checkpoint replaces them.
+  if (state.preference) state.preference->prepare_reference(*state.model, resume_from.has_value());
   if (resume_from) {
     nlohmann::json saved;
     try {
@@ -348,8 +369,13 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
       throw config::ConfigError(std::string("checkpoint.resume: ") + error.what());
     }
     state.step = saved.at("step").get<int64_t>();
-    state.loader->restore({saved.at("loader").at("epoch").get<int64_t>(),
-                           saved.at("loader").at("position").get<int64_t>()});
+    const int64_t epoch = saved.at("loader").at("epoch").get<int64_t>();
+    const int64_t position = saved.at("loader").at("position").get<int64_t>();
+    if (state.preference) {
+      state.preference->loader().restore({epoch, position});
+    } else {
+      state.loader->restore({epoch, position});
+    }
     state.elapsed_before = saved.value("elapsed_s", 0.0);
     log::info(c10::str("resumed from ", *resume_from, " at step ", state.step));
   } else if (config.checkpoint.resume.mode == config::ResumeMode::auto_) {
@@ -389,15 +415,28 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     profiler.begin_step(step);
     const auto step_start = Clock::now();
     const double lr = state.schedule.at(step);
-    AccumulatedBatch batch =
-        draw_accumulated_batch(*state.loader, config.training.gradient_accumulation_steps);
-    const StepOutputs outputs = runner.run(batch, lr, step);
+    StepOutputs outputs;
+    int64_t input_tokens = 0;
+    std::vector<std::pair<std::string, double>> objective_metrics;
+    if (state.preference) {
+      PreferenceStepOutputs preference =
+          state.preference->step(*state.model, *state.optimizer, *state.comm, lr);
+      outputs = {preference.loss_total, preference.grad_norm};
+      input_tokens = preference.input_tokens;
+      objective_metrics = std::move(preference.metrics);
+    } else {
+      AccumulatedBatch batch =
+          draw_accumulated_batch(*state.loader, config.training.gradient_accumulation_steps);
+      outputs = runner.run(batch, lr, step);
+      input_tokens = batch.input_tokens;
+    }
     state.step = step;
     profiler.end_step(step);
     // Every rank's micro-batches have the same shape: the job's input tokens.
-    const StepFacts facts{step, lr, batch.input_tokens * state.comm->world_size(), step_start};
+    const StepFacts facts{step, lr, input_tokens * state.comm->world_size(), step_start};
     PendingMetrics pending(facts, outputs.loss_total, outputs.grad_norm, stop_requested(),
                            state.device, *state.comm);
+    if (!objective_metrics.empty()) pending.add_extra(std::move(objective_metrics));
     if (state.eval_data && step % config.training.eval_every == 0)
       pending.add_eval(evaluate_model());
     // A stop at a given step (tests, tools) is exact: its metrics are read now.
@@ -510,7 +549,8 @@ StepOptions Trainer::step_options() const {
   StepOptions options;
   options.device = state.device;
   options.cuda_graphs = config.training.cuda_graphs;
-  options.isolated_documents = state.loader->dataset().packing() == data::PackingMode::isolated;
+  options.isolated_documents =
+      state.loader && state.loader->dataset().packing() == data::PackingMode::isolated;
   options.grad_clip = config.training.grad_clip;
   options.flce_chunk_mb = config.kernels.flce_chunk_mb;
   options.flce_mode = config.kernels.flce_mode == config::FlceMode::lean ? kernels::FlceMode::lean
@@ -532,9 +572,13 @@ std::string Trainer::save_checkpoint(int64_t step, Clock::time_point run_start) 
   State& state = *state_;
   const double elapsed =
       state.elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
+  const int64_t loader_epoch =
+      state.preference ? state.preference->loader().state().epoch : state.loader->state().epoch;
+  const int64_t loader_position = state.preference ? state.preference->loader().state().position
+                                                   : state.loader->state().position;
   const std::string path = state.checkpoints->save(
       step, state.trained, state.model->config(), *state.optimizer,
-      trainer_state_json(step, *state.loader, elapsed), state.config.resolved_yaml,
+      trainer_state_json(step, loader_epoch, loader_position, elapsed), state.config.resolved_yaml,
       checkpoint_scope(state.comm, state.sharded));
   log::info("saved checkpoint " + path);
   return path;

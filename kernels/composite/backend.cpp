@@ -26,6 +26,7 @@ const BackendProvider& composite_backend() {
     p.ops.geglu_recompute = &composite::geglu_recompute;
     p.ops.cross_entropy = &composite::cross_entropy;
     p.ops.fused_linear_cross_entropy = &composite::fused_linear_cross_entropy;
+    p.ops.fused_linear_preference = &composite::fused_linear_preference;
     p.ops.attention = &composite::attention;
     return p;
   }();

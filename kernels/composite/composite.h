@@ -54,6 +54,19 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
                                   const Tensor& labels,
                                   const FusedLinearCrossEntropyOptions& options);
 
+// Two passes over chunks of tokens (rows sized from options.chunk_mb), never
+// the [N, V] logits: the first takes each token's log p(label) from its
+// chunk's logits and their log-sum-exp (fp32) and sums them per sequence; the
+// loss and d loss / d logp_s follow in closed form (kernels/preference_loss.h);
+// the second recomputes each chunk's logits and forms d logits =
+// d logp_s(t) (onehot(y_t) - softmax_t), then grad_hidden = d logits @ W and
+// grad_weight += d logits^T @ hidden (fp32). Both passes run in forward; the
+// backward scales the stored gradients by grad_output. No grad mode: the
+// first pass only.
+PreferenceLossResult fused_linear_preference(const Tensor& hidden, const Tensor& weight,
+                                             const Tensor& labels, const Tensor& sequence,
+                                             const Tensor& reference_logps,
+                                             const PreferenceOptions& options);
 // Where SDPA serves (reference::sdpa_serves: plain causal or non-causal, no
 // window, softcap or documents): ATen's SDPA, as the reference. Otherwise
 // attention_in_chunks below, its chunk sized by kernels/attention_chunks.h.
@@ -70,6 +83,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
 Tensor attention_in_chunks(const Tensor& q, const Tensor& k, const Tensor& v,
                            const AttentionOptions& options, int64_t chunk_rows);
 
+// acc (fp32) += a @ b. a and b are in the compute dtype; the product is added
+// in fp32 without being rounded to the compute dtype first. Shared by the
+// fused linear losses.
+void addmm_fp32(Tensor& acc, const Tensor& a, const Tensor& b);
 // Rows per chunk for a [rows, V] fp32 block of at most chunk_mb MiB (at least
 // 1, at most n). Exposed for tests.
 int64_t chunk_rows(double chunk_mb, int64_t vocab, int64_t n);

@@ -166,19 +166,6 @@ struct CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFunct
 // Fused linear cross entropy
 // ---------------------------------------------------------------------------
 
-// acc (fp32) += a @ b. a and b are in the compute dtype; the product is added
-// in fp32 without being rounded to the compute dtype first.
-void addmm_fp32(Tensor& acc, const Tensor& a, const Tensor& b) {
-  if (a.scalar_type() == at::kFloat) {
-    acc.addmm_(a, b);
-  } else if (a.is_cuda()) {
-    at::addmm_out(acc, acc, a, b, at::kFloat);  // cuBLAS: half-precision inputs, fp32 output
-  } else {
-    // cast: CPU has no mixed-dtype gemm; upcast the block
-    acc.addmm_(a.to(at::kFloat), b.to(at::kFloat));
-  }
-}
-
 // What one pass over the chunks produces (undefined where not asked for).
 struct FlcePass {
   Tensor per_token;    // [N] fp32
@@ -337,6 +324,17 @@ bool grad_wanted(std::initializer_list<const Tensor*> inputs) {
 }
 
 }  // namespace
+
+void addmm_fp32(Tensor& acc, const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() == at::kFloat) {
+    acc.addmm_(a, b);
+  } else if (a.is_cuda()) {
+    at::addmm_out(acc, acc, a, b, at::kFloat);  // cuBLAS: half-precision inputs, fp32 output
+  } else {
+    // cast: CPU has no mixed-dtype gemm; upcast the block
+    acc.addmm_(a.to(at::kFloat), b.to(at::kFloat));
+  }
+}
 
 int64_t chunk_rows(double chunk_mb, int64_t vocab, int64_t n) {
   TORCH_CHECK(chunk_mb > 0.0, "fused_linear_cross_entropy: chunk_mb must be > 0, got ", chunk_mb);

@@ -3,6 +3,8 @@
 // tuned GEMM of kernels/cuda/tuned_gemm_op.h.
 // Attention: SDPA (cuDNN / flash) where SDPA serves, our flash kernel for
 // windows, softcaps, documents and KV caches (kernels/cuda/attention.cpp).
+// fused_linear_preference is the composite's (ATen GEMMs, chunked over
+// tokens) until the FLCE kernels of kernels/cuda/cross_entropy.cu serve it.
 #include "kernels/backend.h"
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -49,6 +51,7 @@ const BackendProvider* cuda_backend() {
     p.ops.geglu_recompute = &cuda::geglu_recompute;
     p.ops.cross_entropy = &cuda::cross_entropy;
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
+    p.ops.fused_linear_preference = &composite::fused_linear_preference;
     p.ops.attention = &cuda::attention;
     p.ops.tuned_gemm = &cuda::tuned_gemm;
     p.take_notes = &take_notes;

@@ -25,6 +25,7 @@ const BackendProvider& reference_backend() {
     p.ops.geglu_recompute = &reference::geglu_recompute;
     p.ops.cross_entropy = &reference::cross_entropy;
     p.ops.fused_linear_cross_entropy = &reference::fused_linear_cross_entropy;
+    p.ops.fused_linear_preference = &reference::fused_linear_preference;
     p.ops.attention = &reference::attention;
     p.ops.tuned_gemm = &reference::matmul;
     return p;

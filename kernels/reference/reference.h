@@ -51,6 +51,13 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
                                   const Tensor& labels,
                                   const FusedLinearCrossEntropyOptions& options);
 
+// Materialises logits = hidden @ weight^T in hidden's dtype, log_softmax in
+// fp32, sums per sequence, then the loss of kernels/preference_loss.h; all by
+// autograd.
+PreferenceLossResult fused_linear_preference(const Tensor& hidden, const Tensor& weight,
+                                             const Tensor& labels, const Tensor& sequence,
+                                             const Tensor& reference_logps,
+                                             const PreferenceOptions& options);
 // Where sdpa_serves: at::scaled_dot_product_attention. Otherwise (a sliding
 // window, a softcap, document ids, or a causal query block shorter than the
 // keys): an explicit fp32 masked matmul-softmax (see attention_explicit),

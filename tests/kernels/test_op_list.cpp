@@ -30,6 +30,8 @@ using liger::kernels::kAllOps;
 using liger::kernels::kNumOps;
 using liger::kernels::Op;
 using liger::kernels::OpTable;
+using liger::kernels::PreferenceLossResult;
+using liger::kernels::PreferenceOptions;
 using liger::kernels::RmsNormOptions;
 using liger::kernels::test::compare_backends;
 using liger::kernels::test::dtype_name;
@@ -261,6 +263,36 @@ SampleCase case_fused_linear_cross_entropy(const Target& t) {
   };
   c.fp32 = {2e-5, 2e-5};
   c.bf16_out = kBf16;
+  c.bf16_grad = kBf16Sum;
+  return c;
+}
+
+// DPO (sigmoid, label smoothing, an NLL term) on 2 pairs: sequences of 3 or
+// 4 tokens, each with an ignored prompt token, chunks of 3 rows.
+SampleCase case_fused_linear_preference(const Target& t) {
+  torch::manual_seed(113);
+  const int64_t n = 13, hidden = 24, vocab = 301;
+  SampleCase c;
+  c.inputs = {draw({n, hidden}, t), draw({vocab, hidden}, t, 0.3)};
+  c.wants_grad = {true, true};
+  c.input_names = {"hidden", "weight"};
+  Tensor labels = torch::randint(vocab, {n}, torch::kLong);
+  labels.index_put_({torch::tensor({0, 3, 6, 9})}, -100);
+  const Tensor sequence = torch::tensor({0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3}, torch::kLong);
+  const Tensor reference = (torch::randn({4}) - 8.0).to(t.device);
+  PreferenceOptions o;
+  o.num_pairs = 2;
+  o.label_smoothing = 0.1;
+  o.nll_weight = 0.5;
+  o.chunk_mb = 4.0 * vocab * 3 / (1024.0 * 1024.0);  // 3 rows of fp32 logits: several chunks
+  c.call = [labels = labels.to(t.device), sequence = sequence.to(t.device), reference, o](
+               const OpTable& k, const std::vector<Tensor>& in) {
+    const PreferenceLossResult r =
+        k.fused_linear_preference(in[0], in[1], labels, sequence, reference, o);
+    return std::vector<Tensor>{r.loss, r.logps, r.counts};
+  };
+  c.fp32 = {2e-5, 2e-5};
+  c.bf16_out = kBf16Sum;
   c.bf16_grad = kBf16Sum;
   return c;
 }

@@ -359,3 +359,35 @@ TEST_CASE(
   CHECK(coded_planned.training.activation_checkpointing == ActivationCheckpointing::glu);
   CHECK(coded_planned.resolved_yaml.empty());
 }
+
+TEST_CASE("preference objectives: the keys parse and the rules name the keys and the fix") {
+  const auto c = parse_config(
+      "training:\n  objective: dpo\npreference:\n  beta: 0.2\n  loss_type: ipo\n"
+      "  reference: precomputed\n  nll_weight: 0.5\n",
+      "a.yaml");
+  CHECK(c.training.objective == liger::config::Objective::dpo);
+  CHECK(c.preference.beta == 0.2);
+  CHECK(c.preference.loss_type == liger::config::DpoLoss::ipo);
+  CHECK(c.preference.reference == liger::config::ReferenceSource::precomputed);
+  CHECK(c.preference.nll_weight == 0.5);
+  CHECK(parse_config("", "a.yaml").training.objective == liger::config::Objective::sft);
+
+  std::string message = error_of("training:\n  objective: simpo\npreference:\n  beta: 0\n");
+  INFO(message);
+  CHECK(contains(message, "test.yaml"));
+  CHECK(contains(message, "preference.beta = 0 with training.objective = simpo"));
+  message = error_of(
+      "training:\n  objective: dpo\npreference:\n  loss_type: hinge\n  label_smoothing: 0.1\n");
+  CHECK(contains(message, "preference.label_smoothing"));
+  CHECK(contains(message, "preference.loss_type = hinge"));
+  CHECK(error_of("training:\n  objective: orpo\n  cuda_graphs: true\n")
+            .find("set training.cuda_graphs: false") != std::string::npos);
+  CHECK(contains(error_of("training:\n  objective: dpo\n  eval_every: 5\n"
+                          "data:\n  eval_fraction: 0.1\n"),
+                 "training.eval_every = 5 with training.objective = dpo"));
+  CHECK(contains(error_of("training:\n  objective: dpo\nmodel:\n  adapter: lora\n"
+                          "lora:\n  modules_to_save: [lm_head]\n"),
+                 "set preference.reference: precomputed"));
+  CHECK(error_of("training:\n  objective: dpo\nmodel:\n  adapter: lora\n").empty());
+  CHECK(contains(error_of("training:\n  objective: kto\n"), "training.objective"));
+}
