@@ -35,6 +35,7 @@
     "cross_entropy(hidden @ weight^T + bias) without the whole logits")                            \
   X(attention, attention, AttentionFn,                                                             \
     "softmax(softcap(q k^T * scale) + mask) v; fused: SDPA when plain, else exact query chunks")   \
+  X(moe, moe, MoeFn, "top-k routed SwiGLU experts: sum of w x down(silu(gate) * up)")              \
   X(tuned_gemm, tuned_gemm, TunedGemmFn, "a @ b (+ c) of the linear layers, no autograd")
 
 // Kernels served with an op, by the backend that serves the op (a backend

@@ -27,6 +27,7 @@ const BackendProvider& composite_backend() {
     p.ops.cross_entropy = &composite::cross_entropy;
     p.ops.fused_linear_cross_entropy = &composite::fused_linear_cross_entropy;
     p.ops.attention = &composite::attention;
+    p.ops.moe = &composite::moe;
     return p;
   }();
   return provider;

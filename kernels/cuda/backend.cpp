@@ -4,6 +4,9 @@
 // Attention is the composite's until there is a kernel of our own: SDPA
 // (cuDNN / flash) where SDPA serves, exact query chunks for windows, softcaps
 // and documents (kernels/composite/attention.cpp).
+// The MoE block is the composite's too until it has a kernel of its own:
+// routing on the device and at::_grouped_mm, whose bf16 path on compute
+// capability 9.0 is one CUTLASS grouped GEMM (kernels/composite/moe.cpp).
 #include "kernels/backend.h"
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -40,6 +43,7 @@ const BackendProvider* cuda_backend() {
     p.ops.cross_entropy = &cuda::cross_entropy;
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
     p.ops.attention = &composite::attention;
+    p.ops.moe = &composite::moe;
     p.ops.tuned_gemm = &cuda::tuned_gemm;
     p.take_notes = &cuda::take_tuned_gemm_notes;
     return p;

@@ -26,6 +26,7 @@ const BackendProvider& reference_backend() {
     p.ops.cross_entropy = &reference::cross_entropy;
     p.ops.fused_linear_cross_entropy = &reference::fused_linear_cross_entropy;
     p.ops.attention = &reference::attention;
+    p.ops.moe = &reference::moe;
     p.ops.tuned_gemm = &reference::matmul;
     return p;
   }();
