@@ -59,7 +59,7 @@ struct Case {
   std::vector<bool> wants_grad;
   double fwd_bytes = 0;
   double bwd_bytes = 0;
-  int64_t heads_q = 0, heads_k = 0;  // rope_qkv: how the packed heads split
+  int64_t heads_q = 0, heads_k = 0;  // rope_qkv: how the packed heads split; moe: heads_q = top k
 };
 
 // A row of the op table: how to build the case, and the op on a backend
@@ -271,6 +271,38 @@ Case gemm_case(torch::ScalarType dtype, torch::Device device, bool small) {
   return c;
 }
 
+// The sparse MoE block (x [N, H], router [E, H], gate_up [E, 2F, H], down
+// [E, H, F], top k), fwd + bwd, at two shapes: Liger-Kernel's MoE benchmark
+// (E 128, k 8, hidden 2048, expert FFN 768) and Mixtral's (E 8, k 2, hidden
+// 2048, FFN 5632), 8192 tokens each (small: 256 tokens, hidden 64). The
+// grouped GEMMs dominate: 6 N k H F FLOPs forward, twice that backward. The
+// bytes: every weight and x read, y written (forward); again, with the
+// weight gradients written (backward).
+struct MoeShape {
+  int64_t experts, top_k, hidden, ffn;
+};
+
+Case moe_case(torch::ScalarType dtype, torch::Device device, bool small, MoeShape m) {
+  const int64_t n = small ? 256 : 8192;
+  if (small) {
+    m.hidden = 64;
+    m.ffn = std::max<int64_t>(m.ffn / 64, 8);
+  }
+  Case c;
+  c.shape = "x " + dims({n, m.hidden}) + ", " + std::to_string(m.top_k) + " of " +
+            std::to_string(m.experts) + " experts of FFN " + std::to_string(m.ffn);
+  c.inputs = {torch::randn({n, m.hidden}, opts(dtype, device)),
+              torch::randn({m.experts, m.hidden}, opts(dtype, device)) * 0.1,
+              torch::randn({m.experts, 2 * m.ffn, m.hidden}, opts(dtype, device)) * 0.02,
+              torch::randn({m.experts, m.hidden, m.ffn}, opts(dtype, device)) * 0.02};
+  c.wants_grad = {true, true, true, true};
+  const double weights = bytes_of(c.inputs[1]) + bytes_of(c.inputs[2]) + bytes_of(c.inputs[3]);
+  c.fwd_bytes = weights + 2 * bytes_of(c.inputs[0]);
+  c.bwd_bytes = 2 * weights + 3 * bytes_of(c.inputs[0]);
+  c.heads_q = m.top_k;  // the top k travels with the case
+  return c;
+}
+
 std::vector<OpSpec> op_table() {
   kernels::RmsNormOptions rms;
   rms.eps = 1e-5;
@@ -387,6 +419,20 @@ std::vector<OpSpec> op_table() {
                    return std::vector<Tensor>{fn(in[0], in[1], in[2], o)};
                  };
                }});
+  // --op moe: both shapes, one row each (the shape column tells them apart).
+  for (const MoeShape shape : {MoeShape{128, 8, 2048, 768}, MoeShape{8, 2, 2048, 5632}}) {
+    t.push_back({"moe",
+                 [shape](auto dt, auto dev, bool small) { return moe_case(dt, dev, small, shape); },
+                 [](Backend b, const Case& c) -> OpFn {
+                   const auto* p = provider(b);
+                   if (p == nullptr || p->ops.moe == nullptr) return {};
+                   auto fn = p->ops.moe;
+                   const int64_t top_k = c.heads_q;
+                   return [fn, top_k](const std::vector<Tensor>& in) {
+                     return std::vector<Tensor>{fn(in[0], in[1], in[2], in[3], top_k).y};
+                   };
+                 }});
+  }
   t.push_back({"tuned_gemm", gemm_case, [](Backend b, const Case&) -> OpFn {
                  const auto* p = provider(b);
                  if (p == nullptr || p->ops.tuned_gemm == nullptr) return {};

@@ -37,6 +37,7 @@
     "DPO / ORPO / SimPO loss of per-sequence log p(labels) from hidden @ weight^T, chunked")       \
   X(attention, attention, AttentionFn,                                                             \
     "softmax(softcap(q k^T * scale) + mask) v; fused: SDPA when plain, else exact query chunks")   \
+  X(moe, moe, MoeFn, "top-k routed SwiGLU experts: sum of w x down(silu(gate) * up)")              \
   X(tuned_gemm, tuned_gemm, TunedGemmFn, "a @ b (+ c) of the linear layers, no autograd")
 
 // Kernels served with an op, by the backend that serves the op (a backend

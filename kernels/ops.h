@@ -230,6 +230,30 @@ using AttentionFn = Tensor (*)(const Tensor& q, const Tensor& k, const Tensor& v
                                const AttentionOptions& options);
 
 // ---------------------------------------------------------------------------
+// Sparse mixture of experts (Mixtral's MLP)
+// ---------------------------------------------------------------------------
+
+// The router's choice and the block's output. y [N, H] in x's dtype;
+// router_logits [N, E] = x @ router^T in x's dtype, with autograd (the
+// load-balancing and z losses read it); experts [N, k] int64, the chosen
+// experts of each token in descending probability (no gradient).
+struct MoeOutput {
+  Tensor y, router_logits, experts;
+};
+
+// Mixtral's sparse MoE block over tokens x [N, H]:
+//   logits = x @ router^T                          router [E, H], no bias
+//   p = softmax(fp32(logits)); the top_k experts of p, their p renormalised to sum to 1 (fp32)
+//   y[t] = sum over the chosen e of w[t, e] * down[e] (silu(g) * u),
+//          [g | u] = gate_up[e] x[t]               gate_up [E, 2F, H]: gate rows, then up rows
+//                                                   down [E, H, F]
+// The weighted expert output is rounded to x's dtype before the sum over
+// experts (as HF's index_add into an x-dtype buffer). Gradients for x,
+// router, gate_up and down. Switched by the moe toggle.
+using MoeFn = MoeOutput (*)(const Tensor& x, const Tensor& router, const Tensor& gate_up,
+                            const Tensor& down, int64_t top_k);
+
+// ---------------------------------------------------------------------------
 // Matrix products of the linear layers
 // ---------------------------------------------------------------------------
 

@@ -42,6 +42,10 @@ struct KernelToggles {
   // exact query chunks that keep the log-sum-exp; off: the reference's
   // explicit path, which keeps fp32 [heads, T, T] probabilities.
   bool attention = true;
+  // The sparse MoE block: routing on the device (tokens sorted by expert),
+  // grouped GEMMs, the SwiGLU recomputed in backward; off: HF's loop over
+  // the experts.
+  bool moe = true;
   // Matrix products through cuBLASLt with the algorithm chosen per shape by
   // timing at first use (cuda); off: ATen's mm. Results may differ in the
   // last bits from run to run (the choice depends on timing).
@@ -126,6 +130,11 @@ class KernelSet {
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                    const AttentionOptions& options) const {
     return kernels_.attention(q, k, v, options);
+  }
+  // The sparse MoE block (see ops.h MoeFn).
+  MoeOutput moe(const Tensor& x, const Tensor& router, const Tensor& gate_up, const Tensor& down,
+                int64_t top_k) const {
+    return kernels_.moe(x, router, gate_up, down, top_k);
   }
   // a @ b (+ c), into out when defined (see ops.h TunedGemmFn).
   Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c = Tensor(),

@@ -1,5 +1,7 @@
 #include "models/hf.h"
 
+#include "models/hf_expert_layout.h"
+
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -31,6 +33,7 @@ constexpr Architecture kArchitectures[] = {
     {"Gemma2ForCausalLM", "gemma2", ModelFamily::gemma2},
     {"Qwen2ForCausalLM", "qwen2", ModelFamily::qwen2},
     {"Qwen3ForCausalLM", "qwen3", ModelFamily::qwen3},
+    {"MixtralForCausalLM", "mixtral", ModelFamily::mixtral},
 };
 
 const Architecture& architecture_of_family(ModelFamily family) {
@@ -46,7 +49,8 @@ bool is_gemma(ModelFamily family) {
     case ModelFamily::llama:
     case ModelFamily::mistral:
     case ModelFamily::qwen2:
-    case ModelFamily::qwen3: return false;
+    case ModelFamily::qwen3:
+    case ModelFamily::mixtral: return false;
     case ModelFamily::gemma:
     case ModelFamily::gemma2: return true;
   }
@@ -66,6 +70,7 @@ int64_t hf_default_num_kv_heads(ModelFamily family, int64_t num_heads) {
     case ModelFamily::gemma2: return 4;
     case ModelFamily::qwen2:
     case ModelFamily::qwen3: return 32;
+    case ModelFamily::mixtral: return 8;
   }
   return num_heads;  // not reached
 }
@@ -78,6 +83,7 @@ int64_t hf_default_max_position_embeddings(ModelFamily family) {
     case ModelFamily::gemma2: return 8192;
     case ModelFamily::qwen2:
     case ModelFamily::qwen3: return 32768;
+    case ModelFamily::mixtral: return 4096 * 32;
   }
   return 2048;  // not reached
 }
@@ -289,6 +295,8 @@ std::string first_difference(const ModelConfig& a, const ModelConfig& b) {
   if (std::abs(a.attention_scale() - b.attention_scale()) > 1e-12) return "query_pre_attn_scalar";
   if (a.qkv_bias != b.qkv_bias) return "qkv_bias";
   if (a.qk_norm != b.qk_norm) return "qk_norm";
+  if (a.num_experts != b.num_experts || a.num_experts_per_token != b.num_experts_per_token)
+    return "experts";
   return "";
 }
 
@@ -442,10 +450,13 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
   }
   c.max_seq_len =
       keys.integer("max_position_embeddings", hf_default_max_position_embeddings(family));
-  c.rms_norm_eps = keys.number("rms_norm_eps", 1e-6);
+  c.rms_norm_eps = keys.number("rms_norm_eps", family == ModelFamily::mixtral ? 1e-5 : 1e-6);
   c.tie_embeddings = keys.boolean("tie_word_embeddings", gemma);
   c.init_std = keys.number("initializer_range", 0.02);
   read_rope(keys, origin, c);
+  if (family == ModelFamily::mixtral && !keys.has("rope_theta") && !keys.has("rope_parameters")) {
+    c.rope_theta = 1e6;  // MixtralConfig's default
+  }
 
   // Qwen2's q, k and v always carry biases and o none: its class ignores
   // attention_bias. Elsewhere it would bias o_proj too, which has no place here.
@@ -479,6 +490,21 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
       keys.fail("layer_types", "is not supported for MistralForCausalLM (every layer slides)");
     }
   }
+  if (family == ModelFamily::mixtral) {
+    // Every layer slides when sliding_window is set; absent or null: none (the class default).
+    c.sliding_window = keys.has("sliding_window") ? keys.integer("sliding_window") : 0;
+    c.sliding_window_pattern = 1;
+    if (keys.has("layer_types")) {
+      keys.fail("layer_types", "is not supported for MixtralForCausalLM (every layer slides)");
+    }
+    c.num_experts = keys.integer("num_local_experts", 8);
+    c.num_experts_per_token = keys.integer("num_experts_per_tok", 2);
+    c.router_aux_loss_coef = keys.number("router_aux_loss_coef", 0.001);
+    c.output_router_logits = keys.boolean("output_router_logits", false);
+    if (keys.number("router_jitter_noise", 0.0) != 0.0) {
+      keys.fail("router_jitter_noise", "is not supported (set it to 0: no jitter on the router)");
+    }
+  }
   if (family == ModelFamily::gemma2) {
     c.sliding_window = j.contains("sliding_window")
                            ? (keys.has("sliding_window") ? keys.integer("sliding_window") : 0)
@@ -500,7 +526,8 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
         j.contains("final_logit_softcapping") ? keys.number("final_logit_softcapping", 0.0) : 30.0;
   } else if (is_qwen(family)) {
     read_qwen_sliding_window(keys, j, c);
-  } else if (keys.has("layer_types") && family != ModelFamily::mistral) {
+  } else if (keys.has("layer_types") && family != ModelFamily::mistral &&
+             family != ModelFamily::mixtral) {
     keys.fail("layer_types", "is not supported for " + std::string(arch->hf_class));
   }
   if (c.sliding_window < 0) keys.fail("sliding_window", "must be >= 0 or null");
@@ -592,8 +619,15 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
     j["hidden_act"] = "gelu_pytorch_tanh";
     j["hidden_activation"] = "gelu_pytorch_tanh";
   }
-  if (c.family == ModelFamily::mistral) {
+  if (c.family == ModelFamily::mistral || c.family == ModelFamily::mixtral) {
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  }
+  if (c.family == ModelFamily::mixtral) {
+    j["num_local_experts"] = c.num_experts;
+    j["num_experts_per_tok"] = c.num_experts_per_token;
+    j["router_aux_loss_coef"] = c.router_aux_loss_coef;
+    j["output_router_logits"] = c.output_router_logits;
+    j["router_jitter_noise"] = 0.0;
   }
   if (c.family == ModelFamily::gemma2) {
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
@@ -648,42 +682,68 @@ HfWeights::HfWeights(const TransformerImpl& model, const std::string& dir_text) 
   }
   const std::string config_path = (dir / "config.json").string();
   std::set<std::pair<std::string, std::string>> used;  // (file, tensor)
+  // The file that holds `tensor`, or "" when none does.
+  auto file_holding = [&](const std::string& tensor) -> std::string {
+    if (!files.single.empty()) {
+      return open_.at(files.single)->find(tensor) != nullptr ? files.single : "";
+    }
+    const auto it = files.file_of.find(tensor);
+    return it == files.file_of.end() ? "" : it->second;
+  };
+  const ModelConfig& config = model.config();
 
   for (const auto& item : model.named_parameters()) {
     const std::string& name = item.key();
     const at::Tensor& param =
         item.value();  // its name and shape only (it may live on the meta device)
-    std::string file;
-    if (!files.single.empty()) {
-      file = files.single;
-    } else {
-      auto it = files.file_of.find(name);
-      if (it == files.file_of.end()) {
-        throw ModelIoError((dir / "model.safetensors.index.json").string() + ": has no tensor '" +
-                           name + "', which " + config_path + " implies");
+    // Stored under its own name (MoE: the fused layout), else per expert.
+    std::vector<ExpertSlice> slices = {{name, -1, 0}};
+    if (file_holding(name).empty()) {
+      std::vector<ExpertSlice> per_expert =
+          per_expert_layout(name, config.num_experts, config.intermediate_size);
+      if (!per_expert.empty() && !file_holding(per_expert.front().tensor).empty()) {
+        slices = std::move(per_expert);
       }
-      file = it->second;
     }
-    const safetensors::File& f = *open_.at(file);
-    const safetensors::TensorInfo* info = f.find(name);
-    if (info == nullptr) {
-      throw ModelIoError(f.path() + ": has no tensor '" + name + "', which " + config_path +
-                         " implies (a different architecture or a partial checkpoint)");
+    std::vector<Piece>& pieces = pieces_of_param_[name];
+    for (const ExpertSlice& slice : slices) {
+      const std::string& tensor = slice.tensor;
+      const std::string file = file_holding(tensor);
+      if (file.empty()) {
+        const std::string where = files.single.empty()
+                                      ? (dir / "model.safetensors.index.json").string()
+                                      : open_.at(files.single)->path();
+        throw ModelIoError(where + ": has no tensor '" + tensor + "', which " + config_path +
+                           " implies (a different architecture or a partial checkpoint)");
+      }
+      const safetensors::File& f = *open_.at(file);
+      const safetensors::TensorInfo* info = f.find(tensor);
+      if (info == nullptr) {
+        throw ModelIoError(f.path() + ": has no tensor '" + tensor + "', which " + config_path +
+                           " implies (a different architecture or a partial checkpoint)");
+      }
+      const std::string where = f.path() + ": tensor '" + tensor + "'";
+      const at::ScalarType stored = safetensors::scalar_type(info->dtype, where);
+      if (stored != at::kFloat && stored != at::kBFloat16 && stored != at::kHalf) {
+        throw ModelIoError(
+            where + " has dtype " + info->dtype +
+            "; only F32, BF16 and F16 weights are loaded (quantized checkpoints are not)");
+      }
+      // An expert's slice: its rows of parameter[expert] (gate or up: F rows of 2F).
+      std::vector<int64_t> expected = param.sizes().vec();
+      if (slice.expert >= 0) {
+        expected.erase(expected.begin());
+        if (slices.size() == 2 * static_cast<size_t>(config.num_experts)) expected[0] /= 2;
+      }
+      if (at::IntArrayRef(info->shape) != at::IntArrayRef(expected)) {
+        throw ModelIoError(where + " has shape " + shape_text(info->shape) + " but " + config_path +
+                           " gives " + shape_text(expected) +
+                           "; the weights and config.json do not belong together");
+      }
+      pieces.push_back({file, tensor, slice.expert, slice.row});
+      used.insert({file, tensor});
     }
-    const std::string where = f.path() + ": tensor '" + name + "'";
-    const at::ScalarType stored = safetensors::scalar_type(info->dtype, where);
-    if (stored != at::kFloat && stored != at::kBFloat16 && stored != at::kHalf) {
-      throw ModelIoError(
-          where + " has dtype " + info->dtype +
-          "; only F32, BF16 and F16 weights are loaded (quantized checkpoints are not)");
-    }
-    if (at::IntArrayRef(info->shape) != param.sizes()) {
-      throw ModelIoError(where + " has shape " + shape_text(info->shape) + " but " + config_path +
-                         " gives " + shape_text(param.sizes()) +
-                         "; the weights and config.json do not belong together");
-    }
-    file_of_param_[name] = file;
-    used.insert({file, name});
+    shape_of_param_[name] = param.sizes().vec();
   }
   // A tensor the model does not use means a different architecture: refuse
   // rather than silently drop it.
@@ -703,12 +763,24 @@ HfWeights::HfWeights(const TransformerImpl& model, const std::string& dir_text) 
 HfWeights::~HfWeights() = default;
 
 at::Tensor HfWeights::view(const std::string& name) const {
-  const auto it = file_of_param_.find(name);
-  if (it == file_of_param_.end()) {
+  const auto it = pieces_of_param_.find(name);
+  if (it == pieces_of_param_.end()) {
     throw ModelIoError("HfWeights::view: '" + name +
                        "' is not a parameter of the model they were checked against");
   }
-  return open_.at(it->second)->view(name);
+  const std::vector<Piece>& pieces = it->second;
+  if (pieces.size() == 1 && pieces[0].expert < 0) {
+    return open_.at(pieces[0].file)->view(pieces[0].tensor);
+  }
+  // Per expert: each stored tensor copied into its rows of parameter[expert].
+  const at::Tensor first = open_.at(pieces[0].file)->view(pieces[0].tensor);
+  at::Tensor whole = at::empty(shape_of_param_.at(name), first.options());
+  for (const Piece& piece : pieces) {
+    const at::Tensor part = open_.at(piece.file)->view(piece.tensor);
+    // cast: a piece stored in another float dtype than the first, to the first's
+    whole[piece.expert].narrow(0, piece.row, part.size(0)).copy_(part);
+  }
+  return whole;
 }
 
 void load_hf_weights(TransformerImpl& model, const std::string& dir) {
@@ -752,17 +824,30 @@ void save_hf_model(const TransformerImpl& model, const std::string& dir_text,
 
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
   int64_t shard_bytes = 0, total_bytes = 0;
+  const ModelConfig& config = model.config();
   for (const auto& item : model.named_parameters()) {
     // cast: parameters to the storage dtype, on the CPU
-    at::Tensor t = item.value().detach().to(at::kCPU, dtype).contiguous();
-    const int64_t bytes = t.numel() * t.element_size();
-    if (shard_bytes > 0 && shard_bytes + bytes > options.max_shard_bytes) {
-      shards.emplace_back();
-      shard_bytes = 0;
+    const at::Tensor value = item.value().detach().to(at::kCPU, dtype);
+    // MoE parameters per expert, as the installed transformers saves Mixtral.
+    std::vector<ExpertSlice> slices =
+        per_expert_layout(item.key(), config.num_experts, config.intermediate_size);
+    if (slices.empty()) slices = {{item.key(), -1, 0}};
+    const int64_t rows_per_slice =
+        slices.size() == 2 * static_cast<size_t>(config.num_experts) ? config.intermediate_size : 0;
+    for (const ExpertSlice& slice : slices) {
+      at::Tensor t = slice.expert < 0 ? value.contiguous()
+                     : rows_per_slice > 0
+                         ? value[slice.expert].narrow(0, slice.row, rows_per_slice).contiguous()
+                         : value[slice.expert].contiguous();
+      const int64_t bytes = t.numel() * t.element_size();
+      if (shard_bytes > 0 && shard_bytes + bytes > options.max_shard_bytes) {
+        shards.emplace_back();
+        shard_bytes = 0;
+      }
+      shards.back().emplace_back(slice.tensor, std::move(t));
+      shard_bytes += bytes;
+      total_bytes += bytes;
     }
-    shards.back().emplace_back(item.key(), std::move(t));
-    shard_bytes += bytes;
-    total_bytes += bytes;
   }
   if (shards.size() == 1) {
     safetensors::write((dir / "model.safetensors").string(), shards[0]);

@@ -7,7 +7,9 @@
 //   save_hf_model(*m, out_dir, {});                  // what from_pretrained loads
 //
 // Supported architectures: LlamaForCausalLM, MistralForCausalLM,
-// GemmaForCausalLM, Gemma2ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM.
+// GemmaForCausalLM, Gemma2ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
+// MixtralForCausalLM (experts read fused or per expert, written per expert:
+// models/hf_expert_layout.h).
 // Anything this transformer would compute differently from HF (biases other
 // than Qwen2's on q, k and v, other activations or RoPE scalings, irregular
 // sliding-window layouts) is rejected with a ModelIoError naming
@@ -24,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace liger::models {
 
@@ -54,12 +57,20 @@ class HfWeights {
   HfWeights(const HfWeights&) = delete;
   HfWeights& operator=(const HfWeights&) = delete;
   // Parameter `name` as a CPU tensor over the mapped bytes, in the stored
-  // dtype; valid while this object lives (copy_() it where it belongs).
+  // dtype; valid while this object lives (copy_() it where it belongs). An
+  // MoE parameter stored per expert is assembled into a new tensor.
   at::Tensor view(const std::string& name) const;
 
  private:
+  // One stored tensor of a parameter (models/hf_expert_layout.h): the whole
+  // parameter, or rows of one expert's slice of it.
+  struct Piece {
+    std::string file, tensor;
+    int64_t expert = -1, row = 0;
+  };
   std::map<std::string, std::unique_ptr<safetensors::File>> open_;
-  std::map<std::string, std::string> file_of_param_;
+  std::map<std::string, std::vector<Piece>> pieces_of_param_;
+  std::map<std::string, std::vector<int64_t>> shape_of_param_;
 };
 
 // Copies every parameter from DIR's safetensors into `model` (converting

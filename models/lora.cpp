@@ -52,10 +52,13 @@ std::vector<std::string> all_lora_target_names() {
   return {kTargetNames.begin(), kTargetNames.end()};
 }
 
-std::vector<LoraTarget> lora_targets_of(const ModelConfig&) {
-  // Llama, Mistral, Gemma and Gemma 2 all have separate q/k/v/o and a gated MLP.
+std::vector<LoraTarget> lora_targets_of(const ModelConfig& config) {
+  // Every family has separate q/k/v/o; all but the MoE ones a dense gated MLP
+  // (adapters on the experts are not supported).
   std::vector<LoraTarget> out;
-  for (int i = 0; i < kNumLoraTargets; ++i) out.push_back(static_cast<LoraTarget>(i));
+  const int last =
+      config.num_experts > 0 ? static_cast<int>(LoraTarget::o_proj) : kNumLoraTargets - 1;
+  for (int i = 0; i <= last; ++i) out.push_back(static_cast<LoraTarget>(i));
   return out;
 }
 

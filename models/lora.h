@@ -42,7 +42,7 @@ std::optional<LoraTarget> lora_target_from_name(const std::string& name);
 // The seven names ("all_linear" in the config).
 std::vector<std::string> all_lora_target_names();
 // The projections of `config`'s family an adapter can target: all seven for
-// every family here; a family without one of them would list fewer.
+// the dense families, q/k/v/o for an MoE model (its experts take none).
 std::vector<LoraTarget> lora_targets_of(const ModelConfig& config);
 
 struct LoraOptions;

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <ostream>
@@ -18,9 +19,10 @@ struct ModeName {
 };
 
 constexpr ModeName<ModelFamily> kFamilyNames[] = {
-    {ModelFamily::llama, "llama"}, {ModelFamily::mistral, "mistral"},
-    {ModelFamily::gemma, "gemma"}, {ModelFamily::gemma2, "gemma2"},
-    {ModelFamily::qwen2, "qwen2"}, {ModelFamily::qwen3, "qwen3"}};
+    {ModelFamily::llama, "llama"},    {ModelFamily::mistral, "mistral"},
+    {ModelFamily::gemma, "gemma"},    {ModelFamily::gemma2, "gemma2"},
+    {ModelFamily::qwen2, "qwen2"},    {ModelFamily::qwen3, "qwen3"},
+    {ModelFamily::mixtral, "mixtral"}};
 constexpr ModeName<MlpActivation> kActivationNames[] = {{MlpActivation::silu, "silu"},
                                                         {MlpActivation::gelu_tanh, "gelu_tanh"}};
 constexpr ModeName<NormCasting> kCastingNames[] = {
@@ -109,7 +111,9 @@ int64_t ModelConfig::num_parameters() const {
                             + num_heads * d * hidden_size                          // o_proj
                             + (qkv_bias ? (num_heads + 2 * num_kv_heads) * d : 0)  // q/k/v bias
                             + (qk_norm ? 2 * d : 0);                               // q_norm, k_norm
-  const int64_t mlp = 3 * hidden_size * intermediate_size;                         // gate, up, down
+  // gate, up, down (of every expert, plus the router [E, hidden], with experts)
+  const int64_t mlp = 3 * hidden_size * intermediate_size * std::max<int64_t>(num_experts, 1) +
+                      num_experts * hidden_size;
   // input + post-attention RMSNorm (+ pre/post-feedforward with post_norms)
   const int64_t norms = (post_norms ? 4 : 2) * hidden_size;
   const int64_t layers = num_layers * (attention + mlp + norms);
@@ -163,6 +167,13 @@ void ModelConfig::validate() const {
     throw std::invalid_argument("model sliding_window_first_layer = " +
                                 std::to_string(sliding_window_first_layer) + " must be >= 0");
   }
+  if (num_experts < 0 ||
+      (num_experts > 0 && (num_experts_per_token < 1 || num_experts_per_token > num_experts))) {
+    throw std::invalid_argument(
+        "model num_experts_per_token = " + std::to_string(num_experts_per_token) +
+        " must be between 1 and num_experts = " + std::to_string(num_experts));
+  }
+  non_negative(router_aux_loss_coef, "model.router_aux_loss_coef");
   non_negative(attn_softcap, "model.attn_softcap");
   non_negative(final_softcap, "model.final_softcap");
   non_negative(query_pre_attn_scalar, "model.query_pre_attn_scalar");
@@ -210,6 +221,10 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["sliding_window_first_layer"] = c.sliding_window_first_layer;
   j["qkv_bias"] = c.qkv_bias;
   j["qk_norm"] = c.qk_norm;
+  j["num_experts"] = c.num_experts;
+  j["num_experts_per_token"] = c.num_experts_per_token;
+  j["router_aux_loss_coef"] = c.router_aux_loss_coef;
+  j["output_router_logits"] = c.output_router_logits;
   j["bos_token_id"] = c.bos_token_id;
   j["eos_token_ids"] = c.eos_token_ids;
   return j.dump(2) + "\n";
@@ -260,6 +275,10 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
     c.sliding_window_first_layer = j.value("sliding_window_first_layer", int64_t{0});
     c.qkv_bias = j.value("qkv_bias", false);
     c.qk_norm = j.value("qk_norm", false);
+    c.num_experts = j.value("num_experts", int64_t{0});
+    c.num_experts_per_token = j.value("num_experts_per_token", int64_t{0});
+    c.router_aux_loss_coef = j.value("router_aux_loss_coef", 0.001);
+    c.output_router_logits = j.value("output_router_logits", false);
     c.bos_token_id = j.at("bos_token_id").get<int64_t>();
     c.eos_token_ids = j.at("eos_token_ids").get<std::vector<int64_t>>();
   } catch (const nlohmann::json::exception& error) {
@@ -290,6 +309,8 @@ void apply_family_traits(ModelConfig& c, ModelFamily family) {
   c.sliding_window_first_layer = 0;
   c.qkv_bias = false;
   c.qk_norm = false;
+  c.num_experts = 0;
+  c.num_experts_per_token = 0;
   switch (family) {
     case ModelFamily::llama: return;
     case ModelFamily::mistral:
@@ -314,14 +335,19 @@ void apply_family_traits(ModelConfig& c, ModelFamily family) {
       c.qkv_bias = true;  // sliding windows only where config.json asks (use_sliding_window)
       return;
     case ModelFamily::qwen3: c.qk_norm = true; return;
+    case ModelFamily::mixtral:
+      // Mixtral 8x7B: 2 of 8 experts; no sliding window unless config.json sets one.
+      c.num_experts = 8;
+      c.num_experts_per_token = 2;
+      return;
   }
 }
 
 const std::vector<std::string>& preset_names() {
   static const std::vector<std::string> names = {
-      "tiny",       "llama3_1b", "llama3_8b",  "llama2_7b", "mistral_7b",
-      "gemma_2b",   "gemma_7b",  "gemma2_2b",  "gemma2_9b", "qwen2_5_7b",
-      "qwen3_1_7b", "qwen3_8b",  "tiny_qwen2", "tiny_qwen3"};
+      "tiny",       "llama3_1b",  "llama3_8b",    "llama2_7b",   "mistral_7b", "gemma_2b",
+      "gemma_7b",   "gemma2_2b",  "gemma2_9b",    "qwen2_5_7b",  "qwen3_1_7b", "qwen3_8b",
+      "tiny_qwen2", "tiny_qwen3", "mixtral_8x7b", "tiny_mixtral"};
   return names;
 }
 
@@ -481,6 +507,33 @@ ModelConfig preset(const std::string& name) {
       c.num_kv_heads = 8;
       c.tie_embeddings = false;
     }
+  } else if (name == "mixtral_8x7b") {  // Mixtral-8x7B-v0.1
+    apply_family_traits(c, ModelFamily::mixtral);
+    c.vocab_size = 32000;
+    c.hidden_size = 4096;
+    c.intermediate_size = 14336;
+    c.num_layers = 32;
+    c.num_heads = 32;
+    c.num_kv_heads = 8;
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-5;
+    c.tie_embeddings = false;
+    c.max_seq_len = 32768;
+  } else if (name == "tiny_mixtral") {
+    // The tiny preset's size, its MLP split into 4 experts (2 per token);
+    // vocab comes from the tokenizer.
+    apply_family_traits(c, ModelFamily::mixtral);
+    c.num_experts = 4;
+    c.num_experts_per_token = 2;
+    c.hidden_size = 256;
+    c.intermediate_size = 384;
+    c.num_layers = 4;
+    c.num_heads = 8;
+    c.num_kv_heads = 4;
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-5;
+    c.tie_embeddings = false;
+    c.max_seq_len = 1024;
   } else {
     std::string known;
     for (const auto& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
@@ -496,9 +549,18 @@ namespace liger::models {
 int64_t ModelConfig::matmul_parameters() const {
   const int64_t d = resolved_head_dim();
   const int64_t q = num_heads * d, kv = num_kv_heads * d;
-  const int64_t per_layer =
-      hidden_size * q * 2 + hidden_size * kv * 2 + 3 * hidden_size * intermediate_size;
+  // A token multiplies by the router and the experts it is routed to.
+  const int64_t mlp =
+      num_experts > 0
+          ? 3 * hidden_size * intermediate_size * num_experts_per_token + num_experts * hidden_size
+          : 3 * hidden_size * intermediate_size;
+  const int64_t per_layer = hidden_size * q * 2 + hidden_size * kv * 2 + mlp;
   return num_layers * per_layer + vocab_size * hidden_size;
+}
+
+int64_t ModelConfig::active_parameters() const {
+  const int64_t idle_experts = num_experts > 0 ? num_experts - num_experts_per_token : 0;
+  return num_parameters() - num_layers * idle_experts * 3 * hidden_size * intermediate_size;
 }
 
 double ModelConfig::training_flops_per_token(int64_t seq_len) const {

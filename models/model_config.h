@@ -4,20 +4,24 @@
 // The transformer reads only traits, never the family name: a family is a
 // set of trait values (see apply_family_traits). What each family sets:
 //
-//   trait                    llama   mistral  gemma        gemma2        qwen2    qwen3
-//   mlp_activation           silu    silu     gelu_tanh    gelu_tanh     silu     silu
-//   norm_offset / casting    0 llama 0 llama  1 gemma      1 gemma       0 llama  0 llama
-//   scale_embeddings         no      no       sqrt(hidden) sqrt(hidden)  no       no
-//   post_norms               no      no       no           yes           no       no
-//   sliding_window (pattern) -       W (1)    -            W (2)         off *    off *
-//   attn / final softcap     -       -        -            50 / 30       -        -
-//   query_pre_attn_scalar    -       -        -            256 (or 144)  -        -
-//   qkv_bias                 no      no       no           no            yes      no
-//   qk_norm                  no      no       no           no            no       yes
+//   trait                    llama   mistral  gemma        gemma2        qwen2    qwen3    mixtral
+//   mlp_activation           silu    silu     gelu_tanh    gelu_tanh     silu     silu     silu
+//   norm_offset / casting    0 llama 0 llama  1 gemma      1 gemma       0 llama  0 llama  0 llama
+//   scale_embeddings         no      no       sqrt(hidden) sqrt(hidden)  no       no       no
+//   post_norms               no      no       no           yes           no       no       no
+//   sliding_window (pattern) -       W (1)    -            W (2)         off *    off *    W (1) **
+//   attn / final softcap     -       -        -            50 / 30       -        -        -
+//   query_pre_attn_scalar    -       -        -            256 (or 144)  -        -        -
+//   qkv_bias                 no      no       no           no            yes      no       no
+//   qk_norm                  no      no       no           no            no       yes      no
+//   num_experts (top k)      0       0        0            0             0        0        8 (2)
 //
 // Gemma 2's pattern 2: odd layers global. * Qwen: off unless config.json's
 // use_sliding_window; then layers from max_window_layers on slide
-// (sliding_window_first_layer), the ones below attend globally.
+// (sliding_window_first_layer), the ones below attend globally. ** Mixtral:
+// as Mistral, every layer when config.json sets sliding_window (8x7B: null).
+// num_experts > 0: every layer's MLP is a sparse MoE block (kernels::MoeFn)
+// of num_experts SwiGLU experts of intermediate_size each, top k per token.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +39,7 @@ namespace liger::models {
 
 // The architecture a checkpoint belongs to: which Hugging Face class imports
 // and exports it, and the trait values it starts from (apply_family_traits).
-enum class ModelFamily { llama, mistral, gemma, gemma2, qwen2, qwen3 };
+enum class ModelFamily { llama, mistral, gemma, gemma2, qwen2, qwen3, mixtral };
 // The MLP's gated activation: silu = SwiGLU, gelu_tanh = GeGLU.
 enum class MlpActivation { silu, gelu_tanh };
 // Where RMSNorm rounds to the compute dtype (kernels::RmsNormCasting; see
@@ -106,6 +110,15 @@ struct ModelConfig {
   // RMSNorm over head_dim on every query and key head before RoPE, one weight
   // [head_dim] each for q and k (Qwen3's q_norm, k_norm).
   bool qk_norm = false;
+  // Sparse MoE MLP (Mixtral): 0 = the dense MLP. Each expert is a SwiGLU MLP
+  // of intermediate_size; the router picks num_experts_per_token of them.
+  int64_t num_experts = 0;
+  int64_t num_experts_per_token = 0;
+  // HF's router_aux_loss_coef and output_router_logits as a config.json
+  // says them (the training keys model.router_aux_loss_coef and
+  // model.output_router_logits override them).
+  double router_aux_loss_coef = 0.001;
+  bool output_router_logits = false;
 
   // Token ids from an HF config.json (generation stops on any eos id).
   int64_t bos_token_id = -1;
@@ -117,10 +130,15 @@ struct ModelConfig {
   // The attention scale (1/sqrt(query_pre_attn_scalar or head_dim)).
   double attention_scale() const;
 
-  // Parameter count from the dimensions alone (no tensors needed).
+  // Parameter count from the dimensions alone (no tensors needed); every
+  // expert counts.
   int64_t num_parameters() const;
+  // The parameters one token passes through: num_parameters() with only
+  // num_experts_per_token of the experts (equal to it for a dense MLP).
+  int64_t active_parameters() const;
   // The parameters that multiply: q, k, v, o, gate, up, down of every layer
-  // and lm_head (a matmul whether tied to the embedding or not).
+  // and lm_head (a matmul whether tied to the embedding or not). With experts:
+  // the router and the num_experts_per_token experts a token passes through.
   int64_t matmul_parameters() const;
   // Training FLOPs per token at sequence length `seq_len` (forward + backward,
   // no recompute): 6 x the parameters that multiply (every matrix incl.
@@ -144,7 +162,7 @@ void apply_family_traits(ModelConfig& config, ModelFamily family);
 
 // Names accepted by preset().
 const std::vector<std::string>& preset_names();
-// The preset's dimensions and traits. "tiny", "tiny_qwen2" and "tiny_qwen3"
+// The preset's dimensions and traits. "tiny", "tiny_qwen2", "tiny_qwen3" and "tiny_mixtral"
 // leave vocab_size 0: the tokenizer decides. Throws std::invalid_argument for
 // an unknown name, listing the known ones.
 ModelConfig preset(const std::string& name);

@@ -40,9 +40,26 @@ MlpImpl::MlpImpl(const ModelConfig& c, const at::TensorOptions& options) {
                               Weight(at::IntArrayRef{c.hidden_size, c.intermediate_size}, options));
 }
 
+ExpertsImpl::ExpertsImpl(const ModelConfig& c, const at::TensorOptions& options) {
+  gate_up_proj = register_parameter(
+      "gate_up_proj",
+      torch::empty({c.num_experts, 2 * c.intermediate_size, c.hidden_size}, options));
+  down_proj = register_parameter(
+      "down_proj", torch::empty({c.num_experts, c.hidden_size, c.intermediate_size}, options));
+}
+
+SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const at::TensorOptions& options) {
+  gate = register_module("gate", Weight(at::IntArrayRef{c.num_experts, c.hidden_size}, options));
+  experts = register_module("experts", Experts(c, options));
+}
+
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const at::TensorOptions& options) {
   self_attn = register_module("self_attn", SelfAttention(c, options));
-  mlp = register_module("mlp", Mlp(c, options));
+  if (c.num_experts > 0) {
+    moe = register_module("mlp", SparseMoe(c, options));
+  } else {
+    mlp = register_module("mlp", Mlp(c, options));
+  }
   const std::vector<int64_t> norm_shape = {c.hidden_size};
   input_layernorm = register_module("input_layernorm", Weight(norm_shape, options));
   post_attention_layernorm =
@@ -292,9 +309,20 @@ Tensor TransformerImpl::mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t
   return residual.defined() ? residual + out : out;
 }
 
+Tensor TransformerImpl::moe_forward(const SparseMoeImpl& moe, const Tensor& x,
+                                    const Tensor& residual) {
+  const kernels::MoeOutput out = kernels_.moe(
+      x.reshape({-1, x.size(-1)}), cast(moe.gate->weight), cast(moe.experts->gate_up_proj),
+      cast(moe.experts->down_proj), config_.num_experts_per_token);
+  router_outputs_.push_back({out.router_logits, out.experts});
+  const Tensor y = out.y.view(x.sizes());
+  return residual.defined() ? residual + y : y;
+}
+
 Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache,
                             const Tensor& document_ids) {
   if (hooks_) hooks_->before_forward();
+  router_outputs_.clear();
   const Tensor& embedding = model->embed_tokens->weight;
   // Tied, under autograd: the lookup's backward adds into the head's gradient.
   tied_.reset();
@@ -327,8 +355,10 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
         y = h + norm(*layer.post_attention_layernorm,
                      attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index,
                                cache, document_ids));
+        const Tensor ffn_in = norm(*layer.pre_feedforward_layernorm, y);
         y = y + norm(*layer.post_feedforward_layernorm,
-                     mlp_forward(*layer.mlp, norm(*layer.pre_feedforward_layernorm, y), index));
+                     layer.moe ? moe_forward(*layer.moe, ffn_in, Tensor())
+                               : mlp_forward(*layer.mlp, ffn_in, index));
       } else {
         // y = h + attention(...) and its norm in one pass (fused on cuda; on
         // backward the add's gradient joins the norm's in the same kernel).
@@ -339,8 +369,9 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
         const Tensor attn =
             attention(*layer.self_attn, normed, cos, sin, index, cache, document_ids);
         std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, stream);
-        y = mlp_forward(*layer.mlp, normed, index,
-                        y);  // y + mlp(normed), the add inside the down projection
+        // y + mlp(normed), the add inside the down projection (dense MLP)
+        y = layer.moe ? moe_forward(*layer.moe, normed, y)
+                      : mlp_forward(*layer.mlp, normed, index, y);
       }
       return y;
     };

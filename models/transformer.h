@@ -62,6 +62,31 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+// The experts of a sparse MoE block, stored as transformers 5 holds them:
+// gate_up_proj [E, 2F, H] (each expert's gate rows, then its up rows) and
+// down_proj [E, H, F].
+class ExpertsImpl : public torch::nn::Module {
+ public:
+  ExpertsImpl(const ModelConfig& config, const at::TensorOptions& options);
+  Tensor gate_up_proj, down_proj;
+};
+TORCH_MODULE(Experts);
+
+// Mixtral's MLP (HF's names under mlp.): the router gate [E, H] and the experts.
+class SparseMoeImpl : public torch::nn::Module {
+ public:
+  SparseMoeImpl(const ModelConfig& config, const at::TensorOptions& options);
+  Weight gate{nullptr};
+  Experts experts{nullptr};
+};
+TORCH_MODULE(SparseMoe);
+
+// What one MoE layer's router decided in the last forward: the logits
+// [tokens, E] (with autograd) and the chosen experts [tokens, k].
+struct RouterOutput {
+  Tensor logits, experts;
+};
+
 // Without post_norms (Llama, Mistral, Gemma):
 //   x += attn(input_layernorm(x));  x += mlp(post_attention_layernorm(x))
 // With post_norms (Gemma 2; HF's names, where post_attention_layernorm
@@ -72,7 +97,8 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, const at::TensorOptions& options);
   SelfAttention self_attn{nullptr};
-  Mlp mlp{nullptr};
+  Mlp mlp{nullptr};        // the dense MLP, or
+  SparseMoe moe{nullptr};  // with num_experts > 0 the MoE block, registered as "mlp"
   Weight input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Weight pre_feedforward_layernorm{nullptr},
       post_feedforward_layernorm{nullptr};  // post_norms only
@@ -168,6 +194,10 @@ class TransformerImpl : public torch::nn::Module {
 
   // The lm_head weight [vocab, hidden] (the embedding when tied), as stored.
   Tensor lm_head_weight() const;
+  // The routers' logits and choices of the last forward, one per layer
+  // (empty for a dense model), handed over once: the router losses
+  // (models/router_losses.h) read them.
+  std::vector<RouterOutput> take_router_outputs() { return std::move(router_outputs_); }
   // lm_head_weight() as the head over `hidden` reads it: when tied and
   // `hidden` is (a view of) the last forward's output under autograd, the
   // weight through tied_head (models/tied_embedding.h), so that its
@@ -201,6 +231,8 @@ class TransformerImpl : public torch::nn::Module {
   // recomputed, the add happens inside the down projection's GEMM).
   Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t layer,
                      const Tensor& residual = Tensor()) const;
+  // residual + the MoE block over x [B, T, H]; records the router's output.
+  Tensor moe_forward(const SparseMoeImpl& moe, const Tensor& x, const Tensor& residual);
   kernels::RmsNormOptions norm_options() const;
   Tensor norm(const WeightImpl& weight, const Tensor& x) const;
   // {norm(x + residual), x + residual}: the residual add fused with the norm;
@@ -231,6 +263,7 @@ class TransformerImpl : public torch::nn::Module {
     c10::weak_intrusive_ptr<c10::StorageImpl> output;
   };
   std::optional<TiedForward> tied_;
+  std::vector<RouterOutput> router_outputs_;
 };
 TORCH_MODULE(Transformer);
 

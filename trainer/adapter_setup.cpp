@@ -107,8 +107,9 @@ models::LoraOptions lora_options(const config::TrainConfig& c,
   const std::vector<std::string> known = models::all_lora_target_names();
   std::vector<std::string> names;
   for (const std::string& name : c.lora.target_modules) {
-    if (name == "all_linear" || name == "all-linear") {
-      names.insert(names.end(), known.begin(), known.end());
+    if (name == "all_linear" || name == "all-linear") {  // every target the model has
+      for (const models::LoraTarget target : family_targets)
+        names.push_back(models::lora_target_name(target));
     } else if (name == "lm_head" || name == "embed_tokens") {
       throw config::ConfigError(
           "lora.target_modules: '" + name +
@@ -132,9 +133,10 @@ models::LoraOptions lora_options(const config::TrainConfig& c,
     if (std::find(names.begin(), names.end(), models::lora_target_name(target)) == names.end())
       continue;
     if (std::find(family_targets.begin(), family_targets.end(), target) == family_targets.end()) {
-      throw config::ConfigError(std::string("lora.target_modules: this model family has no ") +
+      throw config::ConfigError(std::string("lora.target_modules: this model has no ") +
                                 models::lora_target_name(target) +
-                                "; remove it from lora.target_modules");
+                                " to adapt (an MoE model's experts take no adapters here); "
+                                "remove it from lora.target_modules");
     }
     options.targets.push_back(target);
   }

@@ -38,7 +38,7 @@ CONFIG_SECTION(model, ModelSection)
 CONFIG_KEY(std::string, preset, "tiny",
            one_of("tiny", "llama3_1b", "llama3_8b", "llama2_7b", "mistral_7b", "gemma_2b",
                   "gemma_7b", "gemma2_2b", "gemma2_9b", "qwen2_5_7b", "qwen3_1_7b", "qwen3_8b",
-                  "tiny_qwen2", "tiny_qwen3"),
+                  "tiny_qwen2", "tiny_qwen3", "mixtral_8x7b", "tiny_mixtral"),
            "architecture preset (family traits + dimensions); the keys below override single "
            "dimensions and traits")
 CONFIG_KEY(std::string, hf_path, "", any_value(),
@@ -80,6 +80,15 @@ CONFIG_KEY(std::optional<double>, final_softcap, std::nullopt, range(0.0, 1e6),
 CONFIG_KEY(
     std::optional<double>, query_pre_attn_scalar, std::nullopt, range(0.0, 1e9),
     "attention scale 1/sqrt(this); 0 = 1/sqrt(head_dim); null = the preset's (gemma2_*: 256)")
+CONFIG_KEY(std::optional<bool>, output_router_logits, std::nullopt, any_value(),
+           "MoE models: add the load-balancing loss (Switch form, all layers' routers together) "
+           "to the training loss, as HF's output_router_logits; null = config.json's (else off)")
+CONFIG_KEY(std::optional<double>, router_aux_loss_coef, std::nullopt, range(0.0, 1e6),
+           "MoE models: weight of the load-balancing loss when output_router_logits is on; "
+           "null = config.json's (else HF's 0.001)")
+CONFIG_KEY(double, router_z_loss_coef, 0.0, range(0.0, 1e6),
+           "MoE models: weight of the router z-loss (mean squared log-sum-exp of the router "
+           "logits, ST-MoE); 0 = off")
 CONFIG_KEY(double, init_std, 0.02, range(0.0, 10.0),
            "std of the normal init of every weight matrix (HF initializer_range)")
 CONFIG_KEY(
@@ -242,6 +251,9 @@ CONFIG_KEY(bool, cross_entropy, false, any_value(),
            "fused cross entropy on materialised logits (exclusive with fused_linear_cross_entropy)")
 CONFIG_KEY(bool, fused_linear_cross_entropy, true, any_value(),
            "lm_head + cross entropy without materialising [tokens, vocab] logits")
+CONFIG_KEY(bool, moe, true, any_value(),
+           "MoE block with routing on the device and grouped GEMMs, SwiGLU recomputed in "
+           "backward; false = HF's loop over experts")
 CONFIG_KEY(bool, attention, true, any_value(),
            "sliding windows, softcaps and data.packing: isolated in exact query chunks (memory "
            "O(T)); false = the reference's explicit path, which keeps [heads, T, T] "

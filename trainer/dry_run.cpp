@@ -72,6 +72,7 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
 
   DryRunReport report;
   report.num_parameters = model->num_parameters();
+  report.active_parameters = model_config.active_parameters();
   const double param_bytes = static_cast<double>(report.num_parameters) *
                              static_cast<double>(c10::elementSize(parameter_dtype(c)));
   std::ostringstream out;
@@ -90,6 +91,15 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
       << ", mlp " << model_config.intermediate_size << ", vocab " << model_config.vocab_size
       << (model_config.tie_embeddings ? ", tied embeddings" : "") << "\n";
   out << "parameters: " << with_commas(report.num_parameters) << " (" << billions << ")\n";
+  if (model_config.num_experts > 0) {
+    const double active = static_cast<double>(report.active_parameters);
+    std::snprintf(billions, sizeof billions, "%.2f %s", active >= 1e9 ? active / 1e9 : active / 1e6,
+                  active >= 1e9 ? "B" : "M");
+    out << "experts: " << model_config.num_experts << " per layer, "
+        << model_config.num_experts_per_token << " per token; active parameters per token "
+        << with_commas(report.active_parameters) << " (" << billions
+        << "; the memory estimate counts every expert)\n";
+  }
   if (uses_lora(c)) {
     const models::LoraOptions lora = lora_options(c, models::lora_targets_of(model_config));
     const int64_t adapters = models::lora_parameter_count(model_config, lora);

@@ -11,7 +11,8 @@ namespace liger::trainer {
 
 struct DryRunReport {
   int64_t num_parameters = 0;
-  std::string text;  // what liger-train prints
+  int64_t active_parameters = 0;  // those one token passes through (MoE: its k experts)
+  std::string text;               // what liger-train prints
 };
 
 DryRunReport dry_run(const config::TrainConfig& config);

@@ -48,7 +48,13 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   const double world = static_cast<double>(std::max<int64_t>(world_size, 1));
   const double param_bytes = static_cast<double>(c10::elementSize(parameter_dtype(c)));
   const double compute_bytes = static_cast<double>(c10::elementSize(compute_dtype(c)));
-  const double h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.intermediate_size);
+  const double h = static_cast<double>(m.hidden_size);
+  // The MLP width a token's activations see: an MoE token runs through
+  // num_experts_per_token experts, each of intermediate_size ([tokens x k,
+  // F] rows, approximated as [tokens, k F] below). Its parameters (all
+  // experts and the router) come from num_parameters().
+  const double f = static_cast<double>(m.intermediate_size) *
+                   static_cast<double>(m.num_experts > 0 ? m.num_experts_per_token : 1);
   const double d = static_cast<double>(m.resolved_head_dim());
   const double q = static_cast<double>(m.num_heads) * d,
                kv = static_cast<double>(m.num_kv_heads) * d;
@@ -61,7 +67,12 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   const bool copies = uses_compute_copies(c, world_size);
   const bool on_gpu = c.training.device != config::Device::cpu;
 
-  const double layer_params = h * q * 2 + h * kv * 2 + 3 * h * f + 2 * h;
+  // One decoder layer's parameters (the unit FSDP gathers); MoE: every expert.
+  const double layer_params =
+      m.num_experts > 0
+          ? (static_cast<double>(m.num_parameters()) - vocab * h * (m.tie_embeddings ? 1 : 2) - h) /
+                layers
+          : h * q * 2 + h * kv * 2 + 3 * h * f + 2 * h;
   const double vocab_params = vocab * h;  // the embedding, or lm_head
   const double all_params = static_cast<double>(m.num_parameters());
   // AdamW's moments follow the parameters' dtype (trainer/optimizer.cpp).

@@ -102,6 +102,8 @@ void MetricsWriter::record(const StepMetrics& m) {
       {"tokens_per_s_per_device", m.tokens_per_s / static_cast<double>(m.world_size)},
       {"peak_mem_bytes", m.peak_mem_bytes}};
   if (m.mfu) row["mfu"] = *m.mfu;
+  if (m.aux_loss) row["aux_loss"] = *m.aux_loss;
+  if (m.z_loss) row["z_loss"] = *m.z_loss;
   if (m.eval_loss) row["eval_loss"] = *m.eval_loss;
   if (m.eval_ppl) row["eval_ppl"] = *m.eval_ppl;
   for (const auto& [name, value] : m.extra) row[name] = value;

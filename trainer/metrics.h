@@ -31,6 +31,10 @@ struct StepMetrics {
   // Model FLOPs utilisation: training FLOPs per token x tokens/s / (ranks x
   // the device's dense bf16 peak); absent when the peak is unknown (cpu).
   std::optional<double> mfu;
+  // MoE models: the step's load-balancing loss and router z-loss (unweighted,
+  // not part of `loss`, which is the LM loss alone).
+  std::optional<double> aux_loss;
+  std::optional<double> z_loss;
   // Set on evaluation steps (training.eval_every): validation loss per target
   // token and its perplexity exp(eval_loss); absent from the row otherwise.
   std::optional<double> eval_loss;

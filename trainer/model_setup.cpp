@@ -123,12 +123,22 @@ models::ModelConfig resolve_hf_model_config(const config::TrainConfig& config,
   return c;
 }
 
+// The MoE router's training keys override what the preset or config.json says.
+void apply_router_keys(const config::ModelSection& m, models::ModelConfig& c) {
+  if (m.output_router_logits) c.output_router_logits = *m.output_router_logits;
+  if (m.router_aux_loss_coef) c.router_aux_loss_coef = *m.router_aux_loss_coef;
+}
+
 }  // namespace
 
 models::ModelConfig resolve_model_config(const config::TrainConfig& config,
                                          std::optional<int64_t> tokenizer_vocab) {
   const auto& m = config.model;
-  if (!m.hf_path.empty()) return resolve_hf_model_config(config, tokenizer_vocab);
+  if (!m.hf_path.empty()) {
+    models::ModelConfig c = resolve_hf_model_config(config, tokenizer_vocab);
+    apply_router_keys(m, c);
+    return c;
+  }
   models::ModelConfig c;
   try {
     c = models::preset(config.model.preset);
@@ -151,6 +161,7 @@ models::ModelConfig resolve_model_config(const config::TrainConfig& config,
   if (m.final_softcap) c.final_softcap = *m.final_softcap;
   if (m.query_pre_attn_scalar) c.query_pre_attn_scalar = *m.query_pre_attn_scalar;
   c.init_std = m.init_std;
+  apply_router_keys(m, c);
   // A preset that leaves num_kv_heads to the override of num_heads (MHA) keeps them equal.
   if (m.num_heads && !m.num_kv_heads && c.num_heads % c.num_kv_heads != 0)
     c.num_kv_heads = c.num_heads;
@@ -191,6 +202,7 @@ kernels::KernelToggles kernel_toggles(const config::KernelsSection& k) {
   t.cross_entropy = k.cross_entropy;
   t.fused_linear_cross_entropy = k.fused_linear_cross_entropy;
   t.attention = k.attention;
+  t.moe = k.moe;
   t.tuned_gemm = k.tuned_gemm;
   t.strict = k.strict;
   return t;

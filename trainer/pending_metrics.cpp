@@ -20,9 +20,10 @@ namespace liger::trainer {
 using Clock = std::chrono::steady_clock;
 
 PendingMetrics::PendingMetrics(const StepFacts& facts, const at::Tensor& loss_total,
-                               const at::Tensor& grad_norm, bool stop_requested,
-                               const c10::Device& device, distributed::Communicator& comm)
-    : facts_(facts) {
+                               const at::Tensor& grad_norm, const at::Tensor& router_losses,
+                               bool stop_requested, const c10::Device& device,
+                               distributed::Communicator& comm)
+    : facts_(facts), router_losses_(router_losses.defined()) {
   // The host values are written by fill kernels on the device (their value
   // is a launch argument): a copy from pageable host memory would wait for
   // the stream, i.e. for this whole step.
@@ -39,8 +40,15 @@ PendingMetrics::PendingMetrics(const StepFacts& facts, const at::Tensor& loss_to
     comm.all_reduce(peak, distributed::ReduceOp::max);
     values = torch::cat({sums.narrow(0, 0, 1), values.narrow(0, 1, 1), sums.narrow(0, 2, 1), peak});
   }
+  if (router_losses_) {
+    // Each rank's share of the batch's router losses: their sum is the batch's.
+    at::Tensor router = router_losses.to(at::kDouble);
+    if (comm.world_size() > 1) comm.all_reduce(router);
+    values = torch::cat({values, router});
+  }
   values_ = values.is_cuda()
-                ? torch::empty({4}, at::TensorOptions().dtype(at::kDouble).pinned_memory(true))
+                ? torch::empty({values.numel()},
+                               at::TensorOptions().dtype(at::kDouble).pinned_memory(true))
                 : values;
   if (values.is_cuda()) {
     values_.copy_(values, /*non_blocking=*/true);
@@ -78,6 +86,10 @@ bool PendingMetrics::finish(MetricsContext& context) {
   if (context.peak_flops > 0.0) {
     row.mfu = context.flops_per_token * row.tokens_per_s /
               (context.peak_flops * static_cast<double>(row.world_size));
+  }
+  if (router_losses_) {
+    row.aux_loss = values[4];
+    row.z_loss = values[5];
   }
   row.eval_loss = eval_loss_;
   row.eval_ppl = eval_ppl_;

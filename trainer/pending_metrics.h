@@ -65,8 +65,10 @@ class PendingMetrics {
   // Queues the step's values after its device work: stacked on the device
   // (sharded: reduced over ranks), then copied to the host without waiting.
   // `stop_requested`: this rank's vote to stop.
+  // `router_losses`: [2] (load-balancing, z) of an MoE model, or undefined.
   PendingMetrics(const StepFacts& facts, const at::Tensor& loss_total, const at::Tensor& grad_norm,
-                 bool stop_requested, const c10::Device& device, distributed::Communicator& comm);
+                 const at::Tensor& router_losses, bool stop_requested, const c10::Device& device,
+                 distributed::Communicator& comm);
 
   // Evaluation steps: the validation loss joins the step's row.
   void add_eval(const EvalResult& eval);
@@ -82,7 +84,10 @@ class PendingMetrics {
 
  private:
   StepFacts facts_;
-  at::Tensor values_;  // host doubles: loss, grad_norm, stop (ranks asking), peak memory
+  // host doubles: loss, grad_norm, stop (ranks asking), peak memory, then
+  // with router losses the load-balancing and z losses
+  at::Tensor values_;
+  bool router_losses_ = false;
   std::shared_ptr<c10::cuda::CUDAEvent> done_;  // recorded after the step's last kernel (cuda)
   std::optional<double> eval_loss_, eval_ppl_;
   std::vector<std::pair<std::string, double>> extra_;

@@ -1,6 +1,7 @@
 #include "trainer/step_runner.h"
 
 #include "kernels/sum_of_squares.h"
+#include "models/router_losses.h"
 #include "models/transformer.h"
 #include "trainer/distributed/communicator.h"
 #include "trainer/distributed/fully_sharded.h"
@@ -160,14 +161,36 @@ at::Tensor StepRunner::inverse_count(int64_t target_tokens, double normalizer) {
 // the loss options for a loss path that would not read `inverse_count`.
 StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, double normalizer,
                                     const at::Tensor& inverse_count, double lr) {
-  at::Tensor loss_total =
-      torch::zeros({}, at::TensorOptions().dtype(at::kFloat).device(options_.device));
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(options_.device);
+  at::Tensor loss_total = torch::zeros({}, f32);
+  // Router losses: each micro-batch's (HF's form over its router rows)
+  // weighted by its share of the accumulated batch's rows (all micro-batches,
+  // all ranks), so that their sum over the batch is its row-weighted mean,
+  // like the token loss's 1 / N.
+  at::Tensor router_total;
+  int64_t batch_rows = 0;
+  if (options_.router_losses) {
+    router_total = torch::zeros({2}, f32);
+    for (const DeviceBatch& micro_batch : inputs) batch_rows += micro_batch.ids.numel();
+    batch_rows *= comm_.world_size();
+  }
   for (const DeviceBatch& micro_batch : inputs) {
     at::Tensor hidden =
         model_.forward(micro_batch.ids, micro_batch.positions, micro_batch.documents);
     at::Tensor loss = token_loss(model_, hidden, micro_batch.labels, normalizer,
                                  options_.flce_chunk_mb, options_.flce_mode, inverse_count);
-    loss.backward();
+    at::Tensor objective = loss;
+    if (options_.router_losses) {
+      const std::vector<models::RouterOutput> routers = model_.take_router_outputs();
+      const double share =
+          static_cast<double>(micro_batch.ids.numel()) / static_cast<double>(batch_rows);
+      const at::Tensor aux = models::load_balancing_loss(routers, options_.num_experts) * share;
+      const at::Tensor z = models::router_z_loss(routers) * share;
+      if (options_.aux_loss_weight > 0.0) objective = objective + options_.aux_loss_weight * aux;
+      if (options_.z_loss_weight > 0.0) objective = objective + options_.z_loss_weight * z;
+      router_total += torch::stack({aux.detach(), z.detach()});
+    }
+    objective.backward();
     if (sharded_) sharded_->finish_backward();
     if (options_.fold_copy_gradients)
       optimizer_.fold_copy_gradients();  // fp32 sums across micro-batches
@@ -180,7 +203,7 @@ StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, doub
   } else {
     optimizer_.step(lr, clipping.clip_coef);
   }
-  return {loss_total, clipping.norm};
+  return {loss_total, clipping.norm, router_total};
 }
 
 // The batch is in the fixed buffers the graph reads, 1 / count in its scalar;
@@ -200,7 +223,9 @@ StepOutputs StepRunner::graph_step(const at::Tensor& inverse_count, double norma
         [&] {
           const StepOutputs captured =
               device_step(fixed_inputs_, normalizer, fixed_inverse_count_, lr);
-          return std::vector<at::Tensor>{captured.loss_total, captured.grad_norm};
+          std::vector<at::Tensor> outputs = {captured.loss_total, captured.grad_norm};
+          if (captured.router_losses.defined()) outputs.push_back(captured.router_losses);
+          return outputs;
         },
         step);
     log::info(c10::str("cuda graphs: step ", step, " captured (",
@@ -208,7 +233,8 @@ StepOutputs StepRunner::graph_step(const at::Tensor& inverse_count, double norma
                        " GiB in the graph's memory pool); every later step replays it"));
   }
   graph_->replay();
-  return {graph_->outputs()[0], graph_->outputs()[1]};
+  const std::vector<at::Tensor>& outputs = graph_->outputs();
+  return {outputs[0], outputs[1], outputs.size() > 2 ? outputs[2] : at::Tensor()};
 }
 
 }  // namespace liger::trainer

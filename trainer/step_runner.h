@@ -73,12 +73,22 @@ struct StepOptions {
   // (without copies, fold_copy_gradients has nothing to do).
   bool fold_copy_gradients = false;
   int64_t start_step = 0;  // the step this run starts from (resume): the eager steps count from it
+  // MoE models: the router losses are computed and reported; they join the
+  // training loss with these weights (0: reported only). The aux weight is
+  // model router_aux_loss_coef with output_router_logits on, else 0.
+  bool router_losses = false;
+  int64_t num_experts = 0;
+  double aux_loss_weight = 0.0;
+  double z_loss_weight = 0.0;
 };
 
 // The step's results, device tensors (fp32 scalars), not yet read by the host.
 struct StepOutputs {
   at::Tensor loss_total;  // this rank's micro-batch losses summed
   at::Tensor grad_norm;   // the global norm of all gradients, before clipping
+  // With router losses: [2] fp32, this rank's share of the accumulated
+  // batch's load-balancing loss and router z-loss; undefined otherwise.
+  at::Tensor router_losses;
 };
 
 // One micro-batch on the device (positions/documents: isolated packing only).

@@ -232,6 +232,16 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
 
   const bool checkpointing =
       config.training.activation_checkpointing == config::ActivationCheckpointing::full;
+  // Recomputed layers record their routers without autograd the first time:
+  // the router losses would add no gradient.
+  if (checkpointing && model_config.num_experts > 0 &&
+      ((model_config.output_router_logits && model_config.router_aux_loss_coef > 0.0) ||
+       config.model.router_z_loss_coef > 0.0)) {
+    throw config::ConfigError(
+        "training.activation_checkpointing = full with the router losses of an MoE model "
+        "(model.output_router_logits, model.router_z_loss_coef) is not supported yet; set "
+        "training.activation_checkpointing: glu or none, or turn the router losses off");
+  }
   std::vector<at::Tensor>
       compute_copies;  // the model's 16-bit parameters when it runs on copies (else empty)
   if (env.distributed()) {
@@ -434,8 +444,8 @@ TrainResult Trainer::run(int64_t stop_after_step) {
     profiler.end_step(step);
     // Every rank's micro-batches have the same shape: the job's input tokens.
     const StepFacts facts{step, lr, input_tokens * state.comm->world_size(), step_start};
-    PendingMetrics pending(facts, outputs.loss_total, outputs.grad_norm, stop_requested(),
-                           state.device, *state.comm);
+    PendingMetrics pending(facts, outputs.loss_total, outputs.grad_norm, outputs.router_losses,
+                           stop_requested(), state.device, *state.comm);
     if (!objective_metrics.empty()) pending.add_extra(std::move(objective_metrics));
     if (state.eval_data && step % config.training.eval_every == 0)
       pending.add_eval(evaluate_model());
@@ -557,6 +567,11 @@ StepOptions Trainer::step_options() const {
                                                                          : kernels::FlceMode::speed;
   options.fold_copy_gradients = config.training.gradient_accumulation_steps > 1;
   options.start_step = state.step_at_start;
+  const models::ModelConfig& model = state.model->config();
+  options.router_losses = model.num_experts > 0;
+  options.num_experts = model.num_experts;
+  options.aux_loss_weight = model.output_router_logits ? model.router_aux_loss_coef : 0.0;
+  options.z_loss_weight = config.model.router_z_loss_coef;
   return options;
 }
 

@@ -28,6 +28,7 @@ const BackendProvider& composite_backend() {
     p.ops.fused_linear_cross_entropy = &composite::fused_linear_cross_entropy;
     p.ops.fused_linear_preference = &composite::fused_linear_preference;
     p.ops.attention = &composite::attention;
+    p.ops.moe = &composite::moe;
     return p;
   }();
   return provider;

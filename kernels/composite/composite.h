@@ -91,4 +91,10 @@ void addmm_fp32(Tensor& acc, const Tensor& a, const Tensor& b);
 // 1, at most n). Exposed for tests.
 int64_t chunk_rows(double chunk_mb, int64_t vocab, int64_t n);
 
+// Routing on the device (tokens sorted by expert, counts and offsets without
+// reading anything back), grouped GEMMs (kernels/grouped_mm.h), the SwiGLU
+// recomputed in backward from the kept [g | u]; see composite/moe.cpp.
+MoeOutput moe(const Tensor& x, const Tensor& router, const Tensor& gate_up, const Tensor& down,
+              int64_t top_k);
+
 }  // namespace liger::kernels::composite

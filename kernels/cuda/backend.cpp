@@ -5,6 +5,9 @@
 // windows, softcaps, documents and KV caches (kernels/cuda/attention.cpp).
 // fused_linear_preference is the composite's (ATen GEMMs, chunked over
 // tokens) until the FLCE kernels of kernels/cuda/cross_entropy.cu serve it.
+// The MoE block is the composite's too until it has a kernel of its own:
+// routing on the device and at::_grouped_mm, whose bf16 path on compute
+// capability 9.0 is one CUTLASS grouped GEMM (kernels/composite/moe.cpp).
 #include "kernels/backend.h"
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -53,6 +56,7 @@ const BackendProvider* cuda_backend() {
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
     p.ops.fused_linear_preference = &composite::fused_linear_preference;
     p.ops.attention = &cuda::attention;
+    p.ops.moe = &composite::moe;
     p.ops.tuned_gemm = &cuda::tuned_gemm;
     p.take_notes = &take_notes;
     return p;

@@ -27,6 +27,7 @@ const BackendProvider& reference_backend() {
     p.ops.fused_linear_cross_entropy = &reference::fused_linear_cross_entropy;
     p.ops.fused_linear_preference = &reference::fused_linear_preference;
     p.ops.attention = &reference::attention;
+    p.ops.moe = &reference::moe;
     p.ops.tuned_gemm = &reference::matmul;
     return p;
   }();

@@ -73,6 +73,11 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
 // keys. Shared with the composite backend, which takes SDPA in the same cases.
 bool sdpa_serves(const Tensor& q, const Tensor& k, const AttentionOptions& options);
 
+// HF's loop over the experts that received tokens (reads the routing back
+// to the host to find them); ATen autograd.
+MoeOutput moe(const Tensor& x, const Tensor& router, const Tensor& gate_up, const Tensor& down,
+              int64_t top_k);
+
 // ATen's mm / addmm (see ops.h TunedGemmFn); on the CPU an fp32 out of
 // 16-bit operands takes fp32 copies of them (the same fp32 accumulation).
 Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& out);

@@ -41,6 +41,19 @@ expect "memory plan beside an explicit precision" 1 "config error: --set: traini
 expect "8B dry run prints the kernel table" 0 "fused_linear_cross_entropy: " -- \
   "$BIN" --config configs/llama3_8b.yaml --dry-run --set training.device=cpu
 expect "tiny dry run" 0 "parameters: " -- "$BIN" --config configs/tiny.yaml --dry-run
+# Mixtral 8x7B: every expert in the count and the memory estimate, 2 of 8 active per token.
+expect "Mixtral 8x7B dry run prints 46.7 B parameters" 0 "parameters: 46,702,792,704 \(46\.70 B\)" -- \
+  "$BIN" --config configs/mixtral_8x7b.yaml --dry-run
+expect "Mixtral 8x7B dry run prints 12.9 B active parameters" 0 \
+  "^experts: 8 per layer, 2 per token; active parameters per token 12,879,925,248 \(12\.88 B" -- \
+  "$BIN" --config configs/mixtral_8x7b.yaml --dry-run
+expect "Mixtral 8x7B dry run counts every expert's AdamW state" 0 "AdamW states 3[0-9][0-9]\.[0-9]+ GiB" -- \
+  "$BIN" --config configs/mixtral_8x7b.yaml --dry-run
+expect "Mixtral dry run serves the moe op" 0 "^  moe: composite \(fused toggle on" -- \
+  "$BIN" --config configs/mixtral_8x7b.yaml --dry-run --set training.device=cpu
+expect "LoRA on an MoE model's experts is refused, naming the key" 1 \
+  "lora\.target_modules: this model has no gate_proj" -- \
+  "$BIN" --config configs/tiny_mixtral.yaml --set model.adapter=lora --set "lora.target_modules=[q_proj, gate_proj]" --dry-run
 expect "a bad checkpoint.resume fails the dry run, naming the key" 1 \
   "config error: checkpoint\.resume = 'nowhere': no such folder" -- \
   "$BIN" --config configs/tiny.yaml --set checkpoint.resume=nowhere --dry-run

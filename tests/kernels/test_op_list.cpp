@@ -321,6 +321,38 @@ SampleCase case_attention(const Target& t) {
   return c;
 }
 
+// Router logits with a margin of at least 1 between any two experts of a
+// token, in bf16 too: x's first E columns hold 2 x a permutation of 0..E-1
+// per token and the router reads them through an identity block, the other
+// columns add less than 0.5. So every backend and dtype picks the same experts.
+// Shared with tests/kernels/test_composite_moe.cpp's idea, sized awkwardly
+// here (hidden 22, FFN 13: at::_grouped_mm's operands get padded).
+SampleCase case_moe(const Target& t) {
+  torch::manual_seed(112);
+  const int64_t n = 13, hidden = 22, ffn = 13, experts = 5, top_k = 2;
+  Tensor x = torch::randn({n, hidden});
+  for (int64_t i = 0; i < n; ++i) {
+    x.index_put_({i, torch::indexing::Slice(0, experts)},
+                 2.0 * torch::randperm(experts).to(torch::kFloat));
+  }
+  Tensor router = torch::randn({experts, hidden}) * 0.02;
+  router.narrow(1, 0, experts).copy_(torch::eye(experts));
+  SampleCase c;
+  c.inputs = {x.to(t.device, t.dtype), router.to(t.device, t.dtype),
+              draw({experts, 2 * ffn, hidden}, t, 0.2), draw({experts, hidden, ffn}, t, 0.2)};
+  c.wants_grad = {true, true, true, true};
+  c.input_names = {"x", "router", "gate_up", "down"};
+  c.call = [top_k](const OpTable& k, const std::vector<Tensor>& in) {
+    const liger::kernels::MoeOutput out = k.moe(in[0], in[1], in[2], in[3], top_k);
+    // cast: the expert ids as floats (exact) so that they compare like the rest
+    return std::vector<Tensor>{out.y, out.router_logits, out.experts.to(in[0].scalar_type())};
+  };
+  c.fp32 = {2e-5, 2e-5};
+  c.bf16_out = kBf16Sum;
+  c.bf16_grad = kBf16Sum;
+  return c;
+}
+
 SampleCase case_tuned_gemm(const Target& t) {
   torch::manual_seed(111);
   SampleCase c;

@@ -6,7 +6,11 @@
       to OUT/<case>/hf (config.json + model.safetensors, in --dtype), and
       OUT/<case>/oracle.safetensors holding the batch (input_ids, labels) and
       HF's answers on it: logits, the mean cross-entropy loss and the gradient
-      of every parameter ("grad.<name>"), computed with eager attention.
+      of every parameter ("grad.<name>"), computed with eager attention. An
+      MoE case (Mixtral) adds its load-balancing loss: "aux_loss", and "loss"
+      is then HF's training loss, cross entropy + router_aux_loss_coef x aux;
+      its weights are also saved in the fused layout (OUT/<case>/fused: the
+      in-memory names, gate_up_proj / down_proj) besides save_pretrained's.
   hf_oracle.py check-export OUT
       Loads OUT/<case>/export (written by liger-train) with from_pretrained and
       checks that its logits equal those of OUT/<case>/hf. Exit status 1 if any
@@ -34,7 +38,8 @@ def cases():
     (Qwen2's from layer 1 on: max_window_layers), both Gemma 2 softcaps small
     enough to bend, a query_pre_attn_scalar that is not head_dim, llama3 RoPE
     scaling, Qwen2's q/k/v biases (randomised by build, as the norms) on tied
-    embeddings, Qwen3's q/k norms on untied ones."""
+    embeddings, Qwen3's q/k norms on untied ones, Mixtral's top 2 of 5
+    experts of FFN 250 with a window of 6 and the load-balancing loss."""
     common = dict(vocab_size=331, hidden_size=320, intermediate_size=488, num_attention_heads=5,
                   num_key_value_heads=1, max_position_embeddings=128, initializer_range=0.08)
     return {
@@ -55,14 +60,38 @@ def cases():
                                       max_window_layers=1)),
         "qwen3": ("Qwen3Config", dict(common, num_hidden_layers=2, head_dim=48, tie_word_embeddings=False,
                                       rope_theta=1e6, rms_norm_eps=1e-6)),
+        "mixtral": ("MixtralConfig", dict(common, intermediate_size=250, num_hidden_layers=2,
+                                          num_local_experts=5, num_experts_per_tok=2, sliding_window=6,
+                                          router_aux_loss_coef=0.02, output_router_logits=True,
+                                          tie_word_embeddings=False, rope_theta=1e6, rms_norm_eps=1e-5)),
     }
+
+
+# Smallest gap allowed between a token's k-th and (k+1)-th router
+# probability: far above fp32 rounding, so that no implementation can pick
+# other experts than HF did.
+MIN_ROUTER_MARGIN = 1e-3
+
+
+def router_margin(model, ids, top_k):
+    """The smallest gap between the k-th and (k+1)-th router probability over
+    every token and layer of the batch."""
+    with torch.no_grad():
+        out = model(input_ids=ids, output_router_logits=True)
+    margin = float("inf")
+    for layer_logits in out.router_logits:
+        probs = torch.softmax(layer_logits.float(), dim=-1)
+        top = torch.topk(probs, top_k + 1, dim=-1).values
+        margin = min(margin, (top[:, top_k - 1] - top[:, top_k]).min().item())
+    return margin
 
 
 def build(config_class, kwargs, seed):
     config = getattr(transformers, config_class)(**kwargs)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    extra = {"experts_implementation": "eager"} if getattr(config, "num_local_experts", 0) else {}
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", **extra)
     with torch.no_grad():
         # HF inits norm weights to a constant and biases to zero; randomise
         # them so that the norms' offset and casting and the biases are
@@ -77,6 +106,11 @@ def load(path, device, dtype):
     # transformers 5 names the argument dtype; 4.x torch_dtype.
     major = int(transformers.__version__.split(".")[0])
     dtype_arg = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
+    # MoE models: the loop over experts (transformers 5 may pick grouped_mm,
+    # which refuses some of these awkward sizes on the CPU).
+    config = transformers.AutoConfig.from_pretrained(path)
+    if major >= 5 and getattr(config, "num_local_experts", 0):
+        dtype_arg["experts_implementation"] = "eager"
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", **dtype_arg)
     return model.to(device)
 
@@ -86,24 +120,45 @@ def make(out, device, dtype_name):
     for index, (name, (config_class, kwargs)) in enumerate(cases().items()):
         folder = os.path.join(out, name)
         os.makedirs(folder, exist_ok=True)
-        model = build(config_class, kwargs, seed=100 + index).to(dtype)
-        model.save_pretrained(os.path.join(folder, "hf"))
-        # The oracle runs the model as saved, through from_pretrained.
-        model = load(os.path.join(folder, "hf"), device, dtype)
-        model.train()  # dropout is 0 everywhere; train() only enables grads as in training
-
         g = torch.Generator().manual_seed(7 + index)
         ids = torch.randint(0, kwargs["vocab_size"], (BATCH, SEQ), generator=g)
         labels = torch.randint(0, kwargs["vocab_size"], (BATCH, SEQ), generator=g)
         labels[0, :4] = -100  # ignored targets, as prompts are in training
         labels[1, -2:] = -100
 
-        logits = model(input_ids=ids.to(device)).logits  # final softcap included (Gemma 2)
+        moe = "num_local_experts" in kwargs
+        seed = 100 + index
+        model = build(config_class, kwargs, seed=seed).to(dtype)
+        # MoE: no near-ties in the routers by construction: draw again until
+        # every token's k-th choice beats the next one by MIN_ROUTER_MARGIN.
+        while moe and router_margin(model, ids, kwargs["num_experts_per_tok"]) < MIN_ROUTER_MARGIN:
+            seed += 1000
+            model = build(config_class, kwargs, seed=seed).to(dtype)
+        model.save_pretrained(os.path.join(folder, "hf"))
+        if moe:  # the fused layout: the in-memory names, as transformers 5 holds them
+            os.makedirs(os.path.join(folder, "fused"), exist_ok=True)
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(state, os.path.join(folder, "fused", "model.safetensors"))
+            with open(os.path.join(folder, "hf", "config.json")) as f:
+                config_text = f.read()
+            with open(os.path.join(folder, "fused", "config.json"), "w") as f:
+                f.write(config_text)
+        # The oracle runs the model as saved, through from_pretrained.
+        model = load(os.path.join(folder, "hf"), device, dtype)
+        model.train()  # dropout is 0 everywhere; train() only enables grads as in training
+
+        out_hf = model(input_ids=ids.to(device), output_router_logits=moe)
+        logits = out_hf.logits  # final softcap included (Gemma 2)
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
                                                  labels.to(device).reshape(-1), ignore_index=-100)
+        tensors = {}
+        if moe:  # HF's training loss: + router_aux_loss_coef x the load-balancing loss
+            tensors["aux_loss"] = out_hf.aux_loss.detach().float().cpu().reshape(1)
+            loss = loss + model.config.router_aux_loss_coef * out_hf.aux_loss
         loss.backward()
-        tensors = {"input_ids": ids, "labels": labels, "logits": logits.detach().float().cpu().contiguous(),
-                   "loss": loss.detach().float().cpu().reshape(1)}
+        tensors.update({"input_ids": ids, "labels": labels,
+                        "logits": logits.detach().float().cpu().contiguous(),
+                        "loss": loss.detach().float().cpu().reshape(1)})
         for pname, p in model.named_parameters():
             tensors["grad." + pname] = p.grad.detach().float().cpu().contiguous()
         save_file(tensors, os.path.join(folder, "oracle.safetensors"))

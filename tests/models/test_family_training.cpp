@@ -1,9 +1,8 @@
 // The shipped family configs end to end on the CPU: configs/tiny_gemma2.yaml,
-// configs/tiny_mistral.yaml and configs/tiny_qwen3.yaml train (shrunk further by overrides to take
-// seconds) and their losses fall; the end-of-run sample goes through the KV
-// cache; the final checkpoint exports to a Hugging Face folder that loads back
-// into the same function; every family preset config resolves to the
-// published parameter count.
+// configs/tiny_mistral.yaml, configs/tiny_qwen3.yaml and configs/tiny_mixtral.yaml train (shrunk
+// further by overrides to take seconds) and their losses fall; the end-of-run sample goes through
+// the KV cache; the final checkpoint exports to a Hugging Face folder that loads back into the same
+// function; every family preset config resolves to the published parameter count.
 #include "kernels/registry.h"
 #include "models/hf.h"
 #include "models/transformer.h"
@@ -76,7 +75,8 @@ config::TrainConfig shrunk(const std::string& name, const std::string& out,
 }  // namespace
 
 TEST_CASE(
-    "tiny Gemma 2, Mistral and Qwen3 configs train on the CPU, losses fall, exports load back") {
+    "tiny Gemma 2, Mistral, Qwen3 and Mixtral configs train on the CPU, losses fall, exports load "
+    "back") {
   struct Case {
     const char* config;
     models::ModelFamily family;
@@ -86,7 +86,10 @@ TEST_CASE(
                              models::ModelFamily::gemma2,
                              {"model.head_dim=16", "model.query_pre_attn_scalar=16"}},
                         Case{"tiny_mistral.yaml", models::ModelFamily::mistral, {}},
-                        Case{"tiny_qwen3.yaml", models::ModelFamily::qwen3, {}}}) {
+                        Case{"tiny_qwen3.yaml", models::ModelFamily::qwen3, {}},
+                        Case{"tiny_mixtral.yaml",
+                             models::ModelFamily::mixtral,
+                             {"model.router_z_loss_coef=0.001"}}}) {
     INFO(c.config);
     const std::string out = testing::temp_dir("train_" + models::to_string(c.family));
     trainer::Trainer t(shrunk(c.config, out, c.extra));
@@ -102,8 +105,29 @@ TEST_CASE(
       CHECK(mc.qk_norm);
       CHECK(mc.resolved_head_dim() == 64);  // the preset's, not hidden / heads = 16
     }
+    if (c.family == models::ModelFamily::mixtral) {
+      CHECK(mc.num_experts == 4);
+      CHECK(mc.num_experts_per_token == 2);
+      CHECK(mc.output_router_logits);
+    }
     const trainer::TrainResult result = t.run();
     REQUIRE(result.final_step == 60);
+    if (c.family == models::ModelFamily::mixtral) {
+      // The router losses are logged beside the LM loss, every step.
+      std::ifstream in(out + "/metrics.jsonl");
+      int rows = 0;
+      for (std::string line; std::getline(in, line); ++rows) {
+        const nlohmann::json row = nlohmann::json::parse(line);
+        INFO(line);
+        REQUIRE(row.contains("aux_loss"));
+        REQUIRE(row.contains("z_loss"));
+        // 2 of 4 experts: the load-balancing loss is 2 when routing is even, at most 4.
+        CHECK(row.at("aux_loss").get<double>() >= 0.5);
+        CHECK(row.at("aux_loss").get<double>() <= 4.0);
+        CHECK(row.at("z_loss").get<double>() > 0.0);
+      }
+      CHECK(rows == 60);
+    }
     const std::vector<double> l = losses(out);
     REQUIRE(l.size() == 60);
     INFO("first losses " << l[0] << " " << l[1] << " " << l[2] << ", last " << l[57] << " " << l[58]
@@ -142,7 +166,9 @@ TEST_CASE("family preset configs resolve to the published parameter counts") {
   for (const auto& e :
        {Expected{"mistral_7b.yaml", 7241732096LL}, Expected{"gemma_2b.yaml", 2506172416LL},
         Expected{"gemma_7b.yaml", 8537680896LL}, Expected{"gemma2_2b.yaml", 2614341888LL},
-        Expected{"gemma2_9b.yaml", 9241705984LL}, Expected{"qwen3_8b.yaml", 8190735360LL}}) {
+        Expected{"gemma2_9b.yaml", 9241705984LL}, Expected{"qwen3_8b.yaml", 8190735360LL},
+        Expected{"mixtral_8x7b.yaml", 46702792704LL},
+        Expected{"bench/moe_h100.yaml", 4728358912LL}}) {
     INFO(e.config);
     const auto config = config::load_config(testing::repo_dir() + "/configs/" + e.config);
     const models::ModelConfig mc = trainer::resolve_model_config(config, 1024);

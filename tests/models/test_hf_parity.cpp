@@ -2,17 +2,22 @@
 // tests/models/hf_oracle.py builds small random HF models with awkward sizes
 // (hidden 320, 5 heads, 1 KV head, Gemma head_dim 256, Qwen3 head_dim 48,
 // windows shorter than the sequence, both Gemma 2 softcaps, Qwen2's q/k/v
-// biases and Qwen3's q/k norms), saves them and HF's loss, logits and
-// parameter gradients on one batch (eager attention). We load each folder
+// biases, Qwen3's q/k norms, Mixtral's top 2 of 5 experts with the
+// load-balancing loss in the training loss and no near-ties in its routers),
+// saves them and HF's loss, logits and parameter gradients on one batch
+// (eager attention, HF's loop over experts). We load each folder
 // with model.hf_path's loader, run forward + the trainer's loss + backward
 // with the kernels off (reference) and on (fused linear CE / fused CE), and
-// compare. Then we export and HF must load the export with identical logits.
+// compare (Mixtral: also the load-balancing loss). Then we export and HF must
+// load the export with identical logits; Mixtral's experts load from both
+// layouts (per expert, as saved; fused, as held in memory) to the same model.
 //
 // Defaults: CPU, fp32, tolerance 1e-5 (max |ours - HF| / max |HF|). The bf16
 // GPU run (bash bench/gpu_check.sh parity) sets LIGER_PARITY_DEVICE=cuda,
 // LIGER_PARITY_DTYPE=bf16 and looser tolerances.
 #include "kernels/registry.h"
 #include "models/hf.h"
+#include "models/router_losses.h"
 #include "models/safetensors.h"
 #include "models/transformer.h"
 #include "tests/catch.h"
@@ -97,7 +102,7 @@ TEST_CASE("HF parity: logits, loss and every gradient equal transformers' for ev
   const Setup& s = setup();
   const c10::Device device(s.device);
   const c10::ScalarType dtype = dtype_of(s.dtype);
-  REQUIRE(s.cases.size() == 6);
+  REQUIRE(s.cases.size() == 7);
   std::cout << std::scientific << std::setprecision(2);
   std::cout << "metric: max |ours - HF| / max |HF|; tolerances loss " << s.tol_loss << ", logits "
             << s.tol_logits << ", gradients " << s.tol_grad << " (" << s.device << ", " << s.dtype
@@ -123,8 +128,19 @@ TEST_CASE("HF parity: logits, loss and every gradient equal transformers' for ev
       const at::Tensor hidden = model->forward(ids);
       const at::Tensor logits = model->logits(hidden);
       const int64_t targets = labels.ne(-100).sum().item<int64_t>();
-      const at::Tensor loss =
+      at::Tensor loss =
           trainer::token_loss(*model, hidden, labels, static_cast<double>(targets), 256.0);
+      double aux_error = 0.0;
+      if (config.num_experts > 0) {
+        // HF's training loss with output_router_logits: + coef x load balancing.
+        REQUIRE(config.output_router_logits);
+        const at::Tensor aux =
+            models::load_balancing_loss(model->take_router_outputs(), config.num_experts);
+        const double hf_aux = oracle.read("aux_loss").item<double>();
+        aux_error = std::abs(aux.item<double>() - hf_aux) / std::abs(hf_aux);
+        CHECK(aux_error <= s.tol_loss);
+        loss = loss + config.router_aux_loss_coef * aux;
+      }
       loss.backward();
 
       const double loss_error = std::abs(loss.item<double>() - hf_loss) / std::abs(hf_loss);
@@ -152,7 +168,9 @@ TEST_CASE("HF parity: logits, loss and every gradient equal transformers' for ev
 
       std::cout << std::left << std::setw(8) << name << std::setw(20) << variant.name << " loss "
                 << loss_error << "  logits " << logits_error << "  grads(" << compared << ") worst "
-                << worst_grad << " (" << worst_name << ")\n";
+                << worst_grad << " (" << worst_name << ")";
+      if (config.num_experts > 0) std::cout << "  aux loss " << aux_error;
+      std::cout << "\n";
       CHECK(loss_error <= s.tol_loss);
       CHECK(logits_error <= s.tol_logits);
     }
@@ -180,6 +198,21 @@ TEST_CASE("HF round trip: load -> export -> transformers loads it with identical
       CHECK_FALSE(fs::exists(out + "/model.safetensors"));
     }
 
+    if (config.num_experts > 0) {
+      // The experts stored fused (transformers 5's in-memory names) load to the same model.
+      models::Transformer fused(config, kernels::KernelSet::reference(),
+                                at::TensorOptions().dtype(dtype), dtype);
+      models::load_hf_weights(*fused, s.dir + "/" + name + "/fused");
+      auto fused_params = fused->named_parameters();
+      for (const auto& item : model->named_parameters()) {
+        INFO("fused layout: " << item.key());
+        CHECK(torch::equal(item.value(), fused_params[item.key()]));
+      }
+      // The export keeps the installed transformers' per-expert layout.
+      const models::safetensors::File written(out + "/model.safetensors");
+      CHECK(written.find("model.layers.0.block_sparse_moe.experts.0.w1.weight") != nullptr);
+      CHECK(written.find("model.layers.0.mlp.experts.gate_up_proj") == nullptr);
+    }
     // Our own loader reads the export back bit for bit.
     models::Transformer again(models::read_hf_config(out), kernels::KernelSet::reference(),
                               at::TensorOptions().dtype(dtype), dtype);

@@ -435,4 +435,43 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
       liger::models::parse_hf_config(liger::models::hf_config_json(g2, at::kBFloat16), "back");
   CHECK(back.layer_sliding_window(2) == 7);
   CHECK(back.head_dim == 32);
+
+  // Mixtral: the experts and router keys; the class defaults where absent
+  // (8 experts, 2 per token, no window, theta 1e6, router_aux_loss_coef 0.001).
+  auto mixtral = base;
+  mixtral["architectures"] = {"MixtralForCausalLM"};
+  mixtral.erase("rope_theta");
+  mixtral.erase("rms_norm_eps");
+  const auto m8 = parse(mixtral);
+  CHECK(m8.family == ModelFamily::mixtral);
+  CHECK(m8.num_experts == 8);
+  CHECK(m8.num_experts_per_token == 2);
+  CHECK(m8.sliding_window == 0);
+  CHECK(m8.rope_theta == 1e6);
+  CHECK(m8.rms_norm_eps == 1e-5);
+  CHECK(m8.router_aux_loss_coef == 0.001);
+  CHECK_FALSE(m8.output_router_logits);
+  mixtral["num_local_experts"] = 5;
+  mixtral["num_experts_per_tok"] = 3;
+  mixtral["sliding_window"] = 9;
+  mixtral["router_aux_loss_coef"] = 0.02;
+  mixtral["output_router_logits"] = true;
+  const auto m5 = parse(mixtral);
+  CHECK(m5.num_experts == 5);
+  CHECK(m5.num_experts_per_token == 3);
+  CHECK(m5.layer_sliding_window(3) == 9);
+  CHECK(m5.router_aux_loss_coef == 0.02);
+  CHECK(m5.output_router_logits);
+  const auto m5_back =
+      liger::models::parse_hf_config(liger::models::hf_config_json(m5, at::kFloat), "back");
+  CHECK(m5_back.num_experts == 5);
+  CHECK(m5_back.num_experts_per_token == 3);
+  CHECK(m5_back.layer_sliding_window(0) == 9);
+  CHECK(m5_back.router_aux_loss_coef == 0.02);
+  auto jitter = mixtral;
+  jitter["router_jitter_noise"] = 0.1;
+  check_message(error_of([&] { parse(jitter); }), {origin, "router_jitter_noise"});
+  auto too_many = mixtral;
+  too_many["num_experts_per_tok"] = 6;
+  check_message(error_of([&] { parse(too_many); }), {origin, "num_experts_per_token", "6"});
 }

@@ -48,12 +48,13 @@ TEST_CASE("preset parameter counts match the published models, built on the meta
     int64_t params;
   };
   // Counts of the HF models with the same config (transformers, meta device).
-  for (const auto& e : {Expected{"llama3_8b", 8030261248LL}, Expected{"llama2_7b", 6738415616LL},
-                        Expected{"llama3_1b", 1235814400LL}, Expected{"mistral_7b", 7241732096LL},
-                        Expected{"gemma_2b", 2506172416LL}, Expected{"gemma_7b", 8537680896LL},
-                        Expected{"gemma2_2b", 2614341888LL}, Expected{"gemma2_9b", 9241705984LL},
-                        Expected{"qwen2_5_7b", 7615616512LL}, Expected{"qwen3_8b", 8190735360LL},
-                        Expected{"qwen3_1_7b", 1720574976LL}}) {
+  for (const auto& e :
+       {Expected{"llama3_8b", 8030261248LL}, Expected{"llama2_7b", 6738415616LL},
+        Expected{"llama3_1b", 1235814400LL}, Expected{"mistral_7b", 7241732096LL},
+        Expected{"gemma_2b", 2506172416LL}, Expected{"gemma_7b", 8537680896LL},
+        Expected{"gemma2_2b", 2614341888LL}, Expected{"gemma2_9b", 9241705984LL},
+        Expected{"qwen2_5_7b", 7615616512LL}, Expected{"qwen3_8b", 8190735360LL},
+        Expected{"qwen3_1_7b", 1720574976LL}, Expected{"mixtral_8x7b", 46702792704LL}}) {
     INFO(e.preset);
     const ModelConfig c = liger::models::preset(e.preset);
     Transformer model(c, liger::kernels::KernelSet::reference(), meta, at::kBFloat16);
@@ -62,6 +63,10 @@ TEST_CASE("preset parameter counts match the published models, built on the meta
     CHECK(model->lm_head_weight().device().is_meta());
   }
   CHECK_THROWS_AS(liger::models::preset("llama9"), std::invalid_argument);
+  // Mixtral 8x7B: 2 of the 8 experts per token (the published 12.9 B active).
+  const ModelConfig mixtral = liger::models::preset("mixtral_8x7b");
+  CHECK(mixtral.active_parameters() == 12879925248LL);
+  CHECK(liger::models::preset("llama3_8b").active_parameters() == 8030261248LL);
 }
 
 TEST_CASE("parameters carry Hugging Face names") {
@@ -346,7 +351,8 @@ TEST_CASE("mode names: every value parses back from its name; unknown names list
     FAIL("expected an error");
   } catch (const std::invalid_argument& error) {
     CHECK(std::string(error.what()) ==
-          "model family 'gpt2' is unknown (known: llama, mistral, gemma, gemma2, qwen2, qwen3)");
+          "model family 'gpt2' is unknown (known: llama, mistral, gemma, gemma2, qwen2, qwen3, "
+          "mixtral)");
   }
   CHECK_THROWS_AS(parse_norm_casting("fp32"), std::invalid_argument);
   CHECK_THROWS_AS(parse_rope_scaling_type("yarn"), std::invalid_argument);

@@ -86,6 +86,43 @@ TEST_CASE("gradient accumulation is exact: 8 x 1 equals 2 x 4") {
   }
 }
 
+TEST_CASE(
+    "MoE: accumulation is exact for the router z-loss, and the router losses are the batch's") {
+  // The z-loss is a mean over router rows: weighting each micro-batch's by
+  // its share of the batch's rows makes 8 x 1 and 2 x 4 the same step. The
+  // load-balancing loss multiplies two means, so per micro-batch it is only
+  // close to the whole batch's; it must still be on the batch's scale (not
+  // summed over the micro-batches).
+  auto config = [](const std::string& dir, int64_t micro, int64_t accumulation, bool aux) {
+    return liger::testing::tiny_config(
+        liger::testing::fresh_dir(dir),
+        {"model.preset=tiny_mixtral", "model.router_z_loss_coef=0.05",
+         std::string("model.output_router_logits=") + (aux ? "true" : "false"),
+         "model.router_aux_loss_coef=1.0", "training.micro_batch_size=" + std::to_string(micro),
+         "training.gradient_accumulation_steps=" + std::to_string(accumulation)});
+  };
+  const config::TrainConfig config_one = config("moe_acc1", 8, 1, false);
+  const config::TrainConfig config_four = config("moe_acc4", 2, 4, false);
+  const auto one = train(config_one);
+  const auto four = train(config_four);
+  const double difference = liger::testing::max_relative_difference(four.params, one.params);
+  INFO("max relative parameter difference " << difference);
+  CHECK(difference <= 1e-5);
+  const auto rows_one = read_metrics(config_one.checkpoint.output_dir);
+  const auto rows_four = read_metrics(config_four.checkpoint.output_dir);
+  REQUIRE(rows_one.size() == 5);
+  REQUIRE(rows_four.size() == 5);
+  const double z1 = rows_one[0].at("z_loss").get<double>(), z4 = rows_four[0].at("z_loss");
+  CHECK(std::abs(z1 - z4) <= 1e-5 * z1);
+  const double aux1 = rows_one[0].at("aux_loss").get<double>(), aux4 = rows_four[0].at("aux_loss");
+  INFO("load-balancing loss at step 1: 8 x 1 " << aux1 << ", 2 x 4 " << aux4);
+  CHECK(std::abs(aux1 - aux4) <= 0.2 * aux1);
+  // With the load-balancing loss in the objective the parameters move
+  // differently (the test above is not vacuous for the router).
+  const auto with_aux = train(config("moe_acc1_aux", 8, 1, true));
+  CHECK(liger::testing::max_relative_difference(with_aux.params, one.params) > 1e-6);
+}
+
 TEST_CASE("averaging per micro-batch would NOT match (the test can tell)") {
   // The same comparison with a deliberately different normalisation: a
   // different micro-batch split of a different seed changes parameters by far

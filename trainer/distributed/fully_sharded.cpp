@@ -120,9 +120,10 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
                                      ShardingOptions options)
     : model_(model), comm_(std::move(communicator)), options_(options) {
   const int64_t world = comm_->world_size();
-  // Every WeightImpl's parameters by name (the base model's, then the
-  // adapters'): its weight, and its bias where it has one.
-  std::unordered_map<const models::WeightImpl*, std::vector<std::string>> names;
+  // Every parameter-holding module's parameters by name (the base model's,
+  // then the adapters'): a WeightImpl's weight, and its bias where it has
+  // one; an MoE block's experts (gate_up_proj, down_proj).
+  std::unordered_map<const torch::nn::Module*, std::vector<std::string>> names;
   std::unordered_map<std::string, at::Tensor*> slot_of;
   auto collect_modules = [&](torch::nn::Module& root) {
     for (const auto& item : root.named_modules()) {
@@ -132,6 +133,13 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
         if (weight->bias.defined()) {
           names[weight].push_back(item.key() + ".bias");
           slot_of[item.key() + ".bias"] = &weight->bias;
+        }
+      } else if (auto* experts = dynamic_cast<models::ExpertsImpl*>(item.value().get())) {
+        for (auto [name, slot] :
+             {std::pair<const char*, at::Tensor*>{"gate_up_proj", &experts->gate_up_proj},
+              std::pair<const char*, at::Tensor*>{"down_proj", &experts->down_proj}}) {
+          names[experts].push_back(item.key() + "." + name);
+          slot_of[item.key() + "." + name] = slot;
         }
       }
     }
@@ -161,7 +169,7 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
       add_parameter(item.key(), item.value(), true);
   }
 
-  auto add_unit = [&](std::string name, const std::vector<const models::WeightImpl*>& weights,
+  auto add_unit = [&](std::string name, const std::vector<const torch::nn::Module*>& weights,
                       bool reshard) {
     auto unit = std::make_unique<Unit>();
     unit->name = std::move(name);
@@ -190,10 +198,13 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
   }
   int64_t layer_index = 0;
   for (const auto& layer : *model_.model->layers) {
-    std::vector<const models::WeightImpl*> weights;
+    std::vector<const torch::nn::Module*> weights;
     for (const auto& item : layer->named_modules()) {
-      if (const auto* weight = dynamic_cast<const models::WeightImpl*>(item.value().get()))
-        weights.push_back(weight);
+      const torch::nn::Module* module = item.value().get();
+      if (dynamic_cast<const models::WeightImpl*>(module) != nullptr ||
+          dynamic_cast<const models::ExpertsImpl*>(module) != nullptr) {
+        weights.push_back(module);
+      }
     }
     if (model_.lora() != nullptr) {  // the layer's adapters are gathered with it
       for (int t = 0; t < models::kNumLoraTargets; ++t) {

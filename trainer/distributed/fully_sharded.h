@@ -52,7 +52,7 @@ struct ShardingOptions {
 struct ShardedParameter {
   std::string name;  // as in model.named_parameters() (HF names), then the adapters'
   // The model's tensor that points at the gathered value while its unit runs
-  // (a WeightImpl's weight or bias).
+  // (a WeightImpl's weight or bias, or an MoE block's experts).
   at::Tensor* slot = nullptr;
   bool trainable = true;  // requires grad (else frozen: no gradient, not the optimizer's)
   bool adapter = false;   // a LoRA adapter's (init from its own stream)

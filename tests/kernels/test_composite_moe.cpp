@@ -1,0 +1,116 @@
+// The composite MoE block and its grouped GEMMs: against the reference (HF's
+// loop over experts) in fp32, with aligned sizes (at::_grouped_mm as is),
+// awkward ones (padded), an expert that receives no token, and top-1; the
+// grouped GEMMs against a loop of plain matrix products.
+#include "kernels/composite/composite.h"
+#include "kernels/grouped_mm.h"
+#include "kernels/reference/reference.h"
+#include "tests/catch.h"
+#include "tests/kernels/test_utils.h"
+
+#include <torch/torch.h>
+
+namespace ref = liger::kernels::reference;
+namespace comp = liger::kernels::composite;
+using liger::kernels::test::check_runs;
+using liger::kernels::test::OpFn;
+using liger::kernels::test::Run;
+using liger::kernels::test::run_op;
+using liger::kernels::test::Tolerance;
+using torch::Tensor;
+
+namespace {
+
+constexpr Tolerance kFp32{2e-5, 2e-5};
+
+struct MoeShape {
+  int64_t tokens, hidden, ffn, experts, top_k;
+};
+
+// x [N, H] and a router [E, H] whose logits keep every pair of experts at
+// least 1 apart (x's first E columns: 2 x a permutation of 0..E-1, read
+// through an identity block; the rest adds under 0.5), so both backends pick
+// the same experts. `skip`: no token routes to that expert (its column of x
+// is pushed far down), or -1.
+std::vector<Tensor> moe_inputs(const MoeShape& s, int64_t skip) {
+  Tensor x = torch::randn({s.tokens, s.hidden});
+  for (int64_t i = 0; i < s.tokens; ++i) {
+    x.index_put_({i, torch::indexing::Slice(0, s.experts)},
+                 2.0 * torch::randperm(s.experts).to(torch::kFloat));
+  }
+  if (skip >= 0) x.select(1, skip).fill_(-100.0);
+  Tensor router = torch::randn({s.experts, s.hidden}) * 0.02;
+  router.narrow(1, 0, s.experts).copy_(torch::eye(s.experts));
+  return {x, router, torch::randn({s.experts, 2 * s.ffn, s.hidden}) * 0.2,
+          torch::randn({s.experts, s.hidden, s.ffn}) * 0.2};
+}
+
+OpFn moe_through(liger::kernels::MoeFn moe, int64_t top_k) {
+  return [moe, top_k](const std::vector<Tensor>& in) {
+    const auto out = moe(in[0], in[1], in[2], in[3], top_k);
+    return std::vector<Tensor>{out.y, out.router_logits, out.experts.to(torch::kFloat)};
+  };
+}
+
+void check_moe(const MoeShape& s, int64_t skip) {
+  INFO("tokens " << s.tokens << " hidden " << s.hidden << " ffn " << s.ffn << " experts "
+                 << s.experts << " top_k " << s.top_k << " skip " << skip);
+  const std::vector<Tensor> in = moe_inputs(s, skip);
+  const std::vector<bool> grads = {true, true, true, true};
+  const Run expected = run_op(moe_through(&ref::moe, s.top_k), in, grads);
+  const Run actual = run_op(moe_through(&comp::moe, s.top_k), in, grads);
+  check_runs("composite moe", actual, expected, kFp32, kFp32, {"x", "router", "gate_up", "down"});
+  if (skip >= 0) {
+    // The expert nobody chose gets exactly zero gradients.
+    CHECK(actual.grads[2][skip].abs().max().item<double>() == 0.0);
+    CHECK(actual.grads[3][skip].abs().max().item<double>() == 0.0);
+  }
+  // A gradient that vanished everywhere would pass the comparison above.
+  for (const Tensor& g : actual.grads) CHECK(g.abs().max().item<double>() > 0.0);
+}
+
+}  // namespace
+
+TEST_CASE("composite moe matches HF's loop over experts, values and gradients", "[moe]") {
+  torch::manual_seed(7);
+  SECTION("aligned sizes: at::_grouped_mm as is") {
+    check_moe({16, 32, 24, 4, 2}, -1);
+  }
+  SECTION("awkward sizes: padded operands") {
+    check_moe({13, 22, 13, 5, 2}, -1);
+  }
+  SECTION("an expert nobody chose") {
+    check_moe({11, 20, 12, 5, 2}, 3);
+  }
+  SECTION("top-1 and top-all") {
+    check_moe({9, 16, 8, 3, 1}, -1);
+    check_moe({9, 16, 8, 3, 3}, -1);
+  }
+}
+
+TEST_CASE("grouped GEMMs match a loop of matrix products", "[moe]") {
+  torch::manual_seed(8);
+  for (const int64_t k : {8, 7}) {
+    for (const int64_t n : {12, 5}) {
+      INFO("k " << k << " n " << n);
+      // Groups of 3, 0, 6 and 2 rows.
+      const Tensor ends = torch::tensor({3, 3, 9, 11}, torch::kInt);
+      const Tensor a = torch::randn({11, k});
+      const Tensor b = torch::randn({4, n, k}).transpose(1, 2);  // [4, k, n], a transposed view
+      const Tensor out = liger::kernels::grouped_mm(a, b, ends);
+      const Tensor c = torch::randn({11, n});
+      const Tensor per_group = liger::kernels::grouped_mm_per_group(a, c, ends);
+      int64_t start = 0;
+      for (int64_t g = 0; g < 4; ++g) {
+        const int64_t end = ends[g].item<int64_t>();
+        const Tensor rows_a = a.slice(0, start, end);
+        if (end > start) {
+          CHECK(torch::allclose(out.slice(0, start, end), rows_a.mm(b[g]), 1e-5, 1e-5));
+        }
+        CHECK(torch::allclose(per_group[g], rows_a.t().mm(c.slice(0, start, end)), 1e-5, 1e-5));
+        start = end;
+      }
+      CHECK(per_group[1].abs().max().item<double>() == 0.0);
+    }
+  }
+}
