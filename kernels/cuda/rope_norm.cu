@@ -46,8 +46,8 @@ __device__ __forceinline__ float head_sum(float v, int lanes) {
 // This token's cos/sin at the thread's columns i and h + i, fp32.
 template <int V>
 __device__ __forceinline__ void load_tables(const float* cos, const float* sin, int64_t token,
-                                            int64_t seq, int half, int64_t cos_batch_stride,
-                                            int i, float (&c1)[V], float (&c2)[V], float (&s1)[V],
+                                            int64_t seq, int half, int64_t cos_batch_stride, int i,
+                                            float (&c1)[V], float (&c2)[V], float (&s1)[V],
                                             float (&s2)[V]) {
   const int64_t b = token / seq, t = token % seq;
   const int64_t cs = b * cos_batch_stride + t * 2 * half;
@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     T* grad_row = d_qkv + token * heads * d;
     const T* x_row = qkv + token * heads * d;
     for (int head = threadIdx.y; head < heads; head += blockDim.y) {
-      float g1[V], g2[V];  // dy of this head
+      float g1[V], g2[V];    // dy of this head
       if (head >= normed) {  // v: dv copied into the packed gradient
         const T* in = dv + (token * heads_k + head - normed) * d;
         load<T, V>(in + i, g1);
@@ -158,8 +158,8 @@ __global__ void __launch_bounds__(kBlockThreads)
         continue;
       }
       const bool is_q = head < heads_q;
-      const T* in = is_q ? dq + (token * heads_q + head) * d
-                         : dk + (token * heads_k + head - heads_q) * d;
+      const T* in =
+          is_q ? dq + (token * heads_q + head) * d : dk + (token * heads_k + head - heads_q) * d;
       float x1[V], x2[V], w1[V], w2[V];
       load<T, V>(in + i, g1);
       load<T, V>(in + half + i, g2);
@@ -278,17 +278,17 @@ cudaError_t rope_qkv_norm_forward(const RopeQkvNormForward& a, cudaStream_t stre
     kernel<<<static_cast<unsigned>(tokens), block, 0, stream>>>(
         static_cast<const T*>(a.qkv), static_cast<T*>(a.q), static_cast<T*>(a.k),
         static_cast<T*>(a.v), static_cast<const W*>(a.q_weight), static_cast<const W*>(a.k_weight),
-        a.rstd, a.cos, a.sin, a.seq, static_cast<int>(a.heads_q), static_cast<int>(a.heads_k),
-        half, a.cos_batch_stride, a.eps, a.offset);
+        a.rstd, a.cos, a.sin, a.seq, static_cast<int>(a.heads_q), static_cast<int>(a.heads_k), half,
+        a.cos_batch_stride, a.eps, a.offset);
     return cudaGetLastError();
   });
 }
 
 cudaError_t rope_qkv_norm_backward(const RopeQkvNormBackward& a, cudaStream_t stream) {
   const int lanes = lanes_for(a.head_dim, a.x_dtype);
-  const bool aligned = aligned16(a.dq) && aligned16(a.dk) && aligned16(a.dv) &&
-                       aligned16(a.qkv) && aligned16(a.q_weight) && aligned16(a.k_weight) &&
-                       aligned16(a.cos) && aligned16(a.sin) && aligned16(a.d_qkv);
+  const bool aligned = aligned16(a.dq) && aligned16(a.dk) && aligned16(a.dv) && aligned16(a.qkv) &&
+                       aligned16(a.q_weight) && aligned16(a.k_weight) && aligned16(a.cos) &&
+                       aligned16(a.sin) && aligned16(a.d_qkv);
   if (lanes == 0 || !aligned) return cudaErrorInvalidValue;
   const int64_t tokens = a.batch * a.seq;
   if (tokens == 0) {
@@ -315,8 +315,8 @@ cudaError_t rope_qkv_norm_backward(const RopeQkvNormBackward& a, cudaStream_t st
     kernel<<<blocks, block, smem, stream>>>(
         static_cast<const T*>(a.dq), static_cast<const T*>(a.dk), static_cast<const T*>(a.dv),
         static_cast<const T*>(a.qkv), static_cast<const W*>(a.q_weight),
-        static_cast<const W*>(a.k_weight), a.rstd, a.cos, a.sin, static_cast<T*>(a.d_qkv),
-        partials, tokens, a.seq, static_cast<int>(a.heads_q), static_cast<int>(a.heads_k), half,
+        static_cast<const W*>(a.k_weight), a.rstd, a.cos, a.sin, static_cast<T*>(a.d_qkv), partials,
+        tokens, a.seq, static_cast<int>(a.heads_q), static_cast<int>(a.heads_k), half,
         a.cos_batch_stride, a.offset);
     if (partials != nullptr) {
       // the partial rows summed per column, in a fixed order, stored as W
