@@ -145,11 +145,11 @@ Case rope_case(torch::ScalarType dtype, torch::Device device, bool small) {
   return c;
 }
 
-// The packed q|k|v projection at Llama-3.2-1B's attention shape (32 query,
-// 8 key/value heads of 64): each way reads and writes q, k and v once.
-Case rope_qkv_case(torch::ScalarType dtype, torch::Device device, bool small) {
+// A packed q|k|v projection [B, T, Hq + 2 Hk, D] and HF-style cos/sin; with
+// norm_weights, q_norm and k_norm weights [D] after qkv (rope_qkv_norm).
+Case packed_qkv_case(torch::ScalarType dtype, torch::Device device, bool small, int64_t heads_q,
+                     int64_t heads_k, int64_t d, bool norm_weights) {
   const Sizes s = sizes_for(small);
-  const int64_t heads_q = 32, heads_k = 8, d = 64;
   Case c;
   c.shape = "qkv" + dims({s.batch, s.seq, heads_q + 2 * heads_k, d});
   const Tensor qkv = torch::randn({s.batch, s.seq, heads_q + 2 * heads_k, d}, opts(dtype, device));
@@ -157,12 +157,38 @@ Case rope_qkv_case(torch::ScalarType dtype, torch::Device device, bool small) {
   const Tensor inv_freq = 1.0 / torch::pow(500000.0, torch::arange(0, d, 2, f32) / double(d));
   const Tensor freqs = torch::arange(s.seq, f32).unsqueeze(1) * inv_freq.unsqueeze(0);
   const Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(0);
-  c.inputs = {qkv, emb.cos(), emb.sin()};
-  c.wants_grad = {true, false, false};
+  c.inputs = {qkv};
+  if (norm_weights) {
+    for (int i = 0; i < 2; ++i)
+      c.inputs.push_back(torch::randn({d}, opts(dtype, device)) * 0.1 + 1);
+  }
+  c.inputs.push_back(emb.cos());
+  c.inputs.push_back(emb.sin());
+  c.wants_grad.assign(c.inputs.size(), false);
+  for (size_t i = 0; i < (norm_weights ? 3u : 1u); ++i) c.wants_grad[i] = true;
   c.heads_q = heads_q;
   c.heads_k = heads_k;
+  // Each way reads and writes q, k and v once; with the norms, backward also
+  // reads forward's qkv (and the tiny weights and rstd).
   c.fwd_bytes = c.bwd_bytes = 2 * bytes_of(qkv) + 2 * bytes_of(emb);
+  if (norm_weights) c.bwd_bytes += bytes_of(qkv);
   return c;
+}
+
+// The packed q|k|v projection at Llama-3.2-1B's attention shape (32 query,
+// 8 key/value heads of 64): each way reads and writes q, k and v once.
+Case rope_qkv_case(torch::ScalarType dtype, torch::Device device, bool small) {
+  return packed_qkv_case(dtype, device, small, 32, 8, 64, false);
+}
+
+// Qwen3-8B's attention shape (32 query, 8 key/value heads of 128): rope_qkv
+// there (rope_qkv_d128), the baseline of rope_qkv_norm (the per-head q/k
+// RMSNorm in the same pass) at the same shape.
+Case rope_qkv_d128_case(torch::ScalarType dtype, torch::Device device, bool small) {
+  return packed_qkv_case(dtype, device, small, 32, 8, 128, false);
+}
+Case rope_qkv_norm_case(torch::ScalarType dtype, torch::Device device, bool small) {
+  return packed_qkv_case(dtype, device, small, 32, 8, 128, true);
 }
 
 Case glu_case(torch::ScalarType dtype, torch::Device device, bool small) {
@@ -350,13 +376,25 @@ std::vector<OpSpec> op_table() {
                    return std::vector<Tensor>{q, k};
                  };
                }});
-  t.push_back({"rope_qkv", rope_qkv_case, [](Backend b, const Case& c) -> OpFn {
+  auto rope_qkv_op = [](Backend b, const Case& c) -> OpFn {
+    const auto* p = provider(b);
+    if (p == nullptr || p->ops.rope_qkv == nullptr) return {};
+    auto fn = p->ops.rope_qkv;
+    const int64_t heads_q = c.heads_q, heads_k = c.heads_k;
+    return [fn, heads_q, heads_k](const std::vector<Tensor>& in) {
+      const auto out = fn(in[0], heads_q, heads_k, in[1], in[2]);
+      return std::vector<Tensor>{out.q, out.k, out.v};
+    };
+  };
+  t.push_back({"rope_qkv", rope_qkv_case, rope_qkv_op});
+  t.push_back({"rope_qkv_d128", rope_qkv_d128_case, rope_qkv_op});
+  t.push_back({"rope_qkv_norm", rope_qkv_norm_case, [rms](Backend b, const Case& c) -> OpFn {
                  const auto* p = provider(b);
-                 if (p == nullptr || p->ops.rope_qkv == nullptr) return {};
-                 auto fn = p->ops.rope_qkv;
+                 if (p == nullptr || p->ops.rope_qkv_norm == nullptr) return {};
+                 auto fn = p->ops.rope_qkv_norm;
                  const int64_t heads_q = c.heads_q, heads_k = c.heads_k;
-                 return [fn, heads_q, heads_k](const std::vector<Tensor>& in) {
-                   const auto out = fn(in[0], heads_q, heads_k, in[1], in[2]);
+                 return [fn, heads_q, heads_k, rms](const std::vector<Tensor>& in) {
+                   const auto out = fn(in[0], heads_q, heads_k, in[1], in[2], rms, in[3], in[4]);
                    return std::vector<Tensor>{out.q, out.k, out.v};
                  };
                }});

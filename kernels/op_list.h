@@ -28,6 +28,8 @@
   X(layer_norm, layer_norm, LayerNormFn, "(x - mean) / sqrt(var + eps) * w + b over the last dim") \
   X(rope, rope, RopeFn, "rotary position embedding of q and k (HF rotate_half)")                   \
   X(rope_qkv, rope, RopeQkvFn, "rope of a packed q|k|v projection: {rope(q), rope(k), v}")         \
+  X(rope_qkv_norm, rope, RopeQkvNormFn,                                                            \
+    "per-head q/k RMSNorm, then rope, of a packed q|k|v: {rope(norm(q)), rope(norm(k)), v}")       \
   X(swiglu, swiglu, GluFn, "silu(gate) * up")                                                      \
   X(geglu, geglu, GluFn, "gelu_tanh(gate) * up")                                                   \
   X(cross_entropy, cross_entropy, CrossEntropyFn, "cross entropy of logits [N, V]")                \

@@ -73,6 +73,20 @@ struct QkvHeads {
 using RopeQkvFn = QkvHeads (*)(const Tensor& qkv, int64_t heads_q, int64_t heads_k,
                                const Tensor& cos, const Tensor& sin);
 
+// Qwen3's per-head q/k RMSNorm, then the rotation, on the packed projection:
+// {rope(rms_norm(q, q_weight)), rope(rms_norm(k, k_weight)), v}, the norms
+// over head_dim of every query and key head (q_weight, k_weight: [D], one
+// dtype). The norm is the rms_norm op's with `norm` (casting, eps, offset);
+// the rotation is rope_qkv's. Gradients: the packed d_qkv, d_q_weight and
+// d_k_weight (summed over every token and head). Fused into one pass each way
+// where a backend has a kernel for it; follows the rope toggle, and the
+// model takes it only when the rms_norm toggle is on as well (see
+// KernelSet::fuses_qk_norm).
+using RopeQkvNormFn = QkvHeads (*)(const Tensor& qkv, int64_t heads_q, int64_t heads_k,
+                                   const Tensor& q_weight, const Tensor& k_weight,
+                                   const RmsNormOptions& norm, const Tensor& cos,
+                                   const Tensor& sin);
+
 // ---------------------------------------------------------------------------
 // Gated MLP activations
 // ---------------------------------------------------------------------------

@@ -189,6 +189,7 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device, c10:
 
   KernelSet set;
   set.use_flce_ = toggles.fused_linear_cross_entropy;
+  set.fuse_qk_norm_ = toggles.rope && toggles.rms_norm;  // see KernelSet::fuses_qk_norm
   for (Op op : kAllOps) {
     Choice choice = choose(toggles, op, device, dtype);
     Selection& selection = choice.selection;
@@ -201,6 +202,9 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device, c10:
                                         toggle_key(op), ": false to use the reference"));
     }
 
+    if (op == Op::rope_qkv_norm && toggles.rope && !toggles.rms_norm) {
+      selection.reason += "; not taken: kernels.rms_norm off (rms_norm, then rope)";
+    }
     const Backend backend = selection.backend;
     set.kernels_.take(op, choice.provider->ops);
     set.backends_[static_cast<int>(op)] = backend;

@@ -33,7 +33,9 @@ const char* backend_name(Backend backend);
 struct KernelToggles {
   bool rms_norm = true;  // also switches add_rms_norm (the residual add + RMSNorm)
   bool layer_norm = true;
-  bool rope = true;  // also switches rope_qkv (the packed q|k|v projection)
+  // Also switches rope_qkv (the packed q|k|v projection) and rope_qkv_norm
+  // (with the per-head q/k RMSNorm; taken only when rms_norm is on too).
+  bool rope = true;
   bool swiglu = true;
   bool geglu = true;
   bool cross_entropy = false;
@@ -94,6 +96,14 @@ class KernelSet {
                     const Tensor& sin) const {
     return kernels_.rope_qkv(qkv, heads_q, heads_k, cos, sin);
   }
+  // {rope(norm(q)), rope(norm(k)), v}: Qwen3's per-head q/k RMSNorm and the
+  // rotation of a packed qkv in one op (see ops.h). Callers take it only
+  // where fuses_qk_norm() says so, else rms_norm on the heads then rope.
+  QkvHeads rope_qkv_norm(const Tensor& qkv, int64_t heads_q, int64_t heads_k,
+                         const Tensor& q_weight, const Tensor& k_weight, const RmsNormOptions& norm,
+                         const Tensor& cos, const Tensor& sin) const {
+    return kernels_.rope_qkv_norm(qkv, heads_q, heads_k, q_weight, k_weight, norm, cos, sin);
+  }
   Tensor swiglu(const Tensor& gate, const Tensor& up) const { return kernels_.swiglu(gate, up); }
   Tensor geglu(const Tensor& gate, const Tensor& up) const { return kernels_.geglu(gate, up); }
   // The recomputing backward of swiglu / geglu (see ops.h), from the same backend.
@@ -146,6 +156,12 @@ class KernelSet {
   const std::vector<Selection>& selections() const { return selections_; }
   // Whether the loss should go through the fused linear cross entropy op.
   bool use_fused_linear_cross_entropy() const { return use_flce_; }
+  // Whether a per-head q/k norm should go through rope_qkv_norm. The op
+  // follows one toggle (rope, in op_list.h) like every op; it fuses two, so
+  // the registry also asks for kernels.rms_norm here: with either toggle off
+  // the caller keeps the separate rms_norm and rope ops, each following its
+  // own toggle, and switching one toggle switches only its own math.
+  bool fuses_qk_norm() const { return fuse_qk_norm_; }
 
   // Every op on the reference backend.
   static KernelSet reference();
@@ -156,6 +172,7 @@ class KernelSet {
   std::array<Backend, kNumOps> backends_{};
   std::vector<Selection> selections_;
   bool use_flce_ = false;
+  bool fuse_qk_norm_ = false;
   bool tuned_head_gemm_ = false;  // tuned_gemm served by cuda: the fused loss's GEMMs too
 };
 

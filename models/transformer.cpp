@@ -237,7 +237,16 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
       qkv_lora ? &*qkv_lora : nullptr, qkv_biases);
   const Tensor heads_view = qkv.view({batch, seq, heads_q + 2 * heads_k, d});
   Tensor q, k, v;
-  if (config_.qk_norm) {
+  if (config_.qk_norm && kernels_.fuses_qk_norm()) {
+    // Qwen3 with kernels.rms_norm and kernels.rope on: the per-head norms and
+    // the rotation in one op (one pass over the packed heads on cuda).
+    kernels::QkvHeads heads =
+        kernels_.rope_qkv_norm(heads_view, heads_q, heads_k, cast(attn.q_norm->weight),
+                               cast(attn.k_norm->weight), norm_options(), cos, sin);
+    q = std::move(heads.q);
+    k = std::move(heads.k);
+    v = std::move(heads.v);
+  } else if (config_.qk_norm) {
     // Qwen3: RMSNorm over head_dim on every query and key head, then RoPE.
     // The norms run on the [B, T, H, D] views through the rms_norm op, the
     // rotation through the rope op (rope_qkv takes the unnormed packed heads).

@@ -20,6 +20,7 @@ const BackendProvider& composite_backend() {
     p.ops.layer_norm = &composite::layer_norm;
     p.ops.rope = &composite::rope;
     p.ops.rope_qkv = &composite::rope_qkv;
+    p.ops.rope_qkv_norm = &composite::rope_qkv_norm;
     p.ops.swiglu = &composite::swiglu;
     p.ops.geglu = &composite::geglu;
     p.ops.swiglu_recompute = &composite::swiglu_recompute;

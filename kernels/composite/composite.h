@@ -27,6 +27,12 @@ std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& c
 // No pass of its own: the split of qkv, then rope above on q and k.
 QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
                   const Tensor& sin);
+// No pass of its own: the split of qkv, rms_norm above on q's and k's heads,
+// then rope above (saves what those two save: the normed heads' inputs and
+// rstd, and cos/sin).
+QkvHeads rope_qkv_norm(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                       const Tensor& k_weight, const RmsNormOptions& norm, const Tensor& cos,
+                       const Tensor& sin);
 
 // Save only gate and up; the activation is recomputed in backward.
 Tensor swiglu(const Tensor& gate, const Tensor& up);

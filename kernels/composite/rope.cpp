@@ -69,4 +69,11 @@ QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Ten
   return reference::rope_of_split_qkv(&rope, qkv, heads_q, heads_k, cos, sin);
 }
 
+QkvHeads rope_qkv_norm(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                       const Tensor& k_weight, const RmsNormOptions& norm, const Tensor& cos,
+                       const Tensor& sin) {
+  return reference::norm_then_rope_of_split_qkv(&rms_norm, &rope, qkv, heads_q, heads_k, q_weight,
+                                                k_weight, norm, cos, sin);
+}
+
 }  // namespace liger::kernels::composite

@@ -48,6 +48,7 @@ const BackendProvider* cuda_backend() {
     p.ops.layer_norm = &cuda::layer_norm;
     p.ops.rope = &cuda::rope;
     p.ops.rope_qkv = &cuda::rope_qkv;
+    p.ops.rope_qkv_norm = &cuda::rope_qkv_norm;
     p.ops.swiglu = &cuda::swiglu;
     p.ops.geglu = &cuda::geglu;
     p.ops.swiglu_recompute = &cuda::swiglu_recompute;

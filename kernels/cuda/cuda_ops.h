@@ -45,6 +45,16 @@ std::pair<Tensor, Tensor> rope(const Tensor& q, const Tensor& k, const Tensor& c
 QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
                   const Tensor& sin);
 
+// Qwen3's q/k norm in the packed pass: one launch reads qkv once, normalises
+// every query and key head in fp32 (Llama casting), rotates it and writes
+// dense q, k and a copy of v; backward writes the packed d_qkv and both
+// weight gradients (deterministic) in one launch plus the column sum. Saves
+// qkv, the weights, rstd (fp32, one per head and token) and cos/sin. Other
+// castings and head_dims the kernel does not take: composite, with a warning.
+QkvHeads rope_qkv_norm(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                       const Tensor& k_weight, const RmsNormOptions& norm, const Tensor& cos,
+                       const Tensor& sin);
+
 // Save only gate and up; backward recomputes the activation. Memory: when
 // gate (up) is an intermediate the graph owns (not a leaf, not a view, e.g.
 // the output of the gate/up projection) or a copy this op made, backward

@@ -156,6 +156,61 @@ cudaError_t rope_qkv_forward(const RopeQkv& a, cudaStream_t stream);
 cudaError_t rope_qkv_backward(const RopeQkv& a, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------
+// Per-head q/k RMSNorm + RoPE of a packed projection (rope_norm.cu)
+// ---------------------------------------------------------------------------
+
+// qkv [batch, seq, heads_q + 2 heads_k, head_dim] (dense, packed as for
+// RopeQkv): every query and key head is RMS-normalised over head_dim (Llama
+// casting, weight q_weight or k_weight) and rotated; v is copied. One block
+// reads each token's heads once. Every pointer 16-byte aligned.
+struct RopeQkvNormForward {
+  const void* qkv = nullptr;       // [tokens, heads_q + 2 heads_k, head_dim] T
+  void* q = nullptr;               // [tokens, heads_q, head_dim] T
+  void* k = nullptr;               // [tokens, heads_k, head_dim] T
+  void* v = nullptr;               // [tokens, heads_k, head_dim] T
+  const void* q_weight = nullptr;  // [head_dim] W
+  const void* k_weight = nullptr;  // [head_dim] W
+  float* rstd = nullptr;           // [tokens, heads_q + heads_k]: q's heads, then k's
+  const float* cos = nullptr;      // as RopeQkv
+  const float* sin = nullptr;
+  int64_t batch = 0, seq = 0, heads_q = 0, heads_k = 0, head_dim = 0;
+  int64_t cos_batch_stride = 0;
+  DType x_dtype = DType::f32, w_dtype = DType::f32;
+  float eps = 1e-6f, offset = 0.f;
+};
+
+// From the output gradients dq, dk, dv (dense) and forward's qkv and rstd:
+// the packed d_qkv in one pass, and d_weights = [d q_weight | d k_weight]
+// ([2, head_dim] W) summed over every token and head as per-block fp32
+// partial rows plus a fixed-order column sum (deterministic).
+struct RopeQkvNormBackward {
+  const void* dq = nullptr;  // [tokens, heads_q, head_dim] T
+  const void* dk = nullptr;  // [tokens, heads_k, head_dim] T
+  const void* dv = nullptr;  // [tokens, heads_k, head_dim] T
+  const void* qkv = nullptr;
+  const void* q_weight = nullptr;
+  const void* k_weight = nullptr;
+  const float* rstd = nullptr;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  void* d_qkv = nullptr;       // [tokens, heads_q + 2 heads_k, head_dim] T
+  void* d_weights = nullptr;   // [2, head_dim] W, or nullptr (not wanted)
+  float* workspace = nullptr;  // rope_qkv_norm_workspace_floats(...) floats, with d_weights
+  int64_t batch = 0, seq = 0, heads_q = 0, heads_k = 0, head_dim = 0;
+  int64_t cos_batch_stride = 0;
+  DType x_dtype = DType::f32, w_dtype = DType::f32;
+  float offset = 0.f;
+};
+
+// Whether the kernel takes this head_dim in this dtype: a head is split over
+// a power of two of threads (at most 32, within a warp) holding 16-byte
+// vectors of each half: bf16/fp16 head_dim 16, 32, ..., 512; fp32 8, ..., 256.
+bool rope_qkv_norm_supported(int64_t head_dim, DType dtype);
+size_t rope_qkv_norm_workspace_floats(int64_t tokens, int64_t head_dim);
+cudaError_t rope_qkv_norm_forward(const RopeQkvNormForward& a, cudaStream_t stream);
+cudaError_t rope_qkv_norm_backward(const RopeQkvNormBackward& a, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------
 // Gated activations (glu.cu): swiglu = silu(gate) * up, geglu = gelu_tanh(gate) * up
 // ---------------------------------------------------------------------------
 

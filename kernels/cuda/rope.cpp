@@ -1,5 +1,6 @@
 // The cuda backend's rotary position embedding: one autograd function over
-// q and k, one launch of rope.cu each way.
+// q and k, one launch of rope.cu each way; the packed q|k|v form, alone or
+// with Qwen3's per-head q/k RMSNorm (rope_norm.cu).
 #include "kernels/checks.h"
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/binding.h"
@@ -153,7 +154,142 @@ struct RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
   }
 };
 
+// The packed form with the per-head q/k RMSNorm: forward reads qkv once and
+// writes dense normed-and-rotated q, k and a copy of v, saving rstd per head
+// (fp32 [B * T, Hq + Hk]); backward writes the packed d_qkv and the two
+// weight gradients (rope_norm.cu). Saves qkv, the weights, rstd and cos/sin.
+struct RopeQkvNormFunction : public torch::autograd::Function<RopeQkvNormFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& qkv_in,
+                               const Tensor& q_weight_in, const Tensor& k_weight_in,
+                               int64_t heads_q, int64_t heads_k, const Tensor& cos,
+                               const Tensor& sin, double eps, double offset) {
+    const Tensor qkv = dense(qkv_in), q_weight = dense(q_weight_in), k_weight = dense(k_weight_in);
+    const c10::cuda::CUDAGuard guard(qkv.device());
+    const int64_t b = qkv.size(0), t = qkv.size(1), d = qkv.size(3);
+    Tensor q = at::empty({b, t, heads_q, d}, qkv.options());
+    Tensor k = at::empty({b, t, heads_k, d}, qkv.options());
+    Tensor v = at::empty({b, t, heads_k, d}, qkv.options());
+    Tensor rstd = at::empty({b * t, heads_q + heads_k}, qkv.options().dtype(at::kFloat));
+    launch::RopeQkvNormForward a;
+    a.qkv = qkv.data_ptr();
+    a.q = q.data_ptr();
+    a.k = k.data_ptr();
+    a.v = v.data_ptr();
+    a.q_weight = q_weight.data_ptr();
+    a.k_weight = k_weight.data_ptr();
+    a.rstd = rstd.data_ptr<float>();
+    a.cos = cos.data_ptr<float>();
+    a.sin = sin.data_ptr<float>();
+    a.batch = b;
+    a.seq = t;
+    a.heads_q = heads_q;
+    a.heads_k = heads_k;
+    a.head_dim = d;
+    a.cos_batch_stride = cos.size(0) == 1 ? 0 : cos.size(1) * cos.size(2);
+    a.x_dtype = dtype_of("rope_qkv_norm", qkv);
+    a.w_dtype = dtype_of("rope_qkv_norm", q_weight);
+    a.eps = static_cast<float>(eps);
+    a.offset = static_cast<float>(offset);
+    check_launch("rope_qkv_norm", launch::rope_qkv_norm_forward(a, current_stream()));
+    ctx->save_for_backward({qkv, q_weight, k_weight, rstd, cos, sin});
+    ctx->saved_data["heads_q"] = heads_q;
+    ctx->saved_data["heads_k"] = heads_k;
+    ctx->saved_data["offset"] = offset;
+    return {q, k, v};
+  }
+
+  // Autograd materialises an unused output's gradient as zeros, so every
+  // group of d_qkv is written.
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &qkv = saved[0], &q_weight = saved[1], &k_weight = saved[2], &rstd = saved[3],
+                 &cos = saved[4], &sin = saved[5];
+    const Tensor dq = dense(grad_outputs[0]), dk = dense(grad_outputs[1]),
+                 dv = dense(grad_outputs[2]);
+    const c10::cuda::CUDAGuard guard(qkv.device());
+    const bool want_dw = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    Tensor d_qkv = at::empty(qkv.sizes(), qkv.options());
+    Tensor d_weights = want_dw ? at::empty({2, qkv.size(3)}, q_weight.options()) : Tensor();
+    Tensor workspace;
+    if (want_dw) {
+      const auto floats = static_cast<int64_t>(
+          launch::rope_qkv_norm_workspace_floats(qkv.size(0) * qkv.size(1), qkv.size(3)));
+      workspace = at::empty({floats}, qkv.options().dtype(at::kFloat));
+    }
+    launch::RopeQkvNormBackward a;
+    a.dq = dq.data_ptr();
+    a.dk = dk.data_ptr();
+    a.dv = dv.data_ptr();
+    a.qkv = qkv.data_ptr();
+    a.q_weight = q_weight.data_ptr();
+    a.k_weight = k_weight.data_ptr();
+    a.rstd = rstd.data_ptr<float>();
+    a.cos = cos.data_ptr<float>();
+    a.sin = sin.data_ptr<float>();
+    a.d_qkv = d_qkv.data_ptr();
+    a.d_weights = mutable_ptr(d_weights);
+    a.workspace = workspace.defined() ? workspace.data_ptr<float>() : nullptr;
+    a.batch = qkv.size(0);
+    a.seq = qkv.size(1);
+    a.heads_q = ctx->saved_data["heads_q"].toInt();
+    a.heads_k = ctx->saved_data["heads_k"].toInt();
+    a.head_dim = qkv.size(3);
+    a.cos_batch_stride = cos.size(0) == 1 ? 0 : cos.size(1) * cos.size(2);
+    a.x_dtype = dtype_of("rope_qkv_norm", qkv);
+    a.w_dtype = dtype_of("rope_qkv_norm", q_weight);
+    a.offset = static_cast<float>(ctx->saved_data["offset"].toDouble());
+    check_launch("rope_qkv_norm", launch::rope_qkv_norm_backward(a, current_stream()));
+    return {d_qkv,
+            want_dw ? d_weights[0] : Tensor(),
+            want_dw ? d_weights[1] : Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor()};
+  }
+};
+
 }  // namespace
+
+QkvHeads rope_qkv_norm(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                       const Tensor& k_weight, const RmsNormOptions& norm, const Tensor& cos,
+                       const Tensor& sin) {
+  const char* op = "rope_qkv_norm";
+  checks::rope_qkv_args(qkv, heads_q, heads_k);
+  TORCH_CHECK(qkv.is_cuda(), op, " (cuda): qkv must be on a CUDA device, got ", qkv.device());
+  const int64_t d = qkv.size(3);
+  for (const Tensor* w : {&q_weight, &k_weight}) {
+    TORCH_CHECK(w->defined() && w->dim() == 1 && w->size(0) == d, op,
+                " (cuda): the norm weights must be [head_dim] = [", d, "]");
+    check_device(op, "norm weight", *w, qkv);
+  }
+  check_device(op, "cos", cos, qkv);
+  check_device(op, "sin", sin, qkv);
+  const launch::DType dtype = dtype_of(op, qkv);
+  if (norm.casting != RmsNormCasting::llama || !launch::rope_qkv_norm_supported(d, dtype)) {
+    TORCH_WARN_ONCE(op, " (cuda): head_dim ", d, " in ", qkv.scalar_type(),
+                    " with this norm casting is not taken by the kernel (it takes Llama "
+                    "casting and a power-of-two head_dim: 16 to 512 in bf16/fp16, 8 to 256 in "
+                    "fp32); using the composite backend");
+    return composite::rope_qkv_norm(qkv, heads_q, heads_k, q_weight, k_weight, norm, cos, sin);
+  }
+  checks::rope_args(qkv.narrow(2, 0, heads_q), qkv.narrow(2, heads_q, heads_k), cos, sin);
+  // The weights as the kernel takes them: both in qkv's dtype, or both fp32
+  // (cast here, outside the autograd function, so the gradients flow back
+  // through the cast).
+  const bool both_f32 =
+      q_weight.scalar_type() == at::kFloat && k_weight.scalar_type() == at::kFloat;
+  const at::ScalarType w_type = both_f32 ? at::kFloat : qkv.scalar_type();
+  const Tensor qw = q_weight.to(w_type), kw = k_weight.to(w_type);  // cast: see above
+  // cos/sin: fp32, dense, and no gradient (buffers).
+  const Tensor c = dense(cos.detach().to(at::kFloat));
+  const Tensor s = dense(sin.detach().to(at::kFloat));
+  const auto out =
+      RopeQkvNormFunction::apply(qkv, qw, kw, heads_q, heads_k, c, s, norm.eps, norm.offset);
+  return {out[0], out[1], out[2]};
+}
 
 QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
                   const Tensor& sin) {

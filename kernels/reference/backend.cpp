@@ -19,6 +19,7 @@ const BackendProvider& reference_backend() {
     p.ops.layer_norm = &reference::layer_norm;
     p.ops.rope = &reference::rope;
     p.ops.rope_qkv = &reference::rope_qkv;
+    p.ops.rope_qkv_norm = &reference::rope_qkv_norm;
     p.ops.swiglu = &reference::swiglu;
     p.ops.geglu = &reference::geglu;
     p.ops.swiglu_recompute = &reference::swiglu_recompute;

@@ -28,6 +28,19 @@ QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Ten
 // and applies the backend's own rope to q and k.
 QkvHeads rope_of_split_qkv(RopeFn rope, const Tensor& qkv, int64_t heads_q, int64_t heads_k,
                            const Tensor& cos, const Tensor& sin);
+// Splits qkv, normalises q's and k's heads with rms_norm above (over
+// head_dim, weights q_weight and k_weight), rotates them with rope above; v
+// is the view itself. The separate ops as a model calls them.
+QkvHeads rope_qkv_norm(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                       const Tensor& k_weight, const RmsNormOptions& norm, const Tensor& cos,
+                       const Tensor& sin);
+// The unfused q/k norm and packed RoPE, shared with the composite backend:
+// checks qkv, splits it (one packed gradient), then the backend's own
+// RMSNorm on q and k and its own rope on the results.
+QkvHeads norm_then_rope_of_split_qkv(RmsNormFn rms_norm, RopeFn rope, const Tensor& qkv,
+                                     int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                                     const Tensor& k_weight, const RmsNormOptions& norm,
+                                     const Tensor& cos, const Tensor& sin);
 
 Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor geglu(const Tensor& gate, const Tensor& up);

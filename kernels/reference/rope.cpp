@@ -1,5 +1,6 @@
 // Reference rotary position embedding: HF's apply_rotary_pos_emb, on our
-// [B, T, H, D] layout.
+// [B, T, H, D] layout; with Qwen3's q_norm / k_norm (Qwen3RMSNorm on each
+// head) before it for rope_qkv_norm.
 #include "kernels/checks.h"
 #include "kernels/reference/reference.h"
 
@@ -42,6 +43,25 @@ QkvHeads rope_of_split_qkv(RopeFn rope, const Tensor& qkv, int64_t heads_q, int6
 QkvHeads rope_qkv(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& cos,
                   const Tensor& sin) {
   return rope_of_split_qkv(&rope, qkv, heads_q, heads_k, cos, sin);
+}
+
+QkvHeads norm_then_rope_of_split_qkv(RmsNormFn rms_norm, RopeFn rope, const Tensor& qkv,
+                                     int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                                     const Tensor& k_weight, const RmsNormOptions& norm,
+                                     const Tensor& cos, const Tensor& sin) {
+  checks::rope_qkv_args(qkv, heads_q, heads_k);
+  const std::vector<Tensor> parts = qkv.split_with_sizes({heads_q, heads_k, heads_k}, 2);
+  // HF Qwen3Attention: q_norm(q_proj(x).view(..., head_dim)), then apply_rotary_pos_emb.
+  auto [q, k] =
+      rope(rms_norm(parts[0], q_weight, norm), rms_norm(parts[1], k_weight, norm), cos, sin);
+  return {q, k, parts[2]};
+}
+
+QkvHeads rope_qkv_norm(const Tensor& qkv, int64_t heads_q, int64_t heads_k, const Tensor& q_weight,
+                       const Tensor& k_weight, const RmsNormOptions& norm, const Tensor& cos,
+                       const Tensor& sin) {
+  return norm_then_rope_of_split_qkv(&rms_norm, &rope, qkv, heads_q, heads_k, q_weight, k_weight,
+                                     norm, cos, sin);
 }
 
 }  // namespace liger::kernels::reference

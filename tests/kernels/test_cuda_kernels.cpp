@@ -114,7 +114,7 @@ TEST_CASE("cuda registry: toggles on resolve to the cuda kernels", "[cuda][regis
   for (auto dtype : kDtypes) {
     const KernelSet set = liger::kernels::resolve_kernels(KernelToggles{}, kCuda, dtype);
     for (Op op : {Op::rms_norm, Op::add_rms_norm, Op::layer_norm, Op::rope, Op::rope_qkv,
-                  Op::swiglu, Op::geglu}) {
+                  Op::rope_qkv_norm, Op::swiglu, Op::geglu}) {
       const auto& s = set.selections()[static_cast<int>(op)];
       INFO(s.describe());
       CHECK(s.backend == Backend::cuda);
@@ -486,6 +486,102 @@ TEST_CASE("cuda rope_qkv (packed q|k|v) matches reference", "[cuda][rope]") {
     INFO(message);
     CHECK(message.find("rope_qkv: qkv must be [B, T, heads_q + 2 heads_k, D] = [B, T, 8, D]") !=
           std::string::npos);
+  }
+}
+
+TEST_CASE("cuda rope_qkv_norm (per-head q/k RMSNorm + packed rope) matches reference",
+          "[cuda][rope]") {
+  if (!have_cuda()) return;
+  struct Shape {
+    int64_t b, t, hq, hk, d;
+    const char* name;
+  };
+  const Shape shapes[] = {{2, 33, 32, 8, 128, "Qwen3-8B heads, T odd"},
+                          {3, 17, 6, 2, 64, "head_dim 64 GQA, T odd"},
+                          {1, 9, 4, 4, 128, "MHA head_dim 128"},
+                          {1, 7, 4, 1, 96, "head_dim 96 (the composite serves it)"}};
+  RmsNormOptions norm;  // Qwen3RMSNorm: Llama casting
+  norm.eps = 1e-6;
+  for (const Shape& s : shapes) {
+    for (auto dtype : kDtypes) {
+      for (bool per_batch : {false, true}) {
+        torch::manual_seed(21);
+        const auto opts = torch::device(kCuda);
+        // heads with a mean away from 0 and a spread of norms
+        const Tensor qkv =
+            (torch::randn({s.b, s.t, s.hq + 2 * s.hk, s.d}, opts) * 1.5 + 0.2).to(dtype);
+        const Tensor q_weight = (torch::randn({s.d}, opts) * 0.1 + 1.0).to(dtype);
+        const Tensor k_weight = (torch::randn({s.d}, opts) * 0.1 + 1.0).to(dtype);
+        Tensor cos, sin;  // not a structured binding: the lambdas below capture them
+        std::tie(cos, sin) = rope_tables_on_gpu(s.b, s.t, s.d, per_batch, 3);
+        auto wrap = [cos, sin, s, norm](auto fn) -> OpFn {
+          return [fn, cos, sin, s, norm](const std::vector<Tensor>& in) {
+            const auto out = fn(in[0], s.hq, s.hk, in[1], in[2], norm, cos, sin);
+            return std::vector<Tensor>{out.q, out.k, out.v};
+          };
+        };
+        const std::string what = std::string("rope_qkv_norm ") + s.name +
+                                 (per_batch ? " [B,T,D] " : " [1,T,D] ") + dtype_name(dtype);
+        // Outputs, the packed gradient and both weight gradients (summed
+        // over every token and head: the looser tolerance).
+        compare_backends(what, wrap(ref::rope_qkv_norm), wrap(cuda::rope_qkv_norm),
+                         {qkv, q_weight, k_weight}, {true, true, true},
+                         {"qkv", "q_weight", "k_weight"}, kFp32, kHalf, kHalfSum);
+      }
+    }
+  }
+  SECTION("fp32 norm weights with bf16 heads") {
+    torch::manual_seed(22);
+    const auto opts = torch::device(kCuda);
+    const Tensor qkv = torch::randn({2, 11, 8 + 2 * 2, 128}, opts).to(torch::kBFloat16);
+    const Tensor q_weight = torch::randn({128}, opts) * 0.1 + 1.0;
+    const Tensor k_weight = torch::randn({128}, opts) * 0.1 + 1.0;
+    Tensor cos, sin;
+    std::tie(cos, sin) = rope_tables_on_gpu(2, 11, 128, false, 0);
+    auto wrap = [cos, sin, norm](auto fn) -> OpFn {
+      return [fn, cos, sin, norm](const std::vector<Tensor>& in) {
+        const auto out = fn(in[0], 8, 2, in[1], in[2], norm, cos, sin);
+        return std::vector<Tensor>{out.q, out.k, out.v};
+      };
+    };
+    compare_backends("rope_qkv_norm fp32 weights", wrap(ref::rope_qkv_norm),
+                     wrap(cuda::rope_qkv_norm), {qkv, q_weight, k_weight}, {true, true, true},
+                     {"qkv", "q_weight", "k_weight"}, kFp32, kHalf, kHalfSum);
+  }
+  SECTION("v copied exactly; the weight gradients are the same bits run after run") {
+    torch::manual_seed(23);
+    const auto opts = torch::device(kCuda);
+    const Tensor qkv = torch::randn({4, 301, 16 + 2 * 4, 128}, opts).to(torch::kBFloat16);
+    const Tensor dy = torch::randn({4, 301, 16, 128}, opts).to(torch::kBFloat16);
+    Tensor cos, sin;
+    std::tie(cos, sin) = rope_tables_on_gpu(4, 301, 128, false, 0);
+    std::vector<Tensor> q_grads, k_grads;
+    for (int run = 0; run < 2; ++run) {
+      const Tensor qw = torch::ones({128}, opts.dtype(torch::kBFloat16)).requires_grad_(true);
+      const Tensor kw = torch::ones({128}, opts.dtype(torch::kBFloat16)).requires_grad_(true);
+      const auto out = cuda::rope_qkv_norm(qkv, 16, 4, qw, kw, norm, cos, sin);
+      CHECK(torch::equal(out.v, qkv.narrow(2, 20, 4)));
+      (out.q * dy).sum().add((out.k * dy.narrow(2, 0, 4)).sum()).backward();
+      q_grads.push_back(qw.grad());
+      k_grads.push_back(kw.grad());
+    }
+    CHECK(torch::equal(q_grads[0], q_grads[1]));
+    CHECK(torch::equal(k_grads[0], k_grads[1]));
+  }
+  SECTION("only v reaches the loss: no gradient for the norms, q's and k's parts zero") {
+    torch::manual_seed(24);
+    const auto opts = torch::device(kCuda);
+    const Tensor qkv = torch::randn({1, 5, 6, 64}, opts.requires_grad(true));
+    const Tensor qw = torch::ones({64}, opts.requires_grad(true));
+    const Tensor kw = torch::ones({64}, opts.requires_grad(true));
+    auto [cos, sin] = rope_tables(5, 64);
+    const auto out = cuda::rope_qkv_norm(qkv, 4, 1, qw, kw, norm, cos.to(kCuda), sin.to(kCuda));
+    (out.v * 3).sum().backward();
+    const Tensor g = qkv.grad().cpu();
+    CHECK(g.narrow(2, 0, 5).abs().max().item<float>() == 0.0f);
+    CHECK(torch::equal(g.narrow(2, 5, 1), torch::full({1, 5, 1, 64}, 3.0f)));
+    CHECK(qw.grad().abs().max().item<float>() == 0.0f);
+    CHECK(kw.grad().abs().max().item<float>() == 0.0f);
   }
 }
 

@@ -196,6 +196,30 @@ SampleCase case_rope_qkv(const Target& t) {
   return c;
 }
 
+// Qwen3's q/k norm and rope on the packed heads; head_dim 32 (the cuda
+// kernel's 16-byte vectors in every dtype), T odd, GQA; gradients of qkv and
+// of both norm weights.
+SampleCase case_rope_qkv_norm(const Target& t) {
+  torch::manual_seed(108);
+  const auto [cos, sin] = rope_tables(7, 32, t);
+  RmsNormOptions o;  // llama casting, as Qwen3RMSNorm
+  o.eps = 1e-6;
+  SampleCase c;
+  // q|k|v: 6 query heads, 2 key/value heads; heads with a mean away from 0
+  c.inputs = {draw({2, 7, 6 + 2 * 2, 32}, t, 1.0, 0.3), draw({32}, t, 0.1, 1.0),
+              draw({32}, t, 0.1, 1.0)};
+  c.wants_grad = {true, true, true};
+  c.input_names = {"qkv", "q_weight", "k_weight"};
+  c.call = [cos = cos, sin = sin, o](const OpTable& k, const std::vector<Tensor>& in) {
+    const auto heads = k.rope_qkv_norm(in[0], 6, 2, in[1], in[2], o, cos, sin);
+    return std::vector<Tensor>{heads.q, heads.k, heads.v};
+  };
+  c.fp32 = {2e-5, 2e-5};
+  c.bf16_out = kBf16;
+  c.bf16_grad = kBf16Sum;  // the weight gradients sum over tokens and heads
+  return c;
+}
+
 // A GLU and its recomputing backward (the companion kernel): outputs are
 // h = glu(gate, up), then {h, d_gate, d_up} recomputed from a fixed dh.
 SampleCase glu_case(liger::kernels::GluFn OpTable::*glu,

@@ -17,10 +17,10 @@ using liger::kernels::test::thrown_message;
 
 namespace {
 
-const Op kToggled[] = {
-    Op::rms_norm, Op::add_rms_norm, Op::layer_norm, Op::rope,
-    Op::rope_qkv, Op::swiglu,       Op::geglu,      Op::fused_linear_cross_entropy,
-    Op::attention};
+const Op kToggled[] = {Op::rms_norm, Op::add_rms_norm, Op::layer_norm,
+                       Op::rope,     Op::rope_qkv,     Op::rope_qkv_norm,
+                       Op::swiglu,   Op::geglu,        Op::fused_linear_cross_entropy,
+                       Op::attention};
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -219,6 +219,34 @@ TEST_CASE("rope_qkv follows the rope toggle", "[registry]") {
     CHECK(torch::equal(out.k, qkv.narrow(2, 4, 1)));
     CHECK(torch::equal(out.v, qkv.narrow(2, 5, 1)));
   }
+}
+
+TEST_CASE("rope_qkv_norm follows the rope toggle and is taken with rms_norm on too", "[registry]") {
+  const auto selection = [](const KernelSet& set, Op op) {
+    return set.selections()[static_cast<int>(op)];
+  };
+  const KernelSet both = resolve_kernels(KernelToggles{}, kCpu, torch::kFloat);
+  CHECK(both.backend(Op::rope_qkv_norm) == Backend::composite);
+  CHECK(both.fuses_qk_norm());
+  CHECK(contains(selection(both, Op::rope_qkv_norm).describe(),
+                 "rope_qkv_norm: composite (fused toggle kernels.rope on"));
+
+  KernelToggles no_norm;
+  no_norm.rms_norm = false;
+  const KernelSet rope_only = resolve_kernels(no_norm, kCpu, torch::kFloat);
+  CHECK(rope_only.backend(Op::rope_qkv_norm) == Backend::composite);
+  CHECK_FALSE(rope_only.fuses_qk_norm());
+  CHECK(contains(selection(rope_only, Op::rope_qkv_norm).describe(),
+                 "not taken: kernels.rms_norm off"));
+
+  KernelToggles no_rope;
+  no_rope.rope = false;
+  const KernelSet norm_only = resolve_kernels(no_rope, kCpu, torch::kFloat);
+  CHECK(norm_only.backend(Op::rope_qkv_norm) == Backend::reference);
+  CHECK_FALSE(norm_only.fuses_qk_norm());
+  CHECK(selection(norm_only, Op::rope_qkv_norm).describe() ==
+        "rope_qkv_norm: reference (toggle kernels.rope off)");
+  CHECK_FALSE(resolve_kernels(KernelToggles::all_off(), kCpu, torch::kFloat).fuses_qk_norm());
 }
 
 TEST_CASE("add_rms_norm follows the rms_norm toggle and is in the table", "[registry]") {

@@ -125,11 +125,22 @@ TEST_CASE("fused (composite) and reference kernels give the same forward and gra
   const auto fused =
       liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
   REQUIRE(fused.backend(liger::kernels::Op::rms_norm) == liger::kernels::Backend::composite);
-  for (const ModelConfig& config :
-       {small_config(), small_qwen(ModelFamily::qwen2), small_qwen(ModelFamily::qwen3)}) {
-    INFO("family " << config.family);
+  // Qwen3 twice: with both toggles on its q/k norms go through rope_qkv_norm,
+  // with kernels.rms_norm off through the reference rms_norm and the fused rope.
+  liger::kernels::KernelToggles rope_only;
+  rope_only.rms_norm = false;
+  const auto unfused_norms = liger::kernels::resolve_kernels(rope_only, cpu, at::kFloat);
+  REQUIRE(fused.fuses_qk_norm());
+  REQUIRE_FALSE(unfused_norms.fuses_qk_norm());
+  const std::pair<ModelConfig, const liger::kernels::KernelSet*> variants[] = {
+      {small_config(), &fused},
+      {small_qwen(ModelFamily::qwen2), &fused},
+      {small_qwen(ModelFamily::qwen3), &fused},
+      {small_qwen(ModelFamily::qwen3), &unfused_norms}};
+  for (const auto& [config, kernel_set] : variants) {
+    INFO("family " << config.family << (kernel_set == &fused ? "" : ", kernels.rms_norm off"));
     auto reference = build(config, liger::kernels::KernelSet::reference());
-    auto composite = build(config, fused);
+    auto composite = build(config, *kernel_set);
     auto fused_params = composite->named_parameters();
     {
       // Biases and norm weights away from their init (zeros, ones), the same in both.
