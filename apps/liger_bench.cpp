@@ -205,6 +205,27 @@ Case flce_case(torch::ScalarType dtype, torch::Device device, bool small) {
   return c;
 }
 
+// Attention of Mistral-7B's sliding layer at its native length: q [1, 8192,
+// 32, 128], k and v [1, 8192, 8, 128], a window of 4096 (small: 256 tokens,
+// a window of 128). Forward reads q, k, v and writes out; backward reads them,
+// out and its gradient, and writes dq, dk, dv. The matmuls dominate: about
+// 4 * T * window * 32 * 128 FLOPs forward and twice that backward (the chunks
+// recompute the scores).
+Case attention_case(torch::ScalarType dtype, torch::Device device, bool small) {
+  const int64_t t = small ? 256 : 8192, heads_q = 32, heads_k = 8, d = 128;
+  Case c;
+  c.shape = "q" + dims({1, t, heads_q, d}) + " k" + dims({1, t, heads_k, d}) + " window " +
+            std::to_string(small ? 128 : 4096);
+  c.inputs = {torch::randn({1, t, heads_q, d}, opts(dtype, device)),
+              torch::randn({1, t, heads_k, d}, opts(dtype, device)),
+              torch::randn({1, t, heads_k, d}, opts(dtype, device))};
+  c.wants_grad = {true, true, true};
+  const double q = bytes_of(c.inputs[0]), kv = bytes_of(c.inputs[1]);
+  c.fwd_bytes = 2 * q + 2 * kv;
+  c.bwd_bytes = 4 * q + 4 * kv;
+  return c;
+}
+
 // A linear layer's product: x [tokens, hidden] @ W^T, W [mlp, hidden] (the
 // gate projection); no gradients (the op has no autograd). 2 tokens hidden mlp
 // FLOPs: TFLOP/s = that / fwd ms / 1e9.
@@ -315,6 +336,16 @@ std::vector<OpSpec> op_table() {
                    };
                  }});
   }
+  t.push_back({"attention_window", attention_case, [](Backend b, const Case& c) -> OpFn {
+                 const auto* p = provider(b);
+                 if (p == nullptr || p->ops.attention == nullptr) return {};
+                 auto fn = p->ops.attention;
+                 kernels::AttentionOptions o;
+                 o.sliding_window = c.inputs[0].size(1) / 2;
+                 return [fn, o](const std::vector<Tensor>& in) {
+                   return std::vector<Tensor>{fn(in[0], in[1], in[2], o)};
+                 };
+               }});
   t.push_back({"tuned_gemm", gemm_case, [](Backend b, const Case&) -> OpFn {
                  const auto* p = provider(b);
                  if (p == nullptr || p->ops.tuned_gemm == nullptr) return {};

@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   app.add_option("--out", out, "output folder (created; earlier model weights in it are replaced)")
       ->required();
   std::vector<std::string> dtype_choices = {"auto"};
-  for (const std::string& name : liger::config::enum_names<liger::config::Dtype>())
+  for (const std::string& name : liger::config::enum_input_names<liger::config::Dtype>())
     dtype_choices.push_back(name);
   app.add_option("--dtype", dtype, "storage dtype: auto (the run's model.dtype), fp32, bf16, fp16")
       ->check(CLI::IsMember(dtype_choices));

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(liger::config::enum_names<liger::config::Device>()));
   app.add_option("--dtype", dtype,
                  "fp32, bf16 or fp16 (default: the checkpoint's model.dtype; fp32 for --hf)")
-      ->check(CLI::IsMember(liger::config::enum_names<liger::config::Dtype>()));
+      ->check(CLI::IsMember(liger::config::enum_input_names<liger::config::Dtype>()));
   app.add_flag("--no-cache", no_cache,
                "re-run the whole context for every token (slow; for checks)");
   app.add_flag("--print-ids", print_ids, "print the token ids instead of the text");

@@ -3,6 +3,7 @@
 //   liger-train --config FILE.yaml [--set section.key=value ...] [--dry-run]
 //   liger-train --print-reference      (the commented reference.yaml)
 #include "data/data_error.h"
+#include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/config_schema.h"
 #include "trainer/device_memory.h"
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
     std::cerr << "config error: " << error.what() << "\n";
   } catch (const liger::data::DataError& error) {
     std::cerr << "data error: " << error.what() << "\n";
+  } catch (const liger::trainer::CheckpointWriteError& error) {
+    std::cerr << "checkpoint error: " << error.what() << "\n";
   } catch (const std::exception& error) {
     std::cerr << "error: " << first_line(error.what()) << "\n";
   }

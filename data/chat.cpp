@@ -8,7 +8,7 @@ namespace liger::data {
 
 namespace {
 
-const char* const kTemplateChoices = "auto, llama3, mistral, gemma";
+const char* const kTemplateChoices = "auto, llama3, mistral, gemma, chatml";
 
 ChatSegment text(std::string value, bool train = false) {
   ChatSegment segment;
@@ -80,6 +80,20 @@ void check_messages(ChatTemplate chat_template, const std::vector<ChatMessage>& 
   }
 }
 
+// ChatML has a system role: every message is one block.
+std::vector<ChatSegment> render_chatml(const std::vector<ChatMessage>& messages) {
+  std::vector<ChatSegment> out;
+  for (const ChatMessage& m : messages) {
+    const bool train = m.role == "assistant";
+    out.push_back(special("<|im_start|>"));
+    out.push_back(text(m.role + "\n"));
+    out.push_back(text(m.content, train));
+    out.push_back(special("<|im_end|>", train));
+    out.push_back(text("\n"));
+  }
+  return out;
+}
+
 std::vector<ChatSegment> render_llama3(const std::vector<ChatMessage>& messages) {
   std::vector<ChatSegment> out;
   for (const ChatMessage& m : messages) {
@@ -137,6 +151,7 @@ ChatTemplate parse_chat_template(const std::string& name) {
   if (name == "llama3") return ChatTemplate::llama3;
   if (name == "mistral") return ChatTemplate::mistral;
   if (name == "gemma") return ChatTemplate::gemma;
+  if (name == "chatml") return ChatTemplate::chatml;
   throw DataError("data.chat_template: unknown template '" + name +
                   "'; choose one of: " + kTemplateChoices);
 }
@@ -147,6 +162,7 @@ const char* chat_template_name(ChatTemplate chat_template) {
     case ChatTemplate::llama3: return "llama3";
     case ChatTemplate::mistral: return "mistral";
     case ChatTemplate::gemma: return "gemma";
+    case ChatTemplate::chatml: return "chatml";
   }
   return "unknown";
 }
@@ -156,6 +172,7 @@ std::optional<ChatTemplate> chat_template_family(const std::string& jinja) {
   if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
   if (has("<start_of_turn>") && has("<end_of_turn>")) return ChatTemplate::gemma;
   if (has("[INST]") && has("[/INST]")) return ChatTemplate::mistral;
+  if (has("<|im_start|>") && has("<|im_end|>")) return ChatTemplate::chatml;
   return std::nullopt;
 }
 
@@ -165,9 +182,9 @@ ChatTemplate detect_chat_template(const Tokenizer& tokenizer) {
     throw DataError(
         tokenizer.chat_template_file() +
         ": its chat template is none of the formats liger-train renders (no "
-        "<|start_header_id|> as llama3, [INST] as mistral or <start_of_turn> as gemma); set "
-        "data.chat_template to llama3, mistral or gemma if the model was tuned on one of them, "
-        "or give the data as prompt_completion");
+        "<|start_header_id|> as llama3, [INST] as mistral, <start_of_turn> as gemma or "
+        "<|im_start|> as chatml); set data.chat_template to llama3, mistral, gemma or chatml if "
+        "the model was tuned on one of them, or give the data as prompt_completion");
   }
   if (tokenizer.token_id("<|start_header_id|>") >= 0 && tokenizer.token_id("<|eot_id|>") >= 0) {
     return ChatTemplate::llama3;
@@ -177,10 +194,13 @@ ChatTemplate detect_chat_template(const Tokenizer& tokenizer) {
   }
   if (tokenizer.token_id("[INST]") >= 0 && tokenizer.token_id("[/INST]") >= 0)
     return ChatTemplate::mistral;
+  if (tokenizer.token_id("<|im_start|>") >= 0 && tokenizer.token_id("<|im_end|>") >= 0)
+    return ChatTemplate::chatml;
   throw DataError("data.chat_template = auto cannot tell the chat template from the tokenizer " +
                   tokenizer.describe() +
                   ": it has none of <|start_header_id|> (llama3), <start_of_turn> (gemma), [INST] "
-                  "(mistral); set data.chat_template to llama3, mistral or gemma");
+                  "(mistral), <|im_start|> (chatml); set data.chat_template to llama3, mistral, "
+                  "gemma or chatml");
 }
 
 std::vector<ChatSegment> render_chat(ChatTemplate chat_template,
@@ -191,6 +211,7 @@ std::vector<ChatSegment> render_chat(ChatTemplate chat_template,
     case ChatTemplate::llama3: return render_llama3(messages);
     case ChatTemplate::mistral: return render_mistral(messages);
     case ChatTemplate::gemma: return render_gemma(messages);
+    case ChatTemplate::chatml: return render_chatml(messages);
     case ChatTemplate::auto_detect: break;
   }
   throw std::logic_error("render_chat: the template must be resolved before rendering");

@@ -10,6 +10,9 @@
 //   gemma
 //   <start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n{assistant}<end_of_turn>\n
 //            system: "{system}\n\n" before the first user
+//   chatml   <|im_start|>{role}\n{content}<|im_end|>\n   (per message; Qwen 2, 2.5 and 3)
+//            the loss covers the assistant's content and <|im_end|>, not the "\n" after it;
+//            no default system message is added (Qwen2.5's Jinja adds one when none is given)
 //
 // BOS is not part of the rendering: the reader puts it first (data.add_bos).
 // Roles are system (first message only), user and assistant; mistral and gemma
@@ -25,24 +28,25 @@
 
 namespace liger::data {
 
-enum class ChatTemplate { auto_detect, llama3, mistral, gemma };
+enum class ChatTemplate { auto_detect, llama3, mistral, gemma, chatml };
 
-// The config spelling (auto, llama3, mistral, gemma); DataError for anything else.
+// The config spelling (auto, llama3, mistral, gemma, chatml); DataError for anything else.
 ChatTemplate parse_chat_template(const std::string& name);
 const char* chat_template_name(ChatTemplate chat_template);
 
 // The family of a Jinja chat template (tokenizer_config.json's chat_template;
 // we do not run Jinja) by its markers: <|start_header_id|> -> llama3,
-// <start_of_turn> -> gemma, [INST] -> mistral; nullopt for anything else.
+// <start_of_turn> -> gemma, [INST] -> mistral, <|im_start|> -> chatml;
+// nullopt for anything else.
 std::optional<ChatTemplate> chat_template_family(const std::string& jinja);
 
 // data.chat_template = auto: the template a tokenizer was made for.
 //   - the tokenizer's folder declares a chat template (tokenizer.chat_template()):
 //     its family; DataError naming the file and data.chat_template when it is
-//     none of llama3, mistral, gemma;
+//     none of llama3, mistral, gemma, chatml;
 //   - else from its special tokens: <|start_header_id|> -> llama3,
-//     <start_of_turn> -> gemma, [INST] -> mistral; DataError (asking for
-//     data.chat_template) when none is found.
+//     <start_of_turn> -> gemma, [INST] -> mistral, <|im_start|> -> chatml;
+//     DataError (asking for data.chat_template) when none is found.
 ChatTemplate detect_chat_template(const Tokenizer& tokenizer);
 
 struct ChatMessage {

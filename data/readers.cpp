@@ -1,6 +1,7 @@
 #include "data/readers.h"
 
 #include "data/data_error.h"
+#include "data/token_bin_format.h"
 
 #include <nlohmann/json.hpp>
 
@@ -13,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 #include <system_error>
 
 namespace liger::data {
@@ -40,9 +42,9 @@ const char* example_of(DataFormat format) {
   }
 }
 
-// llm.c's .bin header: 256 int32, [0] magic, [1] version (1: uint16, 2: uint32), [2] token count.
-constexpr int32_t kLlmcMagic = 20240520;
-constexpr int64_t kLlmcHeaderBytes = 256 * 4;
+// llm.c's .bin header (data/token_bin_format.h).
+constexpr int32_t kLlmcMagic = token_bin::kTokensMagic;
+constexpr int64_t kLlmcHeaderBytes = token_bin::kHeaderBytes;
 
 // ---------------------------------------------------------------------------
 // Files and lines
@@ -388,8 +390,78 @@ Document tokens_document(const json& record, const std::string& path, int64_t li
   return doc;
 }
 
+// The companion NAME.bin.mask of a token file, when there is one
+// (data/token_bin_format.h): its per-token flags, read in step with the tokens.
+class MaskCompanion {
+ public:
+  // Opens path + ".mask" if it exists and checks its header against the
+  // token file's `tokens` count.
+  MaskCompanion(const std::string& bin_path, int64_t tokens)
+      : path_(bin_path + token_bin::kMaskSuffix) {
+    std::error_code ec;
+    if (!fs::exists(path_, ec)) return;
+    in_ = open_data_file(path_);
+    const auto file_bytes = static_cast<int64_t>(fs::file_size(path_, ec));
+    std::array<int32_t, token_bin::kHeaderInts> header{};
+    if (!ec && file_bytes >= token_bin::kHeaderBytes) {
+      in_.read(reinterpret_cast<char*>(header.data()), token_bin::kHeaderBytes);  // little-endian
+    }
+    if (ec || !in_ || header[0] != token_bin::kMaskMagic || header[1] != token_bin::kMaskVersion) {
+      throw DataError(path_ +
+                      ": not a loss-mask file of liger-tokenize (no mask header); it is read "
+                      "beside " +
+                      bin_path +
+                      " because of its name: remake both with liger-tokenize or "
+                      "remove it");
+    }
+    if (header[2] != tokens || file_bytes != token_bin::kHeaderBytes + tokens) {
+      throw DataError(path_ + ": holds the flags of " + std::to_string(header[2]) + " tokens in " +
+                      std::to_string(file_bytes) + " bytes, but " + bin_path + " has " +
+                      std::to_string(tokens) +
+                      " tokens; the two files do not belong together: remake both with "
+                      "liger-tokenize");
+    }
+    expected_hash_ = static_cast<uint64_t>(static_cast<uint32_t>(header[3])) |
+                     static_cast<uint64_t>(static_cast<uint32_t>(header[4])) << 32;
+    present_ = true;
+  }
+
+  bool present() const { return present_; }
+
+  // The flags of the next `count` tokens.
+  const std::vector<uint8_t>& read(int64_t count) {
+    flags_.resize(static_cast<size_t>(count));
+    in_.read(reinterpret_cast<char*>(flags_.data()), count);
+    if (!in_) throw DataError(path_ + ": reading the file failed; check that it is readable");
+    for (const uint8_t flags : flags_) {
+      if ((flags & ~(token_bin::kTokenTarget | token_bin::kTokenStartsDocument)) != 0) {
+        throw DataError(path_ + ": a token's flags byte is " + std::to_string(flags) +
+                        " (only bits 0 and 1 are used); the file is corrupt: remake it with "
+                        "liger-tokenize");
+      }
+    }
+    return flags_;
+  }
+
+  // After the last token: the ids read must be those the mask was written for.
+  void check_hash(const token_bin::TokenHash& hash, const std::string& bin_path) const {
+    if (hash.value() != expected_hash_) {
+      throw DataError(path_ + ": was written for other tokens than those of " + bin_path +
+                      " (same count, different ids); remake both with liger-tokenize");
+    }
+  }
+
+ private:
+  std::string path_;
+  std::ifstream in_;
+  bool present_ = false;
+  uint64_t expected_hash_ = 0;
+  std::vector<uint8_t> flags_;
+};
+
 // A flat binary token file (nanoGPT / llm.c), split into documents at BOS
-// tokens (else after EOS tokens).
+// tokens (else after EOS tokens), every token but BOS a target; or as its
+// companion NAME.bin.mask says (data/token_bin_format.h).
 void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const ReadOptions& options,
                     const std::function<void(Document&&)>& sink) {
   std::ifstream in = open_data_file(path);
@@ -443,6 +515,9 @@ void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const R
 
   const int64_t limit = vocab_limit(tokenizer, options);
   const int32_t bos = tokenizer.bos_id(), eos = tokenizer.eos_id();
+  const int64_t total = payload / width;
+  MaskCompanion mask(path, total);
+  token_bin::TokenHash hash;
   Document doc;
   doc.file = path;
   auto emit = [&] {
@@ -453,13 +528,14 @@ void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const R
   };
   constexpr int64_t kChunkTokens = 1 << 20;
   std::vector<char> buffer(static_cast<size_t>(kChunkTokens * width));
-  const int64_t total = payload / width;
+  int32_t previous = -1;
   for (int64_t first = 0; first < total; first += kChunkTokens) {
     const int64_t count = std::min(kChunkTokens, total - first);
     in.read(buffer.data(), count * width);
     if (!in)
       throw DataError(path + ": reading the file failed at byte " +
                       std::to_string(header_bytes + first * width));
+    const std::vector<uint8_t>* stored_flags = mask.present() ? &mask.read(count) : nullptr;
     for (int64_t i = 0; i < count; ++i) {
       int64_t id = 0;
       if (width == 2) {
@@ -480,41 +556,40 @@ void read_token_bin(const std::string& path, const Tokenizer& tokenizer, const R
                         ") and that the file was made with the model's tokenizer");
       }
       const auto token = static_cast<int32_t>(id);
-      if (bos >= 0 && token == bos) emit();
+      hash.add(static_cast<uint32_t>(token));
+      const uint8_t flags =
+          stored_flags ? (*stored_flags)[static_cast<size_t>(i)]
+                       : token_bin::token_flags_implied(token, previous, first + i == 0, bos, eos);
+      if (flags & token_bin::kTokenStartsDocument) emit();
       doc.tokens.push_back(token);
-      doc.loss_mask.push_back(token == bos ? 0 : 1);
-      if (bos < 0 && eos >= 0 && token == eos) emit();
+      doc.loss_mask.push_back((flags & token_bin::kTokenTarget) ? 1 : 0);
+      previous = token;
     }
   }
+  if (mask.present()) mask.check_hash(hash, path);
   emit();
 }
 
-// A text file is one document; all of its tokens are targets.
-void read_text_file(const std::string& path, const Tokenizer& tokenizer, const ReadOptions& options,
-                    const std::function<void(Document&&)>& sink) {
+// A text file is one raw document: its whole text, BOM dropped.
+void read_raw_text_file(const std::string& path, const std::function<void(RawDocument&&)>& sink) {
   std::ifstream in = open_data_file(path);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  RawDocument raw;
+  raw.file = path;
+  raw.text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   if (in.bad()) throw DataError(path, 1, "reading the file failed; check that it is readable");
-  strip_utf8_bom(text);
-  if (is_blank(text)) {
+  strip_utf8_bom(raw.text);
+  if (is_blank(raw.text)) {
     throw DataError(
         path, 1,
-        std::string(text.empty() ? "the file is empty" : "the file has only whitespace") +
+        std::string(raw.text.empty() ? "the file is empty" : "the file has only whitespace") +
             ": no documents; put training text in it or remove it from data.train");
   }
-  DocumentBuilder doc(tokenizer, options, path, 1);
-  doc.append_text(text, 1);
-  sink(doc.finish());
+  sink(std::move(raw));
 }
 
-// One document per non-empty line: "text", or "prompt" (context) + "completion" (targets).
-void read_jsonl_file(const std::string& path, DataFormat format, const Tokenizer& tokenizer,
-                     const ReadOptions& options, const std::function<void(Document&&)>& sink) {
-  const std::string expected = example_of(format);
-  ChatTemplate chat_template = options.chat_template;
-  if (format == DataFormat::chat && chat_template == ChatTemplate::auto_detect) {
-    chat_template = detect_chat_template(tokenizer);
-  }
+// Each non-empty line of a JSONL file is one raw document (parsed when tokenized).
+void read_raw_jsonl_file(const std::string& path, DataFormat format,
+                         const std::function<void(RawDocument&&)>& sink) {
   std::ifstream in = open_data_file(path);
   std::string line;
   int64_t line_no = 0;
@@ -524,29 +599,9 @@ void read_jsonl_file(const std::string& path, DataFormat format, const Tokenizer
     if (line_no == 1) strip_utf8_bom(line);
     strip_carriage_return(line);
     if (is_blank(line)) continue;
-
-    const json record = parse_json_object(line, path, line_no, expected);
     ++documents;
-    if (format == DataFormat::tokens_jsonl) {
-      sink(tokens_document(record, path, line_no, tokenizer, options));
-      continue;
-    }
-    DocumentBuilder doc(tokenizer, options, path, line_no);
-    if (format == DataFormat::jsonl_text) {
-      doc.append_text(string_field(record, "text", path, line_no, format), 1);
-    } else if (format == DataFormat::chat) {
-      const std::vector<ChatMessage> messages = chat_messages(record, path, line_no);
-      append_chat(doc, render_chat(chat_template, messages, path, line_no), tokenizer,
-                  chat_template, path, line_no);
-      sink(doc.finish(/*add_eos=*/false));
-      continue;
-    } else {
-      const std::string& prompt = string_field(record, "prompt", path, line_no, format);
-      const std::string& completion = string_field(record, "completion", path, line_no, format);
-      doc.append_text(prompt, 0);
-      doc.append_text(completion, 1);
-    }
-    sink(doc.finish());
+    sink(RawDocument{std::move(line), path, line_no});
+    line = std::string();
   }
   if (in.bad()) {
     throw DataError(path, line_no + 1, "reading the file failed; check that it is readable");
@@ -555,7 +610,7 @@ void read_jsonl_file(const std::string& path, DataFormat format, const Tokenizer
     throw DataError(
         path, 1,
         std::string(line_no == 0 ? "the file is empty" : "the file has only empty lines") +
-            ": no documents; put one JSON object per line in it, e.g. " + expected +
+            ": no documents; put one JSON object per line in it, e.g. " + example_of(format) +
             ", or remove it from data.train");
   }
 }
@@ -652,17 +707,69 @@ DataFormat detect_format(const std::string& path) {
           ", or remove it from data.train");
 }
 
+void for_each_raw_document(const std::string& path, DataFormat format,
+                           const std::function<void(RawDocument&&)>& sink) {
+  if (format == DataFormat::text) {
+    read_raw_text_file(path, sink);
+  } else if (format == DataFormat::auto_detect || format == DataFormat::tokens_bin) {
+    throw std::logic_error("for_each_raw_document: give a text or JSONL format");
+  } else {
+    read_raw_jsonl_file(path, format, sink);
+  }
+}
+
+DocumentTokenizer::DocumentTokenizer(DataFormat format, const Tokenizer& tokenizer,
+                                     const ReadOptions& options)
+    : format_(format), tokenizer_(tokenizer), options_(options) {
+  if (format == DataFormat::auto_detect || format == DataFormat::tokens_bin) {
+    throw std::logic_error("DocumentTokenizer: give a text or JSONL format");
+  }
+  check_special_tokens(tokenizer, options, format);
+  if (format == DataFormat::chat && options_.chat_template == ChatTemplate::auto_detect) {
+    options_.chat_template = detect_chat_template(tokenizer);
+  }
+}
+
+Document DocumentTokenizer::tokenize(const RawDocument& raw) const {
+  const std::string& path = raw.file;
+  const int64_t line_no = raw.line;
+  if (format_ == DataFormat::text) {
+    // A text file is one document; all of its tokens are targets.
+    DocumentBuilder doc(tokenizer_, options_, path, line_no);
+    doc.append_text(raw.text, 1);
+    return doc.finish();
+  }
+  const json record = parse_json_object(raw.text, path, line_no, example_of(format_));
+  if (format_ == DataFormat::tokens_jsonl) {
+    return tokens_document(record, path, line_no, tokenizer_, options_);
+  }
+  DocumentBuilder doc(tokenizer_, options_, path, line_no);
+  if (format_ == DataFormat::jsonl_text) {
+    doc.append_text(string_field(record, "text", path, line_no, format_), 1);
+  } else if (format_ == DataFormat::chat) {
+    const std::vector<ChatMessage> messages = chat_messages(record, path, line_no);
+    append_chat(doc, render_chat(options_.chat_template, messages, path, line_no), tokenizer_,
+                options_.chat_template, path, line_no);
+    return doc.finish(/*add_eos=*/false);
+  } else {
+    // "prompt" tokens are context, "completion" tokens are targets.
+    const std::string& prompt = string_field(record, "prompt", path, line_no, format_);
+    const std::string& completion = string_field(record, "completion", path, line_no, format_);
+    doc.append_text(prompt, 0);
+    doc.append_text(completion, 1);
+  }
+  return doc.finish();
+}
+
 void for_each_document(const std::string& path, DataFormat format, const Tokenizer& tokenizer,
                        const ReadOptions& options, const std::function<void(Document&&)>& sink) {
   if (format == DataFormat::auto_detect) format = detect_format(path);
-  check_special_tokens(tokenizer, options, format);
-  if (format == DataFormat::text) {
-    read_text_file(path, tokenizer, options, sink);
-  } else if (format == DataFormat::tokens_bin) {
+  if (format == DataFormat::tokens_bin) {
     read_token_bin(path, tokenizer, options, sink);
-  } else {
-    read_jsonl_file(path, format, tokenizer, options, sink);
+    return;
   }
+  const DocumentTokenizer tokenize(format, tokenizer, options);
+  for_each_raw_document(path, format, [&](RawDocument&& raw) { sink(tokenize.tokenize(raw)); });
 }
 
 std::vector<Document> read_documents(const std::string& path, DataFormat format,

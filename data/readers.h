@@ -17,7 +17,10 @@
 //                      count, 256 int32 in all) is recognised; without one
 //                      data.token_dtype says the width. A document starts at
 //                      each BOS token (else ends after each EOS token); every
-//                      token but BOS is a target.
+//                      token but BOS is a target. A companion NAME.bin.mask
+//                      (written by liger-tokenize for prompt_completion and
+//                      chat data) gives the loss mask and document starts
+//                      instead (layout: data/token_bin_format.h).
 //   auto               .txt -> text; .bin -> tokens_bin; .jsonl/.json -> decided by
 //                      the first non-empty line ("messages" -> chat, "input_ids" ->
 //                      tokens_jsonl, "prompt"+"completion", or "text")
@@ -78,6 +81,41 @@ struct Document {
   std::vector<uint8_t> loss_mask;  // 1 where the token is a prediction target
   std::string file;
   int64_t line = 1;  // 1-based; 1 for a whole-file document
+};
+
+// A document before tokenization: the whole text of a text file (its UTF-8
+// byte order mark dropped), or one non-empty line of a JSONL file (not yet
+// parsed; its '\r' dropped).
+struct RawDocument {
+  std::string text;
+  std::string file;
+  int64_t line = 1;
+};
+
+// Reading is two steps, so that the second can run on several threads:
+// for_each_raw_document splits a file into raw documents (in file order), and
+// a DocumentTokenizer turns each into a Document. for_each_document is the
+// two in sequence; tokens_bin files are read by for_each_document only.
+
+// The raw documents of `path` (format text or a JSONL format; not auto_detect
+// or tokens_bin). DataError when the file is missing or has no document.
+void for_each_raw_document(const std::string& path, DataFormat format,
+                           const std::function<void(RawDocument&&)>& sink);
+
+// Tokenizes raw documents of one format as the readers do. Construction checks
+// the tokenizer's special tokens against the options and resolves
+// chat_template auto (DataErrors). tokenize() may run on several threads at
+// once (Tokenizer::encode is thread-safe); DataError naming file:line for a
+// malformed record.
+class DocumentTokenizer {
+ public:
+  DocumentTokenizer(DataFormat format, const Tokenizer& tokenizer, const ReadOptions& options);
+  Document tokenize(const RawDocument& raw) const;
+
+ private:
+  DataFormat format_;
+  const Tokenizer& tokenizer_;
+  ReadOptions options_;  // chat_template resolved
 };
 
 // The format `auto` resolves to for `path` (never auto_detect).

@@ -15,7 +15,8 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  // Token ids of `text`; no BOS/EOS is added (readers add them).
+  // Token ids of `text`; no BOS/EOS is added (readers add them). Safe to call
+  // from several threads at once (pre-tokenizing does).
   virtual std::vector<int32_t> encode(const std::string& text) const = 0;
   // Text of `ids`; throws DataError for an id outside [0, vocab_size()).
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;

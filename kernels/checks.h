@@ -3,6 +3,8 @@
 // so a wrong shape from a model or a data loader never reaches an assert.
 #pragma once
 
+#include "kernels/ops.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -80,6 +82,34 @@ inline void flce_args(const at::Tensor& hidden, const at::Tensor& weight, const 
               ": labels must be [N] with N = ", hidden.size(0), ", got ", labels.sizes());
   TORCH_CHECK(labels.scalar_type() == at::kLong, op, ": labels must be int64, got ",
               labels.scalar_type());
+}
+
+// q: [B, Tq, Hq, D], k and v: [B, Tk, Hk, D] with Tq <= Tk and Hq % Hk == 0
+// (kernels/ops.h AttentionFn); a window only with causal attention;
+// document_ids, when given: [B, Tq] with Tq == Tk.
+inline void attention_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const AttentionOptions& o) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+              "attention: q, k, v must be [B, T, H, D], got q ", q.sizes(), ", k ", k.sizes(),
+              ", v ", v.sizes());
+  TORCH_CHECK(k.sizes() == v.sizes(), "attention: k ", k.sizes(), " and v ", v.sizes(),
+              " differ in shape");
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) <= k.size(1) && q.size(3) == k.size(3),
+              "attention: q ", q.sizes(), " and k ", k.sizes(),
+              " disagree on B or D, or q has more positions than k");
+  TORCH_CHECK(k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention: ", q.size(2),
+              " query heads are not a multiple of ", k.size(2), " key/value heads");
+  TORCH_CHECK(o.sliding_window >= 0, "attention: sliding_window must be >= 0, got ",
+              o.sliding_window);
+  TORCH_CHECK(o.sliding_window == 0 || o.causal,
+              "attention: a sliding window needs causal attention");
+  if (o.document_ids.defined()) {
+    const at::Tensor& document_ids = o.document_ids;
+    TORCH_CHECK(document_ids.dim() == 2 && document_ids.size(0) == q.size(0) &&
+                    document_ids.size(1) == q.size(1) && q.size(1) == k.size(1),
+                "attention: document_ids must be [batch, seq] = [", q.size(0), ", ", q.size(1),
+                "] with as many keys as queries, got ", document_ids.sizes());
+  }
 }
 
 }  // namespace liger::kernels::checks

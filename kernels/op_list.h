@@ -33,7 +33,8 @@
   X(cross_entropy, cross_entropy, CrossEntropyFn, "cross entropy of logits [N, V]")                \
   X(fused_linear_cross_entropy, fused_linear_cross_entropy, FusedLinearCrossEntropyFn,             \
     "cross_entropy(hidden @ weight^T + bias) without the whole logits")                            \
-  X(attention, no_toggle, AttentionFn, "sdpa: at::scaled_dot_product_attention on every backend")  \
+  X(attention, attention, AttentionFn,                                                             \
+    "softmax(softcap(q k^T * scale) + mask) v; fused: SDPA when plain, else exact query chunks")   \
   X(tuned_gemm, tuned_gemm, TunedGemmFn, "a @ b (+ c) of the linear layers, no autograd")
 
 // Kernels served with an op, by the backend that serves the op (a backend
@@ -73,7 +74,7 @@ const char* op_name(Op op);
 // The list's one-line description.
 const char* op_doc(Op op);
 // The kernels: key that switches `op` ("rms_norm" for add_rms_norm), or
-// nullptr for an op without one (attention).
+// nullptr for an op without one.
 const char* toggle_name(Op op);
 
 }  // namespace liger::kernels

@@ -175,7 +175,9 @@ using AttentionFn = Tensor (*)(const Tensor& q, const Tensor& k, const Tensor& v
 // ---------------------------------------------------------------------------
 
 // out = a @ b (+ c): a [m, k] and b [k, n] 2-D, either may be a transposed
-// view (w.t()); fp32 accumulation. c, when defined: [m, n], added (beta = 1).
+// view (w.t()); fp32 accumulation. c, when defined: [m, n], or [n] (a bias
+// added to every row), added (beta = 1); the cuda backend hands a [n] c to the
+// reference (addmm, whose CUDA path adds the bias in cuBLASLt's epilogue).
 // out, when defined: [m, n], written and returned; it may be c itself
 // (accumulate in place) and may be fp32 with 16-bit a and b. Undefined: a new
 // [m, n] tensor in a's dtype. No autograd: the models call it inside their

@@ -38,6 +38,10 @@ struct KernelToggles {
   bool geglu = true;
   bool cross_entropy = false;
   bool fused_linear_cross_entropy = true;
+  // Attention that SDPA cannot mask (sliding windows, softcaps, documents) in
+  // exact query chunks that keep the log-sum-exp; off: the reference's
+  // explicit path, which keeps fp32 [heads, T, T] probabilities.
+  bool attention = true;
   // Matrix products through cuBLASLt with the algorithm chosen per shape by
   // timing at first use (cuda); off: ATen's mm. Results may differ in the
   // last bits from run to run (the choice depends on timing).

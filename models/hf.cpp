@@ -29,6 +29,8 @@ constexpr Architecture kArchitectures[] = {
     {"MistralForCausalLM", "mistral", ModelFamily::mistral},
     {"GemmaForCausalLM", "gemma", ModelFamily::gemma},
     {"Gemma2ForCausalLM", "gemma2", ModelFamily::gemma2},
+    {"Qwen2ForCausalLM", "qwen2", ModelFamily::qwen2},
+    {"Qwen3ForCausalLM", "qwen3", ModelFamily::qwen3},
 };
 
 const Architecture& architecture_of_family(ModelFamily family) {
@@ -42,11 +44,17 @@ const Architecture& architecture_of_family(ModelFamily family) {
 bool is_gemma(ModelFamily family) {
   switch (family) {
     case ModelFamily::llama:
-    case ModelFamily::mistral: return false;
+    case ModelFamily::mistral:
+    case ModelFamily::qwen2:
+    case ModelFamily::qwen3: return false;
     case ModelFamily::gemma:
     case ModelFamily::gemma2: return true;
   }
   return false;  // not reached: every family is a case above
+}
+
+bool is_qwen(ModelFamily family) {
+  return family == ModelFamily::qwen2 || family == ModelFamily::qwen3;
 }
 
 // The HF classes' defaults for keys a config.json leaves out.
@@ -56,6 +64,8 @@ int64_t hf_default_num_kv_heads(ModelFamily family, int64_t num_heads) {
     case ModelFamily::mistral: return 8;
     case ModelFamily::gemma: return 16;
     case ModelFamily::gemma2: return 4;
+    case ModelFamily::qwen2:
+    case ModelFamily::qwen3: return 32;
   }
   return num_heads;  // not reached
 }
@@ -66,6 +76,8 @@ int64_t hf_default_max_position_embeddings(ModelFamily family) {
     case ModelFamily::mistral: return 131072;
     case ModelFamily::gemma:
     case ModelFamily::gemma2: return 8192;
+    case ModelFamily::qwen2:
+    case ModelFamily::qwen3: return 32768;
   }
   return 2048;  // not reached
 }
@@ -198,6 +210,62 @@ int64_t layer_pattern(const Keys& keys, int64_t num_layers) {
   keys.fail("layer_types", "is not a regular pattern (every N-th layer global); not supported");
 }
 
+// layer_types of Qwen's layout (global layers, then sliding ones: HF's
+// max_window_layers) -> the index of the first sliding layer; num_layers when
+// none slides. Any other layout is an error.
+int64_t first_sliding_layer(const Keys& keys, int64_t num_layers) {
+  const json& types = keys.at("layer_types");
+  if (!types.is_array() || static_cast<int64_t>(types.size()) != num_layers) {
+    keys.fail("layer_types", "must list one type per layer (" + std::to_string(num_layers) + ")");
+  }
+  int64_t first = num_layers;
+  for (int64_t i = 0; i < num_layers; ++i) {
+    const json& t = types[static_cast<size_t>(i)];
+    const std::string name = t.is_string() ? t.get<std::string>() : "";
+    if (name != "sliding_attention" && name != "full_attention") {
+      keys.fail("layer_types", "may only hold sliding_attention and full_attention");
+    }
+    if (name == "sliding_attention" && first == num_layers) first = i;
+    if (name == "full_attention" && first < num_layers) {
+      keys.fail("layer_types",
+                "has a full_attention layer above a sliding_attention one; only global layers "
+                "followed by sliding ones (max_window_layers) are supported");
+    }
+  }
+  return first;
+}
+
+// Qwen2 / Qwen3's sliding window as transformers builds it: only with
+// use_sliding_window and a sliding_window (absent: the class default 4096;
+// null: none); then the layers marked sliding_attention in layer_types, or
+// without that key the layers from max_window_layers (default 28) on, see
+// that many keys and the ones below attend globally.
+void read_qwen_sliding_window(const Keys& keys, const json& j, ModelConfig& c) {
+  const bool use = keys.boolean("use_sliding_window", false);
+  const int64_t window = j.contains("sliding_window")
+                             ? (keys.has("sliding_window") ? keys.integer("sliding_window") : 0)
+                             : 4096;
+  if (window < 0) keys.fail("sliding_window", "must be >= 0 or null");
+  int64_t first = keys.integer("max_window_layers", 28);
+  if (keys.has("layer_types")) {
+    first = first_sliding_layer(keys, c.num_layers);
+    if (first < c.num_layers && (!use || window == 0)) {
+      keys.fail("layer_types",
+                "lists sliding_attention layers while use_sliding_window is false or "
+                "sliding_window is null, which transformers cannot run either; set both or list "
+                "only full_attention");
+    }
+  }
+  c.sliding_window_pattern = 1;
+  if (!use || window == 0 || first >= c.num_layers) {
+    c.sliding_window = 0;
+    c.sliding_window_first_layer = 0;
+    return;
+  }
+  c.sliding_window = window;
+  c.sliding_window_first_layer = std::max<int64_t>(first, 0);
+}
+
 // Whether two configs compute the same function (dims and traits).
 std::string first_difference(const ModelConfig& a, const ModelConfig& b) {
   if (a.vocab_size != b.vocab_size || a.hidden_size != b.hidden_size ||
@@ -219,6 +287,8 @@ std::string first_difference(const ModelConfig& a, const ModelConfig& b) {
   if (a.attn_softcap != b.attn_softcap) return "attn_softcap";
   if (a.final_softcap != b.final_softcap) return "final_softcap";
   if (std::abs(a.attention_scale() - b.attention_scale()) > 1e-12) return "query_pre_attn_scalar";
+  if (a.qkv_bias != b.qkv_bias) return "qkv_bias";
+  if (a.qk_norm != b.qk_norm) return "qk_norm";
   return "";
 }
 
@@ -364,7 +434,8 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
   // Absent keys take the HF class defaults.
   c.num_kv_heads =
       keys.integer("num_key_value_heads", hf_default_num_kv_heads(family, c.num_heads));
-  c.head_dim = keys.integer("head_dim", gemma ? 256 : 0);
+  // The classes' defaults: Gemma's 256 and Qwen3's 128 (not hidden / heads).
+  c.head_dim = keys.integer("head_dim", gemma ? 256 : family == ModelFamily::qwen3 ? 128 : 0);
   if (!gemma && c.head_dim == c.hidden_size / std::max<int64_t>(c.num_heads, 1) &&
       c.hidden_size % std::max<int64_t>(c.num_heads, 1) == 0) {
     c.head_dim = 0;  // the default, kept implicit
@@ -376,8 +447,12 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
   c.init_std = keys.number("initializer_range", 0.02);
   read_rope(keys, origin, c);
 
-  if (keys.boolean("attention_bias", false)) {
-    keys.fail("attention_bias", "is not supported (the transformer has no biases)");
+  // Qwen2's q, k and v always carry biases and o none: its class ignores
+  // attention_bias. Elsewhere it would bias o_proj too, which has no place here.
+  if (family != ModelFamily::qwen2 && keys.boolean("attention_bias", false)) {
+    keys.fail("attention_bias", "is not supported for " + std::string(arch->hf_class) +
+                                    " (it biases o_proj too; only Qwen2's q, k and v biases are "
+                                    "implemented)");
   }
   if (keys.boolean("mlp_bias", false)) keys.fail("mlp_bias", "is not supported (no biases)");
   if (keys.boolean("use_bidirectional_attention", false)) {
@@ -423,6 +498,8 @@ ModelConfig parse_hf_config_json(const std::string& text, const std::string& ori
         j.contains("attn_logit_softcapping") ? keys.number("attn_logit_softcapping", 0.0) : 50.0;
     c.final_softcap =
         j.contains("final_logit_softcapping") ? keys.number("final_logit_softcapping", 0.0) : 30.0;
+  } else if (is_qwen(family)) {
+    read_qwen_sliding_window(keys, j, c);
   } else if (keys.has("layer_types") && family != ModelFamily::mistral) {
     keys.fail("layer_types", "is not supported for " + std::string(arch->hf_class));
   }
@@ -487,7 +564,8 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["tie_word_embeddings"] = c.tie_embeddings;
   j["initializer_range"] = c.init_std;
-  j["attention_bias"] = false;
+  if (c.family != ModelFamily::qwen2)
+    j["attention_bias"] = false;  // Qwen2's class has q/k/v biases whatever it says
   j["attention_dropout"] = 0.0;
   j["use_cache"] = true;
   j["torch_dtype"] = dtype_name;  // transformers 4
@@ -531,6 +609,21 @@ std::string hf_config_json(const ModelConfig& c, at::ScalarType dtype) {
     for (int64_t i = 0; i < c.num_layers; ++i) {
       types.push_back(c.layer_sliding_window(i) > 0 ? "sliding_attention" : "full_attention");
     }
+    j["layer_types"] = types;
+  }
+  if (is_qwen(c.family)) {
+    // Global layers, then sliding ones from max_window_layers on (or none).
+    json types = json::array();
+    int64_t first = c.num_layers;
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      const bool sliding = c.layer_sliding_window(i) > 0;
+      if (sliding && first == c.num_layers) first = i;
+      types.push_back(sliding ? "sliding_attention" : "full_attention");
+    }
+    const bool any = first < c.num_layers;
+    j["use_sliding_window"] = any;
+    j["sliding_window"] = any ? json(c.sliding_window) : json(nullptr);
+    j["max_window_layers"] = first;
     j["layer_types"] = types;
   }
   const std::string text = j.dump(2) + "\n";

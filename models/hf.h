@@ -7,9 +7,10 @@
 //   save_hf_model(*m, out_dir, {});                  // what from_pretrained loads
 //
 // Supported architectures: LlamaForCausalLM, MistralForCausalLM,
-// GemmaForCausalLM, Gemma2ForCausalLM. Anything this transformer would
-// compute differently from HF (biases, other activations or RoPE scalings,
-// irregular sliding-window layouts) is rejected with a ModelIoError naming
+// GemmaForCausalLM, Gemma2ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM.
+// Anything this transformer would compute differently from HF (biases other
+// than Qwen2's on q, k and v, other activations or RoPE scalings, irregular
+// sliding-window layouts) is rejected with a ModelIoError naming
 // the file, the key and the value: never a silently different model.
 #pragma once
 

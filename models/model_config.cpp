@@ -17,10 +17,10 @@ struct ModeName {
   const char* name;
 };
 
-constexpr ModeName<ModelFamily> kFamilyNames[] = {{ModelFamily::llama, "llama"},
-                                                  {ModelFamily::mistral, "mistral"},
-                                                  {ModelFamily::gemma, "gemma"},
-                                                  {ModelFamily::gemma2, "gemma2"}};
+constexpr ModeName<ModelFamily> kFamilyNames[] = {
+    {ModelFamily::llama, "llama"}, {ModelFamily::mistral, "mistral"},
+    {ModelFamily::gemma, "gemma"}, {ModelFamily::gemma2, "gemma2"},
+    {ModelFamily::qwen2, "qwen2"}, {ModelFamily::qwen3, "qwen3"}};
 constexpr ModeName<MlpActivation> kActivationNames[] = {{MlpActivation::silu, "silu"},
                                                         {MlpActivation::gelu_tanh, "gelu_tanh"}};
 constexpr ModeName<NormCasting> kCastingNames[] = {
@@ -91,7 +91,7 @@ std::ostream& operator<<(std::ostream& out, RopeScalingType type) {
 }
 
 int64_t ModelConfig::layer_sliding_window(int64_t layer) const {
-  if (sliding_window <= 0) return 0;
+  if (sliding_window <= 0 || layer < sliding_window_first_layer) return 0;
   if (sliding_window_pattern > 1 && (layer + 1) % sliding_window_pattern == 0) return 0;
   return sliding_window;
 }
@@ -104,10 +104,12 @@ double ModelConfig::attention_scale() const {
 
 int64_t ModelConfig::num_parameters() const {
   const int64_t d = resolved_head_dim();
-  const int64_t attention = hidden_size * num_heads * d           // q_proj
-                            + 2 * hidden_size * num_kv_heads * d  // k_proj, v_proj
-                            + num_heads * d * hidden_size;        // o_proj
-  const int64_t mlp = 3 * hidden_size * intermediate_size;        // gate, up, down
+  const int64_t attention = hidden_size * num_heads * d                            // q_proj
+                            + 2 * hidden_size * num_kv_heads * d                   // k_proj, v_proj
+                            + num_heads * d * hidden_size                          // o_proj
+                            + (qkv_bias ? (num_heads + 2 * num_kv_heads) * d : 0)  // q/k/v bias
+                            + (qk_norm ? 2 * d : 0);                               // q_norm, k_norm
+  const int64_t mlp = 3 * hidden_size * intermediate_size;                         // gate, up, down
   // input + post-attention RMSNorm (+ pre/post-feedforward with post_norms)
   const int64_t norms = (post_norms ? 4 : 2) * hidden_size;
   const int64_t layers = num_layers * (attention + mlp + norms);
@@ -157,6 +159,10 @@ void ModelConfig::validate() const {
     throw std::invalid_argument("model sliding_window_pattern = " +
                                 std::to_string(sliding_window_pattern) + " must be >= 1");
   }
+  if (sliding_window_first_layer < 0) {
+    throw std::invalid_argument("model sliding_window_first_layer = " +
+                                std::to_string(sliding_window_first_layer) + " must be >= 0");
+  }
   non_negative(attn_softcap, "model.attn_softcap");
   non_negative(final_softcap, "model.final_softcap");
   non_negative(query_pre_attn_scalar, "model.query_pre_attn_scalar");
@@ -201,6 +207,9 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["attn_softcap"] = c.attn_softcap;
   j["final_softcap"] = c.final_softcap;
   j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+  j["sliding_window_first_layer"] = c.sliding_window_first_layer;
+  j["qkv_bias"] = c.qkv_bias;
+  j["qk_norm"] = c.qk_norm;
   j["bos_token_id"] = c.bos_token_id;
   j["eos_token_ids"] = c.eos_token_ids;
   return j.dump(2) + "\n";
@@ -215,7 +224,8 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
   }
   ModelConfig c;
   try {
-    // Every key is required: the file is written by model_config_to_json.
+    // Every key is required but the three added later (below): the file is
+    // written by model_config_to_json.
     c.family = parse_model_family(j.at("family").get<std::string>());
     c.vocab_size = j.at("vocab_size").get<int64_t>();
     c.hidden_size = j.at("hidden_size").get<int64_t>();
@@ -246,6 +256,10 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
     c.attn_softcap = j.at("attn_softcap").get<double>();
     c.final_softcap = j.at("final_softcap").get<double>();
     c.query_pre_attn_scalar = j.at("query_pre_attn_scalar").get<double>();
+    // Added with the Qwen families: absent in older checkpoints, where they were off.
+    c.sliding_window_first_layer = j.value("sliding_window_first_layer", int64_t{0});
+    c.qkv_bias = j.value("qkv_bias", false);
+    c.qk_norm = j.value("qk_norm", false);
     c.bos_token_id = j.at("bos_token_id").get<int64_t>();
     c.eos_token_ids = j.at("eos_token_ids").get<std::vector<int64_t>>();
   } catch (const nlohmann::json::exception& error) {
@@ -273,6 +287,9 @@ void apply_family_traits(ModelConfig& c, ModelFamily family) {
   c.attn_softcap = 0.0;
   c.final_softcap = 0.0;
   c.query_pre_attn_scalar = 0.0;
+  c.sliding_window_first_layer = 0;
+  c.qkv_bias = false;
+  c.qk_norm = false;
   switch (family) {
     case ModelFamily::llama: return;
     case ModelFamily::mistral:
@@ -293,13 +310,18 @@ void apply_family_traits(ModelConfig& c, ModelFamily family) {
         c.query_pre_attn_scalar = 256.0;
       }
       return;
+    case ModelFamily::qwen2:
+      c.qkv_bias = true;  // sliding windows only where config.json asks (use_sliding_window)
+      return;
+    case ModelFamily::qwen3: c.qk_norm = true; return;
   }
 }
 
 const std::vector<std::string>& preset_names() {
-  static const std::vector<std::string> names = {"tiny",      "llama3_1b",  "llama3_8b",
-                                                 "llama2_7b", "mistral_7b", "gemma_2b",
-                                                 "gemma_7b",  "gemma2_2b",  "gemma2_9b"};
+  static const std::vector<std::string> names = {
+      "tiny",       "llama3_1b", "llama3_8b",  "llama2_7b", "mistral_7b",
+      "gemma_2b",   "gemma_7b",  "gemma2_2b",  "gemma2_9b", "qwen2_5_7b",
+      "qwen3_1_7b", "qwen3_8b",  "tiny_qwen2", "tiny_qwen3"};
   return names;
 }
 
@@ -411,6 +433,53 @@ ModelConfig preset(const std::string& name) {
       c.num_layers = 42;
       c.num_heads = 16;
       c.num_kv_heads = 8;
+    }
+  } else if (name == "tiny_qwen2" || name == "tiny_qwen3") {
+    // The tiny preset's size with Qwen's traits; vocab comes from the tokenizer.
+    apply_family_traits(c, name == "tiny_qwen2" ? ModelFamily::qwen2 : ModelFamily::qwen3);
+    c.hidden_size = 256;
+    c.intermediate_size = 768;
+    c.num_layers = 4;
+    c.num_heads = 8;
+    c.num_kv_heads = 4;
+    if (name == "tiny_qwen3") c.head_dim = 64;  // explicit, as Qwen3's (not hidden / heads = 32)
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-6;
+    c.tie_embeddings = true;
+    c.max_seq_len = 1024;
+  } else if (name == "qwen2_5_7b") {  // Qwen2.5-7B
+    apply_family_traits(c, ModelFamily::qwen2);
+    c.vocab_size = 152064;
+    c.hidden_size = 3584;
+    c.intermediate_size = 18944;
+    c.num_layers = 28;
+    c.num_heads = 28;
+    c.num_kv_heads = 4;
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-6;
+    c.tie_embeddings = false;
+    c.max_seq_len = 32768;
+  } else if (name == "qwen3_1_7b" || name == "qwen3_8b") {  // Qwen3-1.7B, Qwen3-8B
+    apply_family_traits(c, ModelFamily::qwen3);
+    c.vocab_size = 151936;
+    c.head_dim = 128;
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-6;
+    c.max_seq_len = 40960;
+    if (name == "qwen3_1_7b") {
+      c.hidden_size = 2048;
+      c.intermediate_size = 6144;
+      c.num_layers = 28;
+      c.num_heads = 16;
+      c.num_kv_heads = 8;
+      c.tie_embeddings = true;
+    } else {
+      c.hidden_size = 4096;
+      c.intermediate_size = 12288;
+      c.num_layers = 36;
+      c.num_heads = 32;
+      c.num_kv_heads = 8;
+      c.tie_embeddings = false;
     }
   } else {
     std::string known;

@@ -4,14 +4,20 @@
 // The transformer reads only traits, never the family name: a family is a
 // set of trait values (see apply_family_traits). What each family sets:
 //
-//   trait                    llama   mistral  gemma       gemma2
-//   mlp_activation           silu    silu     gelu_tanh   gelu_tanh
-//   norm_offset / casting    0 llama 0 llama  1 gemma     1 gemma
-//   scale_embeddings         no      no       sqrt(hidden) sqrt(hidden)
-//   post_norms               no      no       no          yes
-//   sliding_window (pattern) -       W (1)    -           W (2: odd layers global)
-//   attn / final softcap     -       -        -           50 / 30
-//   query_pre_attn_scalar    -       -        -           256 (or 144)
+//   trait                    llama   mistral  gemma        gemma2        qwen2    qwen3
+//   mlp_activation           silu    silu     gelu_tanh    gelu_tanh     silu     silu
+//   norm_offset / casting    0 llama 0 llama  1 gemma      1 gemma       0 llama  0 llama
+//   scale_embeddings         no      no       sqrt(hidden) sqrt(hidden)  no       no
+//   post_norms               no      no       no           yes           no       no
+//   sliding_window (pattern) -       W (1)    -            W (2)         off *    off *
+//   attn / final softcap     -       -        -            50 / 30       -        -
+//   query_pre_attn_scalar    -       -        -            256 (or 144)  -        -
+//   qkv_bias                 no      no       no           no            yes      no
+//   qk_norm                  no      no       no           no            no       yes
+//
+// Gemma 2's pattern 2: odd layers global. * Qwen: off unless config.json's
+// use_sliding_window; then layers from max_window_layers on slide
+// (sliding_window_first_layer), the ones below attend globally.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +35,7 @@ namespace liger::models {
 
 // The architecture a checkpoint belongs to: which Hugging Face class imports
 // and exports it, and the trait values it starts from (apply_family_traits).
-enum class ModelFamily { llama, mistral, gemma, gemma2 };
+enum class ModelFamily { llama, mistral, gemma, gemma2, qwen2, qwen3 };
 // The MLP's gated activation: silu = SwiGLU, gelu_tanh = GeGLU.
 enum class MlpActivation { silu, gelu_tanh };
 // Where RMSNorm rounds to the compute dtype (kernels::RmsNormCasting; see
@@ -90,9 +96,16 @@ struct ModelConfig {
   // Which layers slide: 1 = every layer (Mistral); N > 1 = layer i is global
   // when (i + 1) % N == 0, local otherwise (Gemma 2: N = 2, layer 0 local).
   int64_t sliding_window_pattern = 1;
+  // Layers below this index are global whatever the pattern says (Qwen's
+  // max_window_layers: the bottom layers attend globally, the rest slide).
+  int64_t sliding_window_first_layer = 0;
   double attn_softcap = 0.0;           // > 0: scores <- c * tanh(scores / c) (Gemma 2)
   double final_softcap = 0.0;          // > 0: logits <- c * tanh(logits / c), applied by the loss
   double query_pre_attn_scalar = 0.0;  // > 0: attention scale 1/sqrt(this), else 1/sqrt(head_dim)
+  bool qkv_bias = false;  // q, k and v projections add a bias (Qwen2; o and the MLP have none)
+  // RMSNorm over head_dim on every query and key head before RoPE, one weight
+  // [head_dim] each for q and k (Qwen3's q_norm, k_norm).
+  bool qk_norm = false;
 
   // Token ids from an HF config.json (generation stops on any eos id).
   int64_t bos_token_id = -1;
@@ -131,9 +144,9 @@ void apply_family_traits(ModelConfig& config, ModelFamily family);
 
 // Names accepted by preset().
 const std::vector<std::string>& preset_names();
-// The preset's dimensions and traits. "tiny" leaves vocab_size 0: the
-// tokenizer decides. Throws std::invalid_argument for an unknown name,
-// listing the known ones.
+// The preset's dimensions and traits. "tiny", "tiny_qwen2" and "tiny_qwen3"
+// leave vocab_size 0: the tokenizer decides. Throws std::invalid_argument for
+// an unknown name, listing the known ones.
 ModelConfig preset(const std::string& name);
 
 }  // namespace liger::models

@@ -43,12 +43,14 @@ AdapterLayout adapter_layout(const std::vector<at::Tensor>& weights, const LoraO
   return layout;
 }
 
-// Edges: x, then each weight, then each adapter's A, then each adapter's B.
+// Edges: x, then each weight, then each adapter's A, then each adapter's B,
+// then each bias.
 class PackedProjectionBackward : public Node {
  public:
   PackedProjectionBackward(const kernels::KernelSet* kernels, const at::Tensor& x,
                            const std::vector<at::Tensor>& weights, const LoraOperands* lora,
-                           AdapterLayout layout, at::Tensor u, at::Tensor mask)
+                           AdapterLayout layout, at::Tensor u, at::Tensor mask,
+                           const std::vector<at::Tensor>& biases)
       : kernels_(kernels),
         x_(x, /*is_output=*/false),
         layout_(std::move(layout)),
@@ -70,13 +72,14 @@ class PackedProjectionBackward : public Node {
       scaling_ = lora->scaling;
       dropout_ = lora->dropout;
     }
+    for (const at::Tensor& b : biases) need_bias_.push_back(b.requires_grad());
   }
 
   std::string name() const override { return "PackedProjectionBackward"; }
 
   variable_list apply(variable_list&& grads) override {
     const size_t adapters = layout_.weight_of.size();
-    variable_list out(1 + weights_.size() + 2 * adapters);
+    variable_list out(1 + weights_.size() + 2 * adapters + need_bias_.size());
     const at::Tensor& dy = grads[0];
     if (!dy.defined()) return out;
     const at::Tensor x = x_.unpack();
@@ -140,6 +143,17 @@ class PackedProjectionBackward : public Node {
                                            u_.narrow(1, static_cast<int64_t>(j) * r, r));
       }
     }
+    bool any_bias = false;
+    for (const bool need : need_bias_) any_bias = any_bias || need;
+    if (any_bias) {
+      // d_b = column sums of dy for all biases at once (ATen's sum accumulates
+      // 16-bit inputs in fp32), split by rows; frozen biases (LoRA) cost nothing.
+      const at::Tensor db = dy2.sum(0);
+      const size_t bias_slot = b_slot + adapters;
+      for (size_t i = 0; i < need_bias_.size(); ++i) {
+        if (need_bias_[i]) out[bias_slot + i] = db.narrow(0, layout_.row_offset[i], rows_[i]);
+      }
+    }
     return out;
   }
 
@@ -167,13 +181,23 @@ class PackedProjectionBackward : public Node {
   double scaling_ = 1.0, dropout_ = 0.0;
   bool need_a_ = false;
   std::vector<bool> need_b_;
+  std::vector<bool> need_bias_;  // one per weight when it has a bias, else empty
 };
 
 }  // namespace
 
 at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor& x,
-                             const std::vector<at::Tensor>& weights, const LoraOperands* lora) {
+                             const std::vector<at::Tensor>& weights, const LoraOperands* lora,
+                             const std::vector<at::Tensor>& biases) {
   TORCH_CHECK(!weights.empty(), "packed_projection: no weights");
+  TORCH_CHECK(biases.empty() || biases.size() == weights.size(),
+              "packed_projection: ", biases.size(), " biases for ", weights.size(), " weights");
+  for (size_t i = 0; i < biases.size(); ++i) {
+    TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == weights[i].size(0) &&
+                    biases[i].scalar_type() == x.scalar_type(),
+                "packed_projection: bias ", biases[i].sizes(), " ", biases[i].scalar_type(),
+                " does not fit weight ", weights[i].sizes(), " and x ", x.scalar_type());
+  }
   for (const at::Tensor& w : weights) {
     TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(-1), "packed_projection: weight ", w.sizes(),
                 " does not take ", x.size(-1), " inputs");
@@ -200,6 +224,7 @@ at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor
     torch::NoGradGuard no_grad;  // the concatenated weights live only for these products
     std::vector<int64_t> shape = x.sizes().vec();  // x's with in -> sum out_i
     const at::Tensor w = stacked(weights);
+    const at::Tensor bias = biases.empty() ? at::Tensor() : stacked(biases);  // [sum out_i]
     shape.back() = w.size(0);
     const at::Tensor x2 = x.reshape({-1, x.size(-1)});
     if (adapted) {
@@ -208,19 +233,29 @@ at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor
       const at::Tensor xd = mask.defined() ? apply_lora_dropout(x2, mask, lora->dropout) : x2;
       u = kernels.matmul(xd, stacked(a_list).t());
       u.mul_(lora->scaling);
-      // Each u_j B_j^T into its weight's block of y (zero where a weight has
-      // no adapter), then y += x cat(W)^T inside the base GEMM (beta = 1).
-      y = layout.all_weights ? at::empty({x2.size(0), w.size(0)}, x2.options())
-                             : at::zeros({x2.size(0), w.size(0)}, x2.options());
+      // Each u_j B_j^T is written into its weight's block of y, that weight's
+      // bias coming in as the GEMM's added input; blocks without an adapter
+      // start as their bias (or zero), and then y += x cat(W)^T inside the
+      // base GEMM (beta = 1).
+      if (layout.all_weights) {
+        y = at::empty({x2.size(0), w.size(0)}, x2.options());
+      } else if (bias.defined()) {
+        y = bias.expand({x2.size(0), w.size(0)}).contiguous();
+      } else {
+        y = at::zeros({x2.size(0), w.size(0)}, x2.options());
+      }
       const int64_t r = layout.rank;
       for (size_t j = 0; j < layout.weight_of.size(); ++j) {
         const size_t i = layout.weight_of[j];
-        kernels.matmul(u.narrow(1, static_cast<int64_t>(j) * r, r), b_list[j].t(), at::Tensor(),
-                       y.narrow(1, layout.row_offset[i], weights[i].size(0)));
+        const at::Tensor block = y.narrow(1, layout.row_offset[i], weights[i].size(0));
+        const at::Tensor added = !bias.defined()      ? at::Tensor()
+                                 : layout.all_weights ? biases[i]  // broadcast over rows
+                                                      : block;     // holds the bias already
+        kernels.matmul(u.narrow(1, static_cast<int64_t>(j) * r, r), b_list[j].t(), added, block);
       }
       kernels.matmul(x2, w.t(), y, y);
     } else {
-      y = kernels.matmul(x2, w.t());
+      y = kernels.matmul(x2, w.t(), bias);  // + bias broadcast over rows, inside the GEMM
     }
     y = at::_unsafe_view(y, shape);  // not an autograd view
   }
@@ -229,13 +264,15 @@ at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor
   for (size_t j = 0; j < a_list.size(); ++j) {
     requires_grad = requires_grad || a_list[j].requires_grad() || b_list[j].requires_grad();
   }
+  for (const at::Tensor& b : biases) requires_grad = requires_grad || b.requires_grad();
   if (requires_grad && torch::GradMode::is_enabled()) {
-    auto node =
-        std::make_shared<PackedProjectionBackward>(&kernels, x, weights, lora, layout, u, mask);
+    auto node = std::make_shared<PackedProjectionBackward>(&kernels, x, weights, lora, layout, u,
+                                                           mask, biases);
     std::vector<at::Tensor> inputs = {x};
     inputs.insert(inputs.end(), weights.begin(), weights.end());
     inputs.insert(inputs.end(), a_list.begin(), a_list.end());
     inputs.insert(inputs.end(), b_list.begin(), b_list.end());
+    inputs.insert(inputs.end(), biases.begin(), biases.end());
     node->set_next_edges(torch::autograd::collect_next_edges(inputs));
     torch::autograd::set_history(y, node);
   }

@@ -18,6 +18,11 @@
 // same node: the A products of all adapters are one GEMM, the delta is
 // written first and the base GEMM adds into it. A weight that does not
 // require grad (a frozen base) costs no weight-gradient GEMM.
+//
+// Biases (Qwen2's q, k and v): y = x cat(W)^T + cat(b), the bias going into
+// the GEMM as its added input (addmm's beta = 1), never as a pass of its
+// own; with adapters the output buffer starts as the bias and the adapters'
+// and the base products add into it. d_b = the column sums of dy.
 #pragma once
 
 #include "kernels/registry.h"
@@ -32,9 +37,11 @@ namespace liger::models {
 // x: [..., in]; weights: [out_i, in] each, one dtype with x. Returns
 // [..., sum out_i]; the gradients equal those of torch::linear per weight.
 // `kernels` must outlive the autograd graph (the model's own set). lora:
-// adapters per weight (x's dtype), or nullptr.
+// adapters per weight (x's dtype), or nullptr. biases: none, or one [out_i]
+// per weight (x's dtype).
 at::Tensor packed_projection(const kernels::KernelSet& kernels, const at::Tensor& x,
                              const std::vector<at::Tensor>& weights,
-                             const LoraOperands* lora = nullptr);
+                             const LoraOperands* lora = nullptr,
+                             const std::vector<at::Tensor>& biases = {});
 
 }  // namespace liger::models

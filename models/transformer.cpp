@@ -10,20 +10,25 @@
 
 namespace liger::models {
 
-WeightImpl::WeightImpl(at::IntArrayRef shape, const at::TensorOptions& options) {
+WeightImpl::WeightImpl(at::IntArrayRef shape, const at::TensorOptions& options, bool with_bias) {
   weight = register_parameter("weight", torch::empty(shape, options));
+  if (with_bias) bias = register_parameter("bias", torch::empty({shape[0]}, options));
 }
 
 SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& c, const at::TensorOptions& options) {
   const int64_t d = c.resolved_head_dim();
-  q_proj =
-      register_module("q_proj", Weight(at::IntArrayRef{c.num_heads * d, c.hidden_size}, options));
-  k_proj = register_module("k_proj",
-                           Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options));
-  v_proj = register_module("v_proj",
-                           Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options));
+  q_proj = register_module(
+      "q_proj", Weight(at::IntArrayRef{c.num_heads * d, c.hidden_size}, options, c.qkv_bias));
+  k_proj = register_module(
+      "k_proj", Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options, c.qkv_bias));
+  v_proj = register_module(
+      "v_proj", Weight(at::IntArrayRef{c.num_kv_heads * d, c.hidden_size}, options, c.qkv_bias));
   o_proj =
       register_module("o_proj", Weight(at::IntArrayRef{c.hidden_size, c.num_heads * d}, options));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", Weight(at::IntArrayRef{d}, options));
+    k_norm = register_module("k_norm", Weight(at::IntArrayRef{d}, options));
+  }
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, const at::TensorOptions& options) {
@@ -78,11 +83,17 @@ void TransformerImpl::init_weights(uint64_t seed) {
     if (p.device().is_meta()) continue;
     // Drawn on the CPU with our own generator so the init is identical on
     // every device, then copied (a cast happens here for bf16 parameters).
-    p.copy_(initial_value(p, generator));
+    p.copy_(initial_value(item.key(), p, generator));
   }
 }
 
-Tensor TransformerImpl::initial_value(const Tensor& p, at::Generator& generator) const {
+Tensor TransformerImpl::initial_value(const std::string& name, const Tensor& p,
+                                      at::Generator& generator) const {
+  const std::string bias_suffix = ".bias";
+  if (name.size() > bias_suffix.size() &&
+      name.compare(name.size() - bias_suffix.size(), bias_suffix.size(), bias_suffix) == 0) {
+    return torch::zeros(p.sizes(), at::kFloat);  // biases start at zero (HF's nn.Linear init)
+  }
   if (p.dim() == 1) {
     // Norm weights: the stored w of y = x * rstd * (offset + w) starts at
     // 1 - offset, so the product starts at 1 (Llama: ones; Gemma: zeros).
@@ -199,13 +210,30 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   const std::optional<LoraOperands> qkv_lora = lora_operands(
       layer, {static_cast<int>(LoraTarget::q_proj), static_cast<int>(LoraTarget::k_proj),
               static_cast<int>(LoraTarget::v_proj)});
+  std::vector<Tensor> qkv_biases;  // Qwen2: added inside the GEMM
+  if (config_.qkv_bias) {
+    qkv_biases = {cast(attn.q_proj->bias), cast(attn.k_proj->bias), cast(attn.v_proj->bias)};
+  }
   const Tensor qkv = packed_projection(
       kernels_, x,
       {cast(attn.q_proj->weight), cast(attn.k_proj->weight), cast(attn.v_proj->weight)},
-      qkv_lora ? &*qkv_lora : nullptr);
-  kernels::QkvHeads heads = kernels_.rope_qkv(qkv.view({batch, seq, heads_q + 2 * heads_k, d}),
-                                              heads_q, heads_k, cos, sin);
-  Tensor q = std::move(heads.q), k = std::move(heads.k), v = std::move(heads.v);
+      qkv_lora ? &*qkv_lora : nullptr, qkv_biases);
+  const Tensor heads_view = qkv.view({batch, seq, heads_q + 2 * heads_k, d});
+  Tensor q, k, v;
+  if (config_.qk_norm) {
+    // Qwen3: RMSNorm over head_dim on every query and key head, then RoPE.
+    // The norms run on the [B, T, H, D] views through the rms_norm op, the
+    // rotation through the rope op (rope_qkv takes the unnormed packed heads).
+    const std::vector<Tensor> parts = heads_view.split_with_sizes({heads_q, heads_k, heads_k}, 2);
+    std::tie(q, k) =
+        kernels_.rope(norm(*attn.q_norm, parts[0]), norm(*attn.k_norm, parts[1]), cos, sin);
+    v = parts[2];
+  } else {
+    kernels::QkvHeads heads = kernels_.rope_qkv(heads_view, heads_q, heads_k, cos, sin);
+    q = std::move(heads.q);
+    k = std::move(heads.k);
+    v = std::move(heads.v);
+  }
   if (cache != nullptr) {
     // Earlier tokens' keys/values first; the queries are the last `seq`
     // positions of k/v (the attention op aligns them to the end).

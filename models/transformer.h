@@ -34,19 +34,24 @@ using at::Tensor;
 
 class LoraAdaptersImpl;  // models/lora.h
 
-// A module that holds one parameter named "weight" (HF's nn.Linear without
-// bias, nn.Embedding, RMSNorm all store exactly that).
+// A module that holds a parameter named "weight" (HF's nn.Linear without
+// bias, nn.Embedding, RMSNorm all store exactly that) and, for a projection
+// with a bias (Qwen2's q, k and v), one named "bias" [shape[0]].
 class WeightImpl : public torch::nn::Module {
  public:
-  WeightImpl(at::IntArrayRef shape, const at::TensorOptions& options);
+  WeightImpl(at::IntArrayRef shape, const at::TensorOptions& options, bool with_bias = false);
   Tensor weight;
+  Tensor bias;  // undefined without a bias
 };
 TORCH_MODULE(Weight);
 
+// q, k and v carry biases with qkv_bias; q_norm and k_norm ([head_dim]
+// RMSNorm weights) exist with qk_norm only.
 class SelfAttentionImpl : public torch::nn::Module {
  public:
   SelfAttentionImpl(const ModelConfig& config, const at::TensorOptions& options);
   Weight q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Weight q_norm{nullptr}, k_norm{nullptr};
 };
 TORCH_MODULE(SelfAttention);
 
@@ -124,14 +129,15 @@ class TransformerImpl : public torch::nn::Module {
                   const at::TensorOptions& param_options, at::ScalarType compute_dtype);
 
   // Normal(0, init_std) for every matrix and embedding; norm weights 1 - norm_offset
-  // (ones for Llama, zeros for Gemma's (1 + w)): HF's init. Deterministic for
-  // a given generator seed.
+  // (ones for Llama, zeros for Gemma's (1 + w)); biases zero: HF's init.
+  // Deterministic for a given generator seed.
   void init_weights(uint64_t seed);
-  // The initial value of parameter `p` (one of parameters(), in order) as a
-  // CPU fp32 tensor, drawn from `generator`: init_weights() is this for every
-  // parameter in named_parameters() order with one generator, so a sharded
-  // copy of the model can draw the same values one parameter at a time.
-  Tensor initial_value(const Tensor& p, at::Generator& generator) const;
+  // The initial value of parameter `name` (`p`, one of named_parameters(), in
+  // order) as a CPU fp32 tensor, drawn from `generator`: init_weights() is
+  // this for every parameter in named_parameters() order with one generator,
+  // so a sharded copy of the model can draw the same values one parameter at
+  // a time.
+  Tensor initial_value(const std::string& name, const Tensor& p, at::Generator& generator) const;
 
   // Installs (or, with nullptr, removes) the hooks that run around each layer.
   void set_layer_hooks(std::shared_ptr<LayerHooks> hooks) { hooks_ = std::move(hooks); }

@@ -30,7 +30,8 @@ fi
 
 # --- Python virtual environment: LibTorch from the PyPI torch wheel --------
 # The same torch version as the GPU machine; HF transformers/tokenizers are
-# the CPU oracles of the parity tests, peft the oracle of the LoRA adapters.
+# the CPU oracles of the parity tests, peft the oracle of the LoRA adapters,
+# tensorboard the reader of logging.tensorboard's event files.
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   python3 -m venv .venv
@@ -41,9 +42,9 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$T
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q "torch==$TORCH_VERSION"
 fi
-if ! "$PY" -c "import transformers, tokenizers, safetensors, numpy, peft" 2>/dev/null; then
-  say "installing transformers, tokenizers, safetensors, numpy, peft into .venv"
-  "$PY" -m pip install -q transformers tokenizers safetensors numpy peft
+if ! "$PY" -c "import transformers, tokenizers, safetensors, numpy, peft, tensorboard" 2>/dev/null; then
+  say "installing transformers, tokenizers, safetensors, numpy, peft, tensorboard into .venv"
+  "$PY" -m pip install -q transformers tokenizers safetensors numpy peft tensorboard
 fi
 # transformers reads a SentencePiece tokenizer.model (an export of a run on one) with these.
 if ! "$PY" -c "import sentencepiece, google.protobuf" 2>/dev/null; then

@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <stdexcept>
+#include <system_error>
 #include <unordered_map>
 
 namespace fs = std::filesystem;
@@ -28,19 +31,65 @@ constexpr const char* kConfigFile = "config.yaml";
 constexpr const char* kModelConfigFile =
     "model_config.json";  // the resolved ModelConfig (export, generate)
 
+[[noreturn]] void throw_errno(int error, const std::string& what) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
 // fsync a file or directory so that the rename below publishes durable data.
 void sync_path(const fs::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw std::runtime_error("cannot open " + path.string() + " to sync it");
-  ::fsync(fd);
+  if (fd < 0) throw_errno(errno, "cannot open " + path.string() + " to sync it");
+  const int synced = ::fsync(fd);
+  const int error = errno;
   ::close(fd);
+  if (synced != 0) throw_errno(error, "cannot sync " + path.string());
+}
+
+// Writes bytes to `path` through `produce(write)`, which calls write(data, size)
+// as often as it likes. The first failure (errno) is kept and later writes are
+// dropped, so the producer always finishes; then the error is thrown. torch's
+// OutputArchive::save_to(path) is not used: on a full disk its writer throws
+// from a destructor, which ends the process with a stack dump.
+void write_file(
+    const fs::path& path,
+    const std::function<void(const std::function<void(const void*, size_t)>&)>& produce) {
+  FILE* file = std::fopen(path.c_str(), "wb");
+  if (!file) throw_errno(errno, "cannot create " + path.string());
+  int error = 0;
+  produce([&](const void* data, size_t size) {
+    if (error == 0 && size > 0 && std::fwrite(data, 1, size, file) != size) {
+      error = errno != 0 ? errno : EIO;
+    }
+  });
+  if (std::fflush(file) != 0 && error == 0) error = errno;
+  if (error == 0 && ::fsync(::fileno(file)) != 0) error = errno;
+  if (std::fclose(file) != 0 && error == 0) error = errno;
+  if (error != 0) throw_errno(error, "cannot write " + path.string());
+}
+
+void write_archive(const fs::path& path, torch::serialize::OutputArchive& archive) {
+  write_file(path, [&archive](const std::function<void(const void*, size_t)>& write) {
+    archive.save_to([&write](const void* data, size_t size) -> size_t {
+      write(data, size);
+      return size;  // always "written": the archive must reach its end (see write_file)
+    });
+  });
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  out.close();
-  if (!out) throw std::runtime_error("cannot write " + path.string() + " (disk full?)");
+  write_file(path, [&text](const std::function<void(const void*, size_t)>& write) {
+    write(text.data(), text.size());
+  });
+}
+
+// "12.3 MiB free on DIR" (or nothing when the file system cannot say).
+std::string free_space(const fs::path& dir) {
+  std::error_code error;
+  const fs::space_info space = fs::space(dir, error);
+  if (error) return "";
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(space.available) / (1 << 20));
+  return std::string(text) + " free on " + dir.string();
 }
 
 // Parses "step-N" -> N, or -1.
@@ -77,6 +126,53 @@ std::string CheckpointManager::save(int64_t step, const NamedTensors& parameters
   const fs::path final_dir = root / name;
   // Every rank of a sharded job writes into the same temporary directory.
   const fs::path tmp_dir = root / ("." + name + ".tmp");
+  const fs::path old_dir = root / ("." + name + ".old");
+  try {
+    write_step(step, parameters, model_config, optimizer, trainer_state, resolved_config_yaml,
+               scope);
+  } catch (const std::exception& error) {
+    // Nothing of this attempt stays: the temporary folder goes, and an older
+    // step-N/ moved aside for the rename comes back.
+    std::error_code ignored;
+    // The free space as the write failed, before the clean-up returns some.
+    const std::string space = free_space(fs::exists(root, ignored) ? root : root.parent_path());
+    if (!fs::exists(final_dir, ignored) && fs::exists(old_dir, ignored))
+      fs::rename(old_dir, final_dir, ignored);
+    try {
+      remove_tree(tmp_dir.string());
+    } catch (const std::exception&) {
+    }
+    const std::vector<std::string> complete = list();
+    std::string message = std::string("checkpoint ") + final_dir.string() + " not written: ";
+    const std::string what = error.what();
+    message += what.substr(0, what.find('\n'));
+    if (!space.empty()) message += " (" + space + ")";
+    message += complete.empty() ? "; no earlier checkpoint exists"
+                                : "; the last good checkpoint is " + complete.back() +
+                                      " (checkpoint.resume: auto continues from it)";
+    throw CheckpointWriteError(message + "; free space or set checkpoint.output_dir elsewhere");
+  }
+  if (leader && keep_last_ > 0) {
+    auto complete = list();
+    while (static_cast<int64_t>(complete.size()) > keep_last_) {
+      remove_tree(complete.front());
+      complete.erase(complete.begin());
+    }
+  }
+  scope.barrier();  // nobody goes on before the checkpoint is published
+  return final_dir.string();
+}
+
+void CheckpointManager::write_step(int64_t step, const NamedTensors& parameters,
+                                   const models::ModelConfig& model_config, const AdamW& optimizer,
+                                   const nlohmann::json& trainer_state,
+                                   const std::string& resolved_config_yaml,
+                                   const CheckpointScope& scope) const {
+  const fs::path root(output_dir_);
+  const bool leader = scope.rank == 0;
+  const std::string name = "step-" + std::to_string(step);
+  const fs::path final_dir = root / name;
+  const fs::path tmp_dir = root / ("." + name + ".tmp");
   if (leader) {
     fs::create_directories(root);
     remove_tree(tmp_dir.string());
@@ -86,58 +182,42 @@ std::string CheckpointManager::save(int64_t step, const NamedTensors& parameters
 
   const std::string suffix =
       scope.sharded() ? ".rank-" + std::to_string(scope.rank) + ".pt" : ".pt";
-  std::vector<fs::path> written;
   {
     torch::serialize::OutputArchive archive;
     for (const auto& [key, value] : parameters) archive.write(key, value.detach().cpu());
-    written.push_back(tmp_dir / (kModelStem + suffix));
-    archive.save_to(written.back().string());
+    write_archive(tmp_dir / (kModelStem + suffix), archive);
   }
   {
     torch::serialize::OutputArchive archive;
     optimizer.save(archive);
-    written.push_back(tmp_dir / (kOptimizerStem + suffix));
-    archive.save_to(written.back().string());
+    write_archive(tmp_dir / (kOptimizerStem + suffix), archive);
   }
   {
     torch::serialize::OutputArchive archive;
     archive.write("cpu", at::detail::getDefaultCPUGenerator().get_state());
-    written.push_back(tmp_dir / (kRngStem + suffix));
-    archive.save_to(written.back().string());
+    write_archive(tmp_dir / (kRngStem + suffix), archive);
   }
-  for (const auto& path : written) sync_path(path);
-  scope.barrier();  // every rank's files are on disk
+  scope.barrier();  // every rank's files are on disk (write_file syncs each)
 
   if (leader) {
     if (scope.sharded()) write_text(tmp_dir / kShardIndexFile, scope.shard_index.dump(1) + "\n");
     write_text(tmp_dir / kStateFile, trainer_state.dump(2) + "\n");
     write_text(tmp_dir / kConfigFile, resolved_config_yaml);
     write_text(tmp_dir / kModelConfigFile, models::model_config_to_json(model_config));
-    for (const auto& entry : fs::directory_iterator(tmp_dir)) sync_path(entry.path());
-    sync_path(tmp_dir);
+    sync_path(tmp_dir);  // the files are synced as written (write_file)
 
     // Publish: an older step-N/ (same step saved again) is moved aside first,
     // then the new one takes its name with one rename.
-    fs::path old_dir;
-    if (fs::exists(final_dir)) {
-      old_dir = root / ("." + name + ".old");
+    const fs::path old_dir = root / ("." + name + ".old");
+    const bool replaces = fs::exists(final_dir);
+    if (replaces) {
       remove_tree(old_dir.string());
       fs::rename(final_dir, old_dir);
     }
     fs::rename(tmp_dir, final_dir);
     sync_path(root);
-    if (!old_dir.empty()) remove_tree(old_dir.string());
-
-    if (keep_last_ > 0) {
-      auto complete = list();
-      while (static_cast<int64_t>(complete.size()) > keep_last_) {
-        remove_tree(complete.front());
-        complete.erase(complete.begin());
-      }
-    }
+    if (replaces) remove_tree(old_dir.string());
   }
-  scope.barrier();  // nobody goes on before the checkpoint is published
-  return final_dir.string();
 }
 
 std::vector<std::string> CheckpointManager::list() const {

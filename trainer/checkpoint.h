@@ -20,10 +20,20 @@
 
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace liger::trainer {
+
+// A checkpoint that could not be written (disk full, quota, permission, a
+// vanished directory). One line: what failed on which path, the free space,
+// and the last good checkpoint, which is untouched; the temporary folder is
+// already removed.
+class CheckpointWriteError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
@@ -41,6 +51,8 @@ class CheckpointManager {
   CheckpointManager(std::string output_dir, int64_t keep_last);
 
   // Writes step-N/ atomically and prunes to keep_last. Returns its path.
+  // Throws CheckpointWriteError when it cannot be written: nothing of the
+  // attempt stays on disk, and every earlier checkpoint is as it was.
   // `parameters`: the model's parameters, or this rank's shards (scope.sharded()).
   std::string save(int64_t step, const NamedTensors& parameters,
                    const models::ModelConfig& model_config, const AdamW& optimizer,
@@ -73,6 +85,12 @@ class CheckpointManager {
   static NamedTensors read_whole_parameters(const std::string& dir);
 
  private:
+  // save() without the clean-up: the files into .step-N.tmp/, then the rename.
+  void write_step(int64_t step, const NamedTensors& parameters,
+                  const models::ModelConfig& model_config, const AdamW& optimizer,
+                  const nlohmann::json& trainer_state, const std::string& resolved_config_yaml,
+                  const CheckpointScope& scope) const;
+
   std::string output_dir_;
   int64_t keep_last_;
 };

@@ -25,12 +25,24 @@ struct EnumName {
 template <typename Enum>
 struct EnumNames {};
 
+// Specialised for a mode enum that also accepts other spellings on input (the
+// names HF users type: "bfloat16" for bf16), with
+//   static constexpr EnumName<Enum> aliases[] = {...};
+// Messages, logs and reference.yaml use the names above; only the parser reads these.
+template <typename Enum>
+struct EnumAliases {};
+
 // model.dtype: the dtype activations are computed in.
 enum class Dtype { fp32, bf16, fp16 };
 template <>
 struct EnumNames<Dtype> {
   static constexpr EnumName<Dtype> names[] = {
       {Dtype::fp32, "fp32"}, {Dtype::bf16, "bf16"}, {Dtype::fp16, "fp16"}};
+};
+template <>
+struct EnumAliases<Dtype> {
+  static constexpr EnumName<Dtype> aliases[] = {
+      {Dtype::fp32, "float32"}, {Dtype::bf16, "bfloat16"}, {Dtype::fp16, "float16"}};
 };
 
 // training.device.
@@ -66,6 +78,11 @@ struct EnumNames<Precision> {
                                                   {Precision::bf16_mixed, "bf16-mixed"},
                                                   {Precision::bf16, "bf16"},
                                                   {Precision::fp32, "fp32"}};
+};
+template <>
+struct EnumAliases<Precision> {
+  static constexpr EnumName<Precision> aliases[] = {{Precision::bf16, "bfloat16"},
+                                                    {Precision::fp32, "float32"}};
 };
 
 // training.activation_checkpointing: what backward recomputes.
@@ -154,6 +171,11 @@ template <typename Enum, typename = void>
 struct has_enum_names : std::false_type {};
 template <typename Enum>
 struct has_enum_names<Enum, std::void_t<decltype(EnumNames<Enum>::names)>> : std::true_type {};
+template <typename Enum, typename = void>
+struct has_enum_aliases : std::false_type {};
+template <typename Enum>
+struct has_enum_aliases<Enum, std::void_t<decltype(EnumAliases<Enum>::aliases)>> : std::true_type {
+};
 
 // The YAML name of `value` ("bf16-mixed" for Precision::bf16_mixed); "?" for
 // a value outside the table (a cast integer).
@@ -165,11 +187,16 @@ const char* name_of(Enum value) {
   return "?";
 }
 
-// The value named `name`, or nullopt when no value has that name.
+// The value named `name` (or one of its aliases), or nullopt when no value has that name.
 template <typename Enum>
 std::optional<Enum> enum_from_name(const std::string& name) {
   for (const auto& entry : EnumNames<Enum>::names) {
     if (name == entry.name) return entry.value;
+  }
+  if constexpr (has_enum_aliases<Enum>::value) {
+    for (const auto& entry : EnumAliases<Enum>::aliases) {
+      if (name == entry.name) return entry.value;
+    }
   }
   return std::nullopt;
 }
@@ -179,6 +206,16 @@ template <typename Enum>
 std::vector<std::string> enum_names() {
   std::vector<std::string> names;
   for (const auto& entry : EnumNames<Enum>::names) names.emplace_back(entry.name);
+  return names;
+}
+
+// Every spelling the parser accepts: the names, then the aliases.
+template <typename Enum>
+std::vector<std::string> enum_input_names() {
+  std::vector<std::string> names = enum_names<Enum>();
+  if constexpr (has_enum_aliases<Enum>::value) {
+    for (const auto& entry : EnumAliases<Enum>::aliases) names.emplace_back(entry.name);
+  }
   return names;
 }
 

@@ -37,14 +37,16 @@
 CONFIG_SECTION(model, ModelSection)
 CONFIG_KEY(std::string, preset, "tiny",
            one_of("tiny", "llama3_1b", "llama3_8b", "llama2_7b", "mistral_7b", "gemma_2b",
-                  "gemma_7b", "gemma2_2b", "gemma2_9b"),
+                  "gemma_7b", "gemma2_2b", "gemma2_9b", "qwen2_5_7b", "qwen3_1_7b", "qwen3_8b",
+                  "tiny_qwen2", "tiny_qwen3"),
            "architecture preset (family traits + dimensions); the keys below override single "
            "dimensions and traits")
 CONFIG_KEY(std::string, hf_path, "", any_value(),
            "Hugging Face model folder (config.json + *.safetensors): architecture and weights come "
            "from it instead of model.preset; '' = train from the preset's random init")
 CONFIG_KEY(Dtype, dtype, Dtype::fp32, any_value(),
-           "compute dtype of activations (parameters stay fp32 when training.master_weights is on)")
+           "compute dtype of activations (parameters stay fp32 when training.master_weights is "
+           "on); HF's names float32, bfloat16, float16 are accepted too")
 CONFIG_KEY(std::optional<int64_t>, vocab_size, std::nullopt, at_least(1),
            "vocabulary size; null = the preset's (tiny: the tokenizer's)")
 CONFIG_KEY(std::optional<int64_t>, hidden_size, std::nullopt, at_least(1),
@@ -117,7 +119,8 @@ CONFIG_KEY(
     one_of("auto", "text", "jsonl_text", "prompt_completion", "chat", "tokens_jsonl", "tokens_bin"),
     "reader; auto: .txt -> text, .bin -> tokens_bin, .jsonl -> by the fields of its first line "
     "(messages -> chat, input_ids -> tokens_jsonl, prompt+completion, text)")
-CONFIG_KEY(std::string, chat_template, "auto", one_of("auto", "llama3", "mistral", "gemma"),
+CONFIG_KEY(std::string, chat_template, "auto",
+           one_of("auto", "llama3", "mistral", "gemma", "chatml"),
            "chat format: how messages are rendered; auto = the family of the chat_template in the "
            "tokenizer's tokenizer_config.json, else from the tokenizer's special tokens")
 CONFIG_KEY(std::string, token_dtype, "auto", one_of("auto", "uint16", "uint32"),
@@ -170,7 +173,8 @@ CONFIG_KEY(Precision, precision, Precision::auto_, any_value(),
            "auto = from model.dtype and training.master_weights; bf16-mixed = bf16 compute, "
            "fp32 parameters and optimizer state; bf16 = parameters, gradients and AdamW state "
            "all bf16 (as HF model.to(bfloat16)); fp32 = everything fp32. Not auto: model.dtype "
-           "and training.master_weights follow it; setting them to something else is an error")
+           "and training.master_weights follow it; setting them to something else is an error. "
+           "HF's names are accepted too: bfloat16 = bf16, float32 = fp32")
 CONFIG_KEY(bool, stochastic_rounding, true, any_value(),
            "bf16 parameters: AdamW's update is computed in fp32 and rounded to bf16 "
            "stochastically, so updates below bf16 resolution survive in expectation; false = "
@@ -217,6 +221,10 @@ CONFIG_KEY(bool, cross_entropy, false, any_value(),
            "fused cross entropy on materialised logits (exclusive with fused_linear_cross_entropy)")
 CONFIG_KEY(bool, fused_linear_cross_entropy, true, any_value(),
            "lm_head + cross entropy without materialising [tokens, vocab] logits")
+CONFIG_KEY(bool, attention, true, any_value(),
+           "sliding windows, softcaps and data.packing: isolated in exact query chunks (memory "
+           "O(T)); false = the reference's explicit path, which keeps [heads, T, T] "
+           "probabilities")
 CONFIG_KEY(
     bool, tuned_gemm, false, any_value(),
     "cuda: the linear layers' and the fused loss's matrix products through cuBLASLt, the "
@@ -280,6 +288,11 @@ CONFIG_KEY(int64_t, profile_first_step, 5, at_least(1),
 CONFIG_KEY(LogLevel, level, LogLevel::info, any_value(), "log level")
 CONFIG_KEY(ProgressBar, progress_bar, ProgressBar::auto_, any_value(),
            "auto = when stdout is a terminal")
+CONFIG_KEY(
+    bool, tensorboard, false, any_value(),
+    "also write TensorBoard events (rank 0): every number of metrics.jsonl as train/<key> or "
+    "eval/<name>, the resolved config and the kernel table as text; a new "
+    "events.out.tfevents.* in checkpoint.output_dir per run")
 CONFIG_KEY(std::string, sample_prompt, "ROMEO:", any_value(),
            "prompt of the text sample printed at the end")
 CONFIG_KEY(int64_t, sample_tokens, 0, range(0, 100000),

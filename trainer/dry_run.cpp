@@ -8,6 +8,7 @@
 #include "trainer/device_memory.h"
 #include "trainer/memory_estimate.h"
 #include "trainer/memory_plan.h"
+#include "trainer/preflight.h"
 #include "trainer/model_setup.h"
 
 #include <torch/torch.h>
@@ -33,6 +34,8 @@ std::string gib(double bytes) {
 }  // namespace
 
 DryRunReport dry_run(const config::TrainConfig& requested) {
+  // The paths first, as a run checks them.
+  check_files(requested);
   config::TrainConfig c = requested;  // with training.memory_plan: auto, the planned config below
   // The tokenizer is only needed when the preset takes its vocabulary from it.
   std::optional<int64_t> tokenizer_vocab;

@@ -189,7 +189,7 @@ std::string TokenizerExport::write_generation_config(const std::string& out_dir)
     }
   }
   std::vector<int64_t> wanted = {tok.eos_id(), tok.token_id("<|eot_id|>"),
-                                 tok.token_id("<end_of_turn>")};
+                                 tok.token_id("<end_of_turn>"), tok.token_id("<|im_end|>")};
   for (const int64_t id : wanted) {
     if (id >= 0 && std::find(stops.begin(), stops.end(), id) == stops.end()) stops.push_back(id);
   }

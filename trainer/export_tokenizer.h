@@ -17,9 +17,9 @@
 //     copied, else written with the tokenizer's BOS/EOS ids and, for the
 //     llama family, the sampling defaults Meta publishes (do_sample,
 //     temperature 0.6, top_p 0.9); either way its eos_token_id also lists the
-//     tokenizer's EOS and its end-of-turn token (<|eot_id|>, <end_of_turn>)
-//     when the vocabulary has one, as Llama 3 Instruct and Gemma 2 publish, so
-//     that a chat fine-tune stops at the end of its turn.
+//     tokenizer's EOS and its end-of-turn token (<|eot_id|>, <end_of_turn>,
+//     <|im_end|>) when the vocabulary has one, as Llama 3 Instruct, Gemma 2
+//     and Qwen publish, so that a chat fine-tune stops at the end of its turn.
 #pragma once
 
 #include "models/model_config.h"

@@ -1,6 +1,7 @@
 #include "trainer/memory_estimate.h"
 
 #include "data/packing.h"
+#include "kernels/attention_chunks.h"
 #include "models/lora.h"
 #include "models/peft.h"
 #include "trainer/adapter_setup.h"
@@ -178,27 +179,61 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
   // (4q + 4kv). glu (and full, inside the recomputed layer): no product.
   const auto checkpointing = c.training.activation_checkpointing;
   const double glu_kept = checkpointing == config::ActivationCheckpointing::none ? 1.0 : 0.0;
+  // Qwen3's q/k norms: on the GPU the norms keep views of the packed
+  // projection (q + 2kv alive) and their kernels dense copies of q and k; the
+  // composite norms keep views only and their outputs die in the rope op;
+  // ATen's keep about two more copies of q and k.
+  const double qk_norm_kept = !m.qk_norm  ? 0.0
+                              : composite ? 0.0
+                              : fused     ? 2 * q + 3 * kv
+                                          : 2 * (q + kv);
   const double attention_kept =
-      fused ? 4 * h + 2 * q + 2 * kv + (composite ? q + 2 * kv : 0.0) : 6 * h + 4 * q + 4 * kv;
+      (fused ? 4 * h + 2 * q + 2 * kv + (composite ? q + 2 * kv : 0.0) : 6 * h + 4 * q + 4 * kv) +
+      qk_norm_kept;
   const double layer_base =
       tokens * (attention_kept + (2 + glu_kept) * f + lora_rank_columns) * compute_bytes;
-  // Layers whose attention takes the explicit fp32 path (a sliding window,
-  // an attention softcap, per-document masks: kernels/reference/attention.cpp)
-  // also keep [heads, T, T] probabilities, in fp32 and in the compute dtype
-  // (the softcap's tanh too, fp32), and q and k in fp32 (k repeated to every
-  // query head); on the way they hold about two fp32 score tensors at once.
-  const double scores = batch * static_cast<double>(m.num_heads) * seq * seq;
-  const double explicit_extra =
-      scores * (4 + compute_bytes + (m.attn_softcap > 0 ? 4 : 0)) + tokens * 2 * q * 4;
+  // Layers whose attention SDPA cannot mask (a sliding window, an attention
+  // softcap, per-document masks) take one of two paths.
+  // kernels.attention on (kernels/composite/attention.cpp; the cuda backend
+  // serves the same): exact attention in query chunks. Such a layer keeps
+  // the fp32 log-sum-exp [heads, T] beside q, k, v and the output; its
+  // backward holds fp32 copies of k and v and their fp32 gradient sums
+  // (4 kv per token) and two fp32 chunks of scores (the probabilities and
+  // their gradient; three with a softcap: tanh's slope). Forward holds less
+  // (one chunk, fp32 k).
+  // kernels.attention off (the reference's explicit fp32 path,
+  // kernels/reference/attention.cpp): the layer also keeps [heads, T, T]
+  // probabilities in fp32, and in a 16-bit compute dtype their copy cast for
+  // the product with v (the softcap's tanh too, fp32), and q and k in fp32
+  // (k repeated to every query head); on the way it holds about two fp32
+  // score tensors at once.
   const bool isolated = data::parse_packing_mode(c.data.packing) == data::PackingMode::isolated;
-  double all_layers = 0, explicit_layers = 0;
+  const double heads = static_cast<double>(m.num_heads);
+  const double scores = batch * heads * seq * seq;
+  // Kept by such a layer beyond layer_base.
+  const double masked_extra =
+      c.kernels.attention
+          ? tokens * heads * 4
+          : scores * (4 + (compute_bytes < 4 ? compute_bytes : 0) + (m.attn_softcap > 0 ? 4 : 0)) +
+                tokens * 2 * q * 4;
+  double all_layers = 0, per_layer = layer_base;
   for (int64_t layer = 0; layer < m.num_layers; ++layer) {
-    const bool explicit_path = m.layer_sliding_window(layer) > 0 || m.attn_softcap > 0 || isolated;
-    explicit_layers += explicit_path ? 1 : 0;
-    all_layers += layer_base + (explicit_path ? explicit_extra : 0.0);
+    const int64_t window = m.layer_sliding_window(layer);
+    if (window == 0 && m.attn_softcap <= 0 && !isolated) {
+      all_layers += layer_base;
+      continue;
+    }
+    all_layers += layer_base + masked_extra;
+    per_layer = layer_base + masked_extra;
+    const double working = c.kernels.attention ? kernels::attention_chunk_score_bytes(
+                                                     c.training.micro_batch_size, m.num_heads,
+                                                     c.data.seq_len, c.data.seq_len, window) *
+                                                         (m.attn_softcap > 0 ? 3 : 2) +
+                                                     tokens * kv * 4 * 4
+                                               : scores * 8;
+    e.backward = std::max(e.backward, working);
   }
-  e.per_layer = layer_base + (explicit_layers > 0 ? explicit_extra : 0.0);
-  if (explicit_layers > 0) e.backward = std::max(e.backward, scores * 8);
+  e.per_layer = per_layer;
   if (checkpointing == config::ActivationCheckpointing::full) {
     e.activations = layers * tokens * h * compute_bytes + e.per_layer;
     e.first_layer =

@@ -30,6 +30,7 @@ MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
                              int64_t total_steps, int64_t log_every,
                              config::ProgressBar progress_bar)
     : path_((std::filesystem::path(output_dir) / "metrics.jsonl").string()),
+      resume_step_(resume_step),
       total_steps_(total_steps),
       log_every_(log_every) {
   std::vector<std::string> kept;
@@ -51,6 +52,34 @@ MetricsWriter::MetricsWriter(const std::string& output_dir, int64_t resume_step,
   file_.flush();
   progress_ = progress_bar == config::ProgressBar::on ||
               (progress_bar == config::ProgressBar::auto_ && ::isatty(STDOUT_FILENO));
+}
+
+void MetricsWriter::open_tensorboard(
+    const std::vector<std::pair<std::string, std::string>>& texts) {
+  tensorboard_.emplace(std::filesystem::path(path_).parent_path().string());
+  // TensorBoard drops what earlier files hold from this step on, as the
+  // metrics.jsonl lines of an interrupted run after its checkpoint are dropped.
+  const int64_t first_step = resume_step_ + 1;
+  tensorboard_->write_start(first_step);
+  for (const auto& [tag, markdown] : texts) tensorboard_->write_text(first_step, tag, markdown);
+  tensorboard_->flush();
+  log::info("tensorboard: " + tensorboard_->path());
+}
+
+std::vector<log::Scalar> tensorboard_scalars(const nlohmann::json& row) {
+  static const std::string eval_prefix = "eval_";
+  std::vector<log::Scalar> scalars;
+  for (const auto& item : row.items()) {
+    const std::string& key = item.key();
+    const nlohmann::json& value = item.value();
+    if (key == "step" || !value.is_number()) continue;
+    const std::string tag = key.compare(0, eval_prefix.size(), eval_prefix) == 0
+                                ? "eval/" + key.substr(eval_prefix.size())
+                                : "train/" + key;
+    // double (or int64) -> float32: TensorBoard's scalar type
+    scalars.push_back({tag, static_cast<float>(value.get<double>())});
+  }
+  return scalars;
 }
 
 namespace {
@@ -77,6 +106,10 @@ void MetricsWriter::record(const StepMetrics& m) {
   if (m.eval_ppl) row["eval_ppl"] = *m.eval_ppl;
   file_ << row.dump() << "\n";
   file_.flush();
+  if (tensorboard_) {
+    tensorboard_->write_scalars(m.step, tensorboard_scalars(row));
+    tensorboard_->flush();
+  }
 
   if (first_step_ < 0) first_step_ = m.step;
   if (m.step == first_step_ || m.step % log_every_ == 0 || m.step == total_steps_) {

@@ -1,9 +1,11 @@
 // Per-step metrics: one JSON object per optimizer step appended to
-// output_dir/metrics.jsonl, a log line every `logging.every` steps, and a
-// progress bar on stdout when it is a terminal.
+// output_dir/metrics.jsonl, a log line every `logging.every` steps, a
+// progress bar on stdout when it is a terminal, and with logging.tensorboard
+// the same numbers as TensorBoard scalars.
 #pragma once
 
 #include "trainer/config_enums.h"
+#include "trainer/logging/tensorboard_writer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -11,6 +13,8 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace liger::trainer {
 
@@ -40,6 +44,12 @@ class MetricsWriter {
   MetricsWriter(const std::string& output_dir, int64_t resume_step, int64_t total_steps,
                 int64_t log_every, config::ProgressBar progress_bar);
 
+  // logging.tensorboard: from here on every number of each row also goes to
+  // a new TensorBoard events file in output_dir (the run's own, beside those
+  // of the runs it resumes), after `texts` (tag, Markdown) written once at the
+  // run's first step.
+  void open_tensorboard(const std::vector<std::pair<std::string, std::string>>& texts);
+
   void record(const StepMetrics& metrics);
   void finish_progress();
   std::string path() const { return path_; }
@@ -49,11 +59,17 @@ class MetricsWriter {
 
   std::string path_;
   std::ofstream file_;
+  std::optional<log::TensorBoardWriter> tensorboard_;
+  int64_t resume_step_;
   int64_t total_steps_;
   int64_t log_every_;
   int64_t first_step_ = -1;
   bool progress_ = false;
 };
+
+// A metrics.jsonl row's numbers as TensorBoard scalars, tagged by their key:
+// "eval/<name>" for eval_<name>, else "train/<key>"; the step is the event's.
+std::vector<log::Scalar> tensorboard_scalars(const nlohmann::json& row);
 
 // "1h02m", "3m07s", "12s"
 std::string format_duration(double seconds);

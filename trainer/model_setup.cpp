@@ -190,6 +190,7 @@ kernels::KernelToggles kernel_toggles(const config::KernelsSection& k) {
   t.geglu = k.geglu;
   t.cross_entropy = k.cross_entropy;
   t.fused_linear_cross_entropy = k.fused_linear_cross_entropy;
+  t.attention = k.attention;
   t.tuned_gemm = k.tuned_gemm;
   t.strict = k.strict;
   return t;

@@ -24,7 +24,8 @@ std::unique_ptr<data::Tokenizer> load_run_tokenizer(const config::TrainConfig& c
                 tokenizer->chat_template_file() + " (data.chat_template: auto)");
     } else {
       log::info("chat template: the one in " + tokenizer->chat_template_file() +
-                " is none of llama3, mistral, gemma; chat data needs data.chat_template");
+                " is none of llama3, mistral, gemma, chatml; chat data needs "
+                "data.chat_template");
     }
   }
 

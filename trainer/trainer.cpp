@@ -24,6 +24,7 @@
 #include "trainer/model_setup.h"
 #include "trainer/optimizer.h"
 #include "trainer/pending_metrics.h"
+#include "trainer/preflight.h"
 #include "trainer/step_profiler.h"
 #include "trainer/step_runner.h"
 #include "trainer/stop_signal.h"
@@ -56,6 +57,7 @@ struct Trainer::State {
   int64_t step = 0;             // optimizer steps completed
   int64_t step_at_start = 0;    // the step this run started from (resume)
   double elapsed_before = 0.0;  // seconds spent by the runs this one resumes
+  std::string kernel_table;     // Markdown: which backend serves each op, and why
 };
 
 namespace {
@@ -78,6 +80,21 @@ nlohmann::json trainer_state_json(int64_t step, const data::DataLoader& loader, 
   return {{"step", step},
           {"loader", {{"epoch", position.epoch}, {"position", position.position}}},
           {"elapsed_s", elapsed_s}};
+}
+
+// The start-up kernel table as a Markdown table (logging.tensorboard's "kernels" text).
+std::string kernel_table_markdown(const kernels::KernelSet& kernel_set) {
+  const auto cell = [](const std::string& text) {
+    std::string escaped;
+    for (char c : text) escaped += c == '|' ? std::string("\\|") : std::string(1, c);
+    return escaped;
+  };
+  std::string table = "| op | backend | why |\n|---|---|---|\n";
+  for (const kernels::Selection& s : kernel_set.selections()) {
+    table += "| " + std::string(kernels::op_name(s.op)) + " | " + kernels::backend_name(s.backend) +
+             (s.fallback ? " (fallback, wanted cuda)" : "") + " | " + cell(s.reason) + " |\n";
+  }
+  return table;
 }
 
 // The whole accumulated batch is drawn first: its target-token count
@@ -112,6 +129,8 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   // Other ranks say only what goes wrong; rank 0 tells the story.
   const log::Level level = log_level(config.logging.level);
   log::set_level(leader ? level : std::max(level, log::Level::warn));
+  // Every path the config names, before any work (a bad one fails in the first second).
+  check_files(config);
   std::filesystem::create_directories(config.checkpoint.output_dir);
   if (leader)
     log::add_file_sink(
@@ -169,7 +188,7 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
   if (dataset->packing() == data::PackingMode::isolated) {
     log::info(
         "data.packing = isolated: positions restart at each document, attention is masked "
-        "per document (explicit attention path) and no label crosses a document boundary");
+        "per document and no label crosses a document boundary");
   }
   data::LoaderOptions loader_options;
   loader_options.micro_batch_size = config.training.micro_batch_size;
@@ -190,6 +209,7 @@ Trainer::Trainer(config::TrainConfig train_config) : state_(std::make_unique<Sta
       log::info("kernel " + selection.describe());
     }
   }
+  state.kernel_table = kernel_table_markdown(kernel_set);
 
   const bool checkpointing =
       config.training.activation_checkpointing == config::ActivationCheckpointing::full;
@@ -417,13 +437,19 @@ void Trainer::log_done(const TrainResult& result,
   log::flush();
 }
 
-// Rank 0 keeps the metrics (every value in them is global).
+// Rank 0 keeps the metrics (every value in them is global); logging.tensorboard: TensorBoard
+// events beside them, with the resolved config and the kernel table as text.
 std::optional<MetricsWriter> Trainer::open_metrics() const {
   const State& state = *state_;
   if (state.comm->rank() != 0) return std::nullopt;
   const config::TrainConfig& config = state.config;
-  return MetricsWriter(config.checkpoint.output_dir, state.step, config.training.steps,
-                       config.logging.every, config.logging.progress_bar);
+  MetricsWriter metrics(config.checkpoint.output_dir, state.step, config.training.steps,
+                        config.logging.every, config.logging.progress_bar);
+  if (config.logging.tensorboard) {
+    metrics.open_tensorboard({{"config", "```yaml\n" + config.resolved_yaml + "```\n"},
+                              {"kernels", state.kernel_table}});
+  }
+  return metrics;
 }
 
 // Before the first step: train mode, the run's starting step, the peak memory counted from here.

@@ -46,7 +46,8 @@ class Trainer {
  private:
   using Clock = std::chrono::steady_clock;
   // The named parts of run() (trainer.cpp), in the order it calls them.
-  std::optional<MetricsWriter> open_metrics() const;  // rank 0's metrics.jsonl; none on other ranks
+  // rank 0's metrics.jsonl (and TensorBoard events); none on other ranks
+  std::optional<MetricsWriter> open_metrics() const;
   void begin_run();  // train mode, the run's first step, peak memory reset
   MetricsContext metrics_context(MetricsWriter* writer, Clock::time_point run_start) const;
   StepOptions step_options() const;  // what the StepRunner takes from the config

@@ -1,8 +1,7 @@
-// The composite backend's entry in the registry: every op, any device.
-// Attention reuses the reference (SDPA); there is no composite attention.
+// The composite backend's entry in the registry: every op but the tuned GEMM,
+// any device.
 #include "kernels/backend.h"
 #include "kernels/composite/composite.h"
-#include "kernels/reference/reference.h"
 
 namespace liger::kernels {
 namespace {
@@ -27,7 +26,7 @@ const BackendProvider& composite_backend() {
     p.ops.geglu_recompute = &composite::geglu_recompute;
     p.ops.cross_entropy = &composite::cross_entropy;
     p.ops.fused_linear_cross_entropy = &composite::fused_linear_cross_entropy;
-    p.ops.attention = &reference::attention;  // SDPA: no composite version
+    p.ops.attention = &composite::attention;
     return p;
   }();
   return provider;

@@ -2,9 +2,6 @@
 // run on any device and keep less for backward than ATen's autograd would
 // (see each op below); the math is in fp32 and results are stored in the
 // training dtype. Signatures are the ones of kernels/ops.h.
-//
-// Attention has no composite version: the registry serves it with
-// reference::attention (SDPA) on every backend.
 #pragma once
 
 #include "kernels/ops.h"
@@ -56,6 +53,22 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
 Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& bias,
                                   const Tensor& labels,
                                   const FusedLinearCrossEntropyOptions& options);
+
+// Where SDPA serves (reference::sdpa_serves: plain causal or non-causal, no
+// window, softcap or documents): ATen's SDPA, as the reference. Otherwise
+// attention_in_chunks below, its chunk sized by kernels/attention_chunks.h.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                 const AttentionOptions& options);
+// Exact attention (the reference's attention_explicit, any options) over
+// chunks of `chunk_rows` query rows: each chunk scores only the keys it can
+// see (causal: up to its last position; window: from its first position -
+// window + 1), in fp32, and keeps the per-row log-sum-exp. Saves q, k, v, out
+// and the fp32 lse for backward, which recomputes the probabilities chunk by
+// chunk; dk and dv are summed in fp32. No [Tq, Tk] tensor exists at any
+// time: the working memory is a few fp32 [B, Hq, chunk_rows, keys] blocks.
+// GQA without repeating k or v. Exposed (with the chunk size) for tests.
+Tensor attention_in_chunks(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionOptions& options, int64_t chunk_rows);
 
 // Rows per chunk for a [rows, V] fp32 block of at most chunk_mb MiB (at least
 // 1, at most n). Exposed for tests.

@@ -1,8 +1,11 @@
 // The cuda backend's entry in the registry (CUDA builds): the norms, RoPE and
 // GLUs of kernels/cuda/cuda_ops.h, the losses of kernels/cuda/losses.h and the
 // tuned GEMM of kernels/cuda/tuned_gemm_op.h.
-// Attention is SDPA (reference) everywhere.
+// Attention is the composite's until there is a kernel of our own: SDPA
+// (cuDNN / flash) where SDPA serves, exact query chunks for windows, softcaps
+// and documents (kernels/composite/attention.cpp).
 #include "kernels/backend.h"
+#include "kernels/composite/composite.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/losses.h"
 #include "kernels/cuda/tuned_gemm_op.h"
@@ -36,6 +39,7 @@ const BackendProvider* cuda_backend() {
     p.ops.geglu_recompute = &cuda::geglu_recompute;
     p.ops.cross_entropy = &cuda::cross_entropy;
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
+    p.ops.attention = &composite::attention;
     p.ops.tuned_gemm = &cuda::tuned_gemm;
     p.take_notes = &cuda::take_tuned_gemm_notes;
     return p;

@@ -1,5 +1,6 @@
 // Reference attention. Inputs are [B, T, H, D]; ATen's SDPA wants
 // [B, H, T, D], so we transpose on the way in and out.
+#include "kernels/checks.h"
 #include "kernels/reference/reference.h"
 
 #include <ATen/ATen.h>
@@ -9,23 +10,6 @@
 
 namespace liger::kernels::reference {
 namespace {
-
-void check_args(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& o) {
-  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
-              "attention: q, k, v must be [B, T, H, D], got q ", q.sizes(), ", k ", k.sizes(),
-              ", v ", v.sizes());
-  TORCH_CHECK(k.sizes() == v.sizes(), "attention: k ", k.sizes(), " and v ", v.sizes(),
-              " differ in shape");
-  TORCH_CHECK(q.size(0) == k.size(0) && q.size(1) <= k.size(1) && q.size(3) == k.size(3),
-              "attention: q ", q.sizes(), " and k ", k.sizes(),
-              " disagree on B or D, or q has more positions than k");
-  TORCH_CHECK(k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention: ", q.size(2),
-              " query heads are not a multiple of ", k.size(2), " key/value heads");
-  TORCH_CHECK(o.sliding_window >= 0, "attention: sliding_window must be >= 0, got ",
-              o.sliding_window);
-  TORCH_CHECK(o.sliding_window == 0 || o.causal,
-              "attention: a sliding window needs causal attention");
-}
 
 double softmax_scale(const Tensor& q, const AttentionOptions& o) {
   return o.scale > 0.0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
@@ -40,7 +24,7 @@ double softmax_scale(const Tensor& q, const AttentionOptions& o) {
 // h*G .. h*G+G-1 (HF repeat_kv = repeat_interleave over heads).
 Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionOptions& options) {
-  check_args(q, k, v, options);
+  checks::attention_args(q, k, v, options);
   const int64_t tq = q.size(1), tk = k.size(1);
   const int64_t groups = q.size(2) / k.size(2);
   // cast: scores in fp32
@@ -62,10 +46,7 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
   if (options.sliding_window > 0) allowed = allowed & (i - j).lt(options.sliding_window);
   if (options.document_ids.defined()) {
     // Packed documents: keys of the query's own document only -> [B, 1, Tq, Tk]
-    const Tensor& doc = options.document_ids;
-    TORCH_CHECK(doc.dim() == 2 && doc.size(0) == q.size(0) && doc.size(1) == tq && tq == tk,
-                "attention: document_ids must be [batch, seq] = [", q.size(0), ", ", tq,
-                "] with as many keys as queries, got ", doc.sizes());
+    const Tensor& doc = options.document_ids;  // [B, T], checked above
     allowed = (allowed.unsqueeze(0) & doc.unsqueeze(2).eq(doc.unsqueeze(1))).unsqueeze(1);
   }
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
@@ -75,15 +56,17 @@ Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
   return at::matmul(probs, vh).transpose(1, 2).contiguous();
 }
 
+bool sdpa_serves(const Tensor& q, const Tensor& k, const AttentionOptions& options) {
+  // SDPA's causal mask is top-left aligned: a query block shorter than the
+  // keys (KV cache) needs a mask aligned to the end.
+  return options.sliding_window == 0 && options.softcap == 0.0 && !options.document_ids.defined() &&
+         !(options.causal && q.size(1) != k.size(1));
+}
+
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options) {
-  // SDPA's causal mask is top-left aligned: a query block shorter than the
-  // keys (KV cache) takes the explicit path, whose mask is aligned to the end.
-  if (options.sliding_window > 0 || options.softcap > 0.0 || options.document_ids.defined() ||
-      (options.causal && q.size(1) != k.size(1))) {
-    return attention_explicit(q, k, v, options);
-  }
-  check_args(q, k, v, options);
+  if (!sdpa_serves(q, k, options)) return attention_explicit(q, k, v, options);
+  checks::attention_args(q, k, v, options);
   const bool gqa = q.size(2) != k.size(2);
   const c10::optional<double> scale =
       options.scale > 0.0 ? c10::optional<double>(options.scale) : c10::nullopt;

@@ -51,14 +51,20 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
                                   const Tensor& labels,
                                   const FusedLinearCrossEntropyOptions& options);
 
-// Without sliding window and softcap: at::scaled_dot_product_attention. With
-// either: an explicit fp32 masked matmul-softmax (see attention_explicit).
+// Where sdpa_serves: at::scaled_dot_product_attention. Otherwise (a sliding
+// window, a softcap, document ids, or a causal query block shorter than the
+// keys): an explicit fp32 masked matmul-softmax (see attention_explicit),
+// which holds [B, Hq, Tq, Tk] scores and keeps the probabilities for backward.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options);
 // The explicit path on its own (also valid without window/softcap), so that
 // tests can check it against SDPA.
 Tensor attention_explicit(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionOptions& options);
+// Whether ATen's SDPA computes this attention as ops.h defines it: no window,
+// softcap or document ids, and a causal mask only with as many queries as
+// keys. Shared with the composite backend, which takes SDPA in the same cases.
+bool sdpa_serves(const Tensor& q, const Tensor& k, const AttentionOptions& options);
 
 // ATen's mm / addmm (see ops.h TunedGemmFn); on the CPU an fp32 out of
 // 16-bit operands takes fp32 copies of them (the same fp32 accumulation).

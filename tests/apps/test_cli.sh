@@ -41,6 +41,14 @@ expect "memory plan beside an explicit precision" 1 "config error: --set: traini
 expect "8B dry run prints the kernel table" 0 "fused_linear_cross_entropy: " -- \
   "$BIN" --config configs/llama3_8b.yaml --dry-run --set training.device=cpu
 expect "tiny dry run" 0 "parameters: " -- "$BIN" --config configs/tiny.yaml --dry-run
+expect "a bad checkpoint.resume fails the dry run, naming the key" 1 \
+  "config error: checkpoint\.resume = 'nowhere': no such folder" -- \
+  "$BIN" --config configs/tiny.yaml --set checkpoint.resume=nowhere --dry-run
+expect "a bad checkpoint.resume fails a run before the model is built" 1 \
+  "config error: checkpoint\.resume = 'nowhere': no such folder" -- \
+  "$BIN" --config configs/tiny.yaml --set checkpoint.resume=nowhere --set checkpoint.output_dir="$work/resume"
+expect "HF dtype names are accepted" 0 "parameters: " -- \
+  "$BIN" --config configs/tiny.yaml --set training.precision=float32 --dry-run
 expect "misspelled key names the closest key" 1 "training\.micro_bach_size.*did you mean 'training\.micro_batch_size'" -- \
   "$BIN" --config configs/tiny.yaml --set training.micro_bach_size=4 --dry-run
 printf 'training:\n  stepz: 10\n' > "$work/typo.yaml"
@@ -60,32 +68,32 @@ expect "dry run: CUDA graphs with several ranks" 1 "config error: training\.cuda
 expect "dry run: shard degree not the world size" 1 \
   "config error: parallelism\.data_parallel_shard_degree = 4 but the job has 2 ranks" -- \
   env RANK=0 WORLD_SIZE=2 "$BIN" --config configs/tiny.yaml --set parallelism.data_parallel_shard_degree=4 --dry-run
-expect "missing data file names it" 1 "data error: .*missing\.txt" -- \
+expect "missing data file names it and the key" 1 "config error: data\.train = 'missing\.txt': no such file" -- \
   "$BIN" --config configs/tiny.yaml --set data.train=[missing.txt] --set checkpoint.output_dir="$work/run"
 expect "reference.yaml is what --print-reference prints" 0 "" -- \
   bash -c "diff <('$BIN' --print-reference) configs/reference.yaml"
 expect "errors are one line without a stack trace" 0 "^lines=1 .*config error: model\.num_kv_heads = 3" -- \
   bash -c "out=\$('$BIN' --config configs/tiny.yaml --set model.num_kv_heads=3 --dry-run 2>&1); echo lines=\$(printf '%s\n' \"\$out\" | wc -l) \"\$out\""
 
-# A tokenizer folder whose chat template is none we render (ChatML): chat data
+# A tokenizer folder whose chat template is none we render (Phi-3's): chat data
 # is one error naming the file and data.chat_template; setting it trains.
-mkdir -p "$work/chatml"
-cp data/samples/shakespeare_bpe1024.model "$work/chatml/tokenizer.model"
-cat > "$work/chatml/tokenizer_config.json" <<'EOF'
-{"chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"}
+mkdir -p "$work/phi3"
+cp data/samples/shakespeare_bpe1024.model "$work/phi3/tokenizer.model"
+cat > "$work/phi3/tokenizer_config.json" <<'EOF'
+{"chat_template": "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"}
 EOF
 cat > "$work/chat.jsonl" <<'EOF'
 {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."}]}
 EOF
-chatml=("$BIN" --config configs/tiny.yaml --set data.tokenizer="$work/chatml" --set data.train=["$work/chat.jsonl"]
-        --set data.seq_len=8 --set training.micro_batch_size=1 --set training.steps=1 --set logging.sample_tokens=0
-        --set checkpoint.output_dir="$work/chatml_run" --set checkpoint.save_final=false --set logging.level=error)
-unknown_template="^lines=1 data error: .*chatml/tokenizer_config\.json: its chat template is none of .*"
-unknown_template+="set data\.chat_template to llama3, mistral or gemma"
+phi3=("$BIN" --config configs/tiny.yaml --set data.tokenizer="$work/phi3" --set data.train=["$work/chat.jsonl"]
+      --set data.seq_len=8 --set training.micro_batch_size=1 --set training.steps=1 --set logging.sample_tokens=0
+      --set checkpoint.output_dir="$work/phi3_run" --set checkpoint.save_final=false --set logging.level=error)
+unknown_template="^lines=1 data error: .*phi3/tokenizer_config\.json: its chat template is none of .*"
+unknown_template+="set data\.chat_template to llama3, mistral, gemma or chatml"
 expect "unrecognised chat template: one line naming the file and data.chat_template" 0 "$unknown_template" -- \
-  bash -c 'out=$("$@" 2>&1); echo "lines=$(printf "%s\n" "$out" | wc -l) $out"' _ "${chatml[@]}"
+  bash -c 'out=$("$@" 2>&1); echo "lines=$(printf "%s\n" "$out" | wc -l) $out"' _ "${phi3[@]}"
 expect "unrecognised chat template: data.chat_template set, it trains" 0 "final loss" -- \
-  "${chatml[@]}" --set data.chat_template=mistral --set logging.level=info
+  "${phi3[@]}" --set data.chat_template=mistral --set logging.level=info
 
 # SIGTERM (SLURM preemption): finish the step, save, exit 0.
 run_dir="$work/preempt"

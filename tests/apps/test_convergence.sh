@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# scripts/convergence.sh on the CPU: fused kernels vs reference agree on a
-# second family (Mistral, a short run decided by the fixed floor) and on the
-# tiny Llama over 150 steps, long enough for the two fp32 runs to separate
-# chaotically beyond the floor (the rounding-noise band decides), and a
-# perturbed fused run over the same 150 steps is reported as diverged (the
-# check can fail). Usage: test_convergence.sh BUILD_DIR SOURCE_DIR
+# scripts/convergence.sh on the CPU, short fp32 runs: fused kernels vs
+# reference agree on the tiny Llama and on other families (Mistral; Qwen3,
+# whose per-head q/k norms run before the rope op), and a fused run with a 5%
+# larger learning rate is reported as diverged by the loss check (the check
+# can fail). Usage: test_convergence.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 BUILD=$1
 SRC=$2
@@ -16,43 +15,23 @@ fast=(--set data.seq_len=64 --set training.micro_batch_size=4 --set training.thr
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 last() { ls -d "$1"/step-* | tail -1; }
-# summary VALUE_NAME DIR: a number from DIR/summary.json
-summary() { python3 -c "import json, sys; print(json.load(open(sys.argv[2]))[sys.argv[1]])" "$1" "$2/summary.json"; }
 
-# Mistral, 25 steps: the noise stays far below the 1e-4 floor.
-if bash scripts/convergence.sh configs/tiny_mistral.yaml --steps 25 --out "$work/mistral" "${fast[@]}" > "$work/log" 2>&1; then
-  echo "ok   configs/tiny_mistral.yaml converges: $(grep -o 'max relative loss difference [^ ]*' "$work/log")"
-  [ -s "$work/mistral/convergence.png" ] || fail "no plot for configs/tiny_mistral.yaml"
-else
-  fail "configs/tiny_mistral.yaml:"; tail -8 "$work/log"
-fi
-
-# The tiny Llama, 150 steps: the losses drift apart beyond the 1e-4 floor (a
-# fixed tolerance would fail this correct run), within 3 x the noise band.
-if bash scripts/convergence.sh configs/tiny.yaml --steps 150 --out "$work/tiny" "${fast[@]}" > "$work/log" 2>&1; then
-  drift=$(summary max_loss_rel_diff "$work/tiny")
-  if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 1e-4 else 1)" "$drift"; then
-    echo "ok   configs/tiny.yaml converges over 150 steps, drifting to $drift, beyond the 1e-4 floor"
+for config in configs/tiny.yaml configs/tiny_mistral.yaml configs/tiny_qwen3.yaml; do
+  out=$work/$(basename "$config" .yaml)
+  if bash scripts/convergence.sh "$config" --steps 25 --out "$out" "${fast[@]}" > "$work/log" 2>&1; then
+    echo "ok   $config converges: $(grep -o 'max relative loss difference [^;]*' "$work/log")"
+    [ -s "$out/convergence.png" ] || fail "no plot for $config"
   else
-    fail "configs/tiny.yaml: the losses drift only to $drift in 150 steps: lengthen the run so the noise band is tested"
+    fail "$config:"; tail -8 "$work/log"
   fi
-  grep -q "rounding noise" "$work/log" || fail "no comparison against the rounding noise:"
-  [ -s "$work/tiny/convergence.png" ] || fail "no plot for configs/tiny.yaml"
-  # The resplit reference: the same global batch as micro-batch 2, accumulation 2.
-  grep -Eq "^ *micro_batch_size: 2$" "$(last "$work/tiny/baseline_resplit")/config.yaml" &&
-    grep -Eq "^ *gradient_accumulation_steps: 2$" "$(last "$work/tiny/baseline_resplit")/config.yaml" ||
-    fail "the resplit reference is not micro-batch 2 x accumulation 2"
-else
-  fail "configs/tiny.yaml over 150 steps:"; tail -8 "$work/log"
-fi
+done
 
-# A 1% larger learning rate on the fused side, over the same 150 steps: caught
-# by the loss check in the early steps, where the noise is still small.
-bash scripts/convergence.sh configs/tiny.yaml --steps 150 --out "$work/perturbed" "${fast[@]}" \
-  --set-fused training.lr=0.00303 > "$work/log" 2>&1
+# A 5% larger learning rate on the fused side must be caught by the loss check.
+bash scripts/convergence.sh configs/tiny.yaml --steps 25 --out "$work/perturbed" "${fast[@]}" \
+  --set-fused training.lr=0.00315 > "$work/log" 2>&1
 code=$?
 if [ $code -eq 1 ] && grep -q "losses: .*DIVERGED" "$work/log"; then
-  echo "ok   a perturbed run is reported as diverged (exit 1): $(grep -o 'closest to its limit: step [0-9]*' "$work/log")"
+  echo "ok   a perturbed run is reported as diverged (exit 1): $(grep -o 'closest to its limit: [^:]*' "$work/log")"
 else
   fail "the perturbed run was not caught (exit $code)"; tail -5 "$work/log"
 fi

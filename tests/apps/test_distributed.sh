@@ -5,7 +5,8 @@
 #     per-step losses and the final parameters agree to 1e-5 (fp32);
 #     the same from a Hugging Face folder (model.hf_path), each rank reading
 #     only its rows of each tensor;
-#  2. with activation checkpointing on as well;
+#  2. with activation checkpointing on as well; with an untied head; Qwen2's
+#     biases and Qwen3's q/k norms in the layer units;
 #     started with SLURM's variables instead of torchrun's;
 #  3. a sharded checkpoint, resumed on 2 ranks, ends where an uninterrupted run ends;
 #     resuming it on 1 rank is a clear error;
@@ -35,7 +36,11 @@ source "$(dirname "$0")/same_losses.sh"
 "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=4 \
   --set checkpoint.output_dir="$work/one" > "$work/one.log" 2>&1 || { fail "single-process run"; tail -5 "$work/one.log"; }
 bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" --set training.micro_batch_size=2 \
+  --set logging.tensorboard=true \
   --set checkpoint.output_dir="$work/two" > "$work/two.log" 2>&1 || { fail "2-rank run"; tail -15 "$work/two.log"; }
+events=$(find "$work/two" -maxdepth 1 -name 'events.out.tfevents.*' | wc -l)
+[ "$events" = 1 ] && echo "ok   2 ranks: one TensorBoard events file (rank 0's)" \
+  || fail "2 ranks with logging.tensorboard wrote $events events files, expected 1 (rank 0's)"
 if out=$(same_losses "$work/two/metrics.jsonl" "$work/one/metrics.jsonl"); then
   echo "ok   2 ranks == 1 process, losses: $out"
 else
@@ -91,7 +96,27 @@ else
   fail "untied / accumulation: $out $losses"
 fi
 
-# --- 2c. the same job started the SLURM way (srun's variables, no torchrun ones)
+# --- 2c. Qwen2 (q/k/v biases sharded and gathered with their layer) and Qwen3 (q/k norms).
+# AdamW's eps 1e-5: softmax ignores a shift shared by all keys, so in RoPE's slowly turning
+# dimensions the gradient of k's bias is a cancellation near zero, which eps 1e-8 would turn
+# into full-size steps of rounding noise (different on 1 and 2 ranks); 1e-5 keeps them small.
+for preset in tiny_qwen2 tiny_qwen3; do
+  qwen=(--set model.preset=$preset --set training.eps=1e-5)
+  "$BIN/liger-train" "${common[@]}" "${qwen[@]}" --set training.micro_batch_size=4 \
+    --set checkpoint.output_dir="$work/one_$preset" > "$work/one_$preset.log" 2>&1 \
+    || { fail "single-process $preset run"; tail -5 "$work/one_$preset.log"; }
+  bash scripts/launch.sh --nproc 2 -- "$BIN/liger-train" "${common[@]}" "${qwen[@]}" \
+    --set training.micro_batch_size=2 --set checkpoint.output_dir="$work/two_$preset" > "$work/two_$preset.log" 2>&1 \
+    || { fail "2-rank $preset run"; tail -15 "$work/two_$preset.log"; }
+  if out=$("$BIN/liger-compare" "$work/two_$preset/step-5" "$work/one_$preset/step-5" --rtol 1e-5 2>&1) \
+     && losses=$(same_losses "$work/two_$preset/metrics.jsonl" "$work/one_$preset/metrics.jsonl"); then
+    echo "ok   $preset: 2 ranks == 1 process: $losses; $out"
+  else
+    fail "$preset: 2 ranks differ from 1 process: $out ${losses:-}"
+  fi
+done
+
+# --- 2d. the same job started the SLURM way (srun's variables, no torchrun ones)
 job=$((RANDOM % 100000))
 for r in 0 1; do
   env -u RANK -u WORLD_SIZE SLURM_PROCID=$r SLURM_NTASKS=2 SLURM_LOCALID=$r SLURM_NODEID=0 \

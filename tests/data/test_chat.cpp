@@ -29,6 +29,7 @@ class ChatTokenizer : public ByteTokenizer {
   }
   static ChatTokenizer gemma() { return ChatTokenizer({"<start_of_turn>", "<end_of_turn>"}); }
   static ChatTokenizer mistral() { return ChatTokenizer({"[INST]", "[/INST]"}); }
+  static ChatTokenizer chatml() { return ChatTokenizer({"<|im_start|>", "<|im_end|>"}); }
 
   int32_t token_id(const std::string& token) const override {
     const auto it = specials_.find(token);
@@ -116,6 +117,13 @@ TEST_CASE("the chat templates render system prompts and multiple turns", "[data]
         "<start_of_turn>model\nHello!<end_of_turn>\n"
         "<start_of_turn>user\n2+2?<end_of_turn>\n"
         "<start_of_turn>model\n4<end_of_turn>\n");
+  // ChatML keeps the system role as a message of its own.
+  CHECK(chat_text(render_chat(ChatTemplate::chatml, messages, "f", 1)) ==
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\n2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n4<|im_end|>\n");
 }
 
 TEST_CASE("only assistant turns and their end-of-turn tokens carry loss", "[data][chat]") {
@@ -144,6 +152,21 @@ TEST_CASE("only assistant turns and their end-of-turn tokens carry loss", "[data
           "<start_of_turn>model\n«Hello!<end_of_turn>»\n"
           "<start_of_turn>user\n2+2?<end_of_turn>\n"
           "<start_of_turn>model\n«4<end_of_turn>»\n");
+  }
+  SECTION("chatml: the assistant's content and <|im_end|>, not the header or the newline") {
+    const auto tok = ChatTokenizer::chatml();
+    CHECK(marked(read_one(path, tok), tok) ==
+          "<bos><|im_start|>system\nBe brief.<|im_end|>\n"
+          "<|im_start|>user\nHi<|im_end|>\n"
+          "<|im_start|>assistant\n«Hello!<|im_end|>»\n"
+          "<|im_start|>user\n2+2?<|im_end|>\n"
+          "<|im_start|>assistant\n«4<|im_end|>»\n");
+    // Special tokens are placed by id, one token each; the last token is the newline.
+    const Document doc = read_one(path, tok);
+    CHECK(doc.tokens[1] == tok.token_id("<|im_start|>"));
+    CHECK(doc.tokens[doc.tokens.size() - 2] == tok.token_id("<|im_end|>"));
+    CHECK(doc.loss_mask[doc.loss_mask.size() - 2] == 1);
+    CHECK(doc.loss_mask.back() == 0);
   }
   SECTION("mistral: EOS ends each assistant turn") {
     const auto tok = ChatTokenizer::mistral();
@@ -227,12 +250,15 @@ TEST_CASE("auto-detection of chat data and of the template", "[data][chat]") {
   CHECK(detect_chat_template(ChatTokenizer::llama3()) == ChatTemplate::llama3);
   CHECK(detect_chat_template(ChatTokenizer::gemma()) == ChatTemplate::gemma);
   CHECK(detect_chat_template(ChatTokenizer::mistral()) == ChatTemplate::mistral);
+  CHECK(detect_chat_template(ChatTokenizer::chatml()) == ChatTemplate::chatml);
   const std::string message =
       data_error_message([&] { read_documents(path, DataFormat::auto_detect, ByteTokenizer()); });
   CHECK_HAS(message, "data.chat_template");
-  CHECK_HAS(message, "llama3, mistral or gemma");
+  CHECK_HAS(message, "llama3, mistral, gemma or chatml");
   CHECK(parse_chat_template("gemma") == ChatTemplate::gemma);
-  CHECK_HAS(data_error_message([] { parse_chat_template("chatml"); }), "'chatml'");
+  CHECK(parse_chat_template("chatml") == ChatTemplate::chatml);
+  CHECK(std::string(chat_template_name(ChatTemplate::chatml)) == "chatml");
+  CHECK_HAS(data_error_message([] { parse_chat_template("vicuna"); }), "'vicuna'");
 }
 
 TEST_CASE("bad conversations are DataErrors naming file:line", "[data][chat]") {
@@ -285,5 +311,9 @@ TEST_CASE("bad conversations are DataErrors naming file:line", "[data][chat]") {
         data_error_message([&] { read_documents(p, DataFormat::chat, llama3_only, options); });
     CHECK_HAS(message, p + ":1:");
     CHECK_HAS(message, "gemma chat template needs the token '<start_of_turn>'");
+    options.chat_template = ChatTemplate::chatml;
+    CHECK_HAS(
+        data_error_message([&] { read_documents(p, DataFormat::chat, llama3_only, options); }),
+        "chatml chat template needs the token '<|im_start|>'");
   }
 }

@@ -43,6 +43,10 @@ const char* const kChatmlJinja =
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] "
     "+ "
     "'<|im_end|>' + '\\n'}}{% endfor %}";
+// A format liger-train does not render (Phi-3's markers).
+const char* const kPhi3Jinja =
+    "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\\n' + message['content'] + "
+    "'<|end|>' + '\\n'}}{% endfor %}";
 
 }  // namespace
 
@@ -137,7 +141,8 @@ TEST_CASE("data.chat_template auto: the folder's Jinja template decides, by its 
   CHECK(chat_template_family(kLlama3Jinja) == ChatTemplate::llama3);
   CHECK(chat_template_family(kMistralJinja) == ChatTemplate::mistral);
   CHECK(chat_template_family(kGemmaJinja) == ChatTemplate::gemma);
-  CHECK_FALSE(chat_template_family(kChatmlJinja).has_value());
+  CHECK(chat_template_family(kChatmlJinja) == ChatTemplate::chatml);
+  CHECK_FALSE(chat_template_family(kPhi3Jinja).has_value());
   CHECK_FALSE(chat_template_family("").has_value());
 
   TempDir dir;
@@ -156,12 +161,12 @@ TEST_CASE("data.chat_template auto: the folder's Jinja template decides, by its 
     CHECK(tok->decode(docs[0].tokens) == "[INST] Hi [/INST]Yo");
   }
   SECTION("an unrecognised template is one error naming the file and data.chat_template") {
-    dir.write("tokenizer_config.json", nlohmann::json({{"chat_template", kChatmlJinja}}).dump());
+    dir.write("tokenizer_config.json", nlohmann::json({{"chat_template", kPhi3Jinja}}).dump());
     const auto tok = load_tokenizer(folder);
     const std::string message =
         data_error_message([&] { read_documents(chat, DataFormat::chat, *tok); });
     CHECK_HAS(message, dir.path("tokenizer_config.json") + ": its chat template is none of");
-    CHECK_HAS(message, "set data.chat_template to llama3, mistral or gemma");
+    CHECK_HAS(message, "set data.chat_template to llama3, mistral, gemma or chatml");
     CHECK(message.find('\n') == std::string::npos);
     // Only chat data needs a template; an explicit one is used as given.
     CHECK(read_documents(dir.write("t.txt", "plain text"), DataFormat::text, *tok).size() == 1);

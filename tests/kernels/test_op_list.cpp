@@ -265,16 +265,22 @@ SampleCase case_fused_linear_cross_entropy(const Target& t) {
   return c;
 }
 
+// Plain causal attention (SDPA on every backend) and Gemma 2's sliding layer
+// (a window and a softcap: the reference's explicit path, the others' own).
 SampleCase case_attention(const Target& t) {
   torch::manual_seed(110);
-  AttentionOptions o;  // causal
+  AttentionOptions causal;
+  AttentionOptions gemma2 = causal;
+  gemma2.sliding_window = 3;
+  gemma2.softcap = 2.0;
   SampleCase c;
   // GQA: 4 query heads over 2 key/value heads, 7 positions.
-  c.inputs = {draw({2, 7, 4, 16}, t), draw({2, 7, 2, 16}, t), draw({2, 7, 2, 16}, t)};
+  c.inputs = {draw({2, 7, 4, 16}, t, 2.0), draw({2, 7, 2, 16}, t), draw({2, 7, 2, 16}, t)};
   c.wants_grad = {true, true, true};
   c.input_names = {"q", "k", "v"};
-  c.call = [o](const OpTable& k, const std::vector<Tensor>& in) {
-    return std::vector<Tensor>{k.attention(in[0], in[1], in[2], o)};
+  c.call = [causal, gemma2](const OpTable& k, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{k.attention(in[0], in[1], in[2], causal),
+                               k.attention(in[0], in[1], in[2], gemma2)};
   };
   c.fp32 = {2e-5, 2e-5};
   c.bf16_out = kBf16;
@@ -286,13 +292,15 @@ SampleCase case_tuned_gemm(const Target& t) {
   torch::manual_seed(111);
   SampleCase c;
   // x [13, 24] @ W^T with W [19, 24] (b a transposed view, as in a linear
-  // layer), plus c [13, 19]. No autograd: values only.
-  c.inputs = {draw({13, 24}, t), draw({19, 24}, t), draw({13, 19}, t)};
-  c.wants_grad = {false, false, false};
-  c.input_names = {"a", "weight", "c"};
+  // layer), plus c [13, 19], or a bias [19] added to every row. No autograd:
+  // values only.
+  c.inputs = {draw({13, 24}, t), draw({19, 24}, t), draw({13, 19}, t), draw({19}, t)};
+  c.wants_grad = {false, false, false, false};
+  c.input_names = {"a", "weight", "c", "bias"};
   c.call = [](const OpTable& k, const std::vector<Tensor>& in) {
     return std::vector<Tensor>{k.tuned_gemm(in[0], in[1].t(), in[2], Tensor()),
-                               k.tuned_gemm(in[0], in[1].t(), Tensor(), Tensor())};
+                               k.tuned_gemm(in[0], in[1].t(), Tensor(), Tensor()),
+                               k.tuned_gemm(in[0], in[1].t(), in[3], Tensor())};
   };
   c.fp32 = {1e-4, 1e-5};  // atol: 1e-5 of the largest product (about 10)
   c.bf16_out = kBf16;
@@ -373,7 +381,7 @@ TEST_CASE("the op list: names, toggles and docs", "[op_list]") {
   CHECK(std::string(liger::kernels::toggle_name(Op::add_rms_norm)) == "rms_norm");
   CHECK(std::string(liger::kernels::toggle_name(Op::rope_qkv)) == "rope");
   CHECK(std::string(liger::kernels::toggle_name(Op::layer_norm)) == "layer_norm");
-  CHECK(liger::kernels::toggle_name(Op::attention) == nullptr);
+  CHECK(std::string(liger::kernels::toggle_name(Op::attention)) == "attention");
 }
 
 TEST_CASE(

@@ -19,7 +19,8 @@ namespace {
 
 const Op kToggled[] = {
     Op::rms_norm, Op::add_rms_norm, Op::layer_norm, Op::rope,
-    Op::rope_qkv, Op::swiglu,       Op::geglu,      Op::fused_linear_cross_entropy};
+    Op::rope_qkv, Op::swiglu,       Op::geglu,      Op::fused_linear_cross_entropy,
+    Op::attention};
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -50,7 +51,6 @@ TEST_CASE("registry on CPU", "[registry]") {
       CHECK(set.backend(op) == Backend::composite);
     }
     CHECK(set.backend(Op::cross_entropy) == Backend::reference);  // off by default
-    CHECK(set.backend(Op::attention) == Backend::reference);
     CHECK(set.use_fused_linear_cross_entropy());
     REQUIRE(set.selections().size() == static_cast<size_t>(liger::kernels::kNumOps));
     for (const auto& s : set.selections()) {
@@ -60,7 +60,17 @@ TEST_CASE("registry on CPU", "[registry]") {
     }
     CHECK(contains(set.selections()[0].describe(), "rms_norm: composite (fused toggle on"));
     CHECK(contains(set.selections()[static_cast<int>(Op::attention)].describe(),
-                   "attention: reference (sdpa"));
+                   "attention: composite (fused toggle on"));
+  }
+
+  SECTION("kernels.attention off: the reference's attention, the other ops unchanged") {
+    KernelToggles t;
+    t.attention = false;
+    const KernelSet set = resolve_kernels(t, kCpu, torch::kFloat);
+    CHECK(set.backend(Op::attention) == Backend::reference);
+    CHECK(set.backend(Op::rms_norm) == Backend::composite);
+    CHECK(set.selections()[static_cast<int>(Op::attention)].describe() ==
+          "attention: reference (toggle off)");
   }
 
   SECTION("toggles off: reference") {
@@ -134,9 +144,8 @@ TEST_CASE("registry on a CUDA device (resolved without touching a GPU)", "[regis
              contains(s.reason, "built without CUDA")));
       CHECK(contains(s.describe(), "fallback"));
     }
-    // Toggles that are off and attention are not fallbacks.
+    // Toggles that are off are not fallbacks.
     CHECK_FALSE(set.selections()[static_cast<int>(Op::cross_entropy)].fallback);
-    CHECK_FALSE(set.selections()[static_cast<int>(Op::attention)].fallback);
   }
 
   SECTION("strict: the first fallback is an error naming the op and the fix") {

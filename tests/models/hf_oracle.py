@@ -30,9 +30,11 @@ BATCH, SEQ = 2, 19
 def cases():
     """name -> (config class name, kwargs). Awkward on purpose: hidden 320 with
     5 heads and 1 KV head (GQA 5:1), an odd vocabulary, Gemma's head_dim 256
-    (not hidden / heads), windows shorter than the sequence, both Gemma 2
-    softcaps small enough to bend, a query_pre_attn_scalar that is not head_dim,
-    llama3 RoPE scaling."""
+    and Qwen3's 48 (not hidden / heads), windows shorter than the sequence
+    (Qwen2's from layer 1 on: max_window_layers), both Gemma 2 softcaps small
+    enough to bend, a query_pre_attn_scalar that is not head_dim, llama3 RoPE
+    scaling, Qwen2's q/k/v biases (randomised by build, as the norms) on tied
+    embeddings, Qwen3's q/k norms on untied ones."""
     common = dict(vocab_size=331, hidden_size=320, intermediate_size=488, num_attention_heads=5,
                   num_key_value_heads=1, max_position_embeddings=128, initializer_range=0.08)
     return {
@@ -48,6 +50,11 @@ def cases():
         "gemma2": ("Gemma2Config", dict(common, num_hidden_layers=3, head_dim=256, tie_word_embeddings=True,
                                         sliding_window=6, query_pre_attn_scalar=144, attn_logit_softcapping=4.0,
                                         final_logit_softcapping=2.5, hidden_activation="gelu_pytorch_tanh")),
+        "qwen2": ("Qwen2Config", dict(common, num_hidden_layers=3, tie_word_embeddings=True, rope_theta=1e6,
+                                      rms_norm_eps=1e-6, use_sliding_window=True, sliding_window=6,
+                                      max_window_layers=1)),
+        "qwen3": ("Qwen3Config", dict(common, num_hidden_layers=2, head_dim=48, tie_word_embeddings=False,
+                                      rope_theta=1e6, rms_norm_eps=1e-6)),
     }
 
 
@@ -57,8 +64,9 @@ def build(config_class, kwargs, seed):
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     with torch.no_grad():
-        # HF inits norm weights to a constant; randomise them so that the
-        # norms' offset and casting are tested, not only the matrices.
+        # HF inits norm weights to a constant and biases to zero; randomise
+        # them so that the norms' offset and casting and the biases are
+        # tested, not only the matrices.
         for name, p in model.named_parameters():
             if p.dim() == 1:
                 p.add_(0.2 * torch.randn_like(p))

@@ -41,7 +41,9 @@ def cases():
     """name -> (hf_oracle case, LoRA settings). Awkward: rank 3 with alpha 7
     (scaling 7/3), a target set without k_proj and gate|up (Mistral: the
     packed q|k|v with a block that has no adapter, an MLP with only its down
-    adapter), saved modules on the untied Llama."""
+    adapter), saved modules on the untied Llama, Qwen2's frozen q/k/v biases
+    under adapters on q and v only (the packed q|k|v's k block has a bias but
+    no adapter)."""
     return {
         "llama": ("llama", dict(r=3, lora_alpha=7, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                                   "gate_proj", "up_proj", "down_proj"],
@@ -49,6 +51,8 @@ def cases():
         "mistral": ("mistral", dict(r=2, lora_alpha=5, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])),
         "gemma": ("gemma", dict(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                                    "gate_proj", "up_proj", "down_proj"])),
+        "qwen2": ("qwen2", dict(r=3, lora_alpha=6, target_modules=["q_proj", "v_proj", "o_proj", "gate_proj",
+                                                                   "up_proj", "down_proj"])),
     }
 
 

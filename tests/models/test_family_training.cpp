@@ -1,5 +1,5 @@
-// The shipped family configs end to end on the CPU: configs/tiny_gemma2.yaml
-// and configs/tiny_mistral.yaml train (shrunk further by overrides to take
+// The shipped family configs end to end on the CPU: configs/tiny_gemma2.yaml,
+// configs/tiny_mistral.yaml and configs/tiny_qwen3.yaml train (shrunk further by overrides to take
 // seconds) and their losses fall; the end-of-run sample goes through the KV
 // cache; the final checkpoint exports to a Hugging Face folder that loads back
 // into the same function; every family preset config resolves to the
@@ -75,7 +75,8 @@ config::TrainConfig shrunk(const std::string& name, const std::string& out,
 
 }  // namespace
 
-TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, exports load back") {
+TEST_CASE(
+    "tiny Gemma 2, Mistral and Qwen3 configs train on the CPU, losses fall, exports load back") {
   struct Case {
     const char* config;
     models::ModelFamily family;
@@ -84,7 +85,8 @@ TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, expor
   for (const Case& c : {Case{"tiny_gemma2.yaml",
                              models::ModelFamily::gemma2,
                              {"model.head_dim=16", "model.query_pre_attn_scalar=16"}},
-                        Case{"tiny_mistral.yaml", models::ModelFamily::mistral, {}}}) {
+                        Case{"tiny_mistral.yaml", models::ModelFamily::mistral, {}},
+                        Case{"tiny_qwen3.yaml", models::ModelFamily::qwen3, {}}}) {
     INFO(c.config);
     const std::string out = testing::temp_dir("train_" + models::to_string(c.family));
     trainer::Trainer t(shrunk(c.config, out, c.extra));
@@ -95,6 +97,10 @@ TEST_CASE("tiny Gemma 2 and Mistral configs train on the CPU, losses fall, expor
       CHECK(mc.post_norms);
       CHECK(mc.final_softcap == 30.0);
       CHECK(mc.layer_sliding_window(1) == 0);
+    }
+    if (c.family == models::ModelFamily::qwen3) {
+      CHECK(mc.qk_norm);
+      CHECK(mc.resolved_head_dim() == 64);  // the preset's, not hidden / heads = 16
     }
     const trainer::TrainResult result = t.run();
     REQUIRE(result.final_step == 60);
@@ -136,7 +142,7 @@ TEST_CASE("family preset configs resolve to the published parameter counts") {
   for (const auto& e :
        {Expected{"mistral_7b.yaml", 7241732096LL}, Expected{"gemma_2b.yaml", 2506172416LL},
         Expected{"gemma_7b.yaml", 8537680896LL}, Expected{"gemma2_2b.yaml", 2614341888LL},
-        Expected{"gemma2_9b.yaml", 9241705984LL}}) {
+        Expected{"gemma2_9b.yaml", 9241705984LL}, Expected{"qwen3_8b.yaml", 8190735360LL}}) {
     INFO(e.config);
     const auto config = config::load_config(testing::repo_dir() + "/configs/" + e.config);
     const models::ModelConfig mc = trainer::resolve_model_config(config, 1024);

@@ -1,7 +1,8 @@
 // Parity with Hugging Face transformers (the oracle), every family:
 // tests/models/hf_oracle.py builds small random HF models with awkward sizes
-// (hidden 320, 5 heads, 1 KV head, Gemma head_dim 256, windows shorter than
-// the sequence, both Gemma 2 softcaps), saves them and HF's loss, logits and
+// (hidden 320, 5 heads, 1 KV head, Gemma head_dim 256, Qwen3 head_dim 48,
+// windows shorter than the sequence, both Gemma 2 softcaps, Qwen2's q/k/v
+// biases and Qwen3's q/k norms), saves them and HF's loss, logits and
 // parameter gradients on one batch (eager attention). We load each folder
 // with model.hf_path's loader, run forward + the trainer's loss + backward
 // with the kernels off (reference) and on (fused linear CE / fused CE), and
@@ -96,7 +97,7 @@ TEST_CASE("HF parity: logits, loss and every gradient equal transformers' for ev
   const Setup& s = setup();
   const c10::Device device(s.device);
   const c10::ScalarType dtype = dtype_of(s.dtype);
-  REQUIRE(s.cases.size() == 4);
+  REQUIRE(s.cases.size() == 6);
   std::cout << std::scientific << std::setprecision(2);
   std::cout << "metric: max |ours - HF| / max |HF|; tolerances loss " << s.tol_loss << ", logits "
             << s.tol_logits << ", gradients " << s.tol_grad << " (" << s.device << ", " << s.dtype

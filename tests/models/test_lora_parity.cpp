@@ -1,7 +1,8 @@
 // LoRA parity with Hugging Face transformers + PEFT (the oracle):
 // tests/models/peft_oracle.py builds small random base models with awkward
 // sizes (Llama with saved embed_tokens and lm_head, Mistral with adapters on
-// q, v, o and down only, Gemma tied with all seven), puts PEFT adapters with
+// q, v, o and down only, Gemma tied with all seven, Qwen2 with its frozen
+// q/k/v biases under adapters on q and v, not k), puts PEFT adapters with
 // random A and B on them, saves both, and records PEFT's logits, loss and
 // every trainable gradient on one batch. We load the base with model.hf_path's
 // loader and the adapter folder with ours, run forward + the trainer's loss +
@@ -106,7 +107,7 @@ TEST_CASE("LoRA parity: logits, loss and every adapter gradient equal PEFT's, th
       {"kernels on (flce)", {}},
       {"kernels on (ce)", fused_ce}};
   const std::vector<std::string> names = cases();
-  REQUIRE(names.size() == 3);
+  REQUIRE(names.size() == 4);
   std::cout << std::scientific << std::setprecision(2);
   for (const std::string& name : names) {
     const std::string folder = oracle_dir() + "/" + name;

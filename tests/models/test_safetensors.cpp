@@ -338,13 +338,59 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
   mistral["sliding_window"] = nullptr;
   CHECK(parse(mistral).sliding_window == 0);  // Mistral v0.2+: no window
 
+  // Qwen2: q/k/v biases whatever attention_bias says (its class ignores the
+  // key); a sliding window only with use_sliding_window, on the layers from
+  // max_window_layers on, or on those layer_types lists.
+  auto qwen2 = base;
+  qwen2["architectures"] = {"Qwen2ForCausalLM"};
+  qwen2["attention_bias"] = false;
+  qwen2["use_sliding_window"] = false;
+  qwen2["sliding_window"] = 4096;
+  qwen2["max_window_layers"] = 2;
+  const auto q2 = parse(qwen2);
+  CHECK(q2.family == ModelFamily::qwen2);
+  CHECK(q2.qkv_bias);
+  CHECK_FALSE(q2.qk_norm);
+  CHECK_FALSE(q2.tie_embeddings);
+  CHECK(q2.layer_sliding_window(3) == 0);
+  qwen2["use_sliding_window"] = true;
+  qwen2["sliding_window"] = 9;
+  const auto q2_windowed = parse(qwen2);
+  CHECK(q2_windowed.layer_sliding_window(1) == 0);
+  CHECK(q2_windowed.layer_sliding_window(2) == 9);
+  CHECK(q2_windowed.layer_sliding_window(3) == 9);
+  auto listed = qwen2;
+  listed["layer_types"] = {"full_attention", "full_attention", "full_attention",
+                           "sliding_attention"};
+  CHECK(parse(listed).layer_sliding_window(2) == 0);  // layer_types over max_window_layers
+  CHECK(parse(listed).layer_sliding_window(3) == 9);
+  // The export says the same: these layers slide in what HF reads back.
+  const auto q2_back =
+      liger::models::parse_hf_config(liger::models::hf_config_json(q2_windowed, at::kFloat), "b");
+  CHECK(q2_back.qkv_bias);
+  for (int64_t layer = 0; layer < 4; ++layer) {
+    CHECK(q2_back.layer_sliding_window(layer) == q2_windowed.layer_sliding_window(layer));
+  }
+
+  // Qwen3: q/k norms, and the class's head_dim 128 when absent (not hidden / heads = 16).
+  auto qwen3 = base;
+  qwen3["architectures"] = {"Qwen3ForCausalLM"};
+  const auto q3 = parse(qwen3);
+  CHECK(q3.family == ModelFamily::qwen3);
+  CHECK(q3.qk_norm);
+  CHECK_FALSE(q3.qkv_bias);
+  CHECK(q3.resolved_head_dim() == 128);
+  CHECK(q3.sliding_window == 0);
+  CHECK(liger::models::parse_hf_config(liger::models::hf_config_json(q3, at::kFloat), "b")
+            .resolved_head_dim() == 128);
+
   auto with = [&](const std::string& key, nlohmann::json value) {
     auto j = base;
     j[key] = value;
     return error_of([&] { parse(j); });
   };
-  check_message(with("architectures", {"Qwen2ForCausalLM"}),
-                {origin, "architectures", "Qwen2ForCausalLM"});
+  check_message(with("architectures", {"Phi3ForCausalLM"}),
+                {origin, "architectures", "Phi3ForCausalLM", "Qwen3ForCausalLM"});
   check_message(with("rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}),
                 {origin, "rope_scaling", "yarn"});
   check_message(with("attention_bias", true), {origin, "attention_bias"});
@@ -355,6 +401,19 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
   irregular["layer_types"] = {"sliding_attention", "sliding_attention", "full_attention",
                               "full_attention"};
   check_message(error_of([&] { parse(irregular); }), {origin, "layer_types"});
+  auto qwen3_biased = qwen3;
+  qwen3_biased["attention_bias"] = true;  // Qwen3 would bias o_proj as well
+  check_message(error_of([&] { parse(qwen3_biased); }),
+                {origin, "attention_bias", "Qwen3ForCausalLM", "o_proj"});
+  auto qwen2_irregular = qwen2;
+  qwen2_irregular["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention",
+                                    "sliding_attention"};
+  check_message(error_of([&] { parse(qwen2_irregular); }),
+                {origin, "layer_types", "max_window_layers"});
+  auto qwen2_unused = listed;
+  qwen2_unused["use_sliding_window"] = false;
+  check_message(error_of([&] { parse(qwen2_unused); }),
+                {origin, "layer_types", "use_sliding_window"});
   auto no_hidden = base;
   no_hidden.erase("hidden_size");
   check_message(error_of([&] { parse(no_hidden); }), {origin, "hidden_size", "required"});
@@ -367,6 +426,10 @@ TEST_CASE("HF config.json: families, traits and the unsupported, each named") {
   windowed_llama.sliding_window = 8;
   check_message(error_of([&] { liger::models::hf_config_json(windowed_llama, at::kFloat); }),
                 {"LlamaForCausalLM", "sliding_window"});
+  auto normed_llama = llama;
+  normed_llama.qk_norm = true;
+  check_message(error_of([&] { liger::models::hf_config_json(normed_llama, at::kFloat); }),
+                {"LlamaForCausalLM", "qk_norm"});
   // And what it writes parses back to the same model.
   const auto back =
       liger::models::parse_hf_config(liger::models::hf_config_json(g2, at::kBFloat16), "back");

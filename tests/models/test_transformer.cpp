@@ -1,6 +1,7 @@
-// The Llama transformer: parameter counts of the presets (on the meta device,
-// nothing allocated), HF parameter names, init, causality, and identical
-// forward/backward through the reference and the fused (composite) kernels.
+// The transformer: parameter counts of the presets (on the meta device,
+// nothing allocated), HF parameter names, init, causality, the families'
+// traits, and identical forward/backward through the reference and the fused
+// (composite) kernels.
 #include "kernels/registry.h"
 #include "models/model_config.h"
 #include "models/transformer.h"
@@ -8,6 +9,8 @@
 #include "tests/models/model_test_util.h"
 
 #include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
 
 #include <sstream>
 
@@ -19,6 +22,15 @@ namespace {
 
 ModelConfig small_config() {
   return liger::models::test::small_config(101, 40, 72, /*tied=*/false);
+}
+
+// small_config with Qwen2's q/k/v biases, or Qwen3's q/k norms over a
+// head_dim of 12 (hidden 40 / 4 heads would be 10).
+ModelConfig small_qwen(ModelFamily family) {
+  ModelConfig c = small_config();
+  liger::models::apply_family_traits(c, family);
+  if (family == ModelFamily::qwen3) c.head_dim = 12;
+  return c;
 }
 
 Transformer build(const ModelConfig& c, const liger::kernels::KernelSet& kernels) {
@@ -39,7 +51,9 @@ TEST_CASE("preset parameter counts match the published models, built on the meta
   for (const auto& e : {Expected{"llama3_8b", 8030261248LL}, Expected{"llama2_7b", 6738415616LL},
                         Expected{"llama3_1b", 1235814400LL}, Expected{"mistral_7b", 7241732096LL},
                         Expected{"gemma_2b", 2506172416LL}, Expected{"gemma_7b", 8537680896LL},
-                        Expected{"gemma2_2b", 2614341888LL}, Expected{"gemma2_9b", 9241705984LL}}) {
+                        Expected{"gemma2_2b", 2614341888LL}, Expected{"gemma2_9b", 9241705984LL},
+                        Expected{"qwen2_5_7b", 7615616512LL}, Expected{"qwen3_8b", 8190735360LL},
+                        Expected{"qwen3_1_7b", 1720574976LL}}) {
     INFO(e.preset);
     const ModelConfig c = liger::models::preset(e.preset);
     Transformer model(c, liger::kernels::KernelSet::reference(), meta, at::kBFloat16);
@@ -106,29 +120,43 @@ TEST_CASE("fused (composite) and reference kernels give the same forward and gra
   const auto fused =
       liger::kernels::resolve_kernels(liger::kernels::KernelToggles{}, cpu, at::kFloat);
   REQUIRE(fused.backend(liger::kernels::Op::rms_norm) == liger::kernels::Backend::composite);
-  auto reference = build(small_config(), liger::kernels::KernelSet::reference());
-  auto composite = build(small_config(), fused);
+  for (const ModelConfig& config :
+       {small_config(), small_qwen(ModelFamily::qwen2), small_qwen(ModelFamily::qwen3)}) {
+    INFO("family " << config.family);
+    auto reference = build(config, liger::kernels::KernelSet::reference());
+    auto composite = build(config, fused);
+    auto fused_params = composite->named_parameters();
+    {
+      // Biases and norm weights away from their init (zeros, ones), the same in both.
+      torch::NoGradGuard no_grad;
+      torch::manual_seed(5);
+      for (auto& item : reference->named_parameters()) {
+        if (item.value().dim() != 1) continue;
+        item.value().add_(0.3 * torch::randn(item.value().sizes()));
+        fused_params[item.key()].copy_(item.value());
+      }
+    }
 
-  torch::manual_seed(3);
-  at::Tensor ids = torch::randint(0, 101, {3, 17}, at::kLong);
-  at::Tensor targets = torch::randint(0, 101, {3 * 17}, at::kLong);
-  auto loss_of = [&](Transformer& m) {
-    at::Tensor hidden = m->forward(ids);
-    return torch::nn::functional::cross_entropy(m->logits(hidden).reshape({-1, 101}), targets);
-  };
-  at::Tensor loss_ref = loss_of(reference), loss_fused = loss_of(composite);
-  CHECK(std::abs(loss_ref.item<double>() - loss_fused.item<double>()) <= 1e-5);
-  loss_ref.backward();
-  loss_fused.backward();
-  auto fused_params = composite->named_parameters();
-  for (const auto& item : reference->named_parameters()) {
-    INFO(item.key());
-    const at::Tensor expected = item.value().grad();
-    const at::Tensor actual = fused_params[item.key()].grad();
-    const double error = (actual - expected).abs().max().item<double>();
-    const double scale = expected.abs().max().item<double>();
-    INFO("max abs error " << error << " of max " << scale);
-    CHECK(error <= 1e-5 * std::max(scale, 1.0));
+    torch::manual_seed(3);
+    at::Tensor ids = torch::randint(0, 101, {3, 17}, at::kLong);
+    at::Tensor targets = torch::randint(0, 101, {3 * 17}, at::kLong);
+    auto loss_of = [&](Transformer& m) {
+      at::Tensor hidden = m->forward(ids);
+      return torch::nn::functional::cross_entropy(m->logits(hidden).reshape({-1, 101}), targets);
+    };
+    at::Tensor loss_ref = loss_of(reference), loss_fused = loss_of(composite);
+    CHECK(std::abs(loss_ref.item<double>() - loss_fused.item<double>()) <= 1e-5);
+    loss_ref.backward();
+    loss_fused.backward();
+    for (const auto& item : reference->named_parameters()) {
+      INFO(item.key());
+      const at::Tensor expected = item.value().grad();
+      const at::Tensor actual = fused_params[item.key()].grad();
+      const double error = (actual - expected).abs().max().item<double>();
+      const double scale = expected.abs().max().item<double>();
+      INFO("max abs error " << error << " of max " << scale);
+      CHECK(error <= 1e-5 * std::max(scale, 1.0));
+    }
   }
 }
 
@@ -183,6 +211,56 @@ TEST_CASE("family traits: Gemma 2 layers carry four norms, Gemma norms start at 
   CHECK_THROWS_AS(liger::models::parse_model_family("gpt2"), std::invalid_argument);
 }
 
+TEST_CASE("family traits: Qwen2 biases q, k and v (zero at init), Qwen3 norms every q and k head") {
+  const ModelConfig qwen2 = small_qwen(ModelFamily::qwen2);
+  auto model2 = build(qwen2, liger::kernels::KernelSet::reference());
+  std::vector<std::string> names;
+  for (const auto& item : model2->named_parameters()) names.push_back(item.key());
+  // HF's order: each projection's weight, then its bias; none on o_proj or the MLP.
+  const std::vector<std::string> expected = {"model.embed_tokens.weight",
+                                             "model.layers.0.self_attn.q_proj.weight",
+                                             "model.layers.0.self_attn.q_proj.bias",
+                                             "model.layers.0.self_attn.k_proj.weight",
+                                             "model.layers.0.self_attn.k_proj.bias",
+                                             "model.layers.0.self_attn.v_proj.weight",
+                                             "model.layers.0.self_attn.v_proj.bias",
+                                             "model.layers.0.self_attn.o_proj.weight",
+                                             "model.layers.0.mlp.gate_proj.weight"};
+  REQUIRE(names.size() > expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(names[i] == expected[i]);
+  const auto params2 = model2->named_parameters();
+  CHECK(torch::equal(params2["model.layers.1.self_attn.k_proj.bias"], torch::zeros({20})));
+  CHECK(model2->num_parameters() == qwen2.num_parameters());
+
+  const ModelConfig qwen3 = small_qwen(ModelFamily::qwen3);
+  auto model3 = build(qwen3, liger::kernels::KernelSet::reference());
+  const auto params3 = model3->named_parameters();
+  REQUIRE(params3.find("model.layers.0.self_attn.q_norm.weight") != nullptr);
+  CHECK(torch::equal(params3["model.layers.0.self_attn.q_norm.weight"], torch::ones({12})));
+  CHECK(params3["model.layers.1.self_attn.k_norm.weight"].sizes() == at::IntArrayRef({12}));
+  CHECK(params3["model.layers.0.self_attn.q_proj.weight"].sizes() == at::IntArrayRef({48, 40}));
+  CHECK(params3.find("model.layers.0.self_attn.q_proj.bias") == nullptr);
+  CHECK(model3->num_parameters() == qwen3.num_parameters());
+
+  // Each trait changes the function: a bias on k, a k_norm weight.
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = torch::randint(0, 101, {1, 7}, at::kLong);
+  const at::Tensor before2 = model2->forward(ids), before3 = model3->forward(ids);
+  params2["model.layers.0.self_attn.k_proj.bias"].fill_(0.5);
+  params3["model.layers.0.self_attn.k_norm.weight"].fill_(2.0);
+  CHECK((model2->forward(ids) - before2).abs().max().item<double>() > 1e-4);
+  CHECK((model3->forward(ids) - before3).abs().max().item<double>() > 1e-4);
+
+  // Qwen's sliding window: the layers from sliding_window_first_layer on.
+  ModelConfig windowed = qwen2;
+  windowed.num_layers = 3;
+  windowed.sliding_window = 5;
+  windowed.sliding_window_first_layer = 1;
+  CHECK(windowed.layer_sliding_window(0) == 0);
+  CHECK(windowed.layer_sliding_window(1) == 5);
+  CHECK(windowed.layer_sliding_window(2) == 5);
+}
+
 TEST_CASE("the final softcap bounds logits() but not lm_head_logits() (the loss caps those)") {
   ModelConfig c = small_config();
   c.final_softcap = 0.05;
@@ -203,6 +281,24 @@ TEST_CASE("ModelConfig survives its JSON form (checkpoints' model_config.json)")
   CHECK(back.post_norms);
   CHECK(back.eos_token_ids == c.eos_token_ids);
   CHECK_THROWS_AS(liger::models::model_config_from_json("{}", "x"), std::invalid_argument);
+
+  // The Qwen traits go through it too; a file written before them reads them as off.
+  ModelConfig qwen = liger::models::preset("qwen2_5_7b");
+  qwen.qk_norm = true;
+  qwen.sliding_window = 64;
+  qwen.sliding_window_first_layer = 20;
+  const ModelConfig qwen_back =
+      liger::models::model_config_from_json(liger::models::model_config_to_json(qwen), "x");
+  CHECK(qwen_back.family == ModelFamily::qwen2);
+  CHECK(qwen_back.qkv_bias);
+  CHECK(qwen_back.qk_norm);
+  CHECK(qwen_back.sliding_window_first_layer == 20);
+  auto older = nlohmann::json::parse(liger::models::model_config_to_json(c));
+  for (const char* key : {"qkv_bias", "qk_norm", "sliding_window_first_layer"}) older.erase(key);
+  const ModelConfig old_back = liger::models::model_config_from_json(older.dump(), "x");
+  CHECK_FALSE(old_back.qkv_bias);
+  CHECK_FALSE(old_back.qk_norm);
+  CHECK(old_back.sliding_window_first_layer == 0);
 
   // The modes are written by name, and a name the parser does not know is
   // an error naming the file and the known names.
@@ -227,8 +323,8 @@ TEST_CASE("ModelConfig survives its JSON form (checkpoints' model_config.json)")
 
 TEST_CASE("mode names: every value parses back from its name; unknown names list the known ones") {
   using namespace liger::models;
-  for (ModelFamily family :
-       {ModelFamily::llama, ModelFamily::mistral, ModelFamily::gemma, ModelFamily::gemma2}) {
+  for (ModelFamily family : {ModelFamily::llama, ModelFamily::mistral, ModelFamily::gemma,
+                             ModelFamily::gemma2, ModelFamily::qwen2, ModelFamily::qwen3}) {
     CHECK(parse_model_family(to_string(family)) == family);
   }
   for (MlpActivation activation : {MlpActivation::silu, MlpActivation::gelu_tanh}) {
@@ -250,7 +346,7 @@ TEST_CASE("mode names: every value parses back from its name; unknown names list
     FAIL("expected an error");
   } catch (const std::invalid_argument& error) {
     CHECK(std::string(error.what()) ==
-          "model family 'gpt2' is unknown (known: llama, mistral, gemma, gemma2)");
+          "model family 'gpt2' is unknown (known: llama, mistral, gemma, gemma2, qwen2, qwen3)");
   }
   CHECK_THROWS_AS(parse_norm_casting("fp32"), std::invalid_argument);
   CHECK_THROWS_AS(parse_rope_scaling_type("yarn"), std::invalid_argument);

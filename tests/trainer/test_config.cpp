@@ -42,22 +42,27 @@ TEST_CASE("an empty config gives the documented defaults") {
   CHECK(c.training.gradient_accumulation_steps == 1);
   CHECK(c.kernels.fused_linear_cross_entropy);
   CHECK_FALSE(c.kernels.cross_entropy);
+  CHECK(c.kernels.attention);
   CHECK(c.data.train == std::vector<std::string>{"data/samples/tinyshakespeare.txt"});
   CHECK_FALSE(c.model.hidden_size.has_value());
   CHECK(c.checkpoint.resume.mode == liger::config::ResumeMode::none);
+  CHECK_FALSE(c.logging.tensorboard);
 }
 
 TEST_CASE("file values and --set overrides are applied, --set last") {
   const auto c =
       parse_config("training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n", "a.yaml",
                    {"training.steps=7", "data.train=[x.txt, y.jsonl]", "kernels.strict=true",
-                    "model.tie_embeddings=false"});
+                    "model.tie_embeddings=false", "logging.tensorboard=true",
+                    "kernels.attention=false"});
   CHECK(c.training.steps == 7);
   CHECK(c.training.lr == 0.01);
   CHECK(c.model.hidden_size == 64);
   CHECK(c.data.train == std::vector<std::string>{"x.txt", "y.jsonl"});
   CHECK(c.kernels.strict);
+  CHECK_FALSE(c.kernels.attention);
   CHECK(c.model.tie_embeddings == false);
+  CHECK(c.logging.tensorboard);
   // The resolved YAML round-trips to the same config.
   const auto again = parse_config(c.resolved_yaml, "resolved.yaml");
   CHECK(again.training.steps == 7);
@@ -240,6 +245,27 @@ TEST_CASE("modes are enums named as in YAML; checkpoint.resume is none, auto or 
   CHECK(parse_config("", "p.yaml", {"checkpoint.resume=''"}).checkpoint.resume.mode ==
         ResumeMode::none);
   CHECK(contains(error_of("", {"logging.level=loud"}), "one of: debug, info, warn, error"));
+}
+
+TEST_CASE("model.dtype and training.precision also accept HF's dtype names") {
+  using namespace liger::config;
+  CHECK(parse_config("", "hf.yaml", {"model.dtype=bfloat16"}).model.dtype == Dtype::bf16);
+  CHECK(parse_config("", "hf.yaml", {"model.dtype=float16"}).model.dtype == Dtype::fp16);
+  CHECK(parse_config("", "hf.yaml", {"model.dtype=float32"}).model.dtype == Dtype::fp32);
+  const auto pure = parse_config("", "hf.yaml", {"training.precision=bfloat16"});
+  CHECK(pure.training.precision == Precision::bf16);
+  CHECK(pure.model.dtype == Dtype::bf16);
+  CHECK(parse_config("", "hf.yaml", {"training.precision=float32"}).training.precision ==
+        Precision::fp32);
+  // Logs and messages keep the house names; the accepted spellings list both.
+  CHECK(std::string(name_of(Dtype::bf16)) == "bf16");
+  CHECK(enum_input_names<Dtype>() ==
+        std::vector<std::string>{"fp32", "bf16", "fp16", "float32", "bfloat16", "float16"});
+  // There is no fp16 training mode: float16 is not a precision, and the message says what is.
+  const std::string message = error_of("", {"training.precision=float16"});
+  CHECK(contains(message, "training.precision"));
+  CHECK(contains(message, "one of: auto, bf16-mixed, bf16, fp32"));
+  CHECK(contains(error_of("", {"model.dtype=half"}), "one of: fp32, bf16, fp16"));
 }
 
 TEST_CASE("check_for_run: CUDA graphs need one GPU, the shard degree is -1 or the world size") {

@@ -1,7 +1,8 @@
 // The memory estimate against what training really holds: on the CPU the
 // peak bytes of live tensors (counted at the allocator) over two optimizer
-// steps of a small Llama, for the precisions and recompute modes the memory
-// plan chooses between, with and without gradient accumulation.
+// steps of a small Llama (and Qwen3, whose q/k norms keep more), for the
+// precisions and recompute modes the memory plan chooses between, with and
+// without gradient accumulation.
 #include "tests/catch.h"
 #include "tests/trainer/cpu_memory_counter.h"
 #include "tests/trainer/training_fixture.h"
@@ -75,6 +76,30 @@ TEST_CASE("on the CPU the estimate is the measured peak to 10%: activations and 
             "training.gradient_accumulation_steps=2"}},
           {"bf16-mixed, no checkpointing, 2 micro-batches",
            {"training.precision=bf16-mixed", "training.gradient_accumulation_steps=2"}},
+          {"Qwen3 (q/k norms, head_dim 64), fp32",
+           {"model.preset=tiny_qwen3", "training.precision=fp32"}},
+          {"Qwen3, fp32, kernels off",
+           {"model.preset=tiny_qwen3", "training.precision=fp32", "kernels.rms_norm=false",
+            "kernels.rope=false", "kernels.swiglu=false",
+            "kernels.fused_linear_cross_entropy=false"}},
+      });
+}
+
+// 8 x 256 tokens whose attention SDPA cannot mask (a sliding window, a
+// softcap, documents): query chunks that keep the log-sum-exp, or with
+// kernels.attention off the explicit path that keeps [heads, T, T]
+// probabilities, which then weigh most.
+TEST_CASE("on the CPU the estimate is the measured peak to 10%: windows, softcaps, documents") {
+  check_cases(
+      {"model.hidden_size=128", "model.intermediate_size=512", "model.max_seq_len=256",
+       "data.seq_len=256", "training.micro_batch_size=8", "training.precision=fp32"},
+      {
+          {"window 64, chunks", {"model.sliding_window=64"}},
+          {"window 64, explicit path", {"model.sliding_window=64", "kernels.attention=false"}},
+          {"softcap, isolated documents, chunks",
+           {"model.attn_softcap=20", "data.packing=isolated"}},
+          {"softcap, isolated documents, explicit path",
+           {"model.attn_softcap=20", "data.packing=isolated", "kernels.attention=false"}},
       });
 }
 

@@ -120,14 +120,19 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
                                      ShardingOptions options)
     : model_(model), comm_(std::move(communicator)), options_(options) {
   const int64_t world = comm_->world_size();
-  // Every WeightImpl by the name of its parameter (the base model's, then the adapters').
-  std::unordered_map<const models::WeightImpl*, std::string> names;
-  std::unordered_map<std::string, models::WeightImpl*> module_of;
+  // Every WeightImpl's parameters by name (the base model's, then the
+  // adapters'): its weight, and its bias where it has one.
+  std::unordered_map<const models::WeightImpl*, std::vector<std::string>> names;
+  std::unordered_map<std::string, at::Tensor*> slot_of;
   auto collect_modules = [&](torch::nn::Module& root) {
     for (const auto& item : root.named_modules()) {
       if (auto* weight = dynamic_cast<models::WeightImpl*>(item.value().get())) {
-        names[weight] = item.key() + ".weight";
-        module_of[item.key() + ".weight"] = weight;
+        names[weight].push_back(item.key() + ".weight");
+        slot_of[item.key() + ".weight"] = &weight->weight;
+        if (weight->bias.defined()) {
+          names[weight].push_back(item.key() + ".bias");
+          slot_of[item.key() + ".bias"] = &weight->bias;
+        }
       }
     }
   };
@@ -139,7 +144,7 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
   auto add_parameter = [&](const std::string& name, const Tensor& value, bool adapter) {
     ShardedParameter p;
     p.name = name;
-    p.module = module_of.at(p.name);
+    p.slot = slot_of.at(p.name);
     p.trainable = value.requires_grad();
     p.adapter = adapter;
     p.full_shape = value.sizes().vec();
@@ -162,12 +167,14 @@ FullyShardedModel::FullyShardedModel(models::TransformerImpl& model,
     unit->name = std::move(name);
     unit->reshard_after_forward = reshard;
     for (const auto* weight : weights) {
-      const size_t i = index_of.at(names.at(weight));
-      unit->params.push_back(i);
-      unit->offsets.push_back(unit->flat_numel);
-      unit->flat_numel += params_[i].shard.numel();
-      unit->grad_offsets.push_back(params_[i].trainable ? unit->grad_numel : -1);
-      if (params_[i].trainable) unit->grad_numel += params_[i].shard.numel();
+      for (const std::string& name : names.at(weight)) {
+        const size_t i = index_of.at(name);
+        unit->params.push_back(i);
+        unit->offsets.push_back(unit->flat_numel);
+        unit->flat_numel += params_[i].shard.numel();
+        unit->grad_offsets.push_back(params_[i].trainable ? unit->grad_numel : -1);
+        if (params_[i].trainable) unit->grad_numel += params_[i].shard.numel();
+      }
     }
     units_.push_back(std::move(unit));
   };
@@ -218,7 +225,7 @@ void FullyShardedModel::init_weights(uint64_t seed) {
   for (auto& p : params_) {
     if (p.adapter) continue;  // their own stream, below
     // The full value, drawn exactly as one process draws it, then this rank's rows.
-    const Tensor full = model_.initial_value(meta[p.name], generator);
+    const Tensor full = model_.initial_value(p.name, meta[p.name], generator);
     const int64_t rows = p.valid_rows(comm_->rank());
     if (rows > 0)
       p.shard.narrow(0, 0, rows).copy_(full.narrow(0, p.first_row(comm_->rank()), rows));
@@ -329,7 +336,7 @@ void FullyShardedModel::materialize_for_forward(Unit& unit) {
   } else {
     full = unpack_gathered(unit);
   }
-  for (size_t k = 0; k < unit.params.size(); ++k) params_[unit.params[k]].module->weight = full[k];
+  for (size_t k = 0; k < unit.params.size(); ++k) *params_[unit.params[k]].slot = full[k];
   unit.gathered = std::move(full);
   unit.materialized = true;
 }

@@ -51,7 +51,9 @@ struct ShardingOptions {
 // One parameter's piece on this rank.
 struct ShardedParameter {
   std::string name;  // as in model.named_parameters() (HF names), then the adapters'
-  models::WeightImpl* module = nullptr;
+  // The model's tensor that points at the gathered value while its unit runs
+  // (a WeightImpl's weight or bias).
+  at::Tensor* slot = nullptr;
   bool trainable = true;  // requires grad (else frozen: no gradient, not the optimizer's)
   bool adapter = false;   // a LoRA adapter's (init from its own stream)
   std::vector<int64_t> full_shape;
