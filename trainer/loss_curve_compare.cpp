@@ -93,6 +93,12 @@ LossComparison compare_loss_curves(const LossCurve& tested, const LossCurve& ref
     s.band = band;
     s.limit = noise ? std::max(tolerance.rtol, tolerance.noise_ratio * band) : tolerance.rtol;
     out.ok = out.ok && s.within();
+    if (noise && !(s.difference <= tolerance.rtol)) {
+      const double ratio = s.band > 0.0 && !std::isnan(s.difference)
+                               ? s.difference / s.band
+                               : std::numeric_limits<double>::infinity();
+      out.passing_ratio = std::max(out.passing_ratio, ratio);
+    }
     const LossStep& largest = out.steps[out.largest];
     const LossStep& tightest = out.steps[out.tightest];
     if (ranks_above(s.difference, largest.difference)) out.largest = i;
@@ -115,10 +121,11 @@ std::string describe(const LossComparison& c) {
   if (c.with_noise) {
     std::snprintf(text + n, sizeof text - n,
                   " (rounding noise up to %.3e by then); closest to its limit: step %lld, "
-                  "%.3e against max(%.0e, %g x noise band %.3e) = %.3e: %s",
+                  "%.3e against max(%.0e, %g x noise band %.3e) = %.3e; passes with a multiple "
+                  "of %.3g or more: %s",
                   largest.band, static_cast<long long>(tightest.step), tightest.difference,
                   c.tolerance.rtol, c.tolerance.noise_ratio, tightest.band, tightest.limit,
-                  c.ok ? "OK" : "DIVERGED");
+                  c.passing_ratio, c.ok ? "OK" : "DIVERGED");
   } else {
     std::snprintf(text + n, sizeof text - n, " (tolerance %g): %s", c.tolerance.rtol,
                   c.ok ? "OK" : "DIVERGED");
@@ -159,6 +166,9 @@ void write_loss_summary(const LossComparison& c, const std::string& path) {
     summary["tightest_step"] = tightest.step;
     summary["tightest_rel_diff"] = tightest.difference;
     summary["tightest_limit"] = tightest.limit;
+    // null when no multiple passes (a NaN, or a difference where the band is 0)
+    summary["passing_noise_ratio"] =
+        std::isinf(c.passing_ratio) ? nlohmann::json() : nlohmann::json(c.passing_ratio);
   }
   std::ofstream file(path);
   if (!file) throw std::runtime_error("cannot write " + path + ": check the output folder");

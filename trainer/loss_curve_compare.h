@@ -72,6 +72,12 @@ struct LossComparison {
   size_t largest = 0;   // index of the step with the largest difference
   size_t tightest = 0;  // index of the step with the largest difference / limit
   bool ok = true;       // every step within its limit
+  // With a noise run: the smallest noise_ratio this run passes with (rtol
+  // unchanged), i.e. the largest difference / band over the steps beyond
+  // rtol; 0 when every step is within rtol, infinity when a step beyond it
+  // has no band or a NaN difference. How K is chosen (docs/convergence.md):
+  // above this ratio of correct runs, below that of a perturbed one.
+  double passing_ratio = 0.0;
 };
 
 // Compares `tested` with `reference` step by step; `noise` (may be null) is

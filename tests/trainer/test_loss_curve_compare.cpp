@@ -72,6 +72,28 @@ TEST_CASE("a chaotically drifting run inside the noise band passes; a fixed tole
   CHECK_FALSE(fixed.ok);
   // The same run against a tighter multiple of the noise fails: the check can fail.
   CHECK_FALSE(compare(tested, 1.0).ok);
+  // passing_ratio is the threshold on the multiple: just above it passes, just below fails.
+  REQUIRE(c.passing_ratio > 1.0);
+  REQUIRE(c.passing_ratio < 3.0);
+  CHECK(compare(tested, c.passing_ratio * 1.001).ok);
+  CHECK_FALSE(compare(tested, c.passing_ratio * 0.999).ok);
+}
+
+TEST_CASE("a drift that leaves the band late fails, at the step where it leaves") {
+  // Inside the band (1.5 x the drift) up to step 299, then 5 x the drift: the
+  // noise band (a running maximum of up to 1 x the drift) cannot follow.
+  const auto leaving = [](int step) {
+    return (step < 300 ? 1.5 : 5.0) * drift(step) * std::sin(1.1 * step + 0.5);
+  };
+  const LossComparison c = compare(curve(leaving, "leaving"));
+  CHECK_FALSE(c.ok);
+  size_t first_failing = 0;
+  while (first_failing < c.steps.size() && c.steps[first_failing].within()) ++first_failing;
+  REQUIRE(first_failing < c.steps.size());
+  CHECK(c.steps[first_failing].step >= 300);
+  CHECK(c.steps[first_failing].step < 310);
+  CHECK(c.steps[first_failing].difference > 1e-4);  // the band decided, not the floor
+  CHECK(c.passing_ratio > 3.0);
 }
 
 TEST_CASE("the band is the running maximum of the noise run's difference, lead_steps ahead") {
@@ -170,7 +192,11 @@ TEST_CASE("the fixed tolerance is the floor while the noise is below it") {
   const auto c = compare_loss_curves(close, short_reference, &short_noise, tolerance);
   CHECK(c.ok);
   CHECK(c.steps.back().limit == 1e-4);
-  CHECK_FALSE(compare_loss_curves(far, short_reference, &short_noise, tolerance).ok);
+  CHECK(c.passing_ratio == 0.0);  // no step beyond the floor: any multiple passes
+  const auto beyond = compare_loss_curves(far, short_reference, &short_noise, tolerance);
+  CHECK_FALSE(beyond.ok);
+  // 2e-4 against a band below 4e-6: only a multiple above 50 would pass it.
+  CHECK(beyond.passing_ratio > 50.0);
 }
 
 TEST_CASE("a NaN loss fails; curves of different steps are an error naming the files") {
@@ -179,6 +205,13 @@ TEST_CASE("a NaN loss fails; curves of different steps are an error naming the f
   const LossComparison c = compare(broken);
   CHECK_FALSE(c.ok);
   CHECK(c.steps[c.largest].step == 124);
+  CHECK(std::isinf(c.passing_ratio));  // no multiple of the noise passes a NaN
+  // A NaN in the reference fails too.
+  LossCurve broken_reference = reference;
+  broken_reference.losses[5] = std::numeric_limits<double>::quiet_NaN();
+  CHECK_FALSE(compare_loss_curves(curve(tested_difference, "tested"), broken_reference, &noise,
+                                  LossTolerance{})
+                  .ok);
 
   LossCurve shorter = curve(tested_difference, "short/metrics.jsonl");
   shorter.steps.pop_back();
