@@ -50,11 +50,10 @@ TEST_CASE("an empty config gives the documented defaults") {
 }
 
 TEST_CASE("file values and --set overrides are applied, --set last") {
-  const auto c =
-      parse_config("training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n", "a.yaml",
-                   {"training.steps=7", "data.train=[x.txt, y.jsonl]", "kernels.strict=true",
-                    "model.tie_embeddings=false", "logging.tensorboard=true",
-                    "kernels.attention=false"});
+  const auto c = parse_config(
+      "training:\n  steps: 50\n  lr: 0.01\nmodel:\n  hidden_size: 64\n", "a.yaml",
+      {"training.steps=7", "data.train=[x.txt, y.jsonl]", "kernels.strict=true",
+       "model.tie_embeddings=false", "logging.tensorboard=true", "kernels.attention=false"});
   CHECK(c.training.steps == 7);
   CHECK(c.training.lr == 0.01);
   CHECK(c.model.hidden_size == 64);
