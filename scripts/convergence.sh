@@ -2,36 +2,32 @@
 # Convergence run: trains CONFIG with the same seed and data, fused kernels all
 # on ("fused") vs all off ("baseline", the reference), and the reference a third
 # time with only its rounding changed ("baseline_resplit": the same global
-# batch in twice as many micro-batches; exact gradient accumulation makes it
+# batch in S times as many micro-batches; exact gradient accumulation makes it
 # the same math in another summation order). Then it compares the loss of
 # every step and the final parameters, and plots the curves, their relative
 # difference and the rounding-noise band (PNG, gnuplot).
 #
 #   scripts/convergence.sh CONFIG [--steps N] [--out DIR]
 #                          [--loss-noise K|off] [--loss-rtol X]
-#                          [--param-noise R|off] [--param-rtol Y]
+#                          [--param-noise R|off] [--param-rtol Y] [--noise-split S]
 #                          [--set KEY=VAL ...]         (every run)
 #                          [--set-fused KEY=VAL ...]   (the fused run only: a perturbation check)
 #
 # Two correct runs agree to ~1e-7 at first, then separate chaotically: in
 # fp32 on configs/tiny.yaml the per-step loss difference passes 1e-4 near step
-# 100 and reaches a few 1e-3, and the parameters end ~30% apart after 400
-# steps, while the curves stay on top of each other. So both checks measure
-# the fused run against the resplit run's distance from the reference, with
-# a fixed floor that decides short runs (where the noise is below it):
+# 100 and reaches a few 1e-3, while the curves stay on top of each other. So
+# both checks measure the fused run against the resplit run's distance from
+# the reference, with a fixed floor that decides short runs:
 #   losses      every step: |fused - ref| / ref <= max(X, K x band), band =
 #               the running maximum of |resplit - ref| / ref up to 10 steps
-#               ahead (a running maximum because the noise crosses zero at
-#               random steps; ahead because the fused drift may start a few
-#               steps earlier). K = 3, X = 1e-4 (fp32; use 2e-2 in bf16).
-#               liger-compare --losses; trainer/loss_curve_compare.h.
+#               ahead. K = 3, X = 1e-4 (fp32; use 2e-2 in bf16).
+#               liger-compare --losses; docs/convergence.md says how K was chosen.
 #   parameters  every tensor: ||fused - ref|| <= R x ||resplit - ref||, or
 #               <= Y x ||ref||. R = 2, Y = 1e-3. liger-compare --noise.
 # "off" drops the noise from a check (the fixed X or Y alone); with both off
-# no resplit run is made. The resplit run needs an even
-# training.micro_batch_size. bf16 on a GPU: --loss-rtol 2e-2.
-# Exit 0 when both checks hold, 1 on divergence, 2 when a run fails or the
-# arguments are wrong.
+# no resplit run is made. S = 4: training.micro_batch_size must be a multiple
+# of S. Exit 0 when both checks hold, 1 on divergence, 2 when a run fails or
+# the arguments are wrong.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${LIGER_BUILD_DIR:-$ROOT/build}/apps
@@ -42,6 +38,7 @@ LOSS_RTOL=1e-4
 LOSS_NOISE=3
 PARAM_RTOL=1e-3
 PARAM_NOISE=2
+NOISE_SPLIT=4
 common=()
 fused_only=()
 while [ $# -gt 0 ]; do
@@ -52,9 +49,10 @@ while [ $# -gt 0 ]; do
     --loss-noise) LOSS_NOISE=$2; shift 2 ;;
     --param-rtol) PARAM_RTOL=$2; shift 2 ;;
     --param-noise) PARAM_NOISE=$2; shift 2 ;;
+    --noise-split) NOISE_SPLIT=$2; shift 2 ;;
     --set) common+=(--set "$2"); shift 2 ;;
     --set-fused) fused_only+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n 2,34p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,30p "$0"; exit 0 ;;
     *) if [ -z "$CONFIG" ]; then CONFIG=$1; shift; else echo "convergence.sh: unexpected argument '$1'" >&2; exit 2; fi ;;
   esac
 done
@@ -62,6 +60,8 @@ for value in "--loss-noise $LOSS_NOISE" "--param-noise $PARAM_NOISE"; do
   [[ ${value#* } =~ ^(off|[0-9.]+([eE][-+]?[0-9]+)?)$ ]] ||
     { echo "convergence.sh: $value: give a number (the multiple of the noise) or off" >&2; exit 2; }
 done
+[[ $NOISE_SPLIT =~ ^[0-9]+$ ]] && [ "$NOISE_SPLIT" -ge 2 ] ||
+  { echo "convergence.sh: --noise-split $NOISE_SPLIT: give a whole number of 2 or more" >&2; exit 2; }
 [ -n "$CONFIG" ] || { echo "usage: scripts/convergence.sh CONFIG [--steps N] [--out DIR] ..." >&2; exit 2; }
 [ -f "$CONFIG" ] || { echo "convergence.sh: config '$CONFIG' not found" >&2; exit 2; }
 [ -x "$BIN/liger-train" ] || { echo "convergence.sh: $BIN/liger-train not built (run scripts/setup.sh)" >&2; exit 2; }
@@ -85,22 +85,25 @@ run() {  # run NAME ARGS...
   "$BIN/liger-train" --config "$CONFIG" "${common[@]}" "$@" --set checkpoint.output_dir="$OUT/$name" \
     > "$OUT/$name.log" 2>&1 || { echo "[convergence] the $name run failed:"; tail -5 "$OUT/$name.log"; exit 2; }
 }
-run fused "${on[@]}" "${fused_only[@]}"
 run baseline "${off[@]}"
+noise_run=()
 if [ "$LOSS_NOISE" != off ] || [ "$PARAM_NOISE" != off ]; then
-  # The reference again, the same global batch split into twice as many micro-batches.
+  # The reference again, the same global batch in NOISE_SPLIT times as many micro-batches.
   resolved="$(ls -d "$OUT"/baseline/step-* | tail -1)/config.yaml"
   mb=$(awk '$1 == "micro_batch_size:" {print $2; exit}' "$resolved")
   ga=$(awk '$1 == "gradient_accumulation_steps:" {print $2; exit}' "$resolved")
-  if [ -z "$mb" ] || [ -z "$ga" ] || [ $((mb % 2)) -ne 0 ]; then
-    echo "convergence.sh: the rounding-noise run splits training.micro_batch_size in two, but" \
-         "$resolved has micro_batch_size '${mb}': set an even training.micro_batch_size" \
-         "(--set training.micro_batch_size=N), or pass --loss-noise off --param-noise off" >&2
+  if [ -z "$mb" ] || [ -z "$ga" ] || [ $((mb % NOISE_SPLIT)) -ne 0 ]; then
+    echo "convergence.sh: the rounding-noise run splits training.micro_batch_size into $NOISE_SPLIT," \
+         "but $resolved has micro_batch_size '${mb}': set a multiple of $NOISE_SPLIT" \
+         "(--set training.micro_batch_size=N), a --noise-split that divides it, or" \
+         "--loss-noise off --param-noise off" >&2
     exit 2
   fi
-  run baseline_resplit "${off[@]}" --set training.micro_batch_size=$((mb / 2)) \
-    --set training.gradient_accumulation_steps=$((ga * 2))
+  noise_run=(--set training.micro_batch_size=$((mb / NOISE_SPLIT))
+             --set training.gradient_accumulation_steps=$((ga * NOISE_SPLIT)))
 fi
+run fused "${on[@]}" "${fused_only[@]}"
+[ ${#noise_run[@]} -eq 0 ] || run baseline_resplit "${off[@]}" "${noise_run[@]}"
 
 # Per-step loss comparison -> the verdict, a table for gnuplot and a summary.
 loss_check=(--rtol "$LOSS_RTOL")
