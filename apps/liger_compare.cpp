@@ -17,7 +17,8 @@
 //                 [--noise C/metrics.jsonl --noise-ratio 3] [--table T.tsv] [--summary S.json]
 //     every step's |a - b| / |b| within rtol, or within max(rtol, noise-ratio x
 //     the running maximum of |c - b| / |b|, looking --noise-lead steps ahead)
-//     with --noise (trainer/loss_curve_compare.h says why).
+//     with --noise (trainer/loss_curve_compare.h says why). With --noise it
+//     also prints the smallest noise-ratio the run would pass with.
 #include <CLI/CLI.hpp>
 
 #include "trainer/checkpoint.h"
