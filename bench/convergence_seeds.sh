@@ -33,7 +33,7 @@ for seed in $SEEDS; do
   log="$OUT/convergence_seed_$seed.log"
   status=0
   bash scripts/convergence.sh configs/tiny.yaml --steps "$STEPS" --set training.device=cuda --set model.dtype=bf16 \
-    --loss-rtol 2e-2 --param-noise 2 --set training.seed="$seed" "$@" --out "/tmp/convergence_seed_$seed" \
+    --loss-rtol 2e-2 --param-noise 2 --noise-split 2 --set training.seed="$seed" "$@" --out "/tmp/convergence_seed_$seed" \
     > "$log" 2>&1 || status=$?
   [[ $status -eq 0 ]] || result=1
   # "... max relative loss difference 1.051e-02 at step 64 ..." and "... worst ratio to the noise 2.009 (...)"

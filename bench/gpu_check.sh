@@ -192,7 +192,7 @@ part_convergence() {
   local steps=${CONVERGENCE_STEPS:-100} extra conv lr code=0 perturbed=0
   read -r -a extra <<< "${CONV_EXTRA:-}"
   conv=(configs/tiny.yaml --steps "$steps" --set training.device=cuda --set model.dtype=bf16
-        --loss-rtol 2e-2 --param-noise 2 "${extra[@]}")
+        --loss-rtol 2e-2 --param-noise 2 --noise-split 2 "${extra[@]}")
   LIGER_BUILD_DIR=$BUILD_DIR bash scripts/convergence.sh "${conv[@]}" --out "$WORK/conv" \
     > "$WORK/convergence.log" 2>&1 || code=$?
   note "== convergence: bf16 on cuda, $steps steps, --loss-rtol 2e-2 --param-noise 2${CONV_EXTRA:+ $CONV_EXTRA}: exit $code"
