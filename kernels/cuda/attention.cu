@@ -112,6 +112,23 @@ __device__ __forceinline__ void copy_async_commit() {
 __device__ __forceinline__ void copy_async_wait_all() {
   asm volatile("cp.async.wait_group 0;\n" ::);
 }
+// Waits for every committed group but the newest (the prefetch of the next tile).
+__device__ __forceinline__ void copy_async_wait_all_but_newest() {
+  asm volatile("cp.async.wait_group 1;\n" ::);
+}
+
+// 2^x (2^-inf = 0), tanh and log2 on the special-function unit: relative
+// errors about 2^-22, 2^-11 and 2^-22, far below the bf16 rounding of p.
+__device__ __forceinline__ float exp2_fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float tanh_fast(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 
 // ---------------------------------------------------------------------------
 // Shared-memory tiles: R rows of D elements, each row 16-byte chunks stored at
@@ -267,7 +284,7 @@ __device__ __forceinline__ TileVisibility tile_visibility(const Mask& m, int q_f
 struct ScoreTransform {
   float scale, softcap;
   __device__ __forceinline__ float operator()(float acc) const {
-    if (softcap > 0.f) return softcap * tanhf(acc * scale / softcap) * kLog2e;
+    if (softcap > 0.f) return softcap * tanh_fast(acc * scale / softcap) * kLog2e;
     return acc * (scale * kLog2e);
   }
   // d s / d z at a base-2 score s2 (1 without a softcap).
@@ -295,8 +312,9 @@ __global__ void __launch_bounds__(kThreads)
   static_assert(BM == 16 * (kThreads / 32), "one warp per 16 query rows");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
-  T* tile_k = tile_q + BM * D;
-  T* tile_v = tile_k + BN * D;
+  // Two K/V buffers: the next tile's copy runs while this one is computed.
+  T* const tile_k[2] = {tile_q + BM * D, tile_q + (BM + BN) * D};
+  T* const tile_v[2] = {tile_q + (BM + 2 * BN) * D, tile_q + (BM + 3 * BN) * D};
 
   const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
   const int head_k = head / geo.groups;
@@ -330,19 +348,33 @@ __global__ void __launch_bounds__(kThreads)
   zero(acc_o);
   float max_lo = -INFINITY, max_hi = -INFINITY, sum_lo = 0.f, sum_hi = 0.f;
 
-  for (int n0 = (key_begin / BN) * BN; n0 < key_end; n0 += BN) {
-    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
-    if (vis.empty) continue;
-    __syncthreads();  // the previous tile's readers are done
-    load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
-    load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
+  // The first key tile at or after n that the mask does not empty (key_end: none).
+  auto next_tile = [&](int n) {
+    for (; n < key_end; n += BN) {
+      if (!tile_visibility(mask, q_first, q_last, n, n + BN - 1).empty) return n;
+    }
+    return key_end;
+  };
+  int n0 = next_tile((key_begin / BN) * BN);
+  if (n0 < key_end) {
+    load_tile<T, D, BN>(tile_k[0], k_b, n0, geo.tk, k_stride);
+    load_tile<T, D, BN>(tile_v[0], v_b, n0, geo.tk, k_stride);
+  }
+  copy_async_commit();
+  for (int buf = 0; n0 < key_end; buf ^= 1) {
+    const int n1 = next_tile(n0 + BN);
+    if (n1 < key_end) {  // prefetch into the other buffer (its readers passed the last barrier)
+      load_tile<T, D, BN>(tile_k[buf ^ 1], k_b, n1, geo.tk, k_stride);
+      load_tile<T, D, BN>(tile_v[buf ^ 1], v_b, n1, geo.tk, k_stride);
+    }
     copy_async_commit();
-    copy_async_wait_all();
+    copy_async_wait_all_but_newest();  // q and this tile have arrived
     __syncthreads();
+    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
 
     float s[BN / 8][4];
     zero(s);
-    product_abt<T, D, BN / 8>(s, tile_q, warp * 16, tile_k, lane);
+    product_abt<T, D, BN / 8>(s, tile_q, warp * 16, tile_k[buf], lane);
 
     float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
@@ -371,16 +403,16 @@ __global__ void __launch_bounds__(kThreads)
     // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
     const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
     const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
-    const float rescale_lo = exp2f(max_lo - base_lo), rescale_hi = exp2f(max_hi - base_hi);
+    const float rescale_lo = exp2_fast(max_lo - base_lo), rescale_hi = exp2_fast(max_hi - base_hi);
     max_lo = new_max_lo;
     max_hi = new_max_hi;
     float part_lo = 0.f, part_hi = 0.f;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
-      s[j][0] = exp2f(s[j][0] - base_lo);
-      s[j][1] = exp2f(s[j][1] - base_lo);
-      s[j][2] = exp2f(s[j][2] - base_hi);
-      s[j][3] = exp2f(s[j][3] - base_hi);
+      s[j][0] = exp2_fast(s[j][0] - base_lo);
+      s[j][1] = exp2_fast(s[j][1] - base_lo);
+      s[j][2] = exp2_fast(s[j][2] - base_hi);
+      s[j][3] = exp2_fast(s[j][3] - base_hi);
       part_lo += s[j][0] + s[j][1];
       part_hi += s[j][2] + s[j][3];
     }
@@ -394,7 +426,9 @@ __global__ void __launch_bounds__(kThreads)
       acc_o[d][2] *= rescale_hi;
       acc_o[d][3] *= rescale_hi;
     }
-    product_pm<T, D, BN / 8>(acc_o, s, tile_v, lane);
+    product_pm<T, D, BN / 8>(acc_o, s, tile_v[buf], lane);
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+    n0 = n1;
   }
   copy_async_wait_all();  // when every key tile was skipped, q's copy is still pending
 
@@ -472,8 +506,8 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
   T* tile_do = tile_q + BM * D;
-  T* tile_k = tile_do + BM * D;
-  T* tile_v = tile_k + BN * D;
+  T* const tile_k[2] = {tile_do + BM * D, tile_do + (BM + BN) * D};  // two buffers, as forward
+  T* const tile_v[2] = {tile_do + (BM + 2 * BN) * D, tile_do + (BM + 3 * BN) * D};
 
   const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
   const int head_k = head / geo.groups;
@@ -512,21 +546,34 @@ __global__ void __launch_bounds__(kThreads)
 
   float acc_dq[D / 8][4];
   zero(acc_dq);
-  for (int n0 = (key_begin / BN) * BN; n0 < key_end; n0 += BN) {
-    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
-    if (vis.empty) continue;
-    __syncthreads();
-    load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
-    load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
+  auto next_tile = [&](int n) {
+    for (; n < key_end; n += BN) {
+      if (!tile_visibility(mask, q_first, q_last, n, n + BN - 1).empty) return n;
+    }
+    return key_end;
+  };
+  int n0 = next_tile((key_begin / BN) * BN);
+  if (n0 < key_end) {
+    load_tile<T, D, BN>(tile_k[0], k_b, n0, geo.tk, k_stride);
+    load_tile<T, D, BN>(tile_v[0], v_b, n0, geo.tk, k_stride);
+  }
+  copy_async_commit();
+  for (int buf = 0; n0 < key_end; buf ^= 1) {
+    const int n1 = next_tile(n0 + BN);
+    if (n1 < key_end) {
+      load_tile<T, D, BN>(tile_k[buf ^ 1], k_b, n1, geo.tk, k_stride);
+      load_tile<T, D, BN>(tile_v[buf ^ 1], v_b, n1, geo.tk, k_stride);
+    }
     copy_async_commit();
-    copy_async_wait_all();
+    copy_async_wait_all_but_newest();
     __syncthreads();
+    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
 
     float p[BN / 8][4], dp[BN / 8][4];
     zero(p);
     zero(dp);
-    product_abt<T, D, BN / 8>(p, tile_q, warp * 16, tile_k, lane);
-    product_abt<T, D, BN / 8>(dp, tile_do, warp * 16, tile_v, lane);
+    product_abt<T, D, BN / 8>(p, tile_q, warp * 16, tile_k[buf], lane);
+    product_abt<T, D, BN / 8>(dp, tile_do, warp * 16, tile_v[buf], lane);
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
@@ -537,13 +584,15 @@ __global__ void __launch_bounds__(kThreads)
         bool ok = true;
         if (!vis.full)
           ok = lo ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
-        const float prob = ok ? exp2f(s2 - (lo ? lse2_lo : lse2_hi)) : 0.f;
+        const float prob = ok ? exp2_fast(s2 - (lo ? lse2_lo : lse2_hi)) : 0.f;
         // ds = p (dp - delta) * d s / d z; the slope only where p is defined
         p[j][e] =
             prob > 0.f ? prob * (dp[j][e] - (lo ? delta_lo : delta_hi)) * score.slope(s2) : 0.f;
       }
     }
-    product_pm<T, D, BN / 8>(acc_dq, p, tile_k, lane);
+    product_pm<T, D, BN / 8>(acc_dq, p, tile_k[buf], lane);
+    __syncthreads();
+    n0 = n1;
   }
   copy_async_wait_all();
 
@@ -583,11 +632,14 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_k = reinterpret_cast<T*>(shared_bytes);
   T* tile_v = tile_k + BN * D;
-  T* tile_q = tile_v + BN * D;
-  T* tile_do = tile_q + BM * D;
-  float* tile_lse2 = reinterpret_cast<float*>(tile_do + BM * D);
-  float* tile_delta = tile_lse2 + BM;
-  int64_t* tile_doc = reinterpret_cast<int64_t*>(tile_delta + BM);  // query rows' document ids
+  // Two buffers of the query-side tiles: the next one is copied while this one is computed.
+  T* const tile_q[2] = {tile_v + BN * D, tile_v + (BN + BM) * D};
+  T* const tile_do[2] = {tile_v + (BN + 2 * BM) * D, tile_v + (BN + 3 * BM) * D};
+  float* const lse2_base = reinterpret_cast<float*>(tile_v + (BN + 4 * BM) * D);
+  float* const tile_lse2[2] = {lse2_base, lse2_base + BM};
+  float* const tile_delta[2] = {lse2_base + 2 * BM, lse2_base + 3 * BM};
+  int64_t* const doc_base = reinterpret_cast<int64_t*>(lse2_base + 4 * BM);
+  int64_t* const tile_doc[2] = {doc_base, doc_base + BM};  // query rows' document ids
 
   const int n0 = blockIdx.x * BN, head_k = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -615,68 +667,97 @@ __global__ void __launch_bounds__(kThreads)
   float acc_dk[kDk ? D / 8 : 1][4], acc_dv[kDv ? D / 8 : 1][4];
   zero(acc_dk);
   zero(acc_dv);
-  for (int group = 0; group < geo.groups; ++group) {
-    const int head = head_k * geo.groups + group;
-    const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
-    const T* do_b = d_out + (b * geo.tq * geo.heads_q + head) * D;
+  // The query tiles in order: for each query head of the group, the tiles
+  // from row_begin on; `next` finds the first one at or after (group, m0)
+  // that the mask does not empty (group == groups: none left).
+  struct QueryTile {
+    int group, m0;
+  };
+  auto next = [&](QueryTile t) {
+    for (; t.group < geo.groups; ++t.group, t.m0 = (row_begin / BM) * BM) {
+      for (; t.m0 < row_end; t.m0 += BM) {
+        const int q_first = t.m0 + mask.offset;
+        const int q_last = static_cast<int>(min64(t.m0 + BM, geo.tq)) - 1 + mask.offset;
+        if (!tile_visibility(mask, q_first, q_last, n0, k_last).empty) return t;
+      }
+    }
+    return t;
+  };
+  // Copies query tile t into buffer `buf`: q and d_out asynchronously, the
+  // rows' lse (base 2), delta and document ids by plain loads.
+  auto load_query_tile = [&](QueryTile t, int buf) {
+    const int head = head_k * geo.groups + t.group;
+    load_tile<T, D, BM>(tile_q[buf], q + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
+                        q_stride);
+    load_tile<T, D, BM>(tile_do[buf], d_out + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
+                        q_stride);
     const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
     const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
-    for (int m0 = (row_begin / BM) * BM; m0 < row_end; m0 += BM) {
-      const int q_first = m0 + mask.offset;
-      const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-      const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, k_last);
-      if (vis.empty) continue;
-      __syncthreads();
-      load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
-      load_tile<T, D, BM>(tile_do, do_b, m0, geo.tq, q_stride);
-      copy_async_commit();
-      for (int i = threadIdx.x; i < BM; i += kThreads) {
-        const bool in = m0 + i < geo.tq;
-        tile_lse2[i] = in ? lse_h[m0 + i] * kLog2e : INFINITY;  // rows past Tq: p = 0
-        tile_delta[i] = in ? delta_h[m0 + i] : 0.f;
-        tile_doc[i] = mask.documents ? mask.documents[min64(m0 + i, geo.tq - 1)] : 0;
-      }
-      copy_async_wait_all();
-      __syncthreads();
+    for (int i = threadIdx.x; i < BM; i += kThreads) {
+      const bool in = t.m0 + i < geo.tq;
+      tile_lse2[buf][i] = in ? lse_h[t.m0 + i] * kLog2e : INFINITY;  // rows past Tq: p = 0
+      tile_delta[buf][i] = in ? delta_h[t.m0 + i] : 0.f;
+      tile_doc[buf][i] = mask.documents ? mask.documents[min64(t.m0 + i, geo.tq - 1)] : 0;
+    }
+  };
+  QueryTile tile = next(QueryTile{0, (row_begin / BM) * BM});
+  if (tile.group < geo.groups) load_query_tile(tile, 0);
+  copy_async_commit();
+  for (int buf = 0; tile.group < geo.groups; buf ^= 1) {
+    QueryTile following = tile;
+    following.m0 += BM;
+    following = next(following);
+    if (following.group < geo.groups) load_query_tile(following, buf ^ 1);
+    copy_async_commit();
+    copy_async_wait_all_but_newest();  // k, v and this tile have arrived
+    __syncthreads();
+    const int m0 = tile.m0;
+    const int q_first = m0 + mask.offset;
+    const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
+    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, k_last);
+    const float* lse2_t = tile_lse2[buf];
+    const float* delta_t = tile_delta[buf];
+    const int64_t* doc_t = tile_doc[buf];
 
-      // p^T [16 keys x BM queries] per warp
-      float p[BM / 8][4];
-      zero(p);
-      product_abt<T, D, BM / 8>(p, tile_k, warp * 16, tile_q, lane);
+    // p^T [16 keys x BM queries] per warp
+    float p[BM / 8][4];
+    zero(p);
+    product_abt<T, D, BM / 8>(p, tile_k, warp * 16, tile_q[buf], lane);
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
+        const int key = e < 2 ? key_lo : key_hi;
+        const float s2 = score(p[j][e]);
+        const bool ok = vis.full || mask.visible(m0 + col + mask.offset, key, doc_t[col]);
+        p[j][e] = ok ? exp2_fast(s2 - lse2_t[col]) : 0.f;
+      }
+    }
+    if constexpr (kDv) product_pm<T, D, BM / 8>(acc_dv, p, tile_do[buf], lane);
+    if constexpr (kDk) {
+      float dp[BM / 8][4];
+      zero(dp);
+      product_abt<T, D, BM / 8>(dp, tile_v, warp * 16, tile_do[buf], lane);
 #pragma unroll
       for (int j = 0; j < BM / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
-          const int key = e < 2 ? key_lo : key_hi;
-          const float s2 = score(p[j][e]);
-          const bool ok = vis.full || mask.visible(m0 + col + mask.offset, key, tile_doc[col]);
-          p[j][e] = ok ? exp2f(s2 - tile_lse2[col]) : 0.f;
-        }
-      }
-      if constexpr (kDv) product_pm<T, D, BM / 8>(acc_dv, p, tile_do, lane);
-      if constexpr (kDk) {
-        float dp[BM / 8][4];
-        zero(dp);
-        product_abt<T, D, BM / 8>(dp, tile_v, warp * 16, tile_do, lane);
-#pragma unroll
-        for (int j = 0; j < BM / 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = j * 8 + t4 * 2 + (e & 1);
-            const float prob = p[j][e];
-            float ds = 0.f;
-            if (prob > 0.f) {
-              ds = prob * (dp[j][e] - tile_delta[col]);
-              // The softcap's slope from p itself: s2 = log2 p + lse2.
-              if (score.softcap > 0.f) ds *= score.slope(log2f(prob) + tile_lse2[col]);
-            }
-            p[j][e] = ds;
+          const int col = j * 8 + t4 * 2 + (e & 1);
+          const float prob = p[j][e];
+          float ds = 0.f;
+          if (prob > 0.f) {
+            ds = prob * (dp[j][e] - delta_t[col]);
+            // The softcap's slope from p itself: s2 = log2 p + lse2.
+            if (score.softcap > 0.f) ds *= score.slope(__log2f(prob) + lse2_t[col]);
           }
+          p[j][e] = ds;
         }
-        product_pm<T, D, BM / 8>(acc_dk, p, tile_q, lane);
       }
+      product_pm<T, D, BM / 8>(acc_dk, p, tile_q[buf], lane);
     }
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+    tile = following;
   }
   copy_async_wait_all();
 
@@ -766,7 +847,7 @@ cudaError_t fill_document_ranges(const AttentionShape& a, cudaStream_t stream) {
 template <typename T, int D>
 cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   constexpr int BM = Tiles<D>::kQueries, BN = Tiles<D>::kKeys;
-  const size_t bytes = static_cast<size_t>(BM + 2 * BN) * D * sizeof(T);
+  const size_t bytes = static_cast<size_t>(BM + 4 * BN) * D * sizeof(T);  // q, 2 x (k, v)
   auto kernel = attention_forward_kernel<T, D, BM, BN>;
   cudaError_t err = allow_shared(kernel, bytes);
   if (err != cudaSuccess) return err;
@@ -782,8 +863,9 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
 template <typename T, int D, int kWant>
 cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
   constexpr int BM = Tiles<D>::kBackwardQueries, BN = 64;
-  const size_t bytes = static_cast<size_t>(2 * BN + 2 * BM) * D * sizeof(T) +
-                       BM * (2 * sizeof(float) + sizeof(int64_t));
+  const size_t bytes =
+      static_cast<size_t>(2 * BN + 4 * BM) * D * sizeof(T) +  // k, v, 2 x (q, d_out)
+      2 * BM * (2 * sizeof(float) + sizeof(int64_t));         // 2 x (lse, delta, documents)
   auto kernel = attention_dkdv_kernel<T, D, BM, BN, kWant>;
   cudaError_t err = allow_shared(kernel, bytes);
   if (err != cudaSuccess) return err;
@@ -814,7 +896,8 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
   if (err != cudaSuccess) return err;
 
   constexpr int BM = Tiles<D>::kQueries, BN = Tiles<D>::kKeys;
-  const size_t bytes = static_cast<size_t>(2 * BM + 2 * BN) * D * sizeof(T);
+  const size_t bytes =
+      static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T);  // q, d_out, 2 x (k, v)
   auto kernel = attention_dq_kernel<T, D, BM, BN>;
   err = allow_shared(kernel, bytes);
   if (err != cudaSuccess) return err;
