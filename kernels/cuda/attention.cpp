@@ -18,6 +18,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace liger::kernels::cuda {
@@ -115,9 +116,12 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
 // Which implementation served each variant, said once per variant (the
 // trainer logs the notes after the first step): the start-up table names the
 // backend, these name the path inside it.
+// A variant as plain values: what decides the path and the note's words.
+using VariantKey = std::tuple<const char*, bool, int64_t, double, bool, bool, int64_t, int>;
+
 struct ServedNotes {
   std::mutex mutex;
-  std::set<std::string> said;
+  std::set<VariantKey> said;
   std::vector<std::string> pending;
 };
 ServedNotes& served_notes() {
@@ -125,19 +129,29 @@ ServedNotes& served_notes() {
   return notes;
 }
 
+// Called on every attention call: the key is built from plain values and the
+// note's text only for a variant not seen before.
 void note_served(const char* path, const Tensor& q, const Tensor& k,
                  const AttentionOptions& options) {
+  const bool kv_cache = q.size(1) != k.size(1);
+  const VariantKey key{path,
+                       options.causal,
+                       options.sliding_window,
+                       options.softcap,
+                       options.document_ids.defined(),
+                       kv_cache,
+                       q.size(3),
+                       static_cast<int>(q.scalar_type())};
+  ServedNotes& notes = served_notes();
+  const std::lock_guard<std::mutex> lock(notes.mutex);
+  if (!notes.said.insert(key).second) return;
   std::string variant = options.causal ? "causal" : "not causal";
   if (options.sliding_window > 0) variant += ", window " + std::to_string(options.sliding_window);
   if (options.softcap > 0.0) variant += ", softcap " + std::to_string(options.softcap);
   if (options.document_ids.defined()) variant += ", documents";
-  if (q.size(1) != k.size(1)) variant += ", KV cache";
+  if (kv_cache) variant += ", KV cache";
   variant += ", head_dim " + std::to_string(q.size(3)) + ", " + c10::toString(q.scalar_type());
-  ServedNotes& notes = served_notes();
-  const std::lock_guard<std::mutex> lock(notes.mutex);
-  if (notes.said.insert(variant).second) {
-    notes.pending.push_back(std::string("attention (") + variant + "): " + path);
-  }
+  notes.pending.push_back(std::string("attention (") + variant + "): " + path);
 }
 
 }  // namespace
