@@ -203,8 +203,8 @@ struct RopeQkvNormBackward {
 };
 
 // Whether the kernel takes this head_dim in this dtype: a head is split over
-// a power of two of threads (at most 32, within a warp) holding 16-byte
-// vectors of each half: bf16/fp16 head_dim 16, 32, ..., 512; fp32 8, ..., 256.
+// a power of two of threads (at most 32, within a warp) holding 8- or 16-byte
+// vectors of each half: bf16/fp16 head_dim 8, 16, ..., 512; fp32 4, 8, ..., 256.
 bool rope_qkv_norm_supported(int64_t head_dim, DType dtype);
 size_t rope_qkv_norm_workspace_floats(int64_t tokens, int64_t head_dim);
 cudaError_t rope_qkv_norm_forward(const RopeQkvNormForward& a, cudaStream_t stream);

@@ -499,7 +499,10 @@ TEST_CASE("cuda rope_qkv_norm (per-head q/k RMSNorm + packed rope) matches refer
   const Shape shapes[] = {{2, 33, 32, 8, 128, "Qwen3-8B heads, T odd"},
                           {3, 17, 6, 2, 64, "head_dim 64 GQA, T odd"},
                           {1, 9, 4, 4, 128, "MHA head_dim 128"},
-                          {1, 7, 4, 1, 96, "head_dim 96 (the composite serves it)"}};
+                          {1, 7, 4, 1, 96, "head_dim 96 (the composite serves it)"},
+                          {1, 6, 64, 8, 128, "Qwen3-32B heads: several heads per thread"},
+                          {2, 5, 4, 2, 512, "head_dim 512: 16-byte vectors"},
+                          {2, 3, 2, 1, 8, "head_dim 8: one thread per head"}};
   RmsNormOptions norm;  // Qwen3RMSNorm: Llama casting
   norm.eps = 1e-6;
   for (const Shape& s : shapes) {
@@ -547,6 +550,26 @@ TEST_CASE("cuda rope_qkv_norm (per-head q/k RMSNorm + packed rope) matches refer
     compare_backends("rope_qkv_norm fp32 weights", wrap(ref::rope_qkv_norm),
                      wrap(cuda::rope_qkv_norm), {qkv, q_weight, k_weight}, {true, true, true},
                      {"qkv", "q_weight", "k_weight"}, kFp32, kHalf, kHalfSum);
+  }
+  SECTION("a weight offset (Gemma's 1 + w) with bf16 weights, rounded in bf16") {
+    torch::manual_seed(25);
+    const auto opts = torch::device(kCuda);
+    const Tensor qkv = torch::randn({2, 13, 8 + 2 * 2, 128}, opts).to(torch::kBFloat16);
+    const Tensor q_weight = (torch::randn({128}, opts) * 0.3).to(torch::kBFloat16);
+    const Tensor k_weight = (torch::randn({128}, opts) * 0.3).to(torch::kBFloat16);
+    Tensor cos, sin;
+    std::tie(cos, sin) = rope_tables_on_gpu(2, 13, 128, false, 0);
+    RmsNormOptions gemma = norm;
+    gemma.offset = 1.0;
+    auto wrap = [cos, sin, gemma](auto fn) -> OpFn {
+      return [fn, cos, sin, gemma](const std::vector<Tensor>& in) {
+        const auto out = fn(in[0], 8, 2, in[1], in[2], gemma, cos, sin);
+        return std::vector<Tensor>{out.q, out.k, out.v};
+      };
+    };
+    compare_backends("rope_qkv_norm offset 1", wrap(ref::rope_qkv_norm), wrap(cuda::rope_qkv_norm),
+                     {qkv, q_weight, k_weight}, {true, true, true}, {"qkv", "q_weight", "k_weight"},
+                     kFp32, kHalf, kHalfSum);
   }
   SECTION("v copied exactly; the weight gradients are the same bits run after run") {
     torch::manual_seed(23);
