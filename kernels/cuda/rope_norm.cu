@@ -91,10 +91,21 @@ __global__ void __launch_bounds__(kBlockThreads)
   round_all<T>(s2);
 
   // A head's threads share threadIdx.y, so they take every branch together.
+  // The next head's input is loaded while this one's math and stores run.
+  using P = Pack<T, V>;
+  P next1, next2;
+  if (threadIdx.y < heads) {
+    next1 = load_pack<T, V>(row + threadIdx.y * d + i);
+    next2 = load_pack<T, V>(row + threadIdx.y * d + half + i);
+  }
   for (int head = threadIdx.y; head < heads; head += blockDim.y) {
     float x1[V], x2[V];
-    load<T, V>(row + head * d + i, x1);
-    load<T, V>(row + head * d + half + i, x2);
+    unpack<T, V>(next1, x1);
+    unpack<T, V>(next2, x2);
+    if (head + blockDim.y < heads) {
+      next1 = load_pack<T, V>(row + (head + blockDim.y) * d + i);
+      next2 = load_pack<T, V>(row + (head + blockDim.y) * d + half + i);
+    }
     if (head >= normed) {  // v: copied (T -> fp32 -> T is exact)
       T* out = v_out + (token * heads_k + head - normed) * d;
       store<T, V>(out + i, x1);
@@ -225,16 +236,30 @@ __global__ void __launch_bounds__(kBlockThreads)
       w1[j] += offset;
       w2[j] += offset;
     }
-    for (int64_t item = static_cast<int64_t>(bx - first_block) * blockDim.y + threadIdx.y;
-         item < items; item += step) {
+    // The next item's dy and input are loaded while this one's math and
+    // stores run (raw vectors: half the registers of fp32).
+    using P = Pack<T, V>;
+    P next_g1, next_g2, next_x1, next_x2;
+    const auto fetch = [&](int64_t it) {
+      const int64_t tok = it / group_heads;
+      const int64_t at = (tok * heads + head_offset + (it - tok * group_heads)) * d;
+      next_g1 = load_pack<T, V>(grad_in + it * d + i);
+      next_g2 = load_pack<T, V>(grad_in + it * d + half + i);
+      next_x1 = load_pack<T, V>(qkv + at + i);
+      next_x2 = load_pack<T, V>(qkv + at + half + i);
+    };
+    int64_t item = static_cast<int64_t>(bx - first_block) * blockDim.y + threadIdx.y;
+    if (item < items) fetch(item);
+    for (; item < items; item += step) {
       const int64_t token = item / group_heads;
       const int head = static_cast<int>(item - token * group_heads);
       const int64_t packed = (token * heads + head_offset + head) * d;
       float g1[V], g2[V], x1[V], x2[V];  // dy and the norm's input of this head
-      load<T, V>(grad_in + item * d + i, g1);
-      load<T, V>(grad_in + item * d + half + i, g2);
-      load<T, V>(qkv + packed + i, x1);
-      load<T, V>(qkv + packed + half + i, x2);
+      unpack<T, V>(next_g1, g1);
+      unpack<T, V>(next_g2, g2);
+      unpack<T, V>(next_x1, x1);
+      unpack<T, V>(next_x2, x2);
+      if (item + step < items) fetch(item + step);
       const float r = rstd[token * normed + head_offset + head];
       float c1[V], c2[V], s1[V], s2[V];
       load_tables<V>(cos, sin, token, seq, half, cos_batch_stride, i, c1, c2, s1, s2);
