@@ -5,9 +5,12 @@
 // windows, softcaps, documents and KV caches (kernels/cuda/attention.cpp).
 // fused_linear_preference is the composite's (ATen GEMMs, chunked over
 // tokens) until the FLCE kernels of kernels/cuda/cross_entropy.cu serve it.
-// The MoE block is the composite's too until it has a kernel of its own:
-// routing on the device and at::_grouped_mm, whose bf16 path on compute
-// capability 9.0 is one CUTLASS grouped GEMM (kernels/composite/moe.cpp).
+// The MoE block (kernels/cuda/moe.cpp): the routing layout without a sort,
+// the row gather, the SwiGLU, the per-token weighted combine and the fused
+// SwiGLU backward are ours; the grouped GEMMs are at::_grouped_mm (one CUTLASS
+// grouped GEMM in bf16 on compute capability 9.0, a loop over the experts in
+// fp32 and fp16). Inputs the kernels do not take (more than 1024 experts,
+// 2^31 choices, no tokens) run the composite inside the op.
 #include "kernels/backend.h"
 #include "kernels/composite/composite.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -57,7 +60,7 @@ const BackendProvider* cuda_backend() {
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
     p.ops.fused_linear_preference = &composite::fused_linear_preference;
     p.ops.attention = &cuda::attention;
-    p.ops.moe = &composite::moe;
+    p.ops.moe = &cuda::moe;
     p.ops.tuned_gemm = &cuda::tuned_gemm;
     p.take_notes = &take_notes;
     return p;

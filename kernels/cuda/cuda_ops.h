@@ -90,4 +90,25 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 // One line per attention variant seen since the last call: which path served it.
 std::vector<std::string> take_attention_notes();
 
+// Mixtral's MoE block (kernels/ops.h MoeFn): the routing layout, the row
+// gather, the SwiGLU, the weighted combine and the SwiGLU's backward (with
+// the routing weights' gradient) are kernels/cuda/moe.cu; the grouped GEMMs
+// are ATen's (kernels/grouped_mm.h). Deterministic: no atomics, token sums in
+// a fixed order. Saves the gate|up GEMM output, not silu(g) * u. Inputs off a
+// CUDA device, with no tokens, more than 1024 experts or 2^31 choices: the
+// composite's ATen path (the same math, its own sum order).
+MoeOutput moe(const Tensor& x, const Tensor& router, const Tensor& gate_up, const Tensor& down,
+              int64_t top_k);
+
+// The expert-sorted layout of the choices experts [N, k] (int64, ids in
+// [0, num_experts), num_experts <= 1024), all int32 on experts' device: a
+// choice is a flat (token, slot) index, a row its place when the choices are
+// sorted stably by expert.
+struct MoeRows {
+  Tensor row_of_choice;  // [N, k]
+  Tensor choice_of_row;  // [N k]
+  Tensor expert_ends;    // [num_experts]: cumulative counts, the grouped GEMMs' offsets
+};
+MoeRows moe_rows(const Tensor& experts, int64_t num_experts);
+
 }  // namespace liger::kernels::cuda
