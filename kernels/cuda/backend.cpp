@@ -3,8 +3,9 @@
 // tuned GEMM of kernels/cuda/tuned_gemm_op.h.
 // Attention: SDPA (cuDNN / flash) where SDPA serves, our flash kernel for
 // windows, softcaps, documents and KV caches (kernels/cuda/attention.cpp).
-// fused_linear_preference is the composite's (ATen GEMMs, chunked over
-// tokens) until the FLCE kernels of kernels/cuda/cross_entropy.cu serve it.
+// fused_linear_preference: chunks of tokens as the FLCE's speed mode, our
+// cross-entropy kernels for the per-token log-probs and the in-place
+// gradient, and per-sequence sums on the device (kernels/cuda/preference.cpp).
 // The MoE block is the composite's too until it has a kernel of its own:
 // routing on the device and at::_grouped_mm, whose bf16 path on compute
 // capability 9.0 is one CUTLASS grouped GEMM (kernels/composite/moe.cpp).
@@ -55,7 +56,7 @@ const BackendProvider* cuda_backend() {
     p.ops.geglu_recompute = &cuda::geglu_recompute;
     p.ops.cross_entropy = &cuda::cross_entropy;
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
-    p.ops.fused_linear_preference = &composite::fused_linear_preference;
+    p.ops.fused_linear_preference = &cuda::fused_linear_preference;
     p.ops.attention = &cuda::attention;
     p.ops.moe = &composite::moe;
     p.ops.tuned_gemm = &cuda::tuned_gemm;
