@@ -32,7 +32,8 @@
 #   tests:       CTEST_ARGS   ctest arguments (default "-E ^test_convergence$": the
 #                             CPU convergence test; set it empty to run every test)
 #   kernels:     TESTS        programs under tests/kernels/ (default
-#                             "test_kernels_cuda test_kernels_cuda_losses test_kernels_cuda_tuned_gemm")
+#                             "test_kernels_cuda test_kernels_cuda_losses
+#                             test_kernels_cuda_preference test_kernels_cuda_tuned_gemm")
 #                FILTER       a Catch2 test spec for them, e.g. "[rms_norm],[rope]"
 #                SANITIZE     a Catch2 spec of test_kernels_cuda cases to run under
 #                             compute-sanitizer (racecheck is slow: name few, small cases)
@@ -75,7 +76,7 @@ OUT=${OUT:-$ROOT/out}
 WORK=${WORK:-/tmp/gpu_check}
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 export LIGER_PYTHON=${LIGER_PYTHON:-python3}
-TESTS=${TESTS:-"test_kernels_cuda test_kernels_cuda_losses test_kernels_cuda_tuned_gemm"}
+TESTS=${TESTS:-"test_kernels_cuda test_kernels_cuda_losses test_kernels_cuda_preference test_kernels_cuda_tuned_gemm"}
 FILTER=${FILTER:-}
 SANITIZE=${SANITIZE:-}
 mkdir -p "$OUT" "$WORK"

@@ -3,8 +3,9 @@
 // tuned GEMM of kernels/cuda/tuned_gemm_op.h.
 // Attention: SDPA (cuDNN / flash) where SDPA serves, our flash kernel for
 // windows, softcaps, documents and KV caches (kernels/cuda/attention.cpp).
-// fused_linear_preference is the composite's (ATen GEMMs, chunked over
-// tokens) until the FLCE kernels of kernels/cuda/cross_entropy.cu serve it.
+// fused_linear_preference: chunks of tokens as the FLCE's speed mode, our
+// cross-entropy kernels for the per-token log-probs and the in-place
+// gradient, and per-sequence sums on the device (kernels/cuda/preference.cpp).
 // The MoE block (kernels/cuda/moe.cpp): the routing layout without a sort,
 // the row gather, the SwiGLU, the per-token weighted combine and the fused
 // SwiGLU backward are ours; the grouped GEMMs are at::_grouped_mm (one CUTLASS
@@ -58,7 +59,7 @@ const BackendProvider* cuda_backend() {
     p.ops.geglu_recompute = &cuda::geglu_recompute;
     p.ops.cross_entropy = &cuda::cross_entropy;
     p.ops.fused_linear_cross_entropy = &cuda::fused_linear_cross_entropy;
-    p.ops.fused_linear_preference = &composite::fused_linear_preference;
+    p.ops.fused_linear_preference = &cuda::fused_linear_preference;
     p.ops.attention = &cuda::attention;
     p.ops.moe = &cuda::moe;
     p.ops.tuned_gemm = &cuda::tuned_gemm;

@@ -73,6 +73,14 @@ __device__ Softmax block_reduce(Softmax s, float& sum_z) {
   return s;
 }
 
+// The factor of row `row`'s gradient: the device scalar times the row's own
+// scale, each 1 where not given.
+__device__ __forceinline__ float row_grad_scale(const liger::cuda_kernels::CrossEntropyArgs& a,
+                                                int64_t row) {
+  const float all = a.grad_scale != nullptr ? *a.grad_scale : 1.f;
+  return a.row_scale != nullptr ? all * a.row_scale[row] : all;
+}
+
 // z = c tanh(x / c) with softcap c > 0, else x.
 __device__ __forceinline__ float cap(float x, float softcap) {
   return softcap > 0.f ? softcap * tanhf(x / softcap) : x;
@@ -167,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (a.grad == nullptr) return;
 
   T* g = static_cast<T*>(a.grad) + row * a.row_stride;
-  const float scale = kept ? (a.grad_scale != nullptr ? *a.grad_scale : 1.f) : 0.f;
+  const float scale = kept ? row_grad_scale(a, row) : 0.f;
   const GradTerms terms{lse,
                         1.f + 2.f * a.z_loss_scale * lse,
                         a.label_smoothing / static_cast<float>(a.vocab),
@@ -353,7 +361,7 @@ __global__ void __launch_bounds__(kClusterThreads)
 
   if (a.grad != nullptr) {
     const float lse = row_lse;
-    const float scale = kept ? (a.grad_scale != nullptr ? *a.grad_scale : 1.f) : 0.f;
+    const float scale = kept ? row_grad_scale(a, row) : 0.f;
     const float k = (1.f + 2.f * a.z_loss_scale * lse) * scale;
     const float c = a.label_smoothing / static_cast<float>(a.vocab) * scale;
     const float lse2 = lse * kLog2e;
@@ -469,13 +477,12 @@ __global__ void ce_block_grad_kernel(liger::cuda_kernels::CrossEntropyArgs a, co
   if (p >= a.cols / V) return;
   const int64_t label = a.labels[row];
   const float row_lse = lse[row];
-  const float scale_all = a.grad_scale != nullptr ? *a.grad_scale : 1.f;
   const GradTerms terms{row_lse,
                         1.f + 2.f * a.z_loss_scale * row_lse,
                         a.label_smoothing / static_cast<float>(a.vocab),
                         1.f - a.label_smoothing,
                         a.softcap,
-                        label == a.ignore_index ? 0.f : scale_all,
+                        label == a.ignore_index ? 0.f : row_grad_scale(a, row),
                         label};
   const int64_t offset = row * a.row_stride + p * V;
   const Pack<T, V> pk = load_pack<T, V>(static_cast<const T*>(a.logits) + offset);

@@ -8,6 +8,7 @@
 //   loss  = (1 - e)(lse - z_y) + e (lse - sum_j z_j / V) + s lse^2    (0 if y is ignored)
 //   dz_j  = exp(z_j - lse)(1 + 2 s lse) - e / V - (1 - e)[j == y]
 //   dx_j  = dz_j * (1 - (z_j / c)^2)    (softcap only), times a device-side scale
+//           and, where given, a per-row scale
 // e = label_smoothing, s = z_loss_scale. Ignored rows get loss 0 and gradient 0.
 #pragma once
 
@@ -36,6 +37,9 @@ struct CrossEntropyArgs {
   float z_loss_scale = 0.f;
   float softcap = 0.f;
   const float* grad_scale = nullptr;  // device scalar multiplying every gradient, or nullptr (1)
+  // [rows] fp32 multiplying row n's gradient (on top of grad_scale), or nullptr (1):
+  // per-row weights such as the preference losses' per-sequence coefficients.
+  const float* row_scale = nullptr;
 };
 
 // Whole rows (cols == vocab): per-row loss, optionally lse, and the gradient,

@@ -19,4 +19,14 @@ Tensor fused_linear_cross_entropy(const Tensor& hidden, const Tensor& weight, co
                                   const Tensor& labels,
                                   const FusedLinearCrossEntropyOptions& options);
 
+// DPO / ORPO / SimPO on per-sequence log-probs (kernels/cuda/preference.cpp):
+// two passes over chunks of tokens, as fused_linear_cross_entropy's speed
+// mode, without [N, V] logits; the gradients of hidden and weight are
+// computed in forward, backward scales them by grad_output on the device.
+// Inputs of another dtype than fp32, bf16 and fp16 take the composite backend.
+PreferenceLossResult fused_linear_preference(const Tensor& hidden, const Tensor& weight,
+                                             const Tensor& labels, const Tensor& sequence,
+                                             const Tensor& reference_logps,
+                                             const PreferenceOptions& options);
+
 }  // namespace liger::kernels::cuda

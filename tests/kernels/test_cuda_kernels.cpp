@@ -127,6 +127,11 @@ TEST_CASE("cuda registry: toggles on resolve to the cuda kernels", "[cuda][regis
     CHECK((flce.backend == Backend::cuda) != flce.fallback);
     // Attention: the composite's chunks in the cuda table until a kernel of its own.
     CHECK(set.backend(Op::attention) == Backend::cuda);
+    // The preference losses: the cuda backend's own (kernels/cuda/preference.cpp).
+    const auto& preference = set.selections()[static_cast<int>(Op::fused_linear_preference)];
+    INFO(preference.describe());
+    CHECK(preference.backend == Backend::cuda);
+    CHECK_FALSE(preference.fallback);
   }
   SECTION("a CPU device still resolves to composite") {
     const KernelSet set =
