@@ -56,8 +56,11 @@ __device__ __forceinline__ void load_tables(const float* cos, const float* sin, 
                                             int64_t seq, int half, int64_t cos_batch_stride, int i,
                                             float (&c1)[V], float (&c2)[V], float (&s1)[V],
                                             float (&s2)[V]) {
-  const int64_t b = token / seq, t = token % seq;
-  const int64_t cs = b * cos_batch_stride + t * 2 * half;
+  // 32-bit division (the launchers check tokens < 2^31): a 64-bit one is a
+  // long software routine, a cost this memory-bound kernel would notice.
+  const unsigned u_token = static_cast<unsigned>(token), u_seq = static_cast<unsigned>(seq);
+  const unsigned b = u_token / u_seq, t = u_token - b * u_seq;
+  const int64_t cs = b * cos_batch_stride + static_cast<int64_t>(t) * 2 * half;
   load<float, V>(cos + cs + i, c1);
   load<float, V>(cos + cs + half + i, c2);
   load<float, V>(sin + cs + i, s1);
@@ -91,21 +94,10 @@ __global__ void __launch_bounds__(kBlockThreads)
   round_all<T>(s2);
 
   // A head's threads share threadIdx.y, so they take every branch together.
-  // The next head's input is loaded while this one's math and stores run.
-  using P = Pack<T, V>;
-  P next1, next2;
-  if (threadIdx.y < heads) {
-    next1 = load_pack<T, V>(row + threadIdx.y * d + i);
-    next2 = load_pack<T, V>(row + threadIdx.y * d + half + i);
-  }
   for (int head = threadIdx.y; head < heads; head += blockDim.y) {
     float x1[V], x2[V];
-    unpack<T, V>(next1, x1);
-    unpack<T, V>(next2, x2);
-    if (head + blockDim.y < heads) {
-      next1 = load_pack<T, V>(row + (head + blockDim.y) * d + i);
-      next2 = load_pack<T, V>(row + (head + blockDim.y) * d + half + i);
-    }
+    load<T, V>(row + head * d + i, x1);
+    load<T, V>(row + head * d + half + i, x2);
     if (head >= normed) {  // v: copied (T -> fp32 -> T is exact)
       T* out = v_out + (token * heads_k + head - normed) * d;
       store<T, V>(out + i, x1);
@@ -170,6 +162,30 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
+// A grid-stride walk over a group's (token, head) items, item = token *
+// heads + head, that divides once at the start and then only adds (32-bit:
+// the launchers check that every item index fits).
+struct ItemWalk {
+  int item, token, head;
+  int step_tokens, step_heads, heads;
+  __device__ ItemWalk(int first, int step, int group_heads)
+      : item(first),
+        token(first / group_heads),
+        head(first % group_heads),
+        step_tokens(step / group_heads),
+        step_heads(step % group_heads),
+        heads(group_heads) {}
+  __device__ void next() {
+    item += step_tokens * heads + step_heads;
+    token += step_tokens;
+    head += step_heads;
+    if (head >= heads) {
+      head -= heads;
+      ++token;
+    }
+  }
+};
+
 // The backward's split of its blocks over the three groups: blocks
 // [0, q_blocks) serve q's heads, the next k_blocks k's, the rest v's.
 struct BackwardSplit {
@@ -205,8 +221,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int group_heads = group == 0 ? heads_q : heads_k;
   const int head_offset = group == 0 ? 0 : group == 1 ? heads_q : normed;  // in the packed row
   const T* grad_in = group == 0 ? dq : group == 1 ? dk : dv;  // dense [tokens, heads, d]
-  const int64_t items = tokens * group_heads;
-  const int64_t step = static_cast<int64_t>(group_blocks) * blockDim.y;
+  const int items = static_cast<int>(tokens) * group_heads;   // < 2^31: checked by the launcher
+  const int step = group_blocks * static_cast<int>(blockDim.y);
 
   // dw of this thread's columns i.. and h + i.. of its group's weight.
   float acc1[V], acc2[V];
@@ -214,10 +230,11 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int j = 0; j < V; ++j) acc1[j] = acc2[j] = 0.f;
 
   if (group == 2) {  // v: dv copied into the packed gradient
-    for (int64_t item = static_cast<int64_t>(bx - first_block) * blockDim.y + threadIdx.y;
-         item < items; item += step) {
-      const int64_t token = item / group_heads;
-      const int head = static_cast<int>(item - token * group_heads);
+    ItemWalk walk((bx - first_block) * static_cast<int>(blockDim.y) + static_cast<int>(threadIdx.y),
+                  step, group_heads);
+    for (; walk.item < items; walk.next()) {
+      const int64_t item = walk.item, token = walk.token;
+      const int head = walk.head;
       float g1[V], g2[V];
       load<T, V>(grad_in + item * d + i, g1);
       load<T, V>(grad_in + item * d + half + i, g2);
@@ -236,30 +253,17 @@ __global__ void __launch_bounds__(kBlockThreads)
       w1[j] += offset;
       w2[j] += offset;
     }
-    // The next item's dy and input are loaded while this one's math and
-    // stores run (raw vectors: half the registers of fp32).
-    using P = Pack<T, V>;
-    P next_g1, next_g2, next_x1, next_x2;
-    const auto fetch = [&](int64_t it) {
-      const int64_t tok = it / group_heads;
-      const int64_t at = (tok * heads + head_offset + (it - tok * group_heads)) * d;
-      next_g1 = load_pack<T, V>(grad_in + it * d + i);
-      next_g2 = load_pack<T, V>(grad_in + it * d + half + i);
-      next_x1 = load_pack<T, V>(qkv + at + i);
-      next_x2 = load_pack<T, V>(qkv + at + half + i);
-    };
-    int64_t item = static_cast<int64_t>(bx - first_block) * blockDim.y + threadIdx.y;
-    if (item < items) fetch(item);
-    for (; item < items; item += step) {
-      const int64_t token = item / group_heads;
-      const int head = static_cast<int>(item - token * group_heads);
+    ItemWalk walk((bx - first_block) * static_cast<int>(blockDim.y) + static_cast<int>(threadIdx.y),
+                  step, group_heads);
+    for (; walk.item < items; walk.next()) {
+      const int64_t item = walk.item, token = walk.token;
+      const int head = walk.head;
       const int64_t packed = (token * heads + head_offset + head) * d;
       float g1[V], g2[V], x1[V], x2[V];  // dy and the norm's input of this head
-      unpack<T, V>(next_g1, g1);
-      unpack<T, V>(next_g2, g2);
-      unpack<T, V>(next_x1, x1);
-      unpack<T, V>(next_x2, x2);
-      if (item + step < items) fetch(item + step);
+      load<T, V>(grad_in + item * d + i, g1);
+      load<T, V>(grad_in + item * d + half + i, g2);
+      load<T, V>(qkv + packed + i, x1);
+      load<T, V>(qkv + packed + half + i, x2);
       const float r = rstd[token * normed + head_offset + head];
       float c1[V], c2[V], s1[V], s2[V];
       load_tables<V>(cos, sin, token, seq, half, cos_batch_stride, i, c1, c2, s1, s2);
@@ -427,7 +431,8 @@ cudaError_t rope_qkv_norm_forward(const RopeQkvNormForward& a, cudaStream_t stre
   const bool aligned = aligned16(a.qkv) && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) &&
                        aligned16(a.q_weight) && aligned16(a.k_weight) && aligned16(a.cos) &&
                        aligned16(a.sin);
-  if (vec == 0 || !aligned) return cudaErrorInvalidValue;
+  // 32-bit token indices
+  if (vec == 0 || !aligned || a.batch * a.seq >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
   if (a.batch * a.seq == 0) return cudaSuccess;
   return dispatch_dtypes(a.x_dtype, a.w_dtype, [&](auto t, auto w) -> cudaError_t {
     using T = typename decltype(t)::type;
@@ -443,7 +448,11 @@ cudaError_t rope_qkv_norm_backward(const RopeQkvNormBackward& a, cudaStream_t st
   const bool aligned = aligned16(a.dq) && aligned16(a.dk) && aligned16(a.dv) && aligned16(a.qkv) &&
                        aligned16(a.q_weight) && aligned16(a.k_weight) && aligned16(a.cos) &&
                        aligned16(a.sin) && aligned16(a.d_qkv);
-  if (vec == 0 || !aligned) return cudaErrorInvalidValue;
+  // 32-bit item indices (tokens x heads of a group), with room for a grid stride
+  const int64_t largest_group = std::max(a.heads_q, a.heads_k);
+  if (vec == 0 || !aligned || a.batch * a.seq * largest_group >= (int64_t{1} << 30)) {
+    return cudaErrorInvalidValue;
+  }
   if (a.batch * a.seq == 0) {
     if (a.d_weights == nullptr) return cudaSuccess;
     return cudaMemsetAsync(a.d_weights, 0, dtype_size(a.w_dtype) * 2 * a.head_dim, stream);
