@@ -10,6 +10,7 @@
 #include "kernels/reference/reference.h"
 #include "kernels/registry.h"
 #include "tests/catch.h"
+#include "tests/kernels/moe_inputs.h"
 #include "tests/kernels/test_utils.h"
 
 #include <torch/torch.h>
@@ -21,7 +22,9 @@ namespace cuda = liger::kernels::cuda;
 namespace comp = liger::kernels::composite;
 namespace ref = liger::kernels::reference;
 using liger::kernels::test::check_runs_bf16;
+using liger::kernels::test::describe;
 using liger::kernels::test::dtype_name;
+using liger::kernels::test::MoeShape;
 using liger::kernels::test::OpFn;
 using liger::kernels::test::Run;
 using liger::kernels::test::run_op;
@@ -45,40 +48,9 @@ bool have_cuda() {
   return liger::kernels::test::have_cuda_device("cuda moe tests");
 }
 
-struct MoeShape {
-  int64_t tokens, hidden, ffn, experts, top_k;
-};
-
-std::string describe(const MoeShape& s, int64_t skip, torch::ScalarType dtype) {
-  return "tokens " + std::to_string(s.tokens) + " hidden " + std::to_string(s.hidden) + " ffn " +
-         std::to_string(s.ffn) + " experts " + std::to_string(s.experts) + " top_k " +
-         std::to_string(s.top_k) + " skip " + std::to_string(skip) + " " + dtype_name(dtype);
-}
-
-// x [N, H] and a router [E, H] whose logits keep every two experts of a token
-// 2 apart in every dtype: x's first E columns hold a permutation of 0..E-1
-// over 8 (exact in bf16), read through 16 x an identity block of the router;
-// the other columns add about 0.06 (router entries 0.005), far under the
-// margin and under bf16's rounding of logits up to 254. So every backend and
-// dtype picks the same experts in the same order. `skip`: an expert no token
-// chooses (its column of x is -8: logit -128), or -1. Weights scaled by
-// 1/sqrt(fan-in), so fp16 stays far from overflow.
+// The 16-bit tests' inputs (tests/kernels/moe_inputs.h), on the GPU.
 std::vector<Tensor> moe_inputs(const MoeShape& s, int64_t skip, torch::ScalarType dtype) {
-  Tensor x = torch::randn({s.tokens, s.hidden});
-  for (int64_t i = 0; i < s.tokens; ++i) {
-    x.index_put_({i, torch::indexing::Slice(0, s.experts)},
-                 torch::randperm(s.experts).to(torch::kFloat) / 8.0);
-  }
-  if (skip >= 0) x.select(1, skip).fill_(-8.0);
-  Tensor router = torch::randn({s.experts, s.hidden}) * 0.005;
-  router.narrow(1, 0, s.experts).copy_(torch::eye(s.experts) * 16.0);
-  const Tensor gate_up =
-      torch::randn({s.experts, 2 * s.ffn, s.hidden}) / std::sqrt(static_cast<double>(s.hidden));
-  const Tensor down =
-      torch::randn({s.experts, s.hidden, s.ffn}) / std::sqrt(static_cast<double>(s.ffn));
-  std::vector<Tensor> in;
-  for (const Tensor& t : {x, router, gate_up, down}) in.push_back(t.to(kCuda, dtype));
-  return in;
+  return liger::kernels::test::moe_inputs(s, skip, dtype, kCuda);
 }
 
 OpFn moe_through(liger::kernels::MoeFn moe, int64_t top_k) {
