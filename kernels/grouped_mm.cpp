@@ -37,17 +37,20 @@ at::Tensor grouped_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor
   return at::_grouped_mm(a_padded, b_padded, offsets).narrow(1, 0, n);
 }
 
-at::Tensor grouped_mm_per_group(const at::Tensor& a, const at::Tensor& b,
-                                const at::Tensor& offsets) {
+at::Tensor grouped_mm_per_group(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+                                ZeroEmptyGroupsFn zero_empty) {
   const int64_t k = a.size(1), n = b.size(1);
   const at::Tensor a_padded = pad_dim(a.contiguous(), 1, aligned(k, a));
   const at::Tensor b_padded = pad_dim(b.contiguous(), 1, aligned(n, b));
   // a^T is [K, M] with strides (1, K): the group dim M is the contraction.
   at::Tensor out = at::_grouped_mm(a_padded.t(), b_padded, offsets);
   // ATen leaves an empty group's block unwritten on some paths: zero it from the counts.
-  const at::Tensor starts = at::cat({at::zeros({1}, offsets.options()), offsets.slice(0, 0, -1)});
-  const at::Tensor empty = (offsets == starts).view({-1, 1, 1});
-  out = at::where(empty, at::zeros({}, out.options()), out);
+  if (zero_empty != nullptr) {
+    zero_empty(out, offsets);
+  } else {
+    const at::Tensor starts = at::cat({at::zeros({1}, offsets.options()), offsets.slice(0, 0, -1)});
+    out.masked_fill_((offsets == starts).view({-1, 1, 1}), 0);  // in place: no second copy
+  }
   return out.narrow(1, 0, k).narrow(2, 0, n);
 }
 

@@ -20,10 +20,16 @@ namespace liger::kernels {
 // the last equal to M. Returns [M, N] in a's dtype (its rows may be strided).
 at::Tensor grouped_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets);
 
+// Sets the [K, N] blocks of out [G, K, N] (contiguous) whose group is empty
+// to zero (offsets as above), leaving the others as they are.
+using ZeroEmptyGroupsFn = void (*)(const at::Tensor& out, const at::Tensor& offsets);
+
 // out[g] = a[rows of g]^T @ b[rows of g]: the per-group weight gradient.
 // a [M, K], b [M, N], offsets as above. Returns [G, K, N]; an empty group
-// gives zeros.
-at::Tensor grouped_mm_per_group(const at::Tensor& a, const at::Tensor& b,
-                                const at::Tensor& offsets);
+// gives zeros: ATen leaves its block unwritten on some paths, so the blocks
+// of empty groups are zeroed by `zero_empty` (a device kernel touching only
+// those blocks), or, without one, by a masked fill over the whole output.
+at::Tensor grouped_mm_per_group(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+                                ZeroEmptyGroupsFn zero_empty = nullptr);
 
 }  // namespace liger::kernels

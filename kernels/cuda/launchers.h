@@ -341,6 +341,13 @@ cudaError_t sum_of_squares(const SumOfSquaresTable& table, DType dtype, float* p
 // out[0] = partials[0] + ... + partials[count - 1], in a fixed order.
 cudaError_t sum_of_squares_total(const float* partials, int count, float* out, cudaStream_t stream);
 
+// ---- the empty groups of a per-group weight gradient (kernels/cuda/empty_groups.cu) ----
+// out [groups, block_elems] of dtype: the blocks of the groups with no rows
+// (ends [groups] int32, cumulative group ends) set to zero, the others left
+// untouched. Reads no more than the ends for a group with rows.
+cudaError_t zero_empty_groups(void* out, const int* ends, int64_t groups, int64_t block_elems,
+                              DType dtype, cudaStream_t stream);
+
 // ---- embedding backward into an existing gradient (kernels/cuda/embedding_grad.cu) ----
 // weight_grad[v] += sum of grad_out[t] over the tokens t with ids[t] = v, the
 // sum in fp32 and each touched row rounded once. The caller sorts the ids

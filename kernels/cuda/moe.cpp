@@ -37,6 +37,18 @@ Tensor unit_columns(const Tensor& t) {
   return t.stride(1) == 1 ? t : t.contiguous();
 }
 
+// grouped_mm_per_group's hook: the blocks of the experts without rows set to
+// zero by a kernel that touches only those blocks (a masked fill would read
+// and write the whole gradient: 0.8 GB at 128 experts of hidden 2048).
+void zero_empty_experts(const Tensor& out, const Tensor& ends) {
+  TORCH_CHECK(out.is_contiguous() && ends.is_contiguous() && ends.scalar_type() == at::kInt, kOp,
+              " (cuda): a contiguous weight gradient and int32 expert ends expected");
+  const int64_t experts = out.size(0);
+  check_launch(kOp, launch::zero_empty_groups(out.data_ptr(), ends.data_ptr<int>(), experts,
+                                              experts == 0 ? 0 : out.numel() / experts,
+                                              dtype_of(kOp, out), current_stream()));
+}
+
 // dst[r] = src[token of row r]: [rows, H] in src's dtype.
 Tensor gather_rows(const Tensor& src, const MoeRows& rows, int64_t top_k) {
   const Tensor s = dense(src);
@@ -152,10 +164,12 @@ struct ExpertsFunction : public torch::autograd::Function<ExpertsFunction> {
       dx = combine(dxs, rows, Tensor(), tokens, top_k);
     }
     if (want_d_gate_up) {
-      d_gate_up =
-          grouped_mm_per_group(d_gate_up_rows, gather_rows(x, rows, top_k), rows.expert_ends);
+      d_gate_up = grouped_mm_per_group(d_gate_up_rows, gather_rows(x, rows, top_k),
+                                       rows.expert_ends, &zero_empty_experts);
     }
-    if (want_d_down) d_down = grouped_mm_per_group(dy_rows, h, rows.expert_ends);
+    if (want_d_down) {
+      d_down = grouped_mm_per_group(dy_rows, h, rows.expert_ends, &zero_empty_experts);
+    }
     return {dx, d_weights, Tensor(), d_gate_up, d_down};
   }
 };
