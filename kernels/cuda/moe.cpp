@@ -134,7 +134,7 @@ struct ExpertsFunction : public torch::autograd::Function<ExpertsFunction> {
     // cast: the upstream gradient in x's dtype, the GEMMs' operand (as the composite)
     Tensor dy_rows = gather_rows(grad_outputs[0].to(x.scalar_type()), rows, top_k);  // [N k, H]
     // dL/dh before the routing weight: dy @ down[e]  [N k, F]
-    const Tensor dh = unit_columns(grouped_mm(dy_rows, down, rows.expert_ends));
+    Tensor dh = unit_columns(grouped_mm(dy_rows, down, rows.expert_ends));
 
     Tensor d_gate_up_rows = at::empty({n_rows, 2 * ffn}, x.options());
     Tensor h = want_d_down ? at::empty({n_rows, ffn}, x.options()) : Tensor();
@@ -157,7 +157,16 @@ struct ExpertsFunction : public torch::autograd::Function<ExpertsFunction> {
     b.dtype = dtype_of(kOp, x);
     check_launch(kOp, launch::moe_swiglu_backward(b, current_stream()));
 
+    // The products in the order that frees the [N k, .] buffers soonest (the
+    // allocator reuses a freed block in stream order): peak memory is the
+    // weight gradients plus about three of them.
+    dh = Tensor();
     Tensor dx, d_gate_up, d_down;
+    if (want_d_down) {
+      d_down = grouped_mm_per_group(dy_rows, h, rows.expert_ends, &zero_empty_experts);
+    }
+    dy_rows = Tensor();
+    h = Tensor();
     if (want_dx) {
       // dxs = d[g | u] @ gate_up[e]  [N k, H]; a token's k rows summed in fp32, one cast
       const Tensor dxs = grouped_mm(d_gate_up_rows, gate_up, rows.expert_ends);
@@ -166,9 +175,6 @@ struct ExpertsFunction : public torch::autograd::Function<ExpertsFunction> {
     if (want_d_gate_up) {
       d_gate_up = grouped_mm_per_group(d_gate_up_rows, gather_rows(x, rows, top_k),
                                        rows.expert_ends, &zero_empty_experts);
-    }
-    if (want_d_down) {
-      d_down = grouped_mm_per_group(dy_rows, h, rows.expert_ends, &zero_empty_experts);
     }
     return {dx, d_weights, Tensor(), d_gate_up, d_down};
   }
