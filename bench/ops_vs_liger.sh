@@ -15,7 +15,9 @@
 #                (nothing is downloaded)
 # Environment: OUT (unset: the table on stdout only, the JSON and logs in a
 #   temporary folder), LIGER_PYTHON=python3 (torch and triton), REPS=20,
-#   WARMUP=5 (both runs), BUILD=1, LIGER_SITE=/tmp/liger_ops_site.
+#   WARMUP=5 (both runs), BUILD=1, LIGER_SITE=/tmp/liger_ops_site,
+#   CASE_TIMEOUT=240 (seconds per Liger-Kernel case, its Triton autotuning
+#   included; a case past it shows as not finished).
 # Output in $OUT: ops_vs_liger.md (the table), ops_vs_liger_ours.json,
 #   ops_vs_liger_liger.json and a log of each run. Exit 1 when a run failed or
 #   a case lacks a row; the targets do not set the exit status.
@@ -76,7 +78,8 @@ echo "liger-bench: $bench --op moe,fused_linear_preference --dtype bf16 --backen
 
 echo "Liger-Kernel: scripts/baselines/liger_ops.py"
 PYTHONPATH=$LIGER_SITE${PYTHONPATH:+:$PYTHONPATH} "$LIGER_PYTHON" scripts/baselines/liger_ops.py \
-  --reps "$REPS" --warmup "$WARMUP" --json "$theirs" 2>&1 | tee "$WORK/liger_ops.log" || status=1
+  --reps "$REPS" --warmup "$WARMUP" --case-timeout "${CASE_TIMEOUT:-240}" --json "$theirs" 2>&1 |
+  tee "$WORK/liger_ops.log" || status=1
 
 if [[ -f $ours && -f $theirs ]]; then
   echo

@@ -36,11 +36,18 @@ def index(doc, backend):
 
 
 def ms(r):
+    if r and r.get("error"):
+        return r["error"]  # e.g. a case past liger_ops.py's --case-timeout
     return f"{r['full_ms']:.3f}" if r else "-"
 
 
 def mib(r):
     return f"{r['peak_extra_mib']:.0f}" if r and r.get("peak_extra_mib") is not None else "-"
+
+
+def value(r, key):
+    """r[key], or None for a missing row or one that did not finish."""
+    return r.get(key) if r and not r.get("error") else None
 
 
 def ratio(a, b):
@@ -72,8 +79,8 @@ def table(ours, liger):
         ours_r, comp_r, lk_r = cuda.get(key), composite.get(key), lk.get(key)
         complete = complete and ours_r is not None and lk_r is not None
         time_limit, mem_limit = TARGETS[op]
-        time_ratio = ratio(ours_r and ours_r["full_ms"], lk_r and lk_r["full_ms"])
-        mem_ratio = ratio(ours_r and ours_r.get("peak_extra_mib"), lk_r and lk_r.get("peak_extra_mib"))
+        time_ratio = ratio(value(ours_r, "full_ms"), value(lk_r, "full_ms"))
+        mem_ratio = ratio(value(ours_r, "peak_extra_mib"), value(lk_r, "peak_extra_mib"))
         lines.append(f"| {op} | {shape} | {ms(ours_r)} | {ms(comp_r)} | {ms(lk_r)} | "
                      f"{verdict(time_ratio, time_limit)} | {mib(ours_r)} | {mib(lk_r)} | "
                      f"{verdict(mem_ratio, mem_limit)} |")

@@ -38,10 +38,13 @@ Writes, with --json, liger-bench's --json layout with "backend":
 triton) importable.
 """
 import argparse
+import contextlib
 import datetime
 import json
+import signal
 import statistics
 import sys
+import time
 
 import torch
 
@@ -60,6 +63,9 @@ def parse_args():
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per pass (median)")
     p.add_argument("--warmup", type=int, default=5, help="untimed repetitions first")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--case-timeout", type=float, default=240.0,
+                   help="seconds a case may take, first call (Triton's autotuning) included; past it "
+                        "the case is recorded as not finished and the next one runs (default 240)")
     args = p.parse_args()
     for name in args.op.split(","):
         if name not in CASES:
@@ -177,6 +183,26 @@ class Timer:
         return self.start_event.elapsed_time(self.end_event)
 
 
+class CaseTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Raises CaseTimeout in the main thread once `seconds` have passed (SIGALRM: it lands
+    when Python next runs, e.g. between Triton's autotuning trials)."""
+    def expire(signum, frame):
+        raise CaseTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def measure(case, warmup, reps):
     leaves, inter = feed(case)
     out = case.fn(*inter)
@@ -255,12 +281,24 @@ def main():
     results = []
     for make in makers:
         case = make()
-        r = measure(case, args.warmup, args.reps)
-        print(f"{r['op']:<24} liger-kernel bf16 {r['shape']:<46} fwd {r['fwd_ms']:9.4f} ms  "
-              f"bwd {r['bwd_ms']:9.4f} ms  f+b {r['full_ms']:9.4f} ms  peak {r['peak_extra_mib']:9.1f} MiB",
+        print(f"{case.op:<24} liger-kernel bf16 {case.shape:<46} started (limit {args.case_timeout:g} s)",
               flush=True)
+        started = time.monotonic()
+        try:
+            with time_limit(args.case_timeout):
+                r = measure(case, args.warmup, args.reps)
+        except CaseTimeout:
+            # Recorded, not fatal: the table shows the case as not finished.
+            r = {"op": case.op, "backend": "liger-kernel", "dtype": "bf16", "shape": case.shape,
+                 "error": f"did not finish within {args.case_timeout:g} s"}
+            print(f"{r['op']:<24} liger-kernel bf16 {r['shape']:<46} {r['error']}", flush=True)
+        else:
+            print(f"{r['op']:<24} liger-kernel bf16 {r['shape']:<46} fwd {r['fwd_ms']:9.4f} ms  "
+                  f"bwd {r['bwd_ms']:9.4f} ms  f+b {r['full_ms']:9.4f} ms  peak {r['peak_extra_mib']:9.1f} MiB"
+                  f"  ({time.monotonic() - started:.0f} s in all)", flush=True)
         results.append(r)
         del case
+        torch.cuda.synchronize()
         torch.cuda.empty_cache()
 
     if args.json:

@@ -3,8 +3,9 @@
 # results made up here (no GPU, no Liger-Kernel, no build needed):
 #  a) ops_vs_liger_table.py: rows matched by op and shape, ratios ours (cuda) /
 #     Liger, each target met or missed, exit 0;
-#  b) a case without its Liger row: "-" and exit 1; an unreadable file: one line;
-#  c) liger_ops.py: --help, an unknown --op (exit 2), no liger_kernel: one line
+#  b) a case without its Liger row: "-" and exit 1; a Liger case that did not
+#     finish: shown so, exit 0; an unreadable file: one line;
+#  c) liger_ops.py: its per-case time limit, --help, an unknown --op (exit 2), no liger_kernel: one line
 #     saying how to install the wheel (exit 1);
 #  d) ops_vs_liger.sh with a stand-in liger-bench and a stand-in Python that
 #     fakes pip and liger_ops.py: the table in $OUT, exit 0; no wheel: one
@@ -67,6 +68,20 @@ if [[ $code -eq 1 ]] && line fused_linear_preference "$pref" | grep -qF "| 400.0
 else
   fail "table with a missing row (exit $code): $out"
 fi
+# a Liger case past liger_ops.py's --case-timeout: shown as not finished, no ratio, exit 0
+cat > "$work/liger_timeout.json" << EOF
+{"device": "GPU-A", "results": [$(row moe liger-kernel "$moe_a" 10 1000),
+ {"op": "moe", "backend": "liger-kernel", "dtype": "bf16", "shape": "$moe_b", "error": "did not finish within 240 s"},
+ $(row fused_linear_preference liger-kernel "$pref" 1000 8000)]}
+EOF
+out=$("$PY" "$TABLE" "$work/ours.json" "$work/liger_timeout.json" 2>&1)
+code=$?
+if [[ $code -eq 0 ]] &&
+  line moe "$moe_b" | grep -qF "| 16.000 | - | did not finish within 240 s | - (<= 0.7x) | 1200 | - | - (<= 1x) |"; then
+  ok "table: a Liger case that did not finish is shown so, without a ratio"
+else
+  fail "table with a case that did not finish (exit $code): $out"
+fi
 out=$("$PY" "$TABLE" "$work/ours.json" "$work/none.json" 2>&1)
 code=$?
 if [[ $code -eq 1 && $(wc -l <<< "$out") -eq 1 ]] && grep -q "cannot read Liger-Kernel results .*none.json" <<< "$out"; then
@@ -77,6 +92,24 @@ fi
 
 # c) liger_ops.py without a GPU
 OPS=$SRC/scripts/baselines/liger_ops.py
+# its per-case limit: a case that sleeps past it raises CaseTimeout, the alarm is then cleared
+limit_check='
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import liger_ops
+try:
+    with liger_ops.time_limit(0.2):
+        time.sleep(5)
+    print("no timeout")
+except liger_ops.CaseTimeout:
+    time.sleep(0.4)
+    print("timed out")
+'
+if [[ $("$PY" -c "$limit_check" "$(dirname "$OPS")" 2>&1) == "timed out" ]]; then
+  ok "liger_ops.py: a case past --case-timeout is stopped"
+else
+  fail "liger_ops.py: time_limit did not stop a case"
+fi
 if "$PY" "$OPS" --help | grep -q "use_ref_model=False"; then ok "liger_ops.py --help"; else fail "liger_ops.py --help"; fi
 out=$("$PY" "$OPS" --op moe,nope 2>&1)
 code=$?
