@@ -339,20 +339,23 @@ dim3 block_of(int lanes, int64_t heads) {
 }
 
 // The persistent backward's blocks: `per_sm` per SM (at most
-// kBackwardBlocksPerSm) shared over the groups in proportion to their heads,
-// at least one each and at most one per token.
+// kBackwardBlocksPerSm) shared over the groups in proportion to the bytes
+// they move, so that all of them finish together: a q or k head reads dy and
+// x and writes dx (3 vectors of a head), a v head reads dv and writes it (2).
+// At least one block each and at most one per token.
 BackwardSplit backward_split(int64_t tokens, int64_t heads_q, int64_t heads_k, int per_sm) {
   per_sm = std::max(1, std::min(per_sm, kBackwardBlocksPerSm));
   const int64_t budget = static_cast<int64_t>(sm_count()) * per_sm;
-  const int64_t heads = heads_q + 2 * heads_k;
-  const auto share = [&](int64_t group_heads) {
-    const int64_t b = budget * group_heads / heads;
+  const int64_t work_q = 3 * heads_q, work_k = 3 * heads_k, work_v = 2 * heads_k;
+  const int64_t work = work_q + work_k + work_v;
+  const auto share = [&](int64_t group_work) {
+    const int64_t b = budget * group_work / work;
     return static_cast<int>(std::max<int64_t>(1, std::min(tokens, b)));
   };
   BackwardSplit s;
-  s.q_blocks = share(heads_q);
-  s.k_blocks = share(heads_k);
-  s.v_blocks = share(heads_k);
+  s.q_blocks = share(work_q);
+  s.k_blocks = share(work_k);
+  s.v_blocks = share(work_v);
   return s;
 }
 
