@@ -9,8 +9,9 @@
 #     every response 767 with the shipped tokenizer (BOS + EOS make 1024);
 #  c) hf_dpo_liger_loop.py on the CPU without Liger-Kernel: 2 steps of the tiny
 #     preset, the first loss ln 2 (the policy is the reference);
-#  d) e2e_dpo.sh with a stand-in liger-train and the real loop on the CPU: one
-#     line per run, the table in $OUT, exit 0; a bad argument: usage, exit 2.
+#  d) e2e_dpo.sh with a stand-in liger-train and a stand-in Python that hands
+#     back c)'s JSON: one line per run, the table in $OUT, exit 0; a bad
+#     argument: usage, exit 2.
 # Usage: test_e2e_dpo.sh [SOURCE_DIR] [PYTHON]
 set -uo pipefail
 SRC=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -114,8 +115,19 @@ else
   fail "hf_dpo_liger_loop.py (exit $code, check $check): $out"
 fi
 
-# d) e2e_dpo.sh: a stand-in liger-train writes its metrics; the loop runs on the CPU
+# d) e2e_dpo.sh: a stand-in liger-train writes its metrics, a stand-in Python c)'s JSON
 mkdir -p "$work/build/apps"
+cat > "$work/python" << EOF
+#!/usr/bin/env bash
+[[ \$1 == -c && \$2 == import* ]] && exit 1             # no liger_kernel, no trl
+if [[ \$1 == scripts/baselines/hf_dpo_liger_loop.py ]]; then
+  echo "\$*" > "$work/loop_args"
+  while [[ \$# -gt 0 ]]; do [[ \$1 == --json ]] && cp "$work/loop.json" "\$2"; shift; done
+  exit 0
+fi
+exec "$PY" "\$@"
+EOF
+chmod +x "$work/python"
 cat > "$work/build/apps/liger-train" << EOF
 #!/usr/bin/env bash
 echo "\$*" >> "$work/train_args"
@@ -124,7 +136,7 @@ while [[ \$# -gt 0 ]]; do [[ \$2 == checkpoint.output_dir=* ]] && dir=\${2#*=}; 
 mkdir -p "\$dir" && cp "$t/liger_model/metrics.jsonl" "\$dir/metrics.jsonl"
 EOF
 chmod +x "$work/build/apps/liger-train"
-OUT=$work/out BUILD=0 BUILD_DIR=$work/build LIGER_PYTHON=$PY LIGER_SITE=$work/site BASE_EXTRA="${tiny[*]}" \
+OUT=$work/out BUILD=0 BUILD_DIR=$work/build LIGER_PYTHON=$work/python LIGER_SITE=$work/site \
   bash "$SRC/bench/e2e_dpo.sh" 2 > "$work/sh.log" 2>&1
 code=$?
 if [[ $code -eq 0 ]] && grep -q "^liger-train reference: model: 8 steps, 30,000 tokens/s" "$work/out/summary_dpo.txt" &&
@@ -132,7 +144,8 @@ if [[ $code -eq 0 ]] && grep -q "^liger-train reference: model: 8 steps, 30,000 
   grep -q "^TRL DPOTrainer + Liger-Kernel: skipped (no Liger-Kernel" "$work/out/summary_dpo.txt" &&
   grep -q "^hf_loop: HF DPO loop (plain PyTorch loss): .* tokens/s" "$work/out/summary_dpo.txt" &&
   grep -q "not the target's yardstick" "$work/out/e2e_dpo.md" &&
-  grep -q "preference.reference=precomputed" "$work/train_args"; then
+  grep -q "preference.reference=precomputed" "$work/train_args" &&
+  grep -qF -- "--preset llama3_1b --pairs 8 --seq-len 1024 --steps 2 --warmup 5 --no-liger" "$work/loop_args"; then
   ok "e2e_dpo.sh: both liger-train runs, the loop, the table in \$OUT"
 else
   fail "e2e_dpo.sh (exit $code): $(cat "$work/sh.log")"
