@@ -4,22 +4,33 @@ Hugging Face Llama, same shapes as liger-train's DPO run (GPU machine).
 
     python scripts/baselines/trl_dpo_liger.py --preset llama3_1b --pairs 8 \\
         --seq-len 1024 --steps 20 --warmup 5 [--no-liger] --json OUT.json
+    # CPU smoke test (no Liger: its kernels are Triton):
+    python scripts/baselines/trl_dpo_liger.py --preset tiny --pairs 2 --seq-len 64 \\
+        --steps 3 --warmup 1 --no-liger --device cpu --json /tmp/trl.json
 
 Random init from a LlamaConfig (nothing is downloaded) and random preference
-pairs of token ids: each pair is a prompt of seq_len / 4 tokens and two
-responses that fill the rest of seq_len, so every sequence is seq_len tokens
-(no truncation, no padding waste). The reference is a frozen copy of the
-starting weights (TRL's default ref_model). bf16 weights and compute, SDPA
-attention, AdamW, no gradient checkpointing. With Liger (the default)
-DPOConfig turns on Liger-Kernel's model patches and, where this TRL has it,
-Liger's fused linear DPO loss (use_liger_loss).
+pairs: each pair is a prompt of seq_len / 4 tokens and two responses that fill
+the rest of seq_len (the last token is EOS), so every sequence is seq_len
+tokens (no truncation, no padding waste). The pairs are text of words "w<id>"
+and a word-level stand-in tokenizer maps each word to token id <id>, so TRL's
+own tokenization gives exactly those ids (TRL 1.x tokenizes text itself). The
+reference is a frozen copy of the starting weights (TRL's default ref_model,
+passed explicitly: a model built from a config has no path TRL could reload).
+bf16 weights and compute (fp32 on the CPU), SDPA attention, AdamW, no
+gradient checkpointing. With Liger (the default) DPOConfig turns on
+Liger-Kernel's model patches (RMSNorm, RoPE, SwiGLU; TRL 1.x computes the
+log-probs with its own chunked LM head and has no use_liger_loss), and the
+reference copy gets the same patches; where a TRL has use_liger_loss (0.x), it
+is turned on as well.
 
 Writes OUT.json: pairs_per_s, tokens_per_s (2 sequences of seq_len per
 pair), step_ms (median after the warm-up steps), peak_mem_gib
-(torch.cuda.max_memory_allocated), loss_first / loss_last, config, and oom
-(null, or the error's first line).
+(torch.cuda.max_memory_allocated; 0 on the CPU), loss_first / loss_last,
+versions, config, and oom (null, or the error's first line). One line per
+step on stdout: "step N: loss X T ms".
 """
 import argparse
+import copy
 import dataclasses
 import json
 import statistics
@@ -33,6 +44,7 @@ PRESETS = {
     "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
                  intermediate_size=688, vocab_size=32000, rope_theta=10000.0, tie_word_embeddings=True),
 }
+PAD, EOS, FIRST_WORD = 0, 1, 2  # token ids of the stand-in tokenizer
 
 
 def parse_args():
@@ -44,53 +56,78 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--no-liger", action="store_true")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--json", required=True)
     return p.parse_args()
 
 
-def random_pairs(n, seq_len, vocab, tokenizer_offset=3):
-    """Token-id pairs as TRL's tokenized preference columns."""
+def random_text_pairs(n, seq_len, vocab):
+    """Preference rows of words 'w<id>': prompt + response = seq_len tokens with the EOS TRL appends."""
     g = torch.Generator().manual_seed(0)
     prompt_len = seq_len // 4
-    rows = []
-    for _ in range(n):
-        prompt = torch.randint(tokenizer_offset, vocab, (prompt_len,), generator=g).tolist()
-        chosen = torch.randint(tokenizer_offset, vocab, (seq_len - prompt_len,), generator=g).tolist()
-        rejected = torch.randint(tokenizer_offset, vocab, (seq_len - prompt_len,), generator=g).tolist()
-        rows.append({"prompt_input_ids": prompt, "chosen_input_ids": chosen, "rejected_input_ids": rejected})
-    return rows
+    response_len = seq_len - prompt_len - 1  # TRL appends EOS to each response
+
+    def words(k):
+        return " ".join(f"w{i}" for i in torch.randint(FIRST_WORD, vocab, (k,), generator=g).tolist())
+
+    # The responses start with a space: the prompt's words stay a prefix of prompt + response.
+    return [{"prompt": words(prompt_len), "chosen": " " + words(response_len), "rejected": " " + words(response_len)}
+            for _ in range(n)]
+
+
+def word_tokenizer(vocab):
+    """A fast tokenizer whose word 'w<id>' is token <id>; '<pad>' and '</s>' are special."""
+    from tokenizers import AddedToken, Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+    ids = {"<pad>": PAD, "</s>": EOS, **{f"w{i}": i for i in range(FIRST_WORD, vocab)}}
+    backend = Tokenizer(WordLevel(ids, unk_token="<pad>"))
+    backend.pre_tokenizer = WhitespaceSplit()
+    backend.add_special_tokens([AddedToken("<pad>", special=True), AddedToken("</s>", special=True)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>")
+
+
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def main():
     args = parse_args()
+    import transformers
+    import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, TrainerCallback
+    from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     config = LlamaConfig(max_position_embeddings=max(2048, args.seq_len), **PRESETS[args.preset])
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", torch_dtype=torch.bfloat16)
-    model.to("cuda")
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype).to(args.device)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    liger_version = None
+    if not args.no_liger:
+        # The same kernels in the reference as in the policy (the trainer patches only the policy).
+        from importlib.metadata import version
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+        liger_version = version("liger-kernel")
+        _apply_liger_kernel_to_instance(model=ref_model, fused_linear_cross_entropy=False)
 
-    rows = random_pairs(args.pairs * (args.steps + 1), args.seq_len, config.vocab_size)
-    dataset = Dataset.from_list(rows)
-    # A stand-in tokenizer: the data is already token ids; TRL reads the
-    # special ids and pads with pad_token_id.
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0, "<s>": 1, "</s>": 2}, "<pad>")),
-                                  pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    dataset = Dataset.from_list(random_text_pairs(args.pairs * (args.steps + 1), args.seq_len, config.vocab_size))
+    tok = word_tokenizer(config.vocab_size)
 
     fields = {f.name for f in dataclasses.fields(DPOConfig)}
     options = dict(output_dir="/tmp/trl_dpo_liger", per_device_train_batch_size=args.pairs,
                    gradient_accumulation_steps=1, max_steps=args.steps, learning_rate=5e-7, beta=args.beta,
-                   bf16=True, logging_steps=1, save_strategy="no", report_to=[], max_length=2 * args.seq_len,
-                   remove_unused_columns=False, dataloader_num_workers=0)
-    if "max_prompt_length" in fields:
+                   bf16=args.device == "cuda", use_cpu=args.device == "cpu", logging_steps=1, save_strategy="no",
+                   report_to=[], max_length=args.seq_len, remove_unused_columns=False, dataloader_num_workers=0,
+                   gradient_checkpointing=False)
+    if "max_prompt_length" in fields:  # TRL 0.x
         options["max_prompt_length"] = args.seq_len
     if not args.no_liger:
         options["use_liger_kernel"] = True
-        if "use_liger_loss" in fields:
+        if "use_liger_loss" in fields:  # TRL 0.x only
             options["use_liger_loss"] = True
     options = {k: v for k, v in options.items() if k in fields}
 
@@ -99,36 +136,42 @@ def main():
             self.times, self.losses, self.start = [], [], None
 
         def on_step_begin(self, *a, **k):
-            torch.cuda.synchronize()
+            synchronize(args.device)
             self.start = time.perf_counter()
 
         def on_step_end(self, *a, **k):
-            torch.cuda.synchronize()
+            synchronize(args.device)
             self.times.append(time.perf_counter() - self.start)
 
         def on_log(self, _args, _state, _control, logs=None, **k):
             if logs and "loss" in logs:
                 self.losses.append(logs["loss"])
+                if self.times:
+                    print(f"step {len(self.times)}: loss {logs['loss']:.4f} {1000 * self.times[-1]:.0f} ms", flush=True)
 
     timer = Timer()
-    result = {"config": dict(vars(args), dpo_config={k: str(v) for k, v in options.items()}), "oom": None}
+    result = {"baseline": "TRL DPOTrainer" + ("" if args.no_liger else " + Liger-Kernel"),
+              "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
+                           "liger_kernel": liger_version},
+              "config": dict(vars(args), dpo_config={k: str(v) for k, v in options.items()}), "oom": None}
     try:
-        trainer = DPOTrainer(model=model, args=DPOConfig(**options), train_dataset=dataset,
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=DPOConfig(**options), train_dataset=dataset,
                              processing_class=tok, callbacks=[timer])
-        torch.cuda.reset_peak_memory_stats()
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         trainer.train()
         steady = timer.times[args.warmup:] or timer.times
         step_s = statistics.median(steady)
         result.update(step_ms=1000 * step_s, pairs_per_s=args.pairs / step_s,
                       tokens_per_s=2 * args.pairs * args.seq_len / step_s,
-                      peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
+                      peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else 0.0,
                       loss_first=timer.losses[0] if timer.losses else None,
                       loss_last=timer.losses[-1] if timer.losses else None)
     except torch.cuda.OutOfMemoryError as error:
         result["oom"] = str(error).splitlines()[0]
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
