@@ -130,8 +130,7 @@ DryRunReport dry_run(const config::TrainConfig& requested) {
       << (device.is_cuda() && !gpu_visible ? " (no GPU visible here: planned, not checked)" : "")
       << "\n";
   out << "tokens per optimizer step: "
-      << c.training.micro_batch_size * c.training.gradient_accumulation_steps * c.data.seq_len
-      << "\n";
+      << rows_per_micro_batch(c) * c.training.gradient_accumulation_steps * c.data.seq_len << "\n";
   out << "kernels:\n";
   std::istringstream table(kernels::format_selection_table(kernel_set));
   for (std::string line; std::getline(table, line);) out << "  " << line << "\n";

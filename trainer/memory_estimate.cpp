@@ -34,12 +34,17 @@ std::string MemoryEstimate::describe() const {
   out << "parameters " << gib(parameters) << ", gradients " << gib(gradients) << ", AdamW state "
       << gib(optimizer);
   if (gathered > 0) out << ", gathered weights " << gib(gathered);
+  if (reference > 0) out << ", reference copy " << gib(reference);
   out << ", activations " << gib(activations) << " (" << gib(per_layer)
       << " per layer without checkpointing)"
       << ", loss " << gib(loss) << ", backward " << gib(backward) << ": total " << gib(total())
       << " (peak " << (at_loss() >= at_backward_end() ? "at the loss" : "at the end of backward")
       << (gradients_in_forward > 0 ? ", gradients summed across micro-batches" : "") << ")";
   return out.str();
+}
+
+int64_t rows_per_micro_batch(const config::TrainConfig& c) {
+  return c.training.micro_batch_size * (c.training.objective == config::Objective::sft ? 1 : 2);
 }
 
 MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::TrainConfig& c,
@@ -60,7 +65,7 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
                kv = static_cast<double>(m.num_kv_heads) * d;
   const double layers = static_cast<double>(m.num_layers),
                vocab = static_cast<double>(m.vocab_size);
-  const double batch = static_cast<double>(c.training.micro_batch_size),
+  const double batch = static_cast<double>(rows_per_micro_batch(c)),
                seq = static_cast<double>(c.data.seq_len);
   const double tokens = batch * seq;
   const bool accumulating = c.training.gradient_accumulation_steps > 1;
@@ -127,6 +132,13 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     // With dropout, a one-byte mask of each adapted input: x for q|k|v and
     // gate|up, o's and down's inputs.
     if (lora.dropout > 0.0) lora_rank_columns += (2 * h + q + f) / compute_bytes;
+  }
+  // DPO with preference.reference = model and no LoRA: a frozen copy of the
+  // starting weights in the compute dtype on every rank (trainer/preference_step.cpp;
+  // with LoRA the reference is the base with the adapters off: no copy).
+  if (c.training.objective == config::Objective::dpo &&
+      c.preference.reference == config::ReferenceSource::model && !uses_lora(c)) {
+    e.reference = all_params * compute_bytes;
   }
 
   // The fused kernels (norms, RoPE, GLU toggles on) run as our CUDA kernels
@@ -237,7 +249,7 @@ MemoryEstimate estimate_memory(const models::ModelConfig& m, const config::Train
     all_layers += layer_base + masked_extra;
     per_layer = layer_base + masked_extra;
     const double working = c.kernels.attention ? kernels::attention_chunk_score_bytes(
-                                                     c.training.micro_batch_size, m.num_heads,
+                                                     rows_per_micro_batch(c), m.num_heads,
                                                      c.data.seq_len, c.data.seq_len, window) *
                                                          (m.attn_softcap > 0 ? 3 : 2) +
                                                      tokens * kv * 4 * 4

@@ -34,6 +34,7 @@ struct MemoryEstimate {
   double gradients_in_forward =
       0;                   // the part of `gradients` alive through a forward (accumulation)
   double first_layer = 0;  // the first layer's activations while its backward runs
+  double reference = 0;    // DPO's frozen copy of the weights (compute dtype, every rank)
 
   double at_loss() const {
     return gradients_in_forward + activations + (loss > backward ? loss : backward);
@@ -41,10 +42,15 @@ struct MemoryEstimate {
   double at_backward_end() const { return gradients + first_layer + backward; }
   double total() const {
     const double varying = at_loss() > at_backward_end() ? at_loss() : at_backward_end();
-    return parameters + optimizer + gathered + varying;
+    return parameters + optimizer + gathered + reference + varying;
   }
   std::string describe() const;  // one line: each item and the total, GiB
 };
+
+// Rows of seq_len tokens in one micro-batch: micro_batch_size, or for the
+// preference objectives (micro_batch_size pairs) at most two per pair, one
+// per sequence (first-fit packing may need fewer).
+int64_t rows_per_micro_batch(const config::TrainConfig& config);
 
 // `world_size` ranks shard parameters, gradients and optimizer state (1: none).
 MemoryEstimate estimate_memory(const models::ModelConfig& model, const config::TrainConfig& config,

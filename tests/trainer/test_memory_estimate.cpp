@@ -120,3 +120,25 @@ TEST_CASE("on the CPU the estimate is the measured peak to 10%: weights, gradien
                    {"training.precision=bf16-mixed", "training.gradient_accumulation_steps=2"}},
               });
 }
+
+// DPO: the frozen copy of the weights that preference.reference = model
+// keeps, and two rows per pair (the estimate's bound: here every sequence is
+// exactly seq_len tokens, so it is also what the packing makes).
+TEST_CASE("on the CPU the estimate is the measured peak to 10%: DPO's reference copy") {
+  const std::vector<std::string> dpo = {
+      "model.hidden_size=256",       "model.intermediate_size=1024",
+      "model.max_seq_len=1024",      "data.seq_len=1024",
+      "training.micro_batch_size=1", "training.precision=fp32",
+      "training.objective=dpo",      "data.train=[data/samples/shakespeare_pairs_1024.jsonl]"};
+  const Measured copy = measure(dpo, {"preference.reference=model"});
+  const Measured none = measure(dpo, {"preference.reference=precomputed"});
+  INFO("reference: model: measured " << copy.peak / (1 << 20) << " MiB, estimate "
+                                     << copy.estimate.total() / (1 << 20) << " MiB ("
+                                     << copy.estimate.describe() << ")");
+  CHECK(copy.peak <= 1.10 * copy.estimate.total());
+  CHECK(copy.peak >= 0.90 * copy.estimate.total());
+  CHECK(copy.estimate.reference > 0);
+  CHECK(none.estimate.reference == 0);
+  // the copy is really there: the measured peaks differ by about its size
+  CHECK(copy.peak - none.peak >= 0.8 * copy.estimate.reference);
+}
