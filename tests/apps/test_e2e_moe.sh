@@ -12,9 +12,10 @@
 #     SKIP_BASELINES=1 runs no HF.
 # Usage: test_e2e_moe.sh LIGER_TRAIN SOURCE_DIR PYTHON
 set -uo pipefail
-TRAIN=$1
-SRC=$2
+TRAIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+SRC=$(cd "$2" && pwd)
 PY=$3
+cd "$SRC" || exit 1  # the config's data paths are relative to the repository root
 failures=0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -23,13 +24,14 @@ ok() { echo "ok   $*"; }
 TABLE=$SRC/bench/e2e_moe_table.py
 
 # a) the same model on both sides
-ours=$("$TRAIN" --config "$SRC/configs/bench/moe_h100.yaml" --dry-run 2>&1 | sed -n 's/^parameters: \([0-9,]*\).*/\1/p' | tr -d ,)
+dry=$("$TRAIN" --config configs/bench/moe_h100.yaml --dry-run 2>&1)
+ours=$(sed -n 's/^parameters: \([0-9,]*\).*/\1/p' <<< "$dry" | tr -d ,)
 hf=$("$PY" "$SRC/scripts/baselines/hf_moe_liger.py" --preset moe_h100 --count 2>&1 |
   "$PY" -c "import json, sys; print(json.load(sys.stdin)['parameters'])" 2>&1)
 if [[ -n $ours && $ours == "$hf" ]]; then
   ok "moe_h100: $ours parameters in liger-train and in the HF Mixtral"
 else
-  fail "moe_h100 parameters: liger-train '$ours', HF '$hf'"
+  fail "moe_h100 parameters: liger-train '$ours', HF '$hf'; dry run: $(tail -n 3 <<< "$dry")"
 fi
 
 # b) the table on made-up results: 5 slow warm-up steps, then 30-34k tokens/s (median 32000), 40 GiB
