@@ -46,6 +46,7 @@
 #                         (runs are cut to fit, skipped when < 30 s are left);
 #                         0 = no deadline. The table is written in any case.
 #   CONVERGENCE_STEPS=100
+#   CONVERGENCE_EXTRA="..."  more scripts/convergence.sh arguments (a later --set wins)
 # Output: every line printed is also in $OUT/summary.txt; the table in
 # $OUT/e2e_moe.md. Exit 1 when a run failed (an HF out-of-memory that
 # checkpointing fixed does not count), 0 otherwise; missed targets do not change it.
@@ -71,6 +72,7 @@ LIGER_SITE=${LIGER_SITE:-/tmp/e2e_moe_liger}
 RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-240}
 DEADLINE_S=${DEADLINE_S:-540}
 CONVERGENCE_STEPS=${CONVERGENCE_STEPS:-100}
+read -r -a conv_extra <<< "${CONVERGENCE_EXTRA:-}"
 CONFIG=${CONFIG:-configs/bench/moe_h100.yaml}
 read -r -a extra <<< "${EXTRA:-}"
 read -r -a hf_extra <<< "${HF_EXTRA:-}"
@@ -125,8 +127,8 @@ if has liger && t=$(budget "liger-train"); then
     "${extra[@]}" > "$OUT/liger.log" 2>&1 || code=$?
   [[ $code -eq 0 ]] || status=1
   say "liger-train bf16: $(ended $code "$t"): $(python3 bench/e2e_moe_table.py line "$OUT/liger/metrics.jsonl")"
-  { grep -E "memory per GPU|kernel moe" "$OUT/liger.log" || true; } | cut -c1-300 | head -n 3 | tee -a "$S"
-  [[ $code -eq 0 ]] || tail -n 2 "$OUT/liger.log" | cut -c1-400 | tee -a "$S"
+  { grep -E "memory per GPU|kernel moe" "$OUT/liger.log" | cut -c1-300 | head -n 3 | tee -a "$S"; } || true
+  [[ $code -eq 0 ]] || { tail -n 2 "$OUT/liger.log" | cut -c1-400 | tee -a "$S"; } || true
 fi
 
 # --- HF transformers (+ Liger-Kernel) ------------------------------------------------
@@ -197,13 +199,13 @@ if has convergence && t=$(budget "convergence"); then
   code=0
   LIGER_BUILD_DIR=$BUILD_DIR timeout -k 20 "$t" bash scripts/convergence.sh configs/tiny_mixtral.yaml \
     --steps "$CONVERGENCE_STEPS" --out "$OUT/convergence" --set training.device=cuda --set model.dtype=bf16 \
-    --loss-rtol 2e-2 --param-noise 2 --noise-split 2 --set model.output_router_logits=false \
+    --loss-rtol 2e-2 --param-noise 2 --noise-split 2 --set model.output_router_logits=false "${conv_extra[@]}" \
     > "$OUT/convergence.log" 2>&1 || code=$?
   [[ $code -eq 0 ]] || status=1
   verdict=$(grep -E '^\[convergence\] (OK|DIVERGED)' "$OUT/convergence.log" || echo "no verdict")
   say "convergence, tiny Mixtral bf16, $CONVERGENCE_STEPS steps: $(ended $code "$t"): ${verdict#\[convergence\] }"
-  { grep -E "losses:|final parameters:|failed" "$OUT/convergence.log" || tail -n 3 "$OUT/convergence.log"; } |
-    cut -c1-400 | tee -a "$S"
+  { { grep -E "losses:|final parameters:|failed" "$OUT/convergence.log" || tail -n 3 "$OUT/convergence.log"; } |
+    cut -c1-400 | tee -a "$S"; } || true
 fi
-say "e2e_moe.sh: $(($(date +%s) - start)) s, exit $status; table: $OUT/e2e_moe.md"
+say "e2e_moe.sh: $(($(date +%s) - start)) s, exit $status; results in $OUT"
 exit "$status"
