@@ -47,6 +47,8 @@
 #                         0 = no deadline. The table is written in any case.
 #   CONVERGENCE_STEPS=100
 #   CONVERGENCE_EXTRA="..."  more scripts/convergence.sh arguments (a later --set wins)
+#   CONVERGENCE_WORK=/tmp/e2e_moe_convergence   its run folders (checkpoints: kept
+#                         out of $OUT; its summary.json and losses.tsv are copied in)
 # Output: every line printed is also in $OUT/summary.txt; the table in
 # $OUT/e2e_moe.md. Exit 1 when a run failed (an HF out-of-memory that
 # checkpointing fixed does not count), 0 otherwise; missed targets do not change it.
@@ -73,6 +75,7 @@ RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-240}
 DEADLINE_S=${DEADLINE_S:-540}
 CONVERGENCE_STEPS=${CONVERGENCE_STEPS:-100}
 read -r -a conv_extra <<< "${CONVERGENCE_EXTRA:-}"
+CONVERGENCE_WORK=${CONVERGENCE_WORK:-/tmp/e2e_moe_convergence}
 CONFIG=${CONFIG:-configs/bench/moe_h100.yaml}
 read -r -a extra <<< "${EXTRA:-}"
 read -r -a hf_extra <<< "${HF_EXTRA:-}"
@@ -198,10 +201,12 @@ fi
 if has convergence && t=$(budget "convergence"); then
   code=0
   LIGER_BUILD_DIR=$BUILD_DIR timeout -k 20 "$t" bash scripts/convergence.sh configs/tiny_mixtral.yaml \
-    --steps "$CONVERGENCE_STEPS" --out "$OUT/convergence" --set training.device=cuda --set model.dtype=bf16 \
+    --steps "$CONVERGENCE_STEPS" --out "$CONVERGENCE_WORK" --set training.device=cuda --set model.dtype=bf16 \
     --loss-rtol 2e-2 --param-noise 2 --noise-split 2 --set model.output_router_logits=false "${conv_extra[@]}" \
     > "$OUT/convergence.log" 2>&1 || code=$?
   [[ $code -eq 0 ]] || status=1
+  cp "$CONVERGENCE_WORK/summary.json" "$OUT/convergence.json" 2> /dev/null || true
+  cp "$CONVERGENCE_WORK/losses.tsv" "$OUT/convergence_losses.tsv" 2> /dev/null || true
   verdict=$(grep -E '^\[convergence\] (OK|DIVERGED)' "$OUT/convergence.log" || echo "no verdict")
   say "convergence, tiny Mixtral bf16, $CONVERGENCE_STEPS steps: $(ended $code "$t"): ${verdict#\[convergence\] }"
   { { grep -E "losses:|final parameters:|failed" "$OUT/convergence.log" || tail -n 3 "$OUT/convergence.log"; } |
