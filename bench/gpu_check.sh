@@ -44,7 +44,9 @@
 #                             and composite rows too), cuda, composite or reference
 #   train:       TRAIN_STEPS  (default 20)
 #   convergence: CONVERGENCE_STEPS (default 100); CONV_EXTRA  more --set arguments
-#                             for every run, e.g. "--set training.cuda_graphs=true"
+#                             for every run, e.g. "--set training.cuda_graphs=true";
+#                CONV_CONFIG  the config (default configs/tiny.yaml; the tiny
+#                             Mixtral: configs/tiny_mixtral.yaml)
 #   parity:      LIGER_PARITY_TOL_LOSS / _LOGITS / _GRAD  tolerances (the test's
 #                             defaults: 1e-5 in fp32; loss 2e-2, logits 5e-2, gradients 1e-1 in bf16)
 #   e2e:         E2E_STEPS (default 40), E2E_PARTS (bench/e2e_1b.sh's PARTS, default all),
@@ -190,18 +192,18 @@ part_train() {
 }
 
 part_convergence() {
-  local steps=${CONVERGENCE_STEPS:-100} extra conv lr code=0 perturbed=0
+  local steps=${CONVERGENCE_STEPS:-100} config=${CONV_CONFIG:-configs/tiny.yaml} extra conv lr code=0 perturbed=0
   read -r -a extra <<< "${CONV_EXTRA:-}"
-  conv=(configs/tiny.yaml --steps "$steps" --set training.device=cuda --set model.dtype=bf16
+  conv=("$config" --steps "$steps" --set training.device=cuda --set model.dtype=bf16
         --loss-rtol 2e-2 --param-noise 2 --noise-split 2 "${extra[@]}")
   LIGER_BUILD_DIR=$BUILD_DIR bash scripts/convergence.sh "${conv[@]}" --out "$WORK/conv" \
     > "$WORK/convergence.log" 2>&1 || code=$?
-  note "== convergence: bf16 on cuda, $steps steps, --loss-rtol 2e-2 --param-noise 2${CONV_EXTRA:+ $CONV_EXTRA}: exit $code"
+  note "== convergence: $config, bf16 on cuda, $steps steps, --loss-rtol 2e-2 --param-noise 2${CONV_EXTRA:+ $CONV_EXTRA}: exit $code"
   { grep -v "^\[convergence\] training" "$WORK/convergence.log" || true; } | tail -n 30 | add
   cp "$WORK/conv/losses.tsv" "$OUT/convergence_losses.tsv" 2> /dev/null || true
   cp "$WORK/conv/summary.json" "$OUT/convergence.json" 2> /dev/null || true
   # The check must be able to fail: the fused run with a 5% larger learning rate.
-  lr=$(awk '$1 == "lr:" {print $2 * 1.05; exit}' configs/tiny.yaml)
+  lr=$(awk '$1 == "lr:" {print $2 * 1.05; exit}' "$config")
   LIGER_BUILD_DIR=$BUILD_DIR bash scripts/convergence.sh "${conv[@]}" --out "$WORK/conv_perturbed" \
     --set-fused training.lr="$lr" > "$WORK/convergence_perturbed.log" 2>&1 || perturbed=$?
   note "perturbed (fused side training.lr=$lr): exit $perturbed ($([[ $perturbed -eq 1 ]] && echo "caught, as it must be" || echo "NOT caught"))"

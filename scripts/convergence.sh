@@ -71,12 +71,13 @@ mkdir -p "$OUT"
 common+=(--set checkpoint.every=0 --set checkpoint.save_final=true --set checkpoint.keep_last=1
          --set checkpoint.resume=none --set logging.sample_tokens=0 --set logging.progress_bar=off)
 
+# kernels.moe only matters to MoE models (Mixtral): the reference is HF's loop over experts.
 on=(--set kernels.rms_norm=true --set kernels.layer_norm=true --set kernels.rope=true
     --set kernels.swiglu=true --set kernels.geglu=true --set kernels.cross_entropy=false
-    --set kernels.fused_linear_cross_entropy=true)
+    --set kernels.fused_linear_cross_entropy=true --set kernels.moe=true)
 off=(--set kernels.rms_norm=false --set kernels.layer_norm=false --set kernels.rope=false
      --set kernels.swiglu=false --set kernels.geglu=false --set kernels.cross_entropy=false
-     --set kernels.fused_linear_cross_entropy=false --set kernels.tuned_gemm=false)
+     --set kernels.fused_linear_cross_entropy=false --set kernels.tuned_gemm=false --set kernels.moe=false)
 
 run() {  # run NAME ARGS...
   local name=$1; shift

@@ -70,11 +70,11 @@ def llama_config(preset, seq_len):
 def reset_rotary(model, config, device):
     """Recompute the rotary embedding's inv_freq buffers in fp32 on `device`.
     They are not parameters: `to_empty` leaves them uninitialised and
-    `.to(bfloat16)` rounds them; an HF model loaded in bf16 keeps them fp32."""
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-    with torch.device("cpu"):
-        fresh = LlamaRotaryEmbedding(config)
+    `.to(bfloat16)` rounds them; an HF model loaded in bf16 keeps them fp32.
+    Any HF decoder with `model.model.rotary_emb` (Llama, Mixtral)."""
     rotary = model.model.rotary_emb
+    with torch.device("cpu"):
+        fresh = type(rotary)(config)
     for name, buf in fresh.named_buffers(recurse=False):
         setattr(rotary, name, buf.to(device=device, dtype=torch.float32))
     for name in ("original_inv_freq",):  # a plain attribute in some transformers versions
