@@ -126,10 +126,14 @@ TEST_CASE("on the CPU the estimate is the measured peak to 10%: weights, gradien
 // exactly seq_len tokens, so it is also what the packing makes).
 TEST_CASE("on the CPU the estimate is the measured peak to 10%: DPO's reference copy") {
   const std::vector<std::string> dpo = {
-      "model.hidden_size=256",       "model.intermediate_size=1024",
-      "model.max_seq_len=1024",      "data.seq_len=1024",
-      "training.micro_batch_size=1", "training.precision=fp32",
-      "training.objective=dpo",      "data.train=[data/samples/shakespeare_pairs_1024.jsonl]"};
+      "model.hidden_size=256",
+      "model.intermediate_size=1024",
+      "model.max_seq_len=1024",
+      "data.seq_len=1024",
+      "training.micro_batch_size=1",
+      "training.precision=fp32",
+      "training.objective=dpo",
+      "data.train=[" + testing::source_dir() + "/data/samples/shakespeare_pairs_1024.jsonl]"};
   const Measured copy = measure(dpo, {"preference.reference=model"});
   const Measured none = measure(dpo, {"preference.reference=precomputed"});
   INFO("reference: model: measured " << copy.peak / (1 << 20) << " MiB, estimate "
