@@ -8,6 +8,7 @@
 #include "kernels/preference_loss.h"
 #include "kernels/reference/reference.h"
 #include "tests/catch.h"
+#include "tests/kernels/preference_variants.h"
 #include "tests/kernels/test_utils.h"
 
 #include <torch/torch.h>
@@ -24,34 +25,8 @@ bool have_gpu() {
   return liger::kernels::test::have_cuda_device("CUDA preference loss tests");
 }
 
-struct Variant {
-  const char* name;
-  PreferenceObjective objective;
-  DpoLossType loss_type;
-  double label_smoothing;
-  double nll_weight;
-};
-
-const Variant kVariants[] = {
-    {"dpo sigmoid", PreferenceObjective::dpo, DpoLossType::sigmoid, 0.0, 0.0},
-    {"dpo sigmoid smoothed + nll", PreferenceObjective::dpo, DpoLossType::sigmoid, 0.2, 0.7},
-    {"dpo ipo", PreferenceObjective::dpo, DpoLossType::ipo, 0.0, 0.0},
-    {"dpo hinge", PreferenceObjective::dpo, DpoLossType::hinge, 0.0, 0.0},
-    {"orpo", PreferenceObjective::orpo, DpoLossType::sigmoid, 0.0, 0.0},
-    {"simpo", PreferenceObjective::simpo, DpoLossType::sigmoid, 0.1, 0.0},
-    {"simpo + nll", PreferenceObjective::simpo, DpoLossType::sigmoid, 0.0, 1.0},
-};
-
-PreferenceOptions options_of(const Variant& v, int64_t pairs, double chunk_mb) {
-  PreferenceOptions o;
-  o.objective = v.objective;
-  o.loss_type = v.loss_type;
-  o.label_smoothing = v.label_smoothing;
-  o.nll_weight = v.nll_weight;
-  o.beta = 0.5;
-  o.orpo_alpha = 0.3;
-  o.simpo_gamma = 0.4;
-  o.num_pairs = pairs;
+PreferenceOptions options_of(const test::PreferenceVariant& v, int64_t pairs, double chunk_mb) {
+  PreferenceOptions o = test::preference_options(v, pairs);
   o.chunk_mb = chunk_mb;
   return o;
 }
@@ -181,14 +156,15 @@ TEST_CASE("cuda fused_linear_preference matches the reference: every objective, 
       const Tensor x = x32.to(dtype), w = w32.to(dtype);
       // The oracle: the same (rounded) values in fp32, logits materialised.
       const Tensor xf = x.to(at::kFloat), wf = w.to(at::kFloat);
-      for (const Variant& v : kVariants) {
+      for (const test::PreferenceVariant& v : test::kPreferenceVariants) {
         for (const int64_t rows : s.chunk_rows) {
           PreferenceOptions o =
               options_of(v, s.pairs, rows == 0 ? 256.0 : chunk_mb_for_rows(rows, s.vocab));
           Tensor reference;
           if (needs_reference(o.objective)) {
             torch::NoGradGuard no_grad;
-            PreferenceOptions plain = options_of(kVariants[4], s.pairs, 256.0);  // ORPO: no ref
+            PreferenceOptions plain =
+                options_of(test::kPreferenceVariants[4], s.pairs, 256.0);  // ORPO: no ref
             const PreferenceLossResult r = reference::fused_linear_preference(
                 xf, wf, batch.labels, batch.sequence, Tensor(), plain);
             reference = placed_reference(r.logps, r.counts, o);
@@ -219,7 +195,7 @@ TEST_CASE("cuda fused_linear_preference: the per-sequence sums are the log-probs
   // sequence 1's tokens around sequence 0's; the last token is padding (-1)
   const Tensor labels = torch::tensor({3, -100, 4, 7, 2, -100}, torch::kLong).to(gpu);
   const Tensor sequence = torch::tensor({1, 0, 0, 0, 1, -1}, torch::kLong).to(gpu);
-  const PreferenceOptions o = options_of(kVariants[4], 1, chunk_mb_for_rows(4, 11));
+  const PreferenceOptions o = options_of(test::kPreferenceVariants[4], 1, chunk_mb_for_rows(4, 11));
   const PreferenceLossResult r = cuda::fused_linear_preference(h, w, labels, sequence, Tensor(), o);
   const Tensor lp = torch::log_softmax(torch::matmul(h, w.t()).to(at::kDouble), -1).cpu();
   const double chosen = lp[2][4].item<double>() + lp[3][7].item<double>();
@@ -242,7 +218,8 @@ TEST_CASE("cuda fused_linear_preference is deterministic: two runs are bitwise e
     INFO(liger::kernels::test::dtype_name(dtype));
     const Tensor x = torch::randn({n, 256}, gpu).to(dtype);
     const Tensor w = (torch::randn({vocab, 256}, gpu) * 0.05).to(dtype);
-    const PreferenceOptions o = options_of(kVariants[5], 4, chunk_mb_for_rows(40, vocab));  // SimPO
+    const PreferenceOptions o =
+        options_of(test::kPreferenceVariants[5], 4, chunk_mb_for_rows(40, vocab));  // SimPO
     const Result a = run(&cuda::fused_linear_preference, x, w, batch, Tensor(), o, 1.0);
     const Result b = run(&cuda::fused_linear_preference, x, w, batch, Tensor(), o, 1.0);
     CHECK(torch::equal(a.loss, b.loss));
@@ -267,7 +244,8 @@ TEST_CASE(
   const Tensor w = (torch::randn({vocab, 96}, gpu) * 0.05).to(at::kBFloat16);
   for (const int64_t rows : {7, 1000}) {  // many chunks (the fp32 sum of dW) and one chunk
     INFO("chunk rows " << rows);
-    const PreferenceOptions o = options_of(kVariants[4], 2, chunk_mb_for_rows(rows, vocab));
+    const PreferenceOptions o =
+        options_of(test::kPreferenceVariants[4], 2, chunk_mb_for_rows(rows, vocab));
     const Result both = run(&cuda::fused_linear_preference, x, w, batch, Tensor(), o, 1.0);
     {
       torch::NoGradGuard no_grad;

@@ -5,6 +5,7 @@
 #include "kernels/preference_loss.h"
 #include "kernels/reference/reference.h"
 #include "tests/catch.h"
+#include "tests/kernels/preference_variants.h"
 #include "tests/kernels/test_utils.h"
 
 #include <torch/torch.h>
@@ -18,7 +19,10 @@ using liger::kernels::PreferenceLossResult;
 using liger::kernels::PreferenceObjective;
 using liger::kernels::PreferenceOptions;
 using liger::kernels::test::compare_backends;
+using liger::kernels::test::kPreferenceVariants;
 using liger::kernels::test::OpFn;
+using liger::kernels::test::preference_options;
+using liger::kernels::test::PreferenceVariant;
 using liger::kernels::test::Run;
 using liger::kernels::test::run_op;
 using liger::kernels::test::Tolerance;
@@ -28,24 +32,6 @@ namespace {
 
 constexpr Tolerance kFp32{1e-5, 1e-5};
 constexpr Tolerance kBf16{2e-2, 2e-2};
-
-struct Variant {
-  const char* name;
-  PreferenceObjective objective;
-  DpoLossType loss_type;
-  double label_smoothing;
-  double nll_weight;
-};
-
-const Variant kVariants[] = {
-    {"dpo sigmoid", PreferenceObjective::dpo, DpoLossType::sigmoid, 0.0, 0.0},
-    {"dpo sigmoid smoothed + nll", PreferenceObjective::dpo, DpoLossType::sigmoid, 0.2, 0.7},
-    {"dpo ipo", PreferenceObjective::dpo, DpoLossType::ipo, 0.0, 0.0},
-    {"dpo hinge", PreferenceObjective::dpo, DpoLossType::hinge, 0.0, 0.0},
-    {"orpo", PreferenceObjective::orpo, DpoLossType::sigmoid, 0.0, 0.0},
-    {"simpo", PreferenceObjective::simpo, DpoLossType::sigmoid, 0.1, 0.0},
-    {"simpo + nll", PreferenceObjective::simpo, DpoLossType::sigmoid, 0.0, 1.0},
-};
 
 // A micro-batch of `pairs` pairs: 2P sequences of 3 to 6 tokens in a row,
 // the first token of each a prompt token (ignored), then one padding token
@@ -75,19 +61,6 @@ Batch make_batch(int64_t pairs, int64_t vocab, uint64_t seed) {
   return b;
 }
 
-PreferenceOptions options_of(const Variant& v, int64_t pairs) {
-  PreferenceOptions o;
-  o.objective = v.objective;
-  o.loss_type = v.loss_type;
-  o.label_smoothing = v.label_smoothing;
-  o.nll_weight = v.nll_weight;
-  o.beta = 0.5;
-  o.orpo_alpha = 0.3;
-  o.simpo_gamma = 0.4;
-  o.num_pairs = pairs;
-  return o;
-}
-
 using PreferenceFn = PreferenceLossResult (*)(const Tensor&, const Tensor&, const Tensor&,
                                               const Tensor&, const Tensor&,
                                               const PreferenceOptions&);
@@ -111,13 +84,13 @@ TEST_CASE("composite fused_linear_preference matches the reference, every object
   const int64_t hidden = 16, vocab = 97;
   const Batch batch = make_batch(3, vocab, 21);
   const int64_t n = batch.labels.size(0);
-  for (const Variant& v : kVariants) {
+  for (const PreferenceVariant& v : kPreferenceVariants) {
     for (double chunk_mb : {256.0, 4.0 * vocab * 4 / (1024.0 * 1024.0)}) {
       for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
         torch::manual_seed(5);
         const Tensor h = torch::randn({n, hidden}).to(dtype);
         const Tensor w = (torch::randn({vocab, hidden}) * 0.3).to(dtype);
-        PreferenceOptions o = options_of(v, batch.pairs);
+        PreferenceOptions o = preference_options(v, batch.pairs);
         o.chunk_mb = chunk_mb;
         const std::string what = std::string(v.name) + (chunk_mb < 1.0 ? " 4-row chunks " : " ") +
                                  liger::kernels::test::dtype_name(dtype);
@@ -136,7 +109,7 @@ TEST_CASE("fused_linear_preference: the per-sequence sums are the log-probs of t
   const Tensor w = torch::randn({11, 8});
   const Tensor labels = torch::tensor({-100, 4, 7, -100, 2}, torch::kLong);
   const Tensor sequence = torch::tensor({0, 0, 0, 1, 1}, torch::kLong);
-  PreferenceOptions o = options_of(kVariants[4], 1);  // ORPO: no reference needed
+  PreferenceOptions o = preference_options(kPreferenceVariants[4], 1);  // ORPO: no reference needed
   o.chunk_mb = 4.0 * 11 * 2 / (1024.0 * 1024.0);
   const PreferenceLossResult r = comp::fused_linear_preference(h, w, labels, sequence, Tensor(), o);
   const Tensor lp = torch::log_softmax(torch::matmul(h, w.t()).to(torch::kDouble), -1);
@@ -217,13 +190,13 @@ TEST_CASE("fused_linear_preference: two calls with the batch's normalisers add u
   whole.sequence = torch::cat({renumber(first, 0, 3), renumber(second, 2, 5)});
   whole.reference = torch::cat({first.reference.narrow(0, 0, 2), second.reference.narrow(0, 0, 1),
                                 first.reference.narrow(0, 2, 2), second.reference.narrow(0, 1, 1)});
-  for (const Variant& v : kVariants) {
+  for (const PreferenceVariant& v : kPreferenceVariants) {
     INFO(v.name);
     torch::manual_seed(6);
     const Tensor h = torch::randn({whole.labels.size(0), hidden});
     const Tensor w = torch::randn({vocab, hidden}) * 0.3;
-    const Run expected =
-        run_op(wrap(comp::fused_linear_preference, whole, options_of(v, 3)), {h, w}, {true, true});
+    const Run expected = run_op(
+        wrap(comp::fused_linear_preference, whole, preference_options(v, 3)), {h, w}, {true, true});
     const double chosen_tokens =
         expected.outputs[2].narrow(0, 0, 3).sum().item<double>();  // counts of the chosen
 
@@ -231,7 +204,7 @@ TEST_CASE("fused_linear_preference: two calls with the batch's normalisers add u
     Tensor grad_w = torch::zeros_like(w);
     const int64_t n_first = first.labels.size(0);
     for (const Batch* b : {&first, &second}) {
-      PreferenceOptions o = options_of(v, b->pairs);
+      PreferenceOptions o = preference_options(v, b->pairs);
       o.pair_normalizer = 3.0;
       o.chosen_token_normalizer = chosen_tokens;
       const Tensor hb =
