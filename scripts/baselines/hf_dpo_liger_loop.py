@@ -33,36 +33,20 @@ peak_mem_gib (torch.cuda.max_memory_allocated; 0 on the CPU), loss_first /
 loss_last, versions, config, oom (null, or the error's first line). One line
 per step on stdout: "step N: loss X T ms".
 """
-import argparse
 import copy
-import json
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-PRESETS = {
-    "llama3_1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                      intermediate_size=8192, vocab_size=128256, rope_theta=500000.0, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
-                 intermediate_size=688, vocab_size=32000, rope_theta=10000.0, tie_word_embeddings=True),
-}
+from dpo_baseline import PRESETS, argument_parser, summarize, synchronize, write_result
+
 EOS, FIRST_WORD, IGNORE = 1, 2, -100
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="llama3_1b", choices=sorted(PRESETS))
-    p.add_argument("--pairs", type=int, default=8, help="pairs per optimizer step (one micro-batch)")
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--beta", type=float, default=0.1)
+    p = argument_parser(__doc__)
     p.add_argument("--lr", type=float, default=5e-7, help="TRL's default DPO learning rate")
-    p.add_argument("--no-liger", action="store_true")
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--json", required=True)
     return p.parse_args()
 
 
@@ -93,11 +77,6 @@ def plain_dpo_loss(weight, hidden, labels, ref_weight, ref_hidden, beta):
     pairs = policy.shape[0] // 2
     u = (policy[:pairs] - ref[:pairs]) - (policy[pairs:] - ref[pairs:])
     return -F.logsigmoid(beta * u).mean()
-
-
-def synchronize(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def main():
@@ -155,17 +134,10 @@ def main():
             times.append(time.perf_counter() - start)
             losses.append(loss.item())
             print(f"step {step}: loss {losses[-1]:.4f} {1000 * times[-1]:.0f} ms", flush=True)
-        steady = times[args.warmup:] or times
-        step_s = statistics.median(steady)
-        result.update(step_ms=1000 * step_s, pairs_per_s=args.pairs / step_s,
-                      tokens_per_s=2 * args.pairs * args.seq_len / step_s,
-                      peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else 0.0,
-                      loss_first=losses[0], loss_last=losses[-1])
+        summarize(result, args, times, losses)
     except torch.cuda.OutOfMemoryError as error:
         result["oom"] = str(error).splitlines()[0]
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

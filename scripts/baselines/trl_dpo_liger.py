@@ -29,35 +29,19 @@ pair), step_ms (median after the warm-up steps), peak_mem_gib
 versions, config, and oom (null, or the error's first line). One line per
 step on stdout: "step N: loss X T ms".
 """
-import argparse
 import copy
 import dataclasses
-import json
-import statistics
 import time
 
 import torch
 
-PRESETS = {
-    "llama3_1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                      intermediate_size=8192, vocab_size=128256, rope_theta=500000.0, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
-                 intermediate_size=688, vocab_size=32000, rope_theta=10000.0, tie_word_embeddings=True),
-}
+from dpo_baseline import PRESETS, argument_parser, summarize, synchronize, write_result
+
 PAD, EOS, FIRST_WORD = 0, 1, 2  # token ids of the stand-in tokenizer
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="llama3_1b", choices=sorted(PRESETS))
-    p.add_argument("--pairs", type=int, default=8, help="pairs per optimizer step (one micro-batch)")
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--no-liger", action="store_true")
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--json", required=True)
+    p = argument_parser(__doc__)
     return p.parse_args()
 
 
@@ -86,11 +70,6 @@ def word_tokenizer(vocab):
     backend.pre_tokenizer = WhitespaceSplit()
     backend.add_special_tokens([AddedToken("<pad>", special=True), AddedToken("</s>", special=True)])
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>")
-
-
-def synchronize(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def main():
@@ -160,18 +139,10 @@ def main():
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
-        steady = timer.times[args.warmup:] or timer.times
-        step_s = statistics.median(steady)
-        result.update(step_ms=1000 * step_s, pairs_per_s=args.pairs / step_s,
-                      tokens_per_s=2 * args.pairs * args.seq_len / step_s,
-                      peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else 0.0,
-                      loss_first=timer.losses[0] if timer.losses else None,
-                      loss_last=timer.losses[-1] if timer.losses else None)
+        summarize(result, args, timer.times, timer.losses)
     except torch.cuda.OutOfMemoryError as error:
         result["oom"] = str(error).splitlines()[0]
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":
