@@ -19,6 +19,13 @@ struct MoeShape {
   int64_t tokens, hidden, ffn, experts, top_k;
 };
 
+// The op's inputs with gradients, in moe_inputs' order.
+inline const std::vector<std::string> kMoeInputNames = {"x", "router", "gate_up", "down"};
+// fp32: the same math in another order; atol relative to the tensor's largest magnitude.
+constexpr Tolerance kMoeFp32{2e-5, 2e-5};
+// bf16/fp16 against the fp32 truth (check_runs_bf16): sums over many elements.
+constexpr Tolerance kMoeHalfSum{2e-2, 2e-2};
+
 inline std::string describe(const MoeShape& s, int64_t skip, torch::ScalarType dtype) {
   return "tokens " + std::to_string(s.tokens) + " hidden " + std::to_string(s.hidden) + " ffn " +
          std::to_string(s.ffn) + " experts " + std::to_string(s.experts) + " top_k " +

@@ -23,6 +23,9 @@ namespace comp = liger::kernels::composite;
 using liger::kernels::test::check_runs;
 using liger::kernels::test::check_runs_bf16;
 using liger::kernels::test::describe;
+using liger::kernels::test::kMoeFp32;
+using liger::kernels::test::kMoeHalfSum;
+using liger::kernels::test::kMoeInputNames;
 using liger::kernels::test::MoeShape;
 using liger::kernels::test::OpFn;
 using liger::kernels::test::Run;
@@ -31,11 +34,6 @@ using liger::kernels::test::Tolerance;
 using torch::Tensor;
 
 namespace {
-
-constexpr Tolerance kFp32{2e-5, 2e-5};
-// bf16/fp16 against the fp32 truth, sums over many elements (test_cuda_moe.cpp's).
-constexpr Tolerance kHalfSum{2e-2, 2e-2};
-const std::vector<std::string> kInputNames = {"x", "router", "gate_up", "down"};
 
 // x [N, H] and a router [E, H] whose logits keep every pair of experts at
 // least 1 apart (x's first E columns: 2 x a permutation of 0..E-1, read
@@ -69,7 +67,7 @@ void check_moe(const MoeShape& s, int64_t skip) {
   const std::vector<bool> grads = {true, true, true, true};
   const Run expected = run_op(moe_through(&ref::moe, s.top_k), in, grads);
   const Run actual = run_op(moe_through(&comp::moe, s.top_k), in, grads);
-  check_runs("composite moe", actual, expected, kFp32, kFp32, kInputNames);
+  check_runs("composite moe", actual, expected, kMoeFp32, kMoeFp32, kMoeInputNames);
   if (skip >= 0) {
     // The expert nobody chose gets exactly zero gradients.
     CHECK(actual.grads[2][skip].abs().max().item<double>() == 0.0);
@@ -134,8 +132,10 @@ TEST_CASE("composite moe in bf16 and fp16 at 128 experts, top 8, against the fp3
     for (const Tensor& t : in) upcast.push_back(t.to(torch::kFloat));
     const Run truth = run_op(moe_through(&ref::moe, s.top_k), upcast, grads);
     // (Against itself, check_runs_bf16's second check holds trivially; the first is the point.)
-    check_runs_bf16("reference", reference, reference, truth, kHalfSum, kHalfSum, kInputNames);
-    check_runs_bf16("composite", actual, reference, truth, kHalfSum, kHalfSum, kInputNames);
+    check_runs_bf16("reference", reference, reference, truth, kMoeHalfSum, kMoeHalfSum,
+                    kMoeInputNames);
+    check_runs_bf16("composite", actual, reference, truth, kMoeHalfSum, kMoeHalfSum,
+                    kMoeInputNames);
     CHECK(torch::equal(actual.outputs[2], reference.outputs[2]));  // the same experts
     // A gradient that vanished everywhere would pass the comparisons above.
     for (const Tensor& g : actual.grads) CHECK(g.abs().max().item<double>() > 0.0);

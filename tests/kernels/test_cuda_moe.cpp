@@ -24,6 +24,9 @@ namespace ref = liger::kernels::reference;
 using liger::kernels::test::check_runs_bf16;
 using liger::kernels::test::describe;
 using liger::kernels::test::dtype_name;
+using liger::kernels::test::kMoeFp32;
+using liger::kernels::test::kMoeHalfSum;
+using liger::kernels::test::kMoeInputNames;
 using liger::kernels::test::MoeShape;
 using liger::kernels::test::OpFn;
 using liger::kernels::test::Run;
@@ -33,16 +36,11 @@ using torch::Tensor;
 
 namespace {
 
-// fp32: the same math in another order; atol relative to the tensor's largest magnitude.
-constexpr Tolerance kFp32{2e-5, 2e-5};
-// bf16/fp16 against the fp32 truth (check_runs_bf16), sums over many elements.
-constexpr Tolerance kHalfSum{2e-2, 2e-2};
 // bf16/fp16 against the composite in the same dtype: the same GEMMs, the
 // SwiGLU derivative and the sums rounded in another order (a few ulp).
 constexpr Tolerance kHalfVsComposite{1e-2, 1e-2};
 
 const c10::Device kCuda(c10::kCUDA);
-const std::vector<std::string> kInputNames = {"x", "router", "gate_up", "down"};
 
 bool have_cuda() {
   return liger::kernels::test::have_cuda_device("cuda moe tests");
@@ -80,7 +78,8 @@ void check_runs_scaled(const std::string& what, const Run& actual, const Run& ex
   }
   REQUIRE(actual.grads.size() == expected.grads.size());
   for (size_t i = 0; i < actual.grads.size(); ++i) {
-    check_close_scaled(what + " grad " + kInputNames[i], actual.grads[i], expected.grads[i], tol);
+    check_close_scaled(what + " grad " + kMoeInputNames[i], actual.grads[i], expected.grads[i],
+                       tol);
   }
 }
 
@@ -93,7 +92,7 @@ void check_runs_equal(const std::string& what, const Run& a, const Run& b) {
   }
   REQUIRE(a.grads.size() == b.grads.size());
   for (size_t i = 0; i < a.grads.size(); ++i) {
-    INFO(what << " grad " << kInputNames[i]);
+    INFO(what << " grad " << kMoeInputNames[i]);
     CHECK(torch::equal(a.grads[i], b.grads[i]));
   }
 }
@@ -109,12 +108,13 @@ void check_moe(const MoeShape& s, int64_t skip, torch::ScalarType dtype) {
 
   // Against the reference.
   if (dtype == torch::kFloat) {
-    check_runs_scaled("cuda vs reference", actual, reference, kFp32);
+    check_runs_scaled("cuda vs reference", actual, reference, kMoeFp32);
   } else {
     std::vector<Tensor> upcast;
     for (const Tensor& t : in) upcast.push_back(t.to(torch::kFloat));
     const Run truth = run_op(moe_through(&ref::moe, s.top_k), upcast, grads);
-    check_runs_bf16("cuda vs reference", actual, reference, truth, kHalfSum, kHalfSum, kInputNames);
+    check_runs_bf16("cuda vs reference", actual, reference, truth, kMoeHalfSum, kMoeHalfSum,
+                    kMoeInputNames);
   }
 
   // Against the composite: the same routing (logits and experts bitwise), and
@@ -129,11 +129,11 @@ void check_moe(const MoeShape& s, int64_t skip, torch::ScalarType dtype) {
     CHECK(torch::equal(actual.outputs[0], composite.outputs[0]));
   }
   check_runs_scaled("cuda vs composite", actual, composite,
-                    dtype == torch::kFloat ? kFp32 : kHalfVsComposite);
+                    dtype == torch::kFloat ? kMoeFp32 : kHalfVsComposite);
 
   // A gradient that vanished everywhere would pass the comparisons above.
   for (size_t i = 0; i < actual.grads.size(); ++i) {
-    INFO("grad " << kInputNames[i]);
+    INFO("grad " << kMoeInputNames[i]);
     CHECK(max_abs(actual.grads[i]) > 0.0);
   }
   if (skip >= 0) {
