@@ -253,6 +253,9 @@ PreferenceBatch pack_preference_pairs(const std::vector<const PreferencePair*>& 
     }
   }
   batch.rows = static_cast<int64_t>(row_used.size());
+  for (const int64_t documents_in_row : row_documents) {
+    if (documents_in_row > 1) batch.rows_share_sequences = true;
+  }
   return batch;
 }
 

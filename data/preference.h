@@ -53,6 +53,10 @@ struct PreferenceBatch {
   std::vector<int64_t> position_ids;  // restart at 0 for every sequence
   std::vector<int64_t> document_ids;  // per row: 0, 1, ... per sequence, then one for padding
   std::vector<int64_t> sequence;      // which sequence each position belongs to; -1 for padding
+  // Whether some row holds two or more sequences, so attention needs the
+  // document mask. With one sequence a row (then padding), the causal mask
+  // alone gives every response token the same keys: padding comes after it.
+  bool rows_share_sequences = false;
   // Each pair's index in the loader's pairs (PreferenceLoader::next; empty
   // from pack_preference_pairs alone).
   std::vector<int64_t> pair_index;

@@ -62,7 +62,12 @@ DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& dev
   d.ids = to_device(batch.input_ids, batch.rows, batch.seq_len, device);
   d.labels = to_device(batch.labels, batch.rows, batch.seq_len, device).flatten();
   d.positions = to_device(batch.position_ids, batch.rows, batch.seq_len, device);
-  d.documents = to_device(batch.document_ids, batch.rows, batch.seq_len, device);
+  // Rows of one sequence need no document mask (and keep the fastest attention
+  // path): an undefined tensor is plain causal attention. Padding after the
+  // sequence sees it, but padding never reaches the loss.
+  if (batch.rows_share_sequences) {
+    d.documents = to_device(batch.document_ids, batch.rows, batch.seq_len, device);
+  }
   d.sequence = to_device(batch.sequence, batch.rows, batch.seq_len, device).flatten();
   return d;
 }

@@ -174,6 +174,7 @@ TEST_CASE("packing pairs: whole pairs, isolated sequences, labels only on respon
                                           0, 0, 0, 0, 1, 1, 1, 1, 1, 1,  //
                                           0, 0, 0, 0, 0, 0, 0, 1, 1, 1};
   CHECK(batch.document_ids == documents);
+  CHECK(batch.rows_share_sequences);  // row 0 holds two sequences
   const auto id = [](char c) { return static_cast<int64_t>(ByteTokenizer::id(c)); };
   const int64_t x = kIgnoreIndex;
   // Each position predicts the next token of its own sequence where that is a response target.
@@ -185,6 +186,22 @@ TEST_CASE("packing pairs: whole pairs, isolated sequences, labels only on respon
   CHECK(batch.rejected_targets == 2 + 4);
   CHECK(batch.input_ids[0] == 1);   // BOS
   CHECK(batch.input_ids[15] == 0);  // padding
+}
+
+TEST_CASE("packing pairs: rows of one sequence need no document mask", "[preference]") {
+  TempDir dir;
+  const ByteTokenizer tok;
+  const std::string path =
+      dir.write("pairs.jsonl", R"({"prompt": "Q", "chosen": "ab", "rejected": "c"})"
+                               "\n");
+  const auto pairs = read_preference_pairs(path, tok, ReadOptions{}, 6);
+  // chosen 5 tokens, rejected 4: no two fit in a row of 6.
+  const PreferenceBatch batch = pack_preference_pairs({&pairs[0]}, 6);
+  REQUIRE(batch.rows == 2);
+  CHECK_FALSE(batch.rows_share_sequences);
+  // The document ids are still filled: 0 for the sequence, 1 for its padding.
+  const std::vector<int64_t> documents = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1};
+  CHECK(batch.document_ids == documents);
 }
 
 TEST_CASE("the preference loader serves whole pairs in a seeded order and resumes",
