@@ -31,7 +31,8 @@
 #   LIGER_SITE=/tmp/e2e_dpo_site  where the carried wheels are installed (on PYTHONPATH)
 # Carried files (wheels/, git-ignored): liger_kernel-*.whl adds Liger-Kernel to
 #   the baselines; the wheels of scripts/baselines/fetch_dpo_wheels.sh add TRL
-#   where the machine lacks it (about 67 MiB).
+#   where the machine lacks it (about 2 MiB: the GPU machines' image has pyarrow
+#   and pandas; ALL=1 fetches those too).
 # Exit 1 when a liger-train run failed or no baseline ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."

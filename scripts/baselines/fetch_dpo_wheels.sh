@@ -8,20 +8,22 @@
 #   bash scripts/baselines/fetch_dpo_wheels.sh [DIR]      # DIR default wheels
 #
 # What TRL imports: trl itself, accelerate (the Trainer), datasets (its
-# Dataset) and datasets' own dependencies: pyarrow, pandas (+ python-dateutil),
-# dill, multiprocess, xxhash, fsspec. The rest (numpy, packaging, psutil,
-# pyyaml, tqdm, filelock, huggingface_hub, safetensors, jinja2) comes with
-# torch and transformers. About 67 MiB in all, pyarrow alone 52 MiB: more
-# than a 64 MiB carry allows, hence scripts/baselines/hf_dpo_liger_loop.py (the
-# same step without TRL). Liger-Kernel is separate:
+# Dataset) and datasets' own dependencies: dill and multiprocess, which the GPU
+# machines' image lacks (about 2 MiB of wheels), and pyarrow, pandas,
+# python-dateutil, xxhash and fsspec, which it has (ALL=1 fetches those too:
+# about 67 MiB, pyarrow alone 52, more than one carry allows). The rest (numpy,
+# packaging, psutil, pyyaml, tqdm, filelock, huggingface_hub, safetensors,
+# jinja2) comes with torch and transformers. Liger-Kernel is separate:
 #   pip download --no-deps liger-kernel==0.8.5 -d wheels
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:-wheels}
 PIP=${PIP:-.venv/bin/pip}
 [[ -x $PIP ]] || PIP="python3 -m pip"
-packages=(trl==1.16.0 accelerate==1.16.0 datasets==5.2.0 pyarrow==26.0.1 pandas==3.1.1 python-dateutil==4.0.0
-          dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 fsspec==2026.9.0)
+packages=(trl==1.16.0 accelerate==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
+if [[ ${ALL:-0} == 1 ]]; then
+  packages+=(pyarrow==26.0.1 pandas==3.1.1 python-dateutil==4.0.0 xxhash==4.1.0 fsspec==2026.9.0)
+fi
 mkdir -p "$DIR"
 # shellcheck disable=SC2086  # PIP may be "python3 -m pip"
 if ! $PIP download -q --no-deps --only-binary=:all: --implementation cp --python-version 3.12 --abi cp312 \

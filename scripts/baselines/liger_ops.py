@@ -66,6 +66,9 @@ def parse_args():
     p.add_argument("--case-timeout", type=float, default=240.0,
                    help="seconds a case may take, first call (Triton's autotuning) included; past it "
                         "the case is recorded as not finished and the next one runs (default 240)")
+    p.add_argument("--moe-shapes", default="all", choices=("all", "e128", "mixtral"),
+                   help="moe shapes to run: both (all), only E=128 top-8 FFN 768 (e128), or only "
+                        "E=8 top-2 FFN 5632 (mixtral); each autotunes Liger's kernels anew")
     args = p.parse_args()
     for name in args.op.split(","):
         if name not in CASES:
@@ -270,7 +273,8 @@ def main():
     wanted = args.op.split(",")
     makers = []
     if "moe" in wanted:
-        makers += [lambda s=s: moe_case(moe_function, *s) for s in MOE_SHAPES]
+        chosen = {"all": MOE_SHAPES, "e128": MOE_SHAPES[:1], "mixtral": MOE_SHAPES[1:]}[args.moe_shapes]
+        makers += [lambda s=s: moe_case(moe_function, *s) for s in chosen]
     if "fused_linear_preference" in wanted:
         makers.append(lambda: preference_case(dpo_loss_class))
 
