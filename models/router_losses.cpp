@@ -4,23 +4,36 @@
 
 namespace liger::models {
 
-Tensor load_balancing_loss(const std::vector<RouterOutput>& routers, int64_t num_experts) {
-  TORCH_CHECK(!routers.empty(), "load_balancing_loss needs the routers of at least one layer");
+ExpertCounts expert_counts(const std::vector<RouterOutput>& routers, int64_t num_experts) {
+  TORCH_CHECK(!routers.empty(), "expert_counts needs the routers of at least one layer");
   const auto f32 = routers.front().logits.options().dtype(at::kFloat);
-  Tensor chosen = torch::zeros({num_experts}, f32);
-  Tensor probability = torch::zeros({num_experts}, f32);
-  int64_t rows = 0;
+  ExpertCounts counts{torch::zeros({num_experts}, f32), 0};
   for (const RouterOutput& r : routers) {
-    // HF: softmax in the logits' dtype, summed in fp32. The counts come from
-    // the op's own top k (fp32 softmax): the same experts barring exact ties.
+    // The op's own top k (fp32 softmax): HF's experts barring exact ties.
     const Tensor flat = r.experts.reshape({-1});
-    chosen.index_add_(0, flat, torch::ones({flat.numel()}, f32));
-    // cast: the probabilities summed in fp32
-    probability = probability + torch::softmax(r.logits, -1).to(at::kFloat).sum(0);
-    rows += r.logits.size(0);
+    counts.chosen.index_add_(0, flat, torch::ones({flat.numel()}, f32));
+    counts.rows += r.logits.size(0);
   }
-  const double inv_rows = 1.0 / static_cast<double>(rows);
-  return static_cast<double>(num_experts) * ((chosen * inv_rows) * (probability * inv_rows)).sum();
+  return counts;
+}
+
+Tensor load_balancing_loss_part(const std::vector<RouterOutput>& routers, int64_t num_experts,
+                                const ExpertCounts& batch) {
+  TORCH_CHECK(!routers.empty(), "load_balancing_loss needs the routers of at least one layer");
+  TORCH_CHECK(batch.rows > 0, "load_balancing_loss_part: the batch has no router rows");
+  Tensor probability;
+  for (const RouterOutput& r : routers) {
+    // HF: softmax in the logits' dtype; cast: the probabilities summed in fp32
+    const Tensor layer = torch::softmax(r.logits, -1).to(at::kFloat).sum(0);
+    probability = probability.defined() ? probability + layer : layer;
+  }
+  const double inv_rows = 1.0 / static_cast<double>(batch.rows);
+  return static_cast<double>(num_experts) *
+         ((batch.chosen * inv_rows) * (probability * inv_rows)).sum();
+}
+
+Tensor load_balancing_loss(const std::vector<RouterOutput>& routers, int64_t num_experts) {
+  return load_balancing_loss_part(routers, num_experts, expert_counts(routers, num_experts));
 }
 
 Tensor router_z_loss(const std::vector<RouterOutput>& routers) {

@@ -82,7 +82,9 @@ CONFIG_KEY(
     "attention scale 1/sqrt(this); 0 = 1/sqrt(head_dim); null = the preset's (gemma2_*: 256)")
 CONFIG_KEY(std::optional<bool>, output_router_logits, std::nullopt, any_value(),
            "MoE models: add the load-balancing loss (Switch form, all layers' routers together) "
-           "to the training loss, as HF's output_router_logits; null = config.json's (else off)")
+           "to the training loss, as HF's output_router_logits, over the whole accumulated batch "
+           "(with several micro-batches a forward without autograd counts the experts first); "
+           "null = config.json's (else off)")
 CONFIG_KEY(std::optional<double>, router_aux_loss_coef, std::nullopt, range(0.0, 1e6),
            "MoE models: weight of the load-balancing loss when output_router_logits is on; "
            "null = config.json's (else HF's 0.001)")

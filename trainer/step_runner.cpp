@@ -157,6 +157,29 @@ at::Tensor StepRunner::inverse_count(int64_t target_tokens, double normalizer) {
                      at::TensorOptions().dtype(at::kFloat).device(options_.device));
 }
 
+models::ExpertCounts StepRunner::summed_over_ranks(models::ExpertCounts counts) {
+  if (comm_.world_size() > 1) {
+    comm_.all_reduce(counts.chosen);
+    counts.rows *= comm_.world_size();  // every rank's micro-batches have the same shape
+  }
+  return counts;
+}
+
+models::ExpertCounts StepRunner::count_batch_experts(const std::vector<DeviceBatch>& inputs) {
+  torch::NoGradGuard no_grad;
+  models::ExpertCounts total;
+  for (const DeviceBatch& micro_batch : inputs) {
+    // The routing is a function of the inputs and the weights: this forward
+    // picks the experts the training forward will (LoRA dropout aside).
+    model_.forward(micro_batch.ids, micro_batch.positions, micro_batch.documents);
+    const models::ExpertCounts counts =
+        models::expert_counts(model_.take_router_outputs(), options_.num_experts);
+    total.chosen = total.chosen.defined() ? total.chosen + counts.chosen : counts.chosen;
+    total.rows += counts.rows;
+  }
+  return summed_over_ranks(std::move(total));
+}
+
 // `normalizer` is this rank's count (the global one on one process), kept in
 // the loss options for a loss path that would not read `inverse_count`.
 StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, double normalizer,
@@ -167,12 +190,20 @@ StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, doub
   // weighted by its share of the accumulated batch's rows (all micro-batches,
   // all ranks), so that their sum over the batch is its row-weighted mean,
   // like the token loss's 1 / N.
+  // The load-balancing loss multiplies two means over the batch (f_e, P_e):
+  // exact accumulation needs the whole batch's expert counts before the first
+  // backward. With several micro-batches a forward without autograd counts
+  // them first (a forward's worth of extra work, only with the loss in the
+  // objective); with one, its own forward's counts; over ranks, their sum.
   at::Tensor router_total;
   int64_t batch_rows = 0;
+  const bool exact_balance = options_.router_losses && options_.aux_loss_weight > 0.0;
+  models::ExpertCounts batch_counts;
   if (options_.router_losses) {
     router_total = torch::zeros({2}, f32);
     for (const DeviceBatch& micro_batch : inputs) batch_rows += micro_batch.ids.numel();
     batch_rows *= comm_.world_size();
+    if (exact_balance && inputs.size() > 1) batch_counts = count_batch_experts(inputs);
   }
   for (const DeviceBatch& micro_batch : inputs) {
     at::Tensor hidden =
@@ -184,7 +215,15 @@ StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, doub
       const std::vector<models::RouterOutput> routers = model_.take_router_outputs();
       const double share =
           static_cast<double>(micro_batch.ids.numel()) / static_cast<double>(batch_rows);
-      const at::Tensor aux = models::load_balancing_loss(routers, options_.num_experts) * share;
+      at::Tensor aux;
+      if (exact_balance) {
+        if (inputs.size() == 1) {
+          batch_counts = summed_over_ranks(models::expert_counts(routers, options_.num_experts));
+        }
+        aux = models::load_balancing_loss_part(routers, options_.num_experts, batch_counts);
+      } else {  // reported only: each micro-batch's own, weighted by its share
+        aux = models::load_balancing_loss(routers, options_.num_experts) * share;
+      }
       const at::Tensor z = models::router_z_loss(routers) * share;
       if (options_.aux_loss_weight > 0.0) objective = objective + options_.aux_loss_weight * aux;
       if (options_.z_loss_weight > 0.0) objective = objective + options_.z_loss_weight * z;

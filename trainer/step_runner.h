@@ -24,6 +24,7 @@ struct CUDAStreamGuard;
 }
 namespace liger::models {
 class TransformerImpl;
+struct ExpertCounts;
 }
 namespace liger::trainer::distributed {
 class Communicator;
@@ -122,6 +123,10 @@ class StepRunner {
   // Forward and backward of every micro-batch, clipping, the AdamW update.
   StepOutputs device_step(const std::vector<DeviceBatch>& inputs, double normalizer,
                           const at::Tensor& inverse_count, double lr);
+  // The expert counts of the whole accumulated batch (every micro-batch, every
+  // rank) from forwards without autograd; and `counts` summed over the ranks.
+  models::ExpertCounts count_batch_experts(const std::vector<DeviceBatch>& inputs);
+  models::ExpertCounts summed_over_ranks(models::ExpertCounts counts);
   // cuda_graphs: an eager step (the first ones), the capture (once) or a replay.
   StepOutputs graph_step(const at::Tensor& inverse_count, double normalizer, double lr,
                          int64_t step);

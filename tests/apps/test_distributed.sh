@@ -101,10 +101,14 @@ fi
 # dimensions the gradient of k's bias is a cancellation near zero, which eps 1e-8 would turn
 # into full-size steps of rounding noise (different on 1 and 2 ranks); 1e-5 keeps them small.
 # Mixtral (experts sharded and gathered with their layer; the router z-loss weighted by each
-# rank's share of the batch: exact, as the LM loss).
+# rank's share of the batch, the load-balancing loss with the expert counts summed over the
+# ranks: exact, as the LM loss).
 for preset in tiny_qwen2 tiny_qwen3 tiny_mixtral; do
   qwen=(--set model.preset=$preset --set training.eps=1e-5)
-  if [ "$preset" = tiny_mixtral ]; then qwen+=(--set model.router_z_loss_coef=0.01); fi
+  if [ "$preset" = tiny_mixtral ]; then
+    qwen+=(--set model.router_z_loss_coef=0.01 --set model.output_router_logits=true
+           --set model.router_aux_loss_coef=0.05)
+  fi
   "$BIN/liger-train" "${common[@]}" "${qwen[@]}" --set training.micro_batch_size=4 \
     --set checkpoint.output_dir="$work/one_$preset" > "$work/one_$preset.log" 2>&1 \
     || { fail "single-process $preset run"; tail -5 "$work/one_$preset.log"; }

@@ -86,3 +86,41 @@ TEST_CASE("router z-loss: mean over every layer's rows of logsumexp^2, and its g
   expected /= 14.0;
   CHECK(std::abs(z.item<double>() - expected) <= 1e-6 * expected);
 }
+
+TEST_CASE("load-balancing loss in parts: with the batch's counts the parts sum to the whole") {
+  // Rows 0-2 and 3-6 of each layer as two micro-batches: their parts, each
+  // with the whole batch's expert counts, add up to the loss of all rows,
+  // and each row's gradient is the one the whole loss gives it.
+  torch::manual_seed(5);
+  std::vector<Tensor> leaves;
+  const std::vector<RouterOutput> r = routers(leaves);
+  const liger::models::ExpertCounts counts = liger::models::expert_counts(r, kExperts);
+  CHECK(counts.rows == 14);
+  CHECK(counts.chosen.sum().item<double>() == 14.0 * kTopK);
+  const Tensor whole = liger::models::load_balancing_loss(r, kExperts);
+  whole.backward();
+  std::vector<Tensor> whole_grads;
+  for (const Tensor& leaf : leaves) whole_grads.push_back(leaf.grad().clone());
+
+  std::vector<Tensor> part_leaves;
+  Tensor sum;
+  for (const auto& [first, length] : {std::pair<int64_t, int64_t>{0, 3}, {3, 4}}) {
+    std::vector<RouterOutput> piece;
+    for (const RouterOutput& layer : r) {
+      part_leaves.push_back(layer.logits.detach().narrow(0, first, length).requires_grad_(true));
+      piece.push_back({part_leaves.back(), layer.experts.narrow(0, first, length)});
+    }
+    const Tensor part = liger::models::load_balancing_loss_part(piece, kExperts, counts);
+    part.backward();
+    sum = sum.defined() ? sum + part.detach() : part.detach();
+    // Not the piece's own loss: its f_e differs from the batch's.
+    const Tensor own = liger::models::load_balancing_loss(piece, kExperts);
+    CHECK(std::abs(own.item<double>() - part.item<double>()) > 1e-3 * own.item<double>());
+  }
+  CHECK(std::abs(sum.item<double>() - whole.item<double>()) <= 1e-6 * whole.item<double>());
+  for (size_t layer = 0; layer < r.size(); ++layer) {
+    // part_leaves: piece 0's layers, then piece 1's
+    const Tensor grad = torch::cat({part_leaves[layer].grad(), part_leaves[2 + layer].grad()});
+    CHECK(torch::allclose(grad, whole_grads[layer], 1e-5, 1e-7));
+  }
+}
