@@ -14,9 +14,35 @@ using torch::autograd::Node;
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
-// cat(weights) along rows; the weight itself when there is one.
+// Whether `weights` are consecutive row blocks of one buffer, frozen
+// (TransformerImpl::pack_frozen_qkv_weights): then their stack is a view.
+bool consecutive_rows(const std::vector<at::Tensor>& weights) {
+  const at::Tensor& first = weights.front();
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::Tensor& w = weights[i];
+    if (w.requires_grad() || w.dim() != 2 || !w.is_contiguous() || !w.has_storage() ||
+        w.scalar_type() != first.scalar_type() || w.size(1) != first.size(1) ||
+        !w.storage().is_alias_of(first.storage())) {
+      return false;
+    }
+    if (i > 0 && w.storage_offset() != weights[i - 1].storage_offset() + weights[i - 1].numel()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// cat(weights) along rows; the weight itself when there is one, a view when
+// they are consecutive rows of one buffer.
 at::Tensor stacked(const std::vector<at::Tensor>& weights) {
-  return weights.size() == 1 ? weights[0] : at::cat(weights, 0);
+  if (weights.size() == 1) return weights[0];
+  if (consecutive_rows(weights)) {
+    int64_t rows = 0;
+    for (const at::Tensor& w : weights) rows += w.size(0);
+    const int64_t cols = weights.front().size(1);
+    return weights.front().as_strided({rows, cols}, {cols, 1}, weights.front().storage_offset());
+  }
+  return at::cat(weights, 0);
 }
 
 // The adapters present, in weight order: which weight each belongs to.

@@ -120,6 +120,33 @@ Tensor TransformerImpl::initial_value(const std::string& name, const Tensor& p,
                     at::TensorOptions().dtype(at::kFloat));
 }
 
+int64_t TransformerImpl::pack_frozen_qkv_weights() {
+  torch::NoGradGuard no_grad;
+  int64_t packed_layers = 0;
+  for (const auto& module : *model->layers) {
+    SelfAttentionImpl& attn = *module->as<DecoderLayerImpl>()->self_attn;
+    std::vector<Tensor*> weights = {&attn.q_proj->weight, &attn.k_proj->weight,
+                                    &attn.v_proj->weight};
+    const Tensor& first = *weights.front();
+    bool alike = true;
+    for (const Tensor* w : weights) {
+      alike = alike && !w->requires_grad() && w->dim() == 2 && w->is_contiguous() &&
+              !w->is_meta() && w->scalar_type() == first.scalar_type() &&
+              w->device() == first.device() && w->size(1) == first.size(1);
+    }
+    if (!alike) continue;
+    const Tensor packed = at::cat({*weights[0], *weights[1], *weights[2]}, 0);
+    int64_t row = 0;
+    for (Tensor* w : weights) {
+      const int64_t rows = w->size(0);
+      w->set_data(packed.narrow(0, row, rows));  // the parameter now views its rows
+      row += rows;
+    }
+    ++packed_layers;
+  }
+  return packed_layers;
+}
+
 Tensor TransformerImpl::cast(const Tensor& weight) const {
   // Master weights may be fp32 while compute is bf16: cast at the point of use
   // (autograd sends the gradient back in the weight's own dtype).

@@ -178,6 +178,13 @@ class TransformerImpl : public torch::nn::Module {
   // while the model is in training mode. The adapters are not submodules:
   // parameters() stays the base model's.
   void set_lora(std::shared_ptr<LoraAdaptersImpl> adapters) { lora_ = std::move(adapters); }
+  // Moves each layer's q, k and v weights into one [q + k + v rows, in]
+  // buffer, every weight a view of its rows, where all three are frozen
+  // (LoRA's base), contiguous and alike: the packed q|k|v projection then
+  // reads the stacked weight without a copy per forward and backward
+  // (models/packed_projection.h). Values are unchanged; other layers are left
+  // as they are. Returns the number of layers packed.
+  int64_t pack_frozen_qkv_weights();
   LoraAdaptersImpl* lora() const { return lora_.get(); }
 
   // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).

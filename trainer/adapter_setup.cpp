@@ -168,6 +168,8 @@ NamedTensors setup_trainable_parameters(models::TransformerImpl& model,
   torch::NoGradGuard no_grad;
   const models::LoraOptions options = checked_options(model, c);
   const std::vector<std::string> saved = freeze_base(model, c);
+  // The frozen q|k|v weights in one buffer: no copy of them per step.
+  model.pack_frozen_qkv_weights();
   const at::Tensor any = model.parameters().front();
   models::LoraAdapters adapters(model.config(), options,
                                 at::TensorOptions().dtype(parameter_dtype(c)).device(any.device()));

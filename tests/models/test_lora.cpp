@@ -333,3 +333,93 @@ TEST_CASE("LoRA FLOPs per token: 4 per frozen matmul parameter, 6 per adapter an
   options.targets = {models::LoraTarget::q_proj};
   CHECK(models::lora_parameter_count(config, options) == static_cast<int64_t>(layers * 16 * 2 * h));
 }
+
+namespace {
+
+// Calls of aten::cat while alive.
+class CatCount {
+ public:
+  CatCount() {
+    count() = 0;
+    handle_ = at::addThreadLocalCallback(
+        at::RecordFunctionCallback(
+            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+              if (std::string(fn.name()) == "aten::cat") ++count();
+              return nullptr;
+            })
+            .scopes({at::RecordScope::FUNCTION}));
+  }
+  ~CatCount() { at::removeCallback(handle_); }
+  static int64_t& count() {
+    static thread_local int64_t n = 0;
+    return n;
+  }
+
+ private:
+  at::CallbackHandle handle_;
+};
+
+// Cats run by one forward and backward of `model` with LoRA adapters.
+int64_t cats_in_step(models::TransformerImpl& model, const Tensor& ids, Tensor& logits) {
+  CatCount cats;
+  logits = model.forward(ids);  // the final-norm hidden states
+  logits.sum().backward();
+  return CatCount::count();
+}
+
+}  // namespace
+
+TEST_CASE("LoRA: the frozen q|k|v weights in one buffer, the same step without their copies") {
+  const models::ModelConfig config = models::test::small_config(97, 40, 52, false);
+  models::Transformer model(config, kernels::KernelSet::reference(),
+                            at::TensorOptions().dtype(at::kFloat), at::kFloat);
+  model->init_weights(7);
+  CHECK(model->pack_frozen_qkv_weights() == 0);  // trainable weights stay as they are
+  for (auto& item : model->named_parameters()) item.value().set_requires_grad(false);
+  models::LoraOptions options;
+  options.rank = 3;
+  options.alpha = 6;
+  options.targets = {models::LoraTarget::q_proj, models::LoraTarget::v_proj};
+  models::LoraAdapters adapters(config, options, at::TensorOptions().dtype(at::kFloat));
+  adapters->init_weights(models::lora_init_seed(5));
+  for (auto& item : adapters->named_parameters()) {  // B != 0, so the adapters matter
+    torch::NoGradGuard no_grad;
+    item.value().normal_(0.0, 0.1);
+  }
+  model->set_lora(adapters.ptr());
+  const Tensor ids = torch::randint(0, 97, {2, 9});
+  const std::string layer0 = "model.layers.0.self_attn.";
+  auto params = model->named_parameters();
+  const Tensor q_before = params[layer0 + "q_proj.weight"].clone();
+  const Tensor v_before = params[layer0 + "v_proj.weight"].clone();
+
+  Tensor logits_before;
+  const int64_t cats_before = cats_in_step(*model, ids, logits_before);
+  std::vector<Tensor> grads_before;
+  for (auto& item : adapters->named_parameters()) {
+    grads_before.push_back(item.value().grad().clone());
+    item.value().mutable_grad().reset();
+  }
+
+  REQUIRE(model->pack_frozen_qkv_weights() == config.num_layers);
+  params = model->named_parameters();
+  const Tensor q = params[layer0 + "q_proj.weight"], k = params[layer0 + "k_proj.weight"],
+               v = params[layer0 + "v_proj.weight"];
+  CHECK(k.storage().is_alias_of(q.storage()));
+  CHECK(v.storage().is_alias_of(q.storage()));
+  CHECK(k.storage_offset() == q.storage_offset() + q.numel());
+  CHECK(v.storage_offset() == k.storage_offset() + k.numel());
+  CHECK(torch::equal(q, q_before));
+  CHECK(torch::equal(v, v_before));
+
+  Tensor logits_after;
+  const int64_t cats_after = cats_in_step(*model, ids, logits_after);
+  // One stacking of q|k|v per layer in forward, and one in backward for every
+  // layer but the first (whose input, the frozen embedding, wants no gradient), are gone.
+  CHECK(cats_before - cats_after == 2 * config.num_layers - 1);
+  CHECK(torch::equal(logits_after, logits_before));
+  size_t i = 0;
+  for (auto& item : adapters->named_parameters()) {
+    CHECK(torch::equal(item.value().grad(), grads_before[i++]));
+  }
+}
