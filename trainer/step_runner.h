@@ -25,7 +25,7 @@ struct CUDAStreamGuard;
 namespace liger::models {
 class TransformerImpl;
 struct ExpertCounts;
-}
+}  // namespace liger::models
 namespace liger::trainer::distributed {
 class Communicator;
 class FullyShardedModel;

@@ -23,6 +23,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -301,15 +302,82 @@ struct Geometry {
 };
 
 // ---------------------------------------------------------------------------
-// Forward: one block per (query tile of BM rows, query head, batch row).
+// Forward: one block per (query tile of BM rows, query head, batch row). Each
+// warp owns MT tiles of 16 query rows (BM = 64 MT): every K and V fragment it
+// reads from shared memory feeds the products of all MT tiles, so MT = 2
+// halves the shared-memory reads per product (the bound at MT = 1).
 // ---------------------------------------------------------------------------
 
-template <typename T, int D, int BM, int BN>
+// acc[m][16 x 8N] += A_m[16 x 16K] B^T for the MT row tiles A_m (rows row0 +
+// 16 m of tile_a); B's N*8 rows in tile_b, both [rows, D], D = 16K. Each B
+// fragment is loaded once for all MT tiles.
+template <typename T, int D, int N, int MT>
+__device__ __forceinline__ void product_abt_rows(float (&acc)[MT][N][4], const T* tile_a, int row0,
+                                                 const T* tile_b, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+      ldmatrix_x4(a[m], a_address<T, D>(tile_a, row0 + 16 * m, kk * 16, lane));
+#pragma unroll
+    for (int nn = 0; nn < N / 2; ++nn) {
+      uint32_t b[4];
+      ldmatrix_x4(b, b_address<T, D>(tile_b, nn * 16, kk * 16, lane));
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        mma_16x8x16<T>(acc[m][2 * nn], a[m], b[0], b[1]);
+        mma_16x8x16<T>(acc[m][2 * nn + 1], a[m], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// acc[m][16 x D] += P_m[16 x 8N] M[8N x D] for the MT row tiles: P_m from
+// accumulator fragments (rounded to T), M's rows in tile ([8N, D], read
+// transposed once for all MT tiles).
+template <typename T, int D, int N, int MT>
+__device__ __forceinline__ void product_pm_rows(float (&acc)[MT][D / 8][4],
+                                                const float (&p)[MT][N][4], const T* tile,
+                                                int lane) {
+#pragma unroll
+  for (int kk = 0; kk < N / 2; ++kk) {
+    // The accumulator layout of two n tiles is the A layout of one k step.
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      a[m][0] = pack_pair<T>(p[m][2 * kk][0], p[m][2 * kk][1]);
+      a[m][1] = pack_pair<T>(p[m][2 * kk][2], p[m][2 * kk][3]);
+      a[m][2] = pack_pair<T>(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
+      a[m][3] = pack_pair<T>(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int dd = 0; dd < D / 16; ++dd) {
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, a_address<T, D>(tile, kk * 16, dd * 16, lane));
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        mma_16x8x16<T>(acc[m][2 * dd], a[m], b[0], b[1]);
+        mma_16x8x16<T>(acc[m][2 * dd + 1], a[m], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// The two query rows of one thread in one 16-row tile (g and g + 8) and
+// their online-softmax state.
+struct RowPairState {
+  int row_lo, row_hi, pos_lo, pos_hi;
+  int64_t doc_lo, doc_hi;
+  float max_lo, max_hi, sum_lo, sum_hi;
+};
+
+template <typename T, int D, int BM, int BN, int MT>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
                              const T* __restrict__ v, T* __restrict__ out, float* __restrict__ lse,
                              Geometry geo, Mask mask, ScoreTransform score) {
-  static_assert(BM == 16 * (kThreads / 32), "one warp per 16 query rows");
+  static_assert(BM == 16 * MT * (kThreads / 32), "each warp owns MT tiles of 16 query rows");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
   // Two K/V buffers: the next tile's copy runs while this one is computed.
@@ -332,11 +400,21 @@ __global__ void __launch_bounds__(kThreads)
   load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
   copy_async_commit();
 
-  // This thread's two query rows (g and g + 8 of its warp's 16).
-  const int row_lo = m0 + warp * 16 + g, row_hi = row_lo + 8;
-  const int pos_lo = row_lo + mask.offset, pos_hi = row_hi + mask.offset;
-  const int64_t doc_lo = mask.documents ? __ldg(mask.documents + min64(row_lo, geo.tq - 1)) : 0;
-  const int64_t doc_hi = mask.documents ? __ldg(mask.documents + min64(row_hi, geo.tq - 1)) : 0;
+  // This warp's rows: tiles warp_row0 + 16 m, m < MT.
+  const int warp_row0 = warp * 16 * MT;
+  RowPairState rows[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    RowPairState& r = rows[m];
+    r.row_lo = m0 + warp_row0 + 16 * m + g;
+    r.row_hi = r.row_lo + 8;
+    r.pos_lo = r.row_lo + mask.offset;
+    r.pos_hi = r.row_hi + mask.offset;
+    r.doc_lo = mask.documents ? __ldg(mask.documents + min64(r.row_lo, geo.tq - 1)) : 0;
+    r.doc_hi = mask.documents ? __ldg(mask.documents + min64(r.row_hi, geo.tq - 1)) : 0;
+    r.max_lo = r.max_hi = -INFINITY;
+    r.sum_lo = r.sum_hi = 0.f;
+  }
 
   // Keys any row of the tile may see.
   const int q_first = m0 + mask.offset;
@@ -344,9 +422,9 @@ __global__ void __launch_bounds__(kThreads)
   const int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
   const int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
 
-  float acc_o[D / 8][4];
-  zero(acc_o);
-  float max_lo = -INFINITY, max_hi = -INFINITY, sum_lo = 0.f, sum_hi = 0.f;
+  float acc_o[MT][D / 8][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) zero(acc_o[m]);
 
   // The first key tile at or after n that the mask does not empty (key_end: none).
   auto next_tile = [&](int n) {
@@ -372,97 +450,108 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
 
-    float s[BN / 8][4];
-    zero(s);
-    product_abt<T, D, BN / 8>(s, tile_q, warp * 16, tile_k[buf], lane);
+    float s[MT][BN / 8][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) zero(s[m]);
+    product_abt_rows<T, D, BN / 8, MT>(s, tile_q, warp_row0, tile_k[buf], lane);
 
-    float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
+    for (int m = 0; m < MT; ++m) {
+      RowPairState& r = rows[m];
+      float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = n0 + j * 8 + t4 * 2 + (e & 1);
-        float x = score(s[j][e]);
-        if (!vis.full) {
-          const bool ok =
-              e < 2 ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
-          if (!ok) x = -INFINITY;
+      for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = n0 + j * 8 + t4 * 2 + (e & 1);
+          float x = score(s[m][j][e]);
+          if (!vis.full) {
+            const bool ok = e < 2 ? mask.visible(r.pos_lo, key, r.doc_lo)
+                                  : mask.visible(r.pos_hi, key, r.doc_hi);
+            if (!ok) x = -INFINITY;
+          }
+          s[m][j][e] = x;
         }
-        s[j][e] = x;
+        tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[m][j][0], s[m][j][1]));
+        tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[m][j][2], s[m][j][3]));
       }
-      tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[j][0], s[j][1]));
-      tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[j][2], s[j][3]));
-    }
-    // A row's 8N scores are spread over the 4 lanes of its quad.
+      // A row's 8N scores are spread over the 4 lanes of its quad.
 #pragma unroll
-    for (int o = 1; o < 4; o *= 2) {
-      tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
-      tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
-    }
-    const float new_max_lo = fmaxf(max_lo, tile_max_lo), new_max_hi = fmaxf(max_hi, tile_max_hi);
-    // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
-    const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
-    const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
-    const float rescale_lo = exp2_fast(max_lo - base_lo), rescale_hi = exp2_fast(max_hi - base_hi);
-    max_lo = new_max_lo;
-    max_hi = new_max_hi;
-    float part_lo = 0.f, part_hi = 0.f;
+      for (int o = 1; o < 4; o *= 2) {
+        tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
+        tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
+      }
+      const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
+      const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
+      // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
+      const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
+      const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
+      const float rescale_lo = exp2_fast(r.max_lo - base_lo);
+      const float rescale_hi = exp2_fast(r.max_hi - base_hi);
+      r.max_lo = new_max_lo;
+      r.max_hi = new_max_hi;
+      float part_lo = 0.f, part_hi = 0.f;
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      s[j][0] = exp2_fast(s[j][0] - base_lo);
-      s[j][1] = exp2_fast(s[j][1] - base_lo);
-      s[j][2] = exp2_fast(s[j][2] - base_hi);
-      s[j][3] = exp2_fast(s[j][3] - base_hi);
-      part_lo += s[j][0] + s[j][1];
-      part_hi += s[j][2] + s[j][3];
-    }
-    // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
-    sum_lo = sum_lo * rescale_lo + part_lo;
-    sum_hi = sum_hi * rescale_hi + part_hi;
+      for (int j = 0; j < BN / 8; ++j) {
+        s[m][j][0] = exp2_fast(s[m][j][0] - base_lo);
+        s[m][j][1] = exp2_fast(s[m][j][1] - base_lo);
+        s[m][j][2] = exp2_fast(s[m][j][2] - base_hi);
+        s[m][j][3] = exp2_fast(s[m][j][3] - base_hi);
+        part_lo += s[m][j][0] + s[m][j][1];
+        part_hi += s[m][j][2] + s[m][j][3];
+      }
+      // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
+      r.sum_lo = r.sum_lo * rescale_lo + part_lo;
+      r.sum_hi = r.sum_hi * rescale_hi + part_hi;
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      acc_o[d][0] *= rescale_lo;
-      acc_o[d][1] *= rescale_lo;
-      acc_o[d][2] *= rescale_hi;
-      acc_o[d][3] *= rescale_hi;
+      for (int d = 0; d < D / 8; ++d) {
+        acc_o[m][d][0] *= rescale_lo;
+        acc_o[m][d][1] *= rescale_lo;
+        acc_o[m][d][2] *= rescale_hi;
+        acc_o[m][d][3] *= rescale_hi;
+      }
     }
-    product_pm<T, D, BN / 8>(acc_o, s, tile_v[buf], lane);
+    product_pm_rows<T, D, BN / 8, MT>(acc_o, s, tile_v[buf], lane);
     __syncthreads();  // every warp is done with this buffer before it is refilled
     n0 = n1;
   }
   copy_async_wait_all();  // when every key tile was skipped, q's copy is still pending
 
 #pragma unroll
-  for (int o = 1; o < 4; o *= 2) {
-    sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, o);
-    sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, o);
-  }
-  const float inv_lo = sum_lo > 0.f ? 1.f / sum_lo : 0.f;
-  const float inv_hi = sum_hi > 0.f ? 1.f / sum_hi : 0.f;
-  // cast: out rounded to T
-  if (row_lo < geo.tq) {
-    T* o_row = out + ((b * geo.tq + row_lo) * geo.heads_q + head) * D;
+  for (int m = 0; m < MT; ++m) {
+    RowPairState& r = rows[m];
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
-          pack_pair<T>(acc_o[d][0] * inv_lo, acc_o[d][1] * inv_lo);
+    for (int o = 1; o < 4; o *= 2) {
+      r.sum_lo += __shfl_xor_sync(0xffffffffu, r.sum_lo, o);
+      r.sum_hi += __shfl_xor_sync(0xffffffffu, r.sum_hi, o);
     }
-    // A row that sees nothing gets lse = +inf: backward's p = 2^(s2 - inf) = 0.
-    if (t4 == 0) {
-      lse[(b * geo.heads_q + head) * geo.tq + row_lo] =
-          sum_lo > 0.f ? (max_lo + log2f(sum_lo)) * kLn2 : INFINITY;
-    }
-  }
-  if (row_hi < geo.tq) {
-    T* o_row = out + ((b * geo.tq + row_hi) * geo.heads_q + head) * D;
+    const float inv_lo = r.sum_lo > 0.f ? 1.f / r.sum_lo : 0.f;
+    const float inv_hi = r.sum_hi > 0.f ? 1.f / r.sum_hi : 0.f;
+    // cast: out rounded to T
+    if (r.row_lo < geo.tq) {
+      T* o_row = out + ((b * geo.tq + r.row_lo) * geo.heads_q + head) * D;
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
-          pack_pair<T>(acc_o[d][2] * inv_hi, acc_o[d][3] * inv_hi);
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_o[m][d][0] * inv_lo, acc_o[m][d][1] * inv_lo);
+      }
+      // A row that sees nothing gets lse = +inf: backward's p = 2^(s2 - inf) = 0.
+      if (t4 == 0) {
+        lse[(b * geo.heads_q + head) * geo.tq + r.row_lo] =
+            r.sum_lo > 0.f ? (r.max_lo + log2f(r.sum_lo)) * kLn2 : INFINITY;
+      }
     }
-    if (t4 == 0) {
-      lse[(b * geo.heads_q + head) * geo.tq + row_hi] =
-          sum_hi > 0.f ? (max_hi + log2f(sum_hi)) * kLn2 : INFINITY;
+    if (r.row_hi < geo.tq) {
+      T* o_row = out + ((b * geo.tq + r.row_hi) * geo.heads_q + head) * D;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_o[m][d][2] * inv_hi, acc_o[m][d][3] * inv_hi);
+      }
+      if (t4 == 0) {
+        lse[(b * geo.heads_q + head) * geo.tq + r.row_hi] =
+            r.sum_hi > 0.f ? (r.max_hi + log2f(r.sum_hi)) * kLn2 : INFINITY;
+      }
     }
   }
 }
@@ -844,11 +933,18 @@ cudaError_t fill_document_ranges(const AttentionShape& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename T, int D>
-cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
-  constexpr int BM = Tiles<D>::kQueries, BN = Tiles<D>::kKeys;
+// Query rows per warp in the forward: 1 or 2 tiles of 16
+// (set_attention_forward_row_tiles).
+std::atomic<int> forward_row_tiles{1};
+
+template <typename T, int D, int MT>
+cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream) {
+  // At head_dim 128 two row tiles take key tiles of 32: the scores of 64
+  // keys would not fit in registers beside the doubled output accumulators.
+  constexpr int BM = 16 * MT * (kThreads / 32);
+  constexpr int BN = MT == 2 && D == 128 ? 32 : Tiles<D>::kKeys;
   const size_t bytes = static_cast<size_t>(BM + 4 * BN) * D * sizeof(T);  // q, 2 x (k, v)
-  auto kernel = attention_forward_kernel<T, D, BM, BN>;
+  auto kernel = attention_forward_kernel<T, D, BM, BN, MT>;
   cudaError_t err = allow_shared(kernel, bytes);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>((a.tq + BM - 1) / BM), static_cast<unsigned>(a.heads_q),
@@ -858,6 +954,15 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
       static_cast<T*>(const_cast<void*>(a.out)), a.lse, geometry_of(a), mask_of(a),
       ScoreTransform{a.scale, a.softcap});
   return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
+  // Two row tiles double the accumulators: only up to head_dim 128.
+  if constexpr (D <= 128) {
+    if (forward_row_tiles.load() == 2) return forward_with_row_tiles<T, D, 2>(a, stream);
+  }
+  return forward_with_row_tiles<T, D, 1>(a, stream);
 }
 
 template <typename T, int D, int kWant>
@@ -931,6 +1036,11 @@ cudaError_t backward_typed(const AttentionShape& a, const AttentionGrads& g, cud
 }
 
 }  // namespace
+
+int set_attention_forward_row_tiles(int tiles) {
+  if (tiles != 1 && tiles != 2) return -1;
+  return forward_row_tiles.exchange(tiles);
+}
 
 bool attention_supported(int64_t head_dim, DType dtype) {
   return (head_dim == 64 || head_dim == 128 || head_dim == 256) && dtype != DType::f32;

@@ -3,7 +3,8 @@
 // bf16 and fp16, for every mask it takes and their combinations (causal,
 // sliding window, softcap, documents, GQA, a KV cache's Tq < Tk), at head_dim
 // 64, 128 and 256, with odd lengths, documents of length 1 and a window wider
-// than the sequence. Skips without a CUDA device.
+// than the sequence; the forward with one and with two 16-row tiles per warp.
+// Skips without a CUDA device.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/reference/reference.h"
 #include "tests/catch.h"
@@ -52,6 +53,18 @@ Tensor documents_for(int64_t batch, int64_t t, const std::vector<int64_t>& lengt
   return ids.cuda();
 }
 
+// Sets the forward's row tiles per warp for a scope.
+class RowTiles {
+ public:
+  explicit RowTiles(int tiles) : previous_(cuda::set_attention_forward_row_tiles(tiles)) {}
+  ~RowTiles() { cuda::set_attention_forward_row_tiles(previous_); }
+  RowTiles(const RowTiles&) = delete;
+  RowTiles& operator=(const RowTiles&) = delete;
+
+ private:
+  int previous_;
+};
+
 void check_case(const std::string& what, const Shape& s, const AttentionOptions& options,
                 torch::ScalarType dtype) {
   torch::manual_seed(17 + s.tq + s.head_dim);
@@ -66,9 +79,14 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   const OpFn kernel = [options](const std::vector<Tensor>& in) {
     return std::vector<Tensor>{cuda::flash_attention(in[0], in[1], in[2], options)};
   };
-  compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim),
-                   reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
-                   kGrad);
+  // The forward with 16 and with 32 query rows per warp (head_dim 256 keeps 16).
+  for (const int tiles : {1, 2}) {
+    const RowTiles use(tiles);
+    compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) +
+                         ", forward row tiles " + std::to_string(tiles),
+                     reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
+                     kGrad);
+  }
 }
 
 bool have_cuda() {

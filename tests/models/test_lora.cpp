@@ -342,12 +342,11 @@ class CatCount {
   CatCount() {
     count() = 0;
     handle_ = at::addThreadLocalCallback(
-        at::RecordFunctionCallback(
-            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
-              if (std::string(fn.name()) == "aten::cat") ++count();
-              return nullptr;
-            })
-            .scopes({at::RecordScope::FUNCTION}));
+        at::RecordFunctionCallback([](const at::RecordFunction& fn)
+                                       -> std::unique_ptr<at::ObserverContext> {
+          if (std::string(fn.name()) == "aten::cat") ++count();
+          return nullptr;
+        }).scopes({at::RecordScope::FUNCTION}));
   }
   ~CatCount() { at::removeCallback(handle_); }
   static int64_t& count() {
