@@ -19,6 +19,7 @@
 // p and ds are rounded to T before their products (tensor-core inputs), as
 // FlashAttention does; every sum is fp32.
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/document_bounds.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -30,8 +31,8 @@
 namespace liger::cuda_kernels {
 namespace {
 
-constexpr int kThreads = 128;  // 4 warps; each owns 16 rows of a tile
-constexpr int kSegment = 16;   // positions per entry of the document ranges
+constexpr int kThreads = 128;               // 4 warps; each owns 16 rows of a tile
+constexpr int kSegment = kDocumentSegment;  // positions per entry of the document ranges
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -231,6 +232,7 @@ struct Mask {
   int tk;
   const int64_t* documents;  // this batch row's [T] ids, or nullptr
   const int64_t* ranges;     // this batch row's [ceil(T / 16), 2] min/max, or nullptr
+  const int64_t* bounds;     // this batch row's [ceil(T / 16), 2] first/last segment it meets
 
   __device__ __forceinline__ bool visible(int position, int key, int64_t query_document) const {
     if (key >= tk) return false;
@@ -238,6 +240,19 @@ struct Mask {
     if (window > 0 && position - key >= window) return false;
     if (documents != nullptr && __ldg(documents + key) != query_document) return false;
     return true;
+  }
+
+  // Positions [first, last] (documents: Tq == Tk) can see keys only in
+  // [begin, end): their segments' bounds (kernels/cuda/document_bounds.h).
+  // The same holds for the queries that can see keys [first, last].
+  __device__ __forceinline__ void document_span(int first, int last, int& begin, int& end) const {
+    int64_t lo = INT64_MAX, hi = -1;
+    for (int s = first / kSegment; s <= last / kSegment; ++s) {
+      lo = min(lo, __ldg(bounds + 2 * s));
+      hi = max(hi, __ldg(bounds + 2 * s + 1));
+    }
+    begin = static_cast<int>(lo) * kSegment;
+    end = static_cast<int>(hi + 1) * kSegment;
   }
 
   // Min and max document id of positions [first, last] (whole segments).
@@ -395,6 +410,7 @@ __global__ void __launch_bounds__(kThreads)
   if (mask.documents != nullptr) {
     mask.documents += b * geo.tk;
     mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
   }
 
   load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
@@ -419,8 +435,14 @@ __global__ void __launch_bounds__(kThreads)
   // Keys any row of the tile may see.
   const int q_first = m0 + mask.offset;
   const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-  const int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
-  const int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
+  int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
+  int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
+  if (mask.documents != nullptr) {  // keys outside these queries' documents: never visible
+    int doc_begin, doc_end;
+    mask.document_span(q_first, q_last, doc_begin, doc_end);
+    key_begin = max(key_begin, doc_begin);
+    key_end = min(key_end, doc_end);
+  }
 
   float acc_o[MT][D / 8][4];
 #pragma unroll
@@ -610,6 +632,7 @@ __global__ void __launch_bounds__(kThreads)
   if (mask.documents != nullptr) {
     mask.documents += b * geo.tk;
     mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
   }
 
   load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
@@ -630,8 +653,14 @@ __global__ void __launch_bounds__(kThreads)
 
   const int q_first = m0 + mask.offset;
   const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-  const int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
-  const int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
+  int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
+  int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
+  if (mask.documents != nullptr) {  // keys outside these queries' documents: never visible
+    int doc_begin, doc_end;
+    mask.document_span(q_first, q_last, doc_begin, doc_end);
+    key_begin = max(key_begin, doc_begin);
+    key_end = min(key_end, doc_end);
+  }
 
   float acc_dq[D / 8][4];
   zero(acc_dq);
@@ -739,6 +768,7 @@ __global__ void __launch_bounds__(kThreads)
   if (mask.documents != nullptr) {
     mask.documents += b * geo.tk;
     mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
   }
   load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
   load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
@@ -748,10 +778,16 @@ __global__ void __launch_bounds__(kThreads)
   const int key_lo = n0 + warp * 16 + g, key_hi = key_lo + 8;
   // Query rows that may see a key of the tile.
   const int k_last = n0 + BN - 1;
-  const int row_begin = mask.causal ? max(0, n0 - mask.offset) : 0;
-  const int row_end = mask.window > 0
-                          ? static_cast<int>(min64(geo.tq, k_last + mask.window - mask.offset))
-                          : static_cast<int>(geo.tq);
+  int row_begin = mask.causal ? max(0, n0 - mask.offset) : 0;
+  int row_end = mask.window > 0
+                    ? static_cast<int>(min64(geo.tq, k_last + mask.window - mask.offset))
+                    : static_cast<int>(geo.tq);
+  if (mask.documents != nullptr) {  // queries outside these keys' documents: never visible
+    int doc_begin, doc_end;
+    mask.document_span(n0, min(k_last, mask.tk - 1), doc_begin, doc_end);
+    row_begin = max(row_begin, doc_begin);
+    row_end = min(row_end, doc_end);
+  }
 
   float acc_dk[kDk ? D / 8 : 1][4], acc_dv[kDv ? D / 8 : 1][4];
   zero(acc_dk);
@@ -890,6 +926,20 @@ __global__ void document_ranges_kernel(const int64_t* __restrict__ ids,
   ranges[2 * i + 1] = hi;
 }
 
+// bounds[b, s] = (first, last) segment that segment s of batch row b meets
+// (kernels/cuda/document_bounds.h), from the ranges above.
+__global__ void document_bounds_kernel(const int64_t* __restrict__ ranges,
+                                       int64_t* __restrict__ bounds, int64_t batch, int64_t t) {
+  const int64_t segments = (t + kSegment - 1) / kSegment;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= batch * segments) return;
+  const int64_t b = i / segments, s = i % segments;
+  int64_t first, last;
+  document_segment_bounds(ranges + 2 * b * segments, segments, s, first, last);
+  bounds[2 * i] = first;
+  bounds[2 * i + 1] = last;
+}
+
 // ---------------------------------------------------------------------------
 // Launch
 // ---------------------------------------------------------------------------
@@ -917,12 +967,12 @@ Geometry geometry_of(const AttentionShape& a) {
 }
 
 Mask mask_of(const AttentionShape& a) {
-  return Mask{a.causal,
-              static_cast<int>(a.window),
-              static_cast<int>(a.tk - a.tq),
-              static_cast<int>(a.tk),
-              a.document_ids,
-              a.document_ranges};
+  return Mask{a.causal, static_cast<int>(a.window), static_cast<int>(a.tk - a.tq),
+              static_cast<int>(a.tk), a.document_ids, a.document_ranges,
+              // the bounds follow every batch row's ranges in the workspace
+              a.document_ranges == nullptr
+                  ? nullptr
+                  : a.document_ranges + 2 * a.batch * ((a.tk + kSegment - 1) / kSegment)};
 }
 
 cudaError_t fill_document_ranges(const AttentionShape& a, cudaStream_t stream) {
@@ -930,6 +980,10 @@ cudaError_t fill_document_ranges(const AttentionShape& a, cudaStream_t stream) {
   const int64_t n = a.batch * ((a.tk + kSegment - 1) / kSegment);
   document_ranges_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
       a.document_ids, a.document_ranges, a.batch, a.tk);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  document_bounds_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
+      a.document_ranges, a.document_ranges + 2 * n, a.batch, a.tk);
   return cudaGetLastError();
 }
 
@@ -1047,7 +1101,7 @@ bool attention_supported(int64_t head_dim, DType dtype) {
 }
 
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t) {
-  return 2 * batch * ((t + kSegment - 1) / kSegment);
+  return 4 * batch * ((t + kSegment - 1) / kSegment);  // the ranges, then the bounds
 }
 
 cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream) {

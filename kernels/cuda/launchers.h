@@ -386,7 +386,8 @@ struct AttentionShape {
   float* lse = nullptr;                   // [B, Hq, Tq]: natural log-sum-exp of each row
   const int64_t* document_ids = nullptr;  // [B, T] (Tq == Tk) or nullptr
   // Workspace with document ids: attention_document_ranges_elems(B, T)
-  // int64, filled by the launch itself (min and max id of each 16 positions).
+  // int64, filled by the launch itself (min and max id of each 16 positions,
+  // then the first and last group of 16 each one shares an id with).
   int64_t* document_ranges = nullptr;
   int64_t batch = 0, tq = 0, tk = 0, heads_q = 0, heads_k = 0, head_dim = 0;
   bool causal = true;
