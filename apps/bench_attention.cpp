@@ -3,7 +3,7 @@
 // of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a
 // window of 4096; 8 packed documents) on each implementation that computes it:
 //   liger      kernels/cuda/attention.cu (cuda::flash_attention)
-//   liger rows32  the same with 32 query rows per warp in the forward (head_dim <= 128)
+//   liger rows32  the same with 32 query rows per warp in the forward and dq (head_dim <= 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -199,12 +199,9 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                          return kernels::cuda::flash_attention(a, b, c, o);
                        }});
-      if (s.head_dim <= 128) {  // the forward with 32 query rows per warp (backward the same)
+      if (s.head_dim <= 128) {  // forward and dq with 32 query rows per warp (set below)
         impls.push_back({"liger rows32", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
-                           const int previous = kernels::cuda::set_attention_forward_row_tiles(2);
-                           Tensor out = kernels::cuda::flash_attention(a, b, c, o);
-                           kernels::cuda::set_attention_forward_row_tiles(previous);
-                           return out;
+                           return kernels::cuda::flash_attention(a, b, c, o);
                          }});
       }
       const bool plain = var.window == 0 && var.softcap == 0.0 && var.documents == 0;
@@ -218,9 +215,14 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       }
       for (const auto& [name, fn] : impls) {
         Row r;
+        // "liger rows32": the forward's and dq's row tiles at 2 for the whole measurement
+        const int row_tiles =
+            kernels::cuda::set_attention_row_tiles(name == "liger rows32" ? 2 : 1);
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);
+          kernels::cuda::set_attention_row_tiles(row_tiles);
         } catch (const std::exception& e) {
+          kernels::cuda::set_attention_row_tiles(row_tiles);
           std::cout << s.name << " " << var.name << " " << name << ": not run ("
                     << std::string(e.what()).substr(0, 120) << ")\n";
           continue;

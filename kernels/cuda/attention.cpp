@@ -174,8 +174,8 @@ bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v) {
   return launch::attention_supported(q.size(3), dtype_of("attention", q));
 }
 
-int set_attention_forward_row_tiles(int tiles) {
-  const int previous = launch::set_attention_forward_row_tiles(tiles);
+int set_attention_row_tiles(int tiles) {
+  const int previous = launch::set_attention_row_tiles(tiles);
   TORCH_CHECK(previous > 0, "attention (cuda): forward row tiles must be 1 or 2, got ", tiles);
   return previous;
 }

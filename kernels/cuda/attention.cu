@@ -606,14 +606,21 @@ __global__ void attention_delta_kernel(const T* __restrict__ out, const T* __res
 }
 
 // dq: one block per (query tile, query head, batch row), walking the key
-// tiles the queries see. dq = sum over tiles of ds k * scale.
-template <typename T, int D, int BM, int BN>
+// tiles the queries see. dq = sum over tiles of ds k * scale. Each warp owns
+// MT tiles of 16 query rows (BM = 64 MT), as in the forward.
+struct DqRowPair {
+  int row_lo, row_hi, pos_lo, pos_hi;
+  int64_t doc_lo, doc_hi;
+  float lse2_lo, lse2_hi, delta_lo, delta_hi;
+};
+
+template <typename T, int D, int BM, int BN, int MT>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ d_out, const float* __restrict__ lse,
                         const float* __restrict__ delta, T* __restrict__ dq, Geometry geo,
                         Mask mask, ScoreTransform score) {
-  static_assert(BM == 16 * (kThreads / 32), "one warp per 16 query rows");
+  static_assert(BM == 16 * MT * (kThreads / 32), "each warp owns MT tiles of 16 query rows");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
   T* tile_do = tile_q + BM * D;
@@ -639,17 +646,25 @@ __global__ void __launch_bounds__(kThreads)
   load_tile<T, D, BM>(tile_do, do_b, m0, geo.tq, q_stride);
   copy_async_commit();
 
-  const int row_lo = m0 + warp * 16 + g, row_hi = row_lo + 8;
-  const int pos_lo = row_lo + mask.offset, pos_hi = row_hi + mask.offset;
-  const int64_t doc_lo = mask.documents ? __ldg(mask.documents + min64(row_lo, geo.tq - 1)) : 0;
-  const int64_t doc_hi = mask.documents ? __ldg(mask.documents + min64(row_hi, geo.tq - 1)) : 0;
   const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
   const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
-  // Rows past Tq: lse +inf makes their p zero.
-  const float lse2_lo = row_lo < geo.tq ? lse_h[row_lo] * kLog2e : INFINITY;
-  const float lse2_hi = row_hi < geo.tq ? lse_h[row_hi] * kLog2e : INFINITY;
-  const float delta_lo = row_lo < geo.tq ? delta_h[row_lo] : 0.f;
-  const float delta_hi = row_hi < geo.tq ? delta_h[row_hi] : 0.f;
+  const int warp_row0 = warp * 16 * MT;  // this warp's rows: tiles warp_row0 + 16 m
+  DqRowPair rows[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    DqRowPair& r = rows[m];
+    r.row_lo = m0 + warp_row0 + 16 * m + g;
+    r.row_hi = r.row_lo + 8;
+    r.pos_lo = r.row_lo + mask.offset;
+    r.pos_hi = r.row_hi + mask.offset;
+    r.doc_lo = mask.documents ? __ldg(mask.documents + min64(r.row_lo, geo.tq - 1)) : 0;
+    r.doc_hi = mask.documents ? __ldg(mask.documents + min64(r.row_hi, geo.tq - 1)) : 0;
+    // Rows past Tq: lse +inf makes their p zero.
+    r.lse2_lo = r.row_lo < geo.tq ? lse_h[r.row_lo] * kLog2e : INFINITY;
+    r.lse2_hi = r.row_hi < geo.tq ? lse_h[r.row_hi] * kLog2e : INFINITY;
+    r.delta_lo = r.row_lo < geo.tq ? delta_h[r.row_lo] : 0.f;
+    r.delta_hi = r.row_hi < geo.tq ? delta_h[r.row_hi] : 0.f;
+  }
 
   const int q_first = m0 + mask.offset;
   const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
@@ -662,8 +677,9 @@ __global__ void __launch_bounds__(kThreads)
     key_end = min(key_end, doc_end);
   }
 
-  float acc_dq[D / 8][4];
-  zero(acc_dq);
+  float acc_dq[MT][D / 8][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) zero(acc_dq[m]);
   auto next_tile = [&](int n) {
     for (; n < key_end; n += BN) {
       if (!tile_visibility(mask, q_first, q_last, n, n + BN - 1).empty) return n;
@@ -687,48 +703,60 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
 
-    float p[BN / 8][4], dp[BN / 8][4];
-    zero(p);
-    zero(dp);
-    product_abt<T, D, BN / 8>(p, tile_q, warp * 16, tile_k[buf], lane);
-    product_abt<T, D, BN / 8>(dp, tile_do, warp * 16, tile_v[buf], lane);
+    float p[MT][BN / 8][4], dp[MT][BN / 8][4];
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
+    for (int m = 0; m < MT; ++m) {
+      zero(p[m]);
+      zero(dp[m]);
+    }
+    product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, tile_k[buf], lane);
+    product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, tile_v[buf], lane);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = n0 + j * 8 + t4 * 2 + (e & 1);
-        const bool lo = e < 2;
-        const float s2 = score(p[j][e]);
-        bool ok = true;
-        if (!vis.full)
-          ok = lo ? mask.visible(pos_lo, key, doc_lo) : mask.visible(pos_hi, key, doc_hi);
-        const float prob = ok ? exp2_fast(s2 - (lo ? lse2_lo : lse2_hi)) : 0.f;
-        // ds = p (dp - delta) * d s / d z; the slope only where p is defined
-        p[j][e] =
-            prob > 0.f ? prob * (dp[j][e] - (lo ? delta_lo : delta_hi)) * score.slope(s2) : 0.f;
+    for (int m = 0; m < MT; ++m) {
+      const DqRowPair& r = rows[m];
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = n0 + j * 8 + t4 * 2 + (e & 1);
+          const bool lo = e < 2;
+          const float s2 = score(p[m][j][e]);
+          bool ok = true;
+          if (!vis.full)
+            ok = lo ? mask.visible(r.pos_lo, key, r.doc_lo) : mask.visible(r.pos_hi, key, r.doc_hi);
+          const float prob = ok ? exp2_fast(s2 - (lo ? r.lse2_lo : r.lse2_hi)) : 0.f;
+          // ds = p (dp - delta) * d s / d z; the slope only where p is defined
+          p[m][j][e] = prob > 0.f
+                           ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) * score.slope(s2)
+                           : 0.f;
+        }
       }
     }
-    product_pm<T, D, BN / 8>(acc_dq, p, tile_k[buf], lane);
+    product_pm_rows<T, D, BN / 8, MT>(acc_dq, p, tile_k[buf], lane);
     __syncthreads();
     n0 = n1;
   }
   copy_async_wait_all();
 
   // cast: dq rounded to T
-  if (row_lo < geo.tq) {
-    T* row = dq + ((b * geo.tq + row_lo) * geo.heads_q + head) * D;
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
-          pack_pair<T>(acc_dq[d][0] * score.scale, acc_dq[d][1] * score.scale);
+  for (int m = 0; m < MT; ++m) {
+    const DqRowPair& r = rows[m];
+    if (r.row_lo < geo.tq) {
+      T* row = dq + ((b * geo.tq + r.row_lo) * geo.heads_q + head) * D;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_dq[m][d][0] * score.scale, acc_dq[m][d][1] * score.scale);
+      }
     }
-  }
-  if (row_hi < geo.tq) {
-    T* row = dq + ((b * geo.tq + row_hi) * geo.heads_q + head) * D;
+    if (r.row_hi < geo.tq) {
+      T* row = dq + ((b * geo.tq + r.row_hi) * geo.heads_q + head) * D;
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
-          pack_pair<T>(acc_dq[d][2] * score.scale, acc_dq[d][3] * score.scale);
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_dq[m][d][2] * score.scale, acc_dq[m][d][3] * score.scale);
+      }
     }
   }
 }
@@ -987,9 +1015,9 @@ cudaError_t fill_document_ranges(const AttentionShape& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// Query rows per warp in the forward: 1 or 2 tiles of 16
-// (set_attention_forward_row_tiles).
-std::atomic<int> forward_row_tiles{1};
+// Query rows per warp in the forward and dq kernels: 1 or 2 tiles of 16
+// (set_attention_row_tiles).
+std::atomic<int> row_tiles{1};
 
 template <typename T, int D, int MT>
 cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream) {
@@ -1014,7 +1042,7 @@ template <typename T, int D>
 cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   // Two row tiles double the accumulators: only up to head_dim 128.
   if constexpr (D <= 128) {
-    if (forward_row_tiles.load() == 2) return forward_with_row_tiles<T, D, 2>(a, stream);
+    if (row_tiles.load() == 2) return forward_with_row_tiles<T, D, 2>(a, stream);
   }
   return forward_with_row_tiles<T, D, 1>(a, stream);
 }
@@ -1037,6 +1065,27 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
   return cudaGetLastError();
 }
 
+template <typename T, int D, int MT>
+cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
+                              cudaStream_t stream) {
+  // Two row tiles take key tiles of 32: the scores and their gradients of 64
+  // keys would not fit in registers beside the doubled dq accumulators.
+  constexpr int BM = 16 * MT * (kThreads / 32);
+  constexpr int BN = MT == 2 ? 32 : Tiles<D>::kKeys;
+  const size_t bytes =
+      static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T);  // q, d_out, 2 x (k, v)
+  auto kernel = attention_dq_kernel<T, D, BM, BN, MT>;
+  cudaError_t err = allow_shared(kernel, bytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>((a.tq + BM - 1) / BM), static_cast<unsigned>(a.heads_q),
+                  static_cast<unsigned>(a.batch));
+  kernel<<<grid, kThreads, bytes, stream>>>(
+      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dq), geometry_of(a),
+      mask_of(a), ScoreTransform{a.scale, a.softcap});
+  return cudaGetLastError();
+}
+
 template <typename T, int D>
 cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
   const Geometry geo = geometry_of(a);
@@ -1054,19 +1103,11 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
   }
   if (err != cudaSuccess) return err;
 
-  constexpr int BM = Tiles<D>::kQueries, BN = Tiles<D>::kKeys;
-  const size_t bytes =
-      static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T);  // q, d_out, 2 x (k, v)
-  auto kernel = attention_dq_kernel<T, D, BM, BN>;
-  err = allow_shared(kernel, bytes);
-  if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>((a.tq + BM - 1) / BM), static_cast<unsigned>(a.heads_q),
-                  static_cast<unsigned>(a.batch));
-  kernel<<<grid, kThreads, bytes, stream>>>(
-      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
-      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dq), geo, mask_of(a),
-      ScoreTransform{a.scale, a.softcap});
-  return cudaGetLastError();
+  // Two row tiles in dq only at head_dim 64: at 128 the doubled accumulators spill.
+  if constexpr (D == 64) {
+    if (row_tiles.load() == 2) return dq_with_row_tiles<T, D, 2>(a, g, stream);
+  }
+  return dq_with_row_tiles<T, D, 1>(a, g, stream);
 }
 
 template <typename T>
@@ -1091,9 +1132,9 @@ cudaError_t backward_typed(const AttentionShape& a, const AttentionGrads& g, cud
 
 }  // namespace
 
-int set_attention_forward_row_tiles(int tiles) {
+int set_attention_row_tiles(int tiles) {
   if (tiles != 1 && tiles != 2) return -1;
-  return forward_row_tiles.exchange(tiles);
+  return row_tiles.exchange(tiles);
 }
 
 bool attention_supported(int64_t head_dim, DType dtype) {

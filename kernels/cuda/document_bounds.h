@@ -38,7 +38,7 @@ LIGER_HOST_DEVICE inline bool id_ranges_meet(int64_t a_lo, int64_t a_hi, int64_t
 // first(s) and last(s) above, for segment s of `segments`; `ranges` as above.
 // Every segment meets itself, so first <= s <= last.
 LIGER_HOST_DEVICE inline void document_segment_bounds(const int64_t* ranges, int64_t segments,
-                                                       int64_t s, int64_t& first, int64_t& last) {
+                                                      int64_t s, int64_t& first, int64_t& last) {
   const int64_t lo = ranges[2 * s], hi = ranges[2 * s + 1];
   first = s;
   for (int64_t other = 0; other < s; ++other) {
