@@ -45,6 +45,10 @@
 #   DEADLINE_S=540        no run goes past this many seconds after the start
 #                         (runs are cut to fit, skipped when < 30 s are left);
 #                         0 = no deadline. The table is written in any case.
+#   TRITON_CACHE_DIR=BUILD_DIR/triton_cache, TRITON_CACHE_AUTOTUNING=1: Liger's
+#                         autotuned choices kept there (bench/ops_vs_liger.sh
+#                         writes the same place), so HF + Liger-Kernel does not
+#                         autotune its MoE kernels again
 #   CONVERGENCE_STEPS=100
 #   CONVERGENCE_EXTRA="..."  more scripts/convergence.sh arguments (a later --set wins)
 #   CONVERGENCE_WORK=/tmp/e2e_moe_convergence   its run folders (checkpoints: kept
@@ -69,6 +73,8 @@ has() { [[ " $PARTS " == *" $1 "* ]]; }
 [[ $STEPS =~ ^[0-9]+$ && $STEPS -gt 5 ]] || { echo "e2e_moe.sh: STEPS '$STEPS' must be a number above 5 (the warm-up)" >&2; exit 2; }
 HF_STEPS=${HF_STEPS:-$STEPS}
 BUILD_DIR=${BUILD_DIR:-build-gpu}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$BUILD_DIR/triton_cache}  # from the repository root, as every run
+export TRITON_CACHE_AUTOTUNING=${TRITON_CACHE_AUTOTUNING:-1}
 LIGER_PYTHON=${LIGER_PYTHON:-python3}
 LIGER_SITE=${LIGER_SITE:-/tmp/e2e_moe_liger}
 RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-240}
@@ -143,6 +149,7 @@ hf() {  # hf LABEL NAME ARGS...: one hf_moe_liger.py run into $OUT/NAME.{json,lo
   t=$(budget "$label") || return 0
   hf_result=failed
   rm -f "$OUT/$name.json"
+  mkdir -p "$TRITON_CACHE_DIR"
   timeout -k 20 "$t" "$LIGER_PYTHON" scripts/baselines/hf_moe_liger.py --preset moe_h100 --micro-batch 4 \
     --seq-len 2048 --steps "$HF_STEPS" --warmup 5 "$@" "${hf_extra[@]}" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1 || code=$?
   if [[ -f $OUT/$name.json ]]; then
@@ -198,7 +205,10 @@ if has liger || has hf_liger || has hf || has hf_eager; then
 fi
 
 # --- bf16 convergence of the tiny Mixtral -------------------------------------------
-if has convergence && t=$(budget "convergence"); then
+if has convergence && [[ ! -x $BUILD_DIR/apps/liger-compare ]]; then
+  say "convergence: skipped (no $BUILD_DIR/apps/liger-compare: build it, or run without SKIP_BUILD=1)"
+  status=1
+elif has convergence && t=$(budget "convergence"); then
   code=0
   LIGER_BUILD_DIR=$BUILD_DIR timeout -k 20 "$t" bash scripts/convergence.sh configs/tiny_mixtral.yaml \
     --steps "$CONVERGENCE_STEPS" --out "$CONVERGENCE_WORK" --set training.device=cuda --set model.dtype=bf16 \

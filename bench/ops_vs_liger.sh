@@ -17,7 +17,10 @@
 #   temporary folder), LIGER_PYTHON=python3 (torch and triton), REPS=20,
 #   WARMUP=5 (both runs), BUILD=1, LIGER_SITE=/tmp/liger_ops_site,
 #   CASE_TIMEOUT=240 (seconds per Liger-Kernel case, its Triton autotuning
-#   included; a case past it shows as not finished).
+#   included; a case past it shows as not finished), MOE_SHAPES=all (or e128,
+#   mixtral: liger_ops.py --moe-shapes), TRITON_CACHE_DIR=BUILD_DIR/triton_cache
+#   with TRITON_CACHE_AUTOTUNING=1 (Liger's autotuned choices are kept there,
+#   so a later run, or HF + Liger-Kernel in bench/e2e_moe.sh, reuses them).
 # Output in $OUT: ops_vs_liger.md (the table), ops_vs_liger_ours.json,
 #   ops_vs_liger_liger.json and a log of each run. Exit 1 when a run failed or
 #   a case lacks a row; the targets do not set the exit status.
@@ -77,8 +80,12 @@ echo "liger-bench: $bench --op moe,fused_linear_preference --dtype bf16 --backen
   --warmup "$WARMUP" --json "$ours" 2>&1 | tee "$WORK/liger_bench.log" || status=1
 
 echo "Liger-Kernel: scripts/baselines/liger_ops.py"
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$BUILD_DIR/triton_cache}
+export TRITON_CACHE_AUTOTUNING=${TRITON_CACHE_AUTOTUNING:-1}
+mkdir -p "$TRITON_CACHE_DIR"
 PYTHONPATH=$LIGER_SITE${PYTHONPATH:+:$PYTHONPATH} "$LIGER_PYTHON" scripts/baselines/liger_ops.py \
-  --reps "$REPS" --warmup "$WARMUP" --case-timeout "${CASE_TIMEOUT:-240}" --json "$theirs" 2>&1 |
+  --reps "$REPS" --warmup "$WARMUP" --case-timeout "${CASE_TIMEOUT:-240}" \
+  --moe-shapes "${MOE_SHAPES:-all}" --json "$theirs" 2>&1 |
   tee "$WORK/liger_ops.log" || status=1
 
 if [[ -f $ours && -f $theirs ]]; then

@@ -5,11 +5,12 @@
 #     Liger, each target met or missed, exit 0;
 #  b) a case without its Liger row: "-" and exit 1; a Liger case that did not
 #     finish: shown so, exit 0; an unreadable file: one line;
-#  c) liger_ops.py: its per-case time limit, --help, an unknown --op (exit 2), no liger_kernel: one line
+#  c) liger_ops.py: its per-case time limit, --help, an unknown --op or --moe-shapes (exit 2), no liger_kernel: one line
 #     saying how to install the wheel (exit 1);
 #  d) ops_vs_liger.sh with a stand-in liger-bench and a stand-in Python that
 #     fakes pip and liger_ops.py: the table in $OUT, exit 0; no wheel: one
-#     line, exit 1; a bad argument: usage, exit 2.
+#     line, exit 1; a bad argument: usage, exit 2; MOE_SHAPES passed on, the
+#     Triton autotuning cache beside the build.
 # Usage: test_ops_vs_liger.sh [SOURCE_DIR] [PYTHON]
 set -uo pipefail
 SRC=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -111,6 +112,9 @@ else
   fail "liger_ops.py: time_limit did not stop a case"
 fi
 if "$PY" "$OPS" --help | grep -q "use_ref_model=False"; then ok "liger_ops.py --help"; else fail "liger_ops.py --help"; fi
+"$PY" "$OPS" --moe-shapes nope > /dev/null 2>&1
+code=$?
+if [[ $code -eq 2 ]]; then ok "liger_ops.py: an unknown --moe-shapes"; else fail "liger_ops.py --moe-shapes nope exit $code"; fi
 out=$("$PY" "$OPS" --op moe,nope 2>&1)
 code=$?
 if [[ $code -eq 2 ]] && grep -q "unknown case 'nope'" <<< "$out"; then
@@ -142,6 +146,7 @@ cat > "$work/python" << EOF
 #!/usr/bin/env bash
 [[ \$1 == -m && \$2 == pip ]] && exit 0                 # the wheel's install
 if [[ \$1 == scripts/baselines/liger_ops.py ]]; then
+  echo "\$*" > "$work/liger_args"
   while [[ \$# -gt 0 ]]; do [[ \$1 == --json ]] && cp "$work/liger.json" "\$2"; shift; done
   exit 0
 fi
@@ -158,6 +163,14 @@ if [[ $code -eq 0 ]] && grep -q "0.60x yes" "$work/out/ops_vs_liger.md" 2> /dev/
   ok "ops_vs_liger.sh: both runs, the table in \$OUT"
 else
   fail "ops_vs_liger.sh (exit $code): $(cat "$work/sh.log")"
+fi
+# MOE_SHAPES reaches liger_ops.py; Liger's autotuned choices are kept beside the build
+OUT=$work/out2 BUILD=0 MOE_SHAPES=mixtral LIGER_PYTHON=$work/python bash "$SRC/bench/ops_vs_liger.sh" \
+  "$work/build" "$work/liger_kernel-0.8.5-py3-none-any.whl" > "$work/sh2.log" 2>&1
+if grep -qF -- "--moe-shapes mixtral" "$work/liger_args" && [[ -d $work/build/triton_cache ]]; then
+  ok "ops_vs_liger.sh: MOE_SHAPES and the Triton autotuning cache"
+else
+  fail "ops_vs_liger.sh MOE_SHAPES=mixtral: $(cat "$work/liger_args" 2> /dev/null) $(ls "$work/build")"
 fi
 out=$(BUILD=0 bash "$SRC/bench/ops_vs_liger.sh" "$work/build" "$work/none.whl" 2>&1)
 code=$?
