@@ -295,6 +295,35 @@ __device__ __forceinline__ TileVisibility tile_visibility(const Mask& m, int q_f
   return v;
 }
 
+// The key tiles of BN keys that queries [q_first, q_last] (positions) walk:
+// keys [begin, end) that the causal mask, the window and the documents leave,
+// and from there the tiles the mask does not empty.
+template <int BN>
+struct KeyTileWalk {
+  Mask mask;
+  int q_first, q_last, begin, end;
+
+  __device__ __forceinline__ KeyTileWalk(const Mask& m, int first, int last)
+      : mask(m), q_first(first), q_last(last) {
+    end = m.causal ? min(m.tk, last + 1) : m.tk;
+    begin = m.window > 0 ? max(0, first - m.window + 1) : 0;
+    if (m.documents != nullptr) {  // keys outside these queries' documents: never visible
+      int doc_begin, doc_end;
+      m.document_span(first, last, doc_begin, doc_end);
+      begin = max(begin, doc_begin);
+      end = min(end, doc_end);
+    }
+  }
+  // The first tile at or after key n that the mask does not empty (end: none).
+  __device__ __forceinline__ int next(int n) const {
+    for (; n < end; n += BN) {
+      if (!tile_visibility(mask, q_first, q_last, n, n + BN - 1).empty) return n;
+    }
+    return end;
+  }
+  __device__ __forceinline__ int first_tile() const { return next((begin / BN) * BN); }
+};
+
 // Scores of one accumulator element to the base-2 domain: s2 = s log2 e with
 // s = z (no softcap) or c tanh(z / c), z = acc * scale.
 struct ScoreTransform {
@@ -435,35 +464,21 @@ __global__ void __launch_bounds__(kThreads)
   // Keys any row of the tile may see.
   const int q_first = m0 + mask.offset;
   const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-  int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
-  int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
-  if (mask.documents != nullptr) {  // keys outside these queries' documents: never visible
-    int doc_begin, doc_end;
-    mask.document_span(q_first, q_last, doc_begin, doc_end);
-    key_begin = max(key_begin, doc_begin);
-    key_end = min(key_end, doc_end);
-  }
+  const KeyTileWalk<BN> walk(mask, q_first, q_last);
 
   float acc_o[MT][D / 8][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_o[m]);
 
-  // The first key tile at or after n that the mask does not empty (key_end: none).
-  auto next_tile = [&](int n) {
-    for (; n < key_end; n += BN) {
-      if (!tile_visibility(mask, q_first, q_last, n, n + BN - 1).empty) return n;
-    }
-    return key_end;
-  };
-  int n0 = next_tile((key_begin / BN) * BN);
-  if (n0 < key_end) {
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) {
     load_tile<T, D, BN>(tile_k[0], k_b, n0, geo.tk, k_stride);
     load_tile<T, D, BN>(tile_v[0], v_b, n0, geo.tk, k_stride);
   }
   copy_async_commit();
-  for (int buf = 0; n0 < key_end; buf ^= 1) {
-    const int n1 = next_tile(n0 + BN);
-    if (n1 < key_end) {  // prefetch into the other buffer (its readers passed the last barrier)
+  for (int buf = 0; n0 < walk.end; buf ^= 1) {
+    const int n1 = walk.next(n0 + BN);
+    if (n1 < walk.end) {  // prefetch into the other buffer (its readers passed the last barrier)
       load_tile<T, D, BN>(tile_k[buf ^ 1], k_b, n1, geo.tk, k_stride);
       load_tile<T, D, BN>(tile_v[buf ^ 1], v_b, n1, geo.tk, k_stride);
     }
@@ -668,33 +683,20 @@ __global__ void __launch_bounds__(kThreads)
 
   const int q_first = m0 + mask.offset;
   const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-  int key_end = mask.causal ? min(mask.tk, q_last + 1) : mask.tk;
-  int key_begin = mask.window > 0 ? max(0, q_first - mask.window + 1) : 0;
-  if (mask.documents != nullptr) {  // keys outside these queries' documents: never visible
-    int doc_begin, doc_end;
-    mask.document_span(q_first, q_last, doc_begin, doc_end);
-    key_begin = max(key_begin, doc_begin);
-    key_end = min(key_end, doc_end);
-  }
+  const KeyTileWalk<BN> walk(mask, q_first, q_last);
 
   float acc_dq[MT][D / 8][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_dq[m]);
-  auto next_tile = [&](int n) {
-    for (; n < key_end; n += BN) {
-      if (!tile_visibility(mask, q_first, q_last, n, n + BN - 1).empty) return n;
-    }
-    return key_end;
-  };
-  int n0 = next_tile((key_begin / BN) * BN);
-  if (n0 < key_end) {
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) {
     load_tile<T, D, BN>(tile_k[0], k_b, n0, geo.tk, k_stride);
     load_tile<T, D, BN>(tile_v[0], v_b, n0, geo.tk, k_stride);
   }
   copy_async_commit();
-  for (int buf = 0; n0 < key_end; buf ^= 1) {
-    const int n1 = next_tile(n0 + BN);
-    if (n1 < key_end) {
+  for (int buf = 0; n0 < walk.end; buf ^= 1) {
+    const int n1 = walk.next(n0 + BN);
+    if (n1 < walk.end) {
       load_tile<T, D, BN>(tile_k[buf ^ 1], k_b, n1, geo.tk, k_stride);
       load_tile<T, D, BN>(tile_v[buf ^ 1], v_b, n1, geo.tk, k_stride);
     }
