@@ -156,6 +156,14 @@ __device__ __forceinline__ void load_tile(T* tile, const T* matrix, int64_t firs
   }
 }
 
+// Keys [first, first + R) of k and v into their tiles (rows past rows_total: zeros).
+template <typename T, int D, int R>
+__device__ __forceinline__ void load_key_tile(T* tile_k, T* tile_v, const T* k, const T* v,
+                                              int64_t first, int64_t rows_total, int64_t stride) {
+  load_tile<T, D, R>(tile_k, k, first, rows_total, stride);
+  load_tile<T, D, R>(tile_v, v, first, rows_total, stride);
+}
+
 // The fragment address of lane l for an A operand (16 x 16 at row0, col0) or
 // a transposed-B operand stored [k, n] (16 k x 16 n): matrices in the order
 // (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15).
@@ -172,47 +180,6 @@ __device__ __forceinline__ uint32_t b_address(const T* tile, int row0, int col0,
   const int row = row0 + (lane & 7) + (lane >> 4) * 8;
   const int col = col0 + ((lane >> 3) & 1) * 8;
   return shared_address(tile + tile_offset<D>(row, col));
-}
-
-// acc[16 x 8N] += A[16 x 16K] B^T where A's rows (row0 ..) live in tile_a and
-// B's N*8 rows in tile_b, both [rows, D] with D = 16K.
-template <typename T, int D, int N>
-__device__ __forceinline__ void product_abt(float (&acc)[N][4], const T* tile_a, int row0,
-                                            const T* tile_b, int lane) {
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    uint32_t a[4];
-    ldmatrix_x4(a, a_address<T, D>(tile_a, row0, kk * 16, lane));
-#pragma unroll
-    for (int nn = 0; nn < N / 2; ++nn) {
-      uint32_t b[4];
-      ldmatrix_x4(b, b_address<T, D>(tile_b, nn * 16, kk * 16, lane));
-      mma_16x8x16<T>(acc[2 * nn], a, b[0], b[1]);
-      mma_16x8x16<T>(acc[2 * nn + 1], a, b[2], b[3]);
-    }
-  }
-}
-
-// acc[16 x D] += P[16 x 8N] M[8N x D]: P from accumulator fragments (rounded
-// to T), M rows in tile (stored [8N, D], read transposed).
-template <typename T, int D, int N>
-__device__ __forceinline__ void product_pm(float (&acc)[D / 8][4], const float (&p)[N][4],
-                                           const T* tile, int lane) {
-#pragma unroll
-  for (int kk = 0; kk < N / 2; ++kk) {
-    // The accumulator layout of two n tiles is the A layout of one k step.
-    const uint32_t a[4] = {pack_pair<T>(p[2 * kk][0], p[2 * kk][1]),
-                           pack_pair<T>(p[2 * kk][2], p[2 * kk][3]),
-                           pack_pair<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]),
-                           pack_pair<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-#pragma unroll
-    for (int dd = 0; dd < D / 16; ++dd) {
-      uint32_t b[4];
-      ldmatrix_x4_trans(b, a_address<T, D>(tile, kk * 16, dd * 16, lane));
-      mma_16x8x16<T>(acc[2 * dd], a, b[0], b[1]);
-      mma_16x8x16<T>(acc[2 * dd + 1], a, b[2], b[3]);
-    }
-  }
 }
 
 template <int N>
@@ -324,6 +291,33 @@ struct KeyTileWalk {
   __device__ __forceinline__ int first_tile() const { return next((begin / BN) * BN); }
 };
 
+// Walks the key tiles of `walk` through two K/V buffers in shared memory, the
+// next tile's copy running while body(n0, keys, values, visibility) computes
+// on this one; the query tile's copies, committed before, arrive with the
+// first tile. Returns when every copy has landed (also when no tile was walked).
+template <typename T, int D, int BN, typename Body>
+__device__ __forceinline__ void walk_key_tiles(const KeyTileWalk<BN>& walk, T* const (&tile_k)[2],
+                                               T* const (&tile_v)[2], const T* k, const T* v,
+                                               int64_t tk, int64_t stride, Body&& body) {
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) load_key_tile<T, D, BN>(tile_k[0], tile_v[0], k, v, n0, tk, stride);
+  copy_async_commit();
+  for (int buf = 0; n0 < walk.end; buf ^= 1) {
+    const int n1 = walk.next(n0 + BN);
+    if (n1 < walk.end) {  // prefetch into the other buffer (its readers passed the last barrier)
+      load_key_tile<T, D, BN>(tile_k[buf ^ 1], tile_v[buf ^ 1], k, v, n1, tk, stride);
+    }
+    copy_async_commit();
+    copy_async_wait_all_but_newest();  // the queries and this tile have arrived
+    __syncthreads();
+    body(n0, tile_k[buf], tile_v[buf],
+         tile_visibility(walk.mask, walk.q_first, walk.q_last, n0, n0 + BN - 1));
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+    n0 = n1;
+  }
+  copy_async_wait_all();  // when every key tile was skipped, the queries' copies are still pending
+}
+
 // Scores of one accumulator element to the base-2 domain: s2 = s log2 e with
 // s = z (no softcap) or c tanh(z / c), z = acc * scale.
 struct ScoreTransform {
@@ -352,6 +346,18 @@ struct Geometry {
 // halves the shared-memory reads per product (the bound at MT = 1).
 // ---------------------------------------------------------------------------
 
+// acc[m][j] and acc[m][j + 1] += a[m] times the two n tiles of 8 in b (b[0],
+// b[1] the first, b[2], b[3] the second), for every row tile m.
+template <typename T, int MT, int N>
+__device__ __forceinline__ void mma_rows(float (&acc)[MT][N][4], const uint32_t (&a)[MT][4],
+                                         const uint32_t (&b)[4], int j) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    mma_16x8x16<T>(acc[m][j], a[m], b[0], b[1]);
+    mma_16x8x16<T>(acc[m][j + 1], a[m], b[2], b[3]);
+  }
+}
+
 // acc[m][16 x 8N] += A_m[16 x 16K] B^T for the MT row tiles A_m (rows row0 +
 // 16 m of tile_a); B's N*8 rows in tile_b, both [rows, D], D = 16K. Each B
 // fragment is loaded once for all MT tiles.
@@ -368,11 +374,7 @@ __device__ __forceinline__ void product_abt_rows(float (&acc)[MT][N][4], const T
     for (int nn = 0; nn < N / 2; ++nn) {
       uint32_t b[4];
       ldmatrix_x4(b, b_address<T, D>(tile_b, nn * 16, kk * 16, lane));
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        mma_16x8x16<T>(acc[m][2 * nn], a[m], b[0], b[1]);
-        mma_16x8x16<T>(acc[m][2 * nn + 1], a[m], b[2], b[3]);
-      }
+      mma_rows<T>(acc, a, b, 2 * nn);
     }
   }
 }
@@ -399,20 +401,69 @@ __device__ __forceinline__ void product_pm_rows(float (&acc)[MT][D / 8][4],
     for (int dd = 0; dd < D / 16; ++dd) {
       uint32_t b[4];
       ldmatrix_x4_trans(b, a_address<T, D>(tile, kk * 16, dd * 16, lane));
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        mma_16x8x16<T>(acc[m][2 * dd], a[m], b[0], b[1]);
-        mma_16x8x16<T>(acc[m][2 * dd + 1], a[m], b[2], b[3]);
-      }
+      mma_rows<T>(acc, a, b, 2 * dd);
     }
   }
 }
 
-// The two query rows of one thread in one 16-row tile (g and g + 8) and
-// their online-softmax state.
-struct RowPairState {
+// The same for one row tile: acc[16 x 8N] += A[16 x 16K] B^T (A's rows from
+// row0 in tile_a, B's N*8 rows in tile_b) and acc[16 x D] += P[16 x 8N] M[8N x D].
+template <typename T, int D, int N>
+__device__ __forceinline__ void product_abt(float (&acc)[N][4], const T* tile_a, int row0,
+                                            const T* tile_b, int lane) {
+  product_abt_rows<T, D, N, 1>(reinterpret_cast<float(&)[1][N][4]>(acc), tile_a, row0, tile_b,
+                               lane);
+}
+template <typename T, int D, int N>
+__device__ __forceinline__ void product_pm(float (&acc)[D / 8][4], const float (&p)[N][4],
+                                           const T* tile, int lane) {
+  product_pm_rows<T, D, N, 1>(reinterpret_cast<float(&)[1][D / 8][4]>(acc),
+                              reinterpret_cast<const float(&)[1][N][4]>(p), tile, lane);
+}
+
+// The two query rows of one thread in one 16-row tile (g and g + 8): their
+// rows, positions (row + the mask's offset) and document ids.
+struct QueryRowPair {
   int row_lo, row_hi, pos_lo, pos_hi;
   int64_t doc_lo, doc_hi;
+
+  __device__ __forceinline__ void set(int row, const Mask& mask, int64_t tq) {
+    row_lo = row;
+    row_hi = row + 8;
+    pos_lo = row_lo + mask.offset;
+    pos_hi = row_hi + mask.offset;
+    doc_lo = mask.documents ? __ldg(mask.documents + min64(row_lo, tq - 1)) : 0;
+    doc_hi = mask.documents ? __ldg(mask.documents + min64(row_hi, tq - 1)) : 0;
+  }
+};
+
+// Writes one thread's share of a 16-row tile's accumulator [16, D] to the
+// rows of `r` in `out` ([B, Tq, H, D]), row lo times scale_lo and row hi
+// times scale_hi, rounded to T (cast); rows past Tq are left alone.
+template <typename T, int D>
+__device__ __forceinline__ void store_row_pair(T* out, const QueryRowPair& r, const Geometry& geo,
+                                               int64_t b, int head, const float (&acc)[D / 8][4],
+                                               float scale_lo, float scale_hi, int t4) {
+  if (r.row_lo < geo.tq) {
+    T* row = out + ((b * geo.tq + r.row_lo) * geo.heads_q + head) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
+          pack_pair<T>(acc[d][0] * scale_lo, acc[d][1] * scale_lo);
+    }
+  }
+  if (r.row_hi < geo.tq) {
+    T* row = out + ((b * geo.tq + r.row_hi) * geo.heads_q + head) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
+          pack_pair<T>(acc[d][2] * scale_hi, acc[d][3] * scale_hi);
+    }
+  }
+}
+
+// ... and their online-softmax state in the forward.
+struct RowPairState : QueryRowPair {
   float max_lo, max_hi, sum_lo, sum_hi;
 };
 
@@ -451,12 +502,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     RowPairState& r = rows[m];
-    r.row_lo = m0 + warp_row0 + 16 * m + g;
-    r.row_hi = r.row_lo + 8;
-    r.pos_lo = r.row_lo + mask.offset;
-    r.pos_hi = r.row_hi + mask.offset;
-    r.doc_lo = mask.documents ? __ldg(mask.documents + min64(r.row_lo, geo.tq - 1)) : 0;
-    r.doc_hi = mask.documents ? __ldg(mask.documents + min64(r.row_hi, geo.tq - 1)) : 0;
+    r.set(m0 + warp_row0 + 16 * m + g, mask, geo.tq);
     r.max_lo = r.max_hi = -INFINITY;
     r.sum_lo = r.sum_hi = 0.f;
   }
@@ -470,89 +516,72 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_o[m]);
 
-  int n0 = walk.first_tile();
-  if (n0 < walk.end) {
-    load_tile<T, D, BN>(tile_k[0], k_b, n0, geo.tk, k_stride);
-    load_tile<T, D, BN>(tile_v[0], v_b, n0, geo.tk, k_stride);
-  }
-  copy_async_commit();
-  for (int buf = 0; n0 < walk.end; buf ^= 1) {
-    const int n1 = walk.next(n0 + BN);
-    if (n1 < walk.end) {  // prefetch into the other buffer (its readers passed the last barrier)
-      load_tile<T, D, BN>(tile_k[buf ^ 1], k_b, n1, geo.tk, k_stride);
-      load_tile<T, D, BN>(tile_v[buf ^ 1], v_b, n1, geo.tk, k_stride);
-    }
-    copy_async_commit();
-    copy_async_wait_all_but_newest();  // q and this tile have arrived
-    __syncthreads();
-    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
-
-    float s[MT][BN / 8][4];
+  walk_key_tiles<T, D, BN>(
+      walk, tile_k, tile_v, k_b, v_b, geo.tk, k_stride,
+      [&](int n0, const T* keys, const T* values, TileVisibility vis) {
+        float s[MT][BN / 8][4];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) zero(s[m]);
-    product_abt_rows<T, D, BN / 8, MT>(s, tile_q, warp_row0, tile_k[buf], lane);
+        for (int m = 0; m < MT; ++m) zero(s[m]);
+        product_abt_rows<T, D, BN / 8, MT>(s, tile_q, warp_row0, keys, lane);
 
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      RowPairState& r = rows[m];
-      float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
+        for (int m = 0; m < MT; ++m) {
+          RowPairState& r = rows[m];
+          float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
+          for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = n0 + j * 8 + t4 * 2 + (e & 1);
-          float x = score(s[m][j][e]);
-          if (!vis.full) {
-            const bool ok = e < 2 ? mask.visible(r.pos_lo, key, r.doc_lo)
-                                  : mask.visible(r.pos_hi, key, r.doc_hi);
-            if (!ok) x = -INFINITY;
+            for (int e = 0; e < 4; ++e) {
+              const int key = n0 + j * 8 + t4 * 2 + (e & 1);
+              float x = score(s[m][j][e]);
+              if (!vis.full) {
+                const bool ok = e < 2 ? mask.visible(r.pos_lo, key, r.doc_lo)
+                                      : mask.visible(r.pos_hi, key, r.doc_hi);
+                if (!ok) x = -INFINITY;
+              }
+              s[m][j][e] = x;
+            }
+            tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[m][j][0], s[m][j][1]));
+            tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[m][j][2], s[m][j][3]));
           }
-          s[m][j][e] = x;
-        }
-        tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[m][j][0], s[m][j][1]));
-        tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[m][j][2], s[m][j][3]));
-      }
       // A row's 8N scores are spread over the 4 lanes of its quad.
 #pragma unroll
-      for (int o = 1; o < 4; o *= 2) {
-        tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
-        tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
-      }
-      const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
-      const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
-      // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
-      const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
-      const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
-      const float rescale_lo = exp2_fast(r.max_lo - base_lo);
-      const float rescale_hi = exp2_fast(r.max_hi - base_hi);
-      r.max_lo = new_max_lo;
-      r.max_hi = new_max_hi;
-      float part_lo = 0.f, part_hi = 0.f;
+          for (int o = 1; o < 4; o *= 2) {
+            tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
+            tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
+          }
+          const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
+          const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
+          // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
+          const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
+          const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
+          const float rescale_lo = exp2_fast(r.max_lo - base_lo);
+          const float rescale_hi = exp2_fast(r.max_hi - base_hi);
+          r.max_lo = new_max_lo;
+          r.max_hi = new_max_hi;
+          float part_lo = 0.f, part_hi = 0.f;
 #pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        s[m][j][0] = exp2_fast(s[m][j][0] - base_lo);
-        s[m][j][1] = exp2_fast(s[m][j][1] - base_lo);
-        s[m][j][2] = exp2_fast(s[m][j][2] - base_hi);
-        s[m][j][3] = exp2_fast(s[m][j][3] - base_hi);
-        part_lo += s[m][j][0] + s[m][j][1];
-        part_hi += s[m][j][2] + s[m][j][3];
-      }
-      // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
-      r.sum_lo = r.sum_lo * rescale_lo + part_lo;
-      r.sum_hi = r.sum_hi * rescale_hi + part_hi;
+          for (int j = 0; j < BN / 8; ++j) {
+            s[m][j][0] = exp2_fast(s[m][j][0] - base_lo);
+            s[m][j][1] = exp2_fast(s[m][j][1] - base_lo);
+            s[m][j][2] = exp2_fast(s[m][j][2] - base_hi);
+            s[m][j][3] = exp2_fast(s[m][j][3] - base_hi);
+            part_lo += s[m][j][0] + s[m][j][1];
+            part_hi += s[m][j][2] + s[m][j][3];
+          }
+          // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
+          r.sum_lo = r.sum_lo * rescale_lo + part_lo;
+          r.sum_hi = r.sum_hi * rescale_hi + part_hi;
 #pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        acc_o[m][d][0] *= rescale_lo;
-        acc_o[m][d][1] *= rescale_lo;
-        acc_o[m][d][2] *= rescale_hi;
-        acc_o[m][d][3] *= rescale_hi;
-      }
-    }
-    product_pm_rows<T, D, BN / 8, MT>(acc_o, s, tile_v[buf], lane);
-    __syncthreads();  // every warp is done with this buffer before it is refilled
-    n0 = n1;
-  }
-  copy_async_wait_all();  // when every key tile was skipped, q's copy is still pending
+          for (int d = 0; d < D / 8; ++d) {
+            acc_o[m][d][0] *= rescale_lo;
+            acc_o[m][d][1] *= rescale_lo;
+            acc_o[m][d][2] *= rescale_hi;
+            acc_o[m][d][3] *= rescale_hi;
+          }
+        }
+        product_pm_rows<T, D, BN / 8, MT>(acc_o, s, values, lane);
+      });
 
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
@@ -564,31 +593,14 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float inv_lo = r.sum_lo > 0.f ? 1.f / r.sum_lo : 0.f;
     const float inv_hi = r.sum_hi > 0.f ? 1.f / r.sum_hi : 0.f;
-    // cast: out rounded to T
-    if (r.row_lo < geo.tq) {
-      T* o_row = out + ((b * geo.tq + r.row_lo) * geo.heads_q + head) * D;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
-            pack_pair<T>(acc_o[m][d][0] * inv_lo, acc_o[m][d][1] * inv_lo);
-      }
-      // A row that sees nothing gets lse = +inf: backward's p = 2^(s2 - inf) = 0.
-      if (t4 == 0) {
-        lse[(b * geo.heads_q + head) * geo.tq + r.row_lo] =
-            r.sum_lo > 0.f ? (r.max_lo + log2f(r.sum_lo)) * kLn2 : INFINITY;
-      }
-    }
-    if (r.row_hi < geo.tq) {
-      T* o_row = out + ((b * geo.tq + r.row_hi) * geo.heads_q + head) * D;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        *reinterpret_cast<uint32_t*>(o_row + d * 8 + t4 * 2) =
-            pack_pair<T>(acc_o[m][d][2] * inv_hi, acc_o[m][d][3] * inv_hi);
-      }
-      if (t4 == 0) {
-        lse[(b * geo.heads_q + head) * geo.tq + r.row_hi] =
-            r.sum_hi > 0.f ? (r.max_hi + log2f(r.sum_hi)) * kLn2 : INFINITY;
-      }
+    store_row_pair<T, D>(out, r, geo, b, head, acc_o[m], inv_lo, inv_hi, t4);
+    // A row that sees nothing gets lse = +inf: backward's p = 2^(s2 - inf) = 0.
+    if (t4 == 0) {
+      float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
+      if (r.row_lo < geo.tq)
+        lse_h[r.row_lo] = r.sum_lo > 0.f ? (r.max_lo + log2f(r.sum_lo)) * kLn2 : INFINITY;
+      if (r.row_hi < geo.tq)
+        lse_h[r.row_hi] = r.sum_hi > 0.f ? (r.max_hi + log2f(r.sum_hi)) * kLn2 : INFINITY;
     }
   }
 }
@@ -623,10 +635,8 @@ __global__ void attention_delta_kernel(const T* __restrict__ out, const T* __res
 // dq: one block per (query tile, query head, batch row), walking the key
 // tiles the queries see. dq = sum over tiles of ds k * scale. Each warp owns
 // MT tiles of 16 query rows (BM = 64 MT), as in the forward.
-struct DqRowPair {
-  int row_lo, row_hi, pos_lo, pos_hi;
-  int64_t doc_lo, doc_hi;
-  float lse2_lo, lse2_hi, delta_lo, delta_hi;
+struct DqRowPair : QueryRowPair {
+  float lse2_lo, lse2_hi, delta_lo, delta_hi;  // their log-sum-exp (base 2) and delta
 };
 
 template <typename T, int D, int BM, int BN, int MT>
@@ -668,12 +678,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     DqRowPair& r = rows[m];
-    r.row_lo = m0 + warp_row0 + 16 * m + g;
-    r.row_hi = r.row_lo + 8;
-    r.pos_lo = r.row_lo + mask.offset;
-    r.pos_hi = r.row_hi + mask.offset;
-    r.doc_lo = mask.documents ? __ldg(mask.documents + min64(r.row_lo, geo.tq - 1)) : 0;
-    r.doc_hi = mask.documents ? __ldg(mask.documents + min64(r.row_hi, geo.tq - 1)) : 0;
+    r.set(m0 + warp_row0 + 16 * m + g, mask, geo.tq);
     // Rows past Tq: lse +inf makes their p zero.
     r.lse2_lo = r.row_lo < geo.tq ? lse_h[r.row_lo] * kLog2e : INFINITY;
     r.lse2_hi = r.row_hi < geo.tq ? lse_h[r.row_hi] * kLog2e : INFINITY;
@@ -688,78 +693,45 @@ __global__ void __launch_bounds__(kThreads)
   float acc_dq[MT][D / 8][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_dq[m]);
-  int n0 = walk.first_tile();
-  if (n0 < walk.end) {
-    load_tile<T, D, BN>(tile_k[0], k_b, n0, geo.tk, k_stride);
-    load_tile<T, D, BN>(tile_v[0], v_b, n0, geo.tk, k_stride);
-  }
-  copy_async_commit();
-  for (int buf = 0; n0 < walk.end; buf ^= 1) {
-    const int n1 = walk.next(n0 + BN);
-    if (n1 < walk.end) {
-      load_tile<T, D, BN>(tile_k[buf ^ 1], k_b, n1, geo.tk, k_stride);
-      load_tile<T, D, BN>(tile_v[buf ^ 1], v_b, n1, geo.tk, k_stride);
-    }
-    copy_async_commit();
-    copy_async_wait_all_but_newest();
-    __syncthreads();
-    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, n0 + BN - 1);
-
-    float p[MT][BN / 8][4], dp[MT][BN / 8][4];
+  walk_key_tiles<T, D, BN>(
+      walk, tile_k, tile_v, k_b, v_b, geo.tk, k_stride,
+      [&](int n0, const T* keys, const T* values, TileVisibility vis) {
+        float p[MT][BN / 8][4], dp[MT][BN / 8][4];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      zero(p[m]);
-      zero(dp[m]);
-    }
-    product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, tile_k[buf], lane);
-    product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, tile_v[buf], lane);
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      const DqRowPair& r = rows[m];
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = n0 + j * 8 + t4 * 2 + (e & 1);
-          const bool lo = e < 2;
-          const float s2 = score(p[m][j][e]);
-          bool ok = true;
-          if (!vis.full)
-            ok = lo ? mask.visible(r.pos_lo, key, r.doc_lo) : mask.visible(r.pos_hi, key, r.doc_hi);
-          const float prob = ok ? exp2_fast(s2 - (lo ? r.lse2_lo : r.lse2_hi)) : 0.f;
-          // ds = p (dp - delta) * d s / d z; the slope only where p is defined
-          p[m][j][e] = prob > 0.f
-                           ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) * score.slope(s2)
-                           : 0.f;
+        for (int m = 0; m < MT; ++m) {
+          zero(p[m]);
+          zero(dp[m]);
         }
-      }
-    }
-    product_pm_rows<T, D, BN / 8, MT>(acc_dq, p, tile_k[buf], lane);
-    __syncthreads();
-    n0 = n1;
-  }
-  copy_async_wait_all();
+        product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, keys, lane);
+        product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, values, lane);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          const DqRowPair& r = rows[m];
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = n0 + j * 8 + t4 * 2 + (e & 1);
+              const bool lo = e < 2;
+              const float s2 = score(p[m][j][e]);
+              bool ok = true;
+              if (!vis.full)
+                ok = lo ? mask.visible(r.pos_lo, key, r.doc_lo)
+                        : mask.visible(r.pos_hi, key, r.doc_hi);
+              const float prob = ok ? exp2_fast(s2 - (lo ? r.lse2_lo : r.lse2_hi)) : 0.f;
+              // ds = p (dp - delta) * d s / d z; the slope only where p is defined
+              p[m][j][e] = prob > 0.f ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) *
+                                            score.slope(s2)
+                                      : 0.f;
+            }
+          }
+        }
+        product_pm_rows<T, D, BN / 8, MT>(acc_dq, p, keys, lane);
+      });
 
-  // cast: dq rounded to T
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
-    const DqRowPair& r = rows[m];
-    if (r.row_lo < geo.tq) {
-      T* row = dq + ((b * geo.tq + r.row_lo) * geo.heads_q + head) * D;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
-            pack_pair<T>(acc_dq[m][d][0] * score.scale, acc_dq[m][d][1] * score.scale);
-      }
-    }
-    if (r.row_hi < geo.tq) {
-      T* row = dq + ((b * geo.tq + r.row_hi) * geo.heads_q + head) * D;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        *reinterpret_cast<uint32_t*>(row + d * 8 + t4 * 2) =
-            pack_pair<T>(acc_dq[m][d][2] * score.scale, acc_dq[m][d][3] * score.scale);
-      }
-    }
+    store_row_pair<T, D>(dq, rows[m], geo, b, head, acc_dq[m], score.scale, score.scale, t4);
   }
 }
 
@@ -974,12 +946,12 @@ __global__ void document_bounds_kernel(const int64_t* __restrict__ ranges,
 // Launch
 // ---------------------------------------------------------------------------
 
-// Tile sizes per head_dim: forward and dq take BM = 64 queries; BN keys 64
-// (32 at head_dim 256, to keep the accumulators in registers); dk/dv take
-// 64 keys and BM = 64 queries at head_dim 64, 32 above.
+// Tile sizes per head_dim: forward and dq take BM = 64 queries per row tile
+// of their warps (the launchers below); BN keys 64 (32 at head_dim 256, to
+// keep the accumulators in registers); dk/dv take 64 keys and BM = 64 queries
+// at head_dim 64, 32 above.
 template <int D>
 struct Tiles {
-  static constexpr int kQueries = 64;
   static constexpr int kKeys = D == 256 ? 32 : 64;
   static constexpr int kBackwardQueries = D == 64 ? 64 : 32;
 };
