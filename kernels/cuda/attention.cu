@@ -946,10 +946,10 @@ __global__ void document_bounds_kernel(const int64_t* __restrict__ ranges,
 // Launch
 // ---------------------------------------------------------------------------
 
-// Tile sizes per head_dim: forward and dq take BM = 64 queries per row tile
-// of their warps (the launchers below); BN keys 64 (32 at head_dim 256, to
-// keep the accumulators in registers); dk/dv take 64 keys and BM = 64 queries
-// at head_dim 64, 32 above.
+// Tile sizes per head_dim: forward and dq blocks take BM = 64 MT queries (MT
+// row tiles of 16 per warp, the launchers below); BN keys 64 (32 at head_dim
+// 256, to keep the accumulators in registers); dk/dv take 64 keys and BM = 64
+// queries at head_dim 64, 32 above.
 template <int D>
 struct Tiles {
   static constexpr int kKeys = D == 256 ? 32 : 64;
