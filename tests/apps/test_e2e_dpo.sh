@@ -16,11 +16,7 @@
 set -uo pipefail
 SRC=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 PY=${2:-python3}
-failures=0
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-ok() { echo "ok   $*"; }
+source "$SRC/tests/apps/check_harness.sh"
 TABLE=$SRC/bench/e2e_dpo_table.py
 
 # metrics DIR STEADY_TOKENS_PER_S PEAK_GIB: 5 slow warm-up rows, then 3 steady ones.
@@ -45,18 +41,18 @@ baseline "$t/trl_liger.json" "TRL DPOTrainer + Liger-Kernel" 18000 20
 baseline "$t/hf_loop_liger.json" "HF + Liger-Kernel DPO loop" 20000 18
 out=$("$PY" "$TABLE" "$t" 2>&1)
 code=$?
-if [[ $code -eq 0 ]] && grep -qF "| liger-train, reference: model | 30,000 | 16384 | 10.00 | 1.67x | 0.50x |" <<< "$out" &&
-  grep -qF "| TRL DPOTrainer + Liger-Kernel (yardstick) | 18,000 | 16384 | 20.00 | 1.00x | 1.00x |" <<< "$out" &&
-  grep -qF "TRL DPOTrainer + Liger-Kernel tokens/s at <= its memory: MET (1.67x, 10.00 vs 20.00 GiB)" <<< "$out" &&
-  grep -qF "reference: precomputed: 1.20x the tokens/s of reference: model, peak 8.00 vs 10.00 GiB; 2.00x" <<< "$out"; then
+if [[ $code -eq 0 ]] && holds "| liger-train, reference: model | 30,000 | 16384 | 10.00 | 1.67x | 0.50x |" \
+    "| TRL DPOTrainer + Liger-Kernel (yardstick) | 18,000 | 16384 | 20.00 | 1.00x | 1.00x |" \
+    "TRL DPOTrainer + Liger-Kernel tokens/s at <= its memory: MET (1.67x, 10.00 vs 20.00 GiB)" \
+    "reference: precomputed: 1.20x the tokens/s of reference: model, peak 8.00 vs 10.00 GiB; 2.00x"; then
   ok "table: TRL + Liger-Kernel is the yardstick, target met, precomputed gain"
 else
   fail "table (exit $code): $out"
 fi
 rm "$t/trl_liger.json"
 out=$("$PY" "$TABLE" "$t" 2>&1)
-if grep -qF "| TRL DPOTrainer + Liger-Kernel | not run or failed |" <<< "$out" &&
-  grep -qF "HF + Liger-Kernel DPO loop (TRL's DPO step with Liger-Kernel, without TRL) tokens/s at <= its memory: MET (1.50x" <<< "$out"; then
+if holds "| TRL DPOTrainer + Liger-Kernel | not run or failed |" \
+    "HF + Liger-Kernel DPO loop (TRL's DPO step with Liger-Kernel, without TRL) tokens/s at <= its memory: MET (1.50x"; then
   ok "table: without TRL the loop is the yardstick, and says so"
 else
   fail "table without TRL: $out"
@@ -64,7 +60,7 @@ fi
 rm "$t/hf_loop_liger.json"
 baseline "$t/hf_loop.json" "HF DPO loop (plain PyTorch loss)" 10000 9
 out=$("$PY" "$TABLE" "$t" 2>&1)
-if grep -qF "(no Liger-Kernel: not the target's yardstick) tokens/s at <= its memory: MISSED (3.00x, 10.00 vs 9.00 GiB)" <<< "$out"; then
+if holds "(no Liger-Kernel: not the target's yardstick) tokens/s at <= its memory: MISSED (3.00x, 10.00 vs 9.00 GiB)"; then
   ok "table: the plain loop is no yardstick of the target; more memory misses it"
 else
   fail "table with the plain loop: $out"
@@ -72,7 +68,7 @@ fi
 rm "$t/hf_loop.json"
 out=$("$PY" "$TABLE" "$t" 2>&1)
 code=$?
-if [[ $code -eq 1 ]] && grep -qF "target: no baseline ran" <<< "$out"; then
+if [[ $code -eq 1 ]] && holds "target: no baseline ran"; then
   ok "table: no baseline is exit 1"
 else
   fail "table without baselines (exit $code): $out"
@@ -154,5 +150,4 @@ bash "$SRC/bench/e2e_dpo.sh" --bad > /dev/null 2>&1
 code=$?
 if [[ $code -eq 2 ]]; then ok "e2e_dpo.sh: usage"; else fail "e2e_dpo.sh --bad exit $code"; fi
 
-echo "$failures failure(s)"
-[[ $failures -eq 0 ]]
+finish

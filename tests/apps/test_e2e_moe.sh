@@ -16,11 +16,7 @@ TRAIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 SRC=$(cd "$2" && pwd)
 PY=$3
 cd "$SRC" || exit 1  # the config's data paths are relative to the repository root
-failures=0
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-ok() { echo "ok   $*"; }
+source "$SRC/tests/apps/check_harness.sh"
 TABLE=$SRC/bench/e2e_moe_table.py
 
 # a) the same model on both sides
@@ -55,23 +51,25 @@ hf_json "$work/slow.json" 25000 38.0 null LigerExperts false
 hf_json "$work/oom.json" 0 79.1 '"step 1: CUDA out of memory"' LigerExperts false
 hf_json "$work/hf.json" 10000 60.0 null MixtralExperts false
 out=$("$PY" "$TABLE" table --liger "$work/liger/metrics.jsonl" --hf-liger "$work/fast.json" --hf "$work/hf.json" 2>&1)
-if grep -qF "| liger-train, \`precision: bf16\` | 32,000 | 40.00 | 30.0% | 10.5000 -> 10.5000 | 1.60x |" <<< "$out" &&
-  grep -qF "| HF transformers, bf16 (experts: MixtralExperts (grouped_mm)) | 10,000 | 60.00 | 20.0% |" <<< "$out" &&
-  grep -qF "= 1.60x tokens/s (target >= 1.5x): MET" <<< "$out" &&
-  grep -qF "memory: liger-train peak 40.00 GiB vs HF + Liger-Kernel 45.00 GiB (target <=): MET" <<< "$out"; then
+if holds "| liger-train, \`precision: bf16\` | 32,000 | 40.00 | 30.0% | 10.5000 -> 10.5000 | 1.60x |" \
+    "| HF transformers, bf16 (experts: MixtralExperts (grouped_mm)) | 10,000 | 60.00 | 20.0% |" \
+    "= 1.60x tokens/s (target >= 1.5x): MET" \
+    "memory: liger-train peak 40.00 GiB vs HF + Liger-Kernel 45.00 GiB (target <=): MET"; then
   ok "table: median after the warm-up, 1.60x, both targets met"
 else
   fail "table, targets met: $out"
 fi
 out=$("$PY" "$TABLE" table --liger "$work/liger/metrics.jsonl" --hf-liger "$work/slow.json" 2>&1)
-if grep -qF "= 1.28x tokens/s (target >= 1.5x): MISSED" <<< "$out" && grep -qF "(target <=): MISSED" <<< "$out"; then
+if holds "= 1.28x tokens/s (target >= 1.5x): MISSED" \
+    "(target <=): MISSED"; then
   ok "table: both targets missed"
 else
   fail "table, targets missed: $out"
 fi
 out=$("$PY" "$TABLE" table --liger "$work/liger/metrics.jsonl" --hf-liger "$work/oom.json" --hf "$work/none.json" 2>&1)
-if grep -qF "out of memory (step 1: CUDA out of memory)" <<< "$out" && grep -qF "no result (" <<< "$out" &&
-  grep -qF "targets: not judged (HF + Liger-Kernel ran out of memory)" <<< "$out"; then
+if holds "out of memory (step 1: CUDA out of memory)" \
+    "no result (" \
+    "targets: not judged (HF + Liger-Kernel ran out of memory)"; then
   ok "table: an out-of-memory and a missing run are rows, the targets not judged"
 else
   fail "table, out of memory: $out"
@@ -139,5 +137,4 @@ else
   fail "e2e_moe.sh SKIP_BASELINES=1 (exit $code): $log"
 fi
 
-echo "$failures failure(s)"
-[[ $failures -eq 0 ]]
+finish

@@ -15,11 +15,7 @@
 set -uo pipefail
 SRC=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 PY=${2:-python3}
-failures=0
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-ok() { echo "ok   $*"; }
+source "$SRC/tests/apps/check_harness.sh"
 
 # One made-up result row: op backend shape full_ms peak_mib.
 row() {
@@ -153,9 +149,9 @@ fi
 exec "$PY" "\$@"
 EOF
 chmod +x "$work/build/apps/liger-bench" "$work/python"
-touch "$work/liger_kernel-0.8.5-py3-none-any.whl"
+touch "$work/baseline_wheel-0.0-py3-none-any.whl"
 OUT=$work/out BUILD=0 LIGER_PYTHON=$work/python bash "$SRC/bench/ops_vs_liger.sh" "$work/build" \
-  "$work/liger_kernel-0.8.5-py3-none-any.whl" > "$work/sh.log" 2>&1
+  "$work/baseline_wheel-0.0-py3-none-any.whl" > "$work/sh.log" 2>&1
 code=$?
 if [[ $code -eq 0 ]] && grep -q "0.60x yes" "$work/out/ops_vs_liger.md" 2> /dev/null &&
   grep -q "^GPU: " "$work/out/ops_vs_liger.md" &&
@@ -166,7 +162,7 @@ else
 fi
 # MOE_SHAPES reaches liger_ops.py; Liger's autotuned choices are kept beside the build
 OUT=$work/out2 BUILD=0 MOE_SHAPES=mixtral LIGER_PYTHON=$work/python bash "$SRC/bench/ops_vs_liger.sh" \
-  "$work/build" "$work/liger_kernel-0.8.5-py3-none-any.whl" > "$work/sh2.log" 2>&1
+  "$work/build" "$work/baseline_wheel-0.0-py3-none-any.whl" > "$work/sh2.log" 2>&1
 if grep -qF -- "--moe-shapes mixtral" "$work/liger_args" && [[ -d $work/build/triton_cache ]]; then
   ok "ops_vs_liger.sh: MOE_SHAPES and the Triton autotuning cache"
 else
@@ -183,5 +179,4 @@ bash "$SRC/bench/ops_vs_liger.sh" --bad > /dev/null 2>&1
 code=$?
 if [[ $code -eq 2 ]]; then ok "ops_vs_liger.sh: usage"; else fail "ops_vs_liger.sh --bad exit $code"; fi
 
-echo "$failures failure(s)"
-[[ $failures -eq 0 ]]
+finish
