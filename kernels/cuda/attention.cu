@@ -289,6 +289,11 @@ struct KeyTileWalk {
     return end;
   }
   __device__ __forceinline__ int first_tile() const { return next((begin / BN) * BN); }
+  // For query rows [m0, m0 + rows) of Tq (their positions: row + the mask's offset).
+  __device__ __forceinline__ static KeyTileWalk of_query_rows(const Mask& m, int m0, int rows,
+                                                              int64_t tq) {
+    return KeyTileWalk(m, m0 + m.offset, static_cast<int>(min64(m0 + rows, tq)) - 1 + m.offset);
+  }
 };
 
 // Walks the key tiles of `walk` through two K/V buffers in shared memory, the
@@ -507,10 +512,8 @@ __global__ void __launch_bounds__(kThreads)
     r.sum_lo = r.sum_hi = 0.f;
   }
 
-  // Keys any row of the tile may see.
-  const int q_first = m0 + mask.offset;
-  const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-  const KeyTileWalk<BN> walk(mask, q_first, q_last);
+  // The keys any row of the tile may see.
+  const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, m0, BM, geo.tq);
 
   float acc_o[MT][D / 8][4];
 #pragma unroll
@@ -686,9 +689,7 @@ __global__ void __launch_bounds__(kThreads)
     r.delta_hi = r.row_hi < geo.tq ? delta_h[r.row_hi] : 0.f;
   }
 
-  const int q_first = m0 + mask.offset;
-  const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-  const KeyTileWalk<BN> walk(mask, q_first, q_last);
+  const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, m0, BM, geo.tq);
 
   float acc_dq[MT][D / 8][4];
 #pragma unroll
@@ -963,6 +964,22 @@ cudaError_t allow_shared(Kernel kernel, size_t bytes) {
                               static_cast<int>(bytes));
 }
 
+// One block per (tile of `tile` rows of `rows`, head, batch row).
+dim3 tiles_grid(int64_t rows, int tile, int64_t heads, int64_t batch) {
+  return dim3(static_cast<unsigned>((rows + tile - 1) / tile), static_cast<unsigned>(heads),
+              static_cast<unsigned>(batch));
+}
+
+// Launches `kernel` with `bytes` of dynamic shared memory (allowed above 48 KiB first).
+template <typename... Params, typename... Args>
+cudaError_t launch_tiles(void (*kernel)(Params...), dim3 grid, size_t bytes, cudaStream_t stream,
+                         Args... args) {
+  cudaError_t err = allow_shared(kernel, bytes);
+  if (err != cudaSuccess) return err;
+  kernel<<<grid, kThreads, bytes, stream>>>(args...);
+  return cudaGetLastError();
+}
+
 Geometry geometry_of(const AttentionShape& a) {
   return Geometry{a.batch,   a.tq,      a.tk,
                   a.heads_q, a.heads_k, static_cast<int>(a.heads_q / a.heads_k)};
@@ -1000,16 +1017,11 @@ cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream)
   constexpr int BM = 16 * MT * (kThreads / 32);
   constexpr int BN = MT == 2 && D == 128 ? 32 : Tiles<D>::kKeys;
   const size_t bytes = static_cast<size_t>(BM + 4 * BN) * D * sizeof(T);  // q, 2 x (k, v)
-  auto kernel = attention_forward_kernel<T, D, BM, BN, MT>;
-  cudaError_t err = allow_shared(kernel, bytes);
-  if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>((a.tq + BM - 1) / BM), static_cast<unsigned>(a.heads_q),
-                  static_cast<unsigned>(a.batch));
-  kernel<<<grid, kThreads, bytes, stream>>>(
-      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
-      static_cast<T*>(const_cast<void*>(a.out)), a.lse, geometry_of(a), mask_of(a),
-      ScoreTransform{a.scale, a.softcap});
-  return cudaGetLastError();
+  return launch_tiles(attention_forward_kernel<T, D, BM, BN, MT>,
+                      tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
+                      static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                      static_cast<const T*>(a.v), static_cast<T*>(const_cast<void*>(a.out)), a.lse,
+                      geometry_of(a), mask_of(a), ScoreTransform{a.scale, a.softcap});
 }
 
 template <typename T, int D>
@@ -1027,16 +1039,11 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
   const size_t bytes =
       static_cast<size_t>(2 * BN + 4 * BM) * D * sizeof(T) +  // k, v, 2 x (q, d_out)
       2 * BM * (2 * sizeof(float) + sizeof(int64_t));         // 2 x (lse, delta, documents)
-  auto kernel = attention_dkdv_kernel<T, D, BM, BN, kWant>;
-  cudaError_t err = allow_shared(kernel, bytes);
-  if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>((a.tk + BN - 1) / BN), static_cast<unsigned>(a.heads_k),
-                  static_cast<unsigned>(a.batch));
-  kernel<<<grid, kThreads, bytes, stream>>>(
-      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+  return launch_tiles(
+      attention_dkdv_kernel<T, D, BM, BN, kWant>, tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes,
+      stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
       static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dk), static_cast<T*>(g.dv),
       geometry_of(a), mask_of(a), ScoreTransform{a.scale, a.softcap});
-  return cudaGetLastError();
 }
 
 template <typename T, int D, int MT>
@@ -1048,16 +1055,11 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
   constexpr int BN = MT == 2 ? 32 : Tiles<D>::kKeys;
   const size_t bytes =
       static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T);  // q, d_out, 2 x (k, v)
-  auto kernel = attention_dq_kernel<T, D, BM, BN, MT>;
-  cudaError_t err = allow_shared(kernel, bytes);
-  if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>((a.tq + BM - 1) / BM), static_cast<unsigned>(a.heads_q),
-                  static_cast<unsigned>(a.batch));
-  kernel<<<grid, kThreads, bytes, stream>>>(
-      static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+  return launch_tiles(
+      attention_dq_kernel<T, D, BM, BN, MT>, tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes,
+      stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
       static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dq), geometry_of(a),
       mask_of(a), ScoreTransform{a.scale, a.softcap});
-  return cudaGetLastError();
 }
 
 template <typename T, int D>
