@@ -25,7 +25,7 @@
 #                the default list
 #   convergence  scripts/convergence.sh configs/tiny_mixtral.yaml in bf16 on the
 #                GPU, CONVERGENCE_STEPS steps (fused vs reference kernels),
-#                without the load-balancing loss (bench/README.md says why)
+#                with the load-balancing loss (bench/README.md)
 # Environment (all optional):
 #   OUT=out               results: e2e_moe.md (the table), summary.txt, the logs,
 #                         JSON and run folders
@@ -212,7 +212,7 @@ elif has convergence && t=$(budget "convergence"); then
   code=0
   LIGER_BUILD_DIR=$BUILD_DIR timeout -k 20 "$t" bash scripts/convergence.sh configs/tiny_mixtral.yaml \
     --steps "$CONVERGENCE_STEPS" --out "$CONVERGENCE_WORK" --set training.device=cuda --set model.dtype=bf16 \
-    --loss-rtol 2e-2 --param-noise 2 --noise-split 2 --set model.output_router_logits=false "${conv_extra[@]}" \
+    --loss-rtol 2e-2 --param-noise 2 --noise-split 2 "${conv_extra[@]}" \
     > "$OUT/convergence.log" 2>&1 || code=$?
   [[ $code -eq 0 ]] || status=1
   cp "$CONVERGENCE_WORK/summary.json" "$OUT/convergence.json" 2> /dev/null || true
