@@ -296,26 +296,37 @@ struct KeyTileWalk {
   }
 };
 
-// Walks the key tiles of `walk` through two K/V buffers in shared memory, the
-// next tile's copy running while body(n0, keys, values, visibility) computes
-// on this one; the query tile's copies, committed before, arrive with the
-// first tile. Returns when every copy has landed (also when no tile was walked).
+// Two K/V buffers in shared memory after `base`: buffer i holds its keys
+// [BN, D] at base + 2 i BN D and its values right after. Addresses come from
+// arithmetic on the buffer index, so no array of pointers goes to local memory.
+template <typename T, int D, int BN>
+struct KeyValueBuffers {
+  T* base;
+  __device__ __forceinline__ T* keys(int buf) const { return base + buf * 2 * BN * D; }
+  __device__ __forceinline__ T* values(int buf) const { return base + (buf * 2 + 1) * BN * D; }
+};
+
+// Walks the key tiles of `walk` through the two K/V buffers, the next
+// tile's copy running while body(n0, keys, values, visibility) computes on
+// this one; the query tile's copies, committed before, arrive with the first
+// tile. Returns when every copy has landed (also when no tile was walked).
 template <typename T, int D, int BN, typename Body>
-__device__ __forceinline__ void walk_key_tiles(const KeyTileWalk<BN>& walk, T* const (&tile_k)[2],
-                                               T* const (&tile_v)[2], const T* k, const T* v,
-                                               int64_t tk, int64_t stride, Body&& body) {
+__device__ __forceinline__ void walk_key_tiles(const KeyTileWalk<BN>& walk,
+                                               const KeyValueBuffers<T, D, BN>& kv, const T* k,
+                                               const T* v, int64_t tk, int64_t stride,
+                                               Body&& body) {
   int n0 = walk.first_tile();
-  if (n0 < walk.end) load_key_tile<T, D, BN>(tile_k[0], tile_v[0], k, v, n0, tk, stride);
+  if (n0 < walk.end) load_key_tile<T, D, BN>(kv.keys(0), kv.values(0), k, v, n0, tk, stride);
   copy_async_commit();
   for (int buf = 0; n0 < walk.end; buf ^= 1) {
     const int n1 = walk.next(n0 + BN);
     if (n1 < walk.end) {  // prefetch into the other buffer (its readers passed the last barrier)
-      load_key_tile<T, D, BN>(tile_k[buf ^ 1], tile_v[buf ^ 1], k, v, n1, tk, stride);
+      load_key_tile<T, D, BN>(kv.keys(buf ^ 1), kv.values(buf ^ 1), k, v, n1, tk, stride);
     }
     copy_async_commit();
     copy_async_wait_all_but_newest();  // the queries and this tile have arrived
     __syncthreads();
-    body(n0, tile_k[buf], tile_v[buf],
+    body(n0, kv.keys(buf), kv.values(buf),
          tile_visibility(walk.mask, walk.q_first, walk.q_last, n0, n0 + BN - 1));
     __syncthreads();  // every warp is done with this buffer before it is refilled
     n0 = n1;
@@ -323,21 +334,54 @@ __device__ __forceinline__ void walk_key_tiles(const KeyTileWalk<BN>& walk, T* c
   copy_async_wait_all();  // when every key tile was skipped, the queries' copies are still pending
 }
 
-// Scores of one accumulator element to the base-2 domain: s2 = s log2 e with
-// s = z (no softcap) or c tanh(z / c), z = acc * scale.
+// Scores to the base-2 domain: s2 = s log2 e with s = z (no softcap) or
+// c tanh(z / c), z = acc * scale. The factors are formed once on the host
+// (score_transform), so no element divides.
 struct ScoreTransform {
   float scale, softcap;
-  __device__ __forceinline__ float operator()(float acc) const {
-    if (softcap > 0.f) return softcap * tanh_fast(acc * scale / softcap) * kLog2e;
-    return acc * (scale * kLog2e);
+  float scale_log2e;         // scale log2 e (no softcap)
+  float scale_over_softcap;  // scale / c
+  float softcap_log2e;       // c log2 e
+  float inv_softcap_log2e;   // 1 / (c log2 e)
+
+  // Every score of a warp's tile [16, 8N] (accumulator fragments), in place.
+  // The softcap branch is taken once per tile, not per element.
+  template <int N>
+  __device__ __forceinline__ void to_base2(float (&s)[N][4]) const {
+    if (softcap > 0.f) {
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          s[j][e] = softcap_log2e * tanh_fast(s[j][e] * scale_over_softcap);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] *= scale_log2e;
+      }
+    }
   }
-  // d s / d z at a base-2 score s2 (1 without a softcap).
-  __device__ __forceinline__ float slope(float s2) const {
-    if (softcap <= 0.f) return 1.f;
-    const float t = s2 / (softcap * kLog2e);  // tanh(z / c)
+  // d s / d z at a base-2 score s2 under a softcap: 1 - tanh(z / c)^2.
+  __device__ __forceinline__ float softcap_slope(float s2) const {
+    const float t = s2 * inv_softcap_log2e;  // tanh(z / c)
     return 1.f - t * t;
   }
 };
+
+ScoreTransform score_transform(float scale, float softcap) {
+  ScoreTransform t{};
+  t.scale = scale;
+  t.softcap = softcap;
+  t.scale_log2e = scale * kLog2e;
+  if (softcap > 0.f) {
+    t.scale_over_softcap = scale / softcap;
+    t.softcap_log2e = softcap * kLog2e;
+    t.inv_softcap_log2e = 1.f / (softcap * kLog2e);
+  }
+  return t;
+}
 
 struct Geometry {
   int64_t batch, tq, tk, heads_q, heads_k;
@@ -442,6 +486,24 @@ struct QueryRowPair {
   }
 };
 
+// Masked scores of a warp's tile [16 query rows, 8N keys from n0] set to
+// -inf: a thread's elements e < 2 belong to query row r.lo, the others to
+// r.hi; key n0 + 8 j + 2 t4 + (e & 1). Only for tiles the mask cuts.
+template <int N>
+__device__ __forceinline__ void mask_scores(float (&s)[N][4], const Mask& mask,
+                                            const QueryRowPair& r, int n0, int t4) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int key = n0 + j * 8 + t4 * 2 + (e & 1);
+      const bool ok =
+          e < 2 ? mask.visible(r.pos_lo, key, r.doc_lo) : mask.visible(r.pos_hi, key, r.doc_hi);
+      if (!ok) s[j][e] = -INFINITY;
+    }
+  }
+}
+
 // Writes one thread's share of a 16-row tile's accumulator [16, D] to the
 // rows of `r` in `out` ([B, Tq, H, D]), row lo times scale_lo and row hi
 // times scale_hi, rounded to T (cast); rows past Tq are left alone.
@@ -481,8 +543,7 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
   // Two K/V buffers: the next tile's copy runs while this one is computed.
-  T* const tile_k[2] = {tile_q + BM * D, tile_q + (BM + BN) * D};
-  T* const tile_v[2] = {tile_q + (BM + 2 * BN) * D, tile_q + (BM + 3 * BN) * D};
+  const KeyValueBuffers<T, D, BN> kv{tile_q + BM * D};
 
   const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
   const int head_k = head / geo.groups;
@@ -520,7 +581,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int m = 0; m < MT; ++m) zero(acc_o[m]);
 
   walk_key_tiles<T, D, BN>(
-      walk, tile_k, tile_v, k_b, v_b, geo.tk, k_stride,
+      walk, kv, k_b, v_b, geo.tk, k_stride,
       [&](int n0, const T* keys, const T* values, TileVisibility vis) {
         float s[MT][BN / 8][4];
 #pragma unroll
@@ -530,20 +591,11 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           RowPairState& r = rows[m];
+          score.to_base2(s[m]);
+          if (!vis.full) mask_scores(s[m], mask, r, n0, t4);
           float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
           for (int j = 0; j < BN / 8; ++j) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = n0 + j * 8 + t4 * 2 + (e & 1);
-              float x = score(s[m][j][e]);
-              if (!vis.full) {
-                const bool ok = e < 2 ? mask.visible(r.pos_lo, key, r.doc_lo)
-                                      : mask.visible(r.pos_hi, key, r.doc_hi);
-                if (!ok) x = -INFINITY;
-              }
-              s[m][j][e] = x;
-            }
             tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[m][j][0], s[m][j][1]));
             tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[m][j][2], s[m][j][3]));
           }
@@ -652,8 +704,7 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
   T* tile_do = tile_q + BM * D;
-  T* const tile_k[2] = {tile_do + BM * D, tile_do + (BM + BN) * D};  // two buffers, as forward
-  T* const tile_v[2] = {tile_do + (BM + 2 * BN) * D, tile_do + (BM + 3 * BN) * D};
+  const KeyValueBuffers<T, D, BN> kv{tile_do + BM * D};  // two buffers, as forward
 
   const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
   const int head_k = head / geo.groups;
@@ -695,7 +746,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_dq[m]);
   walk_key_tiles<T, D, BN>(
-      walk, tile_k, tile_v, k_b, v_b, geo.tk, k_stride,
+      walk, kv, k_b, v_b, geo.tk, k_stride,
       [&](int n0, const T* keys, const T* values, TileVisibility vis) {
         float p[MT][BN / 8][4], dp[MT][BN / 8][4];
 #pragma unroll
@@ -708,22 +759,32 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           const DqRowPair& r = rows[m];
+          score.to_base2(p[m]);
+          if (!vis.full) mask_scores(p[m], mask, r, n0, t4);
+          // p = 2^(s2 - lse2) (0 where masked: 2^-inf), ds = p (dp - delta) d s / d z.
+          if (score.softcap > 0.f) {
 #pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
+            for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = n0 + j * 8 + t4 * 2 + (e & 1);
-              const bool lo = e < 2;
-              const float s2 = score(p[m][j][e]);
-              bool ok = true;
-              if (!vis.full)
-                ok = lo ? mask.visible(r.pos_lo, key, r.doc_lo)
-                        : mask.visible(r.pos_hi, key, r.doc_hi);
-              const float prob = ok ? exp2_fast(s2 - (lo ? r.lse2_lo : r.lse2_hi)) : 0.f;
-              // ds = p (dp - delta) * d s / d z; the slope only where p is defined
-              p[m][j][e] = prob > 0.f ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) *
-                                            score.slope(s2)
-                                      : 0.f;
+              for (int e = 0; e < 4; ++e) {
+                const bool lo = e < 2;
+                const float s2 = p[m][j][e];
+                const float prob = exp2_fast(s2 - (lo ? r.lse2_lo : r.lse2_hi));
+                // the slope only where p is defined (a masked s2 is -inf)
+                p[m][j][e] = prob > 0.f ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) *
+                                              score.softcap_slope(s2)
+                                        : 0.f;
+              }
+            }
+          } else {
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const bool lo = e < 2;
+                const float prob = exp2_fast(p[m][j][e] - (lo ? r.lse2_lo : r.lse2_hi));
+                p[m][j][e] = prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi));
+              }
             }
           }
         }
@@ -753,14 +814,19 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_k = reinterpret_cast<T*>(shared_bytes);
   T* tile_v = tile_k + BN * D;
-  // Two buffers of the query-side tiles: the next one is copied while this one is computed.
-  T* const tile_q[2] = {tile_v + BN * D, tile_v + (BN + BM) * D};
-  T* const tile_do[2] = {tile_v + (BN + 2 * BM) * D, tile_v + (BN + 3 * BM) * D};
-  float* const lse2_base = reinterpret_cast<float*>(tile_v + (BN + 4 * BM) * D);
-  float* const tile_lse2[2] = {lse2_base, lse2_base + BM};
-  float* const tile_delta[2] = {lse2_base + 2 * BM, lse2_base + 3 * BM};
-  int64_t* const doc_base = reinterpret_cast<int64_t*>(lse2_base + 4 * BM);
-  int64_t* const tile_doc[2] = {doc_base, doc_base + BM};  // query rows' document ids
+  // Two buffers of the query-side tiles: the next one is copied while this
+  // one is computed. Buffer `buf` of each from arithmetic on buf (an array
+  // of pointers would live in local memory).
+  T* const q_base = tile_v + BN * D;       // q [BM, D], buffers 0 and 1
+  T* const do_base = q_base + 2 * BM * D;  // d_out [BM, D]
+  float* const lse2_base = reinterpret_cast<float*>(do_base + 2 * BM * D);    // [BM]
+  float* const delta_base = lse2_base + 2 * BM;                               // [BM]
+  int64_t* const doc_base = reinterpret_cast<int64_t*>(delta_base + 2 * BM);  // query rows' ids
+  auto tile_q = [&](int buf) { return q_base + buf * BM * D; };
+  auto tile_do = [&](int buf) { return do_base + buf * BM * D; };
+  auto tile_lse2 = [&](int buf) { return lse2_base + buf * BM; };
+  auto tile_delta = [&](int buf) { return delta_base + buf * BM; };
+  auto tile_doc = [&](int buf) { return doc_base + buf * BM; };
 
   const int n0 = blockIdx.x * BN, head_k = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -815,17 +881,17 @@ __global__ void __launch_bounds__(kThreads)
   // rows' lse (base 2), delta and document ids by plain loads.
   auto load_query_tile = [&](QueryTile t, int buf) {
     const int head = head_k * geo.groups + t.group;
-    load_tile<T, D, BM>(tile_q[buf], q + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
+    load_tile<T, D, BM>(tile_q(buf), q + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
                         q_stride);
-    load_tile<T, D, BM>(tile_do[buf], d_out + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
+    load_tile<T, D, BM>(tile_do(buf), d_out + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
                         q_stride);
     const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
     const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
     for (int i = threadIdx.x; i < BM; i += kThreads) {
       const bool in = t.m0 + i < geo.tq;
-      tile_lse2[buf][i] = in ? lse_h[t.m0 + i] * kLog2e : INFINITY;  // rows past Tq: p = 0
-      tile_delta[buf][i] = in ? delta_h[t.m0 + i] : 0.f;
-      tile_doc[buf][i] = mask.documents ? mask.documents[min64(t.m0 + i, geo.tq - 1)] : 0;
+      tile_lse2(buf)[i] = in ? lse_h[t.m0 + i] * kLog2e : INFINITY;  // rows past Tq: p = 0
+      tile_delta(buf)[i] = in ? delta_h[t.m0 + i] : 0.f;
+      tile_doc(buf)[i] = mask.documents ? mask.documents[min64(t.m0 + i, geo.tq - 1)] : 0;
     }
   };
   QueryTile tile = next(QueryTile{0, (row_begin / BM) * BM});
@@ -843,46 +909,64 @@ __global__ void __launch_bounds__(kThreads)
     const int q_first = m0 + mask.offset;
     const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
     const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, k_last);
-    const float* lse2_t = tile_lse2[buf];
-    const float* delta_t = tile_delta[buf];
-    const int64_t* doc_t = tile_doc[buf];
+    const float* lse2_t = tile_lse2(buf);
+    const float* delta_t = tile_delta(buf);
+    const int64_t* doc_t = tile_doc(buf);
 
-    // p^T [16 keys x BM queries] per warp
+    // p^T [16 keys x BM queries] per warp; a thread's elements e < 2 are key_lo's
     float p[BM / 8][4];
     zero(p);
-    product_abt<T, D, BM / 8>(p, tile_k, warp * 16, tile_q[buf], lane);
-#pragma unroll
-    for (int j = 0; j < BM / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
-        const int key = e < 2 ? key_lo : key_hi;
-        const float s2 = score(p[j][e]);
-        const bool ok = vis.full || mask.visible(m0 + col + mask.offset, key, doc_t[col]);
-        p[j][e] = ok ? exp2_fast(s2 - lse2_t[col]) : 0.f;
-      }
-    }
-    if constexpr (kDv) product_pm<T, D, BM / 8>(acc_dv, p, tile_do[buf], lane);
-    if constexpr (kDk) {
-      float dp[BM / 8][4];
-      zero(dp);
-      product_abt<T, D, BM / 8>(dp, tile_v, warp * 16, tile_do[buf], lane);
+    product_abt<T, D, BM / 8>(p, tile_k, warp * 16, tile_q(buf), lane);
+    score.to_base2(p);
+    if (!vis.full) {
 #pragma unroll
       for (int j = 0; j < BM / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + t4 * 2 + (e & 1);
-          const float prob = p[j][e];
-          float ds = 0.f;
-          if (prob > 0.f) {
-            ds = prob * (dp[j][e] - delta_t[col]);
-            // The softcap's slope from p itself: s2 = log2 p + lse2.
-            if (score.softcap > 0.f) ds *= score.slope(__log2f(prob) + lse2_t[col]);
-          }
-          p[j][e] = ds;
+          const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
+          const int key = e < 2 ? key_lo : key_hi;
+          if (!mask.visible(m0 + col + mask.offset, key, doc_t[col])) p[j][e] = -INFINITY;
         }
       }
-      product_pm<T, D, BM / 8>(acc_dk, p, tile_q[buf], lane);
+    }
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) {
+      const float2 lse2 = *reinterpret_cast<const float2*>(lse2_t + j * 8 + t4 * 2);
+      p[j][0] = exp2_fast(p[j][0] - lse2.x);  // 0 where masked (2^-inf)
+      p[j][1] = exp2_fast(p[j][1] - lse2.y);
+      p[j][2] = exp2_fast(p[j][2] - lse2.x);
+      p[j][3] = exp2_fast(p[j][3] - lse2.y);
+    }
+    if constexpr (kDv) product_pm<T, D, BM / 8>(acc_dv, p, tile_do(buf), lane);
+    if constexpr (kDk) {
+      float dp[BM / 8][4];
+      zero(dp);
+      product_abt<T, D, BM / 8>(dp, tile_v, warp * 16, tile_do(buf), lane);
+      if (score.softcap > 0.f) {
+#pragma unroll
+        for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = j * 8 + t4 * 2 + (e & 1);
+            const float prob = p[j][e];
+            // ds = p (dp - delta) times the softcap's slope, from p itself:
+            // s2 = log2 p + lse2 (only where p > 0)
+            p[j][e] = prob > 0.f ? prob * (dp[j][e] - delta_t[col]) *
+                                       score.softcap_slope(__log2f(prob) + lse2_t[col])
+                                 : 0.f;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < BM / 8; ++j) {
+          const float2 delta2 = *reinterpret_cast<const float2*>(delta_t + j * 8 + t4 * 2);
+          p[j][0] *= dp[j][0] - delta2.x;  // ds = p (dp - delta)
+          p[j][1] *= dp[j][1] - delta2.y;
+          p[j][2] *= dp[j][2] - delta2.x;
+          p[j][3] *= dp[j][3] - delta2.y;
+        }
+      }
+      product_pm<T, D, BM / 8>(acc_dk, p, tile_q(buf), lane);
     }
     __syncthreads();  // every warp is done with this buffer before it is refilled
     tile = following;
@@ -890,11 +974,11 @@ __global__ void __launch_bounds__(kThreads)
   copy_async_wait_all();
 
   // cast: dk and dv rounded to T
-  const int rows[2] = {key_lo, key_hi};
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    if (rows[half] >= geo.tk) continue;
-    const int64_t at = ((b * geo.tk + rows[half]) * geo.heads_k + head_k) * D;
+    const int key = half == 0 ? key_lo : key_hi;
+    if (key >= geo.tk) continue;
+    const int64_t at = ((b * geo.tk + key) * geo.heads_k + head_k) * D;
     if constexpr (kDk) {
 #pragma unroll
       for (int d = 0; d < D / 8; ++d) {
@@ -1021,7 +1105,7 @@ cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream)
                       tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
                       static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                       static_cast<const T*>(a.v), static_cast<T*>(const_cast<void*>(a.out)), a.lse,
-                      geometry_of(a), mask_of(a), ScoreTransform{a.scale, a.softcap});
+                      geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
 }
 
 template <typename T, int D>
@@ -1043,7 +1127,7 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
       attention_dkdv_kernel<T, D, BM, BN, kWant>, tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes,
       stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
       static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dk), static_cast<T*>(g.dv),
-      geometry_of(a), mask_of(a), ScoreTransform{a.scale, a.softcap});
+      geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
 }
 
 template <typename T, int D, int MT>
@@ -1059,7 +1143,7 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
       attention_dq_kernel<T, D, BM, BN, MT>, tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes,
       stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
       static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dq), geometry_of(a),
-      mask_of(a), ScoreTransform{a.scale, a.softcap});
+      mask_of(a), score_transform(a.scale, a.softcap));
 }
 
 template <typename T, int D>
