@@ -43,11 +43,33 @@ kernels::DpoLossType loss_type_of(config::DpoLoss loss) {
   throw std::logic_error("unknown preference.loss_type");
 }
 
-// A micro-batch's fields on the device, [rows, seq_len] (labels and
-// sequence flattened to [rows * seq_len], as the op takes them).
+// A micro-batch's fields on the device: ids, positions and documents
+// [rows, seq_len]; labels and sequence flattened and cut to the loss
+// positions (response targets), whose indices into [rows * seq_len] are
+// `loss_rows` (undefined when every position counts). Prompts and padding
+// never reach the lm_head: a prompt of a quarter of each sequence saves a
+// quarter of the head's products in both passes.
 struct DevicePairs {
-  at::Tensor ids, labels, positions, documents, sequence;
+  at::Tensor ids, labels, positions, documents, sequence, loss_rows;
 };
+
+// The positions of a flattened batch that carry a response target.
+std::vector<int64_t> loss_positions(const data::PreferenceBatch& batch, int64_t ignore_index) {
+  std::vector<int64_t> kept;
+  kept.reserve(static_cast<size_t>(batch.chosen_targets + batch.rejected_targets));
+  for (size_t i = 0; i < batch.labels.size(); ++i) {
+    if (batch.labels[i] != ignore_index) kept.push_back(static_cast<int64_t>(i));
+  }
+  return kept;
+}
+
+at::Tensor gather_to_device(const std::vector<int64_t>& field, const std::vector<int64_t>& at,
+                            const c10::Device& device) {
+  at::Tensor out = at::empty({static_cast<int64_t>(at.size())}, at::kLong);
+  int64_t* o = out.data_ptr<int64_t>();
+  for (size_t i = 0; i < at.size(); ++i) o[i] = field[static_cast<size_t>(at[i])];
+  return out.to(device);
+}
 
 at::Tensor to_device(const std::vector<int64_t>& field, int64_t rows, int64_t seq_len,
                      const c10::Device& device) {
@@ -57,10 +79,10 @@ at::Tensor to_device(const std::vector<int64_t>& field, int64_t rows, int64_t se
       .to(device);
 }
 
-DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& device) {
+DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& device,
+                      int64_t ignore_index) {
   DevicePairs d;
   d.ids = to_device(batch.input_ids, batch.rows, batch.seq_len, device);
-  d.labels = to_device(batch.labels, batch.rows, batch.seq_len, device).flatten();
   d.positions = to_device(batch.position_ids, batch.rows, batch.seq_len, device);
   // Rows of one sequence need no document mask (and keep the fastest attention
   // path): an undefined tensor is plain causal attention. Padding after the
@@ -68,7 +90,18 @@ DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& dev
   if (batch.rows_share_sequences) {
     d.documents = to_device(batch.document_ids, batch.rows, batch.seq_len, device);
   }
-  d.sequence = to_device(batch.sequence, batch.rows, batch.seq_len, device).flatten();
+  const std::vector<int64_t> kept = loss_positions(batch, ignore_index);
+  if (kept.size() == batch.labels.size()) {
+    d.labels = to_device(batch.labels, batch.rows, batch.seq_len, device).flatten();
+    d.sequence = to_device(batch.sequence, batch.rows, batch.seq_len, device).flatten();
+  } else {
+    d.labels = gather_to_device(batch.labels, kept, device);
+    d.sequence = gather_to_device(batch.sequence, kept, device);
+    d.loss_rows = torch::from_blob(const_cast<int64_t*>(kept.data()),
+                                   {static_cast<int64_t>(kept.size())}, at::kLong)
+                      .clone()
+                      .to(device);
+  }
   return d;
 }
 
@@ -77,7 +110,9 @@ kernels::PreferenceLossResult run_pairs(models::TransformerImpl& model, const De
                                         const at::Tensor& reference,
                                         const kernels::PreferenceOptions& options) {
   const at::Tensor hidden = model.forward(d.ids, d.positions, d.documents);
-  const at::Tensor tokens = hidden.reshape({-1, hidden.size(-1)});  // [rows * seq_len, H]
+  at::Tensor tokens = hidden.reshape({-1, hidden.size(-1)});  // [rows * seq_len, H]
+  // only the loss positions (their gradient scatters back through index_select)
+  if (d.loss_rows.defined()) tokens = tokens.index_select(0, d.loss_rows);
   return model.kernels().fused_linear_preference(tokens, model.lm_head_weight_for(hidden), d.labels,
                                                  d.sequence, reference, options);
 }
@@ -155,7 +190,7 @@ at::Tensor PreferenceTraining::sequence_logps(models::TransformerImpl& model,
   // Only the log-probs are read: a zero reference stands in for DPO's.
   const at::Tensor zeros =
       torch::zeros({2 * batch.num_pairs}, at::TensorOptions().dtype(at::kFloat).device(device_));
-  return run_pairs(model, on_device(batch, device_), zeros, o).logps;
+  return run_pairs(model, on_device(batch, device_, options_.ignore_index), zeros, o).logps;
 }
 
 void PreferenceTraining::prepare_reference(models::TransformerImpl& model, bool resuming) {
@@ -292,7 +327,7 @@ PreferenceStepOutputs PreferenceTraining::accumulate(
   for (const data::PreferenceBatch& batch : batches) {
     o.num_pairs = batch.num_pairs;
     const at::Tensor reference = reference_logps(batch);
-    const DevicePairs d = on_device(batch, device_);
+    const DevicePairs d = on_device(batch, device_, options_.ignore_index);
     const kernels::PreferenceLossResult result = run_pairs(model, d, reference, o);
     result.loss.backward();
     if (optimizer != nullptr && batches.size() > 1) optimizer->fold_copy_gradients();
