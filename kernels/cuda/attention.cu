@@ -118,6 +118,10 @@ __device__ __forceinline__ void copy_async_wait_all() {
 __device__ __forceinline__ void copy_async_wait_all_but_newest() {
   asm volatile("cp.async.wait_group 1;\n" ::);
 }
+// Waits for every committed group but the newest two.
+__device__ __forceinline__ void copy_async_wait_all_but_newest_two() {
+  asm volatile("cp.async.wait_group 2;\n" ::);
+}
 
 // 2^x (2^-inf = 0), tanh and log2 on the special-function unit: relative
 // errors about 2^-22, 2^-11 and 2^-22, far below the bf16 rounding of p.
@@ -334,6 +338,45 @@ __device__ __forceinline__ void walk_key_tiles(const KeyTileWalk<BN>& walk,
   copy_async_wait_all();  // when every key tile was skipped, the queries' copies are still pending
 }
 
+// The forward's walk with two key buffers and ONE value buffer (FlashAttention-2's
+// order), for less shared memory and so more blocks per SM: per tile, the
+// copy of its values and of the next tile's keys start, the scores run on
+// the keys (scores(n0, keys, visibility)) while the values arrive, then
+// values_pass(values) takes the values. The value buffer's last readers
+// passed the previous tile's final barrier before it is refilled.
+template <typename T, int D, int BN>
+struct KeysValueBuffers {
+  T* base;  // keys [BN, D] x 2, then values [BN, D]
+  __device__ __forceinline__ T* keys(int buf) const { return base + buf * BN * D; }
+  __device__ __forceinline__ T* values() const { return base + 2 * BN * D; }
+};
+
+template <typename T, int D, int BN, typename Scores, typename ValuesPass>
+__device__ __forceinline__ void walk_key_tiles_one_value_buffer(
+    const KeyTileWalk<BN>& walk, const KeysValueBuffers<T, D, BN>& kv, const T* k, const T* v,
+    int64_t tk, int64_t stride, Scores&& scores, ValuesPass&& values_pass) {
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) load_tile<T, D, BN>(kv.keys(0), k, n0, tk, stride);
+  copy_async_commit();  // with the query tile's copies, committed before
+  for (int buf = 0; n0 < walk.end; buf ^= 1) {
+    load_tile<T, D, BN>(kv.values(), v, n0, tk, stride);
+    copy_async_commit();
+    const int n1 = walk.next(n0 + BN);
+    if (n1 < walk.end) load_tile<T, D, BN>(kv.keys(buf ^ 1), k, n1, tk, stride);
+    copy_async_commit();
+    copy_async_wait_all_but_newest_two();  // the queries and this tile's keys have arrived
+    __syncthreads();
+    scores(n0, kv.keys(buf),
+           tile_visibility(walk.mask, walk.q_first, walk.q_last, n0, n0 + BN - 1));
+    copy_async_wait_all_but_newest();  // this tile's values have arrived
+    __syncthreads();
+    values_pass(kv.values());
+    __syncthreads();  // every warp is done with the values and these keys before refills
+    n0 = n1;
+  }
+  copy_async_wait_all();
+}
+
 // Scores to the base-2 domain: s2 = s log2 e with s = z (no softcap) or
 // c tanh(z / c), z = acc * scale. The factors are formed once on the host
 // (score_transform), so no element divides.
@@ -534,16 +577,17 @@ struct RowPairState : QueryRowPair {
   float max_lo, max_hi, sum_lo, sum_hi;
 };
 
-template <typename T, int D, int BM, int BN, int MT>
-__global__ void __launch_bounds__(kThreads)
+// kOneValueBuffer: the walk with one value buffer (shared memory BM + 3 BN
+// rows of D instead of BM + 4 BN); kMinBlocks: the blocks per SM the
+// registers must allow (launch bounds).
+template <typename T, int D, int BM, int BN, int MT, bool kOneValueBuffer, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
                              const T* __restrict__ v, T* __restrict__ out, float* __restrict__ lse,
                              Geometry geo, Mask mask, ScoreTransform score) {
   static_assert(BM == 16 * MT * (kThreads / 32), "each warp owns MT tiles of 16 query rows");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
-  // Two K/V buffers: the next tile's copy runs while this one is computed.
-  const KeyValueBuffers<T, D, BN> kv{tile_q + BM * D};
 
   const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
   const int head_k = head / geo.groups;
@@ -580,63 +624,78 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_o[m]);
 
-  walk_key_tiles<T, D, BN>(
-      walk, kv, k_b, v_b, geo.tk, k_stride,
-      [&](int n0, const T* keys, const T* values, TileVisibility vis) {
-        float s[MT][BN / 8][4];
+  // One tile: the scores s = q k^T to probabilities (online softmax, acc_o
+  // rescaled), then acc_o += p v.
+  float s[MT][BN / 8][4];
+  auto scores = [&](int n0, const T* keys, TileVisibility vis) {
 #pragma unroll
-        for (int m = 0; m < MT; ++m) zero(s[m]);
-        product_abt_rows<T, D, BN / 8, MT>(s, tile_q, warp_row0, keys, lane);
+    for (int m = 0; m < MT; ++m) zero(s[m]);
+    product_abt_rows<T, D, BN / 8, MT>(s, tile_q, warp_row0, keys, lane);
 
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          RowPairState& r = rows[m];
-          score.to_base2(s[m]);
-          if (!vis.full) mask_scores(s[m], mask, r, n0, t4);
-          float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
+    for (int m = 0; m < MT; ++m) {
+      RowPairState& r = rows[m];
+      score.to_base2(s[m]);
+      if (!vis.full) mask_scores(s[m], mask, r, n0, t4);
+      float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[m][j][0], s[m][j][1]));
-            tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[m][j][2], s[m][j][3]));
-          }
+      for (int j = 0; j < BN / 8; ++j) {
+        tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[m][j][0], s[m][j][1]));
+        tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[m][j][2], s[m][j][3]));
+      }
       // A row's 8N scores are spread over the 4 lanes of its quad.
 #pragma unroll
-          for (int o = 1; o < 4; o *= 2) {
-            tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
-            tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
-          }
-          const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
-          const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
-          // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
-          const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
-          const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
-          const float rescale_lo = exp2_fast(r.max_lo - base_lo);
-          const float rescale_hi = exp2_fast(r.max_hi - base_hi);
-          r.max_lo = new_max_lo;
-          r.max_hi = new_max_hi;
-          float part_lo = 0.f, part_hi = 0.f;
+      for (int o = 1; o < 4; o *= 2) {
+        tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
+        tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
+      }
+      const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
+      const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
+      // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
+      const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
+      const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
+      const float rescale_lo = exp2_fast(r.max_lo - base_lo);
+      const float rescale_hi = exp2_fast(r.max_hi - base_hi);
+      r.max_lo = new_max_lo;
+      r.max_hi = new_max_hi;
+      float part_lo = 0.f, part_hi = 0.f;
 #pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            s[m][j][0] = exp2_fast(s[m][j][0] - base_lo);
-            s[m][j][1] = exp2_fast(s[m][j][1] - base_lo);
-            s[m][j][2] = exp2_fast(s[m][j][2] - base_hi);
-            s[m][j][3] = exp2_fast(s[m][j][3] - base_hi);
-            part_lo += s[m][j][0] + s[m][j][1];
-            part_hi += s[m][j][2] + s[m][j][3];
-          }
-          // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
-          r.sum_lo = r.sum_lo * rescale_lo + part_lo;
-          r.sum_hi = r.sum_hi * rescale_hi + part_hi;
+      for (int j = 0; j < BN / 8; ++j) {
+        s[m][j][0] = exp2_fast(s[m][j][0] - base_lo);
+        s[m][j][1] = exp2_fast(s[m][j][1] - base_lo);
+        s[m][j][2] = exp2_fast(s[m][j][2] - base_hi);
+        s[m][j][3] = exp2_fast(s[m][j][3] - base_hi);
+        part_lo += s[m][j][0] + s[m][j][1];
+        part_hi += s[m][j][2] + s[m][j][3];
+      }
+      // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
+      r.sum_lo = r.sum_lo * rescale_lo + part_lo;
+      r.sum_hi = r.sum_hi * rescale_hi + part_hi;
 #pragma unroll
-          for (int d = 0; d < D / 8; ++d) {
-            acc_o[m][d][0] *= rescale_lo;
-            acc_o[m][d][1] *= rescale_lo;
-            acc_o[m][d][2] *= rescale_hi;
-            acc_o[m][d][3] *= rescale_hi;
-          }
-        }
-        product_pm_rows<T, D, BN / 8, MT>(acc_o, s, values, lane);
-      });
+      for (int d = 0; d < D / 8; ++d) {
+        acc_o[m][d][0] *= rescale_lo;
+        acc_o[m][d][1] *= rescale_lo;
+        acc_o[m][d][2] *= rescale_hi;
+        acc_o[m][d][3] *= rescale_hi;
+      }
+    }
+  };
+  auto values_pass = [&](const T* values) {
+    product_pm_rows<T, D, BN / 8, MT>(acc_o, s, values, lane);
+  };
+  if constexpr (kOneValueBuffer) {
+    const KeysValueBuffers<T, D, BN> kv{tile_q + BM * D};
+    walk_key_tiles_one_value_buffer<T, D, BN>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
+                                              values_pass);
+  } else {
+    // Two K/V buffers: the next tile's copy runs while this one is computed.
+    const KeyValueBuffers<T, D, BN> kv{tile_q + BM * D};
+    walk_key_tiles<T, D, BN>(walk, kv, k_b, v_b, geo.tk, k_stride,
+                             [&](int n0, const T* keys, const T* values, TileVisibility vis) {
+                               scores(n0, keys, vis);
+                               values_pass(values);
+                             });
+  }
 
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
@@ -1100,8 +1159,13 @@ cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream)
   // keys would not fit in registers beside the doubled output accumulators.
   constexpr int BM = 16 * MT * (kThreads / 32);
   constexpr int BN = MT == 2 && D == 128 ? 32 : Tiles<D>::kKeys;
-  const size_t bytes = static_cast<size_t>(BM + 4 * BN) * D * sizeof(T);  // q, 2 x (k, v)
-  return launch_tiles(attention_forward_kernel<T, D, BM, BN, MT>,
+  // At head_dim 128 with one row tile, one value buffer: 64 KiB of shared
+  // memory and at most 168 registers let 3 blocks share an SM (2 with two).
+  constexpr bool kOneValueBuffer = D == 128 && MT == 1;
+  constexpr int kMinBlocks = kOneValueBuffer ? 3 : 1;
+  const size_t bytes =  // q, then 2 x (k, v) or 2 x k and v
+      static_cast<size_t>(BM + (kOneValueBuffer ? 3 : 4) * BN) * D * sizeof(T);
+  return launch_tiles(attention_forward_kernel<T, D, BM, BN, MT, kOneValueBuffer, kMinBlocks>,
                       tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
                       static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                       static_cast<const T*>(a.v), static_cast<T*>(const_cast<void*>(a.out)), a.lse,
