@@ -2,8 +2,9 @@
 // query heads over 8 key/value heads of 128) and the 1B bench shape (32 over 8
 // of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a
 // window of 4096; 8 packed documents) on each implementation that computes it:
-//   liger      kernels/cuda/attention.cu (cuda::flash_attention)
-//   liger rows32  the same with 32 query rows per warp in the forward and dq (head_dim <= 128)
+//   liger      kernels/cuda/attention.cu (cuda::flash_attention), as the trainer runs it
+//   liger rows16, liger rows32  the same with 16 / 32 query rows per warp forced in the
+//              forward and dq (head_dim <= 128; the default picks per kernel)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -199,10 +200,12 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                          return kernels::cuda::flash_attention(a, b, c, o);
                        }});
-      if (s.head_dim <= 128) {  // forward and dq with 32 query rows per warp (set below)
-        impls.push_back({"liger rows32", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
-                           return kernels::cuda::flash_attention(a, b, c, o);
-                         }});
+      if (s.head_dim <= 128) {  // forward and dq with 16, then 32 query rows per warp (set below)
+        for (const char* forced : {"liger rows16", "liger rows32"}) {
+          impls.push_back({forced, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
+                             return kernels::cuda::flash_attention(a, b, c, o);
+                           }});
+        }
       }
       const bool plain = var.window == 0 && var.softcap == 0.0 && var.documents == 0;
       if (plain) {
@@ -215,9 +218,11 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       }
       for (const auto& [name, fn] : impls) {
         Row r;
-        // "liger rows32": the forward's and dq's row tiles at 2 for the whole measurement
-        const int row_tiles =
-            kernels::cuda::set_attention_row_tiles(name == "liger rows32" ? 2 : 1);
+        // "liger rows16" / "liger rows32": the forward's and dq's row tiles at 1 / 2
+        // for the whole measurement; "liger": each kernel's default (0)
+        const int row_tiles = kernels::cuda::set_attention_row_tiles(name == "liger rows32"   ? 2
+                                                                     : name == "liger rows16" ? 1
+                                                                                              : 0);
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);
           kernels::cuda::set_attention_row_tiles(row_tiles);

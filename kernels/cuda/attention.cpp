@@ -176,7 +176,8 @@ bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v) {
 
 int set_attention_row_tiles(int tiles) {
   const int previous = launch::set_attention_row_tiles(tiles);
-  TORCH_CHECK(previous > 0, "attention (cuda): forward row tiles must be 1 or 2, got ", tiles);
+  TORCH_CHECK(previous >= 0, "attention (cuda): row tiles must be 0 (automatic), 1 or 2, got ",
+              tiles);
   return previous;
 }
 

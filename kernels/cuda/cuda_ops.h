@@ -87,9 +87,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
 bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v);
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& options);
-// Query rows per warp of the flash forward and dq kernels, 1 or 2 tiles of 16
-// (launch::set_attention_row_tiles): for tests and liger-bench to measure
-// both. Returns the previous value; throws for another value.
+// Query rows per warp of the flash forward and dq kernels: 1 or 2 tiles of
+// 16, or 0 for each kernel's default (launch::set_attention_row_tiles): for
+// tests and liger-bench to measure each. Returns the previous value; throws
+// for another value.
 int set_attention_row_tiles(int tiles);
 // One line per attention variant seen since the last call: which path served it.
 std::vector<std::string> take_attention_notes();

@@ -401,10 +401,11 @@ bool attention_supported(int64_t head_dim, DType dtype);
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t);
 // Writes a.out (through the pointer cast to writable) and a.lse.
 cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream);
-// Query rows each warp of the forward and dq kernels owns: 1 tile of 16 (the
-// default) or 2 (every K/V fragment read from shared memory then feeds twice
-// the products; the forward up to head_dim 128, dq at 64; else 1 stays). Process-wide, for tests
-// and benchmarks of both; returns the previous value, or -1 (nothing changed) for another value.
+// Query rows each warp of the forward and dq kernels owns: 1 tile of 16, 2
+// (every K/V fragment read from shared memory then feeds twice the products;
+// the forward up to head_dim 128, dq at 64; else 1 stays), or 0 (the
+// default: each kernel's measured best). Process-wide, for tests and
+// benchmarks; returns the previous value, or -1 (nothing changed) for another value.
 int set_attention_row_tiles(int tiles);
 
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32

@@ -60,7 +60,7 @@ class RowTiles {
   ~RowTiles() {
     try {
       cuda::set_attention_row_tiles(previous_);
-    } catch (...) {  // previous_ is 1 or 2: nothing to throw
+    } catch (...) {  // previous_ is 0, 1 or 2: nothing to throw
     }
   }
   RowTiles(const RowTiles&) = delete;
