@@ -205,12 +205,19 @@ struct Mask {
   const int64_t* ranges;     // this batch row's [ceil(T / 16), 2] min/max, or nullptr
   const int64_t* bounds;     // this batch row's [ceil(T / 16), 2] first/last segment it meets
 
-  __device__ __forceinline__ bool visible(int position, int key, int64_t query_document) const {
+  // Whether query `position` (of document query_document) sees `key` (of
+  // document key_document, read by the caller: once for the rows that share it).
+  __device__ __forceinline__ bool visible_given(int position, int key, int64_t query_document,
+                                                int64_t key_document) const {
     if (key >= tk) return false;
     if (causal && key > position) return false;
     if (window > 0 && position - key >= window) return false;
-    if (documents != nullptr && __ldg(documents + key) != query_document) return false;
+    if (documents != nullptr && key_document != query_document) return false;
     return true;
+  }
+  // A key's document id (keys past Tk: the last one's; visible_given rejects them).
+  __device__ __forceinline__ int64_t key_document(int key) const {
+    return documents != nullptr ? __ldg(documents + min(key, tk - 1)) : 0;
   }
 
   // Positions [first, last] (documents: Tq == Tk) can see keys only in
@@ -238,13 +245,27 @@ struct Mask {
   }
 };
 
+// The min and max document id of a span of positions (whole segments of 16).
+struct DocumentRange {
+  int64_t lo, hi;
+};
+__device__ __forceinline__ DocumentRange document_range_of(const Mask& m, int first, int last) {
+  DocumentRange r;
+  m.document_range(first, min(last, m.tk - 1), r.lo, r.hi);
+  return r;
+}
+
 // Query positions [q_first, q_last] against keys [k_first, k_last]: whether
 // no pair is visible (skip the tile), whether every pair is (no mask to apply).
+// With documents, the side that stays fixed over a walk may pass its range
+// (q_docs or k_docs, read once); the other is read here.
 struct TileVisibility {
   bool empty, full;
 };
 __device__ __forceinline__ TileVisibility tile_visibility(const Mask& m, int q_first, int q_last,
-                                                          int k_first, int k_last) {
+                                                          int k_first, int k_last,
+                                                          const DocumentRange* q_docs = nullptr,
+                                                          const DocumentRange* k_docs = nullptr) {
   TileVisibility v{false, true};
   if (k_last >= m.tk) v.full = false;
   if (m.causal) {
@@ -257,11 +278,10 @@ __device__ __forceinline__ TileVisibility tile_visibility(const Mask& m, int q_f
   }
   if (m.documents != nullptr && !v.empty) {
     // Document ids are per position; with documents Tq == Tk (offset 0).
-    int64_t q_lo, q_hi, k_lo, k_hi;
-    m.document_range(q_first, q_last, q_lo, q_hi);
-    m.document_range(k_first, min(k_last, m.tk - 1), k_lo, k_hi);
-    if (q_hi < k_lo || k_hi < q_lo) v.empty = true;
-    if (!(q_lo == q_hi && k_lo == k_hi && q_lo == k_lo)) v.full = false;
+    const DocumentRange q = q_docs ? *q_docs : document_range_of(m, q_first, q_last);
+    const DocumentRange k = k_docs ? *k_docs : document_range_of(m, k_first, k_last);
+    if (q.hi < k.lo || k.hi < q.lo) v.empty = true;
+    if (!(q.lo == q.hi && k.lo == k.hi && q.lo == k.lo)) v.full = false;
   }
   return v;
 }
@@ -273,9 +293,10 @@ template <int BN>
 struct KeyTileWalk {
   Mask mask;
   int q_first, q_last, begin, end;
+  DocumentRange q_docs;  // the queries' document ids (with documents)
 
   __device__ __forceinline__ KeyTileWalk(const Mask& m, int first, int last)
-      : mask(m), q_first(first), q_last(last) {
+      : mask(m), q_first(first), q_last(last), q_docs{0, 0} {
     end = m.causal ? min(m.tk, last + 1) : m.tk;
     begin = m.window > 0 ? max(0, first - m.window + 1) : 0;
     if (m.documents != nullptr) {  // keys outside these queries' documents: never visible
@@ -283,12 +304,17 @@ struct KeyTileWalk {
       m.document_span(first, last, doc_begin, doc_end);
       begin = max(begin, doc_begin);
       end = min(end, doc_end);
+      q_docs = document_range_of(m, first, last);
     }
+  }
+  // Whether keys [n, n + BN) are visible to none / to all of the queries.
+  __device__ __forceinline__ TileVisibility visibility(int n) const {
+    return tile_visibility(mask, q_first, q_last, n, n + BN - 1, &q_docs);
   }
   // The first tile at or after key n that the mask does not empty (end: none).
   __device__ __forceinline__ int next(int n) const {
     for (; n < end; n += BN) {
-      if (!tile_visibility(mask, q_first, q_last, n, n + BN - 1).empty) return n;
+      if (!visibility(n).empty) return n;
     }
     return end;
   }
@@ -330,8 +356,7 @@ __device__ __forceinline__ void walk_key_tiles(const KeyTileWalk<BN>& walk,
     copy_async_commit();
     copy_async_wait_all_but_newest();  // the queries and this tile have arrived
     __syncthreads();
-    body(n0, kv.keys(buf), kv.values(buf),
-         tile_visibility(walk.mask, walk.q_first, walk.q_last, n0, n0 + BN - 1));
+    body(n0, kv.keys(buf), kv.values(buf), walk.visibility(n0));
     __syncthreads();  // every warp is done with this buffer before it is refilled
     n0 = n1;
   }
@@ -366,8 +391,7 @@ __device__ __forceinline__ void walk_key_tiles_one_value_buffer(
     copy_async_commit();
     copy_async_wait_all_but_newest_two();  // the queries and this tile's keys have arrived
     __syncthreads();
-    scores(n0, kv.keys(buf),
-           tile_visibility(walk.mask, walk.q_first, walk.q_last, n0, n0 + BN - 1));
+    scores(n0, kv.keys(buf), walk.visibility(n0));
     copy_async_wait_all_but_newest();  // this tile's values have arrived
     __syncthreads();
     values_pass(kv.values());
@@ -538,11 +562,11 @@ __device__ __forceinline__ void mask_scores(float (&s)[N][4], const Mask& mask,
 #pragma unroll
   for (int j = 0; j < N; ++j) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int key = n0 + j * 8 + t4 * 2 + (e & 1);
-      const bool ok =
-          e < 2 ? mask.visible(r.pos_lo, key, r.doc_lo) : mask.visible(r.pos_hi, key, r.doc_hi);
-      if (!ok) s[j][e] = -INFINITY;
+    for (int c = 0; c < 2; ++c) {  // elements c (row lo) and 2 + c (row hi) share their key
+      const int key = n0 + j * 8 + t4 * 2 + c;
+      const int64_t key_doc = mask.key_document(key);
+      if (!mask.visible_given(r.pos_lo, key, r.doc_lo, key_doc)) s[j][c] = -INFINITY;
+      if (!mask.visible_given(r.pos_hi, key, r.doc_hi, key_doc)) s[j][2 + c] = -INFINITY;
     }
   }
 }
@@ -904,17 +928,20 @@ __global__ void __launch_bounds__(kThreads)
 
   // This thread's two keys (rows g and g + 8 of its warp's 16).
   const int key_lo = n0 + warp * 16 + g, key_hi = key_lo + 8;
+  const int64_t key_doc_lo = mask.key_document(key_lo), key_doc_hi = mask.key_document(key_hi);
   // Query rows that may see a key of the tile.
   const int k_last = n0 + BN - 1;
   int row_begin = mask.causal ? max(0, n0 - mask.offset) : 0;
   int row_end = mask.window > 0
                     ? static_cast<int>(min64(geo.tq, k_last + mask.window - mask.offset))
                     : static_cast<int>(geo.tq);
+  DocumentRange k_docs{0, 0};       // the keys' document ids, read once (with documents)
   if (mask.documents != nullptr) {  // queries outside these keys' documents: never visible
     int doc_begin, doc_end;
     mask.document_span(n0, min(k_last, mask.tk - 1), doc_begin, doc_end);
     row_begin = max(row_begin, doc_begin);
     row_end = min(row_end, doc_end);
+    k_docs = document_range_of(mask, n0, k_last);
   }
 
   float acc_dk[kDk ? D / 8 : 1][4], acc_dv[kDv ? D / 8 : 1][4];
@@ -931,7 +958,7 @@ __global__ void __launch_bounds__(kThreads)
       for (; t.m0 < row_end; t.m0 += BM) {
         const int q_first = t.m0 + mask.offset;
         const int q_last = static_cast<int>(min64(t.m0 + BM, geo.tq)) - 1 + mask.offset;
-        if (!tile_visibility(mask, q_first, q_last, n0, k_last).empty) return t;
+        if (!tile_visibility(mask, q_first, q_last, n0, k_last, nullptr, &k_docs).empty) return t;
       }
     }
     return t;
@@ -967,7 +994,7 @@ __global__ void __launch_bounds__(kThreads)
     const int m0 = tile.m0;
     const int q_first = m0 + mask.offset;
     const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, k_last);
+    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, k_last, nullptr, &k_docs);
     const float* lse2_t = tile_lse2(buf);
     const float* delta_t = tile_delta(buf);
     const int64_t* doc_t = tile_doc(buf);
@@ -984,7 +1011,10 @@ __global__ void __launch_bounds__(kThreads)
         for (int e = 0; e < 4; ++e) {
           const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
           const int key = e < 2 ? key_lo : key_hi;
-          if (!mask.visible(m0 + col + mask.offset, key, doc_t[col])) p[j][e] = -INFINITY;
+          const int64_t key_doc = e < 2 ? key_doc_lo : key_doc_hi;
+          if (!mask.visible_given(m0 + col + mask.offset, key, doc_t[col], key_doc)) {
+            p[j][e] = -INFINITY;
+          }
         }
       }
     }
