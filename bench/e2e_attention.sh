@@ -13,7 +13,8 @@
 #
 #   bash bench/e2e_attention.sh [STEPS]          # STEPS default 12
 # Environment: OUT=out, BUILD_DIR=build-gpu (bench/build.sh's variables apply),
-#   LIGER_PYTHON=python3. The documents are the shipped Shakespeare text cut into
+#   LIGER_PYTHON=python3, RUNS="mistral_window_isolated mistral_plain gemma2_9b"
+#   (the runs to make, in this order). The documents are the shipped Shakespeare text cut into
 #   pieces of about 2,400 characters (about 10 documents per 8192-token window).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,8 +64,17 @@ PY
   } >> "$S"
 }
 
-run mistral_window_isolated --set model.preset=mistral_7b --set data.packing=isolated
-run mistral_plain --set model.preset=mistral_7b --set model.sliding_window=0
-run gemma2_9b --set model.preset=gemma2_9b --set data.packing=isolated
+RUNS=${RUNS:-"mistral_window_isolated mistral_plain gemma2_9b"}
+for name in $RUNS; do
+  case $name in
+    mistral_window_isolated) run "$name" --set model.preset=mistral_7b --set data.packing=isolated ;;
+    mistral_plain) run "$name" --set model.preset=mistral_7b --set model.sliding_window=0 ;;
+    gemma2_9b) run "$name" --set model.preset=gemma2_9b --set data.packing=isolated ;;
+    *)
+      echo "RUNS: unknown run '$name' (mistral_window_isolated, mistral_plain, gemma2_9b)" >&2
+      exit 2
+      ;;
+  esac
+done
 cat "$S"
 exit $status
