@@ -181,6 +181,10 @@ int set_attention_row_tiles(int tiles) {
   return previous;
 }
 
+bool set_attention_forward_wgmma(bool on) {
+  return launch::set_attention_forward_wgmma(on);
+}
+
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& options) {
   checks::attention_args(q, k, v, options);

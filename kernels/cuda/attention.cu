@@ -744,6 +744,332 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 }
 
 // ---------------------------------------------------------------------------
+// Forward on Hopper's warpgroup MMA (sm_90a), head_dim 64 and 128: one
+// warpgroup (the block's 4 warps) per 64 query rows, key tiles of 64.
+//   s = q k^T:  wgmma m64n64k16, q and k both read from shared memory
+//               (K-major: a row's head_dim elements contiguous);
+//   o += p v:   wgmma m64n64k16 per 64 columns of head_dim, p from registers
+//               (the score accumulators rounded to T, the same fragments as
+//               the mma.sync path's), v from shared memory (MN-major: the
+//               64 columns contiguous in a row, transposed by the instruction).
+// The online softmax, masks and stores are the mma.sync forward's: a warp's
+// accumulator rows are its 16 rows g and g + 8, n8 tile j at registers
+// [j][0..3], as with mma.sync m16n8. The values are copied while the scores
+// run (one value buffer, two key buffers), as in the head_dim-128 forward.
+// Selected by set_attention_forward_wgmma; the mma.sync forward stays the default.
+// ---------------------------------------------------------------------------
+
+// Tiles for wgmma: [R, D] as D / 64 panels of [R, 64], each row of a panel
+// 128 bytes with its 16-byte chunks at chunk ^ (row % 8) (the 128-byte
+// swizzle, a panel 1024-byte aligned). At D = 64 this is tile_offset<64>.
+template <int D, int R>
+__device__ __forceinline__ int panel_offset(int row, int col) {  // col: a multiple of 8
+  const int panel = col / 64, chunk = (col % 64) / 8;
+  return panel * R * 64 + row * 64 + ((chunk ^ (row & 7)) << 3);
+}
+
+// Rows [first, first + R) of a [rows_total, D] matrix (row stride `stride`)
+// into a panel tile; rows past rows_total read as zeros.
+template <typename T, int D, int R>
+__device__ __forceinline__ void load_panels(T* tile, const T* matrix, int64_t first,
+                                            int64_t rows_total, int64_t stride) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < R * kChunks; i += kThreads) {
+    const int row = i / kChunks, col = (i % kChunks) * 8;
+    const bool valid = first + row < rows_total;
+    const T* src = matrix + (valid ? (first + row) * stride + col : 0);
+    copy_async_16(tile + panel_offset<D, R>(row, col), src, valid);
+  }
+}
+
+// A shared-memory matrix descriptor for the 128-byte swizzle: start address,
+// the byte offsets between 8-row groups (1024: 8 rows of 128 bytes) and
+// between 64-column panels (unused by the shapes here, set to 1024 too), in
+// 16-byte units, and the swizzle mode (1 = 128 bytes) in bits 62-63.
+__device__ __forceinline__ uint64_t swizzled_descriptor(const void* start) {
+  const uint64_t address = shared_address(start);
+  constexpr uint64_t kGroup = 1024 >> 4;
+  return ((address & 0x3FFFF) >> 4) | (kGroup << 16) | (kGroup << 32) | (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void warpgroup_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void warpgroup_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void warpgroup_wait_all() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+// Shared memory written by this thread's copies, made visible to the tensor
+// cores' (asynchronous proxy) reads; a barrier then publishes every thread's.
+__device__ __forceinline__ void fence_copies_for_tensor_cores() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// d[8][4] (+)= A[64 x 16] B[16 x 64]: A and B from shared-memory descriptors
+// (K-major); scale_d 0 overwrites d.
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n64k16(float (&d)[8][4], uint64_t desc_a,
+                                                   uint64_t desc_b, int scale_d);
+// d[8][4] += A[64 x 16] B[16 x 64]: A from this thread's fragments (as
+// mma.sync m16n8k16's A), B from a descriptor, transposed (MN-major).
+template <typename T>
+__device__ __forceinline__ void wgmma_rs_m64n64k16(float (&d)[8][4], const uint32_t (&a)[4],
+                                                   uint64_t desc_b);
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <>
+__device__ __forceinline__ void wgmma_ss_m64n64k16<__nv_bfloat16>(float (&d)[8][4], uint64_t desc_a,
+                                                                  uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_ss_m64n64k16<__half>(float (&d)[8][4], uint64_t desc_a,
+                                                           uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_rs_m64n64k16<__nv_bfloat16>(float (&d)[8][4],
+                                                                  const uint32_t (&a)[4],
+                                                                  uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_rs_m64n64k16<__half>(float (&d)[8][4], const uint32_t (&a)[4],
+                                                           uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+#else
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n64k16(float (&)[8][4], uint64_t, uint64_t, int) {
+  __trap();  // built without sm_90a: the launcher never selects this kernel
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32_t (&)[4],
+                                                   uint64_t) {
+  __trap();
+}
+#endif
+
+// At most 168 registers: 3 blocks share an SM (64 KiB of shared memory each at head_dim 128).
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, 3)
+    attention_forward_wgmma_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                                   const T* __restrict__ v, T* __restrict__ out,
+                                   float* __restrict__ lse, Geometry geo, Mask mask,
+                                   ScoreTransform score) {
+  static_assert(D == 64 || D == 128, "wgmma forward: head_dim 64 or 128");
+  constexpr int BM = 64, BN = 64;
+  constexpr int kTile = BM * D;  // elements of one q, k or v tile (BM == BN)
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  // The tiles start at a 1024-byte boundary (the swizzle's period): the
+  // launcher adds 1 KiB of slack.
+  const uint32_t raw = shared_address(shared_bytes);
+  T* tile_q = reinterpret_cast<T*>(shared_bytes + (((raw + 1023) & ~1023u) - raw));
+  T* const keys_base = tile_q + kTile;   // two key buffers
+  T* const values = tile_q + 3 * kTile;  // one value buffer
+
+  const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
+  const int head_k = head / geo.groups;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
+  const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
+  const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
+  const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
+  if (mask.documents != nullptr) {
+    mask.documents += b * geo.tk;
+    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
+  }
+
+  load_panels<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
+  copy_async_commit();
+
+  RowPairState r;
+  r.set(m0 + warp * 16 + g, mask, geo.tq);
+  r.max_lo = r.max_hi = -INFINITY;
+  r.sum_lo = r.sum_hi = 0.f;
+  const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, m0, BM, geo.tq);
+
+  float acc_o[D / 64][8][4];  // 64 columns of head_dim per wgmma
+#pragma unroll
+  for (int p = 0; p < D / 64; ++p) zero(acc_o[p]);
+
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) load_panels<T, D, BN>(keys_base, k_b, n0, geo.tk, k_stride);
+  copy_async_commit();
+  for (int buf = 0; n0 < walk.end; buf ^= 1) {
+    T* const keys = keys_base + buf * kTile;
+    load_panels<T, D, BN>(values, v_b, n0, geo.tk, k_stride);
+    copy_async_commit();
+    const int n1 = walk.next(n0 + BN);
+    if (n1 < walk.end)
+      load_panels<T, D, BN>(keys_base + (buf ^ 1) * kTile, k_b, n1, geo.tk, k_stride);
+    copy_async_commit();
+    copy_async_wait_all_but_newest_two();  // the queries and this tile's keys have arrived
+    fence_copies_for_tensor_cores();
+    __syncthreads();
+
+    // s = q k^T: D / 16 steps of 16 columns; a step's start moves 32 bytes
+    // within a panel (the swizzle applies to the address bits).
+    float s[BN / 8][4];
+    warpgroup_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int at = (kk / 4) * BM * 64 + (kk % 4) * 16;  // elements: panel, then 16 columns
+      wgmma_ss_m64n64k16<T>(s, swizzled_descriptor(tile_q + at), swizzled_descriptor(keys + at),
+                            kk > 0 ? 1 : 0);
+    }
+    warpgroup_commit();
+    warpgroup_wait_all();
+
+    score.to_base2(s);
+    const TileVisibility vis = walk.visibility(n0);
+    if (!vis.full) mask_scores(s, mask, r, n0, t4);
+    float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[j][0], s[j][1]));
+      tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[j][2], s[j][3]));
+    }
+#pragma unroll
+    for (int o = 1; o < 4; o *= 2) {
+      tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
+      tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
+    }
+    const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
+    const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
+    const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
+    const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
+    const float rescale_lo = exp2_fast(r.max_lo - base_lo);
+    const float rescale_hi = exp2_fast(r.max_hi - base_hi);
+    r.max_lo = new_max_lo;
+    r.max_hi = new_max_hi;
+    float part_lo = 0.f, part_hi = 0.f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      s[j][0] = exp2_fast(s[j][0] - base_lo);
+      s[j][1] = exp2_fast(s[j][1] - base_lo);
+      s[j][2] = exp2_fast(s[j][2] - base_hi);
+      s[j][3] = exp2_fast(s[j][3] - base_hi);
+      part_lo += s[j][0] + s[j][1];
+      part_hi += s[j][2] + s[j][3];
+    }
+    r.sum_lo = r.sum_lo * rescale_lo + part_lo;
+    r.sum_hi = r.sum_hi * rescale_hi + part_hi;
+#pragma unroll
+    for (int p = 0; p < D / 64; ++p) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        acc_o[p][j][0] *= rescale_lo;
+        acc_o[p][j][1] *= rescale_lo;
+        acc_o[p][j][2] *= rescale_hi;
+        acc_o[p][j][3] *= rescale_hi;
+      }
+    }
+    // p rounded to T (cast) as A fragments: two n8 tiles of scores make one k16 step.
+    uint32_t a[BN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      a[kk][0] = pack_pair<T>(s[2 * kk][0], s[2 * kk][1]);
+      a[kk][1] = pack_pair<T>(s[2 * kk][2], s[2 * kk][3]);
+      a[kk][2] = pack_pair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[kk][3] = pack_pair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+
+    copy_async_wait_all_but_newest();  // this tile's values have arrived
+    fence_copies_for_tensor_cores();
+    __syncthreads();
+    // o += p v: per 64-column panel of v, BN / 16 steps of 16 keys (rows:
+    // 16 rows of 128 bytes = 2048 bytes a step).
+    warpgroup_fence();
+#pragma unroll
+    for (int p = 0; p < D / 64; ++p) {
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        wgmma_rs_m64n64k16<T>(acc_o[p], a[kk],
+                              swizzled_descriptor(values + p * BN * 64 + kk * 16 * 64));
+      }
+    }
+    warpgroup_commit();
+    warpgroup_wait_all();
+    __syncthreads();  // every warp is done with the values and these keys before refills
+    n0 = n1;
+  }
+  copy_async_wait_all();
+
+#pragma unroll
+  for (int o = 1; o < 4; o *= 2) {
+    r.sum_lo += __shfl_xor_sync(0xffffffffu, r.sum_lo, o);
+    r.sum_hi += __shfl_xor_sync(0xffffffffu, r.sum_hi, o);
+  }
+  const float inv_lo = r.sum_lo > 0.f ? 1.f / r.sum_lo : 0.f;
+  const float inv_hi = r.sum_hi > 0.f ? 1.f / r.sum_hi : 0.f;
+  store_row_pair<T, D>(out, r, geo, b, head, reinterpret_cast<const float(&)[D / 8][4]>(acc_o),
+                       inv_lo, inv_hi, t4);
+  if (t4 == 0) {
+    float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
+    if (r.row_lo < geo.tq)
+      lse_h[r.row_lo] = r.sum_lo > 0.f ? (r.max_lo + log2f(r.sum_lo)) * kLn2 : INFINITY;
+    if (r.row_hi < geo.tq)
+      lse_h[r.row_hi] = r.sum_hi > 0.f ? (r.max_hi + log2f(r.sum_hi)) * kLn2 : INFINITY;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Backward
 // ---------------------------------------------------------------------------
 
@@ -1204,8 +1530,26 @@ cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream)
                       geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
 }
 
+// The forward on warpgroup MMA instead (set_attention_forward_wgmma).
+std::atomic<bool> forward_wgmma{false};
+
+template <typename T, int D>
+cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
+  constexpr int BM = 64;
+  // q, two key buffers and one value buffer of [64, D], and 1 KiB to align them to 1024 bytes
+  const size_t bytes = static_cast<size_t>(4 * BM) * D * sizeof(T) + 1024;
+  return launch_tiles(attention_forward_wgmma_kernel<T, D>,
+                      tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
+                      static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                      static_cast<const T*>(a.v), static_cast<T*>(const_cast<void*>(a.out)), a.lse,
+                      geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
+}
+
 template <typename T, int D>
 cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
+  if constexpr (D <= 128) {
+    if (forward_wgmma.load()) return forward_wgmma_for<T, D>(a, stream);
+  }
   // Two row tiles double the accumulators: only up to head_dim 128.
   if constexpr (D <= 128) {
     const int tiles = row_tiles.load();
@@ -1292,6 +1636,10 @@ cudaError_t backward_typed(const AttentionShape& a, const AttentionGrads& g, cud
 int set_attention_row_tiles(int tiles) {
   if (tiles < 0 || tiles > 2) return -1;
   return row_tiles.exchange(tiles);
+}
+
+bool set_attention_forward_wgmma(bool on) {
+  return forward_wgmma.exchange(on);
 }
 
 bool attention_supported(int64_t head_dim, DType dtype) {

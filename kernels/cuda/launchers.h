@@ -407,6 +407,10 @@ cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream);
 // default: each kernel's measured best). Process-wide, for tests and
 // benchmarks; returns the previous value, or -1 (nothing changed) for another value.
 int set_attention_row_tiles(int tiles);
+// The forward at head_dim 64 and 128 on Hopper's warpgroup MMA (wgmma, sm_90a)
+// instead of mma.sync: off by default until measured faster. Process-wide,
+// for tests and benchmarks; returns the previous setting.
+bool set_attention_forward_wgmma(bool on);
 
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32
 // workspace [B, Hq, Tq]), then one kernel over key tiles for dk and dv

@@ -70,6 +70,18 @@ class RowTiles {
   int previous_;
 };
 
+// Runs the forward on warpgroup MMA for a scope.
+class ForwardWgmma {
+ public:
+  ForwardWgmma() : previous_(cuda::set_attention_forward_wgmma(true)) {}
+  ~ForwardWgmma() { cuda::set_attention_forward_wgmma(previous_); }
+  ForwardWgmma(const ForwardWgmma&) = delete;
+  ForwardWgmma& operator=(const ForwardWgmma&) = delete;
+
+ private:
+  bool previous_;
+};
+
 void check_case(const std::string& what, const Shape& s, const AttentionOptions& options,
                 torch::ScalarType dtype) {
   torch::manual_seed(17 + s.tq + s.head_dim);
@@ -92,6 +104,13 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
                          ", row tiles " + std::to_string(tiles),
                      reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
                      kGrad);
+  }
+  // The forward on warpgroup MMA (head_dim 64 and 128; the backward is the same).
+  if (s.head_dim <= 128) {
+    const ForwardWgmma use;
+    compare_backends(
+        what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) + ", wgmma forward",
+        reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
   }
 }
 
