@@ -783,8 +783,10 @@ __device__ __forceinline__ void load_panels(T* tile, const T* matrix, int64_t fi
 }
 
 // A shared-memory matrix descriptor for the 128-byte swizzle: start address,
-// the byte offsets between 8-row groups (1024: 8 rows of 128 bytes) and
-// between 64-column panels (unused by the shapes here, set to 1024 too), in
+// the stride between 8-row groups (SBO, 1024 bytes: 8 rows of 128) and the
+// leading offset (LBO: unused for K-major swizzled operands, and for
+// MN-major ones the stride to the next 64 elements of N, which no n64
+// instruction reads; a wider N would need the panel stride there), in
 // 16-byte units, and the swizzle mode (1 = 128 bytes) in bits 62-63.
 __device__ __forceinline__ uint64_t swizzled_descriptor(const void* start) {
   const uint64_t address = shared_address(start);
