@@ -220,6 +220,16 @@ struct Mask {
     return documents != nullptr ? __ldg(documents + min(key, tk - 1)) : 0;
   }
 
+  // This mask for batch row b of a batch with Tk = tk: its document ids,
+  // ranges and bounds start at that row's.
+  __device__ __forceinline__ void select_batch_row(int64_t b) {
+    if (documents == nullptr) return;
+    const int64_t segments = (tk + kSegment - 1) / kSegment;
+    documents += b * tk;
+    ranges += 2 * b * segments;
+    bounds += 2 * b * segments;
+  }
+
   // Positions [first, last] (documents: Tq == Tk) can see keys only in
   // [begin, end): their segments' bounds (kernels/cuda/document_bounds.h).
   // The same holds for the queries that can see keys [first, last].
@@ -455,6 +465,32 @@ struct Geometry {
   int groups;  // heads_q / heads_k
 };
 
+// A query-tile block's place (grid: query tile, query head, batch row) and
+// where its rows start: query head `head` of batch row b in q-shaped tensors
+// ([B, Tq, Hq, D], rows q_stride apart), its key/value head in k and v
+// ([B, Tk, Hk, D], rows k_stride apart).
+template <int D>
+struct QueryBlock {
+  int m0, head, head_k;
+  int64_t b, q_stride, k_stride;
+
+  __device__ __forceinline__ QueryBlock(const Geometry& geo, int block_rows)
+      : m0(static_cast<int>(blockIdx.x) * block_rows),
+        head(static_cast<int>(blockIdx.y)),
+        head_k(head / geo.groups),
+        b(blockIdx.z),
+        q_stride(geo.heads_q * D),
+        k_stride(geo.heads_k * D) {}
+  template <typename T>
+  __device__ __forceinline__ const T* query_rows(const T* t, const Geometry& geo) const {
+    return t + (b * geo.tq * geo.heads_q + head) * D;
+  }
+  template <typename T>
+  __device__ __forceinline__ const T* key_rows(const T* t, const Geometry& geo) const {
+    return t + (b * geo.tk * geo.heads_k + head_k) * D;
+  }
+};
+
 // ---------------------------------------------------------------------------
 // Forward: one block per (query tile of BM rows, query head, batch row). Each
 // warp owns MT tiles of 16 query rows (BM = 64 MT): every K and V fragment it
@@ -599,7 +635,90 @@ __device__ __forceinline__ void store_row_pair(T* out, const QueryRowPair& r, co
 // ... and their online-softmax state in the forward.
 struct RowPairState : QueryRowPair {
   float max_lo, max_hi, sum_lo, sum_hi;
+
+  __device__ __forceinline__ void start() {
+    max_lo = max_hi = -INFINITY;
+    sum_lo = sum_hi = 0.f;
+  }
+
+  // One key tile of the online softmax: s (base-2 scores of rows lo and hi,
+  // masked ones -inf) becomes p = 2^(s - m) with m the new running max, the
+  // running sums take p; returns in rescale_lo/hi the factor 2^(m_old - m)
+  // that the running output must be multiplied by first.
+  template <int N>
+  __device__ __forceinline__ void step(float (&s)[N][4], float& rescale_lo, float& rescale_hi) {
+    float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[j][0], s[j][1]));
+      tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[j][2], s[j][3]));
+    }
+    // A row's 8N scores are spread over the 4 lanes of its quad.
+#pragma unroll
+    for (int o = 1; o < 4; o *= 2) {
+      tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
+      tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
+    }
+    const float new_max_lo = fmaxf(max_lo, tile_max_lo);
+    const float new_max_hi = fmaxf(max_hi, tile_max_hi);
+    // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
+    const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
+    const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
+    rescale_lo = exp2_fast(max_lo - base_lo);
+    rescale_hi = exp2_fast(max_hi - base_hi);
+    max_lo = new_max_lo;
+    max_hi = new_max_hi;
+    float part_lo = 0.f, part_hi = 0.f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      s[j][0] = exp2_fast(s[j][0] - base_lo);
+      s[j][1] = exp2_fast(s[j][1] - base_lo);
+      s[j][2] = exp2_fast(s[j][2] - base_hi);
+      s[j][3] = exp2_fast(s[j][3] - base_hi);
+      part_lo += s[j][0] + s[j][1];
+      part_hi += s[j][2] + s[j][3];
+    }
+    // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
+    sum_lo = sum_lo * rescale_lo + part_lo;
+    sum_hi = sum_hi * rescale_hi + part_hi;
+  }
+
+  // After the last tile: out = acc / sum per row, rounded to T (cast), and
+  // lse = (m + log2 sum) ln 2; a row that saw nothing gets lse = +inf
+  // (backward's p = 2^(s2 - inf) = 0) and zeros.
+  template <typename T, int D>
+  __device__ __forceinline__ void finish(T* out, float* lse, const Geometry& geo, int64_t b,
+                                         int head, const float (&acc)[D / 8][4], int t4) {
+#pragma unroll
+    for (int o = 1; o < 4; o *= 2) {
+      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, o);
+      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, o);
+    }
+    const float inv_lo = sum_lo > 0.f ? 1.f / sum_lo : 0.f;
+    const float inv_hi = sum_hi > 0.f ? 1.f / sum_hi : 0.f;
+    store_row_pair<T, D>(out, *this, geo, b, head, acc, inv_lo, inv_hi, t4);
+    if (t4 == 0) {
+      float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
+      if (row_lo < geo.tq)
+        lse_h[row_lo] = sum_lo > 0.f ? (max_lo + log2f(sum_lo)) * kLn2 : INFINITY;
+      if (row_hi < geo.tq)
+        lse_h[row_hi] = sum_hi > 0.f ? (max_hi + log2f(sum_hi)) * kLn2 : INFINITY;
+    }
+  }
 };
+
+// acc (a thread's share of 16 rows' output) times rescale_lo on row lo, rescale_hi on row hi.
+template <int N>
+__device__ __forceinline__ void rescale_rows(float (&acc)[N][4], float rescale_lo,
+                                             float rescale_hi) {
+#pragma unroll
+  for (int d = 0; d < N; ++d) {
+    acc[d][0] *= rescale_lo;
+    acc[d][1] *= rescale_lo;
+    acc[d][2] *= rescale_hi;
+    acc[d][3] *= rescale_hi;
+  }
+}
 
 // kOneValueBuffer: the walk with one value buffer (shared memory BM + 3 BN
 // rows of D instead of BM + 4 BN); kMinBlocks: the blocks per SM the
@@ -613,19 +732,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = reinterpret_cast<T*>(shared_bytes);
 
-  const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
-  const int head_k = head / geo.groups;
+  const QueryBlock<D> blk(geo, BM);
+  const int m0 = blk.m0, head = blk.head;
+  const int64_t b = blk.b, q_stride = blk.q_stride, k_stride = blk.k_stride;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
-  const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
-  const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
-  const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
-  const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
-  if (mask.documents != nullptr) {
-    mask.documents += b * geo.tk;
-    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-  }
+  const T* q_b = blk.query_rows(q, geo);
+  const T* k_b = blk.key_rows(k, geo);
+  const T* v_b = blk.key_rows(v, geo);
+  mask.select_batch_row(b);
 
   load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
   copy_async_commit();
@@ -635,10 +750,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   RowPairState rows[MT];
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
-    RowPairState& r = rows[m];
-    r.set(m0 + warp_row0 + 16 * m + g, mask, geo.tq);
-    r.max_lo = r.max_hi = -INFINITY;
-    r.sum_lo = r.sum_hi = 0.f;
+    rows[m].set(m0 + warp_row0 + 16 * m + g, mask, geo.tq);
+    rows[m].start();
   }
 
   // The keys any row of the tile may see.
@@ -661,47 +774,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       RowPairState& r = rows[m];
       score.to_base2(s[m]);
       if (!vis.full) mask_scores(s[m], mask, r, n0, t4);
-      float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[m][j][0], s[m][j][1]));
-        tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[m][j][2], s[m][j][3]));
-      }
-      // A row's 8N scores are spread over the 4 lanes of its quad.
-#pragma unroll
-      for (int o = 1; o < 4; o *= 2) {
-        tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
-        tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
-      }
-      const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
-      const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
-      // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
-      const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
-      const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
-      const float rescale_lo = exp2_fast(r.max_lo - base_lo);
-      const float rescale_hi = exp2_fast(r.max_hi - base_hi);
-      r.max_lo = new_max_lo;
-      r.max_hi = new_max_hi;
-      float part_lo = 0.f, part_hi = 0.f;
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        s[m][j][0] = exp2_fast(s[m][j][0] - base_lo);
-        s[m][j][1] = exp2_fast(s[m][j][1] - base_lo);
-        s[m][j][2] = exp2_fast(s[m][j][2] - base_hi);
-        s[m][j][3] = exp2_fast(s[m][j][3] - base_hi);
-        part_lo += s[m][j][0] + s[m][j][1];
-        part_hi += s[m][j][2] + s[m][j][3];
-      }
-      // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
-      r.sum_lo = r.sum_lo * rescale_lo + part_lo;
-      r.sum_hi = r.sum_hi * rescale_hi + part_hi;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        acc_o[m][d][0] *= rescale_lo;
-        acc_o[m][d][1] *= rescale_lo;
-        acc_o[m][d][2] *= rescale_hi;
-        acc_o[m][d][3] *= rescale_hi;
-      }
+      float rescale_lo, rescale_hi;
+      r.step(s[m], rescale_lo, rescale_hi);
+      rescale_rows(acc_o[m], rescale_lo, rescale_hi);
     }
   };
   auto values_pass = [&](const T* values) {
@@ -722,25 +797,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 
 #pragma unroll
-  for (int m = 0; m < MT; ++m) {
-    RowPairState& r = rows[m];
-#pragma unroll
-    for (int o = 1; o < 4; o *= 2) {
-      r.sum_lo += __shfl_xor_sync(0xffffffffu, r.sum_lo, o);
-      r.sum_hi += __shfl_xor_sync(0xffffffffu, r.sum_hi, o);
-    }
-    const float inv_lo = r.sum_lo > 0.f ? 1.f / r.sum_lo : 0.f;
-    const float inv_hi = r.sum_hi > 0.f ? 1.f / r.sum_hi : 0.f;
-    store_row_pair<T, D>(out, r, geo, b, head, acc_o[m], inv_lo, inv_hi, t4);
-    // A row that sees nothing gets lse = +inf: backward's p = 2^(s2 - inf) = 0.
-    if (t4 == 0) {
-      float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
-      if (r.row_lo < geo.tq)
-        lse_h[r.row_lo] = r.sum_lo > 0.f ? (r.max_lo + log2f(r.sum_lo)) * kLn2 : INFINITY;
-      if (r.row_hi < geo.tq)
-        lse_h[r.row_hi] = r.sum_hi > 0.f ? (r.max_hi + log2f(r.sum_hi)) * kLn2 : INFINITY;
-    }
-  }
+  for (int m = 0; m < MT; ++m) rows[m].template finish<T, D>(out, lse, geo, b, head, acc_o[m], t4);
 }
 
 // ---------------------------------------------------------------------------
@@ -821,78 +878,49 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&d)[8][4], const uint3
                                                    uint64_t desc_b);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <>
-__device__ __forceinline__ void wgmma_ss_m64n64k16<__nv_bfloat16>(float (&d)[8][4], uint64_t desc_a,
-                                                                  uint64_t desc_b, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-}
-
-template <>
-__device__ __forceinline__ void wgmma_ss_m64n64k16<__half>(float (&d)[8][4], uint64_t desc_a,
-                                                           uint64_t desc_b, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-}
-
-template <>
-__device__ __forceinline__ void wgmma_rs_m64n64k16<__nv_bfloat16>(float (&d)[8][4],
-                                                                  const uint32_t (&a)[4],
-                                                                  uint64_t desc_b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
-}
-
-template <>
-__device__ __forceinline__ void wgmma_rs_m64n64k16<__half>(float (&d)[8][4], const uint32_t (&a)[4],
-                                                           uint64_t desc_b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
-}
+// The 32 fp32 accumulators of one thread, as asm operands %0 .. %31.
+#define LIGER_WGMMA_D_LIST                                                                 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, " \
+  "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define LIGER_WGMMA_D_OPERANDS(d)                                                               \
+  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),     \
+      "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+      "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), \
+      "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+      "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), \
+      "+f"(d[7][2]), "+f"(d[7][3])
+// SS: d, a-desc %32, b-desc %33, scale-d from %34; scale-a 1, scale-b 1, no transposes.
+#define LIGER_WGMMA_SS(TYPE, CTYPE)                                                           \
+  template <>                                                                                 \
+  __device__ __forceinline__ void wgmma_ss_m64n64k16<CTYPE>(float(&d)[8][4], uint64_t desc_a, \
+                                                            uint64_t desc_b, int scale_d) {   \
+    asm volatile(                                                                             \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                          \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " LIGER_WGMMA_D_LIST    \
+        ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                     \
+        : LIGER_WGMMA_D_OPERANDS(d)                                                           \
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));                                            \
+  }
+// RS: d, a registers %32-%35, b-desc %36, scale-d from %37 (1); b transposed (MN-major).
+#define LIGER_WGMMA_RS(TYPE, CTYPE)                                                        \
+  template <>                                                                              \
+  __device__ __forceinline__ void wgmma_rs_m64n64k16<CTYPE>(                               \
+      float(&d)[8][4], const uint32_t(&a)[4], uint64_t desc_b) {                           \
+    asm volatile(                                                                          \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                       \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " LIGER_WGMMA_D_LIST \
+        ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                    \
+        : LIGER_WGMMA_D_OPERANDS(d)                                                        \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));                \
+  }
+LIGER_WGMMA_SS("bf16", __nv_bfloat16)
+LIGER_WGMMA_SS("f16", __half)
+LIGER_WGMMA_RS("bf16", __nv_bfloat16)
+LIGER_WGMMA_RS("f16", __half)
+#undef LIGER_WGMMA_SS
+#undef LIGER_WGMMA_RS
+#undef LIGER_WGMMA_D_OPERANDS
+#undef LIGER_WGMMA_D_LIST
 #else
 template <typename T>
 __device__ __forceinline__ void wgmma_ss_m64n64k16(float (&)[8][4], uint64_t, uint64_t, int) {
@@ -923,27 +951,22 @@ __global__ void __launch_bounds__(kThreads, 3)
   T* const keys_base = tile_q + kTile;   // two key buffers
   T* const values = tile_q + 3 * kTile;  // one value buffer
 
-  const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
-  const int head_k = head / geo.groups;
+  const QueryBlock<D> blk(geo, BM);
+  const int m0 = blk.m0, head = blk.head;
+  const int64_t b = blk.b, q_stride = blk.q_stride, k_stride = blk.k_stride;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
-  const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
-  const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
-  const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
-  const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
-  if (mask.documents != nullptr) {
-    mask.documents += b * geo.tk;
-    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-  }
+  const T* q_b = blk.query_rows(q, geo);
+  const T* k_b = blk.key_rows(k, geo);
+  const T* v_b = blk.key_rows(v, geo);
+  mask.select_batch_row(b);
 
   load_panels<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
   copy_async_commit();
 
   RowPairState r;
   r.set(m0 + warp * 16 + g, mask, geo.tq);
-  r.max_lo = r.max_hi = -INFINITY;
-  r.sum_lo = r.sum_hi = 0.f;
+  r.start();
   const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, m0, BM, geo.tq);
 
   float acc_o[D / 64][8][4];  // 64 columns of head_dim per wgmma
@@ -981,47 +1004,10 @@ __global__ void __launch_bounds__(kThreads, 3)
     score.to_base2(s);
     const TileVisibility vis = walk.visibility(n0);
     if (!vis.full) mask_scores(s, mask, r, n0, t4);
-    float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[j][0], s[j][1]));
-      tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[j][2], s[j][3]));
-    }
-#pragma unroll
-    for (int o = 1; o < 4; o *= 2) {
-      tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
-      tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
-    }
-    const float new_max_lo = fmaxf(r.max_lo, tile_max_lo);
-    const float new_max_hi = fmaxf(r.max_hi, tile_max_hi);
-    const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
-    const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
-    const float rescale_lo = exp2_fast(r.max_lo - base_lo);
-    const float rescale_hi = exp2_fast(r.max_hi - base_hi);
-    r.max_lo = new_max_lo;
-    r.max_hi = new_max_hi;
-    float part_lo = 0.f, part_hi = 0.f;
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      s[j][0] = exp2_fast(s[j][0] - base_lo);
-      s[j][1] = exp2_fast(s[j][1] - base_lo);
-      s[j][2] = exp2_fast(s[j][2] - base_hi);
-      s[j][3] = exp2_fast(s[j][3] - base_hi);
-      part_lo += s[j][0] + s[j][1];
-      part_hi += s[j][2] + s[j][3];
-    }
-    r.sum_lo = r.sum_lo * rescale_lo + part_lo;
-    r.sum_hi = r.sum_hi * rescale_hi + part_hi;
-#pragma unroll
-    for (int p = 0; p < D / 64; ++p) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        acc_o[p][j][0] *= rescale_lo;
-        acc_o[p][j][1] *= rescale_lo;
-        acc_o[p][j][2] *= rescale_hi;
-        acc_o[p][j][3] *= rescale_hi;
-      }
-    }
+    float rescale_lo, rescale_hi;
+    r.step(s, rescale_lo, rescale_hi);
+    // the output's panels as one [D / 8][4] accumulator (panel p's n8 tiles at 8 p ..)
+    rescale_rows(reinterpret_cast<float(&)[D / 8][4]>(acc_o), rescale_lo, rescale_hi);
     // p rounded to T (cast) as A fragments: two n8 tiles of scores make one k16 step.
     uint32_t a[BN / 16][4];
 #pragma unroll
@@ -1052,23 +1038,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     n0 = n1;
   }
   copy_async_wait_all();
-
-#pragma unroll
-  for (int o = 1; o < 4; o *= 2) {
-    r.sum_lo += __shfl_xor_sync(0xffffffffu, r.sum_lo, o);
-    r.sum_hi += __shfl_xor_sync(0xffffffffu, r.sum_hi, o);
-  }
-  const float inv_lo = r.sum_lo > 0.f ? 1.f / r.sum_lo : 0.f;
-  const float inv_hi = r.sum_hi > 0.f ? 1.f / r.sum_hi : 0.f;
-  store_row_pair<T, D>(out, r, geo, b, head, reinterpret_cast<const float(&)[D / 8][4]>(acc_o),
-                       inv_lo, inv_hi, t4);
-  if (t4 == 0) {
-    float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
-    if (r.row_lo < geo.tq)
-      lse_h[r.row_lo] = r.sum_lo > 0.f ? (r.max_lo + log2f(r.sum_lo)) * kLn2 : INFINITY;
-    if (r.row_hi < geo.tq)
-      lse_h[r.row_hi] = r.sum_hi > 0.f ? (r.max_hi + log2f(r.sum_hi)) * kLn2 : INFINITY;
-  }
+  r.template finish<T, D>(out, lse, geo, b, head, reinterpret_cast<const float(&)[D / 8][4]>(acc_o),
+                          t4);
 }
 
 // ---------------------------------------------------------------------------
@@ -1117,20 +1088,16 @@ __global__ void __launch_bounds__(kThreads)
   T* tile_do = tile_q + BM * D;
   const KeyValueBuffers<T, D, BN> kv{tile_do + BM * D};  // two buffers, as forward
 
-  const int m0 = blockIdx.x * BM, head = blockIdx.y, b = blockIdx.z;
-  const int head_k = head / geo.groups;
+  const QueryBlock<D> blk(geo, BM);
+  const int m0 = blk.m0, head = blk.head;
+  const int64_t b = blk.b, q_stride = blk.q_stride, k_stride = blk.k_stride;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
-  const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
-  const T* q_b = q + (b * geo.tq * geo.heads_q + head) * D;
-  const T* do_b = d_out + (b * geo.tq * geo.heads_q + head) * D;
-  const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
-  const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
-  if (mask.documents != nullptr) {
-    mask.documents += b * geo.tk;
-    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-  }
+  const T* q_b = blk.query_rows(q, geo);
+  const T* do_b = blk.query_rows(d_out, geo);
+  const T* k_b = blk.key_rows(k, geo);
+  const T* v_b = blk.key_rows(v, geo);
+  mask.select_batch_row(b);
 
   load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
   load_tile<T, D, BM>(tile_do, do_b, m0, geo.tq, q_stride);
@@ -1245,11 +1212,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
   const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
   const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
-  if (mask.documents != nullptr) {
-    mask.documents += b * geo.tk;
-    mask.ranges += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-    mask.bounds += 2 * b * ((geo.tk + kSegment - 1) / kSegment);
-  }
+  mask.select_batch_row(b);
   load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
   load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
   copy_async_commit();
