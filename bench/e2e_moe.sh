@@ -45,7 +45,7 @@
 #   DEADLINE_S=540        no run goes past this many seconds after the start
 #                         (runs are cut to fit, skipped when < 30 s are left);
 #                         0 = no deadline. The table is written in any case.
-#   TRITON_CACHE_DIR=BUILD_DIR/triton_cache, TRITON_CACHE_AUTOTUNING=1: Liger's
+#   TRITON_CACHE_DIR=BUILD_DIR/baseline_kernel_cache, TRITON_CACHE_AUTOTUNING=1: Liger's
 #                         autotuned choices kept there (bench/ops_vs_liger.sh
 #                         writes the same place), so HF + Liger-Kernel does not
 #                         autotune its MoE kernels again
@@ -73,7 +73,7 @@ has() { [[ " $PARTS " == *" $1 "* ]]; }
 [[ $STEPS =~ ^[0-9]+$ && $STEPS -gt 5 ]] || { echo "e2e_moe.sh: STEPS '$STEPS' must be a number above 5 (the warm-up)" >&2; exit 2; }
 HF_STEPS=${HF_STEPS:-$STEPS}
 BUILD_DIR=${BUILD_DIR:-build-gpu}
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$BUILD_DIR/triton_cache}  # from the repository root, as every run
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$BUILD_DIR/baseline_kernel_cache}  # from the repository root, as every run
 export TRITON_CACHE_AUTOTUNING=${TRITON_CACHE_AUTOTUNING:-1}
 LIGER_PYTHON=${LIGER_PYTHON:-python3}
 LIGER_SITE=${LIGER_SITE:-/tmp/e2e_moe_liger}

@@ -18,7 +18,7 @@
 #   WARMUP=5 (both runs), BUILD=1, LIGER_SITE=/tmp/liger_ops_site,
 #   CASE_TIMEOUT=240 (seconds per Liger-Kernel case, its Triton autotuning
 #   included; a case past it shows as not finished), MOE_SHAPES=all (or e128,
-#   mixtral: liger_ops.py --moe-shapes), TRITON_CACHE_DIR=BUILD_DIR/triton_cache
+#   mixtral: liger_ops.py --moe-shapes), TRITON_CACHE_DIR=BUILD_DIR/baseline_kernel_cache
 #   with TRITON_CACHE_AUTOTUNING=1 (Liger's autotuned choices are kept there,
 #   so a later run, or HF + Liger-Kernel in bench/e2e_moe.sh, reuses them).
 # Output in $OUT: ops_vs_liger.md (the table), ops_vs_liger_ours.json,
@@ -80,7 +80,7 @@ echo "liger-bench: $bench --op moe,fused_linear_preference --dtype bf16 --backen
   --warmup "$WARMUP" --json "$ours" 2>&1 | tee "$WORK/liger_bench.log" || status=1
 
 echo "Liger-Kernel: scripts/baselines/liger_ops.py"
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$BUILD_DIR/triton_cache}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$BUILD_DIR/baseline_kernel_cache}
 export TRITON_CACHE_AUTOTUNING=${TRITON_CACHE_AUTOTUNING:-1}
 mkdir -p "$TRITON_CACHE_DIR"
 PYTHONPATH=$LIGER_SITE${PYTHONPATH:+:$PYTHONPATH} "$LIGER_PYTHON" scripts/baselines/liger_ops.py \

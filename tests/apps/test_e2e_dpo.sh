@@ -92,8 +92,8 @@ else
 fi
 
 # c) the loop on the CPU, plain PyTorch loss
-if "$PY" -c "import liger_kernel" 2> /dev/null; then
-  echo "skip c) and d): this Python has liger_kernel, whose kernels need a GPU"
+if "$PY" "$SRC/scripts/baselines/baseline_available.py" liger 2> /dev/null; then
+  echo "skip c) and d): this Python has the Liger-Kernel baseline, whose kernels need a GPU"
   echo "$failures failure(s)"
   [[ $failures -eq 0 ]]
   exit
@@ -115,7 +115,7 @@ fi
 mkdir -p "$work/build/apps"
 cat > "$work/python" << EOF
 #!/usr/bin/env bash
-[[ \$1 == -c && \$2 == import* ]] && exit 1             # no liger_kernel, no trl
+[[ \$1 == -c && \$2 == import* ]] && exit 1             # no baseline package imports
 if [[ \$1 == scripts/baselines/hf_dpo_liger_loop.py ]]; then
   echo "\$*" > "$work/loop_args"
   while [[ \$# -gt 0 ]]; do [[ \$1 == --json ]] && cp "$work/loop.json" "\$2"; shift; done

@@ -5,12 +5,12 @@
 #     Liger, each target met or missed, exit 0;
 #  b) a case without its Liger row: "-" and exit 1; a Liger case that did not
 #     finish: shown so, exit 0; an unreadable file: one line;
-#  c) liger_ops.py: its per-case time limit, --help, an unknown --op or --moe-shapes (exit 2), no liger_kernel: one line
-#     saying how to install the wheel (exit 1);
+#  c) liger_ops.py: its per-case time limit, --help, an unknown --op or --moe-shapes (exit 2), no baseline package: one
+#     line saying how to install the wheel (exit 1);
 #  d) ops_vs_liger.sh with a stand-in liger-bench and a stand-in Python that
 #     fakes pip and liger_ops.py: the table in $OUT, exit 0; no wheel: one
 #     line, exit 1; a bad argument: usage, exit 2; MOE_SHAPES passed on, the
-#     Triton autotuning cache beside the build.
+#     baseline's autotuning cache beside the build.
 # Usage: test_ops_vs_liger.sh [SOURCE_DIR] [PYTHON]
 set -uo pipefail
 SRC=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -33,7 +33,7 @@ $(row rms_norm cuda "[8192,4096]" 1 1)]}
 EOF
 liger_rows="$(row moe liger-kernel "$moe_a" 10 1000), $(row moe liger-kernel "$moe_b" 20 1000)"
 cat > "$work/liger.json" << EOF
-{"device": "GPU-A", "liger_kernel": "0.8.5", "date": "d2", "reps": 20,
+{"device": "GPU-A", "date": "d2", "reps": 20,
  "notes": {"fused_linear_preference": "use_ref_model=False"}, "results": [
 $liger_rows, $(row fused_linear_preference liger-kernel "$pref" 1000 8000)]}
 EOF
@@ -118,15 +118,15 @@ if [[ $code -eq 2 ]] && grep -q "unknown case 'nope'" <<< "$out"; then
 else
   fail "liger_ops.py --op nope (exit $code): $out"
 fi
-if "$PY" -c "import liger_kernel" 2> /dev/null; then
-  echo "skip liger_ops.py without liger_kernel: this Python has it"
+if "$PY" "$SRC/scripts/baselines/baseline_available.py" liger 2> /dev/null; then
+  echo "skip liger_ops.py without the Liger-Kernel baseline: this Python has it"
 else
   out=$("$PY" "$OPS" 2>&1)
   code=$?
-  if [[ $code -eq 1 && $(wc -l <<< "$out") -eq 1 ]] && grep -q "cannot import liger_kernel.*pip install --no-deps" <<< "$out"; then
-    ok "liger_ops.py: no liger_kernel is one line with the install command"
+  if [[ $code -eq 1 && $(wc -l <<< "$out") -eq 1 ]] && grep -q "cannot import .*pip install --no-deps" <<< "$out"; then
+    ok "liger_ops.py: no baseline package is one line with the install command"
   else
-    fail "liger_ops.py without liger_kernel (exit $code): $out"
+    fail "liger_ops.py without the baseline package (exit $code): $out"
   fi
 fi
 
@@ -163,8 +163,8 @@ fi
 # MOE_SHAPES reaches liger_ops.py; Liger's autotuned choices are kept beside the build
 OUT=$work/out2 BUILD=0 MOE_SHAPES=mixtral LIGER_PYTHON=$work/python bash "$SRC/bench/ops_vs_liger.sh" \
   "$work/build" "$work/baseline_wheel-0.0-py3-none-any.whl" > "$work/sh2.log" 2>&1
-if grep -qF -- "--moe-shapes mixtral" "$work/liger_args" && [[ -d $work/build/triton_cache ]]; then
-  ok "ops_vs_liger.sh: MOE_SHAPES and the Triton autotuning cache"
+if grep -qF -- "--moe-shapes mixtral" "$work/liger_args" && [[ -d $work/build/baseline_kernel_cache ]]; then
+  ok "ops_vs_liger.sh: MOE_SHAPES and the baseline's autotuning cache"
 else
   fail "ops_vs_liger.sh MOE_SHAPES=mixtral: $(cat "$work/liger_args" 2> /dev/null) $(ls "$work/build")"
 fi
