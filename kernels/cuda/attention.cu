@@ -168,6 +168,35 @@ __device__ __forceinline__ void load_key_tile(T* tile_k, T* tile_v, const T* k, 
   load_tile<T, D, R>(tile_v, v, first, rows_total, stride);
 }
 
+// Tiles for wgmma: [R, D] as D / 64 panels of [R, 64], each row of a panel
+// 128 bytes with its 16-byte chunks at chunk ^ (row % 8) (the 128-byte
+// swizzle, a panel 1024-byte aligned). At D = 64 this is tile_offset<64>.
+template <int D, int R>
+__device__ __forceinline__ int panel_offset(int row, int col) {  // col: a multiple of 8
+  const int panel = col / 64, chunk = (col % 64) / 8;
+  return panel * R * 64 + row * 64 + ((chunk ^ (row & 7)) << 3);
+}
+
+// Rows [first, first + R) of a [rows_total, D] matrix (row stride `stride`)
+// into a panel tile; rows past rows_total read as zeros.
+template <typename T, int D, int R>
+__device__ __forceinline__ void load_panels(T* tile, const T* matrix, int64_t first,
+                                            int64_t rows_total, int64_t stride) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < R * kChunks; i += kThreads) {
+    const int row = i / kChunks, col = (i % kChunks) * 8;
+    const bool valid = first + row < rows_total;
+    const T* src = matrix + (valid ? (first + row) * stride + col : 0);
+    copy_async_16(tile + panel_offset<D, R>(row, col), src, valid);
+  }
+}
+
+// Shared memory written by this thread's copies, made visible to the tensor
+// cores' (asynchronous proxy) reads; a barrier then publishes every thread's.
+__device__ __forceinline__ void fence_copies_for_tensor_cores() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
 // The fragment address of lane l for an A operand (16 x 16 at row0, col0) or
 // a transposed-B operand stored [k, n] (16 k x 16 n): matrices in the order
 // (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15).
@@ -386,24 +415,38 @@ struct KeysValueBuffers {
   __device__ __forceinline__ T* values() const { return base + 2 * BN * D; }
 };
 
-template <typename T, int D, int BN, typename Scores, typename ValuesPass>
+// kPanels: the tiles in the warpgroup-MMA layout (load_panels), which the
+// tensor cores read through the asynchronous proxy: each thread fences its
+// landed copies before the barrier. Else the mma.sync layout (load_tile).
+template <typename T, int D, int BN, bool kPanels, typename Scores, typename ValuesPass>
 __device__ __forceinline__ void walk_key_tiles_one_value_buffer(
     const KeyTileWalk<BN>& walk, const KeysValueBuffers<T, D, BN>& kv, const T* k, const T* v,
     int64_t tk, int64_t stride, Scores&& scores, ValuesPass&& values_pass) {
+  auto load = [&](T* tile, const T* matrix, int first) {
+    if constexpr (kPanels) {
+      load_panels<T, D, BN>(tile, matrix, first, tk, stride);
+    } else {
+      load_tile<T, D, BN>(tile, matrix, first, tk, stride);
+    }
+  };
+  auto publish = [] {  // this thread's landed copies to every thread (and the tensor cores)
+    if constexpr (kPanels) fence_copies_for_tensor_cores();
+    __syncthreads();
+  };
   int n0 = walk.first_tile();
-  if (n0 < walk.end) load_tile<T, D, BN>(kv.keys(0), k, n0, tk, stride);
+  if (n0 < walk.end) load(kv.keys(0), k, n0);
   copy_async_commit();  // with the query tile's copies, committed before
   for (int buf = 0; n0 < walk.end; buf ^= 1) {
-    load_tile<T, D, BN>(kv.values(), v, n0, tk, stride);
+    load(kv.values(), v, n0);
     copy_async_commit();
     const int n1 = walk.next(n0 + BN);
-    if (n1 < walk.end) load_tile<T, D, BN>(kv.keys(buf ^ 1), k, n1, tk, stride);
+    if (n1 < walk.end) load(kv.keys(buf ^ 1), k, n1);
     copy_async_commit();
     copy_async_wait_all_but_newest_two();  // the queries and this tile's keys have arrived
-    __syncthreads();
+    publish();
     scores(n0, kv.keys(buf), walk.visibility(n0));
     copy_async_wait_all_but_newest();  // this tile's values have arrived
-    __syncthreads();
+    publish();
     values_pass(kv.values());
     __syncthreads();  // every warp is done with the values and these keys before refills
     n0 = n1;
@@ -531,6 +574,17 @@ __device__ __forceinline__ void product_abt_rows(float (&acc)[MT][N][4], const T
   }
 }
 
+// The A fragment of k step kk (16 columns) from accumulator fragments of
+// 8N columns, rounded to T (cast): the accumulator layout of n tiles 2 kk
+// and 2 kk + 1 is the A layout of one k step (mma.sync m16n8k16 and wgmma alike).
+template <typename T, int N>
+__device__ __forceinline__ void pack_a_fragment(const float (&p)[N][4], int kk, uint32_t (&a)[4]) {
+  a[0] = pack_pair<T>(p[2 * kk][0], p[2 * kk][1]);
+  a[1] = pack_pair<T>(p[2 * kk][2], p[2 * kk][3]);
+  a[2] = pack_pair<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+  a[3] = pack_pair<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+}
+
 // acc[m][16 x D] += P_m[16 x 8N] M[8N x D] for the MT row tiles: P_m from
 // accumulator fragments (rounded to T), M's rows in tile ([8N, D], read
 // transposed once for all MT tiles).
@@ -540,15 +594,9 @@ __device__ __forceinline__ void product_pm_rows(float (&acc)[MT][D / 8][4],
                                                 int lane) {
 #pragma unroll
   for (int kk = 0; kk < N / 2; ++kk) {
-    // The accumulator layout of two n tiles is the A layout of one k step.
     uint32_t a[MT][4];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      a[m][0] = pack_pair<T>(p[m][2 * kk][0], p[m][2 * kk][1]);
-      a[m][1] = pack_pair<T>(p[m][2 * kk][2], p[m][2 * kk][3]);
-      a[m][2] = pack_pair<T>(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
-      a[m][3] = pack_pair<T>(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
-    }
+    for (int m = 0; m < MT; ++m) pack_a_fragment<T>(p[m], kk, a[m]);
 #pragma unroll
     for (int dd = 0; dd < D / 16; ++dd) {
       uint32_t b[4];
@@ -784,8 +832,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   };
   if constexpr (kOneValueBuffer) {
     const KeysValueBuffers<T, D, BN> kv{tile_q + BM * D};
-    walk_key_tiles_one_value_buffer<T, D, BN>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
-                                              values_pass);
+    walk_key_tiles_one_value_buffer<T, D, BN, false>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
+                                                     values_pass);
   } else {
     // Two K/V buffers: the next tile's copy runs while this one is computed.
     const KeyValueBuffers<T, D, BN> kv{tile_q + BM * D};
@@ -816,29 +864,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 // Selected by set_attention_forward_wgmma; the mma.sync forward stays the default.
 // ---------------------------------------------------------------------------
 
-// Tiles for wgmma: [R, D] as D / 64 panels of [R, 64], each row of a panel
-// 128 bytes with its 16-byte chunks at chunk ^ (row % 8) (the 128-byte
-// swizzle, a panel 1024-byte aligned). At D = 64 this is tile_offset<64>.
-template <int D, int R>
-__device__ __forceinline__ int panel_offset(int row, int col) {  // col: a multiple of 8
-  const int panel = col / 64, chunk = (col % 64) / 8;
-  return panel * R * 64 + row * 64 + ((chunk ^ (row & 7)) << 3);
-}
-
-// Rows [first, first + R) of a [rows_total, D] matrix (row stride `stride`)
-// into a panel tile; rows past rows_total read as zeros.
-template <typename T, int D, int R>
-__device__ __forceinline__ void load_panels(T* tile, const T* matrix, int64_t first,
-                                            int64_t rows_total, int64_t stride) {
-  constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < R * kChunks; i += kThreads) {
-    const int row = i / kChunks, col = (i % kChunks) * 8;
-    const bool valid = first + row < rows_total;
-    const T* src = matrix + (valid ? (first + row) * stride + col : 0);
-    copy_async_16(tile + panel_offset<D, R>(row, col), src, valid);
-  }
-}
-
 // A shared-memory matrix descriptor for the 128-byte swizzle: start address,
 // the stride between 8-row groups (SBO, 1024 bytes: 8 rows of 128) and the
 // leading offset (LBO: unused for K-major swizzled operands, and for
@@ -860,12 +885,6 @@ __device__ __forceinline__ void warpgroup_commit() {
 __device__ __forceinline__ void warpgroup_wait_all() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
-// Shared memory written by this thread's copies, made visible to the tensor
-// cores' (asynchronous proxy) reads; a barrier then publishes every thread's.
-__device__ __forceinline__ void fence_copies_for_tensor_cores() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
 // d[8][4] (+)= A[64 x 16] B[16 x 64]: A and B from shared-memory descriptors
 // (K-major); scale_d 0 overwrites d.
 template <typename T>
@@ -942,14 +961,11 @@ __global__ void __launch_bounds__(kThreads, 3)
                                    ScoreTransform score) {
   static_assert(D == 64 || D == 128, "wgmma forward: head_dim 64 or 128");
   constexpr int BM = 64, BN = 64;
-  constexpr int kTile = BM * D;  // elements of one q, k or v tile (BM == BN)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   // The tiles start at a 1024-byte boundary (the swizzle's period): the
   // launcher adds 1 KiB of slack.
   const uint32_t raw = shared_address(shared_bytes);
   T* tile_q = reinterpret_cast<T*>(shared_bytes + (((raw + 1023) & ~1023u) - raw));
-  T* const keys_base = tile_q + kTile;   // two key buffers
-  T* const values = tile_q + 3 * kTile;  // one value buffer
 
   const QueryBlock<D> blk(geo, BM);
   const int m0 = blk.m0, head = blk.head;
@@ -973,23 +989,11 @@ __global__ void __launch_bounds__(kThreads, 3)
 #pragma unroll
   for (int p = 0; p < D / 64; ++p) zero(acc_o[p]);
 
-  int n0 = walk.first_tile();
-  if (n0 < walk.end) load_panels<T, D, BN>(keys_base, k_b, n0, geo.tk, k_stride);
-  copy_async_commit();
-  for (int buf = 0; n0 < walk.end; buf ^= 1) {
-    T* const keys = keys_base + buf * kTile;
-    load_panels<T, D, BN>(values, v_b, n0, geo.tk, k_stride);
-    copy_async_commit();
-    const int n1 = walk.next(n0 + BN);
-    if (n1 < walk.end)
-      load_panels<T, D, BN>(keys_base + (buf ^ 1) * kTile, k_b, n1, geo.tk, k_stride);
-    copy_async_commit();
-    copy_async_wait_all_but_newest_two();  // the queries and this tile's keys have arrived
-    fence_copies_for_tensor_cores();
-    __syncthreads();
-
-    // s = q k^T: D / 16 steps of 16 columns; a step's start moves 32 bytes
-    // within a panel (the swizzle applies to the address bits).
+  // One tile: s = q k^T (D / 16 steps of 16 columns; a step's start moves 32
+  // bytes within a panel, the swizzle applying to the address bits), the
+  // online softmax, then p rounded to T (cast) as the A fragments of o += p v.
+  uint32_t a[BN / 16][4];
+  auto scores = [&](int n0, const T* keys, TileVisibility vis) {
     float s[BN / 8][4];
     warpgroup_fence();
 #pragma unroll
@@ -1002,27 +1006,17 @@ __global__ void __launch_bounds__(kThreads, 3)
     warpgroup_wait_all();
 
     score.to_base2(s);
-    const TileVisibility vis = walk.visibility(n0);
     if (!vis.full) mask_scores(s, mask, r, n0, t4);
     float rescale_lo, rescale_hi;
     r.step(s, rescale_lo, rescale_hi);
     // the output's panels as one [D / 8][4] accumulator (panel p's n8 tiles at 8 p ..)
     rescale_rows(reinterpret_cast<float(&)[D / 8][4]>(acc_o), rescale_lo, rescale_hi);
-    // p rounded to T (cast) as A fragments: two n8 tiles of scores make one k16 step.
-    uint32_t a[BN / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      a[kk][0] = pack_pair<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[kk][1] = pack_pair<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[kk][2] = pack_pair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[kk][3] = pack_pair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
-
-    copy_async_wait_all_but_newest();  // this tile's values have arrived
-    fence_copies_for_tensor_cores();
-    __syncthreads();
-    // o += p v: per 64-column panel of v, BN / 16 steps of 16 keys (rows:
-    // 16 rows of 128 bytes = 2048 bytes a step).
+    for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(s, kk, a[kk]);
+  };
+  // o += p v: per 64-column panel of v, BN / 16 steps of 16 keys (16 rows of
+  // 128 bytes = 2048 bytes a step).
+  auto values_pass = [&](const T* values) {
     warpgroup_fence();
 #pragma unroll
     for (int p = 0; p < D / 64; ++p) {
@@ -1034,10 +1028,11 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
     warpgroup_commit();
     warpgroup_wait_all();
-    __syncthreads();  // every warp is done with the values and these keys before refills
-    n0 = n1;
-  }
-  copy_async_wait_all();
+  };
+  // two key buffers and one value buffer after q, as the mma.sync forward at head_dim 128
+  const KeysValueBuffers<T, D, BN> kv{tile_q + BM * D};
+  walk_key_tiles_one_value_buffer<T, D, BN, true>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
+                                                  values_pass);
   r.template finish<T, D>(out, lse, geo, b, head, reinterpret_cast<const float(&)[D / 8][4]>(acc_o),
                           t4);
 }
