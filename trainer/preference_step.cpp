@@ -63,20 +63,17 @@ std::vector<int64_t> loss_positions(const data::PreferenceBatch& batch, int64_t 
   return kept;
 }
 
-at::Tensor gather_to_device(const std::vector<int64_t>& field, const std::vector<int64_t>& at,
-                            const c10::Device& device) {
-  at::Tensor out = at::empty({static_cast<int64_t>(at.size())}, at::kLong);
-  int64_t* o = out.data_ptr<int64_t>();
-  for (size_t i = 0; i < at.size(); ++i) o[i] = field[static_cast<size_t>(at[i])];
-  return out.to(device);
+// A host vector as an int64 CPU tensor of its own (from_blob does not copy:
+// clone before the vector can go away).
+at::Tensor on_host(const std::vector<int64_t>& field) {
+  return torch::from_blob(const_cast<int64_t*>(field.data()), {static_cast<int64_t>(field.size())},
+                          at::kLong)
+      .clone();
 }
 
 at::Tensor to_device(const std::vector<int64_t>& field, int64_t rows, int64_t seq_len,
                      const c10::Device& device) {
-  // from_blob does not copy: clone before the vector can go away
-  return torch::from_blob(const_cast<int64_t*>(field.data()), {rows, seq_len}, at::kLong)
-      .clone()
-      .to(device);
+  return on_host(field).view({rows, seq_len}).to(device);
 }
 
 DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& device,
@@ -90,18 +87,16 @@ DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& dev
   if (batch.rows_share_sequences) {
     d.documents = to_device(batch.document_ids, batch.rows, batch.seq_len, device);
   }
+  at::Tensor labels = on_host(batch.labels), sequence = on_host(batch.sequence);
   const std::vector<int64_t> kept = loss_positions(batch, ignore_index);
-  if (kept.size() == batch.labels.size()) {
-    d.labels = to_device(batch.labels, batch.rows, batch.seq_len, device).flatten();
-    d.sequence = to_device(batch.sequence, batch.rows, batch.seq_len, device).flatten();
-  } else {
-    d.labels = gather_to_device(batch.labels, kept, device);
-    d.sequence = gather_to_device(batch.sequence, kept, device);
-    d.loss_rows = torch::from_blob(const_cast<int64_t*>(kept.data()),
-                                   {static_cast<int64_t>(kept.size())}, at::kLong)
-                      .clone()
-                      .to(device);
+  if (kept.size() < batch.labels.size()) {
+    const at::Tensor rows = on_host(kept);
+    labels = labels.index_select(0, rows);
+    sequence = sequence.index_select(0, rows);
+    d.loss_rows = rows.to(device);
   }
+  d.labels = labels.to(device);
+  d.sequence = sequence.to(device);
   return d;
 }
 
