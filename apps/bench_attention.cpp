@@ -5,7 +5,7 @@
 //   liger      kernels/cuda/attention.cu (cuda::flash_attention), as the trainer runs it
 //   liger rows16, liger rows32  the same with 16 / 32 query rows per warp forced in the
 //              forward and dq (head_dim <= 128; the default picks per kernel)
-//   liger wgmma  the same with the forward on warpgroup MMA (head_dim <= 128)
+//   liger wgmma  the same with the forward and backward on warpgroup MMA (head_dim <= 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -201,7 +201,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                          return kernels::cuda::flash_attention(a, b, c, o);
                        }});
-      // forward and dq with 16, then 32 query rows per warp; the forward on wgmma (set below)
+      // forward and dq with 16, then 32 query rows per warp; both passes on wgmma (set below)
       if (s.head_dim <= 128) {
         for (const char* forced : {"liger rows16", "liger rows32", "liger wgmma"}) {
           impls.push_back({forced, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
@@ -225,15 +225,21 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         const int row_tiles = kernels::cuda::set_attention_row_tiles(name == "liger rows32"   ? 2
                                                                      : name == "liger rows16" ? 1
                                                                                               : 0);
-        // "liger wgmma": the forward on warpgroup MMA
-        const bool wgmma = kernels::cuda::set_attention_forward_wgmma(name == "liger wgmma");
+        // "liger wgmma": the forward and the backward on warpgroup MMA
+        const bool wgmma_forward =
+            kernels::cuda::set_attention_forward_wgmma(name == "liger wgmma");
+        const bool wgmma_backward =
+            kernels::cuda::set_attention_backward_wgmma(name == "liger wgmma");
+        const auto restore = [&] {
+          kernels::cuda::set_attention_row_tiles(row_tiles);
+          kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
+          kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
+        };
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);
-          kernels::cuda::set_attention_row_tiles(row_tiles);
-          kernels::cuda::set_attention_forward_wgmma(wgmma);
+          restore();
         } catch (const std::exception& e) {
-          kernels::cuda::set_attention_row_tiles(row_tiles);
-          kernels::cuda::set_attention_forward_wgmma(wgmma);
+          restore();
           std::cout << s.name << " " << var.name << " " << name << ": not run ("
                     << std::string(e.what()).substr(0, 120) << ")\n";
           continue;

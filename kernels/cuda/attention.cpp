@@ -185,6 +185,10 @@ bool set_attention_forward_wgmma(bool on) {
   return launch::set_attention_forward_wgmma(on);
 }
 
+bool set_attention_backward_wgmma(bool on) {
+  return launch::set_attention_backward_wgmma(on);
+}
+
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& options) {
   checks::attention_args(q, k, v, options);

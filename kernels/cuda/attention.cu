@@ -161,12 +161,6 @@ __device__ __forceinline__ void load_tile(T* tile, const T* matrix, int64_t firs
 }
 
 // Keys [first, first + R) of k and v into their tiles (rows past rows_total: zeros).
-template <typename T, int D, int R>
-__device__ __forceinline__ void load_key_tile(T* tile_k, T* tile_v, const T* k, const T* v,
-                                              int64_t first, int64_t rows_total, int64_t stride) {
-  load_tile<T, D, R>(tile_k, k, first, rows_total, stride);
-  load_tile<T, D, R>(tile_v, v, first, rows_total, stride);
-}
 
 // Tiles for wgmma: [R, D] as D / 64 panels of [R, 64], each row of a panel
 // 128 bytes with its 16-byte chunks at chunk ^ (row % 8) (the 128-byte
@@ -195,6 +189,36 @@ __device__ __forceinline__ void load_panels(T* tile, const T* matrix, int64_t fi
 // cores' (asynchronous proxy) reads; a barrier then publishes every thread's.
 __device__ __forceinline__ void fence_copies_for_tensor_cores() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Rows of a matrix into a tile of either layout: kPanels, the warpgroup-MMA
+// panels (load_panels); else the mma.sync layout (load_tile).
+template <typename T, int D, int R, bool kPanels>
+__device__ __forceinline__ void load_rows(T* tile, const T* matrix, int64_t first,
+                                          int64_t rows_total, int64_t stride) {
+  if constexpr (kPanels) {
+    load_panels<T, D, R>(tile, matrix, first, rows_total, stride);
+  } else {
+    load_tile<T, D, R>(tile, matrix, first, rows_total, stride);
+  }
+}
+
+// This thread's landed copies made visible to every thread (a barrier) and,
+// for panel tiles, to the tensor cores' asynchronous-proxy reads first.
+template <bool kPanels>
+__device__ __forceinline__ void publish_copies() {
+  if constexpr (kPanels) fence_copies_for_tensor_cores();
+  __syncthreads();
+}
+
+// The block's first tile in dynamic shared memory: for panel tiles at a
+// 1024-byte boundary (the 128-byte swizzle's period; their launchers add
+// 1 KiB of slack), else at the start.
+template <typename T, bool kPanels>
+__device__ __forceinline__ T* first_tile(unsigned char* bytes) {
+  if constexpr (!kPanels) return reinterpret_cast<T*>(bytes);
+  const uint32_t raw = shared_address(bytes);
+  return reinterpret_cast<T*>(bytes + (((raw + 1023) & ~1023u) - raw));
 }
 
 // The fragment address of lane l for an A operand (16 x 16 at row0, col0) or
@@ -379,22 +403,25 @@ struct KeyValueBuffers {
 // tile's copy running while body(n0, keys, values, visibility) computes on
 // this one; the query tile's copies, committed before, arrive with the first
 // tile. Returns when every copy has landed (also when no tile was walked).
-template <typename T, int D, int BN, typename Body>
+// kPanels: the tiles in the warpgroup-MMA layout (load_rows, publish_copies).
+template <typename T, int D, int BN, bool kPanels, typename Body>
 __device__ __forceinline__ void walk_key_tiles(const KeyTileWalk<BN>& walk,
                                                const KeyValueBuffers<T, D, BN>& kv, const T* k,
                                                const T* v, int64_t tk, int64_t stride,
                                                Body&& body) {
+  auto load = [&](int buf, int first) {  // keys [first, first + BN) of k and v
+    load_rows<T, D, BN, kPanels>(kv.keys(buf), k, first, tk, stride);
+    load_rows<T, D, BN, kPanels>(kv.values(buf), v, first, tk, stride);
+  };
   int n0 = walk.first_tile();
-  if (n0 < walk.end) load_key_tile<T, D, BN>(kv.keys(0), kv.values(0), k, v, n0, tk, stride);
+  if (n0 < walk.end) load(0, n0);
   copy_async_commit();
   for (int buf = 0; n0 < walk.end; buf ^= 1) {
     const int n1 = walk.next(n0 + BN);
-    if (n1 < walk.end) {  // prefetch into the other buffer (its readers passed the last barrier)
-      load_key_tile<T, D, BN>(kv.keys(buf ^ 1), kv.values(buf ^ 1), k, v, n1, tk, stride);
-    }
+    if (n1 < walk.end) load(buf ^ 1, n1);  // the other buffer's readers passed the last barrier
     copy_async_commit();
     copy_async_wait_all_but_newest();  // the queries and this tile have arrived
-    __syncthreads();
+    publish_copies<kPanels>();
     body(n0, kv.keys(buf), kv.values(buf), walk.visibility(n0));
     __syncthreads();  // every warp is done with this buffer before it is refilled
     n0 = n1;
@@ -423,15 +450,7 @@ __device__ __forceinline__ void walk_key_tiles_one_value_buffer(
     const KeyTileWalk<BN>& walk, const KeysValueBuffers<T, D, BN>& kv, const T* k, const T* v,
     int64_t tk, int64_t stride, Scores&& scores, ValuesPass&& values_pass) {
   auto load = [&](T* tile, const T* matrix, int first) {
-    if constexpr (kPanels) {
-      load_panels<T, D, BN>(tile, matrix, first, tk, stride);
-    } else {
-      load_tile<T, D, BN>(tile, matrix, first, tk, stride);
-    }
-  };
-  auto publish = [] {  // this thread's landed copies to every thread (and the tensor cores)
-    if constexpr (kPanels) fence_copies_for_tensor_cores();
-    __syncthreads();
+    load_rows<T, D, BN, kPanels>(tile, matrix, first, tk, stride);
   };
   int n0 = walk.first_tile();
   if (n0 < walk.end) load(kv.keys(0), k, n0);
@@ -443,10 +462,10 @@ __device__ __forceinline__ void walk_key_tiles_one_value_buffer(
     if (n1 < walk.end) load(kv.keys(buf ^ 1), k, n1);
     copy_async_commit();
     copy_async_wait_all_but_newest_two();  // the queries and this tile's keys have arrived
-    publish();
+    publish_copies<kPanels>();
     scores(n0, kv.keys(buf), walk.visibility(n0));
     copy_async_wait_all_but_newest();  // this tile's values have arrived
-    publish();
+    publish_copies<kPanels>();
     values_pass(kv.values());
     __syncthreads();  // every warp is done with the values and these keys before refills
     n0 = n1;
@@ -837,11 +856,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   } else {
     // Two K/V buffers: the next tile's copy runs while this one is computed.
     const KeyValueBuffers<T, D, BN> kv{tile_q + BM * D};
-    walk_key_tiles<T, D, BN>(walk, kv, k_b, v_b, geo.tk, k_stride,
-                             [&](int n0, const T* keys, const T* values, TileVisibility vis) {
-                               scores(n0, keys, vis);
-                               values_pass(values);
-                             });
+    walk_key_tiles<T, D, BN, false>(
+        walk, kv, k_b, v_b, geo.tk, k_stride,
+        [&](int n0, const T* keys, const T* values, TileVisibility vis) {
+          scores(n0, keys, vis);
+          values_pass(values);
+        });
   }
 
 #pragma unroll
@@ -952,6 +972,80 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32
 }
 #endif
 
+// The products of a 64-row tile on warpgroup MMA, for head_dim 64 and 128
+// and tiles in the panel layout. The accumulators are the mma.sync
+// products' (a warp's rows 16 w + g and 16 w + g + 8, n8 tile j at [j]), so
+// the kernels' softmax, masks and stores serve both.
+//   wgmma_abt:       acc[64 x 64] += A B^T, A and B [64, D] (K-major: rows
+//                    of D), in D / 16 steps of 16 columns (a step's start
+//                    moves 32 bytes within a panel; the swizzle applies to
+//                    the address bits);
+//   wgmma_fragments: acc[64 x D] += P M, P [64 x 64] as the A fragments of
+//                    its 4 k steps, M [64, D] read MN-major (transposed), per
+//                    64-column panel 4 steps of 16 rows (2048 bytes a step);
+//   wgmma_pm:        the same with P from accumulators, rounded to T (cast).
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, const T* tile_b) {
+  warpgroup_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int at = (kk / 4) * 64 * 64 + (kk % 4) * 16;  // elements: panel, then 16 columns
+    wgmma_ss_m64n64k16<T>(acc, swizzled_descriptor(tile_a + at), swizzled_descriptor(tile_b + at),
+                          1);
+  }
+  warpgroup_commit();
+  warpgroup_wait_all();
+}
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], const uint32_t (&a)[4][4],
+                                                const T* tile) {
+  // the accumulator as D / 64 panels of 8 n8 tiles (panel p's tiles at 8 p ..)
+  auto& panels = reinterpret_cast<float(&)[D / 64][8][4]>(acc);
+  warpgroup_fence();
+#pragma unroll
+  for (int p = 0; p < D / 64; ++p) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      wgmma_rs_m64n64k16<T>(panels[p], a[kk],
+                            swizzled_descriptor(tile + p * 64 * 64 + kk * 16 * 64));
+    }
+  }
+  warpgroup_commit();
+  warpgroup_wait_all();
+}
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_pm(float (&acc)[D / 8][4], const float (&p)[8][4],
+                                         const T* tile) {
+  uint32_t a[4][4];
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) pack_a_fragment<T>(p, kk, a[kk]);
+  wgmma_fragments<T, D>(acc, a, tile);
+}
+
+// The backward kernels' products of one tile on either path: kWgmma, the
+// warpgroup's (N = 8, the tiles' 64 rows; row0 is then the warp's own 16
+// w), else this warp's mma.sync products (product_abt, product_pm).
+template <typename T, int D, int N, bool kWgmma>
+__device__ __forceinline__ void tile_abt(float (&acc)[N][4], const T* tile_a, int row0,
+                                         const T* tile_b, int lane) {
+  if constexpr (kWgmma) {
+    static_assert(N == 8, "warpgroup products: tiles of 64 rows");
+    wgmma_abt<T, D>(acc, tile_a, tile_b);
+  } else {
+    product_abt<T, D, N>(acc, tile_a, row0, tile_b, lane);
+  }
+}
+template <typename T, int D, int N, bool kWgmma>
+__device__ __forceinline__ void tile_pm(float (&acc)[D / 8][4], const float (&p)[N][4],
+                                        const T* tile, int lane) {
+  if constexpr (kWgmma) {
+    static_assert(N == 8, "warpgroup products: tiles of 64 rows");
+    wgmma_pm<T, D>(acc, p, tile);
+  } else {
+    product_pm<T, D, N>(acc, p, tile, lane);
+  }
+}
+
 // At most 168 registers: 3 blocks share an SM (64 KiB of shared memory each at head_dim 128).
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 3)
@@ -962,10 +1056,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   static_assert(D == 64 || D == 128, "wgmma forward: head_dim 64 or 128");
   constexpr int BM = 64, BN = 64;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
-  // The tiles start at a 1024-byte boundary (the swizzle's period): the
-  // launcher adds 1 KiB of slack.
-  const uint32_t raw = shared_address(shared_bytes);
-  T* tile_q = reinterpret_cast<T*>(shared_bytes + (((raw + 1023) & ~1023u) - raw));
+  T* tile_q = first_tile<T, true>(shared_bytes);
 
   const QueryBlock<D> blk(geo, BM);
   const int m0 = blk.m0, head = blk.head;
@@ -985,56 +1076,32 @@ __global__ void __launch_bounds__(kThreads, 3)
   r.start();
   const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, m0, BM, geo.tq);
 
-  float acc_o[D / 64][8][4];  // 64 columns of head_dim per wgmma
-#pragma unroll
-  for (int p = 0; p < D / 64; ++p) zero(acc_o[p]);
+  float acc_o[D / 8][4];
+  zero(acc_o);
 
-  // One tile: s = q k^T (D / 16 steps of 16 columns; a step's start moves 32
-  // bytes within a panel, the swizzle applying to the address bits), the
-  // online softmax, then p rounded to T (cast) as the A fragments of o += p v.
+  // One tile: s = q k^T, the online softmax, then p rounded to T (cast) as
+  // the A fragments of o += p v.
   uint32_t a[BN / 16][4];
   auto scores = [&](int n0, const T* keys, TileVisibility vis) {
     float s[BN / 8][4];
-    warpgroup_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const int at = (kk / 4) * BM * 64 + (kk % 4) * 16;  // elements: panel, then 16 columns
-      wgmma_ss_m64n64k16<T>(s, swizzled_descriptor(tile_q + at), swizzled_descriptor(keys + at),
-                            kk > 0 ? 1 : 0);
-    }
-    warpgroup_commit();
-    warpgroup_wait_all();
+    zero(s);
+    wgmma_abt<T, D>(s, tile_q, keys);
 
     score.to_base2(s);
     if (!vis.full) mask_scores(s, mask, r, n0, t4);
     float rescale_lo, rescale_hi;
     r.step(s, rescale_lo, rescale_hi);
-    // the output's panels as one [D / 8][4] accumulator (panel p's n8 tiles at 8 p ..)
-    rescale_rows(reinterpret_cast<float(&)[D / 8][4]>(acc_o), rescale_lo, rescale_hi);
+    rescale_rows(acc_o, rescale_lo, rescale_hi);
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(s, kk, a[kk]);
   };
-  // o += p v: per 64-column panel of v, BN / 16 steps of 16 keys (16 rows of
-  // 128 bytes = 2048 bytes a step).
-  auto values_pass = [&](const T* values) {
-    warpgroup_fence();
-#pragma unroll
-    for (int p = 0; p < D / 64; ++p) {
-#pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) {
-        wgmma_rs_m64n64k16<T>(acc_o[p], a[kk],
-                              swizzled_descriptor(values + p * BN * 64 + kk * 16 * 64));
-      }
-    }
-    warpgroup_commit();
-    warpgroup_wait_all();
-  };
+  // o += p v
+  auto values_pass = [&](const T* values) { wgmma_fragments<T, D>(acc_o, a, values); };
   // two key buffers and one value buffer after q, as the mma.sync forward at head_dim 128
   const KeysValueBuffers<T, D, BN> kv{tile_q + BM * D};
   walk_key_tiles_one_value_buffer<T, D, BN, true>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
                                                   values_pass);
-  r.template finish<T, D>(out, lse, geo, b, head, reinterpret_cast<const float(&)[D / 8][4]>(acc_o),
-                          t4);
+  r.template finish<T, D>(out, lse, geo, b, head, acc_o, t4);
 }
 
 // ---------------------------------------------------------------------------
@@ -1066,20 +1133,23 @@ __global__ void attention_delta_kernel(const T* __restrict__ out, const T* __res
 
 // dq: one block per (query tile, query head, batch row), walking the key
 // tiles the queries see. dq = sum over tiles of ds k * scale. Each warp owns
-// MT tiles of 16 query rows (BM = 64 MT), as in the forward.
+// MT tiles of 16 query rows (BM = 64 MT), as in the forward. kWgmma: the
+// products on warpgroup MMA (MT = 1, tiles of 64, head_dim 64 or 128, the
+// tiles in the panel layout), the rest unchanged.
 struct DqRowPair : QueryRowPair {
   float lse2_lo, lse2_hi, delta_lo, delta_hi;  // their log-sum-exp (base 2) and delta
 };
 
-template <typename T, int D, int BM, int BN, int MT>
+template <typename T, int D, int BM, int BN, int MT, bool kWgmma>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ d_out, const float* __restrict__ lse,
                         const float* __restrict__ delta, T* __restrict__ dq, Geometry geo,
                         Mask mask, ScoreTransform score) {
   static_assert(BM == 16 * MT * (kThreads / 32), "each warp owns MT tiles of 16 query rows");
+  static_assert(!kWgmma || (MT == 1 && BN == 64 && D <= 128), "warpgroup dq: 64 x 64 tiles");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
-  T* tile_q = reinterpret_cast<T*>(shared_bytes);
+  T* tile_q = first_tile<T, kWgmma>(shared_bytes);
   T* tile_do = tile_q + BM * D;
   const KeyValueBuffers<T, D, BN> kv{tile_do + BM * D};  // two buffers, as forward
 
@@ -1094,8 +1164,8 @@ __global__ void __launch_bounds__(kThreads)
   const T* v_b = blk.key_rows(v, geo);
   mask.select_batch_row(b);
 
-  load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
-  load_tile<T, D, BM>(tile_do, do_b, m0, geo.tq, q_stride);
+  load_rows<T, D, BM, kWgmma>(tile_q, q_b, m0, geo.tq, q_stride);
+  load_rows<T, D, BM, kWgmma>(tile_do, do_b, m0, geo.tq, q_stride);
   copy_async_commit();
 
   const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
@@ -1118,7 +1188,7 @@ __global__ void __launch_bounds__(kThreads)
   float acc_dq[MT][D / 8][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_dq[m]);
-  walk_key_tiles<T, D, BN>(
+  walk_key_tiles<T, D, BN, kWgmma>(
       walk, kv, k_b, v_b, geo.tk, k_stride,
       [&](int n0, const T* keys, const T* values, TileVisibility vis) {
         float p[MT][BN / 8][4], dp[MT][BN / 8][4];
@@ -1127,8 +1197,13 @@ __global__ void __launch_bounds__(kThreads)
           zero(p[m]);
           zero(dp[m]);
         }
-        product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, keys, lane);
-        product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, values, lane);
+        if constexpr (kWgmma) {
+          wgmma_abt<T, D>(p[0], tile_q, keys);
+          wgmma_abt<T, D>(dp[0], tile_do, values);
+        } else {
+          product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, keys, lane);
+          product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, values, lane);
+        }
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           const DqRowPair& r = rows[m];
@@ -1161,7 +1236,11 @@ __global__ void __launch_bounds__(kThreads)
             }
           }
         }
-        product_pm_rows<T, D, BN / 8, MT>(acc_dq, p, keys, lane);
+        if constexpr (kWgmma) {
+          wgmma_pm<T, D>(acc_dq[0], p[0], keys);
+        } else {
+          product_pm_rows<T, D, BN / 8, MT>(acc_dq, p, keys, lane);
+        }
       });
 
 #pragma unroll
@@ -1175,17 +1254,20 @@ __global__ void __launch_bounds__(kThreads)
 // see its keys. Computed transposed (rows = keys): s^T = k q^T, dp^T = v d_out^T,
 //   dv += p^T d_out,  dk += ds^T q * scale.
 // kWant: 1 = dv only, 2 = dk only, 3 = both (head_dim 256 runs 1 and 2
-// separately to keep the accumulators in registers).
-template <typename T, int D, int BM, int BN, int kWant>
+// separately to keep the accumulators in registers). kWgmma: the products
+// on warpgroup MMA (tiles of 64, head_dim 64 or 128, in the panel layout);
+// a warp's rows of the 64 are still its 16 keys.
+template <typename T, int D, int BM, int BN, int kWant, bool kWgmma>
 __global__ void __launch_bounds__(kThreads)
     attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                           const T* __restrict__ d_out, const float* __restrict__ lse,
                           const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
                           Geometry geo, Mask mask, ScoreTransform score) {
   static_assert(BN == 16 * (kThreads / 32), "one warp per 16 keys");
+  static_assert(!kWgmma || (BM == 64 && D <= 128), "warpgroup dk/dv: 64 x 64 tiles");
   constexpr bool kDv = (kWant & 1) != 0, kDk = (kWant & 2) != 0;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
-  T* tile_k = reinterpret_cast<T*>(shared_bytes);
+  T* tile_k = first_tile<T, kWgmma>(shared_bytes);
   T* tile_v = tile_k + BN * D;
   // Two buffers of the query-side tiles: the next one is copied while this
   // one is computed. Buffer `buf` of each from arithmetic on buf (an array
@@ -1208,8 +1290,8 @@ __global__ void __launch_bounds__(kThreads)
   const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
   const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
   mask.select_batch_row(b);
-  load_tile<T, D, BN>(tile_k, k_b, n0, geo.tk, k_stride);
-  load_tile<T, D, BN>(tile_v, v_b, n0, geo.tk, k_stride);
+  load_rows<T, D, BN, kWgmma>(tile_k, k_b, n0, geo.tk, k_stride);
+  load_rows<T, D, BN, kWgmma>(tile_v, v_b, n0, geo.tk, k_stride);
   copy_async_commit();
 
   // This thread's two keys (rows g and g + 8 of its warp's 16).
@@ -1253,10 +1335,10 @@ __global__ void __launch_bounds__(kThreads)
   // rows' lse (base 2), delta and document ids by plain loads.
   auto load_query_tile = [&](QueryTile t, int buf) {
     const int head = head_k * geo.groups + t.group;
-    load_tile<T, D, BM>(tile_q(buf), q + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
-                        q_stride);
-    load_tile<T, D, BM>(tile_do(buf), d_out + (b * geo.tq * geo.heads_q + head) * D, t.m0, geo.tq,
-                        q_stride);
+    load_rows<T, D, BM, kWgmma>(tile_q(buf), q + (b * geo.tq * geo.heads_q + head) * D, t.m0,
+                                geo.tq, q_stride);
+    load_rows<T, D, BM, kWgmma>(tile_do(buf), d_out + (b * geo.tq * geo.heads_q + head) * D, t.m0,
+                                geo.tq, q_stride);
     const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
     const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
     for (int i = threadIdx.x; i < BM; i += kThreads) {
@@ -1276,7 +1358,7 @@ __global__ void __launch_bounds__(kThreads)
     if (following.group < geo.groups) load_query_tile(following, buf ^ 1);
     copy_async_commit();
     copy_async_wait_all_but_newest();  // k, v and this tile have arrived
-    __syncthreads();
+    publish_copies<kWgmma>();
     const int m0 = tile.m0;
     const int q_first = m0 + mask.offset;
     const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
@@ -1288,7 +1370,7 @@ __global__ void __launch_bounds__(kThreads)
     // p^T [16 keys x BM queries] per warp; a thread's elements e < 2 are key_lo's
     float p[BM / 8][4];
     zero(p);
-    product_abt<T, D, BM / 8>(p, tile_k, warp * 16, tile_q(buf), lane);
+    tile_abt<T, D, BM / 8, kWgmma>(p, tile_k, warp * 16, tile_q(buf), lane);
     score.to_base2(p);
     if (!vis.full) {
 #pragma unroll
@@ -1312,11 +1394,11 @@ __global__ void __launch_bounds__(kThreads)
       p[j][2] = exp2_fast(p[j][2] - lse2.x);
       p[j][3] = exp2_fast(p[j][3] - lse2.y);
     }
-    if constexpr (kDv) product_pm<T, D, BM / 8>(acc_dv, p, tile_do(buf), lane);
+    if constexpr (kDv) tile_pm<T, D, BM / 8, kWgmma>(acc_dv, p, tile_do(buf), lane);
     if constexpr (kDk) {
       float dp[BM / 8][4];
       zero(dp);
-      product_abt<T, D, BM / 8>(dp, tile_v, warp * 16, tile_do(buf), lane);
+      tile_abt<T, D, BM / 8, kWgmma>(dp, tile_v, warp * 16, tile_do(buf), lane);
       if (score.softcap > 0.f) {
 #pragma unroll
         for (int j = 0; j < BM / 8; ++j) {
@@ -1341,7 +1423,7 @@ __global__ void __launch_bounds__(kThreads)
           p[j][3] *= dp[j][3] - delta2.y;
         }
       }
-      product_pm<T, D, BM / 8>(acc_dk, p, tile_q(buf), lane);
+      tile_pm<T, D, BM / 8, kWgmma>(acc_dk, p, tile_q(buf), lane);
     }
     __syncthreads();  // every warp is done with this buffer before it is refilled
     tile = following;
@@ -1518,20 +1600,27 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   return forward_with_row_tiles<T, D, 1>(a, stream);
 }
 
-template <typename T, int D, int kWant>
+// The backward's products on warpgroup MMA instead (set_attention_backward_wgmma).
+std::atomic<bool> backward_wgmma{false};
+
+// kWgmma: queries in tiles of 64, the tiles in the panel layout (1 KiB of
+// slack to align them to 1024 bytes).
+template <typename T, int D, int kWant, bool kWgmma>
 cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
-  constexpr int BM = Tiles<D>::kBackwardQueries, BN = 64;
+  constexpr int BM = kWgmma ? 64 : Tiles<D>::kBackwardQueries, BN = 64;
   const size_t bytes =
       static_cast<size_t>(2 * BN + 4 * BM) * D * sizeof(T) +  // k, v, 2 x (q, d_out)
-      2 * BM * (2 * sizeof(float) + sizeof(int64_t));         // 2 x (lse, delta, documents)
-  return launch_tiles(
-      attention_dkdv_kernel<T, D, BM, BN, kWant>, tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes,
-      stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
-      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dk), static_cast<T*>(g.dv),
-      geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
+      2 * BM * (2 * sizeof(float) + sizeof(int64_t)) +        // 2 x (lse, delta, documents)
+      (kWgmma ? 1024 : 0);
+  return launch_tiles(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma>,
+                      tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream,
+                      static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                      static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
+                      static_cast<T*>(g.dk), static_cast<T*>(g.dv), geometry_of(a), mask_of(a),
+                      score_transform(a.scale, a.softcap));
 }
 
-template <typename T, int D, int MT>
+template <typename T, int D, int MT, bool kWgmma>
 cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
                               cudaStream_t stream) {
   // Two row tiles take key tiles of 32: the scores and their gradients of 64
@@ -1539,12 +1628,13 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
   constexpr int BM = 16 * MT * (kThreads / 32);
   constexpr int BN = MT == 2 ? 32 : Tiles<D>::kKeys;
   const size_t bytes =
-      static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T);  // q, d_out, 2 x (k, v)
+      static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T) +  // q, d_out, 2 x (k, v)
+      (kWgmma ? 1024 : 0);
   return launch_tiles(
-      attention_dq_kernel<T, D, BM, BN, MT>, tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes,
-      stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
-      static_cast<const T*>(g.d_out), a.lse, g.delta, static_cast<T*>(g.dq), geometry_of(a),
-      mask_of(a), score_transform(a.scale, a.softcap));
+      attention_dq_kernel<T, D, BM, BN, MT, kWgmma>, tiles_grid(a.tq, BM, a.heads_q, a.batch),
+      bytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+      static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
+      static_cast<T*>(g.dq), geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
 }
 
 template <typename T, int D>
@@ -1557,18 +1647,22 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
   if (err != cudaSuccess) return err;
 
   if constexpr (D == 256) {  // dv, then dk: one accumulator each
-    err = dkdv_for<T, D, 1>(a, g, stream);
-    if (err == cudaSuccess) err = dkdv_for<T, D, 2>(a, g, stream);
+    err = dkdv_for<T, D, 1, false>(a, g, stream);
+    if (err == cudaSuccess) err = dkdv_for<T, D, 2, false>(a, g, stream);
+    if (err != cudaSuccess) return err;
+    return dq_with_row_tiles<T, D, 1, false>(a, g, stream);
   } else {
-    err = dkdv_for<T, D, 3>(a, g, stream);
+    if (backward_wgmma.load()) {
+      err = dkdv_for<T, D, 3, true>(a, g, stream);
+      if (err != cudaSuccess) return err;
+      return dq_with_row_tiles<T, D, 1, true>(a, g, stream);
+    }
+    err = dkdv_for<T, D, 3, false>(a, g, stream);
+    if (err != cudaSuccess) return err;
+    // Two row tiles in dq only at head_dim 64: at 128 the doubled accumulators spill.
+    if (D == 64 && row_tiles.load() == 2) return dq_with_row_tiles<T, D, 2, false>(a, g, stream);
+    return dq_with_row_tiles<T, D, 1, false>(a, g, stream);
   }
-  if (err != cudaSuccess) return err;
-
-  // Two row tiles in dq only at head_dim 64: at 128 the doubled accumulators spill.
-  if constexpr (D == 64) {
-    if (row_tiles.load() == 2) return dq_with_row_tiles<T, D, 2>(a, g, stream);
-  }
-  return dq_with_row_tiles<T, D, 1>(a, g, stream);
 }
 
 template <typename T>
@@ -1600,6 +1694,10 @@ int set_attention_row_tiles(int tiles) {
 
 bool set_attention_forward_wgmma(bool on) {
   return forward_wgmma.exchange(on);
+}
+
+bool set_attention_backward_wgmma(bool on) {
+  return backward_wgmma.exchange(on);
 }
 
 bool attention_supported(int64_t head_dim, DType dtype) {

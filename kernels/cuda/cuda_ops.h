@@ -95,6 +95,9 @@ int set_attention_row_tiles(int tiles);
 // The flash forward on warpgroup MMA (launch::set_attention_forward_wgmma):
 // for tests and liger-bench. Returns the previous setting.
 bool set_attention_forward_wgmma(bool on);
+// The flash backward's products on warpgroup MMA
+// (launch::set_attention_backward_wgmma): for tests and liger-bench.
+bool set_attention_backward_wgmma(bool on);
 // One line per attention variant seen since the last call: which path served it.
 std::vector<std::string> take_attention_notes();
 

@@ -411,6 +411,10 @@ int set_attention_row_tiles(int tiles);
 // instead of mma.sync: off by default until measured faster. Process-wide,
 // for tests and benchmarks; returns the previous setting.
 bool set_attention_forward_wgmma(bool on);
+// The backward's dq and dk/dv products at head_dim 64 and 128 on warpgroup
+// MMA likewise (tiles of 64 queries and 64 keys): off by default until
+// measured faster. Process-wide, for tests and benchmarks; returns the previous setting.
+bool set_attention_backward_wgmma(bool on);
 
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32
 // workspace [B, Hq, Tq]), then one kernel over key tiles for dk and dv

@@ -70,15 +70,26 @@ class RowTiles {
   int previous_;
 };
 
-// Runs the forward on warpgroup MMA for a scope.
-class ForwardWgmma {
+// Runs the forward or the backward on warpgroup MMA for a scope.
+class Wgmma {
  public:
-  ForwardWgmma() : previous_(cuda::set_attention_forward_wgmma(true)) {}
-  ~ForwardWgmma() { cuda::set_attention_forward_wgmma(previous_); }
-  ForwardWgmma(const ForwardWgmma&) = delete;
-  ForwardWgmma& operator=(const ForwardWgmma&) = delete;
+  enum Pass { forward, backward };
+  explicit Wgmma(Pass pass)
+      : pass_(pass),
+        previous_(pass == forward ? cuda::set_attention_forward_wgmma(true)
+                                  : cuda::set_attention_backward_wgmma(true)) {}
+  ~Wgmma() {
+    if (pass_ == forward) {
+      cuda::set_attention_forward_wgmma(previous_);
+    } else {
+      cuda::set_attention_backward_wgmma(previous_);
+    }
+  }
+  Wgmma(const Wgmma&) = delete;
+  Wgmma& operator=(const Wgmma&) = delete;
 
  private:
+  Pass pass_;
   bool previous_;
 };
 
@@ -105,12 +116,16 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
                      reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
                      kGrad);
   }
-  // The forward on warpgroup MMA (head_dim 64 and 128; the backward is the same).
+  // The forward, then the backward, on warpgroup MMA (head_dim 64 and 128;
+  // the other pass on mma.sync).
   if (s.head_dim <= 128) {
-    const ForwardWgmma use;
-    compare_backends(
-        what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) + ", wgmma forward",
-        reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+    for (const Wgmma::Pass pass : {Wgmma::forward, Wgmma::backward}) {
+      const Wgmma use(pass);
+      compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) +
+                           (pass == Wgmma::forward ? ", wgmma forward" : ", wgmma backward"),
+                       reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32,
+                       kOut, kGrad);
+    }
   }
 }
 
