@@ -984,8 +984,30 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32
 //                    its 4 k steps, M [64, D] read MN-major (transposed), per
 //                    64-column panel 4 steps of 16 rows (2048 bytes a step);
 //   wgmma_pm:        the same with P from accumulators, rounded to T (cast).
+// An empty asm that reads and writes each register: the compiler keeps every
+// instruction on them before it and every use after it in place, so the
+// warpgroup fence orders the accumulators' and fragments' last writes
+// before the wgmma, and their reads after the wait.
+template <int N>
+__device__ __forceinline__ void pin_registers(float (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[i][e])::"memory");
+  }
+}
+template <int N>
+__device__ __forceinline__ void pin_registers(uint32_t (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
+  }
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, const T* tile_b) {
+  pin_registers(acc);
   warpgroup_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
@@ -995,12 +1017,15 @@ __device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, c
   }
   warpgroup_commit();
   warpgroup_wait_all();
+  pin_registers(acc);
 }
 template <typename T, int D>
-__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], const uint32_t (&a)[4][4],
+__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
                                                 const T* tile) {
   // the accumulator as D / 64 panels of 8 n8 tiles (panel p's tiles at 8 p ..)
   auto& panels = reinterpret_cast<float(&)[D / 64][8][4]>(acc);
+  pin_registers(acc);
+  pin_registers(a);
   warpgroup_fence();
 #pragma unroll
   for (int p = 0; p < D / 64; ++p) {
@@ -1012,6 +1037,7 @@ __device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], const ui
   }
   warpgroup_commit();
   warpgroup_wait_all();
+  pin_registers(acc);
 }
 template <typename T, int D>
 __device__ __forceinline__ void wgmma_pm(float (&acc)[D / 8][4], const float (&p)[8][4],
