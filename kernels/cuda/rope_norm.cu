@@ -32,8 +32,6 @@
 #include "kernels/cuda/common.cuh"
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 namespace liger::cuda_kernels {
 namespace {
@@ -318,97 +316,6 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-// The backward walking whole tokens: persistent blocks take tokens blockIdx.x,
-// blockIdx.x + gridDim.x, ...; a thread loads the token's cos/sin once and
-// its row of threads walks the token's heads (threadIdx.y, + blockDim.y, ...
-// over q, k and v, as the forward does). A row may meet q and k heads, so a
-// thread sums dw for its columns of both norm weights (in shared memory); the
-// block's rows are added in a fixed order into one partial row.
-template <typename T, typename W, int V>
-__global__ void __launch_bounds__(kBlockThreads) rope_qkv_norm_backward_tokens_kernel(
-    const T* __restrict__ dq, const T* __restrict__ dk, const T* __restrict__ dv,
-    const T* __restrict__ qkv, const W* __restrict__ q_weight, const W* __restrict__ k_weight,
-    const float* __restrict__ rstd, const float* __restrict__ cos, const float* __restrict__ sin,
-    T* __restrict__ d_qkv, float* __restrict__ dw_partials, int tokens, int64_t seq, int heads_q,
-    int heads_k, int half, int64_t cos_batch_stride, float offset) {
-  // dw per row of threads, [blockDim.y][d q_norm | d k_norm]: each thread
-  // owns its row's columns i.. and h + i.. of both halves (no other thread
-  // touches them until the final sum), so the sums need no registers.
-  extern __shared__ float red[];
-  const int i = threadIdx.x * V;
-  const int d = 2 * half;
-  const int normed = heads_q + heads_k;
-  const int heads = normed + heads_k;
-  float* mine = red + threadIdx.y * 2 * d;
-  for (int part = 0; part < 4; ++part) {
-#pragma unroll
-    for (int j = 0; j < V; ++j) mine[part * half + i + j] = 0.f;
-  }
-
-  for (int token = blockIdx.x; token < tokens; token += gridDim.x) {
-    float c1[V], c2[V], s1[V], s2[V];
-    load_tables<V>(cos, sin, token, seq, half, cos_batch_stride, i, c1, c2, s1, s2);
-    const int64_t row = static_cast<int64_t>(token) * heads;
-    // A head's threads share threadIdx.y, so they take every branch together.
-    for (int head = threadIdx.y; head < heads; head += blockDim.y) {
-      const int64_t packed = (row + head) * d;
-      float g1[V], g2[V];    // dy of this head
-      if (head >= normed) {  // v: dv copied into the packed gradient
-        const T* grad = dv + (static_cast<int64_t>(token) * heads_k + head - normed) * d;
-        load<T, V>(grad + i, g1);
-        load<T, V>(grad + half + i, g2);
-        store<T, V>(d_qkv + packed + i, g1);
-        store<T, V>(d_qkv + packed + half + i, g2);
-        continue;
-      }
-      const bool is_q = head < heads_q;
-      const T* grad = is_q ? dq + (static_cast<int64_t>(token) * heads_q + head) * d
-                           : dk + (static_cast<int64_t>(token) * heads_k + head - heads_q) * d;
-      float x1[V], x2[V], w1[V], w2[V];  // the norm's input, and w + offset
-      load<T, V>(grad + i, g1);
-      load<T, V>(grad + half + i, g2);
-      load<T, V>(qkv + packed + i, x1);
-      load<T, V>(qkv + packed + half + i, x2);
-      const float r = rstd[static_cast<int64_t>(token) * normed + head];
-      load<W, V>((is_q ? q_weight : k_weight) + i, w1);
-      load<W, V>((is_q ? q_weight : k_weight) + half + i, w2);
-
-      float du1[V], du2[V], dot = 0.f;
-#pragma unroll
-      for (int j = 0; j < V; ++j) {
-        w1[j] += offset;
-        w2[j] += offset;
-        du1[j] = g1[j] * c1[j] + g2[j] * s2[j];  // the rotation's transpose
-        du2[j] = g2[j] * c2[j] - g1[j] * s1[j];
-        x1[j] *= r;  // n = x r
-        x2[j] *= r;
-        dot += du1[j] * w1[j] * x1[j] + du2[j] * w2[j] * x2[j];
-      }
-      const float mean_gn = head_sum(dot, blockDim.x) / d;
-      float* dw = mine + (is_q ? 0 : d);
-#pragma unroll
-      for (int j = 0; j < V; ++j) {
-        dw[i + j] += du1[j] * x1[j];
-        dw[half + i + j] += du2[j] * x2[j];
-        g1[j] = r * (du1[j] * w1[j] - x1[j] * mean_gn);  // dx
-        g2[j] = r * (du2[j] * w2[j] - x2[j] * mean_gn);
-      }
-      store<T, V>(d_qkv + packed + i, g1);  // cast: dx to T
-      store<T, V>(d_qkv + packed + half + i, g2);
-    }
-  }
-  if (dw_partials == nullptr) return;  // uniform over the grid
-
-  // The rows summed per column in a fixed order: this block's partial row.
-  __syncthreads();
-  float* part = dw_partials + static_cast<int64_t>(blockIdx.x) * 2 * d;
-  for (int j = threadIdx.y * blockDim.x + threadIdx.x; j < 2 * d; j += blockDim.x * blockDim.y) {
-    float sum = 0.f;
-    for (int y = 0; y < static_cast<int>(blockDim.y); ++y) sum += red[y * 2 * d + j];
-    part[j] = sum;
-  }
-}
-
 // Elements per thread of each half (0: the kernel does not take this
 // head_dim and dtype): 8-byte vectors, or 16-byte ones when a head would
 // need more than 32 lanes of 8.
@@ -452,25 +359,6 @@ BackwardSplit backward_split(int64_t tokens, int64_t heads_q, int64_t heads_k, i
   return s;
 }
 
-// The token walk's blocks: `per_sm` per SM (at most kBackwardBlocksPerSm),
-// at most one per token, and then as few as give every block the same number
-// of tokens (to one), so the last wave is not a short one.
-int backward_blocks(int64_t tokens, int per_sm) {
-  per_sm = std::max(1, std::min(per_sm, kBackwardBlocksPerSm));
-  const int64_t budget = std::min<int64_t>(static_cast<int64_t>(sm_count()) * per_sm, tokens);
-  const int64_t per_block = (tokens + budget - 1) / budget;
-  return static_cast<int>((tokens + per_block - 1) / per_block);
-}
-
-// A/B switch while the two backward walks are compared: LIGER_ROPE_NORM_BACKWARD=items.
-bool backward_walks_items() {
-  static const bool items = [] {
-    const char* v = std::getenv("LIGER_ROPE_NORM_BACKWARD");
-    return v != nullptr && std::string(v) == "items";
-  }();
-  return items;
-}
-
 // Launches the kernels of one vector width V.
 template <int V>
 struct Launch {
@@ -491,37 +379,6 @@ struct Launch {
 
   template <typename T, typename W>
   static cudaError_t backward(const RopeQkvNormBackward& a, float* partials, cudaStream_t stream) {
-    if (backward_walks_items()) return backward_items<T, W>(a, partials, stream);
-    const int64_t tokens = a.batch * a.seq;
-    const int half = static_cast<int>(a.head_dim / 2);
-    const auto kernel = rope_qkv_norm_backward_tokens_kernel<T, W, V>;
-    const dim3 block = block_of(half / V, a.heads_q + 2 * a.heads_k);
-    const size_t smem = sizeof(float) * block.y * 2 * a.head_dim;
-    // As many blocks per SM as are resident at once (registers bound it), so
-    // that every block walks its share of the tokens in one wave.
-    int resident = 0;
-    const cudaError_t query = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &resident, kernel, static_cast<int>(block.x * block.y), smem);
-    if (query != cudaSuccess) return query;
-    const int blocks = backward_blocks(tokens, resident);
-    // grid: persistent blocks walking whole tokens; block: lanes threads per
-    // head x rows of heads
-    kernel<<<blocks, block, smem, stream>>>(
-        static_cast<const T*>(a.dq), static_cast<const T*>(a.dk), static_cast<const T*>(a.dv),
-        static_cast<const T*>(a.qkv), static_cast<const W*>(a.q_weight),
-        static_cast<const W*>(a.k_weight), a.rstd, a.cos, a.sin, static_cast<T*>(a.d_qkv), partials,
-        static_cast<int>(tokens), a.seq, static_cast<int>(a.heads_q), static_cast<int>(a.heads_k),
-        half, a.cos_batch_stride, a.offset);
-    if (partials != nullptr) {
-      // the partial rows summed per column, in a fixed order, stored as W
-      sum_partials(partials, blocks, 2 * a.head_dim, static_cast<W*>(a.d_weights), stream);
-    }
-    return cudaGetLastError();
-  }
-
-  template <typename T, typename W>
-  static cudaError_t backward_items(const RopeQkvNormBackward& a, float* partials,
-                                    cudaStream_t stream) {
     const int64_t tokens = a.batch * a.seq;
     const int half = static_cast<int>(a.head_dim / 2);
     const auto kernel = rope_qkv_norm_backward_kernel<T, W, V>;
