@@ -3,9 +3,8 @@
 // of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a
 // window of 4096; 8 packed documents) on each implementation that computes it:
 //   liger      kernels/cuda/attention.cu (cuda::flash_attention), as the trainer runs it
-//   liger rows16, liger rows32  the same with 16 / 32 query rows per warp forced in the
-//              forward and dq (head_dim <= 128; the default picks per kernel)
-//   liger wgmma  the same with the forward and backward on warpgroup MMA (head_dim <= 128)
+//              (warpgroup MMA at head_dim 64 and 128 on an sm_90 device)
+//   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -201,13 +200,11 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                          return kernels::cuda::flash_attention(a, b, c, o);
                        }});
-      // forward and dq with 16, then 32 query rows per warp; both passes on wgmma (set below)
+      // the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
-        for (const char* forced : {"liger rows16", "liger rows32", "liger wgmma"}) {
-          impls.push_back({forced, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
-                             return kernels::cuda::flash_attention(a, b, c, o);
-                           }});
-        }
+        impls.push_back({"liger mma.sync", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
+                           return kernels::cuda::flash_attention(a, b, c, o);
+                         }});
       }
       const bool plain = var.window == 0 && var.softcap == 0.0 && var.documents == 0;
       if (plain) {
@@ -220,18 +217,11 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       }
       for (const auto& [name, fn] : impls) {
         Row r;
-        // "liger rows16" / "liger rows32": the forward's and dq's row tiles at 1 / 2
-        // for the whole measurement; "liger": each kernel's default (0)
-        const int row_tiles = kernels::cuda::set_attention_row_tiles(name == "liger rows32"   ? 2
-                                                                     : name == "liger rows16" ? 1
-                                                                                              : 0);
-        // "liger wgmma": the forward and the backward on warpgroup MMA
-        const bool wgmma_forward =
-            kernels::cuda::set_attention_forward_wgmma(name == "liger wgmma");
-        const bool wgmma_backward =
-            kernels::cuda::set_attention_backward_wgmma(name == "liger wgmma");
+        // "liger mma.sync": both passes on the mma.sync kernels for the whole measurement
+        const bool wgmma = name != "liger mma.sync";
+        const bool wgmma_forward = kernels::cuda::set_attention_forward_wgmma(wgmma);
+        const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
         const auto restore = [&] {
-          kernels::cuda::set_attention_row_tiles(row_tiles);
           kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
           kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
         };

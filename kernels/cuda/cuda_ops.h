@@ -92,11 +92,10 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 // tests and liger-bench to measure each. Returns the previous value; throws
 // for another value.
 int set_attention_row_tiles(int tiles);
-// The flash forward on warpgroup MMA (launch::set_attention_forward_wgmma):
-// for tests and liger-bench. Returns the previous setting.
+// The flash forward / backward on warpgroup MMA (the default on an sm_90
+// device; launch::set_attention_forward_wgmma): off for tests and liger-bench
+// to run the mma.sync path. Return the previous setting.
 bool set_attention_forward_wgmma(bool on);
-// The flash backward's products on warpgroup MMA
-// (launch::set_attention_backward_wgmma): for tests and liger-bench.
 bool set_attention_backward_wgmma(bool on);
 // One line per attention variant seen since the last call: which path served it.
 std::vector<std::string> take_attention_notes();

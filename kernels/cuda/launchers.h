@@ -407,13 +407,12 @@ cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream);
 // default: each kernel's measured best). Process-wide, for tests and
 // benchmarks; returns the previous value, or -1 (nothing changed) for another value.
 int set_attention_row_tiles(int tiles);
-// The forward at head_dim 64 and 128 on Hopper's warpgroup MMA (wgmma, sm_90a)
-// instead of mma.sync: off by default until measured faster. Process-wide,
-// for tests and benchmarks; returns the previous setting.
+// The forward, and the backward's dq and dk/dv, at head_dim 64 and 128 on
+// Hopper's warpgroup MMA (wgmma, sm_90a; tiles of 64 queries and 64 keys)
+// instead of mma.sync: on by default (used where the device has compute
+// capability 9.0). Process-wide, for tests and benchmarks to measure and
+// check the mma.sync path; return the previous setting.
 bool set_attention_forward_wgmma(bool on);
-// The backward's dq and dk/dv products at head_dim 64 and 128 on warpgroup
-// MMA likewise (tiles of 64 queries and 64 keys): off by default until
-// measured faster. Process-wide, for tests and benchmarks; returns the previous setting.
 bool set_attention_backward_wgmma(bool on);
 
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32

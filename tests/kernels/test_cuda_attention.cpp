@@ -70,27 +70,22 @@ class RowTiles {
   int previous_;
 };
 
-// Runs the forward or the backward on warpgroup MMA for a scope.
-class Wgmma {
+// Runs both passes on the mma.sync kernels for a scope (the warpgroup-MMA
+// ones are the default at head_dim 64 and 128 on an sm_90 device).
+class MmaSyncOnly {
  public:
-  enum Pass { forward, backward };
-  explicit Wgmma(Pass pass)
-      : pass_(pass),
-        previous_(pass == forward ? cuda::set_attention_forward_wgmma(true)
-                                  : cuda::set_attention_backward_wgmma(true)) {}
-  ~Wgmma() {
-    if (pass_ == forward) {
-      cuda::set_attention_forward_wgmma(previous_);
-    } else {
-      cuda::set_attention_backward_wgmma(previous_);
-    }
+  MmaSyncOnly()
+      : forward_(cuda::set_attention_forward_wgmma(false)),
+        backward_(cuda::set_attention_backward_wgmma(false)) {}
+  ~MmaSyncOnly() {
+    cuda::set_attention_forward_wgmma(forward_);
+    cuda::set_attention_backward_wgmma(backward_);
   }
-  Wgmma(const Wgmma&) = delete;
-  Wgmma& operator=(const Wgmma&) = delete;
+  MmaSyncOnly(const MmaSyncOnly&) = delete;
+  MmaSyncOnly& operator=(const MmaSyncOnly&) = delete;
 
  private:
-  Pass pass_;
-  bool previous_;
+  bool forward_, backward_;
 };
 
 void check_case(const std::string& what, const Shape& s, const AttentionOptions& options,
@@ -107,25 +102,19 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   const OpFn kernel = [options](const std::vector<Tensor>& in) {
     return std::vector<Tensor>{cuda::flash_attention(in[0], in[1], in[2], options)};
   };
-  // Forward and dq with 16 and with 32 query rows per warp (head_dim 256 keeps 16).
+  const std::string name =
+      what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) + ", ";
+  // The default path (warpgroup MMA at head_dim 64 and 128 on an sm_90 device).
+  compare_backends(name + "default kernels", reference, kernel, {q, k, v}, {true, true, true},
+                   {"q", "k", "v"}, kFp32, kOut, kGrad);
+  // The mma.sync kernels, the forward and dq with 16 and with 32 query rows
+  // per warp (head_dim 256 keeps 16; its default is mma.sync with 16).
+  if (s.head_dim > 128) return;
+  const MmaSyncOnly mma_sync;
   for (const int tiles : {1, 2}) {
-    if (tiles == 2 && s.head_dim > 128) continue;  // one row tile there
     const RowTiles use(tiles);
-    compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) +
-                         ", row tiles " + std::to_string(tiles),
-                     reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
-                     kGrad);
-  }
-  // The forward, then the backward, on warpgroup MMA (head_dim 64 and 128;
-  // the other pass on mma.sync).
-  if (s.head_dim <= 128) {
-    for (const Wgmma::Pass pass : {Wgmma::forward, Wgmma::backward}) {
-      const Wgmma use(pass);
-      compare_backends(what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) +
-                           (pass == Wgmma::forward ? ", wgmma forward" : ", wgmma backward"),
-                       reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32,
-                       kOut, kGrad);
-    }
+    compare_backends(name + "mma.sync, row tiles " + std::to_string(tiles), reference, kernel,
+                     {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
   }
 }
 
