@@ -986,9 +986,6 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32
 //                    its 4 k steps, M [64, D] read MN-major (transposed), per
 //                    64-column panel 4 steps of 16 rows (2048 bytes a step);
 //   wgmma_pm:        the same with P from accumulators, rounded to T (cast).
-// The wgmma_issue_ forms only start the products: the caller commits them,
-// waits, and then pins the registers they wrote and read (pin_registers), so
-// that nothing touches them while the tensor cores run.
 // An empty asm that reads and writes each register: the compiler keeps every
 // instruction on them before it and every use after it in place, so the
 // warpgroup fence orders the accumulators' and fragments' last writes
@@ -1011,8 +1008,7 @@ __device__ __forceinline__ void pin_registers(uint32_t (&r)[N][4]) {
 }
 
 template <typename T, int D>
-__device__ __forceinline__ void wgmma_issue_abt(float (&acc)[8][4], const T* tile_a,
-                                                const T* tile_b) {
+__device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, const T* tile_b) {
   pin_registers(acc);
   warpgroup_fence();
 #pragma unroll
@@ -1021,17 +1017,13 @@ __device__ __forceinline__ void wgmma_issue_abt(float (&acc)[8][4], const T* til
     wgmma_ss_m64n64k16<T>(acc, swizzled_descriptor(tile_a + at), swizzled_descriptor(tile_b + at),
                           1);
   }
-}
-template <typename T, int D>
-__device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, const T* tile_b) {
-  wgmma_issue_abt<T, D>(acc, tile_a, tile_b);
   warpgroup_commit();
   warpgroup_wait_all();
   pin_registers(acc);
 }
 template <typename T, int D>
-__device__ __forceinline__ void wgmma_issue_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
-                                                      const T* tile) {
+__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
+                                                const T* tile) {
   // the accumulator as D / 64 panels of 8 n8 tiles (panel p's tiles at 8 p ..)
   auto& panels = reinterpret_cast<float(&)[D / 64][8][4]>(acc);
   pin_registers(acc);
@@ -1045,15 +1037,9 @@ __device__ __forceinline__ void wgmma_issue_fragments(float (&acc)[D / 8][4], ui
                             swizzled_descriptor(tile + p * 64 * 64 + kk * 16 * 64));
     }
   }
-}
-template <typename T, int D>
-__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
-                                                const T* tile) {
-  wgmma_issue_fragments<T, D>(acc, a, tile);
   warpgroup_commit();
   warpgroup_wait_all();
   pin_registers(acc);
-  pin_registers(a);
 }
 template <typename T, int D>
 __device__ __forceinline__ void wgmma_pm(float (&acc)[D / 8][4], const float (&p)[8][4],
@@ -1062,6 +1048,30 @@ __device__ __forceinline__ void wgmma_pm(float (&acc)[D / 8][4], const float (&p
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) pack_a_fragment<T>(p, kk, a[kk]);
   wgmma_fragments<T, D>(acc, a, tile);
+}
+
+// The backward kernels' products of one tile on either path: kWgmma, the
+// warpgroup's (N = 8, the tiles' 64 rows; row0 is then the warp's own 16
+// w), else this warp's mma.sync products (product_abt, product_pm).
+template <typename T, int D, int N, bool kWgmma>
+__device__ __forceinline__ void tile_abt(float (&acc)[N][4], const T* tile_a, int row0,
+                                         const T* tile_b, int lane) {
+  if constexpr (kWgmma) {
+    static_assert(N == 8, "warpgroup products: tiles of 64 rows");
+    wgmma_abt<T, D>(acc, tile_a, tile_b);
+  } else {
+    product_abt<T, D, N>(acc, tile_a, row0, tile_b, lane);
+  }
+}
+template <typename T, int D, int N, bool kWgmma>
+__device__ __forceinline__ void tile_pm(float (&acc)[D / 8][4], const float (&p)[N][4],
+                                        const T* tile, int lane) {
+  if constexpr (kWgmma) {
+    static_assert(N == 8, "warpgroup products: tiles of 64 rows");
+    wgmma_pm<T, D>(acc, p, tile);
+  } else {
+    product_pm<T, D, N>(acc, p, tile, lane);
+  }
 }
 
 // At most 168 registers: 3 blocks share an SM (64 KiB of shared memory each at head_dim 128).
@@ -1215,13 +1225,9 @@ __global__ void __launch_bounds__(kThreads)
           zero(p[m]);
           zero(dp[m]);
         }
-        if constexpr (kWgmma) {  // s and dp in one commit group
-          wgmma_issue_abt<T, D>(p[0], tile_q, keys);
-          wgmma_issue_abt<T, D>(dp[0], tile_do, values);
-          warpgroup_commit();
-          warpgroup_wait_all();
-          pin_registers(p[0]);
-          pin_registers(dp[0]);
+        if constexpr (kWgmma) {
+          wgmma_abt<T, D>(p[0], tile_q, keys);
+          wgmma_abt<T, D>(dp[0], tile_do, values);
         } else {
           product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, keys, lane);
           product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, values, lane);
@@ -1286,8 +1292,7 @@ __global__ void __launch_bounds__(kThreads)
                           const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
                           Geometry geo, Mask mask, ScoreTransform score) {
   static_assert(BN == 16 * (kThreads / 32), "one warp per 16 keys");
-  static_assert(!kWgmma || (BM == 64 && D <= 128 && kWant == 3),
-                "warpgroup dk/dv: 64 x 64 tiles, both gradients");
+  static_assert(!kWgmma || (BM == 64 && D <= 128), "warpgroup dk/dv: 64 x 64 tiles");
   constexpr bool kDv = (kWant & 1) != 0, kDk = (kWant & 2) != 0;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_k = first_tile<T, kWgmma>(shared_bytes);
@@ -1391,19 +1396,9 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t* doc_t = tile_doc(buf);
 
     // p^T [16 keys x BM queries] per warp; a thread's elements e < 2 are key_lo's
-    float p[BM / 8][4], dp[BM / 8][4];
+    float p[BM / 8][4];
     zero(p);
-    if constexpr (kWgmma) {  // s^T and dp^T = v d_out^T in one commit group
-      zero(dp);
-      wgmma_issue_abt<T, D>(p, tile_k, tile_q(buf));
-      wgmma_issue_abt<T, D>(dp, tile_v, tile_do(buf));
-      warpgroup_commit();
-      warpgroup_wait_all();
-      pin_registers(p);
-      pin_registers(dp);
-    } else {
-      product_abt<T, D, BM / 8>(p, tile_k, warp * 16, tile_q(buf), lane);
-    }
+    tile_abt<T, D, BM / 8, kWgmma>(p, tile_k, warp * 16, tile_q(buf), lane);
     score.to_base2(p);
     if (!vis.full) {
 #pragma unroll
@@ -1427,22 +1422,11 @@ __global__ void __launch_bounds__(kThreads)
       p[j][2] = exp2_fast(p[j][2] - lse2.x);
       p[j][3] = exp2_fast(p[j][3] - lse2.y);
     }
-    // kWgmma: dv += p^T d_out runs on the tensor cores while ds is formed
-    // (from p and dp, not the fragments or accumulator it holds)
-    uint32_t a_p[BM / 16][4];
-    if constexpr (kWgmma) {
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_p[kk]);
-      wgmma_issue_fragments<T, D>(acc_dv, a_p, tile_do(buf));
-      warpgroup_commit();
-    } else if constexpr (kDv) {
-      product_pm<T, D, BM / 8>(acc_dv, p, tile_do(buf), lane);
-    }
+    if constexpr (kDv) tile_pm<T, D, BM / 8, kWgmma>(acc_dv, p, tile_do(buf), lane);
     if constexpr (kDk) {
-      if constexpr (!kWgmma) {
-        zero(dp);
-        product_abt<T, D, BM / 8>(dp, tile_v, warp * 16, tile_do(buf), lane);
-      }
+      float dp[BM / 8][4];
+      zero(dp);
+      tile_abt<T, D, BM / 8, kWgmma>(dp, tile_v, warp * 16, tile_do(buf), lane);
       if (score.softcap > 0.f) {
 #pragma unroll
         for (int j = 0; j < BM / 8; ++j) {
@@ -1467,20 +1451,7 @@ __global__ void __launch_bounds__(kThreads)
           p[j][3] *= dp[j][3] - delta2.y;
         }
       }
-      if constexpr (kWgmma) {  // dk += ds^T q, then both products complete
-        uint32_t a_ds[BM / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
-        wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(buf));
-        warpgroup_commit();
-        warpgroup_wait_all();
-        pin_registers(acc_dv);
-        pin_registers(a_p);
-        pin_registers(acc_dk);
-        pin_registers(a_ds);
-      } else {
-        product_pm<T, D, BM / 8>(acc_dk, p, tile_q(buf), lane);
-      }
+      tile_pm<T, D, BM / 8, kWgmma>(acc_dk, p, tile_q(buf), lane);
     }
     __syncthreads();  // every warp is done with this buffer before it is refilled
     tile = following;
