@@ -986,10 +986,11 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32
 //                    its 4 k steps, M [64, D] read MN-major (transposed), per
 //                    64-column panel 4 steps of 16 rows (2048 bytes a step);
 //   wgmma_pm:        the same with P from accumulators, rounded to T (cast).
-// An empty asm that reads and writes each register: the compiler keeps every
-// instruction on them before it and every use after it in place, so the
-// warpgroup fence orders the accumulators' and fragments' last writes
-// before the wgmma, and their reads after the wait.
+//
+// pin_registers: an empty asm that reads and writes each register, so the
+// compiler keeps every instruction on them before it and every use after it
+// in place: the warpgroup fence then orders the accumulators' and
+// fragments' last writes before the wgmma, and their reads after the wait.
 template <int N>
 __device__ __forceinline__ void pin_registers(float (&r)[N][4]) {
 #pragma unroll
