@@ -1608,6 +1608,14 @@ cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream)
 std::atomic<bool> forward_wgmma{true};
 std::atomic<bool> backward_wgmma{true};
 
+// Whether this build holds sm_90a code (kernels/CMakeLists.txt defines
+// LIGER_CUDA_SM90A): elsewhere the warpgroup-MMA kernels are traps.
+#if defined(LIGER_CUDA_SM90A)
+constexpr bool kBuiltForSm90a = true;
+#else
+constexpr bool kBuiltForSm90a = false;
+#endif
+
 // Whether the current device takes the warpgroup-MMA kernels (compute capability 9.0).
 bool hopper_device() {
   int device = 0, major = 0, minor = 0;
@@ -1617,7 +1625,7 @@ bool hopper_device() {
   return major == 9 && minor == 0;
 }
 bool use_wgmma(const std::atomic<bool>& setting) {
-  return setting.load() && hopper_device();
+  return kBuiltForSm90a && setting.load() && hopper_device();
 }
 
 template <typename T, int D>
