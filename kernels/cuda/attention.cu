@@ -162,8 +162,6 @@ __device__ __forceinline__ void load_tile(T* tile, const T* matrix, int64_t firs
   }
 }
 
-// Keys [first, first + R) of k and v into their tiles (rows past rows_total: zeros).
-
 // Tiles for wgmma: [R, D] as D / 64 panels of [R, 64], each row of a panel
 // 128 bytes with its 16-byte chunks at chunk ^ (row % 8) (the 128-byte
 // swizzle, a panel 1024-byte aligned). At D = 64 this is tile_offset<64>.
