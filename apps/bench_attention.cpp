@@ -4,6 +4,7 @@
 // window of 4096; 8 packed documents) on each implementation that computes it:
 //   liger      kernels/cuda/attention.cu (cuda::flash_attention), as the trainer runs it
 //              (warpgroup MMA at head_dim 64 and 128 on an sm_90 device)
+//   liger overlap   the same on the overlapped warpgroup-MMA schedules (head_dim <= 128)
 //   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
@@ -200,11 +201,13 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                          return kernels::cuda::flash_attention(a, b, c, o);
                        }});
-      // the mma.sync kernels (set below)
+      // the overlapped warpgroup-MMA schedules and the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
-        impls.push_back({"liger mma.sync", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
-                           return kernels::cuda::flash_attention(a, b, c, o);
-                         }});
+        for (const char* path : {"liger overlap", "liger mma.sync"}) {
+          impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
+                             return kernels::cuda::flash_attention(a, b, c, o);
+                           }});
+        }
       }
       const bool plain = var.window == 0 && var.softcap == 0.0 && var.documents == 0;
       if (plain) {
@@ -217,13 +220,16 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       }
       for (const auto& [name, fn] : impls) {
         Row r;
-        // "liger mma.sync": both passes on the mma.sync kernels for the whole measurement
+        // "liger mma.sync": both passes on the mma.sync kernels, "liger
+        // overlap": on the overlapped warpgroup-MMA schedules, for the whole measurement
         const bool wgmma = name != "liger mma.sync";
         const bool wgmma_forward = kernels::cuda::set_attention_forward_wgmma(wgmma);
         const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
+        const bool overlap = kernels::cuda::set_attention_wgmma_overlap(name == "liger overlap");
         const auto restore = [&] {
           kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
           kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
+          kernels::cuda::set_attention_wgmma_overlap(overlap);
         };
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);

@@ -189,6 +189,10 @@ bool set_attention_backward_wgmma(bool on) {
   return launch::set_attention_backward_wgmma(on);
 }
 
+bool set_attention_wgmma_overlap(bool on) {
+  return launch::set_attention_wgmma_overlap(on);
+}
+
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& options) {
   checks::attention_args(q, k, v, options);

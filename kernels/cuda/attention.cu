@@ -905,6 +905,10 @@ __device__ __forceinline__ void warpgroup_commit() {
 __device__ __forceinline__ void warpgroup_wait_all() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// Waits for every committed group but the newest.
+__device__ __forceinline__ void warpgroup_wait_all_but_newest() {
+  asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+}
 // d[8][4] (+)= A[64 x 16] B[16 x 64]: A and B from shared-memory descriptors
 // (K-major); scale_d 0 overwrites d.
 template <typename T>
@@ -984,6 +988,10 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32
 //                    its 4 k steps, M [64, D] read MN-major (transposed), per
 //                    64-column panel 4 steps of 16 rows (2048 bytes a step);
 //   wgmma_pm:        the same with P from accumulators, rounded to T (cast).
+// The wgmma_issue_ forms only start the products: the caller commits them,
+// waits, and then pins the registers they wrote and read (pin_registers), so
+// that nothing touches them while the tensor cores run (the overlapped
+// schedules work on other registers meanwhile).
 //
 // pin_registers: an empty asm that reads and writes each register, so the
 // compiler keeps every instruction on them before it and every use after it
@@ -1006,23 +1014,30 @@ __device__ __forceinline__ void pin_registers(uint32_t (&r)[N][4]) {
   }
 }
 
-template <typename T, int D>
-__device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, const T* tile_b) {
+// kOverwrite: acc = A B^T (the first step ignores acc's values, so the
+// caller need not zero it), else acc += A B^T.
+template <typename T, int D, bool kOverwrite = false>
+__device__ __forceinline__ void wgmma_issue_abt(float (&acc)[8][4], const T* tile_a,
+                                                const T* tile_b) {
   pin_registers(acc);
   warpgroup_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const int at = (kk / 4) * 64 * 64 + (kk % 4) * 16;  // elements: panel, then 16 columns
     wgmma_ss_m64n64k16<T>(acc, swizzled_descriptor(tile_a + at), swizzled_descriptor(tile_b + at),
-                          1);
+                          kOverwrite && kk == 0 ? 0 : 1);
   }
+}
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, const T* tile_b) {
+  wgmma_issue_abt<T, D>(acc, tile_a, tile_b);
   warpgroup_commit();
   warpgroup_wait_all();
   pin_registers(acc);
 }
 template <typename T, int D>
-__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
-                                                const T* tile) {
+__device__ __forceinline__ void wgmma_issue_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
+                                                      const T* tile) {
   // the accumulator as D / 64 panels of 8 n8 tiles (panel p's tiles at 8 p ..)
   auto& panels = reinterpret_cast<float(&)[D / 64][8][4]>(acc);
   pin_registers(acc);
@@ -1036,6 +1051,11 @@ __device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t
                             swizzled_descriptor(tile + p * 64 * 64 + kk * 16 * 64));
     }
   }
+}
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
+                                                const T* tile) {
+  wgmma_issue_fragments<T, D>(acc, a, tile);
   warpgroup_commit();
   warpgroup_wait_all();
   pin_registers(acc);
@@ -1073,9 +1093,77 @@ __device__ __forceinline__ void tile_pm(float (&acc)[D / 8][4], const float (&p)
   }
 }
 
-// At most 168 registers: 3 blocks share an SM (64 KiB of shared memory each at head_dim 128).
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 3)
+// The overlapped forward's walk (FlashAttention-3's order within one
+// warpgroup): tile j's scores run on the tensor cores together with tile
+// j - 1's o += p v, and tile j's softmax waits only for its scores:
+//   issue s_j = q k_j^T;  issue o += p_{j-1} v_{j-1};  wait for s_j;
+//   softmax of tile j -> p_j;  wait for o;  o *= 2^(m_{j-1} - m_j)
+// and after the last tile o += p_last v_last. Keys and values each in two
+// buffers (KeyValueBuffers): at tile j the copies of keys j + 1 and values
+// j start (their buffers' last readers, s_{j-1} and o += p_{j-2} v_{j-2},
+// completed before the barrier that opens tile j) and land by tile j + 1.
+// The callables: issue_scores(keys) and issue_values(values) start a
+// product (this walk commits each as a group and waits for it);
+// softmax(n0, visibility) runs once the scores have landed, and
+// finish_values() once o has (it rescales o). The query tile's copies,
+// committed before, arrive with the first tile.
+template <typename T, int D, int BN, typename IssueScores, typename IssueValues, typename Softmax,
+          typename FinishValues>
+__device__ __forceinline__ void walk_key_tiles_overlapped(
+    const KeyTileWalk<BN>& walk, const KeyValueBuffers<T, D, BN>& kv, const T* k, const T* v,
+    int64_t tk, int64_t stride, IssueScores&& issue_scores, IssueValues&& issue_values,
+    Softmax&& softmax, FinishValues&& finish_values) {
+  auto load = [&](T* tile, const T* matrix, int first) {
+    load_panels<T, D, BN>(tile, matrix, first, tk, stride);
+  };
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) load(kv.keys(0), k, n0);
+  copy_async_commit();
+  copy_async_wait_all();  // the queries and the first keys (with no tile to walk, the queries)
+  if (n0 >= walk.end) return;
+  // The first tile: its scores alone. Every later tile issues both products
+  // unconditionally, so no branch joins registers that a product in flight
+  // writes (the compiler would copy them there and serialize the products).
+  publish_copies<true>();
+  issue_scores(kv.keys(0));
+  warpgroup_commit();
+  int n1 = walk.next(n0 + BN);
+  if (n1 < walk.end) load(kv.keys(1), k, n1);
+  load(kv.values(0), v, n0);
+  copy_async_commit();
+  warpgroup_wait_all();
+  softmax(n0, walk.visibility(n0));
+  finish_values();
+  int buf = 1;  // tile n1's keys; the previous tile's values in the other buffer
+  for (n0 = n1; n0 < walk.end; buf ^= 1) {
+    copy_async_wait_all();  // keys n0 and the previous tile's values
+    publish_copies<true>();
+    issue_scores(kv.keys(buf));
+    warpgroup_commit();
+    issue_values(kv.values(buf ^ 1));
+    warpgroup_commit();
+    n1 = walk.next(n0 + BN);
+    if (n1 < walk.end) load(kv.keys(buf ^ 1), k, n1);
+    load(kv.values(buf), v, n0);
+    copy_async_commit();
+    warpgroup_wait_all_but_newest();  // the scores; o += p v may still run
+    softmax(n0, walk.visibility(n0));
+    warpgroup_wait_all();
+    finish_values();
+    n0 = n1;
+  }
+  copy_async_wait_all();  // the last tile's values
+  publish_copies<true>();
+  issue_values(kv.values(buf ^ 1));
+  warpgroup_commit();
+  warpgroup_wait_all();
+}
+
+// At most 168 registers: 3 blocks share an SM (64 KiB of shared memory each
+// at head_dim 128). kOverlap: the overlapped walk (walk_key_tiles_overlapped;
+// at head_dim 128 its 80 KiB let 2 blocks share an SM, so up to 255 registers).
+template <typename T, int D, bool kOverlap>
+__global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
     attention_forward_wgmma_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                    const T* __restrict__ v, T* __restrict__ out,
                                    float* __restrict__ lse, Geometry geo, Mask mask,
@@ -1106,28 +1194,58 @@ __global__ void __launch_bounds__(kThreads, 3)
   float acc_o[D / 8][4];
   zero(acc_o);
 
-  // One tile: s = q k^T, the online softmax, then p rounded to T (cast) as
-  // the A fragments of o += p v.
-  uint32_t a[BN / 16][4];
-  auto scores = [&](int n0, const T* keys, TileVisibility vis) {
-    float s[BN / 8][4];
-    zero(s);
-    wgmma_abt<T, D>(s, tile_q, keys);
-
+  // One tile's online softmax on its scores s: p rounded to T (cast) as the
+  // A fragments `a` of o += p v, and the factors 2^(m_old - m) of the running o.
+  auto softmax = [&](float(&s)[BN / 8][4], int n0, TileVisibility vis, uint32_t(&a)[BN / 16][4],
+                     float& rescale_lo, float& rescale_hi) {
     score.to_base2(s);
     if (!vis.full) mask_scores(s, mask, r, n0, t4);
-    float rescale_lo, rescale_hi;
     r.step(s, rescale_lo, rescale_hi);
-    rescale_rows(acc_o, rescale_lo, rescale_hi);
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(s, kk, a[kk]);
   };
-  // o += p v
-  auto values_pass = [&](const T* values) { wgmma_fragments<T, D>(acc_o, a, values); };
-  // two key buffers and one value buffer after q, as the mma.sync forward at head_dim 128
-  const KeysValueBuffers<T, D, BN> kv{tile_q + BM * D};
-  walk_key_tiles_one_value_buffer<T, D, BN, true>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
-                                                  values_pass);
+  if constexpr (kOverlap) {
+    float s[BN / 8][4];
+    uint32_t p_now[BN / 16][4] = {};  // p of the tile whose o += p v is in flight
+    uint32_t p_next[BN / 16][4];      // p of the tile whose scores were just taken
+    float rescale_lo = 1.f, rescale_hi = 1.f;
+    const KeyValueBuffers<T, D, BN> kv{tile_q + BM * D};  // two key and two value buffers
+    walk_key_tiles_overlapped<T, D, BN>(
+        walk, kv, k_b, v_b, geo.tk, k_stride,
+        [&](const T* keys) { wgmma_issue_abt<T, D, true>(s, tile_q, keys); },
+        [&](const T* values) { wgmma_issue_fragments<T, D>(acc_o, p_now, values); },
+        [&](int n0, TileVisibility vis) {
+          pin_registers(s);
+          softmax(s, n0, vis, p_next, rescale_lo, rescale_hi);
+        },
+        [&]() {
+          pin_registers(acc_o);
+          pin_registers(p_now);
+          rescale_rows(acc_o, rescale_lo, rescale_hi);
+#pragma unroll
+          for (int kk = 0; kk < BN / 16; ++kk) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) p_now[kk][e] = p_next[kk][e];
+          }
+        });
+    pin_registers(acc_o);
+  } else {
+    // One tile: s = q k^T, the online softmax and o rescaled, then o += p v.
+    uint32_t a[BN / 16][4];
+    auto scores = [&](int n0, const T* keys, TileVisibility vis) {
+      float s[BN / 8][4];
+      zero(s);
+      wgmma_abt<T, D>(s, tile_q, keys);
+      float rescale_lo, rescale_hi;
+      softmax(s, n0, vis, a, rescale_lo, rescale_hi);
+      rescale_rows(acc_o, rescale_lo, rescale_hi);
+    };
+    auto values_pass = [&](const T* values) { wgmma_fragments<T, D>(acc_o, a, values); };
+    // two key buffers and one value buffer after q, as the mma.sync forward at head_dim 128
+    const KeysValueBuffers<T, D, BN> kv{tile_q + BM * D};
+    walk_key_tiles_one_value_buffer<T, D, BN, true>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
+                                                    values_pass);
+  }
   r.template finish<T, D>(out, lse, geo, b, head, acc_o, t4);
 }
 
@@ -1162,12 +1280,13 @@ __global__ void attention_delta_kernel(const T* __restrict__ out, const T* __res
 // tiles the queries see. dq = sum over tiles of ds k * scale. Each warp owns
 // MT tiles of 16 query rows (BM = 64 MT), as in the forward. kWgmma: the
 // products on warpgroup MMA (MT = 1, tiles of 64, head_dim 64 or 128, the
-// tiles in the panel layout), the rest unchanged.
+// tiles in the panel layout), the rest unchanged; kOverlap (with kWgmma):
+// a tile's two score products (s and dp) issued as one group.
 struct DqRowPair : QueryRowPair {
   float lse2_lo, lse2_hi, delta_lo, delta_hi;  // their log-sum-exp (base 2) and delta
 };
 
-template <typename T, int D, int BM, int BN, int MT, bool kWgmma>
+template <typename T, int D, int BM, int BN, int MT, bool kWgmma, bool kOverlap>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ d_out, const float* __restrict__ lse,
@@ -1175,6 +1294,7 @@ __global__ void __launch_bounds__(kThreads)
                         Mask mask, ScoreTransform score) {
   static_assert(BM == 16 * MT * (kThreads / 32), "each warp owns MT tiles of 16 query rows");
   static_assert(!kWgmma || (MT == 1 && BN == 64 && D <= 128), "warpgroup dq: 64 x 64 tiles");
+  static_assert(!kOverlap || kWgmma, "the overlapped schedule is warpgroup MMA's");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = first_tile<T, kWgmma>(shared_bytes);
   T* tile_do = tile_q + BM * D;
@@ -1219,12 +1339,21 @@ __global__ void __launch_bounds__(kThreads)
       walk, kv, k_b, v_b, geo.tk, k_stride,
       [&](int n0, const T* keys, const T* values, TileVisibility vis) {
         float p[MT][BN / 8][4], dp[MT][BN / 8][4];
+        if constexpr (!kOverlap) {
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          zero(p[m]);
-          zero(dp[m]);
+          for (int m = 0; m < MT; ++m) {
+            zero(p[m]);
+            zero(dp[m]);
+          }
         }
-        if constexpr (kWgmma) {
+        if constexpr (kOverlap) {  // s and dp in one group (overwritten: no zeros needed)
+          wgmma_issue_abt<T, D, true>(p[0], tile_q, keys);
+          wgmma_issue_abt<T, D, true>(dp[0], tile_do, values);
+          warpgroup_commit();
+          warpgroup_wait_all();
+          pin_registers(p[0]);
+          pin_registers(dp[0]);
+        } else if constexpr (kWgmma) {
           wgmma_abt<T, D>(p[0], tile_q, keys);
           wgmma_abt<T, D>(dp[0], tile_do, values);
         } else {
@@ -1283,8 +1412,11 @@ __global__ void __launch_bounds__(kThreads)
 // kWant: 1 = dv only, 2 = dk only, 3 = both (head_dim 256 runs 1 and 2
 // separately to keep the accumulators in registers). kWgmma: the products
 // on warpgroup MMA (tiles of 64, head_dim 64 or 128, in the panel layout);
-// a warp's rows of the 64 are still its 16 keys.
-template <typename T, int D, int BM, int BN, int kWant, bool kWgmma>
+// a warp's rows of the 64 are still its 16 keys. kOverlap (with kWgmma, both
+// gradients): s^T and dp^T issued as one group, and dv += p^T d_out runs on
+// the tensor cores while ds is formed (from p and dp, registers it does not
+// touch), then dk += ds^T q; both complete before the next tile.
+template <typename T, int D, int BM, int BN, int kWant, bool kWgmma, bool kOverlap>
 __global__ void __launch_bounds__(kThreads)
     attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                           const T* __restrict__ d_out, const float* __restrict__ lse,
@@ -1292,6 +1424,7 @@ __global__ void __launch_bounds__(kThreads)
                           Geometry geo, Mask mask, ScoreTransform score) {
   static_assert(BN == 16 * (kThreads / 32), "one warp per 16 keys");
   static_assert(!kWgmma || (BM == 64 && D <= 128), "warpgroup dk/dv: 64 x 64 tiles");
+  static_assert(!kOverlap || (kWgmma && kWant == 3), "overlapped dk/dv: warpgroup MMA, both");
   constexpr bool kDv = (kWant & 1) != 0, kDk = (kWant & 2) != 0;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_k = first_tile<T, kWgmma>(shared_bytes);
@@ -1395,9 +1528,18 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t* doc_t = tile_doc(buf);
 
     // p^T [16 keys x BM queries] per warp; a thread's elements e < 2 are key_lo's
-    float p[BM / 8][4];
-    zero(p);
-    tile_abt<T, D, BM / 8, kWgmma>(p, tile_k, warp * 16, tile_q(buf), lane);
+    float p[BM / 8][4], dp[BM / 8][4];
+    if constexpr (kOverlap) {  // s^T and dp^T = v d_out^T in one group (overwritten: no zeros)
+      wgmma_issue_abt<T, D, true>(p, tile_k, tile_q(buf));
+      wgmma_issue_abt<T, D, true>(dp, tile_v, tile_do(buf));
+      warpgroup_commit();
+      warpgroup_wait_all();
+      pin_registers(p);
+      pin_registers(dp);
+    } else {
+      zero(p);
+      tile_abt<T, D, BM / 8, kWgmma>(p, tile_k, warp * 16, tile_q(buf), lane);
+    }
     score.to_base2(p);
     if (!vis.full) {
 #pragma unroll
@@ -1421,11 +1563,20 @@ __global__ void __launch_bounds__(kThreads)
       p[j][2] = exp2_fast(p[j][2] - lse2.x);
       p[j][3] = exp2_fast(p[j][3] - lse2.y);
     }
-    if constexpr (kDv) tile_pm<T, D, BM / 8, kWgmma>(acc_dv, p, tile_do(buf), lane);
+    uint32_t a_p[BM / 16][4];  // kOverlap: p rounded to T (cast), read by dv's product in flight
+    if constexpr (kOverlap) {
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_p[kk]);
+      wgmma_issue_fragments<T, D>(acc_dv, a_p, tile_do(buf));
+      warpgroup_commit();
+    } else if constexpr (kDv) {
+      tile_pm<T, D, BM / 8, kWgmma>(acc_dv, p, tile_do(buf), lane);
+    }
     if constexpr (kDk) {
-      float dp[BM / 8][4];
-      zero(dp);
-      tile_abt<T, D, BM / 8, kWgmma>(dp, tile_v, warp * 16, tile_do(buf), lane);
+      if constexpr (!kOverlap) {
+        zero(dp);
+        tile_abt<T, D, BM / 8, kWgmma>(dp, tile_v, warp * 16, tile_do(buf), lane);
+      }
       if (score.softcap > 0.f) {
 #pragma unroll
         for (int j = 0; j < BM / 8; ++j) {
@@ -1450,7 +1601,20 @@ __global__ void __launch_bounds__(kThreads)
           p[j][3] *= dp[j][3] - delta2.y;
         }
       }
-      tile_pm<T, D, BM / 8, kWgmma>(acc_dk, p, tile_q(buf), lane);
+      if constexpr (kOverlap) {  // dk += ds^T q, then both products complete
+        uint32_t a_ds[BM / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
+        wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(buf));
+        warpgroup_commit();
+        warpgroup_wait_all();
+        pin_registers(acc_dv);
+        pin_registers(a_p);
+        pin_registers(acc_dk);
+        pin_registers(a_ds);
+      } else {
+        tile_pm<T, D, BM / 8, kWgmma>(acc_dk, p, tile_q(buf), lane);
+      }
     }
     __syncthreads();  // every warp is done with this buffer before it is refilled
     tile = following;
@@ -1605,6 +1769,9 @@ cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream)
 // 230.5 TFLOP/s against 161.7 with mma.sync.
 std::atomic<bool> forward_wgmma{true};
 std::atomic<bool> backward_wgmma{true};
+// The overlapped warpgroup-MMA schedules (set_attention_wgmma_overlap): off
+// until measured faster.
+std::atomic<bool> wgmma_overlap{false};
 
 // Whether this build holds sm_90a code (kernels/CMakeLists.txt defines
 // LIGER_CUDA_SM90A): elsewhere the warpgroup-MMA kernels are traps.
@@ -1626,12 +1793,13 @@ bool use_wgmma(const std::atomic<bool>& setting) {
   return kBuiltForSm90a && setting.load() && hopper_device();
 }
 
-template <typename T, int D>
+template <typename T, int D, bool kOverlap>
 cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
   constexpr int BM = 64;
-  // q, two key buffers and one value buffer of [64, D], and 1 KiB to align them to 1024 bytes
-  const size_t bytes = static_cast<size_t>(4 * BM) * D * sizeof(T) + 1024;
-  return launch_tiles(attention_forward_wgmma_kernel<T, D>,
+  // q, two key buffers and one value buffer of [64, D] (kOverlap: two value
+  // buffers), and 1 KiB to align them to 1024 bytes
+  const size_t bytes = static_cast<size_t>((kOverlap ? 5 : 4) * BM) * D * sizeof(T) + 1024;
+  return launch_tiles(attention_forward_wgmma_kernel<T, D, kOverlap>,
                       tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
                       static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                       static_cast<const T*>(a.v), static_cast<T*>(const_cast<void*>(a.out)), a.lse,
@@ -1641,7 +1809,10 @@ cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
 template <typename T, int D>
 cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   if constexpr (D <= 128) {
-    if (use_wgmma(forward_wgmma)) return forward_wgmma_for<T, D>(a, stream);
+    if (use_wgmma(forward_wgmma)) {
+      return wgmma_overlap.load() ? forward_wgmma_for<T, D, true>(a, stream)
+                                  : forward_wgmma_for<T, D, false>(a, stream);
+    }
   }
   // Two row tiles double the accumulators: only up to head_dim 128.
   if constexpr (D <= 128) {
@@ -1653,14 +1824,14 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
 
 // kWgmma: queries in tiles of 64, the tiles in the panel layout (1 KiB of
 // slack to align them to 1024 bytes).
-template <typename T, int D, int kWant, bool kWgmma>
+template <typename T, int D, int kWant, bool kWgmma, bool kOverlap = false>
 cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
   constexpr int BM = kWgmma ? 64 : Tiles<D>::kBackwardQueries, BN = 64;
   const size_t bytes =
       static_cast<size_t>(2 * BN + 4 * BM) * D * sizeof(T) +  // k, v, 2 x (q, d_out)
       2 * BM * (2 * sizeof(float) + sizeof(int64_t)) +        // 2 x (lse, delta, documents)
       (kWgmma ? 1024 : 0);
-  return launch_tiles(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma>,
+  return launch_tiles(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap>,
                       tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream,
                       static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                       static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
@@ -1668,7 +1839,7 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
                       score_transform(a.scale, a.softcap));
 }
 
-template <typename T, int D, int MT, bool kWgmma>
+template <typename T, int D, int MT, bool kWgmma, bool kOverlap = false>
 cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
                               cudaStream_t stream) {
   // Two row tiles take key tiles of 32: the scores and their gradients of 64
@@ -1678,11 +1849,12 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
   const size_t bytes =
       static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T) +  // q, d_out, 2 x (k, v)
       (kWgmma ? 1024 : 0);
-  return launch_tiles(
-      attention_dq_kernel<T, D, BM, BN, MT, kWgmma>, tiles_grid(a.tq, BM, a.heads_q, a.batch),
-      bytes, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
-      static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
-      static_cast<T*>(g.dq), geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
+  return launch_tiles(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap>,
+                      tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
+                      static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                      static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
+                      static_cast<T*>(g.dq), geometry_of(a), mask_of(a),
+                      score_transform(a.scale, a.softcap));
 }
 
 template <typename T, int D>
@@ -1700,6 +1872,11 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
     if (err != cudaSuccess) return err;
     return dq_with_row_tiles<T, D, 1, false>(a, g, stream);
   } else {
+    if (use_wgmma(backward_wgmma) && wgmma_overlap.load()) {
+      err = dkdv_for<T, D, 3, true, true>(a, g, stream);
+      if (err != cudaSuccess) return err;
+      return dq_with_row_tiles<T, D, 1, true, true>(a, g, stream);
+    }
     if (use_wgmma(backward_wgmma)) {
       err = dkdv_for<T, D, 3, true>(a, g, stream);
       if (err != cudaSuccess) return err;
@@ -1746,6 +1923,10 @@ bool set_attention_forward_wgmma(bool on) {
 
 bool set_attention_backward_wgmma(bool on) {
   return backward_wgmma.exchange(on);
+}
+
+bool set_attention_wgmma_overlap(bool on) {
+  return wgmma_overlap.exchange(on);
 }
 
 bool attention_supported(int64_t head_dim, DType dtype) {

@@ -97,6 +97,9 @@ int set_attention_row_tiles(int tiles);
 // to run the mma.sync path. Return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
+// The overlapped warpgroup-MMA schedules (launch::set_attention_wgmma_overlap;
+// off by default): on for tests and liger-bench to check and time them.
+bool set_attention_wgmma_overlap(bool on);
 // One line per attention variant seen since the last call: which path served it.
 std::vector<std::string> take_attention_notes();
 

@@ -414,6 +414,13 @@ int set_attention_row_tiles(int tiles);
 // check the mma.sync path; return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
+// Where the passes run on warpgroup MMA: the overlapped schedules
+// (FlashAttention-3's order in the forward: a tile's scores on the tensor
+// cores with the previous tile's o += p v, the softmax between; in dk/dv,
+// dv's product beside forming ds; s and dp as one group) instead of one
+// product at a time. Off by default until measured faster; process-wide,
+// for tests and benchmarks; returns the previous setting.
+bool set_attention_wgmma_overlap(bool on);
 
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32
 // workspace [B, Hq, Tq]), then one kernel over key tiles for dk and dv

@@ -88,6 +88,19 @@ class MmaSyncOnly {
   bool forward_, backward_;
 };
 
+// Runs the warpgroup-MMA passes on their overlapped schedules for a scope
+// (off by default; where the device takes warpgroup MMA at all).
+class WgmmaOverlapped {
+ public:
+  WgmmaOverlapped() : previous_(cuda::set_attention_wgmma_overlap(true)) {}
+  ~WgmmaOverlapped() { cuda::set_attention_wgmma_overlap(previous_); }
+  WgmmaOverlapped(const WgmmaOverlapped&) = delete;
+  WgmmaOverlapped& operator=(const WgmmaOverlapped&) = delete;
+
+ private:
+  bool previous_;
+};
+
 void check_case(const std::string& what, const Shape& s, const AttentionOptions& options,
                 torch::ScalarType dtype) {
   torch::manual_seed(17 + s.tq + s.head_dim);
@@ -107,6 +120,11 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   // The default path (warpgroup MMA at head_dim 64 and 128 on an sm_90 device).
   compare_backends(name + "default kernels", reference, kernel, {q, k, v}, {true, true, true},
                    {"q", "k", "v"}, kFp32, kOut, kGrad);
+  {
+    const WgmmaOverlapped overlapped;
+    compare_backends(name + "overlapped warpgroup MMA", reference, kernel, {q, k, v},
+                     {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+  }
   // The mma.sync kernels, the forward and dq with 16 and with 32 query rows
   // per warp (head_dim 256 keeps 16; its default is mma.sync with 16).
   if (s.head_dim > 128) return;
