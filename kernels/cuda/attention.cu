@@ -1413,9 +1413,11 @@ __global__ void __launch_bounds__(kThreads)
 // separately to keep the accumulators in registers). kWgmma: the products
 // on warpgroup MMA (tiles of 64, head_dim 64 or 128, in the panel layout);
 // a warp's rows of the 64 are still its 16 keys. kOverlap (with kWgmma, both
-// gradients): s^T and dp^T issued as one group, and dv += p^T d_out runs on
-// the tensor cores while ds is formed (from p and dp, registers it does not
-// touch), then dk += ds^T q; both complete before the next tile.
+// gradients): s^T and dp^T issued as one group, so dp - delta and the
+// softcap's slope are formed from s2 itself (no log2 of p), and dv += p^T
+// d_out runs on the tensor cores while ds = p (dp - delta) slope is formed
+// (registers it does not touch), then dk += ds^T q; both complete before
+// the next tile.
 template <typename T, int D, int BM, int BN, int kWant, bool kWgmma, bool kOverlap>
 __global__ void __launch_bounds__(kThreads)
     attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -1555,6 +1557,31 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
+    if constexpr (kOverlap) {
+      // dp arrived with s: dp <- (dp - delta) times the softcap's slope at s2,
+      // taken before s2 turns into p (0 where masked), so ds = p dp later
+      // costs one product per element while dv's product runs.
+      if (score.softcap > 0.f) {
+#pragma unroll
+        for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = j * 8 + t4 * 2 + (e & 1);
+            const float s2 = p[j][e];
+            dp[j][e] = s2 > -INFINITY ? (dp[j][e] - delta_t[col]) * score.softcap_slope(s2) : 0.f;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < BM / 8; ++j) {
+          const float2 delta2 = *reinterpret_cast<const float2*>(delta_t + j * 8 + t4 * 2);
+          dp[j][0] -= delta2.x;
+          dp[j][1] -= delta2.y;
+          dp[j][2] -= delta2.x;
+          dp[j][3] -= delta2.y;
+        }
+      }
+    }
 #pragma unroll
     for (int j = 0; j < BM / 8; ++j) {
       const float2 lse2 = *reinterpret_cast<const float2*>(lse2_t + j * 8 + t4 * 2);
@@ -1572,11 +1599,25 @@ __global__ void __launch_bounds__(kThreads)
     } else if constexpr (kDv) {
       tile_pm<T, D, BM / 8, kWgmma>(acc_dv, p, tile_do(buf), lane);
     }
-    if constexpr (kDk) {
-      if constexpr (!kOverlap) {
-        zero(dp);
-        tile_abt<T, D, BM / 8, kWgmma>(dp, tile_v, warp * 16, tile_do(buf), lane);
+    if constexpr (kOverlap) {  // ds = p dp, then dk += ds^T q; both products complete
+#pragma unroll
+      for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) p[j][e] *= dp[j][e];
       }
+      uint32_t a_ds[BM / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
+      wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(buf));
+      warpgroup_commit();
+      warpgroup_wait_all();
+      pin_registers(acc_dv);
+      pin_registers(a_p);
+      pin_registers(acc_dk);
+      pin_registers(a_ds);
+    } else if constexpr (kDk) {
+      zero(dp);
+      tile_abt<T, D, BM / 8, kWgmma>(dp, tile_v, warp * 16, tile_do(buf), lane);
       if (score.softcap > 0.f) {
 #pragma unroll
         for (int j = 0; j < BM / 8; ++j) {
@@ -1601,20 +1642,7 @@ __global__ void __launch_bounds__(kThreads)
           p[j][3] *= dp[j][3] - delta2.y;
         }
       }
-      if constexpr (kOverlap) {  // dk += ds^T q, then both products complete
-        uint32_t a_ds[BM / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
-        wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(buf));
-        warpgroup_commit();
-        warpgroup_wait_all();
-        pin_registers(acc_dv);
-        pin_registers(a_p);
-        pin_registers(acc_dk);
-        pin_registers(a_ds);
-      } else {
-        tile_pm<T, D, BM / 8, kWgmma>(acc_dk, p, tile_q(buf), lane);
-      }
+      tile_pm<T, D, BM / 8, kWgmma>(acc_dk, p, tile_q(buf), lane);
     }
     __syncthreads();  // every warp is done with this buffer before it is refilled
     tile = following;
