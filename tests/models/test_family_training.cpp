@@ -167,6 +167,7 @@ TEST_CASE("family preset configs resolve to the published parameter counts") {
        {Expected{"mistral_7b.yaml", 7241732096LL}, Expected{"gemma_2b.yaml", 2506172416LL},
         Expected{"gemma_7b.yaml", 8537680896LL}, Expected{"gemma2_2b.yaml", 2614341888LL},
         Expected{"gemma2_9b.yaml", 9241705984LL}, Expected{"qwen3_8b.yaml", 8190735360LL},
+        Expected{"qwen3_1_7b.yaml", 1720574976LL}, Expected{"qwen2_5_7b.yaml", 7615616512LL},
         Expected{"mixtral_8x7b.yaml", 46702792704LL},
         Expected{"bench/moe_h100.yaml", 4728358912LL}}) {
     INFO(e.config);
