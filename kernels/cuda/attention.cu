@@ -382,6 +382,18 @@ struct KeyTileWalk {
     return end;
   }
   __device__ __forceinline__ int first_tile() const { return next((begin / BN) * BN); }
+  // The same, also giving the visibility of the tile found (vis: unset at end),
+  // so that a walk need not test the tile again (with documents, table reads).
+  __device__ __forceinline__ int next(int n, TileVisibility& vis) const {
+    for (; n < end; n += BN) {
+      vis = visibility(n);
+      if (!vis.empty) return n;
+    }
+    return end;
+  }
+  __device__ __forceinline__ int first_tile(TileVisibility& vis) const {
+    return next((begin / BN) * BN, vis);
+  }
   // For query rows [m0, m0 + rows) of Tq (their positions: row + the mask's offset).
   __device__ __forceinline__ static KeyTileWalk of_query_rows(const Mask& m, int m0, int rows,
                                                               int64_t tq) {
@@ -1116,7 +1128,8 @@ __device__ __forceinline__ void walk_key_tiles_overlapped(
   auto load = [&](T* tile, const T* matrix, int first) {
     load_panels<T, D, BN>(tile, matrix, first, tk, stride);
   };
-  int n0 = walk.first_tile();
+  TileVisibility vis0{}, vis1{};  // of tiles n0 and n1, found by the walk's next
+  int n0 = walk.first_tile(vis0);
   if (n0 < walk.end) load(kv.keys(0), k, n0);
   copy_async_commit();
   copy_async_wait_all();  // the queries and the first keys (with no tile to walk, the queries)
@@ -1127,30 +1140,31 @@ __device__ __forceinline__ void walk_key_tiles_overlapped(
   publish_copies<true>();
   issue_scores(kv.keys(0));
   warpgroup_commit();
-  int n1 = walk.next(n0 + BN);
+  int n1 = walk.next(n0 + BN, vis1);
   if (n1 < walk.end) load(kv.keys(1), k, n1);
   load(kv.values(0), v, n0);
   copy_async_commit();
   warpgroup_wait_all();
-  softmax(n0, walk.visibility(n0));
+  softmax(n0, vis0);
   finish_values();
   int buf = 1;  // tile n1's keys; the previous tile's values in the other buffer
-  for (n0 = n1; n0 < walk.end; buf ^= 1) {
+  for (n0 = n1, vis0 = vis1; n0 < walk.end; buf ^= 1) {
     copy_async_wait_all();  // keys n0 and the previous tile's values
     publish_copies<true>();
     issue_scores(kv.keys(buf));
     warpgroup_commit();
     issue_values(kv.values(buf ^ 1));
     warpgroup_commit();
-    n1 = walk.next(n0 + BN);
+    n1 = walk.next(n0 + BN, vis1);
     if (n1 < walk.end) load(kv.keys(buf ^ 1), k, n1);
     load(kv.values(buf), v, n0);
     copy_async_commit();
     warpgroup_wait_all_but_newest();  // the scores; o += p v may still run
-    softmax(n0, walk.visibility(n0));
+    softmax(n0, vis0);
     warpgroup_wait_all();
     finish_values();
     n0 = n1;
+    vis0 = vis1;
   }
   copy_async_wait_all();  // the last tile's values
   publish_copies<true>();
