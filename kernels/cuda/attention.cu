@@ -148,20 +148,6 @@ __device__ __forceinline__ int tile_offset(int row, int col) {  // col: a multip
   return row * D + ((((col >> 3) ^ (row & 7))) << 3);
 }
 
-// Rows [first, first + R) of a [rows_total, D] matrix whose rows are `stride`
-// elements apart; rows past rows_total read as zeros.
-template <typename T, int D, int R>
-__device__ __forceinline__ void load_tile(T* tile, const T* matrix, int64_t first,
-                                          int64_t rows_total, int64_t stride) {
-  constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < R * kChunks; i += kThreads) {
-    const int row = i / kChunks, col = (i % kChunks) * 8;
-    const bool valid = first + row < rows_total;
-    const T* src = matrix + (valid ? (first + row) * stride + col : 0);
-    copy_async_16(tile + tile_offset<D>(row, col), src, valid);
-  }
-}
-
 // Tiles for wgmma: [R, D] as D / 64 panels of [R, 64], each row of a panel
 // 128 bytes with its 16-byte chunks at chunk ^ (row % 8) (the 128-byte
 // swizzle, a panel 1024-byte aligned). At D = 64 this is tile_offset<64>.
@@ -171,35 +157,26 @@ __device__ __forceinline__ int panel_offset(int row, int col) {  // col: a multi
   return panel * R * 64 + row * 64 + ((chunk ^ (row & 7)) << 3);
 }
 
-// Rows [first, first + R) of a [rows_total, D] matrix (row stride `stride`)
-// into a panel tile; rows past rows_total read as zeros.
-template <typename T, int D, int R>
-__device__ __forceinline__ void load_panels(T* tile, const T* matrix, int64_t first,
-                                            int64_t rows_total, int64_t stride) {
-  constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < R * kChunks; i += kThreads) {
-    const int row = i / kChunks, col = (i % kChunks) * 8;
-    const bool valid = first + row < rows_total;
-    const T* src = matrix + (valid ? (first + row) * stride + col : 0);
-    copy_async_16(tile + panel_offset<D, R>(row, col), src, valid);
-  }
-}
-
 // Shared memory written by this thread's copies, made visible to the tensor
 // cores' (asynchronous proxy) reads; a barrier then publishes every thread's.
 __device__ __forceinline__ void fence_copies_for_tensor_cores() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-// Rows of a matrix into a tile of either layout: kPanels, the warpgroup-MMA
-// panels (load_panels); else the mma.sync layout (load_tile).
+// Rows [first, first + R) of a [rows_total, D] matrix whose rows are `stride`
+// elements apart, into a tile of either layout: kPanels, the warpgroup-MMA
+// panels (panel_offset), else the mma.sync layout (tile_offset); rows past
+// rows_total read as zeros.
 template <typename T, int D, int R, bool kPanels>
 __device__ __forceinline__ void load_rows(T* tile, const T* matrix, int64_t first,
                                           int64_t rows_total, int64_t stride) {
-  if constexpr (kPanels) {
-    load_panels<T, D, R>(tile, matrix, first, rows_total, stride);
-  } else {
-    load_tile<T, D, R>(tile, matrix, first, rows_total, stride);
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < R * kChunks; i += kThreads) {
+    const int row = i / kChunks, col = (i % kChunks) * 8;
+    const bool valid = first + row < rows_total;
+    const T* src = matrix + (valid ? (first + row) * stride + col : 0);
+    const int at = kPanels ? panel_offset<D, R>(row, col) : tile_offset<D>(row, col);
+    copy_async_16(tile + at, src, valid);
   }
 }
 
@@ -454,9 +431,9 @@ struct KeysValueBuffers {
   __device__ __forceinline__ T* values() const { return base + 2 * BN * D; }
 };
 
-// kPanels: the tiles in the warpgroup-MMA layout (load_panels), which the
+// kPanels: the tiles in the warpgroup-MMA layout (load_rows), which the
 // tensor cores read through the asynchronous proxy: each thread fences its
-// landed copies before the barrier. Else the mma.sync layout (load_tile).
+// landed copies before the barrier. Else the mma.sync layout.
 template <typename T, int D, int BN, bool kPanels, typename Scores, typename ValuesPass>
 __device__ __forceinline__ void walk_key_tiles_one_value_buffer(
     const KeyTileWalk<BN>& walk, const KeysValueBuffers<T, D, BN>& kv, const T* k, const T* v,
@@ -821,7 +798,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const T* v_b = blk.key_rows(v, geo);
   mask.select_batch_row(b);
 
-  load_tile<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
+  load_rows<T, D, BM, false>(tile_q, q_b, m0, geo.tq, q_stride);
   copy_async_commit();
 
   // This warp's rows: tiles warp_row0 + 16 m, m < MT.
@@ -1126,7 +1103,7 @@ __device__ __forceinline__ void walk_key_tiles_overlapped(
     int64_t tk, int64_t stride, IssueScores&& issue_scores, IssueValues&& issue_values,
     Softmax&& softmax, FinishValues&& finish_values) {
   auto load = [&](T* tile, const T* matrix, int first) {
-    load_panels<T, D, BN>(tile, matrix, first, tk, stride);
+    load_rows<T, D, BN, true>(tile, matrix, first, tk, stride);
   };
   TileVisibility vis0{}, vis1{};  // of tiles n0 and n1, found by the walk's next
   int n0 = walk.first_tile(vis0);
@@ -1197,7 +1174,7 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
   const T* v_b = blk.key_rows(v, geo);
   mask.select_batch_row(b);
 
-  load_panels<T, D, BM>(tile_q, q_b, m0, geo.tq, q_stride);
+  load_rows<T, D, BM, true>(tile_q, q_b, m0, geo.tq, q_stride);
   copy_async_commit();
 
   RowPairState r;
