@@ -1891,12 +1891,12 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
     if (err != cudaSuccess) return err;
     return dq_with_row_tiles<T, D, 1, false>(a, g, stream);
   } else {
-    if (use_wgmma(backward_wgmma) && wgmma_overlap.load()) {
-      err = dkdv_for<T, D, 3, true, true>(a, g, stream);
-      if (err != cudaSuccess) return err;
-      return dq_with_row_tiles<T, D, 1, true, true>(a, g, stream);
-    }
     if (use_wgmma(backward_wgmma)) {
+      if (wgmma_overlap.load()) {
+        err = dkdv_for<T, D, 3, true, true>(a, g, stream);
+        if (err != cudaSuccess) return err;
+        return dq_with_row_tiles<T, D, 1, true, true>(a, g, stream);
+      }
       err = dkdv_for<T, D, 3, true>(a, g, stream);
       if (err != cudaSuccess) return err;
       return dq_with_row_tiles<T, D, 1, true>(a, g, stream);
