@@ -3,8 +3,10 @@
 // of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a
 // window of 4096; 8 packed documents) on each implementation that computes it:
 //   liger      kernels/cuda/attention.cu (cuda::flash_attention), as the trainer runs it
-//              (warpgroup MMA at head_dim 64 and 128 on an sm_90 device)
-//   liger overlap   the same on the overlapped warpgroup-MMA schedules (head_dim <= 128)
+//              (warpgroup MMA at head_dim 64 and 128 on an sm_90 device, the
+//              products' order chosen per pass and variant)
+//   liger one-at-a-time  the warpgroup-MMA passes waiting for each product (head_dim <= 128)
+//   liger overlap   the same with the products overlapped (head_dim <= 128)
 //   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
@@ -177,7 +179,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
   std::cout << "device: " << at::cuda::getCurrentDeviceProperties()->name << ", " << options.dtype
             << ", median of " << options.reps << " after " << options.warmup << " warm-up\n";
   char line[512];
-  std::snprintf(line, sizeof line, "%-10s %-26s %-10s %9s %9s %10s %10s %9s\n", "shape", "variant",
+  std::snprintf(line, sizeof line, "%-10s %-26s %-19s %9s %9s %10s %10s %9s\n", "shape", "variant",
                 "impl", "fwd ms", "f+b ms", "fwd TF/s", "f+b TF/s", "peak MiB");
   std::cout << line;
   std::vector<Row> rows;
@@ -203,7 +205,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
                        }});
       // the overlapped warpgroup-MMA schedules and the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
-        for (const char* path : {"liger overlap", "liger mma.sync"}) {
+        for (const char* path : {"liger one-at-a-time", "liger overlap", "liger mma.sync"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -220,16 +222,19 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       }
       for (const auto& [name, fn] : impls) {
         Row r;
-        // "liger mma.sync": both passes on the mma.sync kernels, "liger
-        // overlap": on the overlapped warpgroup-MMA schedules, for the whole measurement
+        // "liger mma.sync": both passes on the mma.sync kernels; "liger
+        // one-at-a-time" and "liger overlap": the warpgroup-MMA passes with
+        // their products in that order (the default "liger" picks per pass
+        // and variant), for the whole measurement
         const bool wgmma = name != "liger mma.sync";
+        const int schedule = name == "liger one-at-a-time" ? 1 : name == "liger overlap" ? 2 : 0;
         const bool wgmma_forward = kernels::cuda::set_attention_forward_wgmma(wgmma);
         const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
-        const bool overlap = kernels::cuda::set_attention_wgmma_overlap(name == "liger overlap");
+        const int previous_schedule = kernels::cuda::set_attention_wgmma_schedule(schedule);
         const auto restore = [&] {
           kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
           kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
-          kernels::cuda::set_attention_wgmma_overlap(overlap);
+          kernels::cuda::set_attention_wgmma_schedule(previous_schedule);
         };
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);
@@ -245,7 +250,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         r.impl = name;
         r.fwd_tflops = flops_fwd / (r.fwd_ms * 1e-3) / 1e12;
         r.full_tflops = 3.5 * flops_fwd / (r.full_ms * 1e-3) / 1e12;
-        std::snprintf(line, sizeof line, "%-10s %-26s %-10s %9.3f %9.3f %10.1f %10.1f %9.1f\n",
+        std::snprintf(line, sizeof line, "%-10s %-26s %-19s %9.3f %9.3f %10.1f %10.1f %9.1f\n",
                       r.shape.c_str(), r.variant.c_str(), r.impl.c_str(), r.fwd_ms, r.full_ms,
                       r.fwd_tflops, r.full_tflops, r.peak_mib);
         std::cout << line << std::flush;

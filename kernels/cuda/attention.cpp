@@ -189,8 +189,13 @@ bool set_attention_backward_wgmma(bool on) {
   return launch::set_attention_backward_wgmma(on);
 }
 
-bool set_attention_wgmma_overlap(bool on) {
-  return launch::set_attention_wgmma_overlap(on);
+int set_attention_wgmma_schedule(int schedule) {
+  TORCH_CHECK(
+      schedule >= 0 && schedule <= 2,
+      "set_attention_wgmma_schedule: 0 (measured), 1 (one at a time) or 2 (overlapped), not ",
+      schedule);
+  return static_cast<int>(
+      launch::set_attention_wgmma_schedule(static_cast<launch::AttentionSchedule>(schedule)));
 }
 
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -1788,9 +1788,26 @@ cudaError_t forward_with_row_tiles(const AttentionShape& a, cudaStream_t stream)
 // 230.5 TFLOP/s against 161.7 with mma.sync.
 std::atomic<bool> forward_wgmma{true};
 std::atomic<bool> backward_wgmma{true};
-// The overlapped warpgroup-MMA schedules (set_attention_wgmma_overlap): off
-// until measured faster.
-std::atomic<bool> wgmma_overlap{false};
+// The order of the warpgroup-MMA products (set_attention_wgmma_schedule):
+// by default where each was measured faster (overlapped_forward,
+// overlapped_backward).
+std::atomic<int> wgmma_schedule{static_cast<int>(AttentionSchedule::measured)};
+
+// The measured choice, on an H100 at 8192 tokens (liger-bench --op attention,
+// docs/benchmarks/attention-overlap_h100_2026-12-06.md): the overlapped forward
+// wins at head_dim 64 (4-9% in every variant) and loses 2-3% at 128, where its
+// second key/value buffer and 210 registers leave 2 blocks per SM instead of 3.
+bool overlapped_forward(int head_dim) {
+  const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
+  return s == AttentionSchedule::overlapped || (s == AttentionSchedule::measured && head_dim == 64);
+}
+// The overlapped backward forms a softcap's slope from the score (no log2 of
+// p): 17% faster forward + backward under a softcap at both head_dims, and
+// within 1.5% of the other otherwise, where one product at a time stays.
+bool overlapped_backward(float softcap) {
+  const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
+  return s == AttentionSchedule::overlapped || (s == AttentionSchedule::measured && softcap > 0.0f);
+}
 
 // Whether this build holds sm_90a code (kernels/CMakeLists.txt defines
 // LIGER_CUDA_SM90A): elsewhere the warpgroup-MMA kernels are traps.
@@ -1829,8 +1846,8 @@ template <typename T, int D>
 cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   if constexpr (D <= 128) {
     if (use_wgmma(forward_wgmma)) {
-      return wgmma_overlap.load() ? forward_wgmma_for<T, D, true>(a, stream)
-                                  : forward_wgmma_for<T, D, false>(a, stream);
+      return overlapped_forward(D) ? forward_wgmma_for<T, D, true>(a, stream)
+                                   : forward_wgmma_for<T, D, false>(a, stream);
     }
   }
   // Two row tiles double the accumulators: only up to head_dim 128.
@@ -1892,7 +1909,7 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
     return dq_with_row_tiles<T, D, 1, false>(a, g, stream);
   } else {
     if (use_wgmma(backward_wgmma)) {
-      if (wgmma_overlap.load()) {
+      if (overlapped_backward(a.softcap)) {
         err = dkdv_for<T, D, 3, true, true>(a, g, stream);
         if (err != cudaSuccess) return err;
         return dq_with_row_tiles<T, D, 1, true, true>(a, g, stream);
@@ -1944,8 +1961,8 @@ bool set_attention_backward_wgmma(bool on) {
   return backward_wgmma.exchange(on);
 }
 
-bool set_attention_wgmma_overlap(bool on) {
-  return wgmma_overlap.exchange(on);
+AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule) {
+  return static_cast<AttentionSchedule>(wgmma_schedule.exchange(static_cast<int>(schedule)));
 }
 
 bool attention_supported(int64_t head_dim, DType dtype) {

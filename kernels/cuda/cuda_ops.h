@@ -97,9 +97,11 @@ int set_attention_row_tiles(int tiles);
 // to run the mma.sync path. Return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
-// The overlapped warpgroup-MMA schedules (launch::set_attention_wgmma_overlap;
-// off by default): on for tests and liger-bench to check and time them.
-bool set_attention_wgmma_overlap(bool on);
+// The order of the warpgroup-MMA products (launch::set_attention_wgmma_schedule):
+// 0 where each was measured faster (the default), 1 one product at a time, 2
+// overlapped, for tests and liger-bench to check and time each. Returns the
+// previous value; throws for another value.
+int set_attention_wgmma_schedule(int schedule);
 // One line per attention variant seen since the last call: which path served it.
 std::vector<std::string> take_attention_notes();
 

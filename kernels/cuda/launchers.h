@@ -414,13 +414,16 @@ int set_attention_row_tiles(int tiles);
 // check the mma.sync path; return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
-// Where the passes run on warpgroup MMA: the overlapped schedules
-// (FlashAttention-3's order in the forward: a tile's scores on the tensor
-// cores with the previous tile's o += p v, the softmax between; in dk/dv,
-// dv's product beside forming ds; s and dp as one group) instead of one
-// product at a time. Off by default until measured faster; process-wide,
-// for tests and benchmarks; returns the previous setting.
-bool set_attention_wgmma_overlap(bool on);
+// The order of the products where the passes run on warpgroup MMA. overlapped:
+// FlashAttention-3's order in the forward (a tile's scores on the tensor cores
+// with the previous tile's o += p v, the softmax between); in dk/dv, dv's
+// product beside forming ds; s and dp as one group. one_at_a_time: each
+// product waited for before the next. measured (the default): the overlapped
+// forward at head_dim 64 and the overlapped backward under a softcap, where
+// each was measured faster. Process-wide, for tests and benchmarks to check and
+// time each; returns the previous setting.
+enum class AttentionSchedule : int { measured = 0, one_at_a_time = 1, overlapped = 2 };
+AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule);
 
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32
 // workspace [B, Hq, Tq]), then one kernel over key tiles for dk and dv

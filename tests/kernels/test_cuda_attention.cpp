@@ -88,17 +88,17 @@ class MmaSyncOnly {
   bool forward_, backward_;
 };
 
-// Runs the warpgroup-MMA passes on their overlapped schedules for a scope
-// (off by default; where the device takes warpgroup MMA at all).
-class WgmmaOverlapped {
+// Runs the warpgroup-MMA passes with their products in one order for a scope:
+// 1 one at a time, 2 overlapped (the default, 0, picks per pass and variant).
+class WgmmaSchedule {
  public:
-  WgmmaOverlapped() : previous_(cuda::set_attention_wgmma_overlap(true)) {}
-  ~WgmmaOverlapped() { cuda::set_attention_wgmma_overlap(previous_); }
-  WgmmaOverlapped(const WgmmaOverlapped&) = delete;
-  WgmmaOverlapped& operator=(const WgmmaOverlapped&) = delete;
+  explicit WgmmaSchedule(int schedule) : previous_(cuda::set_attention_wgmma_schedule(schedule)) {}
+  ~WgmmaSchedule() { cuda::set_attention_wgmma_schedule(previous_); }
+  WgmmaSchedule(const WgmmaSchedule&) = delete;
+  WgmmaSchedule& operator=(const WgmmaSchedule&) = delete;
 
  private:
-  bool previous_;
+  int previous_;
 };
 
 void check_case(const std::string& what, const Shape& s, const AttentionOptions& options,
@@ -117,15 +117,18 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   };
   const std::string name =
       what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) + ", ";
-  // The default path (warpgroup MMA at head_dim 64 and 128 on an sm_90 device).
+  // The default path (warpgroup MMA at head_dim 64 and 128 on an sm_90 device,
+  // the products' order chosen per pass and variant).
   compare_backends(name + "default kernels", reference, kernel, {q, k, v}, {true, true, true},
                    {"q", "k", "v"}, kFp32, kOut, kGrad);
   // head_dim 256 has one path: mma.sync with 16 query rows per warp.
   if (s.head_dim > 128) return;
-  {
-    const WgmmaOverlapped overlapped;
-    compare_backends(name + "overlapped warpgroup MMA", reference, kernel, {q, k, v},
-                     {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+  for (const int schedule : {1, 2}) {
+    const WgmmaSchedule order(schedule);
+    compare_backends(name + (schedule == 1 ? "warpgroup MMA, one product at a time"
+                                           : "warpgroup MMA, overlapped products"),
+                     reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
+                     kGrad);
   }
   // The mma.sync kernels, the forward and dq with 16 and with 32 query rows per warp.
   const MmaSyncOnly mma_sync;
