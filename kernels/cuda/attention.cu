@@ -1795,15 +1795,15 @@ std::atomic<int> wgmma_schedule{static_cast<int>(AttentionSchedule::measured)};
 
 // The measured choice, on an H100 at 8192 tokens (liger-bench --op attention,
 // docs/benchmarks/attention-overlap_h100_2026-12-06.md): the overlapped forward
-// wins at head_dim 64 (4-9% in every variant) and loses 2-3% at 128, where its
+// wins at head_dim 64 (6-9% in every variant) and loses 2-3% at 128, where its
 // second key/value buffer and 210 registers leave 2 blocks per SM instead of 3.
 bool overlapped_forward(int head_dim) {
   const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
   return s == AttentionSchedule::overlapped || (s == AttentionSchedule::measured && head_dim == 64);
 }
 // The overlapped backward forms a softcap's slope from the score (no log2 of
-// p): 17% faster forward + backward under a softcap at both head_dims, and
-// within 1.5% of the other otherwise, where one product at a time stays.
+// p): 15-19% faster under a softcap; without one, within 1.2% at head_dim 128
+// and up to 5% slower at 64, so one product at a time stays there.
 bool overlapped_backward(float softcap) {
   const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
   return s == AttentionSchedule::overlapped || (s == AttentionSchedule::measured && softcap > 0.0f);
