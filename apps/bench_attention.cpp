@@ -51,6 +51,7 @@ struct Shape {
 };
 
 struct Variant {
+  std::string key;  // what --variant names: causal, window, softcap or documents
   std::string name;
   int64_t window = 0;
   double softcap = 0.0;
@@ -68,6 +69,68 @@ double visible_pairs(int64_t t, const Variant& v) {
     pairs += static_cast<double>(i - first + 1);
   }
   return pairs;
+}
+
+bool wanted(const std::vector<std::string>& filter, const std::string& name) {
+  return filter.empty() || std::find(filter.begin(), filter.end(), name) != filter.end();
+}
+
+// Throws, naming the flag and the known names, for a name not among them.
+void check_names(const char* flag, const std::vector<std::string>& filter,
+                 const std::vector<std::string>& known) {
+  for (const std::string& name : filter) {
+    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw std::invalid_argument(std::string(flag) + ": unknown name '" + name +
+                                "' (known: " + list + ")");
+  }
+}
+
+const std::vector<Shape>& all_shapes() {
+  static const std::vector<Shape> shapes = {{"llama3-8b", 8192, 32, 8, 128},
+                                            {"llama3-1b", 8192, 32, 8, 64}};
+  return shapes;
+}
+
+std::vector<Variant> all_variants(int documents) {
+  return {{"causal", "causal"},
+          {"window", "window 4096", 4096},
+          {"softcap", "softcap 50 + window 4096", 4096, 50.0},
+          {"documents", std::to_string(documents) + " documents", 0, 0.0, documents}};
+}
+
+const std::vector<std::string> kImpls = {
+    "liger",    "liger one-at-a-time", "liger overlap", "liger mma.sync", "cudnn", "flash",
+    "composite"};
+
+void check_filters(const AttentionBenchOptions& o) {
+  if (o.documents < 1 || o.documents > 8192) {
+    throw std::invalid_argument("--documents: 1 to 8192 documents per sequence, got " +
+                                std::to_string(o.documents));
+  }
+  std::vector<std::string> shapes, variants;
+  for (const Shape& s : all_shapes()) shapes.push_back(s.name);
+  for (const Variant& v : all_variants(o.documents)) variants.push_back(v.key);
+  check_names("--shape", o.shapes, shapes);
+  check_names("--variant", o.variants, variants);
+  check_names("--impl", o.impls, kImpls);
+}
+
+std::vector<Shape> chosen_shapes(const AttentionBenchOptions& o) {
+  std::vector<Shape> out;
+  for (const Shape& s : all_shapes()) {
+    if (wanted(o.shapes, s.name)) out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<Variant> chosen_variants(const AttentionBenchOptions& o) {
+  std::vector<Variant> out;
+  for (const Variant& v : all_variants(o.documents)) {
+    if (wanted(o.variants, v.key)) out.push_back(v);
+  }
+  return out;
 }
 
 struct Row {
@@ -155,8 +218,8 @@ Row measure(const AttentionFn& fn, const Tensor& q, const Tensor& k, const Tenso
 }  // namespace
 
 int run_attention_bench(const AttentionBenchOptions& options) {
+  check_filters(options);
 #ifndef LIGER_WITH_CUDA
-  (void)options;
   std::cout << "liger-bench --op attention: this build has no CUDA kernels; nothing to time\n";
   return 0;
 #else
@@ -170,12 +233,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
   }
   const auto dtype = options.dtype == "bf16" ? torch::kBFloat16 : torch::kHalf;
   const auto topts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
-  const std::vector<Shape> shapes = {{"llama3-8b", 8192, 32, 8, 128},
-                                     {"llama3-1b", 8192, 32, 8, 64}};
-  const std::vector<Variant> variants = {{"causal"},
-                                         {"window 4096", 4096},
-                                         {"softcap 50 + window 4096", 4096, 50.0},
-                                         {"8 documents", 0, 0.0, 8}};
+  const std::vector<Shape> shapes = chosen_shapes(options);
+  const std::vector<Variant> variants = chosen_variants(options);
   std::cout << "device: " << at::cuda::getCurrentDeviceProperties()->name << ", " << options.dtype
             << ", median of " << options.reps << " after " << options.warmup << " warm-up\n";
   char line[512];
@@ -221,6 +280,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
                          }});
       }
       for (const auto& [name, fn] : impls) {
+        if (!wanted(options.impls, name)) continue;
         Row r;
         // "liger mma.sync": both passes on the mma.sync kernels; "liger
         // one-at-a-time" and "liger overlap": the warpgroup-MMA passes with

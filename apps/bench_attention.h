@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace liger::bench {
 
@@ -10,6 +11,10 @@ struct AttentionBenchOptions {
   std::string dtype = "bf16";  // bf16 or fp16
   int reps = 20, warmup = 5;
   std::string json_path;  // also write the rows here when not empty
+  // Only these (empty: all). shapes: llama3-8b, llama3-1b; variants: causal,
+  // window, softcap, documents; impls: the table's impl names.
+  std::vector<std::string> shapes, variants, impls;
+  int documents = 8;  // documents per sequence of the documents variant
 };
 
 // Prints the table (and writes the JSON); returns the exit code.

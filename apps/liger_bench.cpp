@@ -5,7 +5,8 @@
 //
 //   liger-bench [--op rms_norm,rope] [--dtype bf16] [--backend cuda] [--reps 30] [--json FILE]
 //   liger-bench --op attention [--dtype bf16]   (variants beside cuDNN and flash SDPA:
-//                                                apps/bench_attention.cpp)
+//                                                apps/bench_attention.cpp; --shape,
+//                                                --variant, --impl and --documents pick rows)
 //
 // On a CUDA device: Llama-3-8B shapes at 8192 tokens, CUDA events around
 // each pass after warm-up, the GPU kept busy while the host enqueues (so host
@@ -691,15 +692,37 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(20, 100000));
   app.add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::Range(1, 1000));
   app.add_option("--json", json_path, "also write the results to this JSON file");
+  std::string shape_filter, variant_filter, impl_filter;
+  int documents = 8;
+  app.add_option("--shape", shape_filter,
+                 "--op attention: shapes, comma separated: llama3-8b, llama3-1b (default both)");
+  app.add_option("--variant", variant_filter,
+                 "--op attention: variants, comma separated: causal, window, softcap, documents "
+                 "(default all)");
+  app.add_option("--impl", impl_filter,
+                 "--op attention: implementations, comma separated, as the table names them "
+                 "(default all)");
+  app.add_option("--documents", documents,
+                 "--op attention: documents per sequence of the documents variant (default 8)");
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<std::string> ops = split(op_filter);
-  if (ops.size() == 1 && ops[0] == "attention") {  // its own table: variants and SDPA beside
+  const bool attention_only = ops.size() == 1 && ops[0] == "attention";
+  for (const char* flag : {"--shape", "--variant", "--impl", "--documents"}) {
+    if (app.count(flag) > 0 && !attention_only) {
+      throw std::invalid_argument(std::string(flag) + " applies to --op attention alone");
+    }
+  }
+  if (attention_only) {  // its own table: variants and SDPA beside
     liger::bench::AttentionBenchOptions o;
     o.dtype = dtype_filter == "all" ? "bf16" : dtype_filter;
     o.reps = reps;
     o.warmup = warmup;
     o.json_path = json_path;
+    o.shapes = split(shape_filter);
+    o.variants = split(variant_filter);
+    o.impls = split(impl_filter);
+    o.documents = documents;
     return liger::bench::run_attention_bench(o);
   }
   const std::vector<OpSpec> table = op_table();

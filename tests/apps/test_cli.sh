@@ -127,5 +127,19 @@ else
   echo "FAIL SIGTERM: exit $code, checkpoint '${saved}'"; tail -5 "$work/preempt.log"; failures=$((failures + 1))
 fi
 
+# liger-bench's attention filters: names checked before anything is timed.
+BENCH=$(dirname "$BIN")/liger-bench
+expect "liger-bench names the unknown attention variant" 1 \
+  "--variant: unknown name 'foo' \(known: causal, window, softcap, documents\)" -- \
+  "$BENCH" --op attention --variant foo
+expect "liger-bench names the unknown attention implementation" 1 "--impl: unknown name 'nope'" -- \
+  "$BENCH" --op attention --impl liger,nope
+expect "liger-bench refuses zero documents" 1 "--documents: 1 to 8192 documents per sequence, got 0" -- \
+  "$BENCH" --op attention --documents 0
+expect "liger-bench's attention filters need --op attention" 1 "--variant applies to --op attention alone" -- \
+  "$BENCH" --op rms_norm --variant causal
+expect "liger-bench takes a valid attention filter" 0 "." -- \
+  "$BENCH" --op attention --shape llama3-1b --variant documents --documents 16 --impl liger --reps 20 --warmup 1
+
 if [ $failures -ne 0 ]; then echo "$failures CLI check(s) failed"; exit 1; fi
 echo "all CLI checks passed"
