@@ -491,6 +491,23 @@ struct ScoreTransform {
       }
     }
   }
+  // The forward's half of to_base2: u with s2 = base2_factor() u (u = z / scale without
+  // a softcap, tanh(z / c) with one), so that the softmax folds the factor into its
+  // exponent: one fused multiply-add per score instead of a multiply and then a subtract.
+  template <int N>
+  __device__ __forceinline__ void to_base2_unit(float (&s)[N][4]) const {
+    if (softcap > 0.f) {
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = tanh_fast(s[j][e] * scale_over_softcap);
+      }
+    }
+  }
+  // s2 / u, positive (the launcher takes scale > 0, a softcap > 0).
+  __device__ __forceinline__ float base2_factor() const {
+    return softcap > 0.f ? softcap_log2e : scale_log2e;
+  }
   // d s / d z at a base-2 score s2 under a softcap: 1 - tanh(z / c)^2.
   __device__ __forceinline__ float softcap_slope(float s2) const {
     const float t = s2 * inv_softcap_log2e;  // tanh(z / c)
@@ -697,17 +714,19 @@ struct RowPairState : QueryRowPair {
     sum_lo = sum_hi = 0.f;
   }
 
-  // One key tile of the online softmax: s (base-2 scores of rows lo and hi,
-  // masked ones -inf) becomes p = 2^(s - m) with m the new running max, the
-  // running sums take p; returns in rescale_lo/hi the factor 2^(m_old - m)
-  // that the running output must be multiplied by first.
+  // One key tile of the online softmax: u (rows lo and hi, masked ones -inf)
+  // with base-2 scores s2 = factor u (factor > 0: ScoreTransform::to_base2_unit)
+  // becomes p = 2^(s2 - m) with m the new running max, the running sums take p;
+  // returns in rescale_lo/hi the factor 2^(m_old - m) that the running output
+  // must be multiplied by first (exactly 1 where the max did not move).
   template <int N>
-  __device__ __forceinline__ void step(float (&s)[N][4], float& rescale_lo, float& rescale_hi) {
+  __device__ __forceinline__ void step(float (&u)[N][4], float factor, float& rescale_lo,
+                                       float& rescale_hi) {
     float tile_max_lo = -INFINITY, tile_max_hi = -INFINITY;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
-      tile_max_lo = fmaxf(tile_max_lo, fmaxf(s[j][0], s[j][1]));
-      tile_max_hi = fmaxf(tile_max_hi, fmaxf(s[j][2], s[j][3]));
+      tile_max_lo = fmaxf(tile_max_lo, fmaxf(u[j][0], u[j][1]));
+      tile_max_hi = fmaxf(tile_max_hi, fmaxf(u[j][2], u[j][3]));
     }
     // A row's 8N scores are spread over the 4 lanes of its quad.
 #pragma unroll
@@ -715,24 +734,27 @@ struct RowPairState : QueryRowPair {
       tile_max_lo = fmaxf(tile_max_lo, __shfl_xor_sync(0xffffffffu, tile_max_lo, o));
       tile_max_hi = fmaxf(tile_max_hi, __shfl_xor_sync(0xffffffffu, tile_max_hi, o));
     }
-    const float new_max_lo = fmaxf(max_lo, tile_max_lo);
-    const float new_max_hi = fmaxf(max_hi, tile_max_hi);
+    // Rounding is monotonic, so factor times the max of u is the max of the rounded s2.
+    const float new_max_lo = fmaxf(max_lo, tile_max_lo * factor);
+    const float new_max_hi = fmaxf(max_hi, tile_max_hi * factor);
     // A row with nothing visible yet keeps max -inf: subtract 0 instead (no NaN).
     const float base_lo = new_max_lo == -INFINITY ? 0.f : new_max_lo;
     const float base_hi = new_max_hi == -INFINITY ? 0.f : new_max_hi;
-    rescale_lo = exp2_fast(max_lo - base_lo);
-    rescale_hi = exp2_fast(max_hi - base_hi);
+    // A row whose max did not move keeps its output as it is: factor exactly 1.
+    rescale_lo = new_max_lo == max_lo ? 1.f : exp2_fast(max_lo - base_lo);
+    rescale_hi = new_max_hi == max_hi ? 1.f : exp2_fast(max_hi - base_hi);
     max_lo = new_max_lo;
     max_hi = new_max_hi;
     float part_lo = 0.f, part_hi = 0.f;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
-      s[j][0] = exp2_fast(s[j][0] - base_lo);
-      s[j][1] = exp2_fast(s[j][1] - base_lo);
-      s[j][2] = exp2_fast(s[j][2] - base_hi);
-      s[j][3] = exp2_fast(s[j][3] - base_hi);
-      part_lo += s[j][0] + s[j][1];
-      part_hi += s[j][2] + s[j][3];
+      // 2^(factor u - m) with one rounding before the exponent (-inf stays -inf: p = 0)
+      u[j][0] = exp2_fast(fmaf(u[j][0], factor, -base_lo));
+      u[j][1] = exp2_fast(fmaf(u[j][1], factor, -base_lo));
+      u[j][2] = exp2_fast(fmaf(u[j][2], factor, -base_hi));
+      u[j][3] = exp2_fast(fmaf(u[j][3], factor, -base_hi));
+      part_lo += u[j][0] + u[j][1];
+      part_hi += u[j][2] + u[j][3];
     }
     // Per-lane partial sums: the quad's lanes share the rescale, summed at the end.
     sum_lo = sum_lo * rescale_lo + part_lo;
@@ -774,6 +796,17 @@ __device__ __forceinline__ void rescale_rows(float (&acc)[N][4], float rescale_l
     acc[d][2] *= rescale_hi;
     acc[d][3] *= rescale_hi;
   }
+}
+
+// The same, skipped when no row of the warp took a new max (every factor 1, and x * 1 = x):
+// past the first tiles of a walk the running max seldom moves, and the skip saves D / 2
+// multiplies per thread and tile. The vote keeps the branch uniform over the warp. Not for
+// the overlapped walk: a branch there, between products in flight on acc, serializes them.
+template <int N>
+__device__ __forceinline__ void rescale_rows_that_moved(float (&acc)[N][4], float rescale_lo,
+                                                        float rescale_hi) {
+  if (__all_sync(0xffffffffu, rescale_lo == 1.f && rescale_hi == 1.f)) return;
+  rescale_rows(acc, rescale_lo, rescale_hi);
 }
 
 // kOneValueBuffer: the walk with one value buffer (shared memory BM + 3 BN
@@ -828,11 +861,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
       RowPairState& r = rows[m];
-      score.to_base2(s[m]);
+      score.to_base2_unit(s[m]);
       if (!vis.full) mask_scores(s[m], mask, r, n0, t4);
       float rescale_lo, rescale_hi;
-      r.step(s[m], rescale_lo, rescale_hi);
-      rescale_rows(acc_o[m], rescale_lo, rescale_hi);
+      r.step(s[m], score.base2_factor(), rescale_lo, rescale_hi);
+      rescale_rows_that_moved(acc_o[m], rescale_lo, rescale_hi);
     }
   };
   auto values_pass = [&](const T* values) {
@@ -1189,9 +1222,9 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
   // A fragments `a` of o += p v, and the factors 2^(m_old - m) of the running o.
   auto softmax = [&](float(&s)[BN / 8][4], int n0, TileVisibility vis, uint32_t(&a)[BN / 16][4],
                      float& rescale_lo, float& rescale_hi) {
-    score.to_base2(s);
+    score.to_base2_unit(s);
     if (!vis.full) mask_scores(s, mask, r, n0, t4);
-    r.step(s, rescale_lo, rescale_hi);
+    r.step(s, score.base2_factor(), rescale_lo, rescale_hi);
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(s, kk, a[kk]);
   };
@@ -1229,7 +1262,7 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
       wgmma_abt<T, D>(s, tile_q, keys);
       float rescale_lo, rescale_hi;
       softmax(s, n0, vis, a, rescale_lo, rescale_hi);
-      rescale_rows(acc_o, rescale_lo, rescale_hi);
+      rescale_rows_that_moved(acc_o, rescale_lo, rescale_hi);
     };
     auto values_pass = [&](const T* values) { wgmma_fragments<T, D>(acc_o, a, values); };
     // two key buffers and one value buffer after q, as the mma.sync forward at head_dim 128
