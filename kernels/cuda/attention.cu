@@ -463,8 +463,12 @@ __device__ __forceinline__ void walk_key_tiles_one_value_buffer(
 }
 
 // Scores to the base-2 domain: s2 = s log2 e with s = z (no softcap) or
-// c tanh(z / c), z = acc * scale. The factors are formed once on the host
-// (score_transform), so no element divides.
+// c tanh(z / c), z = acc * scale, taken in two halves: to_base2_unit turns
+// acc into u with s2 = base2_factor() u (u = acc without a softcap, tanh(z / c)
+// with one), and the exponent takes the factor, 2^(s2 - m) = 2^(fma(u, factor,
+// -m)): one fused multiply-add per score instead of a multiply and then a
+// subtract. The factors are formed once on the host (score_transform), so no
+// element divides.
 struct ScoreTransform {
   float scale, softcap;
   float scale_log2e;         // scale log2 e (no softcap)
@@ -472,28 +476,9 @@ struct ScoreTransform {
   float softcap_log2e;       // c log2 e
   float inv_softcap_log2e;   // 1 / (c log2 e)
 
-  // Every score of a warp's tile [16, 8N] (accumulator fragments), in place.
-  // The softcap branch is taken once per tile, not per element.
-  template <int N>
-  __device__ __forceinline__ void to_base2(float (&s)[N][4]) const {
-    if (softcap > 0.f) {
-#pragma unroll
-      for (int j = 0; j < N; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[j][e] = softcap_log2e * tanh_fast(s[j][e] * scale_over_softcap);
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < N; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[j][e] *= scale_log2e;
-      }
-    }
-  }
-  // The forward's half of to_base2: u with s2 = base2_factor() u (u = z / scale without
-  // a softcap, tanh(z / c) with one), so that the softmax folds the factor into its
-  // exponent: one fused multiply-add per score instead of a multiply and then a subtract.
+  // Every score of a warp's tile [16, 8N] (accumulator fragments), in place:
+  // u = tanh(acc scale / c) under a softcap, else left as it is. The softcap
+  // branch is taken once per tile, not per element.
   template <int N>
   __device__ __forceinline__ void to_base2_unit(float (&s)[N][4]) const {
     if (softcap > 0.f) {
@@ -507,6 +492,10 @@ struct ScoreTransform {
   // s2 / u, positive (the launcher takes scale > 0, a softcap > 0).
   __device__ __forceinline__ float base2_factor() const {
     return softcap > 0.f ? softcap_log2e : scale_log2e;
+  }
+  // d s / d z under a softcap from u = tanh(z / c) (to_base2_unit): 1 - u^2.
+  __device__ __forceinline__ static float softcap_slope_of_unit(float u) {
+    return 1.f - u * u;
   }
   // d s / d z at a base-2 score s2 under a softcap: 1 - tanh(z / c)^2.
   __device__ __forceinline__ float softcap_slope(float s2) const {
@@ -1387,20 +1376,22 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           const DqRowPair& r = rows[m];
-          score.to_base2(p[m]);
+          score.to_base2_unit(p[m]);
           if (!vis.full) mask_scores(p[m], mask, r, n0, t4);
-          // p = 2^(s2 - lse2) (0 where masked: 2^-inf), ds = p (dp - delta) d s / d z.
+          const float factor = score.base2_factor();
+          // p = 2^(s2 - lse2) with s2 = factor u (0 where masked: 2^-inf),
+          // ds = p (dp - delta) d s / d z.
           if (score.softcap > 0.f) {
 #pragma unroll
             for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
                 const bool lo = e < 2;
-                const float s2 = p[m][j][e];
-                const float prob = exp2_fast(s2 - (lo ? r.lse2_lo : r.lse2_hi));
-                // the slope only where p is defined (a masked s2 is -inf)
+                const float u = p[m][j][e];
+                const float prob = exp2_fast(fmaf(u, factor, -(lo ? r.lse2_lo : r.lse2_hi)));
+                // the slope only where p is defined (a masked u is -inf)
                 p[m][j][e] = prob > 0.f ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) *
-                                              score.softcap_slope(s2)
+                                              ScoreTransform::softcap_slope_of_unit(u)
                                         : 0.f;
               }
             }
@@ -1410,7 +1401,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
                 const bool lo = e < 2;
-                const float prob = exp2_fast(p[m][j][e] - (lo ? r.lse2_lo : r.lse2_hi));
+                const float prob =
+                    exp2_fast(fmaf(p[m][j][e], factor, -(lo ? r.lse2_lo : r.lse2_hi)));
                 p[m][j][e] = prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi));
               }
             }
@@ -1566,7 +1558,9 @@ __global__ void __launch_bounds__(kThreads)
       zero(p);
       tile_abt<T, D, BM / 8, kWgmma>(p, tile_k, warp * 16, tile_q(buf), lane);
     }
-    score.to_base2(p);
+    // u with s2 = factor u (ScoreTransform::to_base2_unit); masked ones -inf
+    score.to_base2_unit(p);
+    const float factor = score.base2_factor();
     if (!vis.full) {
 #pragma unroll
       for (int j = 0; j < BM / 8; ++j) {
@@ -1582,17 +1576,19 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if constexpr (kOverlap) {
-      // dp arrived with s: dp <- (dp - delta) times the softcap's slope at s2,
-      // taken before s2 turns into p (0 where masked), so ds = p dp later
-      // costs one product per element while dv's product runs.
+      // dp arrived with s: dp <- (dp - delta) times the softcap's slope at u
+      // = tanh(z / c), taken before u turns into p (0 where masked), so ds =
+      // p dp later costs one product per element while dv's product runs.
       if (score.softcap > 0.f) {
 #pragma unroll
         for (int j = 0; j < BM / 8; ++j) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int col = j * 8 + t4 * 2 + (e & 1);
-            const float s2 = p[j][e];
-            dp[j][e] = s2 > -INFINITY ? (dp[j][e] - delta_t[col]) * score.softcap_slope(s2) : 0.f;
+            const float u = p[j][e];
+            dp[j][e] = u > -INFINITY
+                           ? (dp[j][e] - delta_t[col]) * ScoreTransform::softcap_slope_of_unit(u)
+                           : 0.f;
           }
         }
       } else {
@@ -1609,10 +1605,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < BM / 8; ++j) {
       const float2 lse2 = *reinterpret_cast<const float2*>(lse2_t + j * 8 + t4 * 2);
-      p[j][0] = exp2_fast(p[j][0] - lse2.x);  // 0 where masked (2^-inf)
-      p[j][1] = exp2_fast(p[j][1] - lse2.y);
-      p[j][2] = exp2_fast(p[j][2] - lse2.x);
-      p[j][3] = exp2_fast(p[j][3] - lse2.y);
+      p[j][0] = exp2_fast(fmaf(p[j][0], factor, -lse2.x));  // 0 where masked (2^-inf)
+      p[j][1] = exp2_fast(fmaf(p[j][1], factor, -lse2.y));
+      p[j][2] = exp2_fast(fmaf(p[j][2], factor, -lse2.x));
+      p[j][3] = exp2_fast(fmaf(p[j][3], factor, -lse2.y));
     }
     uint32_t a_p[BM / 16][4];  // kOverlap: p rounded to T (cast), read by dv's product in flight
     if constexpr (kOverlap) {
