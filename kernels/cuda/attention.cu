@@ -1430,7 +1430,8 @@ __global__ void __launch_bounds__(kThreads)
 // on warpgroup MMA (tiles of 64, head_dim 64 or 128, in the panel layout);
 // a warp's rows of the 64 are still its 16 keys. kOverlap (with kWgmma, both
 // gradients): s^T and dp^T issued as one group, so dp - delta and the
-// softcap's slope are formed from s2 itself (no log2 of p), and dv += p^T
+// softcap's slope are formed from the score itself (u = tanh(z / c); no log2
+// of p), and dv += p^T
 // d_out runs on the tensor cores while ds = p (dp - delta) slope is formed
 // (registers it does not touch), then dk += ds^T q; both complete before
 // the next tile.
