@@ -22,6 +22,7 @@
 // FlashAttention does; every sum is fp32.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/document_bounds.h"
+#include "kernels/cuda/tile_order.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -522,22 +523,27 @@ struct Geometry {
   int groups;  // heads_q / heads_k
 };
 
-// A query-tile block's place (grid: query tile, query head, batch row) and
-// where its rows start: query head `head` of batch row b in q-shaped tensors
-// ([B, Tq, Hq, D], rows q_stride apart), its key/value head in k and v
-// ([B, Tk, Hk, D], rows k_stride apart).
+// A query-tile block's place (its block id decoded by tile_of_block: the
+// last, heaviest query tiles first, heads in groups of kKeyValueHeadsPerGroup
+// key/value heads) and where its rows start: query head `head` of batch row b
+// in q-shaped tensors ([B, Tq, Hq, D], rows q_stride apart), its key/value
+// head in k and v ([B, Tk, Hk, D], rows k_stride apart).
 template <int D>
 struct QueryBlock {
   int m0, head, head_k;
   int64_t b, q_stride, k_stride;
 
   __device__ __forceinline__ QueryBlock(const Geometry& geo, int block_rows)
-      : m0(static_cast<int>(blockIdx.x) * block_rows),
-        head(static_cast<int>(blockIdx.y)),
-        head_k(head / geo.groups),
-        b(blockIdx.z),
-        q_stride(geo.heads_q * D),
-        k_stride(geo.heads_k * D) {}
+      : q_stride(geo.heads_q * D), k_stride(geo.heads_k * D) {
+    const int tiles = static_cast<int>((geo.tq + block_rows - 1) / block_rows);
+    const int heads = static_cast<int>(geo.heads_q);
+    const TilePlace place = tile_of_block(blockIdx.x, tiles, heads,
+                                          min(kKeyValueHeadsPerGroup * geo.groups, heads), true);
+    m0 = place.tile * block_rows;
+    head = place.head;
+    head_k = head / geo.groups;
+    b = place.batch;
+  }
   template <typename T>
   __device__ __forceinline__ const T* query_rows(const T* t, const Geometry& geo) const {
     return t + (b * geo.tq * geo.heads_q + head) * D;
@@ -1462,7 +1468,12 @@ __global__ void __launch_bounds__(kThreads)
   auto tile_delta = [&](int buf) { return delta_base + buf * BM; };
   auto tile_doc = [&](int buf) { return doc_base + buf * BM; };
 
-  const int n0 = blockIdx.x * BN, head_k = blockIdx.y, b = blockIdx.z;
+  // the first, heaviest key tiles first (tile_order.h)
+  const int heads_k = static_cast<int>(geo.heads_k);
+  const TilePlace place = tile_of_block(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
+                                        heads_k, min(kKeyValueHeadsPerGroup, heads_k), false);
+  const int n0 = place.tile * BN, head_k = place.head;
+  const int64_t b = place.batch;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
   const int64_t q_stride = geo.heads_q * D, k_stride = geo.heads_k * D;
@@ -1745,10 +1756,13 @@ cudaError_t allow_shared(Kernel kernel, size_t bytes) {
                               static_cast<int>(bytes));
 }
 
-// One block per (tile of `tile` rows of `rows`, head, batch row).
+// One block per (tile of `tile` rows of `rows`, head, batch row), as a
+// one-dimensional grid that the kernels decode with tile_of_block. Past the
+// grid's limit of 2^31 - 1 blocks: an empty grid, which the launch refuses
+// (invalid configuration).
 dim3 tiles_grid(int64_t rows, int tile, int64_t heads, int64_t batch) {
-  return dim3(static_cast<unsigned>((rows + tile - 1) / tile), static_cast<unsigned>(heads),
-              static_cast<unsigned>(batch));
+  const int64_t blocks = (rows + tile - 1) / tile * heads * batch;
+  return dim3(blocks <= 0x7fffffff ? static_cast<unsigned>(blocks) : 0u);
 }
 
 // Launches `kernel` with `bytes` of dynamic shared memory (allowed above 48 KiB first).
