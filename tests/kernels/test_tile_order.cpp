@@ -22,15 +22,15 @@ using liger::cuda_kernels::TilePlace;
 namespace {
 
 void check_order(int tiles, int heads, int group_heads, int batch, bool descending) {
-  INFO("tiles " << tiles << ", heads " << heads << ", group " << group_heads << ", batch "
-                << batch << (descending ? ", descending" : ", ascending"));
+  INFO("tiles " << tiles << ", heads " << heads << ", group " << group_heads << ", batch " << batch
+                << (descending ? ", descending" : ", ascending"));
   const int blocks = tiles * heads * batch;
   std::vector<int> seen(static_cast<size_t>(blocks), 0);
   TilePlace previous{-1, -1, -1};
   int bad_order = 0;
   for (int id = 0; id < blocks; ++id) {
-    const TilePlace p = tile_of_block(static_cast<unsigned>(id), tiles, heads, group_heads,
-                                      descending);
+    const TilePlace p =
+        tile_of_block(static_cast<unsigned>(id), tiles, heads, group_heads, descending);
     REQUIRE(p.tile >= 0);
     REQUIRE(p.tile < tiles);
     REQUIRE(p.head >= 0);
