@@ -16,6 +16,7 @@
 // and p v), backward 2.5x forward (the usual count of its five products),
 // and the peak extra memory of forward+backward.
 #include "apps/bench_attention.h"
+#include "apps/name_filter.h"
 
 #include "kernels/composite/composite.h"
 #ifdef LIGER_WITH_CUDA
@@ -69,10 +70,6 @@ double visible_pairs(int64_t t, const Variant& v) {
     pairs += static_cast<double>(i - first + 1);
   }
   return pairs;
-}
-
-bool wanted(const std::vector<std::string>& filter, const std::string& name) {
-  return filter.empty() || std::find(filter.begin(), filter.end(), name) != filter.end();
 }
 
 // Throws, naming the flag and the known names, for a name not among them.

@@ -18,6 +18,7 @@
 // Every op reads its inputs as intermediates (clones of leaf tensors made
 // before the timed region), as in a model, where they are activations.
 #include "apps/bench_attention.h"
+#include "apps/name_filter.h"
 #include "kernels/backend.h"
 #include "kernels/registry.h"
 #ifdef LIGER_WITH_CUDA
@@ -46,6 +47,7 @@
 
 namespace kernels = liger::kernels;
 using kernels::Backend;
+using liger::bench::wanted;
 using torch::Tensor;
 
 namespace {
@@ -668,10 +670,6 @@ std::vector<std::string> split(const std::string& s) {
     if (!item.empty()) out.push_back(item);
   }
   return out;
-}
-
-bool wanted(const std::vector<std::string>& filter, const std::string& name) {
-  return filter.empty() || std::find(filter.begin(), filter.end(), name) != filter.end();
 }
 
 std::string now_utc() {

@@ -1437,10 +1437,9 @@ __global__ void __launch_bounds__(kThreads)
 // a warp's rows of the 64 are still its 16 keys. kOverlap (with kWgmma, both
 // gradients): s^T and dp^T issued as one group, so dp - delta and the
 // softcap's slope are formed from the score itself (u = tanh(z / c); no log2
-// of p), and dv += p^T
-// d_out runs on the tensor cores while ds = p (dp - delta) slope is formed
-// (registers it does not touch), then dk += ds^T q; both complete before
-// the next tile.
+// of p), and dv += p^T d_out runs on the tensor cores while ds = p (dp -
+// delta) slope is formed (registers it does not touch), then dk += ds^T q;
+// both complete before the next tile.
 template <typename T, int D, int BM, int BN, int kWant, bool kWgmma, bool kOverlap>
 __global__ void __launch_bounds__(kThreads)
     attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
