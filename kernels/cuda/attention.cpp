@@ -174,6 +174,21 @@ bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v) {
   return launch::attention_supported(q.size(3), dtype_of("attention", q));
 }
 
+Tensor attention_document_bounds(const Tensor& document_ids) {
+  TORCH_CHECK(document_ids.is_cuda() && document_ids.dim() == 2,
+              "attention_document_bounds: document ids must be a [B, T] CUDA tensor, got ",
+              document_ids.sizes(), " on ", document_ids.device());
+  const Tensor ids = document_ids.to(at::kLong).contiguous();
+  const c10::cuda::CUDAGuard guard(ids.device());
+  const int64_t batch = ids.size(0), t = ids.size(1);
+  const Tensor workspace = document_ranges(ids, ids);
+  check_launch("attention_document_bounds",
+               launch::attention_document_bounds(ids.data_ptr<int64_t>(), batch, t,
+                                                 workspace.data_ptr<int64_t>(), current_stream()));
+  // the workspace: [B, S, 2] ranges, then [B, S, 2] bounds
+  return workspace.narrow(0, workspace.numel() / 2, workspace.numel() / 2).view({batch, -1, 2});
+}
+
 int set_attention_row_tiles(int tiles) {
   const int previous = launch::set_attention_row_tiles(tiles);
   TORCH_CHECK(previous >= 0, "attention (cuda): row tiles must be 0 (automatic), 1 or 2, got ",

@@ -1721,17 +1721,45 @@ __global__ void document_ranges_kernel(const int64_t* __restrict__ ids,
 }
 
 // bounds[b, s] = (first, last) segment that segment s of batch row b meets
-// (kernels/cuda/document_bounds.h), from the ranges above.
+// (kernels/cuda/document_bounds.h), from the ranges above. One warp per
+// segment: its lanes test 32 candidates at once from the start (the lowest
+// lane that meets is the first) and then from the end (lane 0 the highest
+// candidate: the lowest lane that meets is the last), so a thread's chain of
+// dependent reads is 1/32 of a one-thread scan's (which grows with T^2).
 __global__ void document_bounds_kernel(const int64_t* __restrict__ ranges,
                                        int64_t* __restrict__ bounds, int64_t batch, int64_t t) {
   const int64_t segments = (t + kSegment - 1) / kSegment;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= batch * segments) return;
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (i >= batch * segments) return;  // i is the warp's: all its lanes leave together
   const int64_t b = i / segments, s = i % segments;
-  int64_t first, last;
-  document_segment_bounds(ranges + 2 * b * segments, segments, s, first, last);
-  bounds[2 * i] = first;
-  bounds[2 * i + 1] = last;
+  const int64_t* row = ranges + 2 * b * segments;
+  const int64_t lo = row[2 * s], hi = row[2 * s + 1];
+  auto meets = [&](int64_t other) {
+    return id_ranges_meet(lo, hi, row[2 * other], row[2 * other + 1]);
+  };
+  int64_t first = s;  // every segment meets itself
+  for (int64_t base = 0; base < s; base += 32) {
+    const int64_t other = base + lane;
+    const unsigned hits = __ballot_sync(0xffffffffu, other < s && meets(other));
+    if (hits != 0u) {
+      first = base + __ffs(static_cast<int>(hits)) - 1;
+      break;
+    }
+  }
+  int64_t last = s;
+  for (int64_t top = segments - 1; top > s; top -= 32) {
+    const int64_t other = top - lane;
+    const unsigned hits = __ballot_sync(0xffffffffu, other > s && meets(other));
+    if (hits != 0u) {
+      last = top - (__ffs(static_cast<int>(hits)) - 1);
+      break;
+    }
+  }
+  if (lane == 0) {
+    bounds[2 * i] = first;
+    bounds[2 * i + 1] = last;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1795,7 +1823,8 @@ cudaError_t fill_document_ranges(const AttentionShape& a, cudaStream_t stream) {
       a.document_ids, a.document_ranges, a.batch, a.tk);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  document_bounds_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
+  // one warp per segment: 8 segments per block of 256 threads
+  document_bounds_kernel<<<static_cast<unsigned>((n + 7) / 8), 256, 0, stream>>>(
       a.document_ranges, a.document_ranges + 2 * n, a.batch, a.tk);
   return cudaGetLastError();
 }
@@ -2014,6 +2043,16 @@ bool attention_supported(int64_t head_dim, DType dtype) {
 
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t) {
   return 4 * batch * ((t + kSegment - 1) / kSegment);  // the ranges, then the bounds
+}
+
+cudaError_t attention_document_bounds(const int64_t* document_ids, int64_t batch, int64_t t,
+                                      int64_t* workspace, cudaStream_t stream) {
+  AttentionShape a;
+  a.document_ids = document_ids;
+  a.document_ranges = workspace;
+  a.batch = batch;
+  a.tq = a.tk = t;
+  return fill_document_ranges(a, stream);
 }
 
 cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream) {

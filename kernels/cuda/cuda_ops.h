@@ -87,6 +87,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
 bool flash_attention_serves(const Tensor& q, const Tensor& k, const Tensor& v);
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& options);
+// The segment bounds the flash kernels walk with document ids [B, T] (int64,
+// CUDA): [B, ceil(T / 16), 2] int64, the first and last segment of 16
+// positions that each segment shares an id with (launch::attention_document_bounds).
+Tensor attention_document_bounds(const Tensor& document_ids);
 // Query rows per warp of the flash forward and dq kernels: 1 or 2 tiles of
 // 16, or 0 for each kernel's default (launch::set_attention_row_tiles): for
 // tests and liger-bench to measure each. Returns the previous value; throws

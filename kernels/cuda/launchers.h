@@ -399,6 +399,12 @@ struct AttentionShape {
 // Whether the kernels take this head_dim and dtype (64, 128 or 256; bf16 or f16).
 bool attention_supported(int64_t head_dim, DType dtype);
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t);
+// Fills `workspace` (attention_document_ranges_elems(B, T) int64) as the
+// passes do before they run: [B, S, 2] ranges, then [B, S, 2] bounds (first
+// and last segment of 16 positions each segment shares an id with;
+// kernels/cuda/document_bounds.h), S = ceil(T / 16). For tests.
+cudaError_t attention_document_bounds(const int64_t* document_ids, int64_t batch, int64_t t,
+                                      int64_t* workspace, cudaStream_t stream);
 // Writes a.out (through the pointer cast to writable) and a.lse.
 cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream);
 // Query rows each warp of the forward and dq kernels owns: 1 tile of 16, 2

@@ -6,12 +6,16 @@
 // than the sequence; forward and dq with one and with two 16-row tiles per warp.
 // Skips without a CUDA device.
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/document_bounds.h"
 #include "kernels/reference/reference.h"
 #include "tests/catch.h"
 #include "tests/kernels/test_utils.h"
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -201,6 +205,62 @@ TEST_CASE("flash attention: document masks of packed batches") {
       docs_full.causal = false;
       check_case("documents, not causal", {2, 170, 170, 2, 2, d}, docs_full, dtype);
     }
+  }
+}
+
+// The segment bounds the kernels compute (one warp per segment) against the
+// CPU's one-at-a-time scan (kernels/cuda/document_bounds.h), for rows longer
+// than a warp's 32 candidates: packed documents, ids in no order, one
+// document, and every position its own document.
+TEST_CASE("flash attention: the document bounds match the CPU's") {
+  if (!have_cuda()) return;
+  const int64_t t = 2061;  // 129 segments, the last one partial
+  std::mt19937 rng(5);
+  std::vector<std::vector<int64_t> > rows;
+  std::vector<int64_t> packed;
+  for (int64_t id = 0; static_cast<int64_t>(packed.size()) < t; ++id) {
+    const int64_t len = 1 + static_cast<int64_t>(rng() % 300);
+    for (int64_t i = 0; i < len && static_cast<int64_t>(packed.size()) < t; ++i) {
+      packed.push_back(id);
+    }
+  }
+  rows.push_back(packed);
+  std::vector<int64_t> unordered(t);
+  for (auto& id : unordered) id = static_cast<int64_t>(rng() % 9) * 1000 - 3000;
+  rows.push_back(unordered);
+  rows.push_back(std::vector<int64_t>(t, 4));
+  std::vector<int64_t> distinct(t);
+  for (int64_t p = 0; p < t; ++p) distinct[p] = t - p;
+  rows.push_back(distinct);
+
+  const auto batch = static_cast<int64_t>(rows.size());
+  const int64_t segments =
+      (t + liger::cuda_kernels::kDocumentSegment - 1) / liger::cuda_kernels::kDocumentSegment;
+  Tensor ids = torch::empty({batch, t}, torch::kLong);
+  for (int64_t b = 0; b < batch; ++b) {
+    std::copy(rows[b].begin(), rows[b].end(), ids[b].data_ptr<int64_t>());
+  }
+  const Tensor bounds = cuda::attention_document_bounds(ids.cuda()).cpu();
+  REQUIRE(bounds.sizes() == torch::IntArrayRef({batch, segments, 2}));
+  for (int64_t b = 0; b < batch; ++b) {
+    std::vector<int64_t> ranges(2 * segments);
+    for (int64_t s = 0; s < segments; ++s) {
+      const auto first = rows[b].begin() + s * liger::cuda_kernels::kDocumentSegment;
+      const auto last =
+          rows[b].begin() + std::min(t, (s + 1) * liger::cuda_kernels::kDocumentSegment);
+      ranges[2 * s] = *std::min_element(first, last);
+      ranges[2 * s + 1] = *std::max_element(first, last);
+    }
+    int64_t wrong = 0;
+    for (int64_t s = 0; s < segments; ++s) {
+      int64_t first = -1, last = -1;
+      liger::cuda_kernels::document_segment_bounds(ranges.data(), segments, s, first, last);
+      if (bounds[b][s][0].item<int64_t>() != first || bounds[b][s][1].item<int64_t>() != last) {
+        ++wrong;
+      }
+    }
+    INFO("batch row " << b);
+    CHECK(wrong == 0);
   }
 }
 
