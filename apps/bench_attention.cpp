@@ -8,6 +8,8 @@
 //   liger one-at-a-time  the warpgroup-MMA passes waiting for each product (head_dim <= 128)
 //   liger overlap   the same with the products overlapped (head_dim <= 128)
 //   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
+//   liger tma, liger tma one-at-a-time, liger tma overlap  the first three with the
+//              forward's copies on the tensor memory accelerator (head_dim <= 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -97,9 +99,16 @@ std::vector<Variant> all_variants(int documents) {
           {"documents", std::to_string(documents) + " documents", 0, 0.0, documents}};
 }
 
-const std::vector<std::string> kImpls = {
-    "liger",    "liger one-at-a-time", "liger overlap", "liger mma.sync", "cudnn", "flash",
-    "composite"};
+const std::vector<std::string> kImpls = {"liger",
+                                         "liger one-at-a-time",
+                                         "liger overlap",
+                                         "liger mma.sync",
+                                         "liger tma",
+                                         "liger tma one-at-a-time",
+                                         "liger tma overlap",
+                                         "cudnn",
+                                         "flash",
+                                         "composite"};
 
 void check_filters(const AttentionBenchOptions& o) {
   if (o.documents < 1 || o.documents > 8192) {
@@ -261,7 +270,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
                        }});
       // the overlapped warpgroup-MMA schedules and the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
-        for (const char* path : {"liger one-at-a-time", "liger overlap", "liger mma.sync"}) {
+        for (const char* path : {"liger one-at-a-time", "liger overlap", "liger mma.sync",
+                                 "liger tma", "liger tma one-at-a-time", "liger tma overlap"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -282,15 +292,23 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         // "liger mma.sync": both passes on the mma.sync kernels; "liger
         // one-at-a-time" and "liger overlap": the warpgroup-MMA passes with
         // their products in that order (the default "liger" picks per pass
-        // and variant), for the whole measurement
+        // and variant); "liger tma ...": the same with the forward's copies
+        // on the tensor memory accelerator; for the whole measurement
         const bool wgmma = name != "liger mma.sync";
-        const int schedule = name == "liger one-at-a-time" ? 1 : name == "liger overlap" ? 2 : 0;
+        const bool tma = name.rfind("liger tma", 0) == 0;
+        const auto ends_with = [&name](const std::string& tail) {
+          return name.size() >= tail.size() &&
+                 name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+        };
+        const int schedule = ends_with("one-at-a-time") ? 1 : ends_with("overlap") ? 2 : 0;
         const bool wgmma_forward = kernels::cuda::set_attention_forward_wgmma(wgmma);
         const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
+        const bool forward_tma = kernels::cuda::set_attention_forward_tma(tma);
         const int previous_schedule = kernels::cuda::set_attention_wgmma_schedule(schedule);
         const auto restore = [&] {
           kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
           kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
+          kernels::cuda::set_attention_forward_tma(forward_tma);
           kernels::cuda::set_attention_wgmma_schedule(previous_schedule);
         };
         try {

@@ -204,6 +204,10 @@ bool set_attention_backward_wgmma(bool on) {
   return launch::set_attention_backward_wgmma(on);
 }
 
+bool set_attention_forward_tma(bool on) {
+  return launch::set_attention_forward_tma(on);
+}
+
 int set_attention_wgmma_schedule(int schedule) {
   TORCH_CHECK(
       schedule >= 0 && schedule <= 2,

@@ -23,6 +23,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/document_bounds.h"
 #include "kernels/cuda/tile_order.h"
+#include "kernels/cuda/tma.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -30,6 +31,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace liger::cuda_kernels {
 namespace {
@@ -1178,19 +1180,139 @@ __device__ __forceinline__ void walk_key_tiles_overlapped(
   warpgroup_wait_all();
 }
 
+// The forward's copies on the tensor memory accelerator (kernels/cuda/tma.cuh)
+// instead of every thread's cp.async: thread 0 issues a tile's boxes (a
+// predicated instruction, not a branch) and every thread waits on that buffer's barrier, so the
+// copies cost the other threads no instructions and a tile no barrier to publish them (the TMA
+// writes through the same asynchronous proxy the tensor cores read from). One block barrier per
+// tile remains: no buffer is refilled before every warp is done with it. The barriers, in static
+// shared memory: the queries, then the two key buffers, then the two value buffers.
+enum TmaBarrier { kQueriesBarrier = 0, kKeysBarrier = 1, kValuesBarrier = 3, kTmaBarriers = 5 };
+
+struct TmaTileBarriers {
+  uint64_t* bars;
+  uint32_t phases;  // bit i: the parity barrier i completes next
+
+  __device__ __forceinline__ uint64_t* at(int i) const { return bars + i; }
+  __device__ __forceinline__ void wait(int i) {
+    barrier_wait(bars + i, (phases >> i) & 1u);
+    phases ^= 1u << i;
+  }
+};
+
+// Where a block's keys and values come from: maps of k and v, its key/value
+// head and batch row.
+template <typename T, int D, int BN>
+struct TmaKeyValueSource {
+  const CUtensorMap* keys;
+  const CUtensorMap* values;
+  int head, batch;
+
+  // Issued by thread 0 (every thread calls them: tma_copy_rows).
+  __device__ __forceinline__ void copy_keys(T* tile, int first, uint64_t* bar) const {
+    tma_copy_rows<T, D, BN>(tile, keys, head, first, batch, bar, threadIdx.x == 0);
+  }
+  __device__ __forceinline__ void copy_values(T* tile, int first, uint64_t* bar) const {
+    tma_copy_rows<T, D, BN>(tile, values, head, first, batch, bar, threadIdx.x == 0);
+  }
+};
+
+// walk_key_tiles_one_value_buffer's order with TMA copies: per tile, the
+// copies of its values and of the next tile's keys start, the scores run on
+// its keys while the values arrive, then values_pass takes them. The query
+// tile's copy, issued before on kQueriesBarrier, is awaited first.
+template <typename T, int D, int BN, typename Scores, typename ValuesPass>
+__device__ __forceinline__ void walk_key_tiles_tma_one_value_buffer(
+    const KeyTileWalk<BN>& walk, const KeysValueBuffers<T, D, BN>& kv,
+    const TmaKeyValueSource<T, D, BN>& src, TmaTileBarriers& bars, Scores&& scores,
+    ValuesPass&& values_pass) {
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) src.copy_keys(kv.keys(0), n0, bars.at(kKeysBarrier));
+  bars.wait(kQueriesBarrier);
+  for (int buf = 0; n0 < walk.end; buf ^= 1) {
+    // the value buffer's and the other key buffer's readers passed the last barrier
+    src.copy_values(kv.values(), n0, bars.at(kValuesBarrier));
+    const int n1 = walk.next(n0 + BN);
+    if (n1 < walk.end) src.copy_keys(kv.keys(buf ^ 1), n1, bars.at(kKeysBarrier + (buf ^ 1)));
+    bars.wait(kKeysBarrier + buf);
+    scores(n0, kv.keys(buf), walk.visibility(n0));
+    bars.wait(kValuesBarrier);
+    values_pass(kv.values());
+    __syncthreads();  // every warp is done with the values and these keys before refills
+    n0 = n1;
+  }
+}
+
+// walk_key_tiles_overlapped's order with TMA copies (two key and two value
+// buffers): tile j's scores on the tensor cores with tile j - 1's o += p v.
+template <typename T, int D, int BN, typename IssueScores, typename IssueValues, typename Softmax,
+          typename FinishValues>
+__device__ __forceinline__ void walk_key_tiles_tma_overlapped(
+    const KeyTileWalk<BN>& walk, const KeyValueBuffers<T, D, BN>& kv,
+    const TmaKeyValueSource<T, D, BN>& src, TmaTileBarriers& bars, IssueScores&& issue_scores,
+    IssueValues&& issue_values, Softmax&& softmax, FinishValues&& finish_values) {
+  TileVisibility vis0{}, vis1{};  // of tiles n0 and n1, found by the walk's next
+  int n0 = walk.first_tile(vis0);
+  if (n0 < walk.end) src.copy_keys(kv.keys(0), n0, bars.at(kKeysBarrier));
+  bars.wait(kQueriesBarrier);
+  if (n0 >= walk.end) return;
+  // The first tile: its scores alone (as walk_key_tiles_overlapped).
+  bars.wait(kKeysBarrier);
+  issue_scores(kv.keys(0));
+  warpgroup_commit();
+  int n1 = walk.next(n0 + BN, vis1);
+  // buffers no product has read yet
+  if (n1 < walk.end) src.copy_keys(kv.keys(1), n1, bars.at(kKeysBarrier + 1));
+  src.copy_values(kv.values(0), n0, bars.at(kValuesBarrier));
+  warpgroup_wait_all();
+  softmax(n0, vis0);
+  finish_values();
+  int buf = 1;  // tile n1's keys; the previous tile's values in the other buffer
+  for (n0 = n1, vis0 = vis1; n0 < walk.end; buf ^= 1) {
+    bars.wait(kKeysBarrier + buf);          // keys n0
+    bars.wait(kValuesBarrier + (buf ^ 1));  // the previous tile's values
+    // Every warp is past the previous tile, whose products read the buffers
+    // refilled below (keys buf ^ 1 by s_{j-1}, values buf by o += p_{j-2} v_{j-2}).
+    __syncthreads();
+    issue_scores(kv.keys(buf));
+    warpgroup_commit();
+    issue_values(kv.values(buf ^ 1));
+    warpgroup_commit();
+    n1 = walk.next(n0 + BN, vis1);
+    if (n1 < walk.end) src.copy_keys(kv.keys(buf ^ 1), n1, bars.at(kKeysBarrier + (buf ^ 1)));
+    src.copy_values(kv.values(buf), n0, bars.at(kValuesBarrier + buf));
+    warpgroup_wait_all_but_newest();  // the scores; o += p v may still run
+    softmax(n0, vis0);
+    warpgroup_wait_all();
+    finish_values();
+    n0 = n1;
+    vis0 = vis1;
+  }
+  bars.wait(kValuesBarrier + (buf ^ 1));  // the last tile's values
+  issue_values(kv.values(buf ^ 1));
+  warpgroup_commit();
+  warpgroup_wait_all();
+}
+
 // At most 168 registers: 3 blocks share an SM (64 KiB of shared memory each
 // at head_dim 128). kOverlap: the overlapped walk (walk_key_tiles_overlapped;
 // at head_dim 128 its 80 KiB let 2 blocks share an SM, so up to 255 registers).
-template <typename T, int D, bool kOverlap>
+// kTma: the tiles copied by the tensor memory accelerator from the maps of q,
+// k and v (the walk_key_tiles_tma_ forms), else by every thread's cp.async
+// (the maps unused).
+template <typename T, int D, bool kOverlap, bool kTma>
 __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
     attention_forward_wgmma_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                    const T* __restrict__ v, T* __restrict__ out,
                                    float* __restrict__ lse, Geometry geo, Mask mask,
-                                   ScoreTransform score) {
+                                   ScoreTransform score, const __grid_constant__ CUtensorMap q_map,
+                                   const __grid_constant__ CUtensorMap k_map,
+                                   const __grid_constant__ CUtensorMap v_map) {
   static_assert(D == 64 || D == 128, "wgmma forward: head_dim 64 or 128");
   constexpr int BM = 64, BN = 64;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = first_tile<T, true>(shared_bytes);
+  __shared__ uint64_t tma_barriers[kTmaBarriers];
 
   const QueryBlock<D> blk(geo, BM);
   const int m0 = blk.m0, head = blk.head;
@@ -1202,8 +1324,20 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
   const T* v_b = blk.key_rows(v, geo);
   mask.select_batch_row(b);
 
-  load_rows<T, D, BM, true>(tile_q, q_b, m0, geo.tq, q_stride);
-  copy_async_commit();
+  TmaTileBarriers bars{tma_barriers, 0u};
+  const TmaKeyValueSource<T, D, BN> tma_source{&k_map, &v_map, blk.head_k, static_cast<int>(b)};
+  if constexpr (kTma) {
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < kTmaBarriers; ++i) barrier_init(bars.at(i));
+      barrier_init_fence();
+    }
+    __syncthreads();  // the barriers initialized before any thread waits on them
+    tma_copy_rows<T, D, BM>(tile_q, &q_map, head, m0, static_cast<int>(b), bars.at(kQueriesBarrier),
+                            threadIdx.x == 0);
+  } else {
+    load_rows<T, D, BM, true>(tile_q, q_b, m0, geo.tq, q_stride);
+    copy_async_commit();
+  }
 
   RowPairState r;
   r.set(m0 + warp * 16 + g, mask, geo.tq);
@@ -1229,24 +1363,29 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
     uint32_t p_next[BN / 16][4];      // p of the tile whose scores were just taken
     float rescale_lo = 1.f, rescale_hi = 1.f;
     const KeyValueBuffers<T, D, BN> kv{tile_q + BM * D};  // two key and two value buffers
-    walk_key_tiles_overlapped<T, D, BN>(
-        walk, kv, k_b, v_b, geo.tk, k_stride,
-        [&](const T* keys) { wgmma_issue_abt<T, D, true>(s, tile_q, keys); },
-        [&](const T* values) { wgmma_issue_fragments<T, D>(acc_o, p_now, values); },
-        [&](int n0, TileVisibility vis) {
-          pin_registers(s);
-          softmax(s, n0, vis, p_next, rescale_lo, rescale_hi);
-        },
-        [&]() {
-          pin_registers(acc_o);
-          pin_registers(p_now);
-          rescale_rows(acc_o, rescale_lo, rescale_hi);
+    auto issue_scores = [&](const T* keys) { wgmma_issue_abt<T, D, true>(s, tile_q, keys); };
+    auto issue_values = [&](const T* values) { wgmma_issue_fragments<T, D>(acc_o, p_now, values); };
+    auto take_scores = [&](int n0, TileVisibility vis) {
+      pin_registers(s);
+      softmax(s, n0, vis, p_next, rescale_lo, rescale_hi);
+    };
+    auto finish_values = [&]() {
+      pin_registers(acc_o);
+      pin_registers(p_now);
+      rescale_rows(acc_o, rescale_lo, rescale_hi);
 #pragma unroll
-          for (int kk = 0; kk < BN / 16; ++kk) {
+      for (int kk = 0; kk < BN / 16; ++kk) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) p_now[kk][e] = p_next[kk][e];
-          }
-        });
+        for (int e = 0; e < 4; ++e) p_now[kk][e] = p_next[kk][e];
+      }
+    };
+    if constexpr (kTma) {
+      walk_key_tiles_tma_overlapped<T, D, BN>(walk, kv, tma_source, bars, issue_scores,
+                                              issue_values, take_scores, finish_values);
+    } else {
+      walk_key_tiles_overlapped<T, D, BN>(walk, kv, k_b, v_b, geo.tk, k_stride, issue_scores,
+                                          issue_values, take_scores, finish_values);
+    }
     pin_registers(acc_o);
   } else {
     // One tile: s = q k^T, the online softmax and o rescaled, then o += p v.
@@ -1262,8 +1401,13 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
     auto values_pass = [&](const T* values) { wgmma_fragments<T, D>(acc_o, a, values); };
     // two key buffers and one value buffer after q, as the mma.sync forward at head_dim 128
     const KeysValueBuffers<T, D, BN> kv{tile_q + BM * D};
-    walk_key_tiles_one_value_buffer<T, D, BN, true>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
+    if constexpr (kTma) {
+      walk_key_tiles_tma_one_value_buffer<T, D, BN>(walk, kv, tma_source, bars, scores,
                                                     values_pass);
+    } else {
+      walk_key_tiles_one_value_buffer<T, D, BN, true>(walk, kv, k_b, v_b, geo.tk, k_stride, scores,
+                                                      values_pass);
+    }
   }
   r.template finish<T, D>(out, lse, geo, b, head, acc_o, t4);
 }
@@ -1901,17 +2045,37 @@ bool use_wgmma(const std::atomic<bool>& setting) {
   return kBuiltForSm90a && setting.load() && hopper_device();
 }
 
-template <typename T, int D, bool kOverlap>
-cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
+// The forward's copies on the tensor memory accelerator (set_attention_forward_tma).
+std::atomic<bool> forward_tma{false};
+
+template <typename T, int D, bool kOverlap, bool kTma>
+cudaError_t forward_wgmma_launch(const AttentionShape& a, cudaStream_t stream,
+                                 const CUtensorMap& q_map, const CUtensorMap& k_map,
+                                 const CUtensorMap& v_map) {
   constexpr int BM = 64;
   // q, two key buffers and one value buffer of [64, D] (kOverlap: two value
   // buffers), and 1 KiB to align them to 1024 bytes
   const size_t bytes = static_cast<size_t>((kOverlap ? 5 : 4) * BM) * D * sizeof(T) + 1024;
-  return launch_tiles(attention_forward_wgmma_kernel<T, D, kOverlap>,
+  return launch_tiles(attention_forward_wgmma_kernel<T, D, kOverlap, kTma>,
                       tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
                       static_cast<const T*>(a.q), static_cast<const T*>(a.k),
                       static_cast<const T*>(a.v), static_cast<T*>(const_cast<void*>(a.out)), a.lse,
-                      geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap));
+                      geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap), q_map, k_map,
+                      v_map);
+}
+
+template <typename T, int D, bool kOverlap>
+cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  CUtensorMap q_map{}, k_map{}, v_map{};
+  // Boxes of 64 rows: the query tile and the key and value tiles. Where the
+  // driver refuses a map, every thread's cp.async copies instead.
+  if (forward_tma.load() && rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, 64) &&
+      rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, 64) &&
+      rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, 64)) {
+    return forward_wgmma_launch<T, D, kOverlap, true>(a, stream, q_map, k_map, v_map);
+  }
+  return forward_wgmma_launch<T, D, kOverlap, false>(a, stream, q_map, k_map, v_map);
 }
 
 template <typename T, int D>
@@ -2031,6 +2195,10 @@ bool set_attention_forward_wgmma(bool on) {
 
 bool set_attention_backward_wgmma(bool on) {
   return backward_wgmma.exchange(on);
+}
+
+bool set_attention_forward_tma(bool on) {
+  return forward_tma.exchange(on);
 }
 
 AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule) {

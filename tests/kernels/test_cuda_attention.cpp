@@ -3,7 +3,8 @@
 // bf16 and fp16, for every mask it takes and their combinations (causal,
 // sliding window, softcap, documents, GQA, a KV cache's Tq < Tk), at head_dim
 // 64, 128 and 256, with odd lengths, documents of length 1 and a window wider
-// than the sequence; forward and dq with one and with two 16-row tiles per warp.
+// than the sequence; forward and dq with one and with two 16-row tiles per warp;
+// the warpgroup-MMA forward with cp.async and with TMA copies.
 // Skips without a CUDA device.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/document_bounds.h"
@@ -105,6 +106,18 @@ class WgmmaSchedule {
   int previous_;
 };
 
+// The warpgroup-MMA forward's copies on the tensor memory accelerator for a scope.
+class ForwardTma {
+ public:
+  explicit ForwardTma(bool on) : previous_(cuda::set_attention_forward_tma(on)) {}
+  ~ForwardTma() { cuda::set_attention_forward_tma(previous_); }
+  ForwardTma(const ForwardTma&) = delete;
+  ForwardTma& operator=(const ForwardTma&) = delete;
+
+ private:
+  bool previous_;
+};
+
 void check_case(const std::string& what, const Shape& s, const AttentionOptions& options,
                 torch::ScalarType dtype) {
   torch::manual_seed(17 + s.tq + s.head_dim);
@@ -131,6 +144,12 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
     const WgmmaSchedule order(schedule);
     compare_backends(name + (schedule == 1 ? "warpgroup MMA, one product at a time"
                                            : "warpgroup MMA, overlapped products"),
+                     reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
+                     kGrad);
+    // The same with the forward's tiles copied by the tensor memory accelerator.
+    const ForwardTma tma(true);
+    compare_backends(name + (schedule == 1 ? "TMA copies, one product at a time"
+                                           : "TMA copies, overlapped products"),
                      reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
                      kGrad);
   }
