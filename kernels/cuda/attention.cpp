@@ -204,8 +204,8 @@ bool set_attention_backward_wgmma(bool on) {
   return launch::set_attention_backward_wgmma(on);
 }
 
-bool set_attention_forward_tma(bool on) {
-  return launch::set_attention_forward_tma(on);
+bool set_attention_tma(bool on) {
+  return launch::set_attention_tma(on);
 }
 
 int set_attention_wgmma_schedule(int schedule) {

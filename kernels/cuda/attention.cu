@@ -1180,7 +1180,7 @@ __device__ __forceinline__ void walk_key_tiles_overlapped(
   warpgroup_wait_all();
 }
 
-// The forward's copies on the tensor memory accelerator (kernels/cuda/tma.cuh)
+// The forward's and dq's copies on the tensor memory accelerator (kernels/cuda/tma.cuh)
 // instead of every thread's cp.async: thread 0 issues a tile's boxes (a
 // predicated instruction, not a branch) and every thread waits on that buffer's barrier, so the
 // copies cost the other threads no instructions and a tile no barrier to publish them (the TMA
@@ -1216,6 +1216,31 @@ struct TmaKeyValueSource {
     tma_copy_rows<T, D, BN>(tile, values, head, first, batch, bar, threadIdx.x == 0);
   }
 };
+
+// walk_key_tiles' order with TMA copies (dq): the keys and values of a tile
+// share one barrier (two arrivals), kKeysBarrier + buffer; the query-side
+// tiles' copies, issued before on kQueriesBarrier, are awaited first.
+template <typename T, int D, int BN, typename Body>
+__device__ __forceinline__ void walk_key_tiles_tma(const KeyTileWalk<BN>& walk,
+                                                   const KeyValueBuffers<T, D, BN>& kv,
+                                                   const TmaKeyValueSource<T, D, BN>& src,
+                                                   TmaTileBarriers& bars, Body&& body) {
+  auto copy = [&](int buf, int first) {  // keys [first, first + BN) of k and v
+    src.copy_keys(kv.keys(buf), first, bars.at(kKeysBarrier + buf));
+    src.copy_values(kv.values(buf), first, bars.at(kKeysBarrier + buf));
+  };
+  int n0 = walk.first_tile();
+  if (n0 < walk.end) copy(0, n0);
+  bars.wait(kQueriesBarrier);
+  for (int buf = 0; n0 < walk.end; buf ^= 1) {
+    const int n1 = walk.next(n0 + BN);
+    if (n1 < walk.end) copy(buf ^ 1, n1);  // the other buffer's readers passed the last barrier
+    bars.wait(kKeysBarrier + buf);
+    body(n0, kv.keys(buf), kv.values(buf), walk.visibility(n0));
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+    n0 = n1;
+  }
+}
 
 // walk_key_tiles_one_value_buffer's order with TMA copies: per tile, the
 // copies of its values and of the next tile's keys start, the scores run on
@@ -1328,7 +1353,7 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
   const TmaKeyValueSource<T, D, BN> tma_source{&k_map, &v_map, blk.head_k, static_cast<int>(b)};
   if constexpr (kTma) {
     if (threadIdx.x == 0) {
-      for (int i = 0; i < kTmaBarriers; ++i) barrier_init(bars.at(i));
+      for (int i = 0; i < kTmaBarriers; ++i) barrier_init(bars.at(i), 1);
       barrier_init_fence();
     }
     __syncthreads();  // the barriers initialized before any thread waits on them
@@ -1444,22 +1469,29 @@ __global__ void attention_delta_kernel(const T* __restrict__ out, const T* __res
 // MT tiles of 16 query rows (BM = 64 MT), as in the forward. kWgmma: the
 // products on warpgroup MMA (MT = 1, tiles of 64, head_dim 64 or 128, the
 // tiles in the panel layout), the rest unchanged; kOverlap (with kWgmma):
-// a tile's two score products (s and dp) issued as one group.
+// a tile's two score products (s and dp) issued as one group; kTma (with
+// kWgmma): the tiles copied by the tensor memory accelerator from the maps
+// (walk_key_tiles_tma), else by cp.async (the maps unused).
 struct DqRowPair : QueryRowPair {
   float lse2_lo, lse2_hi, delta_lo, delta_hi;  // their log-sum-exp (base 2) and delta
 };
 
-template <typename T, int D, int BM, int BN, int MT, bool kWgmma, bool kOverlap>
+template <typename T, int D, int BM, int BN, int MT, bool kWgmma, bool kOverlap, bool kTma>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ d_out, const float* __restrict__ lse,
                         const float* __restrict__ delta, T* __restrict__ dq, Geometry geo,
-                        Mask mask, ScoreTransform score) {
+                        Mask mask, ScoreTransform score, const __grid_constant__ CUtensorMap q_map,
+                        const __grid_constant__ CUtensorMap k_map,
+                        const __grid_constant__ CUtensorMap v_map,
+                        const __grid_constant__ CUtensorMap d_out_map) {
   static_assert(BM == 16 * MT * (kThreads / 32), "each warp owns MT tiles of 16 query rows");
   static_assert(!kWgmma || (MT == 1 && BN == 64 && D <= 128), "warpgroup dq: 64 x 64 tiles");
   static_assert(!kOverlap || kWgmma, "the overlapped schedule is warpgroup MMA's");
+  static_assert(!kTma || kWgmma, "TMA copies fill the warpgroup-MMA panel layout");
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_q = first_tile<T, kWgmma>(shared_bytes);
+  __shared__ uint64_t tma_barriers[kTmaBarriers];
   T* tile_do = tile_q + BM * D;
   const KeyValueBuffers<T, D, BN> kv{tile_do + BM * D};  // two buffers, as forward
 
@@ -1474,9 +1506,23 @@ __global__ void __launch_bounds__(kThreads)
   const T* v_b = blk.key_rows(v, geo);
   mask.select_batch_row(b);
 
-  load_rows<T, D, BM, kWgmma>(tile_q, q_b, m0, geo.tq, q_stride);
-  load_rows<T, D, BM, kWgmma>(tile_do, do_b, m0, geo.tq, q_stride);
-  copy_async_commit();
+  TmaTileBarriers bars{tma_barriers, 0u};
+  const TmaKeyValueSource<T, D, BN> tma_source{&k_map, &v_map, blk.head_k, static_cast<int>(b)};
+  if constexpr (kTma) {
+    if (threadIdx.x == 0) {  // two arrivals each: q and d_out, a tile's keys and values
+      for (int i = kQueriesBarrier; i < kKeysBarrier + 2; ++i) barrier_init(bars.at(i), 2);
+      barrier_init_fence();
+    }
+    __syncthreads();  // the barriers initialized before any thread waits on them
+    tma_copy_rows<T, D, BM>(tile_q, &q_map, head, m0, static_cast<int>(b), bars.at(kQueriesBarrier),
+                            threadIdx.x == 0);
+    tma_copy_rows<T, D, BM>(tile_do, &d_out_map, head, m0, static_cast<int>(b),
+                            bars.at(kQueriesBarrier), threadIdx.x == 0);
+  } else {
+    load_rows<T, D, BM, kWgmma>(tile_q, q_b, m0, geo.tq, q_stride);
+    load_rows<T, D, BM, kWgmma>(tile_do, do_b, m0, geo.tq, q_stride);
+    copy_async_commit();
+  }
 
   const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
   const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
@@ -1498,72 +1544,74 @@ __global__ void __launch_bounds__(kThreads)
   float acc_dq[MT][D / 8][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m) zero(acc_dq[m]);
-  walk_key_tiles<T, D, BN, kWgmma>(
-      walk, kv, k_b, v_b, geo.tk, k_stride,
-      [&](int n0, const T* keys, const T* values, TileVisibility vis) {
-        float p[MT][BN / 8][4], dp[MT][BN / 8][4];
-        if constexpr (!kOverlap) {
+  auto tile = [&](int n0, const T* keys, const T* values, TileVisibility vis) {
+    float p[MT][BN / 8][4], dp[MT][BN / 8][4];
+    if constexpr (!kOverlap) {
 #pragma unroll
-          for (int m = 0; m < MT; ++m) {
-            zero(p[m]);
-            zero(dp[m]);
+      for (int m = 0; m < MT; ++m) {
+        zero(p[m]);
+        zero(dp[m]);
+      }
+    }
+    if constexpr (kOverlap) {  // s and dp in one group (overwritten: no zeros needed)
+      wgmma_issue_abt<T, D, true>(p[0], tile_q, keys);
+      wgmma_issue_abt<T, D, true>(dp[0], tile_do, values);
+      warpgroup_commit();
+      warpgroup_wait_all();
+      pin_registers(p[0]);
+      pin_registers(dp[0]);
+    } else if constexpr (kWgmma) {
+      wgmma_abt<T, D>(p[0], tile_q, keys);
+      wgmma_abt<T, D>(dp[0], tile_do, values);
+    } else {
+      product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, keys, lane);
+      product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, values, lane);
+    }
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      const DqRowPair& r = rows[m];
+      score.to_base2_unit(p[m]);
+      if (!vis.full) mask_scores(p[m], mask, r, n0, t4);
+      const float factor = score.base2_factor();
+      // p = 2^(s2 - lse2) with s2 = factor u (0 where masked: 2^-inf),
+      // ds = p (dp - delta) d s / d z.
+      if (score.softcap > 0.f) {
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const bool lo = e < 2;
+            const float u = p[m][j][e];
+            const float prob = exp2_fast(fmaf(u, factor, -(lo ? r.lse2_lo : r.lse2_hi)));
+            // the slope only where p is defined (a masked u is -inf)
+            p[m][j][e] = prob > 0.f ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) *
+                                          ScoreTransform::softcap_slope_of_unit(u)
+                                    : 0.f;
           }
         }
-        if constexpr (kOverlap) {  // s and dp in one group (overwritten: no zeros needed)
-          wgmma_issue_abt<T, D, true>(p[0], tile_q, keys);
-          wgmma_issue_abt<T, D, true>(dp[0], tile_do, values);
-          warpgroup_commit();
-          warpgroup_wait_all();
-          pin_registers(p[0]);
-          pin_registers(dp[0]);
-        } else if constexpr (kWgmma) {
-          wgmma_abt<T, D>(p[0], tile_q, keys);
-          wgmma_abt<T, D>(dp[0], tile_do, values);
-        } else {
-          product_abt_rows<T, D, BN / 8, MT>(p, tile_q, warp_row0, keys, lane);
-          product_abt_rows<T, D, BN / 8, MT>(dp, tile_do, warp_row0, values, lane);
-        }
+      } else {
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          const DqRowPair& r = rows[m];
-          score.to_base2_unit(p[m]);
-          if (!vis.full) mask_scores(p[m], mask, r, n0, t4);
-          const float factor = score.base2_factor();
-          // p = 2^(s2 - lse2) with s2 = factor u (0 where masked: 2^-inf),
-          // ds = p (dp - delta) d s / d z.
-          if (score.softcap > 0.f) {
+        for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
-            for (int j = 0; j < BN / 8; ++j) {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const bool lo = e < 2;
-                const float u = p[m][j][e];
-                const float prob = exp2_fast(fmaf(u, factor, -(lo ? r.lse2_lo : r.lse2_hi)));
-                // the slope only where p is defined (a masked u is -inf)
-                p[m][j][e] = prob > 0.f ? prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi)) *
-                                              ScoreTransform::softcap_slope_of_unit(u)
-                                        : 0.f;
-              }
-            }
-          } else {
-#pragma unroll
-            for (int j = 0; j < BN / 8; ++j) {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const bool lo = e < 2;
-                const float prob =
-                    exp2_fast(fmaf(p[m][j][e], factor, -(lo ? r.lse2_lo : r.lse2_hi)));
-                p[m][j][e] = prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi));
-              }
-            }
+          for (int e = 0; e < 4; ++e) {
+            const bool lo = e < 2;
+            const float prob = exp2_fast(fmaf(p[m][j][e], factor, -(lo ? r.lse2_lo : r.lse2_hi)));
+            p[m][j][e] = prob * (dp[m][j][e] - (lo ? r.delta_lo : r.delta_hi));
           }
         }
-        if constexpr (kWgmma) {
-          wgmma_pm<T, D>(acc_dq[0], p[0], keys);
-        } else {
-          product_pm_rows<T, D, BN / 8, MT>(acc_dq, p, keys, lane);
-        }
-      });
+      }
+    }
+    if constexpr (kWgmma) {
+      wgmma_pm<T, D>(acc_dq[0], p[0], keys);
+    } else {
+      product_pm_rows<T, D, BN / 8, MT>(acc_dq, p, keys, lane);
+    }
+  };
+  if constexpr (kTma) {
+    walk_key_tiles_tma<T, D, BN>(walk, kv, tma_source, bars, tile);
+  } else {
+    walk_key_tiles<T, D, BN, kWgmma>(walk, kv, k_b, v_b, geo.tk, k_stride, tile);
+  }
 
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
@@ -2045,8 +2093,9 @@ bool use_wgmma(const std::atomic<bool>& setting) {
   return kBuiltForSm90a && setting.load() && hopper_device();
 }
 
-// The forward's copies on the tensor memory accelerator (set_attention_forward_tma).
-std::atomic<bool> forward_tma{false};
+// The warpgroup-MMA forward's and dq's copies on the tensor memory
+// accelerator (set_attention_tma).
+std::atomic<bool> attention_tma{false};
 
 template <typename T, int D, bool kOverlap, bool kTma>
 cudaError_t forward_wgmma_launch(const AttentionShape& a, cudaStream_t stream,
@@ -2070,7 +2119,7 @@ cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
   CUtensorMap q_map{}, k_map{}, v_map{};
   // Boxes of 64 rows: the query tile and the key and value tiles. Where the
   // driver refuses a map, every thread's cp.async copies instead.
-  if (forward_tma.load() && rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, 64) &&
+  if (attention_tma.load() && rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, 64) &&
       rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, 64) &&
       rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, 64)) {
     return forward_wgmma_launch<T, D, kOverlap, true>(a, stream, q_map, k_map, v_map);
@@ -2121,12 +2170,30 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
   const size_t bytes =
       static_cast<size_t>(2 * BM + 4 * BN) * D * sizeof(T) +  // q, d_out, 2 x (k, v)
       (kWgmma ? 1024 : 0);
-  return launch_tiles(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap>,
-                      tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
-                      static_cast<const T*>(a.q), static_cast<const T*>(a.k),
-                      static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
-                      static_cast<T*>(g.dq), geometry_of(a), mask_of(a),
-                      score_transform(a.scale, a.softcap));
+  const auto launch = [&](auto kernel, const CUtensorMap& q_map, const CUtensorMap& k_map,
+                          const CUtensorMap& v_map, const CUtensorMap& d_out_map) {
+    return launch_tiles(kernel, tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
+                        static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                        static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
+                        static_cast<T*>(g.dq), geometry_of(a), mask_of(a),
+                        score_transform(a.scale, a.softcap), q_map, k_map, v_map, d_out_map);
+  };
+  CUtensorMap q_map{}, k_map{}, v_map{}, d_out_map{};
+  if constexpr (kWgmma) {
+    // Boxes of 64 rows (the query-side tiles and the key tiles). Where the
+    // driver refuses a map, every thread's cp.async copies instead.
+    constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+    if (attention_tma.load() &&
+        rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
+        rows_tensor_map(d_out_map, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
+        rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, BN) &&
+        rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, BN)) {
+      return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, true>, q_map, k_map,
+                    v_map, d_out_map);
+    }
+  }
+  return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, false>, q_map, k_map, v_map,
+                d_out_map);
 }
 
 template <typename T, int D>
@@ -2197,8 +2264,8 @@ bool set_attention_backward_wgmma(bool on) {
   return backward_wgmma.exchange(on);
 }
 
-bool set_attention_forward_tma(bool on) {
-  return forward_tma.exchange(on);
+bool set_attention_tma(bool on) {
+  return attention_tma.exchange(on);
 }
 
 AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule) {

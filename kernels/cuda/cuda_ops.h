@@ -101,10 +101,10 @@ int set_attention_row_tiles(int tiles);
 // to run the mma.sync path. Return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
-// The warpgroup-MMA forward's copies on the tensor memory accelerator
-// (launch::set_attention_forward_tma): for tests and liger-bench. Returns the
+// The warpgroup-MMA forward's and dq's copies on the tensor memory accelerator
+// (launch::set_attention_tma): for tests and liger-bench. Returns the
 // previous setting.
-bool set_attention_forward_tma(bool on);
+bool set_attention_tma(bool on);
 // The order of the warpgroup-MMA products (launch::set_attention_wgmma_schedule):
 // 0 where each was measured faster (the default), 1 one product at a time, 2
 // overlapped, for tests and liger-bench to check and time each. Returns the

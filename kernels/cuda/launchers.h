@@ -420,12 +420,12 @@ int set_attention_row_tiles(int tiles);
 // check the mma.sync path; return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
-// The warpgroup-MMA forward's tiles copied by the tensor memory accelerator
-// (thread 0 issues each tile's copies, every thread waits on a transaction
-// barrier: kernels/cuda/tma.cuh) instead of every thread's cp.async: off by
-// default until measured. Process-wide, for tests and benchmarks; returns the
+// The warpgroup-MMA forward's and dq's tiles copied by the tensor memory
+// accelerator (thread 0 issues each tile's copies, every thread waits on a
+// transaction barrier: kernels/cuda/tma.cuh) instead of every thread's
+// cp.async: off by default until measured. Process-wide, for tests and benchmarks; returns the
 // previous setting.
-bool set_attention_forward_tma(bool on);
+bool set_attention_tma(bool on);
 // The order of the products where the passes run on warpgroup MMA. overlapped:
 // FlashAttention-3's order in the forward (a tile's scores on the tensor cores
 // with the previous tile's o += p v, the softmax between); in dk/dv, dv's

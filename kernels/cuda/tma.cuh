@@ -6,9 +6,10 @@
 // bytes in. One thread issues a tile's copies and the bytes they bring; every
 // thread waits on the barrier's phase. Rows past T arrive as zeros.
 //
-// A barrier completes a phase when its one expected arrival (the issuing
-// thread's, with the byte count) and all the bytes have come; its phase bit
-// then flips, so a waiter tracks the parity it waits for (0 first).
+// A barrier completes a phase when its expected arrivals (the issuing
+// thread's, one per tile copied, each with the tile's byte count) and all the
+// bytes have come; its phase bit then flips, so a waiter tracks the parity it
+// waits for (0 first).
 #pragma once
 
 #include <cuda.h>
@@ -26,9 +27,12 @@ __device__ __forceinline__ uint32_t shared_address_of(const void* p) {
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// A barrier that completes a phase on one arrival (plus the bytes it expects).
-__device__ __forceinline__ void barrier_init(uint64_t* bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(shared_address_of(bar)) : "memory");
+// A barrier that completes a phase on `arrivals` arrivals (each a
+// tma_copy_rows, which also tells it its bytes) and the bytes they expect.
+__device__ __forceinline__ void barrier_init(uint64_t* bar, uint32_t arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address_of(bar)),
+               "r"(arrivals)
+               : "memory");
 }
 // Makes initialized barriers visible to the copy engine (then a block barrier
 // makes them visible to the other threads).
@@ -70,7 +74,7 @@ __device__ __forceinline__ void tma_copy_box(void* dst, const CUtensorMap* map, 
       : "memory");
 }
 #else
-__device__ __forceinline__ void barrier_init(uint64_t*) {
+__device__ __forceinline__ void barrier_init(uint64_t*, uint32_t) {
   __trap();  // built without sm_90a: the launcher never selects these kernels
 }
 __device__ __forceinline__ void barrier_init_fence() {

@@ -4,7 +4,7 @@
 // sliding window, softcap, documents, GQA, a KV cache's Tq < Tk), at head_dim
 // 64, 128 and 256, with odd lengths, documents of length 1 and a window wider
 // than the sequence; forward and dq with one and with two 16-row tiles per warp;
-// the warpgroup-MMA forward with cp.async and with TMA copies.
+// the warpgroup-MMA forward and dq with cp.async and with TMA copies.
 // Skips without a CUDA device.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/document_bounds.h"
@@ -106,13 +106,13 @@ class WgmmaSchedule {
   int previous_;
 };
 
-// The warpgroup-MMA forward's copies on the tensor memory accelerator for a scope.
-class ForwardTma {
+// The warpgroup-MMA forward's and dq's copies on the tensor memory accelerator for a scope.
+class TmaCopies {
  public:
-  explicit ForwardTma(bool on) : previous_(cuda::set_attention_forward_tma(on)) {}
-  ~ForwardTma() { cuda::set_attention_forward_tma(previous_); }
-  ForwardTma(const ForwardTma&) = delete;
-  ForwardTma& operator=(const ForwardTma&) = delete;
+  explicit TmaCopies(bool on) : previous_(cuda::set_attention_tma(on)) {}
+  ~TmaCopies() { cuda::set_attention_tma(previous_); }
+  TmaCopies(const TmaCopies&) = delete;
+  TmaCopies& operator=(const TmaCopies&) = delete;
 
  private:
   bool previous_;
@@ -146,8 +146,8 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
                                            : "warpgroup MMA, overlapped products"),
                      reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
                      kGrad);
-    // The same with the forward's tiles copied by the tensor memory accelerator.
-    const ForwardTma tma(true);
+    // The same with the forward's and dq's tiles copied by the tensor memory accelerator.
+    const TmaCopies tma(true);
     compare_backends(name + (schedule == 1 ? "TMA copies, one product at a time"
                                            : "TMA copies, overlapped products"),
                      reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
