@@ -9,7 +9,7 @@
 //   liger overlap   the same with the products overlapped (head_dim <= 128)
 //   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
 //   liger tma, liger tma one-at-a-time, liger tma overlap  the first three with the
-//              forward's and dq's copies on the tensor memory accelerator (head_dim <= 128)
+//              passes' copies on the tensor memory accelerator (head_dim <= 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -292,7 +292,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         // "liger mma.sync": both passes on the mma.sync kernels; "liger
         // one-at-a-time" and "liger overlap": the warpgroup-MMA passes with
         // their products in that order (the default "liger" picks per pass
-        // and variant); "liger tma ...": the same with the forward's and dq's copies
+        // and variant); "liger tma ...": the same with the passes' copies
         // on the tensor memory accelerator; for the whole measurement
         const bool wgmma = name != "liger mma.sync";
         const bool tma = name.rfind("liger tma", 0) == 0;

@@ -1180,7 +1180,7 @@ __device__ __forceinline__ void walk_key_tiles_overlapped(
   warpgroup_wait_all();
 }
 
-// The forward's and dq's copies on the tensor memory accelerator (kernels/cuda/tma.cuh)
+// The passes' copies on the tensor memory accelerator (kernels/cuda/tma.cuh)
 // instead of every thread's cp.async: thread 0 issues a tile's boxes (a
 // predicated instruction, not a branch) and every thread waits on that buffer's barrier, so the
 // copies cost the other threads no instructions and a tile no barrier to publish them (the TMA
@@ -1632,18 +1632,28 @@ __global__ void __launch_bounds__(kThreads)
 // of p), and dv += p^T d_out runs on the tensor cores while ds = p (dp -
 // delta) slope is formed (registers it does not touch), then dk += ds^T q;
 // both complete before the next tile.
-template <typename T, int D, int BM, int BN, int kWant, bool kWgmma, bool kOverlap>
+template <typename T, int D, int BM, int BN, int kWant, bool kWgmma, bool kOverlap, bool kTma>
 __global__ void __launch_bounds__(kThreads)
     attention_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                           const T* __restrict__ d_out, const float* __restrict__ lse,
                           const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
-                          Geometry geo, Mask mask, ScoreTransform score) {
+                          Geometry geo, Mask mask, ScoreTransform score,
+                          const __grid_constant__ CUtensorMap q_map,
+                          const __grid_constant__ CUtensorMap k_map,
+                          const __grid_constant__ CUtensorMap v_map,
+                          const __grid_constant__ CUtensorMap d_out_map) {
   static_assert(BN == 16 * (kThreads / 32), "one warp per 16 keys");
   static_assert(!kWgmma || (BM == 64 && D <= 128), "warpgroup dk/dv: 64 x 64 tiles");
   static_assert(!kOverlap || (kWgmma && kWant == 3), "overlapped dk/dv: warpgroup MMA, both");
+  static_assert(!kTma || kWgmma, "TMA copies fill the warpgroup-MMA panel layout");
   constexpr bool kDv = (kWant & 1) != 0, kDk = (kWant & 2) != 0;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* tile_k = first_tile<T, kWgmma>(shared_bytes);
+  // kTma: barrier 0 takes the block's keys and values, 1 + buf the query-side
+  // tiles (q and d_out) of buffer buf; two arrivals each.
+  constexpr int kOwnTilesBarrier = 0, kQueryTilesBarrier = 1;
+  __shared__ uint64_t tma_barriers[3];
+  TmaTileBarriers bars{tma_barriers, 0u};
   T* tile_v = tile_k + BN * D;
   // Two buffers of the query-side tiles: the next one is copied while this
   // one is computed. Buffer `buf` of each from arithmetic on buf (an array
@@ -1671,9 +1681,21 @@ __global__ void __launch_bounds__(kThreads)
   const T* k_b = k + (b * geo.tk * geo.heads_k + head_k) * D;
   const T* v_b = v + (b * geo.tk * geo.heads_k + head_k) * D;
   mask.select_batch_row(b);
-  load_rows<T, D, BN, kWgmma>(tile_k, k_b, n0, geo.tk, k_stride);
-  load_rows<T, D, BN, kWgmma>(tile_v, v_b, n0, geo.tk, k_stride);
-  copy_async_commit();
+  if constexpr (kTma) {
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < 3; ++i) barrier_init(bars.at(i), 2);
+      barrier_init_fence();
+    }
+    __syncthreads();  // the barriers initialized before any thread waits on them
+    tma_copy_rows<T, D, BN>(tile_k, &k_map, head_k, n0, static_cast<int>(b),
+                            bars.at(kOwnTilesBarrier), threadIdx.x == 0);
+    tma_copy_rows<T, D, BN>(tile_v, &v_map, head_k, n0, static_cast<int>(b),
+                            bars.at(kOwnTilesBarrier), threadIdx.x == 0);
+  } else {
+    load_rows<T, D, BN, kWgmma>(tile_k, k_b, n0, geo.tk, k_stride);
+    load_rows<T, D, BN, kWgmma>(tile_v, v_b, n0, geo.tk, k_stride);
+    copy_async_commit();
+  }
 
   // This thread's two keys (rows g and g + 8 of its warp's 16).
   const int key_lo = n0 + warp * 16 + g, key_hi = key_lo + 8;
@@ -1712,14 +1734,22 @@ __global__ void __launch_bounds__(kThreads)
     }
     return t;
   };
-  // Copies query tile t into buffer `buf`: q and d_out asynchronously, the
-  // rows' lse (base 2), delta and document ids by plain loads.
+  // Copies query tile t into buffer `buf`: q and d_out asynchronously (kTma:
+  // by the tensor memory accelerator, on barrier kQueryTilesBarrier + buf),
+  // the rows' lse (base 2), delta and document ids by plain loads.
   auto load_query_tile = [&](QueryTile t, int buf) {
     const int head = head_k * geo.groups + t.group;
-    load_rows<T, D, BM, kWgmma>(tile_q(buf), q + (b * geo.tq * geo.heads_q + head) * D, t.m0,
-                                geo.tq, q_stride);
-    load_rows<T, D, BM, kWgmma>(tile_do(buf), d_out + (b * geo.tq * geo.heads_q + head) * D, t.m0,
-                                geo.tq, q_stride);
+    if constexpr (kTma) {
+      tma_copy_rows<T, D, BM>(tile_q(buf), &q_map, head, t.m0, static_cast<int>(b),
+                              bars.at(kQueryTilesBarrier + buf), threadIdx.x == 0);
+      tma_copy_rows<T, D, BM>(tile_do(buf), &d_out_map, head, t.m0, static_cast<int>(b),
+                              bars.at(kQueryTilesBarrier + buf), threadIdx.x == 0);
+    } else {
+      load_rows<T, D, BM, kWgmma>(tile_q(buf), q + (b * geo.tq * geo.heads_q + head) * D, t.m0,
+                                  geo.tq, q_stride);
+      load_rows<T, D, BM, kWgmma>(tile_do(buf), d_out + (b * geo.tq * geo.heads_q + head) * D, t.m0,
+                                  geo.tq, q_stride);
+    }
     const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
     const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
     for (int i = threadIdx.x; i < BM; i += kThreads) {
@@ -1731,15 +1761,24 @@ __global__ void __launch_bounds__(kThreads)
   };
   QueryTile tile = next(QueryTile{0, (row_begin / BM) * BM});
   if (tile.group < geo.groups) load_query_tile(tile, 0);
-  copy_async_commit();
+  if constexpr (kTma) {
+    bars.wait(kOwnTilesBarrier);  // k and v (also when no query tile is walked)
+  } else {
+    copy_async_commit();
+  }
   for (int buf = 0; tile.group < geo.groups; buf ^= 1) {
     QueryTile following = tile;
     following.m0 += BM;
     following = next(following);
     if (following.group < geo.groups) load_query_tile(following, buf ^ 1);
-    copy_async_commit();
-    copy_async_wait_all_but_newest();  // k, v and this tile have arrived
-    publish_copies<kWgmma>();
+    if constexpr (kTma) {
+      bars.wait(kQueryTilesBarrier + buf);  // this tile's q and d_out
+      __syncthreads();                      // and its rows' lse, delta and ids, stored by all
+    } else {
+      copy_async_commit();
+      copy_async_wait_all_but_newest();  // k, v and this tile have arrived
+      publish_copies<kWgmma>();
+    }
     const int m0 = tile.m0;
     const int q_first = m0 + mask.offset;
     const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
@@ -1870,9 +1909,9 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // every warp is done with this buffer before it is refilled
     tile = following;
   }
-  copy_async_wait_all();
+  if constexpr (!kTma) copy_async_wait_all();
 
-  // cast: dk and dv rounded to T
+    // cast: dk and dv rounded to T
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int key = half == 0 ? key_lo : key_hi;
@@ -2093,8 +2132,8 @@ bool use_wgmma(const std::atomic<bool>& setting) {
   return kBuiltForSm90a && setting.load() && hopper_device();
 }
 
-// The warpgroup-MMA forward's and dq's copies on the tensor memory
-// accelerator (set_attention_tma).
+// The warpgroup-MMA passes' copies (forward, dq, dk/dv) on the tensor
+// memory accelerator (set_attention_tma).
 std::atomic<bool> attention_tma{false};
 
 template <typename T, int D, bool kOverlap, bool kTma>
@@ -2152,12 +2191,30 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
       static_cast<size_t>(2 * BN + 4 * BM) * D * sizeof(T) +  // k, v, 2 x (q, d_out)
       2 * BM * (2 * sizeof(float) + sizeof(int64_t)) +        // 2 x (lse, delta, documents)
       (kWgmma ? 1024 : 0);
-  return launch_tiles(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap>,
-                      tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream,
-                      static_cast<const T*>(a.q), static_cast<const T*>(a.k),
-                      static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
-                      static_cast<T*>(g.dk), static_cast<T*>(g.dv), geometry_of(a), mask_of(a),
-                      score_transform(a.scale, a.softcap));
+  const auto launch = [&](auto kernel, const CUtensorMap& q_map, const CUtensorMap& k_map,
+                          const CUtensorMap& v_map, const CUtensorMap& d_out_map) {
+    return launch_tiles(kernel, tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream,
+                        static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                        static_cast<const T*>(a.v), static_cast<const T*>(g.d_out), a.lse, g.delta,
+                        static_cast<T*>(g.dk), static_cast<T*>(g.dv), geometry_of(a), mask_of(a),
+                        score_transform(a.scale, a.softcap), q_map, k_map, v_map, d_out_map);
+  };
+  CUtensorMap q_map{}, k_map{}, v_map{}, d_out_map{};
+  if constexpr (kWgmma) {
+    // Boxes of 64 rows: the block's keys and values, the query-side tiles.
+    // Where the driver refuses a map, every thread's cp.async copies instead.
+    constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+    if (attention_tma.load() &&
+        rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
+        rows_tensor_map(d_out_map, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
+        rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, BN) &&
+        rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, BN)) {
+      return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, true>, q_map,
+                    k_map, v_map, d_out_map);
+    }
+  }
+  return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, false>, q_map, k_map,
+                v_map, d_out_map);
 }
 
 template <typename T, int D, int MT, bool kWgmma, bool kOverlap = false>

@@ -101,7 +101,7 @@ int set_attention_row_tiles(int tiles);
 // to run the mma.sync path. Return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
-// The warpgroup-MMA forward's and dq's copies on the tensor memory accelerator
+// The warpgroup-MMA passes' copies on the tensor memory accelerator
 // (launch::set_attention_tma): for tests and liger-bench. Returns the
 // previous setting.
 bool set_attention_tma(bool on);

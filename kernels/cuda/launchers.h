@@ -420,8 +420,8 @@ int set_attention_row_tiles(int tiles);
 // check the mma.sync path; return the previous setting.
 bool set_attention_forward_wgmma(bool on);
 bool set_attention_backward_wgmma(bool on);
-// The warpgroup-MMA forward's and dq's tiles copied by the tensor memory
-// accelerator (thread 0 issues each tile's copies, every thread waits on a
+// The warpgroup-MMA passes' tiles (forward, dq, dk/dv) copied by the tensor
+// memory accelerator (thread 0 issues each tile's copies, every thread waits on a
 // transaction barrier: kernels/cuda/tma.cuh) instead of every thread's
 // cp.async: off by default until measured. Process-wide, for tests and benchmarks; returns the
 // previous setting.

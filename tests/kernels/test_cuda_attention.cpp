@@ -4,7 +4,7 @@
 // sliding window, softcap, documents, GQA, a KV cache's Tq < Tk), at head_dim
 // 64, 128 and 256, with odd lengths, documents of length 1 and a window wider
 // than the sequence; forward and dq with one and with two 16-row tiles per warp;
-// the warpgroup-MMA forward and dq with cp.async and with TMA copies.
+// the warpgroup-MMA passes with cp.async and with TMA copies.
 // Skips without a CUDA device.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/document_bounds.h"
@@ -106,7 +106,7 @@ class WgmmaSchedule {
   int previous_;
 };
 
-// The warpgroup-MMA forward's and dq's copies on the tensor memory accelerator for a scope.
+// The warpgroup-MMA passes' copies on the tensor memory accelerator for a scope.
 class TmaCopies {
  public:
   explicit TmaCopies(bool on) : previous_(cuda::set_attention_tma(on)) {}
@@ -146,7 +146,7 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
                                            : "warpgroup MMA, overlapped products"),
                      reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut,
                      kGrad);
-    // The same with the forward's and dq's tiles copied by the tensor memory accelerator.
+    // The same with the passes' tiles copied by the tensor memory accelerator.
     const TmaCopies tma(true);
     compare_backends(name + (schedule == 1 ? "TMA copies, one product at a time"
                                            : "TMA copies, overlapped products"),
