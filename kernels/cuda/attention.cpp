@@ -208,6 +208,10 @@ bool set_attention_tma(bool on) {
   return launch::set_attention_tma(on);
 }
 
+int64_t attention_tma_launches() {
+  return launch::attention_tma_launches();
+}
+
 int set_attention_wgmma_schedule(int schedule) {
   TORCH_CHECK(
       schedule >= 0 && schedule <= 2,

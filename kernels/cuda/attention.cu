@@ -2133,8 +2133,10 @@ bool use_wgmma(const std::atomic<bool>& setting) {
 }
 
 // The warpgroup-MMA passes' copies (forward, dq, dk/dv) on the tensor
-// memory accelerator (set_attention_tma).
+// memory accelerator (set_attention_tma), and how many launches took them
+// (attention_tma_launches).
 std::atomic<bool> attention_tma{false};
+std::atomic<int64_t> tma_launches{0};
 
 template <typename T, int D, bool kOverlap, bool kTma>
 cudaError_t forward_wgmma_launch(const AttentionShape& a, cudaStream_t stream,
@@ -2161,6 +2163,7 @@ cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
   if (attention_tma.load() && rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, 64) &&
       rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, 64) &&
       rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, 64)) {
+    ++tma_launches;
     return forward_wgmma_launch<T, D, kOverlap, true>(a, stream, q_map, k_map, v_map);
   }
   return forward_wgmma_launch<T, D, kOverlap, false>(a, stream, q_map, k_map, v_map);
@@ -2209,6 +2212,7 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
         rows_tensor_map(d_out_map, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
         rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, BN) &&
         rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, BN)) {
+      ++tma_launches;
       return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, true>, q_map,
                     k_map, v_map, d_out_map);
     }
@@ -2245,6 +2249,7 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
         rows_tensor_map(d_out_map, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
         rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, BN) &&
         rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, BN)) {
+      ++tma_launches;
       return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, true>, q_map, k_map,
                     v_map, d_out_map);
     }
@@ -2323,6 +2328,10 @@ bool set_attention_backward_wgmma(bool on) {
 
 bool set_attention_tma(bool on) {
   return attention_tma.exchange(on);
+}
+
+int64_t attention_tma_launches() {
+  return tma_launches.load();
 }
 
 AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule) {

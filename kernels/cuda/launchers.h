@@ -426,6 +426,10 @@ bool set_attention_backward_wgmma(bool on);
 // cp.async: off by default until measured. Process-wide, for tests and benchmarks; returns the
 // previous setting.
 bool set_attention_tma(bool on);
+// Launches (forward, dq, dk/dv) that took the TMA copies since the process
+// started: where the driver refuses a tensor map they fall back to cp.async
+// silently, and tests check that the copies they meant to run did.
+int64_t attention_tma_launches();
 // The order of the products where the passes run on warpgroup MMA. overlapped:
 // FlashAttention-3's order in the forward (a tile's scores on the tensor cores
 // with the previous tile's o += p v, the softmax between); in dk/dv, dv's
