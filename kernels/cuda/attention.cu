@@ -2187,6 +2187,27 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
 
 // kWgmma: queries in tiles of 64, the tiles in the panel layout (1 KiB of
 // slack to align them to 1024 bytes).
+// The backward passes' tensor maps (q and d_out in boxes of query_rows,
+// k and v in boxes of key_rows), where the TMA copies are on
+// (set_attention_tma) and the driver takes every map; the launch is then
+// counted (attention_tma_launches). Otherwise every thread's cp.async copies.
+struct BackwardMaps {
+  CUtensorMap q{}, k{}, v{}, d_out{};
+};
+template <typename T, int D>
+bool backward_tensor_maps(BackwardMaps& maps, const AttentionShape& a, const AttentionGrads& g,
+                          int query_rows, int key_rows) {
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  const bool ready =
+      attention_tma.load() &&
+      rows_tensor_map(maps.q, a.q, kBf16, a.batch, a.tq, a.heads_q, D, query_rows) &&
+      rows_tensor_map(maps.d_out, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, query_rows) &&
+      rows_tensor_map(maps.k, a.k, kBf16, a.batch, a.tk, a.heads_k, D, key_rows) &&
+      rows_tensor_map(maps.v, a.v, kBf16, a.batch, a.tk, a.heads_k, D, key_rows);
+  if (ready) ++tma_launches;
+  return ready;
+}
+
 template <typename T, int D, int kWant, bool kWgmma, bool kOverlap = false>
 cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
   constexpr int BM = kWgmma ? 64 : Tiles<D>::kBackwardQueries, BN = 64;
@@ -2202,23 +2223,15 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
                         static_cast<T*>(g.dk), static_cast<T*>(g.dv), geometry_of(a), mask_of(a),
                         score_transform(a.scale, a.softcap), q_map, k_map, v_map, d_out_map);
   };
-  CUtensorMap q_map{}, k_map{}, v_map{}, d_out_map{};
+  BackwardMaps maps;
   if constexpr (kWgmma) {
-    // Boxes of 64 rows: the block's keys and values, the query-side tiles.
-    // Where the driver refuses a map, every thread's cp.async copies instead.
-    constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-    if (attention_tma.load() &&
-        rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
-        rows_tensor_map(d_out_map, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
-        rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, BN) &&
-        rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, BN)) {
-      ++tma_launches;
-      return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, true>, q_map,
-                    k_map, v_map, d_out_map);
+    if (backward_tensor_maps<T, D>(maps, a, g, BM, BN)) {
+      return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, true>, maps.q,
+                    maps.k, maps.v, maps.d_out);
     }
   }
-  return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, false>, q_map, k_map,
-                v_map, d_out_map);
+  return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, false>, maps.q, maps.k,
+                maps.v, maps.d_out);
 }
 
 template <typename T, int D, int MT, bool kWgmma, bool kOverlap = false>
@@ -2239,23 +2252,15 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
                         static_cast<T*>(g.dq), geometry_of(a), mask_of(a),
                         score_transform(a.scale, a.softcap), q_map, k_map, v_map, d_out_map);
   };
-  CUtensorMap q_map{}, k_map{}, v_map{}, d_out_map{};
+  BackwardMaps maps;
   if constexpr (kWgmma) {
-    // Boxes of 64 rows (the query-side tiles and the key tiles). Where the
-    // driver refuses a map, every thread's cp.async copies instead.
-    constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-    if (attention_tma.load() &&
-        rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
-        rows_tensor_map(d_out_map, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, BM) &&
-        rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, BN) &&
-        rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, BN)) {
-      ++tma_launches;
-      return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, true>, q_map, k_map,
-                    v_map, d_out_map);
+    if (backward_tensor_maps<T, D>(maps, a, g, BM, BN)) {
+      return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, true>, maps.q, maps.k,
+                    maps.v, maps.d_out);
     }
   }
-  return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, false>, q_map, k_map, v_map,
-                d_out_map);
+  return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, false>, maps.q, maps.k,
+                maps.v, maps.d_out);
 }
 
 template <typename T, int D>
