@@ -49,10 +49,6 @@ __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
   return a < b ? a : b;
 }
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // Four 8x8 b16 matrices; lanes 8i .. 8i + 7 give the row addresses of matrix i.
 // Lane l receives row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1 of each.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
@@ -1909,9 +1905,11 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // every warp is done with this buffer before it is refilled
     tile = following;
   }
-  if constexpr (!kTma) copy_async_wait_all();
+  if constexpr (!kTma) {
+    copy_async_wait_all();
+  }
 
-    // cast: dk and dv rounded to T
+  // cast: dk and dv rounded to T
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int key = half == 0 ? key_lo : key_hi;
@@ -2154,19 +2152,34 @@ cudaError_t forward_wgmma_launch(const AttentionShape& a, cudaStream_t stream,
                       v_map);
 }
 
+// A pass's tensor maps (q, and for the backward d_out, in boxes of
+// query_rows; k and v in boxes of key_rows), where the TMA copies are on
+// (set_attention_tma) and the driver takes every map; the launch is then
+// counted (attention_tma_launches). Otherwise every thread's cp.async copies.
+struct PassMaps {
+  CUtensorMap q{}, k{}, v{}, d_out{};
+};
+template <typename T, int D>
+bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out, int query_rows,
+                      int key_rows) {
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  const bool ready = attention_tma.load() &&
+                     rows_tensor_map(maps.q, a.q, kBf16, a.batch, a.tq, a.heads_q, D, query_rows) &&
+                     (d_out == nullptr || rows_tensor_map(maps.d_out, d_out, kBf16, a.batch, a.tq,
+                                                          a.heads_q, D, query_rows)) &&
+                     rows_tensor_map(maps.k, a.k, kBf16, a.batch, a.tk, a.heads_k, D, key_rows) &&
+                     rows_tensor_map(maps.v, a.v, kBf16, a.batch, a.tk, a.heads_k, D, key_rows);
+  if (ready) ++tma_launches;
+  return ready;
+}
+
 template <typename T, int D, bool kOverlap>
 cudaError_t forward_wgmma_for(const AttentionShape& a, cudaStream_t stream) {
-  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-  CUtensorMap q_map{}, k_map{}, v_map{};
-  // Boxes of 64 rows: the query tile and the key and value tiles. Where the
-  // driver refuses a map, every thread's cp.async copies instead.
-  if (attention_tma.load() && rows_tensor_map(q_map, a.q, kBf16, a.batch, a.tq, a.heads_q, D, 64) &&
-      rows_tensor_map(k_map, a.k, kBf16, a.batch, a.tk, a.heads_k, D, 64) &&
-      rows_tensor_map(v_map, a.v, kBf16, a.batch, a.tk, a.heads_k, D, 64)) {
-    ++tma_launches;
-    return forward_wgmma_launch<T, D, kOverlap, true>(a, stream, q_map, k_map, v_map);
+  PassMaps maps;  // boxes of 64 rows: the query tile, the key and value tiles
+  if (pass_tensor_maps<T, D>(maps, a, nullptr, 64, 64)) {
+    return forward_wgmma_launch<T, D, kOverlap, true>(a, stream, maps.q, maps.k, maps.v);
   }
-  return forward_wgmma_launch<T, D, kOverlap, false>(a, stream, q_map, k_map, v_map);
+  return forward_wgmma_launch<T, D, kOverlap, false>(a, stream, maps.q, maps.k, maps.v);
 }
 
 template <typename T, int D>
@@ -2187,27 +2200,6 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
 
 // kWgmma: queries in tiles of 64, the tiles in the panel layout (1 KiB of
 // slack to align them to 1024 bytes).
-// The backward passes' tensor maps (q and d_out in boxes of query_rows,
-// k and v in boxes of key_rows), where the TMA copies are on
-// (set_attention_tma) and the driver takes every map; the launch is then
-// counted (attention_tma_launches). Otherwise every thread's cp.async copies.
-struct BackwardMaps {
-  CUtensorMap q{}, k{}, v{}, d_out{};
-};
-template <typename T, int D>
-bool backward_tensor_maps(BackwardMaps& maps, const AttentionShape& a, const AttentionGrads& g,
-                          int query_rows, int key_rows) {
-  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-  const bool ready =
-      attention_tma.load() &&
-      rows_tensor_map(maps.q, a.q, kBf16, a.batch, a.tq, a.heads_q, D, query_rows) &&
-      rows_tensor_map(maps.d_out, g.d_out, kBf16, a.batch, a.tq, a.heads_q, D, query_rows) &&
-      rows_tensor_map(maps.k, a.k, kBf16, a.batch, a.tk, a.heads_k, D, key_rows) &&
-      rows_tensor_map(maps.v, a.v, kBf16, a.batch, a.tk, a.heads_k, D, key_rows);
-  if (ready) ++tma_launches;
-  return ready;
-}
-
 template <typename T, int D, int kWant, bool kWgmma, bool kOverlap = false>
 cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream) {
   constexpr int BM = kWgmma ? 64 : Tiles<D>::kBackwardQueries, BN = 64;
@@ -2223,9 +2215,9 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
                         static_cast<T*>(g.dk), static_cast<T*>(g.dv), geometry_of(a), mask_of(a),
                         score_transform(a.scale, a.softcap), q_map, k_map, v_map, d_out_map);
   };
-  BackwardMaps maps;
+  PassMaps maps;
   if constexpr (kWgmma) {
-    if (backward_tensor_maps<T, D>(maps, a, g, BM, BN)) {
+    if (pass_tensor_maps<T, D>(maps, a, g.d_out, BM, BN)) {
       return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, true>, maps.q,
                     maps.k, maps.v, maps.d_out);
     }
@@ -2252,9 +2244,9 @@ cudaError_t dq_with_row_tiles(const AttentionShape& a, const AttentionGrads& g,
                         static_cast<T*>(g.dq), geometry_of(a), mask_of(a),
                         score_transform(a.scale, a.softcap), q_map, k_map, v_map, d_out_map);
   };
-  BackwardMaps maps;
+  PassMaps maps;
   if constexpr (kWgmma) {
-    if (backward_tensor_maps<T, D>(maps, a, g, BM, BN)) {
+    if (pass_tensor_maps<T, D>(maps, a, g.d_out, BM, BN)) {
       return launch(attention_dq_kernel<T, D, BM, BN, MT, kWgmma, kOverlap, true>, maps.q, maps.k,
                     maps.v, maps.d_out);
     }

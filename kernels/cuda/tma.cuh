@@ -22,7 +22,8 @@ namespace liger::cuda_kernels {
 
 #if defined(__CUDACC__)
 
-__device__ __forceinline__ uint32_t shared_address_of(const void* p) {
+// A generic pointer to shared memory as the 32-bit shared-window address PTX takes.
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
@@ -30,8 +31,7 @@ __device__ __forceinline__ uint32_t shared_address_of(const void* p) {
 // A barrier that completes a phase on `arrivals` arrivals (each a
 // tma_copy_rows, which also tells it its bytes) and the bytes they expect.
 __device__ __forceinline__ void barrier_init(uint64_t* bar, uint32_t arrivals) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address_of(bar)),
-               "r"(arrivals)
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(arrivals)
                : "memory");
 }
 // Makes initialized barriers visible to the copy engine (then a block barrier
@@ -44,8 +44,7 @@ __device__ __forceinline__ void barrier_init_fence() {
 __device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, uint32_t bytes, bool issue) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n"
-      "@p mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n}\n" ::"r"(
-          shared_address_of(bar)),
+      "@p mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n}\n" ::"r"(shared_address(bar)),
       "r"(bytes), "r"(static_cast<int>(issue))
       : "memory");
 }
@@ -56,7 +55,7 @@ __device__ __forceinline__ void barrier_wait(uint64_t* bar, uint32_t parity) {
       "{\n.reg .pred done;\n"
       "WAIT_FOR_PHASE:\n"
       "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_FOR_PHASE;\n}\n" ::"r"(shared_address_of(bar)),
+      "@!done bra WAIT_FOR_PHASE;\n}\n" ::"r"(shared_address(bar)),
       "r"(parity)
       : "memory");
 }
@@ -68,9 +67,9 @@ __device__ __forceinline__ void tma_copy_box(void* dst, const CUtensorMap* map, 
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %7, 0;\n"
       "@p cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3, %4, %5}], [%6];\n}\n" ::"r"(shared_address_of(dst)),
+      " [%0], [%1, {%2, %3, %4, %5}], [%6];\n}\n" ::"r"(shared_address(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(head), "r"(row), "r"(batch),
-      "r"(shared_address_of(bar)), "r"(static_cast<int>(issue))
+      "r"(shared_address(bar)), "r"(static_cast<int>(issue))
       : "memory");
 }
 #else
