@@ -10,6 +10,8 @@
 //   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
 //   liger tma, liger tma one-at-a-time, liger tma overlap  the first three with the
 //              passes' copies on the tensor memory accelerator (head_dim <= 128)
+//   liger ws   the warp-specialized forward (a TMA producer warpgroup, two consumer
+//              warpgroups of 64 queries, 128-key tiles), the backward as "liger"
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -106,6 +108,7 @@ const std::vector<std::string> kImpls = {"liger",
                                          "liger tma",
                                          "liger tma one-at-a-time",
                                          "liger tma overlap",
+                                         "liger ws",
                                          "cudnn",
                                          "flash",
                                          "composite"};
@@ -270,8 +273,9 @@ int run_attention_bench(const AttentionBenchOptions& options) {
                        }});
       // the overlapped warpgroup-MMA schedules and the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
-        for (const char* path : {"liger one-at-a-time", "liger overlap", "liger mma.sync",
-                                 "liger tma", "liger tma one-at-a-time", "liger tma overlap"}) {
+        for (const char* path :
+             {"liger one-at-a-time", "liger overlap", "liger mma.sync", "liger tma",
+              "liger tma one-at-a-time", "liger tma overlap", "liger ws"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -296,6 +300,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         // on the tensor memory accelerator; for the whole measurement
         const bool wgmma = name != "liger mma.sync";
         const bool tma = name.rfind("liger tma", 0) == 0;
+        const bool warp_specialized = name == "liger ws";
         const auto ends_with = [&name](const std::string& tail) {
           return name.size() >= tail.size() &&
                  name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
@@ -305,7 +310,10 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
         const bool previous_tma = kernels::cuda::set_attention_tma(tma);
         const int previous_schedule = kernels::cuda::set_attention_wgmma_schedule(schedule);
+        const bool previous_ws =
+            kernels::cuda::set_attention_forward_warp_specialized(warp_specialized);
         const auto restore = [&] {
+          kernels::cuda::set_attention_forward_warp_specialized(previous_ws);
           kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
           kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
           kernels::cuda::set_attention_tma(previous_tma);

@@ -212,6 +212,14 @@ int64_t attention_tma_launches() {
   return launch::attention_tma_launches();
 }
 
+bool set_attention_forward_warp_specialized(bool on) {
+  return launch::set_attention_forward_warp_specialized(on);
+}
+
+int64_t attention_warp_specialized_launches() {
+  return launch::attention_warp_specialized_launches();
+}
+
 int set_attention_wgmma_schedule(int schedule) {
   TORCH_CHECK(
       schedule >= 0 && schedule <= 2,

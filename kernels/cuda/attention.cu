@@ -935,6 +935,18 @@ template <typename T>
 __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&d)[8][4], const uint32_t (&a)[4],
                                                    uint64_t desc_b);
 
+// d[16][4] (+)= A[64 x 16] B[16 x 128]: the same with 128 columns (both K-major).
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[16][4], uint64_t desc_a,
+                                                    uint64_t desc_b, int scale_d);
+// A warpgroup's register budget per thread, moved to N (a multiple of 8, 24
+// to 256) by every thread of the warpgroup: the warp-specialized forward's
+// producer gives registers up and its consumers take them.
+template <int N>
+__device__ __forceinline__ void warpgroup_release_registers();
+template <int N>
+__device__ __forceinline__ void warpgroup_claim_registers();
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The 32 fp32 accumulators of one thread, as asm operands %0 .. %31.
 #define LIGER_WGMMA_D_LIST                                                                 \
@@ -971,14 +983,44 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&d)[8][4], const uint3
         : LIGER_WGMMA_D_OPERANDS(d)                                                        \
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));                \
   }
+// The 64 accumulators of m64n128k16 as %0 .. %63: n8 tiles 0-7, then 8-15.
+#define LIGER_WGMMA_D128_LIST                                                                   \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
+  "%56, %57, %58, %59, %60, %61, %62, %63}"
+// SS, 128 columns: d, a-desc %64, b-desc %65, scale-d from %66.
+#define LIGER_WGMMA_SS128(TYPE, CTYPE)                                                          \
+  template <>                                                                                   \
+  __device__ __forceinline__ void wgmma_ss_m64n128k16<CTYPE>(float(&d)[16][4], uint64_t desc_a, \
+                                                             uint64_t desc_b, int scale_d) {    \
+    asm volatile(                                                                               \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                            \
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " " LIGER_WGMMA_D128_LIST  \
+        ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                                       \
+        : LIGER_WGMMA_D_OPERANDS(d), LIGER_WGMMA_D_OPERANDS((d + 8))                            \
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));                                              \
+  }
 LIGER_WGMMA_SS("bf16", __nv_bfloat16)
 LIGER_WGMMA_SS("f16", __half)
 LIGER_WGMMA_RS("bf16", __nv_bfloat16)
 LIGER_WGMMA_RS("f16", __half)
+LIGER_WGMMA_SS128("bf16", __nv_bfloat16)
+LIGER_WGMMA_SS128("f16", __half)
 #undef LIGER_WGMMA_SS
 #undef LIGER_WGMMA_RS
+#undef LIGER_WGMMA_SS128
 #undef LIGER_WGMMA_D_OPERANDS
 #undef LIGER_WGMMA_D_LIST
+#undef LIGER_WGMMA_D128_LIST
+template <int N>
+__device__ __forceinline__ void warpgroup_release_registers() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void warpgroup_claim_registers() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
 #else
 template <typename T>
 __device__ __forceinline__ void wgmma_ss_m64n64k16(float (&)[8][4], uint64_t, uint64_t, int) {
@@ -987,6 +1029,18 @@ __device__ __forceinline__ void wgmma_ss_m64n64k16(float (&)[8][4], uint64_t, ui
 template <typename T>
 __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32_t (&)[4],
                                                    uint64_t) {
+  __trap();
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n128k16(float (&)[16][4], uint64_t, uint64_t, int) {
+  __trap();
+}
+template <int N>
+__device__ __forceinline__ void warpgroup_release_registers() {
+  __trap();
+}
+template <int N>
+__device__ __forceinline__ void warpgroup_claim_registers() {
   __trap();
 }
 #endif
@@ -1050,9 +1104,11 @@ __device__ __forceinline__ void wgmma_abt(float (&acc)[8][4], const T* tile_a, c
   warpgroup_wait_all();
   pin_registers(acc);
 }
-template <typename T, int D>
-__device__ __forceinline__ void wgmma_issue_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
-                                                      const T* tile) {
+// K: the rows of M (64, or 128 in the warp-specialized forward: P [64 x K]
+// as K / 16 k steps, M's panels K rows deep).
+template <typename T, int D, int K = 64>
+__device__ __forceinline__ void wgmma_issue_fragments(float (&acc)[D / 8][4],
+                                                      uint32_t (&a)[K / 16][4], const T* tile) {
   // the accumulator as D / 64 panels of 8 n8 tiles (panel p's tiles at 8 p ..)
   auto& panels = reinterpret_cast<float(&)[D / 64][8][4]>(acc);
   pin_registers(acc);
@@ -1061,16 +1117,16 @@ __device__ __forceinline__ void wgmma_issue_fragments(float (&acc)[D / 8][4], ui
 #pragma unroll
   for (int p = 0; p < D / 64; ++p) {
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
+    for (int kk = 0; kk < K / 16; ++kk) {
       wgmma_rs_m64n64k16<T>(panels[p], a[kk],
-                            swizzled_descriptor(tile + p * 64 * 64 + kk * 16 * 64));
+                            swizzled_descriptor(tile + p * K * 64 + kk * 16 * 64));
     }
   }
 }
-template <typename T, int D>
-__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t (&a)[4][4],
+template <typename T, int D, int K = 64>
+__device__ __forceinline__ void wgmma_fragments(float (&acc)[D / 8][4], uint32_t (&a)[K / 16][4],
                                                 const T* tile) {
-  wgmma_issue_fragments<T, D>(acc, a, tile);
+  wgmma_issue_fragments<T, D, K>(acc, a, tile);
   warpgroup_commit();
   warpgroup_wait_all();
   pin_registers(acc);
@@ -1431,6 +1487,158 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
     }
   }
   r.template finish<T, D>(out, lse, geo, b, head, acc_o, t4);
+}
+
+// ---------------------------------------------------------------------------
+// Forward, warp-specialized (FlashAttention-3's division of labour, our code):
+// a block of 128 query rows is three warpgroups.
+//   producer (warpgroup 0, 40 registers): one thread walks the key tiles the
+//     block's queries see and copies each tile's 128 keys and 128 values by
+//     TMA into a ring of kStages stages, refilling a stage only once every
+//     consumer warp has released it;
+//   consumers (warpgroups 1 and 2, 232 registers each, setmaxnreg): 64 query
+//     rows each; per tile s = q k^T (m64n128k16: each product reads the
+//     query panel once for 128 keys, half the shared-memory reads per score
+//     of 64-key tiles), the online softmax, o += p v, then the stage's release.
+// Both consumers read every stage, so a key/value tile is copied once per 128
+// queries, not once per 64. A consumer skips the products of a tile its own
+// rows do not see (the diagonal's far half, another document) but still
+// releases it. The barriers (static shared memory): the queries', then per
+// stage keys landed, values landed (so the scores start before the values
+// arrive) and stage free (8 arrivals: each consumer warp's lane 0, after its
+// warpgroup's products that read the stage completed).
+// ---------------------------------------------------------------------------
+
+constexpr int kWarpSpecializedThreads = 3 * kThreads;
+constexpr int kConsumerWarps = 8;
+constexpr int kProducerRegisters = 40;   // the walk and the copies' coordinates
+constexpr int kConsumerRegisters = 232;  // 128 x 40 + 256 x 232 <= 64 Ki registers
+
+// acc[64 x 128] = A B^T: A [64, D] (panels RA rows deep, the warpgroup's rows
+// from tile_a), B [128, D] (panels RB rows deep), in D / 16 steps of 16
+// columns; overwrites acc (the first step's scale-d is 0).
+template <typename T, int D, int RA, int RB>
+__device__ __forceinline__ void wgmma_scores_128(float (&acc)[16][4], const T* tile_a,
+                                                 const T* tile_b) {
+  pin_registers(acc);
+  warpgroup_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int column = (kk % 4) * 16;  // within the panel kk / 4
+    wgmma_ss_m64n128k16<T>(acc, swizzled_descriptor(tile_a + (kk / 4) * RA * 64 + column),
+                           swizzled_descriptor(tile_b + (kk / 4) * RB * 64 + column),
+                           kk == 0 ? 0 : 1);
+  }
+  warpgroup_commit();
+  warpgroup_wait_all();
+  pin_registers(acc);
+}
+
+// The ring of stages after the query tile and its barriers.
+template <typename T, int D, int kStages>
+struct StageRing {
+  static constexpr int kRows = 128;  // keys per stage
+  KeyValueBuffers<T, D, kRows> tiles;
+  uint64_t* bars;  // [0] queries, then keys landed, values landed, free: kStages each
+
+  __device__ __forceinline__ uint64_t* queries() const { return bars; }
+  __device__ __forceinline__ uint64_t* keys_landed(int s) const { return bars + 1 + s; }
+  __device__ __forceinline__ uint64_t* values_landed(int s) const { return bars + 1 + kStages + s; }
+  __device__ __forceinline__ uint64_t* free(int s) const { return bars + 1 + 2 * kStages + s; }
+  static constexpr int kBarriers = 1 + 3 * kStages;
+};
+
+template <typename T, int D, int kStages>
+__global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
+    attention_forward_ws_kernel(T* __restrict__ out, float* __restrict__ lse, Geometry geo,
+                                Mask mask, ScoreTransform score,
+                                const __grid_constant__ CUtensorMap q_map,
+                                const __grid_constant__ CUtensorMap k_map,
+                                const __grid_constant__ CUtensorMap v_map) {
+  static_assert(D == 64 || D == 128, "warp-specialized forward: head_dim 64 or 128");
+  constexpr int BM = 128, BN = 128, kRowsPerConsumer = 64;
+  using Ring = StageRing<T, D, kStages>;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  __shared__ uint64_t barriers[Ring::kBarriers];
+  T* tile_q = first_tile<T, true>(shared_bytes);
+  const Ring ring{KeyValueBuffers<T, D, BN>{tile_q + BM * D}, barriers};
+
+  const QueryBlock<D> blk(geo, BM);
+  const int batch = static_cast<int>(blk.b);
+  mask.select_batch_row(blk.b);
+  const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, blk.m0, BM, geo.tq);
+  if (threadIdx.x == 0) {
+    barrier_init(ring.queries(), 1);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(ring.keys_landed(s), 1);
+      barrier_init(ring.values_landed(s), 1);
+      barrier_init(ring.free(s), kConsumerWarps);
+    }
+    barrier_init_fence();
+  }
+  __syncthreads();  // the barriers initialized before any thread waits on them
+
+  const int warpgroup = threadIdx.x / kThreads;
+  if (warpgroup == 0) {
+    warpgroup_release_registers<kProducerRegisters>();
+    if (threadIdx.x != 0) return;
+    tma_copy_rows<T, D, BM>(tile_q, &q_map, blk.head, blk.m0, batch, ring.queries(), true);
+    int i = 0;  // tiles copied; tile i goes to stage i % kStages, its (i / kStages)-th use
+    for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
+      const int s = i % kStages;
+      // use u > 0 of a stage waits for the u-th completion of its free barrier (parity (u - 1) & 1)
+      if (i >= kStages) barrier_wait(ring.free(s), ((i / kStages) - 1) & 1);
+      tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
+                              true);
+      tma_copy_rows<T, D, BN>(ring.tiles.values(s), &v_map, blk.head_k, n, batch,
+                              ring.values_landed(s), true);
+    }
+    return;
+  }
+  warpgroup_claim_registers<kConsumerRegisters>();
+
+  const int consumer = warpgroup - 1;
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int rows0 = blk.m0 + kRowsPerConsumer * consumer;  // this consumer's first query row
+  const bool has_rows = rows0 < geo.tq;
+  // the tiles' visibility to this consumer's rows alone (the walk is the block's)
+  const KeyTileWalk<BN> mine =
+      KeyTileWalk<BN>::of_query_rows(mask, rows0, kRowsPerConsumer, geo.tq);
+  // this consumer's rows in each 64-column panel of the query tile (BM rows deep)
+  const T* my_queries = tile_q + kRowsPerConsumer * consumer * 64;
+
+  RowPairState r;
+  r.set(rows0 + warp * 16 + g, mask, geo.tq);
+  r.start();
+  float acc_o[D / 8][4];
+  zero(acc_o);
+
+  barrier_wait(ring.queries(), 0);
+  int i = 0;
+  for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
+    const int s = i % kStages;
+    const uint32_t parity = (i / kStages) & 1;
+    const TileVisibility vis = has_rows ? mine.visibility(n) : TileVisibility{true, false};
+    uint32_t a[BN / 16][4];  // p rounded to T (cast): the A fragments of o += p v
+    barrier_wait(ring.keys_landed(s), parity);
+    if (!vis.empty) {
+      float sc[BN / 8][4];
+      wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(s));
+      score.to_base2_unit(sc);
+      if (!vis.full) mask_scores(sc, mask, r, n, t4);
+      float rescale_lo, rescale_hi;
+      r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
+      rescale_rows_that_moved(acc_o, rescale_lo, rescale_hi);
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(sc, kk, a[kk]);
+    }
+    barrier_wait(ring.values_landed(s), parity);
+    if (!vis.empty) wgmma_fragments<T, D, BN>(acc_o, a, ring.tiles.values(s));
+    // this warp's products that read the stage have completed (waited for above)
+    barrier_arrive(ring.free(s), lane == 0);
+  }
+  r.template finish<T, D>(out, lse, geo, blk.b, blk.head, acc_o, t4);
 }
 
 // ---------------------------------------------------------------------------
@@ -2021,14 +2229,20 @@ dim3 tiles_grid(int64_t rows, int tile, int64_t heads, int64_t batch) {
   return dim3(blocks <= 0x7fffffff ? static_cast<unsigned>(blocks) : 0u);
 }
 
-// Launches `kernel` with `bytes` of dynamic shared memory (allowed above 48 KiB first).
+// Launches `kernel` in blocks of `threads` with `bytes` of dynamic shared
+// memory (allowed above 48 KiB first); launch_tiles: blocks of kThreads.
+template <typename... Params, typename... Args>
+cudaError_t launch_tiles_of(int threads, void (*kernel)(Params...), dim3 grid, size_t bytes,
+                            cudaStream_t stream, Args... args) {
+  cudaError_t err = allow_shared(kernel, bytes);
+  if (err != cudaSuccess) return err;
+  kernel<<<grid, threads, bytes, stream>>>(args...);
+  return cudaGetLastError();
+}
 template <typename... Params, typename... Args>
 cudaError_t launch_tiles(void (*kernel)(Params...), dim3 grid, size_t bytes, cudaStream_t stream,
                          Args... args) {
-  cudaError_t err = allow_shared(kernel, bytes);
-  if (err != cudaSuccess) return err;
-  kernel<<<grid, kThreads, bytes, stream>>>(args...);
-  return cudaGetLastError();
+  return launch_tiles_of(kThreads, kernel, grid, bytes, stream, args...);
 }
 
 Geometry geometry_of(const AttentionShape& a) {
@@ -2159,18 +2373,52 @@ cudaError_t forward_wgmma_launch(const AttentionShape& a, cudaStream_t stream,
 struct PassMaps {
   CUtensorMap q{}, k{}, v{}, d_out{};
 };
+// Whether the driver took every map (tensor_maps: whatever the setting).
+template <typename T, int D>
+bool tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out, int query_rows,
+                 int key_rows) {
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  return rows_tensor_map(maps.q, a.q, kBf16, a.batch, a.tq, a.heads_q, D, query_rows) &&
+         (d_out == nullptr ||
+          rows_tensor_map(maps.d_out, d_out, kBf16, a.batch, a.tq, a.heads_q, D, query_rows)) &&
+         rows_tensor_map(maps.k, a.k, kBf16, a.batch, a.tk, a.heads_k, D, key_rows) &&
+         rows_tensor_map(maps.v, a.v, kBf16, a.batch, a.tk, a.heads_k, D, key_rows);
+}
 template <typename T, int D>
 bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out, int query_rows,
                       int key_rows) {
-  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-  const bool ready = attention_tma.load() &&
-                     rows_tensor_map(maps.q, a.q, kBf16, a.batch, a.tq, a.heads_q, D, query_rows) &&
-                     (d_out == nullptr || rows_tensor_map(maps.d_out, d_out, kBf16, a.batch, a.tq,
-                                                          a.heads_q, D, query_rows)) &&
-                     rows_tensor_map(maps.k, a.k, kBf16, a.batch, a.tk, a.heads_k, D, key_rows) &&
-                     rows_tensor_map(maps.v, a.v, kBf16, a.batch, a.tk, a.heads_k, D, key_rows);
+  const bool ready =
+      attention_tma.load() && tensor_maps<T, D>(maps, a, d_out, query_rows, key_rows);
   if (ready) ++tma_launches;
   return ready;
+}
+
+// The warp-specialized forward (attention_forward_ws_kernel) instead of the
+// one-warpgroup blocks (set_attention_forward_warp_specialized): off by
+// default until measured; its launches are counted
+// (attention_warp_specialized_launches).
+std::atomic<bool> forward_warp_specialized{false};
+std::atomic<int64_t> warp_specialized_launches{0};
+
+// Launches the warp-specialized forward and returns true, or returns false
+// (nothing launched) where the driver refuses a tensor map; err: the launch's.
+template <typename T, int D>
+bool forward_warp_specialized_launch(const AttentionShape& a, cudaStream_t stream,
+                                     cudaError_t& err) {
+  constexpr int BM = 128, BN = 128;
+  // Stages of 128 keys and 128 values: 64 KiB each at head_dim 128 (two,
+  // with the queries 160 KiB), 32 KiB at 64 (four, 144 KiB); one block per SM.
+  constexpr int kStages = D == 128 ? 2 : 4;
+  PassMaps maps;  // boxes of 128 rows: the query tile, a stage's keys and values
+  if (!tensor_maps<T, D>(maps, a, nullptr, BM, BN)) return false;
+  // and 1 KiB to align the tiles to 1024 bytes
+  const size_t bytes = static_cast<size_t>(BM + 2 * kStages * BN) * D * sizeof(T) + 1024;
+  err = launch_tiles_of(kWarpSpecializedThreads, attention_forward_ws_kernel<T, D, kStages>,
+                        tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
+                        static_cast<T*>(const_cast<void*>(a.out)), a.lse, geometry_of(a),
+                        mask_of(a), score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v);
+  if (err == cudaSuccess) ++warp_specialized_launches;
+  return true;
 }
 
 template <typename T, int D, bool kOverlap>
@@ -2186,6 +2434,11 @@ template <typename T, int D>
 cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   if constexpr (D <= 128) {
     if (use_wgmma(forward_wgmma)) {
+      cudaError_t err = cudaSuccess;
+      if (forward_warp_specialized.load() &&
+          forward_warp_specialized_launch<T, D>(a, stream, err)) {
+        return err;
+      }
       return overlapped_forward(D) ? forward_wgmma_for<T, D, true>(a, stream)
                                    : forward_wgmma_for<T, D, false>(a, stream);
     }
@@ -2329,6 +2582,14 @@ bool set_attention_tma(bool on) {
 
 int64_t attention_tma_launches() {
   return tma_launches.load();
+}
+
+bool set_attention_forward_warp_specialized(bool on) {
+  return forward_warp_specialized.exchange(on);
+}
+
+int64_t attention_warp_specialized_launches() {
+  return warp_specialized_launches.load();
 }
 
 AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule) {

@@ -48,6 +48,15 @@ __device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, uint32_t byt
       "r"(bytes), "r"(static_cast<int>(issue))
       : "memory");
 }
+// One arrival on a barrier that counts arrivals only (no bytes): a
+// consumer's release of a buffer; only where `arrive` holds (a predicate).
+__device__ __forceinline__ void barrier_arrive(uint64_t* bar, bool arrive) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n"
+      "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(shared_address(bar)),
+      "r"(static_cast<int>(arrive))
+      : "memory");
+}
 // Returns once the phase with this parity has completed (the retry loop
 // inside the asm: no branch the compiler sees).
 __device__ __forceinline__ void barrier_wait(uint64_t* bar, uint32_t parity) {
@@ -80,6 +89,9 @@ __device__ __forceinline__ void barrier_init_fence() {
   __trap();
 }
 __device__ __forceinline__ void barrier_expect_bytes(uint64_t*, uint32_t, bool) {
+  __trap();
+}
+__device__ __forceinline__ void barrier_arrive(uint64_t*, bool) {
   __trap();
 }
 __device__ __forceinline__ void barrier_wait(uint64_t*, uint32_t) {

@@ -119,6 +119,20 @@ class TmaCopies {
   bool previous_;
 };
 
+// The warp-specialized forward (blocks of 128 queries, a TMA producer and two
+// consumer warpgroups) for a scope.
+class WarpSpecializedForward {
+ public:
+  explicit WarpSpecializedForward(bool on)
+      : previous_(cuda::set_attention_forward_warp_specialized(on)) {}
+  ~WarpSpecializedForward() { cuda::set_attention_forward_warp_specialized(previous_); }
+  WarpSpecializedForward(const WarpSpecializedForward&) = delete;
+  WarpSpecializedForward& operator=(const WarpSpecializedForward&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Whether the current device runs the warpgroup-MMA kernels (compute capability 9.0).
 bool hopper_device() {
   const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
@@ -165,6 +179,18 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
     if (hopper_device()) {
       INFO(name << (schedule == 1 ? "TMA, one at a time" : "TMA, overlapped"));
       CHECK(cuda::attention_tma_launches() - launches_before >= 3);
+    }
+  }
+  {
+    // The warp-specialized forward (the backward as by default): on a Hopper
+    // device the forward must really have taken it.
+    const WarpSpecializedForward ws(true);
+    const int64_t launches_before = cuda::attention_warp_specialized_launches();
+    compare_backends(name + "warp-specialized forward", reference, kernel, {q, k, v},
+                     {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+    if (hopper_device()) {
+      INFO(name << "warp-specialized forward");
+      CHECK(cuda::attention_warp_specialized_launches() - launches_before >= 1);
     }
   }
   // The mma.sync kernels, the forward and dq with 16 and with 32 query rows per warp.
