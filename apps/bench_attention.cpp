@@ -12,6 +12,8 @@
 //              passes' copies on the tensor memory accelerator (head_dim <= 128)
 //   liger ws   the warp-specialized forward (a TMA producer warpgroup, two consumer
 //              warpgroups of 64 queries, 128-key tiles), the backward as "liger"
+//   liger ws overlap  the same with each consumer's products overlapped (and the
+//              backward's, as "liger overlap")
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -109,6 +111,7 @@ const std::vector<std::string> kImpls = {"liger",
                                          "liger tma one-at-a-time",
                                          "liger tma overlap",
                                          "liger ws",
+                                         "liger ws overlap",
                                          "cudnn",
                                          "flash",
                                          "composite"};
@@ -275,7 +278,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       if (s.head_dim <= 128) {
         for (const char* path :
              {"liger one-at-a-time", "liger overlap", "liger mma.sync", "liger tma",
-              "liger tma one-at-a-time", "liger tma overlap", "liger ws"}) {
+              "liger tma one-at-a-time", "liger tma overlap", "liger ws", "liger ws overlap"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -300,7 +303,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         // on the tensor memory accelerator; for the whole measurement
         const bool wgmma = name != "liger mma.sync";
         const bool tma = name.rfind("liger tma", 0) == 0;
-        const bool warp_specialized = name == "liger ws";
+        const bool warp_specialized = name.rfind("liger ws", 0) == 0;
         const auto ends_with = [&name](const std::string& tail) {
           return name.size() >= tail.size() &&
                  name.compare(name.size() - tail.size(), tail.size(), tail) == 0;

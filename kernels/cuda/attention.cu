@@ -1492,34 +1492,42 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
 // ---------------------------------------------------------------------------
 // Forward, warp-specialized (FlashAttention-3's division of labour, our code):
 // a block of 128 query rows is three warpgroups.
-//   producer (warpgroup 0, 40 registers): one thread walks the key tiles the
+//   producer (warpgroup 0, 24 registers): one thread walks the key tiles the
 //     block's queries see and copies each tile's 128 keys and 128 values by
-//     TMA into a ring of kStages stages, refilling a stage only once every
-//     consumer warp has released it;
-//   consumers (warpgroups 1 and 2, 232 registers each, setmaxnreg): 64 query
+//     TMA into a ring of kStages stages, refilling a stage's keys (values)
+//     only once every consumer warp has released them;
+//   consumers (warpgroups 1 and 2, 240 registers each, setmaxnreg): 64 query
 //     rows each; per tile s = q k^T (m64n128k16: each product reads the
 //     query panel once for 128 keys, half the shared-memory reads per score
-//     of 64-key tiles), the online softmax, o += p v, then the stage's release.
+//     of 64-key tiles), the online softmax, o += p v. A stage's keys are
+//     released as soon as the scores are taken, its values once o += p v
+//     has read them, so the next keys land while the values are still in use.
 // Both consumers read every stage, so a key/value tile is copied once per 128
-// queries, not once per 64. A consumer skips the products of a tile its own
-// rows do not see (the diagonal's far half, another document) but still
-// releases it. The barriers (static shared memory): the queries', then per
-// stage keys landed, values landed (so the scores start before the values
-// arrive) and stage free (8 arrivals: each consumer warp's lane 0, after its
-// warpgroup's products that read the stage completed).
+// queries, not once per 64. kOverlap: the consumers' products in
+// FlashAttention-3's order (tile j's scores on the tensor cores together
+// with tile j - 1's o += p v, as walk_key_tiles_overlapped); else one
+// product at a time, and a consumer skips both products of a tile its own
+// rows do not see (the diagonal's far half, another document), still
+// releasing the stage. The overlapped order computes such tiles fully masked
+// (p = 0): a branch between products in flight would serialize them.
+// The barriers (static shared memory): the queries', then per stage keys
+// landed, values landed, keys free and values free (the last two: 8
+// arrivals, each consumer warp's lane 0 once its products that read them
+// completed).
 // ---------------------------------------------------------------------------
 
 constexpr int kWarpSpecializedThreads = 3 * kThreads;
 constexpr int kConsumerWarps = 8;
-constexpr int kProducerRegisters = 40;   // the walk and the copies' coordinates
-constexpr int kConsumerRegisters = 232;  // 128 x 40 + 256 x 232 <= 64 Ki registers
+constexpr int kProducerRegisters = 24;   // the walk and the copies' coordinates: no spill
+constexpr int kConsumerRegisters = 240;  // 128 x 24 + 256 x 240 <= 64 Ki registers
 
 // acc[64 x 128] = A B^T: A [64, D] (panels RA rows deep, the warpgroup's rows
 // from tile_a), B [128, D] (panels RB rows deep), in D / 16 steps of 16
-// columns; overwrites acc (the first step's scale-d is 0).
+// columns; overwrites acc (the first step's scale-d is 0). Only starts the
+// products, as wgmma_issue_abt; wgmma_scores_128 also waits for them.
 template <typename T, int D, int RA, int RB>
-__device__ __forceinline__ void wgmma_scores_128(float (&acc)[16][4], const T* tile_a,
-                                                 const T* tile_b) {
+__device__ __forceinline__ void wgmma_issue_scores_128(float (&acc)[16][4], const T* tile_a,
+                                                       const T* tile_b) {
   pin_registers(acc);
   warpgroup_fence();
 #pragma unroll
@@ -1529,26 +1537,57 @@ __device__ __forceinline__ void wgmma_scores_128(float (&acc)[16][4], const T* t
                            swizzled_descriptor(tile_b + (kk / 4) * RB * 64 + column),
                            kk == 0 ? 0 : 1);
   }
+}
+template <typename T, int D, int RA, int RB>
+__device__ __forceinline__ void wgmma_scores_128(float (&acc)[16][4], const T* tile_a,
+                                                 const T* tile_b) {
+  wgmma_issue_scores_128<T, D, RA, RB>(acc, tile_a, tile_b);
   warpgroup_commit();
   warpgroup_wait_all();
   pin_registers(acc);
 }
 
-// The ring of stages after the query tile and its barriers.
+// The ring of stages after the query tile, and its barriers; tile i of a
+// walk goes to stage i % kStages as that stage's use i / kStages.
 template <typename T, int D, int kStages>
 struct StageRing {
   static constexpr int kRows = 128;  // keys per stage
+  static constexpr int kBarriers = 1 + 4 * kStages;
   KeyValueBuffers<T, D, kRows> tiles;
-  uint64_t* bars;  // [0] queries, then keys landed, values landed, free: kStages each
+  uint64_t* bars;  // [0] queries, then keys landed, values landed, keys free, values free
 
   __device__ __forceinline__ uint64_t* queries() const { return bars; }
   __device__ __forceinline__ uint64_t* keys_landed(int s) const { return bars + 1 + s; }
   __device__ __forceinline__ uint64_t* values_landed(int s) const { return bars + 1 + kStages + s; }
-  __device__ __forceinline__ uint64_t* free(int s) const { return bars + 1 + 2 * kStages + s; }
-  static constexpr int kBarriers = 1 + 3 * kStages;
+  __device__ __forceinline__ uint64_t* keys_free(int s) const { return bars + 1 + 2 * kStages + s; }
+  __device__ __forceinline__ uint64_t* values_free(int s) const {
+    return bars + 1 + 3 * kStages + s;
+  }
+  __device__ __forceinline__ static int stage(int i) { return i % kStages; }
+  // The parity of use i / kStages of a stage: that use's completion of its landed barriers.
+  __device__ __forceinline__ static uint32_t parity(int i) { return (i / kStages) & 1; }
+
+  // Consumers: waits for tile i's keys (values); releases them (each warp's lane 0 arrives).
+  __device__ __forceinline__ void wait_keys(int i) const {
+    barrier_wait(keys_landed(stage(i)), parity(i));
+  }
+  __device__ __forceinline__ void wait_values(int i) const {
+    barrier_wait(values_landed(stage(i)), parity(i));
+  }
+  __device__ __forceinline__ void release_keys(int i, int lane) const {
+    barrier_arrive(keys_free(stage(i)), lane == 0);
+  }
+  __device__ __forceinline__ void release_values(int i, int lane) const {
+    barrier_arrive(values_free(stage(i)), lane == 0);
+  }
+  // Producer: before tile i's copy into its stage, the previous use's
+  // release (use u > 0 waits for the u-th completion: parity (u - 1) & 1).
+  __device__ __forceinline__ void wait_free(uint64_t* bar, int i) const {
+    if (i >= kStages) barrier_wait(bar, ((i / kStages) - 1) & 1);
+  }
 };
 
-template <typename T, int D, int kStages>
+template <typename T, int D, int kStages, bool kOverlap>
 __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     attention_forward_ws_kernel(T* __restrict__ out, float* __restrict__ lse, Geometry geo,
                                 Mask mask, ScoreTransform score,
@@ -1572,7 +1611,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     for (int s = 0; s < kStages; ++s) {
       barrier_init(ring.keys_landed(s), 1);
       barrier_init(ring.values_landed(s), 1);
-      barrier_init(ring.free(s), kConsumerWarps);
+      barrier_init(ring.keys_free(s), kConsumerWarps);
+      barrier_init(ring.values_free(s), kConsumerWarps);
     }
     barrier_init_fence();
   }
@@ -1583,13 +1623,13 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     warpgroup_release_registers<kProducerRegisters>();
     if (threadIdx.x != 0) return;
     tma_copy_rows<T, D, BM>(tile_q, &q_map, blk.head, blk.m0, batch, ring.queries(), true);
-    int i = 0;  // tiles copied; tile i goes to stage i % kStages, its (i / kStages)-th use
+    int i = 0;
     for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
-      const int s = i % kStages;
-      // use u > 0 of a stage waits for the u-th completion of its free barrier (parity (u - 1) & 1)
-      if (i >= kStages) barrier_wait(ring.free(s), ((i / kStages) - 1) & 1);
+      const int s = Ring::stage(i);
+      ring.wait_free(ring.keys_free(s), i);
       tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
                               true);
+      ring.wait_free(ring.values_free(s), i);
       tma_copy_rows<T, D, BN>(ring.tiles.values(s), &v_map, blk.head_k, n, batch,
                               ring.values_landed(s), true);
     }
@@ -1605,6 +1645,9 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   // the tiles' visibility to this consumer's rows alone (the walk is the block's)
   const KeyTileWalk<BN> mine =
       KeyTileWalk<BN>::of_query_rows(mask, rows0, kRowsPerConsumer, geo.tq);
+  auto visibility = [&](int n) {
+    return has_rows ? mine.visibility(n) : TileVisibility{true, false};
+  };
   // this consumer's rows in each 64-column panel of the query tile (BM rows deep)
   const T* my_queries = tile_q + kRowsPerConsumer * consumer * 64;
 
@@ -1613,30 +1656,83 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   r.start();
   float acc_o[D / 8][4];
   zero(acc_o);
+  // One tile's online softmax on its scores sc: p rounded to T (cast) as the
+  // A fragments `a` of o += p v, and the factors 2^(m_old - m) of the running o.
+  auto softmax = [&](float(&sc)[BN / 8][4], int n, TileVisibility vis, uint32_t(&a)[BN / 16][4],
+                     float& rescale_lo, float& rescale_hi) {
+    score.to_base2_unit(sc);
+    if (!vis.full) mask_scores(sc, mask, r, n, t4);
+    r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(sc, kk, a[kk]);
+  };
 
   barrier_wait(ring.queries(), 0);
-  int i = 0;
-  for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
-    const int s = i % kStages;
-    const uint32_t parity = (i / kStages) & 1;
-    const TileVisibility vis = has_rows ? mine.visibility(n) : TileVisibility{true, false};
-    uint32_t a[BN / 16][4];  // p rounded to T (cast): the A fragments of o += p v
-    barrier_wait(ring.keys_landed(s), parity);
-    if (!vis.empty) {
-      float sc[BN / 8][4];
-      wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(s));
+  if constexpr (kOverlap) {
+    // The softmax leaves p in sc (fp32) while o += p v of the previous tile
+    // runs on p_now; sc is rounded into p_now only once that product is done.
+    float sc[BN / 8][4];
+    uint32_t p_now[BN / 16][4];  // p of the tile whose o += p v is in flight
+    auto softmax_in_place = [&](int n, float& rescale_lo, float& rescale_hi) {
+      const TileVisibility vis = visibility(n);
       score.to_base2_unit(sc);
       if (!vis.full) mask_scores(sc, mask, r, n, t4);
-      float rescale_lo, rescale_hi;
       r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
-      rescale_rows_that_moved(acc_o, rescale_lo, rescale_hi);
+    };
+    auto round_p = [&]() {
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(sc, kk, a[kk]);
+      for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(sc, kk, p_now[kk]);
+    };
+    int n = walk.first_tile();
+    if (n < walk.end) {
+      // The first tile: its scores alone.
+      ring.wait_keys(0);
+      wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(0));
+      ring.release_keys(0, lane);
+      float rescale_lo, rescale_hi;
+      softmax_in_place(n, rescale_lo, rescale_hi);  // o is still zero: no rescale
+      round_p();
+      int i = 1;  // the tile whose scores start; tile i - 1's o += p v runs beside them
+      for (n = walk.next(n + BN); n < walk.end; n = walk.next(n + BN), ++i) {
+        ring.wait_keys(i);
+        ring.wait_values(i - 1);
+        wgmma_issue_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(Ring::stage(i)));
+        warpgroup_commit();
+        wgmma_issue_fragments<T, D, BN>(acc_o, p_now, ring.tiles.values(Ring::stage(i - 1)));
+        warpgroup_commit();
+        warpgroup_wait_all_but_newest();  // the scores; o += p v may still run
+        pin_registers(sc);
+        ring.release_keys(i, lane);
+        softmax_in_place(n, rescale_lo, rescale_hi);
+        warpgroup_wait_all();
+        pin_registers(acc_o);
+        pin_registers(p_now);
+        ring.release_values(i - 1, lane);
+        rescale_rows(acc_o, rescale_lo, rescale_hi);
+        round_p();
+      }
+      // The last tile's o += p v.
+      ring.wait_values(i - 1);
+      wgmma_fragments<T, D, BN>(acc_o, p_now, ring.tiles.values(Ring::stage(i - 1)));
     }
-    barrier_wait(ring.values_landed(s), parity);
-    if (!vis.empty) wgmma_fragments<T, D, BN>(acc_o, a, ring.tiles.values(s));
-    // this warp's products that read the stage have completed (waited for above)
-    barrier_arrive(ring.free(s), lane == 0);
+  } else {
+    int i = 0;
+    for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
+      const TileVisibility vis = visibility(n);
+      uint32_t a[BN / 16][4];  // p rounded to T (cast): the A fragments of o += p v
+      ring.wait_keys(i);
+      if (!vis.empty) {
+        float sc[BN / 8][4];
+        wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(Ring::stage(i)));
+        float rescale_lo, rescale_hi;
+        softmax(sc, n, vis, a, rescale_lo, rescale_hi);
+        rescale_rows_that_moved(acc_o, rescale_lo, rescale_hi);
+      }
+      ring.release_keys(i, lane);  // this warp's score products completed (or none ran)
+      ring.wait_values(i);
+      if (!vis.empty) wgmma_fragments<T, D, BN>(acc_o, a, ring.tiles.values(Ring::stage(i)));
+      ring.release_values(i, lane);
+    }
   }
   r.template finish<T, D>(out, lse, geo, blk.b, blk.head, acc_o, t4);
 }
@@ -2413,10 +2509,15 @@ bool forward_warp_specialized_launch(const AttentionShape& a, cudaStream_t strea
   if (!tensor_maps<T, D>(maps, a, nullptr, BM, BN)) return false;
   // and 1 KiB to align the tiles to 1024 bytes
   const size_t bytes = static_cast<size_t>(BM + 2 * kStages * BN) * D * sizeof(T) + 1024;
-  err = launch_tiles_of(kWarpSpecializedThreads, attention_forward_ws_kernel<T, D, kStages>,
-                        tiles_grid(a.tq, BM, a.heads_q, a.batch), bytes, stream,
-                        static_cast<T*>(const_cast<void*>(a.out)), a.lse, geometry_of(a),
-                        mask_of(a), score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v);
+  // the consumers' products overlapped only where asked for (not yet measured)
+  const bool overlap =
+      static_cast<AttentionSchedule>(wgmma_schedule.load()) == AttentionSchedule::overlapped;
+  auto kernel = overlap ? attention_forward_ws_kernel<T, D, kStages, true>
+                        : attention_forward_ws_kernel<T, D, kStages, false>;
+  err = launch_tiles_of(kWarpSpecializedThreads, kernel, tiles_grid(a.tq, BM, a.heads_q, a.batch),
+                        bytes, stream, static_cast<T*>(const_cast<void*>(a.out)), a.lse,
+                        geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap), maps.q,
+                        maps.k, maps.v);
   if (err == cudaSuccess) ++warp_specialized_launches;
   return true;
 }

@@ -181,15 +181,19 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
       CHECK(cuda::attention_tma_launches() - launches_before >= 3);
     }
   }
-  {
-    // The warp-specialized forward (the backward as by default): on a Hopper
-    // device the forward must really have taken it.
+  // The warp-specialized forward, its consumers' products one at a time and
+  // overlapped (the backward in the same order): on a Hopper device the
+  // forward must really have taken it.
+  for (const int schedule : {1, 2}) {
+    const WgmmaSchedule order(schedule);
     const WarpSpecializedForward ws(true);
+    const std::string what = schedule == 1 ? "warp-specialized forward, one product at a time"
+                                           : "warp-specialized forward, overlapped products";
     const int64_t launches_before = cuda::attention_warp_specialized_launches();
-    compare_backends(name + "warp-specialized forward", reference, kernel, {q, k, v},
-                     {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+    compare_backends(name + what, reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"},
+                     kFp32, kOut, kGrad);
     if (hopper_device()) {
-      INFO(name << "warp-specialized forward");
+      INFO(name << what);
       CHECK(cuda::attention_warp_specialized_launches() - launches_before >= 1);
     }
   }
