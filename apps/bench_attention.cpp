@@ -10,10 +10,11 @@
 //   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
 //   liger tma, liger tma one-at-a-time, liger tma overlap  the first three with the
 //              passes' copies on the tensor memory accelerator (head_dim <= 128)
-//   liger ws   the warp-specialized forward (a TMA producer warpgroup, two consumer
-//              warpgroups of 64 queries, 128-key tiles), the backward as "liger"
-//   liger ws overlap  the same with each consumer's products overlapped (and the
-//              backward's, as "liger overlap")
+//   liger ws   the warp-specialized forward and dk/dv (a TMA producer warpgroup, two
+//              consumer warpgroups: 128 queries over 128-key tiles, 128 keys over
+//              64-query tiles), dq as "liger"
+//   liger ws overlap  the same with the forward consumers' products overlapped
+//              (and dq's, as "liger overlap")
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -313,10 +314,9 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
         const bool previous_tma = kernels::cuda::set_attention_tma(tma);
         const int previous_schedule = kernels::cuda::set_attention_wgmma_schedule(schedule);
-        const bool previous_ws =
-            kernels::cuda::set_attention_forward_warp_specialized(warp_specialized);
+        const bool previous_ws = kernels::cuda::set_attention_warp_specialized(warp_specialized);
         const auto restore = [&] {
-          kernels::cuda::set_attention_forward_warp_specialized(previous_ws);
+          kernels::cuda::set_attention_warp_specialized(previous_ws);
           kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
           kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
           kernels::cuda::set_attention_tma(previous_tma);

@@ -212,8 +212,8 @@ int64_t attention_tma_launches() {
   return launch::attention_tma_launches();
 }
 
-bool set_attention_forward_warp_specialized(bool on) {
-  return launch::set_attention_forward_warp_specialized(on);
+bool set_attention_warp_specialized(bool on) {
+  return launch::set_attention_warp_specialized(on);
 }
 
 int64_t attention_warp_specialized_launches() {

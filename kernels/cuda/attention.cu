@@ -1085,15 +1085,18 @@ __device__ __forceinline__ void pin_registers(uint32_t (&r)[N][4]) {
 
 // kOverwrite: acc = A B^T (the first step ignores acc's values, so the
 // caller need not zero it), else acc += A B^T.
-template <typename T, int D, bool kOverwrite = false>
+// RA, RB: the rows of A's and B's tiles (their panels' depth: the
+// warp-specialized dk/dv reads its 64 keys out of a 128-row tile).
+template <typename T, int D, bool kOverwrite = false, int RA = 64, int RB = 64>
 __device__ __forceinline__ void wgmma_issue_abt(float (&acc)[8][4], const T* tile_a,
                                                 const T* tile_b) {
   pin_registers(acc);
   warpgroup_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    const int at = (kk / 4) * 64 * 64 + (kk % 4) * 16;  // elements: panel, then 16 columns
-    wgmma_ss_m64n64k16<T>(acc, swizzled_descriptor(tile_a + at), swizzled_descriptor(tile_b + at),
+    const int column = (kk % 4) * 16;  // elements: the panel kk / 4, then 16 columns
+    wgmma_ss_m64n64k16<T>(acc, swizzled_descriptor(tile_a + (kk / 4) * RA * 64 + column),
+                          swizzled_descriptor(tile_b + (kk / 4) * RB * 64 + column),
                           kOverwrite && kk == 0 ? 0 : 1);
   }
 }
@@ -1547,6 +1550,17 @@ __device__ __forceinline__ void wgmma_scores_128(float (&acc)[16][4], const T* t
   pin_registers(acc);
 }
 
+// What the producer tells the consumers about the tile in a stage, stored
+// before the stage's landed barrier is arrived on (whose release makes it
+// visible to their wait): where the tile starts (first < 0: the walk is
+// over, and the stage holds no tile), the query head (dk/dv), and whether
+// each consumer's rows (keys) see none / all of it. The consumers then keep
+// no walk of their own, which frees their registers for the products.
+struct StageTile {
+  int first, head;
+  TileVisibility vis[2];
+};
+
 // The ring of stages after the query tile, and its barriers; tile i of a
 // walk goes to stage i % kStages as that stage's use i / kStages.
 template <typename T, int D, int kStages>
@@ -1599,13 +1613,13 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   using Ring = StageRing<T, D, kStages>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   __shared__ uint64_t barriers[Ring::kBarriers];
+  __shared__ StageTile stage_tiles[kStages];
   T* tile_q = first_tile<T, true>(shared_bytes);
   const Ring ring{KeyValueBuffers<T, D, BN>{tile_q + BM * D}, barriers};
 
   const QueryBlock<D> blk(geo, BM);
   const int batch = static_cast<int>(blk.b);
   mask.select_batch_row(blk.b);
-  const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, blk.m0, BM, geo.tq);
   if (threadIdx.x == 0) {
     barrier_init(ring.queries(), 1);
     for (int s = 0; s < kStages; ++s) {
@@ -1622,17 +1636,32 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   if (warpgroup == 0) {
     warpgroup_release_registers<kProducerRegisters>();
     if (threadIdx.x != 0) return;
+    const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, blk.m0, BM, geo.tq);
     tma_copy_rows<T, D, BM>(tile_q, &q_map, blk.head, blk.m0, batch, ring.queries(), true);
     int i = 0;
     for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
       const int s = Ring::stage(i);
-      ring.wait_free(ring.keys_free(s), i);
+      ring.wait_free(ring.keys_free(s), i);  // also: the consumers have read the stage's tile
+      StageTile& tile = stage_tiles[s];
+      tile.first = n;
+      for (int c = 0; c < 2; ++c) {  // each consumer's rows; rows all past Tq see nothing
+        const int rows0 = blk.m0 + kRowsPerConsumer * c;
+        const int q_last = static_cast<int>(min64(rows0 + kRowsPerConsumer, geo.tq)) - 1;
+        tile.vis[c] = rows0 < geo.tq ? tile_visibility(mask, rows0 + mask.offset,
+                                                       q_last + mask.offset, n, n + BN - 1)
+                                     : TileVisibility{true, false};
+      }
       tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
                               true);
       ring.wait_free(ring.values_free(s), i);
       tma_copy_rows<T, D, BN>(ring.tiles.values(s), &v_map, blk.head_k, n, batch,
                               ring.values_landed(s), true);
     }
+    // The end of the walk: a stage with no tile (its keys' barrier completes on the arrival).
+    const int s = Ring::stage(i);
+    ring.wait_free(ring.keys_free(s), i);
+    stage_tiles[s].first = -1;
+    barrier_arrive(ring.keys_landed(s), true);
     return;
   }
   warpgroup_claim_registers<kConsumerRegisters>();
@@ -1640,61 +1669,50 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   const int consumer = warpgroup - 1;
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
-  const int rows0 = blk.m0 + kRowsPerConsumer * consumer;  // this consumer's first query row
-  const bool has_rows = rows0 < geo.tq;
-  // the tiles' visibility to this consumer's rows alone (the walk is the block's)
-  const KeyTileWalk<BN> mine =
-      KeyTileWalk<BN>::of_query_rows(mask, rows0, kRowsPerConsumer, geo.tq);
-  auto visibility = [&](int n) {
-    return has_rows ? mine.visibility(n) : TileVisibility{true, false};
-  };
   // this consumer's rows in each 64-column panel of the query tile (BM rows deep)
   const T* my_queries = tile_q + kRowsPerConsumer * consumer * 64;
-
   RowPairState r;
-  r.set(rows0 + warp * 16 + g, mask, geo.tq);
+  r.set(blk.m0 + kRowsPerConsumer * consumer + warp * 16 + g, mask, geo.tq);
   r.start();
   float acc_o[D / 8][4];
   zero(acc_o);
-  // One tile's online softmax on its scores sc: p rounded to T (cast) as the
-  // A fragments `a` of o += p v, and the factors 2^(m_old - m) of the running o.
-  auto softmax = [&](float(&sc)[BN / 8][4], int n, TileVisibility vis, uint32_t(&a)[BN / 16][4],
-                     float& rescale_lo, float& rescale_hi) {
-    score.to_base2_unit(sc);
-    if (!vis.full) mask_scores(sc, mask, r, n, t4);
-    r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(sc, kk, a[kk]);
+  // Tile i's place and visibility to this consumer, once its keys have landed.
+  struct Tile {
+    int first;
+    TileVisibility vis;
+  };
+  auto tile_of = [&](int i) {
+    ring.wait_keys(i);
+    const StageTile& t = stage_tiles[Ring::stage(i)];
+    return Tile{t.first, t.vis[consumer]};
   };
 
   barrier_wait(ring.queries(), 0);
   if constexpr (kOverlap) {
     // The softmax leaves p in sc (fp32) while o += p v of the previous tile
-    // runs on p_now; sc is rounded into p_now only once that product is done.
+    // runs on p_now; sc is rounded into p_now only once that product is done
+    // (no second set of fragments: registers, and no copies between products).
     float sc[BN / 8][4];
     uint32_t p_now[BN / 16][4];  // p of the tile whose o += p v is in flight
-    auto softmax_in_place = [&](int n, float& rescale_lo, float& rescale_hi) {
-      const TileVisibility vis = visibility(n);
+    auto softmax_in_place = [&](const Tile& t, float& rescale_lo, float& rescale_hi) {
       score.to_base2_unit(sc);
-      if (!vis.full) mask_scores(sc, mask, r, n, t4);
+      if (!t.vis.full) mask_scores(sc, mask, r, t.first, t4);
       r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
     };
     auto round_p = [&]() {
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(sc, kk, p_now[kk]);
     };
-    int n = walk.first_tile();
-    if (n < walk.end) {
+    Tile tile = tile_of(0);
+    if (tile.first >= 0) {
       // The first tile: its scores alone.
-      ring.wait_keys(0);
       wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(0));
       ring.release_keys(0, lane);
       float rescale_lo, rescale_hi;
-      softmax_in_place(n, rescale_lo, rescale_hi);  // o is still zero: no rescale
+      softmax_in_place(tile, rescale_lo, rescale_hi);  // o is still zero: no rescale
       round_p();
       int i = 1;  // the tile whose scores start; tile i - 1's o += p v runs beside them
-      for (n = walk.next(n + BN); n < walk.end; n = walk.next(n + BN), ++i) {
-        ring.wait_keys(i);
+      for (tile = tile_of(1); tile.first >= 0; tile = tile_of(++i)) {
         ring.wait_values(i - 1);
         wgmma_issue_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(Ring::stage(i)));
         warpgroup_commit();
@@ -1703,7 +1721,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         warpgroup_wait_all_but_newest();  // the scores; o += p v may still run
         pin_registers(sc);
         ring.release_keys(i, lane);
-        softmax_in_place(n, rescale_lo, rescale_hi);
+        softmax_in_place(tile, rescale_lo, rescale_hi);
         warpgroup_wait_all();
         pin_registers(acc_o);
         pin_registers(p_now);
@@ -1716,21 +1734,26 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       wgmma_fragments<T, D, BN>(acc_o, p_now, ring.tiles.values(Ring::stage(i - 1)));
     }
   } else {
-    int i = 0;
-    for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
-      const TileVisibility vis = visibility(n);
+    for (int i = 0;; ++i) {
+      const Tile tile = tile_of(i);
+      if (tile.first < 0) break;
       uint32_t a[BN / 16][4];  // p rounded to T (cast): the A fragments of o += p v
-      ring.wait_keys(i);
-      if (!vis.empty) {
+      if (!tile.vis.empty) {
         float sc[BN / 8][4];
         wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(Ring::stage(i)));
+        score.to_base2_unit(sc);
+        if (!tile.vis.full) mask_scores(sc, mask, r, tile.first, t4);
         float rescale_lo, rescale_hi;
-        softmax(sc, n, vis, a, rescale_lo, rescale_hi);
+        r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
         rescale_rows_that_moved(acc_o, rescale_lo, rescale_hi);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) pack_a_fragment<T>(sc, kk, a[kk]);
       }
       ring.release_keys(i, lane);  // this warp's score products completed (or none ran)
       ring.wait_values(i);
-      if (!vis.empty) wgmma_fragments<T, D, BN>(acc_o, a, ring.tiles.values(Ring::stage(i)));
+      if (!tile.vis.empty) {
+        wgmma_fragments<T, D, BN>(acc_o, a, ring.tiles.values(Ring::stage(i)));
+      }
       ring.release_values(i, lane);
     }
   }
@@ -1919,6 +1942,122 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The dk/dv kernels' steps on a warp's transposed tile p^T [16 keys x N
+// queries] (accumulator fragments; a thread's elements e < 2 are key_lo's,
+// the others key_hi's; query column 8 j + 2 t4 + (e & 1) of the tile at m0),
+// with the tile's rows' lse (base 2), delta and document ids from shared memory.
+struct TransposedKeys {
+  int key_lo, key_hi;
+  int64_t doc_lo, doc_hi;
+};
+// Scores the mask hides set to -inf (only for tiles the mask cuts).
+template <int N>
+__device__ __forceinline__ void mask_transposed_scores(float (&p)[N][4], const Mask& mask,
+                                                       const TransposedKeys& keys, int m0,
+                                                       const int64_t* doc_t, int t4) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
+      const int key = e < 2 ? keys.key_lo : keys.key_hi;
+      const int64_t key_doc = e < 2 ? keys.doc_lo : keys.doc_hi;
+      if (!mask.visible_given(m0 + col + mask.offset, key, doc_t[col], key_doc)) {
+        p[j][e] = -INFINITY;
+      }
+    }
+  }
+}
+// u (s2 = factor u) -> p = 2^(s2 - lse2): 0 where masked (2^-inf).
+template <int N>
+__device__ __forceinline__ void probabilities_from_lse(float (&p)[N][4], float factor,
+                                                       const float* lse2_t, int t4) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const float2 lse2 = *reinterpret_cast<const float2*>(lse2_t + j * 8 + t4 * 2);
+    p[j][0] = exp2_fast(fmaf(p[j][0], factor, -lse2.x));
+    p[j][1] = exp2_fast(fmaf(p[j][1], factor, -lse2.y));
+    p[j][2] = exp2_fast(fmaf(p[j][2], factor, -lse2.x));
+    p[j][3] = exp2_fast(fmaf(p[j][3], factor, -lse2.y));
+  }
+}
+// dp <- (dp - delta) times the softcap's slope at u = tanh(z / c) (u still
+// in p: taken before u turns into p; 0 where masked), so that ds = p dp
+// later costs one product per element.
+template <int N>
+__device__ __forceinline__ void dp_minus_delta(float (&dp)[N][4], const float (&u)[N][4],
+                                               const ScoreTransform& score, const float* delta_t,
+                                               int t4) {
+  if (score.softcap > 0.f) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = j * 8 + t4 * 2 + (e & 1);
+        dp[j][e] = u[j][e] > -INFINITY
+                       ? (dp[j][e] - delta_t[col]) * ScoreTransform::softcap_slope_of_unit(u[j][e])
+                       : 0.f;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const float2 delta2 = *reinterpret_cast<const float2*>(delta_t + j * 8 + t4 * 2);
+      dp[j][0] -= delta2.x;
+      dp[j][1] -= delta2.y;
+      dp[j][2] -= delta2.x;
+      dp[j][3] -= delta2.y;
+    }
+  }
+}
+
+// The query tiles of BM rows that keys [n0, k_last] are seen by, in order:
+// for each query head of the group, the tiles from row_begin on. first() and
+// after(t) give the first such tile at or after the start / after t that the
+// mask does not empty (group == groups: none left).
+struct QueryTile {
+  int group, m0;
+};
+template <int BM>
+struct QueryTileWalk {
+  Mask mask;
+  int n0, k_last, groups, row_begin, row_end;
+  int64_t tq;
+  DocumentRange k_docs;  // the keys' document ids, read once (with documents)
+
+  __device__ __forceinline__ QueryTileWalk(const Mask& m, int first_key, int last_key,
+                                           const Geometry& geo)
+      : mask(m), n0(first_key), k_last(last_key), groups(geo.groups), tq(geo.tq), k_docs{0, 0} {
+    row_begin = m.causal ? max(0, n0 - m.offset) : 0;
+    row_end = m.window > 0 ? static_cast<int>(min64(geo.tq, k_last + m.window - m.offset))
+                           : static_cast<int>(geo.tq);
+    if (m.documents != nullptr) {  // queries outside these keys' documents: never visible
+      int doc_begin, doc_end;
+      m.document_span(n0, min(k_last, m.tk - 1), doc_begin, doc_end);
+      row_begin = max(row_begin, doc_begin);
+      row_end = min(row_end, doc_end);
+      k_docs = document_range_of(m, n0, k_last);
+    }
+  }
+  __device__ __forceinline__ QueryTile next(QueryTile t) const {
+    for (; t.group < groups; ++t.group, t.m0 = (row_begin / BM) * BM) {
+      for (; t.m0 < row_end; t.m0 += BM) {
+        const int q_first = t.m0 + mask.offset;
+        const int q_last = static_cast<int>(min64(t.m0 + BM, tq)) - 1 + mask.offset;
+        if (!tile_visibility(mask, q_first, q_last, n0, k_last, nullptr, &k_docs).empty) return t;
+      }
+    }
+    return t;
+  }
+  __device__ __forceinline__ QueryTile first() const {
+    return next(QueryTile{0, (row_begin / BM) * BM});
+  }
+  __device__ __forceinline__ QueryTile after(QueryTile t) const {
+    t.m0 += BM;
+    return next(t);
+  }
+};
+
 // dk and dv: one block per (key tile of BN keys, key/value head, batch row),
 // walking the G query heads of its key/value head and the query tiles that
 // see its keys. Computed transposed (rows = keys): s^T = k q^T, dp^T = v d_out^T,
@@ -1999,41 +2138,15 @@ __global__ void __launch_bounds__(kThreads)
 
   // This thread's two keys (rows g and g + 8 of its warp's 16).
   const int key_lo = n0 + warp * 16 + g, key_hi = key_lo + 8;
-  const int64_t key_doc_lo = mask.key_document(key_lo), key_doc_hi = mask.key_document(key_hi);
+  const TransposedKeys my_keys{key_lo, key_hi, mask.key_document(key_lo),
+                               mask.key_document(key_hi)};
   // Query rows that may see a key of the tile.
   const int k_last = n0 + BN - 1;
-  int row_begin = mask.causal ? max(0, n0 - mask.offset) : 0;
-  int row_end = mask.window > 0
-                    ? static_cast<int>(min64(geo.tq, k_last + mask.window - mask.offset))
-                    : static_cast<int>(geo.tq);
-  DocumentRange k_docs{0, 0};       // the keys' document ids, read once (with documents)
-  if (mask.documents != nullptr) {  // queries outside these keys' documents: never visible
-    int doc_begin, doc_end;
-    mask.document_span(n0, min(k_last, mask.tk - 1), doc_begin, doc_end);
-    row_begin = max(row_begin, doc_begin);
-    row_end = min(row_end, doc_end);
-    k_docs = document_range_of(mask, n0, k_last);
-  }
+  const QueryTileWalk<BM> walk(mask, n0, k_last, geo);
 
   float acc_dk[kDk ? D / 8 : 1][4], acc_dv[kDv ? D / 8 : 1][4];
   zero(acc_dk);
   zero(acc_dv);
-  // The query tiles in order: for each query head of the group, the tiles
-  // from row_begin on; `next` finds the first one at or after (group, m0)
-  // that the mask does not empty (group == groups: none left).
-  struct QueryTile {
-    int group, m0;
-  };
-  auto next = [&](QueryTile t) {
-    for (; t.group < geo.groups; ++t.group, t.m0 = (row_begin / BM) * BM) {
-      for (; t.m0 < row_end; t.m0 += BM) {
-        const int q_first = t.m0 + mask.offset;
-        const int q_last = static_cast<int>(min64(t.m0 + BM, geo.tq)) - 1 + mask.offset;
-        if (!tile_visibility(mask, q_first, q_last, n0, k_last, nullptr, &k_docs).empty) return t;
-      }
-    }
-    return t;
-  };
   // Copies query tile t into buffer `buf`: q and d_out asynchronously (kTma:
   // by the tensor memory accelerator, on barrier kQueryTilesBarrier + buf),
   // the rows' lse (base 2), delta and document ids by plain loads.
@@ -2059,7 +2172,7 @@ __global__ void __launch_bounds__(kThreads)
       tile_doc(buf)[i] = mask.documents ? mask.documents[min64(t.m0 + i, geo.tq - 1)] : 0;
     }
   };
-  QueryTile tile = next(QueryTile{0, (row_begin / BM) * BM});
+  QueryTile tile = walk.first();
   if (tile.group < geo.groups) load_query_tile(tile, 0);
   if constexpr (kTma) {
     bars.wait(kOwnTilesBarrier);  // k and v (also when no query tile is walked)
@@ -2067,9 +2180,7 @@ __global__ void __launch_bounds__(kThreads)
     copy_async_commit();
   }
   for (int buf = 0; tile.group < geo.groups; buf ^= 1) {
-    QueryTile following = tile;
-    following.m0 += BM;
-    following = next(following);
+    const QueryTile following = walk.after(tile);
     if (following.group < geo.groups) load_query_tile(following, buf ^ 1);
     if constexpr (kTma) {
       bars.wait(kQueryTilesBarrier + buf);  // this tile's q and d_out
@@ -2082,7 +2193,8 @@ __global__ void __launch_bounds__(kThreads)
     const int m0 = tile.m0;
     const int q_first = m0 + mask.offset;
     const int q_last = static_cast<int>(min64(m0 + BM, geo.tq)) - 1 + mask.offset;
-    const TileVisibility vis = tile_visibility(mask, q_first, q_last, n0, k_last, nullptr, &k_docs);
+    const TileVisibility vis =
+        tile_visibility(mask, q_first, q_last, n0, k_last, nullptr, &walk.k_docs);
     const float* lse2_t = tile_lse2(buf);
     const float* delta_t = tile_delta(buf);
     const int64_t* doc_t = tile_doc(buf);
@@ -2103,55 +2215,11 @@ __global__ void __launch_bounds__(kThreads)
     // u with s2 = factor u (ScoreTransform::to_base2_unit); masked ones -inf
     score.to_base2_unit(p);
     const float factor = score.base2_factor();
-    if (!vis.full) {
-#pragma unroll
-      for (int j = 0; j < BM / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + t4 * 2 + (e & 1);  // query row within the tile
-          const int key = e < 2 ? key_lo : key_hi;
-          const int64_t key_doc = e < 2 ? key_doc_lo : key_doc_hi;
-          if (!mask.visible_given(m0 + col + mask.offset, key, doc_t[col], key_doc)) {
-            p[j][e] = -INFINITY;
-          }
-        }
-      }
-    }
-    if constexpr (kOverlap) {
-      // dp arrived with s: dp <- (dp - delta) times the softcap's slope at u
-      // = tanh(z / c), taken before u turns into p (0 where masked), so ds =
-      // p dp later costs one product per element while dv's product runs.
-      if (score.softcap > 0.f) {
-#pragma unroll
-        for (int j = 0; j < BM / 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = j * 8 + t4 * 2 + (e & 1);
-            const float u = p[j][e];
-            dp[j][e] = u > -INFINITY
-                           ? (dp[j][e] - delta_t[col]) * ScoreTransform::softcap_slope_of_unit(u)
-                           : 0.f;
-          }
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < BM / 8; ++j) {
-          const float2 delta2 = *reinterpret_cast<const float2*>(delta_t + j * 8 + t4 * 2);
-          dp[j][0] -= delta2.x;
-          dp[j][1] -= delta2.y;
-          dp[j][2] -= delta2.x;
-          dp[j][3] -= delta2.y;
-        }
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < BM / 8; ++j) {
-      const float2 lse2 = *reinterpret_cast<const float2*>(lse2_t + j * 8 + t4 * 2);
-      p[j][0] = exp2_fast(fmaf(p[j][0], factor, -lse2.x));  // 0 where masked (2^-inf)
-      p[j][1] = exp2_fast(fmaf(p[j][1], factor, -lse2.y));
-      p[j][2] = exp2_fast(fmaf(p[j][2], factor, -lse2.x));
-      p[j][3] = exp2_fast(fmaf(p[j][3], factor, -lse2.y));
-    }
+    if (!vis.full) mask_transposed_scores(p, mask, my_keys, m0, doc_t, t4);
+    // dp arrived with s (kOverlap): dp - delta and the softcap's slope now, so
+    // ds = p dp later costs one product per element while dv's product runs.
+    if constexpr (kOverlap) dp_minus_delta(dp, p, score, delta_t, t4);
+    probabilities_from_lse(p, factor, lse2_t, t4);
     uint32_t a_p[BM / 16][4];  // kOverlap: p rounded to T (cast), read by dv's product in flight
     if constexpr (kOverlap) {
 #pragma unroll
@@ -2232,6 +2300,200 @@ __global__ void __launch_bounds__(kThreads)
         *reinterpret_cast<uint32_t*>(dv + at + d * 8 + t4 * 2) =
             pack_pair<T>(acc_dv[d][2 * half], acc_dv[d][2 * half + 1]);
       }
+    }
+  }
+}
+
+// dk and dv, warp-specialized (as attention_forward_ws_kernel): one block
+// per (tile of 128 keys, key/value head, batch row), three warpgroups.
+//   producer (warpgroup 0; warp 0 works, the others leave): copies the
+//     block's k and v once, then walks the query tiles of 64 rows that see
+//     the keys (QueryTileWalk, every query head of the group); per tile lane
+//     0 copies q and d_out by TMA into a ring of kStages stages and the
+//     warp's lanes store the rows' lse (base 2), delta and document ids
+//     beside them, refilling a stage only once every consumer warp released it;
+//   consumers (warpgroups 1 and 2): 64 keys each; per query tile the
+//     overlapped products of attention_dkdv_kernel<kOverlap>: s^T = k q^T and
+//     dp^T = v d_out^T as one group, dv += p^T d_out on the tensor cores while
+//     ds = p (dp - delta) is formed, then dk += ds^T q; then the stage's release.
+//     A consumer skips the products of a tile its own keys are not seen by.
+// Each query tile is copied once per 128 keys instead of once per 64, and no
+// block barrier stops the consumers. The barriers (static shared memory): k
+// and v landed (2 arrivals: its two copies), then per stage landed (34: the
+// producer warp's 32 lanes once their stores are done, and lane 0's two
+// copies with their bytes) and free (8: each consumer warp's lane 0).
+template <typename T, int D, int kStages>
+__global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
+    attention_dkdv_ws_kernel(const float* __restrict__ lse, const float* __restrict__ delta,
+                             T* __restrict__ dk, T* __restrict__ dv, Geometry geo, Mask mask,
+                             ScoreTransform score, const __grid_constant__ CUtensorMap q_map,
+                             const __grid_constant__ CUtensorMap k_map,
+                             const __grid_constant__ CUtensorMap v_map,
+                             const __grid_constant__ CUtensorMap d_out_map) {
+  static_assert(D == 64 || D == 128, "warp-specialized dk/dv: head_dim 64 or 128");
+  constexpr int BM = 64, BN = 128, kKeysPerConsumer = 64;
+  constexpr uint32_t kLandedArrivals = 32 + 2;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  __shared__ uint64_t barriers[1 + 2 * kStages];  // k and v; landed x kStages; free x kStages
+  __shared__ StageTile stage_tiles[kStages];
+  T* const tile_k = first_tile<T, true>(shared_bytes);
+  T* const tile_v = tile_k + BN * D;
+  T* const stages = tile_v + BN * D;  // stage s: q [BM, D], then d_out [BM, D]
+  float* const lse2_base =
+      reinterpret_cast<float*>(stages + kStages * 2 * BM * D);                      // [kStages, BM]
+  float* const delta_base = lse2_base + kStages * BM;                               // [kStages, BM]
+  int64_t* const doc_base = reinterpret_cast<int64_t*>(delta_base + kStages * BM);  // [kStages, BM]
+  uint64_t* const own_landed = barriers;
+  // (a stage's tiles and barriers from arithmetic on s: no arrays of pointers in local memory)
+  auto tile_q = [&](int s) { return stages + s * 2 * BM * D; };
+  auto tile_do = [&](int s) { return stages + (s * 2 + 1) * BM * D; };
+  auto landed = [&](int s) { return barriers + 1 + s; };
+  auto free_stage = [&](int s) { return barriers + 1 + kStages + s; };
+
+  // the first, heaviest key tiles first (tile_order.h)
+  const int heads_k = static_cast<int>(geo.heads_k);
+  const TilePlace place = tile_of_block(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
+                                        heads_k, min(kKeyValueHeadsPerGroup, heads_k), false);
+  const int n0 = place.tile * BN, head_k = place.head;
+  const int64_t b = place.batch;
+  mask.select_batch_row(b);
+  if (threadIdx.x == 0) {
+    barrier_init(own_landed, 2);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(landed(s), kLandedArrivals);
+      barrier_init(free_stage(s), kConsumerWarps);
+    }
+    barrier_init_fence();
+  }
+  __syncthreads();  // the barriers initialized before any thread waits on them
+
+  const int warpgroup = threadIdx.x / kThreads;
+  const int lane = threadIdx.x % 32;
+  if (warpgroup == 0) {
+    warpgroup_release_registers<kProducerRegisters>();
+    if (threadIdx.x >= 32) return;
+    const bool issuer = lane == 0;
+    tma_copy_rows<T, D, BN>(tile_k, &k_map, head_k, n0, static_cast<int>(b), own_landed, issuer);
+    tma_copy_rows<T, D, BN>(tile_v, &v_map, head_k, n0, static_cast<int>(b), own_landed, issuer);
+    const QueryTileWalk<BM> walk(mask, n0, n0 + BN - 1, geo);
+    int i = 0;  // tiles copied; tile i goes to stage i % kStages, its (i / kStages)-th use
+    for (QueryTile t = walk.first(); t.group < geo.groups; t = walk.after(t), ++i) {
+      const int s = i % kStages;
+      // use u > 0 of a stage waits for the u-th completion of its free barrier (parity (u - 1) & 1)
+      if (i >= kStages) barrier_wait(free_stage(s), ((i / kStages) - 1) & 1);
+      const int head = head_k * geo.groups + t.group;
+      if (issuer) {  // the tile's place, and whether each consumer's keys are seen by none / all
+        StageTile& tile = stage_tiles[s];
+        tile.first = t.m0;
+        tile.head = head;
+        const int q_last = static_cast<int>(min64(t.m0 + BM, geo.tq)) - 1;
+        for (int c = 0; c < 2; ++c) {
+          const int k_first = n0 + kKeysPerConsumer * c;
+          tile.vis[c] = k_first < geo.tk
+                            ? tile_visibility(mask, t.m0 + mask.offset, q_last + mask.offset,
+                                              k_first, k_first + kKeysPerConsumer - 1)
+                            : TileVisibility{true, false};
+        }
+      }
+      tma_copy_rows<T, D, BM>(tile_q(s), &q_map, head, t.m0, static_cast<int>(b), landed(s),
+                              issuer);
+      tma_copy_rows<T, D, BM>(tile_do(s), &d_out_map, head, t.m0, static_cast<int>(b), landed(s),
+                              issuer);
+      const float* lse_h = lse + (b * geo.heads_q + head) * geo.tq;
+      const float* delta_h = delta + (b * geo.heads_q + head) * geo.tq;
+      for (int r = lane; r < BM; r += 32) {
+        const bool in = t.m0 + r < geo.tq;
+        lse2_base[s * BM + r] = in ? lse_h[t.m0 + r] * kLog2e : INFINITY;  // rows past Tq: p = 0
+        delta_base[s * BM + r] = in ? delta_h[t.m0 + r] : 0.f;
+        doc_base[s * BM + r] = mask.documents ? mask.documents[min64(t.m0 + r, geo.tq - 1)] : 0;
+      }
+      barrier_arrive(landed(s), true);  // releases the stores above to the consumers
+    }
+    // The end of the walk: a stage with no tile (its 34 arrivals without bytes).
+    const int s = i % kStages;
+    if (i >= kStages) barrier_wait(free_stage(s), ((i / kStages) - 1) & 1);
+    if (issuer) stage_tiles[s].first = -1;
+    barrier_arrive(landed(s), true);
+    barrier_arrive(landed(s), issuer);
+    barrier_arrive(landed(s), issuer);
+    return;
+  }
+  warpgroup_claim_registers<kConsumerRegisters>();
+
+  const int consumer = warpgroup - 1;
+  const int warp = (threadIdx.x / 32) % 4;
+  const int g = lane / 4, t4 = lane % 4;
+  const int my_first = n0 + kKeysPerConsumer * consumer;  // this consumer's keys
+  // its rows in each 64-column panel of k and v (BN rows deep)
+  const T* my_k = tile_k + kKeysPerConsumer * consumer * 64;
+  const T* my_v = tile_v + kKeysPerConsumer * consumer * 64;
+  const int key_lo = my_first + warp * 16 + g, key_hi = key_lo + 8;
+  const TransposedKeys my_keys{key_lo, key_hi, mask.key_document(key_lo),
+                               mask.key_document(key_hi)};
+  const float factor = score.base2_factor();
+
+  float acc_dk[D / 8][4], acc_dv[D / 8][4];
+  zero(acc_dk);
+  zero(acc_dv);
+  barrier_wait(own_landed, 0);
+  for (int i = 0;; ++i) {
+    const int s = i % kStages;
+    barrier_wait(landed(s), (i / kStages) & 1);
+    const int m0 = stage_tiles[s].first;
+    if (m0 < 0) break;
+    const TileVisibility vis = stage_tiles[s].vis[consumer];
+    if (!vis.empty) {
+      const float* lse2_t = lse2_base + s * BM;
+      const float* delta_t = delta_base + s * BM;
+      // p^T [16 keys x BM queries] per warp: s^T and dp^T in one group (overwritten: no zeros)
+      float p[BM / 8][4], dp[BM / 8][4];
+      wgmma_issue_abt<T, D, true, BN, BM>(p, my_k, tile_q(s));
+      wgmma_issue_abt<T, D, true, BN, BM>(dp, my_v, tile_do(s));
+      warpgroup_commit();
+      warpgroup_wait_all();
+      pin_registers(p);
+      pin_registers(dp);
+      score.to_base2_unit(p);  // u with s2 = factor u; masked ones -inf
+      if (!vis.full) mask_transposed_scores(p, mask, my_keys, m0, doc_base + s * BM, t4);
+      dp_minus_delta(dp, p, score, delta_t, t4);
+      probabilities_from_lse(p, factor, lse2_t, t4);
+      // dv += p^T d_out on the tensor cores while ds = p dp is formed, then dk += ds^T q
+      uint32_t a_p[BM / 16][4];  // p rounded to T (cast)
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_p[kk]);
+      wgmma_issue_fragments<T, D>(acc_dv, a_p, tile_do(s));
+      warpgroup_commit();
+#pragma unroll
+      for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) p[j][e] *= dp[j][e];
+      }
+      uint32_t a_ds[BM / 16][4];  // ds rounded to T (cast)
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
+      wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(s));
+      warpgroup_commit();
+      warpgroup_wait_all();
+      pin_registers(acc_dv);
+      pin_registers(a_p);
+      pin_registers(acc_dk);
+      pin_registers(a_ds);
+    }
+    barrier_arrive(free_stage(s), lane == 0);  // this warp's products on the stage completed
+  }
+
+  // cast: dk (times the scale) and dv rounded to T
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int key = half == 0 ? key_lo : key_hi;
+    if (key >= geo.tk) continue;
+    const int64_t at = ((b * geo.tk + key) * geo.heads_k + head_k) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      *reinterpret_cast<uint32_t*>(dk + at + d * 8 + t4 * 2) =
+          pack_pair<T>(acc_dk[d][2 * half] * score.scale, acc_dk[d][2 * half + 1] * score.scale);
+      *reinterpret_cast<uint32_t*>(dv + at + d * 8 + t4 * 2) =
+          pack_pair<T>(acc_dv[d][2 * half], acc_dv[d][2 * half + 1]);
     }
   }
 }
@@ -2489,11 +2751,11 @@ bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out
   return ready;
 }
 
-// The warp-specialized forward (attention_forward_ws_kernel) instead of the
-// one-warpgroup blocks (set_attention_forward_warp_specialized): off by
-// default until measured; its launches are counted
-// (attention_warp_specialized_launches).
-std::atomic<bool> forward_warp_specialized{false};
+// The warp-specialized forward and dk/dv (attention_forward_ws_kernel,
+// attention_dkdv_ws_kernel) instead of the one-warpgroup blocks
+// (set_attention_warp_specialized): off by default until measured; their
+// launches are counted (attention_warp_specialized_launches).
+std::atomic<bool> warp_specialized{false};
 std::atomic<int64_t> warp_specialized_launches{0};
 
 // Launches the warp-specialized forward and returns true, or returns false
@@ -2536,8 +2798,7 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   if constexpr (D <= 128) {
     if (use_wgmma(forward_wgmma)) {
       cudaError_t err = cudaSuccess;
-      if (forward_warp_specialized.load() &&
-          forward_warp_specialized_launch<T, D>(a, stream, err)) {
+      if (warp_specialized.load() && forward_warp_specialized_launch<T, D>(a, stream, err)) {
         return err;
       }
       return overlapped_forward(D) ? forward_wgmma_for<T, D, true>(a, stream)
@@ -2578,6 +2839,29 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
   }
   return launch(attention_dkdv_kernel<T, D, BM, BN, kWant, kWgmma, kOverlap, false>, maps.q, maps.k,
                 maps.v, maps.d_out);
+}
+
+// Launches the warp-specialized dk/dv and returns true, or returns false
+// (nothing launched) where the driver refuses a tensor map; err: the launch's.
+template <typename T, int D>
+bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads& g,
+                                  cudaStream_t stream, cudaError_t& err) {
+  constexpr int BM = 64, BN = 128;
+  // Four stages of a query tile's q and d_out (32 KiB at head_dim 128): with
+  // k and v 192 KiB at 128, 96 KiB at 64; one block per SM.
+  constexpr int kStages = 4;
+  PassMaps maps;  // q and d_out in boxes of 64 rows, k and v in boxes of 128
+  if (!tensor_maps<T, D>(maps, a, g.d_out, BM, BN)) return false;
+  const size_t bytes =
+      static_cast<size_t>(2 * BN + 2 * kStages * BM) * D * sizeof(T) +  // k, v, stages
+      kStages * BM * (2 * sizeof(float) + sizeof(int64_t)) +            // lse, delta, ids
+      1024;                                                             // to align the tiles
+  err = launch_tiles_of(kWarpSpecializedThreads, attention_dkdv_ws_kernel<T, D, kStages>,
+                        tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream, a.lse, g.delta,
+                        static_cast<T*>(g.dk), static_cast<T*>(g.dv), geometry_of(a), mask_of(a),
+                        score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v, maps.d_out);
+  if (err == cudaSuccess) ++warp_specialized_launches;
+  return true;
 }
 
 template <typename T, int D, int MT, bool kWgmma, bool kOverlap = false>
@@ -2625,6 +2909,11 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
     return dq_with_row_tiles<T, D, 1, false>(a, g, stream);
   } else {
     if (use_wgmma(backward_wgmma)) {
+      if (warp_specialized.load() && dkdv_warp_specialized_launch<T, D>(a, g, stream, err)) {
+        if (err != cudaSuccess) return err;
+        return overlapped_backward(a.softcap) ? dq_with_row_tiles<T, D, 1, true, true>(a, g, stream)
+                                              : dq_with_row_tiles<T, D, 1, true>(a, g, stream);
+      }
       if (overlapped_backward(a.softcap)) {
         err = dkdv_for<T, D, 3, true, true>(a, g, stream);
         if (err != cudaSuccess) return err;
@@ -2685,8 +2974,8 @@ int64_t attention_tma_launches() {
   return tma_launches.load();
 }
 
-bool set_attention_forward_warp_specialized(bool on) {
-  return forward_warp_specialized.exchange(on);
+bool set_attention_warp_specialized(bool on) {
+  return warp_specialized.exchange(on);
 }
 
 int64_t attention_warp_specialized_launches() {

@@ -107,10 +107,10 @@ bool set_attention_backward_wgmma(bool on);
 bool set_attention_tma(bool on);
 // Launches that took the TMA copies so far (launch::attention_tma_launches).
 int64_t attention_tma_launches();
-// The warp-specialized flash forward (launch::set_attention_forward_warp_specialized):
+// The warp-specialized flash forward and dk/dv (launch::set_attention_warp_specialized):
 // for tests and liger-bench. Returns the previous setting.
-bool set_attention_forward_warp_specialized(bool on);
-// Forward launches that took it so far (launch::attention_warp_specialized_launches).
+bool set_attention_warp_specialized(bool on);
+// Launches that took them so far (launch::attention_warp_specialized_launches).
 int64_t attention_warp_specialized_launches();
 // The order of the warpgroup-MMA products (launch::set_attention_wgmma_schedule):
 // 0 where each was measured faster (the default), 1 one product at a time, 2

@@ -430,15 +430,17 @@ bool set_attention_tma(bool on);
 // started: where the driver refuses a tensor map they fall back to cp.async
 // silently, and tests check that the copies they meant to run did.
 int64_t attention_tma_launches();
-// The forward at head_dim 64 and 128 as warp-specialized blocks of 128
-// queries (FlashAttention-3's division: a producer warpgroup copies 128-key
-// tiles by TMA into a ring of stages, two consumer warpgroups of 64 queries
-// take them on warpgroup MMA) instead of one-warpgroup blocks of 64: off by
-// default until measured. Process-wide, for tests and benchmarks; returns
-// the previous setting.
-bool set_attention_forward_warp_specialized(bool on);
-// Forward launches that took it since the process started (where the driver
-// refuses a tensor map the forward falls back to the other kernels silently).
+// The forward and the backward's dk/dv at head_dim 64 and 128 as
+// warp-specialized blocks (FlashAttention-3's division: a producer warpgroup
+// copies tiles by TMA into a ring of stages, two consumer warpgroups take
+// them on warpgroup MMA): the forward in blocks of 128 queries over 128-key
+// tiles, dk/dv in blocks of 128 keys over 64-query tiles, instead of
+// one-warpgroup blocks of 64. Off by default until measured. Process-wide,
+// for tests and benchmarks; returns the previous setting.
+bool set_attention_warp_specialized(bool on);
+// Launches (forward, dk/dv) that took them since the process started (where
+// the driver refuses a tensor map a pass falls back to the other kernels
+// silently).
 int64_t attention_warp_specialized_launches();
 // The order of the products where the passes run on warpgroup MMA. overlapped:
 // FlashAttention-3's order in the forward (a tile's scores on the tensor cores
