@@ -15,6 +15,7 @@
 //              64-query tiles), dq as "liger"
 //   liger ws overlap  the same with the forward consumers' products overlapped
 //              (and dq's, as "liger overlap")
+//   liger ws fused  "liger ws" with dq fused into the dk/dv pass (no dq pass)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -113,6 +114,7 @@ const std::vector<std::string> kImpls = {"liger",
                                          "liger tma overlap",
                                          "liger ws",
                                          "liger ws overlap",
+                                         "liger ws fused",
                                          "cudnn",
                                          "flash",
                                          "composite"};
@@ -277,9 +279,9 @@ int run_attention_bench(const AttentionBenchOptions& options) {
                        }});
       // the overlapped warpgroup-MMA schedules and the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
-        for (const char* path :
-             {"liger one-at-a-time", "liger overlap", "liger mma.sync", "liger tma",
-              "liger tma one-at-a-time", "liger tma overlap", "liger ws", "liger ws overlap"}) {
+        for (const char* path : {"liger one-at-a-time", "liger overlap", "liger mma.sync",
+                                 "liger tma", "liger tma one-at-a-time", "liger tma overlap",
+                                 "liger ws", "liger ws overlap", "liger ws fused"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -305,6 +307,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         const bool wgmma = name != "liger mma.sync";
         const bool tma = name.rfind("liger tma", 0) == 0;
         const bool warp_specialized = name.rfind("liger ws", 0) == 0;
+        const bool fused = name == "liger ws fused";
         const auto ends_with = [&name](const std::string& tail) {
           return name.size() >= tail.size() &&
                  name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
@@ -315,7 +318,9 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         const bool previous_tma = kernels::cuda::set_attention_tma(tma);
         const int previous_schedule = kernels::cuda::set_attention_wgmma_schedule(schedule);
         const bool previous_ws = kernels::cuda::set_attention_warp_specialized(warp_specialized);
+        const bool previous_fused = kernels::cuda::set_attention_fused_dq(fused);
         const auto restore = [&] {
+          kernels::cuda::set_attention_fused_dq(previous_fused);
           kernels::cuda::set_attention_warp_specialized(previous_ws);
           kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
           kernels::cuda::set_attention_backward_wgmma(wgmma_backward);

@@ -102,9 +102,13 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
     a.out = out.data_ptr();
     a.lse = lse.data_ptr<float>();
     a.document_ranges = ranges.defined() ? ranges.data_ptr<int64_t>() : nullptr;
+    // the fused dq's fp32 sums, where the backward takes that path
+    const int64_t workspace = launch::attention_backward_workspace_elems(a);
+    const Tensor dq_accum = workspace > 0 ? at::empty({workspace}, lse.options()) : Tensor();
     launch::AttentionGrads g;
     g.d_out = d_out.data_ptr();
     g.delta = delta.data_ptr<float>();
+    g.dq_accum = workspace > 0 ? dq_accum.data_ptr<float>() : nullptr;
     g.dq = dq.data_ptr();
     g.dk = dk.data_ptr();
     g.dv = dv.data_ptr();
@@ -218,6 +222,10 @@ bool set_attention_warp_specialized(bool on) {
 
 int64_t attention_warp_specialized_launches() {
   return launch::attention_warp_specialized_launches();
+}
+
+bool set_attention_fused_dq(bool on) {
+  return launch::set_attention_fused_dq(on);
 }
 
 int set_attention_wgmma_schedule(int schedule) {

@@ -911,6 +911,11 @@ __device__ __forceinline__ uint64_t swizzled_descriptor(const void* start) {
   return ((address & 0x3FFFF) >> 4) | (kGroup << 16) | (kGroup << 32) | (uint64_t{1} << 62);
 }
 
+// A barrier of the 128 threads of one warpgroup (named barrier `id`, 1 to 15;
+// 0 is the block's __syncthreads).
+__device__ __forceinline__ void warpgroup_barrier(int id) {
+  asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
+}
 __device__ __forceinline__ void warpgroup_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -939,6 +944,12 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&d)[8][4], const uint3
 template <typename T>
 __device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[16][4], uint64_t desc_a,
                                                     uint64_t desc_b, int scale_d);
+// d[8][4] (+)= A[64 x 16] B[16 x 64] with both operands from descriptors
+// read MN-major (transposed): A stored [16 k rows][64 m], B [16 k rows][64 n]
+// (the fused dq's dq = ds k from ds^T and k as they lie in shared memory).
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n64k16_transposed(float (&d)[8][4], uint64_t desc_a,
+                                                              uint64_t desc_b, int scale_d);
 // A warpgroup's register budget per thread, moved to N (a multiple of 8, 24
 // to 256) by every thread of the warpgroup: the warp-specialized forward's
 // producer gives registers up and its consumers take them.
@@ -1005,11 +1016,26 @@ LIGER_WGMMA_SS("bf16", __nv_bfloat16)
 LIGER_WGMMA_SS("f16", __half)
 LIGER_WGMMA_RS("bf16", __nv_bfloat16)
 LIGER_WGMMA_RS("f16", __half)
+// SS with both operands transposed (MN-major): d, a-desc %32, b-desc %33, scale-d from %34.
+#define LIGER_WGMMA_SS_TRANSPOSED(TYPE, CTYPE)                                             \
+  template <>                                                                              \
+  __device__ __forceinline__ void wgmma_ss_m64n64k16_transposed<CTYPE>(                    \
+      float(&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {                    \
+    asm volatile(                                                                          \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                       \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " LIGER_WGMMA_D_LIST \
+        ", %32, %33, p, 1, 1, 1, 1;\n}\n"                                                  \
+        : LIGER_WGMMA_D_OPERANDS(d)                                                        \
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));                                         \
+  }
 LIGER_WGMMA_SS128("bf16", __nv_bfloat16)
 LIGER_WGMMA_SS128("f16", __half)
+LIGER_WGMMA_SS_TRANSPOSED("bf16", __nv_bfloat16)
+LIGER_WGMMA_SS_TRANSPOSED("f16", __half)
 #undef LIGER_WGMMA_SS
 #undef LIGER_WGMMA_RS
 #undef LIGER_WGMMA_SS128
+#undef LIGER_WGMMA_SS_TRANSPOSED
 #undef LIGER_WGMMA_D_OPERANDS
 #undef LIGER_WGMMA_D_LIST
 #undef LIGER_WGMMA_D128_LIST
@@ -1033,6 +1059,11 @@ __device__ __forceinline__ void wgmma_rs_m64n64k16(float (&)[8][4], const uint32
 }
 template <typename T>
 __device__ __forceinline__ void wgmma_ss_m64n128k16(float (&)[16][4], uint64_t, uint64_t, int) {
+  __trap();
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n64k16_transposed(float (&)[8][4], uint64_t, uint64_t,
+                                                              int) {
   __trap();
 }
 template <int N>
@@ -2304,6 +2335,86 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The fused dq's steps (attention_dkdv_ws_kernel<kFusedDq>).
+//
+// A warp's ds^T fragments a_ds (rows: its keys 16 w + g and + 8; columns:
+// the tile's 64 queries) into the consumer's ds^T tile [64 keys, 64 queries]
+// as it lies in the accumulators: row r at 128 bytes, its 16-byte chunk c at
+// c ^ (r % 8) (the 128-byte swizzle the descriptors read). a_ds[kk] holds
+// (row g, columns 16 kk + 2 t4, + 1), (row g + 8, same), (row g, + 8), (row
+// g + 8, + 8). Within a warp the swizzle spreads the 8 rows of each store
+// over all banks.
+template <typename T>
+__device__ __forceinline__ void store_transposed_ds(T* ds, const uint32_t (&a_ds)[4][4], int warp,
+                                                    int g, int t4) {
+  unsigned char* const bytes = reinterpret_cast<unsigned char*>(ds);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = warp * 16 + g + (e & 1) * 8;
+      const int chunk = 2 * kk + (e >> 1);  // 8 columns a chunk
+      *reinterpret_cast<uint32_t*>(bytes + row * 128 + ((chunk ^ (row % 8)) * 16) + t4 * 4) =
+          a_ds[kk][e];
+    }
+  }
+}
+
+// acc[64 queries x D] = ds k over the consumer's 64 keys: A = ds from its
+// ds^T tile (MN-major: the queries contiguous), B = k [64 keys, D] from the
+// block's k tile (MN-major, panels RB rows deep, as v in o += p v), per
+// 64-column panel of D 4 steps of 16 keys (2048 bytes a step in both).
+template <typename T, int D, int RB>
+__device__ __forceinline__ void wgmma_issue_ds_k(float (&acc)[D / 8][4], const T* ds,
+                                                 const T* keys) {
+  auto& panels = reinterpret_cast<float(&)[D / 64][8][4]>(acc);
+  pin_registers(acc);
+  warpgroup_fence();
+#pragma unroll
+  for (int p = 0; p < D / 64; ++p) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      wgmma_ss_m64n64k16_transposed<T>(panels[p], swizzled_descriptor(ds + kk * 16 * 64),
+                                       swizzled_descriptor(keys + p * RB * 64 + kk * 16 * 64),
+                                       kk == 0 ? 0 : 1);
+    }
+  }
+}
+
+// dq_accum[b, row, head] += acc (fp32; rows lo = row and hi = row + 8 of a
+// thread's accumulator, columns 8 j + 2 t4 and + 1) by vector reductions;
+// rows past Tq are left alone.
+template <int D>
+__device__ __forceinline__ void add_dq_rows(float* dq_accum, const float (&acc)[D / 8][4],
+                                            const Geometry& geo, int64_t b, int head, int row,
+                                            int t4) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = row + 8 * half;
+    if (r >= geo.tq) continue;
+    float* const out = dq_accum + ((b * geo.tq + r) * geo.heads_q + head) * D + t4 * 2;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(out + j * 8),
+                   "f"(acc[j][2 * half]), "f"(acc[j][2 * half + 1])
+                   : "memory");
+    }
+  }
+}
+
+// dq = dq_accum * scale rounded to T (cast): 4 elements a thread (n: a multiple of 4).
+template <typename T>
+__global__ void attention_dq_from_accumulator_kernel(const float* __restrict__ dq_accum,
+                                                     T* __restrict__ dq, int64_t n, float scale) {
+  const int64_t i = 4 * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
+  if (i >= n) return;
+  const float4 a = *reinterpret_cast<const float4*>(dq_accum + i);
+  uint2 packed;
+  packed.x = pack_pair<T>(a.x * scale, a.y * scale);
+  packed.y = pack_pair<T>(a.z * scale, a.w * scale);
+  *reinterpret_cast<uint2*>(dq + i) = packed;
+}
+
 // dk and dv, warp-specialized (as attention_forward_ws_kernel): one block
 // per (tile of 128 keys, key/value head, batch row), three warpgroups.
 //   producer (warpgroup 0; warp 0 works, the others leave): copies the
@@ -2322,11 +2433,24 @@ __global__ void __launch_bounds__(kThreads)
 // and v landed (2 arrivals: its two copies), then per stage landed (34: the
 // producer warp's 32 lanes once their stores are done, and lane 0's two
 // copies with their bytes) and free (8: each consumer warp's lane 0).
-template <typename T, int D, int kStages>
+//
+// kFusedDq: dq too, so that no dq pass recomputes s and dp (5 products per
+// tile instead of 7 over both passes): each consumer stores its ds^T [64 keys
+// x 64 queries] (rounded to T) into shared memory, as it lies (rows = keys,
+// the 128-byte swizzle), and takes dq_part [64 queries x D] = ds k over its
+// 64 keys on warpgroup MMA with both operands read transposed, then adds it
+// into dq_accum ([B, Tq, Hq, D] fp32, zeroed before; scaled and rounded
+// after) by vector reductions (red.global.add.v2.f32). Two ds buffers per
+// consumer, alternating over the tiles it computes, and one barrier of its
+// warpgroup per tile (every warp's rows stored before the product reads
+// them): a buffer is rewritten only after every warp passed the next
+// tile's barrier, so after its product on it completed.
+template <typename T, int D, int kStages, bool kFusedDq>
 __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     attention_dkdv_ws_kernel(const float* __restrict__ lse, const float* __restrict__ delta,
-                             T* __restrict__ dk, T* __restrict__ dv, Geometry geo, Mask mask,
-                             ScoreTransform score, const __grid_constant__ CUtensorMap q_map,
+                             T* __restrict__ dk, T* __restrict__ dv, float* __restrict__ dq_accum,
+                             Geometry geo, Mask mask, ScoreTransform score,
+                             const __grid_constant__ CUtensorMap q_map,
                              const __grid_constant__ CUtensorMap k_map,
                              const __grid_constant__ CUtensorMap v_map,
                              const __grid_constant__ CUtensorMap d_out_map) {
@@ -2339,10 +2463,13 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   T* const tile_k = first_tile<T, true>(shared_bytes);
   T* const tile_v = tile_k + BN * D;
   T* const stages = tile_v + BN * D;  // stage s: q [BM, D], then d_out [BM, D]
-  float* const lse2_base =
-      reinterpret_cast<float*>(stages + kStages * 2 * BM * D);                      // [kStages, BM]
-  float* const delta_base = lse2_base + kStages * BM;                               // [kStages, BM]
-  int64_t* const doc_base = reinterpret_cast<int64_t*>(delta_base + kStages * BM);  // [kStages, BM]
+  // kFusedDq: consumer c's ds^T buffers [64 keys, BM queries], 2 c and 2 c + 1
+  T* const ds_base = stages + kStages * 2 * BM * D;
+  constexpr int kDsBuffers = kFusedDq ? 4 : 0;
+  // each [kStages, BM]: the rows' lse (base 2), delta and document ids
+  float* const lse2_base = reinterpret_cast<float*>(ds_base + kDsBuffers * kKeysPerConsumer * BM);
+  float* const delta_base = lse2_base + kStages * BM;
+  int64_t* const doc_base = reinterpret_cast<int64_t*>(delta_base + kStages * BM);
   uint64_t* const own_landed = barriers;
   // (a stage's tiles and barriers from arithmetic on s: no arrays of pointers in local memory)
   auto tile_q = [&](int s) { return stages + s * 2 * BM * D; };
@@ -2435,6 +2562,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   float acc_dk[D / 8][4], acc_dv[D / 8][4];
   zero(acc_dk);
   zero(acc_dv);
+  int computed = 0;  // tiles this consumer computed: its ds buffer alternates over them
   barrier_wait(own_landed, 0);
   for (int i = 0;; ++i) {
     const int s = i % kStages;
@@ -2473,11 +2601,33 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
       wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(s));
       warpgroup_commit();
-      warpgroup_wait_all();
-      pin_registers(acc_dv);
-      pin_registers(a_p);
-      pin_registers(acc_dk);
-      pin_registers(a_ds);
+      if constexpr (kFusedDq) {
+        // ds^T stored while dv's and dk's products run; they complete before
+        // dq's starts (its accumulators beside theirs and their fragments
+        // would not fit in registers)
+        T* const ds = ds_base + (2 * consumer + computed % 2) * kKeysPerConsumer * BM;
+        store_transposed_ds(ds, a_ds, warp, g, t4);
+        fence_copies_for_tensor_cores();  // the stores, to the tensor cores' reads
+        warpgroup_barrier(1 + consumer);  // every warp's rows of ds^T stored
+        warpgroup_wait_all();
+        pin_registers(acc_dv);
+        pin_registers(a_p);
+        pin_registers(acc_dk);
+        pin_registers(a_ds);
+        float acc_dq[D / 8][4];  // this consumer's share of dq for the tile's rows
+        wgmma_issue_ds_k<T, D, BN>(acc_dq, ds, my_k);
+        warpgroup_commit();
+        warpgroup_wait_all();
+        pin_registers(acc_dq);
+        add_dq_rows<D>(dq_accum, acc_dq, geo, b, stage_tiles[s].head, m0 + warp * 16 + g, t4);
+        ++computed;
+      } else {
+        warpgroup_wait_all();
+        pin_registers(acc_dv);
+        pin_registers(a_p);
+        pin_registers(acc_dk);
+        pin_registers(a_ds);
+      }
     }
     barrier_arrive(free_stage(s), lane == 0);  // this warp's products on the stage completed
   }
@@ -2757,6 +2907,8 @@ bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out
 // launches are counted (attention_warp_specialized_launches).
 std::atomic<bool> warp_specialized{false};
 std::atomic<int64_t> warp_specialized_launches{0};
+// With them, dq in the dk/dv pass (set_attention_fused_dq): off until measured.
+std::atomic<bool> fused_dq{false};
 
 // Launches the warp-specialized forward and returns true, or returns false
 // (nothing launched) where the driver refuses a tensor map; err: the launch's.
@@ -2843,24 +2995,56 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
 
 // Launches the warp-specialized dk/dv and returns true, or returns false
 // (nothing launched) where the driver refuses a tensor map; err: the launch's.
-template <typename T, int D>
+// kFusedDq: dq too, into g.dq_accum (zeroed by the caller).
+template <typename T, int D, bool kFusedDq>
 bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads& g,
                                   cudaStream_t stream, cudaError_t& err) {
   constexpr int BM = 64, BN = 128;
-  // Four stages of a query tile's q and d_out (32 KiB at head_dim 128): with
-  // k and v 192 KiB at 128, 96 KiB at 64; one block per SM.
-  constexpr int kStages = 4;
+  // Stages of a query tile's q and d_out (32 KiB at head_dim 128): four, with
+  // k and v 192 KiB at 128 (three with the fused dq's 32 KiB of ds buffers:
+  // 192 KiB), 96 KiB at 64; one block per SM.
+  constexpr int kStages = kFusedDq && D == 128 ? 3 : 4;
   PassMaps maps;  // q and d_out in boxes of 64 rows, k and v in boxes of 128
   if (!tensor_maps<T, D>(maps, a, g.d_out, BM, BN)) return false;
   const size_t bytes =
       static_cast<size_t>(2 * BN + 2 * kStages * BM) * D * sizeof(T) +  // k, v, stages
+      (kFusedDq ? 4 * 64 * BM * sizeof(T) : 0) +                        // ds^T buffers
       kStages * BM * (2 * sizeof(float) + sizeof(int64_t)) +            // lse, delta, ids
       1024;                                                             // to align the tiles
-  err = launch_tiles_of(kWarpSpecializedThreads, attention_dkdv_ws_kernel<T, D, kStages>,
+  err = launch_tiles_of(kWarpSpecializedThreads, attention_dkdv_ws_kernel<T, D, kStages, kFusedDq>,
                         tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream, a.lse, g.delta,
-                        static_cast<T*>(g.dk), static_cast<T*>(g.dv), geometry_of(a), mask_of(a),
-                        score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v, maps.d_out);
+                        static_cast<T*>(g.dk), static_cast<T*>(g.dv), g.dq_accum, geometry_of(a),
+                        mask_of(a), score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v,
+                        maps.d_out);
   if (err == cudaSuccess) ++warp_specialized_launches;
+  return true;
+}
+
+// The backward's elements of dq_accum: the fused dq's when it would run.
+int64_t fused_dq_elems(const AttentionShape& a) {
+  const bool fused = warp_specialized.load() && fused_dq.load() &&
+                     (a.head_dim == 64 || a.head_dim == 128) && a.dtype != DType::f32 &&
+                     use_wgmma(backward_wgmma);
+  return fused ? a.batch * a.tq * a.heads_q * a.head_dim : 0;
+}
+
+// dk, dv and dq in one warp-specialized pass (zeroing dq_accum before and
+// rounding dq after), or false where it does not run (nothing launched but
+// the zeroing); err: the launches'.
+template <typename T, int D>
+bool backward_fused_dq(const AttentionShape& a, const AttentionGrads& g, cudaStream_t stream,
+                       cudaError_t& err) {
+  const int64_t n = fused_dq_elems(a);
+  if (n == 0 || g.dq_accum == nullptr) return false;
+  err = cudaMemsetAsync(g.dq_accum, 0, static_cast<size_t>(n) * sizeof(float), stream);
+  if (err != cudaSuccess) return true;
+  if (!dkdv_warp_specialized_launch<T, D, true>(a, g, stream, err)) return false;
+  if (err != cudaSuccess) return true;
+  const int64_t threads = n / 4;
+  attention_dq_from_accumulator_kernel<T>
+      <<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
+          g.dq_accum, static_cast<T*>(g.dq), n, a.scale);
+  err = cudaGetLastError();
   return true;
 }
 
@@ -2909,7 +3093,8 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
     return dq_with_row_tiles<T, D, 1, false>(a, g, stream);
   } else {
     if (use_wgmma(backward_wgmma)) {
-      if (warp_specialized.load() && dkdv_warp_specialized_launch<T, D>(a, g, stream, err)) {
+      if (backward_fused_dq<T, D>(a, g, stream, err)) return err;
+      if (warp_specialized.load() && dkdv_warp_specialized_launch<T, D, false>(a, g, stream, err)) {
         if (err != cudaSuccess) return err;
         return overlapped_backward(a.softcap) ? dq_with_row_tiles<T, D, 1, true, true>(a, g, stream)
                                               : dq_with_row_tiles<T, D, 1, true>(a, g, stream);
@@ -2980,6 +3165,14 @@ bool set_attention_warp_specialized(bool on) {
 
 int64_t attention_warp_specialized_launches() {
   return warp_specialized_launches.load();
+}
+
+bool set_attention_fused_dq(bool on) {
+  return fused_dq.exchange(on);
+}
+
+int64_t attention_backward_workspace_elems(const AttentionShape& a) {
+  return fused_dq_elems(a);
 }
 
 AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule) {

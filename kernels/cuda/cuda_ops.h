@@ -112,6 +112,9 @@ int64_t attention_tma_launches();
 bool set_attention_warp_specialized(bool on);
 // Launches that took them so far (launch::attention_warp_specialized_launches).
 int64_t attention_warp_specialized_launches();
+// dq inside the warp-specialized dk/dv pass (launch::set_attention_fused_dq):
+// for tests and liger-bench. Returns the previous setting.
+bool set_attention_fused_dq(bool on);
 // The order of the warpgroup-MMA products (launch::set_attention_wgmma_schedule):
 // 0 where each was measured faster (the default), 1 one product at a time, 2
 // overlapped, for tests and liger-bench to check and time each. Returns the

@@ -442,6 +442,11 @@ bool set_attention_warp_specialized(bool on);
 // the driver refuses a tensor map a pass falls back to the other kernels
 // silently).
 int64_t attention_warp_specialized_launches();
+// With the warp-specialized passes on, dq inside the dk/dv pass (no dq pass
+// recomputing s and dp; dq summed in fp32 by reductions into a workspace,
+// AttentionGrads::dq_accum): off by default until measured. Process-wide,
+// for tests and benchmarks; returns the previous setting.
+bool set_attention_fused_dq(bool on);
 // The order of the products where the passes run on warpgroup MMA. overlapped:
 // FlashAttention-3's order in the forward (a tile's scores on the tensor cores
 // with the previous tile's o += p v, the softmax between); in dk/dv, dv's
@@ -461,10 +466,15 @@ AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule);
 struct AttentionGrads {
   const void* d_out = nullptr;  // [B, Tq, Hq, D] T, contiguous
   float* delta = nullptr;       // workspace [B, Hq, Tq]
+  // workspace of attention_backward_workspace_elems(a) floats where that is
+  // not 0 (the fused dq's fp32 sums), else unused
+  float* dq_accum = nullptr;
   void* dq = nullptr;
   void* dk = nullptr;
   void* dv = nullptr;
 };
+// The floats of AttentionGrads::dq_accum the backward of `a` needs now (0: none).
+int64_t attention_backward_workspace_elems(const AttentionShape& a);
 cudaError_t attention_backward(const AttentionShape& a, const AttentionGrads& g,
                                cudaStream_t stream);
 

@@ -132,6 +132,18 @@ class WarpSpecializedPasses {
   bool previous_;
 };
 
+// dq inside the warp-specialized dk/dv pass for a scope.
+class FusedDq {
+ public:
+  explicit FusedDq(bool on) : previous_(cuda::set_attention_fused_dq(on)) {}
+  ~FusedDq() { cuda::set_attention_fused_dq(previous_); }
+  FusedDq(const FusedDq&) = delete;
+  FusedDq& operator=(const FusedDq&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Whether the current device runs the warpgroup-MMA kernels (compute capability 9.0).
 bool hopper_device() {
   const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
@@ -193,6 +205,18 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
                      kFp32, kOut, kGrad);
     if (hopper_device()) {
       INFO(name << what);
+      CHECK(cuda::attention_warp_specialized_launches() - launches_before >= 2);
+    }
+  }
+  {
+    // The same with dq fused into the dk/dv pass (fp32 sums by reductions).
+    const WarpSpecializedPasses ws(true);
+    const FusedDq fused(true);
+    const int64_t launches_before = cuda::attention_warp_specialized_launches();
+    compare_backends(name + "warp-specialized passes, fused dq", reference, kernel, {q, k, v},
+                     {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+    if (hopper_device()) {
+      INFO(name << "warp-specialized passes, fused dq");
       CHECK(cuda::attention_warp_specialized_launches() - launches_before >= 2);
     }
   }
