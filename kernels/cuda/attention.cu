@@ -911,10 +911,13 @@ __device__ __forceinline__ uint64_t swizzled_descriptor(const void* start) {
   return ((address & 0x3FFFF) >> 4) | (kGroup << 16) | (kGroup << 32) | (uint64_t{1} << 62);
 }
 
-// A barrier of the 128 threads of one warpgroup (named barrier `id`, 1 to 15;
-// 0 is the block's __syncthreads).
-__device__ __forceinline__ void warpgroup_barrier(int id) {
-  asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
+// A barrier of the 128 threads of one warpgroup (named barrier kId, 1 to 15;
+// 0 is the block's __syncthreads). The id an immediate: a register id would
+// reserve all 16 barriers.
+template <int kId>
+__device__ __forceinline__ void warpgroup_barrier() {
+  static_assert(kId >= 1 && kId <= 15, "named barriers 1 to 15");
+  asm volatile("bar.sync %0, 128;\n" ::"n"(kId) : "memory");
 }
 __device__ __forceinline__ void warpgroup_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -2570,6 +2573,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     const int m0 = stage_tiles[s].first;
     if (m0 < 0) break;
     const TileVisibility vis = stage_tiles[s].vis[consumer];
+    bool released = false;  // the stage already given back (the fused dq)
     if (!vis.empty) {
       const float* lse2_t = lse2_base + s * BM;
       const float* delta_t = delta_base + s * BM;
@@ -2599,27 +2603,40 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       uint32_t a_ds[BM / 16][4];  // ds rounded to T (cast)
 #pragma unroll
       for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
+      // kFusedDq: ds^T stored while dv's product runs, before dk's product
+      // takes a_ds (a product's fragments are not to be read while it runs)
+      [[maybe_unused]] T* const ds =
+          ds_base + (2 * consumer + computed % 2) * kKeysPerConsumer * BM;
+      if constexpr (kFusedDq) {
+        store_transposed_ds(ds, a_ds, warp, g, t4);
+        fence_copies_for_tensor_cores();  // the stores, to the tensor cores' reads
+      }
       wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(s));
       warpgroup_commit();
       if constexpr (kFusedDq) {
-        // ds^T stored while dv's and dk's products run; they complete before
-        // dq's starts (its accumulators beside theirs and their fragments
-        // would not fit in registers)
-        T* const ds = ds_base + (2 * consumer + computed % 2) * kKeysPerConsumer * BM;
-        store_transposed_ds(ds, a_ds, warp, g, t4);
-        fence_copies_for_tensor_cores();  // the stores, to the tensor cores' reads
-        warpgroup_barrier(1 + consumer);  // every warp's rows of ds^T stored
+        // every warp's rows of ds^T stored (named barrier 1 or 2: this warpgroup's)
+        if (consumer == 0) {
+          warpgroup_barrier<1>();
+        } else {
+          warpgroup_barrier<2>();
+        }
+        // dv's and dk's products complete before dq's starts (its accumulators
+        // beside theirs and their fragments would not fit in registers), and
+        // the stage goes back: dq reads only ds and the block's k
         warpgroup_wait_all();
         pin_registers(acc_dv);
         pin_registers(a_p);
         pin_registers(acc_dk);
         pin_registers(a_ds);
+        const int head = stage_tiles[s].head;
+        barrier_arrive(free_stage(s), lane == 0);
+        released = true;
         float acc_dq[D / 8][4];  // this consumer's share of dq for the tile's rows
         wgmma_issue_ds_k<T, D, BN>(acc_dq, ds, my_k);
         warpgroup_commit();
         warpgroup_wait_all();
         pin_registers(acc_dq);
-        add_dq_rows<D>(dq_accum, acc_dq, geo, b, stage_tiles[s].head, m0 + warp * 16 + g, t4);
+        add_dq_rows<D>(dq_accum, acc_dq, geo, b, head, m0 + warp * 16 + g, t4);
         ++computed;
       } else {
         warpgroup_wait_all();
@@ -2629,7 +2646,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         pin_registers(a_ds);
       }
     }
-    barrier_arrive(free_stage(s), lane == 0);  // this warp's products on the stage completed
+    // this warp's products on the stage completed
+    barrier_arrive(free_stage(s), lane == 0 && !released);
   }
 
   // cast: dk (times the scale) and dv rounded to T
