@@ -22,6 +22,7 @@
 // FlashAttention does; every sum is fp32.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/document_bounds.h"
+#include "kernels/cuda/stage_ring.h"
 #include "kernels/cuda/tile_order.h"
 #include "kernels/cuda/tma.cuh"
 
@@ -1596,7 +1597,8 @@ struct StageTile {
 };
 
 // The ring of stages after the query tile, and its barriers; tile i of a
-// walk goes to stage i % kStages as that stage's use i / kStages.
+// walk goes to stage i % kStages as that stage's use i / kStages (the phase
+// arithmetic: kernels/cuda/stage_ring.h).
 template <typename T, int D, int kStages>
 struct StageRing {
   static constexpr int kRows = 128;  // keys per stage
@@ -1611,9 +1613,11 @@ struct StageRing {
   __device__ __forceinline__ uint64_t* values_free(int s) const {
     return bars + 1 + 3 * kStages + s;
   }
-  __device__ __forceinline__ static int stage(int i) { return i % kStages; }
+  __device__ __forceinline__ static int stage(int i) { return ring_stage(i, kStages); }
   // The parity of use i / kStages of a stage: that use's completion of its landed barriers.
-  __device__ __forceinline__ static uint32_t parity(int i) { return (i / kStages) & 1; }
+  __device__ __forceinline__ static uint32_t parity(int i) {
+    return ring_landed_parity(i, kStages);
+  }
 
   // Consumers: waits for tile i's keys (values); releases them (each warp's lane 0 arrives).
   __device__ __forceinline__ void wait_keys(int i) const {
@@ -1631,7 +1635,7 @@ struct StageRing {
   // Producer: before tile i's copy into its stage, the previous use's
   // release (use u > 0 waits for the u-th completion: parity (u - 1) & 1).
   __device__ __forceinline__ void wait_free(uint64_t* bar, int i) const {
-    if (i >= kStages) barrier_wait(bar, ((i / kStages) - 1) & 1);
+    if (ring_reuses_stage(i, kStages)) barrier_wait(bar, ring_free_parity(i, kStages));
   }
 };
 
@@ -2506,11 +2510,10 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     tma_copy_rows<T, D, BN>(tile_k, &k_map, head_k, n0, static_cast<int>(b), own_landed, issuer);
     tma_copy_rows<T, D, BN>(tile_v, &v_map, head_k, n0, static_cast<int>(b), own_landed, issuer);
     const QueryTileWalk<BM> walk(mask, n0, n0 + BN - 1, geo);
-    int i = 0;  // tiles copied; tile i goes to stage i % kStages, its (i / kStages)-th use
+    int i = 0;  // tiles copied (the ring's phases: kernels/cuda/stage_ring.h)
     for (QueryTile t = walk.first(); t.group < geo.groups; t = walk.after(t), ++i) {
-      const int s = i % kStages;
-      // use u > 0 of a stage waits for the u-th completion of its free barrier (parity (u - 1) & 1)
-      if (i >= kStages) barrier_wait(free_stage(s), ((i / kStages) - 1) & 1);
+      const int s = ring_stage(i, kStages);
+      if (ring_reuses_stage(i, kStages)) barrier_wait(free_stage(s), ring_free_parity(i, kStages));
       const int head = head_k * geo.groups + t.group;
       if (issuer) {  // the tile's place, and whether each consumer's keys are seen by none / all
         StageTile& tile = stage_tiles[s];
@@ -2540,8 +2543,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       barrier_arrive(landed(s), true);  // releases the stores above to the consumers
     }
     // The end of the walk: a stage with no tile (its 34 arrivals without bytes).
-    const int s = i % kStages;
-    if (i >= kStages) barrier_wait(free_stage(s), ((i / kStages) - 1) & 1);
+    const int s = ring_stage(i, kStages);
+    if (ring_reuses_stage(i, kStages)) barrier_wait(free_stage(s), ring_free_parity(i, kStages));
     if (issuer) stage_tiles[s].first = -1;
     barrier_arrive(landed(s), true);
     barrier_arrive(landed(s), issuer);
@@ -2568,8 +2571,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   int computed = 0;  // tiles this consumer computed: its ds buffer alternates over them
   barrier_wait(own_landed, 0);
   for (int i = 0;; ++i) {
-    const int s = i % kStages;
-    barrier_wait(landed(s), (i / kStages) & 1);
+    const int s = ring_stage(i, kStages);
+    barrier_wait(landed(s), ring_landed_parity(i, kStages));
     const int m0 = stage_tiles[s].first;
     if (m0 < 0) break;
     const TileVisibility vis = stage_tiles[s].vis[consumer];
