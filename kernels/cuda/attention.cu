@@ -1530,11 +1530,11 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
 // ---------------------------------------------------------------------------
 // Forward, warp-specialized (FlashAttention-3's division of labour, our code):
 // a block of 128 query rows is three warpgroups.
-//   producer (warpgroup 0, 24 registers): one thread walks the key tiles the
+//   producer (warpgroup 0, WarpSpecializedRegisters): one thread walks the key tiles the
 //     block's queries see and copies each tile's 128 keys and 128 values by
 //     TMA into a ring of kStages stages, refilling a stage's keys (values)
 //     only once every consumer warp has released them;
-//   consumers (warpgroups 1 and 2, 240 registers each, setmaxnreg): 64 query
+//   consumers (warpgroups 1 and 2, the rest of the registers, setmaxnreg): 64 query
 //     rows each; per tile s = q k^T (m64n128k16: each product reads the
 //     query panel once for 128 keys, half the shared-memory reads per score
 //     of 64-key tiles), the online softmax, o += p v. A stage's keys are
@@ -1556,8 +1556,17 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
 
 constexpr int kWarpSpecializedThreads = 3 * kThreads;
 constexpr int kConsumerWarps = 8;
-constexpr int kProducerRegisters = 24;   // the walk and the copies' coordinates: no spill
-constexpr int kConsumerRegisters = 240;  // 128 x 24 + 256 x 240 <= 64 Ki registers
+// The registers per thread of the producer's and the consumers' warpgroups
+// (128 x producer + 256 x consumer <= 128 x 168 x 3, the launch bounds'
+// share). At head_dim 64 the consumers need 224 at most and 56 keep the
+// producer's walk in registers; at 128 the consumers' accumulators take 240
+// and the producer's walk fits in 24 (spilling a few bytes in dk/dv).
+template <int D>
+struct WarpSpecializedRegisters {
+  static constexpr int kProducer = D == 64 ? 56 : 24;
+  static constexpr int kConsumer = D == 64 ? 224 : 240;
+  static_assert(128 * kProducer + 256 * kConsumer <= 3 * 128 * 168, "the block's registers");
+};
 
 // acc[64 x 128] = A B^T: A [64, D] (panels RA rows deep, the warpgroup's rows
 // from tile_a), B [128, D] (panels RB rows deep), in D / 16 steps of 16
@@ -1672,22 +1681,34 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
 
   const int warpgroup = threadIdx.x / kThreads;
   if (warpgroup == 0) {
-    warpgroup_release_registers<kProducerRegisters>();
+    warpgroup_release_registers<WarpSpecializedRegisters<D>::kProducer>();
     if (threadIdx.x != 0) return;
     const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, blk.m0, BM, geo.tq);
     tma_copy_rows<T, D, BM>(tile_q, &q_map, blk.head, blk.m0, batch, ring.queries(), true);
+    // With documents, each consumer's rows' document ids read once (Tq == Tk:
+    // positions = rows), kept in shared memory: the producer's registers are few.
+    __shared__ DocumentRange q_docs[2];
+    for (int c = 0; c < 2; ++c) {
+      const int rows0 = blk.m0 + kRowsPerConsumer * c;
+      q_docs[c] = mask.documents != nullptr && rows0 < geo.tq
+                      ? document_range_of(mask, rows0, rows0 + kRowsPerConsumer - 1)
+                      : DocumentRange{0, 0};
+    }
     int i = 0;
     for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
       const int s = Ring::stage(i);
       ring.wait_free(ring.keys_free(s), i);  // also: the consumers have read the stage's tile
       StageTile& tile = stage_tiles[s];
       tile.first = n;
+      const DocumentRange k_docs =
+          mask.documents != nullptr ? document_range_of(mask, n, n + BN - 1) : DocumentRange{0, 0};
       for (int c = 0; c < 2; ++c) {  // each consumer's rows; rows all past Tq see nothing
         const int rows0 = blk.m0 + kRowsPerConsumer * c;
         const int q_last = static_cast<int>(min64(rows0 + kRowsPerConsumer, geo.tq)) - 1;
-        tile.vis[c] = rows0 < geo.tq ? tile_visibility(mask, rows0 + mask.offset,
-                                                       q_last + mask.offset, n, n + BN - 1)
-                                     : TileVisibility{true, false};
+        tile.vis[c] = rows0 < geo.tq
+                          ? tile_visibility(mask, rows0 + mask.offset, q_last + mask.offset, n,
+                                            n + BN - 1, &q_docs[c], &k_docs)
+                          : TileVisibility{true, false};
       }
       tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
                               true);
@@ -1702,7 +1723,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     barrier_arrive(ring.keys_landed(s), true);
     return;
   }
-  warpgroup_claim_registers<kConsumerRegisters>();
+  warpgroup_claim_registers<WarpSpecializedRegisters<D>::kConsumer>();
 
   const int consumer = warpgroup - 1;
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
@@ -2504,12 +2525,23 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   const int warpgroup = threadIdx.x / kThreads;
   const int lane = threadIdx.x % 32;
   if (warpgroup == 0) {
-    warpgroup_release_registers<kProducerRegisters>();
+    warpgroup_release_registers<WarpSpecializedRegisters<D>::kProducer>();
     if (threadIdx.x >= 32) return;
     const bool issuer = lane == 0;
     tma_copy_rows<T, D, BN>(tile_k, &k_map, head_k, n0, static_cast<int>(b), own_landed, issuer);
     tma_copy_rows<T, D, BN>(tile_v, &v_map, head_k, n0, static_cast<int>(b), own_landed, issuer);
     const QueryTileWalk<BM> walk(mask, n0, n0 + BN - 1, geo);
+    // With documents, each consumer's keys' document ids read once, kept in
+    // shared memory (lane 0's: it alone forms the stage's tile record).
+    __shared__ DocumentRange k_docs[2];
+    if (issuer) {
+      for (int c = 0; c < 2; ++c) {
+        const int k_first = n0 + kKeysPerConsumer * c;
+        k_docs[c] = mask.documents != nullptr && k_first < geo.tk
+                        ? document_range_of(mask, k_first, k_first + kKeysPerConsumer - 1)
+                        : DocumentRange{0, 0};
+      }
+    }
     int i = 0;  // tiles copied (the ring's phases: kernels/cuda/stage_ring.h)
     for (QueryTile t = walk.first(); t.group < geo.groups; t = walk.after(t), ++i) {
       const int s = ring_stage(i, kStages);
@@ -2520,12 +2552,15 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         tile.first = t.m0;
         tile.head = head;
         const int q_last = static_cast<int>(min64(t.m0 + BM, geo.tq)) - 1;
+        const DocumentRange q_docs =
+            mask.documents != nullptr ? document_range_of(mask, t.m0, q_last) : DocumentRange{0, 0};
         for (int c = 0; c < 2; ++c) {
           const int k_first = n0 + kKeysPerConsumer * c;
-          tile.vis[c] = k_first < geo.tk
-                            ? tile_visibility(mask, t.m0 + mask.offset, q_last + mask.offset,
-                                              k_first, k_first + kKeysPerConsumer - 1)
-                            : TileVisibility{true, false};
+          tile.vis[c] =
+              k_first < geo.tk
+                  ? tile_visibility(mask, t.m0 + mask.offset, q_last + mask.offset, k_first,
+                                    k_first + kKeysPerConsumer - 1, &q_docs, &k_docs[c])
+                  : TileVisibility{true, false};
         }
       }
       tma_copy_rows<T, D, BM>(tile_q(s), &q_map, head, t.m0, static_cast<int>(b), landed(s),
@@ -2551,7 +2586,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     barrier_arrive(landed(s), issuer);
     return;
   }
-  warpgroup_claim_registers<kConsumerRegisters>();
+  warpgroup_claim_registers<WarpSpecializedRegisters<D>::kConsumer>();
 
   const int consumer = warpgroup - 1;
   const int warp = (threadIdx.x / 32) % 4;
