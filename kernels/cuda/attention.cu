@@ -974,17 +974,20 @@ __device__ __forceinline__ void warpgroup_claim_registers();
       "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), \
       "+f"(d[7][2]), "+f"(d[7][3])
-// SS: d, a-desc %32, b-desc %33, scale-d from %34; scale-a 1, scale-b 1, no transposes.
-#define LIGER_WGMMA_SS(TYPE, CTYPE)                                                           \
-  template <>                                                                                 \
-  __device__ __forceinline__ void wgmma_ss_m64n64k16<CTYPE>(float(&d)[8][4], uint64_t desc_a, \
-                                                            uint64_t desc_b, int scale_d) {   \
-    asm volatile(                                                                             \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                          \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " LIGER_WGMMA_D_LIST    \
-        ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                     \
-        : LIGER_WGMMA_D_OPERANDS(d)                                                           \
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));                                            \
+// SS (both operands from descriptors): NAME<CTYPE>(d, desc_a, desc_b,
+// scale_d) for m64nNk16, the N / 2 accumulators %0 .. (LIST, OPERANDS), then
+// a-desc A, b-desc B and scale-d from S (as asm operand names); scale-a 1,
+// scale-b 1, TRANSPOSES: "tnsp-a, tnsp-b" (1: that operand read MN-major).
+#define LIGER_WGMMA_SS(NAME, N, TYPE, CTYPE, LIST, OPERANDS, A, B, S, TRANSPOSES)                \
+  template <>                                                                                    \
+  __device__ __forceinline__ void NAME<CTYPE>(float(&d)[N / 8][4], uint64_t desc_a,              \
+                                              uint64_t desc_b, int scale_d) {                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " S                                           \
+                 ", 0;\n"                                                                        \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " " LIST ", " A \
+                 ", " B ", p, 1, 1, " TRANSPOSES ";\n}\n"                                        \
+                 : OPERANDS(d)                                                                   \
+                 : "l"(desc_a), "l"(desc_b), "r"(scale_d));                                      \
   }
 // RS: d, a registers %32-%35, b-desc %36, scale-d from %37 (1); b transposed (MN-major).
 #define LIGER_WGMMA_RS(TYPE, CTYPE)                                                        \
@@ -1004,42 +1007,25 @@ __device__ __forceinline__ void warpgroup_claim_registers();
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
   "%56, %57, %58, %59, %60, %61, %62, %63}"
-// SS, 128 columns: d, a-desc %64, b-desc %65, scale-d from %66.
-#define LIGER_WGMMA_SS128(TYPE, CTYPE)                                                          \
-  template <>                                                                                   \
-  __device__ __forceinline__ void wgmma_ss_m64n128k16<CTYPE>(float(&d)[16][4], uint64_t desc_a, \
-                                                             uint64_t desc_b, int scale_d) {    \
-    asm volatile(                                                                               \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                            \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " " LIGER_WGMMA_D128_LIST  \
-        ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                                       \
-        : LIGER_WGMMA_D_OPERANDS(d), LIGER_WGMMA_D_OPERANDS((d + 8))                            \
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));                                              \
-  }
-LIGER_WGMMA_SS("bf16", __nv_bfloat16)
-LIGER_WGMMA_SS("f16", __half)
+// The 64 accumulators of m64n128k16 as asm operands.
+#define LIGER_WGMMA_D128_OPERANDS(d) LIGER_WGMMA_D_OPERANDS(d), LIGER_WGMMA_D_OPERANDS((d + 8))
+#define LIGER_WGMMA_SS64(CTYPE, TYPE, NAME, TRANSPOSES)                                           \
+  LIGER_WGMMA_SS(NAME, 64, TYPE, CTYPE, LIGER_WGMMA_D_LIST, LIGER_WGMMA_D_OPERANDS, "%32", "%33", \
+                 "%34", TRANSPOSES)
+LIGER_WGMMA_SS64(__nv_bfloat16, "bf16", wgmma_ss_m64n64k16, "0, 0")
+LIGER_WGMMA_SS64(__half, "f16", wgmma_ss_m64n64k16, "0, 0")
+LIGER_WGMMA_SS64(__nv_bfloat16, "bf16", wgmma_ss_m64n64k16_transposed, "1, 1")
+LIGER_WGMMA_SS64(__half, "f16", wgmma_ss_m64n64k16_transposed, "1, 1")
+LIGER_WGMMA_SS(wgmma_ss_m64n128k16, 128, "bf16", __nv_bfloat16, LIGER_WGMMA_D128_LIST,
+               LIGER_WGMMA_D128_OPERANDS, "%64", "%65", "%66", "0, 0")
+LIGER_WGMMA_SS(wgmma_ss_m64n128k16, 128, "f16", __half, LIGER_WGMMA_D128_LIST,
+               LIGER_WGMMA_D128_OPERANDS, "%64", "%65", "%66", "0, 0")
 LIGER_WGMMA_RS("bf16", __nv_bfloat16)
 LIGER_WGMMA_RS("f16", __half)
-// SS with both operands transposed (MN-major): d, a-desc %32, b-desc %33, scale-d from %34.
-#define LIGER_WGMMA_SS_TRANSPOSED(TYPE, CTYPE)                                             \
-  template <>                                                                              \
-  __device__ __forceinline__ void wgmma_ss_m64n64k16_transposed<CTYPE>(                    \
-      float(&d)[8][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {                    \
-    asm volatile(                                                                          \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                       \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " LIGER_WGMMA_D_LIST \
-        ", %32, %33, p, 1, 1, 1, 1;\n}\n"                                                  \
-        : LIGER_WGMMA_D_OPERANDS(d)                                                        \
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));                                         \
-  }
-LIGER_WGMMA_SS128("bf16", __nv_bfloat16)
-LIGER_WGMMA_SS128("f16", __half)
-LIGER_WGMMA_SS_TRANSPOSED("bf16", __nv_bfloat16)
-LIGER_WGMMA_SS_TRANSPOSED("f16", __half)
 #undef LIGER_WGMMA_SS
+#undef LIGER_WGMMA_SS64
 #undef LIGER_WGMMA_RS
-#undef LIGER_WGMMA_SS128
-#undef LIGER_WGMMA_SS_TRANSPOSED
+#undef LIGER_WGMMA_D128_OPERANDS
 #undef LIGER_WGMMA_D_OPERANDS
 #undef LIGER_WGMMA_D_LIST
 #undef LIGER_WGMMA_D128_LIST

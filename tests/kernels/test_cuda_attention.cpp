@@ -94,55 +94,29 @@ class MmaSyncOnly {
   bool forward_, backward_;
 };
 
-// Runs the warpgroup-MMA passes with their products in one order for a scope:
-// 1 one at a time, 2 overlapped (the default, 0, picks per pass and variant).
-class WgmmaSchedule {
+// A process-wide attention setting (set through a function that returns the
+// previous value) held for a scope.
+template <typename Value, Value (*Set)(Value)>
+class ScopedSetting {
  public:
-  explicit WgmmaSchedule(int schedule) : previous_(cuda::set_attention_wgmma_schedule(schedule)) {}
-  ~WgmmaSchedule() { cuda::set_attention_wgmma_schedule(previous_); }
-  WgmmaSchedule(const WgmmaSchedule&) = delete;
-  WgmmaSchedule& operator=(const WgmmaSchedule&) = delete;
+  explicit ScopedSetting(Value value) : previous_(Set(value)) {}
+  ~ScopedSetting() { Set(previous_); }
+  ScopedSetting(const ScopedSetting&) = delete;
+  ScopedSetting& operator=(const ScopedSetting&) = delete;
 
  private:
-  int previous_;
+  Value previous_;
 };
-
-// The warpgroup-MMA passes' copies on the tensor memory accelerator for a scope.
-class TmaCopies {
- public:
-  explicit TmaCopies(bool on) : previous_(cuda::set_attention_tma(on)) {}
-  ~TmaCopies() { cuda::set_attention_tma(previous_); }
-  TmaCopies(const TmaCopies&) = delete;
-  TmaCopies& operator=(const TmaCopies&) = delete;
-
- private:
-  bool previous_;
-};
-
+// The warpgroup-MMA passes' products in one order: 1 one at a time, 2
+// overlapped (the default, 0, picks per pass and variant).
+using WgmmaSchedule = ScopedSetting<int, cuda::set_attention_wgmma_schedule>;
+// The warpgroup-MMA passes' copies on the tensor memory accelerator.
+using TmaCopies = ScopedSetting<bool, cuda::set_attention_tma>;
 // The warp-specialized forward and dk/dv (a TMA producer warpgroup and two
-// consumer warpgroups per block) for a scope.
-class WarpSpecializedPasses {
- public:
-  explicit WarpSpecializedPasses(bool on) : previous_(cuda::set_attention_warp_specialized(on)) {}
-  ~WarpSpecializedPasses() { cuda::set_attention_warp_specialized(previous_); }
-  WarpSpecializedPasses(const WarpSpecializedPasses&) = delete;
-  WarpSpecializedPasses& operator=(const WarpSpecializedPasses&) = delete;
-
- private:
-  bool previous_;
-};
-
-// dq inside the warp-specialized dk/dv pass for a scope.
-class FusedDq {
- public:
-  explicit FusedDq(bool on) : previous_(cuda::set_attention_fused_dq(on)) {}
-  ~FusedDq() { cuda::set_attention_fused_dq(previous_); }
-  FusedDq(const FusedDq&) = delete;
-  FusedDq& operator=(const FusedDq&) = delete;
-
- private:
-  bool previous_;
-};
+// consumer warpgroups per block).
+using WarpSpecializedPasses = ScopedSetting<bool, cuda::set_attention_warp_specialized>;
+// dq inside the warp-specialized dk/dv pass.
+using FusedDq = ScopedSetting<bool, cuda::set_attention_fused_dq>;
 
 // Whether the current device runs the warpgroup-MMA kernels (compute capability 9.0).
 bool hopper_device() {
