@@ -1530,10 +1530,13 @@ __global__ void __launch_bounds__(kThreads, kOverlap&& D == 128 ? 2 : 3)
 // queries, not once per 64. kOverlap: the consumers' products in
 // FlashAttention-3's order (tile j's scores on the tensor cores together
 // with tile j - 1's o += p v, as walk_key_tiles_overlapped); else one
-// product at a time, and a consumer skips both products of a tile its own
-// rows do not see (the diagonal's far half, another document), still
+// product at a time, and a consumer skips both products of a tile none of
+// its own rows see (past its rows' diagonal, another document), still
 // releasing the stage. The overlapped order computes such tiles fully masked
-// (p = 0): a branch between products in flight would serialize them.
+// (p = 0): a branch between products in flight would serialize them. The
+// producer writes each stage's StageTile (where the tile starts, what each
+// consumer's rows see of it; an end marker after the last), so the
+// consumers keep no walk of their own.
 // The barriers (static shared memory): the queries', then per stage keys
 // landed, values landed, keys free and values free (the last two: 8
 // arrivals, each consumer warp's lane 0 once its products that read them
@@ -2436,7 +2439,9 @@ __global__ void attention_dq_from_accumulator_kernel(const float* __restrict__ d
 //     the keys (QueryTileWalk, every query head of the group); per tile lane
 //     0 copies q and d_out by TMA into a ring of kStages stages and the
 //     warp's lanes store the rows' lse (base 2), delta and document ids
-//     beside them, refilling a stage only once every consumer warp released it;
+//     beside them, and lane 0 the tile's StageTile (its rows, query head and
+//     what each consumer's keys see of it; an end marker after the last),
+//     refilling a stage only once every consumer warp released it;
 //   consumers (warpgroups 1 and 2): 64 keys each; per query tile the
 //     overlapped products of attention_dkdv_kernel<kOverlap>: s^T = k q^T and
 //     dp^T = v d_out^T as one group, dv += p^T d_out on the tensor cores while
