@@ -1998,6 +1998,36 @@ struct TransposedKeys {
   int key_lo, key_hi;
   int64_t doc_lo, doc_hi;
 };
+// A thread's rows of dk (times the scale) and dv (its keys lo and hi, columns
+// 8 d + 2 t4 and + 1) rounded to T (cast) into [B, Tk, Hk, D]; keys past Tk
+// are left alone. kDk / kDv: which of the two the accumulators hold.
+template <typename T, int D, bool kDk, bool kDv, int NK, int NV>
+__device__ __forceinline__ void store_key_gradients(T* dk, T* dv, const float (&acc_dk)[NK][4],
+                                                    const float (&acc_dv)[NV][4],
+                                                    const Geometry& geo, int64_t b, int head_k,
+                                                    const TransposedKeys& keys, float scale,
+                                                    int t4) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int key = half == 0 ? keys.key_lo : keys.key_hi;
+    if (key >= geo.tk) continue;
+    const int64_t at = ((b * geo.tk + key) * geo.heads_k + head_k) * D;
+    if constexpr (kDk) {
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(dk + at + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_dk[d][2 * half] * scale, acc_dk[d][2 * half + 1] * scale);
+      }
+    }
+    if constexpr (kDv) {
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(dv + at + d * 8 + t4 * 2) =
+            pack_pair<T>(acc_dv[d][2 * half], acc_dv[d][2 * half + 1]);
+      }
+    }
+  }
+}
 // Scores the mask hides set to -inf (only for tiles the mask cuts).
 template <int N>
 __device__ __forceinline__ void mask_transposed_scores(float (&p)[N][4], const Mask& mask,
@@ -2329,27 +2359,8 @@ __global__ void __launch_bounds__(kThreads)
     copy_async_wait_all();
   }
 
-  // cast: dk and dv rounded to T
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int key = half == 0 ? key_lo : key_hi;
-    if (key >= geo.tk) continue;
-    const int64_t at = ((b * geo.tk + key) * geo.heads_k + head_k) * D;
-    if constexpr (kDk) {
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        *reinterpret_cast<uint32_t*>(dk + at + d * 8 + t4 * 2) =
-            pack_pair<T>(acc_dk[d][2 * half] * score.scale, acc_dk[d][2 * half + 1] * score.scale);
-      }
-    }
-    if constexpr (kDv) {
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        *reinterpret_cast<uint32_t*>(dv + at + d * 8 + t4 * 2) =
-            pack_pair<T>(acc_dv[d][2 * half], acc_dv[d][2 * half + 1]);
-      }
-    }
-  }
+  store_key_gradients<T, D, kDk, kDv>(dk, dv, acc_dk, acc_dv, geo, b, head_k, my_keys, score.scale,
+                                      t4);
 }
 
 // The fused dq's steps (attention_dkdv_ws_kernel<kFusedDq>).
@@ -2679,20 +2690,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     barrier_arrive(free_stage(s), lane == 0 && !released);
   }
 
-  // cast: dk (times the scale) and dv rounded to T
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int key = half == 0 ? key_lo : key_hi;
-    if (key >= geo.tk) continue;
-    const int64_t at = ((b * geo.tk + key) * geo.heads_k + head_k) * D;
-#pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      *reinterpret_cast<uint32_t*>(dk + at + d * 8 + t4 * 2) =
-          pack_pair<T>(acc_dk[d][2 * half] * score.scale, acc_dk[d][2 * half + 1] * score.scale);
-      *reinterpret_cast<uint32_t*>(dv + at + d * 8 + t4 * 2) =
-          pack_pair<T>(acc_dv[d][2 * half], acc_dv[d][2 * half + 1]);
-    }
-  }
+  store_key_gradients<T, D, true, true>(dk, dv, acc_dk, acc_dv, geo, b, head_k, my_keys,
+                                        score.scale, t4);
 }
 
 // ranges[b, s] = (min, max) of document_ids[b, 16 s .. 16 s + 15].
