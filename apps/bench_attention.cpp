@@ -15,6 +15,8 @@
 //              64-query tiles), dq as "liger"
 //   liger ws overlap  the same with the forward consumers' products overlapped
 //              (and dq's, as "liger overlap")
+//   liger ws ping-pong  "liger ws overlap" with the two forward consumers taking
+//              turns on the tensor cores (one's softmax under the other's products)
 //   liger ws fused  "liger ws" with dq fused into the dk/dv pass (no dq pass)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
@@ -114,6 +116,7 @@ const std::vector<std::string> kImpls = {"liger",
                                          "liger tma overlap",
                                          "liger ws",
                                          "liger ws overlap",
+                                         "liger ws ping-pong",
                                          "liger ws fused",
                                          "cudnn",
                                          "flash",
@@ -281,7 +284,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       if (s.head_dim <= 128) {
         for (const char* path : {"liger one-at-a-time", "liger overlap", "liger mma.sync",
                                  "liger tma", "liger tma one-at-a-time", "liger tma overlap",
-                                 "liger ws", "liger ws overlap", "liger ws fused"}) {
+                                 "liger ws", "liger ws overlap", "liger ws ping-pong",
+                                 "liger ws fused"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -312,7 +316,10 @@ int run_attention_bench(const AttentionBenchOptions& options) {
           return name.size() >= tail.size() &&
                  name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
         };
-        const int schedule = ends_with("one-at-a-time") ? 1 : ends_with("overlap") ? 2 : 0;
+        const int schedule = ends_with("one-at-a-time") ? 1
+                             : ends_with("overlap")     ? 2
+                             : ends_with("ping-pong")   ? 3
+                                                        : 0;
         const bool wgmma_forward = kernels::cuda::set_attention_forward_wgmma(wgmma);
         const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
         const bool previous_tma = kernels::cuda::set_attention_tma(tma);

@@ -920,6 +920,28 @@ __device__ __forceinline__ void warpgroup_barrier() {
   static_assert(kId >= 1 && kId <= 15, "named barriers 1 to 15");
   asm volatile("bar.sync %0, 128;\n" ::"n"(kId) : "memory");
 }
+// FlashAttention-3's ping-pong of two consumer warpgroups: each has a named
+// barrier of 256 threads (kTurnBarrier + consumer) that its own 128 threads
+// sync on and the other's 128 arrive on. A consumer waits for its turn before
+// issuing its products and passes the turn on once they are issued, so the
+// tensor cores alternate between the two while the other runs its softmax.
+// Predicated on the consumer (0 or 1), not branched: the ids stay immediates.
+constexpr int kTurnBarrier = 3;  // and 4; 1 and 2 are warpgroup_barrier's
+__device__ __forceinline__ void wait_for_turn(int consumer) {
+  asm volatile(
+      "{\n .reg .pred first;\n setp.eq.s32 first, %0, 0;\n"
+      " @first bar.sync %1, 256;\n @!first bar.sync %2, 256;\n}\n" ::"r"(consumer),
+      "n"(kTurnBarrier), "n"(kTurnBarrier + 1)
+      : "memory");
+}
+__device__ __forceinline__ void pass_turn(int consumer) {  // to the other consumer
+  asm volatile(
+      "{\n .reg .pred first;\n setp.eq.s32 first, %0, 0;\n"
+      " @first bar.arrive %2, 256;\n @!first bar.arrive %1, 256;\n}\n" ::"r"(consumer),
+      "n"(kTurnBarrier), "n"(kTurnBarrier + 1)
+      : "memory");
+}
+
 __device__ __forceinline__ void warpgroup_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -1637,7 +1659,7 @@ struct StageRing {
   }
 };
 
-template <typename T, int D, int kStages, bool kOverlap>
+template <typename T, int D, int kStages, bool kOverlap, bool kPingPong>
 __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     attention_forward_ws_kernel(T* __restrict__ out, float* __restrict__ lse, Geometry geo,
                                 Mask mask, ScoreTransform score,
@@ -1645,6 +1667,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
                                 const __grid_constant__ CUtensorMap k_map,
                                 const __grid_constant__ CUtensorMap v_map) {
   static_assert(D == 64 || D == 128, "warp-specialized forward: head_dim 64 or 128");
+  static_assert(!kPingPong || kOverlap, "the consumers take turns in the overlapped order");
   constexpr int BM = 128, BN = 128, kRowsPerConsumer = 64;
   using Ring = StageRing<T, D, kStages>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
@@ -1736,6 +1759,19 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   };
 
   barrier_wait(ring.queries(), 0);
+  // kPingPong: each issue of products below is one turn (wait_for_turn ...
+  // pass_turn). Both consumers walk the same tiles, so they take the same
+  // number of turns; consumer 1 hands consumer 0 the first. The last turn
+  // passed is never waited for, which a block's exit allows.
+  auto take_turn = [&] {
+    if constexpr (kPingPong) wait_for_turn(consumer);
+  };
+  auto end_turn = [&] {
+    if constexpr (kPingPong) pass_turn(consumer);
+  };
+  if constexpr (kPingPong) {
+    if (consumer == 1) pass_turn(consumer);
+  }
   if constexpr (kOverlap) {
     // The softmax leaves p in sc (fp32) while o += p v of the previous tile
     // runs on p_now; sc is rounded into p_now only once that product is done
@@ -1754,7 +1790,12 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     Tile tile = tile_of(0);
     if (tile.first >= 0) {
       // The first tile: its scores alone.
-      wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(0));
+      take_turn();
+      wgmma_issue_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(0));
+      warpgroup_commit();
+      end_turn();
+      warpgroup_wait_all();
+      pin_registers(sc);
       ring.release_keys(0, lane);
       float rescale_lo, rescale_hi;
       softmax_in_place(tile, rescale_lo, rescale_hi);  // o is still zero: no rescale
@@ -1762,10 +1803,12 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       int i = 1;  // the tile whose scores start; tile i - 1's o += p v runs beside them
       for (tile = tile_of(1); tile.first >= 0; tile = tile_of(++i)) {
         ring.wait_values(i - 1);
+        take_turn();
         wgmma_issue_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(Ring::stage(i)));
         warpgroup_commit();
         wgmma_issue_fragments<T, D, BN>(acc_o, p_now, ring.tiles.values(Ring::stage(i - 1)));
         warpgroup_commit();
+        end_turn();
         warpgroup_wait_all_but_newest();  // the scores; o += p v may still run
         pin_registers(sc);
         ring.release_keys(i, lane);
@@ -1779,7 +1822,12 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       }
       // The last tile's o += p v.
       ring.wait_values(i - 1);
-      wgmma_fragments<T, D, BN>(acc_o, p_now, ring.tiles.values(Ring::stage(i - 1)));
+      take_turn();
+      wgmma_issue_fragments<T, D, BN>(acc_o, p_now, ring.tiles.values(Ring::stage(i - 1)));
+      warpgroup_commit();
+      end_turn();
+      warpgroup_wait_all();
+      pin_registers(acc_o);
     }
   } else {
     for (int i = 0;; ++i) {
@@ -2868,14 +2916,16 @@ std::atomic<int> wgmma_schedule{static_cast<int>(AttentionSchedule::measured)};
 // second key/value buffer and 210 registers leave 2 blocks per SM instead of 3.
 bool overlapped_forward(int head_dim) {
   const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
-  return s == AttentionSchedule::overlapped || (s == AttentionSchedule::measured && head_dim == 64);
+  return s == AttentionSchedule::overlapped || s == AttentionSchedule::ping_pong ||
+         (s == AttentionSchedule::measured && head_dim == 64);
 }
 // The overlapped backward forms a softcap's slope from the score (no log2 of
 // p): 15-19% faster under a softcap; without one, within 1.2% at head_dim 128
 // and up to 5% slower at 64, so one product at a time stays there.
 bool overlapped_backward(float softcap) {
   const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
-  return s == AttentionSchedule::overlapped || (s == AttentionSchedule::measured && softcap > 0.0f);
+  return s == AttentionSchedule::overlapped || s == AttentionSchedule::ping_pong ||
+         (s == AttentionSchedule::measured && softcap > 0.0f);
 }
 
 // Whether this build holds sm_90a code (kernels/CMakeLists.txt defines
@@ -2969,11 +3019,14 @@ bool forward_warp_specialized_launch(const AttentionShape& a, cudaStream_t strea
   if (!tensor_maps<T, D>(maps, a, nullptr, BM, BN)) return false;
   // and 1 KiB to align the tiles to 1024 bytes
   const size_t bytes = static_cast<size_t>(BM + 2 * kStages * BN) * D * sizeof(T) + 1024;
-  // the consumers' products overlapped only where asked for (not yet measured)
-  const bool overlap =
-      static_cast<AttentionSchedule>(wgmma_schedule.load()) == AttentionSchedule::overlapped;
-  auto kernel = overlap ? attention_forward_ws_kernel<T, D, kStages, true>
-                        : attention_forward_ws_kernel<T, D, kStages, false>;
+  // the consumers' products overlapped (and taking turns) only where asked
+  // for (not yet measured)
+  const auto schedule = static_cast<AttentionSchedule>(wgmma_schedule.load());
+  auto kernel = schedule == AttentionSchedule::ping_pong
+                    ? attention_forward_ws_kernel<T, D, kStages, true, true>
+                : schedule == AttentionSchedule::overlapped
+                    ? attention_forward_ws_kernel<T, D, kStages, true, false>
+                    : attention_forward_ws_kernel<T, D, kStages, false, false>;
   err = launch_tiles_of(kWarpSpecializedThreads, kernel, tiles_grid(a.tq, BM, a.heads_q, a.batch),
                         bytes, stream, static_cast<T*>(const_cast<void*>(a.out)), a.lse,
                         geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap), maps.q,

@@ -117,8 +117,9 @@ int64_t attention_warp_specialized_launches();
 bool set_attention_fused_dq(bool on);
 // The order of the warpgroup-MMA products (launch::set_attention_wgmma_schedule):
 // 0 where each was measured faster (the default), 1 one product at a time, 2
-// overlapped, for tests and liger-bench to check and time each. Returns the
-// previous value; throws for another value.
+// overlapped, 3 overlapped with the warp-specialized forward's consumers
+// taking turns (ping-pong), for tests and liger-bench to check and time each.
+// Returns the previous value; throws for another value.
 int set_attention_wgmma_schedule(int schedule);
 // One line per attention variant seen since the last call: which path served it.
 std::vector<std::string> take_attention_notes();

@@ -453,9 +453,17 @@ bool set_attention_fused_dq(bool on);
 // product beside forming ds; s and dp as one group. one_at_a_time: each
 // product waited for before the next. measured (the default): the overlapped
 // forward at head_dim 64 and the overlapped backward under a softcap, where
-// each was measured faster. Process-wide, for tests and benchmarks to check and
-// time each; returns the previous setting.
-enum class AttentionSchedule : int { measured = 0, one_at_a_time = 1, overlapped = 2 };
+// each was measured faster. ping_pong: overlapped, and in the warp-specialized
+// forward the two consumer warpgroups also take turns issuing their products
+// (FlashAttention-3's ping-pong: one's softmax under the other's products).
+// Process-wide, for tests and benchmarks to check and time each; returns the
+// previous setting.
+enum class AttentionSchedule : int {
+  measured = 0,
+  one_at_a_time = 1,
+  overlapped = 2,
+  ping_pong = 3
+};
 AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule);
 
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32

@@ -108,7 +108,8 @@ class ScopedSetting {
   Value previous_;
 };
 // The warpgroup-MMA passes' products in one order: 1 one at a time, 2
-// overlapped (the default, 0, picks per pass and variant).
+// overlapped, 3 overlapped with the warp-specialized forward's consumers
+// taking turns (the default, 0, picks per pass and variant).
 using WgmmaSchedule = ScopedSetting<int, cuda::set_attention_wgmma_schedule>;
 // The warpgroup-MMA passes' copies on the tensor memory accelerator.
 using TmaCopies = ScopedSetting<bool, cuda::set_attention_tma>;
@@ -167,13 +168,14 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
     }
   }
   // The warp-specialized forward and dk/dv, the forward's consumers' products
-  // one at a time and overlapped (dq in the same order): on a Hopper device
-  // both passes must really have taken them.
-  for (const int schedule : {1, 2}) {
+  // one at a time, overlapped, and overlapped taking turns (dq in the same
+  // order): on a Hopper device both passes must really have taken them.
+  for (const int schedule : {1, 2, 3}) {
     const WgmmaSchedule order(schedule);
     const WarpSpecializedPasses ws(true);
-    const std::string what = schedule == 1 ? "warp-specialized passes, one product at a time"
-                                           : "warp-specialized passes, overlapped products";
+    const std::string what = schedule == 1   ? "warp-specialized passes, one product at a time"
+                             : schedule == 2 ? "warp-specialized passes, overlapped products"
+                                             : "warp-specialized passes, consumers taking turns";
     const int64_t launches_before = cuda::attention_warp_specialized_launches();
     compare_backends(name + what, reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"},
                      kFp32, kOut, kGrad);
