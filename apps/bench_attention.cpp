@@ -282,10 +282,10 @@ int run_attention_bench(const AttentionBenchOptions& options) {
                        }});
       // the overlapped warpgroup-MMA schedules and the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
-        for (const char* path : {"liger one-at-a-time", "liger overlap", "liger mma.sync",
-                                 "liger tma", "liger tma one-at-a-time", "liger tma overlap",
-                                 "liger ws", "liger ws overlap", "liger ws ping-pong",
-                                 "liger ws fused"}) {
+        for (const char* path :
+             {"liger one-at-a-time", "liger overlap", "liger mma.sync", "liger tma",
+              "liger tma one-at-a-time", "liger tma overlap", "liger ws", "liger ws overlap",
+              "liger ws ping-pong", "liger ws fused"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});

@@ -229,11 +229,10 @@ bool set_attention_fused_dq(bool on) {
 }
 
 int set_attention_wgmma_schedule(int schedule) {
-  TORCH_CHECK(
-      schedule >= 0 && schedule <= 3,
-      "set_attention_wgmma_schedule: 0 (measured), 1 (one at a time), 2 (overlapped) or 3 "
-      "(ping-pong), not ",
-      schedule);
+  TORCH_CHECK(schedule >= 0 && schedule <= 3,
+              "set_attention_wgmma_schedule: 0 (measured), 1 (one at a time), 2 (overlapped) or 3 "
+              "(ping-pong), not ",
+              schedule);
   return static_cast<int>(
       launch::set_attention_wgmma_schedule(static_cast<launch::AttentionSchedule>(schedule)));
 }
