@@ -674,6 +674,40 @@ __device__ __forceinline__ void mask_scores(float (&s)[N][4], const Mask& mask,
   }
 }
 
+// The keys a query position sees by position alone, [first, last]: up to
+// the position (causal) and below Tk, from position - window + 1 (a window;
+// as Mask::visible_given).
+struct VisibleKeys {
+  int first, last;
+};
+__device__ __forceinline__ VisibleKeys visible_keys_of(const Mask& mask, int position) {
+  return VisibleKeys{mask.window > 0 ? position - mask.window + 1 : INT_MIN,
+                     mask.causal ? min(position, mask.tk - 1) : mask.tk - 1};
+}
+
+// mask_scores from the rows' visible key ranges (lo, hi) and, kCodes, the
+// keys' document codes codes[k - n0] against the rows' (code_lo, code_hi):
+// compares and selects only, no branches and no global loads.
+template <bool kCodes, int N>
+__device__ __forceinline__ void mask_scores_in_range(float (&s)[N][4], VisibleKeys lo,
+                                                     VisibleKeys hi, int n0, int t4,
+                                                     const int* codes, int code_lo, int code_hi) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    int2 key_codes = make_int2(0, 0);
+    if constexpr (kCodes) key_codes = *reinterpret_cast<const int2*>(codes + j * 8 + t4 * 2);
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {  // elements c (row lo) and 2 + c (row hi) share their key
+      const int key = n0 + j * 8 + t4 * 2 + c;
+      const int key_code = c == 0 ? key_codes.x : key_codes.y;
+      const bool seen_lo = key >= lo.first && key <= lo.last && (!kCodes || key_code == code_lo);
+      const bool seen_hi = key >= hi.first && key <= hi.last && (!kCodes || key_code == code_hi);
+      s[j][c] = seen_lo ? s[j][c] : -INFINITY;
+      s[j][2 + c] = seen_hi ? s[j][2 + c] : -INFINITY;
+    }
+  }
+}
+
 // Writes one thread's share of a 16-row tile's accumulator [16, D] to the
 // rows of `r` in `out` ([B, Tq, H, D]), row lo times scale_lo and row hi
 // times scale_hi, rounded to T (cast); rows past Tq are left alone.
@@ -1616,6 +1650,33 @@ struct StageTile {
   TileVisibility vis[2];
 };
 
+// With documents, the warp-specialized forward's key tiles' document ids as
+// 32-bit codes in shared memory, stored by the producer warp's lanes beside
+// the keys' copy: code = id - base for the ids in [base, base + span] (the
+// block's rows' documents), else -1 (a document no row of the block is in).
+// The consumers compare them with their rows' codes (id - base): no global
+// loads, and half the registers, in the softmax of a tile the mask cuts.
+// Only where the rows' span fits (staged; else the ids are read as
+// mask_scores does). Two buffers per stage, by the parity of the stage's use:
+// the overlapped order masks tile i after releasing its keys, so tile
+// i + kStages's codes (written once those keys are released) must not
+// overwrite tile i's; tile i + 2 kStages's wait for tile i + kStages's keys,
+// released only after tile i was masked.
+template <int kStages, int BN>
+struct KeyDocumentCodes {
+  int codes[2 * kStages][BN];
+  int64_t base, span;
+  bool staged;
+  __device__ __forceinline__ int* of_tile(int i) {
+    return codes[2 * ring_stage(i, kStages) + (i / kStages) % 2];
+  }
+  // The code of document id `id` (unsigned: no overflow for any int64 ids).
+  __device__ __forceinline__ int code_of(int64_t id) const {
+    const uint64_t from_base = static_cast<uint64_t>(id) - static_cast<uint64_t>(base);
+    return from_base <= static_cast<uint64_t>(span) ? static_cast<int>(from_base) : -1;
+  }
+};
+
 // The ring of stages after the query tile, and its barriers; tile i of a
 // walk goes to stage i % kStages as that stage's use i / kStages (the phase
 // arithmetic: kernels/cuda/stage_ring.h).
@@ -1673,6 +1734,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   __shared__ uint64_t barriers[Ring::kBarriers];
   __shared__ StageTile stage_tiles[kStages];
+  __shared__ KeyDocumentCodes<kStages, BN> doc_codes;
   T* tile_q = first_tile<T, true>(shared_bytes);
   const Ring ring{KeyValueBuffers<T, D, BN>{tile_q + BM * D}, barriers};
 
@@ -1682,7 +1744,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   if (threadIdx.x == 0) {
     barrier_init(ring.queries(), 1);
     for (int s = 0; s < kStages; ++s) {
-      barrier_init(ring.keys_landed(s), 1);
+      barrier_init(ring.keys_landed(s), 1 + 32);  // the keys' copy; the producer warp's lanes
       barrier_init(ring.values_landed(s), 1);
       barrier_init(ring.keys_free(s), kConsumerWarps);
       barrier_init(ring.values_free(s), kConsumerWarps);
@@ -1694,45 +1756,74 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   const int warpgroup = threadIdx.x / kThreads;
   if (warpgroup == 0) {
     warpgroup_release_registers<WarpSpecializedRegisters<D>::kProducer>();
-    if (threadIdx.x != 0) return;
+    if (threadIdx.x >= 32) return;
+    // Warp 0: lane 0 issues the copies and writes the tiles' records; every
+    // lane stores a quarter of each tile's key document codes.
+    const int lane = threadIdx.x;
+    const bool issuer = lane == 0;
     const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, blk.m0, BM, geo.tq);
-    tma_copy_rows<T, D, BM>(tile_q, &q_map, blk.head, blk.m0, batch, ring.queries(), true);
+    tma_copy_rows<T, D, BM>(tile_q, &q_map, blk.head, blk.m0, batch, ring.queries(), issuer);
     // With documents, each consumer's rows' document ids read once (Tq == Tk:
-    // positions = rows), kept in shared memory: the producer's registers are few.
+    // positions = rows), kept in shared memory: the producer's registers are
+    // few. Their span sets the key codes' base (consumer 0's rows are all
+    // below Tq; consumer 1's where any is).
     __shared__ DocumentRange q_docs[2];
-    for (int c = 0; c < 2; ++c) {
-      const int rows0 = blk.m0 + kRowsPerConsumer * c;
-      q_docs[c] = mask.documents != nullptr && rows0 < geo.tq
-                      ? document_range_of(mask, rows0, rows0 + kRowsPerConsumer - 1)
-                      : DocumentRange{0, 0};
+    if (issuer) {
+      for (int c = 0; c < 2; ++c) {
+        const int rows0 = blk.m0 + kRowsPerConsumer * c;
+        q_docs[c] = mask.documents != nullptr && rows0 < geo.tq
+                        ? document_range_of(mask, rows0, rows0 + kRowsPerConsumer - 1)
+                        : DocumentRange{0, 0};
+      }
+      const bool both = blk.m0 + kRowsPerConsumer < geo.tq;
+      const int64_t lo = both ? min(q_docs[0].lo, q_docs[1].lo) : q_docs[0].lo;
+      const int64_t hi = both ? max(q_docs[0].hi, q_docs[1].hi) : q_docs[0].hi;
+      // hi - lo unsigned: exact for any int64 ids (hi >= lo)
+      const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo);
+      doc_codes.base = lo;
+      doc_codes.span = span < INT32_MAX ? static_cast<int64_t>(span) : INT32_MAX;
+      doc_codes.staged = mask.documents != nullptr && span < INT32_MAX;  // the codes fit
     }
+    __syncwarp();
+    const bool stage_codes = doc_codes.staged;
     int i = 0;
     for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
       const int s = Ring::stage(i);
       ring.wait_free(ring.keys_free(s), i);  // also: the consumers have read the stage's tile
-      StageTile& tile = stage_tiles[s];
-      tile.first = n;
-      const DocumentRange k_docs =
-          mask.documents != nullptr ? document_range_of(mask, n, n + BN - 1) : DocumentRange{0, 0};
-      for (int c = 0; c < 2; ++c) {  // each consumer's rows; rows all past Tq see nothing
-        const int rows0 = blk.m0 + kRowsPerConsumer * c;
-        const int q_last = static_cast<int>(min64(rows0 + kRowsPerConsumer, geo.tq)) - 1;
-        tile.vis[c] = rows0 < geo.tq
-                          ? tile_visibility(mask, rows0 + mask.offset, q_last + mask.offset, n,
-                                            n + BN - 1, &q_docs[c], &k_docs)
-                          : TileVisibility{true, false};
+      if (issuer) {
+        StageTile& tile = stage_tiles[s];
+        tile.first = n;
+        const DocumentRange k_docs = mask.documents != nullptr
+                                         ? document_range_of(mask, n, n + BN - 1)
+                                         : DocumentRange{0, 0};
+        for (int c = 0; c < 2; ++c) {  // each consumer's rows; rows all past Tq see nothing
+          const int rows0 = blk.m0 + kRowsPerConsumer * c;
+          const int q_last = static_cast<int>(min64(rows0 + kRowsPerConsumer, geo.tq)) - 1;
+          tile.vis[c] = rows0 < geo.tq
+                            ? tile_visibility(mask, rows0 + mask.offset, q_last + mask.offset, n,
+                                              n + BN - 1, &q_docs[c], &k_docs)
+                            : TileVisibility{true, false};
+        }
+      }
+      if (stage_codes) {  // keys past Tk: the last one's (the mask rejects them)
+        int* codes = doc_codes.of_tile(i);
+        for (int k = lane; k < BN; k += 32) {
+          codes[k] = doc_codes.code_of(__ldg(mask.documents + min64(n + k, geo.tk - 1)));
+        }
       }
       tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
-                              true);
+                              issuer);
+      barrier_arrive(ring.keys_landed(s), true);  // releases the codes and the record
       ring.wait_free(ring.values_free(s), i);
       tma_copy_rows<T, D, BN>(ring.tiles.values(s), &v_map, blk.head_k, n, batch,
-                              ring.values_landed(s), true);
+                              ring.values_landed(s), issuer);
     }
-    // The end of the walk: a stage with no tile (its keys' barrier completes on the arrival).
+    // The end of the walk: a stage with no tile (its keys' 33 arrivals without bytes).
     const int s = Ring::stage(i);
     ring.wait_free(ring.keys_free(s), i);
-    stage_tiles[s].first = -1;
+    if (issuer) stage_tiles[s].first = -1;
     barrier_arrive(ring.keys_landed(s), true);
+    barrier_arrive(ring.keys_landed(s), issuer);
     return;
   }
   warpgroup_claim_registers<WarpSpecializedRegisters<D>::kConsumer>();
@@ -1757,6 +1848,25 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     const StageTile& t = stage_tiles[Ring::stage(i)];
     return Tile{t.first, t.vis[consumer]};
   };
+  // The mask on tile i's scores (a tile it cuts): by the rows' visible key
+  // ranges, with documents also the keys' codes from shared memory
+  // (KeyDocumentCodes, read once tile 0's keys landed); where the codes could
+  // not be formed, as mask_scores.
+  const VisibleKeys seen_lo = visible_keys_of(mask, r.pos_lo);
+  const VisibleKeys seen_hi = visible_keys_of(mask, r.pos_hi);
+  auto mask_tile = [&](float(&sc)[BN / 8][4], const Tile& t, int i) {
+    if (mask.documents == nullptr) {
+      mask_scores_in_range<false>(sc, seen_lo, seen_hi, t.first, t4, nullptr, 0, 0);
+    } else if (doc_codes.staged) {
+      // the rows' codes (in range for rows below Tq; the others are never stored)
+      const int code_lo = static_cast<int>(r.doc_lo - doc_codes.base);
+      const int code_hi = static_cast<int>(r.doc_hi - doc_codes.base);
+      mask_scores_in_range<true>(sc, seen_lo, seen_hi, t.first, t4, doc_codes.of_tile(i), code_lo,
+                                 code_hi);
+    } else {
+      mask_scores(sc, mask, r, t.first, t4);
+    }
+  };
 
   barrier_wait(ring.queries(), 0);
   // kPingPong: each issue of products below is one turn (wait_for_turn ...
@@ -1778,9 +1888,9 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     // (no second set of fragments: registers, and no copies between products).
     float sc[BN / 8][4];
     uint32_t p_now[BN / 16][4];  // p of the tile whose o += p v is in flight
-    auto softmax_in_place = [&](const Tile& t, float& rescale_lo, float& rescale_hi) {
+    auto softmax_in_place = [&](const Tile& t, int i, float& rescale_lo, float& rescale_hi) {
       score.to_base2_unit(sc);
-      if (!t.vis.full) mask_scores(sc, mask, r, t.first, t4);
+      if (!t.vis.full) mask_tile(sc, t, i);
       r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
     };
     auto round_p = [&]() {
@@ -1798,7 +1908,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       pin_registers(sc);
       ring.release_keys(0, lane);
       float rescale_lo, rescale_hi;
-      softmax_in_place(tile, rescale_lo, rescale_hi);  // o is still zero: no rescale
+      softmax_in_place(tile, 0, rescale_lo, rescale_hi);  // o is still zero: no rescale
       round_p();
       int i = 1;  // the tile whose scores start; tile i - 1's o += p v runs beside them
       for (tile = tile_of(1); tile.first >= 0; tile = tile_of(++i)) {
@@ -1812,7 +1922,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         warpgroup_wait_all_but_newest();  // the scores; o += p v may still run
         pin_registers(sc);
         ring.release_keys(i, lane);
-        softmax_in_place(tile, rescale_lo, rescale_hi);
+        softmax_in_place(tile, i, rescale_lo, rescale_hi);
         warpgroup_wait_all();
         pin_registers(acc_o);
         pin_registers(p_now);
@@ -1838,7 +1948,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         float sc[BN / 8][4];
         wgmma_scores_128<T, D, BM, BN>(sc, my_queries, ring.tiles.keys(Ring::stage(i)));
         score.to_base2_unit(sc);
-        if (!tile.vis.full) mask_scores(sc, mask, r, tile.first, t4);
+        if (!tile.vis.full) mask_tile(sc, tile, i);
         float rescale_lo, rescale_hi;
         r.step(sc, score.base2_factor(), rescale_lo, rescale_hi);
         rescale_rows_that_moved(acc_o, rescale_lo, rescale_hi);
