@@ -681,8 +681,11 @@ struct VisibleKeys {
   int first, last;
 };
 __device__ __forceinline__ VisibleKeys visible_keys_of(const Mask& mask, int position) {
-  return VisibleKeys{mask.window > 0 ? position - mask.window + 1 : INT_MIN,
-                     mask.causal ? min(position, mask.tk - 1) : mask.tk - 1};
+  // in 64 bits: a negative position (Tq > Tk) less a wide window stays exact
+  const int64_t first = int64_t{position} - mask.window + 1;
+  return VisibleKeys{
+      mask.window > 0 ? static_cast<int>(first > INT_MIN ? first : INT_MIN) : INT_MIN,
+      mask.causal ? min(position, mask.tk - 1) : mask.tk - 1};
 }
 
 // mask_scores from the rows' visible key ranges (lo, hi) and, kCodes, the
@@ -1700,7 +1703,8 @@ struct StageRing {
     return ring_landed_parity(i, kStages);
   }
 
-  // Consumers: waits for tile i's keys (values); releases them (each warp's lane 0 arrives).
+  // Consumers: waits for tile i's keys (values); releases them (each warp's
+  // lane 0 arrives, once the warp's lanes are past their reads of the stage).
   __device__ __forceinline__ void wait_keys(int i) const {
     barrier_wait(keys_landed(stage(i)), parity(i));
   }
@@ -1708,9 +1712,11 @@ struct StageRing {
     barrier_wait(values_landed(stage(i)), parity(i));
   }
   __device__ __forceinline__ void release_keys(int i, int lane) const {
+    __syncwarp();
     barrier_arrive(keys_free(stage(i)), lane == 0);
   }
   __device__ __forceinline__ void release_values(int i, int lane) const {
+    __syncwarp();
     barrier_arrive(values_free(stage(i)), lane == 0);
   }
   // Producer: before tile i's copy into its stage, the previous use's
@@ -1757,8 +1763,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   if (warpgroup == 0) {
     warpgroup_release_registers<WarpSpecializedRegisters<D>::kProducer>();
     if (threadIdx.x >= 32) return;
-    // Warp 0: lane 0 issues the copies and writes the tiles' records; every
-    // lane stores a quarter of each tile's key document codes.
+    // Warp 0: lane 0 issues the copies and writes the tiles' records; each
+    // lane stores 4 of each tile's 128 key document codes.
     const int lane = threadIdx.x;
     const bool issuer = lane == 0;
     const KeyTileWalk<BN> walk = KeyTileWalk<BN>::of_query_rows(mask, blk.m0, BM, geo.tq);
@@ -1814,7 +1820,9 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
                               issuer);
       barrier_arrive(ring.keys_landed(s), true);  // releases the codes and the record
-      ring.wait_free(ring.values_free(s), i);
+      // Only the issuer waits for the values' release: it alone advances that
+      // barrier (by the copy), so another lane could fall a phase behind.
+      if (issuer) ring.wait_free(ring.values_free(s), i);
       tma_copy_rows<T, D, BN>(ring.tiles.values(s), &v_map, blk.head_k, n, batch,
                               ring.values_landed(s), issuer);
     }

@@ -266,6 +266,11 @@ TEST_CASE("flash attention: document masks of packed batches") {
       AttentionOptions docs_full = docs;
       docs_full.causal = false;
       check_case("documents, not causal", {2, 170, 170, 2, 2, d}, docs_full, dtype);
+      // Ids 2^40 apart: a block's documents span more than 32 bits (the
+      // warp-specialized forward cannot code them and reads the ids instead).
+      AttentionOptions far = docs;
+      far.document_ids = docs.document_ids * (int64_t{1} << 40);
+      check_case("documents, ids 2^40 apart", {2, 170, 170, 2, 2, d}, far, dtype);
     }
   }
 }
