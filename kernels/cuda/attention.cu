@@ -3032,18 +3032,21 @@ std::atomic<int> wgmma_schedule{static_cast<int>(AttentionSchedule::measured)};
 // docs/benchmarks/attention-overlap_h100_2026-12-06.md): the overlapped forward
 // wins at head_dim 64 (6-9% in every variant) and loses 2-3% at 128, where its
 // second key/value buffer and 210 registers leave 2 blocks per SM instead of 3.
+// Whether the setting asks for the overlapped order (ping-pong is overlapped
+// too; it differs only in the warp-specialized forward).
+bool overlap_asked(AttentionSchedule s) {
+  return s == AttentionSchedule::overlapped || s == AttentionSchedule::ping_pong;
+}
 bool overlapped_forward(int head_dim) {
   const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
-  return s == AttentionSchedule::overlapped || s == AttentionSchedule::ping_pong ||
-         (s == AttentionSchedule::measured && head_dim == 64);
+  return overlap_asked(s) || (s == AttentionSchedule::measured && head_dim == 64);
 }
 // The overlapped backward forms a softcap's slope from the score (no log2 of
 // p): 15-19% faster under a softcap; without one, within 1.2% at head_dim 128
 // and up to 5% slower at 64, so one product at a time stays there.
 bool overlapped_backward(float softcap) {
   const auto s = static_cast<AttentionSchedule>(wgmma_schedule.load());
-  return s == AttentionSchedule::overlapped || s == AttentionSchedule::ping_pong ||
-         (s == AttentionSchedule::measured && softcap > 0.0f);
+  return overlap_asked(s) || (s == AttentionSchedule::measured && softcap > 0.0f);
 }
 
 // Whether this build holds sm_90a code (kernels/CMakeLists.txt defines
