@@ -1,5 +1,6 @@
 // The memory plan: which precision and activation checkpointing it picks for
-// the shipped Llama-3-8B config on one GPU and on eight, for the tiny config,
+// the shipped Llama-3-8B config on one GPU and on eight, for the other shipped
+// 2-9B configs, for the tiny config,
 // against a budget, on the CPU; and the estimate's components behind them.
 #include "models/transformer.h"
 #include "tests/catch.h"
@@ -152,6 +153,45 @@ TEST_CASE("Llama-3-8B sharded over 8 GPUs: bf16-mixed without recompute") {
   const MemoryPlan two = plan_memory(model_of(c), c, {2, true, std::nullopt});
   CHECK(two.chosen.precision == Precision::bf16_mixed);
   CHECK(two.chosen.checkpointing == ActivationCheckpointing::full);
+}
+
+TEST_CASE("the shipped 2-9B configs plan a fit: one 80 GiB GPU, Gemma-2-9B on two or in LoRA") {
+  struct Expected {
+    const char* config;
+    Precision precision;
+    ActivationCheckpointing checkpointing;
+  };
+  for (const auto& e :
+       {Expected{"mistral_7b.yaml", Precision::bf16, ActivationCheckpointing::full},
+        Expected{"gemma_7b.yaml", Precision::bf16, ActivationCheckpointing::full},
+        Expected{"llama2_7b.yaml", Precision::bf16, ActivationCheckpointing::none},
+        Expected{"gemma_2b.yaml", Precision::bf16_mixed, ActivationCheckpointing::glu},
+        Expected{"gemma2_2b.yaml", Precision::bf16_mixed, ActivationCheckpointing::glu},
+        Expected{"qwen2_5_7b.yaml", Precision::bf16, ActivationCheckpointing::full},
+        Expected{"qwen3_8b.yaml", Precision::bf16, ActivationCheckpointing::full}}) {
+    INFO(e.config);
+    const auto c = load(e.config);
+    REQUIRE(c.training.memory_plan == liger::config::MemoryPlanMode::auto_);
+    const MemoryPlan plan = plan_memory(model_of(c), c, {1, true, std::nullopt});
+    CHECK(plan.chosen.precision == e.precision);
+    CHECK(plan.chosen.checkpointing == e.checkpointing);
+    CHECK(plan.estimate.total() <= plan.budget_bytes);
+  }
+  // Gemma-2-9B's full fine-tune needs more than one 80 GiB GPU: the error says
+  // what helps; two ranks sharing the model fit, and so does an H200.
+  const auto gemma2_9b = load("gemma2_9b.yaml");
+  const std::string message = plan_error(gemma2_9b, {1, true, std::nullopt});
+  CHECK(contains(message, "nothing fits the 76.00 GiB budget on 1 GPU"));
+  CHECK(contains(message, "train LoRA adapters (model.adapter: lora)"));
+  const MemoryPlan two = plan_memory(model_of(gemma2_9b), gemma2_9b, {2, true, std::nullopt});
+  CHECK(two.chosen.precision == Precision::bf16);
+  CHECK(two.estimate.total() <= two.budget_bytes);
+  const MemoryPlan h200 = plan_memory(model_of(gemma2_9b), gemma2_9b, {1, true, 139.8 * kGiB});
+  CHECK(h200.estimate.total() <= h200.budget_bytes);
+  // Its LoRA config (no plan: bf16 base, fp32 adapters) fits one 80 GiB GPU at 8192 tokens.
+  const auto lora = load("gemma2_9b_lora.yaml");
+  CHECK(lora.data.seq_len == 8192);
+  CHECK(estimate_memory(model_of(lora), lora, 1).total() < 0.95 * 80 * kGiB);
 }
 
 TEST_CASE("the budget: the GPU's memory, training.memory_budget_gib, or nothing fits") {
