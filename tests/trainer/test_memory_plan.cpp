@@ -1,7 +1,7 @@
 // The memory plan: which precision and activation checkpointing it picks for
 // the shipped Llama-3-8B config on one GPU and on eight, for the other shipped
-// 2-9B configs, for the tiny config,
-// against a budget, on the CPU; and the estimate's components behind them.
+// 2-9B configs, for the tiny config, against a budget, on the CPU; and the
+// estimate's components behind them.
 #include "models/transformer.h"
 #include "tests/catch.h"
 #include "tests/trainer/training_fixture.h"
