@@ -2,21 +2,24 @@
 // query heads over 8 key/value heads of 128) and the 1B bench shape (32 over 8
 // of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a
 // window of 4096; 8 packed documents) on each implementation that computes it:
-//   liger      kernels/cuda/attention.cu (cuda::flash_attention), as the trainer runs it
-//              (warpgroup MMA at head_dim 64 and 128 on an sm_90 device, the
-//              products' order chosen per pass and variant)
-//   liger one-at-a-time  the warpgroup-MMA passes waiting for each product (head_dim <= 128)
-//   liger overlap   the same with the products overlapped (head_dim <= 128)
-//   liger mma.sync  the same on its mma.sync kernels (head_dim <= 128)
-//   liger tma, liger tma one-at-a-time, liger tma overlap  the first three with the
-//              passes' copies on the tensor memory accelerator (head_dim <= 128)
+//   liger      kernels/cuda/attention.cu (cuda::flash_attention) as the trainer runs it,
+//              its default settings (on an sm_90 device: warpgroup MMA at head_dim 64
+//              and 128 with TMA copies, the products' order chosen per pass and
+//              variant, the warp-specialized forward where no document mask applies)
+//   liger cp.async, liger cp.async one-at-a-time, liger cp.async overlap  the
+//              one-warpgroup passes on warpgroup MMA with every thread's cp.async
+//              copies, the products' order per pass and variant, one at a time, or
+//              overlapped (head_dim <= 128)
+//   liger mma.sync  the passes on their mma.sync kernels (head_dim <= 128)
+//   liger tma, liger tma one-at-a-time, liger tma overlap  the same three with the
+//              copies on the tensor memory accelerator, no warp-specialized pass
 //   liger ws   the warp-specialized forward and dk/dv (a TMA producer warpgroup, two
 //              consumer warpgroups: 128 queries over 128-key tiles, 128 keys over
-//              64-query tiles), dq as "liger"
-//   liger ws overlap  the same with the forward consumers' products overlapped
-//              (and dq's, as "liger overlap")
-//   liger ws ping-pong  "liger ws overlap" with the two forward consumers taking
-//              turns on the tensor cores (one's softmax under the other's products)
+//              64-query tiles), dq as "liger tma"; the forward's consumers take turns
+//   liger ws one-at-a-time, liger ws overlap  the same with the forward consumers'
+//              products one at a time, or overlapped without taking turns (and dq's
+//              in that order)
+//   liger ws ping-pong  "liger ws" with every pass's products overlapped
 //   liger ws fused  "liger ws" with dq fused into the dk/dv pass (no dq pass)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
@@ -108,13 +111,15 @@ std::vector<Variant> all_variants(int documents) {
 }
 
 const std::vector<std::string> kImpls = {"liger",
-                                         "liger one-at-a-time",
-                                         "liger overlap",
+                                         "liger cp.async",
+                                         "liger cp.async one-at-a-time",
+                                         "liger cp.async overlap",
                                          "liger mma.sync",
                                          "liger tma",
                                          "liger tma one-at-a-time",
                                          "liger tma overlap",
                                          "liger ws",
+                                         "liger ws one-at-a-time",
                                          "liger ws overlap",
                                          "liger ws ping-pong",
                                          "liger ws fused",
@@ -283,9 +288,10 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       // the overlapped warpgroup-MMA schedules and the mma.sync kernels (set below)
       if (s.head_dim <= 128) {
         for (const char* path :
-             {"liger one-at-a-time", "liger overlap", "liger mma.sync", "liger tma",
-              "liger tma one-at-a-time", "liger tma overlap", "liger ws", "liger ws overlap",
-              "liger ws ping-pong", "liger ws fused"}) {
+             {"liger cp.async", "liger cp.async one-at-a-time", "liger cp.async overlap",
+              "liger mma.sync", "liger tma", "liger tma one-at-a-time", "liger tma overlap",
+              "liger ws", "liger ws one-at-a-time", "liger ws overlap", "liger ws ping-pong",
+              "liger ws fused"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -303,14 +309,17 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       for (const auto& [name, fn] : impls) {
         if (!wanted(options.impls, name)) continue;
         Row r;
-        // "liger mma.sync": both passes on the mma.sync kernels; "liger
-        // one-at-a-time" and "liger overlap": the warpgroup-MMA passes with
-        // their products in that order (the default "liger" picks per pass
-        // and variant); "liger tma ...": the same with the passes' copies
-        // on the tensor memory accelerator; for the whole measurement
+        // "liger" keeps the default settings; every other "liger ..." row sets
+        // all of them for the whole measurement: "liger mma.sync" both passes
+        // on the mma.sync kernels; "liger cp.async ..." the one-warpgroup
+        // warpgroup-MMA passes with cp.async copies, "liger tma ..." with TMA
+        // copies; "liger ws ..." the warp-specialized forward and dk/dv (TMA
+        // copies everywhere); "... one-at-a-time", "... overlap",
+        // "... ping-pong" one product order, otherwise the measured choice
+        const bool explicit_settings = name.rfind("liger ", 0) == 0;
         const bool wgmma = name != "liger mma.sync";
-        const bool tma = name.rfind("liger tma", 0) == 0;
         const bool warp_specialized = name.rfind("liger ws", 0) == 0;
+        const bool tma = name.rfind("liger tma", 0) == 0 || warp_specialized;
         const bool fused = name == "liger ws fused";
         const auto ends_with = [&name](const std::string& tail) {
           return name.size() >= tail.size() &&
@@ -324,7 +333,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
         const bool previous_tma = kernels::cuda::set_attention_tma(tma);
         const int previous_schedule = kernels::cuda::set_attention_wgmma_schedule(schedule);
-        const bool previous_ws = kernels::cuda::set_attention_warp_specialized(warp_specialized);
+        const int previous_ws =
+            kernels::cuda::set_attention_warp_specialized(warp_specialized ? 1 : 0);
         const bool previous_fused = kernels::cuda::set_attention_fused_dq(fused);
         const auto restore = [&] {
           kernels::cuda::set_attention_fused_dq(previous_fused);
@@ -334,6 +344,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
           kernels::cuda::set_attention_tma(previous_tma);
           kernels::cuda::set_attention_wgmma_schedule(previous_schedule);
         };
+        if (!explicit_settings) restore();  // "liger" and the others: the defaults
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);
           restore();

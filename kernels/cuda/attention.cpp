@@ -216,8 +216,11 @@ int64_t attention_tma_launches() {
   return launch::attention_tma_launches();
 }
 
-bool set_attention_warp_specialized(bool on) {
-  return launch::set_attention_warp_specialized(on);
+int set_attention_warp_specialized(int mode) {
+  TORCH_CHECK(mode >= 0 && mode <= 2,
+              "set_attention_warp_specialized: 0 (off), 1 (on) or 2 (measured), not ", mode);
+  return static_cast<int>(
+      launch::set_attention_warp_specialized(static_cast<launch::WarpSpecialized>(mode)));
 }
 
 int64_t attention_warp_specialized_launches() {

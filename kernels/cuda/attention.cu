@@ -3070,9 +3070,9 @@ bool use_wgmma(const std::atomic<bool>& setting) {
 }
 
 // The warpgroup-MMA passes' copies (forward, dq, dk/dv) on the tensor
-// memory accelerator (set_attention_tma), and how many launches took them
-// (attention_tma_launches).
-std::atomic<bool> attention_tma{false};
+// memory accelerator (set_attention_tma): on by default; and how many
+// launches took them (attention_tma_launches).
+std::atomic<bool> attention_tma{true};
 std::atomic<int64_t> tma_launches{0};
 
 template <typename T, int D, bool kOverlap, bool kTma>
@@ -3120,12 +3120,30 @@ bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out
 
 // The warp-specialized forward and dk/dv (attention_forward_ws_kernel,
 // attention_dkdv_ws_kernel) instead of the one-warpgroup blocks
-// (set_attention_warp_specialized): off by default until measured; their
-// launches are counted (attention_warp_specialized_launches).
-std::atomic<bool> warp_specialized{false};
+// (set_attention_warp_specialized): by default the forward without document
+// masks (launchers.h has the measurements); their launches are counted
+// (attention_warp_specialized_launches).
+std::atomic<int> warp_specialized{static_cast<int>(WarpSpecialized::measured)};
 std::atomic<int64_t> warp_specialized_launches{0};
-// With them, dq in the dk/dv pass (set_attention_fused_dq): off until measured.
+// With the warp-specialized dk/dv, dq in the same pass (set_attention_fused_dq):
+// off until measured faster.
 std::atomic<bool> fused_dq{false};
+
+WarpSpecialized warp_specialized_mode() {
+  return static_cast<WarpSpecialized>(warp_specialized.load());
+}
+// Whether the forward takes the warp-specialized blocks: with document masks
+// the one-warpgroup blocks of 64 queries skip more of the pairs.
+bool warp_specialized_forward(const AttentionShape& a) {
+  const WarpSpecialized mode = warp_specialized_mode();
+  return mode == WarpSpecialized::on ||
+         (mode == WarpSpecialized::measured && a.document_ids == nullptr);
+}
+// The backward's dk/dv: only where asked for (measured: the one-warpgroup
+// passes with TMA copies).
+bool warp_specialized_backward() {
+  return warp_specialized_mode() == WarpSpecialized::on;
+}
 
 // Launches the warp-specialized forward and returns true, or returns false
 // (nothing launched) where the driver refuses a tensor map; err: the launch's.
@@ -3140,10 +3158,11 @@ bool forward_warp_specialized_launch(const AttentionShape& a, cudaStream_t strea
   if (!tensor_maps<T, D>(maps, a, nullptr, BM, BN)) return false;
   // and 1 KiB to align the tiles to 1024 bytes
   const size_t bytes = static_cast<size_t>(BM + 2 * kStages * BN) * D * sizeof(T) + 1024;
-  // the consumers' products overlapped (and taking turns) only where asked
-  // for (not yet measured)
+  // the consumers' products overlapped and taking turns unless the schedule
+  // asks for another order (taking turns was the fastest of the three in
+  // every variant within 2%, liger-bench's "liger ws ..." rows)
   const auto schedule = static_cast<AttentionSchedule>(wgmma_schedule.load());
-  auto kernel = schedule == AttentionSchedule::ping_pong
+  auto kernel = schedule == AttentionSchedule::ping_pong || schedule == AttentionSchedule::measured
                     ? attention_forward_ws_kernel<T, D, kStages, true, true>
                 : schedule == AttentionSchedule::overlapped
                     ? attention_forward_ws_kernel<T, D, kStages, true, false>
@@ -3170,7 +3189,7 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   if constexpr (D <= 128) {
     if (use_wgmma(forward_wgmma)) {
       cudaError_t err = cudaSuccess;
-      if (warp_specialized.load() && forward_warp_specialized_launch<T, D>(a, stream, err)) {
+      if (warp_specialized_forward(a) && forward_warp_specialized_launch<T, D>(a, stream, err)) {
         return err;
       }
       return overlapped_forward(D) ? forward_wgmma_for<T, D, true>(a, stream)
@@ -3242,7 +3261,7 @@ bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads&
 
 // The backward's elements of dq_accum: the fused dq's when it would run.
 int64_t fused_dq_elems(const AttentionShape& a) {
-  const bool fused = warp_specialized.load() && fused_dq.load() &&
+  const bool fused = warp_specialized_backward() && fused_dq.load() &&
                      (a.head_dim == 64 || a.head_dim == 128) && a.dtype != DType::f32 &&
                      use_wgmma(backward_wgmma);
   return fused ? a.batch * a.tq * a.heads_q * a.head_dim : 0;
@@ -3314,7 +3333,8 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
   } else {
     if (use_wgmma(backward_wgmma)) {
       if (backward_fused_dq<T, D>(a, g, stream, err)) return err;
-      if (warp_specialized.load() && dkdv_warp_specialized_launch<T, D, false>(a, g, stream, err)) {
+      if (warp_specialized_backward() &&
+          dkdv_warp_specialized_launch<T, D, false>(a, g, stream, err)) {
         if (err != cudaSuccess) return err;
         return overlapped_backward(a.softcap) ? dq_with_row_tiles<T, D, 1, true, true>(a, g, stream)
                                               : dq_with_row_tiles<T, D, 1, true>(a, g, stream);
@@ -3379,8 +3399,8 @@ int64_t attention_tma_launches() {
   return tma_launches.load();
 }
 
-bool set_attention_warp_specialized(bool on) {
-  return warp_specialized.exchange(on);
+WarpSpecialized set_attention_warp_specialized(WarpSpecialized mode) {
+  return static_cast<WarpSpecialized>(warp_specialized.exchange(static_cast<int>(mode)));
 }
 
 int64_t attention_warp_specialized_launches() {

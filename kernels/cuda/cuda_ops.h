@@ -108,8 +108,10 @@ bool set_attention_tma(bool on);
 // Launches that took the TMA copies so far (launch::attention_tma_launches).
 int64_t attention_tma_launches();
 // The warp-specialized flash forward and dk/dv (launch::set_attention_warp_specialized):
-// for tests and liger-bench. Returns the previous setting.
-bool set_attention_warp_specialized(bool on);
+// 0 neither, 1 both, 2 where measured faster (the default: the forward without
+// document masks), for tests and liger-bench. Returns the previous value;
+// throws for another value.
+int set_attention_warp_specialized(int mode);
 // Launches that took them so far (launch::attention_warp_specialized_launches).
 int64_t attention_warp_specialized_launches();
 // dq inside the warp-specialized dk/dv pass (launch::set_attention_fused_dq):

@@ -114,8 +114,9 @@ using WgmmaSchedule = ScopedSetting<int, cuda::set_attention_wgmma_schedule>;
 // The warpgroup-MMA passes' copies on the tensor memory accelerator.
 using TmaCopies = ScopedSetting<bool, cuda::set_attention_tma>;
 // The warp-specialized forward and dk/dv (a TMA producer warpgroup and two
-// consumer warpgroups per block).
-using WarpSpecializedPasses = ScopedSetting<bool, cuda::set_attention_warp_specialized>;
+// consumer warpgroups per block): 0 neither, 1 both, 2 the default's choice.
+using WarpSpecializedPasses = ScopedSetting<int, cuda::set_attention_warp_specialized>;
+constexpr int kBothWarpSpecialized = 1;
 // dq inside the warp-specialized dk/dv pass.
 using FusedDq = ScopedSetting<bool, cuda::set_attention_fused_dq>;
 
@@ -142,11 +143,25 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   const std::string name =
       what + " " + c10::toString(dtype) + " D=" + std::to_string(s.head_dim) + ", ";
   // The default path (warpgroup MMA at head_dim 64 and 128 on an sm_90 device,
-  // the products' order chosen per pass and variant).
+  // the products' order chosen per pass and variant; TMA copies; the
+  // warp-specialized forward where no document mask applies).
+  const int64_t tma_before = cuda::attention_tma_launches();
+  const int64_t ws_before = cuda::attention_warp_specialized_launches();
   compare_backends(name + "default kernels", reference, kernel, {q, k, v}, {true, true, true},
                    {"q", "k", "v"}, kFp32, kOut, kGrad);
   // head_dim 256 has one path: mma.sync with 16 query rows per warp.
   if (s.head_dim > 128) return;
+  if (hopper_device()) {
+    INFO(name << "default kernels");
+    // dk/dv and dq on TMA copies, and the forward too where it is not warp-specialized
+    CHECK(cuda::attention_tma_launches() - tma_before >= 2);
+    const int64_t ws_launches = cuda::attention_warp_specialized_launches() - ws_before;
+    if (options.document_ids.defined()) {
+      CHECK(ws_launches == 0);
+    } else {
+      CHECK(ws_launches >= 1);
+    }
+  }
   for (const int schedule : {1, 2}) {
     const WgmmaSchedule order(schedule);
     compare_backends(name + (schedule == 1 ? "warpgroup MMA, one product at a time"
@@ -172,7 +187,7 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   // order): on a Hopper device both passes must really have taken them.
   for (const int schedule : {1, 2, 3}) {
     const WgmmaSchedule order(schedule);
-    const WarpSpecializedPasses ws(true);
+    const WarpSpecializedPasses ws(kBothWarpSpecialized);
     const std::string what = schedule == 1   ? "warp-specialized passes, one product at a time"
                              : schedule == 2 ? "warp-specialized passes, overlapped products"
                                              : "warp-specialized passes, consumers taking turns";
@@ -186,7 +201,7 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   }
   {
     // The same with dq fused into the dk/dv pass (fp32 sums by reductions).
-    const WarpSpecializedPasses ws(true);
+    const WarpSpecializedPasses ws(kBothWarpSpecialized);
     const FusedDq fused(true);
     const int64_t launches_before = cuda::attention_warp_specialized_launches();
     compare_backends(name + "warp-specialized passes, fused dq", reference, kernel, {q, k, v},
