@@ -5,7 +5,8 @@
 //   liger      kernels/cuda/attention.cu (cuda::flash_attention) as the trainer runs it,
 //              its default settings (on an sm_90 device: warpgroup MMA at head_dim 64
 //              and 128 with TMA copies, the products' order chosen per pass and
-//              variant, the warp-specialized forward where no document mask applies)
+//              variant, the warp-specialized forward and dk/dv where no document mask
+//              applies)
 //   liger cp.async, liger cp.async one-at-a-time, liger cp.async overlap  the
 //              one-warpgroup passes on warpgroup MMA with every thread's cp.async
 //              copies, the products' order per pass and variant, one at a time, or

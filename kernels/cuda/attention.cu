@@ -3139,10 +3139,12 @@ bool warp_specialized_forward(const AttentionShape& a) {
   return mode == WarpSpecialized::on ||
          (mode == WarpSpecialized::measured && a.document_ids == nullptr);
 }
-// The backward's dk/dv: only where asked for (measured: the one-warpgroup
-// passes with TMA copies).
-bool warp_specialized_backward() {
-  return warp_specialized_mode() == WarpSpecialized::on;
+// The backward's dk/dv likewise: with documents the one-warpgroup blocks
+// of 64 keys are as fast or faster.
+bool warp_specialized_backward(const AttentionShape& a) {
+  const WarpSpecialized mode = warp_specialized_mode();
+  return mode == WarpSpecialized::on ||
+         (mode == WarpSpecialized::measured && a.document_ids == nullptr);
 }
 
 // Launches the warp-specialized forward and returns true, or returns false
@@ -3261,7 +3263,7 @@ bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads&
 
 // The backward's elements of dq_accum: the fused dq's when it would run.
 int64_t fused_dq_elems(const AttentionShape& a) {
-  const bool fused = warp_specialized_backward() && fused_dq.load() &&
+  const bool fused = warp_specialized_backward(a) && fused_dq.load() &&
                      (a.head_dim == 64 || a.head_dim == 128) && a.dtype != DType::f32 &&
                      use_wgmma(backward_wgmma);
   return fused ? a.batch * a.tq * a.heads_q * a.head_dim : 0;
@@ -3333,7 +3335,7 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
   } else {
     if (use_wgmma(backward_wgmma)) {
       if (backward_fused_dq<T, D>(a, g, stream, err)) return err;
-      if (warp_specialized_backward() &&
+      if (warp_specialized_backward(a) &&
           dkdv_warp_specialized_launch<T, D, false>(a, g, stream, err)) {
         if (err != cudaSuccess) return err;
         return overlapped_backward(a.softcap) ? dq_with_row_tiles<T, D, 1, true, true>(a, g, stream)

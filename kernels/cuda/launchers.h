@@ -437,12 +437,13 @@ int64_t attention_tma_launches();
 // them on warpgroup MMA): the forward in blocks of 128 queries over 128-key
 // tiles, dk/dv in blocks of 128 keys over 64-query tiles, instead of
 // one-warpgroup blocks of 64. off: neither; on: both passes; measured (the
-// default): the forward where no document mask applies, its consumers
-// taking turns unless the schedule says otherwise (on an H100 at 8192 tokens,
-// against the one-warpgroup forward with TMA copies: causal 5-6% faster,
-// softcap 50 + window 8% faster at head_dim 128 and 3% slower at 64, a window
-// alone within 2%, 8 documents 34-50% slower). Process-wide, for tests and
-// benchmarks; returns the previous setting.
+// default): both where no document mask applies, the forward's consumers
+// taking turns unless the schedule says otherwise. On an H100 at 8192 tokens,
+// against the one-warpgroup passes with TMA copies, forward + backward:
+// causal 1.13x / 1.10x faster (head_dim 128 / 64), window 1.11x / 0.98x,
+// softcap 50 + window 1.09x / 1.12x; with 8 documents the one-warpgroup
+// blocks skip more pairs (forward 34-50% faster, dk/dv as fast or faster).
+// Process-wide, for tests and benchmarks; returns the previous setting.
 enum class WarpSpecialized : int { off = 0, on = 1, measured = 2 };
 WarpSpecialized set_attention_warp_specialized(WarpSpecialized mode);
 // Launches (forward, dk/dv) that took them since the process started (where
