@@ -50,6 +50,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -189,6 +190,34 @@ AttentionFn sdpa_only(bool cudnn) {
   };
 }
 
+// The process-wide settings of the cuda attention (kernels/cuda/cuda_ops.h),
+// set for one measurement and restored after it.
+class ScopedAttentionSettings {
+ public:
+  ScopedAttentionSettings(bool wgmma, bool tma, int schedule, int warp_specialized, bool fused_dq)
+      : forward_wgmma_(kernels::cuda::set_attention_forward_wgmma(wgmma)),
+        backward_wgmma_(kernels::cuda::set_attention_backward_wgmma(wgmma)),
+        tma_(kernels::cuda::set_attention_tma(tma)),
+        schedule_(kernels::cuda::set_attention_wgmma_schedule(schedule)),
+        warp_specialized_(kernels::cuda::set_attention_warp_specialized(warp_specialized)),
+        fused_dq_(kernels::cuda::set_attention_fused_dq(fused_dq)) {}
+  ~ScopedAttentionSettings() {
+    kernels::cuda::set_attention_fused_dq(fused_dq_);
+    kernels::cuda::set_attention_warp_specialized(warp_specialized_);
+    kernels::cuda::set_attention_wgmma_schedule(schedule_);
+    kernels::cuda::set_attention_tma(tma_);
+    kernels::cuda::set_attention_backward_wgmma(backward_wgmma_);
+    kernels::cuda::set_attention_forward_wgmma(forward_wgmma_);
+  }
+  ScopedAttentionSettings(const ScopedAttentionSettings&) = delete;
+  ScopedAttentionSettings& operator=(const ScopedAttentionSettings&) = delete;
+
+ private:
+  bool forward_wgmma_, backward_wgmma_, tma_;
+  int schedule_, warp_specialized_;
+  bool fused_dq_;
+};
+
 int64_t allocated(bool peak) {
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
   const auto& s =
@@ -317,11 +346,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         // copies; "liger ws ..." the warp-specialized forward and dk/dv (TMA
         // copies everywhere); "... one-at-a-time", "... overlap",
         // "... ping-pong" one product order, otherwise the measured choice
-        const bool explicit_settings = name.rfind("liger ", 0) == 0;
-        const bool wgmma = name != "liger mma.sync";
         const bool warp_specialized = name.rfind("liger ws", 0) == 0;
-        const bool tma = name.rfind("liger tma", 0) == 0 || warp_specialized;
-        const bool fused = name == "liger ws fused";
         const auto ends_with = [&name](const std::string& tail) {
           return name.size() >= tail.size() &&
                  name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
@@ -330,27 +355,15 @@ int run_attention_bench(const AttentionBenchOptions& options) {
                              : ends_with("overlap")     ? 2
                              : ends_with("ping-pong")   ? 3
                                                         : 0;
-        const bool wgmma_forward = kernels::cuda::set_attention_forward_wgmma(wgmma);
-        const bool wgmma_backward = kernels::cuda::set_attention_backward_wgmma(wgmma);
-        const bool previous_tma = kernels::cuda::set_attention_tma(tma);
-        const int previous_schedule = kernels::cuda::set_attention_wgmma_schedule(schedule);
-        const int previous_ws =
-            kernels::cuda::set_attention_warp_specialized(warp_specialized ? 1 : 0);
-        const bool previous_fused = kernels::cuda::set_attention_fused_dq(fused);
-        const auto restore = [&] {
-          kernels::cuda::set_attention_fused_dq(previous_fused);
-          kernels::cuda::set_attention_warp_specialized(previous_ws);
-          kernels::cuda::set_attention_forward_wgmma(wgmma_forward);
-          kernels::cuda::set_attention_backward_wgmma(wgmma_backward);
-          kernels::cuda::set_attention_tma(previous_tma);
-          kernels::cuda::set_attention_wgmma_schedule(previous_schedule);
-        };
-        if (!explicit_settings) restore();  // "liger" and the others: the defaults
+        std::optional<ScopedAttentionSettings> settings;
+        if (name.rfind("liger ", 0) == 0) {
+          settings.emplace(/*wgmma=*/name != "liger mma.sync",
+                           /*tma=*/name.rfind("liger tma", 0) == 0 || warp_specialized, schedule,
+                           warp_specialized ? 1 : 0, /*fused_dq=*/name == "liger ws fused");
+        }
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);
-          restore();
         } catch (const std::exception& e) {
-          restore();
           std::cout << s.name << " " << var.name << " " << name << ": not run ("
                     << std::string(e.what()).substr(0, 120) << ")\n";
           continue;

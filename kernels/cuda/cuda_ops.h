@@ -108,8 +108,8 @@ bool set_attention_tma(bool on);
 // Launches that took the TMA copies so far (launch::attention_tma_launches).
 int64_t attention_tma_launches();
 // The warp-specialized flash forward and dk/dv (launch::set_attention_warp_specialized):
-// 0 neither, 1 both, 2 where measured faster (the default: the forward without
-// document masks), for tests and liger-bench. Returns the previous value;
+// 0 neither, 1 both, 2 where measured faster (the default: both where no
+// document mask applies), for tests and liger-bench. Returns the previous value;
 // throws for another value.
 int set_attention_warp_specialized(int mode);
 // Launches that took them so far (launch::attention_warp_specialized_launches).

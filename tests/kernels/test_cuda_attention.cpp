@@ -116,7 +116,7 @@ using TmaCopies = ScopedSetting<bool, cuda::set_attention_tma>;
 // The warp-specialized forward and dk/dv (a TMA producer warpgroup and two
 // consumer warpgroups per block): 0 neither, 1 both, 2 the default's choice.
 using WarpSpecializedPasses = ScopedSetting<int, cuda::set_attention_warp_specialized>;
-constexpr int kBothWarpSpecialized = 1;
+constexpr int kNoWarpSpecialized = 0, kBothWarpSpecialized = 1;
 // dq inside the warp-specialized dk/dv pass.
 using FusedDq = ScopedSetting<bool, cuda::set_attention_fused_dq>;
 
@@ -174,7 +174,7 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
     // on a Hopper device each of the three passes takes them (a tensor map the
     // driver refused would fall back to cp.async and leave the count short).
     const TmaCopies tma(true);
-    const WarpSpecializedPasses one_warpgroup(0);  // the one-warpgroup passes only
+    const WarpSpecializedPasses one_warpgroup(kNoWarpSpecialized);
     const int64_t launches_before = cuda::attention_tma_launches();
     compare_backends(name + (schedule == 1 ? "TMA copies, one product at a time"
                                            : "TMA copies, overlapped products"),
