@@ -1,7 +1,7 @@
-// liger-bench --op attention. At 8192 tokens, for Llama-3-8B's attention (32
-// query heads over 8 key/value heads of 128) and the 1B bench shape (32 over 8
-// of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a
-// window of 4096; 8 packed documents) on each implementation that computes it:
+// liger-bench --op attention. At 8192 tokens (--tokens sets another length),
+// for Llama-3-8B's attention (32 query heads over 8 key/value heads of 128) and the 1B bench shape
+// (32 over 8 of 64), each mask variant (plain causal; a window of 4096; softcap 50 + a window of
+// 4096; 8 packed documents) on each implementation that computes it:
 //   liger      kernels/cuda/attention.cu (cuda::flash_attention) as the trainer runs it,
 //              its default settings (on an sm_90 device: warpgroup MMA at head_dim 64
 //              and 128 with TMA copies, the products' order chosen per pass and
@@ -16,12 +16,12 @@
 //              copies on the tensor memory accelerator, no warp-specialized pass
 //   liger ws   the warp-specialized forward and dk/dv (a TMA producer warpgroup, two
 //              consumer warpgroups: 128 queries over 128-key tiles, 128 keys over
-//              64-query tiles), dq as "liger tma"; the forward's consumers take turns
+//              64-query tiles), dq fused into dk/dv; the forward's consumers take turns
 //   liger ws one-at-a-time, liger ws overlap  the same with the forward consumers'
-//              products one at a time, or overlapped without taking turns (and dq's
-//              in that order)
+//              products one at a time, or overlapped without taking turns
 //   liger ws ping-pong  "liger ws" with every pass's products overlapped
-//   liger ws fused  "liger ws" with dq fused into the dk/dv pass (no dq pass)
+//   liger ws dq-pass  "liger ws" with dq as its own pass (as "liger tma"), not fused
+//              into the dk/dv pass
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -124,15 +124,19 @@ const std::vector<std::string> kImpls = {"liger",
                                          "liger ws one-at-a-time",
                                          "liger ws overlap",
                                          "liger ws ping-pong",
-                                         "liger ws fused",
+                                         "liger ws dq-pass",
                                          "cudnn",
                                          "flash",
                                          "composite"};
 
 void check_filters(const AttentionBenchOptions& o) {
-  if (o.documents < 1 || o.documents > 8192) {
-    throw std::invalid_argument("--documents: 1 to 8192 documents per sequence, got " +
-                                std::to_string(o.documents));
+  if (o.tokens < 64 || o.tokens > 65536) {
+    throw std::invalid_argument("--tokens: 64 to 65536 tokens per sequence, got " +
+                                std::to_string(o.tokens));
+  }
+  if (o.documents < 1 || o.documents > o.tokens) {
+    throw std::invalid_argument("--documents: 1 to --tokens (" + std::to_string(o.tokens) +
+                                ") documents per sequence, got " + std::to_string(o.documents));
   }
   std::vector<std::string> shapes, variants;
   for (const Shape& s : all_shapes()) shapes.push_back(s.name);
@@ -144,7 +148,8 @@ void check_filters(const AttentionBenchOptions& o) {
 
 std::vector<Shape> chosen_shapes(const AttentionBenchOptions& o) {
   std::vector<Shape> out;
-  for (const Shape& s : all_shapes()) {
+  for (Shape s : all_shapes()) {
+    s.t = o.tokens;
     if (wanted(o.shapes, s.name)) out.push_back(s);
   }
   return out;
@@ -321,7 +326,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
              {"liger cp.async", "liger cp.async one-at-a-time", "liger cp.async overlap",
               "liger mma.sync", "liger tma", "liger tma one-at-a-time", "liger tma overlap",
               "liger ws", "liger ws one-at-a-time", "liger ws overlap", "liger ws ping-pong",
-              "liger ws fused"}) {
+              "liger ws dq-pass"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -359,7 +364,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         if (name.rfind("liger ", 0) == 0) {
           settings.emplace(/*wgmma=*/name != "liger mma.sync",
                            /*tma=*/name.rfind("liger tma", 0) == 0 || warp_specialized, schedule,
-                           warp_specialized ? 1 : 0, /*fused_dq=*/name == "liger ws fused");
+                           warp_specialized ? 1 : 0,
+                           /*fused_dq=*/name != "liger ws dq-pass");
         }
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);

@@ -2,6 +2,7 @@
 // PyTorch's flash SDPA at Llama shapes, per mask variant (see bench_attention.cpp).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,8 @@ struct AttentionBenchOptions {
   // Only these (empty: all). shapes: llama3-8b, llama3-1b; variants: causal,
   // window, softcap, documents; impls: the table's impl names.
   std::vector<std::string> shapes, variants, impls;
-  int documents = 8;  // documents per sequence of the documents variant
+  int documents = 8;      // documents per sequence of the documents variant
+  int64_t tokens = 8192;  // the sequence length (one sequence a measurement)
 };
 
 // Prints the table (and writes the JSON); returns the exit code.

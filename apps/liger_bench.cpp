@@ -6,7 +6,8 @@
 //   liger-bench [--op rms_norm,rope] [--dtype bf16] [--backend cuda] [--reps 30] [--json FILE]
 //   liger-bench --op attention [--dtype bf16]   (variants beside cuDNN and flash SDPA:
 //                                                apps/bench_attention.cpp; --shape,
-//                                                --variant, --impl and --documents pick rows)
+//                                                --variant, --impl and --documents pick rows;
+//                                                --tokens sets the sequence length)
 //
 // On a CUDA device: Llama-3-8B shapes at 8192 tokens, CUDA events around
 // each pass after warm-up, the GPU kept busy while the host enqueues (so host
@@ -692,6 +693,7 @@ int run(int argc, char** argv) {
   app.add_option("--json", json_path, "also write the results to this JSON file");
   std::string shape_filter, variant_filter, impl_filter;
   int documents = 8;
+  int64_t tokens = 8192;
   app.add_option("--shape", shape_filter,
                  "--op attention: shapes, comma separated: llama3-8b, llama3-1b (default both)");
   app.add_option("--variant", variant_filter,
@@ -702,11 +704,12 @@ int run(int argc, char** argv) {
                  "(default all)");
   app.add_option("--documents", documents,
                  "--op attention: documents per sequence of the documents variant (default 8)");
+  app.add_option("--tokens", tokens, "--op attention: tokens per sequence (default 8192)");
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<std::string> ops = split(op_filter);
   const bool attention_only = ops.size() == 1 && ops[0] == "attention";
-  for (const char* flag : {"--shape", "--variant", "--impl", "--documents"}) {
+  for (const char* flag : {"--shape", "--variant", "--impl", "--documents", "--tokens"}) {
     if (app.count(flag) > 0 && !attention_only) {
       throw std::invalid_argument(std::string(flag) + " applies to --op attention alone");
     }
@@ -721,6 +724,7 @@ int run(int argc, char** argv) {
     o.variants = split(variant_filter);
     o.impls = split(impl_filter);
     o.documents = documents;
+    o.tokens = tokens;
     return liger::bench::run_attention_bench(o);
   }
   const std::vector<OpSpec> table = op_table();

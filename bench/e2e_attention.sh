@@ -4,6 +4,8 @@
 # random weights, bf16, CUDA graphs:
 #   mistral_window_isolated  Mistral-7B shapes, every layer a 4096 window, packed
 #                            documents attended in isolation (data.packing: isolated)
+#   mistral_window           the same window, cross-document packing (no document
+#                            mask: the warp-specialized passes with dq fused in)
 #   mistral_plain            the same shapes with plain causal attention and
 #                            cross-document packing (SDPA): the yardstick
 #   gemma2_9b                Gemma-2-9B shapes (softcap 50 everywhere, a 4096
@@ -68,10 +70,11 @@ RUNS=${RUNS:-"mistral_window_isolated mistral_plain gemma2_9b"}
 for name in $RUNS; do
   case $name in
     mistral_window_isolated) run "$name" --set model.preset=mistral_7b --set data.packing=isolated ;;
+    mistral_window) run "$name" --set model.preset=mistral_7b ;;
     mistral_plain) run "$name" --set model.preset=mistral_7b --set model.sliding_window=0 ;;
     gemma2_9b) run "$name" --set model.preset=gemma2_9b --set data.packing=isolated ;;
     *)
-      echo "RUNS: unknown run '$name' (mistral_window_isolated, mistral_plain, gemma2_9b)" >&2
+      echo "RUNS: unknown run '$name' (mistral_window_isolated, mistral_window, mistral_plain, gemma2_9b)" >&2
       exit 2
       ;;
   esac

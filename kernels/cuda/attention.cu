@@ -979,6 +979,20 @@ __device__ __forceinline__ void pass_turn(int consumer) {  // to the other consu
       : "memory");
 }
 
+// The fused dq's barriers: both consumer warpgroups (256 threads), and one
+// consumer's own (warpgroup_barrier 1 or 2, predicated on it: the ids stay
+// immediates).
+constexpr int kConsumersBarrier = 5;
+__device__ __forceinline__ void both_consumers_barrier() {
+  asm volatile("bar.sync %0, 256;\n" ::"n"(kConsumersBarrier) : "memory");
+}
+__device__ __forceinline__ void warpgroup_barrier_of(int consumer) {
+  asm volatile(
+      "{\n .reg .pred first;\n setp.eq.s32 first, %0, 0;\n"
+      " @first bar.sync 1, 128;\n @!first bar.sync 2, 128;\n}\n" ::"r"(consumer)
+      : "memory");
+}
+
 __device__ __forceinline__ void warpgroup_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -1012,6 +1026,12 @@ __device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[16][4], uint64_t 
 // (the fused dq's dq = ds k from ds^T and k as they lie in shared memory).
 template <typename T>
 __device__ __forceinline__ void wgmma_ss_m64n64k16_transposed(float (&d)[8][4], uint64_t desc_a,
+                                                              uint64_t desc_b, int scale_d);
+// d[4][4] (+)= A[64 x 16] B[16 x 32], both read MN-major: the fused dq's half
+// of head_dim 64 (B's 32 columns may start mid-row of the 128-byte swizzle:
+// the swizzle is applied to the whole address).
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n32k16_transposed(float (&d)[4][4], uint64_t desc_a,
                                                               uint64_t desc_b, int scale_d);
 // A warpgroup's register budget per thread, moved to N (a multiple of 8, 24
 // to 256) by every thread of the warpgroup: the warp-specialized forward's
@@ -1068,6 +1088,13 @@ __device__ __forceinline__ void warpgroup_claim_registers();
   "%56, %57, %58, %59, %60, %61, %62, %63}"
 // The 64 accumulators of m64n128k16 as asm operands.
 #define LIGER_WGMMA_D128_OPERANDS(d) LIGER_WGMMA_D_OPERANDS(d), LIGER_WGMMA_D_OPERANDS((d + 8))
+// The 16 accumulators of m64n32k16 as %0 .. %15.
+#define LIGER_WGMMA_D32_LIST \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define LIGER_WGMMA_D32_OPERANDS(d)                                                             \
+  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),     \
+      "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+      "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
 #define LIGER_WGMMA_SS64(CTYPE, TYPE, NAME, TRANSPOSES)                                           \
   LIGER_WGMMA_SS(NAME, 64, TYPE, CTYPE, LIGER_WGMMA_D_LIST, LIGER_WGMMA_D_OPERANDS, "%32", "%33", \
                  "%34", TRANSPOSES)
@@ -1075,6 +1102,10 @@ LIGER_WGMMA_SS64(__nv_bfloat16, "bf16", wgmma_ss_m64n64k16, "0, 0")
 LIGER_WGMMA_SS64(__half, "f16", wgmma_ss_m64n64k16, "0, 0")
 LIGER_WGMMA_SS64(__nv_bfloat16, "bf16", wgmma_ss_m64n64k16_transposed, "1, 1")
 LIGER_WGMMA_SS64(__half, "f16", wgmma_ss_m64n64k16_transposed, "1, 1")
+LIGER_WGMMA_SS(wgmma_ss_m64n32k16_transposed, 32, "bf16", __nv_bfloat16, LIGER_WGMMA_D32_LIST,
+               LIGER_WGMMA_D32_OPERANDS, "%16", "%17", "%18", "1, 1")
+LIGER_WGMMA_SS(wgmma_ss_m64n32k16_transposed, 32, "f16", __half, LIGER_WGMMA_D32_LIST,
+               LIGER_WGMMA_D32_OPERANDS, "%16", "%17", "%18", "1, 1")
 LIGER_WGMMA_SS(wgmma_ss_m64n128k16, 128, "bf16", __nv_bfloat16, LIGER_WGMMA_D128_LIST,
                LIGER_WGMMA_D128_OPERANDS, "%64", "%65", "%66", "0, 0")
 LIGER_WGMMA_SS(wgmma_ss_m64n128k16, 128, "f16", __half, LIGER_WGMMA_D128_LIST,
@@ -1088,6 +1119,8 @@ LIGER_WGMMA_RS("f16", __half)
 #undef LIGER_WGMMA_D_OPERANDS
 #undef LIGER_WGMMA_D_LIST
 #undef LIGER_WGMMA_D128_LIST
+#undef LIGER_WGMMA_D32_OPERANDS
+#undef LIGER_WGMMA_D32_LIST
 template <int N>
 __device__ __forceinline__ void warpgroup_release_registers() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
@@ -1112,6 +1145,11 @@ __device__ __forceinline__ void wgmma_ss_m64n128k16(float (&)[16][4], uint64_t, 
 }
 template <typename T>
 __device__ __forceinline__ void wgmma_ss_m64n64k16_transposed(float (&)[8][4], uint64_t, uint64_t,
+                                                              int) {
+  __trap();
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_ss_m64n32k16_transposed(float (&)[4][4], uint64_t, uint64_t,
                                                               int) {
   __trap();
 }
@@ -2554,59 +2592,110 @@ __device__ __forceinline__ void store_transposed_ds(T* ds, const uint32_t (&a_ds
   }
 }
 
-// acc[64 queries x D] = ds k over the consumer's 64 keys: A = ds from its
-// ds^T tile (MN-major: the queries contiguous), B = k [64 keys, D] from the
-// block's k tile (MN-major, panels RB rows deep, as v in o += p v), per
-// 64-column panel of D 4 steps of 16 keys (2048 bytes a step in both).
-template <typename T, int D, int RB>
-__device__ __forceinline__ void wgmma_issue_ds_k(float (&acc)[D / 8][4], const T* ds,
-                                                 const T* keys) {
-  auto& panels = reinterpret_cast<float(&)[D / 64][8][4]>(acc);
+// The fused dq's layout of dq_accum (fp32): per (batch row, query head, tile
+// of 64 queries) a chunk of 64 x D sums, its two column halves (consumer c's
+// D / 2 columns) one after the other, each as its warpgroup's accumulators
+// lie in registers: float4 j * 128 + t holds thread t's acc[j][0..3] (rows
+// 16 w + g and + 8, columns 8 j + 2 t4 and + 1 of the half; w, g, t4 of t).
+// A half is then one contiguous 16 (8) KiB range, reduced into dq_accum by a
+// single bulk copy, and attention_dq_from_accumulator_kernel undoes the order.
+template <int D>
+__host__ __device__ constexpr int64_t dq_accum_chunk_floats() {
+  return int64_t{64} * D;
+}
+__host__ __device__ inline int64_t dq_accum_tiles(int64_t tq) {
+  return (tq + 63) / 64;
+}
+
+// acc[64 queries x D / 2] = ds k over the block's 128 keys, for column half
+// `half` of D: A = ds from the two consumers' ds^T tiles (stacked: [128 keys,
+// 64 queries], MN-major, the queries contiguous), B = k [128 keys, D] as the
+// block's k tile holds it (MN-major panels 128 rows deep), 8 steps of 16 keys
+// (2048 bytes a step in both). Head_dim 128: half h is panel h (m64n64);
+// head_dim 64: columns 32 h of the one panel (m64n32).
+template <typename T, int D>
+__device__ __forceinline__ void wgmma_issue_ds_k_half(float (&acc)[D / 16][4], const T* ds,
+                                                      const T* keys, int half) {
+  static_assert(D == 64 || D == 128, "the fused dq: head_dim 64 or 128");
+  constexpr int kKeys = 128;
   pin_registers(acc);
   warpgroup_fence();
+  const T* const b = D == 128 ? keys + half * kKeys * 64 : keys + half * 32;
 #pragma unroll
-  for (int p = 0; p < D / 64; ++p) {
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      wgmma_ss_m64n64k16_transposed<T>(panels[p], swizzled_descriptor(ds + kk * 16 * 64),
-                                       swizzled_descriptor(keys + p * RB * 64 + kk * 16 * 64),
-                                       kk == 0 ? 0 : 1);
+  for (int kk = 0; kk < kKeys / 16; ++kk) {
+    const uint64_t desc_a = swizzled_descriptor(ds + kk * 16 * 64);
+    const uint64_t desc_b = swizzled_descriptor(b + kk * 16 * 64);
+    if constexpr (D == 128) {
+      wgmma_ss_m64n64k16_transposed<T>(acc, desc_a, desc_b, kk == 0 ? 0 : 1);
+    } else {
+      wgmma_ss_m64n32k16_transposed<T>(acc, desc_a, desc_b, kk == 0 ? 0 : 1);
     }
   }
 }
 
-// dq_accum[b, row, head] += acc (fp32; rows lo = row and hi = row + 8 of a
-// thread's accumulator, columns 8 j + 2 t4 and + 1) by vector reductions;
-// rows past Tq are left alone.
+// This thread's (t of its warpgroup) accumulators into its warpgroup's half
+// of the tile's dq in shared memory, in dq_accum's order (float4 stores, the
+// warp's 32 consecutive: no bank conflicts).
 template <int D>
-__device__ __forceinline__ void add_dq_rows(float* dq_accum, const float (&acc)[D / 8][4],
-                                            const Geometry& geo, int64_t b, int head, int row,
-                                            int t4) {
+__device__ __forceinline__ void store_dq_half(float* part, const float (&acc)[D / 16][4], int t) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = row + 8 * half;
-    if (r >= geo.tq) continue;
-    float* const out = dq_accum + ((b * geo.tq + r) * geo.heads_q + head) * D + t4 * 2;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(out + j * 8),
-                   "f"(acc[j][2 * half]), "f"(acc[j][2 * half + 1])
-                   : "memory");
-    }
+  for (int j = 0; j < D / 16; ++j) {
+    reinterpret_cast<float4*>(part)[j * 128 + t] =
+        make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
   }
 }
 
-// dq = dq_accum * scale rounded to T (cast): 4 elements a thread (n: a multiple of 4).
-template <typename T>
+// global[0, bytes) += shared[0, bytes) in fp32 by one bulk asynchronous copy
+// (16-byte aligned, bytes a multiple of 16), committed as this thread's bulk
+// group; the shared memory written before must be fenced for the
+// asynchronous proxy (fence_copies_for_tensor_cores) and published.
+__device__ __forceinline__ void bulk_reduce_add_f32(float* global, const float* shared,
+                                                    uint32_t bytes) {
+  asm volatile(
+      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n"
+      "cp.async.bulk.commit_group;\n" ::"l"(global),
+      "r"(shared_address(shared)), "r"(bytes)
+      : "memory");
+}
+// Waits until this thread's bulk copies have read their shared memory.
+__device__ __forceinline__ void bulk_wait_reads() {
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+// Waits until this thread's bulk copies have completed.
+__device__ __forceinline__ void bulk_wait_all() {
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+
+// dq [B, Tq, Hq, D] = dq_accum (the fused dq's order, above) * scale,
+// rounded to T (cast): one float4 a thread, rows 16 w + g and + 8 of the
+// tile; rows past Tq are dropped. n4: dq_accum's float4s.
+template <typename T, int D>
 __global__ void attention_dq_from_accumulator_kernel(const float* __restrict__ dq_accum,
-                                                     T* __restrict__ dq, int64_t n, float scale) {
-  const int64_t i = 4 * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
-  if (i >= n) return;
-  const float4 a = *reinterpret_cast<const float4*>(dq_accum + i);
-  uint2 packed;
-  packed.x = pack_pair<T>(a.x * scale, a.y * scale);
-  packed.y = pack_pair<T>(a.z * scale, a.w * scale);
-  *reinterpret_cast<uint2*>(dq + i) = packed;
+                                                     T* __restrict__ dq, int64_t n4, int64_t tq,
+                                                     int64_t heads_q, float scale) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n4) return;
+  const float4 a = reinterpret_cast<const float4*>(dq_accum)[i];
+  constexpr int64_t kChunk4 = dq_accum_chunk_floats<D>() / 4, kHalf4 = kChunk4 / 2;
+  const int64_t chunk = i / kChunk4;
+  const int in_chunk = static_cast<int>(i - chunk * kChunk4);
+  const int half = in_chunk / static_cast<int>(kHalf4);
+  const int in_half = in_chunk - half * static_cast<int>(kHalf4);
+  const int j = in_half / 128, t = in_half % 128;
+  const int w = t / 32, g = (t % 32) / 4, t4 = t % 4;
+  const int64_t tiles = dq_accum_tiles(tq);
+  const int64_t bh = chunk / tiles;  // batch row * Hq + head
+  const int64_t b = bh / heads_q, head = bh - b * heads_q;
+  const int64_t row = (chunk - bh * tiles) * 64 + 16 * w + g;
+  const int col = half * (D / 2) + 8 * j + 2 * t4;
+  if (row < tq) {
+    *reinterpret_cast<uint32_t*>(dq + ((b * tq + row) * heads_q + head) * D + col) =
+        pack_pair<T>(a.x * scale, a.y * scale);
+  }
+  if (row + 8 < tq) {
+    *reinterpret_cast<uint32_t*>(dq + ((b * tq + row + 8) * heads_q + head) * D + col) =
+        pack_pair<T>(a.z * scale, a.w * scale);
+  }
 }
 
 // dk and dv, warp-specialized (as attention_forward_ws_kernel): one block
@@ -2631,16 +2720,23 @@ __global__ void attention_dq_from_accumulator_kernel(const float* __restrict__ d
 // copies with their bytes) and free (8: each consumer warp's lane 0).
 //
 // kFusedDq: dq too, so that no dq pass recomputes s and dp (5 products per
-// tile instead of 7 over both passes): each consumer stores its ds^T [64 keys
-// x 64 queries] (rounded to T) into shared memory, as it lies (rows = keys,
-// the 128-byte swizzle), and takes dq_part [64 queries x D] = ds k over its
-// 64 keys on warpgroup MMA with both operands read transposed, then adds it
-// into dq_accum ([B, Tq, Hq, D] fp32, zeroed before; scaled and rounded
-// after) by vector reductions (red.global.add.v2.f32). Two ds buffers per
-// consumer, alternating over the tiles it computes, and one barrier of its
-// warpgroup per tile (every warp's rows stored before the product reads
-// them): a buffer is rewritten only after every warp passed the next
-// tile's barrier, so after its product on it completed.
+// tile instead of 7 over both passes; FlashAttention-3's backward). Each
+// consumer stores its ds^T [64 keys x 64 queries] (rounded to T) into shared
+// memory as it lies (rows = keys, the 128-byte swizzle; zeros where none of
+// its keys is seen), the two stacked as ds^T of the block's 128 keys. After
+// a barrier of both consumers, consumer c takes columns [c D / 2, (c + 1) D /
+// 2) of the tile's dq = ds k over all 128 keys (warpgroup MMA, both operands
+// read transposed), writes them into shared memory in dq_accum's order and
+// one thread adds them into dq_accum by a bulk reduction (fp32, zeroed
+// before; scaled and rounded after): one 16 (8) KiB reduction per consumer
+// and tile, the copy engine doing the adds while the consumers go on. Two ds
+// buffers alternate over the tiles the block computes: a buffer is rewritten
+// two tiles later, once both consumers passed the next tile's barrier, so
+// after both products on it completed. A consumer's dq half in shared memory
+// is rewritten once its previous bulk reduction has read it.
+// (Issuing a tile's dq product in the next tile's step instead, beside that
+// tile's softmax, measured 1.18x slower forward + backward at head_dim 64 on
+// an H100, and its registers spill at 128.)
 template <typename T, int D, int kStages, bool kFusedDq>
 __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     attention_dkdv_ws_kernel(const float* __restrict__ lse, const float* __restrict__ delta,
@@ -2659,11 +2755,15 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   T* const tile_k = first_tile<T, true>(shared_bytes);
   T* const tile_v = tile_k + BN * D;
   T* const stages = tile_v + BN * D;  // stage s: q [BM, D], then d_out [BM, D]
-  // kFusedDq: consumer c's ds^T buffers [64 keys, BM queries], 2 c and 2 c + 1
+  // kFusedDq: ds^T buffers [64 keys, BM queries], buffer 2 b + c consumer c's
+  // of alternation b; then each consumer's half of a tile's dq [BM x D / 2] fp32
   T* const ds_base = stages + kStages * 2 * BM * D;
   constexpr int kDsBuffers = kFusedDq ? 4 : 0;
+  float* const dq_half_base =
+      reinterpret_cast<float*>(ds_base + kDsBuffers * kKeysPerConsumer * BM);
+  constexpr int kDqHalfFloats = BM * D / 2;
   // each [kStages, BM]: the rows' lse (base 2), delta and document ids
-  float* const lse2_base = reinterpret_cast<float*>(ds_base + kDsBuffers * kKeysPerConsumer * BM);
+  float* const lse2_base = dq_half_base + (kFusedDq ? 2 * kDqHalfFloats : 0);
   float* const delta_base = lse2_base + kStages * BM;
   int64_t* const doc_base = reinterpret_cast<int64_t*>(delta_base + kStages * BM);
   uint64_t* const own_landed = barriers;
@@ -2771,7 +2871,37 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   float acc_dk[D / 8][4], acc_dv[D / 8][4];
   zero(acc_dk);
   zero(acc_dv);
-  int computed = 0;  // tiles this consumer computed: its ds buffer alternates over them
+  int computed = 0;  // tiles the block computed (kFusedDq: the ds buffers alternate over them)
+  const int wg_thread = threadIdx.x % kThreads;  // this thread in its warpgroup
+  // kFusedDq: a tile's dq, columns [consumer D / 2, + D / 2)
+  struct DqTile {
+    const T* ds_pair;  // both consumers' ds^T of it
+    int64_t chunk;     // its chunk of dq_accum
+  };
+  float acc_dq[D / 16][4];
+  // dq = ds k of `tile` issued (after a barrier of both consumers: both
+  // halves of its ds^T stored); then, while it runs, this consumer's previous
+  // bulk reduction waited for until it has read the dq half in shared memory.
+  const auto issue_dq = [&](const DqTile& tile) {
+    both_consumers_barrier();
+    wgmma_issue_ds_k_half<T, D>(acc_dq, tile.ds_pair, tile_k, consumer);
+    warpgroup_commit();
+    if (wg_thread == 0) bulk_wait_reads();
+    warpgroup_barrier_of(consumer);
+  };
+  // Once its product completed: the dq half into shared memory, and one
+  // thread's bulk reduction of it into dq_accum.
+  const auto add_dq = [&](const DqTile& tile) {
+    float* const part = dq_half_base + consumer * kDqHalfFloats;
+    store_dq_half<D>(part, acc_dq, wg_thread);
+    fence_copies_for_tensor_cores();  // the stores, to the bulk copy's reads
+    warpgroup_barrier_of(consumer);
+    if (wg_thread == 0) {
+      bulk_reduce_add_f32(
+          dq_accum + tile.chunk * dq_accum_chunk_floats<D>() + consumer * kDqHalfFloats, part,
+          kDqHalfFloats * sizeof(float));
+    }
+  };
   barrier_wait(own_landed, 0);
   for (int i = 0;; ++i) {
     const int s = ring_stage(i, kStages);
@@ -2779,81 +2909,89 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     const int m0 = stage_tiles[s].first;
     if (m0 < 0) break;
     const TileVisibility vis = stage_tiles[s].vis[consumer];
-    bool released = false;  // the stage already given back (the fused dq)
-    if (!vis.empty) {
-      const float* lse2_t = lse2_base + s * BM;
-      const float* delta_t = delta_base + s * BM;
-      // p^T [16 keys x BM queries] per warp: s^T and dp^T in one group (overwritten: no zeros)
-      float p[BM / 8][4], dp[BM / 8][4];
-      wgmma_issue_abt<T, D, true, BN, BM>(p, my_k, tile_q(s));
-      wgmma_issue_abt<T, D, true, BN, BM>(dp, my_v, tile_do(s));
-      warpgroup_commit();
-      warpgroup_wait_all();
-      pin_registers(p);
-      pin_registers(dp);
-      score.to_base2_unit(p);  // u with s2 = factor u; masked ones -inf
-      if (!vis.full) mask_transposed_scores(p, mask, my_keys, m0, doc_base + s * BM, t4);
-      dp_minus_delta(dp, p, score, delta_t, t4);
-      probabilities_from_lse(p, factor, lse2_t, t4);
-      // dv += p^T d_out on the tensor cores while ds = p dp is formed, then dk += ds^T q
-      uint32_t a_p[BM / 16][4];  // p rounded to T (cast)
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_p[kk]);
-      wgmma_issue_fragments<T, D>(acc_dv, a_p, tile_do(s));
-      warpgroup_commit();
-#pragma unroll
-      for (int j = 0; j < BM / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) p[j][e] *= dp[j][e];
-      }
+    // kFusedDq: both consumers take part in every tile either one computes
+    // (the dq of each column half sums over all 128 keys)
+    const bool computes =
+        kFusedDq ? !(stage_tiles[s].vis[0].empty && stage_tiles[s].vis[1].empty) : !vis.empty;
+    if (computes) {
+      uint32_t a_p[BM / 16][4];   // p rounded to T (cast)
       uint32_t a_ds[BM / 16][4];  // ds rounded to T (cast)
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
-      // kFusedDq: ds^T stored while dv's product runs, before dk's product
-      // takes a_ds (a product's fragments are not to be read while it runs)
+      // kFusedDq: this tile's ds^T buffers (its 128 keys), this consumer's half
+      const DqTile this_tile{
+          ds_base + 2 * (computed % 2) * kKeysPerConsumer * BM,
+          (b * geo.heads_q + stage_tiles[s].head) * dq_accum_tiles(geo.tq) + m0 / BM};
       [[maybe_unused]] T* const ds =
-          ds_base + (2 * consumer + computed % 2) * kKeysPerConsumer * BM;
-      if constexpr (kFusedDq) {
-        store_transposed_ds(ds, a_ds, warp, g, t4);
-        fence_copies_for_tensor_cores();  // the stores, to the tensor cores' reads
-      }
-      wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(s));
-      warpgroup_commit();
-      if constexpr (kFusedDq) {
-        // every warp's rows of ds^T stored (named barrier 1 or 2: this warpgroup's)
-        if (consumer == 0) {
-          warpgroup_barrier<1>();
-        } else {
-          warpgroup_barrier<2>();
-        }
-        // dv's and dk's products complete before dq's starts (its accumulators
-        // beside theirs and their fragments would not fit in registers), and
-        // the stage goes back: dq reads only ds and the block's k
+          const_cast<T*>(this_tile.ds_pair) + consumer * kKeysPerConsumer * BM;
+      if (!vis.empty) {
+        const float* lse2_t = lse2_base + s * BM;
+        const float* delta_t = delta_base + s * BM;
+        // p^T [16 keys x BM queries] per warp: s^T and dp^T in one group (overwritten: no zeros)
+        float p[BM / 8][4], dp[BM / 8][4];
+        wgmma_issue_abt<T, D, true, BN, BM>(p, my_k, tile_q(s));
+        wgmma_issue_abt<T, D, true, BN, BM>(dp, my_v, tile_do(s));
+        warpgroup_commit();
         warpgroup_wait_all();
+        pin_registers(p);
+        pin_registers(dp);
+        score.to_base2_unit(p);  // u with s2 = factor u; masked ones -inf
+        if (!vis.full) mask_transposed_scores(p, mask, my_keys, m0, doc_base + s * BM, t4);
+        dp_minus_delta(dp, p, score, delta_t, t4);
+        probabilities_from_lse(p, factor, lse2_t, t4);
+        // dv += p^T d_out on the tensor cores while ds = p dp is formed, then dk += ds^T q
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_p[kk]);
+        wgmma_issue_fragments<T, D>(acc_dv, a_p, tile_do(s));
+        warpgroup_commit();
+#pragma unroll
+        for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) p[j][e] *= dp[j][e];
+        }
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_ds[kk]);
+        // kFusedDq: ds^T stored while dv's product runs, before dk's product
+        // takes a_ds (a product's fragments are not to be read while it runs)
+        if constexpr (kFusedDq) {
+          store_transposed_ds(ds, a_ds, warp, g, t4);
+          fence_copies_for_tensor_cores();  // the stores, to the tensor cores' reads
+        }
+        wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(s));
+        warpgroup_commit();
+      } else if constexpr (kFusedDq) {  // none of this consumer's keys seen: its ds^T is zero
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) a_p[kk][e] = a_ds[kk][e] = 0;
+        }
+        store_transposed_ds(ds, a_ds, warp, g, t4);
+        fence_copies_for_tensor_cores();
+      }
+      if constexpr (kFusedDq) {
+        issue_dq(this_tile);
+        warpgroup_wait_all();  // dv's, dk's and dq's products
         pin_registers(acc_dv);
         pin_registers(a_p);
         pin_registers(acc_dk);
         pin_registers(a_ds);
-        const int head = stage_tiles[s].head;
-        barrier_arrive(free_stage(s), lane == 0);
-        released = true;
-        float acc_dq[D / 8][4];  // this consumer's share of dq for the tile's rows
-        wgmma_issue_ds_k<T, D, BN>(acc_dq, ds, my_k);
-        warpgroup_commit();
-        warpgroup_wait_all();
         pin_registers(acc_dq);
-        add_dq_rows<D>(dq_accum, acc_dq, geo, b, head, m0 + warp * 16 + g, t4);
-        ++computed;
+        // the stage back before the bulk reduction (dq reads only ds and the block's k)
+        barrier_arrive(free_stage(s), lane == 0);
+        add_dq(this_tile);
       } else {
         warpgroup_wait_all();
         pin_registers(acc_dv);
         pin_registers(a_p);
         pin_registers(acc_dk);
         pin_registers(a_ds);
+        barrier_arrive(free_stage(s), lane == 0);  // this warp's products on the stage completed
       }
+      ++computed;
+    } else {
+      barrier_arrive(free_stage(s), lane == 0);
     }
-    // this warp's products on the stage completed
-    barrier_arrive(free_stage(s), lane == 0 && !released);
+  }
+  if constexpr (kFusedDq) {
+    if (wg_thread == 0) bulk_wait_all();  // the reductions done before the block's memory goes
   }
 
   store_key_gradients<T, D, true, true>(dk, dv, acc_dk, acc_dv, geo, b, head_k, my_keys,
@@ -3126,8 +3264,8 @@ bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out
 std::atomic<int> warp_specialized{static_cast<int>(WarpSpecialized::measured)};
 std::atomic<int64_t> warp_specialized_launches{0};
 // With the warp-specialized dk/dv, dq in the same pass (set_attention_fused_dq):
-// off until measured faster.
-std::atomic<bool> fused_dq{false};
+// on, measured faster (launchers.h).
+std::atomic<bool> fused_dq{true};
 
 // Whether the forward and dk/dv take the warp-specialized blocks: with
 // document masks the one-warpgroup blocks of 64 skip more of the pairs.
@@ -3232,16 +3370,16 @@ bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads&
                                   cudaStream_t stream, cudaError_t& err) {
   constexpr int BM = 64, BN = 128;
   // Stages of a query tile's q and d_out (32 KiB at head_dim 128): four, with
-  // k and v 192 KiB at 128 (three with the fused dq's 32 KiB of ds buffers:
-  // 192 KiB), 96 KiB at 64; one block per SM.
-  constexpr int kStages = kFusedDq && D == 128 ? 3 : 4;
+  // k and v 192 KiB at 128 (two with the fused dq's 32 KiB of ds buffers and
+  // 32 KiB of dq halves: 194 KiB), 96 KiB at 64 (144 KiB fused); one block per SM.
+  constexpr int kStages = kFusedDq && D == 128 ? 2 : 4;
   PassMaps maps;  // q and d_out in boxes of 64 rows, k and v in boxes of 128
   if (!tensor_maps<T, D>(maps, a, g.d_out, BM, BN)) return false;
   const size_t bytes =
-      static_cast<size_t>(2 * BN + 2 * kStages * BM) * D * sizeof(T) +  // k, v, stages
-      (kFusedDq ? 4 * 64 * BM * sizeof(T) : 0) +                        // ds^T buffers
-      kStages * BM * (2 * sizeof(float) + sizeof(int64_t)) +            // lse, delta, ids
-      1024;                                                             // to align the tiles
+      static_cast<size_t>(2 * BN + 2 * kStages * BM) * D * sizeof(T) +     // k, v, stages
+      (kFusedDq ? 4 * 64 * BM * sizeof(T) + BM * D * sizeof(float) : 0) +  // ds^T, dq halves
+      kStages * BM * (2 * sizeof(float) + sizeof(int64_t)) +               // lse, delta, ids
+      1024;                                                                // to align the tiles
   err = launch_tiles_of(kWarpSpecializedThreads, attention_dkdv_ws_kernel<T, D, kStages, kFusedDq>,
                         tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream, a.lse, g.delta,
                         static_cast<T*>(g.dk), static_cast<T*>(g.dv), g.dq_accum, geometry_of(a),
@@ -3256,7 +3394,7 @@ int64_t fused_dq_elems(const AttentionShape& a) {
   const bool fused = warp_specialized_passes(a) && fused_dq.load() &&
                      (a.head_dim == 64 || a.head_dim == 128) && a.dtype != DType::f32 &&
                      use_wgmma(backward_wgmma);
-  return fused ? a.batch * a.tq * a.heads_q * a.head_dim : 0;
+  return fused ? a.batch * a.heads_q * dq_accum_tiles(a.tq) * 64 * a.head_dim : 0;
 }
 
 // dk, dv and dq in one warp-specialized pass (zeroing dq_accum before and
@@ -3272,9 +3410,9 @@ bool backward_fused_dq(const AttentionShape& a, const AttentionGrads& g, cudaStr
   if (!dkdv_warp_specialized_launch<T, D, true>(a, g, stream, err)) return false;
   if (err != cudaSuccess) return true;
   const int64_t threads = n / 4;
-  attention_dq_from_accumulator_kernel<T>
+  attention_dq_from_accumulator_kernel<T, D>
       <<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
-          g.dq_accum, static_cast<T*>(g.dq), n, a.scale);
+          g.dq_accum, static_cast<T*>(g.dq), threads, a.tq, a.heads_q, a.scale);
   err = cudaGetLastError();
   return true;
 }

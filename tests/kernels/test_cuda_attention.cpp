@@ -153,15 +153,16 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
   if (s.head_dim > 128) return;
   if (hopper_device()) {
     INFO(name << "default kernels");
-    // Without documents the warp-specialized forward and dk/dv, dq on TMA
-    // copies; with documents the one-warpgroup passes, all three on TMA copies.
+    // Without documents the warp-specialized forward and dk/dv with dq fused
+    // in (no one-warpgroup pass, so no count of TMA launches); with documents
+    // the one-warpgroup passes, all three on TMA copies.
     const int64_t ws_launches = cuda::attention_warp_specialized_launches() - ws_before;
     if (options.document_ids.defined()) {
       CHECK(ws_launches == 0);
       CHECK(cuda::attention_tma_launches() - tma_before >= 3);
     } else {
       CHECK(ws_launches >= 2);
-      CHECK(cuda::attention_tma_launches() - tma_before >= 1);
+      CHECK(cuda::attention_tma_launches() - tma_before == 0);
     }
   }
   for (const int schedule : {1, 2}) {
@@ -185,33 +186,41 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
       CHECK(cuda::attention_tma_launches() - launches_before >= 3);
     }
   }
-  // The warp-specialized forward and dk/dv, the forward's consumers' products
-  // one at a time, overlapped, and overlapped taking turns (dq in the same
-  // order): on a Hopper device both passes must really have taken them.
+  // The warp-specialized forward and dk/dv, dq as its own pass on TMA copies;
+  // the forward's consumers' products one at a time, overlapped, and
+  // overlapped taking turns (dq in the same order): on a Hopper device both
+  // warp-specialized passes and the dq pass must really have run.
   for (const int schedule : {1, 2, 3}) {
     const WgmmaSchedule order(schedule);
     const WarpSpecializedPasses ws(kBothWarpSpecialized);
+    const FusedDq dq_pass(false);
     const std::string what = schedule == 1   ? "warp-specialized passes, one product at a time"
                              : schedule == 2 ? "warp-specialized passes, overlapped products"
                                              : "warp-specialized passes, consumers taking turns";
     const int64_t launches_before = cuda::attention_warp_specialized_launches();
+    const int64_t tma_launches_before = cuda::attention_tma_launches();
     compare_backends(name + what, reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"},
                      kFp32, kOut, kGrad);
     if (hopper_device()) {
       INFO(name << what);
       CHECK(cuda::attention_warp_specialized_launches() - launches_before >= 2);
+      CHECK(cuda::attention_tma_launches() - tma_launches_before >= 1);
     }
   }
   {
-    // The same with dq fused into the dk/dv pass (fp32 sums by reductions).
+    // dq fused into the warp-specialized dk/dv pass (fp32 sums by bulk
+    // reductions), here also where documents apply.
     const WarpSpecializedPasses ws(kBothWarpSpecialized);
     const FusedDq fused(true);
+    const std::string what = "warp-specialized passes, fused dq";
     const int64_t launches_before = cuda::attention_warp_specialized_launches();
-    compare_backends(name + "warp-specialized passes, fused dq", reference, kernel, {q, k, v},
-                     {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+    const int64_t tma_launches_before = cuda::attention_tma_launches();
+    compare_backends(name + what, reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"},
+                     kFp32, kOut, kGrad);
     if (hopper_device()) {
-      INFO(name << "warp-specialized passes, fused dq");
+      INFO(name << what);
       CHECK(cuda::attention_warp_specialized_launches() - launches_before >= 2);
+      CHECK(cuda::attention_tma_launches() - tma_launches_before == 0);
     }
   }
   // The mma.sync kernels, the forward and dq with 16 and with 32 query rows per warp.
