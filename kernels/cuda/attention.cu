@@ -3258,9 +3258,8 @@ bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out
 
 // The warp-specialized forward and dk/dv (attention_forward_ws_kernel,
 // attention_dkdv_ws_kernel) instead of the one-warpgroup blocks
-// (set_attention_warp_specialized): by default the forward where no document
-// mask applies and dk/dv with the fused dq everywhere (launchers.h has the
-// measurements); their launches are counted
+// (set_attention_warp_specialized): by default both where no document mask
+// applies (launchers.h has the measurements); their launches are counted
 // (attention_warp_specialized_launches).
 std::atomic<int> warp_specialized{static_cast<int>(WarpSpecialized::measured)};
 std::atomic<int64_t> warp_specialized_launches{0};
@@ -3268,20 +3267,12 @@ std::atomic<int64_t> warp_specialized_launches{0};
 // on, measured faster (launchers.h).
 std::atomic<bool> fused_dq{true};
 
-// Whether the forward takes the warp-specialized blocks: with document
-// masks the one-warpgroup blocks of 64 queries skip more of the pairs.
-bool warp_specialized_forward(const AttentionShape& a) {
+// Whether the forward and dk/dv take the warp-specialized blocks: with
+// document masks the one-warpgroup blocks of 64 skip more of the pairs.
+bool warp_specialized_passes(const AttentionShape& a) {
   const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
   return mode == WarpSpecialized::on ||
          (mode == WarpSpecialized::measured && a.document_ids == nullptr);
-}
-// Whether dk/dv takes them: with the fused dq also under document masks
-// (its backward measured 1.12-1.15x / 1.02-1.04x the one-warpgroup dk/dv and
-// dq pass with 8 documents at head_dim 128 / 64), without it only where none applies.
-bool warp_specialized_backward(const AttentionShape& a) {
-  const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
-  return mode == WarpSpecialized::on ||
-         (mode == WarpSpecialized::measured && (a.document_ids == nullptr || fused_dq.load()));
 }
 
 // Launches the warp-specialized forward and returns true, or returns false
@@ -3328,7 +3319,7 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   if constexpr (D <= 128) {
     if (use_wgmma(forward_wgmma)) {
       cudaError_t err = cudaSuccess;
-      if (warp_specialized_forward(a) && forward_warp_specialized_launch<T, D>(a, stream, err)) {
+      if (warp_specialized_passes(a) && forward_warp_specialized_launch<T, D>(a, stream, err)) {
         return err;
       }
       return overlapped_forward(D) ? forward_wgmma_for<T, D, true>(a, stream)
@@ -3400,7 +3391,7 @@ bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads&
 
 // The backward's elements of dq_accum: the fused dq's when it would run.
 int64_t fused_dq_elems(const AttentionShape& a) {
-  const bool fused = warp_specialized_backward(a) && fused_dq.load() &&
+  const bool fused = warp_specialized_passes(a) && fused_dq.load() &&
                      (a.head_dim == 64 || a.head_dim == 128) && a.dtype != DType::f32 &&
                      use_wgmma(backward_wgmma);
   return fused ? a.batch * a.heads_q * dq_accum_tiles(a.tq) * 64 * a.head_dim : 0;
@@ -3472,7 +3463,7 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
   } else {
     if (use_wgmma(backward_wgmma)) {
       if (backward_fused_dq<T, D>(a, g, stream, err)) return err;
-      if (warp_specialized_backward(a) &&
+      if (warp_specialized_passes(a) &&
           dkdv_warp_specialized_launch<T, D, false>(a, g, stream, err)) {
         if (err != cudaSuccess) return err;
         return overlapped_backward(a.softcap) ? dq_with_row_tiles<T, D, 1, true, true>(a, g, stream)

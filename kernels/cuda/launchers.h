@@ -437,10 +437,8 @@ int64_t attention_tma_launches();
 // them on warpgroup MMA): the forward in blocks of 128 queries over 128-key
 // tiles, dk/dv in blocks of 128 keys over 64-query tiles, instead of
 // one-warpgroup blocks of 64. off: neither; on: both passes; measured (the
-// default): the forward where no document mask applies (its consumers taking
-// turns unless the schedule says otherwise), dk/dv everywhere while dq is
-// fused into it (set_attention_fused_dq), else also only without documents.
-// On an H100 at 8192 tokens,
+// default): both where no document mask applies, the forward's consumers
+// taking turns unless the schedule says otherwise. On an H100 at 8192 tokens,
 // against the one-warpgroup passes with TMA copies, forward + backward:
 // causal 1.13x / 1.10x faster (head_dim 128 / 64), window 1.11x / 0.98x,
 // softcap 50 + window 1.09x / 1.12x; with 8 documents the one-warpgroup
