@@ -480,8 +480,9 @@ AttentionSchedule set_attention_wgmma_schedule(AttentionSchedule schedule);
 // Gradients from the saved out and lse: delta = rowsum(d_out * out) (fp32
 // workspace [B, Hq, Tq]), then one kernel over key tiles for dk and dv
 // (each key/value head sums its query heads in a fixed order: deterministic,
-// no atomics) and one over query tiles for dq. dq, dk, dv in T, the shapes of
-// q, k, v.
+// no atomics) and one over query tiles for dq (deterministic), or dq fused
+// into the dk/dv pass (set_attention_fused_dq: fp32 sums in arrival order,
+// its last bits differ from run to run). dq, dk, dv in T, the shapes of q, k, v.
 struct AttentionGrads {
   const void* d_out = nullptr;  // [B, Tq, Hq, D] T, contiguous
   float* delta = nullptr;       // workspace [B, Hq, Tq]
