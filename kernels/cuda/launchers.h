@@ -453,10 +453,11 @@ int64_t attention_warp_specialized_launches();
 // With the warp-specialized dk/dv on, dq inside it (no dq pass
 // recomputing s and dp; dq summed in fp32 by bulk reductions into a
 // workspace, AttentionGrads::dq_accum): on by default. On an H100 at 8192
-// tokens, forward + backward against the dq pass: causal 1.04x / 1.02x
-// faster (head_dim 128 / 64), window 1.09x / 1.02x, softcap 50 + window
-// 1.08x / 1.01x. Process-wide, for tests and benchmarks; returns the
-// previous setting.
+// tokens, forward + backward against the dq pass: causal 1.13x / 1.04x
+// faster (head_dim 128 / 64), window 1.11x / 1.03x, softcap 50 + window
+// 1.09x / 1.02x. dq's fp32 sums then arrive in any order (its last bits
+// differ from run to run); off, the dq pass is deterministic. Process-wide,
+// for tests and benchmarks; returns the previous setting.
 bool set_attention_fused_dq(bool on);
 // The order of the products where the passes run on warpgroup MMA. overlapped:
 // FlashAttention-3's order in the forward (a tile's scores on the tensor cores
