@@ -162,8 +162,11 @@ __device__ __forceinline__ int panel_offset(int row, int col) {  // col: a multi
 
 // Shared memory written by this thread's copies, made visible to the tensor
 // cores' (asynchronous proxy) reads; a barrier then publishes every thread's.
+// Before sm_90 there is no asynchronous proxy: nothing to fence.
 __device__ __forceinline__ void fence_copies_for_tensor_cores() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
 }
 
 // Rows [first, first + R) of a [rows_total, D] matrix whose rows are `stride`
@@ -996,6 +999,10 @@ __device__ __forceinline__ void warpgroup_barrier_of(int consumer) {
       : "memory");
 }
 
+// The warpgroup-MMA fence, commit and waits (warpgroup_wait_all_but_newest:
+// for every committed group but the newest); in a build for another
+// architecture traps (the launchers never select these kernels there).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ __forceinline__ void warpgroup_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -1005,10 +1012,23 @@ __device__ __forceinline__ void warpgroup_commit() {
 __device__ __forceinline__ void warpgroup_wait_all() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
-// Waits for every committed group but the newest.
 __device__ __forceinline__ void warpgroup_wait_all_but_newest() {
   asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
 }
+#else
+__device__ __forceinline__ void warpgroup_fence() {
+  __trap();
+}
+__device__ __forceinline__ void warpgroup_commit() {
+  __trap();
+}
+__device__ __forceinline__ void warpgroup_wait_all() {
+  __trap();
+}
+__device__ __forceinline__ void warpgroup_wait_all_but_newest() {
+  __trap();
+}
+#endif
 // d[8][4] (+)= A[64 x 16] B[16 x 64]: A and B from shared-memory descriptors
 // (K-major); scale_d 0 overwrites d.
 template <typename T>
@@ -2652,6 +2672,9 @@ __device__ __forceinline__ void store_dq_half(float* part, const float (&acc)[D 
 // (16-byte aligned, bytes a multiple of 16), committed as this thread's bulk
 // group; the shared memory written before must be fenced for the
 // asynchronous proxy (fence_copies_for_tensor_cores) and published.
+// Waits until this thread's bulk copies have read their shared memory
+// (bulk_wait_reads) or completed (bulk_wait_all).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ __forceinline__ void bulk_reduce_add_f32(float* global, const float* shared,
                                                     uint32_t bytes) {
   asm volatile(
@@ -2660,14 +2683,23 @@ __device__ __forceinline__ void bulk_reduce_add_f32(float* global, const float* 
       "r"(shared_address(shared)), "r"(bytes)
       : "memory");
 }
-// Waits until this thread's bulk copies have read their shared memory.
 __device__ __forceinline__ void bulk_wait_reads() {
   asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
 }
-// Waits until this thread's bulk copies have completed.
 __device__ __forceinline__ void bulk_wait_all() {
   asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
+#else
+__device__ __forceinline__ void bulk_reduce_add_f32(float*, const float*, uint32_t) {
+  __trap();  // built without sm_90a: the launcher never selects the fused dq
+}
+__device__ __forceinline__ void bulk_wait_reads() {
+  __trap();
+}
+__device__ __forceinline__ void bulk_wait_all() {
+  __trap();
+}
+#endif
 
 // dq [B, Tq, Hq, D] = dq_accum (the fused dq's order, above) * scale,
 // rounded to T (cast): one float4 a thread, rows 16 w + g and + 8 of the

@@ -236,6 +236,10 @@ __device__ __forceinline__ void copy_async_16(void* shared_dst, const void* glob
 __device__ __forceinline__ void wait_async_copies() {
   asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
+// The cluster's barrier, its peers' shared memory and this block's rank:
+// sm_90 and later; elsewhere traps (the launcher takes clusters only where
+// the device can launch them).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void cluster_arrive() {
   asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
 }
@@ -255,6 +259,22 @@ __device__ __forceinline__ unsigned cluster_rank() {
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
   return rank;
 }
+#else
+__device__ __forceinline__ void cluster_arrive() {
+  __trap();
+}
+__device__ __forceinline__ void cluster_wait() {
+  __trap();
+}
+__device__ __forceinline__ const float* cluster_peer(const float*, unsigned) {
+  __trap();
+  return nullptr;
+}
+__device__ __forceinline__ unsigned cluster_rank() {
+  __trap();
+  return 0;
+}
+#endif
 
 // 2^x on the special-function unit (relative error ~2^-22; what __expf uses).
 __device__ __forceinline__ float exp2_approx(float x) {
