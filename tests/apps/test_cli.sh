@@ -134,8 +134,12 @@ expect "liger-bench names the unknown attention variant" 1 \
   "$BENCH" --op attention --variant foo
 expect "liger-bench names the unknown attention implementation" 1 "--impl: unknown name 'nope'" -- \
   "$BENCH" --op attention --impl liger,nope
-expect "liger-bench refuses zero documents" 1 "--documents: 1 to 8192 documents per sequence, got 0" -- \
+expect "liger-bench refuses zero documents" 1 "--documents: 1 to --tokens \(8192\) documents per sequence, got 0" -- \
   "$BENCH" --op attention --documents 0
+expect "liger-bench refuses more documents than tokens" 1 "--documents: 1 to --tokens \(512\) documents per sequence, got 1000" -- \
+  "$BENCH" --op attention --tokens 512 --documents 1000
+expect "liger-bench refuses a sequence under 64 tokens" 1 "--tokens: 64 to 65536 tokens per sequence, got 10" -- \
+  "$BENCH" --op attention --tokens 10
 expect "liger-bench's attention filters need --op attention" 1 "--variant applies to --op attention alone" -- \
   "$BENCH" --op rms_norm --variant causal
 expect "liger-bench takes a valid attention filter" 0 "." -- \
