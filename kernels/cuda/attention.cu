@@ -2770,8 +2770,9 @@ __global__ void attention_dq_from_accumulator_kernel(const float* __restrict__ d
 // after both products on it completed. A consumer's dq half in shared memory
 // is rewritten once its previous bulk reduction has read it.
 // (Issuing a tile's dq product in the next tile's step instead, beside that
-// tile's softmax, measured 1.18x slower forward + backward at head_dim 64 on
-// an H100, and its registers spill at 128.)
+// tile's softmax, measured 1.28-1.39x slower backward at head_dim 64 on an
+// H100, even with its products kept asynchronous, and its registers spill at
+// 128.)
 template <typename T, int D, int kStages, bool kFusedDq>
 __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     attention_dkdv_ws_kernel(const float* __restrict__ lse, const float* __restrict__ delta,
@@ -2908,35 +2909,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   zero(acc_dv);
   int computed = 0;  // tiles the block computed (kFusedDq: the ds buffers alternate over them)
   const int wg_thread = threadIdx.x % kThreads;  // this thread in its warpgroup
-  // kFusedDq: a tile's dq, columns [consumer D / 2, + D / 2)
-  struct DqTile {
-    const T* ds_pair;  // both consumers' ds^T of it
-    int64_t chunk;     // its chunk of dq_accum
-  };
-  float acc_dq[D / 16][4];
-  // dq = ds k of `tile` issued (after a barrier of both consumers: both
-  // halves of its ds^T stored); then, while it runs, this consumer's previous
-  // bulk reduction waited for until it has read the dq half in shared memory.
-  const auto issue_dq = [&](const DqTile& tile) {
-    both_consumers_barrier();
-    wgmma_issue_ds_k_half<T, D>(acc_dq, tile.ds_pair, tile_k, consumer);
-    warpgroup_commit();
-    if (wg_thread == 0) bulk_wait_reads();
-    warpgroup_barrier_of(consumer);
-  };
-  // Once its product completed: the dq half into shared memory, and one
-  // thread's bulk reduction of it into dq_accum.
-  const auto add_dq = [&](const DqTile& tile) {
-    float* const part = dq_half_base + consumer * kDqHalfFloats;
-    store_dq_half<D>(part, acc_dq, wg_thread);
-    fence_copies_for_tensor_cores();  // the stores, to the bulk copy's reads
-    warpgroup_barrier_of(consumer);
-    if (wg_thread == 0) {
-      bulk_reduce_add_f32(
-          dq_accum + tile.chunk * dq_accum_chunk_floats<D>() + consumer * kDqHalfFloats, part,
-          kDqHalfFloats * sizeof(float));
-    }
-  };
+  float acc_dq[D / 16][4];  // kFusedDq: a tile's dq, columns [consumer D / 2, + D / 2)
   barrier_wait(own_landed, 0);
   for (int i = 0;; ++i) {
     const int s = ring_stage(i, kStages);
@@ -2952,11 +2925,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       uint32_t a_p[BM / 16][4];   // p rounded to T (cast)
       uint32_t a_ds[BM / 16][4];  // ds rounded to T (cast)
       // kFusedDq: this tile's ds^T buffers (its 128 keys), this consumer's half
-      const DqTile this_tile{
-          ds_base + 2 * (computed % 2) * kKeysPerConsumer * BM,
-          (b * geo.heads_q + stage_tiles[s].head) * dq_accum_tiles(geo.tq) + m0 / BM};
-      [[maybe_unused]] T* const ds =
-          const_cast<T*>(this_tile.ds_pair) + consumer * kKeysPerConsumer * BM;
+      T* const ds_pair = ds_base + 2 * (computed % 2) * kKeysPerConsumer * BM;
+      [[maybe_unused]] T* const ds = ds_pair + consumer * kKeysPerConsumer * BM;
       if (!vis.empty) {
         const float* lse2_t = lse2_base + s * BM;
         const float* delta_t = delta_base + s * BM;
@@ -3002,7 +2972,17 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         fence_copies_for_tensor_cores();
       }
       if constexpr (kFusedDq) {
-        issue_dq(this_tile);
+        // this tile's dq chunk of dq_accum (read before the stage goes back)
+        const int64_t chunk =
+            (b * geo.heads_q + stage_tiles[s].head) * dq_accum_tiles(geo.tq) + m0 / BM;
+        // dq = ds k, once both halves of ds^T are stored; while it runs, this
+        // consumer's previous bulk reduction waited for until it has read the
+        // dq half in shared memory (one thread waits, the barrier tells all)
+        both_consumers_barrier();
+        wgmma_issue_ds_k_half<T, D>(acc_dq, ds_pair, tile_k, consumer);
+        warpgroup_commit();
+        if (wg_thread == 0) bulk_wait_reads();
+        warpgroup_barrier_of(consumer);
         warpgroup_wait_all();  // dv's, dk's and dq's products
         pin_registers(acc_dv);
         pin_registers(a_p);
@@ -3011,7 +2991,16 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         pin_registers(acc_dq);
         // the stage back before the bulk reduction (dq reads only ds and the block's k)
         barrier_arrive(free_stage(s), lane == 0);
-        add_dq(this_tile);
+        // the dq half into shared memory, and one thread's bulk reduction of it
+        float* const part = dq_half_base + consumer * kDqHalfFloats;
+        store_dq_half<D>(part, acc_dq, wg_thread);
+        fence_copies_for_tensor_cores();  // the stores, to the bulk copy's reads
+        warpgroup_barrier_of(consumer);
+        if (wg_thread == 0) {
+          bulk_reduce_add_f32(
+              dq_accum + chunk * dq_accum_chunk_floats<D>() + consumer * kDqHalfFloats, part,
+              kDqHalfFloats * sizeof(float));
+        }
       } else {
         warpgroup_wait_all();
         pin_registers(acc_dv);
