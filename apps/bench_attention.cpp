@@ -22,6 +22,8 @@
 //   liger ws ping-pong  "liger ws" with every pass's products overlapped
 //   liger ws dq-pass  "liger ws" with dq as its own pass (as "liger tma"), not fused
 //              into the dk/dv pass
+//   liger ws q64  "liger ws" with the fused dq's query tiles of 64 rows at head_dim 64
+//              (the default there: 128)
 //   cudnn      ATen SDPA with only the cuDNN backend enabled (plain causal)
 //   flash      ATen SDPA with only its flash backend enabled (plain causal)
 //   composite  the exact query chunks (the variants SDPA cannot mask)
@@ -125,6 +127,7 @@ const std::vector<std::string> kImpls = {"liger",
                                          "liger ws overlap",
                                          "liger ws ping-pong",
                                          "liger ws dq-pass",
+                                         "liger ws q64",
                                          "cudnn",
                                          "flash",
                                          "composite"};
@@ -199,14 +202,18 @@ AttentionFn sdpa_only(bool cudnn) {
 // set for one measurement and restored after it.
 class ScopedAttentionSettings {
  public:
-  ScopedAttentionSettings(bool wgmma, bool tma, int schedule, int warp_specialized, bool fused_dq)
+  ScopedAttentionSettings(bool wgmma, bool tma, int schedule, int warp_specialized, bool fused_dq,
+                          int fused_dq_query_rows)
       : forward_wgmma_(kernels::cuda::set_attention_forward_wgmma(wgmma)),
         backward_wgmma_(kernels::cuda::set_attention_backward_wgmma(wgmma)),
         tma_(kernels::cuda::set_attention_tma(tma)),
         schedule_(kernels::cuda::set_attention_wgmma_schedule(schedule)),
         warp_specialized_(kernels::cuda::set_attention_warp_specialized(warp_specialized)),
-        fused_dq_(kernels::cuda::set_attention_fused_dq(fused_dq)) {}
+        fused_dq_(kernels::cuda::set_attention_fused_dq(fused_dq)),
+        fused_dq_query_rows_(
+            kernels::cuda::set_attention_fused_dq_query_rows(fused_dq_query_rows)) {}
   ~ScopedAttentionSettings() {
+    kernels::cuda::set_attention_fused_dq_query_rows(fused_dq_query_rows_);
     kernels::cuda::set_attention_fused_dq(fused_dq_);
     kernels::cuda::set_attention_warp_specialized(warp_specialized_);
     kernels::cuda::set_attention_wgmma_schedule(schedule_);
@@ -221,6 +228,7 @@ class ScopedAttentionSettings {
   bool forward_wgmma_, backward_wgmma_, tma_;
   int schedule_, warp_specialized_;
   bool fused_dq_;
+  int fused_dq_query_rows_;
 };
 
 int64_t allocated(bool peak) {
@@ -326,7 +334,7 @@ int run_attention_bench(const AttentionBenchOptions& options) {
              {"liger cp.async", "liger cp.async one-at-a-time", "liger cp.async overlap",
               "liger mma.sync", "liger tma", "liger tma one-at-a-time", "liger tma overlap",
               "liger ws", "liger ws one-at-a-time", "liger ws overlap", "liger ws ping-pong",
-              "liger ws dq-pass"}) {
+              "liger ws dq-pass", "liger ws q64"}) {
           impls.push_back({path, [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                              return kernels::cuda::flash_attention(a, b, c, o);
                            }});
@@ -365,7 +373,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
           settings.emplace(/*wgmma=*/name != "liger mma.sync",
                            /*tma=*/name.rfind("liger tma", 0) == 0 || warp_specialized, schedule,
                            warp_specialized ? 1 : 0,
-                           /*fused_dq=*/name != "liger ws dq-pass");
+                           /*fused_dq=*/name != "liger ws dq-pass",
+                           /*fused_dq_query_rows=*/name == "liger ws q64" ? 64 : 0);
         }
         try {
           r = measure(fn, q, k, v, options.warmup, options.reps);

@@ -231,6 +231,12 @@ bool set_attention_fused_dq(bool on) {
   return launch::set_attention_fused_dq(on);
 }
 
+int set_attention_fused_dq_query_rows(int rows) {
+  TORCH_CHECK(rows == 0 || rows == 64 || rows == 128,
+              "set_attention_fused_dq_query_rows: 0 (measured), 64 or 128, not ", rows);
+  return launch::set_attention_fused_dq_query_rows(rows);
+}
+
 int set_attention_wgmma_schedule(int schedule) {
   TORCH_CHECK(schedule >= 0 && schedule <= 3,
               "set_attention_wgmma_schedule: 0 (measured), 1 (one at a time), 2 (overlapped) or 3 "

@@ -1676,6 +1676,14 @@ struct WarpSpecializedRegisters {
   static constexpr int kConsumer = D == 64 ? 224 : 240;
   static_assert(128 * kProducer + 256 * kConsumer <= 3 * 128 * 168, "the block's registers");
 };
+// The warp-specialized dk/dv's: as above, but query tiles of 128 (BM) hold
+// twice the scores (s^T and dp^T 64 registers each), so its consumers take 240.
+template <int D, int BM>
+struct DkdvWarpSpecializedRegisters {
+  static constexpr int kProducer = BM == 128 ? 24 : WarpSpecializedRegisters<D>::kProducer;
+  static constexpr int kConsumer = BM == 128 ? 240 : WarpSpecializedRegisters<D>::kConsumer;
+  static_assert(128 * kProducer + 256 * kConsumer <= 3 * 128 * 168, "the block's registers");
+};
 
 // acc[64 x 128] = A B^T: A [64, D] (panels RA rows deep, the warpgroup's rows
 // from tile_a), B [128, D] (panels RB rows deep), in D / 16 steps of 16
@@ -2593,23 +2601,25 @@ __global__ void __launch_bounds__(kThreads)
 // The fused dq's steps (attention_dkdv_ws_kernel<kFusedDq>).
 //
 // A warp's ds^T fragments a_ds (rows: its keys 16 w + g and + 8; columns:
-// the tile's 64 queries) into the consumer's ds^T tile [64 keys, 64 queries]
-// as it lies in the accumulators: row r at 128 bytes, its 16-byte chunk c at
-// c ^ (r % 8) (the 128-byte swizzle the descriptors read). a_ds[kk] holds
-// (row g, columns 16 kk + 2 t4, + 1), (row g + 8, same), (row g, + 8), (row
-// g + 8, + 8). Within a warp the swizzle spreads the 8 rows of each store
-// over all banks.
-template <typename T>
-__device__ __forceinline__ void store_transposed_ds(T* ds, const uint32_t (&a_ds)[4][4], int warp,
+// the tile's 16 N queries) into the consumer's rows of the block's ds^T
+// [128 keys, 16 N queries] as it lies in the accumulators: per 64 queries a
+// panel [128 keys, 64 queries] (16 KiB apart), in it row r at 128 bytes, its
+// 16-byte chunk c at c ^ (r % 8) (the 128-byte swizzle the descriptors
+// read). a_ds[kk] holds (row g, columns 16 kk + 2 t4, + 1), (row g + 8,
+// same), (row g, + 8), (row g + 8, + 8). Within a warp the swizzle spreads
+// the 8 rows of each store over all banks.
+template <typename T, int N>
+__device__ __forceinline__ void store_transposed_ds(T* ds, const uint32_t (&a_ds)[N][4], int warp,
                                                     int g, int t4) {
   unsigned char* const bytes = reinterpret_cast<unsigned char*>(ds);
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < N; ++kk) {
+    unsigned char* const panel = bytes + (kk / 4) * 128 * 128;
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int row = warp * 16 + g + (e & 1) * 8;
-      const int chunk = 2 * kk + (e >> 1);  // 8 columns a chunk
-      *reinterpret_cast<uint32_t*>(bytes + row * 128 + ((chunk ^ (row % 8)) * 16) + t4 * 4) =
+      const int chunk = 2 * (kk % 4) + (e >> 1);  // 8 columns a chunk
+      *reinterpret_cast<uint32_t*>(panel + row * 128 + ((chunk ^ (row % 8)) * 16) + t4 * 4) =
           a_ds[kk][e];
     }
   }
@@ -2656,13 +2666,32 @@ __device__ __forceinline__ void wgmma_issue_ds_k_half(float (&acc)[D / 16][4], c
   }
 }
 
-// This thread's (t of its warpgroup) accumulators into its warpgroup's half
-// of the tile's dq in shared memory, in dq_accum's order (float4 stores, the
-// warp's 32 consecutive: no bank conflicts).
-template <int D>
-__device__ __forceinline__ void store_dq_half(float* part, const float (&acc)[D / 16][4], int t) {
+// acc[64 queries x 64] = ds k over the block's 128 keys for the 64 queries
+// of one panel of ds^T (the fused dq at head_dim 64 with query tiles of
+// 128: each consumer takes 64 of the queries and all of dq's columns): A =
+// the panel [128 keys, 64 queries] (MN-major), B = k [128 keys, 64] (the
+// block's one panel, MN-major), 8 steps of 16 keys (m64n64k16).
+template <typename T>
+__device__ __forceinline__ void wgmma_issue_ds_k_rows(float (&acc)[8][4], const T* ds_panel,
+                                                      const T* keys) {
+  pin_registers(acc);
+  warpgroup_fence();
 #pragma unroll
-  for (int j = 0; j < D / 16; ++j) {
+  for (int kk = 0; kk < 8; ++kk) {
+    wgmma_ss_m64n64k16_transposed<T>(acc, swizzled_descriptor(ds_panel + kk * 16 * 64),
+                                     swizzled_descriptor(keys + kk * 16 * 64), kk == 0 ? 0 : 1);
+  }
+}
+
+// This thread's (t of its warpgroup) accumulators [N n8 tiles] into its
+// warpgroup's part of the tile's dq in shared memory, in dq_accum's order
+// (float4 stores, the warp's 32 consecutive: no bank conflicts). N = D / 16:
+// a column half; N = D / 8 (64 queries, all columns): its two halves, as
+// acc[4 h + j] is half h's j-th (head_dim 64).
+template <int N>
+__device__ __forceinline__ void store_dq_part(float* part, const float (&acc)[N][4], int t) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
     reinterpret_cast<float4*>(part)[j * 128 + t] =
         make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
   }
@@ -2773,7 +2802,14 @@ __global__ void attention_dq_from_accumulator_kernel(const float* __restrict__ d
 // tile's softmax, measured 1.28-1.39x slower backward at head_dim 64 on an
 // H100, even with its products kept asynchronous, and its registers spill at
 // 128.)
-template <typename T, int D, int kStages, bool kFusedDq>
+//
+// BM: the query tiles' rows, 64, or 128 for the fused dq at head_dim 64
+// (FlashAttention-3's tile there): twice the work between the consumers'
+// barriers, s^T and dp^T as m64n128 products, dv's and dk's with 128-deep
+// k, the ds^T buffers two panels of 64 queries, and consumer c takes dq's
+// rows [64 c, 64 c + 64) over all columns (wgmma_issue_ds_k_rows): a whole
+// 64-query chunk of dq_accum a bulk reduction (none past Tq).
+template <typename T, int D, int kStages, bool kFusedDq, int BM>
 __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     attention_dkdv_ws_kernel(const float* __restrict__ lse, const float* __restrict__ delta,
                              T* __restrict__ dk, T* __restrict__ dv, float* __restrict__ dq_accum,
@@ -2783,7 +2819,10 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
                              const __grid_constant__ CUtensorMap v_map,
                              const __grid_constant__ CUtensorMap d_out_map) {
   static_assert(D == 64 || D == 128, "warp-specialized dk/dv: head_dim 64 or 128");
-  constexpr int BM = 64, BN = 128, kKeysPerConsumer = 64;
+  static_assert(BM == 64 || (BM == 128 && D == 64 && kFusedDq),
+                "warp-specialized dk/dv: query tiles of 64, or 128 for the fused dq at head_dim 64");
+  constexpr int BN = 128, kKeysPerConsumer = 64;
+  using Registers = DkdvWarpSpecializedRegisters<D, BM>;
   constexpr uint32_t kLandedArrivals = 32 + 2;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   __shared__ uint64_t barriers[1 + 2 * kStages];  // k and v; landed x kStages; free x kStages
@@ -2791,15 +2830,17 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   T* const tile_k = first_tile<T, true>(shared_bytes);
   T* const tile_v = tile_k + BN * D;
   T* const stages = tile_v + BN * D;  // stage s: q [BM, D], then d_out [BM, D]
-  // kFusedDq: ds^T buffers [64 keys, BM queries], buffer 2 b + c consumer c's
-  // of alternation b; then each consumer's half of a tile's dq [BM x D / 2] fp32
+  // kFusedDq: ds^T buffers [128 keys, BM queries] (BM / 64 panels; consumer
+  // c's keys rows 64 c ..), buffer b of alternation b; then each consumer's
+  // part of a tile's dq fp32: a column half of 64 queries (BM 64) or 64
+  // queries' every column (BM 128), BM x D / 2 floats either way
   T* const ds_base = stages + kStages * 2 * BM * D;
-  constexpr int kDsBuffers = kFusedDq ? 4 : 0;
-  float* const dq_half_base =
-      reinterpret_cast<float*>(ds_base + kDsBuffers * kKeysPerConsumer * BM);
-  constexpr int kDqHalfFloats = BM * D / 2;
+  constexpr int kDsBuffers = kFusedDq ? 2 : 0;
+  float* const dq_part_base =
+      reinterpret_cast<float*>(ds_base + kDsBuffers * 2 * kKeysPerConsumer * BM);
+  constexpr int kDqPartFloats = BM * D / 2;
   // each [kStages, BM]: the rows' lse (base 2), delta and document ids
-  float* const lse2_base = dq_half_base + (kFusedDq ? 2 * kDqHalfFloats : 0);
+  float* const lse2_base = dq_part_base + (kFusedDq ? 2 * kDqPartFloats : 0);
   float* const delta_base = lse2_base + kStages * BM;
   int64_t* const doc_base = reinterpret_cast<int64_t*>(delta_base + kStages * BM);
   uint64_t* const own_landed = barriers;
@@ -2829,7 +2870,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   const int warpgroup = threadIdx.x / kThreads;
   const int lane = threadIdx.x % 32;
   if (warpgroup == 0) {
-    warpgroup_release_registers<WarpSpecializedRegisters<D>::kProducer>();
+    warpgroup_release_registers<Registers::kProducer>();
     if (threadIdx.x >= 32) return;
     const bool issuer = lane == 0;
     tma_copy_rows<T, D, BN>(tile_k, &k_map, head_k, n0, static_cast<int>(b), own_landed, issuer);
@@ -2890,7 +2931,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     barrier_arrive(landed(s), issuer);
     return;
   }
-  warpgroup_claim_registers<WarpSpecializedRegisters<D>::kConsumer>();
+  warpgroup_claim_registers<Registers::kConsumer>();
 
   const int consumer = warpgroup - 1;
   const int warp = (threadIdx.x / 32) % 4;
@@ -2909,7 +2950,6 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   zero(acc_dv);
   int computed = 0;  // tiles the block computed (kFusedDq: the ds buffers alternate over them)
   const int wg_thread = threadIdx.x % kThreads;  // this thread in its warpgroup
-  float acc_dq[D / 16][4];  // kFusedDq: a tile's dq, columns [consumer D / 2, + D / 2)
   barrier_wait(own_landed, 0);
   for (int i = 0;; ++i) {
     const int s = ring_stage(i, kStages);
@@ -2924,16 +2964,21 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     if (computes) {
       uint32_t a_p[BM / 16][4];   // p rounded to T (cast)
       uint32_t a_ds[BM / 16][4];  // ds rounded to T (cast)
-      // kFusedDq: this tile's ds^T buffers (its 128 keys), this consumer's half
+      // kFusedDq: this tile's ds^T buffer (its 128 keys), this consumer's rows
       T* const ds_pair = ds_base + 2 * (computed % 2) * kKeysPerConsumer * BM;
-      [[maybe_unused]] T* const ds = ds_pair + consumer * kKeysPerConsumer * BM;
+      [[maybe_unused]] T* const ds = ds_pair + consumer * kKeysPerConsumer * 64;
       if (!vis.empty) {
         const float* lse2_t = lse2_base + s * BM;
         const float* delta_t = delta_base + s * BM;
         // p^T [16 keys x BM queries] per warp: s^T and dp^T in one group (overwritten: no zeros)
         float p[BM / 8][4], dp[BM / 8][4];
-        wgmma_issue_abt<T, D, true, BN, BM>(p, my_k, tile_q(s));
-        wgmma_issue_abt<T, D, true, BN, BM>(dp, my_v, tile_do(s));
+        if constexpr (BM == 128) {
+          wgmma_issue_scores_128<T, D, BN, BM>(p, my_k, tile_q(s));
+          wgmma_issue_scores_128<T, D, BN, BM>(dp, my_v, tile_do(s));
+        } else {
+          wgmma_issue_abt<T, D, true, BN, BM>(p, my_k, tile_q(s));
+          wgmma_issue_abt<T, D, true, BN, BM>(dp, my_v, tile_do(s));
+        }
         warpgroup_commit();
         warpgroup_wait_all();
         pin_registers(p);
@@ -2945,7 +2990,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         // dv += p^T d_out on the tensor cores while ds = p dp is formed, then dk += ds^T q
 #pragma unroll
         for (int kk = 0; kk < BM / 16; ++kk) pack_a_fragment<T>(p, kk, a_p[kk]);
-        wgmma_issue_fragments<T, D>(acc_dv, a_p, tile_do(s));
+        wgmma_issue_fragments<T, D, BM>(acc_dv, a_p, tile_do(s));
         warpgroup_commit();
 #pragma unroll
         for (int j = 0; j < BM / 8; ++j) {
@@ -2960,7 +3005,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
           store_transposed_ds(ds, a_ds, warp, g, t4);
           fence_copies_for_tensor_cores();  // the stores, to the tensor cores' reads
         }
-        wgmma_issue_fragments<T, D>(acc_dk, a_ds, tile_q(s));
+        wgmma_issue_fragments<T, D, BM>(acc_dk, a_ds, tile_q(s));
         warpgroup_commit();
       } else if constexpr (kFusedDq) {  // none of this consumer's keys seen: its ds^T is zero
 #pragma unroll
@@ -2972,14 +3017,25 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         fence_copies_for_tensor_cores();
       }
       if constexpr (kFusedDq) {
-        // this tile's dq chunk of dq_accum (read before the stage goes back)
-        const int64_t chunk =
-            (b * geo.heads_q + stage_tiles[s].head) * dq_accum_tiles(geo.tq) + m0 / BM;
+        // this consumer's chunk of dq_accum (64 queries; read before the
+        // stage goes back), and whether its queries are within Tq (BM 128)
+        const int64_t chunk = (b * geo.heads_q + stage_tiles[s].head) * dq_accum_tiles(geo.tq) +
+                              m0 / 64 + (BM == 128 ? consumer : 0);
+        const bool dq_rows = BM == 64 || m0 + 64 * consumer < geo.tq;
         // dq = ds k, once both halves of ds^T are stored; while it runs, this
         // consumer's previous bulk reduction waited for until it has read the
-        // dq half in shared memory (one thread waits, the barrier tells all)
+        // dq part in shared memory (one thread waits, the barrier tells all)
         both_consumers_barrier();
-        wgmma_issue_ds_k_half<T, D>(acc_dq, ds_pair, tile_k, consumer);
+        // this consumer's part of the tile's dq (BM 64: columns [consumer D / 2,
+        // + D / 2); BM 128: rows [64 consumer, + 64)); zeroed (the product
+        // overwrites it) so that no value of it lives from one tile to the next
+        float acc_dq[BM == 128 ? D / 8 : D / 16][4];
+        zero(acc_dq);
+        if constexpr (BM == 128) {
+          wgmma_issue_ds_k_rows<T>(acc_dq, ds_pair + consumer * 2 * kKeysPerConsumer * 64, tile_k);
+        } else {
+          wgmma_issue_ds_k_half<T, D>(acc_dq, ds_pair, tile_k, consumer);
+        }
         warpgroup_commit();
         if (wg_thread == 0) bulk_wait_reads();
         warpgroup_barrier_of(consumer);
@@ -2991,15 +3047,15 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         pin_registers(acc_dq);
         // the stage back before the bulk reduction (dq reads only ds and the block's k)
         barrier_arrive(free_stage(s), lane == 0);
-        // the dq half into shared memory, and one thread's bulk reduction of it
-        float* const part = dq_half_base + consumer * kDqHalfFloats;
-        store_dq_half<D>(part, acc_dq, wg_thread);
+        // the dq part into shared memory, and one thread's bulk reduction of it
+        float* const part = dq_part_base + consumer * kDqPartFloats;
+        store_dq_part(part, acc_dq, wg_thread);
         fence_copies_for_tensor_cores();  // the stores, to the bulk copy's reads
         warpgroup_barrier_of(consumer);
-        if (wg_thread == 0) {
-          bulk_reduce_add_f32(
-              dq_accum + chunk * dq_accum_chunk_floats<D>() + consumer * kDqHalfFloats, part,
-              kDqHalfFloats * sizeof(float));
+        if (wg_thread == 0 && dq_rows) {
+          bulk_reduce_add_f32(dq_accum + chunk * dq_accum_chunk_floats<D>() +
+                                  (BM == 64 ? consumer * kDqPartFloats : 0),
+                              part, kDqPartFloats * sizeof(float));
         }
       } else {
         warpgroup_wait_all();
@@ -3290,6 +3346,9 @@ std::atomic<int64_t> warp_specialized_launches{0};
 // With the warp-specialized dk/dv, dq in the same pass (set_attention_fused_dq):
 // on, measured faster (launchers.h).
 std::atomic<bool> fused_dq{true};
+// Its query tiles' rows at head_dim 64 (set_attention_fused_dq_query_rows):
+// 0 = measured (128), or 64 / 128.
+std::atomic<int> fused_dq_query_rows{0};
 
 // Whether the forward and dk/dv take the warp-specialized blocks: with
 // document masks the one-warpgroup blocks of 64 skip more of the pairs. (With
@@ -3393,22 +3452,26 @@ cudaError_t dkdv_for(const AttentionShape& a, const AttentionGrads& g, cudaStrea
 // Launches the warp-specialized dk/dv and returns true, or returns false
 // (nothing launched) where the driver refuses a tensor map; err: the launch's.
 // kFusedDq: dq too, into g.dq_accum (zeroed by the caller).
-template <typename T, int D, bool kFusedDq>
+// BM: the query tiles' rows (128 only for the fused dq at head_dim 64).
+template <typename T, int D, bool kFusedDq, int BM = 64>
 bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads& g,
                                   cudaStream_t stream, cudaError_t& err) {
-  constexpr int BM = 64, BN = 128;
+  constexpr int BN = 128;
   // Stages of a query tile's q and d_out (32 KiB at head_dim 128): four, with
   // k and v 192 KiB at 128 (two with the fused dq's 32 KiB of ds buffers and
-  // 32 KiB of dq halves: 195 KiB), 96 KiB at 64 (144 KiB fused); one block per SM.
-  constexpr int kStages = kFusedDq && D == 128 ? 2 : 4;
-  PassMaps maps;  // q and d_out in boxes of 64 rows, k and v in boxes of 128
+  // 32 KiB of dq halves: 195 KiB), 96 KiB at 64 (144 KiB fused); one block per
+  // SM. Query tiles of 128 at head_dim 64: two (64 KiB), with k, v, 64 KiB of
+  // ds buffers and 32 KiB of dq parts 197 KiB.
+  constexpr int kStages = kFusedDq && (D == 128 || BM == 128) ? 2 : 4;
+  PassMaps maps;  // q and d_out in boxes of BM rows, k and v in boxes of 128
   if (!tensor_maps<T, D>(maps, a, g.d_out, BM, BN)) return false;
   const size_t bytes =
       static_cast<size_t>(2 * BN + 2 * kStages * BM) * D * sizeof(T) +     // k, v, stages
-      (kFusedDq ? 4 * 64 * BM * sizeof(T) + BM * D * sizeof(float) : 0) +  // ds^T, dq halves
+      (kFusedDq ? 4 * 64 * BM * sizeof(T) + BM * D * sizeof(float) : 0) +  // ds^T, dq parts
       kStages * BM * (2 * sizeof(float) + sizeof(int64_t)) +               // lse, delta, ids
       1024;                                                                // to align the tiles
-  err = launch_tiles_of(kWarpSpecializedThreads, attention_dkdv_ws_kernel<T, D, kStages, kFusedDq>,
+  err = launch_tiles_of(kWarpSpecializedThreads,
+                        attention_dkdv_ws_kernel<T, D, kStages, kFusedDq, BM>,
                         tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream, a.lse, g.delta,
                         static_cast<T*>(g.dk), static_cast<T*>(g.dv), g.dq_accum, geometry_of(a),
                         mask_of(a), score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v,
@@ -3435,7 +3498,11 @@ bool backward_fused_dq(const AttentionShape& a, const AttentionGrads& g, cudaStr
   if (n == 0 || g.dq_accum == nullptr) return false;
   err = cudaMemsetAsync(g.dq_accum, 0, static_cast<size_t>(n) * sizeof(float), stream);
   if (err != cudaSuccess) return true;
-  if (!dkdv_warp_specialized_launch<T, D, true>(a, g, stream, err)) return false;
+  const bool wide = D == 64 && fused_dq_query_rows.load() != 64;
+  if (!(wide ? dkdv_warp_specialized_launch<T, D, true, D == 64 ? 128 : 64>(a, g, stream, err)
+             : dkdv_warp_specialized_launch<T, D, true, 64>(a, g, stream, err))) {
+    return false;
+  }
   if (err != cudaSuccess) return true;
   const int64_t threads = n / 4;
   attention_dq_from_accumulator_kernel<T, D>
@@ -3567,6 +3634,10 @@ int64_t attention_warp_specialized_launches() {
 
 bool set_attention_fused_dq(bool on) {
   return fused_dq.exchange(on);
+}
+
+int set_attention_fused_dq_query_rows(int rows) {
+  return fused_dq_query_rows.exchange(rows);
 }
 
 int64_t attention_backward_workspace_elems(const AttentionShape& a) {

@@ -117,6 +117,10 @@ int64_t attention_warp_specialized_launches();
 // dq inside the warp-specialized dk/dv pass (launch::set_attention_fused_dq):
 // for tests and liger-bench. Returns the previous setting.
 bool set_attention_fused_dq(bool on);
+// Its query tiles at head_dim 64 (launch::set_attention_fused_dq_query_rows):
+// 0 the measured choice, 64 or 128 rows. Returns the previous value; throws for
+// another value.
+int set_attention_fused_dq_query_rows(int rows);
 // The order of the warpgroup-MMA products (launch::set_attention_wgmma_schedule):
 // 0 where each was measured faster (the default), 1 one product at a time, 2
 // overlapped, 3 overlapped with the warp-specialized forward's consumers

@@ -459,6 +459,10 @@ int64_t attention_warp_specialized_launches();
 // differ from run to run); off, the dq pass is deterministic. Process-wide,
 // for tests and benchmarks; returns the previous setting.
 bool set_attention_fused_dq(bool on);
+// The fused dq's query tiles at head_dim 64: 64 rows, or 128 (FlashAttention-3's
+// tile: twice the products between the consumers' barriers); 0 = the measured
+// choice. Process-wide, for tests and benchmarks; returns the previous setting.
+int set_attention_fused_dq_query_rows(int rows);
 // The order of the products where the passes run on warpgroup MMA. overlapped:
 // FlashAttention-3's order in the forward (a tile's scores on the tensor cores
 // with the previous tile's o += p v, the softmax between); in dk/dv, dv's

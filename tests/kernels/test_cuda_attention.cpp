@@ -117,8 +117,10 @@ using TmaCopies = ScopedSetting<bool, cuda::set_attention_tma>;
 // consumer warpgroups per block): 0 neither, 1 both, 2 the default's choice.
 using WarpSpecializedPasses = ScopedSetting<int, cuda::set_attention_warp_specialized>;
 constexpr int kNoWarpSpecialized = 0, kBothWarpSpecialized = 1;
-// dq inside the warp-specialized dk/dv pass.
+// dq inside the warp-specialized dk/dv pass, and its query tiles' rows at
+// head_dim 64 (0: the default's choice, 64 or 128).
 using FusedDq = ScopedSetting<bool, cuda::set_attention_fused_dq>;
+using FusedDqQueryRows = ScopedSetting<int, cuda::set_attention_fused_dq_query_rows>;
 
 // Whether the current device runs the warpgroup-MMA kernels (compute capability 9.0).
 bool hopper_device() {
@@ -207,12 +209,15 @@ void check_case(const std::string& what, const Shape& s, const AttentionOptions&
       CHECK(cuda::attention_tma_launches() - tma_launches_before >= 1);
     }
   }
-  {
+  for (const int query_rows : {64, 128}) {
     // dq fused into the warp-specialized dk/dv pass (fp32 sums by bulk
-    // reductions), here also where documents apply.
+    // reductions), here also where documents apply; at head_dim 64 with
+    // query tiles of 64 and of 128 rows (head_dim 128 takes 64 either way).
     const WarpSpecializedPasses ws(kBothWarpSpecialized);
     const FusedDq fused(true);
-    const std::string what = "warp-specialized passes, fused dq";
+    const FusedDqQueryRows rows(query_rows);
+    const std::string what =
+        "warp-specialized passes, fused dq, query tiles " + std::to_string(query_rows);
     const int64_t launches_before = cuda::attention_warp_specialized_launches();
     const int64_t tma_launches_before = cuda::attention_tma_launches();
     compare_backends(name + what, reference, kernel, {q, k, v}, {true, true, true}, {"q", "k", "v"},
