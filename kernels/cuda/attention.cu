@@ -2809,7 +2809,7 @@ __global__ void attention_dq_from_accumulator_kernel(const float* __restrict__ d
 // k, the ds^T buffers two panels of 64 queries, and consumer c takes dq's
 // rows [64 c, 64 c + 64) over all columns (wgmma_issue_ds_k_rows): a whole
 // 64-query chunk of dq_accum a bulk reduction (none past Tq).
-template <typename T, int D, int kStages, bool kFusedDq, int BM>
+template <typename T, int D, int kStages, bool kFusedDq, int BM, bool kMayCap>
 __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     attention_dkdv_ws_kernel(const float* __restrict__ lse, const float* __restrict__ delta,
                              T* __restrict__ dk, T* __restrict__ dv, float* __restrict__ dq_accum,
@@ -2823,6 +2823,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
                 "warp-specialized dk/dv: query tiles of 64, or 128 for the fused dq at head_dim 64");
   constexpr int BN = 128, kKeysPerConsumer = 64;
   using Registers = DkdvWarpSpecializedRegisters<D, BM>;
+  if constexpr (!kMayCap) score.softcap = 0.f;  // known here: the softcap's code drops out
   constexpr uint32_t kLandedArrivals = 32 + 2;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   __shared__ uint64_t barriers[1 + 2 * kStages];  // k and v; landed x kStages; free x kStages
@@ -2941,8 +2942,9 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   const T* my_k = tile_k + kKeysPerConsumer * consumer * 64;
   const T* my_v = tile_v + kKeysPerConsumer * consumer * 64;
   const int key_lo = my_first + warp * 16 + g, key_hi = key_lo + 8;
-  const TransposedKeys my_keys{key_lo, key_hi, mask.key_document(key_lo),
-                               mask.key_document(key_hi)};
+  // (the keys' document ids read where a tile is masked, not kept in
+  // registers through the loop: at query tiles of 128 they would spill)
+  const TransposedKeys my_keys{key_lo, key_hi, 0, 0};
   const float factor = score.base2_factor();
 
   float acc_dk[D / 8][4], acc_dv[D / 8][4];
@@ -2993,13 +2995,23 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
           pin_registers(p);
           pin_registers(dp);
           score.to_base2_unit(p);  // u with s2 = factor u; masked ones -inf
-          if (!vis.full) mask_transposed_scores(p, mask, my_keys, m0, doc_base + s * BM, t4);
+          if (!vis.full) {
+            mask_transposed_scores(p, mask,
+                                   TransposedKeys{key_lo, key_hi, mask.key_document(key_lo),
+                                                  mask.key_document(key_hi)},
+                                   m0, doc_base + s * BM, t4);
+          }
           dp_minus_delta(dp, p, score, delta_t, t4);
           probabilities_from_lse(p, factor, lse2_t, t4);
         } else {
           warpgroup_wait_all_but_newest();  // s^T's products
           pin_registers(p);
-          if (!vis.full) mask_transposed_scores(p, mask, my_keys, m0, doc_base + s * BM, t4);
+          if (!vis.full) {
+            mask_transposed_scores(p, mask,
+                                   TransposedKeys{key_lo, key_hi, mask.key_document(key_lo),
+                                                  mask.key_document(key_hi)},
+                                   m0, doc_base + s * BM, t4);
+          }
           probabilities_from_lse(p, factor, lse2_t, t4);
           warpgroup_wait_all();
           pin_registers(dp);
@@ -3488,9 +3500,13 @@ bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads&
       (kFusedDq ? 4 * 64 * BM * sizeof(T) + BM * D * sizeof(float) : 0) +  // ds^T, dq parts
       kStages * BM * (2 * sizeof(float) + sizeof(int64_t)) +               // lse, delta, ids
       1024;                                                                // to align the tiles
-  err = launch_tiles_of(kWarpSpecializedThreads,
-                        attention_dkdv_ws_kernel<T, D, kStages, kFusedDq, BM>,
-                        tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream, a.lse, g.delta,
+  // Query tiles of 128: a kernel without the softcap's code where none
+  // applies (fewer registers: they spill there)
+  auto kernel = attention_dkdv_ws_kernel<T, D, kStages, kFusedDq, BM, true>;
+  if constexpr (BM == 128) {
+    if (a.softcap <= 0.f) kernel = attention_dkdv_ws_kernel<T, D, kStages, kFusedDq, BM, false>;
+  }
+  err = launch_tiles_of(kWarpSpecializedThreads, kernel, tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream, a.lse, g.delta,
                         static_cast<T*>(g.dk), static_cast<T*>(g.dv), g.dq_accum, geometry_of(a),
                         mask_of(a), score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v,
                         maps.d_out);
