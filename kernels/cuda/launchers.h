@@ -461,7 +461,9 @@ int64_t attention_warp_specialized_launches();
 bool set_attention_fused_dq(bool on);
 // The fused dq's query tiles at head_dim 64: 64 rows, or 128 (FlashAttention-3's
 // tile: twice the products between the consumers' barriers); 0 = the measured
-// choice. Process-wide, for tests and benchmarks; returns the previous setting.
+// choice, 128 (on an H100 at 8192 tokens forward + backward 1.11x faster causal,
+// 1.08x with a window, 1.06x with softcap 50 + window). Process-wide, for tests
+// and benchmarks; returns the previous setting.
 int set_attention_fused_dq_query_rows(int rows);
 // The order of the products where the passes run on warpgroup MMA. overlapped:
 // FlashAttention-3's order in the forward (a tile's scores on the tensor cores
