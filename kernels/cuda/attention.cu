@@ -2819,8 +2819,9 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
                              const __grid_constant__ CUtensorMap v_map,
                              const __grid_constant__ CUtensorMap d_out_map) {
   static_assert(D == 64 || D == 128, "warp-specialized dk/dv: head_dim 64 or 128");
-  static_assert(BM == 64 || (BM == 128 && D == 64 && kFusedDq),
-                "warp-specialized dk/dv: query tiles of 64, or 128 for the fused dq at head_dim 64");
+  static_assert(
+      BM == 64 || (BM == 128 && D == 64 && kFusedDq),
+      "warp-specialized dk/dv: query tiles of 64, or 128 for the fused dq at head_dim 64");
   constexpr int BN = 128, kKeysPerConsumer = 64;
   using Registers = DkdvWarpSpecializedRegisters<D, BM>;
   if constexpr (!kMayCap) score.softcap = 0.f;  // known here: the softcap's code drops out
@@ -2972,7 +2973,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       if (!vis.empty) {
         const float* lse2_t = lse2_base + s * BM;
         const float* delta_t = delta_base + s * BM;
-        // p^T [16 keys x BM queries] per warp: s^T and dp^T in one group (overwritten: no zeros)
+        // p^T [16 keys x BM queries] per warp, s^T and dp^T (overwritten: no zeros)
         float p[BM / 8][4], dp[BM / 8][4];
         // s^T and dp^T as two groups: without a softcap, at query tiles of
         // 64, p is formed while dp^T's product still runs (head_dim 128:
@@ -3506,10 +3507,10 @@ bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads&
   if constexpr (BM == 128) {
     if (a.softcap <= 0.f) kernel = attention_dkdv_ws_kernel<T, D, kStages, kFusedDq, BM, false>;
   }
-  err = launch_tiles_of(kWarpSpecializedThreads, kernel, tiles_grid(a.tk, BN, a.heads_k, a.batch), bytes, stream, a.lse, g.delta,
-                        static_cast<T*>(g.dk), static_cast<T*>(g.dv), g.dq_accum, geometry_of(a),
-                        mask_of(a), score_transform(a.scale, a.softcap), maps.q, maps.k, maps.v,
-                        maps.d_out);
+  err = launch_tiles_of(kWarpSpecializedThreads, kernel, tiles_grid(a.tk, BN, a.heads_k, a.batch),
+                        bytes, stream, a.lse, g.delta, static_cast<T*>(g.dk), static_cast<T*>(g.dv),
+                        g.dq_accum, geometry_of(a), mask_of(a), score_transform(a.scale, a.softcap),
+                        maps.q, maps.k, maps.v, maps.d_out);
   if (err == cudaSuccess) ++warp_specialized_launches;
   return true;
 }
@@ -3532,11 +3533,13 @@ bool backward_fused_dq(const AttentionShape& a, const AttentionGrads& g, cudaStr
   if (n == 0 || g.dq_accum == nullptr) return false;
   err = cudaMemsetAsync(g.dq_accum, 0, static_cast<size_t>(n) * sizeof(float), stream);
   if (err != cudaSuccess) return true;
+  // query tiles of 128 at head_dim 64 unless set to 64
+  constexpr int kWideRows = D == 64 ? 128 : 64;
   const bool wide = D == 64 && fused_dq_query_rows.load() != 64;
-  if (!(wide ? dkdv_warp_specialized_launch<T, D, true, D == 64 ? 128 : 64>(a, g, stream, err)
-             : dkdv_warp_specialized_launch<T, D, true, 64>(a, g, stream, err))) {
-    return false;
-  }
+  const bool launched = wide
+                            ? dkdv_warp_specialized_launch<T, D, true, kWideRows>(a, g, stream, err)
+                            : dkdv_warp_specialized_launch<T, D, true, 64>(a, g, stream, err);
+  if (!launched) return false;
   if (err != cudaSuccess) return true;
   const int64_t threads = n / 4;
   attention_dq_from_accumulator_kernel<T, D>
