@@ -2233,6 +2233,11 @@ struct TransposedKeys {
   int key_lo, key_hi;
   int64_t doc_lo, doc_hi;
 };
+// A thread's keys lo and hi = lo + 8, with their document ids (0 without documents).
+__device__ __forceinline__ TransposedKeys transposed_keys(const Mask& mask, int key_lo) {
+  return TransposedKeys{key_lo, key_lo + 8, mask.key_document(key_lo),
+                        mask.key_document(key_lo + 8)};
+}
 // A thread's rows of dk (times the scale) and dv (its keys lo and hi, columns
 // 8 d + 2 t4 and + 1) rounded to T (cast) into [B, Tk, Hk, D]; keys past Tk
 // are left alone. kDk / kDv: which of the two the accumulators hold.
@@ -2450,9 +2455,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   // This thread's two keys (rows g and g + 8 of its warp's 16).
-  const int key_lo = n0 + warp * 16 + g, key_hi = key_lo + 8;
-  const TransposedKeys my_keys{key_lo, key_hi, mask.key_document(key_lo),
-                               mask.key_document(key_hi)};
+  const TransposedKeys my_keys = transposed_keys(mask, n0 + warp * 16 + g);
   // Query rows that may see a key of the tile.
   const int k_last = n0 + BN - 1;
   const QueryTileWalk<BM> walk(mask, n0, k_last, geo);
@@ -2997,10 +3000,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
           pin_registers(dp);
           score.to_base2_unit(p);  // u with s2 = factor u; masked ones -inf
           if (!vis.full) {
-            mask_transposed_scores(p, mask,
-                                   TransposedKeys{key_lo, key_hi, mask.key_document(key_lo),
-                                                  mask.key_document(key_hi)},
-                                   m0, doc_base + s * BM, t4);
+            mask_transposed_scores(p, mask, transposed_keys(mask, key_lo), m0, doc_base + s * BM,
+                                   t4);
           }
           dp_minus_delta(dp, p, score, delta_t, t4);
           probabilities_from_lse(p, factor, lse2_t, t4);
@@ -3008,10 +3009,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
           warpgroup_wait_all_but_newest();  // s^T's products
           pin_registers(p);
           if (!vis.full) {
-            mask_transposed_scores(p, mask,
-                                   TransposedKeys{key_lo, key_hi, mask.key_document(key_lo),
-                                                  mask.key_document(key_hi)},
-                                   m0, doc_base + s * BM, t4);
+            mask_transposed_scores(p, mask, transposed_keys(mask, key_lo), m0, doc_base + s * BM,
+                                   t4);
           }
           probabilities_from_lse(p, factor, lse2_t, t4);
           warpgroup_wait_all();
