@@ -226,6 +226,12 @@ using FusedLinearPreferenceFn = PreferenceLossResult (*)(const Tensor& hidden, c
 // Attention
 // ---------------------------------------------------------------------------
 
+// Who serves attention that SDPA can mask (no window, softcap or documents)
+// where our kernel can too (cuda, bf16/fp16): ATen's SDPA (cuDNN / flash),
+// our flash kernel, or the one measured faster at the shape on an H100
+// (kernels/cuda/attention.cpp says where).
+enum class PlainAttention { measured, sdpa, liger };
+
 struct AttentionOptions {
   bool causal = true;
   double scale = 0.0;          // 0: 1/sqrt(D)
@@ -234,6 +240,7 @@ struct AttentionOptions {
   // [B, T] int64 or undefined: packed sequences; a query attends only to keys
   // of its own document (block-diagonal causal mask). Needs Tq == Tk.
   Tensor document_ids;
+  PlainAttention plain = PlainAttention::measured;  // only the cuda backend reads it
 };
 
 // q: [B, T, Hq, D], k, v: [B, T, Hk, D] with Hq % Hk == 0 (GQA). Returns [B, T, Hq, D].

@@ -211,6 +211,7 @@ KernelSet resolve_kernels(const KernelToggles& toggles, c10::Device device, c10:
     set.selections_.push_back(std::move(selection));
   }
   set.tuned_head_gemm_ = set.backend(Op::tuned_gemm) == Backend::cuda;
+  set.plain_attention_ = toggles.plain_attention;
   return set;
 }
 

@@ -52,6 +52,8 @@ struct KernelToggles {
   // timing at first use (cuda); off: ATen's mm. Results may differ in the
   // last bits from run to run (the choice depends on timing).
   bool tuned_gemm = false;
+  // On cuda, who serves attention that SDPA can mask (AttentionOptions::plain).
+  PlainAttention plain_attention = PlainAttention::measured;
   bool strict = false;
 
   // Everything off: the reference path (the baseline of convergence runs).
@@ -137,9 +139,13 @@ class KernelSet {
     return kernels_.fused_linear_preference(hidden, weight, labels, sequence, reference_logps,
                                             options);
   }
+  // options.plain follows kernels.plain_attention (the caller leaves it unset).
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                    const AttentionOptions& options) const {
-    return kernels_.attention(q, k, v, options);
+    if (options.plain == plain_attention_) return kernels_.attention(q, k, v, options);
+    AttentionOptions chosen = options;
+    chosen.plain = plain_attention_;
+    return kernels_.attention(q, k, v, chosen);
   }
   // The sparse MoE block (see ops.h MoeFn).
   MoeOutput moe(const Tensor& x, const Tensor& router, const Tensor& gate_up, const Tensor& down,
@@ -174,6 +180,7 @@ class KernelSet {
   bool use_flce_ = false;
   bool fuse_qk_norm_ = false;
   bool tuned_head_gemm_ = false;  // tuned_gemm served by cuda: the fused loss's GEMMs too
+  PlainAttention plain_attention_ = PlainAttention::measured;
 };
 
 // Resolves every op for the device and compute dtype. Throws

@@ -113,6 +113,16 @@ struct EnumNames<FlceMode> {
                                                  {FlceMode::lean, "lean"}};
 };
 
+// kernels.plain_attention: who serves attention without a window, softcap or
+// documents on cuda (kernels::PlainAttention).
+enum class PlainAttention { measured, sdpa, liger };
+template <>
+struct EnumNames<PlainAttention> {
+  static constexpr EnumName<PlainAttention> names[] = {{PlainAttention::measured, "measured"},
+                                                       {PlainAttention::sdpa, "sdpa"},
+                                                       {PlainAttention::liger, "liger"}};
+};
+
 // training.objective: supervised fine-tuning, or a preference objective on
 // chosen/rejected pairs (docs/preference.md).
 enum class Objective { sft, dpo, orpo, simpo };

@@ -204,6 +204,10 @@ kernels::KernelToggles kernel_toggles(const config::KernelsSection& k) {
   t.attention = k.attention;
   t.moe = k.moe;
   t.tuned_gemm = k.tuned_gemm;
+  t.plain_attention =
+      k.plain_attention == config::PlainAttention::sdpa    ? kernels::PlainAttention::sdpa
+      : k.plain_attention == config::PlainAttention::liger ? kernels::PlainAttention::liger
+                                                           : kernels::PlainAttention::measured;
   t.strict = k.strict;
   return t;
 }

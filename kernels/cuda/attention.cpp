@@ -260,10 +260,22 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                        options.softcap);
 }
 
+namespace {
+// Where SDPA can mask the variant: whether our kernel serves it instead
+// (AttentionOptions::plain; measured: where launch::attention_faster_than_sdpa).
+bool ours_for_plain(const Tensor& q, const Tensor& k, const Tensor& v,
+                    const AttentionOptions& options) {
+  if (options.plain == PlainAttention::sdpa || !flash_attention_serves(q, k, v)) return false;
+  if (options.plain == PlainAttention::liger) return true;
+  const c10::cuda::CUDAGuard guard(q.device());  // the device the rule asks about
+  return launch::attention_faster_than_sdpa(q.size(3), q.size(1), k.size(1), options.causal);
+}
+}  // namespace
+
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
                  const AttentionOptions& options) {
   checks::attention_args(q, k, v, options);
-  if (reference::sdpa_serves(q, k, options)) {
+  if (reference::sdpa_serves(q, k, options) && !ours_for_plain(q, k, v, options)) {
     note_served("ATen SDPA (cuDNN / flash)", q, k, options);
     return reference::attention(q, k, v, options);
   }

@@ -3688,6 +3688,14 @@ bool attention_supported(int64_t head_dim, DType dtype) {
   return (head_dim == 64 || head_dim == 128 || head_dim == 256) && dtype != DType::f32;
 }
 
+bool attention_faster_than_sdpa(int64_t head_dim, int64_t tq, int64_t tk, bool causal) {
+  const bool warp_specialized_on =
+      static_cast<WarpSpecialized>(warp_specialized.load()) != WarpSpecialized::off;
+  return causal && tq == tk && head_dim == 64 && tq >= kFasterThanSdpaTokens &&
+         warp_specialized_on && fused_dq.load() && use_wgmma(forward_wgmma) &&
+         use_wgmma(backward_wgmma);
+}
+
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t) {
   return 4 * batch * ((t + kSegment - 1) / kSegment);  // the ranges, then the bounds
 }

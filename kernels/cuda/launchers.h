@@ -398,6 +398,14 @@ struct AttentionShape {
 };
 // Whether the kernels take this head_dim and dtype (64, 128 or 256; bf16 or f16).
 bool attention_supported(int64_t head_dim, DType dtype);
+// Whether our passes, as set now on this device, were measured faster than
+// cuDNN's SDPA for attention without a window, softcap or documents (forward
+// + backward, liger-bench --op attention on an H100; docs/kernels.md): causal
+// self-attention at head_dim 64 from kFasterThanSdpaTokens tokens per sequence,
+// with the warp-specialized passes and the fused dq on a compute-capability
+// 9.0 device. cuDNN stays faster at head_dim 128 and for shorter sequences.
+constexpr int64_t kFasterThanSdpaTokens = 8192;
+bool attention_faster_than_sdpa(int64_t head_dim, int64_t tq, int64_t tk, bool causal);
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t);
 // Fills `workspace` (attention_document_ranges_elems(B, T) int64) as the
 // passes do before they run: [B, S, 2] ranges, then [B, S, 2] bounds (first

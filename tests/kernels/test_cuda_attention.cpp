@@ -8,7 +8,9 @@
 // Skips without a CUDA device.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/document_bounds.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/reference/reference.h"
+#include "kernels/registry.h"
 #include "tests/catch.h"
 #include "tests/kernels/test_utils.h"
 
@@ -24,6 +26,7 @@
 namespace ref = liger::kernels::reference;
 namespace cuda = liger::kernels::cuda;
 using liger::kernels::AttentionOptions;
+using liger::kernels::PlainAttention;
 using liger::kernels::test::compare_backends;
 using liger::kernels::test::OpFn;
 using liger::kernels::test::Tolerance;
@@ -404,4 +407,45 @@ TEST_CASE("flash attention: the backend routes each variant") {
   };
   const auto a = grads(), b = grads();
   for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
+}
+
+TEST_CASE("flash attention: plain causal goes to SDPA or to our kernel as asked") {
+  if (!have_cuda()) return;
+  const bool hopper = at::cuda::getCurrentDeviceProperties()->major == 9 &&
+                      at::cuda::getCurrentDeviceProperties()->minor == 0;
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  // run(plain, q, k): the output, and whether our forward ran (its
+  // warp-specialized launch is counted on a compute-capability 9.0 device)
+  auto run = [&](PlainAttention plain, const Tensor& q, const Tensor& k) {
+    AttentionOptions options;
+    options.plain = plain;
+    const int64_t before = cuda::attention_warp_specialized_launches();
+    const Tensor out = cuda::attention(q, k, k, options).to(torch::kFloat);
+    return std::make_pair(out, cuda::attention_warp_specialized_launches() > before);
+  };
+  for (int64_t d : {64, 128}) {
+    CAPTURE(d);
+    const Tensor q = torch::randn({1, 300, 4, d}, opts), k = torch::randn({1, 300, 2, d}, opts);
+    const auto [by_sdpa, sdpa_ours] = run(PlainAttention::sdpa, q, k);
+    const auto [by_liger, liger_ours] = run(PlainAttention::liger, q, k);
+    CHECK_FALSE(sdpa_ours);
+    if (hopper) CHECK(liger_ours);
+    CHECK(torch::allclose(by_liger, by_sdpa, 2e-2, 2e-2));
+    // measured: ours only at head_dim 64 from kFasterThanSdpaTokens tokens
+    // (on a compute-capability 9.0 device)
+    CHECK_FALSE(run(PlainAttention::measured, q, k).second);
+    const int64_t t = liger::cuda_kernels::kFasterThanSdpaTokens;
+    const Tensor q_long = torch::randn({1, t, 2, d}, opts);
+    const Tensor k_long = torch::randn({1, t, 1, d}, opts);
+    CHECK(run(PlainAttention::measured, q_long, k_long).second == (hopper && d == 64));
+  }
+  // kernels.plain_attention reaches the op through the registry's kernel set
+  liger::kernels::KernelToggles toggles;
+  toggles.plain_attention = PlainAttention::liger;
+  const liger::kernels::KernelSet set =
+      liger::kernels::resolve_kernels(toggles, torch::kCUDA, torch::kBFloat16);
+  const Tensor q = torch::randn({1, 100, 2, 64}, opts), k = torch::randn({1, 100, 1, 64}, opts);
+  const int64_t before = cuda::attention_warp_specialized_launches();
+  set.attention(q, k, k, AttentionOptions{});
+  if (hopper) CHECK(cuda::attention_warp_specialized_launches() > before);
 }
