@@ -137,6 +137,9 @@ void check_filters(const AttentionBenchOptions& o) {
     throw std::invalid_argument("--tokens: 64 to 65536 tokens per sequence, got " +
                                 std::to_string(o.tokens));
   }
+  if (o.batch < 1 || o.batch > 64) {
+    throw std::invalid_argument("--batch: 1 to 64 sequences, got " + std::to_string(o.batch));
+  }
   if (o.documents < 1 || o.documents > o.tokens) {
     throw std::invalid_argument("--documents: 1 to --tokens (" + std::to_string(o.tokens) +
                                 ") documents per sequence, got " + std::to_string(o.documents));
@@ -302,7 +305,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
   const std::vector<Shape> shapes = chosen_shapes(options);
   const std::vector<Variant> variants = chosen_variants(options);
   std::cout << "device: " << at::cuda::getCurrentDeviceProperties()->name << ", " << options.dtype
-            << ", median of " << options.reps << " after " << options.warmup << " warm-up\n";
+            << ", " << options.batch << " x " << options.tokens << " tokens, median of "
+            << options.reps << " after " << options.warmup << " warm-up\n";
   char line[512];
   std::snprintf(line, sizeof line, "%-10s %-26s %-19s %9s %9s %10s %10s %9s\n", "shape", "variant",
                 "impl", "fwd ms", "f+b ms", "fwd TF/s", "f+b TF/s", "peak MiB");
@@ -310,9 +314,10 @@ int run_attention_bench(const AttentionBenchOptions& options) {
   std::vector<Row> rows;
   for (const Shape& s : shapes) {
     torch::manual_seed(0);
-    const Tensor q = torch::randn({1, s.t, s.heads_q, s.head_dim}, topts);
-    const Tensor k = torch::randn({1, s.t, s.heads_k, s.head_dim}, topts);
-    const Tensor v = torch::randn({1, s.t, s.heads_k, s.head_dim}, topts);
+    const int64_t batch = options.batch;
+    const Tensor q = torch::randn({batch, s.t, s.heads_q, s.head_dim}, topts);
+    const Tensor k = torch::randn({batch, s.t, s.heads_k, s.head_dim}, topts);
+    const Tensor v = torch::randn({batch, s.t, s.heads_k, s.head_dim}, topts);
     for (const Variant& var : variants) {
       AttentionOptions o;
       o.sliding_window = var.window;
@@ -320,10 +325,10 @@ int run_attention_bench(const AttentionBenchOptions& options) {
       if (var.documents > 0) {
         const int64_t len = (s.t + var.documents - 1) / var.documents;
         o.document_ids =
-            torch::arange(s.t, topts.dtype(torch::kLong)).div(len, "floor").unsqueeze(0);
+            torch::arange(s.t, topts.dtype(torch::kLong)).div(len, "floor").repeat({batch, 1});
       }
       const double flops_fwd =
-          4.0 * static_cast<double>(s.head_dim) * s.heads_q * visible_pairs(s.t, var);
+          4.0 * static_cast<double>(s.head_dim) * s.heads_q * batch * visible_pairs(s.t, var);
       std::vector<std::pair<std::string, AttentionFn> > impls;
       impls.push_back({"liger", [o](const Tensor& a, const Tensor& b, const Tensor& c) {
                          return kernels::cuda::flash_attention(a, b, c, o);
@@ -400,6 +405,8 @@ int run_attention_bench(const AttentionBenchOptions& options) {
     nlohmann::json j;
     j["device"] = at::cuda::getCurrentDeviceProperties()->name;
     j["dtype"] = options.dtype;
+    j["batch"] = options.batch;
+    j["tokens"] = options.tokens;
     j["rows"] = nlohmann::json::array();
     for (const Row& r : rows) {
       j["rows"].push_back({{"shape", r.shape},

@@ -16,7 +16,8 @@ struct AttentionBenchOptions {
   // window, softcap, documents; impls: the table's impl names.
   std::vector<std::string> shapes, variants, impls;
   int documents = 8;      // documents per sequence of the documents variant
-  int64_t tokens = 8192;  // the sequence length (one sequence a measurement)
+  int64_t tokens = 8192;  // the sequence length
+  int64_t batch = 1;      // sequences per measurement
 };
 
 // Prints the table (and writes the JSON); returns the exit code.

@@ -694,6 +694,7 @@ int run(int argc, char** argv) {
   std::string shape_filter, variant_filter, impl_filter;
   int documents = 8;
   int64_t tokens = 8192;
+  int64_t batch = 1;
   app.add_option("--shape", shape_filter,
                  "--op attention: shapes, comma separated: llama3-8b, llama3-1b (default both)");
   app.add_option("--variant", variant_filter,
@@ -705,11 +706,13 @@ int run(int argc, char** argv) {
   app.add_option("--documents", documents,
                  "--op attention: documents per sequence of the documents variant (default 8)");
   app.add_option("--tokens", tokens, "--op attention: tokens per sequence (default 8192)");
+  app.add_option("--batch", batch, "--op attention: sequences per measurement (default 1)");
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<std::string> ops = split(op_filter);
   const bool attention_only = ops.size() == 1 && ops[0] == "attention";
-  for (const char* flag : {"--shape", "--variant", "--impl", "--documents", "--tokens"}) {
+  for (const char* flag :
+       {"--shape", "--variant", "--impl", "--documents", "--tokens", "--batch"}) {
     if (app.count(flag) > 0 && !attention_only) {
       throw std::invalid_argument(std::string(flag) + " applies to --op attention alone");
     }
@@ -725,6 +728,7 @@ int run(int argc, char** argv) {
     o.impls = split(impl_filter);
     o.documents = documents;
     o.tokens = tokens;
+    o.batch = batch;
     return liger::bench::run_attention_bench(o);
   }
   const std::vector<OpSpec> table = op_table();

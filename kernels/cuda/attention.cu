@@ -2426,10 +2426,10 @@ __global__ void __launch_bounds__(kThreads)
   auto tile_delta = [&](int buf) { return delta_base + buf * BM; };
   auto tile_doc = [&](int buf) { return doc_base + buf * BM; };
 
-  // the first, heaviest key tiles first (tile_order.h)
-  const int heads_k = static_cast<int>(geo.heads_k);
-  const TilePlace place = tile_of_block(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
-                                        heads_k, min(kKeyValueHeadsPerGroup, heads_k), false);
+  // the first, heaviest key tiles first, over all heads and batch rows (tile_order.h)
+  const TilePlace place =
+      tile_of_block_by_rank(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
+                            static_cast<int>(geo.heads_k), static_cast<int>(geo.batch), false);
   const int n0 = place.tile * BN, head_k = place.head;
   const int64_t b = place.batch;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -2855,10 +2855,10 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
   auto landed = [&](int s) { return barriers + 1 + s; };
   auto free_stage = [&](int s) { return barriers + 1 + kStages + s; };
 
-  // the first, heaviest key tiles first (tile_order.h)
-  const int heads_k = static_cast<int>(geo.heads_k);
-  const TilePlace place = tile_of_block(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
-                                        heads_k, min(kKeyValueHeadsPerGroup, heads_k), false);
+  // the first, heaviest key tiles first, over all heads and batch rows (tile_order.h)
+  const TilePlace place =
+      tile_of_block_by_rank(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
+                            static_cast<int>(geo.heads_k), static_cast<int>(geo.batch), false);
   const int n0 = place.tile * BN, head_k = place.head;
   const int64_t b = place.batch;
   mask.select_batch_row(b);

@@ -17,6 +17,7 @@
 
 using liger::cuda_kernels::kKeyValueHeadsPerGroup;
 using liger::cuda_kernels::tile_of_block;
+using liger::cuda_kernels::tile_of_block_by_rank;
 using liger::cuda_kernels::TilePlace;
 
 namespace {
@@ -58,6 +59,30 @@ void check_order(int tiles, int heads, int group_heads, int batch, bool descendi
   CHECK(bad_order == 0);
 }
 
+// tile_of_block_by_rank: one to one, and in (rank, batch row, head) order.
+void check_order_by_rank(int tiles, int heads, int batch, bool descending) {
+  INFO("by rank: tiles " << tiles << ", heads " << heads << ", batch " << batch
+                         << (descending ? ", descending" : ", ascending"));
+  const int blocks = tiles * heads * batch;
+  std::vector<int> seen(static_cast<size_t>(blocks), 0);
+  int bad_order = 0;
+  for (int id = 0; id < blocks; ++id) {
+    const TilePlace p =
+        tile_of_block_by_rank(static_cast<unsigned>(id), tiles, heads, batch, descending);
+    REQUIRE(p.tile >= 0);
+    REQUIRE(p.tile < tiles);
+    REQUIRE(p.head >= 0);
+    REQUIRE(p.head < heads);
+    REQUIRE(p.batch >= 0);
+    REQUIRE(p.batch < batch);
+    ++seen[static_cast<size_t>((p.batch * heads + p.head) * tiles + p.tile)];
+    const int rank = descending ? tiles - 1 - p.tile : p.tile;
+    if (rank * heads * batch + p.batch * heads + p.head != id) ++bad_order;
+  }
+  CHECK(std::count(seen.begin(), seen.end(), 1) == blocks);
+  CHECK(bad_order == 0);
+}
+
 // Blocks started in id order on `slots` slots, each as soon as one is free;
 // a block's time is its tile count. Returns when the last one ends.
 long makespan(const std::vector<int>& durations, int slots) {
@@ -84,6 +109,36 @@ TEST_CASE("tile order: a bijection in batch, group, tile, head order") {
     check_order(9, 4, 4, 1, descending);     // one group
     check_order(3, 5, 8, 2, descending);     // a group wider than the heads
   }
+}
+
+TEST_CASE("tile order by rank: a bijection in rank, batch, head order") {
+  for (const bool descending : {true, false}) {
+    check_order_by_rank(32, 8, 1, descending);  // Llama-3-8B's key tiles at 4096 tokens
+    check_order_by_rank(7, 3, 5, descending);
+    check_order_by_rank(1, 1, 4, descending);  // one tile, one head
+    check_order_by_rank(5, 1, 1, descending);
+  }
+}
+
+TEST_CASE("tile order: dk/dv's key tiles end sooner by rank than in head groups") {
+  // dk/dv's blocks of 128 keys at 4096 tokens: key tile i walks the 4 query
+  // heads of its key/value head over 64-query tiles from its own keys on,
+  // (4096 - 128 i) / 64 * 4 steps; 8 key/value heads, one block per SM.
+  const int tiles = 32, heads = 8, slots = 132;
+  const auto steps = [&](const TilePlace& p) { return (4096 - 128 * p.tile) / 64 * 4; };
+  std::vector<int> grouped, by_rank;
+  long work = 0;
+  for (int id = 0; id < tiles * heads; ++id) {
+    const unsigned u = static_cast<unsigned>(id);
+    grouped.push_back(steps(tile_of_block(u, tiles, heads, kKeyValueHeadsPerGroup, false)));
+    by_rank.push_back(steps(tile_of_block_by_rank(u, tiles, heads, 1, false)));
+    work += by_rank.back();
+  }
+  const long in_groups = makespan(grouped, slots), ranked = makespan(by_rank, slots);
+  const double ideal = static_cast<double>(work) / slots;
+  INFO("head groups " << in_groups << ", by rank " << ranked << ", ideal " << ideal);
+  CHECK(ranked <= 1.03 * ideal);
+  CHECK(in_groups > 1.3 * ideal);  // the last group's heaviest tiles start late
 }
 
 TEST_CASE("tile order: causal tiles end sooner heaviest first") {
