@@ -2978,12 +2978,13 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         const float* delta_t = delta_base + s * BM;
         // p^T [16 keys x BM queries] per warp, s^T and dp^T (overwritten: no zeros)
         float p[BM / 8][4], dp[BM / 8][4];
-        // s^T and dp^T as two groups: without a softcap, at query tiles of
-        // 64, p is formed while dp^T's product still runs (head_dim 128:
-        // 1-3% faster forward + backward on an H100). Under a softcap dp's
-        // slope needs u (the tanh of the scores) beside dp, and at tiles of
-        // 128 the registers spill (11% slower), so there both are waited for
-        // first.
+        // s^T and dp^T as two groups: without a softcap, p is formed while
+        // dp^T's product still runs (head_dim 128: 1-3% faster forward +
+        // backward on an H100; at tiles of 128, in the kernel built without
+        // the softcap's code, within the noise of one wait and no spills).
+        // Under a softcap dp's slope needs u (the tanh of the scores) beside
+        // dp, and where the softcap's code is built in at tiles of 128 the
+        // registers spill (11% slower), so there both are waited for first.
         if constexpr (BM == 128) {
           wgmma_issue_scores_128<T, D, BN, BM>(p, my_k, tile_q(s));
           warpgroup_commit();
@@ -2994,7 +2995,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
           wgmma_issue_abt<T, D, true, BN, BM>(dp, my_v, tile_do(s));
         }
         warpgroup_commit();
-        if (BM == 128 || score.softcap > 0.f) {  // a kernel argument: the same in every warp
+        if ((BM == 128 && kMayCap) || score.softcap > 0.f) {  // the same in every warp
           warpgroup_wait_all();
           pin_registers(p);
           pin_registers(dp);
