@@ -7,7 +7,8 @@
 //   liger-bench --op attention [--dtype bf16]   (variants beside cuDNN and flash SDPA:
 //                                                apps/bench_attention.cpp; --shape,
 //                                                --variant, --impl and --documents pick rows;
-//                                                --tokens sets the sequence length)
+//                                                --tokens sets the sequence length, --batch
+//                                                the sequences)
 //
 // On a CUDA device: Llama-3-8B shapes at 8192 tokens, CUDA events around
 // each pass after warm-up, the GPU kept busy while the host enqueues (so host

@@ -240,7 +240,9 @@ struct AttentionOptions {
   // [B, T] int64 or undefined: packed sequences; a query attends only to keys
   // of its own document (block-diagonal causal mask). Needs Tq == Tk.
   Tensor document_ids;
-  PlainAttention plain = PlainAttention::measured;  // only the cuda backend reads it
+  // Only the cuda backend reads it; KernelSet::attention sets it from
+  // kernels.plain_attention (whatever the caller put here).
+  PlainAttention plain = PlainAttention::measured;
 };
 
 // q: [B, T, Hq, D], k, v: [B, T, Hk, D] with Hq % Hk == 0 (GQA). Returns [B, T, Hq, D].

@@ -1,7 +1,8 @@
 // The cuda backend's attention. Plain causal or non-causal attention (what
 // ATen's SDPA masks itself) stays on SDPA, which picks cuDNN or flash
-// attention; every other variant this kernel takes (a sliding window, a
-// softcap, document ids, a causal query block at the end of a KV cache) runs
+// attention, unless AttentionOptions::plain sends it to this kernel (where
+// measured faster: launch::attention_faster_than_sdpa); every other variant this kernel takes (a
+// sliding window, a softcap, document ids, a causal query block at the end of a KV cache) runs
 // kernels/cuda/attention.cu: O(T) memory, key tiles a mask empties skipped.
 // Shapes the kernel does not take (fp32, head_dim other than 64, 128, 256)
 // go to the composite's exact query chunks.
@@ -268,7 +269,8 @@ bool ours_for_plain(const Tensor& q, const Tensor& k, const Tensor& v,
   if (options.plain == PlainAttention::sdpa || !flash_attention_serves(q, k, v)) return false;
   if (options.plain == PlainAttention::liger) return true;
   const c10::cuda::CUDAGuard guard(q.device());  // the device the rule asks about
-  return launch::attention_faster_than_sdpa(q.size(3), q.size(1), k.size(1), options.causal);
+  return launch::attention_faster_than_sdpa(q.size(3), q.size(1), k.size(1), options.causal,
+                                            k.size(2), q.size(0));
 }
 }  // namespace
 

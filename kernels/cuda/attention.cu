@@ -2426,10 +2426,10 @@ __global__ void __launch_bounds__(kThreads)
   auto tile_delta = [&](int buf) { return delta_base + buf * BM; };
   auto tile_doc = [&](int buf) { return doc_base + buf * BM; };
 
-  // the first, heaviest key tiles first, over all heads and batch rows (tile_order.h)
-  const TilePlace place =
-      tile_of_block_by_rank(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
-                            static_cast<int>(geo.heads_k), static_cast<int>(geo.batch), false);
+  // the first, heaviest key tiles first (tile_order.h)
+  const int heads_k = static_cast<int>(geo.heads_k);
+  const TilePlace place = tile_of_block(blockIdx.x, static_cast<int>((geo.tk + BN - 1) / BN),
+                                        heads_k, min(kKeyValueHeadsPerGroup, heads_k), false);
   const int n0 = place.tile * BN, head_k = place.head;
   const int64_t b = place.batch;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -2980,8 +2980,8 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
         float p[BM / 8][4], dp[BM / 8][4];
         // s^T and dp^T as two groups: without a softcap, p is formed while
         // dp^T's product still runs (head_dim 128: 1-3% faster forward +
-        // backward on an H100; at tiles of 128, in the kernel built without
-        // the softcap's code, within the noise of one wait and no spills).
+        // backward on an H100; head_dim 64 at tiles of 128, in the kernel
+        // built without the softcap's code: 1-2%, no more spills than one wait).
         // Under a softcap dp's slope needs u (the tanh of the scores) beside
         // dp, and where the softcap's code is built in at tiles of 128 the
         // registers spill (11% slower), so there both are waited for first.
@@ -3190,7 +3190,8 @@ cudaError_t allow_shared(Kernel kernel, size_t bytes) {
 }
 
 // One block per (tile of `tile` rows of `rows`, head, batch row), as a
-// one-dimensional grid that the kernels decode with tile_of_block. Past the
+// one-dimensional grid that the kernels decode with tile_of_block (the
+// warp-specialized dk/dv with tile_of_block_by_rank). Past the
 // grid's limit of 2^31 - 1 blocks: an empty grid, which the launch refuses
 // (invalid configuration).
 dim3 tiles_grid(int64_t rows, int tile, int64_t heads, int64_t batch) {
@@ -3689,12 +3690,14 @@ bool attention_supported(int64_t head_dim, DType dtype) {
   return (head_dim == 64 || head_dim == 128 || head_dim == 256) && dtype != DType::f32;
 }
 
-bool attention_faster_than_sdpa(int64_t head_dim, int64_t tq, int64_t tk, bool causal) {
+bool attention_faster_than_sdpa(int64_t head_dim, int64_t tq, int64_t tk, bool causal,
+                                int64_t heads_k, int64_t batch) {
   const bool warp_specialized_on =
       static_cast<WarpSpecialized>(warp_specialized.load()) != WarpSpecialized::off;
+  const int64_t key_blocks = (tk + 127) / 128 * heads_k * batch;  // the dk/dv grid
   return causal && tq == tk && head_dim == 64 && tq >= kFasterThanSdpaTokens &&
-         warp_specialized_on && fused_dq.load() && use_wgmma(forward_wgmma) &&
-         use_wgmma(backward_wgmma);
+         key_blocks >= kFasterThanSdpaKeyBlocks && warp_specialized_on && fused_dq.load() &&
+         fused_dq_query_rows.load() != 64 && use_wgmma(forward_wgmma) && use_wgmma(backward_wgmma);
 }
 
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t) {

@@ -1,8 +1,9 @@
 // The cuda backend's entry in the registry (CUDA builds): the norms, RoPE and
 // GLUs of kernels/cuda/cuda_ops.h, the losses of kernels/cuda/losses.h and the
 // tuned GEMM of kernels/cuda/tuned_gemm_op.h.
-// Attention: SDPA (cuDNN / flash) where SDPA serves, our flash kernel for
-// windows, softcaps, documents and KV caches (kernels/cuda/attention.cpp).
+// Attention: SDPA (cuDNN / flash) where SDPA serves (or our flash kernel, as
+// kernels.plain_attention says), our flash kernel for windows, softcaps,
+// documents and KV caches (kernels/cuda/attention.cpp).
 // fused_linear_preference: chunks of tokens as the FLCE's speed mode, our
 // cross-entropy kernels for the per-token log-probs and the in-place
 // gradient, and per-sequence sums on the device (kernels/cuda/preference.cpp).

@@ -74,7 +74,8 @@ GluRecomputed swiglu_recompute(const Tensor& gate, const Tensor& up, const Tenso
 GluRecomputed geglu_recompute(const Tensor& gate, const Tensor& up, const Tensor& dh,
                               bool overwrite_inputs);
 
-// Attention: SDPA (cuDNN / flash) where SDPA masks the variant itself;
+// Attention: SDPA (cuDNN / flash) where SDPA masks the variant itself, unless
+// options.plain asks for our kernel or it was measured faster at the shape;
 // kernels/cuda/attention.cu for sliding windows, softcaps, document ids and
 // the KV cache's end-aligned causal mask (bf16/fp16, head_dim 64, 128, 256);
 // the composite's exact query chunks for anything else. Saves q, k, v, out

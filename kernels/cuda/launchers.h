@@ -402,11 +402,16 @@ bool attention_supported(int64_t head_dim, DType dtype);
 // cuDNN's SDPA for attention without a window, softcap or documents (forward
 // + backward, liger-bench --op attention on an H100; docs/kernels.md): causal
 // self-attention at head_dim 64 from kFasterThanSdpaTokens tokens per sequence,
-// with the warp-specialized passes and the fused dq on a compute-capability
-// 9.0 device: 1.12x cuDNN at 4096 tokens, 1.05x at 8192; at 4 x 2048 even.
-// At head_dim 128 cuDNN stays faster (0.96x at 4096 tokens, 0.88-1.0x at 8192).
+// with the warp-specialized passes and the fused dq (query tiles of 128) on a
+// compute-capability 9.0 device, and a dk/dv grid of at least
+// kFasterThanSdpaKeyBlocks blocks of 128 keys (Llama-3.2-1B's 8 key/value
+// heads at 4096 tokens: fewer blocks leave SMs idle): 1.12x cuDNN at 4096
+// tokens, 1.05x at 8192; at 4 x 2048 even. At head_dim 128 cuDNN stays
+// faster (0.96x at 4096 tokens, 0.88-1.0x at 8192).
 constexpr int64_t kFasterThanSdpaTokens = 4096;
-bool attention_faster_than_sdpa(int64_t head_dim, int64_t tq, int64_t tk, bool causal);
+constexpr int64_t kFasterThanSdpaKeyBlocks = 256;
+bool attention_faster_than_sdpa(int64_t head_dim, int64_t tq, int64_t tk, bool causal,
+                                int64_t heads_k, int64_t batch);
 int64_t attention_document_ranges_elems(int64_t batch, int64_t t);
 // Fills `workspace` (attention_document_ranges_elems(B, T) int64) as the
 // passes do before they run: [B, S, 2] ranges, then [B, S, 2] bounds (first

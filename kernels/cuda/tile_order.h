@@ -16,6 +16,8 @@
 //     forward and dq: the last query tiles are the heaviest), else ascending
 //     (dk/dv: the first key tiles);
 //   - within a tile index, the group's heads.
+// Or, for the warp-specialized dk/dv (tile_of_block_by_rank below): tile
+// rank over all heads and batch rows.
 // The map is a bijection from [0, tiles * heads * batch) onto the places.
 //
 // Plain C++ with host and device qualifiers: the kernels decode their block
@@ -64,13 +66,15 @@ LIGER_TILE_ORDER_HOST_DEVICE inline TilePlace tile_of_block(unsigned id, int til
 // Block `id` of a grid in pure heaviest-first order: tile rank first (every
 // batch row's and head's tile of rank 0, then rank 1, ...), then batch rows,
 // then heads; tiles in descending index when `descending`, else ascending.
-// The dk/dv kernels take it: their blocks of a key tile walk the group's
+// The warp-specialized dk/dv takes it: its blocks of a key tile walk the group's
 // query heads, so there are 4x fewer of them than query tiles, each up to
 // 4x heavier, and with heads in groups of kKeyValueHeadsPerGroup the last
 // group's heaviest blocks start when the other groups are nearly done. In
 // the makespan simulation of test_tile_order (132 slots, Llama-3-8B's 8
 // key/value heads): 4096 tokens 1.49x the ideal in groups, 1.00x by rank;
 // 4 rows of 2048 tokens 1.26x and 1.03x; 8192 tokens about 1.01x both.
+// The head groups' L2 reuse is given up; at 8192 tokens, where the groups
+// have no tail, the two orders have not been timed side by side.
 LIGER_TILE_ORDER_HOST_DEVICE inline TilePlace tile_of_block_by_rank(unsigned id, int tiles,
                                                                     int heads, int batch,
                                                                     bool descending) {

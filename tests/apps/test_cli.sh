@@ -140,8 +140,12 @@ expect "liger-bench refuses more documents than tokens" 1 "--documents: 1 to --t
   "$BENCH" --op attention --tokens 512 --documents 1000
 expect "liger-bench refuses a sequence under 64 tokens" 1 "--tokens: 64 to 65536 tokens per sequence, got 10" -- \
   "$BENCH" --op attention --tokens 10
+expect "liger-bench refuses a batch of zero sequences" 1 "--batch: 1 to 64 sequences, got 0" -- \
+  "$BENCH" --op attention --batch 0
 expect "liger-bench's attention filters need --op attention" 1 "--variant applies to --op attention alone" -- \
   "$BENCH" --op rms_norm --variant causal
+expect "liger-bench's --batch needs --op attention" 1 "--batch applies to --op attention alone" -- \
+  "$BENCH" --op rms_norm --batch 2
 expect "liger-bench takes a valid attention filter" 0 "." -- \
   "$BENCH" --op attention --shape llama3-1b --variant documents --documents 16 --impl liger --reps 20 --warmup 1
 

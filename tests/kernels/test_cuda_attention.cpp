@@ -411,33 +411,37 @@ TEST_CASE("flash attention: the backend routes each variant") {
 
 TEST_CASE("flash attention: plain causal goes to SDPA or to our kernel as asked") {
   if (!have_cuda()) return;
-  const bool hopper = at::cuda::getCurrentDeviceProperties()->major == 9 &&
-                      at::cuda::getCurrentDeviceProperties()->minor == 0;
   const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-  // run(plain, q, k): the output, and whether our forward ran (its
-  // warp-specialized launch is counted on a compute-capability 9.0 device)
-  auto run = [&](PlainAttention plain, const Tensor& q, const Tensor& k) {
+  // Whether `out` came from our kernel: its forward is deterministic, so it
+  // equals our kernel's output bit for bit (SDPA's differs in the last bits).
+  const auto ours = [](const Tensor& out, const Tensor& q, const Tensor& k) {
+    return torch::equal(out, cuda::flash_attention(q, k, k, AttentionOptions{}));
+  };
+  const auto run = [](PlainAttention plain, const Tensor& q, const Tensor& k) {
     AttentionOptions options;
     options.plain = plain;
-    const int64_t before = cuda::attention_warp_specialized_launches();
-    const Tensor out = cuda::attention(q, k, k, options).to(torch::kFloat);
-    return std::make_pair(out, cuda::attention_warp_specialized_launches() > before);
+    return cuda::attention(q, k, k, options);
   };
   for (int64_t d : {64, 128}) {
     CAPTURE(d);
     const Tensor q = torch::randn({1, 300, 4, d}, opts), k = torch::randn({1, 300, 2, d}, opts);
-    const auto [by_sdpa, sdpa_ours] = run(PlainAttention::sdpa, q, k);
-    const auto [by_liger, liger_ours] = run(PlainAttention::liger, q, k);
-    CHECK_FALSE(sdpa_ours);
-    if (hopper) CHECK(liger_ours);
-    CHECK(torch::allclose(by_liger, by_sdpa, 2e-2, 2e-2));
+    const Tensor by_sdpa = run(PlainAttention::sdpa, q, k);
+    const Tensor by_liger = run(PlainAttention::liger, q, k);
+    CHECK_FALSE(ours(by_sdpa, q, k));
+    CHECK(ours(by_liger, q, k));
+    CHECK(torch::allclose(by_liger.to(torch::kFloat), by_sdpa.to(torch::kFloat), 2e-2, 2e-2));
     // measured: ours only at head_dim 64 from kFasterThanSdpaTokens tokens
-    // (on a compute-capability 9.0 device)
-    CHECK_FALSE(run(PlainAttention::measured, q, k).second);
+    // with a dk/dv grid of kFasterThanSdpaKeyBlocks (8 key/value heads at
+    // 4096 tokens), on a compute-capability 9.0 device
+    CHECK_FALSE(ours(run(PlainAttention::measured, q, k), q, k));
     const int64_t t = liger::cuda_kernels::kFasterThanSdpaTokens;
-    const Tensor q_long = torch::randn({1, t, 2, d}, opts);
-    const Tensor k_long = torch::randn({1, t, 1, d}, opts);
-    CHECK(run(PlainAttention::measured, q_long, k_long).second == (hopper && d == 64));
+    const Tensor q_long = torch::randn({1, t, 32, d}, opts);
+    const Tensor k_long = torch::randn({1, t, 8, d}, opts);
+    CHECK(ours(run(PlainAttention::measured, q_long, k_long), q_long, k_long) ==
+          (hopper_device() && d == 64));
+    const Tensor k_few = k_long.narrow(2, 0, 2).contiguous();  // 64 blocks of keys
+    const Tensor q_few = q_long.narrow(2, 0, 8).contiguous();
+    CHECK_FALSE(ours(run(PlainAttention::measured, q_few, k_few), q_few, k_few));
   }
   // kernels.plain_attention reaches the op through the registry's kernel set
   liger::kernels::KernelToggles toggles;
@@ -445,7 +449,5 @@ TEST_CASE("flash attention: plain causal goes to SDPA or to our kernel as asked"
   const liger::kernels::KernelSet set =
       liger::kernels::resolve_kernels(toggles, torch::kCUDA, torch::kBFloat16);
   const Tensor q = torch::randn({1, 100, 2, 64}, opts), k = torch::randn({1, 100, 1, 64}, opts);
-  const int64_t before = cuda::attention_warp_specialized_launches();
-  set.attention(q, k, k, AttentionOptions{});
-  if (hopper) CHECK(cuda::attention_warp_specialized_launches() > before);
+  CHECK(ours(set.attention(q, k, k, AttentionOptions{}), q, k));
 }

@@ -221,11 +221,13 @@ TEST_CASE("modes are enums named as in YAML; checkpoint.resume is none, auto or 
   const auto c = parse_config(
       "training:\n  precision: bf16-mixed\n  activation_checkpointing: glu\n", "modes.yaml",
       {"kernels.flce_mode=lean", "parallelism.backend=gloo", "logging.progress_bar=off",
-       "training.lr_schedule=linear", "checkpoint.resume=auto"});
+       "training.lr_schedule=linear", "checkpoint.resume=auto", "kernels.plain_attention=liger"});
   CHECK(c.training.precision == Precision::bf16_mixed);
   CHECK(c.model.dtype == Dtype::bf16);  // set by the precision
   CHECK(c.training.activation_checkpointing == ActivationCheckpointing::glu);
   CHECK(c.kernels.flce_mode == FlceMode::lean);
+  CHECK(c.kernels.plain_attention == PlainAttention::liger);
+  CHECK(parse_config("", "default.yaml").kernels.plain_attention == PlainAttention::measured);
   CHECK(c.parallelism.backend == Backend::gloo);
   CHECK(c.logging.progress_bar == ProgressBar::off);
   CHECK(c.training.lr_schedule == LrScheduleKind::linear);
