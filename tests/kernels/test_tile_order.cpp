@@ -22,6 +22,17 @@ using liger::cuda_kernels::TilePlace;
 
 namespace {
 
+// A place's index in [0, tiles * heads * batch), after checking its bounds.
+size_t place_index(const TilePlace& p, int tiles, int heads, int batch) {
+  REQUIRE(p.tile >= 0);
+  REQUIRE(p.tile < tiles);
+  REQUIRE(p.head >= 0);
+  REQUIRE(p.head < heads);
+  REQUIRE(p.batch >= 0);
+  REQUIRE(p.batch < batch);
+  return static_cast<size_t>((p.batch * heads + p.head) * tiles + p.tile);
+}
+
 void check_order(int tiles, int heads, int group_heads, int batch, bool descending) {
   INFO("tiles " << tiles << ", heads " << heads << ", group " << group_heads << ", batch " << batch
                 << (descending ? ", descending" : ", ascending"));
@@ -32,13 +43,7 @@ void check_order(int tiles, int heads, int group_heads, int batch, bool descendi
   for (int id = 0; id < blocks; ++id) {
     const TilePlace p =
         tile_of_block(static_cast<unsigned>(id), tiles, heads, group_heads, descending);
-    REQUIRE(p.tile >= 0);
-    REQUIRE(p.tile < tiles);
-    REQUIRE(p.head >= 0);
-    REQUIRE(p.head < heads);
-    REQUIRE(p.batch >= 0);
-    REQUIRE(p.batch < batch);
-    ++seen[static_cast<size_t>((p.batch * heads + p.head) * tiles + p.tile)];
+    ++seen[place_index(p, tiles, heads, batch)];
     if (id > 0) {
       const int group = p.head / group_heads, previous_group = previous.head / group_heads;
       // the walk order's rank of a tile: 0 for the first taken
@@ -69,13 +74,7 @@ void check_order_by_rank(int tiles, int heads, int batch, bool descending) {
   for (int id = 0; id < blocks; ++id) {
     const TilePlace p =
         tile_of_block_by_rank(static_cast<unsigned>(id), tiles, heads, batch, descending);
-    REQUIRE(p.tile >= 0);
-    REQUIRE(p.tile < tiles);
-    REQUIRE(p.head >= 0);
-    REQUIRE(p.head < heads);
-    REQUIRE(p.batch >= 0);
-    REQUIRE(p.batch < batch);
-    ++seen[static_cast<size_t>((p.batch * heads + p.head) * tiles + p.tile)];
+    ++seen[place_index(p, tiles, heads, batch)];
     const int rank = descending ? tiles - 1 - p.tile : p.tile;
     if (rank * heads * batch + p.batch * heads + p.head != id) ++bad_order;
   }
