@@ -35,6 +35,7 @@
 #include "apps/name_filter.h"
 
 #include "kernels/composite/composite.h"
+#include "kernels/document_length.h"
 #ifdef LIGER_WITH_CUDA
 #include "kernels/cuda/cuda_ops.h"
 
@@ -326,6 +327,11 @@ int run_attention_bench(const AttentionBenchOptions& options) {
         const int64_t len = (s.t + var.documents - 1) / var.documents;
         o.document_ids =
             torch::arange(s.t, topts.dtype(torch::kLong)).div(len, "floor").repeat({batch, 1});
+        // as the trainer passes it: the pair-weighted mean length (equal
+        // documents: their length; the last one may be shorter)
+        const Tensor host_ids = o.document_ids.cpu();
+        o.document_tokens =
+            kernels::pair_weighted_document_length(host_ids.data_ptr<int64_t>(), batch, s.t);
       }
       const double flops_fwd =
           4.0 * static_cast<double>(s.head_dim) * s.heads_q * batch * visible_pairs(s.t, var);

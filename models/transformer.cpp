@@ -245,7 +245,7 @@ std::pair<Tensor, Tensor> TransformerImpl::rope_tables(const Tensor& positions) 
 
 Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
                                   const Tensor& sin, int64_t layer, KvCache* cache,
-                                  const Tensor& document_ids) const {
+                                  const Tensor& document_ids, int64_t document_tokens) const {
   const int64_t batch = x.size(0), seq = x.size(1);
   const int64_t d = config_.resolved_head_dim();
   const int64_t heads_q = config_.num_heads, heads_k = config_.num_kv_heads;
@@ -303,6 +303,7 @@ Tensor TransformerImpl::attention(const SelfAttentionImpl& attn, const Tensor& x
   options.sliding_window = config_.layer_sliding_window(layer);
   options.softcap = config_.attn_softcap;
   options.document_ids = document_ids;
+  options.document_tokens = document_tokens;
   Tensor out = kernels_.attention(q, k, v, options);  // [B, T, Hq, D]
   const std::optional<LoraOperands> o_lora =
       lora_operands(layer, {static_cast<int>(LoraTarget::o_proj)});
@@ -356,7 +357,7 @@ Tensor TransformerImpl::moe_forward(const SparseMoeImpl& moe, const Tensor& x,
 }
 
 Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache* cache,
-                            const Tensor& document_ids) {
+                            const Tensor& document_ids, int64_t document_tokens) {
   if (hooks_) hooks_->before_forward();
   router_outputs_.clear();
   const Tensor& embedding = model->embed_tokens->weight;
@@ -383,14 +384,14 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
     // Captured by value: activation checkpointing runs it again in backward,
     // after this function has returned.
     const DecoderLayerImpl* layer_ptr = module->as<DecoderLayerImpl>();
-    auto run_layer = [this, layer_ptr, cos, sin, index, cache,
-                      document_ids](const Tensor& h) -> Tensor {
+    auto run_layer = [this, layer_ptr, cos, sin, index, cache, document_ids,
+                      document_tokens](const Tensor& h) -> Tensor {
       const DecoderLayerImpl& layer = *layer_ptr;
       Tensor y;
       if (config_.post_norms) {
         y = h + norm(*layer.post_attention_layernorm,
                      attention(*layer.self_attn, norm(*layer.input_layernorm, h), cos, sin, index,
-                               cache, document_ids));
+                               cache, document_ids, document_tokens));
         const Tensor ffn_in = norm(*layer.pre_feedforward_layernorm, y);
         y = y + norm(*layer.post_feedforward_layernorm,
                      layer.moe ? moe_forward(*layer.moe, ffn_in, Tensor())
@@ -402,8 +403,8 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
         // stream's gradient of h joins the norm's in its kernel too.
         Tensor normed, stream;
         std::tie(normed, stream) = add_norm(*layer.input_layernorm, h, Tensor());
-        const Tensor attn =
-            attention(*layer.self_attn, normed, cos, sin, index, cache, document_ids);
+        const Tensor attn = attention(*layer.self_attn, normed, cos, sin, index, cache,
+                                      document_ids, document_tokens);
         std::tie(normed, y) = add_norm(*layer.post_attention_layernorm, attn, stream);
         // y + mlp(normed), the add inside the down projection (dense MLP)
         y = layer.moe ? moe_forward(*layer.moe, normed, y)
@@ -421,7 +422,7 @@ Tensor TransformerImpl::run(const Tensor& ids, const Tensor& positions, KvCache*
 }
 
 Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids,
-                                const Tensor& document_ids) {
+                                const Tensor& document_ids, int64_t document_tokens) {
   TORCH_CHECK(ids.dim() == 2, "Transformer::forward expects ids [batch, seq], got ", ids.sizes());
   const int64_t seq = ids.size(1);
   TORCH_CHECK(seq <= config_.max_seq_len, "sequence of ", seq,
@@ -431,7 +432,7 @@ Tensor TransformerImpl::forward(const Tensor& ids, const Tensor& position_ids,
           ? position_ids
           : torch::arange(seq, at::TensorOptions().dtype(at::kLong).device(ids.device()))
                 .unsqueeze(0);
-  return run(ids, positions, nullptr, document_ids);
+  return run(ids, positions, nullptr, document_ids, document_tokens);
 }
 
 Tensor TransformerImpl::forward_cached(const Tensor& ids, KvCache& cache) {

@@ -189,10 +189,12 @@ class TransformerImpl : public torch::nn::Module {
 
   // ids: [B, T] int64. position_ids: [B, T] or undefined (0..T-1).
   // document_ids: [B, T] or undefined; when given, attention stays inside each
-  // document (packed sequences without cross-contamination).
+  // document (packed sequences without cross-contamination). document_tokens:
+  // their pair-weighted mean length (kernels/document_length.h), or 0 if
+  // unknown; it picks the attention kernels, never the values.
   // Returns the final-norm hidden states [B, T, hidden] in compute dtype.
   Tensor forward(const Tensor& ids, const Tensor& position_ids = Tensor(),
-                 const Tensor& document_ids = Tensor());
+                 const Tensor& document_ids = Tensor(), int64_t document_tokens = 0);
 
   // ids: [B, T] new tokens at positions cache.length() .. + T - 1; appends
   // their keys/values to `cache` and returns their final-norm hidden states.
@@ -230,10 +232,10 @@ class TransformerImpl : public torch::nn::Module {
   // The layers over ids at `positions` ([B|1, T] int64); with a cache, the
   // keys/values of earlier tokens come from it and the new ones are appended.
   Tensor run(const Tensor& ids, const Tensor& positions, KvCache* cache,
-             const Tensor& document_ids = Tensor());
+             const Tensor& document_ids = Tensor(), int64_t document_tokens = 0);
   Tensor attention(const SelfAttentionImpl& attn, const Tensor& x, const Tensor& cos,
-                   const Tensor& sin, int64_t layer, KvCache* cache,
-                   const Tensor& document_ids) const;
+                   const Tensor& sin, int64_t layer, KvCache* cache, const Tensor& document_ids,
+                   int64_t document_tokens) const;
   // residual (optional): returns residual + mlp(x) (with the GLU product
   // recomputed, the add happens inside the down projection's GEMM).
   Tensor mlp_forward(const MlpImpl& mlp, const Tensor& x, int64_t layer,

@@ -2,6 +2,7 @@
 
 #include "data/loader.h"
 #include "data/packing.h"
+#include "kernels/document_length.h"
 #include "models/transformer.h"
 
 #include <torch/torch.h>
@@ -34,11 +35,14 @@ EvalResult evaluate(models::TransformerImpl& model, const data::PackedDataset& d
     const at::Tensor ids = torch::from_blob(batch.input_ids.data(), shape, at::kLong).to(device);
     const at::Tensor labels = torch::from_blob(batch.labels.data(), shape, at::kLong).to(device);
     at::Tensor positions, documents;
+    int64_t document_tokens = 0;
     if (pass_positions) {
       positions = torch::from_blob(batch.position_ids.data(), shape, at::kLong).to(device);
       documents = torch::from_blob(batch.document_ids.data(), shape, at::kLong).to(device);
+      document_tokens = kernels::pair_weighted_document_length(batch.document_ids.data(),
+                                                               batch.batch_size, batch.seq_len);
     }
-    const at::Tensor hidden = model.forward(ids, positions, documents);
+    const at::Tensor hidden = model.forward(ids, positions, documents, document_tokens);
     for (int64_t row = 0; row < rows; ++row) {
       const at::Tensor logits = model.logits(hidden[row]);  // [seq_len, vocab], compute dtype
       loss_sum += reference.cross_entropy(logits, labels[row], ce);

@@ -2,6 +2,7 @@
 
 #include "data/data_error.h"
 #include "data/readers.h"
+#include "kernels/document_length.h"
 #include "kernels/preference_loss.h"
 #include "models/lora.h"
 #include "models/transformer.h"
@@ -51,6 +52,7 @@ kernels::DpoLossType loss_type_of(config::DpoLoss loss) {
 // quarter of the head's products in both passes.
 struct DevicePairs {
   at::Tensor ids, labels, positions, documents, sequence, loss_rows;
+  int64_t document_tokens = 0;  // the documents' pair-weighted mean length (picks kernels)
 };
 
 // The positions of a flattened batch that carry a response target.
@@ -86,6 +88,8 @@ DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& dev
   // sequence sees it, but padding never reaches the loss.
   if (batch.rows_share_sequences) {
     d.documents = to_device(batch.document_ids, batch.rows, batch.seq_len, device);
+    d.document_tokens = kernels::pair_weighted_document_length(batch.document_ids.data(),
+                                                               batch.rows, batch.seq_len);
   }
   at::Tensor labels = on_host(batch.labels), sequence = on_host(batch.sequence);
   const std::vector<int64_t> kept = loss_positions(batch, ignore_index);
@@ -104,7 +108,7 @@ DevicePairs on_device(const data::PreferenceBatch& batch, const c10::Device& dev
 kernels::PreferenceLossResult run_pairs(models::TransformerImpl& model, const DevicePairs& d,
                                         const at::Tensor& reference,
                                         const kernels::PreferenceOptions& options) {
-  const at::Tensor hidden = model.forward(d.ids, d.positions, d.documents);
+  const at::Tensor hidden = model.forward(d.ids, d.positions, d.documents, d.document_tokens);
   at::Tensor tokens = hidden.reshape({-1, hidden.size(-1)});  // [rows * seq_len, H]
   // only the loss positions (their gradient scatters back through index_select)
   if (d.loss_rows.defined()) tokens = tokens.index_select(0, d.loss_rows);

@@ -1,5 +1,6 @@
 #include "trainer/step_runner.h"
 
+#include "kernels/document_length.h"
 #include "kernels/sum_of_squares.h"
 #include "models/router_losses.h"
 #include "models/transformer.h"
@@ -71,6 +72,8 @@ void put_on_device(data::Batch& batch, const c10::Device& device, bool isolated,
                    // each
     put(batch.position_ids, into.positions);
     put(batch.document_ids, into.documents);
+    into.document_tokens = kernels::pair_weighted_document_length(batch.document_ids.data(),
+                                                                  batch.batch_size, batch.seq_len);
   }
 }
 
@@ -171,7 +174,8 @@ models::ExpertCounts StepRunner::count_batch_experts(const std::vector<DeviceBat
   for (const DeviceBatch& micro_batch : inputs) {
     // The routing is a function of the inputs and the weights: this forward
     // picks the experts the training forward will (LoRA dropout aside).
-    model_.forward(micro_batch.ids, micro_batch.positions, micro_batch.documents);
+    model_.forward(micro_batch.ids, micro_batch.positions, micro_batch.documents,
+                   micro_batch.document_tokens);
     const models::ExpertCounts counts =
         models::expert_counts(model_.take_router_outputs(), options_.num_experts);
     total.chosen = total.chosen.defined() ? total.chosen + counts.chosen : counts.chosen;
@@ -206,8 +210,8 @@ StepOutputs StepRunner::device_step(const std::vector<DeviceBatch>& inputs, doub
     if (exact_balance && inputs.size() > 1) batch_counts = count_batch_experts(inputs);
   }
   for (const DeviceBatch& micro_batch : inputs) {
-    at::Tensor hidden =
-        model_.forward(micro_batch.ids, micro_batch.positions, micro_batch.documents);
+    at::Tensor hidden = model_.forward(micro_batch.ids, micro_batch.positions,
+                                       micro_batch.documents, micro_batch.document_tokens);
     at::Tensor loss = token_loss(model_, hidden, micro_batch.labels, normalizer,
                                  options_.flce_chunk_mb, options_.flce_mode, inverse_count);
     at::Tensor objective = loss;

@@ -92,9 +92,12 @@ struct StepOutputs {
   at::Tensor router_losses;
 };
 
-// One micro-batch on the device (positions/documents: isolated packing only).
+// One micro-batch on the device (positions/documents: isolated packing only;
+// document_tokens: the documents' pair-weighted mean length, which picks the
+// attention kernels; a CUDA graph keeps the first batch's choice).
 struct DeviceBatch {
   at::Tensor ids, labels, positions, documents;
+  int64_t document_tokens = 0;
 };
 
 class StepRunner {

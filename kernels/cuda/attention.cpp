@@ -29,13 +29,14 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 launch::AttentionShape shape_of(const Tensor& q, const Tensor& k, const Tensor& v,
-                                const Tensor& documents, bool causal, double scale, int64_t window,
-                                double softcap) {
+                                const Tensor& documents, int64_t document_tokens, bool causal,
+                                double scale, int64_t window, double softcap) {
   launch::AttentionShape a;
   a.q = q.data_ptr();
   a.k = k.data_ptr();
   a.v = v.data_ptr();
   a.document_ids = documents.defined() ? documents.data_ptr<int64_t>() : nullptr;
+  a.document_tokens = document_tokens;
   a.batch = q.size(0);
   a.tq = q.size(1);
   a.heads_q = q.size(2);
@@ -61,8 +62,9 @@ Tensor document_ranges(const Tensor& documents, const Tensor& q) {
 // probabilities tile by tile.
 struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& q_in, const Tensor& k_in,
-                        const Tensor& v_in, const c10::optional<Tensor>& documents_in, bool causal,
-                        double scale, int64_t window, double softcap) {
+                        const Tensor& v_in, const c10::optional<Tensor>& documents_in,
+                        int64_t document_tokens, bool causal, double scale, int64_t window,
+                        double softcap) {
     const Tensor q = dense(q_in), k = dense(k_in), v = dense(v_in);
     const Tensor documents =
         documents_in.has_value() ? documents_in->to(q.device(), at::kLong).contiguous() : Tensor();
@@ -70,13 +72,15 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
     Tensor out = at::empty(q.sizes(), q.options());
     Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
     const Tensor ranges = document_ranges(documents, q);
-    launch::AttentionShape a = shape_of(q, k, v, documents, causal, scale, window, softcap);
+    launch::AttentionShape a =
+        shape_of(q, k, v, documents, document_tokens, causal, scale, window, softcap);
     a.out = out.data_ptr();
     a.lse = lse.data_ptr<float>();
     a.document_ranges = ranges.defined() ? ranges.data_ptr<int64_t>() : nullptr;
     check_launch("attention", launch::attention_forward(a, current_stream()));
     ctx->save_for_backward({q, k, v, out, lse});
     if (documents.defined()) ctx->saved_data["documents"] = documents;
+    ctx->saved_data["document_tokens"] = document_tokens;  // the backward takes the same kernels
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["window"] = window;
@@ -97,9 +101,10 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
     Tensor dv = at::empty(v.sizes(), v.options());
     Tensor delta = at::empty(lse.sizes(), lse.options());
     const Tensor ranges = document_ranges(documents, q);
-    launch::AttentionShape a = shape_of(
-        q, k, v, documents, ctx->saved_data["causal"].toBool(), ctx->saved_data["scale"].toDouble(),
-        ctx->saved_data["window"].toInt(), ctx->saved_data["softcap"].toDouble());
+    launch::AttentionShape a =
+        shape_of(q, k, v, documents, ctx->saved_data["document_tokens"].toInt(),
+                 ctx->saved_data["causal"].toBool(), ctx->saved_data["scale"].toDouble(),
+                 ctx->saved_data["window"].toInt(), ctx->saved_data["softcap"].toDouble());
     a.out = out.data_ptr();
     a.lse = lse.data_ptr<float>();
     a.document_ranges = ranges.defined() ? ranges.data_ptr<int64_t>() : nullptr;
@@ -114,7 +119,7 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
     g.dk = dk.data_ptr();
     g.dv = dv.data_ptr();
     check_launch("attention", launch::attention_backward(a, g, current_stream()));
-    return {dq, dk, dv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {dq, dk, dv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -257,8 +262,8 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const double scale =
       options.scale > 0.0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   return FlashAttentionFunction::apply(q, k, v, optional_tensor(options.document_ids),
-                                       options.causal, scale, options.sliding_window,
-                                       options.softcap);
+                                       options.document_tokens, options.causal, scale,
+                                       options.sliding_window, options.softcap);
 }
 
 namespace {

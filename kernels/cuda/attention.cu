@@ -3390,8 +3390,9 @@ std::atomic<int> fused_dq_query_rows{0};
 // 8192 tokens; the kernel cannot tell them apart before it runs.)
 bool warp_specialized_passes(const AttentionShape& a) {
   const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
-  return mode == WarpSpecialized::on ||
-         (mode == WarpSpecialized::measured && a.document_ids == nullptr);
+  const bool long_documents =
+      a.document_ids == nullptr || a.document_tokens >= kWarpSpecializedDocumentTokens;
+  return mode == WarpSpecialized::on || (mode == WarpSpecialized::measured && long_documents);
 }
 
 // Launches the warp-specialized forward and returns true, or returns false

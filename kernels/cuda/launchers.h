@@ -385,6 +385,9 @@ struct AttentionShape {
   const void* out = nullptr;              // [B, Tq, Hq, D] T (forward writes it)
   float* lse = nullptr;                   // [B, Hq, Tq]: natural log-sum-exp of each row
   const int64_t* document_ids = nullptr;  // [B, T] (Tq == Tk) or nullptr
+  // With document ids: their pair-weighted mean length in tokens
+  // (kernels/document_length.h), which picks the kernels; 0 = unknown.
+  int64_t document_tokens = 0;
   // Workspace with document ids: attention_document_ranges_elems(B, T)
   // int64, filled by the launch itself (min and max id of each 16 positions,
   // then the first and last group of 16 each one shares an id with).
@@ -459,6 +462,12 @@ int64_t attention_tma_launches();
 // blocks skip more pairs (forward 34-50% faster, dk/dv as fast or faster).
 // Process-wide, for tests and benchmarks; returns the previous setting.
 enum class WarpSpecialized : int { off = 0, on = 1, measured = 2 };
+// measured, with document ids: the warp-specialized passes where the
+// documents' pair-weighted mean length (AttentionShape::document_tokens,
+// kernels/document_length.h) is at least this many tokens: with one document
+// of 8192 tokens they were 1.28x / 1.19x faster (head_dim 128 / 64), with 64
+// of 128 tokens 1.25x / 1.24x slower (fused dq, forward + backward).
+constexpr int64_t kWarpSpecializedDocumentTokens = 8192;
 WarpSpecialized set_attention_warp_specialized(WarpSpecialized mode);
 // Launches (forward, dk/dv) that took them since the process started (where
 // the driver refuses a tensor map a pass falls back to the other kernels

@@ -409,6 +409,39 @@ TEST_CASE("flash attention: the backend routes each variant") {
   for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
 }
 
+// With documents, the measured setting takes the warp-specialized passes only
+// for documents of kWarpSpecializedDocumentTokens or more (pair-weighted mean
+// length, AttentionOptions::document_tokens): the launch count tells which ran,
+// and both give the reference's values and gradients.
+TEST_CASE("flash attention: documents take the passes their length asks for") {
+  if (!have_cuda()) return;
+  const Shape s{2, 170, 170, 4, 2, 64};
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  const Tensor q = torch::randn({s.batch, s.tq, s.heads_q, s.head_dim}, opts).to(torch::kBFloat16);
+  const Tensor k = torch::randn({s.batch, s.tk, s.heads_k, s.head_dim}, opts).to(torch::kBFloat16);
+  const Tensor v = torch::randn({s.batch, s.tk, s.heads_k, s.head_dim}, opts).to(torch::kBFloat16);
+  for (const int64_t tokens : {int64_t{0}, liger::cuda_kernels::kWarpSpecializedDocumentTokens - 1,
+                               liger::cuda_kernels::kWarpSpecializedDocumentTokens}) {
+    CAPTURE(tokens);
+    AttentionOptions docs;
+    docs.document_ids = documents_for(s.batch, s.tq, {37, 1, 60, 1, 1});
+    docs.document_tokens = tokens;
+    const OpFn reference = [docs](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{ref::attention_explicit(in[0], in[1], in[2], docs)};
+    };
+    const OpFn kernel = [docs](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{cuda::flash_attention(in[0], in[1], in[2], docs)};
+    };
+    const int64_t before = cuda::attention_warp_specialized_launches();
+    compare_backends("documents, length hint " + std::to_string(tokens), reference, kernel,
+                     {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
+    if (hopper_device()) {
+      const bool long_documents = tokens >= liger::cuda_kernels::kWarpSpecializedDocumentTokens;
+      CHECK((cuda::attention_warp_specialized_launches() - before >= 2) == long_documents);
+    }
+  }
+}
+
 TEST_CASE("flash attention: plain causal goes to SDPA or to our kernel as asked") {
   if (!have_cuda()) return;
   const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
