@@ -233,6 +233,10 @@ int64_t attention_warp_specialized_launches() {
   return launch::attention_warp_specialized_launches();
 }
 
+int64_t attention_forward_launches() {
+  return launch::attention_forward_launches();
+}
+
 bool set_attention_fused_dq(bool on) {
   return launch::set_attention_fused_dq(on);
 }

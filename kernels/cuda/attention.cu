@@ -3375,6 +3375,8 @@ bool pass_tensor_maps(PassMaps& maps, const AttentionShape& a, const void* d_out
 // (attention_warp_specialized_launches).
 std::atomic<int> warp_specialized{static_cast<int>(WarpSpecialized::measured)};
 std::atomic<int64_t> warp_specialized_launches{0};
+// attention_forward calls that launched (attention_forward_launches).
+std::atomic<int64_t> forward_launches{0};
 // With the warp-specialized dk/dv, dq in the same pass (set_attention_fused_dq):
 // on, measured faster (launchers.h).
 std::atomic<bool> fused_dq{true};
@@ -3382,16 +3384,23 @@ std::atomic<bool> fused_dq{true};
 // 0 = measured (128), or 64 / 128.
 std::atomic<int> fused_dq_query_rows{0};
 
-// Whether the forward and dk/dv take the warp-specialized blocks: with
-// document masks the one-warpgroup blocks of 64 skip more of the pairs. (With
-// the fused dq the warp-specialized dk/dv was measured faster for long
-// documents, 1.28x / 1.19x forward + backward with 1 document at head_dim
-// 128 / 64, but slower for short ones, 1.25x / 1.24x with 64 documents per
-// 8192 tokens; the kernel cannot tell them apart before it runs.)
-bool warp_specialized_passes(const AttentionShape& a) {
+// Whether the forward takes the warp-specialized blocks: where no document
+// mask applies (with documents the one-warpgroup forward was faster at every
+// length measured, launchers.h).
+bool warp_specialized_forward(const AttentionShape& a) {
+  const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
+  return mode == WarpSpecialized::on ||
+         (mode == WarpSpecialized::measured && a.document_ids == nullptr);
+}
+// Whether dk/dv takes them: also with documents of
+// kWarpSpecializedBackwardDocumentTokens or more, by the length the caller
+// formed on the host (AttentionShape::document_tokens; the kernels cannot
+// tell before they run). Short documents' blocks of 128 keys walk few query
+// tiles and cut more of them; the one-warpgroup blocks of 64 skip more pairs.
+bool warp_specialized_backward(const AttentionShape& a) {
   const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
   const bool long_documents =
-      a.document_ids == nullptr || a.document_tokens >= kWarpSpecializedDocumentTokens;
+      a.document_ids == nullptr || a.document_tokens >= kWarpSpecializedBackwardDocumentTokens;
   return mode == WarpSpecialized::on || (mode == WarpSpecialized::measured && long_documents);
 }
 
@@ -3439,7 +3448,7 @@ cudaError_t forward_for(const AttentionShape& a, cudaStream_t stream) {
   if constexpr (D <= 128) {
     if (use_wgmma(forward_wgmma)) {
       cudaError_t err = cudaSuccess;
-      if (warp_specialized_passes(a) && forward_warp_specialized_launch<T, D>(a, stream, err)) {
+      if (warp_specialized_forward(a) && forward_warp_specialized_launch<T, D>(a, stream, err)) {
         return err;
       }
       return overlapped_forward(D) ? forward_wgmma_for<T, D, true>(a, stream)
@@ -3519,7 +3528,7 @@ bool dkdv_warp_specialized_launch(const AttentionShape& a, const AttentionGrads&
 
 // The backward's elements of dq_accum: the fused dq's when it would run.
 int64_t fused_dq_elems(const AttentionShape& a) {
-  const bool fused = warp_specialized_passes(a) && fused_dq.load() &&
+  const bool fused = warp_specialized_backward(a) && fused_dq.load() &&
                      (a.head_dim == 64 || a.head_dim == 128) && a.dtype != DType::f32 &&
                      use_wgmma(backward_wgmma);
   return fused ? a.batch * a.heads_q * dq_accum_tiles(a.tq) * 64 * a.head_dim : 0;
@@ -3597,7 +3606,7 @@ cudaError_t backward_for(const AttentionShape& a, const AttentionGrads& g, cudaS
   } else {
     if (use_wgmma(backward_wgmma)) {
       if (backward_fused_dq<T, D>(a, g, stream, err)) return err;
-      if (warp_specialized_passes(a) &&
+      if (warp_specialized_backward(a) &&
           dkdv_warp_specialized_launch<T, D, false>(a, g, stream, err)) {
         if (err != cudaSuccess) return err;
         return overlapped_backward(a.softcap) ? dq_with_row_tiles<T, D, 1, true, true>(a, g, stream)
@@ -3671,6 +3680,10 @@ int64_t attention_warp_specialized_launches() {
   return warp_specialized_launches.load();
 }
 
+int64_t attention_forward_launches() {
+  return forward_launches.load();
+}
+
 bool set_attention_fused_dq(bool on) {
   return fused_dq.exchange(on);
 }
@@ -3719,8 +3732,10 @@ cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream) {
   if (!attention_supported(a.head_dim, a.dtype)) return cudaErrorInvalidValue;
   cudaError_t err = fill_document_ranges(a, stream);
   if (err != cudaSuccess) return err;
-  return a.dtype == DType::bf16 ? forward_typed<__nv_bfloat16>(a, stream)
-                                : forward_typed<__half>(a, stream);
+  err = a.dtype == DType::bf16 ? forward_typed<__nv_bfloat16>(a, stream)
+                               : forward_typed<__half>(a, stream);
+  if (err == cudaSuccess) ++forward_launches;
+  return err;
 }
 
 cudaError_t attention_backward(const AttentionShape& a, const AttentionGrads& g,

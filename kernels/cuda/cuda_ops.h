@@ -115,6 +115,9 @@ int64_t attention_tma_launches();
 int set_attention_warp_specialized(int mode);
 // Launches that took them so far (launch::attention_warp_specialized_launches).
 int64_t attention_warp_specialized_launches();
+// Forward passes of this kernel so far, on any GPU (launch::attention_forward_launches):
+// tests tell by it who served an attention call.
+int64_t attention_forward_launches();
 // dq inside the warp-specialized dk/dv pass (launch::set_attention_fused_dq):
 // for tests and liger-bench. Returns the previous setting.
 bool set_attention_fused_dq(bool on);

@@ -424,6 +424,8 @@ cudaError_t attention_document_bounds(const int64_t* document_ids, int64_t batch
                                       int64_t* workspace, cudaStream_t stream);
 // Writes a.out (through the pointer cast to writable) and a.lse.
 cudaError_t attention_forward(const AttentionShape& a, cudaStream_t stream);
+// attention_forward calls that launched their pass since the process started.
+int64_t attention_forward_launches();
 // Query rows each warp of the forward and dq kernels owns: 1 tile of 16, 2
 // (every K/V fragment read from shared memory then feeds twice the products;
 // the forward up to head_dim 128, dq at 64; else 1 stays), or 0 (the
@@ -454,20 +456,24 @@ int64_t attention_tma_launches();
 // them on warpgroup MMA): the forward in blocks of 128 queries over 128-key
 // tiles, dk/dv in blocks of 128 keys over 64-query tiles, instead of
 // one-warpgroup blocks of 64. off: neither; on: both passes; measured (the
-// default): both where no document mask applies, the forward's consumers
+// default): both where no document mask applies, dk/dv also where the
+// documents are long (kWarpSpecializedBackwardDocumentTokens), the forward's consumers
 // taking turns unless the schedule says otherwise. On an H100 at 8192 tokens,
 // against the one-warpgroup passes with TMA copies, forward + backward:
 // causal 1.13x / 1.10x faster (head_dim 128 / 64), window 1.11x / 0.98x,
-// softcap 50 + window 1.09x / 1.12x; with 8 documents the one-warpgroup
-// blocks skip more pairs (forward 34-50% faster, dk/dv as fast or faster).
+// softcap 50 + window 1.09x / 1.12x (with documents: below).
 // Process-wide, for tests and benchmarks; returns the previous setting.
 enum class WarpSpecialized : int { off = 0, on = 1, measured = 2 };
-// measured, with document ids: the warp-specialized passes where the
+// measured, with document ids: the warp-specialized dk/dv where the
 // documents' pair-weighted mean length (AttentionShape::document_tokens,
-// kernels/document_length.h) is at least this many tokens: with one document
-// of 8192 tokens they were 1.28x / 1.19x faster (head_dim 128 / 64), with 64
-// of 128 tokens 1.25x / 1.24x slower (fused dq, forward + backward).
-constexpr int64_t kWarpSpecializedDocumentTokens = 8192;
+// kernels/document_length.h) is at least this many tokens; the forward stays
+// on the one-warpgroup blocks. On an H100, 8192 tokens packed with equal
+// documents (docs/benchmarks/attention-documents_h100_2026-12-07.md): the
+// warp-specialized dk/dv with the fused dq against the one-warpgroup dk/dv
+// and dq passes 1.62x / 1.34x faster (head_dim 128 / 64) with 1 document,
+// 1.25x / 1.09x with 8, 1.05x / 0.95x with 16, 0.78x with 64; the
+// warp-specialized forward 0.88x / 0.84x with 1 document, 0.62-0.83x with more.
+constexpr int64_t kWarpSpecializedBackwardDocumentTokens = 1024;
 WarpSpecialized set_attention_warp_specialized(WarpSpecialized mode);
 // Launches (forward, dk/dv) that took them since the process started (where
 // the driver refuses a tensor map a pass falls back to the other kernels

@@ -409,19 +409,21 @@ TEST_CASE("flash attention: the backend routes each variant") {
   for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
 }
 
-// With documents, the measured setting takes the warp-specialized passes only
-// for documents of kWarpSpecializedDocumentTokens or more (pair-weighted mean
-// length, AttentionOptions::document_tokens): the launch count tells which ran,
-// and both give the reference's values and gradients.
+// With documents, the measured setting keeps the one-warpgroup forward and
+// takes the warp-specialized dk/dv only for documents of
+// kWarpSpecializedBackwardDocumentTokens or more (pair-weighted mean length,
+// AttentionOptions::document_tokens): the launch counts tell which ran, and
+// every choice gives the reference's values and gradients.
 TEST_CASE("flash attention: documents take the passes their length asks for") {
   if (!have_cuda()) return;
+  using liger::cuda_kernels::kWarpSpecializedBackwardDocumentTokens;
   const Shape s{2, 170, 170, 4, 2, 64};
   const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
   const Tensor q = torch::randn({s.batch, s.tq, s.heads_q, s.head_dim}, opts).to(torch::kBFloat16);
   const Tensor k = torch::randn({s.batch, s.tk, s.heads_k, s.head_dim}, opts).to(torch::kBFloat16);
   const Tensor v = torch::randn({s.batch, s.tk, s.heads_k, s.head_dim}, opts).to(torch::kBFloat16);
-  for (const int64_t tokens : {int64_t{0}, liger::cuda_kernels::kWarpSpecializedDocumentTokens - 1,
-                               liger::cuda_kernels::kWarpSpecializedDocumentTokens}) {
+  for (const int64_t tokens : {int64_t{0}, kWarpSpecializedBackwardDocumentTokens - 1,
+                               kWarpSpecializedBackwardDocumentTokens, int64_t{1} << 40}) {
     CAPTURE(tokens);
     AttentionOptions docs;
     docs.document_ids = documents_for(s.batch, s.tq, {37, 1, 60, 1, 1});
@@ -432,49 +434,59 @@ TEST_CASE("flash attention: documents take the passes their length asks for") {
     const OpFn kernel = [docs](const std::vector<Tensor>& in) {
       return std::vector<Tensor>{cuda::flash_attention(in[0], in[1], in[2], docs)};
     };
-    const int64_t before = cuda::attention_warp_specialized_launches();
     compare_backends("documents, length hint " + std::to_string(tokens), reference, kernel,
                      {q, k, v}, {true, true, true}, {"q", "k", "v"}, kFp32, kOut, kGrad);
-    if (hopper_device()) {
-      const bool long_documents = tokens >= liger::cuda_kernels::kWarpSpecializedDocumentTokens;
-      CHECK((cuda::attention_warp_specialized_launches() - before >= 2) == long_documents);
-    }
+    if (!hopper_device()) continue;
+    // warp-specialized launches of one forward, then of a forward and its backward
+    const auto launches = [&](bool backward) {
+      const int64_t before = cuda::attention_warp_specialized_launches();
+      const Tensor ql = q.detach().clone().requires_grad_(backward);
+      const Tensor out = cuda::flash_attention(ql, k, v, docs);
+      if (backward) out.to(torch::kFloat).sum().backward();
+      return cuda::attention_warp_specialized_launches() - before;
+    };
+    const int64_t forward = launches(false), backward = launches(true) - forward;
+    CHECK(forward == 0);
+    CHECK(backward == (tokens >= kWarpSpecializedBackwardDocumentTokens ? 1 : 0));
   }
 }
 
 TEST_CASE("flash attention: plain causal goes to SDPA or to our kernel as asked") {
   if (!have_cuda()) return;
   const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-  // Whether `out` came from our kernel: its forward is deterministic, so it
-  // equals our kernel's output bit for bit (SDPA's differs in the last bits).
-  const auto ours = [](const Tensor& out, const Tensor& q, const Tensor& k) {
-    return torch::equal(out, cuda::flash_attention(q, k, k, AttentionOptions{}));
+  // Whether the call ran our kernel's forward (counted on any GPU; SDPA's
+  // output can equal ours bit for bit, so the values cannot tell).
+  struct Served {
+    Tensor out;
+    bool ours;
   };
   const auto run = [](PlainAttention plain, const Tensor& q, const Tensor& k) {
     AttentionOptions options;
     options.plain = plain;
-    return cuda::attention(q, k, k, options);
+    const int64_t before = cuda::attention_forward_launches();
+    Tensor out = cuda::attention(q, k, k, options);
+    return Served{out, cuda::attention_forward_launches() > before};
   };
   for (int64_t d : {64, 128}) {
     CAPTURE(d);
     const Tensor q = torch::randn({1, 300, 4, d}, opts), k = torch::randn({1, 300, 2, d}, opts);
-    const Tensor by_sdpa = run(PlainAttention::sdpa, q, k);
-    const Tensor by_liger = run(PlainAttention::liger, q, k);
-    CHECK_FALSE(ours(by_sdpa, q, k));
-    CHECK(ours(by_liger, q, k));
-    CHECK(torch::allclose(by_liger.to(torch::kFloat), by_sdpa.to(torch::kFloat), 2e-2, 2e-2));
+    const Served by_sdpa = run(PlainAttention::sdpa, q, k);
+    const Served by_liger = run(PlainAttention::liger, q, k);
+    CHECK_FALSE(by_sdpa.ours);
+    CHECK(by_liger.ours);
+    CHECK(
+        torch::allclose(by_liger.out.to(torch::kFloat), by_sdpa.out.to(torch::kFloat), 2e-2, 2e-2));
     // measured: ours only at head_dim 64 from kFasterThanSdpaTokens tokens
     // with a dk/dv grid of kFasterThanSdpaKeyBlocks (8 key/value heads at
     // 4096 tokens), on a compute-capability 9.0 device
-    CHECK_FALSE(ours(run(PlainAttention::measured, q, k), q, k));
+    CHECK_FALSE(run(PlainAttention::measured, q, k).ours);
     const int64_t t = liger::cuda_kernels::kFasterThanSdpaTokens;
     const Tensor q_long = torch::randn({1, t, 32, d}, opts);
     const Tensor k_long = torch::randn({1, t, 8, d}, opts);
-    CHECK(ours(run(PlainAttention::measured, q_long, k_long), q_long, k_long) ==
-          (hopper_device() && d == 64));
+    CHECK(run(PlainAttention::measured, q_long, k_long).ours == (hopper_device() && d == 64));
     const Tensor k_few = k_long.narrow(2, 0, 2).contiguous();  // 64 blocks of keys
     const Tensor q_few = q_long.narrow(2, 0, 8).contiguous();
-    CHECK_FALSE(ours(run(PlainAttention::measured, q_few, k_few), q_few, k_few));
+    CHECK_FALSE(run(PlainAttention::measured, q_few, k_few).ours);
   }
   // kernels.plain_attention reaches the op through the registry's kernel set
   liger::kernels::KernelToggles toggles;
@@ -482,5 +494,7 @@ TEST_CASE("flash attention: plain causal goes to SDPA or to our kernel as asked"
   const liger::kernels::KernelSet set =
       liger::kernels::resolve_kernels(toggles, torch::kCUDA, torch::kBFloat16);
   const Tensor q = torch::randn({1, 100, 2, 64}, opts), k = torch::randn({1, 100, 1, 64}, opts);
-  CHECK(ours(set.attention(q, k, k, AttentionOptions{}), q, k));
+  const int64_t before = cuda::attention_forward_launches();
+  set.attention(q, k, k, AttentionOptions{});
+  CHECK(cuda::attention_forward_launches() > before);
 }
