@@ -94,7 +94,7 @@ struct StepOutputs {
 
 // One micro-batch on the device (positions/documents: isolated packing only;
 // document_tokens: the documents' pair-weighted mean length, which picks the
-// attention kernels; a CUDA graph keeps the first batch's choice).
+// attention kernels; a CUDA graph replays the choice of the step it captured).
 struct DeviceBatch {
   at::Tensor ids, labels, positions, documents;
   int64_t document_tokens = 0;
