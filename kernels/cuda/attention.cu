@@ -1723,8 +1723,9 @@ struct StageTile {
 };
 
 // With documents, the warp-specialized forward's key tiles' document ids as
-// 32-bit codes in shared memory, stored by the producer warp's lanes beside
-// the keys' copy: code = id - base for the ids in [base, base + span] (the
+// 32-bit codes in shared memory, stored by the producer warp's lanes while
+// the keys' copy flies, only for the tiles some consumer masks (the only
+// ones whose codes are read): code = id - base for the ids in [base, base + span] (the
 // block's rows' documents), else -1 (a document no row of the block is in).
 // The consumers compare them with their rows' codes (id - base): no global
 // loads, and half the registers, in the softmax of a tile the mask cuts.
@@ -1865,6 +1866,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
       const int s = Ring::stage(i);
       ring.wait_free(ring.keys_free(s), i);  // also: the consumers have read the stage's tile
+      bool masked = false;  // whether some consumer masks the tile (reads its codes)
       if (issuer) {
         StageTile& tile = stage_tiles[s];
         tile.first = n;
@@ -1878,16 +1880,22 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
                             ? tile_visibility(mask, rows0 + mask.offset, q_last + mask.offset, n,
                                               n + BN - 1, &q_docs[c], &k_docs)
                             : TileVisibility{true, false};
+          // one its rows see in part; in the overlapped order also one they
+          // see none of (computed, then masked whole)
+          masked = masked || (!tile.vis[c].full && (kOverlap || !tile.vis[c].empty));
         }
       }
-      if (stage_codes) {  // keys past Tk: the last one's (the mask rejects them)
+      // The keys' copy first, so that it flies while the lanes read the ids.
+      tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
+                              issuer);
+      // Codes only for a tile some consumer masks: the others' are never
+      // read. Keys past Tk: the last one's (the mask rejects them).
+      if (stage_codes && __shfl_sync(0xffffffffu, masked, 0)) {
         int* codes = doc_codes.of_tile(i);
         for (int k = lane; k < BN; k += 32) {
           codes[k] = doc_codes.code_of(__ldg(mask.documents + min64(n + k, geo.tk - 1)));
         }
       }
-      tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
-                              issuer);
       barrier_arrive(ring.keys_landed(s), true);  // releases the codes and the record
       // Only the issuer waits for the values' release: it alone advances that
       // barrier (by the copy), so another lane could fall a phase behind.
