@@ -1862,35 +1862,45 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
     }
     __syncwarp();
     const bool stage_codes = doc_codes.staged;
+    // Every tile of the walk's span: the issuer forms each consumer's
+    // visibility (with documents one read of the tile's range, before the
+    // stage is free), which also skips the tiles no consumer's rows see.
     int i = 0;
-    for (int n = walk.first_tile(); n < walk.end; n = walk.next(n + BN), ++i) {
-      const int s = Ring::stage(i);
-      ring.wait_free(ring.keys_free(s), i);  // also: the consumers have read the stage's tile
-      bool masked = false;  // whether some consumer masks the tile (reads its codes)
+    for (int n = (walk.begin / BN) * BN; n < walk.end; n += BN) {
+      TileVisibility vis[2];
+      int wanted = 0;  // bit 0: some consumer's rows see part of it; bit 1: some consumer masks it
       if (issuer) {
-        StageTile& tile = stage_tiles[s];
-        tile.first = n;
         const DocumentRange k_docs = mask.documents != nullptr
                                          ? document_range_of(mask, n, n + BN - 1)
                                          : DocumentRange{0, 0};
         for (int c = 0; c < 2; ++c) {  // each consumer's rows; rows all past Tq see nothing
           const int rows0 = blk.m0 + kRowsPerConsumer * c;
           const int q_last = static_cast<int>(min64(rows0 + kRowsPerConsumer, geo.tq)) - 1;
-          tile.vis[c] = rows0 < geo.tq
-                            ? tile_visibility(mask, rows0 + mask.offset, q_last + mask.offset, n,
-                                              n + BN - 1, &q_docs[c], &k_docs)
-                            : TileVisibility{true, false};
+          vis[c] = rows0 < geo.tq ? tile_visibility(mask, rows0 + mask.offset, q_last + mask.offset,
+                                                    n, n + BN - 1, &q_docs[c], &k_docs)
+                                  : TileVisibility{true, false};
+          if (!vis[c].empty) wanted |= 1;
           // one its rows see in part; in the overlapped order also one they
           // see none of (computed, then masked whole)
-          masked = masked || (!tile.vis[c].full && (kOverlap || !tile.vis[c].empty));
+          if (!vis[c].full && (kOverlap || !vis[c].empty)) wanted |= 2;
         }
+      }
+      wanted = __shfl_sync(0xffffffffu, wanted, 0);
+      if ((wanted & 1) == 0) continue;
+      const int s = Ring::stage(i);
+      ring.wait_free(ring.keys_free(s), i);  // also: the consumers have read the stage's tile
+      if (issuer) {
+        StageTile& tile = stage_tiles[s];
+        tile.first = n;
+        tile.vis[0] = vis[0];
+        tile.vis[1] = vis[1];
       }
       // The keys' copy first, so that it flies while the lanes read the ids.
       tma_copy_rows<T, D, BN>(ring.tiles.keys(s), &k_map, blk.head_k, n, batch, ring.keys_landed(s),
                               issuer);
       // Codes only for a tile some consumer masks: the others' are never
       // read. Keys past Tk: the last one's (the mask rejects them).
-      if (stage_codes && __shfl_sync(0xffffffffu, masked, 0)) {
+      if (stage_codes && (wanted & 2) != 0) {
         int* codes = doc_codes.of_tile(i);
         for (int k = lane; k < BN; k += 32) {
           codes[k] = doc_codes.code_of(__ldg(mask.documents + min64(n + k, geo.tk - 1)));
@@ -1902,6 +1912,7 @@ __global__ void __launch_bounds__(kWarpSpecializedThreads, 1)
       if (issuer) ring.wait_free(ring.values_free(s), i);
       tma_copy_rows<T, D, BN>(ring.tiles.values(s), &v_map, blk.head_k, n, batch,
                               ring.values_landed(s), issuer);
+      ++i;
     }
     // The end of the walk: a stage with no tile (its keys' 33 arrivals without bytes).
     const int s = Ring::stage(i);
