@@ -244,8 +244,8 @@ struct AttentionOptions {
   // share of the visible pairs (sum of squared lengths / sum of lengths over
   // the batch; pair_weighted_document_length in kernels/document_length.h),
   // formed by the caller on the host; 0 = unknown. It changes no value: the
-  // cuda backend picks its kernels by it (long documents' backward takes the
-  // warp-specialized dk/dv, short ones' the one-warpgroup blocks).
+  // cuda backend picks its kernels by it (long documents take the
+  // warp-specialized forward and dk/dv, short ones the one-warpgroup blocks).
   int64_t document_tokens = 0;
   // Only the cuda backend reads it; KernelSet::attention sets it from
   // kernels.plain_attention (whatever the caller put here).

@@ -3404,12 +3404,14 @@ std::atomic<bool> fused_dq{true};
 std::atomic<int> fused_dq_query_rows{0};
 
 // Whether the forward takes the warp-specialized blocks: where no document
-// mask applies (with documents the one-warpgroup forward was faster at every
-// length measured, launchers.h).
+// mask applies, and with documents of kWarpSpecializedForwardDocumentTokens
+// or more by the length the caller formed on the host (shorter documents'
+// blocks of 64 queries skip more of the pairs the mask discards).
 bool warp_specialized_forward(const AttentionShape& a) {
   const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
-  return mode == WarpSpecialized::on ||
-         (mode == WarpSpecialized::measured && a.document_ids == nullptr);
+  const bool long_documents =
+      a.document_ids == nullptr || a.document_tokens >= kWarpSpecializedForwardDocumentTokens;
+  return mode == WarpSpecialized::on || (mode == WarpSpecialized::measured && long_documents);
 }
 // Whether dk/dv takes them: also with documents of
 // kWarpSpecializedBackwardDocumentTokens or more, by the length the caller

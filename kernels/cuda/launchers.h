@@ -456,9 +456,10 @@ int64_t attention_tma_launches();
 // them on warpgroup MMA): the forward in blocks of 128 queries over 128-key
 // tiles, dk/dv in blocks of 128 keys over 64-query tiles, instead of
 // one-warpgroup blocks of 64. off: neither; on: both passes; measured (the
-// default): both where no document mask applies, dk/dv also where the
-// documents are long (kWarpSpecializedBackwardDocumentTokens), the forward's consumers
-// taking turns unless the schedule says otherwise. On an H100 at 8192 tokens,
+// default): both where no document mask applies, and with documents where
+// they are long (kWarpSpecializedForwardDocumentTokens,
+// kWarpSpecializedBackwardDocumentTokens), the forward's consumers taking
+// turns unless the schedule says otherwise. On an H100 at 8192 tokens,
 // against the one-warpgroup passes with TMA copies, forward + backward:
 // causal 1.13x / 1.10x faster (head_dim 128 / 64), window 1.11x / 0.98x,
 // softcap 50 + window 1.09x / 1.12x (with documents: below).
@@ -466,14 +467,18 @@ int64_t attention_tma_launches();
 enum class WarpSpecialized : int { off = 0, on = 1, measured = 2 };
 // measured, with document ids: the warp-specialized dk/dv where the
 // documents' pair-weighted mean length (AttentionShape::document_tokens,
-// kernels/document_length.h) is at least this many tokens; the forward stays
-// on the one-warpgroup blocks. On an H100, 8192 tokens packed with equal
-// documents (docs/benchmarks/attention-documents_h100_2026-12-07.md): the
+// kernels/document_length.h) is at least this many tokens. On an H100, 8192
+// tokens packed with equal documents
+// (docs/benchmarks/attention-documents_h100_2026-12-07.md): the
 // warp-specialized dk/dv with the fused dq against the one-warpgroup dk/dv
 // and dq passes 1.62x / 1.34x faster (head_dim 128 / 64) with 1 document,
-// 1.25x / 1.09x with 8, 1.05x / 0.95x with 16, 0.78x with 64; the
-// warp-specialized forward 0.88x / 0.84x with 1 document, 0.62-0.83x with more.
+// 1.25x / 1.09x with 8, 1.05x / 0.95x with 16, 0.78x with 64.
 constexpr int64_t kWarpSpecializedBackwardDocumentTokens = 1024;
+// And the warp-specialized forward from this length: against the
+// one-warpgroup forward, same H100 and bench, 1.13-1.16x / 1.13-1.14x faster with
+// 1 document, 1.09-1.13x / 1.10-1.13x with 2, 0.98-1.01x with 4 (2,048
+// tokens), 0.91-0.93x / 0.90-0.91x with 8, 0.64-0.65x / 0.68-0.70x with 64.
+constexpr int64_t kWarpSpecializedForwardDocumentTokens = 4096;
 WarpSpecialized set_attention_warp_specialized(WarpSpecialized mode);
 // Launches (forward, dk/dv) that took them since the process started (where
 // the driver refuses a tensor map a pass falls back to the other kernels
