@@ -1725,8 +1725,9 @@ struct StageTile {
 // With documents, the warp-specialized forward's key tiles' document ids as
 // 32-bit codes in shared memory, stored by the producer warp's lanes while
 // the keys' copy flies, only for the tiles some consumer masks (the only
-// ones whose codes are read): code = id - base for the ids in [base, base + span] (the
-// block's rows' documents), else -1 (a document no row of the block is in).
+// ones whose codes are read): code = id - base for the ids in
+// [base, base + span] (the block's rows' documents), else -1 (a document no
+// row of the block is in).
 // The consumers compare them with their rows' codes (id - base): no global
 // loads, and half the registers, in the softmax of a tile the mask cuts.
 // Only where the rows' span fits (staged; else the ids are read as
