@@ -3404,26 +3404,22 @@ std::atomic<bool> fused_dq{true};
 // 0 = measured (128), or 64 / 128.
 std::atomic<int> fused_dq_query_rows{0};
 
-// Whether the forward takes the warp-specialized blocks: where no document
-// mask applies, and with documents of kWarpSpecializedForwardDocumentTokens
-// or more by the length the caller formed on the host (shorter documents'
-// blocks of 64 queries skip more of the pairs the mask discards).
-bool warp_specialized_forward(const AttentionShape& a) {
+// Whether a pass takes the warp-specialized blocks: where no document mask
+// applies, and with documents whose pair-weighted mean length (formed by the
+// caller on the host, AttentionShape::document_tokens; the kernels cannot
+// tell before they run) is at least `from_tokens`. Short documents' blocks of
+// 128 walk few tiles and cut more of them; the one-warpgroup blocks of 64
+// skip more of the pairs the mask discards.
+bool warp_specialized_from(const AttentionShape& a, int64_t from_tokens) {
   const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
-  const bool long_documents =
-      a.document_ids == nullptr || a.document_tokens >= kWarpSpecializedForwardDocumentTokens;
+  const bool long_documents = a.document_ids == nullptr || a.document_tokens >= from_tokens;
   return mode == WarpSpecialized::on || (mode == WarpSpecialized::measured && long_documents);
 }
-// Whether dk/dv takes them: also with documents of
-// kWarpSpecializedBackwardDocumentTokens or more, by the length the caller
-// formed on the host (AttentionShape::document_tokens; the kernels cannot
-// tell before they run). Short documents' blocks of 128 keys walk few query
-// tiles and cut more of them; the one-warpgroup blocks of 64 skip more pairs.
+bool warp_specialized_forward(const AttentionShape& a) {
+  return warp_specialized_from(a, kWarpSpecializedForwardDocumentTokens);
+}
 bool warp_specialized_backward(const AttentionShape& a) {
-  const auto mode = static_cast<WarpSpecialized>(warp_specialized.load());
-  const bool long_documents =
-      a.document_ids == nullptr || a.document_tokens >= kWarpSpecializedBackwardDocumentTokens;
-  return mode == WarpSpecialized::on || (mode == WarpSpecialized::measured && long_documents);
+  return warp_specialized_from(a, kWarpSpecializedBackwardDocumentTokens);
 }
 
 // Launches the warp-specialized forward and returns true, or returns false
