@@ -5,7 +5,8 @@
 # liger-train beside HF transformers + PEFT (+ Liger-Kernel) and HF pure bf16 +
 # Liger-Kernel (scripts/baselines/hf_llama_single.py). Random weights, bf16.
 # Every run reports the median tokens/s after its warm-up steps, the peak memory
-# and MFU (LoRA: 4 FLOPs per frozen matmul parameter and token, 6 per trained one).
+# and MFU (LoRA: 4 FLOPs per frozen matmul parameter and token, 6 per trained one);
+# nvidia-smi samples power and SM clock meanwhile (the card slows at its power cap).
 #
 #   bash bench/e2e_8b.sh [STEPS [PARTS]]     # STEPS default 20 (LoRA runs)
 #     e.g. bash bench/e2e_8b.sh 20
@@ -25,6 +26,8 @@
 #   DEADLINE_S=0         N > 0: skip the runs that start after N seconds
 #   FULL_EXTRA="..."     more liger-train arguments for the full runs, e.g.
 #                        "--set training.memory_budget_gib=76" on a GPU larger than 80 GB
+#   POWER_SAMPLE=1       0: no nvidia-smi sampling (power.csv, busy stretches by
+#                        bench/power_stretches.py at the end of summary.txt)
 # Carried files: wheels/liger_kernel-*.whl adds the + Liger-Kernel rows (as for
 #   bench/e2e_1b.sh). Exit 1 when a liger-train run failed.
 set -euo pipefail
@@ -41,6 +44,7 @@ read -r -a full_extra <<< "${FULL_EXTRA:-}"
 DEADLINE_S=${DEADLINE_S:-0}
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 LIGER_PYTHON=${LIGER_PYTHON:-python3}
+POWER_SAMPLE=${POWER_SAMPLE:-1}
 S=$OUT/summary.txt
 status=0
 start=$(date +%s)
@@ -55,6 +59,12 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$S"
 echo "commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC'), STEPS=$STEPS, PARTS=\"$PARTS\"${FULL_EXTRA:+, FULL_EXTRA=\"$FULL_EXTRA\"}" >> "$S"
 if has lora || has full; then
   TARGETS=liger-train bash bench/build.sh "$BUILD_DIR" >> "$S" 2>&1 || { cat "$S"; exit 1; }
+fi
+if [[ $POWER_SAMPLE == 1 ]]; then
+  nvidia-smi --query-gpu=timestamp,power.draw,clocks.sm,clocks_throttle_reasons.active --format=csv,noheader \
+    -lms 250 > "$OUT/power.csv" 2>&1 &
+  sampler=$!
+  trap 'kill "$sampler" 2> /dev/null || true' EXIT
 fi
 
 summary() {  # summary METRICS.jsonl WARMUP: median tokens/s after WARMUP rows, peak GiB, mfu
@@ -140,5 +150,11 @@ if has hf_full; then
   fi
 fi
 
+if [[ $POWER_SAMPLE == 1 ]]; then
+  kill "$sampler" 2> /dev/null || true
+  wait "$sampler" 2> /dev/null || true
+  echo "busy stretches (start, length, median power and SM clock, samples at the power cap):" >> "$S"
+  python3 bench/power_stretches.py "$OUT/power.csv" >> "$S" 2>&1 || true
+fi
 cat "$S"
 exit "$status"
