@@ -21,6 +21,8 @@
 # Environment (all optional):
 #   OUT=out              results (summary.txt, logs, JSON, run folders)
 #   BUILD_DIR=build-gpu  built with bench/build.sh (its variables apply)
+#   BUILD=1              0: run the liger-train already in BUILD_DIR/apps (built
+#                        elsewhere for this GPU) without configuring or building
 #   LIGER_PYTHON=python3 the Python with torch, transformers and peft for HF
 #   FULL_STEPS=6         optimizer steps of the full fine-tuning run as shipped
 #   DEADLINE_S=0         N > 0: skip the runs that start after N seconds
@@ -58,7 +60,11 @@ in_time() {  # in_time LABEL: false (and a line in the summary) once DEADLINE_S 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$S"
 echo "commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC'), STEPS=$STEPS, PARTS=\"$PARTS\"${FULL_EXTRA:+, FULL_EXTRA=\"$FULL_EXTRA\"}" >> "$S"
 if has lora || has full; then
-  TARGETS=liger-train bash bench/build.sh "$BUILD_DIR" >> "$S" 2>&1 || { cat "$S"; exit 1; }
+  if [[ ${BUILD:-1} == 0 ]]; then
+    [[ -x $BUILD_DIR/apps/liger-train ]] || { echo "BUILD=0: no $BUILD_DIR/apps/liger-train" >&2; exit 1; }
+  else
+    TARGETS=liger-train bash bench/build.sh "$BUILD_DIR" >> "$S" 2>&1 || { cat "$S"; exit 1; }
+  fi
 fi
 if [[ $POWER_SAMPLE == 1 ]]; then
   nvidia-smi --query-gpu=timestamp,power.draw,clocks.sm,clocks_throttle_reasons.active --format=csv,noheader \
