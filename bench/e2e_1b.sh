@@ -56,12 +56,8 @@ status=0
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$S"
 echo "commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC'), STEPS=$STEPS, PARTS=\"$PARTS\"${EXTRA:+, EXTRA=\"$EXTRA\"}" >> "$S"
 TARGETS=liger-train bash bench/build.sh "$BUILD_DIR" >> "$S" 2>&1 || { cat "$S"; exit 1; }
-if [[ $POWER_SAMPLE == 1 ]]; then
-  nvidia-smi --query-gpu=timestamp,power.draw,clocks.sm,clocks_throttle_reasons.active --format=csv,noheader \
-    -lms 250 > "$OUT/power.csv" 2>&1 &
-  sampler=$!
-  trap 'kill "$sampler" 2> /dev/null || true' EXIT
-fi
+source bench/power_sampling.sh
+power_sampling_start "$OUT"
 
 summary() {  # metrics.jsonl -> median tokens/s after 5 warm-up steps, peak GiB, mfu
   python3 - "$1" <<'PY' 2> /dev/null || echo "(no metrics: $1)"
@@ -142,11 +138,6 @@ if has long; then
   echo "64K, both off: exit $code -- $(tail -n 1 "$OUT/long_off.log" | cut -c1-400)" >> "$S"
 fi
 
-if [[ $POWER_SAMPLE == 1 ]]; then
-  kill "$sampler" 2> /dev/null || true
-  wait "$sampler" 2> /dev/null || true
-  echo "busy stretches (start, length, median power and SM clock, samples at the power cap):" >> "$S"
-  python3 bench/power_stretches.py "$OUT/power.csv" >> "$S" 2>&1 || true
-fi
+power_sampling_report "$OUT" "$S"
 cat "$S"
 exit "$status"

@@ -66,12 +66,8 @@ if has lora || has full; then
     TARGETS=liger-train bash bench/build.sh "$BUILD_DIR" >> "$S" 2>&1 || { cat "$S"; exit 1; }
   fi
 fi
-if [[ $POWER_SAMPLE == 1 ]]; then
-  nvidia-smi --query-gpu=timestamp,power.draw,clocks.sm,clocks_throttle_reasons.active --format=csv,noheader \
-    -lms 250 > "$OUT/power.csv" 2>&1 &
-  sampler=$!
-  trap 'kill "$sampler" 2> /dev/null || true' EXIT
-fi
+source bench/power_sampling.sh
+power_sampling_start "$OUT"
 
 summary() {  # summary METRICS.jsonl WARMUP: median tokens/s after WARMUP rows, peak GiB, mfu
   python3 - "$1" "$2" <<'PY' 2> /dev/null || echo "(no metrics: $1)"
@@ -156,11 +152,6 @@ if has hf_full; then
   fi
 fi
 
-if [[ $POWER_SAMPLE == 1 ]]; then
-  kill "$sampler" 2> /dev/null || true
-  wait "$sampler" 2> /dev/null || true
-  echo "busy stretches (start, length, median power and SM clock, samples at the power cap):" >> "$S"
-  python3 bench/power_stretches.py "$OUT/power.csv" >> "$S" 2>&1 || true
-fi
+power_sampling_report "$OUT" "$S"
 cat "$S"
 exit "$status"
